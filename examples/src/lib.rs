@@ -1,0 +1,12 @@
+//! Examples for optim-dsl: real data and small models to train with optimizers declared in
+//! the `optimizer!` DSL (runnable programs are in `examples/examples/`).
+//!
+//! - [`data`]: an in-memory [`data::Dataset`] with deterministic stratified splits and
+//!   shuffled mini-batches; the UCI handwritten digits embedded in the crate
+//!   ([`data::digits`], no download needed); a gzip-aware IDX reader for Fashion-MNIST
+//!   ([`data::idx`], from the Debian package `dataset-fashion-mnist` or any directory).
+//! - [`model`]: a dfdx MLP and training/evaluation loops that take the optimizer step as a
+//!   closure, so dfdx's optimizers and DSL-generated ones plug in the same way.
+
+pub mod data;
+pub mod model;

@@ -1,0 +1,173 @@
+//! Stage 2 types, the optimizer as understood: hyperparameters with domains, and per rule a
+//! dataflow graph whose nodes are in topological order (operands always precede their users).
+
+use proc_macro2::{Span, TokenStream};
+use syn::{Attribute, Ident, Visibility};
+
+pub(crate) type NodeId = usize;
+
+/// How often a value changes: per compile-time flag combination, per step (hoisted to the host,
+/// `f64`), or per element (inside the fused loop).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub(crate) enum Level {
+    Flag,
+    Scalar,
+    Elem,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Ty {
+    pub level: Level,
+    pub boolean: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+    And,
+    Or,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Func {
+    Sqrt,
+    Rsqrt,
+    Abs,
+    Sign,
+    Exp,
+    Ln,
+    Max,
+    Min,
+    Clamp,
+    Pow,
+    Lerp,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    Num(f64),
+    Bool(bool),
+    /// Numeric hyperparameter, by index into `Optimizer::hypers`.
+    Hyper(usize),
+    /// Flag hyperparameter, by index into `Optimizer::hypers`.
+    Flag(usize),
+    /// The parameter's own step count (1 on its first update).
+    Step,
+    /// A shape scalar: `rows`, `cols`, `numel`, `fan_in`, `fan_out`.
+    Shape(&'static str),
+    Param,
+    Grad,
+    Neg(NodeId),
+    Not(NodeId),
+    Bin(BinOp, NodeId, NodeId),
+    Func(Func, Vec<NodeId>),
+    Select(NodeId, NodeId, NodeId),
+    /// The stored value of an element-wise state slot (before this step's write).
+    StateRead(usize),
+    /// Whether a state slot was created during this step.
+    First(usize),
+    /// The stored value of a scalar state slot.
+    ScalarRead(usize),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Node {
+    pub op: Op,
+    pub ty: Ty,
+}
+
+/// An element-wise state buffer.
+pub(crate) struct Slot {
+    pub name: String,
+    /// Per-step scalar initial value (filled at creation), or `None` when the initial value is
+    /// per element (handled in the kernel through `First`).
+    pub init: Option<NodeId>,
+    pub write: Option<NodeId>,
+    pub span: Span,
+}
+
+/// A scalar (per-parameter, per-step) state.
+pub(crate) struct ScalarSlot {
+    pub name: String,
+    pub init: f64,
+    pub write: Option<NodeId>,
+}
+
+/// A rule written in the DSL.
+pub(crate) struct Fused {
+    pub nodes: Vec<Node>,
+    pub slots: Vec<Slot>,
+    pub scalar_slots: Vec<ScalarSlot>,
+    pub param_write: Option<NodeId>,
+}
+
+pub(crate) enum RuleBody {
+    Fused(Fused),
+    /// `_ => Other<name = value, ...>`; values are lowered as flag- or scalar-level expressions
+    /// over this optimizer's hyperparameters, in `reuse_nodes`.
+    Reuse {
+        name: Ident,
+        bindings: Vec<(Ident, NodeId)>,
+        nodes: Vec<Node>,
+    },
+}
+
+pub(crate) struct Rule {
+    /// Pattern and guard as written, for `explain`.
+    pub text: String,
+    /// Condition over `info: &ParamInfo` (Rust tokens), `None` for a catch-all.
+    pub condition: Option<TokenStream>,
+    pub body: RuleBody,
+}
+
+pub(crate) struct Hyper {
+    pub name: Ident,
+    pub default: crate::ast::LitValue,
+    pub is_flag: bool,
+    pub domain: Domain,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Domain {
+    Finite,
+    NonNegative,
+    Positive,
+    UnitOpen,
+}
+
+impl Domain {
+    pub(crate) fn contains(self, x: f64) -> bool {
+        x.is_finite()
+            && match self {
+                Domain::Finite => true,
+                Domain::NonNegative => x >= 0.0,
+                Domain::Positive => x > 0.0,
+                Domain::UnitOpen => (0.0..1.0).contains(&x),
+            }
+    }
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Domain::Finite => "a finite value",
+            Domain::NonNegative => "a finite value >= 0",
+            Domain::Positive => "a finite value > 0",
+            Domain::UnitOpen => "a value in [0, 1)",
+        }
+    }
+}
+
+pub(crate) struct Optimizer {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub hypers: Vec<Hyper>,
+    pub rules: Vec<Rule>,
+}

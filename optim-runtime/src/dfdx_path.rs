@@ -1,0 +1,141 @@
+//! The dfdx driver: walks a `TensorCollection`, stages each trainable tensor in a reusable host
+//! buffer, runs the shared step, and commits the result with `copy_from`.
+
+use crate::optimizer::{step_entries, Entry};
+use crate::{DslOptimizer, Float, OptimError};
+use dfdx::nn::tensor_collection::{
+    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
+};
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::{Cpu, Gradients, Tensor};
+use dfdx::tensor_ops::Device;
+use std::collections::BTreeMap;
+
+struct Staged<E> {
+    name: String,
+    shape: Vec<usize>,
+    grad: Vec<E>,
+}
+
+/// Pass 1: copy every trainable tensor into its scratch buffer and borrow its gradient buffer.
+struct Stage<'a, E: Float> {
+    scratch: &'a mut BTreeMap<String, Vec<E>>,
+    grads: &'a mut Gradients<E, Cpu>,
+    staged: Vec<Staged<E>>,
+}
+
+impl<E: Float> TensorVisitor<E, Cpu> for Stage<'_, E>
+where
+    Cpu: Device<E>,
+{
+    type Viewer = (ViewTensorMut, ViewTensorName);
+    type Err = dfdx::tensor::CpuError;
+    type E2 = E;
+    type D2 = Cpu;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, E, Cpu>,
+        (t, name): (&mut Tensor<S, E, Cpu>, String),
+    ) -> Result<Option<Tensor<S, E, Cpu>>, Self::Err> {
+        if !opts.do_gradient_update {
+            return Ok(None);
+        }
+        let shape: Vec<usize> = t.shape().concrete().into_iter().collect();
+        let numel: usize = shape.iter().product();
+        let buf = self.scratch.entry(name.clone()).or_default();
+        buf.resize(numel, E::default());
+        t.copy_into(buf);
+        let grad = E::take_grad(self.grads, t)?;
+        self.staged.push(Staged { name, shape, grad });
+        Ok(None)
+    }
+}
+
+/// Pass 2: return the gradient buffers and, when the step succeeded, commit the new values.
+struct Commit<'a, E: Float> {
+    scratch: &'a BTreeMap<String, Vec<E>>,
+    grads: &'a mut Gradients<E, Cpu>,
+    staged: BTreeMap<String, Vec<E>>,
+    commit: bool,
+}
+
+impl<E: Float> TensorVisitor<E, Cpu> for Commit<'_, E>
+where
+    Cpu: Device<E>,
+{
+    type Viewer = (ViewTensorMut, ViewTensorName);
+    type Err = dfdx::tensor::CpuError;
+    type E2 = E;
+    type D2 = Cpu;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, E, Cpu>,
+        (t, name): (&mut Tensor<S, E, Cpu>, String),
+    ) -> Result<Option<Tensor<S, E, Cpu>>, Self::Err> {
+        if !opts.do_gradient_update {
+            return Ok(None);
+        }
+        if let Some(grad) = self.staged.remove(&name) {
+            E::put_grad(self.grads, t, grad)?;
+        }
+        if self.commit {
+            if let Some(buf) = self.scratch.get(&name) {
+                t.copy_from(buf);
+            }
+        }
+        Ok(None)
+    }
+}
+
+pub(crate) fn update<E, O, M>(opt: &mut O, model: &mut M, grads: &mut Gradients<E, Cpu>) -> Result<(), OptimError>
+where
+    E: Float,
+    O: DslOptimizer<E>,
+    M: TensorCollection<E, Cpu>,
+    Cpu: Device<E>,
+{
+    let mut scratch = std::mem::take(&mut opt.opt_state_mut().scratch);
+    let mut stage = Stage { scratch: &mut scratch, grads, staged: Vec::new() };
+    let walked = M::iter_tensors(&mut RecursiveWalker { m: (&mut *model, String::new()), f: &mut stage });
+    let staged = std::mem::take(&mut stage.staged);
+
+    let result = match walked {
+        Err(e) => Err(OptimError::Device(format!("{e:?}"))),
+        Ok(_) => {
+            // Temporarily move the scratch buffers out so `step_entries` can borrow them mutably
+            // alongside the optimizer.
+            let mut bufs: Vec<(String, Vec<E>)> = Vec::with_capacity(staged.len());
+            for s in &staged {
+                let buf = scratch.remove(&s.name).unwrap_or_default();
+                bufs.push((s.name.clone(), buf));
+            }
+            let entries: Vec<Entry<'_, E>> = staged
+                .iter()
+                .zip(bufs.iter_mut())
+                .map(|(s, (_, buf))| Entry {
+                    name: &s.name,
+                    shape: &s.shape,
+                    param: buf.as_mut_slice(),
+                    grad: &s.grad,
+                })
+                .collect();
+            let r = step_entries(opt, entries);
+            scratch.extend(bufs);
+            r
+        }
+    };
+
+    let mut commit = Commit {
+        scratch: &scratch,
+        grads,
+        staged: staged.into_iter().map(|s| (s.name, s.grad)).collect(),
+        commit: result.is_ok(),
+    };
+    let restored = M::iter_tensors(&mut RecursiveWalker { m: (&mut *model, String::new()), f: &mut commit });
+    opt.opt_state_mut().scratch = scratch;
+    result?;
+    restored.map_err(|e| OptimError::Device(format!("{e:?}")))?;
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! The runtime error type.
+
+/// Everything that can go wrong when building or stepping an optimizer.
+///
+/// No error leaves an optimizer half-updated: every check (hyperparameter values at this step,
+/// shapes, names) runs before the first parameter or state buffer is written.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptimError {
+    /// A hyperparameter (constant, or a schedule's value at some step) is outside its domain.
+    #[error("invalid hyperparameter `{name}` of `{optimizer}`: {value} at step {step}; expected {expected}")]
+    InvalidHyperparameter {
+        /// Name of the optimizer type (`"AdamW"`).
+        optimizer: &'static str,
+        /// Name of the hyperparameter (`"beta1"`).
+        name: &'static str,
+        /// The offending value.
+        value: f64,
+        /// The global step at which the value was taken (0 when set).
+        step: u64,
+        /// The domain in words (`"a value in [0, 1)"`).
+        expected: &'static str,
+    },
+    /// A parameter's gradient (or a state buffer) does not have as many elements as the parameter.
+    #[error("shape mismatch for parameter `{param}`: {detail}")]
+    ShapeMismatch {
+        /// Parameter name (dfdx path: the dotted module path, `"0.weight"`).
+        param: String,
+        /// What differs, in words.
+        detail: String,
+    },
+    /// Two parameters passed to one `update_slices` call share a name (state is keyed by name).
+    #[error("parameter name `{0}` appears twice in one update; state is keyed by parameter name")]
+    DuplicateParam(String),
+    /// The device reported an error (dfdx `Cpu`/`Cuda` error, as text).
+    #[error("device error: {0}")]
+    Device(String),
+}

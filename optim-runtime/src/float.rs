@@ -1,0 +1,89 @@
+//! The element types a generated kernel runs on.
+
+/// An element type of parameters, gradients and state buffers: `f32` or `f64`.
+///
+/// Generated kernels are generic over `E: Float`; host-side scalar math (bias corrections, schedule
+/// values, shape scalars) is done in `f64` and converted with [`Float::from_f64`] once per step and
+/// tensor, as PyTorch does with Python floats.
+pub trait Float:
+    num_traits::Float
+    + dfdx::dtypes::Dtype
+    + Default
+    + Send
+    + Sync
+    + core::fmt::Debug
+    + core::fmt::Display
+    + 'static
+{
+    /// `"f32"` or `"f64"` (used in plans and checkpoints).
+    const NAME: &'static str;
+    /// Size of one element in bytes (4 or 8).
+    const BYTES: usize;
+    /// Converts a host-side `f64` scalar (rounding to nearest for `f32`).
+    fn from_f64(x: f64) -> Self;
+    /// Widens to `f64` (exact).
+    fn to_f64(self) -> f64;
+    /// Moves the gradient buffer of `t` out of `grads` (allocating zeros if absent), leaving an
+    /// empty buffer in its place. Used by the dfdx driver to borrow gradients without copying.
+    #[doc(hidden)]
+    fn take_grad<S: dfdx::shapes::Shape>(
+        grads: &mut dfdx::tensor::Gradients<Self, dfdx::tensor::Cpu>,
+        t: &dfdx::tensor::Tensor<S, Self, dfdx::tensor::Cpu>,
+    ) -> Result<Vec<Self>, dfdx::tensor::CpuError>;
+    /// Puts a buffer taken by [`Float::take_grad`] back.
+    #[doc(hidden)]
+    fn put_grad<S: dfdx::shapes::Shape>(
+        grads: &mut dfdx::tensor::Gradients<Self, dfdx::tensor::Cpu>,
+        t: &dfdx::tensor::Tensor<S, Self, dfdx::tensor::Cpu>,
+        buf: Vec<Self>,
+    ) -> Result<(), dfdx::tensor::CpuError>;
+}
+
+macro_rules! cpu_grad_access {
+    () => {
+        fn take_grad<S: dfdx::shapes::Shape>(
+            grads: &mut dfdx::tensor::Gradients<Self, dfdx::tensor::Cpu>,
+            t: &dfdx::tensor::Tensor<S, Self, dfdx::tensor::Cpu>,
+        ) -> Result<Vec<Self>, dfdx::tensor::CpuError> {
+            let g = grads.get_or_alloc_mut(t)?;
+            Ok(std::mem::take(&mut **g))
+        }
+        fn put_grad<S: dfdx::shapes::Shape>(
+            grads: &mut dfdx::tensor::Gradients<Self, dfdx::tensor::Cpu>,
+            t: &dfdx::tensor::Tensor<S, Self, dfdx::tensor::Cpu>,
+            buf: Vec<Self>,
+        ) -> Result<(), dfdx::tensor::CpuError> {
+            let g = grads.get_or_alloc_mut(t)?;
+            **g = buf;
+            Ok(())
+        }
+    };
+}
+
+impl Float for f32 {
+    const NAME: &'static str = "f32";
+    const BYTES: usize = 4;
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    cpu_grad_access!();
+}
+
+impl Float for f64 {
+    const NAME: &'static str = "f64";
+    const BYTES: usize = 8;
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    cpu_grad_access!();
+}

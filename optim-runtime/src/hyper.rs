@@ -1,0 +1,123 @@
+//! Hyperparameters: a constant or a [`Schedule`], with a validated domain.
+
+use crate::{OptimError, Schedule};
+
+/// The value of one hyperparameter: a constant or a schedule over the optimizer's global step.
+///
+/// Every numeric hyperparameter of a DSL optimizer is a `Hyper`, so any of them — not only `lr` —
+/// can be scheduled. Values are `f64`; they are evaluated once per step (at the number of
+/// completed `update` calls, 0-based, like PyTorch's `scheduler.last_epoch`) and checked against
+/// the hyperparameter's [`Domain`] before anything is written.
+///
+/// ```
+/// use optim_runtime::{Hyper, Schedule};
+/// let lr: Hyper = 3e-4.into();
+/// assert_eq!(lr.value_at(10), 3e-4);
+/// let lr: Hyper = Schedule::linear(0.0, 1.0, 10).into();
+/// assert_eq!(lr.value_at(5), 0.5);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hyper {
+    /// A fixed value.
+    Const(f64),
+    /// A value that depends on the global step.
+    Schedule(Schedule),
+}
+
+impl Hyper {
+    /// The value in effect for the update with 0-based global index `step`.
+    pub fn value_at(&self, step: u64) -> f64 {
+        match self {
+            Hyper::Const(v) => *v,
+            Hyper::Schedule(s) => s.value(step),
+        }
+    }
+}
+
+impl From<f64> for Hyper {
+    fn from(v: f64) -> Self {
+        Hyper::Const(v)
+    }
+}
+
+impl From<f32> for Hyper {
+    fn from(v: f32) -> Self {
+        Hyper::Const(f64::from(v))
+    }
+}
+
+impl From<Schedule> for Hyper {
+    fn from(s: Schedule) -> Self {
+        Hyper::Schedule(s)
+    }
+}
+
+/// The set of valid values of a hyperparameter. Every domain also requires a finite value.
+///
+/// The macro assigns a domain from the hyperparameter's role: the `beta` argument of
+/// `momentum`/`ema`/`second_moment` is [`Domain::UnitOpen`]; names follow PyTorch's checks
+/// (`lr*`, `weight_decay`, `momentum`, `dampening` non-negative; `eps*` positive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// Any finite value.
+    Finite,
+    /// `x >= 0`.
+    NonNegative,
+    /// `x > 0`.
+    Positive,
+    /// `0 <= x < 1` (EMA coefficients, betas).
+    UnitOpen,
+    /// `0 <= x <= 1`.
+    UnitClosed,
+}
+
+impl Domain {
+    /// The domain in words, as used in error messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Domain::Finite => "a finite value",
+            Domain::NonNegative => "a finite value >= 0",
+            Domain::Positive => "a finite value > 0",
+            Domain::UnitOpen => "a value in [0, 1)",
+            Domain::UnitClosed => "a value in [0, 1]",
+        }
+    }
+
+    /// Whether `x` lies in this domain.
+    pub fn contains(self, x: f64) -> bool {
+        x.is_finite()
+            && match self {
+                Domain::Finite => true,
+                Domain::NonNegative => x >= 0.0,
+                Domain::Positive => x > 0.0,
+                Domain::UnitOpen => (0.0..1.0).contains(&x),
+                Domain::UnitClosed => (0.0..=1.0).contains(&x),
+            }
+    }
+}
+
+/// Evaluates `h` at `step` and checks it against `domain`.
+///
+/// # Errors
+/// [`OptimError::InvalidHyperparameter`] naming `optimizer` and `name` when the value is outside
+/// `domain` (or not finite).
+pub fn eval_hyper(
+    optimizer: &'static str,
+    name: &'static str,
+    h: &Hyper,
+    domain: Domain,
+    step: u64,
+) -> Result<f64, OptimError> {
+    let value = h.value_at(step);
+    if domain.contains(value) {
+        Ok(value)
+    } else {
+        Err(OptimError::InvalidHyperparameter {
+            optimizer,
+            name,
+            value,
+            step,
+            expected: domain.describe(),
+        })
+    }
+}

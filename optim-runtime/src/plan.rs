@@ -1,0 +1,107 @@
+//! Descriptions of what a generated optimizer does per step: the `explain` API.
+
+use std::fmt;
+
+/// The execution plan of an optimizer for its current flag values: one entry per routing rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Name of the optimizer type.
+    pub optimizer: &'static str,
+    /// Rules in routing order (first match wins).
+    pub rules: Vec<RulePlan>,
+}
+
+/// The plan of one routing rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RulePlan {
+    /// The rule's pattern and guard as written (`"matrix if name.contains(\"embed\")"`, `"_"`).
+    pub pattern: &'static str,
+    /// What the rule runs.
+    pub body: RuleBody,
+}
+
+/// The body of a rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleBody {
+    /// A fused rule written in the DSL.
+    Fused {
+        /// Generated loops, in execution order; barriers separate them.
+        kernels: Vec<KernelPlan>,
+        /// Element-wise state buffers this rule keeps per parameter, by slot.
+        state: Vec<&'static str>,
+        /// Hoisted scalars (computed in `f64` once per step and parameter).
+        scalars: Vec<&'static str>,
+    },
+    /// The rule delegates to another DSL optimizer.
+    Reuse {
+        /// That optimizer's plan.
+        plan: Box<Plan>,
+    },
+}
+
+/// One generated loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelPlan {
+    /// Element streams read once per element (`"param"`, `"grad"`, state names).
+    pub reads: Vec<&'static str>,
+    /// Element streams written once per element (`"param"`, state names).
+    pub writes: Vec<&'static str>,
+    /// Arithmetic operations per element.
+    pub ops: usize,
+}
+
+impl KernelPlan {
+    /// Bytes moved per parameter element on the slice path: `(reads + writes) × elem_bytes`.
+    /// AdamW in `f32`: (4 + 3) × 4 = 28.
+    pub fn bytes_per_param(&self, elem_bytes: usize) -> usize {
+        (self.reads.len() + self.writes.len()) * elem_bytes
+    }
+}
+
+impl Plan {
+    /// Total kernels over all fused rules.
+    pub fn kernel_count(&self) -> usize {
+        self.rules
+            .iter()
+            .map(|r| match &r.body {
+                RuleBody::Fused { kernels, .. } => kernels.len(),
+                RuleBody::Reuse { plan } => plan.kernel_count(),
+            })
+            .sum()
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_indented(f, 0)
+    }
+}
+
+impl Plan {
+    fn write_indented(&self, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Result {
+        let pad = "  ".repeat(depth);
+        writeln!(f, "{pad}optimizer {}", self.optimizer)?;
+        for rule in &self.rules {
+            writeln!(f, "{pad}  rule {} =>", rule.pattern)?;
+            match &rule.body {
+                RuleBody::Fused { kernels, state, scalars } => {
+                    writeln!(f, "{pad}    state: [{}]", state.join(", "))?;
+                    writeln!(f, "{pad}    hoisted scalars: {}", scalars.len())?;
+                    for (i, k) in kernels.iter().enumerate() {
+                        writeln!(
+                            f,
+                            "{pad}    kernel {i}: reads [{}], writes [{}], {} ops/elem, {} B/param (f32 slices), {} B/param (f32 dfdx)",
+                            k.reads.join(", "),
+                            k.writes.join(", "),
+                            k.ops,
+                            k.bytes_per_param(4),
+                            k.bytes_per_param(4) + 16
+                        )?;
+                    }
+                }
+                RuleBody::Reuse { plan } => plan.write_indented(f, depth + 2)?,
+            }
+        }
+        Ok(())
+    }
+}

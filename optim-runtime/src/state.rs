@@ -1,0 +1,103 @@
+//! Per-parameter optimizer state, keyed by parameter name.
+
+use std::collections::BTreeMap;
+
+/// The state of one parameter: its own step count, its element-wise state buffers and its
+/// scalar states.
+///
+/// Buffers are indexed by the slot numbers the macro assigns to a rule's stateful primitives
+/// (see the rule's [`crate::plan::RulePlan`] for their names). An empty buffer is not allocated
+/// yet: buffers are created the first time a step needs them, so a flag that is off (say
+/// `amsgrad = false`) costs no memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamState<E> {
+    /// Number of updates this parameter has received (1 during its first update). Bias
+    /// corrections use this count, so a parameter first updated at global step 5 is corrected
+    /// from its own first step.
+    pub step: u64,
+    /// Index of the rule that owns this state.
+    pub rule: usize,
+    /// Number of elements of the parameter.
+    pub len: usize,
+    /// Element-wise state buffers, by slot (`len` elements each, or empty when not allocated).
+    pub buffers: Vec<Vec<E>>,
+    /// Scalar states (e.g. NAdam's running product of momentum coefficients), by slot.
+    pub scalars: Vec<f64>,
+    /// For each scalar slot, whether it has been initialised.
+    pub scalars_init: Vec<bool>,
+}
+
+impl<E: Copy> ParamState<E> {
+    /// Fresh state for a parameter of `len` elements routed to `rule`.
+    pub fn new(rule: usize, len: usize) -> Self {
+        ParamState {
+            step: 0,
+            rule,
+            len,
+            buffers: Vec::new(),
+            scalars: Vec::new(),
+            scalars_init: Vec::new(),
+        }
+    }
+
+    /// Makes sure buffer `slot` exists, filling a new one with `init`. Returns `true` when the
+    /// buffer was created by this call (its first step).
+    pub fn ensure_buffer(&mut self, slot: usize, init: E) -> bool {
+        if self.buffers.len() <= slot {
+            self.buffers.resize_with(slot + 1, Vec::new);
+        }
+        let buf = &mut self.buffers[slot];
+        if buf.len() == self.len {
+            false
+        } else {
+            buf.clear();
+            buf.resize(self.len, init);
+            true
+        }
+    }
+
+    /// Makes sure scalar slot `slot` exists, with initial value `init`. Returns `true` when it
+    /// was created by this call.
+    pub fn ensure_scalar(&mut self, slot: usize, init: f64) -> bool {
+        if self.scalars.len() <= slot {
+            self.scalars.resize(slot + 1, 0.0);
+            self.scalars_init.resize(slot + 1, false);
+        }
+        if self.scalars_init[slot] {
+            false
+        } else {
+            self.scalars[slot] = init;
+            self.scalars_init[slot] = true;
+            true
+        }
+    }
+}
+
+/// The whole state of an optimizer: the global step and one [`ParamState`] per parameter name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptState<E> {
+    /// Number of completed `update` calls (the step at which schedules are evaluated).
+    pub step: u64,
+    /// Per-parameter state by name (dfdx path: the dotted module path such as `"0.weight"`).
+    pub params: BTreeMap<String, ParamState<E>>,
+    /// dfdx path only: a reusable host copy of each parameter (dfdx 0.13 exposes no mutable
+    /// view of a tensor's storage, see ARCHITECTURE.md). Not part of the optimizer's state.
+    pub(crate) scratch: BTreeMap<String, Vec<E>>,
+}
+
+impl<E> Default for OptState<E> {
+    fn default() -> Self {
+        OptState {
+            step: 0,
+            params: BTreeMap::new(),
+            scratch: BTreeMap::new(),
+        }
+    }
+}
+
+impl<E> OptState<E> {
+    /// The state of parameter `name`, if it has been updated at least once.
+    pub fn param(&self, name: &str) -> Option<&ParamState<E>> {
+        self.params.get(name)
+    }
+}
