@@ -153,24 +153,14 @@ fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
             continue;
         }
         match f.nodes[x].op {
-            Op::StateRead(k) | Op::First(k) => {
-                if !slot_live[k] {
-                    slot_live[k] = true;
-                    if let Some(w) = f.slots[k].write {
-                        work.push(w);
-                    }
-                    if let Some(init) = f.slots[k].init {
-                        work.push(init);
-                    }
-                }
+            Op::StateRead(k) | Op::First(k) if !slot_live[k] => {
+                slot_live[k] = true;
+                work.extend(f.slots[k].write);
+                work.extend(f.slots[k].init);
             }
-            Op::ScalarRead(k) => {
-                if !sslot_live[k] {
-                    sslot_live[k] = true;
-                    if let Some(w) = f.scalar_slots[k].write {
-                        work.push(w);
-                    }
-                }
+            Op::ScalarRead(k) if !sslot_live[k] => {
+                sslot_live[k] = true;
+                work.extend(f.scalar_slots[k].write);
             }
             _ => {}
         }

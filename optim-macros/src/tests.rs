@@ -2,7 +2,6 @@
 //! file and check its shape (kernel count, streams, errors) on the pretty-printed text.
 
 use crate::expand::optimizer;
-use quote::quote;
 
 fn pretty(tokens: proc_macro2::TokenStream) -> String {
     let file: syn::File = syn::parse2(tokens).expect("expansion parses as a Rust file");

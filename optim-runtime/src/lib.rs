@@ -8,7 +8,7 @@
 //! - [`kernel`]: the fused-kernel trait, run-time SIMD dispatch and the parallel executor.
 //! - [`optimizer`]: the [`DslOptimizer`] trait with the slice and dfdx drivers.
 //! - [`plan`]: the `explain` description of a generated optimizer.
-//! - [`error`]: [`OptimError`].
+//! - [`error`]: the error type, [`OptimError`].
 
 pub mod error;
 pub mod float;
