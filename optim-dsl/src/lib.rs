@@ -34,8 +34,9 @@ extern crate self as optim_dsl;
 
 pub use optim_macros::optimizer;
 pub use optim_runtime::{
-    kernel, ops, plan, schedule, state, Domain, DslOptimizer, Float, Hyper, KernelPlan, OptState, OptimError,
-    OptimizerConfig, ParamInfo, ParamSlice, ParamState, Plan, RuleBody, RulePlan, Schedule,
+    kernel, ops, plan, schedule, state, Domain, DslOptimizer, Float, Hyper, KernelPlan, OptState,
+    OptimError, OptimizerConfig, ParamInfo, ParamSlice, ParamState, Plan, RuleBody, RulePlan,
+    Schedule,
 };
 
 pub mod zoo;
@@ -49,5 +50,7 @@ pub mod __private;
 pub mod prelude {
     pub use crate::optimizer;
     pub use crate::zoo::*;
-    pub use optim_runtime::{DslOptimizer, Hyper, OptimError, OptimizerConfig, ParamSlice, Plan, Schedule};
+    pub use optim_runtime::{
+        DslOptimizer, Hyper, OptimError, OptimizerConfig, ParamSlice, Plan, Schedule,
+    };
 }

@@ -6,8 +6,8 @@
 pub use optim_runtime::kernel::{dispatch, Job, Kernel, Scalars, StateRefs};
 pub use optim_runtime::ops;
 pub use optim_runtime::{
-    eval_hyper, Domain, DslOptimizer, Float, Hyper, OptState, OptimError, OptimizerConfig, ParamInfo, ParamState, Plan,
-    KernelPlan, RuleBody, RulePlan,
+    eval_hyper, Domain, DslOptimizer, Float, Hyper, KernelPlan, OptState, OptimError,
+    OptimizerConfig, ParamInfo, ParamState, Plan, RuleBody, RulePlan,
 };
 
 /// `f64`, nameable even where the caller shadows it.

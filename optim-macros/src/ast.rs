@@ -81,8 +81,16 @@ pub(crate) struct Reuse {
 }
 
 pub(crate) enum Stmt {
-    Let { name: Ident, expr: Expr },
-    Assign { target: Ident, op: AssignOp, op_span: Span, expr: Expr },
+    Let {
+        name: Ident,
+        expr: Expr,
+    },
+    Assign {
+        target: Ident,
+        op: AssignOp,
+        op_span: Span,
+        expr: Expr,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -100,7 +108,10 @@ impl Parse for Input {
         let vis: Visibility = input.parse()?;
         if input.peek(Token![struct]) {
             let kw: Token![struct] = input.parse()?;
-            return Err(syn::Error::new(kw.span, "expected the optimizer's name; write `pub Name<...> { ... }` without `struct`"));
+            return Err(syn::Error::new(
+                kw.span,
+                "expected the optimizer's name; write `pub Name<...> { ... }` without `struct`",
+            ));
         }
         let name: Ident = input.parse()?;
         let mut hypers = Vec::new();
@@ -110,7 +121,10 @@ impl Parse for Input {
                 let hname: Ident = input.parse()?;
                 input.parse::<Token![=]>()?;
                 let default = parse_literal(input)?;
-                hypers.push(HyperDecl { name: hname, default });
+                hypers.push(HyperDecl {
+                    name: hname,
+                    default,
+                });
                 if input.peek(Token![,]) {
                     input.parse::<Token![,]>()?;
                 } else {
@@ -125,14 +139,28 @@ impl Parse for Input {
         if !input.is_empty() {
             return Err(input.error("unexpected tokens after the optimizer body; declare one optimizer per `optimizer!`"));
         }
-        Ok(Input { attrs, vis, name, hypers, body, body_span: brace.span.join() })
+        Ok(Input {
+            attrs,
+            vis,
+            name,
+            hypers,
+            body,
+            body_span: brace.span.join(),
+        })
     }
 }
 
 fn parse_literal(input: ParseStream) -> syn::Result<Literal> {
     let neg: Option<Token![-]> = input.parse()?;
-    let lit: Lit = input.parse().map_err(|e| syn::Error::new(e.span(), "expected a literal default value (a number, `true` or `false`)"))?;
-    let span = neg.as_ref().map_or(lit.span(), |n| n.span.join(lit.span()).unwrap_or(lit.span()));
+    let lit: Lit = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected a literal default value (a number, `true` or `false`)",
+        )
+    })?;
+    let span = neg.as_ref().map_or(lit.span(), |n| {
+        n.span.join(lit.span()).unwrap_or(lit.span())
+    });
     let value = match &lit {
         Lit::Float(f) => LitValue::Num(f.base10_parse::<f64>()?),
         Lit::Int(i) => LitValue::Num(i.base10_parse::<f64>()?),
@@ -142,7 +170,12 @@ fn parse_literal(input: ParseStream) -> syn::Result<Literal> {
             }
             LitValue::Bool(b.value)
         }
-        other => return Err(syn::Error::new(other.span(), "expected a number, `true` or `false`")),
+        other => {
+            return Err(syn::Error::new(
+                other.span(),
+                "expected a number, `true` or `false`",
+            ))
+        }
     };
     let value = match (neg, value) {
         (Some(_), LitValue::Num(v)) => LitValue::Num(-v),
@@ -160,7 +193,9 @@ fn starts_rule(input: ParseStream) -> bool {
     if fork.parse::<Ident>().is_err() {
         return false;
     }
-    fork.peek(Token![=>]) || fork.peek(Token![if]) || (fork.peek(Token![|]) && !fork.peek(Token![|=]))
+    fork.peek(Token![=>])
+        || fork.peek(Token![if])
+        || (fork.peek(Token![|]) && !fork.peek(Token![|=]))
 }
 
 fn parse_body(input: ParseStream) -> syn::Result<Body> {
@@ -198,7 +233,10 @@ fn parse_rule(input: ParseStream) -> syn::Result<Rule> {
     let target = if input.peek(syn::token::Brace) {
         let content;
         let brace = braced!(content in input);
-        RuleTarget::Block { stmts: parse_stmts(&content)?, span: brace.span.join() }
+        RuleTarget::Block {
+            stmts: parse_stmts(&content)?,
+            span: brace.span.join(),
+        }
     } else {
         let name: Ident = input.parse()?;
         let mut bindings = Vec::new();
@@ -222,7 +260,12 @@ fn parse_rule(input: ParseStream) -> syn::Result<Rule> {
     if input.peek(Token![,]) {
         input.parse::<Token![,]>()?;
     }
-    Ok(Rule { pattern, guard, target, span })
+    Ok(Rule {
+        pattern,
+        guard,
+        target,
+        span,
+    })
 }
 
 /// Inside `<...>` a bare expression would swallow the closing `>`, so values are restricted to a
@@ -239,7 +282,10 @@ fn parse_binding_value(input: ParseStream) -> syn::Result<Expr> {
     }
     let neg: Option<Token![-]> = input.parse()?;
     let lit: Lit = input.parse().map_err(|e| {
-        syn::Error::new(e.span(), "expected a literal, a hyperparameter name or a parenthesised expression")
+        syn::Error::new(
+            e.span(),
+            "expected a literal, a hyperparameter name or a parenthesised expression",
+        )
     })?;
     Ok(match neg {
         Some(n) => syn::parse_quote_spanned!(n.span=> -#lit),
@@ -260,7 +306,10 @@ fn parse_stmts(input: ParseStream) -> syn::Result<Vec<Stmt>> {
             continue;
         }
         let target: Ident = input.parse().map_err(|e| {
-            syn::Error::new(e.span(), "expected a statement: `let name = ...;` or an update such as `param -= ...;`")
+            syn::Error::new(
+                e.span(),
+                "expected a statement: `let name = ...;` or an update such as `param -= ...;`",
+            )
         })?;
         let (op, op_span) = if input.peek(Token![-=]) {
             (AssignOp::Sub, input.parse::<Token![-=]>()?.span())
@@ -279,7 +328,12 @@ fn parse_stmts(input: ParseStream) -> syn::Result<Vec<Stmt>> {
         };
         let expr: Expr = input.parse()?;
         input.parse::<Token![;]>()?;
-        stmts.push(Stmt::Assign { target, op, op_span, expr });
+        stmts.push(Stmt::Assign {
+            target,
+            op,
+            op_span,
+            expr,
+        });
     }
     Ok(stmts)
 }

@@ -29,10 +29,18 @@ pub(crate) struct Arg {
 }
 
 const fn pos(name: &'static str, role: Role) -> Arg {
-    Arg { name, role, positional: true }
+    Arg {
+        name,
+        role,
+        positional: true,
+    }
 }
 const fn named(name: &'static str, role: Role) -> Arg {
-    Arg { name, role, positional: false }
+    Arg {
+        name,
+        role,
+        positional: false,
+    }
 }
 
 /// What a word lowers to.
@@ -75,21 +83,66 @@ use Role::*;
 
 /// Every DSL word.
 pub(crate) const CATALOG: &[Entry] = &[
-    Entry { name: "sqrt", word: Word::Sqrt, args: &[pos("x", Value)], signature: "sqrt(x)" },
-    Entry { name: "rsqrt", word: Word::Rsqrt, args: &[pos("x", Value)], signature: "rsqrt(x)" },
-    Entry { name: "abs", word: Word::Abs, args: &[pos("x", Value)], signature: "abs(x)" },
-    Entry { name: "sign", word: Word::Sign, args: &[pos("x", Value)], signature: "sign(x)" },
-    Entry { name: "exp", word: Word::Exp, args: &[pos("x", Value)], signature: "exp(x)" },
-    Entry { name: "ln", word: Word::Ln, args: &[pos("x", Value)], signature: "ln(x)" },
-    Entry { name: "max", word: Word::Max, args: &[pos("a", Value), pos("b", Value)], signature: "max(a, b)" },
-    Entry { name: "min", word: Word::Min, args: &[pos("a", Value), pos("b", Value)], signature: "min(a, b)" },
+    Entry {
+        name: "sqrt",
+        word: Word::Sqrt,
+        args: &[pos("x", Value)],
+        signature: "sqrt(x)",
+    },
+    Entry {
+        name: "rsqrt",
+        word: Word::Rsqrt,
+        args: &[pos("x", Value)],
+        signature: "rsqrt(x)",
+    },
+    Entry {
+        name: "abs",
+        word: Word::Abs,
+        args: &[pos("x", Value)],
+        signature: "abs(x)",
+    },
+    Entry {
+        name: "sign",
+        word: Word::Sign,
+        args: &[pos("x", Value)],
+        signature: "sign(x)",
+    },
+    Entry {
+        name: "exp",
+        word: Word::Exp,
+        args: &[pos("x", Value)],
+        signature: "exp(x)",
+    },
+    Entry {
+        name: "ln",
+        word: Word::Ln,
+        args: &[pos("x", Value)],
+        signature: "ln(x)",
+    },
+    Entry {
+        name: "max",
+        word: Word::Max,
+        args: &[pos("a", Value), pos("b", Value)],
+        signature: "max(a, b)",
+    },
+    Entry {
+        name: "min",
+        word: Word::Min,
+        args: &[pos("a", Value), pos("b", Value)],
+        signature: "min(a, b)",
+    },
     Entry {
         name: "clamp",
         word: Word::Clamp,
         args: &[pos("x", Value), pos("lo", Value), pos("hi", Value)],
         signature: "clamp(x, lo, hi)",
     },
-    Entry { name: "pow", word: Word::Pow, args: &[pos("x", Value), pos("y", Value)], signature: "pow(x, y)" },
+    Entry {
+        name: "pow",
+        word: Word::Pow,
+        args: &[pos("x", Value), pos("y", Value)],
+        signature: "pow(x, y)",
+    },
     Entry {
         name: "lerp",
         word: Word::Lerp,
@@ -105,26 +158,56 @@ pub(crate) const CATALOG: &[Entry] = &[
     Entry {
         name: "momentum",
         word: Word::Momentum,
-        args: &[pos("x", Value), pos("beta", Beta), named("dampening", Scalar), named("nesterov", Flag)],
+        args: &[
+            pos("x", Value),
+            pos("beta", Beta),
+            named("dampening", Scalar),
+            named("nesterov", Flag),
+        ],
         signature: "momentum(x, beta, dampening = d, nesterov = flag)",
     },
-    Entry { name: "ema", word: Word::Ema, args: &[pos("x", Value), pos("beta", Beta), named("init", Init)], signature: "ema(x, beta, init = v)" },
+    Entry {
+        name: "ema",
+        word: Word::Ema,
+        args: &[pos("x", Value), pos("beta", Beta), named("init", Init)],
+        signature: "ema(x, beta, init = v)",
+    },
     Entry {
         name: "second_moment",
         word: Word::SecondMoment,
         args: &[pos("x", Value), pos("beta", Beta)],
         signature: "second_moment(x, beta)",
     },
-    Entry { name: "accumulate", word: Word::Accumulate, args: &[pos("x", Value), named("init", Init)], signature: "accumulate(x, init = v)" },
+    Entry {
+        name: "accumulate",
+        word: Word::Accumulate,
+        args: &[pos("x", Value), named("init", Init)],
+        signature: "accumulate(x, init = v)",
+    },
     Entry {
         name: "running_max",
         word: Word::RunningMax,
         args: &[pos("x", Value), named("decay", Scalar)],
         signature: "running_max(x, decay = d)",
     },
-    Entry { name: "state", word: Word::State, args: &[pos("init", Init)], signature: "state(init)" },
-    Entry { name: "cumprod", word: Word::Cumprod, args: &[pos("x", Scalar)], signature: "cumprod(x)" },
-    Entry { name: "debias", word: Word::Debias, args: &[pos("x", Value)], signature: "debias(x)" },
+    Entry {
+        name: "state",
+        word: Word::State,
+        args: &[pos("init", Init)],
+        signature: "state(init)",
+    },
+    Entry {
+        name: "cumprod",
+        word: Word::Cumprod,
+        args: &[pos("x", Scalar)],
+        signature: "cumprod(x)",
+    },
+    Entry {
+        name: "debias",
+        word: Word::Debias,
+        args: &[pos("x", Value)],
+        signature: "debias(x)",
+    },
 ];
 
 /// Looks a word up.
@@ -133,7 +216,11 @@ pub(crate) fn lookup(name: &str) -> Option<&'static Entry> {
 }
 
 /// Names that always exist inside a rule.
-pub(crate) const BUILTINS: &[&str] = &["grad", "param", "step", "rows", "cols", "numel", "fan_in", "fan_out"];
+pub(crate) const BUILTINS: &[&str] = &[
+    "grad", "param", "step", "rows", "cols", "numel", "fan_in", "fan_out",
+];
 
 /// Names a hyperparameter may not take.
-pub(crate) const RESERVED: &[&str] = &["grad", "param", "step", "rows", "cols", "numel", "fan_in", "fan_out", "name", "rank"];
+pub(crate) const RESERVED: &[&str] = &[
+    "grad", "param", "step", "rows", "cols", "numel", "fan_in", "fan_out", "name", "rank",
+];

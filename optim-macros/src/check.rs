@@ -21,7 +21,13 @@ pub(crate) fn check(cx: &mut Errors, opt: &ir::Optimizer) {
 fn check_states_assigned(cx: &mut Errors, f: &ir::Fused) {
     for slot in &f.slots {
         if slot.write.is_none() {
-            cx.error(slot.span, format!("state `{}` is never assigned; update it with `{} = ...;` or use a plain `let`", slot.name, slot.name));
+            cx.error(
+                slot.span,
+                format!(
+                    "state `{}` is never assigned; update it with `{} = ...;` or use a plain `let`",
+                    slot.name, slot.name
+                ),
+            );
         }
     }
 }

@@ -79,12 +79,20 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
     let mut reuse_inits = Vec::new();
     let mut reuse_fns = Vec::new();
     for (ri, rule) in opt.rules.iter().enumerate() {
-        if let RuleBody::Reuse { name: inner, bindings, nodes } = &rule.body {
+        if let RuleBody::Reuse {
+            name: inner,
+            bindings,
+            nodes,
+        } = &rule.body
+        {
             let field = format_ident!("__r{}", ri);
             let fname = format_ident!("__reuse_{}", ri);
             let inner_cfg = format_ident!("{}Config", inner, span = inner.span());
-            reuse_fields.push(quote!(#[doc(hidden)] pub #field: <#inner_cfg as #p::OptimizerConfig>::Values));
-            reuse_inits.push(quote!(#field: #p::OptimizerConfig::values(&self.#fname(step), step)?));
+            reuse_fields.push(
+                quote!(#[doc(hidden)] pub #field: <#inner_cfg as #p::OptimizerConfig>::Values),
+            );
+            reuse_inits
+                .push(quote!(#field: #p::OptimizerConfig::values(&self.#fname(step), step)?));
             let locals = opt.hypers.iter().map(|h| {
                 let n = &h.name;
                 let l = format_ident!("h_{}", n);
@@ -179,10 +187,14 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
             _ => {}
         }
     }
-    let route_arms = opt.rules.iter().enumerate().map(|(ri, r)| match &r.condition {
-        Some(c) => quote!(if #c { return #ri; }),
-        None => quote!(return #ri;),
-    });
+    let route_arms = opt
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(ri, r)| match &r.condition {
+            Some(c) => quote!(if #c { return #ri; }),
+            None => quote!(return #ri;),
+        });
     let rule_count = opt.rules.len();
 
     let setters = opt.hypers.iter().map(|h| {
@@ -224,7 +236,8 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
     });
 
     let config_doc = format!("Hyperparameters of [`{name}`]. `Default` gives the values declared in its `optimizer!` header.");
-    let values_doc = format!("Hyperparameters of [`{name}`] evaluated for one step. Used by generated code.");
+    let values_doc =
+        format!("Hyperparameters of [`{name}`] evaluated for one step. Used by generated code.");
     quote! {
         #[doc = #config_doc]
         #[derive(::core::clone::Clone, ::core::fmt::Debug, ::core::cmp::PartialEq)]
@@ -419,7 +432,12 @@ fn bin_tokens(op: BinOp, a: TokenStream, b: TokenStream, elementwise: bool) -> T
 
 /// A host (`f64`/`bool`) expression for node `id` as one tree (used for reuse bindings and
 /// state initial values, which are small). `leaf` may override a node.
-fn host_expr_tree(opt: &ir::Optimizer, nodes: &[ir::Node], id: NodeId, leaf: &dyn Fn(NodeId) -> Option<TokenStream>) -> TokenStream {
+fn host_expr_tree(
+    opt: &ir::Optimizer,
+    nodes: &[ir::Node],
+    id: NodeId,
+    leaf: &dyn Fn(NodeId) -> Option<TokenStream>,
+) -> TokenStream {
     let p = Private;
     if let Some(t) = leaf(id) {
         return t;
@@ -476,9 +494,15 @@ fn depends_on_state(f: &Fused, v: &Variant, id: NodeId, memo: &mut Vec<Option<bo
     let r = match &f.nodes[id].op {
         Op::First(_) | Op::ScalarRead(_) => true,
         Op::Neg(a) | Op::Not(a) => depends_on_state(f, v, v.repl[*a], memo),
-        Op::Bin(_, a, b) => depends_on_state(f, v, v.repl[*a], memo) || depends_on_state(f, v, v.repl[*b], memo),
-        Op::Func(_, args) => args.iter().any(|a| depends_on_state(f, v, v.repl[*a], memo)),
-        Op::Select(c, a, b) => [c, a, b].iter().any(|x| depends_on_state(f, v, v.repl[**x], memo)),
+        Op::Bin(_, a, b) => {
+            depends_on_state(f, v, v.repl[*a], memo) || depends_on_state(f, v, v.repl[*b], memo)
+        }
+        Op::Func(_, args) => args
+            .iter()
+            .any(|a| depends_on_state(f, v, v.repl[*a], memo)),
+        Op::Select(c, a, b) => [c, a, b]
+            .iter()
+            .any(|x| depends_on_state(f, v, v.repl[**x], memo)),
         _ => false,
     };
     memo[id] = Some(r);
@@ -543,7 +567,14 @@ fn host_node(opt: &ir::Optimizer, f: &Fused, v: &Variant, id: NodeId) -> TokenSt
     }
 }
 
-fn emit_prepare(opt: &ir::Optimizer, f: &Fused, v: &Variant, kname: &syn::Ident, pname: &syn::Ident, values: &syn::Ident) -> TokenStream {
+fn emit_prepare(
+    opt: &ir::Optimizer,
+    f: &Fused,
+    v: &Variant,
+    kname: &syn::Ident,
+    pname: &syn::Ident,
+    values: &syn::Ident,
+) -> TokenStream {
     let p = Private;
     let mut memo = vec![None; f.nodes.len()];
     let mut before = Vec::new();
@@ -551,7 +582,11 @@ fn emit_prepare(opt: &ir::Optimizer, f: &Fused, v: &Variant, kname: &syn::Ident,
     for &h in &v.host {
         let l = format_ident!("h{}", h);
         let e = host_node(opt, f, v, h);
-        let ty = if f.nodes[h].ty.boolean { quote!(#p::Bool) } else { quote!(#p::F64) };
+        let ty = if f.nodes[h].ty.boolean {
+            quote!(#p::Bool)
+        } else {
+            quote!(#p::F64)
+        };
         let stmt = quote!(let #l: #ty = #e;);
         if depends_on_state(f, v, h, &mut memo) {
             after.push(stmt);
@@ -615,7 +650,9 @@ fn emit_prepare(opt: &ir::Optimizer, f: &Fused, v: &Variant, kname: &syn::Ident,
 
 fn emit_kernel(f: &Fused, v: &Variant, kname: &syn::Ident) -> TokenStream {
     let p = Private;
-    let st_names: Vec<syn::Ident> = (0..v.slots.len()).map(|k| format_ident!("st{}", k)).collect();
+    let st_names: Vec<syn::Ident> = (0..v.slots.len())
+        .map(|k| format_ident!("st{}", k))
+        .collect();
     let nscal = v.kernel_scalars.len();
     let scal_loads = v.kernel_scalars.iter().enumerate().map(|(k, &s)| {
         let l = format_ident!("s{}", k);
@@ -677,7 +714,11 @@ fn emit_kernel(f: &Fused, v: &Variant, kname: &syn::Ident) -> TokenStream {
     });
     let pw = sref(v.param_write);
     let uses_g = v.reads_grad;
-    let g_bind = if uses_g { quote!(let g = &g[..n];) } else { quote!(let _ = g;) };
+    let g_bind = if uses_g {
+        quote!(let g = &g[..n];)
+    } else {
+        quote!(let _ = g;)
+    };
     quote! {
         struct #kname;
         impl<E: #p::Float> #p::Kernel<E> for #kname {
@@ -735,7 +776,10 @@ fn describe(opt: &ir::Optimizer, f: &Fused, v: &Variant, id: NodeId) -> String {
         }
         Op::Func(fun, args) => {
             let name = format!("{fun:?}").to_lowercase();
-            format!("{name}({})", args.iter().map(|a| d(*a)).collect::<Vec<_>>().join(", "))
+            format!(
+                "{name}({})",
+                args.iter().map(|a| d(*a)).collect::<Vec<_>>().join(", ")
+            )
         }
         Op::Select(c, a, b) => format!("select({}, {}, {})", d(*c), d(*a), d(*b)),
         Op::First(k) => format!("first_step({})", f.slots[*k].name),

@@ -58,7 +58,10 @@ fn distance(a: &str, b: &str) -> usize {
 }
 
 /// `"; did you mean `x`?"` for the closest candidate within a small edit distance, else `""`.
-pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> String {
     let limit = (word.chars().count() / 3).max(1) + 1;
     candidates
         .into_iter()

@@ -13,7 +13,12 @@ pub(crate) fn expand(ast: &ast::Input, err: syn::Error) -> TokenStream {
     let fields: Vec<(syn::Ident, bool)> = ast
         .hypers
         .iter()
-        .map(|h| (h.name.clone(), matches!(h.default.value, ast::LitValue::Bool(_))))
+        .map(|h| {
+            (
+                h.name.clone(),
+                matches!(h.default.value, ast::LitValue::Bool(_)),
+            )
+        })
         .collect();
     let stub = stub(&ast.vis, &ast.name, &fields);
     quote!(#errors #stub)
@@ -57,8 +62,20 @@ fn stub(vis: &syn::Visibility, name: &syn::Ident, fields: &[(syn::Ident, bool)])
     let p = Private;
     let config = format_ident!("{}Config", name);
     let values = format_ident!("__{}Values", name);
-    let decls = fields.iter().map(|(n, flag)| if *flag { quote!(pub #n: #p::Bool) } else { quote!(pub #n: #p::Hyper) });
-    let defaults = fields.iter().map(|(n, flag)| if *flag { quote!(#n: false) } else { quote!(#n: #p::Hyper::Const(0.0)) });
+    let decls = fields.iter().map(|(n, flag)| {
+        if *flag {
+            quote!(pub #n: #p::Bool)
+        } else {
+            quote!(pub #n: #p::Hyper)
+        }
+    });
+    let defaults = fields.iter().map(|(n, flag)| {
+        if *flag {
+            quote!(#n: false)
+        } else {
+            quote!(#n: #p::Hyper::Const(0.0))
+        }
+    });
     quote! {
         #[derive(::core::clone::Clone, ::core::fmt::Debug, ::core::cmp::PartialEq)]
         #[allow(missing_docs)]

@@ -30,7 +30,12 @@ pub(crate) fn lower(cx: &mut Errors, input: &ast::Input) -> ir::Optimizer {
             if !h.domain.contains(v) {
                 cx.error(
                     decl.default.span,
-                    format!("default of `{}` must be {}, found {}", h.name, h.domain.describe(), fmt_num(v)),
+                    format!(
+                        "default of `{}` must be {}, found {}",
+                        h.name,
+                        h.domain.describe(),
+                        fmt_num(v)
+                    ),
                 );
             }
         }
@@ -50,7 +55,12 @@ fn fmt_num(v: f64) -> String {
 
 /// Domain implied by a hyperparameter's name (PyTorch's argument checks).
 fn domain_from_name(name: &str) -> Domain {
-    if name == "lr" || name.ends_with("_lr") || name.ends_with("weight_decay") || name == "momentum" || name == "dampening" {
+    if name == "lr"
+        || name.ends_with("_lr")
+        || name.ends_with("weight_decay")
+        || name == "momentum"
+        || name == "dampening"
+    {
         Domain::NonNegative
     } else if name.starts_with("eps") {
         Domain::Positive
@@ -66,11 +76,17 @@ fn lower_hypers(cx: &mut Errors, input: &ast::Input) -> Vec<ir::Hyper> {
     for decl in &input.hypers {
         let name = decl.name.to_string();
         if out.iter().any(|h| h.name == decl.name) {
-            cx.error(decl.name.span(), format!("duplicate hyperparameter `{name}`"));
+            cx.error(
+                decl.name.span(),
+                format!("duplicate hyperparameter `{name}`"),
+            );
             continue;
         }
         if catalog::RESERVED.contains(&name.as_str()) {
-            cx.error(decl.name.span(), format!("`{name}` is a reserved name and cannot be a hyperparameter"));
+            cx.error(
+                decl.name.span(),
+                format!("`{name}` is a reserved name and cannot be a hyperparameter"),
+            );
             continue;
         }
         let is_flag = matches!(decl.default.value, LitValue::Bool(_));
@@ -78,17 +94,30 @@ fn lower_hypers(cx: &mut Errors, input: &ast::Input) -> Vec<ir::Hyper> {
             name: decl.name.clone(),
             default: decl.default.value,
             is_flag,
-            domain: if is_flag { Domain::Finite } else { domain_from_name(&name) },
+            domain: if is_flag {
+                Domain::Finite
+            } else {
+                domain_from_name(&name)
+            },
         });
     }
     out
 }
 
-fn lower_rules(cx: &mut Errors, input: &ast::Input, hypers: &[ir::Hyper], domains: &mut [Domain]) -> Vec<ir::Rule> {
+fn lower_rules(
+    cx: &mut Errors,
+    input: &ast::Input,
+    hypers: &[ir::Hyper],
+    domains: &mut [Domain],
+) -> Vec<ir::Rule> {
     match &input.body {
         ast::Body::Block(stmts) => {
             let body = lower_fused(cx, hypers, domains, stmts, input.body_span);
-            vec![ir::Rule { text: "_".into(), condition: None, body }]
+            vec![ir::Rule {
+                text: "_".into(),
+                condition: None,
+                body,
+            }]
         }
         ast::Body::Rules(rules) => {
             let mut out = Vec::new();
@@ -102,10 +131,16 @@ fn lower_rules(cx: &mut Errors, input: &ast::Input, hypers: &[ir::Hyper], domain
                     catch_all_seen = true;
                 }
                 let body = match &rule.target {
-                    RuleTarget::Block { stmts, span } => lower_fused(cx, hypers, domains, stmts, *span),
+                    RuleTarget::Block { stmts, span } => {
+                        lower_fused(cx, hypers, domains, stmts, *span)
+                    }
                     RuleTarget::Reuse(reuse) => lower_reuse(cx, hypers, reuse),
                 };
-                out.push(ir::Rule { text, condition: cond, body });
+                out.push(ir::Rule {
+                    text,
+                    condition: cond,
+                    body,
+                });
             }
             if !catch_all_seen {
                 let span = rules.last().map_or(input.body_span, |r| r.span);
@@ -146,7 +181,13 @@ fn lower_pattern(cx: &mut Errors, rule: &ast::Rule) -> (Option<TokenStream>, Str
                 };
                 alts.push(t);
             }
-            text.push_str(&kinds.iter().map(ToString::to_string).collect::<Vec<_>>().join(" | "));
+            text.push_str(
+                &kinds
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            );
             Some(quote!((#(#alts)||*)))
         }
     };
@@ -178,11 +219,17 @@ fn lower_guard(cx: &mut Errors, e: &Expr) -> TokenStream {
             let method = m.method.to_string();
             let recv_is_name = matches!(&*m.receiver, Expr::Path(p) if p.path.is_ident("name"));
             let lit = match m.args.first() {
-                Some(Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. })) if m.args.len() == 1 => Some(s.clone()),
+                Some(Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                })) if m.args.len() == 1 => Some(s.clone()),
                 _ => None,
             };
             if !recv_is_name {
-                cx.error(m.receiver.span(), format!("only `name` has methods in a guard; {GUARD_HELP}"));
+                cx.error(
+                    m.receiver.span(),
+                    format!("only `name` has methods in a guard; {GUARD_HELP}"),
+                );
                 return quote!(false);
             }
             if !["contains", "starts_with", "ends_with"].contains(&method.as_str()) {
@@ -201,7 +248,10 @@ fn lower_guard(cx: &mut Errors, e: &Expr) -> TokenStream {
                     quote!(info.name.#m(#s))
                 }
                 None => {
-                    cx.error(m.span(), format!("`name.{method}` takes one string literal"));
+                    cx.error(
+                        m.span(),
+                        format!("`name.{method}` takes one string literal"),
+                    );
                     quote!(false)
                 }
             }
@@ -217,7 +267,14 @@ fn lower_guard(cx: &mut Errors, e: &Expr) -> TokenStream {
                 }
                 B::Eq(_) | B::Ne(_) | B::Lt(_) | B::Le(_) | B::Gt(_) | B::Ge(_) => {
                     let op = &b.op;
-                    if let (Expr::Path(p), Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. })) = (&*b.left, &*b.right) {
+                    if let (
+                        Expr::Path(p),
+                        Expr::Lit(syn::ExprLit {
+                            lit: syn::Lit::Str(s),
+                            ..
+                        }),
+                    ) = (&*b.left, &*b.right)
+                    {
                         if p.path.is_ident("name") && matches!(b.op, B::Eq(_) | B::Ne(_)) {
                             return quote!((info.name #op #s));
                         }
@@ -227,12 +284,18 @@ fn lower_guard(cx: &mut Errors, e: &Expr) -> TokenStream {
                     quote!((#l #op #r))
                 }
                 _ => {
-                    cx.error(b.op.span(), format!("unsupported operator in a guard; {GUARD_HELP}"));
+                    cx.error(
+                        b.op.span(),
+                        format!("unsupported operator in a guard; {GUARD_HELP}"),
+                    );
                     quote!(false)
                 }
             }
         }
-        Expr::Lit(syn::ExprLit { lit: syn::Lit::Bool(b), .. }) => quote!(#b),
+        Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Bool(b),
+            ..
+        }) => quote!(#b),
         other => {
             cx.error(other.span(), format!("unsupported guard; {GUARD_HELP}"));
             quote!(false)
@@ -243,7 +306,11 @@ fn lower_guard(cx: &mut Errors, e: &Expr) -> TokenStream {
 fn guard_number(cx: &mut Errors, e: &Expr) -> TokenStream {
     match e {
         Expr::Path(p) if p.path.get_ident().is_some() => {
-            let id = p.path.get_ident().map(ToString::to_string).unwrap_or_default();
+            let id = p
+                .path
+                .get_ident()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             let call = match id.as_str() {
                 "rows" => quote!(info.rows()),
                 "cols" => quote!(info.cols()),
@@ -264,14 +331,20 @@ fn guard_number(cx: &mut Errors, e: &Expr) -> TokenStream {
             };
             quote!((#call as f64))
         }
-        Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(i), .. }) => match i.base10_parse::<f64>() {
+        Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(i),
+            ..
+        }) => match i.base10_parse::<f64>() {
             Ok(v) => quote!(#v),
             Err(e) => {
                 cx.push(e);
                 quote!(0.0)
             }
         },
-        Expr::Lit(syn::ExprLit { lit: syn::Lit::Float(f), .. }) => match f.base10_parse::<f64>() {
+        Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Float(f),
+            ..
+        }) => match f.base10_parse::<f64>() {
             Ok(v) => quote!(#v),
             Err(e) => {
                 cx.push(e);
@@ -279,7 +352,10 @@ fn guard_number(cx: &mut Errors, e: &Expr) -> TokenStream {
             }
         },
         other => {
-            cx.error(other.span(), format!("unsupported guard operand; {GUARD_HELP}"));
+            cx.error(
+                other.span(),
+                format!("unsupported guard operand; {GUARD_HELP}"),
+            );
             quote!(0.0)
         }
     }
@@ -303,10 +379,20 @@ fn lower_reuse(cx: &mut Errors, hypers: &[ir::Hyper], reuse: &ast::Reuse) -> ir:
         bindings.push((k.clone(), id));
     }
     let nodes = std::mem::take(&mut lw.nodes);
-    ir::RuleBody::Reuse { name: reuse.name.clone(), bindings, nodes }
+    ir::RuleBody::Reuse {
+        name: reuse.name.clone(),
+        bindings,
+        nodes,
+    }
 }
 
-fn lower_fused(cx: &mut Errors, hypers: &[ir::Hyper], domains: &mut [Domain], stmts: &[Stmt], span: Span) -> ir::RuleBody {
+fn lower_fused(
+    cx: &mut Errors,
+    hypers: &[ir::Hyper],
+    domains: &mut [Domain],
+    stmts: &[Stmt],
+    span: Span,
+) -> ir::RuleBody {
     let mut lw = Lowerer::new(cx, hypers, domains, false);
     for stmt in stmts {
         lw.stmt(stmt);
@@ -346,10 +432,18 @@ struct Lowerer<'c, 'h> {
     ema_beta: HashMap<NodeId, NodeId>,
 }
 
-const NUM: Ty = Ty { level: Level::Flag, boolean: false };
+const NUM: Ty = Ty {
+    level: Level::Flag,
+    boolean: false,
+};
 
 impl<'c, 'h> Lowerer<'c, 'h> {
-    fn new(cx: &'c mut Errors, hypers: &'h [ir::Hyper], domains: &'h mut [Domain], hypers_only: bool) -> Self {
+    fn new(
+        cx: &'c mut Errors,
+        hypers: &'h [ir::Hyper],
+        domains: &'h mut [Domain],
+        hypers_only: bool,
+    ) -> Self {
         Lowerer {
             cx,
             hypers,
@@ -387,8 +481,18 @@ impl<'c, 'h> Lowerer<'c, 'h> {
     }
 
     fn func(&mut self, f: Func, args: Vec<NodeId>) -> NodeId {
-        let level = args.iter().map(|&a| self.ty(a).level).max().unwrap_or(Level::Flag);
-        self.push(Op::Func(f, args), Ty { level, boolean: false })
+        let level = args
+            .iter()
+            .map(|&a| self.ty(a).level)
+            .max()
+            .unwrap_or(Level::Flag);
+        self.push(
+            Op::Func(f, args),
+            Ty {
+                level,
+                boolean: false,
+            },
+        )
     }
 
     fn select(&mut self, c: NodeId, a: NodeId, b: NodeId) -> NodeId {
@@ -414,7 +518,10 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                 let id = self.expr(expr, Some(name));
                 let key = name.to_string();
                 if catalog::BUILTINS.contains(&key.as_str()) {
-                    self.cx.error(name.span(), format!("`{key}` is a builtin name and cannot be rebound"));
+                    self.cx.error(
+                        name.span(),
+                        format!("`{key}` is a builtin name and cannot be rebound"),
+                    );
                     return;
                 }
                 let binding = if is_state {
@@ -424,7 +531,12 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                 };
                 self.env.insert(key, binding);
             }
-            Stmt::Assign { target, op, op_span, expr } => self.assign(target, *op, *op_span, expr),
+            Stmt::Assign {
+                target,
+                op,
+                op_span,
+                expr,
+            } => self.assign(target, *op, *op_span, expr),
         }
     }
 
@@ -489,7 +601,13 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         if let Some(p) = self.param_cur {
             return p;
         }
-        let p = self.push(Op::Param, Ty { level: Level::Elem, boolean: false });
+        let p = self.push(
+            Op::Param,
+            Ty {
+                level: Level::Elem,
+                boolean: false,
+            },
+        );
         self.param_cur = Some(p);
         p
     }
@@ -507,8 +625,15 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         let name = id.to_string();
         let names = self.names_in_scope();
         let hint = did_you_mean(&name, names.iter().map(String::as_str));
-        let extra = if catalog::lookup(&name).is_some() { format!("; `{name}` is a primitive: call it as `{name}(...)`") } else { String::new() };
-        self.cx.error(id.span(), format!("cannot find `{name}` in this optimizer{hint}{extra}"));
+        let extra = if catalog::lookup(&name).is_some() {
+            format!("; `{name}` is a primitive: call it as `{name}(...)`")
+        } else {
+            String::new()
+        };
+        self.cx.error(
+            id.span(),
+            format!("cannot find `{name}` in this optimizer{hint}{extra}"),
+        );
     }
 
     fn ident(&mut self, id: &Ident) -> NodeId {
@@ -520,9 +645,21 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         }
         if let Some(i) = self.hypers.iter().position(|h| h.name == name) {
             return if self.hypers[i].is_flag {
-                self.push(Op::Flag(i), Ty { level: Level::Flag, boolean: true })
+                self.push(
+                    Op::Flag(i),
+                    Ty {
+                        level: Level::Flag,
+                        boolean: true,
+                    },
+                )
             } else {
-                self.push(Op::Hyper(i), Ty { level: Level::Scalar, boolean: false })
+                self.push(
+                    Op::Hyper(i),
+                    Ty {
+                        level: Level::Scalar,
+                        boolean: false,
+                    },
+                )
             };
         }
         if !self.hypers_only {
@@ -531,15 +668,39 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                     if let Some(g) = self.grad {
                         return g;
                     }
-                    let g = self.push(Op::Grad, Ty { level: Level::Elem, boolean: false });
+                    let g = self.push(
+                        Op::Grad,
+                        Ty {
+                            level: Level::Elem,
+                            boolean: false,
+                        },
+                    );
                     self.grad = Some(g);
                     return g;
                 }
                 "param" => return self.param_node(),
-                "step" => return self.push(Op::Step, Ty { level: Level::Scalar, boolean: false }),
+                "step" => {
+                    return self.push(
+                        Op::Step,
+                        Ty {
+                            level: Level::Scalar,
+                            boolean: false,
+                        },
+                    )
+                }
                 "rows" | "cols" | "numel" | "fan_in" | "fan_out" => {
-                    let s: &'static str = catalog::BUILTINS.iter().find(|b| **b == name).copied().unwrap_or("numel");
-                    return self.push(Op::Shape(s), Ty { level: Level::Scalar, boolean: false });
+                    let s: &'static str = catalog::BUILTINS
+                        .iter()
+                        .find(|b| **b == name)
+                        .copied()
+                        .unwrap_or("numel");
+                    return self.push(
+                        Op::Shape(s),
+                        Ty {
+                            level: Level::Scalar,
+                            boolean: false,
+                        },
+                    );
                 }
                 _ => {}
             }
@@ -567,16 +728,24 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                         self.num(0.0)
                     }
                 },
-                syn::Lit::Bool(b) => self.push(Op::Bool(b.value), Ty { level: Level::Flag, boolean: true }),
+                syn::Lit::Bool(b) => self.push(
+                    Op::Bool(b.value),
+                    Ty {
+                        level: Level::Flag,
+                        boolean: true,
+                    },
+                ),
                 other => {
-                    self.cx.error(other.span(), "expected a number or `true`/`false`");
+                    self.cx
+                        .error(other.span(), "expected a number or `true`/`false`");
                     self.num(0.0)
                 }
             },
             Expr::Path(p) => match p.path.get_ident() {
                 Some(id) => self.ident(id),
                 None => {
-                    self.cx.error(p.span(), "expected a name; paths are not supported here");
+                    self.cx
+                        .error(p.span(), "expected a name; paths are not supported here");
                     self.num(0.0)
                 }
             },
@@ -587,19 +756,31 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                 match u.op {
                     syn::UnOp::Neg(_) => {
                         if self.ty(a).boolean {
-                            self.cx.error(u.expr.span(), "cannot negate a condition with `-`; use `!`");
+                            self.cx.error(
+                                u.expr.span(),
+                                "cannot negate a condition with `-`; use `!`",
+                            );
                         }
                         if let Op::Num(v) = self.nodes[a].op {
                             return self.num(-v);
                         }
-                        let ty = Ty { level: self.ty(a).level, boolean: false };
+                        let ty = Ty {
+                            level: self.ty(a).level,
+                            boolean: false,
+                        };
                         self.push(Op::Neg(a), ty)
                     }
                     syn::UnOp::Not(_) => {
                         if !self.ty(a).boolean {
-                            self.cx.error(u.expr.span(), "`!` expects a condition (a flag or a comparison)");
+                            self.cx.error(
+                                u.expr.span(),
+                                "`!` expects a condition (a flag or a comparison)",
+                            );
                         }
-                        let ty = Ty { level: self.ty(a).level, boolean: true };
+                        let ty = Ty {
+                            level: self.ty(a).level,
+                            boolean: true,
+                        };
                         self.push(Op::Not(a), ty)
                     }
                     _ => {
@@ -617,7 +798,10 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                 } else {
                     String::new()
                 };
-                self.cx.error(m.method.span(), format!("method calls are not supported in an optimizer body{hint}"));
+                self.cx.error(
+                    m.method.span(),
+                    format!("method calls are not supported in an optimizer body{hint}"),
+                );
                 self.num(0.0)
             }
             other => {
@@ -646,11 +830,17 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             B::And(_) => BinOp::And,
             B::Or(_) => BinOp::Or,
             B::BitXor(_) => {
-                self.cx.error(b.op.span(), "unsupported operator `^`; write `pow(a, b)` for powers");
+                self.cx.error(
+                    b.op.span(),
+                    "unsupported operator `^`; write `pow(a, b)` for powers",
+                );
                 return self.num(0.0);
             }
             _ => {
-                self.cx.error(b.op.span(), format!("unsupported operator `{}`", b.op.to_token_stream()));
+                self.cx.error(
+                    b.op.span(),
+                    format!("unsupported operator `{}`", b.op.to_token_stream()),
+                );
                 return self.num(0.0);
             }
         };
@@ -660,9 +850,21 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         for (side, id) in [(&b.left, l), (&b.right, r)] {
             let is_bool = self.ty(id).boolean;
             if logical && !is_bool {
-                self.cx.error(side.span(), format!("`{}` expects conditions on both sides", b.op.to_token_stream()));
+                self.cx.error(
+                    side.span(),
+                    format!(
+                        "`{}` expects conditions on both sides",
+                        b.op.to_token_stream()
+                    ),
+                );
             } else if !logical && is_bool {
-                self.cx.error(side.span(), format!("expected a number, found a condition; `{}` works on numbers", b.op.to_token_stream()));
+                self.cx.error(
+                    side.span(),
+                    format!(
+                        "expected a number, found a condition; `{}` works on numbers",
+                        b.op.to_token_stream()
+                    ),
+                );
             }
         }
         self.bin(op, l, r)
@@ -674,13 +876,15 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             return self.num(0.0);
         };
         let Some(fid) = fp.path.get_ident() else {
-            self.cx.error(fp.span(), "expected a primitive name, not a path");
+            self.cx
+                .error(fp.span(), "expected a primitive name, not a path");
             return self.num(0.0);
         };
         let fname = fid.to_string();
         let Some(entry) = catalog::lookup(&fname) else {
             let hint = did_you_mean(&fname, catalog::CATALOG.iter().map(|e| e.name));
-            self.cx.error(fid.span(), format!("unknown primitive `{fname}`{hint}"));
+            self.cx
+                .error(fid.span(), format!("unknown primitive `{fname}`{hint}"));
             return self.num(0.0);
         };
         if self.hypers_only {
@@ -695,24 +899,53 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             match arg {
                 Expr::Assign(a) => {
                     let key = match &*a.left {
-                        Expr::Path(p) if p.path.get_ident().is_some() => p.path.get_ident().map(ToString::to_string).unwrap_or_default(),
+                        Expr::Path(p) if p.path.get_ident().is_some() => p
+                            .path
+                            .get_ident()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
                         other => {
                             self.cx.error(other.span(), "expected an argument name");
                             continue;
                         }
                     };
-                    let Some(idx) = entry.args.iter().position(|x| !x.positional && x.name == key) else {
-                        let names: Vec<&str> = entry.args.iter().filter(|x| !x.positional).map(|x| x.name).collect();
+                    let Some(idx) = entry
+                        .args
+                        .iter()
+                        .position(|x| !x.positional && x.name == key)
+                    else {
+                        let names: Vec<&str> = entry
+                            .args
+                            .iter()
+                            .filter(|x| !x.positional)
+                            .map(|x| x.name)
+                            .collect();
                         let expected = if names.is_empty() {
                             format!("`{fname}` takes no named arguments")
                         } else {
-                            format!("expected one of {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))
+                            format!(
+                                "expected one of {}",
+                                names
+                                    .iter()
+                                    .map(|n| format!("`{n}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
                         };
-                        self.cx.error(a.left.span(), format!("unknown argument `{key}` for `{fname}`; {expected}{}", did_you_mean(&key, names)));
+                        self.cx.error(
+                            a.left.span(),
+                            format!(
+                                "unknown argument `{key}` for `{fname}`; {expected}{}",
+                                did_you_mean(&key, names)
+                            ),
+                        );
                         continue;
                     };
                     if bound[idx].is_some() {
-                        self.cx.error(a.left.span(), format!("argument `{key}` of `{fname}` is given twice"));
+                        self.cx.error(
+                            a.left.span(),
+                            format!("argument `{key}` of `{fname}` is given twice"),
+                        );
                         continue;
                     }
                     let v = self.expr(&a.right, None);
@@ -720,7 +953,11 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                 }
                 other => {
                     if npos < positional.len() {
-                        let idx = entry.args.iter().position(|x| std::ptr::eq(x, positional[npos])).unwrap_or(npos);
+                        let idx = entry
+                            .args
+                            .iter()
+                            .position(|x| std::ptr::eq(x, positional[npos]))
+                            .unwrap_or(npos);
                         npos += 1;
                         let v = self.expr(other, None);
                         bound[idx] = Some((v, other.span(), other));
@@ -730,9 +967,22 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                     if let Expr::Path(p) = other {
                         if let Some(id) = p.path.get_ident() {
                             let key = id.to_string();
-                            if let Some(idx) = entry.args.iter().position(|x| !x.positional && x.role == Role::Flag && x.name == key) {
-                                let is_flag_hyper = self.hypers.iter().any(|h| h.is_flag && h.name == key);
-                                let v = if is_flag_hyper { self.ident(id) } else { self.push(Op::Bool(true), Ty { level: Level::Flag, boolean: true }) };
+                            if let Some(idx) = entry.args.iter().position(|x| {
+                                !x.positional && x.role == Role::Flag && x.name == key
+                            }) {
+                                let is_flag_hyper =
+                                    self.hypers.iter().any(|h| h.is_flag && h.name == key);
+                                let v = if is_flag_hyper {
+                                    self.ident(id)
+                                } else {
+                                    self.push(
+                                        Op::Bool(true),
+                                        Ty {
+                                            level: Level::Flag,
+                                            boolean: true,
+                                        },
+                                    )
+                                };
                                 bound[idx] = Some((v, id.span(), other));
                                 continue;
                             }
@@ -740,7 +990,12 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                     }
                     self.cx.error(
                         other.span(),
-                        format!("`{fname}` takes {} positional argument{}: `{}`", positional.len(), if positional.len() == 1 { "" } else { "s" }, entry.signature),
+                        format!(
+                            "`{fname}` takes {} positional argument{}: `{}`",
+                            positional.len(),
+                            if positional.len() == 1 { "" } else { "s" },
+                            entry.signature
+                        ),
                     );
                 }
             }
@@ -748,7 +1003,12 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         if npos < positional.len() {
             self.cx.error(
                 c.span(),
-                format!("`{fname}` takes {} positional argument{}, found {npos}: `{}`", positional.len(), if positional.len() == 1 { "" } else { "s" }, entry.signature),
+                format!(
+                    "`{fname}` takes {} positional argument{}, found {npos}: `{}`",
+                    positional.len(),
+                    if positional.len() == 1 { "" } else { "s" },
+                    entry.signature
+                ),
             );
             return self.num(0.0);
         }
@@ -759,12 +1019,24 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             match arg.role {
                 Role::Value | Role::Init => {
                     if ty.boolean {
-                        self.cx.error(span, format!("`{}` of `{fname}` expects a number, found a condition", arg.name));
+                        self.cx.error(
+                            span,
+                            format!(
+                                "`{}` of `{fname}` expects a number, found a condition",
+                                arg.name
+                            ),
+                        );
                     }
                 }
                 Role::Scalar | Role::Beta => {
                     if ty.boolean {
-                        self.cx.error(span, format!("`{}` of `{fname}` expects a number, found a condition", arg.name));
+                        self.cx.error(
+                            span,
+                            format!(
+                                "`{}` of `{fname}` expects a number, found a condition",
+                                arg.name
+                            ),
+                        );
                     } else if ty.level == Level::Elem {
                         self.cx.error(
                             span,
@@ -773,7 +1045,14 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                     } else if arg.role == Role::Beta {
                         match self.nodes[id].op {
                             Op::Num(v) if !Domain::UnitOpen.contains(v) => {
-                                self.cx.error(span, format!("`{}` of `{fname}` must be in [0, 1), found {}", arg.name, fmt_num(v)));
+                                self.cx.error(
+                                    span,
+                                    format!(
+                                        "`{}` of `{fname}` must be in [0, 1), found {}",
+                                        arg.name,
+                                        fmt_num(v)
+                                    ),
+                                );
                             }
                             Op::Hyper(h) => {
                                 if matches!(self.domains[h], Domain::Finite | Domain::NonNegative) {
@@ -818,12 +1097,18 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             Word::Max => self.func(Func::Max, vec![x, arg(1).unwrap_or(x)]),
             Word::Min => self.func(Func::Min, vec![x, arg(1).unwrap_or(x)]),
             Word::Pow => self.func(Func::Pow, vec![x, arg(1).unwrap_or(x)]),
-            Word::Clamp => self.func(Func::Clamp, vec![x, arg(1).unwrap_or(x), arg(2).unwrap_or(x)]),
+            Word::Clamp => self.func(
+                Func::Clamp,
+                vec![x, arg(1).unwrap_or(x), arg(2).unwrap_or(x)],
+            ),
             Word::Lerp => self.lerp(x, arg(1).unwrap_or(x), arg(2).unwrap_or(x)),
             Word::Select => {
                 let (a, b) = (arg(1).unwrap_or(x), arg(2).unwrap_or(x));
                 if self.ty(a).boolean != self.ty(b).boolean {
-                    self.cx.error(span, "both branches of `select` must be numbers (or both conditions)");
+                    self.cx.error(
+                        span,
+                        "both branches of `select` must be numbers (or both conditions)",
+                    );
                 }
                 self.select(x, a, b)
             }
@@ -831,11 +1116,23 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                 let beta = arg(1).unwrap_or(x);
                 let zero = self.num(0.0);
                 let slot = self.new_slot(slot_name(self, "momentum"), Some(zero), span);
-                let old = self.push(Op::StateRead(slot), Ty { level: Level::Elem, boolean: false });
+                let old = self.push(
+                    Op::StateRead(slot),
+                    Ty {
+                        level: Level::Elem,
+                        boolean: false,
+                    },
+                );
                 let new = match arg(2) {
                     Some(d) => {
                         // heavy ball (PyTorch SGD): first step copies x, later beta*m + (1-d)*x
-                        let first = self.push(Op::First(slot), Ty { level: Level::Scalar, boolean: true });
+                        let first = self.push(
+                            Op::First(slot),
+                            Ty {
+                                level: Level::Scalar,
+                                boolean: true,
+                            },
+                        );
                         let coef_old = self.select(first, zero, beta);
                         let one = self.num(1.0);
                         let one_minus_d = self.one_minus(d);
@@ -878,7 +1175,13 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                 let beta = arg(1).unwrap_or(x);
                 let zero = self.num(0.0);
                 let slot = self.new_slot(slot_name(self, "second_moment"), Some(zero), span);
-                let old = self.push(Op::StateRead(slot), Ty { level: Level::Elem, boolean: false });
+                let old = self.push(
+                    Op::StateRead(slot),
+                    Ty {
+                        level: Level::Elem,
+                        boolean: false,
+                    },
+                );
                 let a = self.bin(BinOp::Mul, beta, old);
                 let omb = self.one_minus(beta);
                 let xx = self.bin(BinOp::Mul, x, x);
@@ -897,7 +1200,13 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             Word::RunningMax => {
                 let zero = self.num(0.0);
                 let slot = self.new_slot(slot_name(self, "running_max"), Some(zero), span);
-                let old = self.push(Op::StateRead(slot), Ty { level: Level::Elem, boolean: false });
+                let old = self.push(
+                    Op::StateRead(slot),
+                    Ty {
+                        level: Level::Elem,
+                        boolean: false,
+                    },
+                );
                 let decayed = match arg(1) {
                     Some(d) => self.bin(BinOp::Mul, d, old),
                     None => old,
@@ -915,15 +1224,31 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             }
             Word::Cumprod => {
                 let k = self.scalar_slots.len();
-                self.scalar_slots.push(ir::ScalarSlot { name: slot_name(self, "cumprod"), init: 1.0, write: None });
-                let old = self.push(Op::ScalarRead(k), Ty { level: Level::Scalar, boolean: false });
+                self.scalar_slots.push(ir::ScalarSlot {
+                    name: slot_name(self, "cumprod"),
+                    init: 1.0,
+                    write: None,
+                });
+                let old = self.push(
+                    Op::ScalarRead(k),
+                    Ty {
+                        level: Level::Scalar,
+                        boolean: false,
+                    },
+                );
                 let new = self.bin(BinOp::Mul, old, x);
                 self.scalar_slots[k].write = Some(new);
                 new
             }
             Word::Debias => match self.ema_beta.get(&x).copied() {
                 Some(beta) => {
-                    let step = self.push(Op::Step, Ty { level: Level::Scalar, boolean: false });
+                    let step = self.push(
+                        Op::Step,
+                        Ty {
+                            level: Level::Scalar,
+                            boolean: false,
+                        },
+                    );
                     let bt = self.func(Func::Pow, vec![beta, step]);
                     let bc = self.one_minus(bt);
                     self.bin(BinOp::Div, x, bc)
@@ -944,23 +1269,54 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             k += 1;
             unique = format!("{name}{k}");
         }
-        self.slots.push(ir::Slot { name: unique, init, write: None, span });
+        self.slots.push(ir::Slot {
+            name: unique,
+            init,
+            write: None,
+            span,
+        });
         self.slots.len() - 1
     }
 
     /// A state slot with an optional initial value: per-step values fill the buffer when it is
     /// created; per-element values are selected in the kernel on the slot's first step.
-    fn state_with_init(&mut self, name: String, init: Option<NodeId>, span: Span) -> (usize, NodeId) {
+    fn state_with_init(
+        &mut self,
+        name: String,
+        init: Option<NodeId>,
+        span: Span,
+    ) -> (usize, NodeId) {
         let zero = self.num(0.0);
         let init = init.unwrap_or(zero);
         if self.ty(init).level == Level::Elem {
             let slot = self.new_slot(name, None, span);
-            let raw = self.push(Op::StateRead(slot), Ty { level: Level::Elem, boolean: false });
-            let first = self.push(Op::First(slot), Ty { level: Level::Scalar, boolean: true });
+            let raw = self.push(
+                Op::StateRead(slot),
+                Ty {
+                    level: Level::Elem,
+                    boolean: false,
+                },
+            );
+            let first = self.push(
+                Op::First(slot),
+                Ty {
+                    level: Level::Scalar,
+                    boolean: true,
+                },
+            );
             (slot, self.select(first, init, raw))
         } else {
             let slot = self.new_slot(name, Some(init), span);
-            (slot, self.push(Op::StateRead(slot), Ty { level: Level::Elem, boolean: false }))
+            (
+                slot,
+                self.push(
+                    Op::StateRead(slot),
+                    Ty {
+                        level: Level::Elem,
+                        boolean: false,
+                    },
+                ),
+            )
         }
     }
 }

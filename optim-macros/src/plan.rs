@@ -63,7 +63,9 @@ impl Variant {
     }
 
     fn slot_is_read(&self, f: &Fused, s: usize) -> bool {
-        f.nodes.iter().enumerate().any(|(i, n)| self.live[i] && self.repl[i] == i && matches!(n.op, Op::StateRead(k) if k == s))
+        f.nodes.iter().enumerate().any(|(i, n)| {
+            self.live[i] && self.repl[i] == i && matches!(n.op, Op::StateRead(k) if k == s)
+        })
     }
 
     /// Arithmetic operations per element.
@@ -87,7 +89,11 @@ pub(crate) fn plan_rule(f: &Fused, flag_defaults: &dyn Fn(usize) -> bool) -> Rul
     let flags = flags_used(f);
     let variants = (0..1usize << flags.len())
         .map(|mask| {
-            let values: Vec<(usize, bool)> = flags.iter().enumerate().map(|(j, &h)| (h, mask >> j & 1 == 1)).collect();
+            let values: Vec<(usize, bool)> = flags
+                .iter()
+                .enumerate()
+                .map(|(j, &h)| (h, mask >> j & 1 == 1))
+                .collect();
             plan_variant(f, values)
         })
         .collect();
@@ -208,7 +214,9 @@ fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
         konst,
         live,
         slots,
-        scalar_slots: (0..f.scalar_slots.len()).filter(|&k| sslot_live[k]).collect(),
+        scalar_slots: (0..f.scalar_slots.len())
+            .filter(|&k| sslot_live[k])
+            .collect(),
         kernel_scalars,
         host,
         kernel,

@@ -25,19 +25,33 @@ const ADAMW: &str = r#"
 fn adamw_expands_to_one_kernel_over_param_grad_and_two_states() {
     let out = pretty(optimizer(ADAMW.parse().unwrap()));
     let flat = squash(&out);
-    assert_eq!(flat.matches("::optim_dsl::__private::Kernel<E>for__Kernel").count(), 1, "{out}");
+    assert_eq!(
+        flat.matches("::optim_dsl::__private::Kernel<E>for__Kernel")
+            .count(),
+        1,
+        "{out}"
+    );
     // one loop, reading four streams and writing three
     assert_eq!(out.matches("for i in 0..n").count(), 1);
     assert!(out.contains("p[i]"));
     assert!(out.contains("g[i]"));
     assert!(out.contains("st0[i] ="));
     assert!(out.contains("st1[i] ="));
-    assert!(flat.contains(r#"reads:::std::vec!["param","grad","m","v"]"#), "{out}");
-    assert!(flat.contains(r#"writes:::std::vec!["param","m","v"]"#), "{out}");
+    assert!(
+        flat.contains(r#"reads:::std::vec!["param","grad","m","v"]"#),
+        "{out}"
+    );
+    assert!(
+        flat.contains(r#"writes:::std::vec!["param","m","v"]"#),
+        "{out}"
+    );
     // bias corrections are hoisted: no `pow` inside the kernel
     let kernel = &out[out.find("fn run(").unwrap()..];
     let kernel = &kernel[..kernel.find("fn __prepare").unwrap_or(kernel.len())];
-    assert!(!kernel.contains("ops::pow"), "pow must be hoisted out of the loop:\n{kernel}");
+    assert!(
+        !kernel.contains("ops::pow"),
+        "pow must be hoisted out of the loop:\n{kernel}"
+    );
 }
 
 #[test]
@@ -50,9 +64,20 @@ fn flags_specialise_and_drop_dead_state() {
         }
     "#;
     let out = squash(&pretty(optimizer(src.parse().unwrap())));
-    assert_eq!(out.matches("::optim_dsl::__private::Kernel<E>for__Kernel").count(), 2, "one kernel per flag value");
-    assert!(out.contains(r#"state:::std::vec!["v"]"#), "amsgrad off keeps only v:\n{out}");
-    assert!(out.contains(r#"state:::std::vec!["v","vmax"]"#), "amsgrad on keeps v and vmax:\n{out}");
+    assert_eq!(
+        out.matches("::optim_dsl::__private::Kernel<E>for__Kernel")
+            .count(),
+        2,
+        "one kernel per flag value"
+    );
+    assert!(
+        out.contains(r#"state:::std::vec!["v"]"#),
+        "amsgrad off keeps only v:\n{out}"
+    );
+    assert!(
+        out.contains(r#"state:::std::vec!["v","vmax"]"#),
+        "amsgrad on keeps v and vmax:\n{out}"
+    );
 }
 
 #[test]
@@ -61,12 +86,23 @@ fn errors_expand_to_compile_error_and_a_stub() {
     let out = optimizer(src.parse().unwrap()).to_string();
     assert!(out.contains("compile_error"), "{out}");
     assert!(out.contains("did you mean `momentum`?"), "{out}");
-    assert!(out.contains("struct Bad"), "the stub keeps the type defined: {out}");
+    assert!(
+        out.contains("struct Bad"),
+        "the stub keeps the type defined: {out}"
+    );
 }
 
 #[test]
 fn garbage_input_never_panics() {
-    for src in ["", "pub", "pub X<", "pub X<lr = > {}", "pub X { param -= ; }", "X { _ => }", "pub X<a = 1> { matrix => Y<, _ => { param = 1.0; } }"] {
+    for src in [
+        "",
+        "pub",
+        "pub X<",
+        "pub X<lr = > {}",
+        "pub X { param -= ; }",
+        "X { _ => }",
+        "pub X<a = 1> { matrix => Y<, _ => { param = 1.0; } }",
+    ] {
         let out = optimizer(src.parse().unwrap()).to_string();
         assert!(out.contains("compile_error"), "{src:?} gave {out}");
     }

@@ -89,7 +89,11 @@ where
     }
 }
 
-pub(crate) fn update<E, O, M>(opt: &mut O, model: &mut M, grads: &mut Gradients<E, Cpu>) -> Result<(), OptimError>
+pub(crate) fn update<E, O, M>(
+    opt: &mut O,
+    model: &mut M,
+    grads: &mut Gradients<E, Cpu>,
+) -> Result<(), OptimError>
 where
     E: Float,
     O: DslOptimizer<E>,
@@ -97,8 +101,15 @@ where
     Cpu: Device<E>,
 {
     let mut scratch = std::mem::take(&mut opt.opt_state_mut().scratch);
-    let mut stage = Stage { scratch: &mut scratch, grads, staged: Vec::new() };
-    let walked = M::iter_tensors(&mut RecursiveWalker { m: (&mut *model, String::new()), f: &mut stage });
+    let mut stage = Stage {
+        scratch: &mut scratch,
+        grads,
+        staged: Vec::new(),
+    };
+    let walked = M::iter_tensors(&mut RecursiveWalker {
+        m: (&mut *model, String::new()),
+        f: &mut stage,
+    });
     let staged = std::mem::take(&mut stage.staged);
 
     let result = match walked {
@@ -133,7 +144,10 @@ where
         staged: staged.into_iter().map(|s| (s.name, s.grad)).collect(),
         commit: result.is_ok(),
     };
-    let restored = M::iter_tensors(&mut RecursiveWalker { m: (&mut *model, String::new()), f: &mut commit });
+    let restored = M::iter_tensors(&mut RecursiveWalker {
+        m: (&mut *model, String::new()),
+        f: &mut commit,
+    });
     opt.opt_state_mut().scratch = scratch;
     result?;
     restored.map_err(|e| OptimError::Device(format!("{e:?}")))?;

@@ -34,7 +34,8 @@ pub fn dispatch<E: Float, K: Kernel<E>>(s: &[E], p: &mut [E], g: &[E], st: &mut 
             // SAFETY: the CPU supports AVX-512F (checked on the line above).
             return unsafe { x86::run_avx512::<E, K>(s, p, g, st) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU supports AVX2 and FMA (checked on the line above).
             return unsafe { x86::run_avx2::<E, K>(s, p, g, st) };
         }
@@ -138,11 +139,18 @@ pub fn execute<E: Float>(tasks: Vec<Task<'_, E>>) {
     let mut items: Vec<Item<'_, E>> = Vec::with_capacity(total / CHUNK + tasks.len());
     for t in tasks {
         let Some(kernel) = t.job.kernel else { continue };
-        let (scalars, mut param, mut grad, mut states) = (t.job.scalars, t.param, t.grad, t.job.states);
+        let (scalars, mut param, mut grad, mut states) =
+            (t.job.scalars, t.param, t.grad, t.job.states);
         loop {
             let n = param.len().min(CHUNK);
             if n == param.len() {
-                items.push(Item { kernel, scalars, param, grad, states });
+                items.push(Item {
+                    kernel,
+                    scalars,
+                    param,
+                    grad,
+                    states,
+                });
                 break;
             }
             let (p0, p1) = param.split_at_mut(n);
@@ -154,7 +162,13 @@ pub fn execute<E: Float>(tasks: Vec<Task<'_, E>>) {
                 heads.push(a);
                 tails.push(b);
             }
-            items.push(Item { kernel, scalars: scalars.clone(), param: p0, grad: g0, states: heads });
+            items.push(Item {
+                kernel,
+                scalars: scalars.clone(),
+                param: p0,
+                grad: g0,
+                states: heads,
+            });
             param = p1;
             grad = g1;
             states = tails;

@@ -89,7 +89,11 @@ pub trait DslOptimizer<E: Float>: Sized {
     ///
     /// # Errors
     /// As [`update_slices`](Self::update_slices). Nothing is modified on error.
-    fn update<M>(&mut self, model: &mut M, grads: &mut dfdx::tensor::Gradients<E, dfdx::tensor::Cpu>) -> Result<(), OptimError>
+    fn update<M>(
+        &mut self,
+        model: &mut M,
+        grads: &mut dfdx::tensor::Gradients<E, dfdx::tensor::Cpu>,
+    ) -> Result<(), OptimError>
     where
         M: dfdx::nn::TensorCollection<E, dfdx::tensor::Cpu>,
         dfdx::tensor::Cpu: dfdx::tensor_ops::Device<E>,
@@ -124,22 +128,37 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
         if e.param.len() != numel {
             return Err(OptimError::ShapeMismatch {
                 param: e.name.to_string(),
-                detail: format!("shape {:?} has {numel} elements but the parameter has {}", e.shape, e.param.len()),
+                detail: format!(
+                    "shape {:?} has {numel} elements but the parameter has {}",
+                    e.shape,
+                    e.param.len()
+                ),
             });
         }
         if e.grad.len() != e.param.len() {
             return Err(OptimError::ShapeMismatch {
                 param: e.name.to_string(),
-                detail: format!("gradient has {} elements, parameter has {}", e.grad.len(), e.param.len()),
+                detail: format!(
+                    "gradient has {} elements, parameter has {}",
+                    e.grad.len(),
+                    e.param.len()
+                ),
             });
         }
-        let info = ParamInfo { name: e.name, shape: e.shape };
+        let info = ParamInfo {
+            name: e.name,
+            shape: e.shape,
+        };
         let rule = O::route(&info);
         if let Some(ps) = opt.opt_state().params.get(e.name) {
             if ps.len != e.param.len() {
                 return Err(OptimError::ShapeMismatch {
                     param: e.name.to_string(),
-                    detail: format!("parameter has {} elements but its optimizer state has {}", e.param.len(), ps.len),
+                    detail: format!(
+                        "parameter has {} elements but its optimizer state has {}",
+                        e.param.len(),
+                        ps.len
+                    ),
                 });
             }
         }
@@ -166,7 +185,10 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
             continue; // unreachable: every name was inserted above
         };
         ps.rule = rule;
-        let info = ParamInfo { name: e.name, shape: e.shape };
+        let info = ParamInfo {
+            name: e.name,
+            shape: e.shape,
+        };
         let job = O::prepare(&values, rule, ps, &info);
         tasks.push(Task {
             job,

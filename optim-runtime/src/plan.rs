@@ -84,7 +84,11 @@ impl Plan {
         for rule in &self.rules {
             writeln!(f, "{pad}  rule {} =>", rule.pattern)?;
             match &rule.body {
-                RuleBody::Fused { kernels, state, scalars } => {
+                RuleBody::Fused {
+                    kernels,
+                    state,
+                    scalars,
+                } => {
                     writeln!(f, "{pad}    state: [{}]", state.join(", "))?;
                     writeln!(f, "{pad}    hoisted scalars: {}", scalars.len())?;
                     for (i, k) in kernels.iter().enumerate() {

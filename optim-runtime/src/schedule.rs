@@ -137,8 +137,12 @@ impl fmt::Debug for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Schedule::Constant { value } => write!(f, "constant({value})"),
-            Schedule::Linear { start, end, steps } => write!(f, "linear({start} -> {end}, {steps} steps)"),
-            Schedule::Cosine { init, end, steps } => write!(f, "cosine({init} -> {end}, {steps} steps)"),
+            Schedule::Linear { start, end, steps } => {
+                write!(f, "linear({start} -> {end}, {steps} steps)")
+            }
+            Schedule::Cosine { init, end, steps } => {
+                write!(f, "cosine({init} -> {end}, {steps} steps)")
+            }
             Schedule::Join { parts, boundaries } => f
                 .debug_struct("join")
                 .field("parts", parts)
@@ -185,7 +189,10 @@ mod tests {
 
     #[test]
     fn join_restarts_count_at_boundary() {
-        let s = Schedule::join(vec![Schedule::constant(1.0), Schedule::linear(0.0, 10.0, 10)], vec![3]);
+        let s = Schedule::join(
+            vec![Schedule::constant(1.0), Schedule::linear(0.0, 10.0, 10)],
+            vec![3],
+        );
         assert_eq!(s.value(2), 1.0);
         assert_eq!(s.value(3), 0.0);
         assert_eq!(s.value(8), 5.0);
