@@ -1,0 +1,652 @@
+//! Shared helpers for the optim-dsl test suite.
+//!
+//! - [`fixtures`]: serde types for the reference trajectory cases in `tests/fixtures/`
+//!   (see `tests/fixtures/README.md`), a loader and an element-wise tolerance check.
+//! - [`model`]: [`model::CaseModel`], a dfdx [`TensorCollection`](dfdx::nn::TensorCollection)
+//!   holding the four parameters every optimizer case uses, so the same case can be driven
+//!   through the dfdx path of an optimizer.
+
+pub mod fixtures {
+    //! Reference trajectory cases (format_version 1 of the project's shared refs).
+    //!
+    //! Every float in a case file is the exact decimal of a float32 value, so parsing as `f64`
+    //! and casting to `f32` is exact. Non-finite values are written as the strings `"nan"`,
+    //! `"inf"` and `"-inf"`; the deserializers here map them back to `f64`.
+
+    use serde::{Deserialize, Deserializer};
+    use std::collections::BTreeMap;
+
+    /// One reference trajectory: the inputs fed to a trusted implementation and what it did.
+    #[derive(Debug, Clone, Deserialize)]
+    pub struct Case {
+        /// Name of the case (equals the file name without `.json`).
+        pub case: String,
+        /// One-line purpose of the case.
+        #[serde(default)]
+        pub summary: String,
+        /// Reference library, version, API and code path that produced the trajectory.
+        #[serde(default)]
+        pub reference: serde_json::Value,
+        /// Exact constructor kwargs, with the reference's own names (e.g. torch `betas`).
+        pub hyperparameters: serde_json::Value,
+        /// Pseudo-code of the exact update rule of the code path that ran.
+        #[serde(default)]
+        pub semantics: String,
+        /// Optional notes on how inputs were modified (edge cases) and caveats.
+        #[serde(default)]
+        pub notes: Option<String>,
+        /// Number of optimizer steps recorded.
+        pub steps: usize,
+        /// Parameter names in the order they were given to the optimizer.
+        pub param_order: Vec<String>,
+        /// Initial parameters, keyed by name.
+        pub params_init: BTreeMap<String, TensorData>,
+        /// `grads[t][name]`: flat row-major gradient fed to step `t + 1`.
+        #[serde(deserialize_with = "de_steps")]
+        pub grads: Vec<BTreeMap<String, Vec<f64>>>,
+        /// `lr[t]`: learning rate in effect at step `t + 1` (torch: `[x]` per param group;
+        /// optax: a scalar). Use [`Case::lr_at`].
+        pub lr: Vec<serde_json::Value>,
+        /// `params[t][name]`: flat row-major parameters after step `t + 1`.
+        #[serde(deserialize_with = "de_steps")]
+        pub params: Vec<BTreeMap<String, Vec<f64>>>,
+        /// Optimizer state after the last step, keyed by parameter name then by the reference's
+        /// state key. Use [`Case::final_state_tensor`] to read a tensor out of it.
+        pub final_state: serde_json::Value,
+        /// torch: all group hyper-parameters including defaults (one object per param group).
+        #[serde(default)]
+        pub final_param_groups: Vec<serde_json::Value>,
+        /// Recommended element-wise comparison tolerance.
+        pub tolerance: Tolerance,
+    }
+
+    /// A tensor as stored in a case file: shape and flat row-major data.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    pub struct TensorData {
+        /// Shape (empty for a scalar tensor).
+        pub shape: Vec<usize>,
+        /// Flat row-major data; non-finite values come from the strings `"nan"`/`"inf"`/`"-inf"`.
+        #[serde(deserialize_with = "de_flat")]
+        pub data: Vec<f64>,
+        /// Element type name (`"float32"`), when the file records it.
+        #[serde(default)]
+        pub dtype: Option<String>,
+    }
+
+    impl TensorData {
+        /// Number of elements implied by the shape (1 for a scalar).
+        pub fn numel(&self) -> usize {
+            self.shape.iter().product()
+        }
+    }
+
+    /// Element-wise tolerance: `|got - want| <= atol + rtol * |want|`.
+    #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+    pub struct Tolerance {
+        /// Relative tolerance.
+        pub rtol: f64,
+        /// Absolute tolerance.
+        pub atol: f64,
+    }
+
+    impl Tolerance {
+        /// The error allowed for a reference value `want`.
+        pub fn allowed(&self, want: f64) -> f64 {
+            self.atol + self.rtol * want.abs()
+        }
+    }
+
+    /// A number that may be written as a JSON number or as `"nan"`, `"inf"`, `"-inf"`.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum RawNum {
+        Num(f64),
+        Str(String),
+    }
+
+    impl RawNum {
+        fn into_f64<E: serde::de::Error>(self) -> Result<f64, E> {
+            match self {
+                RawNum::Num(x) => Ok(x),
+                RawNum::Str(s) => match s.as_str() {
+                    "nan" | "NaN" => Ok(f64::NAN),
+                    "inf" | "Infinity" => Ok(f64::INFINITY),
+                    "-inf" | "-Infinity" => Ok(f64::NEG_INFINITY),
+                    other => Err(E::custom(format!(
+                        "expected a number, got string {other:?}"
+                    ))),
+                },
+            }
+        }
+    }
+
+    /// A flat list of numbers, each possibly a non-finite string.
+    struct Flat(Vec<f64>);
+
+    impl<'de> Deserialize<'de> for Flat {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let raw = Vec::<RawNum>::deserialize(d)?;
+            raw.into_iter()
+                .map(RawNum::into_f64)
+                .collect::<Result<Vec<_>, _>>()
+                .map(Flat)
+        }
+    }
+
+    fn de_flat<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Flat::deserialize(d).map(|f| f.0)
+    }
+
+    fn de_steps<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<BTreeMap<String, Vec<f64>>>, D::Error> {
+        let raw = Vec::<BTreeMap<String, Flat>>::deserialize(d)?;
+        Ok(raw
+            .into_iter()
+            .map(|m| m.into_iter().map(|(k, v)| (k, v.0)).collect())
+            .collect())
+    }
+
+    /// The optimizer trajectory cases copied into `tests/fixtures/` (one conformance test each).
+    pub const OPTIMIZER_CASES: [&str; 19] = [
+        "sgd_plain",
+        "sgd_momentum",
+        "sgd_momentum_dampening",
+        "sgd_nesterov",
+        "sgd_weight_decay",
+        "adam",
+        "adam_amsgrad",
+        "adam_l2",
+        "adamw",
+        "adamw_warmup_cosine",
+        "rmsprop_centered",
+        "rmsprop_centered_momentum",
+        "adagrad",
+        "adadelta",
+        "nadam",
+        "radam",
+        "adamax",
+        "lion",
+        "ademamix",
+    ];
+
+    /// Path of the fixture file for case `name`.
+    pub fn path(name: &str) -> String {
+        format!("{}/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    /// Loads and checks `tests/fixtures/<name>.json`.
+    ///
+    /// Panics (with the file name) if the file is missing or malformed, or if its lengths are
+    /// inconsistent (`grads`, `params`, `lr` must have `steps` entries; every tensor must have
+    /// as many elements as its shape says).
+    pub fn load(name: &str) -> Case {
+        let path = path(name);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read fixture {path}: {e}"));
+        let case: Case = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("cannot parse fixture {path}: {e}"));
+        case.validate();
+        case
+    }
+
+    /// Reads a JSON value as `f64`, accepting the non-finite strings.
+    fn value_f64(v: &serde_json::Value) -> Option<f64> {
+        match v {
+            serde_json::Value::Number(n) => n.as_f64(),
+            serde_json::Value::String(s) => match s.as_str() {
+                "nan" => Some(f64::NAN),
+                "inf" => Some(f64::INFINITY),
+                "-inf" => Some(f64::NEG_INFINITY),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Follows a dotted path (`"betas.1"`, `"adamw.lr"`) through objects and arrays.
+    fn lookup<'a>(root: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+        key.split('.').try_fold(root, |v, seg| match v {
+            serde_json::Value::Object(m) => m.get(seg),
+            serde_json::Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        })
+    }
+
+    impl Case {
+        fn validate(&self) {
+            let name = &self.case;
+            assert_eq!(self.grads.len(), self.steps, "{name}: grads.len() != steps");
+            assert_eq!(
+                self.params.len(),
+                self.steps,
+                "{name}: params.len() != steps"
+            );
+            assert_eq!(self.lr.len(), self.steps, "{name}: lr.len() != steps");
+            for p in &self.param_order {
+                let init = self
+                    .params_init
+                    .get(p)
+                    .unwrap_or_else(|| panic!("{name}: no params_init for {p}"));
+                let n = init.numel();
+                assert_eq!(init.data.len(), n, "{name}: params_init[{p}] length");
+                for t in 0..self.steps {
+                    let g = self.grads[t].get(p).map(Vec::len);
+                    assert_eq!(g, Some(n), "{name}: grads[{t}][{p}] length");
+                    let q = self.params[t].get(p).map(Vec::len);
+                    assert_eq!(q, Some(n), "{name}: params[{t}][{p}] length");
+                }
+            }
+            assert_eq!(
+                self.params_init.len(),
+                self.param_order.len(),
+                "{name}: params_init has names not in param_order"
+            );
+        }
+
+        /// Learning rate in effect at step `t + 1` (`t` is 0-based). For torch cases with
+        /// several param groups this is the first group's value.
+        pub fn lr_at(&self, t: usize) -> f64 {
+            let v = &self.lr[t];
+            let x = match v {
+                serde_json::Value::Array(a) => a.first().and_then(value_f64),
+                other => value_f64(other),
+            };
+            x.unwrap_or_else(|| panic!("{}: lr[{t}] is not a number: {v}", self.case))
+        }
+
+        /// Hyper-parameter `key` of the reference constructor, as `f64`. `key` may be a dotted
+        /// path into nested objects/arrays (`"betas.0"`, `"adamw.weight_decay"`).
+        /// Panics if absent or not a number.
+        pub fn hyper_f64(&self, key: &str) -> f64 {
+            self.hyper_opt_f64(key)
+                .unwrap_or_else(|| panic!("{}: no numeric hyperparameter {key:?}", self.case))
+        }
+
+        /// Like [`Case::hyper_f64`] but `None` when the key is absent (or null).
+        pub fn hyper_opt_f64(&self, key: &str) -> Option<f64> {
+            lookup(&self.hyperparameters, key).and_then(value_f64)
+        }
+
+        /// Value `key` (dotted path allowed) of the first entry of `final_param_groups`: torch
+        /// records every group hyper-parameter there, including the defaults it filled in.
+        /// Panics if absent.
+        pub fn group(&self, key: &str) -> &serde_json::Value {
+            self.final_param_groups
+                .first()
+                .and_then(|g| lookup(g, key))
+                .unwrap_or_else(|| panic!("{}: no final_param_groups[0].{key}", self.case))
+        }
+
+        /// [`Case::group`] as `f64`. Panics if absent or not a number.
+        pub fn group_f64(&self, key: &str) -> f64 {
+            let v = self.group(key);
+            value_f64(v).unwrap_or_else(|| {
+                panic!(
+                    "{}: final_param_groups[0].{key} = {v} is not a number",
+                    self.case
+                )
+            })
+        }
+
+        /// [`Case::group`] as `bool`. Panics if absent or not a boolean.
+        pub fn group_bool(&self, key: &str) -> bool {
+            let v = self.group(key);
+            v.as_bool().unwrap_or_else(|| {
+                panic!(
+                    "{}: final_param_groups[0].{key} = {v} is not a bool",
+                    self.case
+                )
+            })
+        }
+
+        /// Initial value of parameter `name`, cast to `f32`.
+        pub fn init_f32(&self, name: &str) -> Vec<f32> {
+            to_f32(&self.params_init[name].data)
+        }
+
+        /// Shape of parameter `name`.
+        pub fn shape(&self, name: &str) -> &[usize] {
+            &self.params_init[name].shape
+        }
+
+        /// Gradient of parameter `name` fed to step `t + 1`, cast to `f32`.
+        pub fn grad_f32(&self, t: usize, name: &str) -> Vec<f32> {
+            to_f32(&self.grads[t][name])
+        }
+
+        /// Reference state tensor `key` (e.g. `"exp_avg"`) of parameter `name` after the last
+        /// step, or `None` when the reference has no such state.
+        pub fn final_state_tensor(&self, name: &str, key: &str) -> Option<TensorData> {
+            let v = self.final_state.get(name)?.get(key)?;
+            Some(TensorData::deserialize(v).unwrap_or_else(|e| {
+                panic!("{}: final_state[{name}][{key}] malformed: {e}", self.case)
+            }))
+        }
+
+        /// Checks `got` (parameter `name` after step `t + 1`) against `params[t][name]` with the
+        /// case tolerance; `what` names the code path in the failure message.
+        #[track_caller]
+        pub fn assert_params_at(&self, what: &str, t: usize, name: &str, got: &[f32]) {
+            assert_close(
+                &self.case,
+                &format!("{what}: params after step {} [{name}]", t + 1),
+                got,
+                &self.params[t][name],
+                &self.tolerance,
+            );
+        }
+    }
+
+    /// Casts reference values to `f32` (exact: the files hold float32 values).
+    pub fn to_f32(xs: &[f64]) -> Vec<f32> {
+        xs.iter().map(|&x| x as f32).collect()
+    }
+
+    /// Whether `got` matches `want` under `tol`; NaNs match NaNs and infinities match the same
+    /// infinity.
+    pub fn is_close(got: f64, want: f64, tol: &Tolerance) -> bool {
+        if want.is_nan() || got.is_nan() {
+            return want.is_nan() && got.is_nan();
+        }
+        if want.is_infinite() || got.is_infinite() {
+            return want == got;
+        }
+        (got - want).abs() <= tol.allowed(want)
+    }
+
+    /// Asserts `|got[i] - want[i]| <= atol + rtol * |want[i]|` for every element (NaN matches
+    /// NaN, an infinity matches the same infinity). On failure panics with the case, `what`,
+    /// the first offending index, both values, the error, the allowed error and the number of
+    /// offending elements.
+    #[track_caller]
+    pub fn assert_close(case: &str, what: &str, got: &[f32], want: &[f64], tol: &Tolerance) {
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{case}: {what}: length mismatch (got {}, want {})",
+            got.len(),
+            want.len()
+        );
+        let bad: Vec<usize> = (0..got.len())
+            .filter(|&i| !is_close(f64::from(got[i]), want[i], tol))
+            .collect();
+        if let Some(&i) = bad.first() {
+            let g = f64::from(got[i]);
+            let w = want[i];
+            panic!(
+                "{case}: {what}: element {i} of {}: got {g:e}, want {w:e}, |err| = {:e} > \
+                 allowed {:e} (atol {:e} + rtol {:e} * |want|); {} of {} elements out of tolerance",
+                got.len(),
+                (g - w).abs(),
+                tol.allowed(w),
+                tol.atol,
+                tol.rtol,
+                bad.len(),
+                got.len(),
+            );
+        }
+    }
+}
+
+pub mod model {
+    //! [`CaseModel`]: the four parameters shared by all optimizer cases, as a dfdx module.
+
+    use crate::fixtures::Case;
+    use dfdx::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// Names of the [`CaseModel`] tensors, in field (= walk = `param_order`) order.
+    pub const PARAM_NAMES: [&str; 4] = ["w_16x8", "w_8x16", "b_8", "s_1"];
+
+    /// The parameters used by every optimizer conformance case, as a dfdx tensor collection.
+    ///
+    /// dfdx's walker names the tensors `"w_16x8"`, `"w_8x16"`, `"b_8"`, `"s_1"` (the field
+    /// names) and visits them in that order, which is the cases' `param_order`.
+    #[derive(Debug, Clone)]
+    pub struct CaseModel<E: Dtype, D: Device<E>> {
+        /// Matrix parameter of shape `[16, 8]`.
+        pub w_16x8: Tensor<Rank2<16, 8>, E, D>,
+        /// Matrix parameter of shape `[8, 16]`.
+        pub w_8x16: Tensor<Rank2<8, 16>, E, D>,
+        /// Vector parameter of shape `[8]`.
+        pub b_8: Tensor<Rank1<8>, E, D>,
+        /// Single-element parameter of shape `[1]`.
+        pub s_1: Tensor<Rank1<1>, E, D>,
+    }
+
+    impl<E: Dtype, D: Device<E>> TensorCollection<E, D> for CaseModel<E, D> {
+        type To<E2: Dtype, D2: Device<E2>> = CaseModel<E2, D2>;
+
+        fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+            visitor: &mut V,
+        ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+            visitor.visit_fields(
+                (
+                    Self::tensor(
+                        "w_16x8",
+                        |s| &s.w_16x8,
+                        |s| &mut s.w_16x8,
+                        TensorOptions::reset_to_zeros(),
+                    ),
+                    Self::tensor(
+                        "w_8x16",
+                        |s| &s.w_8x16,
+                        |s| &mut s.w_8x16,
+                        TensorOptions::reset_to_zeros(),
+                    ),
+                    Self::tensor(
+                        "b_8",
+                        |s| &s.b_8,
+                        |s| &mut s.b_8,
+                        TensorOptions::reset_to_zeros(),
+                    ),
+                    Self::tensor(
+                        "s_1",
+                        |s| &s.s_1,
+                        |s| &mut s.s_1,
+                        TensorOptions::reset_to_zeros(),
+                    ),
+                ),
+                |(w_16x8, w_8x16, b_8, s_1)| CaseModel {
+                    w_16x8,
+                    w_8x16,
+                    b_8,
+                    s_1,
+                },
+            )
+        }
+    }
+
+    fn cast<E: Dtype>(xs: &[f64]) -> Vec<E> {
+        xs.iter()
+            .map(|&x| E::from_f64(x).expect("value not representable in the model dtype"))
+            .collect()
+    }
+
+    fn check_name(name: &str) {
+        assert!(
+            PARAM_NAMES.contains(&name),
+            "CaseModel has no parameter {name:?} (it has {PARAM_NAMES:?})"
+        );
+    }
+
+    impl<E: Dtype, D: Device<E>> CaseModel<E, D> {
+        /// A model with all parameters zero.
+        pub fn zeros(dev: &D) -> Self {
+            CaseModel {
+                w_16x8: dev.zeros(),
+                w_8x16: dev.zeros(),
+                b_8: dev.zeros(),
+                s_1: dev.zeros(),
+            }
+        }
+
+        /// A model holding the case's `params_init`. Panics if the case's parameter names or
+        /// shapes differ from this model's.
+        pub fn from_case(dev: &D, case: &Case) -> Self {
+            assert_eq!(
+                case.param_order, PARAM_NAMES,
+                "{}: param_order differs from CaseModel's",
+                case.case
+            );
+            let mut m = Self::zeros(dev);
+            for name in PARAM_NAMES {
+                let init = &case.params_init[name];
+                assert_eq!(
+                    init.shape,
+                    Self::shape_of(name),
+                    "{}: shape of {name} differs from CaseModel's",
+                    case.case
+                );
+                m.set_from_flat(name, &cast::<E>(&init.data));
+            }
+            m
+        }
+
+        /// Shape of parameter `name`.
+        pub fn shape_of(name: &str) -> &'static [usize] {
+            match name {
+                "w_16x8" => &[16, 8],
+                "w_8x16" => &[8, 16],
+                "b_8" => &[8],
+                "s_1" => &[1],
+                _ => {
+                    check_name(name);
+                    unreachable!()
+                }
+            }
+        }
+
+        /// Flat row-major copy of parameter `name`.
+        pub fn params_flat(&self, name: &str) -> Vec<E> {
+            match name {
+                "w_16x8" => self.w_16x8.as_vec(),
+                "w_8x16" => self.w_8x16.as_vec(),
+                "b_8" => self.b_8.as_vec(),
+                "s_1" => self.s_1.as_vec(),
+                _ => {
+                    check_name(name);
+                    unreachable!()
+                }
+            }
+        }
+
+        /// Overwrites parameter `name` with flat row-major `data` (panics on a length mismatch).
+        pub fn set_from_flat(&mut self, name: &str, data: &[E]) {
+            let want = Self::shape_of(name).iter().product::<usize>();
+            assert_eq!(data.len(), want, "set_from_flat({name}): wrong length");
+            match name {
+                "w_16x8" => self.w_16x8.copy_from(data),
+                "w_8x16" => self.w_8x16.copy_from(data),
+                "b_8" => self.b_8.copy_from(data),
+                "s_1" => self.s_1.copy_from(data),
+                _ => unreachable!(),
+            }
+        }
+
+        /// All parameters as flat row-major vectors, keyed by name.
+        pub fn to_flat(&self) -> BTreeMap<String, Vec<E>> {
+            PARAM_NAMES
+                .iter()
+                .map(|&n| (n.to_string(), self.params_flat(n)))
+                .collect()
+        }
+    }
+
+    /// A dfdx [`TensorVisitor`] that records the walker's name and the shape of every tensor.
+    struct NameCollector(Vec<(String, Vec<usize>)>);
+
+    impl<E: Dtype, D: Device<E>> TensorVisitor<E, D> for NameCollector {
+        type Viewer = (ViewTensorRef, ViewTensorName);
+        type Err = D::Err;
+        type E2 = E;
+        type D2 = D;
+
+        fn visit<S: Shape>(
+            &mut self,
+            _opts: TensorOptions<S, E, D>,
+            (t, name): (&Tensor<S, E, D>, String),
+        ) -> Result<Option<Tensor<S, E, D>>, D::Err> {
+            self.0.push((name, t.shape().concrete().into()));
+            Ok(None)
+        }
+    }
+
+    /// The names (as dfdx's [`RecursiveWalker`] with [`ViewTensorName`] reports them, i.e. what
+    /// an optimizer walking the module sees) and shapes of every tensor of `model`, in walk
+    /// order.
+    pub fn walked_tensors<E: Dtype, D: Device<E>, M: TensorCollection<E, D>>(
+        model: &M,
+    ) -> Vec<(String, Vec<usize>)> {
+        let mut names = NameCollector(Vec::new());
+        let walked = M::iter_tensors(&mut RecursiveWalker {
+            m: (model, String::new()),
+            f: &mut names,
+        });
+        assert!(walked.is_ok(), "walking the model failed");
+        names.0
+    }
+
+    /// `Gradients` buffers on `Cpu` are only reachable as slices for concrete dtypes, so the
+    /// gradient helpers are stamped out per dtype.
+    macro_rules! cpu_grad_helpers {
+        ($($E:ty),*) => {$(
+            impl CaseModel<$E, Cpu> {
+                /// Writes `values[name]` (cast to the model dtype) into the gradient buffer of
+                /// each named parameter of `grads`, allocating the buffer if needed. Names not
+                /// in `values` are left as they are.
+                pub fn write_grads(
+                    &self,
+                    grads: &mut Gradients<$E, Cpu>,
+                    values: &BTreeMap<String, Vec<f64>>,
+                ) {
+                    for (name, vals) in values {
+                        check_name(name);
+                        let data = cast::<$E>(vals);
+                        let buf = match name.as_str() {
+                            "w_16x8" => grads.get_or_alloc_mut(&self.w_16x8),
+                            "w_8x16" => grads.get_or_alloc_mut(&self.w_8x16),
+                            "b_8" => grads.get_or_alloc_mut(&self.b_8),
+                            "s_1" => grads.get_or_alloc_mut(&self.s_1),
+                            _ => unreachable!(),
+                        }
+                        .expect("allocating a gradient buffer");
+                        assert_eq!(buf.len(), data.len(), "gradient length for {name}");
+                        buf.copy_from_slice(&data);
+                    }
+                }
+
+                /// Fresh gradients (`alloc_grads`) holding `values[name]` for each parameter;
+                /// every parameter gets a buffer, zero where `values` has no entry.
+                pub fn grads_from(
+                    &self,
+                    values: &BTreeMap<String, Vec<f64>>,
+                ) -> Gradients<$E, Cpu> {
+                    let mut grads = self.alloc_grads();
+                    self.write_grads(&mut grads, values);
+                    grads
+                }
+
+                /// Flat row-major copy of the gradient of parameter `name` held by `grads`
+                /// (allocating a zero buffer if it has none).
+                pub fn grad_flat(&self, grads: &mut Gradients<$E, Cpu>, name: &str) -> Vec<$E> {
+                    let buf = match name {
+                        "w_16x8" => grads.get_or_alloc_mut(&self.w_16x8),
+                        "w_8x16" => grads.get_or_alloc_mut(&self.w_8x16),
+                        "b_8" => grads.get_or_alloc_mut(&self.b_8),
+                        "s_1" => grads.get_or_alloc_mut(&self.s_1),
+                        _ => {
+                            check_name(name);
+                            unreachable!()
+                        }
+                    }
+                    .expect("allocating a gradient buffer");
+                    buf.to_vec()
+                }
+            }
+        )*};
+    }
+
+    cpu_grad_helpers!(f32, f64);
+}

@@ -1,0 +1,594 @@
+//! Conformance of the zoo optimizers with the reference trajectories in `tests/fixtures/`.
+//!
+//! Every case is run teacher-forced through both entry points of an optimizer:
+//! - the slice path (`update_slices` on `ParamSlice`s), and
+//! - the dfdx path (`update` on a [`CaseModel`] with dfdx `Gradients`),
+//!
+//! each with a fresh optimizer built from the case's hyper-parameters. Before step `t + 1` the
+//! reference gradient `grads[t]` is fed (never our own), the optimizer keeps its own state, and
+//! the parameters after the step are compared with `params[t]` element-wise under the case
+//! tolerance (`|ours - ref| <= atol + rtol * |ref|`).
+//!
+//! Hyper-parameters are read from the fixture, not restated here: the explicit constructor
+//! kwargs from `hyperparameters` and, for everything torch filled in with its defaults,
+//! `final_param_groups[0]` (which torch records in full).
+//!
+//! After the last step each path's optimizer state is compared with the reference's
+//! `final_state`: per-parameter step counts, and every state tensor through a per-case table
+//! that maps the reference's state keys (`exp_avg`, `square_avg`, ...) to our state names. Our
+//! names are those of the fixtures' `semantics` pseudo-code (`m`, `v`, `vmax`, `buf`, ...), read
+//! from the optimizer's `explain()` plan.
+
+// Configs are written out field by field, with `..Default::default()` for any fields the
+// reference does not set; for configs whose every field is listed that update is redundant.
+#![allow(clippy::needless_update)]
+
+use dfdx::tensor::{Cpu, Gradients};
+use optim_dsl::prelude::*;
+use optim_dsl::{OptState, ParamState, RuleBody};
+use optim_tests::fixtures::{self, assert_close, Case};
+use optim_tests::model::CaseModel;
+
+/// Teacher-forced run of `case` through the slice path; `step` performs one optimizer update.
+fn run_slices(case: &Case, mut step: impl FnMut(&mut Vec<ParamSlice<'_, f32>>)) {
+    let names = &case.param_order;
+    let shapes: Vec<Vec<usize>> = names.iter().map(|n| case.shape(n).to_vec()).collect();
+    let mut params: Vec<Vec<f32>> = names.iter().map(|n| case.init_f32(n)).collect();
+    for t in 0..case.steps {
+        let grads: Vec<Vec<f32>> = names.iter().map(|n| case.grad_f32(t, n)).collect();
+        let mut slices: Vec<ParamSlice<'_, f32>> = names
+            .iter()
+            .zip(&shapes)
+            .zip(params.iter_mut())
+            .zip(&grads)
+            .map(|(((name, shape), param), grad)| ParamSlice {
+                name: name.as_str(),
+                shape: shape.as_slice(),
+                param: param.as_mut_slice(),
+                grad: grad.as_slice(),
+            })
+            .collect();
+        step(&mut slices);
+        drop(slices);
+        for (name, p) in names.iter().zip(&params) {
+            case.assert_params_at("slice path", t, name, p);
+        }
+    }
+}
+
+/// Teacher-forced run of `case` through the dfdx path; `step` performs one optimizer update.
+/// One `Gradients` is allocated up front and overwritten before every step, as in a training
+/// loop that reuses its gradient buffers.
+fn run_dfdx(case: &Case, mut step: impl FnMut(&mut CaseModel<f32, Cpu>, &mut Gradients<f32, Cpu>)) {
+    let dev = Cpu::default();
+    let mut model = CaseModel::<f32, Cpu>::from_case(&dev, case);
+    let mut grads = model.grads_from(&case.grads[0]);
+    for t in 0..case.steps {
+        model.write_grads(&mut grads, &case.grads[t]);
+        step(&mut model, &mut grads);
+        for name in &case.param_order {
+            case.assert_params_at("dfdx path", t, name, &model.params_flat(name));
+        }
+    }
+}
+
+/// Reference state entries that have no element-wise counterpart to compare: torch's per-tensor
+/// `step` (checked against our per-parameter step count instead) and NAdam's scalar
+/// `mu_product`.
+const NOT_ELEMENTWISE: [&str; 2] = ["step", "mu_product"];
+
+/// Our state buffer `name` of one parameter. Buffers are matched to the names of the plan's
+/// `state` list by position among the allocated (non-empty) buffers: the flags do not change
+/// during a run, so exactly the plan's buffers are allocated.
+fn state_buffer<'a>(plan: &Plan, ps: &'a ParamState<f32>, name: &str) -> Result<&'a [f32], String> {
+    let rule = plan
+        .rules
+        .get(ps.rule)
+        .ok_or_else(|| format!("plan has no rule {}", ps.rule))?;
+    let RuleBody::Fused { state, .. } = &rule.body else {
+        return Err(format!("rule {} delegates to another optimizer", ps.rule));
+    };
+    let live: Vec<&Vec<f32>> = ps.buffers.iter().filter(|b| !b.is_empty()).collect();
+    if live.len() != state.len() {
+        return Err(format!(
+            "{} allocated buffers but the plan names {} ({state:?})",
+            live.len(),
+            state.len()
+        ));
+    }
+    let j = state
+        .iter()
+        .position(|s| *s == name)
+        .ok_or_else(|| format!("no state named {name:?}; the plan has {state:?}"))?;
+    Ok(live[j].as_slice())
+}
+
+/// Compares the optimizer state after the last step with the case's `final_state`. `names`
+/// maps reference state keys to our state names; every reference key must be mapped or be in
+/// [`NOT_ELEMENTWISE`].
+fn check_final_state(
+    case: &Case,
+    what: &str,
+    plan: &Plan,
+    state: &OptState<f32>,
+    names: &[(&str, &str)],
+) {
+    let cname = &case.case;
+    let steps = case.steps as u64;
+    assert_eq!(state.step, steps, "{cname}: {what}: global step count");
+    if let Some(group_step) = case.final_param_groups.first().and_then(|g| g.get("step")) {
+        // pytorch_optimizer keeps its step counter in the param group
+        assert_eq!(
+            group_step.as_f64(),
+            Some(steps as f64),
+            "{cname}: group step"
+        );
+    }
+    for p in &case.param_order {
+        let ps = state
+            .param(p)
+            .unwrap_or_else(|| panic!("{cname}: {what}: no optimizer state for {p}"));
+        assert_eq!(ps.step, steps, "{cname}: {what}: step count of {p}");
+        let reference = case.final_state.get(p).and_then(|v| v.as_object());
+        let keys: Vec<&String> = reference.map(|m| m.keys().collect()).unwrap_or_default();
+        for (key, _) in names {
+            assert!(
+                keys.iter().any(|k| k == key),
+                "{cname}: mapped state {key} missing from the reference state of {p}"
+            );
+        }
+        for key in keys {
+            if key == "step" {
+                let t = case.final_state_tensor(p, key).expect("present");
+                assert_eq!(t.data, [steps as f64], "{cname}: reference step of {p}");
+            }
+            let Some(&(_, ours)) = names.iter().find(|(k, _)| k == key) else {
+                assert!(
+                    NOT_ELEMENTWISE.contains(&key.as_str()),
+                    "{cname}: reference state {p}.{key} has no counterpart in the table"
+                );
+                continue;
+            };
+            let got = state_buffer(plan, ps, ours)
+                .unwrap_or_else(|e| panic!("{cname}: {what}: state {ours} of {p}: {e}"));
+            let want = case.final_state_tensor(p, key).expect("present");
+            assert_close(
+                cname,
+                &format!("{what}: final state {p}.{key} (ours: {ours})"),
+                got,
+                &want.data,
+                &case.tolerance,
+            );
+        }
+    }
+}
+
+/// Defines one `#[test]` per case: loads `tests/fixtures/<name>.json`, builds a fresh optimizer
+/// with `$make` (an expression of type `Result<Optimizer, OptimError>` using the bound `&Case`)
+/// for each path, runs both paths and compares each path's final state, mapping reference state
+/// keys to ours with `state { key: "ours", ... }`.
+macro_rules! conformance {
+    ($name:ident, |$c:ident| $make:expr, state { $($key:ident: $ours:literal),* $(,)? }) => {
+        #[test]
+        fn $name() {
+            let case = fixtures::load(stringify!($name));
+            let make = |$c: &Case| $make;
+            let names: &[(&str, &str)] = &[$((stringify!($key), $ours)),*];
+
+            let mut opt = make(&case).expect("constructing the optimizer (slice path)");
+            run_slices(&case, |ps| {
+                opt.update_slices(ps).expect("update_slices");
+            });
+            check_final_state(&case, "slice path", &opt.explain(), opt.opt_state(), names);
+
+            let mut opt = make(&case).expect("constructing the optimizer (dfdx path)");
+            run_dfdx(&case, |model, grads| {
+                opt.update(model, grads).expect("update");
+            });
+            check_final_state(&case, "dfdx path", &opt.explain(), opt.opt_state(), names);
+        }
+    };
+}
+
+/// The case's learning rate, after checking that it is the same at every step and equals the
+/// constructor's `lr`.
+fn constant_lr(c: &Case) -> f64 {
+    let lr = c.hyper_f64("lr");
+    for t in 0..c.steps {
+        assert_eq!(c.lr_at(t), lr, "{}: lr changes at step {}", c.case, t + 1);
+    }
+    lr
+}
+
+/// `final_param_groups[0][key]` as a [`Hyper`].
+fn g(c: &Case, key: &str) -> Hyper {
+    c.group_f64(key).into()
+}
+
+/// `final_param_groups[0][key]` as a flag.
+fn flag(c: &Case, key: &str) -> bool {
+    c.group_bool(key)
+}
+
+// One module per optimizer family, each importing its zoo type.
+
+/// torch.optim.SGD.
+mod sgd {
+    use super::*;
+    use optim_dsl::zoo::{Sgd, SgdConfig};
+
+    fn config(c: &Case) -> SgdConfig {
+        SgdConfig {
+            lr: constant_lr(c).into(),
+            momentum: g(c, "momentum"),
+            dampening: g(c, "dampening"),
+            weight_decay: g(c, "weight_decay"),
+            nesterov: flag(c, "nesterov"),
+            maximize: flag(c, "maximize"),
+            ..Default::default()
+        }
+    }
+
+    conformance!(sgd_plain, |c| Sgd::<f32>::new(config(c)), state {});
+    conformance!(
+        sgd_momentum,
+        |c| Sgd::<f32>::new(config(c)),
+        state {
+            momentum_buffer: "buf"
+        }
+    );
+    conformance!(
+        sgd_momentum_dampening,
+        |c| Sgd::<f32>::new(config(c)),
+        state {
+            momentum_buffer: "buf"
+        }
+    );
+    conformance!(
+        sgd_nesterov,
+        |c| Sgd::<f32>::new(config(c)),
+        state {
+            momentum_buffer: "buf"
+        }
+    );
+    conformance!(sgd_weight_decay, |c| Sgd::<f32>::new(config(c)), state {});
+}
+
+/// torch.optim.Adam (coupled L2 weight decay).
+mod adam {
+    use super::*;
+    use optim_dsl::zoo::{Adam, AdamConfig};
+
+    fn config(c: &Case) -> AdamConfig {
+        assert!(
+            !flag(c, "decoupled_weight_decay"),
+            "{}: torch Adam with decoupled_weight_decay is AdamW",
+            c.case
+        );
+        AdamConfig {
+            lr: constant_lr(c).into(),
+            beta1: g(c, "betas.0"),
+            beta2: g(c, "betas.1"),
+            eps: g(c, "eps"),
+            weight_decay: g(c, "weight_decay"),
+            amsgrad: flag(c, "amsgrad"),
+            maximize: flag(c, "maximize"),
+            ..Default::default()
+        }
+    }
+
+    conformance!(
+        adam,
+        |c| Adam::<f32>::new(config(c)),
+        state {
+            exp_avg: "m",
+            exp_avg_sq: "v"
+        }
+    );
+    conformance!(
+        adam_amsgrad,
+        |c| Adam::<f32>::new(config(c)),
+        state {
+            exp_avg: "m",
+            exp_avg_sq: "v",
+            max_exp_avg_sq: "vmax"
+        }
+    );
+    conformance!(
+        adam_l2,
+        |c| Adam::<f32>::new(config(c)),
+        state {
+            exp_avg: "m",
+            exp_avg_sq: "v"
+        }
+    );
+}
+
+/// torch.optim.AdamW, with a constant and with a scheduled learning rate.
+mod adamw {
+    use super::*;
+    use optim_dsl::zoo::{AdamW, AdamWConfig};
+
+    /// AdamW config with learning rate `lr` (constant or scheduled).
+    fn config(c: &Case, lr: Hyper) -> AdamWConfig {
+        assert!(
+            flag(c, "decoupled_weight_decay"),
+            "{}: expected torch AdamW (decoupled weight decay)",
+            c.case
+        );
+        AdamWConfig {
+            lr,
+            beta1: g(c, "betas.0"),
+            beta2: g(c, "betas.1"),
+            eps: g(c, "eps"),
+            weight_decay: g(c, "weight_decay"),
+            amsgrad: flag(c, "amsgrad"),
+            maximize: flag(c, "maximize"),
+            ..Default::default()
+        }
+    }
+
+    conformance!(
+        adamw,
+        |c| AdamW::<f32>::new(config(c, constant_lr(c).into())),
+        state {
+            exp_avg: "m",
+            exp_avg_sq: "v"
+        }
+    );
+
+    /// torch `SequentialLR([LinearLR(start_factor=0.1, end_factor=1.0, total_iters=5),
+    /// CosineAnnealingLR(T_max=15, eta_min=1e-4)], milestones=[5])` on base lr 0.01, stepped
+    /// after every optimizer step: value `i` is the lr of update `i + 1`.
+    fn warmup_cosine() -> Schedule {
+        Schedule::join(
+            vec![
+                Schedule::linear(0.001, 0.01, 5),
+                Schedule::cosine(0.01, 1e-4, 15),
+            ],
+            vec![5],
+        )
+    }
+
+    conformance!(
+        adamw_warmup_cosine,
+        |c| {
+            assert_eq!(c.hyper_f64("adamw.lr"), 0.01, "base lr of the schedule");
+            assert_eq!(c.group_f64("initial_lr"), 0.01, "base lr of the schedule");
+            AdamW::<f32>::new(config(c, warmup_cosine().into()))
+        },
+        state {
+            exp_avg: "m",
+            exp_avg_sq: "v"
+        }
+    );
+
+    /// The schedule used for `adamw_warmup_cosine` reproduces torch's recorded lr at every step.
+    #[test]
+    fn adamw_warmup_cosine_schedule_values() {
+        let case = fixtures::load("adamw_warmup_cosine");
+        let s = warmup_cosine();
+        for i in 0..case.steps {
+            let want = case.lr_at(i);
+            let got: f64 = s.value(i as _);
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs(),
+                "lr of step {}: schedule gives {got:e}, torch used {want:e}",
+                i + 1
+            );
+        }
+    }
+}
+
+/// torch.optim.RMSprop (centered, with and without momentum and weight decay).
+mod rmsprop {
+    use super::*;
+    use optim_dsl::zoo::{RMSprop, RMSpropConfig};
+
+    fn config(c: &Case) -> RMSpropConfig {
+        RMSpropConfig {
+            lr: constant_lr(c).into(),
+            alpha: g(c, "alpha"),
+            eps: g(c, "eps"),
+            weight_decay: g(c, "weight_decay"),
+            momentum: g(c, "momentum"),
+            centered: flag(c, "centered"),
+            maximize: flag(c, "maximize"),
+            ..Default::default()
+        }
+    }
+
+    conformance!(
+        rmsprop_centered,
+        |c| RMSprop::<f32>::new(config(c)),
+        state {
+            square_avg: "v",
+            grad_avg: "ga"
+        }
+    );
+    conformance!(
+        rmsprop_centered_momentum,
+        |c| RMSprop::<f32>::new(config(c)),
+        state {
+            square_avg: "v",
+            grad_avg: "ga",
+            momentum_buffer: "buf"
+        }
+    );
+}
+
+/// torch.optim.Adagrad (with lr_decay and initial_accumulator_value).
+mod adagrad {
+    use super::*;
+    use optim_dsl::zoo::{Adagrad, AdagradConfig};
+
+    conformance!(
+        adagrad,
+        |c| Adagrad::<f32>::new(AdagradConfig {
+            lr: constant_lr(c).into(),
+            lr_decay: g(c, "lr_decay"),
+            weight_decay: g(c, "weight_decay"),
+            initial_accumulator_value: g(c, "initial_accumulator_value"),
+            eps: g(c, "eps"),
+            maximize: flag(c, "maximize"),
+            ..Default::default()
+        }),
+        state { sum: "sum" }
+    );
+}
+
+/// torch.optim.Adadelta.
+mod adadelta {
+    use super::*;
+    use optim_dsl::zoo::{Adadelta, AdadeltaConfig};
+
+    conformance!(
+        adadelta,
+        |c| Adadelta::<f32>::new(AdadeltaConfig {
+            lr: constant_lr(c).into(),
+            rho: g(c, "rho"),
+            eps: g(c, "eps"),
+            weight_decay: g(c, "weight_decay"),
+            maximize: flag(c, "maximize"),
+            ..Default::default()
+        }),
+        state {
+            square_avg: "v",
+            acc_delta: "u"
+        }
+    );
+}
+
+/// torch.optim.NAdam (Dozat's NAdam with the momentum-decay schedule).
+mod nadam {
+    use super::*;
+    use optim_dsl::zoo::{NAdam, NAdamConfig};
+
+    conformance!(
+        nadam,
+        |c| NAdam::<f32>::new(NAdamConfig {
+            lr: constant_lr(c).into(),
+            beta1: g(c, "betas.0"),
+            beta2: g(c, "betas.1"),
+            eps: g(c, "eps"),
+            weight_decay: g(c, "weight_decay"),
+            momentum_decay: g(c, "momentum_decay"),
+            decoupled_weight_decay: flag(c, "decoupled_weight_decay"),
+            maximize: flag(c, "maximize"),
+            ..Default::default()
+        }),
+        state {
+            exp_avg: "m",
+            exp_avg_sq: "v"
+        }
+    );
+}
+
+/// torch.optim.RAdam (un-adapted steps 1..5, rectified from step 6).
+mod radam {
+    use super::*;
+    use optim_dsl::zoo::{RAdam, RAdamConfig};
+
+    conformance!(
+        radam,
+        |c| RAdam::<f32>::new(RAdamConfig {
+            lr: constant_lr(c).into(),
+            beta1: g(c, "betas.0"),
+            beta2: g(c, "betas.1"),
+            eps: g(c, "eps"),
+            weight_decay: g(c, "weight_decay"),
+            decoupled_weight_decay: flag(c, "decoupled_weight_decay"),
+            maximize: flag(c, "maximize"),
+            ..Default::default()
+        }),
+        state {
+            exp_avg: "m",
+            exp_avg_sq: "v"
+        }
+    );
+}
+
+/// torch.optim.Adamax.
+mod adamax {
+    use super::*;
+    use optim_dsl::zoo::{Adamax, AdamaxConfig};
+
+    conformance!(
+        adamax,
+        |c| Adamax::<f32>::new(AdamaxConfig {
+            lr: constant_lr(c).into(),
+            beta1: g(c, "betas.0"),
+            beta2: g(c, "betas.1"),
+            eps: g(c, "eps"),
+            weight_decay: g(c, "weight_decay"),
+            maximize: flag(c, "maximize"),
+            ..Default::default()
+        }),
+        state {
+            exp_avg: "m",
+            exp_inf: "u"
+        }
+    );
+}
+
+/// pytorch_optimizer.Lion (decoupled weight decay).
+mod lion {
+    use super::*;
+    use optim_dsl::zoo::{Lion, LionConfig};
+
+    conformance!(
+        lion,
+        |c| {
+            // pytorch_optimizer Lion with weight_decouple=True, fixed_decay=False multiplies p by
+            // (1 - lr * weight_decay) before the update: our Lion's (decoupled) weight decay.
+            assert!(flag(c, "weight_decouple"), "Lion: expected decoupled decay");
+            assert!(!flag(c, "fixed_decay"), "Lion: fixed_decay not supported");
+            Lion::<f32>::new(LionConfig {
+                lr: constant_lr(c).into(),
+                beta1: g(c, "betas.0"),
+                beta2: g(c, "betas.1"),
+                weight_decay: g(c, "weight_decay"),
+                ..Default::default()
+            })
+        },
+        state { exp_avg: "m" }
+    );
+}
+
+/// pytorch_optimizer.AdEMAMix (constant alpha and beta3).
+mod ademamix {
+    use super::*;
+    use optim_dsl::zoo::{AdEMAMix, AdEMAMixConfig};
+
+    conformance!(
+        ademamix,
+        |c| {
+            // alpha and beta3 are constant when t_alpha_beta3 is None (no warm-up schedules).
+            assert!(
+                c.group("t_alpha_beta3").is_null(),
+                "AdEMAMix: t_alpha_beta3"
+            );
+            // weight_decouple=False: coupled decay (g += wd * p); moot here since weight_decay = 0.
+            assert!(
+                !flag(c, "weight_decouple"),
+                "AdEMAMix: expected coupled decay"
+            );
+            assert_eq!(c.group_f64("weight_decay"), 0.0, "AdEMAMix: weight_decay");
+            AdEMAMix::<f32>::new(AdEMAMixConfig {
+                lr: constant_lr(c).into(),
+                beta1: g(c, "betas.0"),
+                beta2: g(c, "betas.1"),
+                beta3: g(c, "betas.2"),
+                alpha: g(c, "alpha"),
+                eps: g(c, "eps"),
+                weight_decay: g(c, "weight_decay"),
+                ..Default::default()
+            })
+        },
+        state {
+            exp_avg: "m1",
+            exp_avg_sq: "v",
+            exp_avg_slow: "m2"
+        }
+    );
+}
