@@ -19,6 +19,7 @@ use dfdx::nn::ZeroGrads;
 use examples::data::digits;
 use examples::model::{self, Mlp};
 use optim_dsl::prelude::*;
+use optim_dsl::zoo::{AdamW, AdamWConfig};
 
 const SEED: u64 = 0;
 const EPOCHS: u64 = 30;

@@ -46,10 +46,10 @@ pub mod zoo;
 pub mod __private;
 
 /// Everything needed to declare and use optimizers: the macro, the traits, the parameter and
-/// schedule types, and the zoo.
+/// schedule types. The zoo is not in the prelude because dfdx's prelude has optimizers with the
+/// same names (`Adam`, `Sgd`, `RMSprop`); import them by name from [`zoo`].
 pub mod prelude {
     pub use crate::optimizer;
-    pub use crate::zoo::*;
     pub use optim_runtime::{
         DslOptimizer, Hyper, OptimError, OptimizerConfig, ParamSlice, Plan, Schedule,
     };

@@ -1,0 +1,356 @@
+//! Behaviour of the runtime around the kernels: validation errors (and that they change
+//! nothing), per-parameter step counts, hyperparameter changes between steps, dfdx buffers that
+//! must not be updated, and `f64` parameters. Expected values are computed by hand from the
+//! update rules in the zoo docs.
+
+use dfdx::prelude::*;
+use optim_dsl::prelude::*;
+use optim_dsl::zoo::{Adam, AdamConfig, AdamW, AdamWConfig, Lion, LionConfig, Sgd, SgdConfig};
+use optim_dsl::{OptimError, RuleBody};
+
+fn slice<'a>(
+    name: &'a str,
+    shape: &'a [usize],
+    p: &'a mut [f32],
+    g: &'a [f32],
+) -> ParamSlice<'a, f32> {
+    ParamSlice {
+        name,
+        shape,
+        param: p,
+        grad: g,
+    }
+}
+
+#[test]
+fn invalid_hyperparameters_are_rejected_with_their_name() {
+    let bad = [
+        (
+            AdamWConfig {
+                lr: (-1.0).into(),
+                ..Default::default()
+            },
+            "lr",
+        ),
+        (
+            AdamWConfig {
+                beta1: 1.0.into(),
+                ..Default::default()
+            },
+            "beta1",
+        ),
+        (
+            AdamWConfig {
+                beta2: (-0.1).into(),
+                ..Default::default()
+            },
+            "beta2",
+        ),
+        (
+            AdamWConfig {
+                eps: 0.0.into(),
+                ..Default::default()
+            },
+            "eps",
+        ),
+        (
+            AdamWConfig {
+                weight_decay: f64::NAN.into(),
+                ..Default::default()
+            },
+            "weight_decay",
+        ),
+    ];
+    for (cfg, name) in bad {
+        match AdamW::<f32>::new(cfg) {
+            Err(OptimError::InvalidHyperparameter {
+                name: n, optimizer, ..
+            }) => {
+                assert_eq!(n, name);
+                assert_eq!(optimizer, "AdamW");
+            }
+            other => panic!("expected an error naming `{name}`, got {other:?}"),
+        }
+    }
+    // the message names the hyperparameter, the value and the domain
+    let err = AdamW::<f32>::new(AdamWConfig {
+        beta1: 1.5.into(),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid hyperparameter `beta1` of `AdamW`: 1.5 at step 0; expected a value in [0, 1)"
+    );
+    // the momentum of SGD is a beta of its `momentum` primitive, so it is checked as one
+    assert!(Sgd::<f32>::new(SgdConfig {
+        momentum: 1.0.into(),
+        ..Default::default()
+    })
+    .is_err());
+}
+
+#[test]
+fn a_schedule_that_leaves_the_domain_fails_the_step_and_changes_nothing() {
+    // lr goes 1e-3, 0, -1e-3, ... : step 3 (index 2) is invalid
+    let mut opt = AdamW::<f32>::new(AdamWConfig {
+        lr: Schedule::linear(1e-3, -1e-3, 2).into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut p = vec![1.0f32, 2.0];
+    let g = [0.5f32, -0.5];
+    for _ in 0..2 {
+        opt.update_slices(&mut [slice("w", &[2], &mut p, &g)])
+            .unwrap();
+    }
+    let before_p = p.clone();
+    let before_state = opt.state().clone();
+    let err = opt
+        .update_slices(&mut [slice("w", &[2], &mut p, &g)])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OptimError::InvalidHyperparameter {
+                name: "lr",
+                step: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(p, before_p);
+    assert_eq!(opt.state(), &before_state);
+}
+
+#[test]
+fn set_hyperparameter_validates_and_keeps_the_old_value_on_error() {
+    let mut opt = AdamW::<f32>::default();
+    assert!(opt.set_lr(-3.0).is_err());
+    assert_eq!(opt.config().lr, Hyper::Const(1e-3));
+    opt.set_lr(0.5).unwrap();
+    assert_eq!(opt.config().lr, Hyper::Const(0.5));
+}
+
+#[test]
+fn shape_mismatches_name_the_parameter_and_change_nothing() {
+    let mut opt = Sgd::<f32>::new(SgdConfig {
+        lr: 0.1.into(),
+        momentum: 0.9.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut a = vec![1.0f32; 4];
+    let mut b = vec![1.0f32; 3];
+    let ga = [1.0f32; 4];
+    let gb_short = [1.0f32; 2];
+    let err = opt
+        .update_slices(&mut [
+            slice("a", &[2, 2], &mut a, &ga),
+            slice("b", &[3], &mut b, &gb_short),
+        ])
+        .unwrap_err();
+    assert_eq!(
+        err,
+        OptimError::ShapeMismatch {
+            param: "b".into(),
+            detail: "gradient has 2 elements, parameter has 3".into()
+        }
+    );
+    assert_eq!(
+        a,
+        vec![1.0; 4],
+        "no parameter may move when any parameter is invalid"
+    );
+    assert_eq!(opt.state().step, 0);
+    assert!(opt.state().params.is_empty());
+
+    // shape that disagrees with the data
+    let err = opt
+        .update_slices(&mut [slice("a", &[3, 2], &mut a, &ga)])
+        .unwrap_err();
+    assert!(
+        matches!(err, OptimError::ShapeMismatch { ref param, .. } if param == "a"),
+        "{err}"
+    );
+
+    // a parameter whose size changed since its state was created
+    opt.update_slices(&mut [slice("a", &[2, 2], &mut a, &ga)])
+        .unwrap();
+    let ga6 = [1.0f32; 6];
+    let mut a6 = vec![0.0f32; 6];
+    let err = opt
+        .update_slices(&mut [slice("a", &[6], &mut a6, &ga6)])
+        .unwrap_err();
+    assert!(err.to_string().contains("optimizer state has 4"), "{err}");
+
+    // duplicate names
+    let mut c = vec![0.0f32; 4];
+    let err = opt
+        .update_slices(&mut [slice("a", &[4], &mut a, &ga), slice("a", &[4], &mut c, &ga)])
+        .unwrap_err();
+    assert_eq!(err, OptimError::DuplicateParam("a".into()));
+}
+
+#[test]
+fn each_parameter_is_bias_corrected_from_its_own_first_step() {
+    // Adam's first step moves every element by lr * sign(g) (m_hat = g, v_hat = g^2), whatever
+    // the global step: a parameter first seen at global step 5 must take exactly that step.
+    let mut opt = Adam::<f64>::new(AdamConfig {
+        lr: 0.1.into(),
+        eps: 1e-12.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut a = vec![0.0f64; 3];
+    let ga = [1.0f64, -2.0, 0.5];
+    for _ in 0..4 {
+        opt.update_slices(&mut [ParamSlice {
+            name: "a",
+            shape: &[3],
+            param: &mut a,
+            grad: &ga,
+        }])
+        .unwrap();
+    }
+    let mut late = vec![1.0f64, 1.0];
+    let gl = [3.0f64, -0.25];
+    opt.update_slices(&mut [
+        ParamSlice {
+            name: "a",
+            shape: &[3],
+            param: &mut a,
+            grad: &ga,
+        },
+        ParamSlice {
+            name: "late",
+            shape: &[2],
+            param: &mut late,
+            grad: &gl,
+        },
+    ])
+    .unwrap();
+    assert!((late[0] - 0.9).abs() < 1e-12, "{late:?}");
+    assert!((late[1] - 1.1).abs() < 1e-12, "{late:?}");
+    assert_eq!(opt.state().param("late").unwrap().step, 1);
+    assert_eq!(opt.state().param("a").unwrap().step, 5);
+    assert_eq!(opt.state().step, 5);
+}
+
+#[test]
+fn hyperparameter_changes_take_effect_at_the_next_step() {
+    let mut opt = Sgd::<f32>::new(SgdConfig {
+        lr: 1.0.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut p = vec![0.0f32];
+    let g = [1.0f32];
+    opt.update_slices(&mut [slice("p", &[1], &mut p, &g)])
+        .unwrap();
+    assert_eq!(p, [-1.0]);
+    opt.set_lr(0.25).unwrap();
+    opt.update_slices(&mut [slice("p", &[1], &mut p, &g)])
+        .unwrap();
+    assert_eq!(p, [-1.25]);
+    opt.set_maximize(true);
+    opt.update_slices(&mut [slice("p", &[1], &mut p, &g)])
+        .unwrap();
+    assert_eq!(p, [-1.0]);
+}
+
+#[test]
+fn dfdx_path_leaves_non_trainable_buffers_alone() {
+    // BatchNorm1D's running mean/var have do_gradient_update == false
+    let dev: Cpu = Default::default();
+    let mut model = dev.build_module::<(Linear<2, 3>, BatchNorm1D<3>), f32>();
+    let before_mean = model.1.running_mean.as_vec();
+    let before_var = model.1.running_var.as_vec();
+    let before_w = model.0.weight.as_vec();
+    let mut grads = model.alloc_grads();
+    for t in [
+        &model.1.running_mean,
+        &model.1.running_var,
+        &model.1.scale,
+        &model.1.bias,
+    ] {
+        grads
+            .get_or_alloc_mut(t)
+            .unwrap()
+            .iter_mut()
+            .for_each(|x| *x = 1.0);
+    }
+    grads
+        .get_or_alloc_mut(&model.0.weight)
+        .unwrap()
+        .iter_mut()
+        .for_each(|x| *x = 1.0);
+    let mut opt = Sgd::<f32>::new(SgdConfig {
+        lr: 0.5.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    opt.update(&mut model, &mut grads).unwrap();
+    assert_eq!(model.1.running_mean.as_vec(), before_mean);
+    assert_eq!(model.1.running_var.as_vec(), before_var);
+    let after_w = model.0.weight.as_vec();
+    for (a, b) in after_w.iter().zip(&before_w) {
+        assert!((a - (b - 0.5)).abs() < 1e-7);
+    }
+    let names: Vec<&String> = opt.state().params.keys().collect();
+    assert_eq!(names, ["0.bias", "0.weight", "1.bias", "1.scale"]);
+    // gradients are intact after the step
+    assert!(grads
+        .get_or_alloc_mut(&model.0.weight)
+        .unwrap()
+        .iter()
+        .all(|&x| x == 1.0));
+}
+
+#[test]
+fn dfdx_path_runs_in_f64() {
+    let dev: Cpu = Default::default();
+    let mut model = dev.build_module::<Linear<2, 2>, f64>();
+    let w0 = model.weight.as_vec();
+    let mut grads = model.alloc_grads();
+    grads
+        .get_or_alloc_mut(&model.weight)
+        .unwrap()
+        .iter_mut()
+        .for_each(|x| *x = -1.0);
+    let mut opt = Lion::<f64>::new(LionConfig {
+        lr: 0.125.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    opt.update(&mut model, &mut grads).unwrap();
+    // Lion's first step: m = 0, c = (1 - beta1) * g, p -= lr * sign(g)
+    for (a, b) in model.weight.as_vec().iter().zip(&w0) {
+        assert_eq!(*a, b + 0.125);
+    }
+}
+
+#[test]
+fn explain_describes_one_adamw_kernel_of_28_bytes() {
+    let plan = AdamW::<f32>::default().explain();
+    assert_eq!(plan.kernel_count(), 1);
+    let RuleBody::Fused { kernels, state, .. } = &plan.rules[0].body else {
+        panic!("fused rule expected")
+    };
+    assert_eq!(kernels[0].reads, ["param", "grad", "m", "v"]);
+    assert_eq!(kernels[0].writes, ["param", "m", "v"]);
+    assert_eq!(kernels[0].bytes_per_param(4), 28);
+    assert_eq!(state, &["m", "v"]);
+    // AMSGrad adds one stream read and written
+    let plan = AdamW::<f32>::default().with_amsgrad(true).explain();
+    let RuleBody::Fused { kernels, .. } = &plan.rules[0].body else {
+        panic!()
+    };
+    assert_eq!(kernels[0].bytes_per_param(4), 36);
+    let text = plan.to_string();
+    assert!(
+        text.contains("kernel 0: reads [param, grad, m, v, vmax]"),
+        "{text}"
+    );
+}
