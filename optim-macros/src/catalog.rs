@@ -68,6 +68,18 @@ pub(crate) enum Word {
     State,
     Cumprod,
     Debias,
+    // per-tensor reductions (barriers)
+    Norm,
+    Rms,
+    Sum,
+    Mean,
+    TrustRatio,
+    // global (all parameters)
+    GlobalNorm,
+    ClipGlobalNorm,
+    ClipValue,
+    // matrix primitives (barriers, matrix rules only)
+    Orthogonalize,
 }
 
 /// A catalog entry.
@@ -208,7 +220,74 @@ pub(crate) const CATALOG: &[Entry] = &[
         args: &[pos("x", Value)],
         signature: "debias(x)",
     },
+    Entry {
+        name: "norm",
+        word: Word::Norm,
+        args: &[pos("x", Value)],
+        signature: "norm(x)",
+    },
+    Entry {
+        name: "rms",
+        word: Word::Rms,
+        args: &[pos("x", Value)],
+        signature: "rms(x)",
+    },
+    Entry {
+        name: "sum",
+        word: Word::Sum,
+        args: &[pos("x", Value)],
+        signature: "sum(x)",
+    },
+    Entry {
+        name: "mean",
+        word: Word::Mean,
+        args: &[pos("x", Value)],
+        signature: "mean(x)",
+    },
+    Entry {
+        name: "trust_ratio",
+        word: Word::TrustRatio,
+        args: &[pos("w", Value), pos("u", Value)],
+        signature: "trust_ratio(w, u)",
+    },
+    Entry {
+        name: "global_norm",
+        word: Word::GlobalNorm,
+        args: &[pos("x", Value)],
+        signature: "global_norm(x)",
+    },
+    Entry {
+        name: "clip_global_norm",
+        word: Word::ClipGlobalNorm,
+        args: &[pos("x", Value), pos("max_norm", Scalar)],
+        signature: "clip_global_norm(x, max_norm)",
+    },
+    Entry {
+        name: "clip_value",
+        word: Word::ClipValue,
+        args: &[pos("x", Value), pos("clip", Scalar)],
+        signature: "clip_value(x, clip)",
+    },
+    Entry {
+        name: "orthogonalize",
+        word: Word::Orthogonalize,
+        args: &[
+            pos("x", Value),
+            named("steps", Scalar),
+            named("a", Scalar),
+            named("b", Scalar),
+            named("c", Scalar),
+            named("eps", Scalar),
+        ],
+        signature: "orthogonalize(x, steps = 5, a = 3.4445, b = -4.7750, c = 2.0315, eps = 1e-7)",
+    },
 ];
+
+/// Words that need the parameter as a matrix: allowed only in rules that match nothing but
+/// matrices (`matrix`) or reshaped tensors (`tensor`).
+pub(crate) fn matrix_only(word: Word) -> bool {
+    matches!(word, Word::Orthogonalize)
+}
 
 /// Looks a word up.
 pub(crate) fn lookup(name: &str) -> Option<&'static Entry> {

@@ -8,8 +8,8 @@
 //! - inside `const _: () = { ... }`: one kernel type and one `prepare` function per rule and
 //!   flag combination, and the `DslOptimizer` impl that routes parameters to them.
 
-use crate::ir::{self, BinOp, Func, Fused, NodeId, Op, RuleBody};
-use crate::plan::{plan_rule, RulePlan, Variant};
+use crate::ir::{self, BinOp, Func, Fused, NodeId, Op, RedKind, RuleBody};
+use crate::plan::{plan_rule, RulePlan, Stream, Variant};
 use crate::private::Private;
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -27,7 +27,7 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
         .rules
         .iter()
         .map(|r| match &r.body {
-            RuleBody::Fused(f) => Some(plan_rule(f, &|_| false)),
+            RuleBody::Fused(f) => Some(plan_rule(f)),
             RuleBody::Reuse { .. } => None,
         })
         .collect();
@@ -130,18 +130,35 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
             (RuleBody::Fused(f), Some(plan)) => {
                 let arms = plan.variants.iter().map(|v| {
                     let pat = flag_pattern(v);
-                    let reads = v.reads(f);
-                    let writes = v.writes(f);
-                    let ops = v.ops(f);
+                    let kernels = (0..v.stages.len()).map(|k| {
+                        let reads = v.reads(f, k);
+                        let writes = v.writes(f, k);
+                        let ops = v.ops(f, k);
+                        quote!(#p::KernelPlan { reads: ::std::vec![#(#reads),*], writes: ::std::vec![#(#writes),*], ops: #ops })
+                    });
+                    let barriers: Vec<String> = v
+                        .barriers
+                        .iter()
+                        .flatten()
+                        .map(|b| format!("{:?}({})", b.op, v.stream_name(f, b.input)).to_lowercase())
+                        .chain(v.stages.iter().flat_map(|st| st.reductions.iter()).map(|(kind, x, _, g)| {
+                            format!("{}{:?}({})", if g.is_some() { "global " } else { "" }, kind, describe(opt, f, v, *x)).to_lowercase()
+                        }))
+                        .collect();
                     let state: Vec<&str> = v.slots.iter().map(|&s| f.slots[s].name.as_str()).collect();
-                    let scalars: Vec<String> = v.kernel_scalars.iter().map(|&s| describe(opt, f, v, s)).collect();
+                    let mut scalars: Vec<String> = Vec::new();
+                    for st in &v.stages {
+                        for &x in &st.scalars {
+                            let d = describe(opt, f, v, x);
+                            if !scalars.contains(&d) {
+                                scalars.push(d);
+                            }
+                        }
+                    }
                     quote! {
                         #pat => #p::RuleBody::Fused {
-                            kernels: ::std::vec![#p::KernelPlan {
-                                reads: ::std::vec![#(#reads),*],
-                                writes: ::std::vec![#(#writes),*],
-                                ops: #ops,
-                            }],
+                            kernels: ::std::vec![#(#kernels),*],
+                            barriers: ::std::vec![#(#barriers),*],
                             state: ::std::vec![#(#state),*],
                             scalars: ::std::vec![#(#scalars),*],
                         }
@@ -165,12 +182,11 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
             (RuleBody::Fused(f), Some(plan)) => {
                 let mut arms = Vec::new();
                 for (vi, v) in plan.variants.iter().enumerate() {
-                    let kname = format_ident!("__Kernel{}_{}", ri, vi);
-                    let pname = format_ident!("__prepare_{}_{}", ri, vi);
-                    items.push(emit_kernel(f, v, &kname));
-                    items.push(emit_prepare(opt, f, v, &kname, &pname, &values));
+                    let prefix = format!("{ri}_{vi}");
+                    items.push(emit_variant(opt, f, v, &prefix, &values));
+                    let pname = format_ident!("__prepare_{}", prefix);
                     let pat = flag_pattern(v);
-                    arms.push(quote!(#pat => #pname(values, ps, info)));
+                    arms.push(quote!(#pat => #pname(values, ps, info, param, grad)));
                 }
                 let scrut = flag_scrutinee(opt, plan, quote!(values));
                 prepare_arms.push(quote!(#ri => match #scrut { #(#arms,)* }));
@@ -180,7 +196,7 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
                 prepare_arms.push(quote! {
                     #ri => {
                         let r = <#inner<E> as #p::DslOptimizer<E>>::route(info);
-                        <#inner<E> as #p::DslOptimizer<E>>::prepare(&values.#field, r, ps, info)
+                        <#inner<E> as #p::DslOptimizer<E>>::prepare(&values.#field, r, ps, info, param, grad)
                     }
                 });
             }
@@ -346,14 +362,16 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
                     #rule_count
                 }
                 fn prepare<'a>(
-                    values: &#values,
+                    values: &'a #values,
                     rule: #p::Usize,
                     ps: &'a mut #p::ParamState<E>,
-                    info: &#p::ParamInfo<'_>,
+                    info: #p::ParamInfo<'a>,
+                    param: &'a mut [E],
+                    grad: &'a [E],
                 ) -> #p::Job<'a, E> {
                     match rule {
                         #(#prepare_arms,)*
-                        _ => #p::Job::empty(),
+                        _ => #p::empty_job(param, grad),
                     }
                 }
             }
@@ -481,56 +499,48 @@ fn host_expr_tree(
             let l = format_ident!("sread_{}", k);
             quote!(#l)
         }
-        Op::Param | Op::Grad | Op::StateRead(_) => quote!(0.0f64),
-    }
-}
-
-/// Does node `id` (transitively, under `v`) depend on per-parameter state (`First`,
-/// `ScalarRead`)? Such host nodes are computed after the state is created.
-fn depends_on_state(f: &Fused, v: &Variant, id: NodeId, memo: &mut Vec<Option<bool>>) -> bool {
-    if let Some(b) = memo[id] {
-        return b;
-    }
-    let r = match &f.nodes[id].op {
-        Op::First(_) | Op::ScalarRead(_) => true,
-        Op::Neg(a) | Op::Not(a) => depends_on_state(f, v, v.repl[*a], memo),
-        Op::Bin(_, a, b) => {
-            depends_on_state(f, v, v.repl[*a], memo) || depends_on_state(f, v, v.repl[*b], memo)
+        Op::Param | Op::Grad | Op::StateRead(_) | Op::Reduce(..) | Op::Global(..) | Op::Mat(..) => {
+            quote!(0.0f64)
         }
-        Op::Func(_, args) => args
-            .iter()
-            .any(|a| depends_on_state(f, v, v.repl[*a], memo)),
-        Op::Select(c, a, b) => [c, a, b]
-            .iter()
-            .any(|x| depends_on_state(f, v, v.repl[**x], memo)),
-        _ => false,
-    };
-    memo[id] = Some(r);
-    r
+    }
 }
 
-fn host_ref(v: &Variant, id: NodeId) -> TokenStream {
-    let id = v.repl[id];
-    if let Some(b) = v.konst[id] {
+/// The host value of node `x` as `f64` (booleans are `1.0` / `0.0`).
+fn hnum(v: &Variant, x: NodeId) -> TokenStream {
+    let x = v.repl[x];
+    if let Some(b) = v.konst[x] {
+        return if b { quote!(1.0f64) } else { quote!(0.0f64) };
+    }
+    quote!(h[#x])
+}
+
+/// The host value of boolean node `x`.
+fn hbool(v: &Variant, x: NodeId) -> TokenStream {
+    let x = v.repl[x];
+    if let Some(b) = v.konst[x] {
         return quote!(#b);
     }
-    let l = format_ident!("h{}", id);
-    quote!(#l)
+    quote!((h[#x] != 0.0f64))
 }
 
-/// The host expression of one node, referring to other host nodes by their `h{id}` locals.
-fn host_node(opt: &ir::Optimizer, f: &Fused, v: &Variant, id: NodeId) -> TokenStream {
+fn b2f(t: TokenStream) -> TokenStream {
+    quote!((if #t { 1.0f64 } else { 0.0f64 }))
+}
+
+/// The assignment computing host node `id`, or `None` for nodes set elsewhere (state flags,
+/// scalar state reads, per-tensor reductions).
+fn host_assign(opt: &ir::Optimizer, f: &Fused, v: &Variant, id: NodeId) -> Option<TokenStream> {
     let p = Private;
-    if let Some(b) = v.konst[id] {
-        return quote!(#b);
-    }
-    let r = |x: NodeId| host_ref(v, x);
-    match &f.nodes[id].op {
+    let e = match &f.nodes[id].op {
         Op::Num(x) => f64_lit(*x),
-        Op::Bool(b) => quote!(#b),
-        Op::Hyper(h) | Op::Flag(h) => {
+        Op::Bool(b) => b2f(quote!(#b)),
+        Op::Hyper(h) => {
             let n = &opt.hypers[*h].name;
             quote!(values.#n)
+        }
+        Op::Flag(h) => {
+            let n = &opt.hypers[*h].name;
+            b2f(quote!(values.#n))
         }
         Op::Step => quote!(t),
         Op::Shape(s) => {
@@ -538,123 +548,323 @@ fn host_node(opt: &ir::Optimizer, f: &Fused, v: &Variant, id: NodeId) -> TokenSt
             quote!((info.#m() as #p::F64))
         }
         Op::Neg(a) => {
-            let a = r(*a);
+            let a = hnum(v, *a);
             quote!((-#a))
         }
         Op::Not(a) => {
-            let a = r(*a);
-            quote!((!#a))
+            let a = hbool(v, *a);
+            b2f(quote!((!#a)))
         }
-        Op::Bin(op, a, b) => bin_tokens(*op, r(*a), r(*b), false),
+        Op::Bin(op, a, b) => match op {
+            BinOp::And | BinOp::Or => b2f(bin_tokens(*op, hbool(v, *a), hbool(v, *b), false)),
+            BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div => {
+                bin_tokens(*op, hnum(v, *a), hnum(v, *b), false)
+            }
+            _ => b2f(bin_tokens(*op, hnum(v, *a), hnum(v, *b), false)),
+        },
         Op::Func(fun, args) => {
             let path = func_path(*fun);
-            let args = args.iter().map(|a| r(*a));
+            let args = args.iter().map(|a| hnum(v, *a));
             quote!(#path::<#p::F64>(#(#args),*))
         }
         Op::Select(c, a, b) => {
-            let (c, a, b) = (r(*c), r(*a), r(*b));
+            let (c, a, b) = (hbool(v, *c), hnum(v, *a), hnum(v, *b));
             quote!((if #c { #a } else { #b }))
         }
-        Op::First(k) => {
-            let l = format_ident!("first_{}", k);
-            quote!(#l)
-        }
-        Op::ScalarRead(k) => {
-            let l = format_ident!("sread_{}", k);
-            quote!(#l)
-        }
-        Op::Param | Op::Grad | Op::StateRead(_) => quote!(0.0f64),
+        Op::Global(_, _, g) => quote!(globals.get(#g).copied().unwrap_or(0.0f64)),
+        Op::First(_)
+        | Op::ScalarRead(_)
+        | Op::Reduce(..)
+        | Op::Param
+        | Op::Grad
+        | Op::StateRead(_)
+        | Op::Mat(..) => return None,
+    };
+    Some(quote!(h[#id] = #e;))
+}
+
+/// Does host node `id` depend on per-parameter state (`First`, `ScalarRead`) or on a reduction?
+fn depends_on_state(f: &Fused, v: &Variant, id: NodeId, memo: &mut Vec<Option<bool>>) -> bool {
+    if let Some(b) = memo[id] {
+        return b;
+    }
+    let r = match &f.nodes[id].op {
+        Op::First(_) | Op::ScalarRead(_) | Op::Reduce(..) | Op::Global(..) => true,
+        op => crate::plan::operands(op)
+            .iter()
+            .any(|&a| depends_on_state(f, v, v.repl[a], memo)),
+    };
+    memo[id] = Some(r);
+    r
+}
+
+fn stream_slice(s: Stream, mutable: bool) -> TokenStream {
+    match (s, mutable) {
+        (Stream::Param, false) => quote!(&**p),
+        (Stream::Param, true) => quote!(&mut **p),
+        (Stream::Grad, _) => quote!(*g),
+        (Stream::Slot(k), false) => quote!(&ps.buffers[#k][..]),
+        (Stream::Slot(k), true) => quote!(&mut ps.buffers[#k][..]),
+        (Stream::Temp(t), false) => quote!(&ps.temps[#t][..]),
+        (Stream::Temp(t), true) => quote!(&mut ps.temps[#t][..]),
     }
 }
 
-fn emit_prepare(
+/// Kernels, job type and `prepare` function of one rule variant.
+fn emit_variant(
     opt: &ir::Optimizer,
     f: &Fused,
     v: &Variant,
-    kname: &syn::Ident,
-    pname: &syn::Ident,
+    prefix: &str,
     values: &syn::Ident,
 ) -> TokenStream {
     let p = Private;
+    let nh = f.nodes.len().max(1);
+    let job = format_ident!("__Job{}", prefix);
+    let pname = format_ident!("__prepare_{}", prefix);
+    let nstages = v.stages.len();
+
+    // host code per stage
     let mut memo = vec![None; f.nodes.len()];
-    let mut before = Vec::new();
-    let mut after = Vec::new();
-    for &h in &v.host {
-        let l = format_ident!("h{}", h);
-        let e = host_node(opt, f, v, h);
-        let ty = if f.nodes[h].ty.boolean {
-            quote!(#p::Bool)
-        } else {
-            quote!(#p::F64)
+    let mut pre = Vec::new();
+    let mut post = Vec::new();
+    let mut later: Vec<Vec<TokenStream>> = vec![Vec::new(); nstages + 1];
+    for &x in &v.host {
+        let Some(a) = host_assign(opt, f, v, x) else {
+            continue;
         };
-        let stmt = quote!(let #l: #ty = #e;);
-        if depends_on_state(f, v, h, &mut memo) {
-            after.push(stmt);
+        let s = v.stage_of[x];
+        if s == 0 {
+            if depends_on_state(f, v, x, &mut memo) {
+                post.push(a);
+            } else {
+                pre.push(a);
+            }
         } else {
-            before.push(stmt);
+            later[s.min(nstages)].push(a);
         }
     }
     let ensure = v.slots.iter().map(|&k| {
-        let first = format_ident!("first_{}", k);
-        let init = match f.slots[k].init {
-            Some(i) => host_ref(v, i),
-            None => quote!(0.0f64),
-        };
-        quote!(let #first: #p::Bool = ps.ensure_buffer(#k, <E as #p::Float>::from_f64(#init));)
+        let init = f.slots[k].init.map_or(quote!(0.0f64), |i| hnum(v, i));
+        let firsts = (0..f.nodes.len()).filter(|&i| {
+            v.live[i] && v.repl[i] == i && matches!(f.nodes[i].op, Op::First(s) if s == k)
+        });
+        let sets = firsts.map(|i| quote!(h[#i] = if created { 1.0f64 } else { 0.0f64 };));
+        quote! {
+            let created = ps.ensure_buffer(#k, <E as #p::Float>::of_f64(#init));
+            #(#sets)*
+        }
     });
     let sensure = v.scalar_slots.iter().map(|&k| {
-        let read = format_ident!("sread_{}", k);
         let init = f64_lit(f.scalar_slots[k].init);
+        let reads = (0..f.nodes.len()).filter(|&i| {
+            v.live[i] && v.repl[i] == i && matches!(f.nodes[i].op, Op::ScalarRead(s) if s == k)
+        });
+        let sets = reads.map(|i| quote!(h[#i] = ps.scalars[#k];));
         quote! {
             ps.ensure_scalar(#k, #init);
-            let #read: #p::F64 = ps.scalars[#k];
+            #(#sets)*
         }
     });
+    let ntemps = v.temps.len();
     let swrites = v.scalar_slots.iter().filter_map(|&k| {
         let w = f.scalar_slots[k].write?;
-        let r = host_ref(v, w);
+        let r = hnum(v, w);
         Some(quote!(ps.scalars[#k] = #r;))
     });
-    let pushes = v.kernel_scalars.iter().map(|&s| {
-        let r = host_ref(v, s);
-        if f.nodes[s].ty.boolean {
-            quote!(scalars.push(if #r { E::one() } else { E::zero() });)
-        } else {
-            quote!(scalars.push(<E as #p::Float>::from_f64(#r));)
-        }
-    });
-    let live_slots = &v.slots;
-    quote! {
-        #[allow(unused_variables, unused_mut, unused_parens, clippy::all)]
-        #[inline(never)]
-        fn #pname<'a, E: #p::Float>(values: &#values, ps: &'a mut #p::ParamState<E>, info: &#p::ParamInfo<'_>) -> #p::Job<'a, E> {
-            ps.step += 1;
-            let t: #p::F64 = ps.step as #p::F64;
-            #(#before)*
-            #(#ensure)*
-            #(#sensure)*
-            #(#after)*
-            #(#swrites)*
-            let mut scalars: #p::Scalars<E> = #p::Scalars::new();
-            #(#pushes)*
-            let mut states = #p::StateRefs::new();
-            for (k, b) in ps.buffers.iter_mut().enumerate() {
-                if [#(#live_slots),*].contains(&k) {
-                    states.push(b.as_mut_slice());
+
+    // kernels
+    let mut kernels = Vec::new();
+    let mut kernel_arms = Vec::new();
+    let mut reduced_arms = Vec::new();
+    for (k, st) in v.stages.iter().enumerate() {
+        let kname = format_ident!("__Kernel{}_{}", prefix, k);
+        kernels.push(emit_kernel(f, v, st, &kname, k + 1 == nstages));
+        let host_k = if k == 0 { Vec::new() } else { later[k].clone() };
+        let pushes = st.scalars.iter().map(|&x| {
+            let r = hnum(v, x);
+            quote!(scalars.push(<E as #p::Float>::of_f64(#r));)
+        });
+        let slots: Vec<usize> = st
+            .bufs
+            .iter()
+            .filter_map(|s| {
+                if let Stream::Slot(k) = s {
+                    Some(*k)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let temps: Vec<usize> = st
+            .bufs
+            .iter()
+            .filter_map(|s| {
+                if let Stream::Temp(t) = s {
+                    Some(*t)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let nred = st.reductions.len();
+        let globals = st
+            .reductions
+            .iter()
+            .enumerate()
+            .filter_map(|(j, (_, _, _, g))| g.map(|g| quote!(globals_map.push((#j, #g));)));
+        kernel_arms.push(quote! {
+            #k => {
+                #(#host_k)*
+                let mut scalars: #p::Scalars<E> = #p::Scalars::new();
+                #(#pushes)*
+                let mut bufs: #p::StateRefs<'_, E> = #p::StateRefs::new();
+                for (i, b) in ps.buffers.iter_mut().enumerate() {
+                    if [#(#slots),*].contains(&i) { bufs.push(&mut b[..]); }
+                }
+                for (i, b) in ps.temps.iter_mut().enumerate() {
+                    if [#(#temps),*].contains(&i) { bufs.push(&mut b[..]); }
+                }
+                let mut globals_map = #p::GlobalMap::new();
+                #(#globals)*
+                #p::KernelCall {
+                    kernel: #p::dispatch::<E, #kname>,
+                    scalars,
+                    param: &mut **p,
+                    grad: *g,
+                    bufs,
+                    reductions: #nred,
+                    globals: globals_map,
                 }
             }
-            #p::Job { kernel: ::core::option::Option::Some(#p::dispatch::<E, #kname>), scalars, states }
+        });
+        let sets = st
+            .reductions
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, _, _, g))| g.is_none())
+            .map(
+                |(j, (_, _, node, _))| quote!(h[#node] = sums.get(#j).copied().unwrap_or(0.0f64);),
+            );
+        reduced_arms.push(quote!(#k => { #(#sets)* }));
+    }
+    let barrier_arms = v.barriers.iter().enumerate().filter(|(_, b)| !b.is_empty()).map(|(k, calls)| {
+        let calls = calls.iter().map(|c| {
+            let out = c.out;
+            let input = stream_slice(c.input, false);
+            match c.op {
+                ir::MatOp::Orthogonalize => {
+                    let arg = |i: usize, default: TokenStream| c.args.get(i).copied().flatten().map_or(default, |a| hnum(v, a));
+                    let steps = arg(0, quote!((#p::matrix::NS_STEPS as #p::F64)));
+                    let a = arg(1, quote!(#p::matrix::NS_COEFFS[0]));
+                    let b = arg(2, quote!(#p::matrix::NS_COEFFS[1]));
+                    let cc = arg(3, quote!(#p::matrix::NS_COEFFS[2]));
+                    let eps = arg(4, quote!(#p::matrix::NS_EPS));
+                    quote! {
+                        let mut out = ::core::mem::take(&mut ps.temps[#out]);
+                        #p::matrix::orthogonalize::<E>(#input, &mut out, info.rows(), info.cols(), (#steps).max(0.0) as #p::Usize, [#a, #b, #cc], #eps);
+                        ps.temps[#out] = out;
+                    }
+                }
+            }
+        });
+        quote!(#k => { #(#calls)* })
+    });
+    let finish_host = &later[nstages.min(later.len() - 1)];
+    let finish_host = if nstages < later.len() {
+        quote!(#(#finish_host)*)
+    } else {
+        quote!()
+    };
+
+    quote! {
+        #(#kernels)*
+
+        struct #job<'a, E: #p::Float> {
+            values: &'a #values,
+            ps: &'a mut #p::ParamState<E>,
+            p: &'a mut [E],
+            g: &'a [E],
+            info: #p::ParamInfo<'a>,
+            h: [#p::F64; #nh],
+        }
+
+        #[allow(unused_variables, unused_mut, unused_parens, unused_assignments, clippy::all)]
+        fn #pname<'a, E: #p::Float>(
+            values: &'a #values,
+            ps: &'a mut #p::ParamState<E>,
+            info: #p::ParamInfo<'a>,
+            p: &'a mut [E],
+            g: &'a [E],
+        ) -> #p::Job<'a, E> {
+            ps.step += 1;
+            let t: #p::F64 = ps.step as #p::F64;
+            let mut h = [0.0f64; #nh];
+            #(#pre)*
+            #(#ensure)*
+            #(#sensure)*
+            for i in 0..#ntemps {
+                ps.ensure_temp(i, ps.len);
+            }
+            #(#post)*
+            ::std::boxed::Box::new(#job { values, ps, p, g, info, h })
+        }
+
+        #[allow(unused_variables, unused_mut, unused_parens, unused_assignments, clippy::all)]
+        impl<'a, E: #p::Float> #p::StagedJob<E> for #job<'a, E> {
+            fn stages(&self) -> #p::Usize {
+                #nstages
+            }
+            fn kernel(&mut self, k: #p::Usize, globals: &[#p::F64]) -> #p::KernelCall<'_, E> {
+                let #job { values, ps, p, g, info, h } = self;
+                let (values, info) = (*values, *info);
+                let t: #p::F64 = ps.step as #p::F64;
+                match k {
+                    #(#kernel_arms)*
+                    _ => #p::KernelCall::noop(&mut **p, *g),
+                }
+            }
+            fn reduced(&mut self, k: #p::Usize, sums: &[#p::F64]) {
+                let h = &mut self.h;
+                match k {
+                    #(#reduced_arms)*
+                    _ => {}
+                }
+            }
+            fn barrier(&mut self, k: #p::Usize) {
+                let #job { values, ps, p, g, info, h } = self;
+                let (values, info) = (*values, *info);
+                match k {
+                    #(#barrier_arms)*
+                    _ => {}
+                }
+            }
+            fn finish(&mut self) {
+                let #job { values, ps, p, g, info, h } = self;
+                let (values, info) = (*values, *info);
+                let t: #p::F64 = ps.step as #p::F64;
+                let globals: &[#p::F64] = &[];
+                #finish_host
+                #(#swrites)*
+            }
         }
     }
 }
 
-fn emit_kernel(f: &Fused, v: &Variant, kname: &syn::Ident) -> TokenStream {
+fn emit_kernel(
+    f: &Fused,
+    v: &Variant,
+    st: &crate::plan::Stage,
+    kname: &syn::Ident,
+    last: bool,
+) -> TokenStream {
     let p = Private;
-    let st_names: Vec<syn::Ident> = (0..v.slots.len())
-        .map(|k| format_ident!("st{}", k))
+    let bnames: Vec<syn::Ident> = (0..st.bufs.len())
+        .map(|k| format_ident!("b{}", k))
         .collect();
-    let nscal = v.kernel_scalars.len();
-    let scal_loads = v.kernel_scalars.iter().enumerate().map(|(k, &s)| {
+    let nscal = st.scalars.len();
+    let nred = st.reductions.len();
+    let scal_loads = st.scalars.iter().enumerate().map(|(k, &s)| {
         let l = format_ident!("s{}", k);
         if f.nodes[s].ty.boolean {
             quote!(let #l: #p::Bool = s[#k] != E::zero();)
@@ -662,60 +872,93 @@ fn emit_kernel(f: &Fused, v: &Variant, kname: &syn::Ident) -> TokenStream {
             quote!(let #l: E = s[#k];)
         }
     });
-    let sref = |x: NodeId| -> TokenStream {
+    let kref = |x: NodeId| -> TokenStream {
         let x = v.repl[x];
         if let Some(b) = v.konst[x] {
             return quote!(#b);
         }
-        if let Some(k) = v.kernel_scalars.iter().position(|&s| s == x) {
+        if let Some(k) = st.scalars.iter().position(|&s| s == x) {
             let l = format_ident!("s{}", k);
             return quote!(#l);
         }
         let l = format_ident!("x{}", x);
         quote!(#l)
     };
-    let body = v.kernel.iter().map(|&id| {
+    let buf_of = |s: Stream| -> TokenStream {
+        match s {
+            Stream::Param => quote!(p),
+            Stream::Grad => quote!(g),
+            other => {
+                let pos = st.bufs.iter().position(|b| *b == other).unwrap_or(0);
+                let b = &bnames[pos];
+                quote!(#b)
+            }
+        }
+    };
+    let loads = st.loads.iter().map(|(x, s)| {
+        let l = format_ident!("x{}", x);
+        let b = buf_of(*s);
+        quote!(let #l: E = #b[i];)
+    });
+    let body = st.nodes.iter().map(|&id| {
         let l = format_ident!("x{}", id);
         let e = match &f.nodes[id].op {
-            Op::Param => quote!(p[i]),
-            Op::Grad => quote!(g[i]),
-            Op::StateRead(k) => {
-                let pos = v.slots.iter().position(|s| s == k).unwrap_or(0);
-                let st = &st_names[pos];
-                quote!(#st[i])
-            }
             Op::Neg(a) => {
-                let a = sref(*a);
+                let a = kref(*a);
                 quote!((-#a))
             }
             Op::Not(a) => {
-                let a = sref(*a);
+                let a = kref(*a);
                 quote!((!#a))
             }
-            Op::Bin(op, a, b) => bin_tokens(*op, sref(*a), sref(*b), true),
+            Op::Bin(op, a, b) => bin_tokens(*op, kref(*a), kref(*b), true),
             Op::Func(fun, args) => {
                 let path = func_path(*fun);
-                let args = args.iter().map(|a| sref(*a));
+                let args = args.iter().map(|a| kref(*a));
                 quote!(#path::<E>(#(#args),*))
             }
             Op::Select(c, a, b) => {
-                let (c, a, b) = (sref(*c), sref(*a), sref(*b));
+                let (c, a, b) = (kref(*c), kref(*a), kref(*b));
                 quote!((if #c { #a } else { #b }))
             }
             _ => quote!(E::zero()),
         };
         quote!(let #l = #e;)
     });
-    let writes = v.slots.iter().enumerate().filter_map(|(pos, &k)| {
-        let w = f.slots[k].write?;
-        let st = &st_names[pos];
-        let r = sref(w);
-        Some(quote!(#st[i] = #r;))
-    });
-    let pw = sref(v.param_write);
-    let uses_g = v.reads_grad;
-    let g_bind = if uses_g {
-        quote!(let g = &g[..n];)
+    let acc_names: Vec<syn::Ident> = (0..nred).map(|j| format_ident!("r{}", j)).collect();
+    let red_idx: Vec<usize> = (0..nred).collect();
+    let accs = st
+        .reductions
+        .iter()
+        .zip(&acc_names)
+        .map(|((kind, x, _, _), r)| {
+            let x = kref(*x);
+            match kind {
+                RedKind::SumSq => quote!({ let y = <E as #p::Float>::as_f64(#x); #r += y * y; }),
+                RedKind::Sum => quote!(#r += <E as #p::Float>::as_f64(#x);),
+            }
+        });
+    let writes = st
+        .writes
+        .iter()
+        .filter(|(s, _)| *s != Stream::Param)
+        .map(|(s, x)| {
+            let b = buf_of(*s);
+            let r = kref(*x);
+            quote!(#b[i] = #r;)
+        });
+    let pwrite = if last {
+        let pw = kref(v.param_write);
+        quote!(p[i] = #pw;)
+    } else {
+        quote!()
+    };
+    let reads_g = st.loads.iter().any(|(_, s)| *s == Stream::Grad);
+    let g_bind = if reads_g {
+        quote! {
+            if g.len() < n { return; }
+            let g = &g[..n];
+        }
     } else {
         quote!(let _ = g;)
     };
@@ -723,20 +966,24 @@ fn emit_kernel(f: &Fused, v: &Variant, kname: &syn::Ident) -> TokenStream {
         struct #kname;
         impl<E: #p::Float> #p::Kernel<E> for #kname {
             #[inline(always)]
-            #[allow(unused_variables, unused_parens, clippy::all)]
-            fn run(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]]) {
-                let [#(#st_names),*] = st else { return };
-                if s.len() < #nscal { return; }
+            #[allow(unused_variables, unused_mut, unused_parens, clippy::all)]
+            fn run(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], red: &mut [#p::F64]) {
+                let [#(#bnames),*] = st else { return };
+                if s.len() < #nscal || red.len() < #nred { return; }
                 let n = p.len();
-                if g.len() < n { return; }
                 #g_bind
-                #(let #st_names: &mut [E] = &mut #st_names[..n];)*
+                #(if #bnames.len() < n { return; })*
+                #(let #bnames: &mut [E] = &mut #bnames[..n];)*
                 #(#scal_loads)*
+                #(let mut #acc_names = 0.0f64;)*
                 for i in 0..n {
+                    #(#loads)*
                     #(#body)*
+                    #(#accs)*
                     #(#writes)*
-                    p[i] = #pw;
+                    #pwrite
                 }
+                #(red[#red_idx] += #acc_names;)*
             }
         }
     }
@@ -787,5 +1034,14 @@ fn describe(opt: &ir::Optimizer, f: &Fused, v: &Variant, id: NodeId) -> String {
         Op::Param => "param".into(),
         Op::Grad => "grad".into(),
         Op::StateRead(k) => f.slots[*k].name.clone(),
+        Op::Reduce(kind, x) => format!("{}({})", format!("{kind:?}").to_lowercase(), d(*x)),
+        Op::Global(kind, x, _) => {
+            format!("global_{}({})", format!("{kind:?}").to_lowercase(), d(*x))
+        }
+        Op::Mat(op, args) => format!(
+            "{}({})",
+            format!("{op:?}").to_lowercase(),
+            args[0].map(d).unwrap_or_default()
+        ),
     }
 }

@@ -77,6 +77,26 @@ pub(crate) enum Op {
     First(usize),
     /// The stored value of a scalar state slot.
     ScalarRead(usize),
+    /// A per-tensor reduction of an element-wise value: a barrier; its result is a per-step
+    /// scalar available to the stages after the one computing the input.
+    Reduce(RedKind, NodeId),
+    /// A reduction over all parameters (global id): a global barrier.
+    Global(RedKind, NodeId, usize),
+    /// A whole-tensor matrix primitive: `args[0]` is the element-wise input, the rest are
+    /// per-step scalars (`None` = the runtime's default).
+    Mat(MatOp, Vec<Option<NodeId>>),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum RedKind {
+    SumSq,
+    Sum,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum MatOp {
+    /// Newton–Schulz quintic; scalar args: steps, a, b, c, eps.
+    Orthogonalize,
 }
 
 #[derive(Clone, Debug)]

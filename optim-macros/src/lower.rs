@@ -112,7 +112,7 @@ fn lower_rules(
 ) -> Vec<ir::Rule> {
     match &input.body {
         ast::Body::Block(stmts) => {
-            let body = lower_fused(cx, hypers, domains, stmts, input.body_span);
+            let body = lower_fused(cx, hypers, domains, stmts, input.body_span, false);
             vec![ir::Rule {
                 text: "_".into(),
                 condition: None,
@@ -132,7 +132,8 @@ fn lower_rules(
                 }
                 let body = match &rule.target {
                     RuleTarget::Block { stmts, span } => {
-                        lower_fused(cx, hypers, domains, stmts, *span)
+                        let matrix_rule = matches!(&rule.pattern, Pattern::Kinds(k) if k.iter().all(|k| k == "matrix" || k == "tensor"));
+                        lower_fused(cx, hypers, domains, stmts, *span, matrix_rule)
                     }
                     RuleTarget::Reuse(reuse) => lower_reuse(cx, hypers, reuse),
                 };
@@ -392,8 +393,10 @@ fn lower_fused(
     domains: &mut [Domain],
     stmts: &[Stmt],
     span: Span,
+    matrix_rule: bool,
 ) -> ir::RuleBody {
     let mut lw = Lowerer::new(cx, hypers, domains, false);
+    lw.matrix_rule = matrix_rule;
     for stmt in stmts {
         lw.stmt(stmt);
     }
@@ -430,6 +433,10 @@ struct Lowerer<'c, 'h> {
     grad: Option<NodeId>,
     /// EMA results and their coefficient, for `debias`.
     ema_beta: HashMap<NodeId, NodeId>,
+    /// Whether the rule matches only matrices (so matrix primitives are allowed).
+    matrix_rule: bool,
+    /// Global reductions declared so far in this rule.
+    globals: usize,
 }
 
 const NUM: Ty = Ty {
@@ -457,7 +464,32 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             param_cur: None,
             grad: None,
             ema_beta: HashMap::new(),
+            matrix_rule: false,
+            globals: 0,
         }
+    }
+
+    /// A per-tensor or global reduction of an element-wise value.
+    fn reduce(&mut self, kind: ir::RedKind, x: NodeId, global: bool, span: Span) -> NodeId {
+        if self.ty(x).level != Level::Elem {
+            self.cx.error(
+                span,
+                "a reduction needs a per-element value; this value is already a per-step scalar",
+            );
+        }
+        let op = if global {
+            self.globals += 1;
+            Op::Global(kind, x, self.globals - 1)
+        } else {
+            Op::Reduce(kind, x)
+        };
+        self.push(
+            op,
+            Ty {
+                level: Level::Scalar,
+                boolean: false,
+            },
+        )
     }
 
     fn push(&mut self, op: Op, ty: Ty) -> NodeId {
@@ -891,6 +923,13 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             self.cx.error(fid.span(), format!("`{fname}` cannot be used in a binding of a reused optimizer; bind hyperparameters or literals"));
             return self.num(0.0);
         }
+        if catalog::matrix_only(entry.word) && !self.matrix_rule {
+            self.cx.error(
+                fid.span(),
+                format!("`{fname}` needs a matrix, but this rule can also receive vectors and scalars; move it into a `matrix => {{ ... }}` (or `tensor`) rule"),
+            );
+            return self.num(0.0);
+        }
         // bind arguments
         let positional: Vec<&catalog::Arg> = entry.args.iter().filter(|a| a.positional).collect();
         let mut bound: Vec<Option<(NodeId, Span, &Expr)>> = vec![None; entry.args.len()];
@@ -1239,6 +1278,90 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                 let new = self.bin(BinOp::Mul, old, x);
                 self.scalar_slots[k].write = Some(new);
                 new
+            }
+            Word::Norm => {
+                let r = self.reduce(ir::RedKind::SumSq, x, false, span);
+                self.func(Func::Sqrt, vec![r])
+            }
+            Word::Rms => {
+                let r = self.reduce(ir::RedKind::SumSq, x, false, span);
+                let n = self.push(
+                    Op::Shape("numel"),
+                    Ty {
+                        level: Level::Scalar,
+                        boolean: false,
+                    },
+                );
+                let ms = self.bin(BinOp::Div, r, n);
+                self.func(Func::Sqrt, vec![ms])
+            }
+            Word::Sum => self.reduce(ir::RedKind::Sum, x, false, span),
+            Word::Mean => {
+                let r = self.reduce(ir::RedKind::Sum, x, false, span);
+                let n = self.push(
+                    Op::Shape("numel"),
+                    Ty {
+                        level: Level::Scalar,
+                        boolean: false,
+                    },
+                );
+                self.bin(BinOp::Div, r, n)
+            }
+            Word::TrustRatio => {
+                // LAMB (You et al., 2020): ||w|| / ||u||, and 1 when either norm is zero
+                let u = arg(1).unwrap_or(x);
+                let rw = self.reduce(ir::RedKind::SumSq, x, false, span);
+                let ru = self.reduce(ir::RedKind::SumSq, u, false, span);
+                let nw = self.func(Func::Sqrt, vec![rw]);
+                let nu = self.func(Func::Sqrt, vec![ru]);
+                let zero = self.num(0.0);
+                let one = self.num(1.0);
+                let pw = self.bin(BinOp::Gt, nw, zero);
+                let pu = self.bin(BinOp::Gt, nu, zero);
+                let both = self.bin(BinOp::And, pw, pu);
+                let ratio = self.bin(BinOp::Div, nw, nu);
+                self.select(both, ratio, one)
+            }
+            Word::GlobalNorm => {
+                let r = self.reduce(ir::RedKind::SumSq, x, true, span);
+                self.func(Func::Sqrt, vec![r])
+            }
+            Word::ClipGlobalNorm => {
+                // torch.nn.utils.clip_grad_norm_: coef = min(1, max_norm / (total + 1e-6))
+                let max_norm = arg(1).unwrap_or(x);
+                let r = self.reduce(ir::RedKind::SumSq, x, true, span);
+                let total = self.func(Func::Sqrt, vec![r]);
+                let tiny = self.num(1e-6);
+                let den = self.bin(BinOp::Add, total, tiny);
+                let q = self.bin(BinOp::Div, max_norm, den);
+                let one = self.num(1.0);
+                let coef = self.func(Func::Min, vec![one, q]);
+                self.bin(BinOp::Mul, x, coef)
+            }
+            Word::ClipValue => {
+                let c = arg(1).unwrap_or(x);
+                let lo = self.push(
+                    Op::Neg(c),
+                    Ty {
+                        level: self.ty(c).level,
+                        boolean: false,
+                    },
+                );
+                self.func(Func::Clamp, vec![x, lo, c])
+            }
+            Word::Orthogonalize => {
+                if self.ty(x).level != Level::Elem {
+                    self.cx
+                        .error(span, "`orthogonalize` needs a per-element value");
+                }
+                let args = vec![Some(x), arg(1), arg(2), arg(3), arg(4), arg(5)];
+                self.push(
+                    Op::Mat(ir::MatOp::Orthogonalize, args),
+                    Ty {
+                        level: Level::Elem,
+                        boolean: false,
+                    },
+                )
             }
             Word::Debias => match self.ema_beta.get(&x).copied() {
                 Some(beta) => {

@@ -1,13 +1,56 @@
 //! Stage 4, plan: for each rule and each combination of the flags it reads, fold the flags,
-//! drop what is dead under them (a disabled `amsgrad` keeps no state), and split the live graph
-//! into host work (per-step scalars, `f64`) and one fused kernel (everything per element).
+//! drop what is dead under them (a disabled `amsgrad` keeps no state), assign every live node a
+//! *stage*, and describe each stage's loop and each barrier.
 //!
-//! Fusion rule: a rule's element-wise nodes form exactly one loop that reads `param`, `grad` and
-//! each live state buffer once and writes `param` and each written state once. Matrix primitives
-//! (barriers) will split this into several kernels; the element-wise primitives never do.
+//! Stages: element-wise nodes run in the loop of their stage; a reduction or matrix primitive is
+//! a barrier, so what depends on it runs one stage later. Host nodes (per-step scalars, `f64`)
+//! are computed before the loop of their stage. A value used by a later stage crosses the
+//! barrier through a scratch buffer, except values that can be re-read where they already live:
+//! `param` (written only in the last loop), `grad`, a state's stored value before its write, a
+//! state's new value after its write, and a matrix primitive's output.
+//!
+//! Fusion rule: every loop reads each of its streams once and writes each once. A purely
+//! element-wise rule (AdamW) is exactly one loop.
 
 use crate::check::flags_used;
-use crate::ir::{BinOp, Fused, Level, NodeId, Op};
+use crate::ir::{BinOp, Fused, Level, MatOp, NodeId, Op, RedKind};
+
+/// Where a loop reads or writes an element stream.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, PartialOrd, Ord)]
+pub(crate) enum Stream {
+    Param,
+    Grad,
+    Slot(usize),
+    Temp(usize),
+}
+
+/// One loop.
+#[derive(Default)]
+pub(crate) struct Stage {
+    /// Values loaded at the top of each iteration: `(node, from)`.
+    pub loads: Vec<(NodeId, Stream)>,
+    /// Element nodes computed in this loop, topological order.
+    pub nodes: Vec<NodeId>,
+    /// Reductions accumulated: `(kind, input node, reduce node, global id)`.
+    pub reductions: Vec<(RedKind, NodeId, NodeId, Option<usize>)>,
+    /// Writes at the end of each iteration: `(to, node)`.
+    pub writes: Vec<(Stream, NodeId)>,
+    /// Host nodes the loop reads (its scalars), in order.
+    pub scalars: Vec<NodeId>,
+    /// Slot and temp streams passed to the loop, in order (slots ascending, then temps).
+    pub bufs: Vec<Stream>,
+}
+
+/// A matrix primitive between stage `k` and `k + 1`.
+pub(crate) struct MatCall {
+    /// The matrix node (kept for diagnostics and future multi-output primitives).
+    #[allow(dead_code)]
+    pub node: NodeId,
+    pub op: MatOp,
+    pub input: Stream,
+    pub out: usize,
+    pub args: Vec<Option<NodeId>>,
+}
 
 /// One flag combination of one rule.
 pub(crate) struct Variant {
@@ -18,74 +61,66 @@ pub(crate) struct Variant {
     /// Compile-time boolean value of a node, if known.
     pub konst: Vec<Option<bool>>,
     pub live: Vec<bool>,
-    /// Live element-wise state slots, ascending: the kernel's `st[k]` order.
+    pub stage_of: Vec<usize>,
+    /// Live element-wise state slots, ascending.
     pub slots: Vec<usize>,
     /// Live scalar state slots.
     pub scalar_slots: Vec<usize>,
-    /// Host nodes the kernel reads, in order: the kernel's `s[k]`.
-    pub kernel_scalars: Vec<NodeId>,
-    /// Live host nodes, in topological order.
+    /// Live host nodes, topological order.
     pub host: Vec<NodeId>,
-    /// Live element-wise nodes, in topological order.
-    pub kernel: Vec<NodeId>,
+    pub stages: Vec<Stage>,
+    /// `barriers[k]`: matrix work between stage `k` and `k + 1`.
+    pub barriers: Vec<Vec<MatCall>>,
+    /// Number of scratch buffers and, for each, a description.
+    pub temps: Vec<String>,
     pub param_write: NodeId,
-    pub reads_param: bool,
-    pub reads_grad: bool,
 }
 
 impl Variant {
-    /// Names of the streams the kernel reads, for `explain`.
-    pub(crate) fn reads(&self, f: &Fused) -> Vec<String> {
-        let mut v = Vec::new();
-        if self.reads_param {
-            v.push("param".to_string());
-        }
-        if self.reads_grad {
-            v.push("grad".to_string());
-        }
-        for &s in &self.slots {
-            if self.slot_is_read(f, s) {
-                v.push(f.slots[s].name.clone());
-            }
-        }
-        v
-    }
-
-    /// Names of the streams the kernel writes.
-    pub(crate) fn writes(&self, f: &Fused) -> Vec<String> {
-        let mut v = vec!["param".to_string()];
-        for &s in &self.slots {
-            if f.slots[s].write.is_some() {
-                v.push(f.slots[s].name.clone());
-            }
-        }
-        v
-    }
-
-    fn slot_is_read(&self, f: &Fused, s: usize) -> bool {
-        f.nodes.iter().enumerate().any(|(i, n)| {
-            self.live[i] && self.repl[i] == i && matches!(n.op, Op::StateRead(k) if k == s)
-        })
-    }
-
-    /// Arithmetic operations per element.
-    pub(crate) fn ops(&self, f: &Fused) -> usize {
-        self.kernel
+    /// Arithmetic operations per element of stage `k`.
+    pub(crate) fn ops(&self, f: &Fused, k: usize) -> usize {
+        self.stages[k]
+            .nodes
             .iter()
             .filter(|&&n| !matches!(f.nodes[n].op, Op::Param | Op::Grad | Op::StateRead(_)))
             .count()
     }
+
+    pub(crate) fn stream_name(&self, f: &Fused, s: Stream) -> String {
+        match s {
+            Stream::Param => "param".into(),
+            Stream::Grad => "grad".into(),
+            Stream::Slot(k) => f.slots[k].name.clone(),
+            Stream::Temp(t) => self.temps[t].clone(),
+        }
+    }
+
+    /// Names of the streams stage `k` reads.
+    pub(crate) fn reads(&self, f: &Fused, k: usize) -> Vec<String> {
+        let st = &self.stages[k];
+        let mut v: Vec<Stream> = st.loads.iter().map(|(_, s)| *s).collect();
+        v.sort();
+        v.dedup();
+        v.into_iter().map(|s| self.stream_name(f, s)).collect()
+    }
+
+    /// Names of the streams stage `k` writes.
+    pub(crate) fn writes(&self, f: &Fused, k: usize) -> Vec<String> {
+        let mut v: Vec<Stream> = self.stages[k].writes.iter().map(|(s, _)| *s).collect();
+        v.sort();
+        v.dedup();
+        v.into_iter().map(|s| self.stream_name(f, s)).collect()
+    }
 }
 
-/// The flags a rule reads and one `Variant` per combination (`2^k`, bit `j` of the index is
-/// the value of the `j`-th flag).
+/// The flags a rule reads and one `Variant` per combination (`2^k`; bit `j` of the index is the
+/// value of the `j`-th flag).
 pub(crate) struct RulePlan {
     pub flags: Vec<usize>,
     pub variants: Vec<Variant>,
 }
 
-pub(crate) fn plan_rule(f: &Fused, flag_defaults: &dyn Fn(usize) -> bool) -> RulePlan {
-    let _ = flag_defaults;
+pub(crate) fn plan_rule(f: &Fused) -> RulePlan {
     let flags = flags_used(f);
     let variants = (0..1usize << flags.len())
         .map(|mask| {
@@ -100,14 +135,20 @@ pub(crate) fn plan_rule(f: &Fused, flag_defaults: &dyn Fn(usize) -> bool) -> Rul
     RulePlan { flags, variants }
 }
 
-fn operands(op: &Op) -> Vec<NodeId> {
+/// Operands of a node (matrix primitives: input and scalar arguments).
+pub(crate) fn operands(op: &Op) -> Vec<NodeId> {
     match op {
-        Op::Neg(a) | Op::Not(a) => vec![*a],
+        Op::Neg(a) | Op::Not(a) | Op::Reduce(_, a) | Op::Global(_, a, _) => vec![*a],
         Op::Bin(_, a, b) => vec![*a, *b],
         Op::Func(_, args) => args.clone(),
         Op::Select(c, a, b) => vec![*c, *a, *b],
+        Op::Mat(_, args) => args.iter().flatten().copied().collect(),
         _ => Vec::new(),
     }
+}
+
+fn is_elem(f: &Fused, konst: &[Option<bool>], x: NodeId) -> bool {
+    f.nodes[x].ty.level == Level::Elem && konst[x].is_none()
 }
 
 fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
@@ -143,14 +184,15 @@ fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
             _ => {}
         }
     }
+    let r = |x: NodeId| repl[x];
     // 2. liveness from the parameter update; a state slot is live when its value is read
     let mut live = vec![false; n];
     let mut slot_live = vec![false; f.slots.len()];
     let mut sslot_live = vec![false; f.scalar_slots.len()];
-    let param_write = f.param_write.map_or(0, |p| repl[p]);
+    let param_write = f.param_write.map_or(0, r);
     let mut work = vec![param_write];
     while let Some(x) = work.pop() {
-        let x = repl[x];
+        let x = r(x);
         if live[x] {
             continue;
         }
@@ -170,58 +212,262 @@ fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
             }
             _ => {}
         }
-        for o in operands(&f.nodes[x].op) {
-            work.push(o);
-        }
+        work.extend(operands(&f.nodes[x].op));
     }
-    // 3. split into host and kernel work
-    let mut host = Vec::new();
-    let mut kernel = Vec::new();
+    let slots: Vec<usize> = (0..f.slots.len()).filter(|&k| slot_live[k]).collect();
+    // 3. stages
+    let mut stage_of = vec![0usize; n];
     for i in 0..n {
         if !live[i] || repl[i] != i {
             continue;
         }
-        if f.nodes[i].ty.level == Level::Elem && konst[i].is_none() {
-            kernel.push(i);
-        } else {
-            host.push(i);
+        let ops = operands(&f.nodes[i].op);
+        let base = ops.iter().map(|&o| stage_of[r(o)]).max().unwrap_or(0);
+        stage_of[i] = match &f.nodes[i].op {
+            Op::Reduce(_, x) | Op::Global(_, x, _) => stage_of[r(*x)] + 1,
+            Op::Mat(_, args) => {
+                let input = args[0].map_or(0, |x| stage_of[r(x)] + 1);
+                input.max(base)
+            }
+            _ => base,
+        };
+    }
+    // every node that feeds a later stage through a write must exist; the parameter is written
+    // in the last stage
+    let mut last = 0;
+    for i in 0..n {
+        if live[i] && repl[i] == i {
+            if is_elem(f, &konst, i) {
+                last = last.max(stage_of[i]);
+            }
+            if let Op::Reduce(_, x) | Op::Global(_, x, _) = f.nodes[i].op {
+                last = last.max(stage_of[r(x)]);
+            }
         }
     }
-    let is_host = |x: NodeId| !(f.nodes[x].ty.level == Level::Elem && konst[x].is_none());
-    let mut kernel_scalars: Vec<NodeId> = Vec::new();
-    let need = |x: NodeId, ks: &mut Vec<NodeId>| {
-        if is_host(x) && !ks.contains(&x) {
-            ks.push(x);
-        }
+    let nstages = last + 1;
+    let slot_write_stage = |s: usize| f.slots[s].write.map(|w| stage_of[r(w)]);
+    let slot_of_write = |x: NodeId| {
+        slots
+            .iter()
+            .copied()
+            .find(|&s| f.slots[s].write.map(r) == Some(x))
     };
-    for &k in &kernel {
-        for o in operands(&f.nodes[k].op) {
-            need(repl[o], &mut kernel_scalars);
+
+    // 4. host nodes
+    let host: Vec<NodeId> = (0..n)
+        .filter(|&i| live[i] && repl[i] == i && !is_elem(f, &konst, i))
+        .collect();
+
+    // 5. streams: decide for each (stage, referenced node) how it is obtained
+    let mut stages: Vec<Stage> = (0..nstages).map(|_| Stage::default()).collect();
+    let mut temps: Vec<String> = Vec::new();
+    let mut temp_of: Vec<Option<usize>> = vec![None; n];
+    let mut mat_out: Vec<Option<usize>> = vec![None; n];
+    let mut barriers: Vec<Vec<MatCall>> = (0..nstages).map(|_| Vec::new()).collect();
+    for i in 0..n {
+        if let Op::Mat(..) = f.nodes[i].op {
+            if live[i] && repl[i] == i {
+                let t = temps.len();
+                temps.push(format!("mat{t}"));
+                mat_out[i] = Some(t);
+            }
         }
     }
-    let slots: Vec<usize> = (0..f.slots.len()).filter(|&k| slot_live[k]).collect();
-    for &s in &slots {
-        if let Some(w) = f.slots[s].write {
-            need(repl[w], &mut kernel_scalars);
+    // elem nodes computed in their stage (Mat outputs are loaded, leaves loaded)
+    for i in 0..n {
+        if !(live[i] && repl[i] == i && is_elem(f, &konst, i)) {
+            continue;
+        }
+        match f.nodes[i].op {
+            Op::Param | Op::Grad | Op::StateRead(_) | Op::Mat(..) => {}
+            _ => stages[stage_of[i]].nodes.push(i),
         }
     }
-    need(param_write, &mut kernel_scalars);
-    let reads_param = kernel.iter().any(|&k| matches!(f.nodes[k].op, Op::Param));
-    let reads_grad = kernel.iter().any(|&k| matches!(f.nodes[k].op, Op::Grad));
+    // how stage k obtains node x
+    let mut need_temp: Vec<(NodeId, usize)> = Vec::new(); // (node, stage where it is computed)
+    let source = |x: NodeId,
+                  k: usize,
+                  need_temp: &mut Vec<(NodeId, usize)>,
+                  temp_of: &mut Vec<Option<usize>>,
+                  temps: &mut Vec<String>|
+     -> Option<Stream> {
+        match f.nodes[x].op {
+            Op::Param => return Some(Stream::Param),
+            Op::Grad => return Some(Stream::Grad),
+            Op::Mat(..) => return mat_out[x].map(Stream::Temp),
+            Op::StateRead(s) if slot_write_stage(s).is_none_or(|w| k <= w) => return Some(Stream::Slot(s)),
+            _ => {}
+        }
+        if stage_of[x] == k && !matches!(f.nodes[x].op, Op::StateRead(_)) {
+            return None; // computed here
+        }
+        if let Some(s) = slot_of_write(x) {
+            if slot_write_stage(s).is_some_and(|w| w < k) {
+                return Some(Stream::Slot(s));
+            }
+        }
+        // materialise into a scratch buffer in the stage computing it
+        let t = match temp_of[x] {
+            Some(t) => t,
+            None => {
+                let t = temps.len();
+                temps.push(format!("tmp{t}"));
+                temp_of[x] = Some(t);
+                need_temp.push((x, stage_of[x]));
+                t
+            }
+        };
+        Some(Stream::Temp(t))
+    };
+    for k in 0..nstages {
+        let mut refs: Vec<NodeId> = Vec::new();
+        for &i in &stages[k].nodes {
+            for o in operands(&f.nodes[i].op) {
+                refs.push(r(o));
+            }
+        }
+        // writes of this stage
+        let mut writes: Vec<(Stream, NodeId)> = Vec::new();
+        for &s in &slots {
+            if let Some(w) = f.slots[s].write {
+                if stage_of[r(w)] == k {
+                    writes.push((Stream::Slot(s), r(w)));
+                    refs.push(r(w));
+                }
+            }
+        }
+        if k == last {
+            writes.push((Stream::Param, param_write));
+            refs.push(param_write);
+        }
+        // reductions whose input is computed in this stage
+        for i in 0..n {
+            if !(live[i] && repl[i] == i) {
+                continue;
+            }
+            match f.nodes[i].op {
+                Op::Reduce(kind, x) if stage_of[r(x)] == k => {
+                    stages[k].reductions.push((kind, r(x), i, None));
+                    refs.push(r(x));
+                }
+                Op::Global(kind, x, g) if stage_of[r(x)] == k => {
+                    stages[k].reductions.push((kind, r(x), i, Some(g)));
+                    refs.push(r(x));
+                }
+                _ => {}
+            }
+        }
+        // matrix primitives whose input is ready after this stage
+        for i in 0..n {
+            if let Op::Mat(op, args) = &f.nodes[i].op {
+                if live[i] && repl[i] == i && stage_of[i] == k + 1 {
+                    let input = args[0].map_or(param_write, r);
+                    let src = match f.nodes[input].op {
+                        Op::Param => Stream::Param,
+                        Op::Grad => Stream::Grad,
+                        Op::Mat(..) => Stream::Temp(mat_out[input].unwrap_or(0)),
+                        _ => match slot_of_write(input) {
+                            Some(s) if slot_write_stage(s).is_some_and(|w| w <= k) => {
+                                Stream::Slot(s)
+                            }
+                            _ => {
+                                refs.push(input);
+                                match source(
+                                    input,
+                                    stage_of[input],
+                                    &mut need_temp,
+                                    &mut temp_of,
+                                    &mut temps,
+                                ) {
+                                    Some(s) => s,
+                                    None => {
+                                        // computed in its own stage: force a scratch buffer
+                                        let t = temps.len();
+                                        temps.push(format!("tmp{t}"));
+                                        temp_of[input] = Some(t);
+                                        need_temp.push((input, stage_of[input]));
+                                        Stream::Temp(t)
+                                    }
+                                }
+                            }
+                        },
+                    };
+                    barriers[k].push(MatCall {
+                        node: i,
+                        op: *op,
+                        input: src,
+                        out: mat_out[i].unwrap_or(0),
+                        args: args[1..].iter().map(|a| a.map(r)).collect(),
+                    });
+                }
+            }
+        }
+        refs.sort_unstable();
+        refs.dedup();
+        for x in refs {
+            if !is_elem(f, &konst, x) {
+                if !stages[k].scalars.contains(&x) {
+                    stages[k].scalars.push(x);
+                }
+                continue;
+            }
+            if let Some(src) = source(x, k, &mut need_temp, &mut temp_of, &mut temps) {
+                stages[k].loads.push((x, src));
+            }
+        }
+        stages[k].writes = writes;
+    }
+    // scratch writes in the stage that computes each materialised value
+    for (x, j) in need_temp {
+        if let Some(t) = temp_of[x] {
+            if j < nstages {
+                stages[j].writes.push((Stream::Temp(t), x));
+                // a leaf materialised in its stage must be loaded there
+                if matches!(f.nodes[x].op, Op::StateRead(_))
+                    && !stages[j].loads.iter().any(|(y, _)| *y == x)
+                {
+                    if let Op::StateRead(s) = f.nodes[x].op {
+                        stages[j].loads.push((x, Stream::Slot(s)));
+                    }
+                }
+            }
+        }
+    }
+    for st in &mut stages {
+        st.loads.sort_by_key(|(x, _)| *x);
+        st.loads.dedup();
+        let mut bufs: Vec<Stream> = st
+            .loads
+            .iter()
+            .map(|(_, s)| *s)
+            .chain(st.writes.iter().map(|(s, _)| *s))
+            .filter(|s| matches!(s, Stream::Slot(_) | Stream::Temp(_)))
+            .collect();
+        bufs.sort();
+        bufs.dedup();
+        st.bufs = bufs;
+        // scalars used by writes/reductions that are host values
+        for (_, x) in st.writes.clone() {
+            if !is_elem(f, &konst, x) && !st.scalars.contains(&x) {
+                st.scalars.push(x);
+            }
+        }
+    }
     Variant {
         flags,
         repl,
         konst,
         live,
+        stage_of,
         slots,
         scalar_slots: (0..f.scalar_slots.len())
             .filter(|&k| sslot_live[k])
             .collect(),
-        kernel_scalars,
         host,
-        kernel,
+        stages,
+        barriers,
+        temps,
         param_write,
-        reads_param,
-        reads_grad,
     }
 }

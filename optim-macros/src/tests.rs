@@ -35,8 +35,8 @@ fn adamw_expands_to_one_kernel_over_param_grad_and_two_states() {
     assert_eq!(out.matches("for i in 0..n").count(), 1);
     assert!(out.contains("p[i]"));
     assert!(out.contains("g[i]"));
-    assert!(out.contains("st0[i] ="));
-    assert!(out.contains("st1[i] ="));
+    assert!(out.contains("b0[i] ="));
+    assert!(out.contains("b1[i] ="));
     assert!(
         flat.contains(r#"reads:::std::vec!["param","grad","m","v"]"#),
         "{out}"

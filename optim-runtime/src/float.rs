@@ -3,10 +3,11 @@
 /// An element type of parameters, gradients and state buffers: `f32` or `f64`.
 ///
 /// Generated kernels are generic over `E: Float`; host-side scalar math (bias corrections, schedule
-/// values, shape scalars) is done in `f64` and converted with [`Float::from_f64`] once per step and
+/// values, shape scalars) is done in `f64` and converted with [`Float::of_f64`] once per step and
 /// tensor, as PyTorch does with Python floats.
 pub trait Float:
     num_traits::Float
+    + faer::traits::RealField
     + dfdx::dtypes::Dtype
     + Default
     + Send
@@ -20,9 +21,9 @@ pub trait Float:
     /// Size of one element in bytes (4 or 8).
     const BYTES: usize;
     /// Converts a host-side `f64` scalar (rounding to nearest for `f32`).
-    fn from_f64(x: f64) -> Self;
+    fn of_f64(x: f64) -> Self;
     /// Widens to `f64` (exact).
-    fn to_f64(self) -> f64;
+    fn as_f64(self) -> f64;
     /// Moves the gradient buffer of `t` out of `grads` (allocating zeros if absent), leaving an
     /// empty buffer in its place. Used by the dfdx driver to borrow gradients without copying.
     #[doc(hidden)]
@@ -64,11 +65,11 @@ impl Float for f32 {
     const NAME: &'static str = "f32";
     const BYTES: usize = 4;
     #[inline(always)]
-    fn from_f64(x: f64) -> Self {
+    fn of_f64(x: f64) -> Self {
         x as f32
     }
     #[inline(always)]
-    fn to_f64(self) -> f64 {
+    fn as_f64(self) -> f64 {
         f64::from(self)
     }
     cpu_grad_access!();
@@ -78,11 +79,11 @@ impl Float for f64 {
     const NAME: &'static str = "f64";
     const BYTES: usize = 8;
     #[inline(always)]
-    fn from_f64(x: f64) -> Self {
+    fn of_f64(x: f64) -> Self {
         x
     }
     #[inline(always)]
-    fn to_f64(self) -> f64 {
+    fn as_f64(self) -> f64 {
         self
     }
     cpu_grad_access!();

@@ -1,46 +1,61 @@
-//! Fused element-wise kernels: the trait generated kernels implement, run-time SIMD dispatch, and
-//! the executor that runs one step's kernels over all parameters in a single parallel dispatch.
+//! Fused kernels and the staged executor.
 //!
-//! A generated kernel is one loop over the raw buffers of one parameter: it reads each input and
-//! state element once and writes each output and state element once. Its body is
-//! `#[inline(always)]` and is instantiated inside `#[target_feature]` wrappers below, so the same
-//! source is compiled for AVX-512, AVX2+FMA and baseline x86-64 and the best one is chosen at run
-//! time (`is_x86_feature_detected!`, cached by std) — no build flags needed.
+//! A rule compiles to one or more *stages*. Each stage is one generated loop over the raw
+//! buffers of a parameter: it reads each input stream once, writes each output stream once, and
+//! may accumulate per-tensor reductions (in `f64`). Between stages sit *barriers*: matrix work on
+//! whole tensors (Newton–Schulz, Kronecker factors, rotations) or the combination of reductions
+//! across all parameters (global-norm clipping). A purely element-wise rule such as AdamW is a
+//! single stage and a single loop.
+//!
+//! Loops are `#[inline(always)]` bodies instantiated inside `#[target_feature]` wrappers
+//! ([`dispatch`]), so one source is compiled for AVX-512, AVX2+FMA and baseline x86-64 and the
+//! best is chosen at run time (`is_x86_feature_detected!`, cached by std) — no build flags.
+//!
+//! The executor runs stage `k` of every parameter in one dispatch: small steps inline, large
+//! ones cut into [`CHUNK`]-element pieces over rayon; then every parameter's barrier `k`
+//! (in parallel across parameters); then stage `k + 1`.
 
 use crate::Float;
 use rayon::prelude::*;
 use smallvec::SmallVec;
 
-/// A fused element-wise kernel, implemented by code that `optimizer!` generates.
+/// A fused element-wise loop, implemented by code that `optimizer!` generates.
 ///
-/// `s` holds the step's hoisted scalars (already converted from `f64`), `p` the parameter,
-/// `g` the gradient and `st` the state buffers in the slot order the kernel was planned with.
-/// All slices have the same length (one chunk of one parameter).
+/// `s`: hoisted scalars (already converted from `f64`); `p`: the parameter; `g`: the gradient;
+/// `st`: the other streams (state buffers and temporaries) in the order the stage was planned
+/// with; `red`: per-tensor reduction accumulators, added to (not overwritten). All slices have
+/// the same length (one chunk of one parameter).
 pub trait Kernel<E: Float> {
     /// Runs the loop. Must be `#[inline(always)]` so that [`dispatch`] can compile it per SIMD
     /// level.
-    fn run(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]]);
+    fn run(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], red: &mut [f64]);
 }
 
 /// A type-erased kernel entry point: `dispatch::<E, K>` for some kernel `K`.
-pub type KernelFn<E> = fn(&[E], &mut [E], &[E], &mut [&mut [E]]);
+pub type KernelFn<E> = fn(&[E], &mut [E], &[E], &mut [&mut [E]], &mut [f64]);
 
 /// Runs kernel `K` with the widest SIMD instruction set this CPU supports.
 #[inline]
-pub fn dispatch<E: Float, K: Kernel<E>>(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]]) {
+pub fn dispatch<E: Float, K: Kernel<E>>(
+    s: &[E],
+    p: &mut [E],
+    g: &[E],
+    st: &mut [&mut [E]],
+    red: &mut [f64],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (checked on the line above).
-            return unsafe { x86::run_avx512::<E, K>(s, p, g, st) };
+            return unsafe { x86::run_avx512::<E, K>(s, p, g, st, red) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU supports AVX2 and FMA (checked on the line above).
-            return unsafe { x86::run_avx2::<E, K>(s, p, g, st) };
+            return unsafe { x86::run_avx2::<E, K>(s, p, g, st, red) };
         }
     }
-    K::run(s, p, g, st);
+    K::run(s, p, g, st, red);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -53,8 +68,9 @@ mod x86 {
         p: &mut [E],
         g: &[E],
         st: &mut [&mut [E]],
+        red: &mut [f64],
     ) {
-        K::run(s, p, g, st);
+        K::run(s, p, g, st, red);
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -63,118 +79,250 @@ mod x86 {
         p: &mut [E],
         g: &[E],
         st: &mut [&mut [E]],
+        red: &mut [f64],
     ) {
-        K::run(s, p, g, st);
+        K::run(s, p, g, st, red);
     }
 }
 
-/// Inline capacity for a job's hoisted scalars.
+/// Inline capacity for a stage's hoisted scalars.
 pub type Scalars<E> = SmallVec<[E; 16]>;
 
-/// One parameter's share of a step: which kernel to run, with which scalars and state buffers.
-/// Built by the generated `prepare` function.
-pub struct Job<'a, E> {
-    /// The kernel (a `dispatch::<E, K>` instance), or `None` when the rule does no element-wise
-    /// work for this parameter.
-    pub kernel: Option<KernelFn<E>>,
-    /// Hoisted scalars, in the kernel's order.
-    pub scalars: Scalars<E>,
-    /// State buffers, in the kernel's order.
-    pub states: SmallVec<[&'a mut [E]; 6]>,
-}
-
-impl<E> Job<'_, E> {
-    /// A job that does nothing.
-    pub fn empty() -> Self {
-        Job {
-            kernel: None,
-            scalars: SmallVec::new(),
-            states: SmallVec::new(),
-        }
-    }
-}
-
-/// The state buffers of a [`Job`].
+/// The streams of a stage other than the parameter and the gradient.
 pub type StateRefs<'a, E> = SmallVec<[&'a mut [E]; 6]>;
 
-/// A [`Job`] bound to its parameter and gradient.
-pub struct Task<'a, E> {
-    /// What to run.
-    pub job: Job<'a, E>,
+/// Most reduction accumulators one stage may have.
+pub const MAX_REDUCTIONS: usize = 8;
+
+/// One stage of one parameter, ready to run.
+pub struct KernelCall<'a, E> {
+    /// The loop (a `dispatch::<E, K>` instance).
+    pub kernel: KernelFn<E>,
+    /// Hoisted scalars, in the kernel's order.
+    pub scalars: Scalars<E>,
     /// The parameter buffer.
     pub param: &'a mut [E],
     /// The gradient buffer.
     pub grad: &'a [E],
+    /// Other streams, in the kernel's order.
+    pub bufs: StateRefs<'a, E>,
+    /// Number of reduction accumulators the kernel adds to.
+    pub reductions: usize,
+    /// `(local, global)`: reduction `local` of this stage contributes to global total `global`
+    /// (summed over all parameters before the next stage).
+    pub globals: GlobalMap,
 }
 
-/// Elements per work item when a step is split over threads: 32 Ki elements keeps every stream of
-/// a chunk (128 KiB each in `f32`) resident in L2 while the kernel runs.
+/// One parameter's share of a step under one rule: a sequence of stages with barriers between
+/// them. Built by the generated `prepare` function, which has already advanced the parameter's
+/// step count and created its state.
+pub trait StagedJob<E: Float>: Send {
+    /// Number of stages (loops) of this rule.
+    fn stages(&self) -> usize;
+    /// Stage `k`'s loop. `globals` holds the global reduction totals of earlier stages.
+    fn kernel(&mut self, k: usize, globals: &[f64]) -> KernelCall<'_, E>;
+    /// Receives this parameter's reduction totals of stage `k`.
+    fn reduced(&mut self, k: usize, sums: &[f64]);
+    /// Whole-tensor work between stage `k` and `k + 1` (matrix primitives).
+    fn barrier(&mut self, k: usize);
+    /// After the last stage (scalar state writes).
+    fn finish(&mut self);
+}
+
+/// A boxed job.
+pub type Job<'a, E> = Box<dyn StagedJob<E> + 'a>;
+
+/// Global reduction map of a [`KernelCall`].
+pub type GlobalMap = SmallVec<[(usize, usize); 2]>;
+
+impl<'a, E: Float> KernelCall<'a, E> {
+    /// A call that does nothing (for out-of-range stages).
+    pub fn noop(param: &'a mut [E], grad: &'a [E]) -> Self {
+        fn nothing<E>(_: &[E], _: &mut [E], _: &[E], _: &mut [&mut [E]], _: &mut [f64]) {}
+        KernelCall {
+            kernel: nothing::<E>,
+            scalars: SmallVec::new(),
+            param: &mut param[..0],
+            grad: &grad[..0],
+            bufs: SmallVec::new(),
+            reductions: 0,
+            globals: SmallVec::new(),
+        }
+    }
+}
+
+struct EmptyJob;
+
+impl<E: Float> StagedJob<E> for EmptyJob {
+    fn stages(&self) -> usize {
+        0
+    }
+    fn kernel(&mut self, _: usize, _: &[f64]) -> KernelCall<'_, E> {
+        KernelCall::noop(&mut [], &[])
+    }
+    fn reduced(&mut self, _: usize, _: &[f64]) {}
+    fn barrier(&mut self, _: usize) {}
+    fn finish(&mut self) {}
+}
+
+/// A job that does nothing (a parameter routed to no rule; cannot happen with a catch-all).
+pub fn empty_job<'a, E: Float>(_param: &'a mut [E], _grad: &'a [E]) -> Job<'a, E> {
+    Box::new(EmptyJob)
+}
+
+/// Elements per work item when a stage is split over threads: 32 Ki elements keeps every
+/// stream of a chunk (128 KiB each in `f32`) resident in L2 while the loop runs.
 pub const CHUNK: usize = 1 << 15;
 
-/// Below this many elements in a whole step, everything runs on the calling thread (the cost of
-/// waking the pool exceeds the work).
+/// Below this many elements in a whole stage, everything runs on the calling thread (waking
+/// the pool costs more than the work).
 pub const PARALLEL_THRESHOLD: usize = 1 << 16;
 
+/// Most global reductions per step.
+pub const MAX_GLOBALS: usize = 4;
+
 struct Item<'a, E> {
+    call: usize,
     kernel: KernelFn<E>,
-    scalars: Scalars<E>,
+    scalars: &'a [E],
     param: &'a mut [E],
     grad: &'a [E],
-    states: SmallVec<[&'a mut [E]; 6]>,
+    bufs: StateRefs<'a, E>,
+    red: [f64; MAX_REDUCTIONS],
+    nred: usize,
 }
 
-/// Runs all tasks of one step: sequentially when the step is small, otherwise as one parallel
-/// dispatch over [`CHUNK`]-sized pieces of every parameter (small parameters are one piece each,
-/// large ones are split).
-pub fn execute<E: Float>(tasks: Vec<Task<'_, E>>) {
-    let total: usize = tasks.iter().map(|t| t.param.len()).sum();
-    if total < PARALLEL_THRESHOLD || rayon::current_num_threads() <= 1 {
-        for mut t in tasks {
-            if let Some(k) = t.job.kernel {
-                k(&t.job.scalars, t.param, t.grad, &mut t.job.states);
+/// Runs one step's jobs: stage by stage across all parameters.
+pub fn execute<E: Float>(mut jobs: Vec<Job<'_, E>>) {
+    let max_stages = jobs.iter().map(|j| j.stages()).max().unwrap_or(0);
+    let mut globals = [0.0f64; MAX_GLOBALS];
+    for k in 0..max_stages {
+        let mut new_globals = [0.0f64; MAX_GLOBALS];
+        let mut produced = [false; MAX_GLOBALS];
+        let mut sums: Vec<[f64; MAX_REDUCTIONS]> = Vec::with_capacity(jobs.len());
+        {
+            let mut calls: Vec<(usize, KernelCall<'_, E>)> = jobs
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, j)| j.stages() > k)
+                .map(|(i, j)| (i, j.kernel(k, &globals)))
+                .collect();
+            let per_call = run_calls(&mut calls);
+            for ((_, call), red) in calls.iter().zip(&per_call) {
+                for &(l, g) in &call.globals {
+                    if g < MAX_GLOBALS && l < MAX_REDUCTIONS {
+                        new_globals[g] += red[l];
+                        produced[g] = true;
+                    }
+                }
+            }
+            let idx: Vec<usize> = calls.iter().map(|(i, _)| *i).collect();
+            drop(calls);
+            let mut it = per_call.into_iter();
+            sums.resize(jobs.len(), [0.0; MAX_REDUCTIONS]);
+            for i in idx {
+                if let Some(r) = it.next() {
+                    sums[i] = r;
+                }
             }
         }
-        return;
+        for (i, j) in jobs.iter_mut().enumerate() {
+            if j.stages() > k {
+                j.reduced(k, &sums[i]);
+            }
+        }
+        for ((g, v), p) in globals.iter_mut().zip(new_globals).zip(produced) {
+            if p {
+                *g = v;
+            }
+        }
+        if k + 1 < max_stages {
+            let pending: Vec<&mut Job<'_, E>> =
+                jobs.iter_mut().filter(|j| j.stages() > k + 1).collect();
+            if pending.len() > 1 {
+                pending.into_par_iter().for_each(|j| j.barrier(k));
+            } else {
+                for j in pending {
+                    j.barrier(k);
+                }
+            }
+        }
     }
-    let mut items: Vec<Item<'_, E>> = Vec::with_capacity(total / CHUNK + tasks.len());
-    for t in tasks {
-        let Some(kernel) = t.job.kernel else { continue };
-        let (scalars, mut param, mut grad, mut states) =
-            (t.job.scalars, t.param, t.grad, t.job.states);
+    for j in &mut jobs {
+        j.finish();
+    }
+}
+
+/// Runs one stage's loops for several parameters; returns each call's reduction totals.
+fn run_calls<E: Float>(calls: &mut [(usize, KernelCall<'_, E>)]) -> Vec<[f64; MAX_REDUCTIONS]> {
+    let total: usize = calls.iter().map(|(_, c)| c.param.len()).sum();
+    let mut out = vec![[0.0f64; MAX_REDUCTIONS]; calls.len()];
+    if total < PARALLEL_THRESHOLD || rayon::current_num_threads() <= 1 {
+        for ((_, c), red) in calls.iter_mut().zip(&mut out) {
+            let n = c.reductions.min(MAX_REDUCTIONS);
+            (c.kernel)(&c.scalars, c.param, c.grad, &mut c.bufs, &mut red[..n]);
+        }
+        return out;
+    }
+    let mut items: Vec<Item<'_, E>> = Vec::with_capacity(total / CHUNK + calls.len());
+    for (ci, (_, c)) in calls.iter_mut().enumerate() {
+        let nred = c.reductions.min(MAX_REDUCTIONS);
+        let (kernel, scalars) = (c.kernel, &c.scalars[..]);
+        let mut param: &mut [E] = &mut *c.param;
+        let mut grad: &[E] = c.grad;
+        let mut bufs: StateRefs<'_, E> = c.bufs.iter_mut().map(|b| &mut **b).collect();
         loop {
             let n = param.len().min(CHUNK);
             if n == param.len() {
                 items.push(Item {
+                    call: ci,
                     kernel,
                     scalars,
                     param,
                     grad,
-                    states,
+                    bufs,
+                    red: [0.0; MAX_REDUCTIONS],
+                    nred,
                 });
                 break;
             }
             let (p0, p1) = param.split_at_mut(n);
-            let (g0, g1) = grad.split_at(n);
-            let mut heads = SmallVec::new();
-            let mut tails = SmallVec::new();
-            for s in states {
-                let (a, b) = s.split_at_mut(n);
+            let (g0, g1) = grad.split_at(n.min(grad.len()));
+            let mut heads = StateRefs::new();
+            let mut tails = StateRefs::new();
+            for b in bufs {
+                let (a, rest) = b.split_at_mut(n.min(b.len()));
                 heads.push(a);
-                tails.push(b);
+                tails.push(rest);
             }
             items.push(Item {
+                call: ci,
                 kernel,
-                scalars: scalars.clone(),
+                scalars,
                 param: p0,
                 grad: g0,
-                states: heads,
+                bufs: heads,
+                red: [0.0; MAX_REDUCTIONS],
+                nred,
             });
             param = p1;
             grad = g1;
-            states = tails;
+            bufs = tails;
         }
     }
-    items.into_par_iter().for_each(|mut it| {
-        (it.kernel)(&it.scalars, it.param, it.grad, &mut it.states);
+    items.par_iter_mut().for_each(|it| {
+        (it.kernel)(
+            it.scalars,
+            it.param,
+            it.grad,
+            &mut it.bufs,
+            &mut it.red[..it.nred],
+        );
     });
+    for it in &items {
+        for (o, r) in out[it.call].iter_mut().zip(&it.red) {
+            *o += r;
+        }
+    }
+    out
 }

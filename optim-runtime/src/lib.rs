@@ -14,6 +14,7 @@ pub mod error;
 pub mod float;
 pub mod hyper;
 pub mod kernel;
+pub mod matrix;
 pub mod ops;
 pub mod optimizer;
 pub mod param;

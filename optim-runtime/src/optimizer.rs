@@ -2,7 +2,7 @@
 //! named slices ([`DslOptimizer::update_slices`]) and over a dfdx module
 //! ([`DslOptimizer::update`]).
 
-use crate::kernel::{execute, Job, Task};
+use crate::kernel::{execute, Job};
 use crate::{Float, OptState, OptimError, ParamInfo, ParamSlice, ParamState, Plan};
 use std::collections::{HashMap, HashSet};
 
@@ -41,13 +41,16 @@ pub trait DslOptimizer<E: Float>: Sized {
     fn route(info: &ParamInfo<'_>) -> usize;
     /// Number of rules.
     fn rule_count() -> usize;
-    /// Prepares one parameter's share of a step under `rule`: creates missing state, advances the
-    /// parameter's step count, computes hoisted scalars. Infallible (everything was validated).
+    /// Prepares one parameter's share of a step under `rule`: advances the parameter's step
+    /// count, creates missing state, and returns the staged job that runs the rule's loops and
+    /// barriers. Infallible (everything was validated before).
     fn prepare<'a>(
-        values: &<Self::Config as OptimizerConfig>::Values,
+        values: &'a <Self::Config as OptimizerConfig>::Values,
         rule: usize,
         ps: &'a mut ParamState<E>,
-        info: &ParamInfo<'_>,
+        info: ParamInfo<'a>,
+        param: &'a mut [E],
+        grad: &'a [E],
     ) -> Job<'a, E>;
     /// The plan for the current flag values: kernels, barriers, state buffers and bytes moved
     /// per parameter.
@@ -179,7 +182,7 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
         .filter(|(k, _)| seen.contains(k.as_str()))
         .map(|(k, v)| (k.as_str(), v))
         .collect();
-    let mut tasks = Vec::with_capacity(entries.len());
+    let mut jobs = Vec::with_capacity(entries.len());
     for (e, &rule) in entries.into_iter().zip(&rules) {
         let Some(ps) = by_name.remove(e.name) else {
             continue; // unreachable: every name was inserted above
@@ -189,16 +192,11 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
             name: e.name,
             shape: e.shape,
         };
-        let job = O::prepare(&values, rule, ps, &info);
-        tasks.push(Task {
-            job,
-            param: e.param,
-            grad: e.grad,
-        });
+        jobs.push(O::prepare(&values, rule, ps, info, e.param, e.grad));
     }
 
-    // 3. the fused kernels, one dispatch for the whole step.
-    execute(tasks);
+    // 3. the fused loops, stage by stage, one dispatch per stage for the whole step.
+    execute(jobs);
     opt.opt_state_mut().step += 1;
     Ok(())
 }

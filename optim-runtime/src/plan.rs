@@ -27,6 +27,8 @@ pub enum RuleBody {
     Fused {
         /// Generated loops, in execution order; barriers separate them.
         kernels: Vec<KernelPlan>,
+        /// Barriers: matrix primitives and reductions (`"orthogonalize(tmp0)"`, `"global sumsq(grad)"`).
+        barriers: Vec<String>,
         /// Element-wise state buffers this rule keeps per parameter, by slot.
         state: Vec<&'static str>,
         /// Hoisted scalars (computed in `f64` once per step and parameter).
@@ -86,10 +88,14 @@ impl Plan {
             match &rule.body {
                 RuleBody::Fused {
                     kernels,
+                    barriers,
                     state,
                     scalars,
                 } => {
                     writeln!(f, "{pad}    state: [{}]", state.join(", "))?;
+                    if !barriers.is_empty() {
+                        writeln!(f, "{pad}    barriers: [{}]", barriers.join(", "))?;
+                    }
                     writeln!(f, "{pad}    hoisted scalars: {}", scalars.len())?;
                     for (i, k) in kernels.iter().enumerate() {
                         writeln!(

@@ -25,9 +25,11 @@ pub struct ParamState<E> {
     pub scalars: Vec<f64>,
     /// For each scalar slot, whether it has been initialised.
     pub scalars_init: Vec<bool>,
+    /// Scratch buffers for values that cross a barrier (not part of the saved state).
+    pub temps: Vec<Vec<E>>,
 }
 
-impl<E: Copy> ParamState<E> {
+impl<E: Copy + Default> ParamState<E> {
     /// Fresh state for a parameter of `len` elements routed to `rule`.
     pub fn new(rule: usize, len: usize) -> Self {
         ParamState {
@@ -37,6 +39,33 @@ impl<E: Copy> ParamState<E> {
             buffers: Vec::new(),
             scalars: Vec::new(),
             scalars_init: Vec::new(),
+            temps: Vec::new(),
+        }
+    }
+
+    /// Makes sure buffer `slot` exists with `len` elements (matrix state such as a Kronecker
+    /// factor has its own size), filling a new one with `init`. Returns `true` when created.
+    pub fn ensure_buffer_len(&mut self, slot: usize, len: usize, init: E) -> bool {
+        if self.buffers.len() <= slot {
+            self.buffers.resize_with(slot + 1, Vec::new);
+        }
+        let buf = &mut self.buffers[slot];
+        if buf.len() == len {
+            false
+        } else {
+            buf.clear();
+            buf.resize(len, init);
+            true
+        }
+    }
+
+    /// Makes sure scratch buffer `idx` has `len` elements.
+    pub fn ensure_temp(&mut self, idx: usize, len: usize) {
+        if self.temps.len() <= idx {
+            self.temps.resize_with(idx + 1, Vec::new);
+        }
+        if self.temps[idx].len() != len {
+            self.temps[idx].resize(len, E::default());
         }
     }
 
