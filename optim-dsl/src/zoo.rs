@@ -246,3 +246,31 @@ optimizer! {
         param -= lr * (m1 / (1.0 - pow(beta1, step)) + alpha * m2) / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
     }
 }
+
+optimizer! {
+    /// Muon: momentum orthogonalized by Newton–Schulz for hidden matrices, AdamW for everything
+    /// else (vectors, scalars, and matrices whose name contains `embed` or `head`).
+    ///
+    /// ```text
+    /// matrices:  buf = buf + (1 - momentum) * (grad - buf)
+    ///            u = nesterov ? grad + momentum * (buf - grad) : buf
+    ///            O = NewtonSchulz5(u)                      (see `optim_dsl::matrix::orthogonalize`)
+    ///            p = p * (1 - lr * weight_decay) - lr * sqrt(max(1, rows / cols)) * O
+    /// others:    AdamW<lr = adam_lr, beta1 = adam_beta1, beta2 = adam_beta2, eps = adam_eps,
+    ///                  weight_decay = adam_weight_decay>
+    /// ```
+    /// Source: K. Jordan et al., "Muon: An optimizer for hidden layers in neural networks"
+    /// (2024), reference `SingleDeviceMuon` (github.com/KellerJordan/Muon, commit 857d1ad); the
+    /// thesis "Towards Guided Descent" (arXiv 2512.18373) treats it as an orthogonalized,
+    /// layer-wise update. Difference from the reference: Newton–Schulz runs in the parameter
+    /// dtype (the reference uses bfloat16), which is what its float32 variant does.
+    pub Muon<lr = 0.02, momentum = 0.95, nesterov = true, ns_steps = 5, weight_decay = 0.0,
+             adam_lr = 3e-4, adam_beta1 = 0.9, adam_beta2 = 0.95, adam_eps = 1e-10, adam_weight_decay = 0.0> {
+        matrix if !(name.contains("embed") || name.contains("head")) => {
+            let buf = momentum(grad, momentum, nesterov = nesterov);
+            let o = orthogonalize(buf, steps = ns_steps);
+            param = param * (1.0 - lr * weight_decay) - lr * sqrt(max(1.0, rows / cols)) * o;
+        }
+        _ => AdamW<lr = adam_lr, beta1 = adam_beta1, beta2 = adam_beta2, eps = adam_eps, weight_decay = adam_weight_decay>,
+    }
+}

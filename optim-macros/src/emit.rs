@@ -195,7 +195,7 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
                 let field = format_ident!("__r{}", ri);
                 prepare_arms.push(quote! {
                     #ri => {
-                        let r = <#inner<E> as #p::DslOptimizer<E>>::route(info);
+                        let r = <#inner<E> as #p::DslOptimizer<E>>::route(&info);
                         <#inner<E> as #p::DslOptimizer<E>>::prepare(&values.#field, r, ps, info, param, grad)
                     }
                 });

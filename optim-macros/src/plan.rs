@@ -296,7 +296,9 @@ fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
             Op::Param => return Some(Stream::Param),
             Op::Grad => return Some(Stream::Grad),
             Op::Mat(..) => return mat_out[x].map(Stream::Temp),
-            Op::StateRead(s) if slot_write_stage(s).is_none_or(|w| k <= w) => return Some(Stream::Slot(s)),
+            Op::StateRead(s) if slot_write_stage(s).is_none_or(|w| k <= w) => {
+                return Some(Stream::Slot(s))
+            }
             _ => {}
         }
         if stage_of[x] == k && !matches!(f.nodes[x].op, Op::StateRead(_)) {

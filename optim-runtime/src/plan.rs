@@ -28,7 +28,7 @@ pub enum RuleBody {
         /// Generated loops, in execution order; barriers separate them.
         kernels: Vec<KernelPlan>,
         /// Barriers: matrix primitives and reductions (`"orthogonalize(tmp0)"`, `"global sumsq(grad)"`).
-        barriers: Vec<String>,
+        barriers: Vec<&'static str>,
         /// Element-wise state buffers this rule keeps per parameter, by slot.
         state: Vec<&'static str>,
         /// Hoisted scalars (computed in `f64` once per step and parameter).
