@@ -34,9 +34,9 @@ extern crate self as optim_dsl;
 
 pub use optim_macros::optimizer;
 pub use optim_runtime::{
-    kernel, matrix, ops, plan, schedule, state, Domain, DslOptimizer, Float, Hyper, KernelPlan,
-    OptState, OptimError, OptimizerConfig, ParamInfo, ParamSlice, ParamState, Plan, RuleBody,
-    RulePlan, Schedule,
+    kernel, matrix, ops, plan, schedule, state, Domain, DslOptimizer, Field, Float, Hyper,
+    KernelPlan, OptState, OptimError, OptimizerConfig, ParamInfo, ParamSlice, ParamState, Plan,
+    RuleBody, RulePlan, Schedule,
 };
 
 pub mod zoo;

@@ -9,7 +9,7 @@ pub use optim_runtime::kernel::{
 pub use optim_runtime::matrix;
 pub use optim_runtime::ops;
 pub use optim_runtime::{
-    eval_hyper, Domain, DslOptimizer, Float, Hyper, KernelPlan, OptState, OptimError,
+    eval_hyper, Domain, DslOptimizer, Field, Float, Hyper, KernelPlan, OptState, OptimError,
     OptimizerConfig, ParamInfo, ParamState, Plan, RuleBody, RulePlan,
 };
 

@@ -74,6 +74,25 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
         }
     });
 
+    let field_gets = opt.hypers.iter().map(|h| {
+        let n = &h.name;
+        let s = n.to_string();
+        if h.is_flag {
+            quote!((#s, #p::Field::Flag(self.#n)))
+        } else {
+            quote!((#s, #p::Field::Hyper(::core::clone::Clone::clone(&self.#n))))
+        }
+    });
+    let field_sets = opt.hypers.iter().map(|h| {
+        let n = &h.name;
+        let s = n.to_string();
+        if h.is_flag {
+            quote!((#s, #p::Field::Flag(v)) => { self.#n = v; ::core::result::Result::Ok(()) })
+        } else {
+            quote!((#s, #p::Field::Hyper(v)) => { self.#n = v; ::core::result::Result::Ok(()) })
+        }
+    });
+
     // ---- reuse rules
     let mut reuse_fields = Vec::new();
     let mut reuse_inits = Vec::new();
@@ -287,6 +306,16 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
                     #(#value_inits,)*
                     #(#reuse_inits,)*
                 })
+            }
+            fn fields(&self) -> ::std::vec::Vec<(&'static #p::Str, #p::Field)> {
+                ::std::vec![#(#field_gets),*]
+            }
+            fn set_field(&mut self, name: &#p::Str, value: #p::Field) -> ::core::result::Result<(), #p::OptimError> {
+                match (name, value) {
+                    #(#field_sets)*
+                    (name, #p::Field::Flag(_)) => ::core::result::Result::Err(#p::OptimError::UnknownField { optimizer: #name_str, name: name.into(), kind: "flag" }),
+                    (name, #p::Field::Hyper(_)) => ::core::result::Result::Err(#p::OptimError::UnknownField { optimizer: #name_str, name: name.into(), kind: "hyperparameter" }),
+                }
             }
             fn plan(&self) -> #p::Plan {
                 #p::Plan { optimizer: #name_str, rules: ::std::vec![#(#plan_rules),*] }

@@ -91,6 +91,8 @@ fn stub(vis: &syn::Visibility, name: &syn::Ident, fields: &[(syn::Ident, bool)])
             const NAME: &'static #p::Str = "";
             fn values(&self, _: #p::U64) -> ::core::result::Result<#values, #p::OptimError> { ::core::unreachable!() }
             fn plan(&self) -> #p::Plan { ::core::unreachable!() }
+            fn fields(&self) -> ::std::vec::Vec<(&'static #p::Str, #p::Field)> { ::core::unreachable!() }
+            fn set_field(&mut self, _: &#p::Str, _: #p::Field) -> ::core::result::Result<(), #p::OptimError> { ::core::unreachable!() }
         }
         #[allow(missing_docs)]
         #[derive(::core::default::Default)]

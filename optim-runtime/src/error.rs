@@ -32,6 +32,16 @@ pub enum OptimError {
     /// Two parameters passed to one `update_slices` call share a name (state is keyed by name).
     #[error("parameter name `{0}` appears twice in one update; state is keyed by parameter name")]
     DuplicateParam(String),
+    /// A config field name that the optimizer does not have, or a value of the wrong kind.
+    #[error("`{optimizer}` has no {kind} named `{name}`")]
+    UnknownField {
+        /// Name of the optimizer type.
+        optimizer: &'static str,
+        /// The name asked for.
+        name: String,
+        /// `"hyperparameter"` or `"flag"`.
+        kind: &'static str,
+    },
     /// The device reported an error (dfdx `Cpu`/`Cuda` error, as text).
     #[error("device error: {0}")]
     Device(String),

@@ -27,7 +27,7 @@ mod dfdx_path;
 pub use error::OptimError;
 pub use float::Float;
 pub use hyper::{eval_hyper, Domain, Hyper};
-pub use optimizer::{DslOptimizer, OptimizerConfig};
+pub use optimizer::{DslOptimizer, Field, OptimizerConfig};
 pub use param::{ParamInfo, ParamSlice};
 pub use plan::{KernelPlan, Plan, RuleBody, RulePlan};
 pub use schedule::Schedule;
