@@ -274,3 +274,76 @@ optimizer! {
         _ => AdamW<lr = adam_lr, beta1 = adam_beta1, beta2 = adam_beta2, eps = adam_eps, weight_decay = adam_weight_decay>,
     }
 }
+
+optimizer! {
+    /// Adafactor with factored second moments and relative step sizes (`torch.optim.Adafactor`).
+    ///
+    /// ```text
+    /// g = maximize ? -grad : grad
+    /// alpha = max(eps2, rms(p)) * min(lr, 1 / sqrt(t))          (relative step, RMS of p before decay)
+    /// V = factored_second_moment(g, beta = 1 - t^beta2_decay)    (row/column statistics for
+    ///                                                               matrices, full for vectors)
+    /// u = g / sqrt(max(V, eps1^2))
+    /// p = p * (1 - lr * weight_decay) - alpha / max(1, rms(u) / d) * u      (update clipping)
+    /// ```
+    /// Source: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost"
+    /// (ICML 2018), Algorithms 4–5 without first moment, in PyTorch's form (`beta2_decay`,
+    /// `eps = (eps1, eps2)`, threshold `d`). `eps1` defaults to `f32::EPSILON` (PyTorch:
+    /// `finfo(dtype).eps`, so `f64` users may want `f64::EPSILON`). Memory: `rows + cols` state
+    /// elements per matrix instead of `rows × cols`.
+    pub Adafactor<lr = 1e-2, beta2_decay = -0.8, eps1 = 1.1920928955078125e-7, eps2 = 1e-3, d = 1.0, weight_decay = 0.0, maximize = false> {
+        let g = select(maximize, -grad, grad);
+        let alpha = max(eps2, rms(param)) * min(lr, 1.0 / sqrt(step));
+        let v = factored_second_moment(g, 1.0 - pow(step, beta2_decay), eps = eps1);
+        let u = g * rsqrt(max(v, eps1 * eps1));
+        param = param * (1.0 - lr * weight_decay) - alpha / max(1.0, rms(u) / d) * u;
+    }
+}
+
+optimizer! {
+    /// Shampoo: Kronecker-factored preconditioning, with the step size grafted from Adam.
+    ///
+    /// ```text
+    /// g = grad + weight_decay * p
+    /// u = L^{-1/4} G R^{-1/4}      with L += G G^T, R += G^T G from matrix_eps * I   (matrices)
+    /// u = H^{-1/2} g               with H += g g^T                                   (vectors)
+    ///     inverse roots recomputed every update_freq steps (`optim_dsl::matrix::kron_precondition`)
+    /// a = debias(m) / (sqrt(debias(v)) + eps)          Adam direction (m, v of g; graft only)
+    /// d = graft ? u * ||a|| / ||u|| : u                  (per-tensor norms)
+    /// buf = momentum * buf + d;  p = p - lr * (momentum > 0 ? buf : d)
+    /// ```
+    /// Source: Gupta, Koren & Singer, "Shampoo: Preconditioned Stochastic Tensor Optimization"
+    /// (ICML 2018), Alg. 1–2; grafting: Agarwal et al., "Disentangling Adaptive Gradient
+    /// Methods from Learning Rates" (2020); the layer-wise preconditioner of the thesis "Towards
+    /// Guided Descent" (arXiv 2512.18373). With `graft = false`, `momentum = 0` it is
+    /// pytorch-optimizer's `Shampoo` (its momentum mixes the *previous preconditioned* gradient
+    /// into the gradient; ours is heavy-ball on the update).
+    pub Shampoo<lr = 1e-3, momentum = 0.0, weight_decay = 0.0, matrix_eps = 1e-6, update_freq = 1, max_dim = 8192,
+                beta1 = 0.9, beta2 = 0.999, eps = 1e-8, graft = true> {
+        let g = grad + weight_decay * param;
+        let u = kron_precondition(g, eps = matrix_eps, update_freq = update_freq, max_dim = max_dim);
+        let m = momentum(g, beta1);
+        let v = second_moment(g, beta2);
+        let d = select(graft, graft(u, debias(m) / (sqrt(debias(v)) + eps)), u);
+        let buf = state(0.0);
+        buf = momentum * buf + d;
+        param -= lr * select(momentum > 0.0, buf, d);
+    }
+}
+
+optimizer! {
+    /// LAMB: Adam direction scaled per tensor by the trust ratio `||p|| / ||u||`.
+    ///
+    /// ```text
+    /// m, v: Adam moments of grad;  u = debias(m) / (sqrt(debias(v)) + eps) + weight_decay * p
+    /// p = p - lr * (||p|| > 0 and ||u|| > 0 ? ||p|| / ||u|| : 1) * u
+    /// ```
+    /// Source: You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
+    /// minutes" (ICLR 2020), Algorithm 2 with the identity scaling function φ.
+    pub Lamb<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-6, weight_decay = 0.0> {
+        let m = momentum(grad, beta1);
+        let v = second_moment(grad, beta2);
+        let u = debias(m) / (sqrt(debias(v)) + eps) + weight_decay * param;
+        param -= lr * trust_ratio(param, u) * u;
+    }
+}

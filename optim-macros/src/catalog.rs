@@ -78,8 +78,11 @@ pub(crate) enum Word {
     GlobalNorm,
     ClipGlobalNorm,
     ClipValue,
-    // matrix primitives (barriers, matrix rules only)
+    // matrix primitives (barriers)
     Orthogonalize,
+    FactoredSecondMoment,
+    KronPrecondition,
+    Graft,
 }
 
 /// A catalog entry.
@@ -280,6 +283,31 @@ pub(crate) const CATALOG: &[Entry] = &[
             named("eps", Scalar),
         ],
         signature: "orthogonalize(x, steps = 5, a = 3.4445, b = -4.7750, c = 2.0315, eps = 1e-7)",
+    },
+    Entry {
+        name: "factored_second_moment",
+        word: Word::FactoredSecondMoment,
+        args: &[pos("x", Value), pos("beta", Beta), named("eps", Scalar)],
+        signature: "factored_second_moment(x, beta, eps = f32::EPSILON)",
+    },
+    Entry {
+        name: "kron_precondition",
+        word: Word::KronPrecondition,
+        args: &[
+            pos("x", Value),
+            named("beta", Beta),
+            named("eps", Scalar),
+            named("update_freq", Scalar),
+            named("exponent", Scalar),
+            named("max_dim", Scalar),
+        ],
+        signature: "kron_precondition(x, beta = (sum), eps = 1e-6, update_freq = 1, exponent = (1/(2k)), max_dim = 8192)",
+    },
+    Entry {
+        name: "graft",
+        word: Word::Graft,
+        args: &[pos("direction", Value), pos("magnitude", Value)],
+        signature: "graft(direction, magnitude)",
     },
 ];
 

@@ -164,7 +164,12 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
                             format!("{}{:?}({})", if g.is_some() { "global " } else { "" }, kind, describe(opt, f, v, *x)).to_lowercase()
                         }))
                         .collect();
-                    let state: Vec<&str> = v.slots.iter().map(|&s| f.slots[s].name.as_str()).collect();
+                    let mut state: Vec<&str> = v.slots.iter().map(|&s| f.slots[s].name.as_str()).collect();
+                    for b in v.barriers.iter().flatten() {
+                        for &s in &b.slots {
+                            state.push(f.mat_slots[s - f.slots.len()].as_str());
+                        }
+                    }
                     let mut scalars: Vec<String> = Vec::new();
                     for st in &v.stages {
                         for &x in &st.scalars {
@@ -696,6 +701,7 @@ fn emit_variant(
         }
     });
     let ntemps = v.temps.len();
+    let nbufs = f.slots.len() + f.mat_slots.len();
     let swrites = v.scalar_slots.iter().filter_map(|&k| {
         let w = f.scalar_slots[k].write?;
         let r = hnum(v, w);
@@ -795,6 +801,38 @@ fn emit_variant(
                         ps.temps[#out] = out;
                     }
                 }
+                ir::MatOp::Factored => {
+                    let arg = |i: usize, default: TokenStream| c.args.get(i).copied().flatten().map_or(default, |a| hnum(v, a));
+                    let beta = arg(0, quote!(0.0f64));
+                    let eps = arg(1, quote!(#p::matrix::FACTORED_EPS));
+                    let s0 = c.slots[0];
+                    quote! {
+                        let mut out = ::core::mem::take(&mut ps.temps[#out]);
+                        let mut st = ::core::mem::take(&mut ps.buffers[#s0]);
+                        #p::matrix::factored_second_moment::<E>(#input, &mut out, &mut st, info.rows(), info.cols(), info.rank() >= 2, #beta, #eps);
+                        ps.buffers[#s0] = st;
+                        ps.temps[#out] = out;
+                    }
+                }
+                ir::MatOp::Kron => {
+                    let opt_arg = |i: usize| c.args.get(i).copied().flatten().map(|a| hnum(v, a));
+                    let beta = opt_arg(0).map_or(quote!(::core::option::Option::None), |b| quote!(::core::option::Option::Some(#b)));
+                    let eps = opt_arg(1).map_or(quote!(#p::matrix::KRON_DEFAULT.eps), |e| e);
+                    let freq = opt_arg(2).map_or(quote!(#p::matrix::KRON_DEFAULT.update_freq), |e| quote!(((#e).max(1.0) as #p::U64)));
+                    let exponent = opt_arg(3).map_or(quote!(#p::matrix::KRON_DEFAULT.exponent), |e| quote!(::core::option::Option::Some(#e)));
+                    let max_dim = opt_arg(4).map_or(quote!(#p::matrix::KRON_DEFAULT.max_dim), |e| quote!(((#e).max(0.0) as #p::Usize)));
+                    let (s0, s1) = (c.slots[0], c.slots[1]);
+                    quote! {
+                        let mut out = ::core::mem::take(&mut ps.temps[#out]);
+                        let mut stats = ::core::mem::take(&mut ps.buffers[#s0]);
+                        let mut roots = ::core::mem::take(&mut ps.buffers[#s1]);
+                        let cfg = #p::matrix::KronConfig { beta: #beta, eps: #eps, update_freq: #freq, exponent: #exponent, max_dim: #max_dim };
+                        #p::matrix::kron_precondition::<E>(#input, &mut out, &mut stats, &mut roots, info.rows(), info.cols(), info.rank() >= 2, ps.step, cfg);
+                        ps.buffers[#s0] = stats;
+                        ps.buffers[#s1] = roots;
+                        ps.temps[#out] = out;
+                    }
+                }
             }
         });
         quote!(#k => { #(#calls)* })
@@ -834,6 +872,9 @@ fn emit_variant(
             #(#sensure)*
             for i in 0..#ntemps {
                 ps.ensure_temp(i, ps.len);
+            }
+            if ps.buffers.len() < #nbufs {
+                ps.buffers.resize_with(#nbufs, ::std::vec::Vec::new);
             }
             #(#post)*
             ::std::boxed::Box::new(#job { values, ps, p, g, info, h })
@@ -1067,7 +1108,7 @@ fn describe(opt: &ir::Optimizer, f: &Fused, v: &Variant, id: NodeId) -> String {
         Op::Global(kind, x, _) => {
             format!("global_{}({})", format!("{kind:?}").to_lowercase(), d(*x))
         }
-        Op::Mat(op, args) => format!(
+        Op::Mat(op, args, _) => format!(
             "{}({})",
             format!("{op:?}").to_lowercase(),
             args[0].map(d).unwrap_or_default()

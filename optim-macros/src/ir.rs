@@ -83,8 +83,9 @@ pub(crate) enum Op {
     /// A reduction over all parameters (global id): a global barrier.
     Global(RedKind, NodeId, usize),
     /// A whole-tensor matrix primitive: `args[0]` is the element-wise input, the rest are
-    /// per-step scalars (`None` = the runtime's default).
-    Mat(MatOp, Vec<Option<NodeId>>),
+    /// per-step scalars (`None` = the runtime's default); the last field lists its matrix
+    /// state slots (indices into `Fused::mat_slots`).
+    Mat(MatOp, Vec<Option<NodeId>>, Vec<usize>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -97,6 +98,11 @@ pub(crate) enum RedKind {
 pub(crate) enum MatOp {
     /// Newton–Schulz quintic; scalar args: steps, a, b, c, eps.
     Orthogonalize,
+    /// Adafactor's factored second moment; args: beta, eps; one state slot.
+    Factored,
+    /// Shampoo's Kronecker preconditioner; args: beta, eps, update_freq, exponent, max_dim;
+    /// state slots: statistics, inverse roots.
+    Kron,
 }
 
 #[derive(Clone, Debug)]
@@ -127,6 +133,8 @@ pub(crate) struct Fused {
     pub nodes: Vec<Node>,
     pub slots: Vec<Slot>,
     pub scalar_slots: Vec<ScalarSlot>,
+    /// Names of matrix-primitive state buffers; buffer index = `slots.len() + i`.
+    pub mat_slots: Vec<String>,
     pub param_write: Option<NodeId>,
 }
 

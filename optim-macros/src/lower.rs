@@ -64,7 +64,10 @@ fn domain_from_name(name: &str) -> Domain {
         Domain::NonNegative
     } else if name.starts_with("eps") {
         Domain::Positive
-    } else if name.starts_with("beta") {
+    } else if name
+        .strip_prefix("beta")
+        .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()))
+    {
         Domain::UnitOpen
     } else {
         Domain::Finite
@@ -407,6 +410,7 @@ fn lower_fused(
         nodes: lw.nodes,
         slots: lw.slots,
         scalar_slots: lw.scalar_slots,
+        mat_slots: lw.mat_slots,
         param_write: lw.param_write,
     })
 }
@@ -437,6 +441,8 @@ struct Lowerer<'c, 'h> {
     matrix_rule: bool,
     /// Global reductions declared so far in this rule.
     globals: usize,
+    /// Matrix-primitive state buffers.
+    mat_slots: Vec<String>,
 }
 
 const NUM: Ty = Ty {
@@ -466,7 +472,13 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             ema_beta: HashMap::new(),
             matrix_rule: false,
             globals: 0,
+            mat_slots: Vec::new(),
         }
+    }
+
+    fn new_mat_slot(&mut self, name: String) -> usize {
+        self.mat_slots.push(name);
+        self.mat_slots.len() - 1
     }
 
     /// A per-tensor or global reduction of an element-wise value.
@@ -1356,12 +1368,60 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                 }
                 let args = vec![Some(x), arg(1), arg(2), arg(3), arg(4), arg(5)];
                 self.push(
-                    Op::Mat(ir::MatOp::Orthogonalize, args),
+                    Op::Mat(ir::MatOp::Orthogonalize, args, Vec::new()),
                     Ty {
                         level: Level::Elem,
                         boolean: false,
                     },
                 )
+            }
+            Word::FactoredSecondMoment => {
+                if self.ty(x).level != Level::Elem {
+                    self.cx
+                        .error(span, "`factored_second_moment` needs a per-element value");
+                }
+                let s = self.new_mat_slot(slot_name(self, "factored"));
+                self.push(
+                    Op::Mat(ir::MatOp::Factored, vec![Some(x), arg(1), arg(2)], vec![s]),
+                    Ty {
+                        level: Level::Elem,
+                        boolean: false,
+                    },
+                )
+            }
+            Word::KronPrecondition => {
+                if self.ty(x).level != Level::Elem {
+                    self.cx
+                        .error(span, "`kron_precondition` needs a per-element value");
+                }
+                let base = name.map_or_else(
+                    || format!("kron{}", self.mat_slots.len()),
+                    ToString::to_string,
+                );
+                let s1 = self.new_mat_slot(format!("{base}.stats"));
+                let s2 = self.new_mat_slot(format!("{base}.roots"));
+                let args = vec![Some(x), arg(1), arg(2), arg(3), arg(4), arg(5)];
+                self.push(
+                    Op::Mat(ir::MatOp::Kron, args, vec![s1, s2]),
+                    Ty {
+                        level: Level::Elem,
+                        boolean: false,
+                    },
+                )
+            }
+            Word::Graft => {
+                // direction with the per-tensor norm of `magnitude` (Agarwal et al., 2020):
+                // u * ||d|| / ||u||, and 0 when ||u|| = 0
+                let d = arg(1).unwrap_or(x);
+                let ru = self.reduce(ir::RedKind::SumSq, x, false, span);
+                let rd = self.reduce(ir::RedKind::SumSq, d, false, span);
+                let nu = self.func(Func::Sqrt, vec![ru]);
+                let nd = self.func(Func::Sqrt, vec![rd]);
+                let zero = self.num(0.0);
+                let pos = self.bin(BinOp::Gt, nu, zero);
+                let ratio = self.bin(BinOp::Div, nd, nu);
+                let coef = self.select(pos, ratio, zero);
+                self.bin(BinOp::Mul, x, coef)
             }
             Word::Debias => match self.ema_beta.get(&x).copied() {
                 Some(beta) => {

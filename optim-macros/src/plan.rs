@@ -50,6 +50,8 @@ pub(crate) struct MatCall {
     pub input: Stream,
     pub out: usize,
     pub args: Vec<Option<NodeId>>,
+    /// Its state buffers (indices into `ParamState::buffers`).
+    pub slots: Vec<usize>,
 }
 
 /// One flag combination of one rule.
@@ -142,7 +144,7 @@ pub(crate) fn operands(op: &Op) -> Vec<NodeId> {
         Op::Bin(_, a, b) => vec![*a, *b],
         Op::Func(_, args) => args.clone(),
         Op::Select(c, a, b) => vec![*c, *a, *b],
-        Op::Mat(_, args) => args.iter().flatten().copied().collect(),
+        Op::Mat(_, args, _) => args.iter().flatten().copied().collect(),
         _ => Vec::new(),
     }
 }
@@ -225,7 +227,7 @@ fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
         let base = ops.iter().map(|&o| stage_of[r(o)]).max().unwrap_or(0);
         stage_of[i] = match &f.nodes[i].op {
             Op::Reduce(_, x) | Op::Global(_, x, _) => stage_of[r(*x)] + 1,
-            Op::Mat(_, args) => {
+            Op::Mat(_, args, _) => {
                 let input = args[0].map_or(0, |x| stage_of[r(x)] + 1);
                 input.max(base)
             }
@@ -362,7 +364,7 @@ fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
         }
         // matrix primitives whose input is ready after this stage
         for i in 0..n {
-            if let Op::Mat(op, args) = &f.nodes[i].op {
+            if let Op::Mat(op, args, mslots) = &f.nodes[i].op {
                 if live[i] && repl[i] == i && stage_of[i] == k + 1 {
                     let input = args[0].map_or(param_write, r);
                     let src = match f.nodes[input].op {
@@ -401,6 +403,7 @@ fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
                         input: src,
                         out: mat_out[i].unwrap_or(0),
                         args: args[1..].iter().map(|a| a.map(r)).collect(),
+                        slots: mslots.iter().map(|s| f.slots.len() + s).collect(),
                     });
                 }
             }

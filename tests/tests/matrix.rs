@@ -5,6 +5,7 @@
 use optim_dsl::matrix::{orthogonalize, NS_COEFFS, NS_EPS, NS_STEPS};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{Muon, MuonConfig};
+use optim_dsl::RuleBody;
 use optim_tests::fixtures::{self, Tolerance};
 use serde_json::Value;
 
@@ -201,4 +202,163 @@ fn orthogonalize_puts_singular_values_in_the_quintic_band() {
             assert!((0.6..1.2).contains(&s), "{rows}x{cols}: singular value {s}");
         }
     }
+}
+
+/// Runs `opt` over a case's trajectory on the slice path, teacher-forced, comparing every step.
+fn run_case<O: DslOptimizer<f32>>(case: &fixtures::Case, opt: &mut O, what: &str) {
+    let names = case.param_order.clone();
+    let mut params: Vec<Vec<f32>> = names.iter().map(|n| case.init_f32(n)).collect();
+    for t in 0..case.steps {
+        let grads: Vec<Vec<f32>> = names.iter().map(|n| case.grad_f32(t, n)).collect();
+        let mut slices: Vec<ParamSlice<'_, f32>> = names
+            .iter()
+            .zip(params.iter_mut())
+            .zip(&grads)
+            .map(|((n, p), g)| ParamSlice {
+                name: n,
+                shape: case.shape(n),
+                param: p,
+                grad: g,
+            })
+            .collect();
+        opt.update_slices(&mut slices).unwrap();
+        for (n, p) in names.iter().zip(&params) {
+            case.assert_params_at(what, t, n, p);
+        }
+    }
+}
+
+#[test]
+fn adafactor_matches_torch() {
+    use optim_dsl::zoo::{Adafactor, AdafactorConfig};
+    let case = fixtures::load("adafactor");
+    assert!(
+        case.hyperparameters["eps"][0].is_null(),
+        "eps1 = None means finfo(float32).eps"
+    );
+    let mut opt = Adafactor::<f32>::new(AdafactorConfig {
+        lr: case.hyper_f64("lr").into(),
+        beta2_decay: case.hyper_f64("beta2_decay").into(),
+        eps2: case.hyperparameters["eps"][1].as_f64().unwrap().into(),
+        d: case.hyper_f64("d").into(),
+        weight_decay: case.hyper_f64("weight_decay").into(),
+        ..Default::default()
+    })
+    .unwrap();
+    run_case(&case, &mut opt, "adafactor slices");
+    // the factored state of a matrix is rows + cols numbers: row_var then col_var
+    let st = opt.state().param("w_16x8").unwrap();
+    let factored = st
+        .buffers
+        .iter()
+        .find(|b| b.len() == 16 + 8)
+        .expect("row/col statistics");
+    let row = case.final_state_tensor("w_16x8", "row_var").unwrap();
+    let col = case.final_state_tensor("w_16x8", "col_var").unwrap();
+    let want: Vec<f64> = row.data.iter().chain(&col.data).copied().collect();
+    fixtures::assert_close(
+        "adafactor",
+        "w_16x8 row_var|col_var",
+        factored,
+        &want,
+        &case.tolerance,
+    );
+}
+
+#[test]
+fn shampoo_without_grafting_matches_pytorch_optimizer() {
+    use optim_dsl::zoo::{Shampoo, ShampooConfig};
+    let case = fixtures::load("shampoo");
+    assert_eq!(case.hyper_f64("momentum"), 0.0);
+    let mut opt = Shampoo::<f32>::new(ShampooConfig {
+        lr: case.hyper_f64("lr").into(),
+        weight_decay: case.hyper_f64("weight_decay").into(),
+        matrix_eps: case.hyper_f64("matrix_eps").into(),
+        update_freq: case.hyper_f64("preconditioning_compute_steps").into(),
+        graft: false,
+        ..Default::default()
+    })
+    .unwrap();
+    run_case(&case, &mut opt, "shampoo slices");
+    // grafting off keeps no Adam state: the plan names only the Kronecker buffers
+    let plan = opt.explain();
+    let RuleBody::Fused { state, .. } = &plan.rules[0].body else {
+        panic!()
+    };
+    assert!(!state.contains(&"m") && !state.contains(&"v"), "{state:?}");
+}
+
+#[test]
+fn shampoo_with_zero_gradients_gives_a_zero_update() {
+    use optim_dsl::zoo::{Shampoo, ShampooConfig};
+    for graft in [false, true] {
+        let mut opt = Shampoo::<f32>::new(ShampooConfig {
+            lr: 0.1.into(),
+            graft,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut w = vec![0.5f32; 6];
+        let mut v = vec![0.25f32; 1];
+        let g6 = [0.0f32; 6];
+        let g1 = [0.0f32; 1];
+        for _ in 0..3 {
+            opt.update_slices(&mut [
+                ParamSlice {
+                    name: "w",
+                    shape: &[2, 3],
+                    param: &mut w,
+                    grad: &g6,
+                },
+                ParamSlice {
+                    name: "one",
+                    shape: &[1],
+                    param: &mut v,
+                    grad: &g1,
+                },
+            ])
+            .unwrap();
+        }
+        assert!(w.iter().all(|&x| x == 0.5), "graft={graft}: {w:?}");
+        assert_eq!(v, [0.25]);
+    }
+}
+
+#[test]
+fn shampoo_handles_a_row_matrix_and_a_length_one_vector() {
+    use optim_dsl::zoo::{Shampoo, ShampooConfig};
+    let mut opt = Shampoo::<f32>::new(ShampooConfig {
+        lr: 0.1.into(),
+        graft: false,
+        matrix_eps: 1e-3.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut row = vec![0.0f32; 4];
+    let mut one = vec![0.0f32; 1];
+    let g = [1.0f32, -2.0, 0.5, 0.0];
+    opt.update_slices(&mut [
+        ParamSlice {
+            name: "row",
+            shape: &[1, 4],
+            param: &mut row,
+            grad: &g,
+        },
+        ParamSlice {
+            name: "one",
+            shape: &[1],
+            param: &mut one,
+            grad: &[2.0],
+        },
+    ])
+    .unwrap();
+    // length-1 vector: H = eps + g^2, u = g / sqrt(H)
+    let want = -0.1 * 2.0 / (1e-3f64 + 4.0).sqrt();
+    assert!((f64::from(one[0]) - want).abs() < 1e-6, "{one:?}");
+    // (1, 4) matrix: the size-1 side is not preconditioned; R = eps I + g^T g, u = g R^{-1/4}
+    assert!(row.iter().all(|x| x.is_finite()));
+    assert!(
+        row[0] < 0.0 && row[1] > 0.0 && row[3].abs() < 1e-6,
+        "{row:?}"
+    );
 }
