@@ -347,3 +347,38 @@ optimizer! {
         param -= lr * trust_ratio(param, u) * u;
     }
 }
+
+optimizer! {
+    /// SOAP: Adam in the eigenbasis of Shampoo's preconditioner.
+    ///
+    /// ```text
+    /// Q_L, Q_R = eigenvectors of GG_L, GG_R (EMA of G G^T, G^T G with shampoo_beta; sides
+    ///            longer than max_precondition_dim and vectors keep the identity)
+    /// step 1:   initialise GG and Q only; the parameter does not move
+    /// step t:   s = t - 1
+    ///           m = m + (1 - beta1) (g - m)                         (original basis)
+    ///           v = v + (1 - beta2) ((Q_L^T G Q_R)^2 - v)           (eigenbasis)
+    ///           u = Q_L ((Q_L^T M Q_R) / (sqrt(v) + eps)) Q_R^T
+    ///           p = (p - lr sqrt(1 - beta2^s) / (1 - beta1^s) u) (1 - lr weight_decay)
+    ///           then GG is updated with g, and every precondition_frequency steps Q is
+    ///           refreshed by one power iteration + QR, with v permuted to the new order
+    /// ```
+    /// Source: Vyas et al., "SOAP: Improving and Stabilizing Shampoo using Adam" (ICLR 2025),
+    /// Algorithm 1, as ported by pytorch-optimizer (first moment kept in the original basis,
+    /// decay after the update). `v` lives in the eigenbasis because it is computed from
+    /// `rotate(...)`; the planner finds such states and permutes them on refresh.
+    pub Soap<lr = 3e-3, beta1 = 0.95, beta2 = 0.95, shampoo_beta = 0.95, eps = 1e-8, weight_decay = 0.01,
+             precondition_frequency = 10, max_precondition_dim = 10000> {
+        let q = kron_eigenbasis(grad, shampoo_beta, update_freq = precondition_frequency, max_dim = max_precondition_dim);
+        let warm = step > 1.0;
+        let s = step - 1.0;
+        let m = state(0.0);
+        m = select(warm, lerp(m, grad, 1.0 - beta1), m);
+        let v = state(0.0);
+        let gr = rotate(grad, q);
+        v = select(warm, lerp(v, gr * gr, 1.0 - beta2), v);
+        let u = unrotate(rotate(m, q) / (sqrt(v) + eps), q);
+        let step_size = lr * sqrt(1.0 - pow(beta2, s)) / (1.0 - pow(beta1, s));
+        param = select(warm, (param - step_size * u) * (1.0 - lr * weight_decay), param);
+    }
+}

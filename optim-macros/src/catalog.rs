@@ -83,6 +83,9 @@ pub(crate) enum Word {
     FactoredSecondMoment,
     KronPrecondition,
     Graft,
+    KronEigenbasis,
+    Rotate,
+    Unrotate,
 }
 
 /// A catalog entry.
@@ -308,6 +311,24 @@ pub(crate) const CATALOG: &[Entry] = &[
         word: Word::Graft,
         args: &[pos("direction", Value), pos("magnitude", Value)],
         signature: "graft(direction, magnitude)",
+    },
+    Entry {
+        name: "kron_eigenbasis",
+        word: Word::KronEigenbasis,
+        args: &[pos("x", Value), pos("beta", Beta), named("update_freq", Scalar), named("max_dim", Scalar)],
+        signature: "kron_eigenbasis(grad, beta, update_freq = 10, max_dim = 10000)",
+    },
+    Entry {
+        name: "rotate",
+        word: Word::Rotate,
+        args: &[pos("x", Value), pos("basis", Value)],
+        signature: "rotate(x, basis)",
+    },
+    Entry {
+        name: "unrotate",
+        word: Word::Unrotate,
+        args: &[pos("x", Value), pos("basis", Value)],
+        signature: "unrotate(x, basis)",
     },
 ];
 

@@ -533,7 +533,13 @@ fn host_expr_tree(
             let l = format_ident!("sread_{}", k);
             quote!(#l)
         }
-        Op::Param | Op::Grad | Op::StateRead(_) | Op::Reduce(..) | Op::Global(..) | Op::Mat(..) => {
+        Op::Param
+        | Op::Grad
+        | Op::StateRead(_)
+        | Op::Reduce(..)
+        | Op::Global(..)
+        | Op::Mat(..)
+        | Op::Basis(..) => {
             quote!(0.0f64)
         }
     }
@@ -612,7 +618,8 @@ fn host_assign(opt: &ir::Optimizer, f: &Fused, v: &Variant, id: NodeId) -> Optio
         | Op::Param
         | Op::Grad
         | Op::StateRead(_)
-        | Op::Mat(..) => return None,
+        | Op::Mat(..)
+        | Op::Basis(..) => return None,
     };
     Some(quote!(h[#id] = #e;))
 }
@@ -623,13 +630,35 @@ fn depends_on_state(f: &Fused, v: &Variant, id: NodeId, memo: &mut Vec<Option<bo
         return b;
     }
     let r = match &f.nodes[id].op {
-        Op::First(_) | Op::ScalarRead(_) | Op::Reduce(..) | Op::Global(..) => true,
+        Op::First(_) | Op::ScalarRead(_) | Op::Reduce(..) | Op::Global(..) | Op::Basis(..) => true,
         op => crate::plan::operands(op)
             .iter()
             .any(|&a| depends_on_state(f, v, v.repl[a], memo)),
     };
     memo[id] = Some(r);
     r
+}
+
+/// Does `x` depend (through element-wise operations) on a `rotate(_, basis)`?
+fn depends_on_rotation(f: &Fused, v: &Variant, x: NodeId, basis: NodeId) -> bool {
+    let mut seen = vec![false; f.nodes.len()];
+    let mut work = vec![x];
+    while let Some(n) = work.pop() {
+        let n = v.repl[n];
+        if std::mem::replace(&mut seen[n], true) {
+            continue;
+        }
+        match &f.nodes[n].op {
+            Op::Mat(ir::MatOp::Rotate, args, _)
+                if args.get(1).copied().flatten().map(|b| v.repl[b]) == Some(basis) =>
+            {
+                return true
+            }
+            Op::Mat(..) | Op::StateRead(_) => {}
+            op => work.extend(crate::plan::operands(op)),
+        }
+    }
+    false
 }
 
 fn stream_slice(s: Stream, mutable: bool) -> TokenStream {
@@ -702,6 +731,68 @@ fn emit_variant(
     });
     let ntemps = v.temps.len();
     let nbufs = f.slots.len() + f.mat_slots.len();
+    let bases: Vec<NodeId> = (0..f.nodes.len())
+        .filter(|&i| v.live[i] && v.repl[i] == i && matches!(f.nodes[i].op, Op::Basis(..)))
+        .collect();
+    let basis_cfg = |b: NodeId| -> (TokenStream, usize, usize) {
+        let Op::Basis(bargs, bslots) = &f.nodes[b].op else {
+            return (quote!(()), 0, 0);
+        };
+        let arg = |i: usize, default: TokenStream| {
+            bargs
+                .get(i)
+                .copied()
+                .flatten()
+                .map_or(default, |a| hnum(v, a))
+        };
+        let beta = arg(0, quote!(0.0f64));
+        let freq = arg(1, quote!((#p::matrix::EIGENBASIS_UPDATE_FREQ as #p::F64)));
+        let max_dim = arg(2, quote!((#p::matrix::EIGENBASIS_MAX_DIM as #p::F64)));
+        (
+            quote!(#p::matrix::EigenbasisConfig { beta: #beta, update_freq: (#freq).max(1.0) as #p::U64, max_dim: (#max_dim).max(0.0) as #p::Usize }),
+            f.slots.len() + bslots[0],
+            f.slots.len() + bslots[1],
+        )
+    };
+    let basis_init = bases.iter().map(|&b| {
+        let (cfg, s0, s1) = basis_cfg(b);
+        quote! {
+            {
+                let mut gg = ::core::mem::take(&mut ps.buffers[#s0]);
+                let mut q = ::core::mem::take(&mut ps.buffers[#s1]);
+                let fresh = #p::matrix::eigenbasis_init::<E>(g, &mut gg, &mut q, info.rows(), info.cols(), info.rank() >= 2, #cfg);
+                ps.buffers[#s0] = gg;
+                ps.buffers[#s1] = q;
+                h[#b] = if fresh { 1.0f64 } else { 0.0f64 };
+            }
+        }
+    });
+    let basis_update = bases.iter().map(|&b| {
+        let (cfg, s0, s1) = basis_cfg(b);
+        // states whose new value is computed from a rotation in this basis live in it
+        let rotated: Vec<usize> = v
+            .slots
+            .iter()
+            .copied()
+            .filter(|&s| f.slots[s].write.is_some_and(|w| depends_on_rotation(f, v, v.repl[w], b)))
+            .collect();
+        quote! {
+            if h[#b] == 0.0f64 {
+                let mut gg = ::core::mem::take(&mut ps.buffers[#s0]);
+                let mut q = ::core::mem::take(&mut ps.buffers[#s1]);
+                let mut rotated: ::std::vec::Vec<::std::vec::Vec<E>> = ::std::vec::Vec::new();
+                #(rotated.push(::core::mem::take(&mut ps.buffers[#rotated]));)*
+                {
+                    let mut refs: ::std::vec::Vec<&mut ::std::vec::Vec<E>> = rotated.iter_mut().collect();
+                    #p::matrix::eigenbasis_update::<E>(g, &mut gg, &mut q, info.rows(), info.cols(), info.rank() >= 2, ps.step, #cfg, &mut refs);
+                }
+                let mut it = rotated.into_iter();
+                #(if let ::core::option::Option::Some(b) = it.next() { ps.buffers[#rotated] = b; })*
+                ps.buffers[#s0] = gg;
+                ps.buffers[#s1] = q;
+            }
+        }
+    });
     let swrites = v.scalar_slots.iter().filter_map(|&k| {
         let w = f.scalar_slots[k].write?;
         let r = hnum(v, w);
@@ -814,6 +905,25 @@ fn emit_variant(
                         ps.temps[#out] = out;
                     }
                 }
+                ir::MatOp::Rotate | ir::MatOp::Unrotate => {
+                    let basis = c.args.first().copied().flatten().unwrap_or(0);
+                    let (q_slot, max_dim) = match &f.nodes[basis].op {
+                        Op::Basis(bargs, bslots) => (
+                            f.slots.len() + bslots[1],
+                            bargs.get(2).copied().flatten().map_or(quote!(#p::matrix::EIGENBASIS_MAX_DIM), |m| {
+                                let m = hnum(v, m);
+                                quote!(((#m).max(0.0) as #p::Usize))
+                            }),
+                        ),
+                        _ => (0, quote!(0)),
+                    };
+                    let inverse = c.op == ir::MatOp::Unrotate;
+                    quote! {
+                        let mut out = ::core::mem::take(&mut ps.temps[#out]);
+                        #p::matrix::rotate::<E>(#input, &mut out, &ps.buffers[#q_slot], info.rows(), info.cols(), info.rank() >= 2, #max_dim, #inverse);
+                        ps.temps[#out] = out;
+                    }
+                }
                 ir::MatOp::Kron => {
                     let opt_arg = |i: usize| c.args.get(i).copied().flatten().map(|a| hnum(v, a));
                     let beta = opt_arg(0).map_or(quote!(::core::option::Option::None), |b| quote!(::core::option::Option::Some(#b)));
@@ -876,6 +986,7 @@ fn emit_variant(
             if ps.buffers.len() < #nbufs {
                 ps.buffers.resize_with(#nbufs, ::std::vec::Vec::new);
             }
+            #(#basis_init)*
             #(#post)*
             ::std::boxed::Box::new(#job { values, ps, p, g, info, h })
         }
@@ -915,6 +1026,7 @@ fn emit_variant(
                 let t: #p::F64 = ps.step as #p::F64;
                 let globals: &[#p::F64] = &[];
                 #finish_host
+                #(#basis_update)*
                 #(#swrites)*
             }
         }
@@ -1108,6 +1220,7 @@ fn describe(opt: &ir::Optimizer, f: &Fused, v: &Variant, id: NodeId) -> String {
         Op::Global(kind, x, _) => {
             format!("global_{}({})", format!("{kind:?}").to_lowercase(), d(*x))
         }
+        Op::Basis(..) => "eigenbasis".into(),
         Op::Mat(op, args, _) => format!(
             "{}({})",
             format!("{op:?}").to_lowercase(),

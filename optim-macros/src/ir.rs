@@ -86,6 +86,10 @@ pub(crate) enum Op {
     /// per-step scalars (`None` = the runtime's default); the last field lists its matrix
     /// state slots (indices into `Fused::mat_slots`).
     Mat(MatOp, Vec<Option<NodeId>>, Vec<usize>),
+    /// A Kronecker eigenbasis of the gradient's statistics (SOAP): initialised before the first
+    /// use, updated after the step. Args: beta, update_freq, max_dim; state slots: GG, Q. Only
+    /// `rotate`/`unrotate` may use it.
+    Basis(Vec<Option<NodeId>>, Vec<usize>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -103,6 +107,10 @@ pub(crate) enum MatOp {
     /// Shampoo's Kronecker preconditioner; args: beta, eps, update_freq, exponent, max_dim;
     /// state slots: statistics, inverse roots.
     Kron,
+    /// `Q_L^T X Q_R` in a `Basis` (args[1]).
+    Rotate,
+    /// `Q_L X Q_R^T`.
+    Unrotate,
 }
 
 #[derive(Clone, Debug)]

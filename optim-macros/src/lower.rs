@@ -890,6 +890,14 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         };
         let l = self.expr(&b.left, None);
         let r = self.expr(&b.right, None);
+        for (side, id) in [(&b.left, l), (&b.right, r)] {
+            if matches!(self.nodes[id].op, Op::Basis(..)) {
+                self.cx.error(
+                    side.span(),
+                    "an eigenbasis is not a number; use it only with `rotate` and `unrotate`",
+                );
+            }
+        }
         let logical = matches!(op, BinOp::And | BinOp::Or);
         for (side, id) in [(&b.left, l), (&b.right, r)] {
             let is_bool = self.ty(id).boolean;
@@ -1422,6 +1430,56 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                 let ratio = self.bin(BinOp::Div, nd, nu);
                 let coef = self.select(pos, ratio, zero);
                 self.bin(BinOp::Mul, x, coef)
+            }
+            Word::KronEigenbasis => {
+                if !matches!(self.nodes[x].op, Op::Grad) {
+                    let s = bound[0].map_or(span, |b| b.1);
+                    self.cx.error(
+                        s,
+                        "`kron_eigenbasis` takes its statistics from the gradient; pass `grad`",
+                    );
+                }
+                let base = name.map_or_else(
+                    || format!("basis{}", self.mat_slots.len()),
+                    ToString::to_string,
+                );
+                let s1 = self.new_mat_slot(format!("{base}.stats"));
+                let s2 = self.new_mat_slot(format!("{base}.q"));
+                self.push(
+                    Op::Basis(vec![arg(1), arg(2), arg(3)], vec![s1, s2]),
+                    Ty {
+                        level: Level::Scalar,
+                        boolean: false,
+                    },
+                )
+            }
+            Word::Rotate | Word::Unrotate => {
+                let b = arg(1).unwrap_or(x);
+                if !matches!(self.nodes[b].op, Op::Basis(..)) {
+                    let s = bound[1].map_or(span, |b| b.1);
+                    self.cx.error(
+                        s,
+                        format!(
+                            "`{fname}` expects an eigenbasis made by `kron_eigenbasis(grad, beta)`"
+                        ),
+                    );
+                }
+                if self.ty(x).level != Level::Elem {
+                    self.cx
+                        .error(span, format!("`{fname}` needs a per-element value"));
+                }
+                let op = if entry.word == Word::Rotate {
+                    ir::MatOp::Rotate
+                } else {
+                    ir::MatOp::Unrotate
+                };
+                self.push(
+                    Op::Mat(op, vec![Some(x), Some(b)], Vec::new()),
+                    Ty {
+                        level: Level::Elem,
+                        boolean: false,
+                    },
+                )
             }
             Word::Debias => match self.ema_beta.get(&x).copied() {
                 Some(beta) => {

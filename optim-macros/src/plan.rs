@@ -144,7 +144,7 @@ pub(crate) fn operands(op: &Op) -> Vec<NodeId> {
         Op::Bin(_, a, b) => vec![*a, *b],
         Op::Func(_, args) => args.clone(),
         Op::Select(c, a, b) => vec![*c, *a, *b],
-        Op::Mat(_, args, _) => args.iter().flatten().copied().collect(),
+        Op::Mat(_, args, _) | Op::Basis(args, _) => args.iter().flatten().copied().collect(),
         _ => Vec::new(),
     }
 }

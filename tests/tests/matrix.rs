@@ -362,3 +362,87 @@ fn shampoo_handles_a_row_matrix_and_a_length_one_vector() {
         "{row:?}"
     );
 }
+
+#[test]
+fn soap_matches_pytorch_optimizer() {
+    use optim_dsl::zoo::{Soap, SoapConfig};
+    let case = fixtures::load("soap");
+    assert!(
+        case.hyperparameters["shampoo_beta"].is_null(),
+        "None means beta2"
+    );
+    let beta2 = case.hyperparameters["betas"][1].as_f64().unwrap();
+    let mut opt = Soap::<f32>::new(SoapConfig {
+        lr: case.hyper_f64("lr").into(),
+        beta1: case.hyperparameters["betas"][0].as_f64().unwrap().into(),
+        beta2: beta2.into(),
+        shampoo_beta: beta2.into(),
+        eps: case.hyper_f64("eps").into(),
+        weight_decay: case.hyper_f64("weight_decay").into(),
+        precondition_frequency: case.hyper_f64("precondition_frequency").into(),
+        max_precondition_dim: case.hyper_f64("max_precondition_dim").into(),
+    })
+    .unwrap();
+    run_case(&case, &mut opt, "soap slices");
+}
+
+/// SOAP's update does not depend on the sign or order of the eigenvectors: flipping a column
+/// of Q (with the matching state) or permuting columns leaves the trajectory unchanged.
+#[test]
+fn soap_update_is_invariant_to_eigenvector_sign_and_order() {
+    use optim_dsl::matrix::{eigenbasis_init, rotate, EigenbasisConfig};
+    let (rows, cols) = (4usize, 3usize);
+    let g: Vec<f32> = (0..12).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
+    let cfg = EigenbasisConfig {
+        beta: 0.9,
+        update_freq: 10,
+        max_dim: 100,
+    };
+    let (mut gg, mut q) = (Vec::new(), Vec::new());
+    assert!(eigenbasis_init(&g, &mut gg, &mut q, rows, cols, true, cfg));
+    let m: Vec<f32> = (0..12).map(|i| (i as f32 * 0.37).sin()).collect();
+    // u = Q_L ((Q_L^T M Q_R) / (sqrt(v) + eps)) Q_R^T with v = (Q_L^T G Q_R)^2
+    let update = |q: &[f32]| {
+        let mut gr = vec![0.0f32; 12];
+        rotate(&g, &mut gr, q, rows, cols, true, 100, false);
+        let mut mr = vec![0.0f32; 12];
+        rotate(&m, &mut mr, q, rows, cols, true, 100, false);
+        let w: Vec<f32> = mr
+            .iter()
+            .zip(&gr)
+            .map(|(a, b)| a / (b.abs() + 1e-8))
+            .collect();
+        let mut u = vec![0.0f32; 12];
+        rotate(&w, &mut u, q, rows, cols, true, 100, true);
+        u
+    };
+    let base = update(&q);
+    // flip the sign of every other column of both factors
+    let mut flipped = q.clone();
+    let (ql, qr) = flipped.split_at_mut(rows * rows);
+    for (k, x) in ql.iter_mut().enumerate() {
+        if (k % rows) % 2 == 1 {
+            *x = -*x;
+        }
+    }
+    for (k, x) in qr.iter_mut().enumerate() {
+        if (k % cols) % 2 == 0 {
+            *x = -*x;
+        }
+    }
+    // reverse the column order of the left factor
+    let mut permuted = flipped.clone();
+    for i in 0..rows {
+        for j in 0..rows {
+            permuted[i * rows + j] = flipped[i * rows + (rows - 1 - j)];
+        }
+    }
+    for other in [update(&flipped), update(&permuted)] {
+        for (a, b) in base.iter().zip(&other) {
+            assert!(
+                (a - b).abs() <= 1e-5 + 1e-4 * a.abs(),
+                "{base:?} vs {other:?}"
+            );
+        }
+    }
+}
