@@ -382,3 +382,40 @@ optimizer! {
         param = select(warm, (param - step_size * u) * (1.0 - lr * weight_decay), param);
     }
 }
+
+optimizer! {
+    /// Schedule-Free AdamW: no learning-rate schedule; the iterate is an interpolation between
+    /// a fast sequence `z` and its weighted average `x`.
+    ///
+    /// ```text
+    /// lr_t = lr * min(1, t / warmup_steps)              (t = the parameter's step, 1-based)
+    /// lr_max = max(lr_max, lr_t);  w = t^r * lr_max^weight_lr_power;  w_sum += w;  c = w / w_sum
+    /// z = z - lr_t * weight_decay * y - lr_t * g / (sqrt(v / (1 - beta2^t)) + eps)     (y = param)
+    /// v = beta2 * v + (1 - beta2) * g^2
+    /// x = (1 - c) * x + c * z
+    /// y = beta1 * x + (1 - beta1) * z                   (the parameter; gradients are taken at y)
+    /// ```
+    /// `x` and `z` start as copies of the parameter. **Evaluate with `x`**, not the parameter:
+    /// it is the state buffer named `"x"` (`DslOptimizer::state_buffer`); swap it into a model
+    /// for evaluation and back with `DslOptimizer::swap_state_with_model(model, "x")`.
+    /// Source: Defazio et al., "The Road Less Scheduled" (NeurIPS 2024), Algorithm 1; matches
+    /// `schedulefree.AdamWScheduleFreeReference` (decay at `y`). `lr_max` and `w_sum` are
+    /// per-parameter scalar states (the reference keeps them per group; identical when all
+    /// parameters start together).
+    pub ScheduleFreeAdamW<lr = 2.5e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0,
+                          warmup_steps = 0.0, r = 0.0, weight_lr_power = 2.0> {
+        let lr_t = lr * select(warmup_steps > 0.0, min(1.0, step / warmup_steps), 1.0);
+        let lr_max = scalar_state(0.0);
+        lr_max = max(lr_max, lr_t);
+        let weight = pow(step, r) * pow(lr_max, weight_lr_power);
+        let weight_sum = scalar_state(0.0);
+        weight_sum = weight_sum + weight;
+        let c = weight / weight_sum;
+        let z = state(param);
+        let x = state(param);
+        let v = second_moment(grad, beta2);
+        z = z - lr_t * weight_decay * param - lr_t * grad / (sqrt(v / (1.0 - pow(beta2, step))) + eps);
+        x = (1.0 - c) * x + c * z;
+        param = beta1 * x + (1.0 - beta1) * z;
+    }
+}

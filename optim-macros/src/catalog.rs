@@ -66,6 +66,7 @@ pub(crate) enum Word {
     Accumulate,
     RunningMax,
     State,
+    ScalarState,
     Cumprod,
     Debias,
     // per-tensor reductions (barriers)
@@ -213,6 +214,12 @@ pub(crate) const CATALOG: &[Entry] = &[
         word: Word::State,
         args: &[pos("init", Init)],
         signature: "state(init)",
+    },
+    Entry {
+        name: "scalar_state",
+        word: Word::ScalarState,
+        args: &[pos("init", Scalar)],
+        signature: "scalar_state(init)",
     },
     Entry {
         name: "cumprod",

@@ -19,6 +19,14 @@ pub(crate) fn check(cx: &mut Errors, opt: &ir::Optimizer) {
 /// An explicit `state(...)` that is never assigned would keep its initial value forever, which
 /// is always a mistake (use a `let` instead).
 fn check_states_assigned(cx: &mut Errors, f: &ir::Fused) {
+    for slot in &f.scalar_slots {
+        if slot.write.is_none() {
+            cx.error(
+                slot.span,
+                format!("scalar state `{}` is never assigned; update it with `{} = ...;` or use a plain `let`", slot.name, slot.name),
+            );
+        }
+    }
     for slot in &f.slots {
         if slot.write.is_none() {
             cx.error(

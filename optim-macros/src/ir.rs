@@ -134,6 +134,7 @@ pub(crate) struct ScalarSlot {
     pub name: String,
     pub init: f64,
     pub write: Option<NodeId>,
+    pub span: Span,
 }
 
 /// A rule written in the DSL.

@@ -420,6 +420,8 @@ enum Binding {
     Value(NodeId),
     /// An explicit `state(...)` binding: its slot and current value.
     State(usize, NodeId),
+    /// An explicit `scalar_state(...)` binding: its scalar slot and current value.
+    ScalarState(usize, NodeId),
 }
 
 struct Lowerer<'c, 'h> {
@@ -559,6 +561,7 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         match stmt {
             Stmt::Let { name, expr } => {
                 let is_state = matches!(expr, Expr::Call(c) if matches!(&*c.func, Expr::Path(p) if p.path.is_ident("state")));
+                let is_scalar_state = matches!(expr, Expr::Call(c) if matches!(&*c.func, Expr::Path(p) if p.path.is_ident("scalar_state")));
                 let id = self.expr(expr, Some(name));
                 let key = name.to_string();
                 if catalog::BUILTINS.contains(&key.as_str()) {
@@ -570,6 +573,8 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                 }
                 let binding = if is_state {
                     Binding::State(self.slots.len().saturating_sub(1), id)
+                } else if is_scalar_state {
+                    Binding::ScalarState(self.scalar_slots.len().saturating_sub(1), id)
                 } else {
                     Binding::Value(id)
                 };
@@ -622,6 +627,19 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                     let new = combine(self, cur);
                     self.slots[slot].write = Some(new);
                     self.env.insert(key, Binding::State(slot, new));
+                }
+                Some(Binding::ScalarState(slot, cur)) => {
+                    if self.scalar_slots[slot].write.is_some() {
+                        self.cx.error(target.span(), format!("state `{key}` is assigned twice; a state is written once per step"));
+                        return;
+                    }
+                    let new = combine(self, cur);
+                    if self.ty(new).level == Level::Elem {
+                        self.cx.error(expr.span(), format!("`{key}` is a scalar state; assign it a per-step value, not a per-element one"));
+                        return;
+                    }
+                    self.scalar_slots[slot].write = Some(new);
+                    self.env.insert(key, Binding::ScalarState(slot, new));
                 }
                 Some(Binding::Value(_)) => self.cx.error(
                     target.span(),
@@ -684,7 +702,7 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         let name = id.to_string();
         if let Some(b) = self.env.get(&name) {
             return match *b {
-                Binding::Value(n) | Binding::State(_, n) => n,
+                Binding::Value(n) | Binding::State(_, n) | Binding::ScalarState(_, n) => n,
             };
         }
         if let Some(i) = self.hypers.iter().position(|h| h.name == name) {
@@ -1281,12 +1299,43 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                 let (_, old) = self.state_with_init(slot_name(self, "state"), Some(x), span);
                 old
             }
+            Word::ScalarState => {
+                if name.is_none() {
+                    self.cx.error(span, "`scalar_state(...)` must be bound with `let name = scalar_state(init);` so that it can be assigned");
+                }
+                let init = match self.nodes[x].op {
+                    Op::Num(v) => v,
+                    _ => {
+                        let s = bound[0].map_or(span, |b| b.1);
+                        self.cx.error(
+                            s,
+                            "the initial value of `scalar_state` must be a number literal",
+                        );
+                        0.0
+                    }
+                };
+                let k = self.scalar_slots.len();
+                self.scalar_slots.push(ir::ScalarSlot {
+                    name: slot_name(self, "scalar_state"),
+                    init,
+                    write: None,
+                    span,
+                });
+                self.push(
+                    Op::ScalarRead(k),
+                    Ty {
+                        level: Level::Scalar,
+                        boolean: false,
+                    },
+                )
+            }
             Word::Cumprod => {
                 let k = self.scalar_slots.len();
                 self.scalar_slots.push(ir::ScalarSlot {
                     name: slot_name(self, "cumprod"),
                     init: 1.0,
                     write: None,
+                    span,
                 });
                 let old = self.push(
                     Op::ScalarRead(k),

@@ -1,0 +1,179 @@
+//! Training-toolkit pieces written in the DSL, against reference trajectories: global-norm and
+//! value clipping declared inside an optimizer, and Schedule-Free AdamW (with its averaged
+//! iterate `x` and fast iterate `z`).
+
+use optim_dsl::prelude::*;
+use optim_dsl::zoo::{ScheduleFreeAdamW, ScheduleFreeAdamWConfig};
+use optim_dsl::RuleBody;
+use optim_tests::fixtures::{self, Case};
+
+optimizer! {
+    /// `clip_grad_norm_` then SGD, as one optimizer: the global norm is a barrier over all
+    /// parameters, then one fused loop per parameter.
+    pub ClippedSgd<lr = 0.05, max_norm = 1.0> {
+        let g = clip_global_norm(grad, max_norm);
+        param -= lr * g;
+    }
+}
+
+optimizer! {
+    /// `clip_grad_value_` then SGD.
+    pub ValueClippedSgd<lr = 0.05, clip = 0.5> {
+        param -= lr * clip_value(grad, clip);
+    }
+}
+
+fn run<O: DslOptimizer<f32>>(
+    case: &Case,
+    opt: &mut O,
+    what: &str,
+    mut after: impl FnMut(usize, &O),
+) {
+    let names = case.param_order.clone();
+    let mut params: Vec<Vec<f32>> = names.iter().map(|n| case.init_f32(n)).collect();
+    for t in 0..case.steps {
+        let grads: Vec<Vec<f32>> = names.iter().map(|n| case.grad_f32(t, n)).collect();
+        let mut slices: Vec<ParamSlice<'_, f32>> = names
+            .iter()
+            .zip(params.iter_mut())
+            .zip(&grads)
+            .map(|((n, p), g)| ParamSlice {
+                name: n,
+                shape: case.shape(n),
+                param: p,
+                grad: g,
+            })
+            .collect();
+        opt.update_slices(&mut slices).unwrap();
+        for (n, p) in names.iter().zip(&params) {
+            case.assert_params_at(what, t, n, p);
+        }
+        after(t, opt);
+    }
+}
+
+#[test]
+fn global_norm_clipping_matches_torch() {
+    let case = fixtures::load("clip_grad_norm_sgd");
+    let mut opt = ClippedSgd::<f32>::new(ClippedSgdConfig {
+        lr: case.hyperparameters["sgd"]["lr"].as_f64().unwrap().into(),
+        max_norm: case.hyper_f64("max_norm").into(),
+    })
+    .unwrap();
+    run(&case, &mut opt, "clip_grad_norm", |_, _| {});
+    // one barrier (the global reduction), two loops
+    let plan = opt.explain();
+    let RuleBody::Fused {
+        kernels, barriers, ..
+    } = &plan.rules[0].body
+    else {
+        panic!()
+    };
+    assert_eq!(kernels.len(), 2, "{plan}");
+    assert_eq!(barriers.len(), 1, "{plan}");
+}
+
+#[test]
+fn global_norm_does_not_overflow_on_huge_finite_gradients() {
+    // ||g|| = 1e20 * sqrt(2) overflows f32 when squared in f32; the reduction runs in f64
+    let mut opt = ClippedSgd::<f32>::new(ClippedSgdConfig {
+        lr: 1.0.into(),
+        max_norm: 1.0.into(),
+    })
+    .unwrap();
+    let mut a = vec![0.0f32];
+    let mut b = vec![0.0f32];
+    opt.update_slices(&mut [
+        ParamSlice {
+            name: "a",
+            shape: &[1],
+            param: &mut a,
+            grad: &[1e20],
+        },
+        ParamSlice {
+            name: "b",
+            shape: &[1],
+            param: &mut b,
+            grad: &[-1e20],
+        },
+    ])
+    .unwrap();
+    let want = -(0.5f64).sqrt();
+    assert!((f64::from(a[0]) - want).abs() < 1e-6, "{a:?}");
+    assert!((f64::from(b[0]) + want).abs() < 1e-6, "{b:?}");
+}
+
+#[test]
+fn value_clipping_matches_torch() {
+    let case = fixtures::load("clip_grad_value_sgd");
+    let mut opt = ValueClippedSgd::<f32>::new(ValueClippedSgdConfig {
+        lr: case.hyperparameters["sgd"]["lr"].as_f64().unwrap().into(),
+        clip: case.hyper_f64("clip_value").into(),
+    })
+    .unwrap();
+    run(&case, &mut opt, "clip_grad_value", |_, _| {});
+}
+
+#[test]
+fn schedule_free_adamw_matches_the_reference_including_x_and_z() {
+    let case = fixtures::load("schedule_free_adamw");
+    assert_eq!(
+        case.hyperparameters["decay_at_z"],
+        serde_json::Value::Bool(false)
+    );
+    let mut opt = ScheduleFreeAdamW::<f32>::new(ScheduleFreeAdamWConfig {
+        lr: case.hyper_f64("lr").into(),
+        beta1: case.hyperparameters["betas"][0].as_f64().unwrap().into(),
+        beta2: case.hyperparameters["betas"][1].as_f64().unwrap().into(),
+        eps: case.hyper_f64("eps").into(),
+        weight_decay: case.hyper_f64("weight_decay").into(),
+        warmup_steps: case.hyper_f64("warmup_steps").into(),
+        r: case.hyper_f64("r").into(),
+        weight_lr_power: case.hyper_f64("weight_lr_power").into(),
+    })
+    .unwrap();
+    let plan = opt.explain();
+    let RuleBody::Fused { state, .. } = &plan.rules[0].body else {
+        panic!()
+    };
+    let slot = |n: &str| state.iter().position(|s| *s == n).unwrap();
+    let (xs, zs) = (slot("x"), slot("z"));
+    let extra = case_extra(&case);
+    run(&case, &mut opt, "schedule_free", |t, opt| {
+        for name in &case.param_order {
+            let st = opt.state().param(name).unwrap();
+            let want_x: Vec<f64> = extra["x"][t][name]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let want_z: Vec<f64> = extra["z"][t][name]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            fixtures::assert_close(
+                "schedule_free_adamw",
+                &format!("x[{t}][{name}]"),
+                &st.buffers[xs],
+                &want_x,
+                &case.tolerance,
+            );
+            fixtures::assert_close(
+                "schedule_free_adamw",
+                &format!("z[{t}][{name}]"),
+                &st.buffers[zs],
+                &want_z,
+                &case.tolerance,
+            );
+        }
+    });
+}
+
+fn case_extra(case: &Case) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures::path(&case.case)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["extra"].clone()
+}
