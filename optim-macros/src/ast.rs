@@ -13,6 +13,7 @@
 //! ```
 
 use proc_macro2::Span;
+use quote::ToTokens;
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{braced, Attribute, Expr, Ident, Lit, Token, Visibility};
@@ -161,6 +162,22 @@ fn parse_literal(input: ParseStream) -> syn::Result<Literal> {
     let span = neg.as_ref().map_or(lit.span(), |n| {
         n.span.join(lit.span()).unwrap_or(lit.span())
     });
+    if let Lit::Float(_) | Lit::Int(_) = &lit {
+        let v = match &lit {
+            Lit::Float(f) => f.base10_parse::<f64>()?,
+            Lit::Int(i) => i.base10_parse::<f64>()?,
+            _ => 0.0,
+        };
+        if !v.is_finite() {
+            return Err(syn::Error::new(
+                lit.span(),
+                format!(
+                    "number literal `{}` is not a finite `f64`",
+                    lit.to_token_stream()
+                ),
+            ));
+        }
+    }
     let value = match &lit {
         Lit::Float(f) => LitValue::Num(f.base10_parse::<f64>()?),
         Lit::Int(i) => LitValue::Num(i.base10_parse::<f64>()?),
@@ -321,6 +338,10 @@ fn parse_stmts(input: ParseStream) -> syn::Result<Vec<Stmt>> {
             (AssignOp::Div, input.parse::<Token![/=]>()?.span())
         } else if input.peek(Token![=]) && !input.peek(Token![==]) {
             (AssignOp::Set, input.parse::<Token![=]>()?.span)
+        } else if input.peek(syn::token::Paren) {
+            return Err(input.error(format!(
+                "a bare expression is not a statement; bind it with `let name = {target}(...);`"
+            )));
         } else {
             return Err(input.error(format!(
                 "expected `=`, `-=`, `+=`, `*=` or `/=` after `{target}`; statements are `let name = ...;` or updates such as `param -= ...;`"

@@ -106,7 +106,8 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
         {
             let field = format_ident!("__r{}", ri);
             let fname = format_ident!("__reuse_{}", ri);
-            let inner_cfg = format_ident!("{}Config", inner, span = inner.span());
+            let inner_cfg =
+                quote_spanned!(inner.span()=> <#inner as #p::DslOptimizer<#p::F32>>::Config);
             reuse_fields.push(
                 quote!(#[doc(hidden)] pub #field: <#inner_cfg as #p::OptimizerConfig>::Values),
             );
@@ -121,12 +122,13 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
                     quote!(let #l: #p::F64 = self.#n.value_at(step);)
                 }
             });
-            let sets = bindings.iter().map(|(k, id)| {
-                let e = host_expr_tree(opt, nodes, *id, &|_| None);
+            let sets = bindings.iter().map(|(k, id, vspan)| {
+                let e = respan(host_expr_tree(opt, nodes, *id, &|_| None), *vspan);
                 if nodes[*id].ty.boolean {
                     quote_spanned!(k.span()=> c.#k = #e;)
                 } else {
-                    quote_spanned!(k.span()=> c.#k = #p::Hyper::Const(#e);)
+                    let wrapped = respan(quote!(#p::Hyper::Const(#e)), *vspan);
+                    quote_spanned!(k.span()=> c.#k = #wrapped;)
                 }
             });
             reuse_fns.push(quote! {
@@ -413,6 +415,24 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
     }
 }
 
+/// `tokens` with every token's span set to `span` (so rustc errors about a generated
+/// expression land on the user's tokens).
+fn respan(tokens: TokenStream, span: proc_macro2::Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let proc_macro2::TokenTree::Group(g) = &tt {
+                let mut ng = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                ng.set_span(span);
+                tt = proc_macro2::TokenTree::Group(ng);
+            } else {
+                tt.set_span(span);
+            }
+            tt
+        })
+        .collect()
+}
+
 fn domain_tokens(d: ir::Domain) -> TokenStream {
     let p = Private;
     match d {
@@ -424,6 +444,11 @@ fn domain_tokens(d: ir::Domain) -> TokenStream {
 }
 
 fn f64_lit(v: f64) -> TokenStream {
+    if !v.is_finite() {
+        // lowering rejects non-finite literals; stay panic-free regardless
+        let p = Private;
+        return quote!(#p::F64::NAN);
+    }
     let lit = Literal::f64_suffixed(v.abs());
     if v.is_sign_negative() {
         quote!((-#lit))

@@ -1,33 +1,86 @@
 //! On error: the errors, plus stub items with the declared names, so that code using the
 //! optimizer (`Name::default()`, `NameConfig { lr: ..., ..Default::default() }`,
-//! `opt.update(...)`) does not add follow-on errors to the real one.
+//! `opt.set_lr(...)`, `opt.update(...)`) does not add follow-on errors to the real one.
 
 use crate::ast;
 use crate::private::Private;
 use proc_macro2::{TokenStream, TokenTree};
 use quote::{format_ident, quote};
+use syn::parse::{Parse, ParseStream};
 
 /// Errors plus stubs for an input that parsed.
 pub(crate) fn expand(ast: &ast::Input, err: syn::Error) -> TokenStream {
     let errors = err.into_compile_error();
-    let fields: Vec<(syn::Ident, bool)> = ast
-        .hypers
-        .iter()
-        .map(|h| {
-            (
-                h.name.clone(),
-                matches!(h.default.value, ast::LitValue::Bool(_)),
-            )
-        })
-        .collect();
+    let fields = dedup(ast.hypers.iter().map(|h| {
+        (
+            h.name.clone(),
+            matches!(h.default.value, ast::LitValue::Bool(_)),
+        )
+    }));
     let stub = stub(&ast.vis, &ast.name, &fields);
     quote!(#errors #stub)
 }
 
-/// Errors plus a stub for an input that did not parse: if the name can be found (first
-/// identifier after an optional `pub`/attributes), a field-less stub is emitted.
+fn dedup(fields: impl Iterator<Item = (syn::Ident, bool)>) -> Vec<(syn::Ident, bool)> {
+    let mut out: Vec<(syn::Ident, bool)> = Vec::new();
+    for (n, flag) in fields {
+        if !out.iter().any(|(m, _)| *m == n) {
+            out.push((n, flag));
+        }
+    }
+    out
+}
+
+/// The header of a declaration whose body did not parse: name and hyperparameter names.
+struct Header {
+    vis: syn::Visibility,
+    name: syn::Ident,
+    fields: Vec<(syn::Ident, bool)>,
+}
+
+impl Parse for Header {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        input.call(syn::Attribute::parse_outer)?;
+        let vis: syn::Visibility = input.parse()?;
+        let name: syn::Ident = input.parse()?;
+        let mut fields = Vec::new();
+        if input.peek(syn::Token![<]) {
+            input.parse::<syn::Token![<]>()?;
+            while !input.peek(syn::Token![>]) && !input.is_empty() {
+                let n: syn::Ident = input.parse()?;
+                input.parse::<syn::Token![=]>()?;
+                input.parse::<Option<syn::Token![-]>>()?;
+                let lit: syn::Lit = input.parse()?;
+                fields.push((n, matches!(lit, syn::Lit::Bool(_))));
+                if input.peek(syn::Token![,]) {
+                    input.parse::<syn::Token![,]>()?;
+                } else {
+                    break;
+                }
+            }
+        }
+        // the rest (the body that failed to parse) is ignored
+        input.step(|cursor| {
+            let mut rest = *cursor;
+            while let Some((_, next)) = rest.token_tree() {
+                rest = next;
+            }
+            Ok(((), rest))
+        })?;
+        Ok(Header { vis, name, fields })
+    }
+}
+
+/// Errors plus a stub for an input that did not parse: the header is recovered when it
+/// parses on its own; otherwise the first identifier after attributes and `pub` names a
+/// field-less stub.
 pub(crate) fn from_tokens(input: TokenStream, err: syn::Error) -> TokenStream {
     let errors = err.into_compile_error();
+    if let Ok(h) = syn::parse2::<Header>(input.clone()) {
+        let fields = dedup(h.fields.into_iter());
+        let stub = stub(&h.vis, &h.name, &fields);
+        return quote!(#errors #stub);
+    }
     let mut vis: syn::Visibility = syn::Visibility::Inherited;
     let mut name = None;
     let mut iter = input.into_iter().peekable();
@@ -76,6 +129,21 @@ fn stub(vis: &syn::Visibility, name: &syn::Ident, fields: &[(syn::Ident, bool)])
             quote!(#n: #p::Hyper::Const(0.0))
         }
     });
+    let setters = fields.iter().map(|(n, flag)| {
+        let set = format_ident!("set_{}", n);
+        let with = format_ident!("with_{}", n);
+        if *flag {
+            quote! {
+                pub fn #set(&mut self, _: #p::Bool) { ::core::unreachable!() }
+                pub fn #with(self, _: #p::Bool) -> Self { ::core::unreachable!() }
+            }
+        } else {
+            quote! {
+                pub fn #set(&mut self, _: impl ::core::convert::Into<#p::Hyper>) -> ::core::result::Result<(), #p::OptimError> { ::core::unreachable!() }
+                pub fn #with(self, _: impl ::core::convert::Into<#p::Hyper>) -> ::core::result::Result<Self, #p::OptimError> { ::core::unreachable!() }
+            }
+        }
+    });
     quote! {
         #[derive(::core::clone::Clone, ::core::fmt::Debug, ::core::cmp::PartialEq)]
         #[allow(missing_docs)]
@@ -95,11 +163,15 @@ fn stub(vis: &syn::Visibility, name: &syn::Ident, fields: &[(syn::Ident, bool)])
             fn set_field(&mut self, _: &#p::Str, _: #p::Field) -> ::core::result::Result<(), #p::OptimError> { ::core::unreachable!() }
         }
         #[allow(missing_docs)]
-        #[derive(::core::default::Default)]
+        #[derive(::core::default::Default, ::core::fmt::Debug)]
         #vis struct #name<E: #p::Float = #p::F32> { state: #p::OptState<E>, config: #config }
+        #[allow(missing_docs, clippy::all)]
         impl<E: #p::Float> #name<E> {
-            #[allow(missing_docs)]
             pub fn new(_: #config) -> ::core::result::Result<Self, #p::OptimError> { ::core::unreachable!() }
+            pub fn config(&self) -> &#config { &self.config }
+            pub fn set_config(&mut self, _: #config) -> ::core::result::Result<(), #p::OptimError> { ::core::unreachable!() }
+            pub fn state(&self) -> &#p::OptState<E> { &self.state }
+            #(#setters)*
         }
         impl<E: #p::Float> #p::DslOptimizer<E> for #name<E> {
             type Config = #config;

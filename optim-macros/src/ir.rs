@@ -153,7 +153,7 @@ pub(crate) enum RuleBody {
     /// over this optimizer's hyperparameters, in `reuse_nodes`.
     Reuse {
         name: Ident,
-        bindings: Vec<(Ident, NodeId)>,
+        bindings: Vec<(Ident, NodeId, Span)>,
         nodes: Vec<Node>,
     },
 }

@@ -50,7 +50,7 @@ pub(crate) fn lower(cx: &mut Errors, input: &ast::Input) -> ir::Optimizer {
 }
 
 fn fmt_num(v: f64) -> String {
-    format!("{v}")
+    format!("{v:?}")
 }
 
 /// Domain implied by a hyperparameter's name (PyTorch's argument checks).
@@ -333,12 +333,17 @@ fn guard_number(cx: &mut Errors, e: &Expr) -> TokenStream {
                     return quote!(0.0);
                 }
             };
-            quote!((#call as f64))
+            let p = crate::private::Private;
+            quote!((#call as #p::F64))
         }
         Expr::Lit(syn::ExprLit {
             lit: syn::Lit::Int(i),
             ..
         }) => match i.base10_parse::<f64>() {
+            Ok(v) if !v.is_finite() => {
+                cx.error(e.span(), "number literal is not a finite `f64`");
+                quote!(0.0)
+            }
             Ok(v) => quote!(#v),
             Err(e) => {
                 cx.push(e);
@@ -349,6 +354,10 @@ fn guard_number(cx: &mut Errors, e: &Expr) -> TokenStream {
             lit: syn::Lit::Float(f),
             ..
         }) => match f.base10_parse::<f64>() {
+            Ok(v) if !v.is_finite() => {
+                cx.error(e.span(), "number literal is not a finite `f64`");
+                quote!(0.0)
+            }
             Ok(v) => quote!(#v),
             Err(e) => {
                 cx.push(e);
@@ -380,7 +389,7 @@ fn lower_reuse(cx: &mut Errors, hypers: &[ir::Hyper], reuse: &ast::Reuse) -> ir:
         if lw.nodes[id].ty.level == Level::Elem {
             lw.cx.error(e.span(), format!("`{k}` must be bound to a per-step value (hyperparameters and literals), found a per-element value"));
         }
-        bindings.push((k.clone(), id));
+        bindings.push((k.clone(), id, e.span()));
     }
     let nodes = std::mem::take(&mut lw.nodes);
     ir::RuleBody::Reuse {
@@ -594,6 +603,10 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         let value = self.expr(expr, None);
         if self.ty(value).boolean {
             self.cx.error(expr.span(), format!("cannot assign a condition to `{key}`; use `select(cond, a, b)` to pick a value"));
+            if key == "param" && self.param_write.is_none() {
+                // record the update anyway so that "never updates `param`" does not follow
+                self.param_write = Some(value);
+            }
             return;
         }
         let combine = |lw: &mut Self, cur: NodeId| match op {
@@ -777,6 +790,13 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         match e {
             Expr::Lit(l) => match &l.lit {
                 syn::Lit::Float(f) => match f.base10_parse::<f64>() {
+                    Ok(v) if !v.is_finite() => {
+                        self.cx.error(
+                            f.span(),
+                            format!("number literal `{f}` is not a finite `f64`"),
+                        );
+                        self.num(0.0)
+                    }
                     Ok(v) => self.num(v),
                     Err(err) => {
                         self.cx.push(err);
@@ -784,6 +804,13 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                     }
                 },
                 syn::Lit::Int(i) => match i.base10_parse::<f64>() {
+                    Ok(v) if !v.is_finite() => {
+                        self.cx.error(
+                            i.span(),
+                            format!("number literal `{i}` is not a finite `f64`"),
+                        );
+                        self.num(0.0)
+                    }
                     Ok(v) => self.num(v),
                     Err(err) => {
                         self.cx.push(err);
@@ -1181,12 +1208,6 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             Word::Lerp => self.lerp(x, arg(1).unwrap_or(x), arg(2).unwrap_or(x)),
             Word::Select => {
                 let (a, b) = (arg(1).unwrap_or(x), arg(2).unwrap_or(x));
-                if self.ty(a).boolean != self.ty(b).boolean {
-                    self.cx.error(
-                        span,
-                        "both branches of `select` must be numbers (or both conditions)",
-                    );
-                }
                 self.select(x, a, b)
             }
             Word::Momentum => {
