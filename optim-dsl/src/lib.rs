@@ -5,9 +5,10 @@ extern crate self as optim_dsl;
 
 pub use optim_macros::optimizer;
 pub use optim_runtime::{
-    kernel, matrix, ops, plan, schedule, state, Domain, DslOptimizer, Field, Float, Hyper,
-    KernelPlan, OptState, OptimError, OptimizerConfig, ParamInfo, ParamSlice, ParamState, Plan,
-    RuleBody, RulePlan, Schedule,
+    accumulate, checkpoint, ema, kernel, matrix, ops, plan, schedule, state, Anneal, Cooldown,
+    Domain, DslOptimizer, EmaCorrection, Field, Float, GradAccumulator, Hyper, KernelPlan, Knot,
+    NonFinitePolicy, OptState, OptimError, OptimizerConfig, ParamInfo, ParamSlice, ParamState,
+    Plan, RuleBody, RulePlan, Schedule, WeightEma,
 };
 
 pub mod zoo;

@@ -384,6 +384,9 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
                 fn config(&self) -> &#config {
                     &self.config
                 }
+                fn config_mut(&mut self) -> ::core::option::Option<&mut #config> {
+                    ::core::option::Option::Some(&mut self.config)
+                }
                 fn opt_state(&self) -> &#p::OptState<E> {
                     &self.state
                 }

@@ -176,6 +176,7 @@ fn stub(vis: &syn::Visibility, name: &syn::Ident, fields: &[(syn::Ident, bool)])
         impl<E: #p::Float> #p::DslOptimizer<E> for #name<E> {
             type Config = #config;
             fn config(&self) -> &#config { &self.config }
+            fn config_mut(&mut self) -> ::core::option::Option<&mut #config> { ::core::option::Option::Some(&mut self.config) }
             fn opt_state(&self) -> &#p::OptState<E> { &self.state }
             fn opt_state_mut(&mut self) -> &mut #p::OptState<E> { &mut self.state }
             fn route(_: &#p::ParamInfo<'_>) -> #p::Usize { 0 }

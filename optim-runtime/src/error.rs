@@ -45,4 +45,30 @@ pub enum OptimError {
     /// The device reported an error (dfdx `Cpu`/`Cuda` error, as text).
     #[error("device error: {0}")]
     Device(String),
+    /// A gradient holds a NaN or an infinity and the optimizer's policy is
+    /// [`NonFinitePolicy::Error`](crate::NonFinitePolicy::Error). Nothing was modified.
+    #[error("gradient of parameter `{param}` is not finite (it holds a NaN or an infinity)")]
+    NonFiniteGradient {
+        /// The first parameter (in the order given to the update) with a non-finite gradient.
+        param: String,
+    },
+    /// A checkpoint does not fit the optimizer or [`WeightEma`](crate::WeightEma) it is loaded
+    /// into, or its record of one parameter is inconsistent. Nothing was modified.
+    #[error("checkpoint does not fit parameter `{param}`: {detail}")]
+    CheckpointMismatch {
+        /// The parameter (state key) that differs.
+        param: String,
+        /// What differs, in words.
+        detail: String,
+    },
+    /// A checkpoint could not be written, read or parsed, or it was written by another
+    /// optimizer type, element type or configuration. Nothing was modified.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// A training helper was used out of order or with an invalid setting: a
+    /// [`WeightEma`](crate::WeightEma) updated while its averages are swapped into the model or
+    /// built with a decay outside `[0, 1)`, a [`GradAccumulator`](crate::GradAccumulator)
+    /// averaged before any micro-batch. Nothing was modified.
+    #[error("invalid use: {0}")]
+    InvalidUse(String),
 }

@@ -9,7 +9,13 @@
 //! - [`optimizer`]: the [`DslOptimizer`] trait with the slice and dfdx drivers.
 //! - [`plan`]: the `explain` description of a generated optimizer.
 //! - [`error`]: the error type, [`OptimError`].
+//! - Training toolkit: [`ema`] (weight averaging, [`WeightEma`]), [`accumulate`] (gradient
+//!   accumulation, [`GradAccumulator`]), [`checkpoint`] (save/load the complete optimizer
+//!   state), and the per-optimizer [`NonFinitePolicy`] in [`state`].
 
+pub mod accumulate;
+pub mod checkpoint;
+pub mod ema;
 pub mod error;
 pub mod float;
 pub mod hyper;
@@ -24,11 +30,13 @@ pub mod state;
 
 mod dfdx_path;
 
+pub use accumulate::GradAccumulator;
+pub use ema::{EmaCorrection, WeightEma};
 pub use error::OptimError;
 pub use float::Float;
 pub use hyper::{eval_hyper, Domain, Hyper};
 pub use optimizer::{DslOptimizer, Field, OptimizerConfig};
 pub use param::{ParamInfo, ParamSlice};
 pub use plan::{KernelPlan, Plan, RuleBody, RulePlan};
-pub use schedule::Schedule;
-pub use state::{OptState, ParamState};
+pub use schedule::{Anneal, Cooldown, Knot, Schedule};
+pub use state::{NonFinitePolicy, OptState, ParamState};

@@ -534,7 +534,7 @@ fn descending_eigenvectors<E: Float>(h: MatRef<'_, E>) -> Option<Mat<E>> {
     let d = h.nrows();
     let mut reg = h.to_owned();
     for i in 0..d {
-        reg[(i, i)] = reg[(i, i)] + E::of_f64(1e-30);
+        reg[(i, i)] += E::of_f64(1e-30);
     }
     let evd = reg.self_adjoint_eigen(faer::Side::Lower).ok()?;
     let u = evd.U();

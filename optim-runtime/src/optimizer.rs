@@ -3,8 +3,12 @@
 //! ([`DslOptimizer::update`]).
 
 use crate::kernel::{execute, Job};
-use crate::{Float, Hyper, OptState, OptimError, ParamInfo, ParamSlice, ParamState, Plan};
+use crate::{
+    Float, Hyper, NonFinitePolicy, OptState, OptimError, ParamInfo, ParamSlice, ParamState, Plan,
+    WeightEma,
+};
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 /// The hyperparameters of a generated optimizer (the `…Config` struct `optimizer!` emits).
 pub trait OptimizerConfig: Clone + Default + core::fmt::Debug {
@@ -84,7 +88,10 @@ pub trait DslOptimizer<E: Float>: Sized {
     /// Invalid hyperparameter values at this step; a gradient whose length differs from its
     /// parameter, a `shape` that does not match the data, or a length that differs from the one
     /// the state was created with ([`OptimError::ShapeMismatch`], naming the parameter); a name
-    /// used twice ([`OptimError::DuplicateParam`]). Nothing is modified on error.
+    /// used twice ([`OptimError::DuplicateParam`]); a NaN or infinite gradient under
+    /// [`NonFinitePolicy::Error`] ([`OptimError::NonFiniteGradient`]). Nothing is modified on
+    /// error. Under [`NonFinitePolicy::SkipStep`] such a step returns `Ok(())` and changes only
+    /// [`OptState::skipped_steps`].
     fn update_slices(&mut self, params: &mut [ParamSlice<'_, E>]) -> Result<(), OptimError> {
         let entries: Vec<Entry<'_, E>> = params
             .iter_mut()
@@ -121,6 +128,102 @@ pub trait DslOptimizer<E: Float>: Sized {
         dfdx::tensor::Cpu: dfdx::tensor_ops::Device<E>,
     {
         crate::dfdx_path::update(self, model, grads)
+    }
+
+    /// Mutable access to the hyperparameters, used by [`load_checkpoint`](Self::load_checkpoint)
+    /// to restore a checkpoint's config. The default returns `None`: a checkpoint whose config
+    /// differs from the optimizer's is then refused (build the optimizer with that config, or
+    /// override this method to return `Some(&mut config)`).
+    fn config_mut(&mut self) -> Option<&mut Self::Config> {
+        None
+    }
+
+    /// Sets what a step does with NaN or infinite gradients (see [`NonFinitePolicy`]; default
+    /// [`NonFinitePolicy::Propagate`]). Takes effect at the next step; saved in checkpoints.
+    fn set_non_finite_policy(&mut self, policy: NonFinitePolicy) {
+        self.opt_state_mut().non_finite = policy;
+    }
+
+    /// The current [`NonFinitePolicy`].
+    fn non_finite_policy(&self) -> NonFinitePolicy {
+        self.opt_state().non_finite
+    }
+
+    /// Writes the complete optimizer state to `path` as a safetensors file (see
+    /// [`crate::checkpoint`] for the format): every state buffer, per-parameter step counts and
+    /// scalar states, the global step, the skipped-step count, the non-finite policy and every
+    /// hyperparameter and flag (schedules included). The file is written next to `path` and
+    /// renamed over it, so an existing checkpoint is never left half-written.
+    ///
+    /// # Errors
+    /// [`OptimError::Checkpoint`] when the file cannot be written or the element type is not
+    /// `f32`/`f64`.
+    fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<(), OptimError> {
+        crate::checkpoint::save_file(self, None, path.as_ref())
+    }
+
+    /// [`save_checkpoint`](Self::save_checkpoint) plus the averaged weights of `ema`.
+    ///
+    /// # Errors
+    /// As [`save_checkpoint`](Self::save_checkpoint).
+    fn save_checkpoint_with_ema(
+        &self,
+        path: impl AsRef<Path>,
+        ema: &WeightEma<E>,
+    ) -> Result<(), OptimError> {
+        crate::checkpoint::save_file(self, Some(ema), path.as_ref())
+    }
+
+    /// Replaces the optimizer state (and config) with the checkpoint at `path`, written by
+    /// [`save_checkpoint`](Self::save_checkpoint) for the same optimizer type and element type.
+    /// The whole file is validated before anything is replaced; an `Err` changes nothing. An
+    /// optimizer that has no state yet (never stepped) accepts any parameter set; one that has
+    /// state accepts only a checkpoint of exactly the same parameter names and lengths.
+    ///
+    /// # Errors
+    /// [`OptimError::CheckpointMismatch`] naming the parameter whose name, length, element type
+    /// or recorded state does not fit; [`OptimError::Checkpoint`] when the file cannot be read
+    /// or parsed, was written by another optimizer type or element type, or has a config this
+    /// optimizer cannot take.
+    fn load_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<(), OptimError> {
+        let bytes = crate::checkpoint::read_file(path.as_ref())?;
+        crate::checkpoint::load(self, None, &bytes)
+    }
+
+    /// [`load_checkpoint`](Self::load_checkpoint) plus the averaged weights into `ema`
+    /// (validated with the rest; an `Err` changes neither).
+    ///
+    /// # Errors
+    /// As [`load_checkpoint`](Self::load_checkpoint), and [`OptimError::Checkpoint`] when the
+    /// file has no EMA.
+    fn load_checkpoint_with_ema(
+        &mut self,
+        path: impl AsRef<Path>,
+        ema: &mut WeightEma<E>,
+    ) -> Result<(), OptimError> {
+        let bytes = crate::checkpoint::read_file(path.as_ref())?;
+        crate::checkpoint::load(self, Some(ema), &bytes)
+    }
+
+    /// The checkpoint of [`save_checkpoint`](Self::save_checkpoint) in memory (with `ema` when
+    /// given).
+    ///
+    /// # Errors
+    /// As [`save_checkpoint`](Self::save_checkpoint).
+    fn to_checkpoint_bytes(&self, ema: Option<&WeightEma<E>>) -> Result<Vec<u8>, OptimError> {
+        crate::checkpoint::to_bytes(self, ema)
+    }
+
+    /// [`load_checkpoint`](Self::load_checkpoint) from memory (into `ema` too when given).
+    ///
+    /// # Errors
+    /// As [`load_checkpoint_with_ema`](Self::load_checkpoint_with_ema).
+    fn load_checkpoint_bytes(
+        &mut self,
+        bytes: &[u8],
+        ema: Option<&mut WeightEma<E>>,
+    ) -> Result<(), OptimError> {
+        crate::checkpoint::load(self, ema, bytes)
     }
 }
 
@@ -187,6 +290,21 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
         rules.push(rule);
     }
 
+    // 1b. non-finite gradients under the optimizer's policy (still nothing written).
+    let policy = opt.opt_state().non_finite;
+    if policy != NonFinitePolicy::Propagate {
+        if let Some(bad) = entries.iter().find(|e| !all_finite(e.grad)) {
+            if policy == NonFinitePolicy::Error {
+                return Err(OptimError::NonFiniteGradient {
+                    param: bad.name.to_string(),
+                });
+            }
+            // SkipStep: no parameter, buffer or step count changes; only the skip is counted.
+            opt.opt_state_mut().skipped_steps += 1;
+            return Ok(());
+        }
+    }
+
     // 2. state creation and per-parameter preparation.
     let state = opt.opt_state_mut();
     for (e, &rule) in entries.iter().zip(&rules) {
@@ -218,4 +336,20 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     execute(jobs);
     opt.opt_state_mut().step += 1;
     Ok(())
+}
+
+/// Whether every element of `xs` is finite. `x - x` is `0` for a finite `x` and NaN for NaN or
+/// an infinity, so eight independent sums of it (which the compiler vectorises) are all zero
+/// exactly when every element is finite.
+#[allow(clippy::eq_op)] // `x - x` is the point
+pub(crate) fn all_finite<E: Float>(xs: &[E]) -> bool {
+    const LANES: usize = 8;
+    let mut acc = [E::zero(); LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for j in 0..LANES {
+            acc[j] += c[j] - c[j];
+        }
+    }
+    chunks.remainder().iter().all(|x| x.is_finite()) && acc.iter().all(|a| *a == E::zero())
 }

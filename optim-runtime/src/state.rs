@@ -102,13 +102,40 @@ impl<E: Copy + Default> ParamState<E> {
     }
 }
 
+/// What a step does when a gradient holds a NaN or an infinity (set per optimizer with
+/// [`DslOptimizer::set_non_finite_policy`](crate::DslOptimizer::set_non_finite_policy)).
+///
+/// The check runs after the step's other validation and before anything is written. It reads
+/// every gradient element once (an extra pass over the gradients; none with `Propagate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NonFinitePolicy {
+    /// No check: non-finite gradients flow into the update (and usually into the parameters and
+    /// state), as in `torch.optim`. The default.
+    #[default]
+    Propagate,
+    /// Skip the whole step, as PyTorch's `GradScaler.step` does on overflow: every parameter
+    /// and every state buffer stays bit-identical, the global step and every per-parameter step
+    /// count do **not** advance (so schedules and bias corrections resume where they were), and
+    /// [`OptState::skipped_steps`] is incremented. The update call returns `Ok(())`.
+    SkipStep,
+    /// Return [`OptimError::NonFiniteGradient`](crate::OptimError::NonFiniteGradient) naming the
+    /// first parameter (in the order given) whose gradient is not finite; nothing is modified.
+    Error,
+}
+
 /// The whole state of an optimizer: the global step and one [`ParamState`] per parameter name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OptState<E> {
-    /// Number of completed `update` calls (the step at which schedules are evaluated).
+    /// Number of completed `update` calls (the step at which schedules are evaluated). Steps
+    /// skipped under [`NonFinitePolicy::SkipStep`] are not counted.
     pub step: u64,
     /// Per-parameter state by name (dfdx path: the dotted module path such as `"0.weight"`).
     pub params: BTreeMap<String, ParamState<E>>,
+    /// What a step does with non-finite gradients (default [`NonFinitePolicy::Propagate`]).
+    pub non_finite: NonFinitePolicy,
+    /// Number of `update` calls skipped under [`NonFinitePolicy::SkipStep`].
+    pub skipped_steps: u64,
     /// dfdx path only: a reusable host copy of each parameter (dfdx 0.13 exposes no mutable
     /// view of a tensor's storage, see ARCHITECTURE.md). Not part of the optimizer's state.
     pub(crate) scratch: BTreeMap<String, Vec<E>>,
@@ -119,6 +146,8 @@ impl<E> Default for OptState<E> {
         OptState {
             step: 0,
             params: BTreeMap::new(),
+            non_finite: NonFinitePolicy::Propagate,
+            skipped_steps: 0,
             scratch: BTreeMap::new(),
         }
     }

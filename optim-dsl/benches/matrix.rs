@@ -1,0 +1,131 @@
+//! Matrix optimizers: one Muon step (momentum + 5-step Newton–Schulz + update) on 1024×1024
+//! and 768×3072, the bare Newton–Schulz on the same shapes, and Shampoo / SOAP steps with their
+//! preconditioners refreshed every 10 steps — measured as the amortised cost of 10 consecutive
+//! steps — next to AdamW on the same parameters, in the same run.
+//!
+//! ```text
+//! cargo bench -p optim-dsl --bench matrix
+//! python3 scripts/bench-report.py      # medians and ratios
+//! ```
+
+use criterion::{criterion_main, BenchmarkId, Criterion};
+use optim_dsl::matrix::{orthogonalize, NS_COEFFS, NS_EPS, NS_STEPS};
+use optim_dsl::prelude::*;
+use optim_dsl::zoo::{AdamW, Muon, Shampoo, ShampooConfig, Soap, SoapConfig};
+use std::hint::black_box;
+use std::time::Duration;
+
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02
+        })
+        .collect()
+}
+
+fn step<O: DslOptimizer<f32>>(opt: &mut O, shape: &[usize], p: &mut [f32], g: &[f32]) {
+    opt.update_slices(&mut [ParamSlice {
+        name: "w",
+        shape,
+        param: p,
+        grad: g,
+    }])
+    .unwrap();
+}
+
+fn muon(c: &mut Criterion) {
+    let mut group = c.benchmark_group("muon");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(6))
+        .warm_up_time(Duration::from_secs(1));
+    for (rows, cols) in [(1024usize, 1024usize), (768, 3072)] {
+        let id = format!("{rows}x{cols}");
+        let g = data(rows * cols, 1);
+        let mut out = vec![0.0f32; rows * cols];
+        group.bench_function(BenchmarkId::new("newton_schulz", &id), |b| {
+            b.iter(|| {
+                orthogonalize(
+                    black_box(&g),
+                    &mut out,
+                    rows,
+                    cols,
+                    NS_STEPS,
+                    NS_COEFFS,
+                    NS_EPS,
+                )
+            })
+        });
+        let mut p = data(rows * cols, 2);
+        let mut opt = Muon::<f32>::default();
+        step(&mut opt, &[rows, cols], &mut p, &g);
+        group.bench_function(BenchmarkId::new("muon_step", &id), |b| {
+            b.iter(|| step(&mut opt, &[rows, cols], &mut p, &g))
+        });
+    }
+    group.finish();
+}
+
+fn preconditioned(c: &mut Criterion) {
+    let mut group = c.benchmark_group("preconditioned_10_steps");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(1));
+    for (rows, cols) in [(256usize, 256usize), (512, 512)] {
+        let id = format!("{rows}x{cols}");
+        let shape = [rows, cols];
+        let g = data(rows * cols, 3);
+        let mut p = data(rows * cols, 4);
+        // 10 steps per iteration = one refresh of the preconditioner per iteration
+        let mut adamw = AdamW::<f32>::default();
+        step(&mut adamw, &shape, &mut p, &g);
+        group.bench_function(BenchmarkId::new("adamw", &id), |b| {
+            b.iter(|| {
+                for _ in 0..10 {
+                    step(&mut adamw, &shape, &mut p, &g)
+                }
+            })
+        });
+        let mut shampoo = Shampoo::<f32>::new(ShampooConfig {
+            update_freq: 10.0.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        step(&mut shampoo, &shape, &mut p, &g);
+        group.bench_function(BenchmarkId::new("shampoo", &id), |b| {
+            b.iter(|| {
+                for _ in 0..10 {
+                    step(&mut shampoo, &shape, &mut p, &g)
+                }
+            })
+        });
+        let mut soap = Soap::<f32>::new(SoapConfig {
+            precondition_frequency: 10.0.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        step(&mut soap, &shape, &mut p, &g);
+        group.bench_function(BenchmarkId::new("soap", &id), |b| {
+            b.iter(|| {
+                for _ in 0..10 {
+                    step(&mut soap, &shape, &mut p, &g)
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Runs every group (what `criterion_group!` would generate, with a doc comment).
+fn benches() {
+    let mut c = Criterion::default().configure_from_args();
+    muon(&mut c);
+    preconditioned(&mut c);
+}
+
+criterion_main!(benches);

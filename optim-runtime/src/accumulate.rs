@@ -1,0 +1,324 @@
+//! [`GradAccumulator`]: gradient accumulation over micro-batches, handed to one optimizer step.
+
+use crate::ema::walk_shapes;
+use crate::{DslOptimizer, Float, OptimError, ParamSlice};
+use dfdx::nn::tensor_collection::{
+    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName, ViewTensorRef,
+};
+use dfdx::shapes::Shape;
+use dfdx::tensor::{Cpu, Gradients, Tensor};
+use dfdx::tensor_ops::Device;
+use std::collections::{BTreeMap, HashSet};
+
+/// Averages the gradients of `k` micro-batches and hands the average to **one** optimizer step,
+/// so that everything the optimizer declares on gradients (global-norm clipping, value
+/// clipping, the non-finite check) sees the average once, as with one large batch.
+///
+/// The average of a parameter is `(g_1 + g_2 + … + g_k) / k`, summed in the parameter's element
+/// type in the order the micro-batches were added, then divided by `k` (the number of
+/// micro-batches added, whether or not they held this parameter: a parameter missing from a
+/// micro-batch contributes zero, as in PyTorch where an unused parameter's `.grad` gets nothing).
+/// This equals PyTorch's `loss / k` accumulation up to rounding. Memory: one buffer per
+/// parameter.
+///
+/// ```
+/// use optim_runtime::GradAccumulator;
+/// let mut acc = GradAccumulator::<f32>::new();
+/// acc.add_slices(&[("w", &[1.0, 2.0])]).unwrap();
+/// acc.add_slices(&[("w", &[3.0, 2.0])]).unwrap();
+/// assert_eq!(acc.mean("w").unwrap(), vec![2.0, 2.0]);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradAccumulator<E> {
+    sums: BTreeMap<String, Vec<E>>,
+    micro_batches: u64,
+}
+
+impl<E> Default for GradAccumulator<E> {
+    fn default() -> Self {
+        GradAccumulator {
+            sums: BTreeMap::new(),
+            micro_batches: 0,
+        }
+    }
+}
+
+impl<E: Float> GradAccumulator<E> {
+    /// An empty accumulator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of micro-batches added since the last step or [`reset`](Self::reset).
+    pub fn micro_batches(&self) -> u64 {
+        self.micro_batches
+    }
+
+    /// Names of the parameters that received a gradient, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.sums.keys().map(String::as_str)
+    }
+
+    /// Forgets every accumulated gradient.
+    pub fn reset(&mut self) {
+        self.sums.clear();
+        self.micro_batches = 0;
+    }
+
+    /// Adds one micro-batch of named flat gradients.
+    ///
+    /// # Errors
+    /// [`OptimError::DuplicateParam`]; [`OptimError::ShapeMismatch`] when a gradient's length
+    /// differs from the one accumulated so far for its name. Nothing is added on error.
+    pub fn add_slices(&mut self, grads: &[(&str, &[E])]) -> Result<(), OptimError> {
+        let mut seen = HashSet::with_capacity(grads.len());
+        for (name, g) in grads {
+            if !seen.insert(*name) {
+                return Err(OptimError::DuplicateParam(name.to_string()));
+            }
+            self.check_len(name, g.len())?;
+        }
+        for (name, g) in grads {
+            self.add_one(name, g);
+        }
+        self.micro_batches += 1;
+        Ok(())
+    }
+
+    /// Adds one micro-batch from dfdx gradients: the gradient of every trainable tensor of
+    /// `model` (tensors with `do_gradient_update == false` are skipped), keyed by dfdx's dotted
+    /// path as the optimizer's state is. A tensor with no gradient in `grads` contributes zero
+    /// (dfdx allocates a zero buffer for it, as [`DslOptimizer::update`] does). `grads` is taken
+    /// `&mut` only to borrow its buffers; its values are unchanged.
+    ///
+    /// # Errors
+    /// As [`add_slices`](Self::add_slices); [`OptimError::Device`] if dfdx fails.
+    pub fn add_model<M>(
+        &mut self,
+        model: &M,
+        grads: &mut Gradients<E, Cpu>,
+    ) -> Result<(), OptimError>
+    where
+        M: TensorCollection<E, Cpu>,
+        Cpu: Device<E>,
+    {
+        for (name, numel) in walk_shapes(model, false)? {
+            self.check_len(&name, numel)?;
+        }
+        let mut v = GradVisitor {
+            grads,
+            f: &mut |name: &str, g: &mut Vec<E>| self.add_one(name, g),
+        };
+        M::iter_tensors(&mut RecursiveWalker {
+            m: (model, String::new()),
+            f: &mut v,
+        })
+        .map_err(|e| OptimError::Device(format!("{e:?}")))?;
+        self.micro_batches += 1;
+        Ok(())
+    }
+
+    /// The average gradient of parameter `name` so far, `None` if it received none (or no
+    /// micro-batch was added).
+    pub fn mean(&self, name: &str) -> Option<Vec<E>> {
+        if self.micro_batches == 0 {
+            return None;
+        }
+        let k = E::of_f64(self.micro_batches as f64);
+        self.sums
+            .get(name)
+            .map(|s| s.iter().map(|&x| x / k).collect())
+    }
+
+    /// Every average gradient, by name.
+    pub fn means(&self) -> BTreeMap<String, Vec<E>> {
+        self.sums
+            .keys()
+            .filter_map(|k| Some((k.clone(), self.mean(k)?)))
+            .collect()
+    }
+
+    /// One optimizer step on `params` (`(name, shape, values)`, as in [`ParamSlice`]) with the
+    /// averaged gradients, then [`reset`](Self::reset). Accumulated names not in `params` are
+    /// dropped with the rest at the reset (a frozen parameter).
+    ///
+    /// # Errors
+    /// [`OptimError::InvalidUse`] when no micro-batch was added or a parameter has no
+    /// accumulated gradient; any error of [`DslOptimizer::update_slices`]. On error nothing is
+    /// modified and the accumulated gradients are kept.
+    pub fn step_slices<O: DslOptimizer<E>>(
+        &mut self,
+        opt: &mut O,
+        params: &mut [(&str, &[usize], &mut [E])],
+    ) -> Result<(), OptimError> {
+        self.check_nonempty()?;
+        let mut means = Vec::with_capacity(params.len());
+        for (name, _, _) in params.iter() {
+            let m = self.mean(name).ok_or_else(|| {
+                OptimError::InvalidUse(format!(
+                    "no gradient was accumulated for parameter `{name}`"
+                ))
+            })?;
+            means.push(m);
+        }
+        let mut slices: Vec<ParamSlice<'_, E>> = params
+            .iter_mut()
+            .zip(&means)
+            .map(|((name, shape, param), g)| ParamSlice {
+                name,
+                shape,
+                param,
+                grad: g,
+            })
+            .collect();
+        opt.update_slices(&mut slices)?;
+        self.reset();
+        Ok(())
+    }
+
+    /// Overwrites the gradient of every trainable tensor of `model` in `grads` with its
+    /// average (for logging, or to step an optimizer yourself).
+    ///
+    /// # Errors
+    /// [`OptimError::InvalidUse`] when no micro-batch was added or a trainable tensor has no
+    /// accumulated gradient; [`OptimError::ShapeMismatch`]; [`OptimError::Device`]. `grads` is
+    /// unchanged on a validation error.
+    pub fn write_mean_to_grads<M>(
+        &self,
+        model: &M,
+        grads: &mut Gradients<E, Cpu>,
+    ) -> Result<(), OptimError>
+    where
+        M: TensorCollection<E, Cpu>,
+        Cpu: Device<E>,
+    {
+        self.check_nonempty()?;
+        for (name, numel) in walk_shapes(model, false)? {
+            match self.sums.get(&name) {
+                None => {
+                    return Err(OptimError::InvalidUse(format!(
+                        "no gradient was accumulated for parameter `{name}`"
+                    )))
+                }
+                Some(s) => {
+                    if s.len() != numel {
+                        return Err(OptimError::ShapeMismatch {
+                            param: name,
+                            detail: format!(
+                                "parameter has {numel} elements but its accumulated gradient has {}",
+                                s.len()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        let k = E::of_f64(self.micro_batches as f64);
+        let mut v = GradVisitor {
+            grads,
+            f: &mut |name: &str, g: &mut Vec<E>| {
+                if let Some(s) = self.sums.get(name) {
+                    for (d, &x) in g.iter_mut().zip(s) {
+                        *d = x / k;
+                    }
+                }
+            },
+        };
+        M::iter_tensors(&mut RecursiveWalker {
+            m: (model, String::new()),
+            f: &mut v,
+        })
+        .map(|_| ())
+        .map_err(|e| OptimError::Device(format!("{e:?}")))
+    }
+
+    /// [`write_mean_to_grads`](Self::write_mean_to_grads), then one
+    /// [`DslOptimizer::update`] of `model` with those gradients, then [`reset`](Self::reset).
+    /// `grads` holds the averaged gradients afterwards.
+    ///
+    /// # Errors
+    /// As [`write_mean_to_grads`](Self::write_mean_to_grads) and [`DslOptimizer::update`]. On
+    /// error the model and optimizer are unchanged and the accumulated gradients are kept.
+    pub fn step_model<O, M>(
+        &mut self,
+        opt: &mut O,
+        model: &mut M,
+        grads: &mut Gradients<E, Cpu>,
+    ) -> Result<(), OptimError>
+    where
+        O: DslOptimizer<E>,
+        M: TensorCollection<E, Cpu>,
+        Cpu: Device<E>,
+    {
+        self.write_mean_to_grads(&*model, grads)?;
+        opt.update(model, grads)?;
+        self.reset();
+        Ok(())
+    }
+
+    fn check_nonempty(&self) -> Result<(), OptimError> {
+        if self.micro_batches == 0 {
+            return Err(OptimError::InvalidUse(
+                "no micro-batch was accumulated before the step".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, name: &str, len: usize) -> Result<(), OptimError> {
+        match self.sums.get(name) {
+            Some(s) if s.len() != len => Err(OptimError::ShapeMismatch {
+                param: name.to_string(),
+                detail: format!(
+                    "gradient has {len} elements but the accumulated gradient has {}",
+                    s.len()
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn add_one(&mut self, name: &str, g: &[E]) {
+        match self.sums.get_mut(name) {
+            Some(s) => {
+                for (a, &x) in s.iter_mut().zip(g) {
+                    *a += x;
+                }
+            }
+            None => {
+                self.sums.insert(name.to_string(), g.to_vec());
+            }
+        }
+    }
+}
+
+/// Borrows the gradient buffer of every trainable tensor (allocating a zero one if absent),
+/// calls `f(name, buffer)`, and puts the buffer back.
+struct GradVisitor<'a, E: Float, F: FnMut(&str, &mut Vec<E>)> {
+    grads: &'a mut Gradients<E, Cpu>,
+    f: &'a mut F,
+}
+
+impl<E: Float, F: FnMut(&str, &mut Vec<E>)> TensorVisitor<E, Cpu> for GradVisitor<'_, E, F>
+where
+    Cpu: Device<E>,
+{
+    type Viewer = (ViewTensorRef, ViewTensorName);
+    type Err = dfdx::tensor::CpuError;
+    type E2 = E;
+    type D2 = Cpu;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, E, Cpu>,
+        (t, name): (&Tensor<S, E, Cpu>, String),
+    ) -> Result<Option<Tensor<S, E, Cpu>>, Self::Err> {
+        if !opts.do_gradient_update {
+            return Ok(None);
+        }
+        let mut g = E::take_grad(self.grads, t)?;
+        (self.f)(&name, &mut g);
+        E::put_grad(self.grads, t, g)?;
+        Ok(None)
+    }
+}
