@@ -419,3 +419,31 @@ optimizer! {
         param = beta1 * x + (1.0 - beta1) * z;
     }
 }
+
+optimizer! {
+    /// A K-FAC-style layer-wise optimizer: matrices are preconditioned by user-supplied
+    /// Kronecker factors (`DslOptimizer::set_kron_factors`), everything else takes SGD steps.
+    ///
+    /// ```text
+    /// matrices:  u = (S + damping I)^{-1} (grad + weight_decay p) (A + damping I)^{-1}
+    ///            buf = momentum * buf + u;  p = p - lr * (momentum > 0 ? buf : u)
+    /// others:    p = p - lr * (grad + weight_decay p)
+    /// ```
+    /// For a linear layer `y = W x`, `A = E[x x^T]` (input covariance) and `S` the covariance of
+    /// the back-propagated output gradients; with `S = I` this is the layer-wise preconditioner
+    /// of the thesis "Towards Guided Descent" (arXiv 2512.18373) for linear representation
+    /// learning. Source: Martens & Grosse, "Optimizing Neural Networks with Kronecker-factored
+    /// Approximate Curvature" (ICML 2015). The factors are inputs: the caller estimates them
+    /// (e.g. an EMA of `x x^T` over batches) and passes them in before each step.
+    pub KFac<lr = 0.1, damping = 1e-3, momentum = 0.0, weight_decay = 0.0> {
+        matrix => {
+            let u = kfac_precondition(grad + weight_decay * param, damping = damping);
+            let buf = state(0.0);
+            buf = momentum * buf + u;
+            param -= lr * select(momentum > 0.0, buf, u);
+        }
+        _ => {
+            param -= lr * (grad + weight_decay * param);
+        }
+    }
+}

@@ -84,6 +84,7 @@ pub(crate) enum Word {
     FactoredSecondMoment,
     KronPrecondition,
     Graft,
+    KfacPrecondition,
     KronEigenbasis,
     Rotate,
     Unrotate,
@@ -318,6 +319,12 @@ pub(crate) const CATALOG: &[Entry] = &[
         word: Word::Graft,
         args: &[pos("direction", Value), pos("magnitude", Value)],
         signature: "graft(direction, magnitude)",
+    },
+    Entry {
+        name: "kfac_precondition",
+        word: Word::KfacPrecondition,
+        args: &[pos("x", Value), named("damping", Scalar)],
+        signature: "kfac_precondition(x, damping = 1e-3)",
     },
     Entry {
         name: "kron_eigenbasis",

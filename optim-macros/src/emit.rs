@@ -952,6 +952,19 @@ fn emit_variant(
                         ps.temps[#out] = out;
                     }
                 }
+                ir::MatOp::Kfac => {
+                    let damping = c.args.first().copied().flatten().map_or(quote!(#p::matrix::KFAC_DAMPING), |a| hnum(v, a));
+                    let s0 = c.slots[0];
+                    quote! {
+                        let mut out = ::core::mem::take(&mut ps.temps[#out]);
+                        let mut inv = ::core::mem::take(&mut ps.buffers[#s0]);
+                        let mut factors = ps.factors.take();
+                        #p::matrix::kfac_precondition::<E>(#input, &mut out, factors.as_mut(), &mut inv, info.rows(), info.cols(), #damping);
+                        ps.factors = factors;
+                        ps.buffers[#s0] = inv;
+                        ps.temps[#out] = out;
+                    }
+                }
                 ir::MatOp::Kron => {
                     let opt_arg = |i: usize| c.args.get(i).copied().flatten().map(|a| hnum(v, a));
                     let beta = opt_arg(0).map_or(quote!(::core::option::Option::None), |b| quote!(::core::option::Option::Some(#b)));

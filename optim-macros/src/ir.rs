@@ -107,6 +107,9 @@ pub(crate) enum MatOp {
     /// Shampoo's Kronecker preconditioner; args: beta, eps, update_freq, exponent, max_dim;
     /// state slots: statistics, inverse roots.
     Kron,
+    /// K-FAC-style preconditioning with user-supplied factors; args: damping; one state slot
+    /// (the cached damped inverses).
+    Kfac,
     /// `Q_L^T X Q_R` in a `Basis` (args[1]).
     Rotate,
     /// `Q_L X Q_R^T`.

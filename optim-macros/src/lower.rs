@@ -1501,6 +1501,22 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                 let coef = self.select(pos, ratio, zero);
                 self.bin(BinOp::Mul, x, coef)
             }
+            Word::KfacPrecondition => {
+                if self.ty(x).level != Level::Elem {
+                    self.cx
+                        .error(span, "`kfac_precondition` needs a per-element value");
+                }
+                let s = self.new_mat_slot(
+                    name.map_or_else(|| "kfac.inverses".to_string(), |n| format!("{n}.inverses")),
+                );
+                self.push(
+                    Op::Mat(ir::MatOp::Kfac, vec![Some(x), arg(1)], vec![s]),
+                    Ty {
+                        level: Level::Elem,
+                        boolean: false,
+                    },
+                )
+            }
             Word::KronEigenbasis => {
                 if !matches!(self.nodes[x].op, Op::Grad) {
                     let s = bound[0].map_or(span, |b| b.1);

@@ -39,4 +39,4 @@ pub use optimizer::{DslOptimizer, Field, OptimizerConfig};
 pub use param::{ParamInfo, ParamSlice};
 pub use plan::{KernelPlan, Plan, RuleBody, RulePlan};
 pub use schedule::{Anneal, Cooldown, Knot, Schedule};
-pub use state::{NonFinitePolicy, OptState, ParamState};
+pub use state::{KronFactors, NonFinitePolicy, OptState, ParamState};

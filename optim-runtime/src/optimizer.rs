@@ -81,6 +81,68 @@ pub trait DslOptimizer<E: Float>: Sized {
         self.config().plan()
     }
 
+    /// Supplies Kronecker factor statistics for parameter `name` (of logical `shape`), used by
+    /// `kfac_precondition` in its rule: `left` is `rows × rows` (output-gradient covariance),
+    /// `right` is `cols × cols` (input covariance `E[x x^T]`), row-major, for the parameter's
+    /// matrix view (see [`ParamInfo`]); `None` is the identity. Takes effect at the next step;
+    /// call again whenever the statistics change.
+    ///
+    /// # Errors
+    /// [`OptimError::ShapeMismatch`] when a factor has the wrong size or the parameter's state
+    /// has another size; [`OptimError::InvalidUse`] for a non-finite entry. Nothing changes on
+    /// error.
+    fn set_kron_factors(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        left: Option<Vec<E>>,
+        right: Option<Vec<E>>,
+    ) -> Result<(), OptimError> {
+        let info = ParamInfo { name, shape };
+        let (rows, cols, numel) = (info.rows(), info.cols(), info.numel());
+        for (what, f, d) in [("left", &left, rows), ("right", &right, cols)] {
+            if let Some(f) = f {
+                if f.len() != d * d {
+                    return Err(OptimError::ShapeMismatch {
+                        param: name.to_string(),
+                        detail: format!(
+                            "{what} factor has {} elements, expected {d} x {d}",
+                            f.len()
+                        ),
+                    });
+                }
+                if f.iter().any(|v| !v.is_finite()) {
+                    return Err(OptimError::InvalidUse(format!(
+                        "{what} factor of `{name}` has a non-finite entry"
+                    )));
+                }
+            }
+        }
+        if let Some(ps) = self.opt_state().params.get(name) {
+            if ps.len != numel {
+                return Err(OptimError::ShapeMismatch {
+                    param: name.to_string(),
+                    detail: format!(
+                        "shape {shape:?} has {numel} elements but the optimizer state has {}",
+                        ps.len
+                    ),
+                });
+            }
+        }
+        let rule = Self::route(&info);
+        let ps = self
+            .opt_state_mut()
+            .params
+            .entry(name.to_string())
+            .or_insert_with(|| ParamState::new(rule, numel));
+        ps.factors = Some(crate::KronFactors {
+            left,
+            right,
+            dirty: true,
+        });
+        Ok(())
+    }
+
     /// One step over named parameter/gradient slices (no dfdx): one fused pass per parameter,
     /// reading `param`, `grad` and state once and writing `param` and state once.
     ///

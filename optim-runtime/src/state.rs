@@ -27,6 +27,23 @@ pub struct ParamState<E> {
     pub scalars_init: Vec<bool>,
     /// Scratch buffers for values that cross a barrier (not part of the saved state).
     pub temps: Vec<Vec<E>>,
+    /// User-supplied Kronecker factor statistics for `kfac_precondition` (see
+    /// [`crate::DslOptimizer::set_kron_factors`]); inputs, not saved in checkpoints.
+    pub factors: Option<KronFactors<E>>,
+}
+
+/// Kronecker factor statistics of one parameter, supplied by the user (K-FAC style: for a
+/// linear layer `y = W x` with `W` of shape `rows × cols`, `left` is the covariance of the
+/// output gradients, `rows × rows`, and `right` the covariance of the inputs `E[x x^T]`,
+/// `cols × cols`; both row-major). A missing factor is the identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KronFactors<E> {
+    /// `rows × rows` output-side factor, or `None` for the identity.
+    pub left: Option<Vec<E>>,
+    /// `cols × cols` input-side factor, or `None` for the identity.
+    pub right: Option<Vec<E>>,
+    /// Set when the factors change; the next step recomputes their damped inverses.
+    pub dirty: bool,
 }
 
 impl<E: Copy + Default> ParamState<E> {
@@ -40,6 +57,7 @@ impl<E: Copy + Default> ParamState<E> {
             scalars: Vec::new(),
             scalars_init: Vec::new(),
             temps: Vec::new(),
+            factors: None,
         }
     }
 

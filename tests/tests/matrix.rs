@@ -446,3 +446,81 @@ fn soap_update_is_invariant_to_eigenvector_sign_and_order() {
         }
     }
 }
+
+/// K-FAC-style preconditioning by the input covariance solves a least-squares layer in one
+/// step, whatever the conditioning: for `L(W) = ½ tr((W - W*) Σ (W - W*)^T)` the gradient is
+/// `(W - W*) Σ`, and `G Σ^{-1} = W - W*` (Martens & Grosse 2015; the thesis's layer-wise
+/// preconditioner). Plain gradient descent needs many steps on the same problem.
+#[test]
+fn kfac_with_input_covariance_solves_least_squares_in_one_step() {
+    use optim_dsl::zoo::{KFac, KFacConfig};
+    let (rows, cols) = (2usize, 3usize);
+    // Σ = Q diag(1, 10, 100) Q^T for a rotation Q (condition number 100)
+    let (c, s) = (0.6f64, 0.8f64);
+    let q = [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]];
+    let lam = [1.0, 10.0, 100.0];
+    let mut sigma = [[0.0f64; 3]; 3];
+    for i in 0..3 {
+        for j in 0..3 {
+            sigma[i][j] = (0..3).map(|k| q[i][k] * lam[k] * q[j][k]).sum();
+        }
+    }
+    let w_star = [[1.0f64, -2.0, 0.5], [0.25, 3.0, -1.0]];
+    let grad_at = |w: &[f64]| -> Vec<f64> {
+        let mut g = vec![0.0; rows * cols];
+        for r in 0..rows {
+            for j in 0..cols {
+                g[r * cols + j] = (0..cols)
+                    .map(|k| (w[r * cols + k] - w_star[r][k]) * sigma[k][j])
+                    .sum();
+            }
+        }
+        g
+    };
+    let sigma_flat: Vec<f64> = sigma.iter().flatten().copied().collect();
+    let mut opt = KFac::<f64>::new(KFacConfig {
+        lr: 1.0.into(),
+        damping: 1e-12.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    opt.set_kron_factors("w", &[rows, cols], None, Some(sigma_flat.clone()))
+        .unwrap();
+    let mut w = vec![0.0f64; rows * cols];
+    let g = grad_at(&w);
+    opt.update_slices(&mut [ParamSlice {
+        name: "w",
+        shape: &[rows, cols],
+        param: &mut w,
+        grad: &g,
+    }])
+    .unwrap();
+    for r in 0..rows {
+        for j in 0..cols {
+            assert!((w[r * cols + j] - w_star[r][j]).abs() < 1e-8, "{w:?}");
+        }
+    }
+    // gradient descent at its best fixed step (2 / (λmin + λmax)) is still far after one step
+    let mut gd = vec![0.0f64; rows * cols];
+    let g = grad_at(&gd);
+    for (p, g) in gd.iter_mut().zip(&g) {
+        *p -= 2.0 / 101.0 * g;
+    }
+    let err: f64 = gd
+        .iter()
+        .zip(w_star.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(err > 0.5, "{err}");
+    // a factor of the wrong size is refused and changes nothing
+    let before = opt.state().clone();
+    let err = opt
+        .set_kron_factors("w", &[rows, cols], Some(vec![1.0; 9]), None)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("left factor has 9 elements, expected 2 x 2"),
+        "{err}"
+    );
+    assert_eq!(opt.state(), &before);
+}
