@@ -238,6 +238,20 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
             None => quote!(return #ri;),
         });
     let rule_count = opt.rules.len();
+    let state_name_arms = opt.rules.iter().enumerate().map(|(ri, r)| match &r.body {
+        RuleBody::Fused(f) => {
+            let names: Vec<&str> = f
+                .slots
+                .iter()
+                .map(|s| s.name.as_str())
+                .chain(f.mat_slots.iter().map(String::as_str))
+                .collect();
+            quote!(#ri => &[#(#names),*],)
+        }
+        RuleBody::Reuse { name: inner, .. } => {
+            quote!(#ri => <#inner<E> as #p::DslOptimizer<E>>::state_names(0),)
+        }
+    });
 
     let setters = opt.hypers.iter().map(|h| {
         let n = &h.name;
@@ -399,6 +413,12 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
                 }
                 fn rule_count() -> #p::Usize {
                     #rule_count
+                }
+                fn state_names(rule: #p::Usize) -> &'static [&'static #p::Str] {
+                    match rule {
+                        #(#state_name_arms)*
+                        _ => &[],
+                    }
                 }
                 fn prepare<'a>(
                     values: &'a #values,

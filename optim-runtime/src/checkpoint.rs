@@ -236,13 +236,19 @@ pub(crate) fn to_bytes<E: Float, O: DslOptimizer<E>>(
 
     let mut params = Vec::with_capacity(state.params.len());
     for (name, ps) in &state.params {
-        // The plan names the live (allocated) buffers in slot order.
-        let names = slot_names(&plan, ps.rule);
-        let live = ps.buffers.iter().filter(|b| !b.is_empty()).count();
-        let names = if names.len() == live {
-            names
-        } else {
+        // Exact names by slot index when the optimizer provides them; otherwise the plan names
+        // the live (allocated) buffers in slot order.
+        let exact = O::state_names(ps.rule);
+        let names: Vec<&'static str> = if exact.len() >= ps.buffers.len() {
             Vec::new()
+        } else {
+            let names = slot_names(&plan, ps.rule);
+            let live = ps.buffers.iter().filter(|b| !b.is_empty()).count();
+            if names.len() == live {
+                names
+            } else {
+                Vec::new()
+            }
         };
         let mut buffers = Vec::with_capacity(ps.buffers.len());
         let mut j = 0;
@@ -251,9 +257,15 @@ pub(crate) fn to_bytes<E: Float, O: DslOptimizer<E>>(
                 buffers.push(None);
                 continue;
             }
-            let slot = names
-                .get(j)
-                .map_or_else(|| format!("#{k}"), |s| s.to_string());
+            let slot = if exact.len() >= ps.buffers.len() {
+                exact
+                    .get(k)
+                    .map_or_else(|| format!("#{k}"), |s| s.to_string())
+            } else {
+                names
+                    .get(j)
+                    .map_or_else(|| format!("#{k}"), |s| s.to_string())
+            };
             j += 1;
             let key = claim(format!("{name}/{slot}"), format!("{name}/#{k}"))?;
             tensors.push((

@@ -153,3 +153,79 @@ where
     restored.map_err(|e| OptimError::Device(format!("{e:?}")))?;
     Ok(())
 }
+
+/// Swaps each trainable tensor with its state buffer `slot` (see
+/// `DslOptimizer::swap_state_with_model`).
+struct Swap<'a, E: Float> {
+    buffers: Vec<(String, &'a mut Vec<E>)>,
+    swapped: usize,
+}
+
+impl<E: Float> TensorVisitor<E, Cpu> for Swap<'_, E>
+where
+    Cpu: Device<E>,
+{
+    type Viewer = (ViewTensorMut, ViewTensorName);
+    type Err = dfdx::tensor::CpuError;
+    type E2 = E;
+    type D2 = Cpu;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, E, Cpu>,
+        (t, name): (&mut Tensor<S, E, Cpu>, String),
+    ) -> Result<Option<Tensor<S, E, Cpu>>, Self::Err> {
+        if !opts.do_gradient_update {
+            return Ok(None);
+        }
+        if let Some((_, buf)) = self.buffers.iter_mut().find(|(n, _)| *n == name) {
+            let numel: usize = t.shape().concrete().into_iter().product();
+            if buf.len() == numel {
+                let mut current = vec![E::default(); numel];
+                t.copy_into(&mut current);
+                t.copy_from(buf);
+                **buf = current;
+                self.swapped += 1;
+            }
+        }
+        Ok(None)
+    }
+}
+
+pub(crate) fn swap_state<E, O, M>(
+    opt: &mut O,
+    model: &mut M,
+    slot: &str,
+) -> Result<usize, OptimError>
+where
+    E: Float,
+    O: DslOptimizer<E>,
+    M: TensorCollection<E, Cpu>,
+    Cpu: Device<E>,
+{
+    let mut index: Vec<(String, usize)> = Vec::new();
+    for (name, ps) in &opt.opt_state().params {
+        if let Some(k) = O::state_names(ps.rule).iter().position(|s| *s == slot) {
+            index.push((name.clone(), k));
+        }
+    }
+    let state = opt.opt_state_mut();
+    let mut buffers = Vec::new();
+    for (name, ps) in state.params.iter_mut() {
+        if let Some((_, k)) = index.iter().find(|(n, _)| n == name) {
+            if let Some(b) = ps.buffers.get_mut(*k) {
+                buffers.push((name.clone(), b));
+            }
+        }
+    }
+    let mut v = Swap {
+        buffers,
+        swapped: 0,
+    };
+    M::iter_tensors(&mut RecursiveWalker {
+        m: (&mut *model, String::new()),
+        f: &mut v,
+    })
+    .map_err(|e| OptimError::Device(format!("{e:?}")))?;
+    Ok(v.swapped)
+}

@@ -64,6 +64,23 @@ pub trait DslOptimizer<E: Float>: Sized {
     fn route(info: &ParamInfo<'_>) -> usize;
     /// Number of rules.
     fn rule_count() -> usize;
+    /// Names of rule `rule`'s state buffers, indexed like [`ParamState::buffers`] (element
+    /// slots, then matrix-primitive slots). A reuse rule reports the reused optimizer's first
+    /// rule.
+    fn state_names(rule: usize) -> &'static [&'static str] {
+        let _ = rule;
+        &[]
+    }
+    /// The state buffer called `slot` (a `let` name in the rule, e.g. `"m"`, or a matrix
+    /// primitive's `"<name>.stats"`) of parameter `name`, if it exists and is allocated.
+    fn state_buffer(&self, name: &str, slot: &str) -> Option<&[E]> {
+        let ps = self.opt_state().params.get(name)?;
+        let k = Self::state_names(ps.rule).iter().position(|s| *s == slot)?;
+        ps.buffers
+            .get(k)
+            .filter(|b| !b.is_empty())
+            .map(Vec::as_slice)
+    }
     /// Prepares one parameter's share of a step under `rule`: advances the parameter's step
     /// count, creates missing state, and returns the staged job that runs the rule's loops and
     /// barriers. Infallible (everything was validated before).
@@ -141,6 +158,21 @@ pub trait DslOptimizer<E: Float>: Sized {
             dirty: true,
         });
         Ok(())
+    }
+
+    /// Swaps the values of every trainable tensor of `model` with its state buffer `slot`
+    /// (parameters without that buffer are left alone). Calling it twice restores both: use it
+    /// to evaluate with an averaged iterate, e.g. Schedule-Free's `"x"`, then swap back before
+    /// the next step. Returns the number of tensors swapped.
+    ///
+    /// # Errors
+    /// [`OptimError::Device`] if dfdx fails while walking the model.
+    fn swap_state_with_model<M>(&mut self, model: &mut M, slot: &str) -> Result<usize, OptimError>
+    where
+        M: dfdx::nn::TensorCollection<E, dfdx::tensor::Cpu>,
+        dfdx::tensor::Cpu: dfdx::tensor_ops::Device<E>,
+    {
+        crate::dfdx_path::swap_state(self, model, slot)
     }
 
     /// One step over named parameter/gradient slices (no dfdx): one fused pass per parameter,

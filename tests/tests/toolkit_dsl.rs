@@ -177,3 +177,43 @@ fn case_extra(case: &Case) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["extra"].clone()
 }
+
+#[test]
+fn schedule_free_eval_weights_swap_into_a_dfdx_model_and_back() {
+    use dfdx::prelude::*;
+    let dev: Cpu = Default::default();
+    let mut model = dev.build_module::<Linear<3, 2>, f32>();
+    let mut opt = ScheduleFreeAdamW::<f32>::new(ScheduleFreeAdamWConfig {
+        lr: 0.1.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    for k in 0..3 {
+        let mut grads = model.alloc_grads();
+        grads
+            .get_or_alloc_mut(&model.weight)
+            .unwrap()
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, g)| *g = (i + k) as f32 - 2.0);
+        grads
+            .get_or_alloc_mut(&model.bias)
+            .unwrap()
+            .iter_mut()
+            .for_each(|g| *g = 1.0);
+        opt.update(&mut model, &mut grads).unwrap();
+    }
+    let y = model.weight.as_vec();
+    let x = opt.state_buffer("weight", "x").unwrap().to_vec();
+    assert_ne!(
+        x, y,
+        "the averaged iterate differs from the training iterate"
+    );
+    assert_eq!(opt.swap_state_with_model(&mut model, "x").unwrap(), 2);
+    assert_eq!(model.weight.as_vec(), x);
+    assert_eq!(opt.state_buffer("weight", "x").unwrap(), &y[..]);
+    opt.swap_state_with_model(&mut model, "x").unwrap();
+    assert_eq!(model.weight.as_vec(), y);
+    assert_eq!(opt.state_buffer("weight", "x").unwrap(), &x[..]);
+    assert!(opt.state_buffer("weight", "nope").is_none());
+}
