@@ -1,0 +1,171 @@
+//! muP learning-rate transfer on the embedded digits: sweep AdamW's learning rate for the MLP
+//! `64 → W → W → 10` at widths 64, 256 and 1024, under the standard parametrisation (SP: the
+//! zoo's `AdamW`, default init) and under muP (the `MupAdamW` declared below: Adam learning
+//! rate of hidden and output matrices scaled by `base_width / fan_in`, zero-initialised
+//! readout), and report which learning rate is best at each width.
+//!
+//! ```text
+//! cargo run --release -p examples --example mup_transfer
+//! ```
+//!
+//! Source: Yang et al., "Tensor Programs V: Tuning Large Neural Networks via Zero-Shot
+//! Hyperparameter Transfer" (2022), Table 3 (μP for Adam: input weights and biases keep the
+//! base learning rate; hidden and output weights get `η / (width ratio)`; readout initialised
+//! at zero, their recommended choice). The claim to check: under muP the best learning rate
+//! stays put as the width grows; under SP it drifts down.
+//!
+//! The whole muP rule is the `optimizer!` block below: routing by name and shape scalars.
+//! Output: a table of final training loss (mean over the last epoch) per (width, lr), the best
+//! lr per width, and `target/mup/mup_transfer.csv`.
+//!
+//! Measured (2-core machine, `--release`, 8 epochs of the 1,438-sample training split, batch 64):
+//!
+//! ```text
+//! SP: final training loss (mean over epoch 8) by width and learning rate
+//!  width      1e-4      3e-4      1e-3      3e-3      1e-2      3e-2      1e-1   best lr
+//!     64    2.1743    1.4763    0.3166    0.1199    0.0489    0.0429    0.2845      3e-2
+//!    256    1.4079    0.3105    0.0972    0.0430    0.0307    0.0609    0.6005      1e-2
+//!   1024    0.2568    0.0816    0.0281    0.0349    0.0784    0.1405    0.6453      1e-3
+//!
+//! muP: final training loss (mean over epoch 8) by width and learning rate
+//!  width      1e-4      3e-4      1e-3      3e-3      1e-2      3e-2      1e-1   best lr
+//!     64    2.2236    1.4293    0.3459    0.1407    0.0563    0.0456    0.1587      3e-2
+//!    256    2.1985    1.3593    0.3547    0.1404    0.0422    0.1056    0.0755      1e-2
+//!   1024    2.1998    1.3333    0.3396    0.1319    0.0397    0.0388    0.0452      3e-2
+//! ```
+//!
+//! Under SP the best learning rate falls by 30× from width 64 to 1024 (and the loss curve over
+//! learning rates shifts left); under muP the curves nearly coincide across widths and the best
+//! learning rate stays at 1e-2–3e-2 (at width 1024, 1e-2 and 3e-2 are within 0.001).
+
+use std::io::Write;
+
+use dfdx::prelude::*;
+use examples::data::{digits, Dataset};
+use examples::model::{self, Mlp};
+use optim_dsl::prelude::*;
+use optim_dsl::zoo::{AdamW, AdamWConfig};
+
+optimizer! {
+    /// AdamW under muP for `(Linear<64, W>, ReLU, Linear<W, W>, ReLU, Linear<W, 10>)`: the input
+    /// layer (`0.weight`) and every vector (biases) take AdamW steps with `lr`; the other
+    /// matrices (hidden `2.weight`, output `4.weight`, whose fan-in grows with the width) take
+    /// AdamW steps with `lr * base_width / fan_in`.
+    pub MupAdamW<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0, base_width = 64.0> {
+        matrix if name.starts_with("0.") => AdamW<lr = lr, beta1 = beta1, beta2 = beta2, eps = eps, weight_decay = weight_decay>,
+        matrix => {
+            let m = momentum(grad, beta1);
+            let v = second_moment(grad, beta2);
+            let scaled_lr = lr * base_width / fan_in;
+            param = param * (1.0 - scaled_lr * weight_decay) - scaled_lr * debias(m) / (sqrt(debias(v)) + eps);
+        }
+        _ => AdamW<lr = lr, beta1 = beta1, beta2 = beta2, eps = eps, weight_decay = weight_decay>,
+    }
+}
+
+const LRS: [f64; 7] = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1];
+const EPOCHS: u64 = 8;
+const BATCH: usize = 64;
+const SEED: u64 = 0;
+
+/// Trains one model; returns the mean training loss over the last epoch.
+fn train<const W: usize>(train: &Dataset, lr: f64, mup: bool) -> f64 {
+    let (dev, mut net) = model::build::<Mlp<64, W, 10>>(SEED);
+    if mup {
+        let zeros = vec![0.0f32; 10 * W];
+        net.4.weight.copy_from(&zeros);
+    }
+    let mut grads = net.alloc_grads();
+    let mut last = f64::NAN;
+    if mup {
+        let mut opt = MupAdamW::<f32>::new(MupAdamWConfig {
+            lr: lr.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        for epoch in 0..EPOCHS {
+            let stats = model::train_epoch_with::<_, 64, 10, _, _>(
+                &dev,
+                &mut net,
+                &mut grads,
+                train,
+                BATCH,
+                SEED,
+                epoch,
+                |m, g| opt.update(m, g),
+            )
+            .unwrap();
+            last = f64::from(stats.mean_loss);
+        }
+    } else {
+        let mut opt = AdamW::<f32>::new(AdamWConfig {
+            lr: lr.into(),
+            weight_decay: 0.0.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        for epoch in 0..EPOCHS {
+            let stats = model::train_epoch_with::<_, 64, 10, _, _>(
+                &dev,
+                &mut net,
+                &mut grads,
+                train,
+                BATCH,
+                SEED,
+                epoch,
+                |m, g| opt.update(m, g),
+            )
+            .unwrap();
+            last = f64::from(stats.mean_loss);
+        }
+    }
+    if last.is_finite() {
+        last
+    } else {
+        f64::INFINITY
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let all = digits::load()?;
+    let (train_set, _) = all.split(0.2, SEED);
+    let out_dir = std::path::Path::new("target/mup");
+    std::fs::create_dir_all(out_dir)?;
+    let mut csv = std::fs::File::create(out_dir.join("mup_transfer.csv"))?;
+    writeln!(csv, "parametrisation,width,lr,final_train_loss")?;
+    for mup in [false, true] {
+        let name = if mup { "muP" } else { "SP" };
+        println!(
+            "\n{name}: final training loss (mean over epoch {EPOCHS}) by width and learning rate"
+        );
+        print!("{:>6}", "width");
+        for lr in LRS {
+            print!("{lr:>10.0e}");
+        }
+        println!("{:>10}", "best lr");
+        for width in [64usize, 256, 1024] {
+            let losses: Vec<f64> = LRS
+                .iter()
+                .map(|&lr| match width {
+                    64 => train::<64>(&train_set, lr, mup),
+                    256 => train::<256>(&train_set, lr, mup),
+                    _ => train::<1024>(&train_set, lr, mup),
+                })
+                .collect();
+            print!("{width:>6}");
+            for (lr, l) in LRS.iter().zip(&losses) {
+                print!("{l:>10.4}");
+                writeln!(csv, "{name},{width},{lr},{l}")?;
+            }
+            let best = LRS
+                .iter()
+                .zip(&losses)
+                .min_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(lr, _)| *lr)
+                .unwrap_or(f64::NAN);
+            println!("{best:>10.0e}");
+        }
+    }
+    println!("\nwrote {}", out_dir.join("mup_transfer.csv").display());
+    Ok(())
+}
