@@ -7,6 +7,9 @@
 //!   ([`data::idx`], from the Debian package `dataset-fashion-mnist` or any directory).
 //! - [`model`]: a dfdx MLP and training/evaluation loops that take the optimizer step as a
 //!   closure, so dfdx's optimizers and DSL-generated ones plug in the same way.
+//! - [`optimizers`]: the zoo optimizers the comparisons run, by name, with their peak learning
+//!   rates, behind the object-safe [`optimizers::ModelOptimizer`] (one table line per optimizer).
 
 pub mod data;
 pub mod model;
+pub mod optimizers;

@@ -532,7 +532,9 @@ fn kfac_with_input_covariance_solves_least_squares_in_one_step() {
 fn matrix_optimizers_resume_bit_identically_from_a_checkpoint() {
     use optim_dsl::zoo::{Shampoo, ShampooConfig, Soap, SoapConfig};
     fn grads(t: usize) -> (Vec<f32>, Vec<f32>) {
-        let w = (0..12).map(|i| (((i * 7 + t * 3) % 13) as f32 - 6.0) / 5.0).collect();
+        let w = (0..12)
+            .map(|i| (((i * 7 + t * 3) % 13) as f32 - 6.0) / 5.0)
+            .collect();
         let b = (0..3).map(|i| ((i + t) % 4) as f32 - 1.5).collect();
         (w, b)
     }
@@ -548,15 +550,38 @@ fn matrix_optimizers_resume_bit_identically_from_a_checkpoint() {
             }
             let (gw, gb) = grads(t);
             opt.update_slices(&mut [
-                ParamSlice { name: "w", shape: &[4, 3], param: &mut w, grad: &gw },
-                ParamSlice { name: "b", shape: &[3], param: &mut b, grad: &gb },
+                ParamSlice {
+                    name: "w",
+                    shape: &[4, 3],
+                    param: &mut w,
+                    grad: &gw,
+                },
+                ParamSlice {
+                    name: "b",
+                    shape: &[3],
+                    param: &mut b,
+                    grad: &gb,
+                },
             ])
             .unwrap();
         }
         w.iter().chain(&b).map(|x| x.to_bits()).collect()
     }
-    let shampoo = || Shampoo::<f32>::new(ShampooConfig { lr: 0.01.into(), update_freq: 3.0.into(), ..Default::default() }).unwrap();
+    let shampoo = || {
+        Shampoo::<f32>::new(ShampooConfig {
+            lr: 0.01.into(),
+            update_freq: 3.0.into(),
+            ..Default::default()
+        })
+        .unwrap()
+    };
     assert_eq!(run(shampoo, None), run(shampoo, Some(10)));
-    let soap = || Soap::<f32>::new(SoapConfig { precondition_frequency: 4.0.into(), ..Default::default() }).unwrap();
+    let soap = || {
+        Soap::<f32>::new(SoapConfig {
+            precondition_frequency: 4.0.into(),
+            ..Default::default()
+        })
+        .unwrap()
+    };
     assert_eq!(run(soap, None), run(soap, Some(10)));
 }

@@ -1,0 +1,1025 @@
+//! Compare the zoo's optimizers on the same model, data, batches and step budget.
+//!
+//! ```text
+//! cargo run --release -p examples --example compare                     # embedded digits
+//! cargo run --release -p examples --example compare -- --help
+//! cargo run --release -p examples --example compare -- --optimizers adamw,lion --steps 2000
+//! cargo run --release -p examples --example compare -- --dataset fashion-mnist [--data DIR]
+//! cargo run --release -p examples --example compare -- --dataset fashion-mnist --model cnn
+//! ```
+//!
+//! Every optimizer gets identical conditions: the model is built from the same seed (same
+//! initial weights), sees the same mini-batches in the same order for the same number of steps,
+//! and its learning rate follows the same warmup-cosine shape (linear warmup from 0 over the
+//! first 5% of the steps to the optimizer's peak learning rate, cosine decay to 1% of the peak
+//! at the last step), scaled to that optimizer's peak. Reported per optimizer:
+//!
+//! - **train loss**: mean cross-entropy over the whole training set after the last step;
+//! - **test loss / test acc**: on the held-out set (digits: stratified 20% split by `--seed`;
+//!   Fashion-MNIST: the official 10,000 test images);
+//! - **steps→T**: the first step at which the smoothed training loss (bias-corrected EMA of the
+//!   mini-batch losses, coefficient 0.9, about a 10-step window) is at most the target `T`
+//!   (`--target-loss`; digits 0.1, Fashion-MNIST 0.4); `-` if never;
+//! - **ms/step**: median wall time of a whole step (batch to tensors, forward, backward, the
+//!   optimizer's `update`, zeroing the gradients); **update ms**: median time of the `update`
+//!   call alone, timed separately; **update %**: total `update` time over total step time
+//!   (the CSV also has the means). Medians, because other processes on a small machine inflate
+//!   a few steps a lot;
+//! - with `--ema DECAY`: the test accuracy of an exponential moving average of the weights
+//!   (dfdx's `ModelEMA`, updated after every step, not counted in the step time).
+//!
+//! Outputs: the table on stdout; `summary.csv` (one row per optimizer), `curves.csv` (per step:
+//! learning rate, mini-batch loss, smoothed loss) and `loss_curves.svg` (smoothed training loss
+//! against steps, log scale) in `--out` (default `target/compare/`). A progress bar per
+//! optimizer is drawn on stderr when it is a terminal.
+//!
+//! # Optimizers and peak learning rates
+//!
+//! The list is `examples::optimizers::OPTIMIZERS` (`examples/src/optimizers.rs`; adding an
+//! optimizer is one line there; `--list` prints it). `--lr NAME=VALUE` overrides a peak
+//! learning rate (repeatable).
+//!
+//! | name    | peak lr | settings (others at the zoo's PyTorch defaults)              |
+//! |---------|---------|--------------------------------------------------------------|
+//! | sgd     | 0.1     | Nesterov momentum 0.9, no weight decay                       |
+//! | adamw   | 1e-2    | betas (0.9, 0.999), eps 1e-8, decoupled weight decay 0.01    |
+//! | lion    | 1e-3    | betas (0.9, 0.99), decoupled weight decay 0.1                |
+//! | adam    | 1e-2    | betas (0.9, 0.999), eps 1e-8, no weight decay                |
+//! | rmsprop | 1e-2    | alpha 0.99, eps 1e-8, no momentum                            |
+//! | adagrad | 0.1     | no lr decay, eps 1e-10                                       |
+//!
+//! How they were chosen: a sweep over half-decades on the default digits run (below), taking
+//! for each optimizer the peak with the lowest final test loss — except Lion, whose lowest test
+//! loss (0.143 at 3e-4) comes with the slowest progress of the whole sweep (475 steps to loss
+//! 0.1, 96.1% accuracy); it gets 1e-3, a tenth of AdamW's peak as the Lion paper recommends
+//! (with weight decay ten times AdamW's): 197 steps to loss 0.1, 97.2% accuracy, but an
+//! over-confident end (train loss 1e-4, test loss 0.33). The peaks are tuned on the digits
+//! test split (there is no separate validation split), so the digits accuracies are slightly
+//! optimistic; they are not tuned for Fashion-MNIST.
+//!
+//! ```text
+//! test loss / steps→0.1 after 1,000 steps (* = chosen; div = diverged; blank = not run)
+//! peak lr          sgd        adamw         lion         adam      rmsprop      adagrad
+//!    3e-5                               2.002/-
+//!    1e-4                               0.667/-                   0.696/-
+//!    3e-4                  0.226/-    0.143/475      0.226/-      0.214/-
+//!    1e-3                0.130/302    0.333/197*   0.130/302    0.124/265
+//!    3e-3                0.114/168    0.497/171    0.117/168    0.116/162      0.303/-
+//!    1e-2   0.191/807    0.101/110*   0.512/168    0.098/110*   0.111/140*   0.146/309
+//!    3e-2   0.128/252    0.140/141                 0.111/112    0.172/180    0.108/143
+//!    1e-1   0.111/127*                                                div    0.089/120*
+//!    3e-1   0.114/107                                                        0.129/180
+//!       1         div
+//! ```
+//!
+//! # Models
+//!
+//! - `--model mlp` (default): `d → H → ReLU → H → ReLU → 10` with `--hidden H` in
+//!   {32, 64, 128, 256, 512} (default 128); dfdx's layer sizes are compile-time constants, so
+//!   the widths are a fixed set.
+//! - `--model cnn` (Fashion-MNIST only): one 5×5 stride-2 convolution with 16 channels
+//!   (28×28 → 12×12×16), ReLU, then `2304 → H → ReLU → 10`. dfdx 0.13 compiles its
+//!   `conv2d`/`Conv2D`/pooling only with its `nightly` feature (generic const expressions, a
+//!   nightly compiler), so on stable the convolution is written as what dfdx's CPU kernel does
+//!   anyway: im2col then a matrix product. The im2col of the *input* needs no gradient, so it is
+//!   done on the host per batch (counted in ms/step); the product is a dfdx `Linear` applied to
+//!   every patch (shared weights). A second convolution would need an im2col inside the
+//!   autograd graph, which dfdx 0.13 does not offer on stable, so the CNN stops at one.
+//!   Measured (otherwise idle 2-core machine, `--release`, batch 128, hidden 128): a CNN step
+//!   takes 4.2–6.4 ms (median; the host im2col of the batch included) against 1.2–1.9 ms for the
+//!   784-128-128-10 MLP, and the whole 6-optimizer, 3,000-step run 109 s against 35 s, for
+//!   about 2 points more test accuracy (≈90.5% vs ≈88.5%) — practical as an option, too slow
+//!   for the default.
+//!
+//! # Measured
+//!
+//! 2-core machine, `--release`, rustc 1.95, dfdx 0.13, seed 0; single runs (the digits one
+//! with a compilation running alongside, the Fashion-MNIST ones on an otherwise idle machine).
+//! The default run (`cargo run --release -p examples --example compare`, embedded digits,
+//! 64-128-128-10 MLP, 1,000 steps of batch 64) takes **2.0 s** wall time in total:
+//!
+//! ```text
+//! digits: 1438 train / 359 test samples; MLP 64-128-128-10; 1000 steps of batch 64 (~44.5 epochs); warmup-cosine lr (warmup 50 steps, final 0.01×peak); seed 0
+//! model: 26122 trainable parameters
+//!
+//! optimizer  peak lr  train loss  test loss  test acc  steps→0.1  ms/step  update ms  update %
+//! --------------------------------------------------------------------------------------------
+//! sgd           1e-1      0.0020     0.1114    97.21%        127    0.304      0.022      7.0%
+//! adamw         1e-2      0.0005     0.1005    98.05%        110    0.378      0.030      9.2%
+//! lion          1e-3      0.0001     0.3330    97.21%        197    0.301      0.021      5.8%
+//! adam          1e-2      0.0004     0.0977    98.05%        110    0.305      0.027      8.3%
+//! rmsprop       1e-2      0.0002     0.1112    98.05%        140    0.292      0.018      6.7%
+//! adagrad       1e-1      0.0019     0.0887    97.77%        120    0.292      0.018      6.6%
+//! ```
+//!
+//! `--dataset fashion-mnist` (MLP 784-128-128-10, 3,000 steps of batch 128), 34.5 s in total:
+//!
+//! ```text
+//! Fashion-MNIST: 60000 train / 10000 test samples; MLP 784-128-128-10; 3000 steps of batch 128 (~6.4 epochs); warmup-cosine lr (warmup 150 steps, final 0.01×peak); seed 0
+//! model: 118282 trainable parameters
+//!
+//! optimizer  peak lr  train loss  test loss  test acc  steps→0.4  ms/step  update ms  update %
+//! --------------------------------------------------------------------------------------------
+//! sgd           1e-1      0.2370     0.3192    88.57%        443    1.193      0.095      7.0%
+//! adamw         1e-2      0.2316     0.3221    88.51%        458    1.821      0.125      7.1%
+//! lion          1e-3      0.2323     0.3298    88.51%        439    1.779      0.084      4.9%
+//! adam          1e-2      0.2330     0.3236    88.51%        346    1.866      0.135      7.3%
+//! rmsprop       1e-2      0.2627     0.3458    87.53%        896    1.798      0.103      5.9%
+//! adagrad       1e-1      0.2631     0.3312    88.21%        468    1.766      0.088      5.2%
+//! ```
+//!
+//! `--dataset fashion-mnist --model cnn`, 109 s in total:
+//!
+//! ```text
+//! Fashion-MNIST: 60000 train / 10000 test samples; CNN conv5x5/2x16-128-10; 3000 steps of batch 128 (~6.4 epochs); warmup-cosine lr (warmup 150 steps, final 0.01×peak); seed 0
+//! model: 296746 trainable parameters
+//!
+//! optimizer  peak lr  train loss  test loss  test acc  steps→0.4  ms/step  update ms  update %
+//! --------------------------------------------------------------------------------------------
+//! sgd           1e-1      0.1614     0.2754    90.23%        280    4.214      0.227      5.1%
+//! adamw         1e-2      0.1067     0.2849    90.65%        251    6.425      0.352      6.0%
+//! lion          1e-3      0.1411     0.2867    90.09%        329    4.688      0.253      5.3%
+//! adam          1e-2      0.1029     0.2866    90.70%        189    6.209      0.356      6.3%
+//! rmsprop       1e-2      0.0950     0.3440    89.95%        254    6.065      0.305      5.7%
+//! adagrad       1e-1      0.1451     0.2681    90.83%        252    4.660      0.297      6.2%
+//! ```
+//!
+//! Losses, accuracies and steps→T repeat exactly from run to run on this machine (everything
+//! is seeded; a machine with another core count may split dfdx's matrix products differently
+//! and round differently); the times vary by ±30% between runs and with other load. The
+//! optimizer's `update` is 5–10% of a step here: these models are small and the
+//! forward/backward passes dominate; `update` includes the dfdx path's copies of each
+//! parameter in and out of a host buffer (see ARCHITECTURE.md).
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use dfdx::losses::cross_entropy_with_logits_loss;
+use dfdx::nn::builders::{Linear, ReLU};
+use dfdx::nn::ModelEMA;
+use dfdx::nn::{
+    BuildOnDevice, Module, ModuleMut, NonMutableModule, NumParams, TensorCollection, ZeroGrads,
+    ZeroSizedModule,
+};
+use dfdx::shapes::{Const, Dim, HasShape, Shape};
+use dfdx::tensor::{
+    AsArray, Cpu, Gradients, NoneTape, OwnedTape, Tape, Tensor, TensorFromVec, Trace,
+};
+use dfdx::tensor_ops::{Backward, ReshapeTo};
+use examples::data::{digits, idx, Dataset};
+use examples::model::{self, argmax, Evaluation, Mlp};
+use examples::optimizers::{self, OptimizerSpec};
+use indicatif::{ProgressBar, ProgressStyle};
+use optim_dsl::prelude::*;
+
+/// Number of classes of both data sets.
+const CLASSES: usize = 10;
+/// Smoothing coefficient of the training-loss EMA used for steps→T and the plot.
+const SMOOTHING: f64 = 0.9;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DatasetArg {
+    /// UCI handwritten digits, 8×8, embedded in the binary (1,438 train / 359 test).
+    Digits,
+    /// Fashion-MNIST, 28×28, read from IDX files (60,000 train / 10,000 test).
+    FashionMnist,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ModelArg {
+    /// Two hidden ReLU layers of width --hidden.
+    Mlp,
+    /// One 5×5 stride-2 convolution (16 channels), then a hidden layer of width --hidden
+    /// (Fashion-MNIST only).
+    Cnn,
+}
+
+/// Train a model with several optimizers from the optim-dsl zoo under identical conditions
+/// (seed, initial weights, batches, step budget, warmup-cosine schedule) and compare final
+/// loss, test accuracy, steps to a target loss and time per step.
+///
+/// Writes a table to stdout and summary.csv, curves.csv and loss_curves.svg to --out.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Data set.
+    #[arg(long, value_enum, default_value_t = DatasetArg::Digits)]
+    dataset: DatasetArg,
+    /// Directory holding the Fashion-MNIST IDX files (gzipped or not).
+    #[arg(long, value_name = "DIR", default_value = idx::DEFAULT_FASHION_MNIST_DIR)]
+    data: PathBuf,
+    /// Model.
+    #[arg(long, value_enum, default_value_t = ModelArg::Mlp)]
+    model: ModelArg,
+    /// Hidden width (32, 64, 128, 256 or 512).
+    #[arg(long, default_value_t = 128, value_parser = parse_width)]
+    hidden: usize,
+    /// Optimizers to compare, comma-separated (see --list), or `all`.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    optimizers: Vec<String>,
+    /// Override a peak learning rate, `NAME=VALUE` (repeatable).
+    #[arg(long = "lr", value_name = "NAME=VALUE", value_parser = parse_lr_override)]
+    lr: Vec<(String, f64)>,
+    /// Optimizer steps per run [default: digits 1000, fashion-mnist 3000].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Mini-batch size [default: digits 64, fashion-mnist 128].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Fraction of the steps spent in linear warmup.
+    #[arg(long, default_value_t = 0.05)]
+    warmup: f64,
+    /// Final learning rate as a fraction of the peak (end of the cosine).
+    #[arg(long, default_value_t = 0.01)]
+    final_lr: f64,
+    /// Target training loss for steps→T [default: digits 0.1, fashion-mnist 0.4].
+    #[arg(long)]
+    target_loss: Option<f64>,
+    /// Seed of the initial weights, the split (digits) and the batch order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also evaluate an exponential moving average of the weights with this decay (e.g. 0.99).
+    #[arg(long, value_name = "DECAY")]
+    ema: Option<f64>,
+    /// Output directory for summary.csv, curves.csv and loss_curves.svg.
+    #[arg(long, value_name = "DIR", default_value = "target/compare")]
+    out: PathBuf,
+    /// Do not write the SVG plot.
+    #[arg(long)]
+    no_plot: bool,
+    /// List the known optimizers with their peak learning rates and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+fn parse_width(s: &str) -> Result<usize, String> {
+    let w: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if WIDTHS.contains(&w) {
+        Ok(w)
+    } else {
+        Err(format!("supported widths are {WIDTHS:?}"))
+    }
+}
+
+fn parse_lr_override(s: &str) -> Result<(String, f64), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
+    let value: f64 = value
+        .parse()
+        .map_err(|e| format!("bad learning rate {value:?}: {e}"))?;
+    if !(value.is_finite() && value > 0.0) {
+        return Err(format!("learning rate must be positive, got {value}"));
+    }
+    Ok((name.trim().to_lowercase(), value))
+}
+
+/// Hidden widths the binary is compiled for.
+const WIDTHS: [usize; 5] = [32, 64, 128, 256, 512];
+
+/// Everything a single run needs besides the model.
+struct RunConfig {
+    steps: usize,
+    batch: usize,
+    warmup: u64,
+    final_lr: f64,
+    target: f64,
+    seed: u64,
+    ema: Option<f64>,
+}
+
+impl RunConfig {
+    /// The learning-rate schedule for a given peak.
+    fn schedule(&self, peak: f64) -> Schedule {
+        Schedule::warmup_cosine(
+            0.0,
+            peak,
+            self.warmup,
+            self.steps as u64,
+            peak * self.final_lr,
+        )
+    }
+}
+
+/// One point of a loss curve.
+#[derive(Clone, Copy, Debug)]
+struct Point {
+    step: usize,
+    lr: f64,
+    loss: f64,
+    smoothed: f64,
+}
+
+/// The outcome of training with one optimizer.
+struct RunResult {
+    name: &'static str,
+    type_name: &'static str,
+    peak_lr: f64,
+    train: Evaluation,
+    test: Evaluation,
+    ema_test: Option<Evaluation>,
+    steps_to_target: Option<usize>,
+    /// Wall time of each step (forward, backward, update, zeroing) and of its `update` call.
+    step_times: Vec<Duration>,
+    update_times: Vec<Duration>,
+    steps: usize,
+    curve: Vec<Point>,
+}
+
+/// Median of `times` in milliseconds (0 for none).
+fn median_ms(times: &[Duration]) -> f64 {
+    let mut v: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
+/// Mean of `times` in milliseconds (0 for none).
+fn mean_ms(times: &[Duration]) -> f64 {
+    times.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3 / times.len().max(1) as f64
+}
+
+impl RunResult {
+    /// Median milliseconds per step (robust to other processes on the machine).
+    fn ms_per_step(&self) -> f64 {
+        median_ms(&self.step_times)
+    }
+    /// Median milliseconds of the `update` call.
+    fn update_ms(&self) -> f64 {
+        median_ms(&self.update_times)
+    }
+    /// Share of the step spent in `update`: total update time over total step time.
+    fn update_share(&self) -> f64 {
+        mean_ms(&self.update_times) / mean_ms(&self.step_times).max(1e-12)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs: how a batch of flat feature rows becomes the model's input tensor.
+
+/// Turns `n` flat feature rows into a model input of shape `S` (without a tape).
+trait Input<S: Shape> {
+    fn make(&self, dev: &Cpu, features: Vec<f32>, n: usize) -> Tensor<S, f32, Cpu>;
+}
+
+/// Flat vectors, for the MLPs.
+struct Flat<const I: usize>;
+
+impl<const I: usize> Input<(usize, Const<I>)> for Flat<I> {
+    fn make(&self, dev: &Cpu, features: Vec<f32>, n: usize) -> Tensor<(usize, Const<I>), f32, Cpu> {
+        dev.tensor_from_vec(features, (n, Const))
+    }
+}
+
+/// Side of a Fashion-MNIST image, and the CNN's convolution: kernel, stride, output side,
+/// channels.
+const SIDE: usize = 28;
+const KERNEL: usize = 5;
+const STRIDE: usize = 2;
+const OUT_SIDE: usize = (SIDE - KERNEL) / STRIDE + 1; // 12
+const PATCHES: usize = OUT_SIDE * OUT_SIDE; // 144
+const PATCH: usize = KERNEL * KERNEL; // 25
+const CHANNELS: usize = 16;
+const CONV_FEATURES: usize = PATCHES * CHANNELS; // 2304
+
+/// im2col of 28×28 images into `PATCHES` rows of `PATCH` pixels (5×5, stride 2, no padding),
+/// for the CNN.
+struct Patches;
+
+impl Input<(usize, Const<PATCHES>, Const<PATCH>)> for Patches {
+    fn make(
+        &self,
+        dev: &Cpu,
+        features: Vec<f32>,
+        n: usize,
+    ) -> Tensor<(usize, Const<PATCHES>, Const<PATCH>), f32, Cpu> {
+        let mut cols = Vec::with_capacity(n * PATCHES * PATCH);
+        for img in features.chunks_exact(SIDE * SIDE) {
+            for oy in 0..OUT_SIDE {
+                for ox in 0..OUT_SIDE {
+                    for ky in 0..KERNEL {
+                        let row = (oy * STRIDE + ky) * SIDE + ox * STRIDE;
+                        cols.extend_from_slice(&img[row..row + KERNEL]);
+                    }
+                }
+            }
+        }
+        dev.tensor_from_vec(cols, (n, Const, Const))
+    }
+}
+
+/// Flattens `(batch, patches, channels)` to `(batch, N)` (`N = patches × channels`, checked at
+/// run time). dfdx's `Flatten2D` needs its nightly feature.
+#[derive(Default, Clone, Copy, Debug)]
+struct FlattenTo<const N: usize>;
+
+impl<const N: usize> ZeroSizedModule for FlattenTo<N> {}
+impl<const N: usize> NonMutableModule for FlattenTo<N> {}
+
+impl<const N: usize, S: Dim, const C: usize, T: Tape<f32, Cpu>>
+    Module<Tensor<(usize, S, Const<C>), f32, Cpu, T>> for FlattenTo<N>
+{
+    type Output = Tensor<(usize, Const<N>), f32, Cpu, T>;
+    type Error = <Cpu as dfdx::tensor::HasErr>::Err;
+
+    fn try_forward(
+        &self,
+        x: Tensor<(usize, S, Const<C>), f32, Cpu, T>,
+    ) -> Result<Self::Output, Self::Error> {
+        let batch = x.shape().0;
+        x.try_reshape_like(&(batch, Const::<N>))
+    }
+}
+
+/// The CNN of `--model cnn` with hidden width `H` (input: [`Patches`]).
+type Cnn<const H: usize> = (
+    Linear<PATCH, CHANNELS>,
+    ReLU,
+    FlattenTo<CONV_FEATURES>,
+    Linear<CONV_FEATURES, H>,
+    ReLU,
+    Linear<H, CLASSES>,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Training.
+
+type Logits<T> = Tensor<(usize, Const<CLASSES>), f32, Cpu, T>;
+
+/// Evaluates `net` on `data` in chunks of 512 (no tape).
+fn evaluate<M, S, X>(dev: &Cpu, net: &M, data: &Dataset, input: &X) -> Evaluation
+where
+    S: Shape,
+    X: Input<S>,
+    M: Module<Tensor<S, f32, Cpu>, Output = Logits<NoneTape>>,
+{
+    let mut loss_sum = 0.0f64;
+    let mut correct = 0usize;
+    for (features, labels) in data.chunks(512) {
+        let n = labels.len();
+        let (x, y) = (input.make(dev, features, n), one_hot(dev, &labels));
+        let logits = net.forward(x);
+        for (row, &label) in logits.as_vec().chunks_exact(CLASSES).zip(&labels) {
+            correct += usize::from(argmax(row) == label as usize);
+        }
+        loss_sum += f64::from(cross_entropy_with_logits_loss(logits, y).array()) * n as f64;
+    }
+    let n = data.n.max(1) as f64;
+    Evaluation {
+        loss: (loss_sum / n) as f32,
+        accuracy: correct as f64 / n,
+    }
+}
+
+fn one_hot(dev: &Cpu, labels: &[u8]) -> Logits<NoneTape> {
+    let mut v = vec![0.0f32; labels.len() * CLASSES];
+    for (i, &l) in labels.iter().enumerate() {
+        v[i * CLASSES + l as usize] = 1.0;
+    }
+    dev.tensor_from_vec(v, (labels.len(), Const))
+}
+
+/// Trains a fresh model of architecture `A` (built from `cfg.seed`) with the optimizer `spec`
+/// at peak learning rate `peak_lr`.
+fn train_one<A, S, X>(
+    cfg: &RunConfig,
+    spec: &OptimizerSpec,
+    peak_lr: f64,
+    train: &Dataset,
+    test: &Dataset,
+    input: &X,
+    bar: &ProgressBar,
+) -> Result<RunResult, Box<dyn Error>>
+where
+    A: BuildOnDevice<Cpu, f32>,
+    A::Built: TensorCollection<f32, Cpu>
+        + ZeroGrads<f32, Cpu>
+        + Clone
+        + ModuleMut<Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>, Output = Logits<OwnedTape<f32, Cpu>>>
+        + Module<Tensor<S, f32, Cpu>, Output = Logits<NoneTape>>,
+    S: Shape,
+    X: Input<S>,
+{
+    let (dev, mut net) = model::build::<A>(cfg.seed);
+    let mut ema_net = cfg.ema.map(|_| net.clone());
+    let mut grads = net.alloc_grads();
+    let mut opt = optimizers::build::<A::Built>(spec.name, cfg.schedule(peak_lr).into())?;
+    let schedule = cfg.schedule(peak_lr);
+
+    let mut curve = Vec::with_capacity(cfg.steps);
+    let (mut step_times, mut update_times) =
+        (Vec::with_capacity(cfg.steps), Vec::with_capacity(cfg.steps));
+    let (mut ema_loss, mut steps_to_target) = (0.0f64, None);
+    let mut step = 0;
+    let mut epoch = 0;
+    while step < cfg.steps {
+        for (features, labels) in train.batches(cfg.batch, cfg.seed, epoch) {
+            if step == cfg.steps {
+                break;
+            }
+            let t0 = Instant::now();
+            let n = labels.len();
+            let (x, y) = (input.make(&dev, features, n), one_hot(&dev, &labels));
+            let taken = std::mem::replace(&mut grads, Gradients::leaky());
+            let logits = net.forward_mut(x.traced(taken));
+            let loss = cross_entropy_with_logits_loss(logits, y);
+            let loss_value = f64::from(loss.array());
+            grads = loss.backward();
+            let t1 = Instant::now();
+            opt.step(&mut net, &mut grads)
+                .map_err(|e| format!("{} failed at step {step}: {e}", spec.name))?;
+            let t2 = Instant::now();
+            net.zero_grads(&mut grads);
+            step_times.push(t0.elapsed());
+            update_times.push(t2 - t1);
+
+            if let (Some(decay), Some(e)) = (cfg.ema, ema_net.as_mut()) {
+                e.ema(&net, decay);
+            }
+            step += 1;
+            ema_loss = SMOOTHING * ema_loss + (1.0 - SMOOTHING) * loss_value;
+            let smoothed = ema_loss / (1.0 - SMOOTHING.powi(step as i32));
+            if steps_to_target.is_none() && smoothed <= cfg.target {
+                steps_to_target = Some(step);
+            }
+            curve.push(Point {
+                step,
+                lr: schedule.value(step as u64 - 1),
+                loss: loss_value,
+                smoothed,
+            });
+            if !loss_value.is_finite() {
+                return Err(
+                    format!("{}: the loss is {loss_value} at step {step}", spec.name).into(),
+                );
+            }
+            bar.set_position(step as u64);
+            if step % 20 == 0 {
+                bar.set_message(format!("loss {smoothed:.4}"));
+            }
+        }
+        epoch += 1;
+    }
+    bar.finish_and_clear();
+    Ok(RunResult {
+        name: spec.name,
+        type_name: opt.name(),
+        peak_lr,
+        train: evaluate(&dev, &net, train, input),
+        test: evaluate(&dev, &net, test, input),
+        ema_test: ema_net.as_ref().map(|e| evaluate(&dev, e, test, input)),
+        steps_to_target,
+        step_times,
+        update_times,
+        steps: step,
+        curve,
+    })
+}
+
+/// Runs every selected optimizer on architecture `A` and returns the results in order.
+fn run_all<A, S, X>(
+    cfg: &RunConfig,
+    selected: &[(&'static OptimizerSpec, f64)],
+    train: &Dataset,
+    test: &Dataset,
+    input: &X,
+) -> Result<Vec<RunResult>, Box<dyn Error>>
+where
+    A: BuildOnDevice<Cpu, f32>,
+    A::Built: TensorCollection<f32, Cpu>
+        + ZeroGrads<f32, Cpu>
+        + Clone
+        + NumParams<f32, Cpu>
+        + ModuleMut<Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>, Output = Logits<OwnedTape<f32, Cpu>>>
+        + Module<Tensor<S, f32, Cpu>, Output = Logits<NoneTape>>,
+    S: Shape,
+    X: Input<S>,
+{
+    let params = model::build::<A>(cfg.seed).1.num_trainable_params();
+    println!("model: {params} trainable parameters");
+    let style =
+        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos:>5}/{len} {elapsed:>4} {msg}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> ");
+    let show = std::io::stderr().is_terminal();
+    let mut results = Vec::new();
+    for &(spec, lr) in selected {
+        let bar = if show {
+            ProgressBar::new(cfg.steps as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(style.clone());
+        bar.set_prefix(spec.name);
+        results.push(train_one::<A, S, X>(
+            cfg, spec, lr, train, test, input, &bar,
+        )?);
+    }
+    Ok(results)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output.
+
+fn print_table(results: &[RunResult], target: f64) {
+    let mut header = vec![
+        "optimizer".to_string(),
+        "peak lr".to_string(),
+        "train loss".to_string(),
+        "test loss".to_string(),
+        "test acc".to_string(),
+        format!("steps→{target}"),
+        "ms/step".to_string(),
+        "update ms".to_string(),
+        "update %".to_string(),
+    ];
+    let ema = results.iter().any(|r| r.ema_test.is_some());
+    if ema {
+        header.push("EMA test acc".to_string());
+    }
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            let mut row = vec![
+                r.name.to_string(),
+                format!("{:e}", r.peak_lr),
+                format!("{:.4}", r.train.loss),
+                format!("{:.4}", r.test.loss),
+                format!("{:.2}%", 100.0 * r.test.accuracy),
+                r.steps_to_target.map_or("-".to_string(), |s| s.to_string()),
+                format!("{:.3}", r.ms_per_step()),
+                format!("{:.3}", r.update_ms()),
+                format!("{:.1}%", 100.0 * r.update_share()),
+            ];
+            if ema {
+                row.push(
+                    r.ema_test
+                        .map_or("-".to_string(), |e| format!("{:.2}%", 100.0 * e.accuracy)),
+                );
+            }
+            row
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].chars().count())
+                .chain([header[c].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let fmt_row = |cells: &[String]| {
+        let mut s = String::new();
+        for (c, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if c == 0 {
+                let _ = write!(s, "{cell:<w$}");
+            } else {
+                let _ = write!(s, "  {cell:>w$}");
+            }
+        }
+        s
+    };
+    println!("{}", fmt_row(&header));
+    println!(
+        "{}",
+        "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1))
+    );
+    for r in &rows {
+        println!("{}", fmt_row(r));
+    }
+}
+
+fn write_csvs(dir: &Path, results: &[RunResult], target: f64) -> std::io::Result<()> {
+    let mut s = String::from(
+        "optimizer,type,peak_lr,steps,final_train_loss,test_loss,test_accuracy,ema_test_accuracy,\
+         target_loss,steps_to_target,median_ms_per_step,median_update_ms,mean_ms_per_step,\
+         mean_update_ms,update_share\n",
+    );
+    for r in results {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6}",
+            r.name,
+            r.type_name,
+            r.peak_lr,
+            r.steps,
+            r.train.loss,
+            r.test.loss,
+            r.test.accuracy,
+            r.ema_test.map_or(String::new(), |e| e.accuracy.to_string()),
+            target,
+            r.steps_to_target.map_or(String::new(), |s| s.to_string()),
+            r.ms_per_step(),
+            r.update_ms(),
+            mean_ms(&r.step_times),
+            mean_ms(&r.update_times),
+            r.update_share(),
+        );
+    }
+    std::fs::write(dir.join("summary.csv"), s)?;
+    let mut c = String::from("optimizer,step,lr,batch_loss,smoothed_loss\n");
+    for r in results {
+        for p in &r.curve {
+            let _ = writeln!(
+                c,
+                "{},{},{:e},{},{}",
+                r.name, p.step, p.lr, p.loss, p.smoothed
+            );
+        }
+    }
+    std::fs::write(dir.join("curves.csv"), c)
+}
+
+/// Line colours of the plot (the common "tab10" qualitative palette), in optimizer order.
+const PALETTE: [(u8, u8, u8); 10] = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+];
+
+/// `v` with three significant digits and no trailing zeros (`0.0001`, `0.25`, `2`).
+fn short_number(v: f64) -> String {
+    if !(v.is_finite() && v > 0.0) {
+        return format!("{v}");
+    }
+    let decimals = (2 - v.log10().floor() as i32).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+fn plot(path: &Path, results: &[RunResult], title: &str) -> Result<(), Box<dyn Error>> {
+    use plotters::prelude::*;
+    let steps = results.iter().map(|r| r.steps).max().unwrap_or(1).max(1);
+    let values = results
+        .iter()
+        .flat_map(|r| r.curve.iter().map(|p| p.smoothed))
+        .filter(|v| v.is_finite() && *v > 0.0);
+    let (lo, hi) = values.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    // The axis starts just below a power of ten: plotters labels a log axis from the first
+    // power of ten inside it.
+    let (lo, hi) = if lo.is_finite() {
+        (10f64.powf(lo.log10().floor()) * 0.999, hi * 1.25)
+    } else {
+        (1e-3, 10.0)
+    };
+
+    let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0..steps, (lo..hi).log_scale())?;
+    // A label at every 1, 2, …, 9 × 10^k when the curves span at most two decades, else at the
+    // powers of ten only.
+    let decades = (hi / lo).log10();
+    chart
+        .configure_mesh()
+        .y_labels(if decades <= 2.0 {
+            10 * decades.ceil().max(1.0) as usize
+        } else {
+            10
+        })
+        .light_line_style(TRANSPARENT)
+        .x_desc("step")
+        .y_desc("training loss (EMA of mini-batch loss)")
+        .y_label_formatter(&|v| short_number(*v))
+        .draw()?;
+    for (i, r) in results.iter().enumerate() {
+        let (r8, g8, b8) = PALETTE[i % PALETTE.len()];
+        let color = RGBColor(r8, g8, b8).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                r.curve.iter().map(|p| (p.step, p.smoothed)),
+                color.stroke_width(2),
+            ))?
+            .label(r.name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Calls `$body` with `$w` bound to a const generic equal to the run-time width `$width`.
+macro_rules! with_width {
+    ($width:expr, $w:ident => $body:expr) => {
+        match $width {
+            32 => {
+                const $w: usize = 32;
+                $body
+            }
+            64 => {
+                const $w: usize = 64;
+                $body
+            }
+            128 => {
+                const $w: usize = 128;
+                $body
+            }
+            256 => {
+                const $w: usize = 256;
+                $body
+            }
+            512 => {
+                const $w: usize = 512;
+                $body
+            }
+            other => Err(format!("unsupported hidden width {other}; use one of {WIDTHS:?}").into()),
+        }
+    };
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    if args.list {
+        println!(
+            "{:<8}  {:>7}  summary [non-default settings]",
+            "name", "peak lr"
+        );
+        for s in optimizers::OPTIMIZERS {
+            let settings = if s.settings.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", s.settings)
+            };
+            println!("{:<8}  {:>7e}  {}{settings}", s.name, s.peak_lr, s.summary);
+        }
+        return Ok(());
+    }
+    let selected = select(&args)?;
+    let digits = args.dataset == DatasetArg::Digits;
+    if digits && args.model == ModelArg::Cnn {
+        return Err("--model cnn is for 28×28 images: use it with --dataset fashion-mnist".into());
+    }
+    if !(0.0..1.0).contains(&args.warmup) {
+        return Err(format!("--warmup must be in [0, 1), got {}", args.warmup).into());
+    }
+    if !(0.0..=1.0).contains(&args.final_lr) {
+        return Err(format!("--final-lr must be in [0, 1], got {}", args.final_lr).into());
+    }
+    if let Some(d) = args.ema {
+        if !(0.0..1.0).contains(&d) {
+            return Err(format!("--ema must be in [0, 1), got {d}").into());
+        }
+    }
+    let steps = args.steps.unwrap_or(if digits { 1000 } else { 3000 });
+    let batch = args.batch.unwrap_or(if digits { 64 } else { 128 });
+    if steps == 0 || batch == 0 {
+        return Err("--steps and --batch must be positive".into());
+    }
+    let cfg = RunConfig {
+        steps,
+        batch,
+        warmup: (args.warmup * steps as f64).round() as u64,
+        final_lr: args.final_lr,
+        target: args.target_loss.unwrap_or(if digits { 0.1 } else { 0.4 }),
+        seed: args.seed,
+        ema: args.ema,
+    };
+
+    let start = Instant::now();
+    let (train, test) = if digits {
+        digits::load()?.split(0.2, args.seed)
+    } else {
+        idx::load_fashion_mnist(&args.data).map_err(|e| {
+            format!(
+                "cannot load Fashion-MNIST from {}:\n  {e}",
+                args.data.display()
+            )
+        })?
+    };
+    let data_name = match args.dataset {
+        DatasetArg::Digits => "digits",
+        DatasetArg::FashionMnist => "Fashion-MNIST",
+    };
+    let model_name = match args.model {
+        ModelArg::Mlp => format!("MLP {}-{h}-{h}-{CLASSES}", train.d, h = args.hidden),
+        ModelArg::Cnn => format!(
+            "CNN conv{KERNEL}x{KERNEL}/{STRIDE}x{CHANNELS}-{}-{CLASSES}",
+            args.hidden
+        ),
+    };
+    println!(
+        "{data_name}: {} train / {} test samples; {model_name}; {} steps of batch {} (~{:.1} \
+         epochs); warmup-cosine lr (warmup {} steps, final {}×peak); seed {}",
+        train.n,
+        test.n,
+        cfg.steps,
+        cfg.batch,
+        (cfg.steps * cfg.batch) as f64 / train.n as f64,
+        cfg.warmup,
+        cfg.final_lr,
+        cfg.seed
+    );
+
+    let results = match (args.dataset, args.model) {
+        (DatasetArg::Digits, _) => with_width!(args.hidden, H => run_all::<
+            Mlp<{ digits::N_FEATURES }, H, CLASSES>,
+            _,
+            _,
+        >(&cfg, &selected, &train, &test, &Flat::<{ digits::N_FEATURES }>)),
+        (DatasetArg::FashionMnist, ModelArg::Mlp) => with_width!(args.hidden, H => run_all::<
+            Mlp<{ SIDE * SIDE }, H, CLASSES>,
+            _,
+            _,
+        >(&cfg, &selected, &train, &test, &Flat::<{ SIDE * SIDE }>)),
+        (DatasetArg::FashionMnist, ModelArg::Cnn) => with_width!(args.hidden, H => run_all::<
+            Cnn<H>,
+            _,
+            _,
+        >(&cfg, &selected, &train, &test, &Patches)),
+    }?;
+
+    println!();
+    print_table(&results, cfg.target);
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    write_csvs(&args.out, &results, cfg.target)
+        .map_err(|e| format!("cannot write to {}: {e}", args.out.display()))?;
+    let mut written = vec!["summary.csv", "curves.csv"];
+    if !args.no_plot {
+        let title = format!("{data_name}, {model_name}: smoothed training loss");
+        plot(&args.out.join("loss_curves.svg"), &results, &title)?;
+        written.push("loss_curves.svg");
+    }
+    println!(
+        "\nwrote {} to {}; total {:.1} s",
+        written.join(", "),
+        args.out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The selected optimizers with their peak learning rates (after `--lr` overrides).
+fn select(args: &Args) -> Result<Vec<(&'static OptimizerSpec, f64)>, Box<dyn Error>> {
+    let names: Vec<String> = if args.optimizers.iter().any(|s| s.trim() == "all") {
+        optimizers::names().iter().map(|s| s.to_string()).collect()
+    } else {
+        args.optimizers
+            .iter()
+            .map(|s| s.trim().to_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let known = optimizers::names().join(", ");
+    for (name, _) in &args.lr {
+        if optimizers::spec(name).is_none() {
+            return Err(format!("--lr {name}=…: unknown optimizer; known: {known}").into());
+        }
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let spec = optimizers::spec(&name)
+            .ok_or_else(|| format!("unknown optimizer `{name}`; known: {known}"))?;
+        let lr = args
+            .lr
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map_or(spec.peak_lr, |&(_, v)| v);
+        out.push((spec, lr));
+    }
+    if out.is_empty() {
+        return Err("no optimizers selected".into());
+    }
+    Ok(out)
+}
