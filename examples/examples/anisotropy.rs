@@ -48,7 +48,8 @@
 //! `lr ∈ {0.1, 0.3, 1, 3, 10, 30}`), the zoo's **SOAP** (Adam in the eigenbasis of Shampoo's
 //! factors, here with Adam's betas 0.9/0.999 and no weight decay so that it differs from the
 //! Adam column only in the basis; best of Adam's grid) — both see only gradients — and the
-//! exact Kronecker preconditioner `A⁻¹ G B⁻¹` (host, the Newton step of this problem).
+//! exact Kronecker preconditioner `A⁻¹ G B⁻¹` (the zoo's `KFac` given the true factors, which
+//! is the Newton step of this problem).
 //! Muon is not run here: its orthogonalized step has a fixed size, so a constant learning rate
 //! cannot reach `1e-8`.
 //!
@@ -71,11 +72,10 @@
 //! - **SGD**: the zoo's `Sgd` (no momentum, `lr = 0.5 / λ_max(Σx)`), through `update_slices`
 //!   with shape `[4, 20]`.
 //! - **K-FAC-style**: K-FAC's update for a linear layer with squared loss is `G A⁻¹`, `A` the
-//!   input second-moment matrix (the output-side factor is the identity). The DSL has no
-//!   matrix products yet, so **the host multiplies the gradient by `(Â + 1e-3 I)⁻¹`**, `Â` the
-//!   running mean of the mini-batch input covariances seen so far, and the same DSL `Sgd`
-//!   (`lr = 0.5`) applies the preconditioned gradient; the output says so too. When the zoo
-//!   gets its K-FAC-style optimizer, it replaces the host multiplication.
+//!   input second-moment matrix (the output-side factor is the identity). The zoo's `KFac`
+//!   (`lr = 0.5`, `damping = 1e-3`) does it inside the step with `kfac_precondition`: the host
+//!   only estimates `Â`, the running mean of the mini-batch input covariances seen so far, and
+//!   hands it over with `set_kron_factors` before each step.
 //!
 //! # Measured (2-core machine, `--release`, seed 0; the whole run takes 2.1 s)
 //!
@@ -95,18 +95,18 @@
 //!   1000    5843        3499         205       258 (1e0)  diverged        3349       1
 //!
 //! Part 2: matrix-shaped quadratic f(X) = ½⟨X, A X B⟩, X ∈ R^8×12, κ(A) = κ(B) = √κ (both rotated), Hessian B ⊗ A with κ(H) = κ
-//!      κ  GD 2/(L+μ)  Adam (best lr)  Jacobi opt  Shampoo (best lr)  SOAP (best lr)  A⁻¹GB⁻¹ (host)
+//!      κ  GD 2/(L+μ)  Adam (best lr)  Jacobi opt  Shampoo (best lr)  SOAP (best lr)  KFac(A, B)
 //!     10          40      168 (3e-1)          36           35 (3e0)      172 (3e-1)               1
 //!    100         414      168 (3e-1)         342           38 (3e0)      172 (3e-1)               1
 //!   1000        4257       217 (1e0)        3364           63 (1e1)       172 (1e0)               1
-//!   Shampoo: zoo::Shampoo with graft = false, momentum 0; SOAP: zoo::Soap with betas 0.9/0.999 (as Adam) and weight decay 0; both see only gradients. A⁻¹GB⁻¹ is the exact Kronecker preconditioner (computed on the host from A and B).
+//!   Shampoo: zoo::Shampoo with graft = false, momentum 0; SOAP: zoo::Soap with betas 0.9/0.999 (as Adam) and weight decay 0; both see only gradients. KFac(A, B): zoo::KFac given the true factors A and B (set_kron_factors), i.e. the exact Kronecker preconditioner A⁻¹GB⁻¹ inside the step.
 //!
 //! Part 3: linear representation learning, y = W* x (noise σ = 0), W* ∈ R^4×20 (orthonormal rows), x ~ N(0, Σx), batch 32; steps until sin θ(W, W*) < 0.05 (cap 20000)
 //!   κ(Σx)  SGD (DSL)  K-FAC-style (host G·Â⁻¹ + DSL SGD)
 //!       1          8                                   7
 //!      10         41                                   8
 //!     100        374                                   9
-//!   note: the K-FAC-style column is not a DSL optimizer yet: the host multiplies each gradient by (Â + 1e-3·I)⁻¹ (Â = running mean of the batch input covariances) and the zoo's Sgd applies it; it moves into the zoo with the K-FAC-style preconditioner.
+//!   note: K-FAC-style = the zoo's KFac optimizer; the host only estimates the input covariance Â (running mean of the batch covariances) and passes it with set_kron_factors; the step applies (Â + 1e-3·I)⁻¹ to the gradient inside the optimizer.
 //! total time 2.14 s
 //! ```
 //!
@@ -134,7 +134,9 @@ use std::fmt;
 
 use examples::data::SplitMix64;
 use optim_dsl::prelude::*;
-use optim_dsl::zoo::{Adam, AdamConfig, Sgd, SgdConfig, Shampoo, ShampooConfig, Soap, SoapConfig};
+use optim_dsl::zoo::{
+    Adam, AdamConfig, KFac, KFacConfig, Sgd, SgdConfig, Shampoo, ShampooConfig, Soap, SoapConfig,
+};
 
 optimizer! {
     /// Jacobi (diagonal) preconditioning, `param -= lr * grad / d` with `d = diag(H)`.
@@ -222,17 +224,6 @@ fn matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
     c
 }
 
-/// The transpose of an `m × n` matrix.
-fn transpose(a: &[f64], m: usize, n: usize) -> Vec<f64> {
-    let mut t = vec![0.0; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            t[j * m + i] = a[i * n + j];
-        }
-    }
-    t
-}
-
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -311,30 +302,6 @@ fn sym_eigenvalues(a: &[f64], n: usize) -> Vec<f64> {
     let mut ev: Vec<f64> = (0..n).map(|i| a[i * n + i]).collect();
     ev.sort_by(f64::total_cmp);
     ev
-}
-
-/// Solves `A z = b` for a symmetric positive definite `A` (Cholesky), for each column of the
-/// `n × m` right-hand side `b`; returns `z` (`n × m`).
-fn spd_solve(a: &[f64], b: &[f64], n: usize, m: usize) -> Vec<f64> {
-    let mut l = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let s: f64 = a[i * n + j] - (0..j).map(|k| l[i * n + k] * l[j * n + k]).sum::<f64>();
-            l[i * n + j] = if i == j { s.sqrt() } else { s / l[j * n + j] };
-        }
-    }
-    let mut z = b.to_vec();
-    for c in 0..m {
-        for i in 0..n {
-            let s: f64 = (0..i).map(|k| l[i * n + k] * z[k * m + c]).sum();
-            z[i * m + c] = (z[i * m + c] - s) / l[i * n + i];
-        }
-        for i in (0..n).rev() {
-            let s: f64 = (i + 1..n).map(|k| l[k * n + i] * z[k * m + c]).sum();
-            z[i * m + c] = (z[i * m + c] - s) / l[i * n + i];
-        }
-    }
-    z
 }
 
 /// `n` values log-spaced from 1 down to `1/kappa`.
@@ -677,7 +644,16 @@ fn part2() -> Result<(), Box<dyn std::error::Error>> {
                 .to_string(),
             format!("{shampoo} ({shampoo_lr:e})"),
             format!("{soap} ({soap_lr:e})"),
-            kronecker_newton(&a, &b, m, n, &x0).to_string(),
+            {
+                // the zoo's KFac with the true factors: u = A⁻¹ G B⁻¹ inside the step
+                let mut opt = KFac::<f64>::new(KFacConfig {
+                    lr: 1.0.into(),
+                    damping: 0.0.into(),
+                    ..Default::default()
+                })?;
+                opt.set_kron_factors("x", &[m, n], Some(a.clone()), Some(b.clone()))?;
+                p.run(opt, &x0, None)?.to_string()
+            },
         ]);
     }
     print_table(
@@ -688,35 +664,17 @@ fn part2() -> Result<(), Box<dyn std::error::Error>> {
             "Jacobi opt",
             "Shampoo (best lr)",
             "SOAP (best lr)",
-            "A⁻¹GB⁻¹ (host)",
+            "KFac(A, B)",
         ],
         &rows,
     );
     println!(
         "  Shampoo: zoo::Shampoo with graft = false, momentum 0; SOAP: zoo::Soap with betas \
          0.9/0.999 (as Adam) and weight \
-         decay 0; both see only gradients. A⁻¹GB⁻¹ is the exact Kronecker preconditioner \
-         (computed on the host from A and B)."
+         decay 0; both see only gradients. KFac(A, B): zoo::KFac given the true factors A and B \
+         (set_kron_factors), i.e. the exact Kronecker preconditioner A⁻¹GB⁻¹ inside the step."
     );
     Ok(())
-}
-
-/// Steps of `X −= A⁻¹ (A X B) B⁻¹` (exact Kronecker-factored preconditioning, plain Rust).
-fn kronecker_newton(a: &[f64], b: &[f64], m: usize, n: usize, x0: &[f64]) -> Outcome {
-    let value = |x: &[f64]| 0.5 * dot(x, &matmul(&matmul(a, x, m, m, n), b, m, n, n));
-    let f0 = value(x0);
-    let mut x = x0.to_vec();
-    for k in 1..=CAP {
-        let g = matmul(&matmul(a, &x, m, m, n), b, m, n, n);
-        // A⁻¹ G (m × n), then (B⁻¹ (A⁻¹G)ᵀ)ᵀ.
-        let ag = spd_solve(a, &g, m, n);
-        let step = transpose(&spd_solve(b, &transpose(&ag, m, n), n, m), n, m);
-        x.iter_mut().zip(&step).for_each(|(xi, s)| *xi -= s);
-        if value(&x) <= TOL * f0 {
-            return Outcome::Reached(k);
-        }
-    }
-    Outcome::Capped
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -748,14 +706,11 @@ fn part3() -> Result<(), Box<dyn std::error::Error>> {
             kfac.to_string(),
         ]);
     }
-    print_table(
-        &["κ(Σx)", "SGD (DSL)", "K-FAC-style (host G·Â⁻¹ + DSL SGD)"],
-        &rows,
-    );
+    print_table(&["κ(Σx)", "SGD (DSL)", "K-FAC-style (DSL KFac)"], &rows);
     println!(
-        "  note: the K-FAC-style column is not a DSL optimizer yet: the host multiplies each \
-         gradient by (Â + 1e-3·I)⁻¹ (Â = running mean of the batch input covariances) and the \
-         zoo's Sgd applies it; it moves into the zoo with the K-FAC-style preconditioner."
+        "  note: K-FAC-style = the zoo's KFac optimizer; the host only estimates the input \
+         covariance Â (running mean of the batch covariances) and passes it with \
+         set_kron_factors; the step applies (Â + 1e-3·I)⁻¹ to the gradient inside the optimizer."
     );
     Ok(())
 }
@@ -813,8 +768,14 @@ fn representation_run(sigma: &[f64], kfac: bool) -> Result<Outcome, OptimError> 
         .collect();
     let std: Vec<f64> = sigma.iter().map(|s| s.sqrt()).collect();
     let lr = if kfac { 0.5 } else { 0.5 / sigma[0] };
-    let mut opt = Sgd::<f64>::new(SgdConfig {
+    let mut sgd = Sgd::<f64>::new(SgdConfig {
         lr: lr.into(),
+        ..Default::default()
+    })?;
+    // the zoo's K-FAC-style optimizer: (A + damping I)^-1 on the input side of W
+    let mut layerwise = KFac::<f64>::new(KFacConfig {
+        lr: lr.into(),
+        damping: 1e-3.into(),
         ..Default::default()
     })?;
     let mut cov_sum = vec![0.0; d * d];
@@ -834,10 +795,15 @@ fn representation_run(sigma: &[f64], kfac: bool) -> Result<Outcome, OptimError> 
                 }
             }
         }
-        // SLOT (K-FAC-style zoo optimizer): the DSL has no matrix products with data other
-        // than the gradient yet, so the host preconditions the gradient here; once the zoo has
-        // a layer-wise K-FAC-style optimizer, it takes `g` (and the inputs) directly.
-        let grad = if kfac {
+        let slice = ParamSlice {
+            name: "W",
+            shape: &[k, d],
+            param: &mut w,
+            grad: &g,
+        };
+        if kfac {
+            // the input-covariance factor Â = running mean of the batch covariances x xᵀ,
+            // handed to the optimizer; the update (Â + 1e-3 I)⁻¹ is computed inside the step
             for x in xs.chunks_exact(d) {
                 for i in 0..d {
                     for j in 0..d {
@@ -845,19 +811,12 @@ fn representation_run(sigma: &[f64], kfac: bool) -> Result<Outcome, OptimError> 
                     }
                 }
             }
-            let mut a: Vec<f64> = cov_sum.iter().map(|c| c / step as f64).collect();
-            (0..d).for_each(|i| a[i * d + i] += 1e-3);
-            // G Â⁻¹ = (Â⁻¹ Gᵀ)ᵀ (Â symmetric).
-            transpose(&spd_solve(&a, &transpose(&g, k, d), d, k), d, k)
+            let a: Vec<f64> = cov_sum.iter().map(|c| c / step as f64).collect();
+            layerwise.set_kron_factors("W", &[k, d], None, Some(a))?;
+            layerwise.update_slices(&mut [slice])?;
         } else {
-            g.clone()
-        };
-        opt.update_slices(&mut [ParamSlice {
-            name: "W",
-            shape: &[k, d],
-            param: &mut w,
-            grad: &grad,
-        }])?;
+            sgd.update_slices(&mut [slice])?;
+        }
         if sin_theta(&w, &w_star, k, d) < SIN_TARGET {
             return Ok(Outcome::Reached(step));
         }

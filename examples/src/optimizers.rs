@@ -26,8 +26,9 @@ use dfdx::nn::TensorCollection;
 use dfdx::tensor::{Cpu, Gradients};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{
-    Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Lion, LionConfig, RMSprop,
-    RMSpropConfig, Sgd, SgdConfig,
+    Adafactor, AdafactorConfig, Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Lamb,
+    LambConfig, Lion, LionConfig, Muon, MuonConfig, RMSprop, RMSpropConfig, Sgd, SgdConfig,
+    Shampoo, ShampooConfig, Soap, SoapConfig,
 };
 
 /// A DSL optimizer for models of type `M`, usable as a trait object.
@@ -157,6 +158,11 @@ optimizer_table! {
     ("adam", 1e-2, "Adam, betas (0.9, 0.999), no weight decay", Adam, AdamConfig {}),
     ("rmsprop", 1e-2, "RMSprop, alpha 0.99, no momentum", RMSprop, RMSpropConfig {}),
     ("adagrad", 0.1, "Adagrad, no lr decay", Adagrad, AdagradConfig {}),
+    ("muon", 5e-3, "Muon on hidden matrices (Nesterov 0.95, 5 Newton-Schulz steps); AdamW lr 3e-3 on the rest", Muon, MuonConfig { adam_lr: 3e-3 }),
+    ("adafactor", 1e-1, "Adafactor, relative step min(lr, 1/sqrt(t)), factored second moments", Adafactor, AdafactorConfig {}),
+    ("shampoo", 1e-2, "Shampoo with Adam grafting, inverse roots every 10 steps", Shampoo, ShampooConfig { update_freq: 10.0 }),
+    ("soap", 3e-3, "SOAP, betas (0.95, 0.95), eigenbasis refresh every 10 steps", Soap, SoapConfig { precondition_frequency: 10.0 }),
+    ("lamb", 3e-3, "LAMB, betas (0.9, 0.999), trust ratio per tensor", Lamb, LambConfig {}),
 }
 
 /// The names of [`OPTIMIZERS`], in order.
