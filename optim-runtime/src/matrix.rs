@@ -4,6 +4,7 @@
 
 use crate::Float;
 use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure as Bs};
 use faer::{Accum, Mat, MatRef, Par};
 
 /// Default Newton–Schulz iteration count (Muon).
@@ -12,6 +13,16 @@ pub const NS_STEPS: usize = 5;
 pub const NS_COEFFS: [f64; 3] = [3.4445, -4.7750, 2.0315];
 /// Default epsilon added to the Frobenius norm before normalising (Muon).
 pub const NS_EPS: f64 = 1e-7;
+
+/// Copies the strict lower triangle of a square matrix onto its upper triangle.
+fn mirror_lower<E: Float>(m: &mut Mat<E>) {
+    let d = m.nrows();
+    for j in 0..d {
+        for i in 0..j {
+            m[(i, j)] = m[(j, i)];
+        }
+    }
+}
 
 fn par_for(n: usize) -> Par {
     // below ~128² the pool's overhead exceeds the work
@@ -61,9 +72,9 @@ pub fn orthogonalize<E: Float>(
         .sqrt();
     let scale = E::one() / (E::of_f64(norm) + E::of_f64(eps));
     let mut x: Mat<E> = Mat::from_fn(m, k, |i, j| view[(i, j)] * scale);
+    let mut xn = Mat::<E>::zeros(m, k);
     let mut a = Mat::<E>::zeros(m, m);
-    let mut aa = Mat::<E>::zeros(m, m);
-    let mut bx = Mat::<E>::zeros(m, k);
+    let mut b = Mat::<E>::zeros(m, m);
     let (ca, cb, cc) = (
         E::of_f64(coeffs[0]),
         E::of_f64(coeffs[1]),
@@ -71,41 +82,54 @@ pub fn orthogonalize<E: Float>(
     );
     let par = par_for(m * k);
     for _ in 0..steps {
-        matmul(
+        // A = X X^T is symmetric: compute its lower half, then mirror it
+        tri_matmul(
             a.as_mut(),
+            Bs::TriangularLower,
             Accum::Replace,
             x.as_ref(),
+            Bs::Rectangular,
             x.transpose(),
+            Bs::Rectangular,
             E::one(),
             par,
         );
-        matmul(
-            aa.as_mut(),
-            Accum::Replace,
-            a.as_ref(),
-            a.as_ref(),
-            E::one(),
-            par,
-        );
-        // B = b A + c A A, stored in `aa`
+        mirror_lower(&mut a);
+        // B = b A + c A A, also symmetric
         for j in 0..m {
-            for i in 0..m {
-                aa[(i, j)] = cb * a[(i, j)] + cc * aa[(i, j)];
+            let (src, dst) = (a.col_as_slice(j), b.col_as_slice_mut(j));
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = cb * *s;
+            }
+        }
+        tri_matmul(
+            b.as_mut(),
+            Bs::TriangularLower,
+            Accum::Add,
+            a.as_ref(),
+            Bs::Rectangular,
+            a.as_ref(),
+            Bs::Rectangular,
+            cc,
+            par,
+        );
+        mirror_lower(&mut b);
+        // X <- a X + B X
+        for j in 0..k {
+            let (src, dst) = (x.col_as_slice(j), xn.col_as_slice_mut(j));
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = ca * *s;
             }
         }
         matmul(
-            bx.as_mut(),
-            Accum::Replace,
-            aa.as_ref(),
+            xn.as_mut(),
+            Accum::Add,
+            b.as_ref(),
             x.as_ref(),
             E::one(),
             par,
         );
-        for j in 0..k {
-            for i in 0..m {
-                x[(i, j)] = ca * x[(i, j)] + bx[(i, j)];
-            }
-        }
+        std::mem::swap(&mut x, &mut xn);
     }
     for r in 0..rows {
         for c in 0..cols {
