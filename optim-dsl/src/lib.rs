@@ -5,10 +5,10 @@ extern crate self as optim_dsl;
 
 pub use optim_macros::optimizer;
 pub use optim_runtime::{
-    accumulate, checkpoint, ema, kernel, matrix, ops, plan, schedule, state, Anneal, Cooldown,
-    Domain, DslOptimizer, EmaCorrection, Field, Float, GradAccumulator, Hyper, KernelPlan, Knot,
-    NonFinitePolicy, OptState, OptimError, OptimizerConfig, ParamInfo, ParamSlice, ParamState,
-    Plan, RuleBody, RulePlan, Schedule, WeightEma,
+    accumulate, checkpoint, cuda, ema, kernel, matrix, ops, plan, schedule, state, Anneal,
+    Cooldown, CudaKernelSource, Domain, DslOptimizer, EmaCorrection, Field, Float, GradAccumulator,
+    Hyper, KernelPlan, Knot, NonFinitePolicy, OptState, OptimError, OptimizerConfig, ParamInfo,
+    ParamSlice, ParamState, Plan, RuleBody, RulePlan, Schedule, WeightEma,
 };
 
 pub mod zoo;

@@ -9,8 +9,8 @@ pub use optim_runtime::kernel::{
 pub use optim_runtime::matrix;
 pub use optim_runtime::ops;
 pub use optim_runtime::{
-    eval_hyper, Domain, DslOptimizer, Field, Float, Hyper, KernelPlan, OptState, OptimError,
-    OptimizerConfig, ParamInfo, ParamState, Plan, RuleBody, RulePlan,
+    eval_hyper, CudaKernelSource, Domain, DslOptimizer, Field, Float, Hyper, KernelPlan, OptState,
+    OptimError, OptimizerConfig, ParamInfo, ParamState, Plan, RuleBody, RulePlan,
 };
 
 /// `f64`, nameable even where the caller shadows it.

@@ -238,6 +238,8 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
             None => quote!(return #ri;),
         });
     let rule_count = opt.rules.len();
+    // CUDA C twins of the kernels (emit_cuda.rs)
+    let cuda_sources = crate::emit_cuda::cuda_sources_fn(opt, &plans);
     let state_name_arms = opt.rules.iter().enumerate().map(|(ri, r)| match &r.body {
         RuleBody::Fused(f) => {
             let names: Vec<&str> = f
@@ -414,6 +416,7 @@ pub(crate) fn emit(opt: &ir::Optimizer) -> TokenStream {
                 fn rule_count() -> #p::Usize {
                     #rule_count
                 }
+                #cuda_sources
                 fn state_names(rule: #p::Usize) -> &'static [&'static #p::Str] {
                     match rule {
                         #(#state_name_arms)*

@@ -12,6 +12,7 @@ mod ast;
 mod catalog;
 mod check;
 mod emit;
+mod emit_cuda;
 mod errors;
 mod expand;
 mod fallback;
@@ -21,6 +22,8 @@ mod plan;
 mod private;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cuda;
 
 /// Declares an optimizer. See the `optim-dsl` crate documentation for the language.
 #[proc_macro]

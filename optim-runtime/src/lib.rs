@@ -9,12 +9,15 @@
 //! - [`optimizer`]: the [`DslOptimizer`] trait with the slice and dfdx drivers.
 //! - [`plan`]: the `explain` description of a generated optimizer.
 //! - [`error`]: the error type, [`OptimError`].
+//! - [`cuda`]: the CUDA C twin of every generated kernel ([`CudaKernelSource`]); with feature
+//!   `cuda`, compiling and launching them.
 //! - Training toolkit: [`ema`] (weight averaging, [`WeightEma`]), [`accumulate`] (gradient
 //!   accumulation, [`GradAccumulator`]), [`checkpoint`] (save/load the complete optimizer
 //!   state), and the per-optimizer [`NonFinitePolicy`] in [`state`].
 
 pub mod accumulate;
 pub mod checkpoint;
+pub mod cuda;
 pub mod ema;
 pub mod error;
 pub mod float;
@@ -31,6 +34,7 @@ pub mod state;
 mod dfdx_path;
 
 pub use accumulate::GradAccumulator;
+pub use cuda::CudaKernelSource;
 pub use ema::{EmaCorrection, WeightEma};
 pub use error::OptimError;
 pub use float::Float;

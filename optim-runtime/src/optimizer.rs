@@ -71,6 +71,12 @@ pub trait DslOptimizer<E: Float>: Sized {
         let _ = rule;
         &[]
     }
+    /// The CUDA C twin of every kernel of this optimizer: one record per rule, flag
+    /// combination and stage, with its `f32` and `f64` sources and launch shape (see
+    /// [`crate::cuda`]). `optimizer!` overrides it; the default (a hand-written impl) has none.
+    fn cuda_sources() -> &'static [crate::CudaKernelSource] {
+        &[]
+    }
     /// The state buffer called `slot` (a `let` name in the rule, e.g. `"m"`, or a matrix
     /// primitive's `"<name>.stats"`) of parameter `name`, if it exists and is allocated.
     fn state_buffer(&self, name: &str, slot: &str) -> Option<&[E]> {

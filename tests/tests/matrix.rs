@@ -585,3 +585,35 @@ fn matrix_optimizers_resume_bit_identically_from_a_checkpoint() {
     };
     assert_eq!(run(soap, None), run(soap, Some(10)));
 }
+
+/// Bad input never corrupts a Kronecker preconditioner: a gradient with a NaN is kept out of
+/// the statistics (the documented skip), and the next finite gradient is preconditioned as if
+/// the bad one had never arrived.
+#[test]
+fn non_finite_gradients_do_not_enter_kronecker_statistics() {
+    use optim_dsl::matrix::{kron_precondition, KronConfig, KRON_DEFAULT};
+    let cfg = KronConfig {
+        eps: 1e-3,
+        ..KRON_DEFAULT
+    };
+    let g1: Vec<f64> = (0..6).map(|i| i as f64 - 2.5).collect();
+    let g2: Vec<f64> = (0..6).map(|i| (i as f64 * 0.7).sin()).collect();
+    let mut bad = g1.clone();
+    bad[3] = f64::NAN;
+    let run = |with_bad: bool| {
+        let (mut stats, mut roots, mut out) = (Vec::new(), Vec::new(), vec![0.0; 6]);
+        let mut skips =
+            kron_precondition(&g1, &mut out, &mut stats, &mut roots, 2, 3, true, 1, cfg);
+        if with_bad {
+            skips += kron_precondition(&bad, &mut out, &mut stats, &mut roots, 2, 3, true, 2, cfg);
+        }
+        kron_precondition(&g2, &mut out, &mut stats, &mut roots, 2, 3, true, 3, cfg);
+        (out, stats, skips)
+    };
+    let (clean_out, clean_stats, _) = run(false);
+    let (out, stats, skips) = run(true);
+    assert_eq!(skips, 2, "one skip per preconditioned side");
+    assert!(stats.iter().all(|v| v.is_finite()));
+    assert_eq!(stats, clean_stats);
+    assert_eq!(out, clean_out);
+}

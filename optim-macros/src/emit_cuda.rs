@@ -1,0 +1,435 @@
+//! Stage 5b, CUDA sources: for every planned stage (one fused element-wise loop) the CUDA C
+//! text of the same loop, in `f32` and `f64`, and the `DslOptimizer::cuda_sources` item that
+//! hands them to the runtime (`optim-runtime/src/cuda.rs` compiles and launches them).
+//!
+//! The kernel mirrors the Rust loop of `emit::emit_kernel` statement by statement: the same
+//! loads, the same node computations in the same order, the same reductions (accumulated in
+//! `double`) and the same writes. Arithmetic goes through `__fadd_rn`-style intrinsics, which
+//! CUDA never contracts into FMAs, and `sqrt`/division are the IEEE-rounded ones, so an `f32`
+//! step matches the CPU bit for bit except where a libm function (`exp`, `ln`, `pow`) differs
+//! by an ulp or two, and except for reduction totals, summed in another order (in `double`).
+//! `sign`, `max`, `min`, `clamp`, `lerp` and `rsqrt` copy `optim-runtime/src/ops.rs`
+//! (`sign(±0) = ±0`, NaN passes through, NaN-propagating `max`/`min`, `lerp = a + t * (b - a)`,
+//! `rsqrt = 1 / sqrt`).
+//!
+//! ABI of one source (`S` = max(`n_scalars`, 1), `B` = max(`n_bufs`, 1), `R` = `n_reductions`):
+//!
+//! ```c
+//! struct Params { unsigned long long n; T s[S]; };     // one per tensor: its length, scalars
+//! struct TensorEntry { T* p; const T* g; T* b[B]; unsigned long long params; };
+//! extern "C" __global__ void NAME(const Params* prm, T* p, const T* g, T* b0, …, double* red);
+//! extern "C" __global__ void NAME_multi(const Params* prm, const TensorEntry* tab, double* red);
+//! ```
+//!
+//! Scalars are packed into one device struct so that a launch has `4 + n_bufs` arguments
+//! (cudarc's `LaunchAsync` takes at most 12), booleans as `1`/`0` like the Rust path. Both
+//! entry points use a grid-stride loop and need `blockDim.x` to be a multiple of 32 (the
+//! runtime launches 256 threads). Reductions are deterministic two-pass: each block writes its
+//! partial sums to `red[j * gridDim.x + blockIdx.x]` (`NAME_multi`: tensor `blockIdx.y`, at
+//! `red[(blockIdx.y * R + j) * gridDim.x + blockIdx.x]`) and the host adds them in block
+//! order — the host needs the totals anyway to compute the next stage's scalars. No atomics,
+//! so any architecture NVRTC targets works.
+//!
+//! `NAME_multi` updates many tensors in one launch: `blockIdx.y` selects the table entry, whose
+//! `params` field indexes the `Params` array (each tensor has its own step count, so its own
+//! bias corrections). Blocks past a tensor's end do nothing, so group tensors of similar size;
+//! it pays for tensors under ~64 Ki elements, where a launch (~3–5 µs) costs more than moving
+//! the tensor's bytes.
+
+use crate::ir::{self, BinOp, Func, Fused, NodeId, Op, RedKind, RuleBody};
+use crate::plan::{RulePlan, Stage, Stream, Variant};
+use crate::private::Private;
+use proc_macro2::{Literal, TokenStream};
+use quote::quote;
+use std::fmt::Write as _;
+
+/// One planned stage as CUDA C.
+pub(crate) struct CudaKernel {
+    pub rule: usize,
+    pub variant: usize,
+    pub stage: usize,
+    pub stages: usize,
+    /// `(flag name, value)` of the variant.
+    pub flags: Vec<(String, bool)>,
+    pub name: String,
+    pub multi_name: String,
+    pub source_f32: String,
+    pub source_f64: String,
+    pub n_scalars: usize,
+    pub n_bufs: usize,
+    pub n_reductions: usize,
+    pub writes_param: bool,
+}
+
+/// Every stage of every fused rule and flag combination, in rule, variant, stage order.
+pub(crate) fn kernels(opt: &ir::Optimizer, plans: &[Option<RulePlan>]) -> Vec<CudaKernel> {
+    let base = c_ident(&opt.name.to_string());
+    let mut out = Vec::new();
+    for (ri, (rule, plan)) in opt.rules.iter().zip(plans).enumerate() {
+        let (RuleBody::Fused(f), Some(plan)) = (&rule.body, plan) else {
+            continue;
+        };
+        for (vi, v) in plan.variants.iter().enumerate() {
+            let nstages = v.stages.len();
+            for (k, st) in v.stages.iter().enumerate() {
+                let last = k + 1 == nstages;
+                let name = format!("optim_{base}_r{ri}_v{vi}_s{k}");
+                let multi_name = format!("{name}_multi");
+                let flags: Vec<(String, bool)> = v
+                    .flags
+                    .iter()
+                    .map(|&(h, b)| (opt.hypers[h].name.to_string(), b))
+                    .collect();
+                let header = header_comment(opt, f, v, st, ri, vi, k, &flags);
+                let body = kernel_body(f, v, st, last, &name, &multi_name);
+                out.push(CudaKernel {
+                    rule: ri,
+                    variant: vi,
+                    stage: k,
+                    stages: nstages,
+                    flags,
+                    source_f32: format!("{header}typedef float T;\n{PRELUDE}{body}"),
+                    source_f64: format!("{header}typedef double T;\n{PRELUDE}{body}"),
+                    name,
+                    multi_name,
+                    n_scalars: st.scalars.len(),
+                    n_bufs: st.bufs.len(),
+                    n_reductions: st.reductions.len(),
+                    writes_param: last,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The `DslOptimizer::cuda_sources` override for the generated impl.
+pub(crate) fn cuda_sources_fn(opt: &ir::Optimizer, plans: &[Option<RulePlan>]) -> TokenStream {
+    let p = Private;
+    let optimizer = opt.name.to_string();
+    let records = kernels(opt, plans).into_iter().map(|k| {
+        let CudaKernel {
+            rule,
+            variant,
+            stage,
+            stages,
+            flags,
+            name,
+            multi_name,
+            source_f32,
+            source_f64,
+            n_scalars,
+            n_bufs,
+            n_reductions,
+            writes_param,
+        } = k;
+        let flags = flags.iter().map(|(n, b)| quote!((#n, #b)));
+        let (s32, s64) = (Literal::string(&source_f32), Literal::string(&source_f64));
+        quote! {
+            #p::CudaKernelSource {
+                optimizer: #optimizer,
+                rule: #rule,
+                variant: #variant,
+                flags: &[#(#flags),*],
+                stage: #stage,
+                stages: #stages,
+                name: #name,
+                multi_name: #multi_name,
+                source_f32: #s32,
+                source_f64: #s64,
+                n_scalars: #n_scalars,
+                n_bufs: #n_bufs,
+                n_reductions: #n_reductions,
+                writes_param: #writes_param,
+            }
+        }
+    });
+    quote! {
+        fn cuda_sources() -> &'static [#p::CudaKernelSource] {
+            const SOURCES: &[#p::CudaKernelSource] = &[#(#records),*];
+            SOURCES
+        }
+    }
+}
+
+/// `s` with every character that is not an ASCII letter, digit or `_` replaced by `_`.
+fn c_ident(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// Helpers shared by every kernel; `T` is typedef'd just before.
+const PRELUDE: &str = r#"#define DSL_FN __device__ __forceinline__
+/* IEEE round-to-nearest operations that are never contracted into an FMA: each one rounds
+   exactly like the Rust loop on the CPU. Do not compile with --use_fast_math. */
+DSL_FN float dsl_add(float a, float b) { return __fadd_rn(a, b); }
+DSL_FN double dsl_add(double a, double b) { return __dadd_rn(a, b); }
+DSL_FN float dsl_sub(float a, float b) { return __fsub_rn(a, b); }
+DSL_FN double dsl_sub(double a, double b) { return __dsub_rn(a, b); }
+DSL_FN float dsl_mul(float a, float b) { return __fmul_rn(a, b); }
+DSL_FN double dsl_mul(double a, double b) { return __dmul_rn(a, b); }
+DSL_FN float dsl_div(float a, float b) { return __fdiv_rn(a, b); }
+DSL_FN double dsl_div(double a, double b) { return __ddiv_rn(a, b); }
+DSL_FN float dsl_sqrt(float x) { return __fsqrt_rn(x); }
+DSL_FN double dsl_sqrt(double x) { return __dsqrt_rn(x); }
+DSL_FN float dsl_abs(float x) { return fabsf(x); }
+DSL_FN double dsl_abs(double x) { return fabs(x); }
+DSL_FN float dsl_exp(float x) { return expf(x); }
+DSL_FN double dsl_exp(double x) { return exp(x); }
+DSL_FN float dsl_ln(float x) { return logf(x); }
+DSL_FN double dsl_ln(double x) { return log(x); }
+DSL_FN float dsl_pow(float x, float y) { return powf(x, y); }
+DSL_FN double dsl_pow(double x, double y) { return pow(x, y); }
+/* optim-runtime/src/ops.rs */
+DSL_FN T dsl_rsqrt(T x) { return dsl_div(T(1), dsl_sqrt(x)); }
+DSL_FN T dsl_sign(T x) { return x > T(0) ? T(1) : (x < T(0) ? T(-1) : x); }
+DSL_FN T dsl_max(T a, T b) { return (a > b || a != a) ? a : b; }
+DSL_FN T dsl_min(T a, T b) { return (a < b || a != a) ? a : b; }
+DSL_FN T dsl_clamp(T x, T lo, T hi) { return dsl_min(dsl_max(x, lo), hi); }
+DSL_FN T dsl_lerp(T a, T b, T t) { return dsl_add(a, dsl_mul(t, dsl_sub(b, a))); }
+/* reductions: `r += y` and `r += y * y` in double, as the Rust loop */
+DSL_FN double dsl_acc(double r, double y) { return __dadd_rn(r, y); }
+DSL_FN double dsl_acc_sq(double r, double y) { return __dadd_rn(r, __dmul_rn(y, y)); }
+/* Sum of `v` over the block, valid in thread 0. blockDim.x must be a multiple of 32 and every
+   thread of the block must call it. `sh` holds 32 doubles of shared memory. */
+DSL_FN double dsl_block_sum(double v, double* sh) {
+    const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+    const unsigned nwarps = (blockDim.x + 31u) >> 5;
+    for (int o = 16; o > 0; o >>= 1) v = __dadd_rn(v, __shfl_down_sync(0xffffffffu, v, o));
+    __syncthreads();
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    v = threadIdx.x < nwarps ? sh[threadIdx.x] : 0.0;
+    if (warp == 0) {
+        for (int o = 16; o > 0; o >>= 1) v = __dadd_rn(v, __shfl_down_sync(0xffffffffu, v, o));
+    }
+    return v;
+}
+"#;
+
+#[allow(clippy::too_many_arguments)]
+fn header_comment(
+    opt: &ir::Optimizer,
+    f: &Fused,
+    v: &Variant,
+    st: &Stage,
+    ri: usize,
+    vi: usize,
+    k: usize,
+    flags: &[(String, bool)],
+) -> String {
+    let mut h = String::new();
+    let _ = writeln!(
+        h,
+        "/* optim-dsl: {}, rule {ri}, flag variant {vi}, stage {k} of {}. Generated by optimizer!; do not edit.",
+        opt.name,
+        v.stages.len()
+    );
+    if !flags.is_empty() {
+        let fl: Vec<String> = flags.iter().map(|(n, b)| format!("{n} = {b}")).collect();
+        let _ = writeln!(h, "   flags: {}", fl.join(", "));
+    }
+    let bufs: Vec<String> = st
+        .bufs
+        .iter()
+        .enumerate()
+        .map(|(j, s)| format!("b{j} = {}", v.stream_name(f, *s)))
+        .collect();
+    let _ = writeln!(
+        h,
+        "   streams: p = param, g = grad{}{}",
+        if bufs.is_empty() { "" } else { ", " },
+        bufs.join(", ")
+    );
+    let _ = writeln!(
+        h,
+        "   scalars: {}, reductions: {} */",
+        st.scalars.len(),
+        st.reductions.len()
+    );
+    h
+}
+
+fn func_name(f: Func) -> &'static str {
+    match f {
+        Func::Sqrt => "dsl_sqrt",
+        Func::Rsqrt => "dsl_rsqrt",
+        Func::Abs => "dsl_abs",
+        Func::Sign => "dsl_sign",
+        Func::Exp => "dsl_exp",
+        Func::Ln => "dsl_ln",
+        Func::Max => "dsl_max",
+        Func::Min => "dsl_min",
+        Func::Clamp => "dsl_clamp",
+        Func::Pow => "dsl_pow",
+        Func::Lerp => "dsl_lerp",
+    }
+}
+
+/// The C expression of a binary operation (the CUDA twin of `emit::bin_tokens`).
+fn bin_expr(op: BinOp, a: &str, b: &str) -> String {
+    match op {
+        BinOp::Add => format!("dsl_add({a}, {b})"),
+        BinOp::Sub => format!("dsl_sub({a}, {b})"),
+        BinOp::Mul => format!("dsl_mul({a}, {b})"),
+        BinOp::Div => format!("dsl_div({a}, {b})"),
+        BinOp::Lt => format!("({a} < {b})"),
+        BinOp::Le => format!("({a} <= {b})"),
+        BinOp::Gt => format!("({a} > {b})"),
+        BinOp::Ge => format!("({a} >= {b})"),
+        BinOp::Eq => format!("({a} == {b})"),
+        BinOp::Ne => format!("({a} != {b})"),
+        BinOp::And => format!("({a} && {b})"),
+        BinOp::Or => format!("({a} || {b})"),
+    }
+}
+
+/// Everything after the prelude: the two structs, the loop (a device function) and the two
+/// entry points.
+fn kernel_body(
+    f: &Fused,
+    v: &Variant,
+    st: &Stage,
+    last: bool,
+    name: &str,
+    multi_name: &str,
+) -> String {
+    let nscal = st.scalars.len();
+    let nbufs = st.bufs.len();
+    let nred = st.reductions.len();
+    // names as in the Rust loop: `s{k}` scalars, `x{node}` values, `b{k}` buffers
+    let kref = |x: NodeId| -> String {
+        let x = v.repl[x];
+        if let Some(b) = v.konst[x] {
+            return b.to_string();
+        }
+        if let Some(k) = st.scalars.iter().position(|&s| s == x) {
+            return format!("s{k}");
+        }
+        format!("x{x}")
+    };
+    let buf_of = |s: Stream| -> String {
+        match s {
+            Stream::Param => "p".into(),
+            Stream::Grad => "g".into(),
+            other => format!("b{}", st.bufs.iter().position(|b| *b == other).unwrap_or(0)),
+        }
+    };
+    let mut c = String::new();
+    let _ = writeln!(
+        c,
+        "struct Params {{ unsigned long long n; T s[{}]; }};",
+        nscal.max(1)
+    );
+    let _ = writeln!(
+        c,
+        "struct TensorEntry {{ T* p; const T* g; T* b[{}]; unsigned long long params; }};",
+        nbufs.max(1)
+    );
+    // the loop
+    let buf_params: String = (0..nbufs)
+        .map(|j| format!(", T* __restrict__ b{j}"))
+        .collect();
+    let _ = writeln!(
+        c,
+        "DSL_FN void dsl_stage(const Params* __restrict__ P, T* __restrict__ p, const T* __restrict__ g{buf_params}, double* acc, unsigned long long i0, unsigned long long stride) {{"
+    );
+    let _ = writeln!(c, "    const unsigned long long n = P->n;");
+    for (k, &s) in st.scalars.iter().enumerate() {
+        if f.nodes[s].ty.boolean {
+            let _ = writeln!(c, "    const bool s{k} = P->s[{k}] != T(0);");
+        } else {
+            let _ = writeln!(c, "    const T s{k} = P->s[{k}];");
+        }
+    }
+    let _ = writeln!(
+        c,
+        "    for (unsigned long long i = i0; i < n; i += stride) {{"
+    );
+    for (x, s) in &st.loads {
+        let _ = writeln!(c, "        const T x{x} = {}[i];", buf_of(*s));
+    }
+    for &id in &st.nodes {
+        let node = &f.nodes[id];
+        let e = match &node.op {
+            Op::Neg(a) => format!("(-{})", kref(*a)),
+            Op::Not(a) => format!("(!{})", kref(*a)),
+            Op::Bin(op, a, b) => bin_expr(*op, &kref(*a), &kref(*b)),
+            Op::Func(fun, args) => {
+                let args: Vec<String> = args.iter().map(|a| kref(*a)).collect();
+                format!("{}({})", func_name(*fun), args.join(", "))
+            }
+            Op::Select(cnd, a, b) => format!("({} ? {} : {})", kref(*cnd), kref(*a), kref(*b)),
+            _ => "T(0)".into(),
+        };
+        let ty = if node.ty.boolean { "bool" } else { "T" };
+        let _ = writeln!(c, "        const {ty} x{id} = {e};");
+    }
+    for (j, (kind, x, _, _)) in st.reductions.iter().enumerate() {
+        let acc = match kind {
+            RedKind::SumSq => "dsl_acc_sq",
+            RedKind::Sum => "dsl_acc",
+        };
+        let _ = writeln!(
+            c,
+            "        acc[{j}] = {acc}(acc[{j}], (double){});",
+            kref(*x)
+        );
+    }
+    for (s, x) in st.writes.iter().filter(|(s, _)| *s != Stream::Param) {
+        let _ = writeln!(c, "        {}[i] = {};", buf_of(*s), kref(*x));
+    }
+    if last {
+        let _ = writeln!(c, "        p[i] = {};", kref(v.param_write));
+    }
+    let _ = writeln!(c, "    }}\n}}");
+
+    // reductions: per-block partial sums
+    let reduce = |slot: &dyn Fn(usize) -> String| -> String {
+        if nred == 0 {
+            return String::new();
+        }
+        let mut r = String::from("    __shared__ double dsl_sh[32];\n");
+        for j in 0..nred {
+            let _ = writeln!(
+                r,
+                "    {{ const double t = dsl_block_sum(acc[{j}], dsl_sh); if (threadIdx.x == 0) red[{}] = t; }}",
+                slot(j)
+            );
+        }
+        r
+    };
+    let acc_init = format!("    double acc[{}] = {{}};\n", nred.max(1));
+    let grid = "(unsigned long long)blockIdx.x * blockDim.x + threadIdx.x, (unsigned long long)gridDim.x * blockDim.x";
+
+    // single tensor
+    let _ = writeln!(
+        c,
+        "extern \"C\" __global__ void {name}(const Params* __restrict__ prm, T* __restrict__ p, const T* __restrict__ g{buf_params}, double* __restrict__ red) {{"
+    );
+    c.push_str(&acc_init);
+    let bargs: String = (0..nbufs).map(|j| format!(", b{j}")).collect();
+    let _ = writeln!(c, "    dsl_stage(prm, p, g{bargs}, acc, {grid});");
+    c.push_str(&reduce(&|j| {
+        format!("(unsigned long long){j} * gridDim.x + blockIdx.x")
+    }));
+    c.push_str("}\n");
+    // multi tensor
+    let _ = writeln!(
+        c,
+        "extern \"C\" __global__ void {multi_name}(const Params* __restrict__ prm, const TensorEntry* __restrict__ tab, double* __restrict__ red) {{"
+    );
+    let _ = writeln!(c, "    const TensorEntry e = tab[blockIdx.y];");
+    c.push_str(&acc_init);
+    let eargs: String = (0..nbufs).map(|j| format!(", e.b[{j}]")).collect();
+    let _ = writeln!(
+        c,
+        "    dsl_stage(prm + e.params, e.p, e.g{eargs}, acc, {grid});"
+    );
+    c.push_str(&reduce(&|j| {
+        format!("((unsigned long long)blockIdx.y * {nred} + {j}) * gridDim.x + blockIdx.x")
+    }));
+    c.push_str("}\n");
+    c
+}

@@ -1,0 +1,363 @@
+//! Compiling, loading and launching generated stages on a GPU (feature `cuda`).
+//!
+//! - [`ptx`]: NVRTC compile of a source, once per process (cached by [`source_hash`]).
+//! - [`CudaStage::load`]: loads a stage's module into a device once (module name
+//!   `optim_dsl_<hash>`), giving both entry points.
+//! - [`CudaStage::run`] / [`CudaStage::run_multi`]: upload the `Params` records (and the
+//!   table), launch on the device's stream, and return the reduction totals (read back, which
+//!   synchronises, only when the stage has reductions). The upload is an async copy from
+//!   pageable memory, which CUDA orders after the stream's earlier work: one upload per launch
+//!   is fine for large tensors; many small tensors belong in one `run_multi`.
+//! - [`grad_slice`]: a dfdx `Cuda` gradient's device buffer, and with it the `CudaDevice`
+//!   dfdx runs on ([`CudaSlice::device`]).
+//!
+//! Not wired yet: a `DslOptimizer::update` for dfdx modules on `Cuda`. dfdx 0.13 exposes a
+//! `Cuda` tensor's gradient buffer (`Gradients::get_or_alloc_mut`) but not its value buffer
+//! (`Tensor::data` and `Cuda::dev` are crate-private), so a device-resident step needs a
+//! device-side state store (`CudaSlice` per buffer) plus either a dfdx accessor for tensor
+//! storage or a copy through `CopySlice`; see `scripts/gpu-check.sh` for what is checked on a
+//! GPU today (every stage against its Rust twin).
+
+use super::{
+    grid_blocks, pack_params, pack_table_entry, source_hash, sum_partials, CudaKernelSource, BLOCK,
+    MAX_BLOCKS, MAX_BUFS, MAX_MULTI_TENSORS,
+};
+use crate::{Float, OptimError};
+use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::{DevicePtr, DeviceSlice, DriverError, LaunchAsync, LaunchConfig};
+use cudarc::nvrtc::Ptx;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub use cudarc::driver::{CudaDevice, CudaFunction, CudaSlice};
+
+fn device_err(what: &str, e: impl std::fmt::Debug) -> OptimError {
+    OptimError::Device(format!("{what}: {e:?}"))
+}
+
+/// PTX of `source`, compiled with NVRTC the first time this process asks for it (default
+/// options: IEEE division and square root, no FMA contraction issue since the sources use
+/// `_rn` intrinsics, no fast math).
+///
+/// # Errors
+/// [`OptimError::Device`] with NVRTC's log when the source does not compile.
+pub fn ptx(source: &str) -> Result<Ptx, OptimError> {
+    static CACHE: OnceLock<Mutex<HashMap<u64, Ptx>>> = OnceLock::new();
+    let key = source_hash(source);
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(p) = cache
+        .lock()
+        .map_err(|e| device_err("ptx cache", e))?
+        .get(&key)
+    {
+        return Ok(p.clone());
+    }
+    let compiled =
+        cudarc::nvrtc::compile_ptx(source).map_err(|e| device_err("NVRTC compile", e))?;
+    cache
+        .lock()
+        .map_err(|e| device_err("ptx cache", e))?
+        .insert(key, compiled.clone());
+    Ok(compiled)
+}
+
+/// A generated stage loaded on one device, for element type `E`.
+#[derive(Debug, Clone)]
+pub struct CudaStage<E> {
+    dev: Arc<CudaDevice>,
+    source: &'static CudaKernelSource,
+    single: CudaFunction,
+    multi: CudaFunction,
+    max_blocks: u32,
+    _elem: PhantomData<E>,
+}
+
+/// One tensor of a multi-tensor launch ([`CudaStage::run_multi`]).
+#[derive(Debug)]
+pub struct CudaTensor<'a, E> {
+    /// Its hoisted scalars, as [`KernelCall::scalars`](crate::kernel::KernelCall::scalars).
+    pub scalars: &'a [E],
+    /// The parameter.
+    pub param: &'a mut CudaSlice<E>,
+    /// The gradient.
+    pub grad: &'a CudaSlice<E>,
+    /// The state and scratch streams, in the stage's order.
+    pub bufs: Vec<&'a mut CudaSlice<E>>,
+}
+
+impl<E: Float> CudaStage<E> {
+    /// Compiles (once per process) and loads (once per device) `source`'s module on `dev`.
+    ///
+    /// # Errors
+    /// [`OptimError::Device`] when `E` is not `f32`/`f64`, the stage has more than
+    /// [`MAX_BUFS`] streams, NVRTC fails, or the driver cannot load the module.
+    pub fn load(
+        dev: &Arc<CudaDevice>,
+        source: &'static CudaKernelSource,
+    ) -> Result<Self, OptimError> {
+        static LOADING: Mutex<()> = Mutex::new(());
+        let text = source.source_for::<E>().ok_or_else(|| {
+            OptimError::Device(format!("no CUDA kernels for element type {}", E::NAME))
+        })?;
+        if source.n_bufs > MAX_BUFS {
+            return Err(OptimError::Device(format!(
+                "stage {} has {} streams; launches support at most {MAX_BUFS}",
+                source.name, source.n_bufs
+            )));
+        }
+        let module = format!("optim_dsl_{:016x}", source_hash(text));
+        {
+            let _guard = LOADING.lock().map_err(|e| device_err("module load", e))?;
+            if !dev.has_func(&module, source.name) {
+                dev.load_ptx(ptx(text)?, &module, &[source.name, source.multi_name])
+                    .map_err(|e| device_err("load module", e))?;
+            }
+        }
+        let get = |name: &str| {
+            dev.get_func(&module, name)
+                .ok_or_else(|| OptimError::Device(format!("kernel {name} missing from module")))
+        };
+        let sms = dev
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .unwrap_or(0);
+        // enough resident blocks to saturate bandwidth: 8 blocks of 256 threads per SM
+        let max_blocks = if sms > 0 {
+            (sms as u32).saturating_mul(8)
+        } else {
+            MAX_BLOCKS
+        };
+        Ok(CudaStage {
+            dev: dev.clone(),
+            source,
+            single: get(source.name)?,
+            multi: get(source.multi_name)?,
+            max_blocks,
+            _elem: PhantomData,
+        })
+    }
+
+    /// The stage's record.
+    pub fn source(&self) -> &'static CudaKernelSource {
+        self.source
+    }
+
+    /// Runs the stage on one tensor and returns its reduction totals (`n_reductions` values;
+    /// reading them back waits for the kernel, a stage without reductions returns at once).
+    ///
+    /// # Errors
+    /// [`OptimError::ShapeMismatch`] for a wrong number of scalars or streams or a length
+    /// mismatch; [`OptimError::Device`] for a driver error.
+    pub fn run(
+        &self,
+        scalars: &[E],
+        param: &mut CudaSlice<E>,
+        grad: &CudaSlice<E>,
+        bufs: &mut [&mut CudaSlice<E>],
+    ) -> Result<Vec<f64>, OptimError> {
+        let s = self.source;
+        let n = param.len();
+        self.check(scalars, n, grad.len(), bufs.iter().map(|b| b.len()))?;
+        let mut prm = Vec::new();
+        pack_params(n, scalars, s.n_scalars, &mut prm);
+        let prm = self
+            .dev
+            .htod_copy(prm)
+            .map_err(|e| device_err("upload scalars", e))?;
+        let blocks = grid_blocks(n, self.max_blocks);
+        let red = self
+            .dev
+            .alloc_zeros::<f64>((s.n_reductions * blocks as usize).max(1))
+            .map_err(|e| device_err("alloc reductions", e))?;
+        let mut args: Vec<u64> = Vec::with_capacity(s.n_args());
+        args.push(*prm.device_ptr());
+        args.push(*param.device_ptr());
+        args.push(*grad.device_ptr());
+        args.extend(bufs.iter().map(|b| *b.device_ptr()));
+        args.push(*red.device_ptr());
+        let cfg = LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments match the kernel's signature (`4 + n_bufs` device addresses,
+        // checked above); every buffer has `n` elements (checked above) and outlives the
+        // launch: `prm` and `red` are freed stream-ordered after it, the others are borrowed
+        // for this call and the caller's later use is ordered on the same stream.
+        unsafe { launch_u64(self.single.clone(), cfg, &args) }
+            .map_err(|e| device_err("launch", e))?;
+        if s.n_reductions == 0 {
+            return Ok(Vec::new());
+        }
+        let partials = self
+            .dev
+            .dtoh_sync_copy(&red)
+            .map_err(|e| device_err("read reductions", e))?;
+        Ok(sum_partials(&partials, s.n_reductions, blocks as usize))
+    }
+
+    /// Runs the stage on many tensors with one launch per [`MAX_MULTI_TENSORS`] tensors
+    /// (`blockIdx.y` selects the tensor) and returns each tensor's reduction totals.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run), for any tensor.
+    pub fn run_multi(
+        &self,
+        tensors: &mut [CudaTensor<'_, E>],
+    ) -> Result<Vec<Vec<f64>>, OptimError> {
+        let s = self.source;
+        let mut out = Vec::with_capacity(tensors.len());
+        for chunk in tensors.chunks_mut(MAX_MULTI_TENSORS) {
+            let mut prm = Vec::new();
+            let mut tab = Vec::new();
+            let mut nmax = 0usize;
+            for (t, x) in chunk.iter().enumerate() {
+                let n = x.param.len();
+                self.check(x.scalars, n, x.grad.len(), x.bufs.iter().map(|b| b.len()))?;
+                nmax = nmax.max(n);
+                pack_params(n, x.scalars, s.n_scalars, &mut prm);
+                let bufs: Vec<u64> = x.bufs.iter().map(|b| *b.device_ptr()).collect();
+                pack_table_entry(
+                    *x.param.device_ptr(),
+                    *x.grad.device_ptr(),
+                    &bufs,
+                    s.n_bufs,
+                    t as u64,
+                    &mut tab,
+                );
+            }
+            let prm = self
+                .dev
+                .htod_copy(prm)
+                .map_err(|e| device_err("upload scalars", e))?;
+            let tab = self
+                .dev
+                .htod_copy(tab)
+                .map_err(|e| device_err("upload table", e))?;
+            let blocks = grid_blocks(nmax, self.max_blocks);
+            let per_tensor = s.n_reductions * blocks as usize;
+            let red = self
+                .dev
+                .alloc_zeros::<f64>((per_tensor * chunk.len()).max(1))
+                .map_err(|e| device_err("alloc reductions", e))?;
+            let cfg = LaunchConfig {
+                grid_dim: (blocks, chunk.len() as u32, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let args = [*prm.device_ptr(), *tab.device_ptr(), *red.device_ptr()];
+            // SAFETY: `multi_name(const Params*, const TensorEntry*, double*)` takes three
+            // device addresses; the table rows were packed for this stage's layout, every
+            // tensor's buffers were checked to have its `n` elements and are borrowed for this
+            // call; `prm`, `tab` and `red` are freed stream-ordered after the launch.
+            unsafe { launch_u64(self.multi.clone(), cfg, &args) }
+                .map_err(|e| device_err("launch", e))?;
+            if s.n_reductions == 0 {
+                out.extend(chunk.iter().map(|_| Vec::new()));
+                continue;
+            }
+            let partials = self
+                .dev
+                .dtoh_sync_copy(&red)
+                .map_err(|e| device_err("read reductions", e))?;
+            for t in 0..chunk.len() {
+                let mine = &partials[t * per_tensor..(t + 1) * per_tensor];
+                out.push(sum_partials(mine, s.n_reductions, blocks as usize));
+            }
+        }
+        Ok(out)
+    }
+
+    fn check(
+        &self,
+        scalars: &[E],
+        n: usize,
+        grad: usize,
+        bufs: impl ExactSizeIterator<Item = usize>,
+    ) -> Result<(), OptimError> {
+        let s = self.source;
+        let mismatch = |detail: String| OptimError::ShapeMismatch {
+            param: s.name.to_string(),
+            detail,
+        };
+        if scalars.len() != s.n_scalars {
+            return Err(mismatch(format!(
+                "{} scalars given, the kernel takes {}",
+                scalars.len(),
+                s.n_scalars
+            )));
+        }
+        if bufs.len() != s.n_bufs {
+            return Err(mismatch(format!(
+                "{} streams given, the kernel takes {}",
+                bufs.len(),
+                s.n_bufs
+            )));
+        }
+        if grad < n {
+            return Err(mismatch(format!(
+                "gradient has {grad} elements, parameter {n}"
+            )));
+        }
+        for (j, len) in bufs.enumerate() {
+            if len < n {
+                return Err(mismatch(format!(
+                    "stream b{j} has {len} elements, parameter {n}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Launches `f` with `args` (device addresses or other 8-byte values) as its parameters.
+///
+/// # Safety
+/// `args` must match the kernel's parameter list, and every address must stay valid until the
+/// kernel has run (see cudarc's `LaunchAsync::launch`).
+unsafe fn launch_u64(f: CudaFunction, cfg: LaunchConfig, a: &[u64]) -> Result<(), DriverError> {
+    // SAFETY (all arms): forwarded from the caller.
+    unsafe {
+        match *a {
+            [a0] => f.launch(cfg, (a0,)),
+            [a0, a1] => f.launch(cfg, (a0, a1)),
+            [a0, a1, a2] => f.launch(cfg, (a0, a1, a2)),
+            [a0, a1, a2, a3] => f.launch(cfg, (a0, a1, a2, a3)),
+            [a0, a1, a2, a3, a4] => f.launch(cfg, (a0, a1, a2, a3, a4)),
+            [a0, a1, a2, a3, a4, a5] => f.launch(cfg, (a0, a1, a2, a3, a4, a5)),
+            [a0, a1, a2, a3, a4, a5, a6] => f.launch(cfg, (a0, a1, a2, a3, a4, a5, a6)),
+            [a0, a1, a2, a3, a4, a5, a6, a7] => f.launch(cfg, (a0, a1, a2, a3, a4, a5, a6, a7)),
+            [a0, a1, a2, a3, a4, a5, a6, a7, a8] => {
+                f.launch(cfg, (a0, a1, a2, a3, a4, a5, a6, a7, a8))
+            }
+            [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9] => {
+                f.launch(cfg, (a0, a1, a2, a3, a4, a5, a6, a7, a8, a9))
+            }
+            [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10] => {
+                f.launch(cfg, (a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10))
+            }
+            [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11] => {
+                f.launch(cfg, (a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11))
+            }
+            _ => Err(DriverError(
+                cudarc::driver::sys::CUresult::CUDA_ERROR_INVALID_VALUE,
+            )),
+        }
+    }
+}
+
+/// The device buffer of `t`'s gradient in `grads` (allocated if missing). Its
+/// [`CudaSlice::device`] is the `CudaDevice` dfdx runs on, whose stream [`CudaStage`] launches
+/// on.
+///
+/// # Errors
+/// [`OptimError::Device`] if dfdx cannot allocate the gradient.
+pub fn grad_slice<'g, S: dfdx::shapes::Shape, E: Float, T>(
+    grads: &'g mut dfdx::tensor::Gradients<E, dfdx::tensor::Cuda>,
+    t: &dfdx::tensor::Tensor<S, E, dfdx::tensor::Cuda, T>,
+) -> Result<&'g mut CudaSlice<E>, OptimError> {
+    let g = grads
+        .get_or_alloc_mut(t)
+        .map_err(|e| device_err("gradient", e))?;
+    Ok(&mut **g)
+}
