@@ -751,7 +751,7 @@ fn write_csvs(dir: &Path, results: &[RunResult], target: f64) -> std::io::Result
 }
 
 /// Line colours of the plot (the common "tab10" qualitative palette), in optimizer order.
-const PALETTE: [(u8, u8, u8); 10] = [
+const PALETTE: [(u8, u8, u8); 14] = [
     (31, 119, 180),
     (255, 127, 14),
     (44, 160, 44),
@@ -762,6 +762,10 @@ const PALETTE: [(u8, u8, u8); 10] = [
     (127, 127, 127),
     (188, 189, 34),
     (23, 190, 207),
+    (0, 0, 0),
+    (174, 199, 232),
+    (255, 187, 120),
+    (152, 223, 138),
 ];
 
 /// `v` with three significant digits and no trailing zeros (`0.0001`, `0.25`, `2`).

@@ -16,7 +16,8 @@
 //!
 //! The whole muP rule is the `optimizer!` block below: routing by name and shape scalars.
 //! Output: a table of final training loss (mean over the last epoch) per (width, lr), the best
-//! lr per width, and `target/mup/mup_transfer.csv`.
+//! lr per width, `target/mup/mup_transfer.csv`, and `target/mup/mup_transfer.svg` (loss
+//! against learning rate, one curve per width, SP left and muP right).
 //!
 //! Measured (2-core machine, `--release`, 8 epochs of the 1,438-sample training split, batch 64):
 //!
@@ -133,6 +134,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(out_dir)?;
     let mut csv = std::fs::File::create(out_dir.join("mup_transfer.csv"))?;
     writeln!(csv, "parametrisation,width,lr,final_train_loss")?;
+    let mut curves: Vec<(bool, usize, Vec<f64>)> = Vec::new();
     for mup in [false, true] {
         let name = if mup { "muP" } else { "SP" };
         println!(
@@ -164,8 +166,76 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|(lr, _)| *lr)
                 .unwrap_or(f64::NAN);
             println!("{best:>10.0e}");
+            curves.push((mup, width, losses));
         }
     }
-    println!("\nwrote {}", out_dir.join("mup_transfer.csv").display());
+    plot(&out_dir.join("mup_transfer.svg"), &curves)?;
+    println!(
+        "\nwrote {} and {}",
+        out_dir.join("mup_transfer.csv").display(),
+        out_dir.join("mup_transfer.svg").display()
+    );
+    Ok(())
+}
+
+/// Loss against learning rate (both log scale), one curve per width; SP left, muP right.
+fn plot(
+    path: &std::path::Path,
+    curves: &[(bool, usize, Vec<f64>)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (1100, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((1, 2));
+    let colors = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+    ];
+    for (panel, mup) in panels.iter().zip([false, true]) {
+        let title = if mup {
+            "muP (MupAdamW)"
+        } else {
+            "standard parametrisation (AdamW)"
+        };
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(
+                (5e-5f64..2e-1f64).log_scale(),
+                (1e-2f64..3.0f64).log_scale(),
+            )?;
+        chart
+            .configure_mesh()
+            .x_desc("peak learning rate")
+            .y_desc("final training loss")
+            .x_label_formatter(&|v| format!("{v:.0e}"))
+            .y_label_formatter(&|v| format!("{v:.2}"))
+            .draw()?;
+        for (k, (_, width, losses)) in curves.iter().filter(|c| c.0 == mup).enumerate() {
+            let color = colors[k % colors.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    LRS.iter()
+                        .zip(losses)
+                        .filter(|(_, l)| l.is_finite())
+                        .map(|(lr, l)| (*lr, l.max(1e-2))),
+                    color.stroke_width(2),
+                ))?
+                .label(format!("width {width}"))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
     Ok(())
 }
