@@ -207,7 +207,7 @@ fn lower_pattern(cx: &mut Errors, rule: &ast::Rule) -> (Option<TokenStream>, Str
     (cond, text)
 }
 
-const GUARD_HELP: &str = "supported guards: `name.contains(\"...\")`, `name.starts_with(\"...\")`, `name.ends_with(\"...\")`, `name == \"...\"`, comparisons of `rows`, `cols`, `numel`, `rank`, `fan_in`, `fan_out` with numbers, combined with `&&`, `||`, `!`";
+const GUARD_HELP: &str = "supported guards: `name.contains(\"...\")`, `name.starts_with(\"...\")`, `name.ends_with(\"...\")`, `name == \"...\"` (the same for `module`, the dfdx module type), comparisons of `rows`, `cols`, `numel`, `rank`, `fan_in`, `fan_out` with numbers, combined with `&&`, `||`, `!`";
 
 fn lower_guard(cx: &mut Errors, e: &Expr) -> TokenStream {
     match e {
@@ -221,7 +221,12 @@ fn lower_guard(cx: &mut Errors, e: &Expr) -> TokenStream {
         }
         Expr::MethodCall(m) => {
             let method = m.method.to_string();
-            let recv_is_name = matches!(&*m.receiver, Expr::Path(p) if p.path.is_ident("name"));
+            let recv = match &*m.receiver {
+                Expr::Path(p) if p.path.is_ident("name") => Some(quote!(info.name)),
+                Expr::Path(p) if p.path.is_ident("module") => Some(quote!(info.module)),
+                _ => None,
+            };
+            let recv_is_name = recv.is_some();
             let lit = match m.args.first() {
                 Some(Expr::Lit(syn::ExprLit {
                     lit: syn::Lit::Str(s),
@@ -232,7 +237,7 @@ fn lower_guard(cx: &mut Errors, e: &Expr) -> TokenStream {
             if !recv_is_name {
                 cx.error(
                     m.receiver.span(),
-                    format!("only `name` has methods in a guard; {GUARD_HELP}"),
+                    format!("only `name` and `module` have methods in a guard; {GUARD_HELP}"),
                 );
                 return quote!(false);
             }
@@ -249,7 +254,8 @@ fn lower_guard(cx: &mut Errors, e: &Expr) -> TokenStream {
             match lit {
                 Some(s) => {
                     let m = &m.method;
-                    quote!(info.name.#m(#s))
+                    let recv = recv.unwrap_or_else(|| quote!(info.name));
+                    quote!(#recv.#m(#s))
                 }
                 None => {
                     cx.error(
@@ -281,6 +287,9 @@ fn lower_guard(cx: &mut Errors, e: &Expr) -> TokenStream {
                     {
                         if p.path.is_ident("name") && matches!(b.op, B::Eq(_) | B::Ne(_)) {
                             return quote!((info.name #op #s));
+                        }
+                        if p.path.is_ident("module") && matches!(b.op, B::Eq(_) | B::Ne(_)) {
+                            return quote!((info.module #op #s));
                         }
                     }
                     let l = guard_number(cx, &b.left);

@@ -14,11 +14,119 @@ use std::collections::BTreeMap;
 struct Staged<E> {
     name: String,
     shape: Vec<usize>,
+    module: &'static str,
     grad: Vec<E>,
+}
+
+/// Collects, for every tensor of a module, its dotted name (as `ViewTensorName` spells it) and
+/// the type name of the innermost module holding it — for `module == "..."` routing guards.
+struct ModuleTypes<'a> {
+    prefix: String,
+    module: &'static str,
+    out: &'a mut Vec<(String, &'static str)>,
+}
+
+/// `dfdx::nn::modules::linear::Linear<2, 3, f32, Cpu>` → `Linear`.
+fn short_type_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else if name.is_empty() {
+        prefix.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+impl<T: TensorCollection<E, D>, E: dfdx::dtypes::Dtype, D: Device<E>>
+    dfdx::nn::tensor_collection::ModuleVisitor<T, E, D> for ModuleTypes<'_>
+{
+    type Err = D::Err;
+    type E2 = E;
+    type D2 = D;
+
+    fn visit_module<Field, GetRef, GetMut>(
+        &mut self,
+        name: &str,
+        _: GetRef,
+        _: GetMut,
+    ) -> Result<Option<Field::To<E, D>>, Self::Err>
+    where
+        GetRef: FnMut(&T) -> &Field,
+        GetMut: FnMut(&mut T) -> &mut Field,
+        Field: TensorCollection<E, D>,
+    {
+        let mut inner = ModuleTypes {
+            prefix: join(&self.prefix, name),
+            module: short_type_name::<Field>(),
+            out: self.out,
+        };
+        Field::iter_tensors(&mut inner)?;
+        Ok(None)
+    }
+
+    fn visit_tensor<S: Shape, GetRef, GetMut>(
+        &mut self,
+        name: &str,
+        _: GetRef,
+        _: GetMut,
+        _: TensorOptions<S, E, D>,
+    ) -> Result<Option<Tensor<S, E, D>>, Self::Err>
+    where
+        GetRef: FnMut(&T) -> &Tensor<S, E, D>,
+        GetMut: FnMut(&mut T) -> &mut Tensor<S, E, D>,
+    {
+        self.out.push((join(&self.prefix, name), self.module));
+        Ok(None)
+    }
+
+    fn visit_scalar<N, GetRef, GetMut>(
+        &mut self,
+        _: &str,
+        _: GetRef,
+        _: GetMut,
+        _: dfdx::nn::tensor_collection::ScalarOptions<N>,
+    ) -> Result<Option<N>, Self::Err>
+    where
+        N: num_traits::NumCast,
+        GetRef: FnMut(&T) -> &N,
+        GetMut: FnMut(&mut T) -> &mut N,
+    {
+        Ok(None)
+    }
+
+    fn visit_fields<M: dfdx::nn::tensor_collection::ModuleFields<T, E, D>>(
+        &mut self,
+        fields: M,
+        builder: impl FnOnce(M::Output<E, D>) -> T::To<E, D>,
+    ) -> Result<Option<T::To<E, D>>, Self::Err> {
+        let options = fields.visit_fields(self)?;
+        Ok(M::handle_options(options).map(builder))
+    }
+}
+
+/// `name → module type` for every tensor of `M`.
+pub(crate) fn module_types<E: dfdx::dtypes::Dtype, D: Device<E>, M: TensorCollection<E, D>>(
+) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    let mut v = ModuleTypes {
+        prefix: String::new(),
+        module: short_type_name::<M>(),
+        out: &mut out,
+    };
+    // the walk only reads names and types; it cannot fail
+    let _ = M::iter_tensors(&mut v);
+    out
 }
 
 /// Pass 1: copy every trainable tensor into its scratch buffer and borrow its gradient buffer.
 struct Stage<'a, E: Float> {
+    types: &'a [(String, &'static str)],
     scratch: &'a mut BTreeMap<String, Vec<E>>,
     grads: &'a mut Gradients<E, Cpu>,
     staged: Vec<Staged<E>>,
@@ -47,7 +155,17 @@ where
         buf.resize(numel, E::default());
         t.copy_into(buf);
         let grad = E::take_grad(self.grads, t)?;
-        self.staged.push(Staged { name, shape, grad });
+        let module = self
+            .types
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, m)| *m);
+        self.staged.push(Staged {
+            name,
+            shape,
+            module,
+            grad,
+        });
         Ok(None)
     }
 }
@@ -101,7 +219,9 @@ where
     Cpu: Device<E>,
 {
     let mut scratch = std::mem::take(&mut opt.opt_state_mut().scratch);
+    let types = module_types::<E, Cpu, M>();
     let mut stage = Stage {
+        types: &types,
         scratch: &mut scratch,
         grads,
         staged: Vec::new(),
@@ -128,6 +248,7 @@ where
                 .map(|(s, (_, buf))| Entry {
                     name: &s.name,
                     shape: &s.shape,
+                    module: s.module,
                     param: buf.as_mut_slice(),
                     grad: &s.grad,
                 })

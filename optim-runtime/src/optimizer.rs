@@ -121,7 +121,7 @@ pub trait DslOptimizer<E: Float>: Sized {
         left: Option<Vec<E>>,
         right: Option<Vec<E>>,
     ) -> Result<(), OptimError> {
-        let info = ParamInfo { name, shape };
+        let info = ParamInfo::new(name, shape);
         let (rows, cols, numel) = (info.rows(), info.cols(), info.numel());
         for (what, f, d) in [("left", &left, rows), ("right", &right, cols)] {
             if let Some(f) = f {
@@ -198,6 +198,7 @@ pub trait DslOptimizer<E: Float>: Sized {
             .map(|p| Entry {
                 name: p.name,
                 shape: p.shape,
+                module: "",
                 param: &mut *p.param,
                 grad: p.grad,
             })
@@ -331,6 +332,7 @@ pub trait DslOptimizer<E: Float>: Sized {
 pub(crate) struct Entry<'a, E> {
     pub name: &'a str,
     pub shape: &'a [usize],
+    pub module: &'a str,
     pub param: &'a mut [E],
     pub grad: &'a [E],
 }
@@ -373,6 +375,7 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
         let info = ParamInfo {
             name: e.name,
             shape: e.shape,
+            module: e.module,
         };
         let rule = O::route(&info);
         if let Some(ps) = opt.opt_state().params.get(e.name) {
@@ -428,6 +431,7 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
         let info = ParamInfo {
             name: e.name,
             shape: e.shape,
+            module: e.module,
         };
         jobs.push(O::prepare(&values, rule, ps, info, e.param, e.grad));
     }

@@ -23,15 +23,30 @@ pub struct ParamSlice<'a, E> {
 /// `n × 1`, and rank ≥ 2 (`[d0, d1, ...]`) is `d0 × (d1·d2·…)` — a PyTorch/dfdx weight
 /// `[out, in]` has `rows = fan_out = out` and `cols = fan_in = in`; a conv kernel
 /// `[out, in, kh, kw]` has `fan_in = in·kh·kw`.
+///
+/// Rule guards can also test the enclosing dfdx module type (`module == "Embedding"`).
 #[derive(Debug, Clone, Copy)]
 pub struct ParamInfo<'a> {
     /// Parameter name.
     pub name: &'a str,
     /// Logical shape.
     pub shape: &'a [usize],
+    /// Type name of the innermost module holding the parameter (dfdx path: `"Linear"`,
+    /// `"Embedding"`, `"Conv2D"`, `"LayerNorm1D"`, … — the type's last path segment without its
+    /// generic arguments); `""` on the slice path unless set with [`ParamSlice`]'s owner.
+    pub module: &'a str,
 }
 
-impl ParamInfo<'_> {
+impl<'a> ParamInfo<'a> {
+    /// Info for a parameter with no known module.
+    pub fn new(name: &'a str, shape: &'a [usize]) -> Self {
+        ParamInfo {
+            name,
+            shape,
+            module: "",
+        }
+    }
+
     /// Number of dimensions.
     pub fn rank(&self) -> usize {
         self.shape.len()

@@ -49,10 +49,7 @@ fn rust_shape<E: Float, O: DslOptimizer<E>>(k: &CudaKernelSource) -> (usize, usi
     let g: Vec<E> = (0..numel)
         .map(|i| E::of_f64(0.05 - i as f64 * 0.002))
         .collect();
-    let info = ParamInfo {
-        name: "layer.weight",
-        shape: &shape,
-    };
+    let info = ParamInfo::new("layer.weight", &shape);
     let mut job = O::prepare(&values, k.rule, &mut ps, info, &mut p, &g);
     let stages = job.stages();
     let call = job.kernel(k.stage, &[0.0; 4]);

@@ -354,3 +354,53 @@ fn explain_describes_one_adamw_kernel_of_28_bytes() {
         "{text}"
     );
 }
+
+optimizer! {
+    /// Embedding tables get plain SGD, every other matrix Lion-like sign steps, the rest SGD.
+    pub ByModule<lr = 0.5> {
+        matrix if module == "Embedding" => { param -= lr * grad; }
+        matrix if module.starts_with("Lin") => { param -= lr * sign(grad); }
+        _ => { param -= 0.0 * grad; }
+    }
+}
+
+#[test]
+fn rules_can_route_by_the_enclosing_dfdx_module_type() {
+    let dev: Cpu = Default::default();
+    let mut model = dev.build_module::<(Embedding<5, 3>, Linear<3, 2>), f32>();
+    let emb0 = model.0.weight.as_vec();
+    let lin0 = model.1.weight.as_vec();
+    let bias0 = model.1.bias.as_vec();
+    let mut grads = model.alloc_grads();
+    grads
+        .get_or_alloc_mut(&model.0.weight)
+        .unwrap()
+        .iter_mut()
+        .for_each(|g| *g = 0.25);
+    grads
+        .get_or_alloc_mut(&model.1.weight)
+        .unwrap()
+        .iter_mut()
+        .for_each(|g| *g = 0.25);
+    grads
+        .get_or_alloc_mut(&model.1.bias)
+        .unwrap()
+        .iter_mut()
+        .for_each(|g| *g = 0.25);
+    let mut opt = ByModule::<f32>::default();
+    opt.update(&mut model, &mut grads).unwrap();
+    for (a, b) in model.0.weight.as_vec().iter().zip(&emb0) {
+        assert!((a - (b - 0.125)).abs() < 1e-7, "embedding: plain SGD step");
+    }
+    for (a, b) in model.1.weight.as_vec().iter().zip(&lin0) {
+        assert!((a - (b - 0.5)).abs() < 1e-7, "linear: sign step");
+    }
+    assert_eq!(
+        model.1.bias.as_vec(),
+        bias0,
+        "the bias (a vector) takes the catch-all"
+    );
+    assert_eq!(opt.state().param("0.weight").unwrap().rule, 0);
+    assert_eq!(opt.state().param("1.weight").unwrap().rule, 1);
+    assert_eq!(opt.state().param("1.bias").unwrap().rule, 2);
+}

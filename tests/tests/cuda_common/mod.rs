@@ -46,10 +46,7 @@ pub fn rust_stage<E: Float, O: DslOptimizer<E>>(k: &CudaKernelSource) -> (Kernel
     let mut p: Vec<E> = rng.vec(n, -1.0, 1.0);
     let g: Vec<E> = rng.vec(n, -1.0, 1.0);
     let mut ps = ParamState::new(k.rule, n);
-    let info = ParamInfo {
-        name: "layer.weight",
-        shape: &shape,
-    };
+    let info = ParamInfo::new("layer.weight", &shape);
     let mut job = O::prepare(&values, k.rule, &mut ps, info, &mut p, &g);
     let mut globals = [0.0f64; 4];
     for s in 0..k.stage {
