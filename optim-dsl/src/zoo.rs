@@ -1,7 +1,9 @@
 //! Ready-made optimizers, each written in the DSL (read the source: each `optimizer!` block *is*
 //! the implementation). Names, defaults and update rules follow PyTorch 2.x (`torch.optim`)
-//! unless a doc says otherwise; every one is checked against PyTorch / pytorch-optimizer
-//! reference trajectories in `tests/tests/conformance.rs`.
+//! unless a doc says otherwise; they are checked against PyTorch / pytorch-optimizer / Keller
+//! Jordan's Muon / schedulefree reference trajectories (`tests/tests/conformance.rs`,
+//! `matrix.rs`, `toolkit_dsl.rs`), except `Lamb` and `KFac`, checked against hand-computed
+//! steps (`runtime.rs`, `matrix.rs`).
 //!
 //! Conventions shared by all: `t` is the parameter's own step count (1 on its first update);
 //! bias corrections and schedule values are computed in `f64` once per step; `maximize` negates
@@ -108,7 +110,7 @@ optimizer! {
     /// p = p - lr / (1 + (t - 1) * lr_decay) * g / (sqrt(sum) + eps)
     /// ```
     /// Source: Duchi, Hazan & Singer, JMLR 12 (2011), diagonal form; PyTorch's `lr_decay`.
-    pub Adagrad<lr = 1e-2, lr_decay = 0.0, weight_decay = 0.0, initial_accumulator_value = 0.0, eps = 1e-10, maximize = false> {
+    pub Adagrad<lr = 1e-2, lr_decay: nonneg = 0.0, weight_decay = 0.0, initial_accumulator_value: nonneg = 0.0, eps = 1e-10, maximize = false> {
         let g = select(maximize, -grad, grad) + weight_decay * param;
         let sum = accumulate(g * g, init = initial_accumulator_value);
         param -= lr / (1.0 + (step - 1.0) * lr_decay) * g / (sqrt(sum) + eps);
@@ -249,7 +251,9 @@ optimizer! {
 
 optimizer! {
     /// Muon: momentum orthogonalized by Newton–Schulz for hidden matrices, AdamW for everything
-    /// else (vectors, scalars, and matrices whose name contains `embed` or `head`).
+    /// else (vectors, scalars, and matrices whose name contains `embed` or `head`). Tensors of
+    /// rank > 2 (conv kernels `[out, in, kh, kw]`) are orthogonalized as the `out × (in·kh·kw)`
+    /// matrix, as Keller's reference flattens them.
     ///
     /// ```text
     /// matrices:  buf = buf + (1 - momentum) * (grad - buf)
@@ -266,7 +270,7 @@ optimizer! {
     /// dtype (the reference uses bfloat16), which is what its float32 variant does.
     pub Muon<lr = 0.02, momentum = 0.95, nesterov = true, ns_steps = 5, weight_decay = 0.0,
              adam_lr = 3e-4, adam_beta1 = 0.9, adam_beta2 = 0.95, adam_eps = 1e-10, adam_weight_decay = 0.0> {
-        matrix if !(name.contains("embed") || name.contains("head")) => {
+        matrix | tensor if !(name.contains("embed") || name.contains("head")) => {
             let buf = momentum(grad, momentum, nesterov = nesterov);
             let o = orthogonalize(buf, steps = ns_steps);
             param = param * (1.0 - lr * weight_decay) - lr * sqrt(max(1.0, rows / cols)) * o;
@@ -291,7 +295,7 @@ optimizer! {
     /// `eps = (eps1, eps2)`, threshold `d`). `eps1` defaults to `f32::EPSILON` (PyTorch:
     /// `finfo(dtype).eps`, so `f64` users may want `f64::EPSILON`). Memory: `rows + cols` state
     /// elements per matrix instead of `rows × cols`.
-    pub Adafactor<lr = 1e-2, beta2_decay = -0.8, eps1 = 1.1920928955078125e-7, eps2 = 1e-3, d = 1.0, weight_decay = 0.0, maximize = false> {
+    pub Adafactor<lr = 1e-2, beta2_decay: nonpos = -0.8, eps1 = 1.1920928955078125e-7, eps2 = 1e-3, d: positive = 1.0, weight_decay = 0.0, maximize = false> {
         let g = select(maximize, -grad, grad);
         let alpha = max(eps2, rms(param)) * min(lr, 1.0 / sqrt(step));
         let v = factored_second_moment(g, 1.0 - pow(step, beta2_decay), eps = eps1);
@@ -318,7 +322,7 @@ optimizer! {
     /// Guided Descent" (arXiv 2512.18373). With `graft = false`, `momentum = 0` it is
     /// pytorch-optimizer's `Shampoo` (its momentum mixes the *previous preconditioned* gradient
     /// into the gradient; ours is heavy-ball on the update).
-    pub Shampoo<lr = 1e-3, momentum = 0.0, weight_decay = 0.0, matrix_eps = 1e-6, update_freq = 1, max_dim = 8192,
+    pub Shampoo<lr = 1e-3, momentum = 0.0, weight_decay = 0.0, matrix_eps: positive = 1e-6, update_freq: count = 1, max_dim: count = 8192,
                 beta1 = 0.9, beta2 = 0.999, eps = 1e-8, graft = true> {
         let g = grad + weight_decay * param;
         let u = kron_precondition(g, eps = matrix_eps, update_freq = update_freq, max_dim = max_dim);
@@ -368,7 +372,7 @@ optimizer! {
     /// decay after the update). `v` lives in the eigenbasis because it is computed from
     /// `rotate(...)`; the planner finds such states and permutes them on refresh.
     pub Soap<lr = 3e-3, beta1 = 0.95, beta2 = 0.95, shampoo_beta = 0.95, eps = 1e-8, weight_decay = 0.01,
-             precondition_frequency = 10, max_precondition_dim = 10000> {
+             precondition_frequency: count = 10, max_precondition_dim: count = 10000> {
         let q = kron_eigenbasis(grad, shampoo_beta, update_freq = precondition_frequency, max_dim = max_precondition_dim);
         let warm = step > 1.0;
         let s = step - 1.0;
@@ -403,14 +407,14 @@ optimizer! {
     /// per-parameter scalar states (the reference keeps them per group; identical when all
     /// parameters start together).
     pub ScheduleFreeAdamW<lr = 2.5e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0,
-                          warmup_steps = 0.0, r = 0.0, weight_lr_power = 2.0> {
+                          warmup_steps: nonneg = 0.0, r = 0.0, weight_lr_power = 2.0> {
         let lr_t = lr * select(warmup_steps > 0.0, min(1.0, step / warmup_steps), 1.0);
         let lr_max = scalar_state(0.0);
         lr_max = max(lr_max, lr_t);
         let weight = pow(step, r) * pow(lr_max, weight_lr_power);
         let weight_sum = scalar_state(0.0);
         weight_sum = weight_sum + weight;
-        let c = weight / weight_sum;
+        let c = select(weight_sum > 0.0, weight / weight_sum, 0.0);
         let z = state(param);
         let x = state(param);
         let v = second_moment(grad, beta2);
@@ -435,7 +439,7 @@ optimizer! {
     /// learning. Source: Martens & Grosse, "Optimizing Neural Networks with Kronecker-factored
     /// Approximate Curvature" (ICML 2015). The factors are inputs: the caller estimates them
     /// (e.g. an EMA of `x x^T` over batches) and passes them in before each step.
-    pub KFac<lr = 0.1, damping = 1e-3, momentum = 0.0, weight_decay = 0.0> {
+    pub KFac<lr = 0.1, damping: nonneg = 1e-3, momentum = 0.0, weight_decay = 0.0> {
         matrix => {
             let u = kfac_precondition(grad + weight_decay * param, damping = damping);
             let buf = state(0.0);

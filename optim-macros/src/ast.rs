@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! input    := attr* vis IDENT ('<' hyper (',' hyper)* ','? '>')? '{' body '}'
-//! hyper    := IDENT '=' '-'? LIT                       (float, int or bool literal)
+//! hyper    := IDENT (':' DOMAIN)? '=' '-'? LIT          (float, int or bool literal)
 //! body     := stmt*  |  rule+
 //! rule     := pattern ('if' EXPR)? '=>' ('{' stmt* '}' ','? | reuse ','?)
 //! pattern  := '_' | IDENT ('|' IDENT)*                 (matrix, vector, scalar, tensor)
@@ -33,6 +33,8 @@ pub(crate) struct Input {
 /// `name = default` in the header.
 pub(crate) struct HyperDecl {
     pub name: Ident,
+    /// An explicit domain, `name: nonneg = 0.0` (otherwise inferred from the name and roles).
+    pub domain: Option<Ident>,
     pub default: Literal,
 }
 
@@ -120,10 +122,17 @@ impl Parse for Input {
             input.parse::<Token![<]>()?;
             while !input.peek(Token![>]) {
                 let hname: Ident = input.parse()?;
+                let domain = if input.peek(Token![:]) {
+                    input.parse::<Token![:]>()?;
+                    Some(input.parse::<Ident>()?)
+                } else {
+                    None
+                };
                 input.parse::<Token![=]>()?;
                 let default = parse_literal(input)?;
                 hypers.push(HyperDecl {
                     name: hname,
+                    domain,
                     default,
                 });
                 if input.peek(Token![,]) {

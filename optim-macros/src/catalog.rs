@@ -17,6 +17,9 @@ pub(crate) enum Role {
     Cond,
     /// A state's initial value: a per-step scalar, or a per-element value copied on the first step.
     Init,
+    /// A count (iterations, refresh interval, size): a per-step whole number >= 1; literal values
+    /// are checked at compile time.
+    Count,
 }
 
 /// One argument.
@@ -287,7 +290,7 @@ pub(crate) const CATALOG: &[Entry] = &[
         word: Word::Orthogonalize,
         args: &[
             pos("x", Value),
-            named("steps", Scalar),
+            named("steps", Count),
             named("a", Scalar),
             named("b", Scalar),
             named("c", Scalar),
@@ -308,9 +311,9 @@ pub(crate) const CATALOG: &[Entry] = &[
             pos("x", Value),
             named("beta", Beta),
             named("eps", Scalar),
-            named("update_freq", Scalar),
+            named("update_freq", Count),
             named("exponent", Scalar),
-            named("max_dim", Scalar),
+            named("max_dim", Count),
         ],
         signature: "kron_precondition(x, beta = (sum), eps = 1e-6, update_freq = 1, exponent = (1/(2k)), max_dim = 8192)",
     },
@@ -329,7 +332,7 @@ pub(crate) const CATALOG: &[Entry] = &[
     Entry {
         name: "kron_eigenbasis",
         word: Word::KronEigenbasis,
-        args: &[pos("x", Value), pos("beta", Beta), named("update_freq", Scalar), named("max_dim", Scalar)],
+        args: &[pos("x", Value), pos("beta", Beta), named("update_freq", Count), named("max_dim", Count)],
         signature: "kron_eigenbasis(grad, beta, update_freq = 10, max_dim = 10000)",
     },
     Entry {

@@ -466,6 +466,8 @@ fn domain_tokens(d: ir::Domain) -> TokenStream {
         ir::Domain::NonNegative => quote!(#p::Domain::NonNegative),
         ir::Domain::Positive => quote!(#p::Domain::Positive),
         ir::Domain::UnitOpen => quote!(#p::Domain::UnitOpen),
+        ir::Domain::NonPositive => quote!(#p::Domain::NonPositive),
+        ir::Domain::Count => quote!(#p::Domain::Count),
     }
 }
 
@@ -939,7 +941,9 @@ fn emit_variant(
                     let eps = arg(4, quote!(#p::matrix::NS_EPS));
                     quote! {
                         let mut out = ::core::mem::take(&mut ps.temps[#out]);
-                        #p::matrix::orthogonalize::<E>(#input, &mut out, info.rows(), info.cols(), (#steps).max(0.0) as #p::Usize, [#a, #b, #cc], #eps);
+                        let mut work = ::core::mem::take(&mut ps.work);
+                        #p::matrix::orthogonalize_with::<E>(#input, &mut out, info.rows(), info.cols(), (#steps).max(0.0) as #p::Usize, [#a, #b, #cc], #eps, &mut work);
+                        ps.work = work;
                         ps.temps[#out] = out;
                     }
                 }

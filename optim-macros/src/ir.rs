@@ -182,6 +182,8 @@ pub(crate) enum Domain {
     NonNegative,
     Positive,
     UnitOpen,
+    NonPositive,
+    Count,
 }
 
 impl Domain {
@@ -192,6 +194,8 @@ impl Domain {
                 Domain::NonNegative => x >= 0.0,
                 Domain::Positive => x > 0.0,
                 Domain::UnitOpen => (0.0..1.0).contains(&x),
+                Domain::NonPositive => x <= 0.0,
+                Domain::Count => x >= 1.0 && x.fract() == 0.0,
             }
     }
     pub(crate) fn describe(self) -> &'static str {
@@ -200,6 +204,8 @@ impl Domain {
             Domain::NonNegative => "a finite value >= 0",
             Domain::Positive => "a finite value > 0",
             Domain::UnitOpen => "a value in [0, 1)",
+            Domain::NonPositive => "a finite value <= 0",
+            Domain::Count => "a whole number >= 1",
         }
     }
 }

@@ -99,6 +99,25 @@ fn lower_hypers(cx: &mut Errors, input: &ast::Input) -> Vec<ir::Hyper> {
             is_flag,
             domain: if is_flag {
                 Domain::Finite
+            } else if let Some(d) = &decl.domain {
+                match d.to_string().as_str() {
+                    "finite" => Domain::Finite,
+                    "nonneg" => Domain::NonNegative,
+                    "positive" => Domain::Positive,
+                    "unit" => Domain::UnitOpen,
+                    "nonpos" => Domain::NonPositive,
+                    "count" => Domain::Count,
+                    other => {
+                        cx.error(
+                            d.span(),
+                            format!(
+                                "unknown domain `{other}`; expected `finite`, `nonneg`, `positive`, `unit` ([0, 1)), `nonpos` or `count` (whole numbers >= 1){}",
+                                did_you_mean(other, ["finite", "nonneg", "positive", "unit", "nonpos", "count"])
+                            ),
+                        );
+                        domain_from_name(&name)
+                    }
+                }
             } else {
                 domain_from_name(&name)
             },
@@ -138,7 +157,12 @@ fn lower_rules(
                         let matrix_rule = matches!(&rule.pattern, Pattern::Kinds(k) if k.iter().all(|k| k == "matrix" || k == "tensor"));
                         lower_fused(cx, hypers, domains, stmts, *span, matrix_rule)
                     }
-                    RuleTarget::Reuse(reuse) => lower_reuse(cx, hypers, reuse),
+                    RuleTarget::Reuse(reuse) => {
+                        if reuse.name == input.name {
+                            cx.error(reuse.name.span(), format!("`{}` cannot reuse itself; reuse another optimizer or write the rule's body", reuse.name));
+                        }
+                        lower_reuse(cx, hypers, reuse)
+                    }
                 };
                 out.push(ir::Rule {
                     text,
@@ -324,6 +348,10 @@ fn guard_number(cx: &mut Errors, e: &Expr) -> TokenStream {
                 .get_ident()
                 .map(ToString::to_string)
                 .unwrap_or_default();
+            if id == "name" || id == "module" {
+                cx.error(p.span(), format!("`{id}` is text: compare it with a string literal (`{id} == \"...\"`) or use `{id}.contains(\"...\")`"));
+                return quote!(0.0);
+            }
             let call = match id.as_str() {
                 "rows" => quote!(info.rows()),
                 "cols" => quote!(info.cols()),
@@ -1022,6 +1050,20 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                             continue;
                         }
                     };
+                    if let Some(idx) = entry
+                        .args
+                        .iter()
+                        .position(|x| x.positional && x.name == key)
+                    {
+                        // a positional argument written by name: accept it, but say how to write it
+                        self.cx.error(a.left.span(), format!("`{key}` is a positional argument of `{fname}`; write it without `{key} =`: `{}`", entry.signature));
+                        if bound[idx].is_none() {
+                            let v = self.expr(&a.right, None);
+                            bound[idx] = Some((v, a.right.span(), &a.right));
+                            npos += 1;
+                        }
+                        continue;
+                    }
                     let Some(idx) = entry
                         .args
                         .iter()
@@ -1141,7 +1183,7 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                         );
                     }
                 }
-                Role::Scalar | Role::Beta => {
+                Role::Scalar | Role::Beta | Role::Count => {
                     if ty.boolean {
                         self.cx.error(
                             span,
@@ -1155,21 +1197,27 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                             span,
                             format!("`{}` of `{fname}` must be a per-step scalar (a hyperparameter, a literal, `step` or a shape scalar), found a per-element value", arg.name),
                         );
-                    } else if arg.role == Role::Beta {
-                        match self.nodes[id].op {
-                            Op::Num(v) if !Domain::UnitOpen.contains(v) => {
+                    } else if matches!(arg.role, Role::Beta | Role::Count) {
+                        let (domain, what) = if arg.role == Role::Beta {
+                            (Domain::UnitOpen, "in [0, 1)")
+                        } else {
+                            (Domain::Count, "a whole number >= 1")
+                        };
+                        match (self.const_value(id), &self.nodes[id].op) {
+                            (Some(v), _) if !domain.contains(v) => {
                                 self.cx.error(
                                     span,
                                     format!(
-                                        "`{}` of `{fname}` must be in [0, 1), found {}",
+                                        "`{}` of `{fname}` must be {what}, found {}",
                                         arg.name,
                                         fmt_num(v)
                                     ),
                                 );
                             }
-                            Op::Hyper(h) => {
+                            (_, Op::Hyper(h)) => {
+                                let h = *h;
                                 if matches!(self.domains[h], Domain::Finite | Domain::NonNegative) {
-                                    self.domains[h] = Domain::UnitOpen;
+                                    self.domains[h] = domain;
                                 }
                             }
                             _ => {}
@@ -1595,6 +1643,25 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                     x
                 }
             },
+        }
+    }
+
+    /// The value of a compile-time numeric expression (literals and arithmetic on them).
+    fn const_value(&self, id: NodeId) -> Option<f64> {
+        match &self.nodes[id].op {
+            Op::Num(v) => Some(*v),
+            Op::Neg(a) => self.const_value(*a).map(|v| -v),
+            Op::Bin(op, a, b) => {
+                let (x, y) = (self.const_value(*a)?, self.const_value(*b)?);
+                match op {
+                    BinOp::Add => Some(x + y),
+                    BinOp::Sub => Some(x - y),
+                    BinOp::Mul => Some(x * y),
+                    BinOp::Div => Some(x / y),
+                    _ => None,
+                }
+            }
+            _ => None,
         }
     }
 

@@ -69,6 +69,10 @@ pub enum Domain {
     UnitOpen,
     /// `0 <= x <= 1`.
     UnitClosed,
+    /// `x <= 0` (e.g. Adafactor's `beta2_decay`).
+    NonPositive,
+    /// A whole number `>= 1` (iteration counts, refresh intervals, sizes).
+    Count,
 }
 
 impl Domain {
@@ -80,6 +84,8 @@ impl Domain {
             Domain::Positive => "a finite value > 0",
             Domain::UnitOpen => "a value in [0, 1)",
             Domain::UnitClosed => "a value in [0, 1]",
+            Domain::NonPositive => "a finite value <= 0",
+            Domain::Count => "a whole number >= 1",
         }
     }
 
@@ -92,6 +98,8 @@ impl Domain {
                 Domain::Positive => x > 0.0,
                 Domain::UnitOpen => (0.0..1.0).contains(&x),
                 Domain::UnitClosed => (0.0..=1.0).contains(&x),
+                Domain::NonPositive => x <= 0.0,
+                Domain::Count => x >= 1.0 && x.fract() == 0.0,
             }
     }
 }

@@ -5,7 +5,7 @@
 use crate::Float;
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure as Bs};
-use faer::{Accum, Mat, MatRef, Par};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 /// Default Newton–Schulz iteration count (Muon).
 pub const NS_STEPS: usize = 5;
@@ -15,7 +15,7 @@ pub const NS_COEFFS: [f64; 3] = [3.4445, -4.7750, 2.0315];
 pub const NS_EPS: f64 = 1e-7;
 
 /// Copies the strict lower triangle of a square matrix onto its upper triangle.
-fn mirror_lower<E: Float>(m: &mut Mat<E>) {
+fn mirror_lower<E: Float>(mut m: MatMut<'_, E>) {
     let d = m.nrows();
     for j in 0..d {
         for i in 0..j {
@@ -57,6 +57,31 @@ pub fn orthogonalize<E: Float>(
     coeffs: [f64; 3],
     eps: f64,
 ) {
+    orthogonalize_with(
+        input,
+        output,
+        rows,
+        cols,
+        steps,
+        coeffs,
+        eps,
+        &mut Vec::new(),
+    );
+}
+
+/// [`orthogonalize`] with a caller-owned workspace (`2·m·k + 2·m²` elements for the `m × k`
+/// orientation, `m <= k`), grown on first use and reused after: no allocation per step in the
+/// steady state. Generated code passes the parameter's own workspace.
+pub fn orthogonalize_with<E: Float>(
+    input: &[E],
+    output: &mut [E],
+    rows: usize,
+    cols: usize,
+    steps: usize,
+    coeffs: [f64; 3],
+    eps: f64,
+    work: &mut Vec<E>,
+) {
     let n = rows * cols;
     if input.len() < n || output.len() < n || n == 0 {
         return;
@@ -65,16 +90,28 @@ pub fn orthogonalize<E: Float>(
     let view = MatRef::from_row_major_slice(&input[..n], rows, cols);
     let view = if transpose { view.transpose() } else { view };
     let (m, k) = (view.nrows(), view.ncols());
+    let need = 2 * m * k + 2 * m * m;
+    if work.len() < need {
+        work.resize(need, E::zero());
+    }
+    let (xs, rest) = work.split_at_mut(m * k);
+    let (xns, rest) = rest.split_at_mut(m * k);
+    let (as_, bs) = rest.split_at_mut(m * m);
+    let mut x = MatMut::from_column_major_slice_mut(xs, m, k);
+    let mut xn = MatMut::from_column_major_slice_mut(xns, m, k);
+    let mut a = MatMut::from_column_major_slice_mut(as_, m, m);
+    let mut b = MatMut::from_column_major_slice_mut(&mut bs[..m * m], m, m);
     let norm = input[..n]
         .iter()
         .map(|&v| v.as_f64() * v.as_f64())
         .sum::<f64>()
         .sqrt();
     let scale = E::one() / (E::of_f64(norm) + E::of_f64(eps));
-    let mut x: Mat<E> = Mat::from_fn(m, k, |i, j| view[(i, j)] * scale);
-    let mut xn = Mat::<E>::zeros(m, k);
-    let mut a = Mat::<E>::zeros(m, m);
-    let mut b = Mat::<E>::zeros(m, m);
+    for j in 0..k {
+        for i in 0..m {
+            x[(i, j)] = view[(i, j)] * scale;
+        }
+    }
     let (ca, cb, cc) = (
         E::of_f64(coeffs[0]),
         E::of_f64(coeffs[1]),
@@ -89,17 +126,16 @@ pub fn orthogonalize<E: Float>(
             Accum::Replace,
             x.as_ref(),
             Bs::Rectangular,
-            x.transpose(),
+            x.as_ref().transpose(),
             Bs::Rectangular,
             E::one(),
             par,
         );
-        mirror_lower(&mut a);
+        mirror_lower(a.as_mut());
         // B = b A + c A A, also symmetric
         for j in 0..m {
-            let (src, dst) = (a.col_as_slice(j), b.col_as_slice_mut(j));
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d = cb * *s;
+            for i in 0..m {
+                b[(i, j)] = cb * a[(i, j)];
             }
         }
         tri_matmul(
@@ -113,12 +149,11 @@ pub fn orthogonalize<E: Float>(
             cc,
             par,
         );
-        mirror_lower(&mut b);
+        mirror_lower(b.as_mut());
         // X <- a X + B X
         for j in 0..k {
-            let (src, dst) = (x.col_as_slice(j), xn.col_as_slice_mut(j));
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d = ca * *s;
+            for i in 0..m {
+                xn[(i, j)] = ca * x[(i, j)];
             }
         }
         matmul(
@@ -774,16 +809,22 @@ pub fn kfac_precondition<E: Float>(
         return 0;
     }
     let mut skips = 0;
+    // a factor of the wrong size (validated before the step; kept safe here too) is the identity
     let (has_l, has_r) = match &factors {
-        Some(f) => (f.left.is_some(), f.right.is_some()),
+        Some(f) => (
+            f.left.as_ref().is_some_and(|v| v.len() == rows * rows),
+            f.right.as_ref().is_some_and(|v| v.len() == cols * cols),
+        ),
         None => (false, false),
     };
     let want = usize::from(has_l) * rows * rows + usize::from(has_r) * cols * cols;
     if let Some(f) = factors {
         if f.dirty || inv.len() != want {
             inv.clear();
-            for (side, d) in [(&f.left, rows), (&f.right, cols)] {
-                let Some(h) = side else { continue };
+            for (side, d, used) in [(&f.left, rows, has_l), (&f.right, cols, has_r)] {
+                let Some(h) = side.as_ref().filter(|_| used) else {
+                    continue;
+                };
                 let mut damped = MatRef::from_row_major_slice(&h[..d * d], d, d).to_owned();
                 for i in 0..d {
                     damped[(i, i)] += E::of_f64(damping);

@@ -389,6 +389,17 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
                     ),
                 });
             }
+            if let Some(f) = &ps.factors {
+                let (r, c) = (info.rows(), info.cols());
+                for (what, fac, d) in [("left", &f.left, r), ("right", &f.right, c)] {
+                    if fac.as_ref().is_some_and(|v| v.len() != d * d) {
+                        return Err(OptimError::ShapeMismatch {
+                            param: e.name.to_string(),
+                            detail: format!("its {what} Kronecker factor is not {d} x {d} for shape {:?}; set the factors again", e.shape),
+                        });
+                    }
+                }
+            }
         }
         rules.push(rule);
     }

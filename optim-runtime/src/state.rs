@@ -30,6 +30,8 @@ pub struct ParamState<E> {
     /// User-supplied Kronecker factor statistics for `kfac_precondition` (see
     /// [`crate::DslOptimizer::set_kron_factors`]); inputs, not saved in checkpoints.
     pub factors: Option<KronFactors<E>>,
+    /// Workspace of the matrix primitives (grown once, reused every step; not saved).
+    pub work: Vec<E>,
 }
 
 /// Kronecker factor statistics of one parameter, supplied by the user (K-FAC style: for a
@@ -58,6 +60,7 @@ impl<E: Copy + Default> ParamState<E> {
             scalars_init: Vec::new(),
             temps: Vec::new(),
             factors: None,
+            work: Vec::new(),
         }
     }
 

@@ -404,3 +404,161 @@ fn rules_can_route_by_the_enclosing_dfdx_module_type() {
     assert_eq!(opt.state().param("1.weight").unwrap().rule, 1);
     assert_eq!(opt.state().param("1.bias").unwrap().rule, 2);
 }
+
+/// LAMB's first step by hand: m̂ = g, v̂ = g², u = g / (|g| + eps) + wd p, and the step is
+/// lr · (‖p‖ / ‖u‖) · u (You et al. 2020, Alg. 2).
+#[test]
+fn lamb_first_step_matches_the_hand_computed_update() {
+    use optim_dsl::zoo::{Lamb, LambConfig};
+    let (lr, eps, wd) = (0.1f64, 1e-6f64, 0.01f64);
+    let mut opt = Lamb::<f64>::new(LambConfig {
+        lr: lr.into(),
+        eps: eps.into(),
+        weight_decay: wd.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let p0 = [3.0f64, -4.0];
+    let g = [0.5f64, 2.0];
+    let mut p = p0.to_vec();
+    opt.update_slices(&mut [ParamSlice {
+        name: "w",
+        shape: &[2],
+        param: &mut p,
+        grad: &g,
+    }])
+    .unwrap();
+    let u: Vec<f64> = p0
+        .iter()
+        .zip(&g)
+        .map(|(p, g)| g / (g.abs() + eps) + wd * p)
+        .collect();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let ratio = norm(&p0) / norm(&u);
+    for i in 0..2 {
+        let want = p0[i] - lr * ratio * u[i];
+        assert!((p[i] - want).abs() < 1e-12, "{p:?} vs {want}");
+    }
+}
+
+#[test]
+fn schedule_free_with_a_zero_first_learning_rate_stays_finite() {
+    use optim_dsl::zoo::{ScheduleFreeAdamW, ScheduleFreeAdamWConfig};
+    let mut opt = ScheduleFreeAdamW::<f32>::new(ScheduleFreeAdamWConfig {
+        lr: Schedule::linear(0.0, 2.5e-3, 10).into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut p = vec![1.0f32, 2.0];
+    for _ in 0..5 {
+        opt.update_slices(&mut [slice("p", &[2], &mut p, &[0.5, -0.5])])
+            .unwrap();
+    }
+    assert!(p.iter().all(|x| x.is_finite()), "{p:?}");
+    assert!(p[0] < 1.0 && p[1] > 2.0, "{p:?}");
+}
+
+#[test]
+fn zoo_hyperparameters_outside_their_domains_are_rejected() {
+    use optim_dsl::zoo::{
+        Adafactor, AdafactorConfig, Adagrad, AdagradConfig, KFac, KFacConfig, Muon, MuonConfig,
+        Shampoo, ShampooConfig,
+    };
+    let name = |e: OptimError| match e {
+        OptimError::InvalidHyperparameter { name, .. } => name,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        name(
+            Adagrad::<f32>::new(AdagradConfig {
+                lr_decay: (-1.0).into(),
+                ..Default::default()
+            })
+            .unwrap_err()
+        ),
+        "lr_decay"
+    );
+    assert_eq!(
+        name(
+            Shampoo::<f32>::new(ShampooConfig {
+                matrix_eps: 0.0.into(),
+                ..Default::default()
+            })
+            .unwrap_err()
+        ),
+        "matrix_eps"
+    );
+    assert_eq!(
+        name(
+            Shampoo::<f32>::new(ShampooConfig {
+                update_freq: 0.0.into(),
+                ..Default::default()
+            })
+            .unwrap_err()
+        ),
+        "update_freq"
+    );
+    assert_eq!(
+        name(
+            Adafactor::<f32>::new(AdafactorConfig {
+                d: 0.0.into(),
+                ..Default::default()
+            })
+            .unwrap_err()
+        ),
+        "d"
+    );
+    assert_eq!(
+        name(
+            Adafactor::<f32>::new(AdafactorConfig {
+                beta2_decay: 0.5.into(),
+                ..Default::default()
+            })
+            .unwrap_err()
+        ),
+        "beta2_decay"
+    );
+    assert_eq!(
+        name(
+            Muon::<f32>::new(MuonConfig {
+                ns_steps: 2.5.into(),
+                ..Default::default()
+            })
+            .unwrap_err()
+        ),
+        "ns_steps"
+    );
+    assert_eq!(
+        name(
+            KFac::<f32>::new(KFacConfig {
+                damping: (-1.0).into(),
+                ..Default::default()
+            })
+            .unwrap_err()
+        ),
+        "damping"
+    );
+}
+
+#[test]
+fn kron_factors_of_a_stale_shape_are_an_error_not_a_panic() {
+    use optim_dsl::zoo::{KFac, KFacConfig};
+    let mut opt = KFac::<f32>::new(KFacConfig::default()).unwrap();
+    opt.set_kron_factors("w", &[2, 3], Some(vec![2.0, 0.0, 0.0, 2.0]), None)
+        .unwrap();
+    let mut a = vec![1.0f32; 4];
+    let mut w = vec![1.0f32; 6];
+    let before = opt.state().clone();
+    let err = opt
+        .update_slices(&mut [
+            slice("a", &[4], &mut a, &[1.0; 4]),
+            slice("w", &[3, 2], &mut w, &[1.0; 6]),
+        ])
+        .unwrap_err();
+    assert!(
+        matches!(err, OptimError::ShapeMismatch { ref param, .. } if param == "w"),
+        "{err}"
+    );
+    assert_eq!(a, vec![1.0; 4]);
+    assert_eq!(opt.state(), &before);
+}
