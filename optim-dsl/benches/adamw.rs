@@ -13,14 +13,17 @@
 //!   writes `p, m, v`: 28 bytes per parameter) and trivial math, run exactly like the library
 //!   runs its kernels: run-time SIMD dispatch through [`optim_dsl::kernel::dispatch`], one
 //!   rayon dispatch over [`CHUNK`]-element pieces of every tensor when the step has at least
-//!   [`PARALLEL_THRESHOLD`] elements. It shares the `p` and `g` buffers with `dsl_slices`; its
-//!   `m` and `v` have the same sizes as the optimizer's state.
+//!   [`PARALLEL_THRESHOLD`] elements. It runs over exactly the buffers `dsl_slices` touches:
+//!   the same `p` and `g`, and that optimizer's own `m` and `v` state (its math is AdamW's
+//!   moment update, so the state stays valid).
 //! - `dsl_slices`: `AdamW::<f32>::default()` through `update_slices`.
 //! - `dsl_dfdx`: the same optimizer through `update(&mut model, &mut grads)` on a dfdx model.
 //! - `dfdx_adam`: `dfdx::optim::Adam` with `WeightDecay::Decoupled(1e-2)` (AdamW) on a model with
 //!   the same tensors.
 //! - `dfdx_ops`: AdamW written with dfdx tensor arithmetic (`m * b1 + g * (1 - b1)`, ...), which
 //!   allocates per op, over rank-1 tensors of the same sizes.
+//! - `bound_again`: `bound` measured again after the others. Memory bandwidth on a shared
+//!   machine drifts; `bound_again / bound` far from 1 means the group's ratios are unreliable.
 //!
 //! The dfdx models: the flat layout is a 1-tuple `(Tensor<Rank1<N>, f32, Cpu>,)` (its one tensor
 //! is named `"0"`); the layered layout is dfdx's own
@@ -48,7 +51,9 @@ use dfdx::tensor::{Cpu, CpuError, Gradients, Tensor, TensorFrom, ZerosTensor};
 use optim_dsl::kernel::{dispatch, Kernel, CHUNK, PARALLEL_THRESHOLD};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::AdamW;
+use optim_dsl::RuleBody;
 use rayon::prelude::*;
+use std::collections::HashMap;
 use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------------
@@ -77,13 +82,53 @@ impl Kernel<f32> for BoundKernel {
     }
 }
 
-/// Scalars of the bound kernel: an EMA of `g`, an EMA of `g²`, and a small step.
+/// Scalars of the bound kernel: an EMA of `g` and of `g²` (AdamW's own moment updates, so
+/// running it over AdamW's state buffers leaves valid moments there), and a small step.
 const BOUND_SCALARS: [f32; 6] = [0.9, 0.1, 0.999, 0.001, 1e-3, -1e-3];
+
+/// Slots of AdamW's first and second moment (`m`, `v`) in its per-parameter state, read from
+/// its plan; also checks that the plan is one loop moving 28 bytes per `f32` parameter.
+fn moment_slots(opt: &AdamW<f32>) -> (usize, usize) {
+    let plan = opt.explain();
+    let RuleBody::Fused { kernels, state, .. } = &plan.rules[0].body else {
+        panic!("AdamW is expected to be a fused rule: {plan:?}")
+    };
+    assert_eq!(kernels.len(), 1, "AdamW is expected to be one loop: {plan:?}");
+    assert_eq!(kernels[0].bytes_per_param(4), 28, "AdamW is expected to move 28 B/param: {plan:?}");
+    let slot = |n: &str| {
+        state
+            .iter()
+            .position(|s| *s == n)
+            .unwrap_or_else(|| panic!("no state `{n}` in AdamW's plan: {plan:?}"))
+    };
+    (slot("m"), slot("v"))
+}
+
+/// AdamW's `m` and `v` buffers of every parameter, in the order of `names`.
+fn moments<'a>(opt: &'a mut AdamW<f32>, names: &[String]) -> (Vec<&'a mut [f32]>, Vec<&'a mut [f32]>) {
+    let (ms, vs) = moment_slots(opt);
+    assert_ne!(ms, vs);
+    let mut by_name: HashMap<&str, (&mut [f32], &mut [f32])> = opt
+        .opt_state_mut()
+        .params
+        .iter_mut()
+        .map(|(name, ps)| {
+            let (lo, hi) = ps.buffers.split_at_mut(ms.max(vs));
+            let (a, b) = (&mut lo[ms.min(vs)], &mut hi[0]);
+            let (m, v) = if ms < vs { (a, b) } else { (b, a) };
+            (name.as_str(), (m.as_mut_slice(), v.as_mut_slice()))
+        })
+        .collect();
+    names
+        .iter()
+        .map(|n| by_name.remove(n.as_str()).unwrap_or_else(|| panic!("no AdamW state for `{n}`")))
+        .unzip()
+}
 
 /// One bound step over all tensors, threaded like `optim_runtime::kernel::execute`: sequential
 /// below [`PARALLEL_THRESHOLD`] elements, otherwise one `into_par_iter` over [`CHUNK`]-element
 /// pieces of every tensor.
-fn bound_step(params: &mut [Vec<f32>], grads: &[Vec<f32>], m: &mut [Vec<f32>], v: &mut [Vec<f32>]) {
+fn bound_step(params: &mut [Vec<f32>], grads: &[Vec<f32>], m: &mut [&mut [f32]], v: &mut [&mut [f32]]) {
     let s = &BOUND_SCALARS[..];
     let total: usize = params.iter().map(Vec::len).sum();
     let count = params.len();
@@ -346,8 +391,6 @@ where
         .enumerate()
         .map(|(t, l)| (0..l.values.len()).map(|i| grad_value(t, i)).collect())
         .collect();
-    let mut bm: Vec<Vec<f32>> = g.iter().map(|x| vec![0.0; x.len()]).collect();
-    let mut bv = bm.clone();
     eprintln!("{label}: {} tensors, {total} parameters", leaves.len());
 
     // Optimizers, and one checked step of each AdamW variant from the same initial values.
@@ -407,7 +450,8 @@ where
     group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Elements(total as u64));
     group.bench_function("bound", |b| {
-        b.iter(|| bound_step(&mut params, &g, &mut bm, &mut bv))
+        let (mut m, mut v) = moments(&mut slices_opt, &names);
+        b.iter(|| bound_step(&mut params, &g, &mut m, &mut v))
     });
     group.bench_function("dsl_slices", |b| {
         b.iter(|| slices_step(&mut slices_opt, &mut params))
@@ -426,6 +470,12 @@ where
         })
     });
     group.bench_function("dfdx_ops", |b| b.iter(|| ops.step()));
+    // The bound once more at the end: this machine's memory bandwidth drifts (it is shared), so
+    // `bound_again / bound` says how much the group's ratios can be trusted.
+    group.bench_function("bound_again", |b| {
+        let (mut m, mut v) = moments(&mut slices_opt, &names);
+        b.iter(|| bound_step(&mut params, &g, &mut m, &mut v))
+    });
     group.finish();
 }
 
