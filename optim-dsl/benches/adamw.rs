@@ -93,8 +93,16 @@ fn moment_slots(opt: &AdamW<f32>) -> (usize, usize) {
     let RuleBody::Fused { kernels, state, .. } = &plan.rules[0].body else {
         panic!("AdamW is expected to be a fused rule: {plan:?}")
     };
-    assert_eq!(kernels.len(), 1, "AdamW is expected to be one loop: {plan:?}");
-    assert_eq!(kernels[0].bytes_per_param(4), 28, "AdamW is expected to move 28 B/param: {plan:?}");
+    assert_eq!(
+        kernels.len(),
+        1,
+        "AdamW is expected to be one loop: {plan:?}"
+    );
+    assert_eq!(
+        kernels[0].bytes_per_param(4),
+        28,
+        "AdamW is expected to move 28 B/param: {plan:?}"
+    );
     let slot = |n: &str| {
         state
             .iter()
@@ -105,7 +113,10 @@ fn moment_slots(opt: &AdamW<f32>) -> (usize, usize) {
 }
 
 /// AdamW's `m` and `v` buffers of every parameter, in the order of `names`.
-fn moments<'a>(opt: &'a mut AdamW<f32>, names: &[String]) -> (Vec<&'a mut [f32]>, Vec<&'a mut [f32]>) {
+fn moments<'a>(
+    opt: &'a mut AdamW<f32>,
+    names: &[String],
+) -> (Vec<&'a mut [f32]>, Vec<&'a mut [f32]>) {
     let (ms, vs) = moment_slots(opt);
     assert_ne!(ms, vs);
     let mut by_name: HashMap<&str, (&mut [f32], &mut [f32])> = opt
@@ -121,14 +132,23 @@ fn moments<'a>(opt: &'a mut AdamW<f32>, names: &[String]) -> (Vec<&'a mut [f32]>
         .collect();
     names
         .iter()
-        .map(|n| by_name.remove(n.as_str()).unwrap_or_else(|| panic!("no AdamW state for `{n}`")))
+        .map(|n| {
+            by_name
+                .remove(n.as_str())
+                .unwrap_or_else(|| panic!("no AdamW state for `{n}`"))
+        })
         .unzip()
 }
 
 /// One bound step over all tensors, threaded like `optim_runtime::kernel::execute`: sequential
 /// below [`PARALLEL_THRESHOLD`] elements, otherwise one `into_par_iter` over [`CHUNK`]-element
 /// pieces of every tensor.
-fn bound_step(params: &mut [Vec<f32>], grads: &[Vec<f32>], m: &mut [&mut [f32]], v: &mut [&mut [f32]]) {
+fn bound_step(
+    params: &mut [Vec<f32>],
+    grads: &[Vec<f32>],
+    m: &mut [&mut [f32]],
+    v: &mut [&mut [f32]],
+) {
     let s = &BOUND_SCALARS[..];
     let total: usize = params.iter().map(Vec::len).sum();
     let count = params.len();
