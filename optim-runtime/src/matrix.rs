@@ -352,26 +352,7 @@ pub fn kron_precondition<E: Float>(
         }
         let len = d * d;
         if finite {
-            let mut gg = Mat::<E>::zeros(d, d);
-            if side == 0 {
-                matmul(
-                    gg.as_mut(),
-                    Accum::Replace,
-                    g,
-                    g.transpose(),
-                    E::one(),
-                    par_for(d * d),
-                );
-            } else {
-                matmul(
-                    gg.as_mut(),
-                    Accum::Replace,
-                    g.transpose(),
-                    g,
-                    E::one(),
-                    par_for(d * d),
-                );
-            }
+            let gg = side_gram(g, side, d);
             let h = &mut stats[offset..offset + len];
             match cfg.beta {
                 None => {
@@ -439,12 +420,7 @@ pub fn kron_precondition<E: Float>(
         cur = next;
         offset += d * d;
     }
-    let (m, c) = (cur.nrows(), cur.ncols());
-    for i in 0..m {
-        for j in 0..c {
-            out[i * c + j] = cur[(i, j)];
-        }
-    }
+    write_row_major(cur.as_ref(), out);
     skips
 }
 
@@ -503,6 +479,16 @@ fn eigen_sides(rows: usize, cols: usize, factored: bool, max_dim: usize) -> Vec<
     } else {
         // vectors keep the identity basis (SOAP's precondition_1d = False)
         vec![(rows * cols, false)]
+    }
+}
+
+/// Copies `m` into the row-major buffer `out` (`m.nrows() × m.ncols()` elements).
+fn write_row_major<E: Float>(m: MatRef<'_, E>, out: &mut [E]) {
+    let c = m.ncols();
+    for i in 0..m.nrows() {
+        for j in 0..c {
+            out[i * c + j] = m[(i, j)];
+        }
     }
 }
 
@@ -774,11 +760,7 @@ pub fn rotate<E: Float>(
         cur = next;
         offset += d * d;
     }
-    for i in 0..rows {
-        for j in 0..cols {
-            out[i * cols + j] = cur[(i, j)];
-        }
-    }
+    write_row_major(cur.as_ref(), out);
 }
 
 /// Default damping of [`kfac_precondition`].
@@ -881,10 +863,6 @@ pub fn kfac_precondition<E: Float>(
         );
         cur = next;
     }
-    for i in 0..rows {
-        for j in 0..cols {
-            out[i * cols + j] = cur[(i, j)];
-        }
-    }
+    write_row_major(cur.as_ref(), out);
     skips
 }

@@ -650,3 +650,42 @@ pub mod model {
 
     cpu_grad_helpers!(f32, f64);
 }
+
+pub mod trajectory {
+    //! Running an optimizer over a reference case on the slice path.
+
+    use crate::fixtures::Case;
+    use optim_dsl::{DslOptimizer, ParamSlice};
+
+    /// Runs `opt` over `case` teacher-forced (feeding `grads[t]`), asserting the parameters
+    /// after every step against `params[t]` within the case's tolerance, and calling
+    /// `after(t, opt)` after each step for extra checks.
+    pub fn run_slices<O: DslOptimizer<f32>>(
+        case: &Case,
+        opt: &mut O,
+        what: &str,
+        mut after: impl FnMut(usize, &O),
+    ) {
+        let names = case.param_order.clone();
+        let mut params: Vec<Vec<f32>> = names.iter().map(|n| case.init_f32(n)).collect();
+        for t in 0..case.steps {
+            let grads: Vec<Vec<f32>> = names.iter().map(|n| case.grad_f32(t, n)).collect();
+            let mut slices: Vec<ParamSlice<'_, f32>> = names
+                .iter()
+                .zip(params.iter_mut())
+                .zip(&grads)
+                .map(|((n, p), g)| ParamSlice {
+                    name: n,
+                    shape: case.shape(n),
+                    param: p,
+                    grad: g,
+                })
+                .collect();
+            opt.update_slices(&mut slices).unwrap();
+            for (n, p) in names.iter().zip(&params) {
+                case.assert_params_at(what, t, n, p);
+            }
+            after(t, opt);
+        }
+    }
+}

@@ -68,26 +68,7 @@ fn muon_matches_keller_single_device_muon_f32() {
         ..Default::default()
     })
     .unwrap();
-    let names = case.param_order.clone();
-    let mut params: Vec<Vec<f32>> = names.iter().map(|n| case.init_f32(n)).collect();
-    for t in 0..case.steps {
-        let grads: Vec<Vec<f32>> = names.iter().map(|n| case.grad_f32(t, n)).collect();
-        let mut slices: Vec<ParamSlice<'_, f32>> = names
-            .iter()
-            .zip(params.iter_mut())
-            .zip(&grads)
-            .map(|((n, p), g)| ParamSlice {
-                name: n,
-                shape: case.shape(n),
-                param: p,
-                grad: g,
-            })
-            .collect();
-        opt.update_slices(&mut slices).unwrap();
-        for (n, p) in names.iter().zip(&params) {
-            case.assert_params_at("muon slices", t, n, p);
-        }
-    }
+    run_case(&case, &mut opt, "muon slices");
     // both matrices went through the orthogonalized rule, not the AdamW fallback
     let plan = opt.explain();
     assert_eq!(plan.rules.len(), 2);
@@ -206,26 +187,7 @@ fn orthogonalize_puts_singular_values_in_the_quintic_band() {
 
 /// Runs `opt` over a case's trajectory on the slice path, teacher-forced, comparing every step.
 fn run_case<O: DslOptimizer<f32>>(case: &fixtures::Case, opt: &mut O, what: &str) {
-    let names = case.param_order.clone();
-    let mut params: Vec<Vec<f32>> = names.iter().map(|n| case.init_f32(n)).collect();
-    for t in 0..case.steps {
-        let grads: Vec<Vec<f32>> = names.iter().map(|n| case.grad_f32(t, n)).collect();
-        let mut slices: Vec<ParamSlice<'_, f32>> = names
-            .iter()
-            .zip(params.iter_mut())
-            .zip(&grads)
-            .map(|((n, p), g)| ParamSlice {
-                name: n,
-                shape: case.shape(n),
-                param: p,
-                grad: g,
-            })
-            .collect();
-        opt.update_slices(&mut slices).unwrap();
-        for (n, p) in names.iter().zip(&params) {
-            case.assert_params_at(what, t, n, p);
-        }
-    }
+    optim_tests::trajectory::run_slices(case, opt, what, |_, _| {});
 }
 
 #[test]

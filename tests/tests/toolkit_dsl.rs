@@ -23,33 +23,8 @@ optimizer! {
     }
 }
 
-fn run<O: DslOptimizer<f32>>(
-    case: &Case,
-    opt: &mut O,
-    what: &str,
-    mut after: impl FnMut(usize, &O),
-) {
-    let names = case.param_order.clone();
-    let mut params: Vec<Vec<f32>> = names.iter().map(|n| case.init_f32(n)).collect();
-    for t in 0..case.steps {
-        let grads: Vec<Vec<f32>> = names.iter().map(|n| case.grad_f32(t, n)).collect();
-        let mut slices: Vec<ParamSlice<'_, f32>> = names
-            .iter()
-            .zip(params.iter_mut())
-            .zip(&grads)
-            .map(|((n, p), g)| ParamSlice {
-                name: n,
-                shape: case.shape(n),
-                param: p,
-                grad: g,
-            })
-            .collect();
-        opt.update_slices(&mut slices).unwrap();
-        for (n, p) in names.iter().zip(&params) {
-            case.assert_params_at(what, t, n, p);
-        }
-        after(t, opt);
-    }
+fn run<O: DslOptimizer<f32>>(case: &Case, opt: &mut O, what: &str, after: impl FnMut(usize, &O)) {
+    optim_tests::trajectory::run_slices(case, opt, what, after);
 }
 
 #[test]
