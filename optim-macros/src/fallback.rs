@@ -2,7 +2,7 @@
 //! optimizer (`Name::default()`, `NameConfig { lr: ..., ..Default::default() }`,
 //! `opt.set_lr(...)`, `opt.update(...)`) does not add follow-on errors to the real one.
 
-use crate::ast;
+use crate::parse as ast;
 use crate::private::Private;
 use proc_macro2::{TokenStream, TokenTree};
 use quote::{format_ident, quote};

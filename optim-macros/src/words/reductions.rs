@@ -1,0 +1,131 @@
+//! Reductions and the words built on them. A per-tensor reduction (`norm`, `rms`, `sum`,
+//! `mean`, and the norms inside `trust_ratio` and `graft`) ends a loop: the loop accumulates it
+//! in `f64`, and the next loop reads the total as a per-step scalar. A global reduction
+//! (`global_norm`, `clip_global_norm`) is summed over every parameter of the step first. Also
+//! the clipping words (`clip_value` is element-wise).
+
+use super::{pos, Entry, Role::*};
+use crate::ir::{BinOp, Level, NodeId, Op, RedKind, Ty};
+use crate::lower::{Call, Lowerer};
+use crate::words::math::{CLAMP, MIN, SQRT};
+
+pub(crate) const WORDS: &[Entry] = &[
+    Entry {
+        name: "norm",
+        args: &[pos("x", Value)],
+        matrix_only: false,
+        lower: |lw, c| {
+            let r = lw.reduce(RedKind::SumSq, c.req("x"), false, c.span);
+            lw.func(&SQRT, vec![r])
+        },
+    },
+    Entry {
+        name: "rms",
+        args: &[pos("x", Value)],
+        matrix_only: false,
+        lower: |lw, c| {
+            let r = lw.reduce(RedKind::SumSq, c.req("x"), false, c.span);
+            let n = lw.push(Op::Shape("numel"), Ty::num(Level::Scalar));
+            let ms = lw.bin(BinOp::Div, r, n);
+            lw.func(&SQRT, vec![ms])
+        },
+    },
+    Entry {
+        name: "sum",
+        args: &[pos("x", Value)],
+        matrix_only: false,
+        lower: |lw, c| lw.reduce(RedKind::Sum, c.req("x"), false, c.span),
+    },
+    Entry {
+        name: "mean",
+        args: &[pos("x", Value)],
+        matrix_only: false,
+        lower: |lw, c| {
+            let r = lw.reduce(RedKind::Sum, c.req("x"), false, c.span);
+            let n = lw.push(Op::Shape("numel"), Ty::num(Level::Scalar));
+            lw.bin(BinOp::Div, r, n)
+        },
+    },
+    Entry {
+        name: "trust_ratio",
+        args: &[pos("w", Value), pos("u", Value)],
+        matrix_only: false,
+        lower: trust_ratio,
+    },
+    Entry {
+        name: "global_norm",
+        args: &[pos("x", Value)],
+        matrix_only: false,
+        lower: |lw, c| {
+            let r = lw.reduce(RedKind::SumSq, c.req("x"), true, c.span);
+            lw.func(&SQRT, vec![r])
+        },
+    },
+    Entry {
+        name: "clip_global_norm",
+        args: &[pos("x", Value), pos("max_norm", Scalar)],
+        matrix_only: false,
+        lower: clip_global_norm,
+    },
+    Entry {
+        name: "clip_value",
+        args: &[pos("x", Value), pos("clip", Scalar)],
+        matrix_only: false,
+        lower: |lw, c| {
+            let clip = c.req("clip");
+            let lo = lw.push(Op::Neg(clip), Ty::num(lw.ty(clip).level));
+            lw.func(&CLAMP, vec![c.req("x"), lo, clip])
+        },
+    },
+    Entry {
+        name: "graft",
+        args: &[pos("direction", Value), pos("magnitude", Value)],
+        matrix_only: false,
+        lower: graft,
+    },
+];
+
+/// LAMB (You et al., 2020): `||w|| / ||u||`, and 1 when either norm is zero.
+fn trust_ratio(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
+    let (w, u) = (c.req("w"), c.req("u"));
+    let rw = lw.reduce(RedKind::SumSq, w, false, c.span);
+    let ru = lw.reduce(RedKind::SumSq, u, false, c.span);
+    let nw = lw.func(&SQRT, vec![rw]);
+    let nu = lw.func(&SQRT, vec![ru]);
+    let zero = lw.num(0.0);
+    let one = lw.num(1.0);
+    let pw = lw.bin(BinOp::Gt, nw, zero);
+    let pu = lw.bin(BinOp::Gt, nu, zero);
+    let both = lw.bin(BinOp::And, pw, pu);
+    let ratio = lw.bin(BinOp::Div, nw, nu);
+    lw.select(both, ratio, one)
+}
+
+/// `torch.nn.utils.clip_grad_norm_`: `x * min(1, max_norm / (total + 1e-6))`, total over every
+/// parameter of the step.
+fn clip_global_norm(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
+    let (x, max_norm) = (c.req("x"), c.req("max_norm"));
+    let r = lw.reduce(RedKind::SumSq, x, true, c.span);
+    let total = lw.func(&SQRT, vec![r]);
+    let tiny = lw.num(1e-6);
+    let den = lw.bin(BinOp::Add, total, tiny);
+    let q = lw.bin(BinOp::Div, max_norm, den);
+    let one = lw.num(1.0);
+    let coef = lw.func(&MIN, vec![one, q]);
+    lw.bin(BinOp::Mul, x, coef)
+}
+
+/// Direction with the per-tensor norm of `magnitude` (Agarwal et al., 2020):
+/// `d * ||m|| / ||d||`, and 0 when `||d|| = 0`.
+fn graft(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
+    let (d, m) = (c.req("direction"), c.req("magnitude"));
+    let rd = lw.reduce(RedKind::SumSq, d, false, c.span);
+    let rm = lw.reduce(RedKind::SumSq, m, false, c.span);
+    let nd = lw.func(&SQRT, vec![rd]);
+    let nm = lw.func(&SQRT, vec![rm]);
+    let zero = lw.num(0.0);
+    let pos = lw.bin(BinOp::Gt, nd, zero);
+    let ratio = lw.bin(BinOp::Div, nm, nd);
+    let coef = lw.select(pos, ratio, zero);
+    lw.bin(BinOp::Mul, d, coef)
+}
