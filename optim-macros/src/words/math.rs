@@ -65,10 +65,16 @@ pub(crate) static LERP: FuncDef = FuncDef {
         "DSL_FN T dsl_lerp(T a, T b, T t) { return dsl_add(a, dsl_mul(t, dsl_sub(b, a))); }\n",
 };
 
+pub(crate) static SOFTSIGN: FuncDef = FuncDef {
+    name: "softsign",
+    cuda: "dsl_softsign",
+    cuda_src: "DSL_FN T dsl_softsign(T x) { return dsl_div(x, dsl_add(T(1), dsl_abs(x))); }\n",
+};
+
 /// Every function, in the order their CUDA definitions are emitted (a definition may use the
 /// ones before it).
 pub(crate) static FUNCS: &[&FuncDef] = &[
-    &SQRT, &ABS, &EXP, &LN, &POW, &RSQRT, &SIGN, &MAX, &MIN, &CLAMP, &LERP,
+    &SQRT, &ABS, &EXP, &LN, &POW, &RSQRT, &SIGN, &MAX, &MIN, &CLAMP, &LERP, &SOFTSIGN,
 ];
 
 /// A word that is one function applied to its positional arguments.
@@ -98,6 +104,7 @@ pub(crate) const WORDS: &[Entry] = &[
     func_word!("clamp", CLAMP, ["x", "lo", "hi"]),
     func_word!("pow", POW, ["x", "y"]),
     func_word!("lerp", LERP, ["a", "b", "t"]),
+    func_word!("softsign", SOFTSIGN, ["x"]),
     Entry {
         name: "select",
         args: &[pos("cond", Cond), pos("a", Value), pos("b", Value)],
