@@ -59,13 +59,19 @@ fn per_tensor_reductions_do_not_depend_on_other_parameters_or_threads() {
     let with_other = lamb_w(true, 2);
     let one_thread = lamb_w(true, 1);
     assert!(alone.iter().all(|v| v.is_finite()));
-    for (what, got) in [("with another tensor", &with_other), ("on one thread", &one_thread)] {
+    for (what, got) in [
+        ("with another tensor", &with_other),
+        ("on one thread", &one_thread),
+    ] {
         let differ = alone
             .iter()
             .zip(got.iter())
             .filter(|(a, b)| a.to_bits() != b.to_bits())
             .count();
-        assert_eq!(differ, 0, "{what}: {differ} elements differ from the tensor alone");
+        assert_eq!(
+            differ, 0,
+            "{what}: {differ} elements differ from the tensor alone"
+        );
     }
 }
 
@@ -78,7 +84,9 @@ fn kronecker_diagnostics_reach_the_parameter_state() {
     let mut opt = Shampoo::<f64>::default().with_graft(false);
     let mut w = vec![0.5, -0.25, 1.0, 0.75, -1.5, 0.125];
     for step in 0..3 {
-        let mut g: Vec<f64> = (0..6).map(|i| (i as f64 - 2.5) * (step + 1) as f64).collect();
+        let mut g: Vec<f64> = (0..6)
+            .map(|i| (i as f64 - 2.5) * (step + 1) as f64)
+            .collect();
         if step == 2 {
             g[3] = f64::NAN;
         }
