@@ -314,39 +314,7 @@ pub(crate) struct Hyper {
     pub domain: Domain,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Domain {
-    Finite,
-    NonNegative,
-    Positive,
-    UnitOpen,
-    NonPositive,
-    Count,
-}
-
-impl Domain {
-    pub(crate) fn contains(self, x: f64) -> bool {
-        x.is_finite()
-            && match self {
-                Domain::Finite => true,
-                Domain::NonNegative => x >= 0.0,
-                Domain::Positive => x > 0.0,
-                Domain::UnitOpen => (0.0..1.0).contains(&x),
-                Domain::NonPositive => x <= 0.0,
-                Domain::Count => x >= 1.0 && x.fract() == 0.0,
-            }
-    }
-    pub(crate) fn describe(self) -> &'static str {
-        match self {
-            Domain::Finite => "a finite value",
-            Domain::NonNegative => "a finite value >= 0",
-            Domain::Positive => "a finite value > 0",
-            Domain::UnitOpen => "a value in [0, 1)",
-            Domain::NonPositive => "a finite value <= 0",
-            Domain::Count => "a whole number >= 1",
-        }
-    }
-}
+pub(crate) use optim_abi::Domain;
 
 pub(crate) struct Optimizer {
     pub attrs: Vec<Attribute>,

@@ -32,6 +32,7 @@ pub(crate) fn domain_tokens(d: ir::Domain) -> TokenStream {
         ir::Domain::NonNegative => quote!(#p::Domain::NonNegative),
         ir::Domain::Positive => quote!(#p::Domain::Positive),
         ir::Domain::UnitOpen => quote!(#p::Domain::UnitOpen),
+        ir::Domain::UnitClosed => quote!(#p::Domain::UnitClosed),
         ir::Domain::NonPositive => quote!(#p::Domain::NonPositive),
         ir::Domain::Count => quote!(#p::Domain::Count),
     }

@@ -112,26 +112,10 @@ fn descending_eigenvectors<E: Float>(h: MatRef<'_, E>) -> Option<Mat<E>> {
 /// `est = diag(Q^T GG Q)`, columns sorted by descending `est`, every buffer in `rotated`
 /// (states kept in the eigenbasis, `rows × cols`) permuted the same way along that side, and
 /// `Q = qr(GG Q).Q`. A non-finite `x` is skipped (statistics unchanged); a refresh producing a
-/// non-finite basis keeps the old one. Returns the number of skips.
+/// non-finite basis keeps the old one. The [`Report`] counts skipped inputs, refreshes and
+/// refused refreshes.
 #[allow(clippy::too_many_arguments)]
 pub fn eigenbasis_update<E: Float>(
-    x: &[E],
-    gg: &mut [E],
-    q: &mut [E],
-    rows: usize,
-    cols: usize,
-    factored: bool,
-    step: u64,
-    cfg: EigenbasisConfig,
-    rotated: &mut [&mut Vec<E>],
-) -> usize {
-    let r = update_report(x, gg, q, rows, cols, factored, step, cfg, rotated);
-    (r.skipped_inputs + r.failed_refreshes) as usize
-}
-
-/// [`eigenbasis_update`], reporting skipped inputs, refreshes and refused refreshes apart.
-#[allow(clippy::too_many_arguments)]
-fn update_report<E: Float>(
     x: &[E],
     gg: &mut [E],
     q: &mut [E],
@@ -332,7 +316,7 @@ impl<E: Float> Primitive<E> for Eigenbasis {
             },
             Phase::Finish => {
                 let mut refs: Vec<&mut Vec<E>> = io.rotated.iter_mut().collect();
-                update_report(io.input, gg, q, rows, cols, matrix, step, *cfg, &mut refs)
+                eigenbasis_update(io.input, gg, q, rows, cols, matrix, step, *cfg, &mut refs)
             }
             Phase::Barrier => Report::default(),
         }

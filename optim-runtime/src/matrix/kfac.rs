@@ -19,21 +19,9 @@ pub const KFAC_DAMPING: f64 = 1e-3;
 /// (`cols × cols`, input covariance `E[x x^T]`); a missing factor (or no factors) is the
 /// identity, so the output is the gradient itself. The damped inverses are cached in `inv`
 /// and recomputed when the factors change. A factor whose eigendecomposition fails or is not
-/// positive definite after damping is treated as the identity (counted in the return value).
+/// positive definite after damping is treated as the identity (a refused refresh in the
+/// [`Report`]).
 pub fn kfac_precondition<E: Float>(
-    x: &[E],
-    out: &mut [E],
-    factors: Option<&mut crate::KronFactors<E>>,
-    inv: &mut Vec<E>,
-    rows: usize,
-    cols: usize,
-    damping: f64,
-) -> usize {
-    kfac_report(x, out, factors, inv, rows, cols, damping).failed_refreshes as usize
-}
-
-/// [`kfac_precondition`], reporting refreshes and refused inversions.
-fn kfac_report<E: Float>(
     x: &[E],
     out: &mut [E],
     factors: Option<&mut crate::KronFactors<E>>,
@@ -155,6 +143,6 @@ impl<E: Float> Primitive<E> for Kfac {
         let [inv] = io.state else {
             return Report::default();
         };
-        kfac_report(io.input, io.out, io.factors, inv, rows, cols, cfg.damping)
+        kfac_precondition(io.input, io.out, io.factors, inv, rows, cols, cfg.damping)
     }
 }

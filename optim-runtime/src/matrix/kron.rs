@@ -45,27 +45,10 @@ pub const KRON_DEFAULT: KronConfig = KronConfig {
 ///
 /// Bad input is skipped, never stored: a gradient with a non-finite entry does not enter the
 /// statistics, and a factor whose eigendecomposition fails or yields non-finite or
-/// non-positive eigenvalues keeps its previous inverse root. Returns the number of such skips
-/// (0 normally).
+/// non-positive eigenvalues keeps its previous inverse root. The [`Report`] counts skipped
+/// inputs (one per side), refreshed roots and refused refreshes.
 #[allow(clippy::too_many_arguments)]
 pub fn kron_precondition<E: Float>(
-    x: &[E],
-    out: &mut [E],
-    stats: &mut Vec<E>,
-    roots: &mut Vec<E>,
-    rows: usize,
-    cols: usize,
-    factored: bool,
-    step: u64,
-    cfg: KronConfig,
-) -> usize {
-    let r = kron_report(x, out, stats, roots, rows, cols, factored, step, cfg);
-    (r.skipped_inputs + r.failed_refreshes) as usize
-}
-
-/// [`kron_precondition`], reporting skipped inputs, refreshes and refused refreshes apart.
-#[allow(clippy::too_many_arguments)]
-fn kron_report<E: Float>(
     x: &[E],
     out: &mut [E],
     stats: &mut Vec<E>,
@@ -224,7 +207,7 @@ impl<E: Float> Primitive<E> for Kron {
         let [stats, roots] = io.state else {
             return Report::default();
         };
-        kron_report(
+        kron_precondition(
             io.input, io.out, stats, roots, rows, cols, matrix, step, *cfg,
         )
     }
