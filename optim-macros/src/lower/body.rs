@@ -366,37 +366,34 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         id
     }
 
+    /// A number literal's node; a parse error or a non-finite value is reported.
+    fn number(
+        &mut self,
+        parsed: syn::Result<f64>,
+        span: Span,
+        lit: &dyn std::fmt::Display,
+    ) -> NodeId {
+        match parsed {
+            Ok(v) if v.is_finite() => self.num(v),
+            Ok(_) => {
+                self.cx.error(
+                    span,
+                    format!("number literal `{lit}` is not a finite `f64`"),
+                );
+                self.num(0.0)
+            }
+            Err(err) => {
+                self.cx.push(err);
+                self.num(0.0)
+            }
+        }
+    }
+
     fn expr_at(&mut self, e: &Expr, name: Option<&Ident>) -> NodeId {
         match e {
             Expr::Lit(l) => match &l.lit {
-                syn::Lit::Float(f) => match f.base10_parse::<f64>() {
-                    Ok(v) if !v.is_finite() => {
-                        self.cx.error(
-                            f.span(),
-                            format!("number literal `{f}` is not a finite `f64`"),
-                        );
-                        self.num(0.0)
-                    }
-                    Ok(v) => self.num(v),
-                    Err(err) => {
-                        self.cx.push(err);
-                        self.num(0.0)
-                    }
-                },
-                syn::Lit::Int(i) => match i.base10_parse::<f64>() {
-                    Ok(v) if !v.is_finite() => {
-                        self.cx.error(
-                            i.span(),
-                            format!("number literal `{i}` is not a finite `f64`"),
-                        );
-                        self.num(0.0)
-                    }
-                    Ok(v) => self.num(v),
-                    Err(err) => {
-                        self.cx.push(err);
-                        self.num(0.0)
-                    }
-                },
+                syn::Lit::Float(f) => self.number(f.base10_parse::<f64>(), f.span(), f),
+                syn::Lit::Int(i) => self.number(i.base10_parse::<f64>(), i.span(), i),
                 syn::Lit::Bool(b) => self.push(Op::Bool(b.value), Ty::cond(Level::Flag)),
                 other => {
                     self.cx
@@ -568,6 +565,13 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             span,
         });
         self.slots.len() - 1
+    }
+
+    /// A state slot starting at zero, and its stored value.
+    pub(crate) fn zero_state(&mut self, name: String, span: Span) -> (usize, NodeId) {
+        let zero = self.num(0.0);
+        let slot = self.new_slot(name, Some(zero), span);
+        (slot, self.push(Op::StateRead(slot), Ty::num(Level::Elem)))
     }
 
     /// A state slot with an optional initial value: per-step values fill the buffer when it is

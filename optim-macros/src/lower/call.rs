@@ -265,27 +265,20 @@ impl Lowerer<'_, '_> {
             let Some((id, span)) = *b else { continue };
             let ty = self.ty(id);
             match arg.role {
-                Role::Value | Role::Init => {
-                    if ty.boolean {
-                        self.cx.error(
-                            span,
-                            format!(
-                                "`{}` of `{fname}` expects a number, found a condition",
-                                arg.name
-                            ),
-                        );
-                    }
+                Role::Value | Role::Init | Role::Scalar | Role::Beta | Role::Count
+                    if ty.boolean =>
+                {
+                    self.cx.error(
+                        span,
+                        format!(
+                            "`{}` of `{fname}` expects a number, found a condition",
+                            arg.name
+                        ),
+                    );
                 }
+                Role::Value | Role::Init => {}
                 Role::Scalar | Role::Beta | Role::Count => {
-                    if ty.boolean {
-                        self.cx.error(
-                            span,
-                            format!(
-                                "`{}` of `{fname}` expects a number, found a condition",
-                                arg.name
-                            ),
-                        );
-                    } else if ty.level == Level::Elem {
+                    if ty.level == Level::Elem {
                         self.cx.error(
                             span,
                             format!("`{}` of `{fname}` must be a per-step scalar (a hyperparameter, a literal, `step` or a shape scalar), found a per-element value", arg.name),

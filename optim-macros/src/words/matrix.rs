@@ -8,48 +8,41 @@ use super::{named, pos, Entry, Role::*};
 use crate::ir::{Level, MatDef, MatNode, MatPhase, NodeId, Op, Ty};
 use crate::lower::{Call, Lowerer};
 
-pub(crate) static ORTHOGONALIZE: MatDef = MatDef {
-    explain: "orthogonalize",
-    runtime: "Orthogonalize",
-    state: &[],
-    phase: MatPhase::Barrier,
-};
-pub(crate) static FACTORED: MatDef = MatDef {
-    explain: "factored",
-    runtime: "Factored",
-    state: &[""],
-    phase: MatPhase::Barrier,
-};
-pub(crate) static KRON: MatDef = MatDef {
-    explain: "kron",
-    runtime: "Kron",
-    state: &["stats", "roots"],
-    phase: MatPhase::Barrier,
-};
-pub(crate) static KFAC: MatDef = MatDef {
-    explain: "kfac",
-    runtime: "Kfac",
-    state: &["inverses"],
-    phase: MatPhase::Barrier,
-};
-pub(crate) static EIGENBASIS: MatDef = MatDef {
-    explain: "eigenbasis",
-    runtime: "Eigenbasis",
-    state: &["stats", "q"],
-    phase: MatPhase::Basis,
-};
-pub(crate) static ROTATE: MatDef = MatDef {
-    explain: "rotate",
-    runtime: "Rotate",
-    state: &[],
-    phase: MatPhase::Barrier,
-};
-pub(crate) static UNROTATE: MatDef = MatDef {
-    explain: "unrotate",
-    runtime: "Unrotate",
-    state: &[],
-    phase: MatPhase::Barrier,
-};
+/// A primitive that runs between loops.
+const fn barrier(
+    explain: &'static str,
+    runtime: &'static str,
+    state: &'static [&'static str],
+) -> MatDef {
+    MatDef {
+        explain,
+        runtime,
+        state,
+        phase: MatPhase::Barrier,
+    }
+}
+
+/// An eigenbasis.
+const fn basis(
+    explain: &'static str,
+    runtime: &'static str,
+    state: &'static [&'static str],
+) -> MatDef {
+    MatDef {
+        explain,
+        runtime,
+        state,
+        phase: MatPhase::Basis,
+    }
+}
+
+pub(crate) static ORTHOGONALIZE: MatDef = barrier("orthogonalize", "Orthogonalize", &[]);
+pub(crate) static FACTORED: MatDef = barrier("factored", "Factored", &[""]);
+pub(crate) static KRON: MatDef = barrier("kron", "Kron", &["stats", "roots"]);
+pub(crate) static KFAC: MatDef = barrier("kfac", "Kfac", &["inverses"]);
+pub(crate) static EIGENBASIS: MatDef = basis("eigenbasis", "Eigenbasis", &["stats", "q"]);
+pub(crate) static ROTATE: MatDef = barrier("rotate", "Rotate", &[]);
+pub(crate) static UNROTATE: MatDef = barrier("unrotate", "Unrotate", &[]);
 
 pub(crate) const WORDS: &[Entry] = &[
     Entry {

@@ -48,9 +48,7 @@ pub(crate) const WORDS: &[Entry] = &[
         args: &[pos("x", Value), named("decay", Scalar)],
         matrix_only: false,
         lower: |lw, c| {
-            let zero = lw.num(0.0);
-            let slot = lw.new_slot(c.slot_name(lw, "running_max"), Some(zero), c.span);
-            let old = lw.push(Op::StateRead(slot), Ty::num(Level::Elem));
+            let (slot, old) = lw.zero_state(c.slot_name(lw, "running_max"), c.span);
             let decayed = match c.arg("decay") {
                 Some(d) => lw.bin(BinOp::Mul, d, old),
                 None => old,
@@ -123,13 +121,12 @@ pub(crate) const WORDS: &[Entry] = &[
 /// returns `x + beta (new - x)` (EMA) or `x + beta new` (heavy ball).
 fn momentum(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
     let (x, beta) = (c.req("x"), c.req("beta"));
-    let zero = lw.num(0.0);
-    let slot = lw.new_slot(c.slot_name(lw, "momentum"), Some(zero), c.span);
-    let old = lw.push(Op::StateRead(slot), Ty::num(Level::Elem));
+    let (slot, old) = lw.zero_state(c.slot_name(lw, "momentum"), c.span);
     let dampening = c.arg("dampening");
     let new = match dampening {
         Some(d) => {
             let first = lw.push(Op::First(slot), Ty::cond(Level::Scalar));
+            let zero = lw.num(0.0);
             let coef_old = lw.select(first, zero, beta);
             let one = lw.num(1.0);
             let one_minus_d = lw.one_minus(d);
@@ -175,9 +172,7 @@ fn ema(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
 /// `beta v + (1 - beta) x²` (Adam/RMSprop).
 fn second_moment(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
     let (x, beta) = (c.req("x"), c.req("beta"));
-    let zero = lw.num(0.0);
-    let slot = lw.new_slot(c.slot_name(lw, "second_moment"), Some(zero), c.span);
-    let old = lw.push(Op::StateRead(slot), Ty::num(Level::Elem));
+    let (slot, old) = lw.zero_state(c.slot_name(lw, "second_moment"), c.span);
     let a = lw.bin(BinOp::Mul, beta, old);
     let omb = lw.one_minus(beta);
     let xx = lw.bin(BinOp::Mul, x, x);

@@ -14,10 +14,7 @@ pub(crate) const WORDS: &[Entry] = &[
         name: "norm",
         args: &[pos("x", Value)],
         matrix_only: false,
-        lower: |lw, c| {
-            let r = lw.reduce(RedKind::SumSq, c.req("x"), false, c.span);
-            lw.func(&SQRT, vec![r])
-        },
+        lower: |lw, c| norm(lw, c.req("x"), false, c),
     },
     Entry {
         name: "rms",
@@ -56,10 +53,7 @@ pub(crate) const WORDS: &[Entry] = &[
         name: "global_norm",
         args: &[pos("x", Value)],
         matrix_only: false,
-        lower: |lw, c| {
-            let r = lw.reduce(RedKind::SumSq, c.req("x"), true, c.span);
-            lw.func(&SQRT, vec![r])
-        },
+        lower: |lw, c| norm(lw, c.req("x"), true, c),
     },
     Entry {
         name: "clip_global_norm",
@@ -85,13 +79,17 @@ pub(crate) const WORDS: &[Entry] = &[
     },
 ];
 
+/// The Euclidean norm of `x` over the tensor (or, `global`, over every parameter of the step).
+fn norm(lw: &mut Lowerer<'_, '_>, x: NodeId, global: bool, c: &Call<'_>) -> NodeId {
+    let r = lw.reduce(RedKind::SumSq, x, global, c.span);
+    lw.func(&SQRT, vec![r])
+}
+
 /// LAMB (You et al., 2020): `||w|| / ||u||`, and 1 when either norm is zero.
 fn trust_ratio(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
     let (w, u) = (c.req("w"), c.req("u"));
-    let rw = lw.reduce(RedKind::SumSq, w, false, c.span);
-    let ru = lw.reduce(RedKind::SumSq, u, false, c.span);
-    let nw = lw.func(&SQRT, vec![rw]);
-    let nu = lw.func(&SQRT, vec![ru]);
+    let nw = norm(lw, w, false, c);
+    let nu = norm(lw, u, false, c);
     let zero = lw.num(0.0);
     let one = lw.num(1.0);
     let pw = lw.bin(BinOp::Gt, nw, zero);
@@ -105,8 +103,7 @@ fn trust_ratio(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
 /// parameter of the step.
 fn clip_global_norm(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
     let (x, max_norm) = (c.req("x"), c.req("max_norm"));
-    let r = lw.reduce(RedKind::SumSq, x, true, c.span);
-    let total = lw.func(&SQRT, vec![r]);
+    let total = norm(lw, x, true, c);
     let tiny = lw.num(1e-6);
     let den = lw.bin(BinOp::Add, total, tiny);
     let q = lw.bin(BinOp::Div, max_norm, den);
@@ -119,10 +116,8 @@ fn clip_global_norm(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
 /// `d * ||m|| / ||d||`, and 0 when `||d|| = 0`.
 fn graft(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
     let (d, m) = (c.req("direction"), c.req("magnitude"));
-    let rd = lw.reduce(RedKind::SumSq, d, false, c.span);
-    let rm = lw.reduce(RedKind::SumSq, m, false, c.span);
-    let nd = lw.func(&SQRT, vec![rd]);
-    let nm = lw.func(&SQRT, vec![rm]);
+    let nd = norm(lw, d, false, c);
+    let nm = norm(lw, m, false, c);
     let zero = lw.num(0.0);
     let pos = lw.bin(BinOp::Gt, nd, zero);
     let ratio = lw.bin(BinOp::Div, nm, nd);

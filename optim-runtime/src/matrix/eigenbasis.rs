@@ -1,6 +1,6 @@
 //! `kron_eigenbasis`, `rotate`, `unrotate`: SOAP's Kronecker eigenbasis.
 
-use super::linalg::{par_for, side_gram, write_row_major};
+use super::linalg::{apply_side, par_for, side_gram, write_row_major};
 use super::{Io, MatrixWord, Phase, Primitive, Report};
 use crate::Float;
 use faer::linalg::matmul::matmul;
@@ -67,7 +67,7 @@ pub fn eigenbasis_init<E: Float>(
         let w = E::of_f64(1.0 - cfg.beta);
         let mut stats = Mat::<E>::zeros(d, d);
         if finite && g.ncols() == cols {
-            let gram = side_gram(g, side, d);
+            let gram = side_gram(g, side);
             for j in 0..d {
                 for i in 0..d {
                     stats[(i, j)] = w * gram[(i, j)];
@@ -146,7 +146,7 @@ pub fn eigenbasis_update<E: Float>(
             return report;
         }
         if finite {
-            let gram = side_gram(g, side, d);
+            let gram = side_gram(g, side);
             let (b, w) = (E::of_f64(cfg.beta), E::of_f64(1.0 - cfg.beta));
             for i in 0..d {
                 for j in 0..d {
@@ -240,42 +240,13 @@ pub fn rotate<E: Float>(
             break;
         }
         let qm = MatRef::from_row_major_slice(&q[offset..offset + d * d], d, d);
-        let mut next = Mat::<E>::zeros(rows, cols);
-        let par = par_for(n);
-        match (side, inverse) {
-            (0, false) => matmul(
-                next.as_mut(),
-                Accum::Replace,
-                qm.transpose(),
-                cur.as_ref(),
-                E::one(),
-                par,
-            ),
-            (0, true) => matmul(
-                next.as_mut(),
-                Accum::Replace,
-                qm,
-                cur.as_ref(),
-                E::one(),
-                par,
-            ),
-            (_, false) => matmul(
-                next.as_mut(),
-                Accum::Replace,
-                cur.as_ref(),
-                qm,
-                E::one(),
-                par,
-            ),
-            (_, true) => matmul(
-                next.as_mut(),
-                Accum::Replace,
-                cur.as_ref(),
-                qm.transpose(),
-                E::one(),
-                par,
-            ),
-        }
+        // Q^T on the left and Q on the right rotate; the transposes undo it
+        let f = if (side == 0) != inverse {
+            qm.transpose()
+        } else {
+            qm
+        };
+        let next = apply_side(cur.as_ref(), f, side);
         cur = next;
         offset += d * d;
     }

@@ -1,10 +1,9 @@
 //! `kfac_precondition`: K-FAC-style preconditioning with user-supplied Kronecker factors.
 
-use super::linalg::{inverse_root, par_for, write_row_major};
+use super::linalg::{apply_side, inverse_root, write_row_major};
 use super::{Io, MatrixWord, Primitive, Report};
 use crate::Float;
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatRef};
+use faer::{Mat, MatRef};
 
 /// Default damping of [`kfac_precondition`].
 pub const KFAC_DAMPING: f64 = 1e-3;
@@ -83,30 +82,12 @@ pub fn kfac_precondition<E: Float>(
     let mut offset = 0;
     if has_l {
         let l = MatRef::from_row_major_slice(&inv[..rows * rows], rows, rows);
-        let mut next = Mat::<E>::zeros(rows, cols);
-        matmul(
-            next.as_mut(),
-            Accum::Replace,
-            l,
-            cur.as_ref(),
-            E::one(),
-            par_for(n),
-        );
-        cur = next;
+        cur = apply_side(cur.as_ref(), l, 0);
         offset = rows * rows;
     }
     if has_r {
         let r = MatRef::from_row_major_slice(&inv[offset..offset + cols * cols], cols, cols);
-        let mut next = Mat::<E>::zeros(rows, cols);
-        matmul(
-            next.as_mut(),
-            Accum::Replace,
-            cur.as_ref(),
-            r,
-            E::one(),
-            par_for(n),
-        );
-        cur = next;
+        cur = apply_side(cur.as_ref(), r, 1);
     }
     write_row_major(cur.as_ref(), out);
     report

@@ -1,10 +1,9 @@
 //! `kron_precondition`: Shampoo's Kronecker-factored preconditioner.
 
-use super::linalg::{inverse_root, par_for, side_gram, write_row_major};
+use super::linalg::{apply_side, inverse_root, side_gram, write_row_major};
 use super::{Io, MatrixWord, Primitive, Report};
 use crate::Float;
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatRef};
+use faer::{Mat, MatRef};
 
 /// Configuration of [`kron_precondition`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -112,7 +111,7 @@ pub fn kron_precondition<E: Float>(
         }
         let len = d * d;
         if finite {
-            let gg = side_gram(g, side, d);
+            let gg = side_gram(g, side);
             let h = &mut stats[offset..offset + len];
             match cfg.beta {
                 None => {
@@ -158,26 +157,7 @@ pub fn kron_precondition<E: Float>(
             continue;
         }
         let r = MatRef::from_row_major_slice(&roots[offset..offset + d * d], d, d);
-        let mut next = Mat::<E>::zeros(cur.nrows(), cur.ncols());
-        if side == 0 {
-            matmul(
-                next.as_mut(),
-                Accum::Replace,
-                r,
-                cur.as_ref(),
-                E::one(),
-                par_for(cur.nrows() * cur.ncols()),
-            );
-        } else {
-            matmul(
-                next.as_mut(),
-                Accum::Replace,
-                cur.as_ref(),
-                r,
-                E::one(),
-                par_for(cur.nrows() * cur.ncols()),
-            );
-        }
+        let next = apply_side(cur.as_ref(), r, side);
         cur = next;
         offset += d * d;
     }

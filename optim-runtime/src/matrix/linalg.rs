@@ -24,29 +24,30 @@ pub(super) fn write_row_major<E: Float>(m: MatRef<'_, E>, out: &mut [E]) {
     }
 }
 
-/// `G G^T` (`side == 0`) or `G^T G` (`side == 1`), `d × d`.
-pub(super) fn side_gram<E: Float>(g: MatRef<'_, E>, side: usize, d: usize) -> Mat<E> {
-    let mut gg = Mat::<E>::zeros(d, d);
+/// `a b`, multithreaded when the product is large.
+pub(super) fn product<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>) -> Mat<E> {
+    let mut out = Mat::<E>::zeros(a.nrows(), b.ncols());
+    let par = par_for(a.nrows() * b.ncols());
+    matmul(out.as_mut(), Accum::Replace, a, b, E::one(), par);
+    out
+}
+
+/// `f x` (`side == 0`, a left factor) or `x f` (`side == 1`, a right factor).
+pub(super) fn apply_side<E: Float>(x: MatRef<'_, E>, f: MatRef<'_, E>, side: usize) -> Mat<E> {
     if side == 0 {
-        matmul(
-            gg.as_mut(),
-            Accum::Replace,
-            g,
-            g.transpose(),
-            E::one(),
-            par_for(d * d),
-        );
+        product(f, x)
     } else {
-        matmul(
-            gg.as_mut(),
-            Accum::Replace,
-            g.transpose(),
-            g,
-            E::one(),
-            par_for(d * d),
-        );
+        product(x, f)
     }
-    gg
+}
+
+/// `G G^T` (`side == 0`) or `G^T G` (`side == 1`).
+pub(super) fn side_gram<E: Float>(g: MatRef<'_, E>, side: usize) -> Mat<E> {
+    if side == 0 {
+        product(g, g.transpose())
+    } else {
+        product(g.transpose(), g)
+    }
 }
 
 /// `H^{-exponent}` of a symmetric positive definite `H` through its eigendecomposition, or
