@@ -283,7 +283,8 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         }
     }
 
-    fn param_node(&mut self) -> NodeId {
+    /// The parameter's value (before this rule's update).
+    pub(crate) fn param_node(&mut self) -> NodeId {
         if let Some(p) = self.param_cur {
             return p;
         }

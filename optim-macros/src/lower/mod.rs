@@ -26,6 +26,7 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 
 pub(crate) fn lower(cx: &mut Errors, input: &ast::Input) -> ir::Optimizer {
+    check_type_name(cx, &input.name);
     let hypers = lower_hypers(cx, input);
     let mut domains: Vec<Domain> = hypers.iter().map(|h| h.domain).collect();
     let rules = lower_rules(cx, input, &hypers, &mut domains);
@@ -83,6 +84,20 @@ fn domain_from_name(name: &str) -> Domain {
     }
 }
 
+/// The optimizer's name becomes a type whose element type parameter is `E`, next to generated
+/// items named `__…`; a name that would clash with them is rejected here, on the name.
+fn check_type_name(cx: &mut Errors, name: &syn::Ident) {
+    let s = name.to_string();
+    if s == "E" {
+        cx.error(name.span(), "`E` cannot name an optimizer: the generated `E<E = f32>` would shadow its own element type parameter; choose another name");
+    } else if s.starts_with("__") {
+        cx.error(
+            name.span(),
+            format!("`{s}` cannot name an optimizer: names starting with `__` are reserved for generated items"),
+        );
+    }
+}
+
 fn lower_hypers(cx: &mut Errors, input: &ast::Input) -> Vec<ir::Hyper> {
     let mut out: Vec<ir::Hyper> = Vec::new();
     for decl in &input.hypers {
@@ -94,12 +109,13 @@ fn lower_hypers(cx: &mut Errors, input: &ast::Input) -> Vec<ir::Hyper> {
             );
             continue;
         }
-        if words::RESERVED.contains(&name.as_str()) {
-            cx.error(
-                decl.name.span(),
-                format!("`{name}` is a reserved name and cannot be a hyperparameter"),
-            );
-            continue;
+        if let Some((why, builtin)) = words::reserved_hyper(&name) {
+            cx.error(decl.name.span(), why);
+            if builtin {
+                // a builtin keeps its meaning in the body; other names stay declared, so that
+                // their uses do not add "cannot find" errors
+                continue;
+            }
         }
         let is_flag = matches!(decl.default.value, LitValue::Bool(_));
         out.push(ir::Hyper {

@@ -7,6 +7,7 @@
 //! - `moments`: stateful element-wise words (`momentum`, `second_moment`, `state`, `debias`, ...);
 //! - `reductions`: per-tensor and global reductions and the words built on them (`norm`,
 //!   `trust_ratio`, `graft`, `clip_global_norm`, ...);
+//! - `decay`: weight decay in its conventions (`l2`, `decoupled_decay`, `scheduled_decay`);
 //! - `matrix`: whole-tensor primitives (`orthogonalize`, `kron_precondition`, ...).
 //!
 //! Argument binding and role checking are shared (`lower/call.rs`); defaults live in the runtime
@@ -15,6 +16,7 @@
 use crate::ir::NodeId;
 use crate::lower::{Call, Lowerer};
 
+mod decay;
 pub(crate) mod math;
 pub(crate) mod matrix;
 mod moments;
@@ -101,6 +103,7 @@ impl Entry {
 /// Every family's entries.
 const FAMILIES: &[&[Entry]] = &[
     math::WORDS,
+    decay::WORDS,
     moments::WORDS,
     reductions::WORDS,
     matrix::WORDS,
@@ -130,3 +133,22 @@ pub(crate) const BUILTINS: &[&str] = &[
 pub(crate) const RESERVED: &[&str] = &[
     "grad", "param", "step", "rows", "cols", "numel", "fan_in", "fan_out", "name", "rank",
 ];
+
+/// Why a hyperparameter may not take `name`, and whether `name` is a builtin of rule bodies.
+pub(crate) fn reserved_hyper(name: &str) -> Option<(String, bool)> {
+    if RESERVED.contains(&name) {
+        Some((
+            format!("`{name}` is a reserved name and cannot be a hyperparameter"),
+            true,
+        ))
+    } else if name == "config" {
+        Some(("`config` cannot be a hyperparameter: its setter `set_config` would clash with the optimizer's own `set_config`".to_string(), false))
+    } else if name.starts_with("__") {
+        Some((
+            format!("`{name}` cannot be a hyperparameter: names starting with `__` are reserved for generated items"),
+            false,
+        ))
+    } else {
+        None
+    }
+}
