@@ -197,6 +197,16 @@ pub(crate) struct ScalarSlot {
     pub span: Span,
 }
 
+/// A `let` binding of a rule.
+pub(crate) struct Let {
+    /// The name as written (its span is where an unused binding is reported).
+    pub ident: Ident,
+    /// The value it binds.
+    pub node: NodeId,
+    /// Whether the name is read after its definition.
+    pub read: bool,
+}
+
 /// A rule written in the DSL.
 pub(crate) struct Fused {
     pub nodes: Vec<Node>,
@@ -205,6 +215,8 @@ pub(crate) struct Fused {
     /// Names of matrix-primitive state buffers; buffer index = `slots.len() + i`.
     pub mat_slots: Vec<String>,
     pub param_write: Option<NodeId>,
+    /// Every `let`, in order.
+    pub lets: Vec<Let>,
 }
 
 impl Fused {

@@ -410,8 +410,10 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
         }
     });
     let contracts = state_contracts(opt);
+    let unused = unused_check(opt, plan);
     quote! {
         #(#contracts)*
+        #unused
         #(#items)*
 
         impl<E: #p::Float> #p::DslOptimizer<E> for #name<E> {
@@ -501,4 +503,55 @@ pub(crate) fn rust_stmt_for_tests(s: &crate::loop_ir::LStmt) -> TokenStream {
 #[cfg(test)]
 pub(crate) fn rust_expr_for_tests(e: &crate::loop_ir::LExpr) -> TokenStream {
     rust_loop::expr(e)
+}
+
+/// A function binding every unused `let` and hyperparameter to `()` with the user's span, so
+/// that rustc's own `unused_variables` lint reports it on the user's token (a proc macro cannot
+/// warn on stable). "Used" means read and live under at least one flag combination; names
+/// starting with `_` are exempt, as in Rust.
+fn unused_check(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
+    let mut unused: Vec<&syn::Ident> = Vec::new();
+    let mut hyper_used = vec![false; opt.hypers.len()];
+    for (rule, rule_plan) in opt.rules.iter().zip(&plan.rules) {
+        match (&rule.body, rule_plan) {
+            (RuleBody::Fused(f), Some(rp)) => {
+                let live_somewhere = |x: usize| rp.variants.iter().any(|v| v.live[v.repl[x]]);
+                for l in &f.lets {
+                    if !l.ident.to_string().starts_with('_') && !(l.read && live_somewhere(l.node))
+                    {
+                        unused.push(&l.ident);
+                    }
+                }
+                for (i, n) in f.nodes.iter().enumerate() {
+                    match n.op {
+                        ir::Op::Flag(h) => hyper_used[h] = true,
+                        ir::Op::Hyper(h) if live_somewhere(i) => hyper_used[h] = true,
+                        _ => {}
+                    }
+                }
+            }
+            (RuleBody::Reuse { nodes, .. }, _) => {
+                for n in nodes {
+                    if let ir::Op::Hyper(h) | ir::Op::Flag(h) = n.op {
+                        hyper_used[h] = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (h, used) in opt.hypers.iter().zip(hyper_used) {
+        if !used && !h.name.to_string().starts_with('_') {
+            unused.push(&h.name);
+        }
+    }
+    if unused.is_empty() {
+        return TokenStream::new();
+    }
+    quote! {
+        #[allow(dead_code)]
+        fn __optim_unused_check() {
+            #(let #unused = ();)*
+        }
+    }
 }

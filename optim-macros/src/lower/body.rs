@@ -48,6 +48,12 @@ pub(crate) struct Lowerer<'c, 'h> {
     pub(crate) span: Span,
     /// Set by a word that creates an assignable binding (`state`, `scalar_state`).
     pending: Option<Binding>,
+    /// Every `let` of the rule, in order, with whether it was read.
+    pub(crate) lets: Vec<ir::Let>,
+    /// The `let` each name currently stands for (an index into `lets`).
+    let_of: HashMap<String, usize>,
+    /// Names bound by a `let` anywhere in the rule (to report a use before its definition).
+    pub(crate) declared: Vec<String>,
 }
 
 const NUM: Ty = Ty::num(Level::Flag);
@@ -77,6 +83,9 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             mat_slots: Vec::new(),
             span: Span::call_site(),
             pending: None,
+            lets: Vec::new(),
+            let_of: HashMap::new(),
+            declared: Vec::new(),
         }
     }
 
@@ -198,6 +207,12 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                     Some(b @ (Binding::State(_, n) | Binding::ScalarState(_, n))) if n == id => b,
                     _ => Binding::Value(id),
                 };
+                self.let_of.insert(key.clone(), self.lets.len());
+                self.lets.push(ir::Let {
+                    ident: name.clone(),
+                    node: id,
+                    read: false,
+                });
                 self.env.insert(key, binding);
             }
             Stmt::Assign {
@@ -304,6 +319,13 @@ impl<'c, 'h> Lowerer<'c, 'h> {
 
     fn unknown_name(&mut self, id: &Ident) {
         let name = id.to_string();
+        if self.declared.contains(&name) {
+            self.cx.error(
+                id.span(),
+                format!("`{name}` is used before its definition: `let {name} = ...;` comes later in this rule; move it before this use"),
+            );
+            return;
+        }
         let names = self.names_in_scope();
         let hint = did_you_mean(&name, names.iter().map(String::as_str));
         let extra = if words::lookup(&name).is_some() {
@@ -319,6 +341,9 @@ impl<'c, 'h> Lowerer<'c, 'h> {
 
     pub(crate) fn ident(&mut self, id: &Ident) -> NodeId {
         let name = id.to_string();
+        if let Some(&k) = self.let_of.get(&name) {
+            self.lets[k].read = true;
+        }
         if let Some(b) = self.env.get(&name) {
             return match *b {
                 Binding::Value(n) | Binding::State(_, n) | Binding::ScalarState(_, n) => n,

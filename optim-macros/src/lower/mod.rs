@@ -240,6 +240,13 @@ fn lower_fused(
 ) -> ir::RuleBody {
     let mut lw = Lowerer::new(cx, hypers, domains, false);
     lw.matrix_rule = matrix_rule;
+    lw.declared = stmts
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::Let { name, .. } => Some(name.to_string()),
+            Stmt::Assign { .. } => None,
+        })
+        .collect();
     for stmt in stmts {
         lw.stmt(stmt);
     }
@@ -252,5 +259,6 @@ fn lower_fused(
         scalar_slots: lw.scalar_slots,
         mat_slots: lw.mat_slots,
         param_write: lw.param_write,
+        lets: lw.lets,
     })
 }
