@@ -517,8 +517,8 @@ fn unused_check(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
             (RuleBody::Fused(f), Some(rp)) => {
                 let live_somewhere = |x: usize| rp.variants.iter().any(|v| v.live[v.repl[x]]);
                 for l in &f.lets {
-                    if !l.ident.to_string().starts_with('_') && !(l.read && live_somewhere(l.node))
-                    {
+                    let exempt = l.ident.to_string().starts_with('_');
+                    if !(exempt || l.read && live_somewhere(l.node)) {
                         unused.push(&l.ident);
                     }
                 }
