@@ -92,6 +92,8 @@ pub(crate) struct Variant {
     /// Scratch buffers, by description.
     pub temps: Vec<String>,
     pub param_write: NodeId,
+    /// The user's `let` name of each node, under this variant's flags (for `explain`).
+    pub names: Vec<Option<String>>,
 }
 
 impl Variant {
@@ -325,8 +327,14 @@ fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
         barriers: Vec::new(),
         temps: Vec::new(),
         param_write,
+        names: vec![None; n],
     };
+    for l in &f.lets {
+        let x = v.repl[l.node];
+        v.names[x] = Some(l.ident.to_string());
+    }
     assign_stages(f, &mut v);
+    sink(f, &mut v);
     v.host = v.live_nodes().filter(|&i| !v.is_elem(f, i)).collect();
     let (stages, barriers, temps) = Streams::new(f, &v).build();
     v.stages = stages;
@@ -370,6 +378,44 @@ fn assign_stages(f: &Fused, v: &mut Variant) {
     v.barriers = (0..=last).map(|_| Vec::new()).collect();
 }
 
+/// Moves element-wise values that only later loops use into the first loop that uses them (as
+/// late as possible), so that they are computed where they are needed instead of crossing a
+/// barrier through a scratch buffer. Values read by a reduction or a matrix primitive stay where
+/// they are (the barrier reads them after their loop).
+fn sink(f: &Fused, v: &mut Variant) {
+    let n = f.nodes.len();
+    let mut pinned = vec![false; n];
+    let mut min_user: Vec<Option<usize>> = vec![None; n];
+    let last = v.stages.len().saturating_sub(1);
+    min_user[v.param_write] = Some(last);
+    for i in v.live_nodes() {
+        match &f.nodes[i].op {
+            Op::Reduce(_, x) | Op::Global(_, x, _) => pinned[v.repl[*x]] = true,
+            Op::Mat(m) if m.def.phase == MatPhase::Barrier => pinned[v.repl[m.input]] = true,
+            _ => {}
+        }
+    }
+    let order: Vec<NodeId> = v.live_nodes().collect();
+    for &i in order.iter().rev() {
+        let leaf = matches!(
+            f.nodes[i].op,
+            Op::Param | Op::Grad | Op::StateRead(_) | Op::Mat(_)
+        );
+        if v.is_elem(f, i) && !leaf && !pinned[i] {
+            if let Some(s) = min_user[i] {
+                v.stage_of[i] = v.stage_of[i].max(s);
+            }
+        }
+        if v.is_elem(f, i) && !leaf {
+            for o in operands(&f.nodes[i].op) {
+                let o = v.repl[o];
+                let s = v.stage_of[i];
+                min_user[o] = Some(min_user[o].map_or(s, |m| m.min(s)));
+            }
+        }
+    }
+}
+
 /// Decides for each stage and each value it references how the loop obtains it (computed, or
 /// loaded from which stream), which scratch buffers exist, and which barriers run after it.
 struct Streams<'a> {
@@ -381,6 +427,8 @@ struct Streams<'a> {
     mat_out: Vec<Option<usize>>,
     /// `(node, stage computing it)` for values materialised into a scratch buffer.
     need_temp: Vec<(NodeId, usize)>,
+    /// Values computed again in a later loop instead of crossing a barrier: `(node, stage)`.
+    remat: Vec<(NodeId, usize)>,
 }
 
 impl<'a> Streams<'a> {
@@ -392,14 +440,32 @@ impl<'a> Streams<'a> {
             temp_of: vec![None; f.nodes.len()],
             mat_out: vec![None; f.nodes.len()],
             need_temp: Vec::new(),
+            remat: Vec::new(),
         };
         for i in v.live_nodes() {
             if barrier_node(&f.nodes[i].op).is_some() {
                 s.mat_out[i] = Some(s.temps.len());
-                s.temps.push(format!("mat{}", s.temps.len()));
+                let name = s.temp_name(i, "mat");
+                s.temps.push(name);
             }
         }
         s
+    }
+
+    /// A scratch buffer holding `x` is named after `x`'s `let`, when that name is free, else
+    /// `{prefix}{index}`.
+    fn temp_name(&self, x: NodeId, prefix: &str) -> String {
+        let f = self.f;
+        match &self.v.names[x] {
+            Some(n)
+                if !self.temps.contains(n)
+                    && !f.slots.iter().any(|s| &s.name == n)
+                    && !f.mat_slots.contains(n) =>
+            {
+                n.clone()
+            }
+            _ => format!("{prefix}{}", self.temps.len()),
+        }
     }
 
     fn slot_write_stage(&self, s: usize) -> Option<usize> {
@@ -419,7 +485,8 @@ impl<'a> Streams<'a> {
     /// A new scratch buffer holding `x`, written by the stage computing it.
     fn materialise(&mut self, x: NodeId) -> Stream {
         let t = self.temps.len();
-        self.temps.push(format!("tmp{t}"));
+        let name = self.temp_name(x, "tmp");
+        self.temps.push(name);
         self.temp_of[x] = Some(t);
         self.need_temp.push((x, self.v.stage_of[x]));
         Stream::Temp(t)
@@ -444,10 +511,57 @@ impl<'a> Streams<'a> {
                 return Some(Stream::Slot(s));
             }
         }
+        if self.remat.contains(&(x, k)) || self.can_recompute(x, k, 6).is_some() {
+            if !self.remat.contains(&(x, k)) {
+                self.remat.push((x, k));
+            }
+            return None; // computed again here
+        }
         Some(match self.temp_of[x] {
             Some(t) => Stream::Temp(t),
             None => self.materialise(x),
         })
+    }
+
+    /// Whether stage `k` can compute `x` (an element-wise operation of an earlier loop) from
+    /// what it can read without a scratch buffer, within `budget` operations; returns the
+    /// operations it would take. Cheaper than carrying `x` through a buffer (8 bytes per element
+    /// written and read back).
+    fn can_recompute(&self, x: NodeId, k: usize, budget: usize) -> Option<usize> {
+        let (f, v) = (self.f, self.v);
+        if budget == 0
+            || !v.is_elem(f, x)
+            || matches!(
+                f.nodes[x].op,
+                Op::Param | Op::Grad | Op::StateRead(_) | Op::Mat(_)
+            )
+        {
+            return None;
+        }
+        let mut used = 1;
+        for o in operands(&f.nodes[x].op) {
+            let o = v.repl[o];
+            let readable = !v.is_elem(f, o)
+                || match f.nodes[o].op {
+                    Op::Param | Op::Grad => true,
+                    Op::Mat(_) => self.mat_out[o].is_some(),
+                    Op::StateRead(s) => self.slot_write_stage(s).is_none_or(|w| k <= w),
+                    _ => {
+                        v.stage_of[o] == k
+                            || self.remat.contains(&(o, k))
+                            || self
+                                .slot_of_write(o)
+                                .is_some_and(|s| self.slot_write_stage(s).is_some_and(|w| w < k))
+                    }
+                };
+            if !readable {
+                used += self.can_recompute(o, k, budget - used)?;
+            }
+            if used > budget {
+                return None;
+            }
+        }
+        Some(used)
     }
 
     /// Where a barrier after stage `k` reads its input `input`; `refs` collects the values stage
@@ -560,17 +674,33 @@ impl<'a> Streams<'a> {
             }
         }
         for (k, st) in stages.iter_mut().enumerate() {
-            let (refs, calls) = self.references(k, st);
+            let (mut refs, calls) = self.references(k, st);
             barriers.push(calls);
-            for x in refs {
-                if !v.is_elem(f, x) {
-                    if !st.scalars.contains(&x) {
-                        st.scalars.push(x);
+            let mut seen: Vec<NodeId> = Vec::new();
+            // in rounds: a value computed again here needs its own operands
+            while !refs.is_empty() {
+                let mut next = Vec::new();
+                for x in refs {
+                    if seen.contains(&x) {
+                        continue;
                     }
-                } else if let Some(src) = self.source(x, k) {
-                    st.loads.push((x, src));
+                    seen.push(x);
+                    if !v.is_elem(f, x) {
+                        if !st.scalars.contains(&x) {
+                            st.scalars.push(x);
+                        }
+                    } else if let Some(src) = self.source(x, k) {
+                        st.loads.push((x, src));
+                    } else if v.stage_of[x] != k && !st.nodes.contains(&x) {
+                        st.nodes.push(x);
+                        next.extend(operands(&f.nodes[x].op).into_iter().map(|o| v.repl[o]));
+                    }
                 }
+                next.sort_unstable();
+                next.dedup();
+                refs = next;
             }
+            st.nodes.sort_unstable();
         }
         self.scratch_writes(&mut stages);
         for st in &mut stages {

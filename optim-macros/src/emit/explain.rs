@@ -47,19 +47,18 @@ fn variant_body(opt: &ir::Optimizer, f: &Fused, v: &Variant) -> TokenStream {
         .barriers
         .iter()
         .flatten()
-        .map(|b| format!("{}({})", b.def.explain, v.stream_name(f, b.input)).to_lowercase())
+        .map(|b| format!("{}({})", b.def.explain, v.stream_name(f, b.input)))
         .chain(
             v.stages
                 .iter()
                 .flat_map(|st| st.reductions.iter())
                 .map(|r| {
                     format!(
-                        "{}{:?}({})",
+                        "{}{}({})",
                         if r.global.is_some() { "global " } else { "" },
-                        r.kind,
-                        describe(opt, f, v, r.value)
+                        format!("{:?}", r.kind).to_lowercase(),
+                        named(opt, f, v, r.value)
                     )
-                    .to_lowercase()
                 }),
         )
         .collect();
@@ -72,7 +71,10 @@ fn variant_body(opt: &ir::Optimizer, f: &Fused, v: &Variant) -> TokenStream {
     let mut scalars: Vec<String> = Vec::new();
     for st in &v.stages {
         for &x in &st.scalars {
-            let d = describe(opt, f, v, x);
+            let d = match &v.names[v.repl[x]] {
+                Some(n) => format!("{n} = {}", describe(opt, f, v, x)),
+                None => describe(opt, f, v, x),
+            };
             if !scalars.contains(&d) {
                 scalars.push(d);
             }
@@ -88,13 +90,22 @@ fn variant_body(opt: &ir::Optimizer, f: &Fused, v: &Variant) -> TokenStream {
     }
 }
 
-/// A readable description of a hoisted scalar, for `explain` (`"(1 - beta1)"`).
+/// Node `id` by its `let` name, or described.
+fn named(opt: &ir::Optimizer, f: &Fused, v: &Variant, id: NodeId) -> String {
+    match &v.names[v.repl[id]] {
+        Some(n) => n.clone(),
+        None => describe(opt, f, v, id),
+    }
+}
+
+/// A readable description of a value, for `explain` (`"(1 - beta1)"`); values bound by a `let`
+/// inside it appear by their names.
 pub(crate) fn describe(opt: &ir::Optimizer, f: &Fused, v: &Variant, id: NodeId) -> String {
     let id = v.repl[id];
     if let Some(b) = v.konst[id] {
         return b.to_string();
     }
-    let d = |x: NodeId| describe(opt, f, v, x);
+    let d = |x: NodeId| named(opt, f, v, x);
     match &f.nodes[id].op {
         Op::Num(x) => format!("{x}"),
         Op::Bool(b) => b.to_string(),
