@@ -453,3 +453,38 @@ optimizer! {
         }
     }
 }
+
+optimizer! {
+    /// NorMuon: Muon whose orthogonalized update is normalised per row by a row-wise second
+    /// moment, then rescaled to the orthogonalized update's Frobenius norm; AdamW for everything
+    /// else (as [`Muon`]).
+    ///
+    /// ```text
+    /// matrices (rows × cols view):
+    ///   buf = buf + (1 - momentum) (grad - buf);  u = grad + momentum (buf - grad)   (Nesterov)
+    ///   O = NewtonSchulz5(u)
+    ///   v = v + (1 - beta2) (row_mean(O²) - v)             one value per ROW, no bias correction
+    ///   N = O * (1 / (sqrt(v) + eps))                       (eps outside the root)
+    ///   U = N * (‖O‖ / (‖N‖ + eps)) * sqrt(max(1, rows / cols))
+    ///   p = p * (1 - lr * weight_decay) - lr * U
+    /// others: AdamW<lr = adam_lr, beta1 = adam_beta1, beta2 = adam_beta2, eps = adam_eps,
+    ///               weight_decay = adam_weight_decay>
+    /// ```
+    /// Source: Li et al., "NorMuon: Making Muon more efficient and scalable" (2025), reference
+    /// `SingleDeviceNorMuon` (github.com/zichongli5/NorMuon, commit d45c9a4). State: `buf` (one
+    /// value per element) and `v` (one per row). Differences from the reference: Newton–Schulz
+    /// in the parameter's type (the reference casts to bfloat16; its float32 run is the
+    /// conformance target), and the row means are accumulated in `f64`.
+    pub NorMuon<lr = 0.02, momentum = 0.95, beta2 = 0.95, eps = 1e-10, weight_decay = 0.0, ns_steps = 5,
+                adam_lr = 3e-4, adam_beta1 = 0.9, adam_beta2 = 0.95, adam_eps = 1e-10, adam_weight_decay = 0.0> {
+        matrix | tensor if !(name.contains("embed") || name.contains("head")) => {
+            let buf = momentum(grad, momentum, nesterov = true);
+            let o = orthogonalize(buf, steps = ns_steps);
+            let v = ema(row_mean(o * o), beta2);
+            let n = o * (1.0 / (sqrt(v) + eps));
+            let u = n * (norm(o) / (norm(n) + eps)) * sqrt(max(1.0, rows / cols));
+            param = decoupled_decay(param, lr, weight_decay) - lr * u;
+        }
+        _ => AdamW<lr = adam_lr, beta1 = adam_beta1, beta2 = adam_beta2, eps = adam_eps, weight_decay = adam_weight_decay>,
+    }
+}

@@ -8,12 +8,45 @@ use syn::{Attribute, Ident, Visibility};
 pub(crate) type NodeId = usize;
 
 /// How often a value changes: per compile-time flag combination, per step (hoisted to the host,
-/// `f64`), or per element (inside the fused loop).
+/// `f64`), per row or per column of the parameter's matrix view (an axis reduction and what is
+/// computed from it, broadcast back along the other axis), or per element (inside the fused
+/// loop).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub(crate) enum Level {
     Flag,
     Scalar,
+    Row,
+    Col,
     Elem,
+}
+
+impl Level {
+    /// The level of a value computed from values at `self` and `other`: a row and a column
+    /// value together vary per element.
+    pub(crate) fn join(self, other: Level) -> Level {
+        match (self, other) {
+            (Level::Row, Level::Col) | (Level::Col, Level::Row) => Level::Elem,
+            (a, b) => a.max(b),
+        }
+    }
+    /// A value known once per step (or at compile time).
+    pub(crate) fn per_step(self) -> bool {
+        matches!(self, Level::Flag | Level::Scalar)
+    }
+    /// "a per-element value", for messages.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Level::Flag => "a compile-time value",
+            Level::Scalar => "a per-step value",
+            Level::Row => "a per-row value",
+            Level::Col => "a per-column value",
+            Level::Elem => "a per-element value",
+        }
+    }
+    /// A per-row or per-column value.
+    pub(crate) fn is_axis(self) -> bool {
+        matches!(self, Level::Row | Level::Col)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -160,6 +193,9 @@ pub(crate) enum Op {
     Reduce(RedKind, NodeId),
     /// A reduction over all parameters (global id): a global barrier.
     Global(RedKind, NodeId, usize),
+    /// A reduction along each row (`Axis::Row`: one value per row) or column of the
+    /// parameter's matrix view: a barrier; its result is a `Row`/`Col` value.
+    Axis(Axis, AxisKind, NodeId),
     /// A whole-tensor primitive (`MatPhase::Barrier`: an element-wise value; `MatPhase::Basis`:
     /// an eigenbasis, usable only by the primitives that name it).
     Mat(MatNode),
@@ -169,6 +205,33 @@ pub(crate) enum Op {
 pub(crate) enum RedKind {
     SumSq,
     Sum,
+}
+
+/// What an axis reduction computes along its axis (in `f64`, converted to the parameter's type).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum AxisKind {
+    Sum,
+    SumSq,
+    /// NaN-propagating maximum.
+    Max,
+}
+
+/// The axis an axis reduction reduces over, named after its result: `Row` gives one value per
+/// row (reducing over the columns).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Axis {
+    Row,
+    Col,
+}
+
+impl Axis {
+    /// The level of the reduction's result.
+    pub(crate) fn level(self) -> Level {
+        match self {
+            Axis::Row => Level::Row,
+            Axis::Col => Level::Col,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

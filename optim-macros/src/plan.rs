@@ -54,6 +54,37 @@ pub(crate) struct Stage {
     pub bufs: Vec<Stream>,
 }
 
+/// The length of a buffer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Len {
+    /// The parameter's number of elements.
+    Elems,
+    /// Rows of its matrix view.
+    Rows,
+    /// Columns of its matrix view.
+    Cols,
+}
+
+impl Len {
+    /// The buffer length of values at `level`.
+    pub(crate) fn of(level: Level) -> Len {
+        match level {
+            Level::Row => Len::Rows,
+            Level::Col => Len::Cols,
+            _ => Len::Elems,
+        }
+    }
+}
+
+/// An axis reduction after stage `k`: reads an element stream, writes one value per row or
+/// column into scratch buffer `out`.
+pub(crate) struct AxisCall {
+    pub axis: ir::Axis,
+    pub kind: ir::AxisKind,
+    pub input: Stream,
+    pub out: usize,
+}
+
 /// A matrix primitive between stage `k` and `k + 1`.
 pub(crate) struct MatCall {
     pub def: &'static MatDef,
@@ -91,6 +122,19 @@ pub(crate) struct Variant {
     pub barriers: Vec<Vec<MatCall>>,
     /// Scratch buffers, by description.
     pub temps: Vec<String>,
+    /// Length of each scratch buffer: a parameter's, or one value per row or column.
+    pub temp_lens: Vec<Len>,
+    /// `axis_calls[k]`: axis reductions of values computed by stage `k`'s loop, run after it.
+    pub axis_calls: Vec<Vec<AxisCall>>,
+    /// `axis_nodes[k]`: per-row and per-column values computed before stage `k`'s loop (and,
+    /// for `k == stages`, after the last one), in order; each lives in its scratch buffer
+    /// `axis_temp[node]`.
+    pub axis_nodes: Vec<Vec<NodeId>>,
+    /// The row- or column-sized scratch buffer of each per-row or per-column value.
+    pub axis_temp: Vec<Option<usize>>,
+    /// The element-sized scratch buffer a per-row or per-column value is broadcast into for the
+    /// loops that read it.
+    pub bcast: Vec<Option<usize>>,
     pub param_write: NodeId,
     /// The user's `let` name of each node, under this variant's flags (for `explain`).
     pub names: Vec<Option<String>>,
@@ -134,6 +178,11 @@ impl Variant {
     /// Whether node `x` is a per-element value under this variant (not folded to a constant).
     pub(crate) fn is_elem(&self, f: &Fused, x: NodeId) -> bool {
         f.nodes[x].ty.level == Level::Elem && self.konst[x].is_none()
+    }
+
+    /// Whether node `x` is a per-row or per-column value under this variant.
+    pub(crate) fn is_axis(&self, f: &Fused, x: NodeId) -> bool {
+        f.nodes[x].ty.level.is_axis() && self.konst[x].is_none()
     }
 
     /// Live nodes that stand for themselves (not replaced by flag folding).
@@ -207,7 +256,9 @@ pub(crate) fn plan_rule(f: &Fused) -> RulePlan {
 /// Operands of a node (matrix primitives: input, arguments and the eigenbasis they use).
 pub(crate) fn operands(op: &Op) -> Vec<NodeId> {
     match op {
-        Op::Neg(a) | Op::Not(a) | Op::Reduce(_, a) | Op::Global(_, a, _) => vec![*a],
+        Op::Neg(a) | Op::Not(a) | Op::Reduce(_, a) | Op::Global(_, a, _) | Op::Axis(_, _, a) => {
+            vec![*a]
+        }
         Op::Bin(_, a, b) => vec![*a, *b],
         Op::Func(_, args) => args.clone(),
         Op::Select(c, a, b) => vec![*c, *a, *b],
@@ -326,6 +377,11 @@ fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
         loops: Vec::new(),
         barriers: Vec::new(),
         temps: Vec::new(),
+        temp_lens: Vec::new(),
+        axis_calls: Vec::new(),
+        axis_nodes: Vec::new(),
+        axis_temp: vec![None; n],
+        bcast: vec![None; n],
         param_write,
         names: vec![None; n],
     };
@@ -335,11 +391,19 @@ fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
     }
     assign_stages(f, &mut v);
     sink(f, &mut v);
-    v.host = v.live_nodes().filter(|&i| !v.is_elem(f, i)).collect();
-    let (stages, barriers, temps) = Streams::new(f, &v).build();
-    v.stages = stages;
-    v.barriers = barriers;
-    v.temps = temps;
+    v.host = v
+        .live_nodes()
+        .filter(|&i| !v.is_elem(f, i) && !v.is_axis(f, i))
+        .collect();
+    let out = Streams::new(f, &v).build();
+    v.stages = out.stages;
+    v.barriers = out.barriers;
+    v.temps = out.temps;
+    v.temp_lens = out.temp_lens;
+    v.axis_calls = out.axis_calls;
+    v.axis_nodes = out.axis_nodes;
+    v.axis_temp = out.axis_temp;
+    v.bcast = out.bcast;
     v.loops = (0..v.stages.len())
         .map(|k| loop_ir::build(f, &v, k))
         .collect();
@@ -356,7 +420,7 @@ fn assign_stages(f: &Fused, v: &mut Variant) {
         let ops = operands(&f.nodes[i].op);
         let base = ops.iter().map(|&o| v.stage_of[r(o)]).max().unwrap_or(0);
         v.stage_of[i] = match &f.nodes[i].op {
-            Op::Reduce(_, x) | Op::Global(_, x, _) => v.stage_of[r(*x)] + 1,
+            Op::Reduce(_, x) | Op::Global(_, x, _) | Op::Axis(_, _, x) => v.stage_of[r(*x)] + 1,
             Op::Mat(m) if m.def.phase == MatPhase::Barrier => {
                 (v.stage_of[r(m.input)] + 1).max(base)
             }
@@ -370,7 +434,7 @@ fn assign_stages(f: &Fused, v: &mut Variant) {
         if v.is_elem(f, i) {
             last = last.max(v.stage_of[i]);
         }
-        if let Op::Reduce(_, x) | Op::Global(_, x, _) = f.nodes[i].op {
+        if let Op::Reduce(_, x) | Op::Global(_, x, _) | Op::Axis(_, _, x) = f.nodes[i].op {
             last = last.max(v.stage_of[r(x)]);
         }
     }
@@ -390,7 +454,7 @@ fn sink(f: &Fused, v: &mut Variant) {
     min_user[v.param_write] = Some(last);
     for i in v.live_nodes() {
         match &f.nodes[i].op {
-            Op::Reduce(_, x) | Op::Global(_, x, _) => pinned[v.repl[*x]] = true,
+            Op::Reduce(_, x) | Op::Global(_, x, _) | Op::Axis(_, _, x) => pinned[v.repl[*x]] = true,
             Op::Mat(m) if m.def.phase == MatPhase::Barrier => pinned[v.repl[m.input]] = true,
             _ => {}
         }
@@ -429,6 +493,22 @@ struct Streams<'a> {
     need_temp: Vec<(NodeId, usize)>,
     /// Values computed again in a later loop instead of crossing a barrier: `(node, stage)`.
     remat: Vec<(NodeId, usize)>,
+    temp_lens: Vec<Len>,
+    axis_temp: Vec<Option<usize>>,
+    bcast: Vec<Option<usize>>,
+    axis_calls: Vec<Vec<AxisCall>>,
+}
+
+/// What `Streams::build` plans.
+struct Built {
+    stages: Vec<Stage>,
+    barriers: Vec<Vec<MatCall>>,
+    temps: Vec<String>,
+    temp_lens: Vec<Len>,
+    axis_calls: Vec<Vec<AxisCall>>,
+    axis_nodes: Vec<Vec<NodeId>>,
+    axis_temp: Vec<Option<usize>>,
+    bcast: Vec<Option<usize>>,
 }
 
 impl<'a> Streams<'a> {
@@ -441,15 +521,47 @@ impl<'a> Streams<'a> {
             mat_out: vec![None; f.nodes.len()],
             need_temp: Vec::new(),
             remat: Vec::new(),
+            temp_lens: Vec::new(),
+            axis_temp: vec![None; f.nodes.len()],
+            bcast: vec![None; f.nodes.len()],
+            axis_calls: Vec::new(),
         };
         for i in v.live_nodes() {
             if barrier_node(&f.nodes[i].op).is_some() {
-                s.mat_out[i] = Some(s.temps.len());
-                let name = s.temp_name(i, "mat");
-                s.temps.push(name);
+                s.mat_out[i] = Some(s.push_temp(i, "mat", Len::Elems));
+            }
+        }
+        for i in v.live_nodes() {
+            if v.is_axis(f, i) {
+                let (prefix, len) = match f.nodes[i].ty.level {
+                    Level::Row => ("row", Len::Rows),
+                    _ => ("col", Len::Cols),
+                };
+                s.axis_temp[i] = Some(s.push_temp(i, prefix, len));
             }
         }
         s
+    }
+
+    /// A new scratch buffer for node `x`, of length `len`; returns its index.
+    fn push_temp(&mut self, x: NodeId, prefix: &str, len: Len) -> usize {
+        let name = self.temp_name(x, prefix);
+        self.temps.push(name);
+        self.temp_lens.push(len);
+        self.temps.len() - 1
+    }
+
+    /// The element-sized scratch buffer that per-row or per-column value `x` is broadcast into.
+    fn broadcast(&mut self, x: NodeId) -> Stream {
+        let t = match self.bcast[x] {
+            Some(t) => t,
+            None => {
+                let t = self.push_temp(x, "bcast", Len::Elems);
+                self.bcast[x] = Some(t);
+                t
+            }
+        };
+        Stream::Temp(t)
     }
 
     /// A scratch buffer holding `x` is named after `x`'s `let`, when that name is free, else
@@ -484,9 +596,7 @@ impl<'a> Streams<'a> {
 
     /// A new scratch buffer holding `x`, written by the stage computing it.
     fn materialise(&mut self, x: NodeId) -> Stream {
-        let t = self.temps.len();
-        let name = self.temp_name(x, "tmp");
-        self.temps.push(name);
+        let t = self.push_temp(x, "tmp", Len::Elems);
         self.temp_of[x] = Some(t);
         self.need_temp.push((x, self.v.stage_of[x]));
         Stream::Temp(t)
@@ -494,6 +604,9 @@ impl<'a> Streams<'a> {
 
     /// How stage `k` obtains node `x`: `None` when it computes it.
     fn source(&mut self, x: NodeId, k: usize) -> Option<Stream> {
+        if self.v.is_axis(self.f, x) {
+            return Some(self.broadcast(x));
+        }
         match self.f.nodes[x].op {
             Op::Param => return Some(Stream::Param),
             Op::Grad => return Some(Stream::Grad),
@@ -613,6 +726,28 @@ impl<'a> Streams<'a> {
         calls
     }
 
+    /// The axis reductions of values computed by stage `k` (they run after its loop).
+    fn axis_after(&mut self, k: usize, refs: &mut Vec<NodeId>) -> Vec<AxisCall> {
+        let (f, v) = (self.f, self.v);
+        let mut calls = Vec::new();
+        for i in v.live_nodes() {
+            let Op::Axis(axis, kind, x) = f.nodes[i].op else {
+                continue;
+            };
+            if v.stage_of[i] != k + 1 {
+                continue;
+            }
+            let input = self.mat_input(v.repl[x], k, refs);
+            calls.push(AxisCall {
+                axis,
+                kind,
+                input,
+                out: self.axis_temp[i].unwrap_or(0),
+            });
+        }
+        calls
+    }
+
     /// Everything stage `k` references: its nodes' operands, its writes, its reductions and its
     /// barriers' inputs. Fills the stage's writes, reductions and barriers.
     fn references(&mut self, k: usize, st: &mut Stage) -> (Vec<NodeId>, Vec<MatCall>) {
@@ -624,7 +759,8 @@ impl<'a> Streams<'a> {
         }
         for &s in &v.slots {
             if let Some(w) = f.slots[s].write {
-                if v.stage_of[r(w)] == k {
+                // per-row and per-column states are written by the axis code, not the loop
+                if v.stage_of[r(w)] == k && !v.is_axis(f, r(w)) {
                     st.writes.push((Stream::Slot(s), r(w)));
                     refs.push(r(w));
                 }
@@ -651,13 +787,15 @@ impl<'a> Streams<'a> {
             }
         }
         let calls = self.barriers_after(k, &mut refs);
+        let axis = self.axis_after(k, &mut refs);
+        self.axis_calls.push(axis);
         refs.sort_unstable();
         refs.dedup();
         (refs, calls)
     }
 
-    /// The stages, the barriers after each, and the scratch buffers.
-    fn build(mut self) -> (Vec<Stage>, Vec<Vec<MatCall>>, Vec<String>) {
+    /// The stages, the barriers after each, the scratch buffers and the axis work.
+    fn build(mut self) -> Built {
         let (f, v) = (self.f, self.v);
         let nstages = v.stages.len();
         let mut stages: Vec<Stage> = (0..nstages).map(|_| Stage::default()).collect();
@@ -685,7 +823,7 @@ impl<'a> Streams<'a> {
                         continue;
                     }
                     seen.push(x);
-                    if !v.is_elem(f, x) {
+                    if !v.is_elem(f, x) && !v.is_axis(f, x) {
                         if !st.scalars.contains(&x) {
                             st.scalars.push(x);
                         }
@@ -706,7 +844,31 @@ impl<'a> Streams<'a> {
         for st in &mut stages {
             finish_stage(f, v, st);
         }
-        (stages, barriers, self.temps)
+        // per-row and per-column values computed before each loop (and after the last);
+        // axis reductions themselves are filled by their barrier
+        let axis_nodes = (0..=nstages)
+            .map(|k| {
+                v.live_nodes()
+                    .filter(|&i| {
+                        v.is_axis(f, i)
+                            && v.stage_of[i] == k
+                            && !matches!(f.nodes[i].op, Op::Axis(..))
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut axis_calls = self.axis_calls;
+        axis_calls.resize_with(nstages, Vec::new);
+        Built {
+            stages,
+            barriers,
+            temps: self.temps,
+            temp_lens: self.temp_lens,
+            axis_calls,
+            axis_nodes,
+            axis_temp: self.axis_temp,
+            bcast: self.bcast,
+        }
     }
 
     /// Scratch writes in the stage that computes each materialised value.
@@ -741,7 +903,7 @@ fn finish_stage(f: &Fused, v: &Variant, st: &mut Stage) {
     bufs.dedup();
     st.bufs = bufs;
     for (_, x) in st.writes.clone() {
-        if !v.is_elem(f, x) && !st.scalars.contains(&x) {
+        if !v.is_elem(f, x) && !v.is_axis(f, x) && !st.scalars.contains(&x) {
             st.scalars.push(x);
         }
     }

@@ -9,7 +9,7 @@
 
 use optim_dsl::zoo::{
     AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, KFac, Lamb, Lion, Muon, NAdam,
-    RAdam, RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap,
+    NorMuon, RAdam, RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap,
 };
 use optim_dsl::{DslOptimizer, Field, OptimizerConfig};
 use std::fmt::Write as _;
@@ -57,6 +57,7 @@ fn snapshot() -> String {
     plans::<Soap>("Soap", &mut s);
     plans::<ScheduleFreeAdamW>("ScheduleFreeAdamW", &mut s);
     plans::<KFac>("KFac", &mut s);
+    plans::<NorMuon>("NorMuon", &mut s);
     s
 }
 

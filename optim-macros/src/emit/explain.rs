@@ -48,6 +48,14 @@ fn variant_body(opt: &ir::Optimizer, f: &Fused, v: &Variant) -> TokenStream {
         .iter()
         .flatten()
         .map(|b| format!("{}({})", b.def.explain, v.stream_name(f, b.input)))
+        .chain(v.axis_calls.iter().flatten().map(|a| {
+            format!(
+                "{}_{}({})",
+                format!("{:?}", a.axis).to_lowercase(),
+                format!("{:?}", a.kind).to_lowercase(),
+                v.stream_name(f, a.input)
+            )
+        }))
         .chain(
             v.stages
                 .iter()
@@ -130,6 +138,12 @@ pub(crate) fn describe(opt: &ir::Optimizer, f: &Fused, v: &Variant, id: NodeId) 
         Op::Global(kind, x, _) => {
             format!("global_{}({})", format!("{kind:?}").to_lowercase(), d(*x))
         }
+        Op::Axis(axis, kind, x) => format!(
+            "{}_{}({})",
+            format!("{axis:?}").to_lowercase(),
+            format!("{kind:?}").to_lowercase(),
+            d(*x)
+        ),
         Op::Mat(m) if m.def.phase == MatPhase::Basis => m.def.explain.into(),
         Op::Mat(m) => format!("{}({})", m.def.explain, d(m.input)),
     }

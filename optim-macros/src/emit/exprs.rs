@@ -152,7 +152,13 @@ pub(crate) fn host_expr_tree(
             let l = format_ident!("sread_{}", k);
             quote!(#l)
         }
-        Op::Param | Op::Grad | Op::StateRead(_) | Op::Reduce(..) | Op::Global(..) | Op::Mat(..) => {
+        Op::Param
+        | Op::Grad
+        | Op::StateRead(_)
+        | Op::Reduce(..)
+        | Op::Global(..)
+        | Op::Axis(..)
+        | Op::Mat(..) => {
             quote!(0.0f64)
         }
     }
@@ -236,6 +242,7 @@ pub(crate) fn host_assign(
         | Op::Param
         | Op::Grad
         | Op::StateRead(_)
+        | Op::Axis(..)
         | Op::Mat(..) => return None,
     };
     Some(quote!(h[#id] = #e;))

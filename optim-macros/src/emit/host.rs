@@ -7,7 +7,8 @@
 use super::exprs::{depends_on_rotation, depends_on_state, f64_lit, hnum, host_assign};
 use super::rust_loop;
 use crate::ir::{self, Fused, MatNode, MatPhase, NodeId, Op};
-use crate::plan::{MatCall, Stream, Variant};
+use crate::loop_ir::{LExpr, Val};
+use crate::plan::{AxisCall, Len, MatCall, Stream, Variant};
 use crate::private::Private;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -31,6 +32,24 @@ struct HostCode {
     post: Vec<TokenStream>,
     /// `later[k]`: before stage `k`'s loop (`k >= 1`), or in `finish` (`k == stages`).
     later: Vec<Vec<TokenStream>>,
+}
+
+/// The length of a buffer of `len`, in generated code.
+fn len_tokens(len: Len) -> TokenStream {
+    match len {
+        Len::Elems => quote!(ps.len),
+        Len::Rows => quote!(info.rows()),
+        Len::Cols => quote!(info.cols()),
+    }
+}
+
+/// A state slot holds one value per element, unless it is read as a per-row or per-column
+/// value.
+fn slot_len(f: &Fused, k: usize) -> Len {
+    f.nodes
+        .iter()
+        .find(|n| matches!(n.op, Op::StateRead(s) if s == k))
+        .map_or(Len::Elems, |n| Len::of(n.ty.level))
 }
 
 /// A source stream of a matrix primitive as the runtime names it.
@@ -77,8 +96,9 @@ impl VariantEmitter<'_> {
                 .live_nodes()
                 .filter(|&i| matches!(f.nodes[i].op, Op::First(s) if s == k))
                 .map(|i| quote!(h[#i] = if created { 1.0f64 } else { 0.0f64 };));
+            let len = len_tokens(slot_len(f, k));
             quote! {
-                let created = ps.ensure_buffer(#k, <E as #p::Float>::of_f64(#init));
+                let created = ps.ensure_buffer_len(#k, #len, <E as #p::Float>::of_f64(#init));
                 #(#sets)*
             }
         });
@@ -93,14 +113,15 @@ impl VariantEmitter<'_> {
                 #(#sets)*
             }
         });
-        let ntemps = v.temps.len();
+        let temps = v.temp_lens.iter().enumerate().map(|(i, &l)| {
+            let len = len_tokens(l);
+            quote!(ps.ensure_temp(#i, #len);)
+        });
         let nbufs = f.slots.len() + f.mat_slots.len();
         quote! {
             #(#ensure)*
             #(#sensure)*
-            for i in 0..#ntemps {
-                ps.ensure_temp(i, ps.len);
-            }
+            #(#temps)*
             if ps.buffers.len() < #nbufs {
                 ps.buffers.resize_with(#nbufs, ::std::vec::Vec::new);
             }
@@ -260,10 +281,136 @@ impl VariantEmitter<'_> {
         )
     }
 
+    /// An axis reduction through the runtime's generic path: the input's sums, sums of squares or
+    /// maxima along each row or column into the node's row- or column-sized scratch buffer.
+    fn axis_call(&self, c: &AxisCall) -> TokenStream {
+        let p = Private;
+        let ty = format_ident!(
+            "{}{}",
+            match c.axis {
+                ir::Axis::Row => "Row",
+                ir::Axis::Col => "Col",
+            },
+            match c.kind {
+                ir::AxisKind::Sum => "Sum",
+                ir::AxisKind::SumSq => "SumSq",
+                ir::AxisKind::Max => "Max",
+            }
+        );
+        let input = src(c.input);
+        let out = c.out;
+        quote! {
+            #p::matrix::run::<E, #p::matrix::#ty>(
+                &::core::default::Default::default(),
+                #p::matrix::Phase::Barrier,
+                #p::matrix::Call { input: #input, out: ::core::option::Option::Some(#out), state: &[], basis_q: ::core::option::Option::None, rotated: &[] },
+                ps,
+                &**p,
+                *g,
+                info,
+            );
+        }
+    }
+
+    /// The per-row and per-column values of stage `k` (one small host loop each, in the
+    /// parameter's type, reading hoisted scalars and other such values and writing per-row
+    /// states), then the broadcast of those that element-wise loops read.
+    fn axis_code(&self, k: usize) -> TokenStream {
+        let p = Private;
+        let (f, v) = (self.f, self.v);
+        let Some(nodes) = v.axis_nodes.get(k) else {
+            return TokenStream::new();
+        };
+        let loops = nodes.iter().map(|&x| {
+            let len = len_tokens(Len::of(f.nodes[x].ty.level));
+            let t = v.axis_temp[x].unwrap_or(0);
+            let var = format_ident!("x{}", x);
+            let (loads, value) = self.axis_value(x);
+            let writes = v
+                .slots
+                .iter()
+                .filter(|&&s| f.slots[s].write.map(|w| v.repl[w]) == Some(x))
+                .map(|s| quote!(ps.buffers[#s][r] = #var;));
+            let stored = if f.nodes[x].ty.boolean {
+                quote!(if #var { <E as #p::Float>::one() } else { <E as #p::Float>::zero() })
+            } else {
+                quote!(#var)
+            };
+            quote! {
+                for r in 0..#len {
+                    #(#loads)*
+                    let #var = #value;
+                    ps.temps[#t][r] = #stored;
+                    #(#writes)*
+                }
+            }
+        });
+        let bcasts = v
+            .live_nodes()
+            .filter(|&x| v.stage_of[x] == k)
+            .filter_map(|x| {
+                let bt = v.bcast[x]?;
+                let t = v.axis_temp[x]?;
+                let row = f.nodes[x].ty.level == ir::Level::Row;
+                Some(quote! {
+                    {
+                        let mut b = ::core::mem::take(&mut ps.temps[#bt]);
+                        #p::matrix::broadcast::<E>(&ps.temps[#t], &mut b, #row, info.cols());
+                        ps.temps[#bt] = b;
+                    }
+                })
+            });
+        quote!(#(#loops)* #(#bcasts)*)
+    }
+
+    /// The operand loads and the expression of per-row or per-column node `x` at index `r`.
+    fn axis_value(&self, x: NodeId) -> (Vec<TokenStream>, TokenStream) {
+        let p = Private;
+        let (f, v) = (self.f, self.v);
+        if let Op::StateRead(s) = f.nodes[x].op {
+            return (Vec::new(), quote!(ps.buffers[#s][r]));
+        }
+        let mut loads = Vec::new();
+        let mut val = |o: NodeId| -> Val {
+            let o = v.repl[o];
+            if let Some(b) = v.konst[o] {
+                return Val::Bool(b);
+            }
+            let var = format_ident!("x{}", o);
+            let boolean = f.nodes[o].ty.boolean;
+            loads.push(match (v.axis_temp[o], boolean) {
+                (Some(t), false) => quote!(let #var: E = ps.temps[#t][r];),
+                (Some(t), true) => {
+                    quote!(let #var: #p::Bool = ps.temps[#t][r] != <E as #p::Float>::zero();)
+                }
+                (None, false) => {
+                    let h = hnum(v, o);
+                    quote!(let #var: E = <E as #p::Float>::of_f64(#h);)
+                }
+                (None, true) => {
+                    let h = crate::emit::exprs::hbool(v, o);
+                    quote!(let #var: #p::Bool = #h;)
+                }
+            });
+            Val::Var(o)
+        };
+        let e = match &f.nodes[x].op {
+            Op::Neg(a) => LExpr::Neg(val(*a)),
+            Op::Not(a) => LExpr::Not(val(*a)),
+            Op::Bin(op, a, b) => LExpr::Bin(*op, val(*a), val(*b)),
+            Op::Func(def, args) => LExpr::Call(def, args.iter().map(|a| val(*a)).collect()),
+            Op::Select(c, a, b) => LExpr::Select(val(*c), val(*a), val(*b)),
+            _ => return (loads, quote!(<E as #p::Float>::zero())),
+        };
+        loads.dedup_by(|a, b| a.to_string() == b.to_string());
+        (loads, rust_loop::expr(&e))
+    }
+
     /// `kernel(k)`'s arm for stage `k`: host code, scalars, streams and the loop.
     fn kernel_arm(&self, k: usize, host_k: &[TokenStream], kname: &syn::Ident) -> TokenStream {
         let p = Private;
         let st = &self.v.stages[k];
+        let axis = self.axis_code(k);
         let pushes = st.scalars.iter().map(|&x| {
             let r = hnum(self.v, x);
             quote!(scalars.push(<E as #p::Float>::of_f64(#r));)
@@ -293,6 +440,7 @@ impl VariantEmitter<'_> {
         quote! {
             #k => {
                 #(#host_k)*
+                #axis
                 let mut scalars: #p::Scalars<E> = #p::Scalars::new();
                 #(#pushes)*
                 let mut bufs: #p::StateRefs<'_, E> = #p::StateRefs::new();
@@ -353,16 +501,25 @@ impl VariantEmitter<'_> {
                 });
             reduced_arms.push(quote!(#k => { #(#sets)* }));
         }
-        let barrier_arms = v
-            .barriers
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| !b.is_empty())
-            .map(|(k, calls)| {
-                let calls = calls.iter().map(|c| self.barrier_call(c));
-                quote!(#k => { #(#calls;)* })
-            });
+        let barrier_arms = (0..nstages.saturating_sub(1)).filter_map(|k| {
+            let mats = &v.barriers[k];
+            let axes = v.axis_calls.get(k).map_or(&[][..], Vec::as_slice);
+            if mats.is_empty() && axes.is_empty() {
+                return None;
+            }
+            let mats = mats.iter().map(|c| self.barrier_call(c));
+            let axes = axes.iter().map(|c| self.axis_call(c));
+            Some(quote!(#k => { #(#mats;)* #(#axes)* }))
+        });
         let finish_host = &later[nstages];
+        // axis reductions of the last loop's values, and per-row values after it
+        let finish_axes = v
+            .axis_calls
+            .get(nstages.saturating_sub(1))
+            .into_iter()
+            .flatten()
+            .map(|c| self.axis_call(c));
+        let finish_axis_code = self.axis_code(nstages);
         quote! {
             #(#kernels)*
 
@@ -428,6 +585,8 @@ impl VariantEmitter<'_> {
                     let t: #p::F64 = ps.step as #p::F64;
                     let globals: &[#p::F64] = &[];
                     #(#finish_host)*
+                    #(#finish_axes)*
+                    #finish_axis_code
                     #basis_update
                     #(#swrites)*
                 }

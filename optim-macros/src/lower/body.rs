@@ -115,6 +115,23 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         self.mat_slots.len() - 1
     }
 
+    /// A reduction of an element-wise value along each row or column.
+    pub(crate) fn axis_reduce(
+        &mut self,
+        axis: ir::Axis,
+        kind: ir::AxisKind,
+        x: NodeId,
+        span: Span,
+    ) -> NodeId {
+        if self.ty(x).level != Level::Elem {
+            self.cx.error(
+                span,
+                "an axis reduction needs a per-element value; this value is already a per-step, per-row or per-column value",
+            );
+        }
+        self.push(Op::Axis(axis, kind, x), Ty::num(axis.level()))
+    }
+
     /// A per-tensor or global reduction of an element-wise value.
     pub(crate) fn reduce(
         &mut self,
@@ -126,7 +143,7 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         if self.ty(x).level != Level::Elem {
             self.cx.error(
                 span,
-                "a reduction needs a per-element value; this value is already a per-step scalar",
+                "a reduction needs a per-element value; this value is already a per-step, per-row or per-column value",
             );
         }
         let op = if global {
@@ -157,7 +174,7 @@ impl<'c, 'h> Lowerer<'c, 'h> {
 
     /// Numeric binary node; level is the max of the operands.
     pub(crate) fn bin(&mut self, op: BinOp, a: NodeId, b: NodeId) -> NodeId {
-        let level = self.ty(a).level.max(self.ty(b).level);
+        let level = self.ty(a).level.join(self.ty(b).level);
         let boolean = !op.is_arith();
         self.push(Op::Bin(op, a, b), Ty { level, boolean })
     }
@@ -167,13 +184,16 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         let level = args
             .iter()
             .map(|&a| self.ty(a).level)
-            .max()
-            .unwrap_or(Level::Flag);
+            .fold(Level::Flag, Level::join);
         self.push(Op::Func(f, args), Ty::num(level))
     }
 
     pub(crate) fn select(&mut self, c: NodeId, a: NodeId, b: NodeId) -> NodeId {
-        let level = self.ty(c).level.max(self.ty(a).level).max(self.ty(b).level);
+        let level = self
+            .ty(c)
+            .level
+            .join(self.ty(a).level)
+            .join(self.ty(b).level);
         let boolean = self.ty(a).boolean;
         self.push(Op::Select(c, a, b), Ty { level, boolean })
     }
@@ -273,7 +293,7 @@ impl<'c, 'h> Lowerer<'c, 'h> {
                         return;
                     }
                     let new = combine(self, cur);
-                    if self.ty(new).level == Level::Elem {
+                    if !self.ty(new).level.per_step() {
                         self.cx.error(expr.span(), format!("`{key}` is a scalar state; assign it a per-step value, not a per-element one"));
                         return;
                     }
@@ -593,11 +613,21 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         self.slots.len() - 1
     }
 
-    /// A state slot starting at zero, and its stored value.
-    pub(crate) fn zero_state(&mut self, name: String, span: Span) -> (usize, NodeId) {
+    /// A state slot starting at zero, and its stored value: per row or column when `like` is
+    /// (so a moment of a row value keeps one value per row), else per element.
+    pub(crate) fn zero_state(&mut self, name: String, like: NodeId, span: Span) -> (usize, NodeId) {
         let zero = self.num(0.0);
         let slot = self.new_slot(name, Some(zero), span);
-        (slot, self.push(Op::StateRead(slot), Ty::num(Level::Elem)))
+        let level = self.state_level(like);
+        (slot, self.push(Op::StateRead(slot), Ty::num(level)))
+    }
+
+    /// The level of a state holding values like `x`'s: per row, per column or per element.
+    pub(crate) fn state_level(&self, x: NodeId) -> Level {
+        match self.ty(x).level {
+            l @ (Level::Row | Level::Col) => l,
+            _ => Level::Elem,
+        }
     }
 
     /// A state slot with an optional initial value: per-step values fill the buffer when it is
@@ -606,18 +636,25 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         &mut self,
         name: String,
         init: Option<NodeId>,
+        like: NodeId,
         span: Span,
     ) -> (usize, NodeId) {
         let zero = self.num(0.0);
         let init = init.unwrap_or(zero);
-        if self.ty(init).level == Level::Elem {
+        // a per-step initial value fills any buffer; a per-row or per-element one shapes it
+        let level = if self.ty(init).level.per_step() {
+            self.state_level(like)
+        } else {
+            self.state_level(like).join(self.state_level(init))
+        };
+        if !self.ty(init).level.per_step() {
             let slot = self.new_slot(name, None, span);
-            let raw = self.push(Op::StateRead(slot), Ty::num(Level::Elem));
+            let raw = self.push(Op::StateRead(slot), Ty::num(level));
             let first = self.push(Op::First(slot), Ty::cond(Level::Scalar));
             (slot, self.select(first, init, raw))
         } else {
             let slot = self.new_slot(name, Some(init), span);
-            (slot, self.push(Op::StateRead(slot), Ty::num(Level::Elem)))
+            (slot, self.push(Op::StateRead(slot), Ty::num(level)))
         }
     }
 }

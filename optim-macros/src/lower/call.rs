@@ -278,10 +278,10 @@ impl Lowerer<'_, '_> {
                 }
                 Role::Value | Role::Init => {}
                 Role::Scalar | Role::Beta | Role::Count => {
-                    if ty.level == Level::Elem {
+                    if !ty.level.per_step() {
                         self.cx.error(
                             span,
-                            format!("`{}` of `{fname}` must be a per-step scalar (a hyperparameter, a literal, `step` or a shape scalar), found a per-element value", arg.name),
+                            format!("`{}` of `{fname}` must be a per-step scalar (a hyperparameter, a literal, `step` or a shape scalar), found {}", arg.name, ty.level.describe()),
                         );
                     } else if matches!(arg.role, Role::Beta | Role::Count) {
                         let (domain, what) = if arg.role == Role::Beta {

@@ -19,7 +19,7 @@ pub(crate) use body::{Binding, Lowerer};
 pub(crate) use call::Call;
 
 use crate::errors::{did_you_mean, Errors};
-use crate::ir::{self, Domain, Level};
+use crate::ir::{self, Domain};
 use crate::parse::{self as ast, LitValue, Pattern, RuleTarget, Stmt};
 use crate::words;
 use proc_macro2::Span;
@@ -217,7 +217,7 @@ fn lower_reuse(cx: &mut Errors, hypers: &[ir::Hyper], reuse: &ast::Reuse) -> ir:
         }
         seen.push(k.to_string());
         let id = lw.expr(e, None);
-        if lw.nodes[id].ty.level == Level::Elem {
+        if !lw.nodes[id].ty.level.per_step() {
             lw.cx.error(e.span(), format!("`{k}` must be bound to a per-step value (hyperparameters and literals), found a per-element value"));
         }
         bindings.push((k.clone(), id, e.span()));

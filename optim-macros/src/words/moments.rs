@@ -36,8 +36,12 @@ pub(crate) const WORDS: &[Entry] = &[
         args: &[pos("x", Value), named("init", Init)],
         matrix_only: false,
         lower: |lw, c| {
-            let (slot, old) =
-                lw.state_with_init(c.slot_name(lw, "accumulate"), c.arg("init"), c.span);
+            let (slot, old) = lw.state_with_init(
+                c.slot_name(lw, "accumulate"),
+                c.arg("init"),
+                c.req("x"),
+                c.span,
+            );
             let new = lw.bin(BinOp::Add, old, c.req("x"));
             lw.slots[slot].write = Some(new);
             new
@@ -48,7 +52,7 @@ pub(crate) const WORDS: &[Entry] = &[
         args: &[pos("x", Value), named("decay", Scalar)],
         matrix_only: false,
         lower: |lw, c| {
-            let (slot, old) = lw.zero_state(c.slot_name(lw, "running_max"), c.span);
+            let (slot, old) = lw.zero_state(c.slot_name(lw, "running_max"), c.req("x"), c.span);
             let decayed = match c.arg("decay") {
                 Some(d) => lw.bin(BinOp::Mul, d, old),
                 None => old,
@@ -66,8 +70,12 @@ pub(crate) const WORDS: &[Entry] = &[
             if c.binding.is_none() {
                 lw.cx.error(c.span, "`state(...)` must be bound with `let name = state(init);` so that it can be assigned");
             }
-            let (slot, old) =
-                lw.state_with_init(c.slot_name(lw, "state"), Some(c.req("init")), c.span);
+            let (slot, old) = lw.state_with_init(
+                c.slot_name(lw, "state"),
+                Some(c.req("init")),
+                c.req("init"),
+                c.span,
+            );
             lw.bind_next(Binding::State(slot, old));
             old
         },
@@ -121,7 +129,7 @@ pub(crate) const WORDS: &[Entry] = &[
 /// returns `x + beta (new - x)` (EMA) or `x + beta new` (heavy ball).
 fn momentum(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
     let (x, beta) = (c.req("x"), c.req("beta"));
-    let (slot, old) = lw.zero_state(c.slot_name(lw, "momentum"), c.span);
+    let (slot, old) = lw.zero_state(c.slot_name(lw, "momentum"), x, c.span);
     let dampening = c.arg("dampening");
     let new = match dampening {
         Some(d) => {
@@ -161,7 +169,7 @@ fn momentum(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
 /// the first step).
 fn ema(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
     let (x, beta) = (c.req("x"), c.req("beta"));
-    let (slot, old) = lw.state_with_init(c.slot_name(lw, "ema"), c.arg("init"), c.span);
+    let (slot, old) = lw.state_with_init(c.slot_name(lw, "ema"), c.arg("init"), x, c.span);
     let t = lw.one_minus(beta);
     let new = lw.lerp(old, x, t);
     lw.slots[slot].write = Some(new);
@@ -172,7 +180,7 @@ fn ema(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
 /// `beta v + (1 - beta) x²` (Adam/RMSprop).
 fn second_moment(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
     let (x, beta) = (c.req("x"), c.req("beta"));
-    let (slot, old) = lw.zero_state(c.slot_name(lw, "second_moment"), c.span);
+    let (slot, old) = lw.zero_state(c.slot_name(lw, "second_moment"), x, c.span);
     let a = lw.bin(BinOp::Mul, beta, old);
     let omb = lw.one_minus(beta);
     let xx = lw.bin(BinOp::Mul, x, x);

@@ -5,9 +5,23 @@
 //! the clipping words (`clip_value` is element-wise).
 
 use super::{pos, Entry, Role::*};
-use crate::ir::{BinOp, Level, NodeId, Op, RedKind, Ty};
+use crate::ir::{Axis, AxisKind, BinOp, Level, NodeId, Op, RedKind, Ty};
 use crate::lower::{Call, Lowerer};
 use crate::words::math::{CLAMP, MIN, SQRT};
+
+/// An axis reduction word: `row_*` gives one value per row of the parameter's `rows × cols`
+/// view (reducing over its columns), `col_*` one per column; the result is broadcast back
+/// wherever an element-wise value uses it.
+macro_rules! axis_word {
+    ($name:literal, $axis:ident, $what:ident) => {
+        Entry {
+            name: $name,
+            args: &[pos("x", Value)],
+            matrix_only: false,
+            lower: |lw, c| axis(lw, c, Axis::$axis, stringify!($what)),
+        }
+    };
+}
 
 pub(crate) const WORDS: &[Entry] = &[
     Entry {
@@ -71,6 +85,16 @@ pub(crate) const WORDS: &[Entry] = &[
             lw.func(&CLAMP, vec![c.req("x"), lo, clip])
         },
     },
+    axis_word!("row_sum", Row, sum),
+    axis_word!("row_mean", Row, mean),
+    axis_word!("row_norm", Row, norm),
+    axis_word!("row_rms", Row, rms),
+    axis_word!("row_max", Row, max),
+    axis_word!("col_sum", Col, sum),
+    axis_word!("col_mean", Col, mean),
+    axis_word!("col_norm", Col, norm),
+    axis_word!("col_rms", Col, rms),
+    axis_word!("col_max", Col, max),
     Entry {
         name: "graft",
         args: &[pos("direction", Value), pos("magnitude", Value)],
@@ -123,4 +147,42 @@ fn graft(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
     let ratio = lw.bin(BinOp::Div, nm, nd);
     let coef = lw.select(pos, ratio, zero);
     lw.bin(BinOp::Mul, d, coef)
+}
+
+/// `sum`, `mean`, `norm`, `rms` or `max` of `x` along each row or column (`f64` accumulation;
+/// `mean(a * a)` is taken as the mean of squares of `a`).
+fn axis(lw: &mut Lowerer<'_, '_>, c: &Call<'_>, axis: Axis, what: &str) -> NodeId {
+    let x = c.req("x");
+    let square_of = match lw.nodes[x].op {
+        Op::Bin(BinOp::Mul, a, b) if a == b => Some(a),
+        _ => None,
+    };
+    let reduce = |lw: &mut Lowerer<'_, '_>, kind| lw.axis_reduce(axis, kind, x, c.span);
+    // values per reduced line: the other axis's length
+    let count = |lw: &mut Lowerer<'_, '_>| {
+        let n = if axis == Axis::Row { "cols" } else { "rows" };
+        lw.push(Op::Shape(n), Ty::num(Level::Scalar))
+    };
+    match what {
+        "sum" => reduce(lw, AxisKind::Sum),
+        "max" => reduce(lw, AxisKind::Max),
+        "mean" => {
+            let total = match square_of {
+                Some(a) => lw.axis_reduce(axis, AxisKind::SumSq, a, c.span),
+                None => reduce(lw, AxisKind::Sum),
+            };
+            let n = count(lw);
+            lw.bin(BinOp::Div, total, n)
+        }
+        "norm" => {
+            let ss = reduce(lw, AxisKind::SumSq);
+            lw.func(&SQRT, vec![ss])
+        }
+        _ => {
+            let ss = reduce(lw, AxisKind::SumSq);
+            let n = count(lw);
+            let ms = lw.bin(BinOp::Div, ss, n);
+            lw.func(&SQRT, vec![ms])
+        }
+    }
 }

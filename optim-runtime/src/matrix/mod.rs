@@ -16,10 +16,12 @@
 //! | `kfac_precondition` | [`Kfac`] | `.inverses` | `kfac.rs` |
 //! | `kron_eigenbasis` | [`Eigenbasis`] | `.stats`, `.q` | `eigenbasis.rs` |
 //! | `rotate`, `unrotate` | [`Rotate`], [`Unrotate`] | (the basis's `q`) | `eigenbasis.rs` |
+//! | `row_*`, `col_*` | [`RowSum`], [`RowSumSq`], [`RowMax`], [`ColSum`], ... | — | `axis.rs` |
 //!
 //! The free functions ([`orthogonalize`], [`kron_precondition`], ...) are the same numerics on
 //! plain buffers, for direct use.
 
+mod axis;
 mod eigenbasis;
 mod factored;
 mod kfac;
@@ -27,6 +29,7 @@ mod kron;
 mod linalg;
 mod newton_schulz;
 
+pub use axis::{broadcast, ColMax, ColSum, ColSumSq, RowMax, RowSum, RowSumSq};
 pub use eigenbasis::{
     eigenbasis_init, eigenbasis_update, rotate, Eigenbasis, EigenbasisConfig, Rotate, RotateConfig,
     Unrotate, EIGENBASIS_MAX_DIM, EIGENBASIS_UPDATE_FREQ,
