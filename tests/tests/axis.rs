@@ -112,3 +112,31 @@ fn a_moment_of_a_row_value_keeps_one_value_per_row() {
         }
     }
 }
+
+optimizer! {
+    /// Adam-mini's per-row block written with an explicit per-row state.
+    RowBlocks<lr = 0.1, beta2 = 0.5> {
+        let v = row_state(0.0);
+        v = beta2 * v + (1.0 - beta2) * row_mean(grad * grad);
+        param -= lr * grad / sqrt(v);
+    }
+}
+
+#[test]
+fn an_explicit_row_state_has_one_value_per_row() {
+    let mut opt = RowBlocks::<f64>::default();
+    let mut p = [0.0; 4];
+    let g = [1.0, 3.0, 2.0, 2.0]; // row means of squares: 5, 4
+    step(&mut opt, &[2, 2], &mut p, &g);
+    let v = opt.state_buffer("w", "v").unwrap();
+    assert_eq!(v, [2.5, 2.0]);
+    let want = [
+        -0.1 / 2.5f64.sqrt(),
+        -0.3 / 2.5f64.sqrt(),
+        -0.2 / 2.0f64.sqrt(),
+        -0.2 / 2.0f64.sqrt(),
+    ];
+    for (a, b) in p.iter().zip(want) {
+        assert!((a - b).abs() < 1e-15, "{a} vs {b}");
+    }
+}

@@ -81,6 +81,18 @@ pub(crate) const WORDS: &[Entry] = &[
         },
     },
     Entry {
+        name: "row_state",
+        args: &[pos("init", Scalar)],
+        matrix_only: false,
+        lower: |lw, c| axis_state(lw, c, Level::Row),
+    },
+    Entry {
+        name: "col_state",
+        args: &[pos("init", Scalar)],
+        matrix_only: false,
+        lower: |lw, c| axis_state(lw, c, Level::Col),
+    },
+    Entry {
         name: "scalar_state",
         args: &[pos("init", Scalar)],
         matrix_only: false,
@@ -206,4 +218,21 @@ fn debias(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> NodeId {
             x
         }
     }
+}
+
+/// `row_state(init)` / `col_state(init)`: an explicit state with one value per row (column) of
+/// the parameter's matrix view, assigned like `state`; `init` is a per-step value.
+fn axis_state(lw: &mut Lowerer<'_, '_>, c: &Call<'_>, level: Level) -> NodeId {
+    let word = c.entry.name;
+    if c.binding.is_none() {
+        lw.cx.error(
+            c.span,
+            format!("`{word}(...)` must be bound with `let name = {word}(init);` so that it can be assigned"),
+        );
+    }
+    let init = c.req("init");
+    let slot = lw.new_slot(c.slot_name(lw, word), Some(init), c.span);
+    let old = lw.push(Op::StateRead(slot), Ty::num(level));
+    lw.bind_next(Binding::State(slot, old));
+    old
 }
