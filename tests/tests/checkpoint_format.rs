@@ -19,7 +19,9 @@ use optim_dsl::{OptState, WeightEma};
 
 /// `(name, shape, initial values)` of the two parameters every run uses.
 fn initial<E: optim_dsl::Float>() -> Vec<(&'static str, Vec<usize>, Vec<E>)> {
-    let w = [0.5, -0.25, 1.0, 0.0, -1.5, 2.0, 0.75, -0.5, 0.25, 1.25, -1.0, 0.125];
+    let w = [
+        0.5, -0.25, 1.0, 0.0, -1.5, 2.0, 0.75, -0.5, 0.25, 1.25, -1.0, 0.125,
+    ];
     let b = [0.1, 0.2, -0.3];
     vec![
         (
@@ -81,10 +83,8 @@ fn run<E: optim_dsl::Float, O: DslOptimizer<E>>(
         opt.update_slices(&mut slices).unwrap();
         if let Some(ema) = ema.as_deref_mut() {
             if opt.opt_state().step > before {
-                let named: Vec<(&str, &[E])> = params
-                    .iter()
-                    .map(|(n, _, v)| (*n, v.as_slice()))
-                    .collect();
+                let named: Vec<(&str, &[E])> =
+                    params.iter().map(|(n, _, v)| (*n, v.as_slice())).collect();
                 ema.update_slices(&named).unwrap();
             }
         }
@@ -181,12 +181,19 @@ fn write_checkpoint_fixtures() {
     let (adamw, ema) = adamw_run();
     let files = [
         ("adamw_ema", adamw.to_checkpoint_bytes(Some(&ema)).unwrap()),
-        ("shampoo_f64", shampoo_run().to_checkpoint_bytes(None).unwrap()),
+        (
+            "shampoo_f64",
+            shampoo_run().to_checkpoint_bytes(None).unwrap(),
+        ),
         ("nadam", nadam_run().to_checkpoint_bytes(None).unwrap()),
     ];
     for (case, bytes) in files {
         let path = fixture_path(version, case);
-        assert!(!path.exists(), "{} exists; fixtures are never rewritten", path.display());
+        assert!(
+            !path.exists(),
+            "{} exists; fixtures are never rewritten",
+            path.display()
+        );
         std::fs::write(&path, bytes).unwrap();
     }
 }
@@ -217,7 +224,11 @@ fn v1_adamw_with_ema_loads_exactly() {
     assert_eq!(s.non_finite, NonFinitePolicy::SkipStep);
     assert_eq!(s.params["w"].step, 3);
     for slot in ["m", "v"] {
-        assert_eq!(opt.state_buffer("b", slot).map(<[f32]>::len), Some(3), "{slot}");
+        assert_eq!(
+            opt.state_buffer("b", slot).map(<[f32]>::len),
+            Some(3),
+            "{slot}"
+        );
     }
     assert_eq!(opt.config().fields(), adamw_config().fields());
     assert_eq!((ema.decay(), ema.updates()), (0.9, 3));
@@ -251,6 +262,9 @@ fn v1_nadam_loads_exactly() {
     opt.load_checkpoint_bytes(&read_fixture(1, "nadam"), None)
         .unwrap();
     assert_same(&opt, &want);
-    assert!(opt.opt_state().params["w"].scalars.iter().all(|&x| x != 0.0 && x.is_finite()));
+    assert!(opt.opt_state().params["w"]
+        .scalars
+        .iter()
+        .all(|&x| x != 0.0 && x.is_finite()));
     assert_eq!(opt.config().fields(), nadam_config().fields());
 }

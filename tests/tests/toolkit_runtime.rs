@@ -6,7 +6,7 @@
 //! "Bit-identical" comparisons compare `f32::to_bits` of every element.
 
 use dfdx::tensor::{Cpu, Gradients};
-use optim_dsl::kernel::Job;
+use optim_dsl::__private::Job;
 use optim_dsl::prelude::*;
 use optim_dsl::state::NonFinitePolicy;
 use optim_dsl::zoo::{AdamW, AdamWConfig, Sgd, SgdConfig};
