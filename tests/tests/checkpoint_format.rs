@@ -93,7 +93,9 @@ fn run<E: optim_dsl::Float, O: DslOptimizer<E>>(
 
 fn adamw_config() -> AdamWConfig {
     AdamWConfig {
-        lr: Schedule::warmup_cosine(1e-3, 1e-2, 2, 10, 1e-4).into(),
+        lr: Schedule::warmup_cosine(1e-3, 1e-2, 2, 10, 1e-4)
+            .unwrap()
+            .into(),
         weight_decay: 0.05.into(),
         ..Default::default()
     }

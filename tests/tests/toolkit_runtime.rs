@@ -112,7 +112,9 @@ fn ema_bits(e: &WeightEma<f32>) -> Vec<(String, Vec<u32>)> {
 
 fn adamw_config() -> AdamWConfig {
     AdamWConfig {
-        lr: Schedule::warmup_cosine(1e-4, 1e-2, 5, 20, 1e-4).into(),
+        lr: Schedule::warmup_cosine(1e-4, 1e-2, 5, 20, 1e-4)
+            .unwrap()
+            .into(),
         weight_decay: 0.1.into(),
         ..Default::default()
     }

@@ -18,17 +18,20 @@ impl Schedule {
         match self {
             Schedule::Constant { value } => *value,
             Schedule::Linear { start, end, steps } => {
-                if *steps == 0 {
+                // both ends exactly (`start + (end - start)` can differ from `end` by an ulp)
+                if step >= *steps {
                     return *end;
                 }
-                let frac = step.min(*steps) as f64 / *steps as f64;
-                start + (end - start) * frac
+                start + (end - start) * (step as f64 / *steps as f64)
             }
             Schedule::Cosine { init, end, steps } => {
-                if *steps == 0 {
+                if step >= *steps {
                     return *end;
                 }
-                let frac = step.min(*steps) as f64 / *steps as f64;
+                if step == 0 {
+                    return *init; // exactly: a warmup-cosine reaches its peak exactly
+                }
+                let frac = step as f64 / *steps as f64;
                 end + (init - end) * 0.5 * (1.0 + (std::f64::consts::PI * frac).cos())
             }
             Schedule::Join { parts, boundaries } => {

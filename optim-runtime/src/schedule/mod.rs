@@ -51,6 +51,18 @@
 //! - **Chained vs closed form.** PyTorch computes most schedulers recursively from the previous
 //!   value; these are closed forms. The two agree to about `1e-15` relative in `f64`.
 //!
+//! # Arguments are checked
+//!
+//! Every constructor checks its arguments and returns
+//! [`OptimError::InvalidSchedule`](crate::error::OptimError::InvalidSchedule) naming the first
+//! bad one: a value that is not finite, a warmup longer than the whole schedule, a step size,
+//! period or transition length of 0, milestones or boundaries out of order, a
+//! [`Schedule::join`] whose boundary count is not one fewer than its parts, a fraction outside
+//! `[0, 1]`, … (each constructor lists its rules). No constructor starts a schedule at 0 unless
+//! asked to: every start value is an argument. The variants are public plain data: a value
+//! built from them directly, or deserialised, is not checked, and evaluates as each variant
+//! documents.
+//!
 //! # Serialisation
 //!
 //! A `Schedule` is plain data and implements serde's `Serialize`/`Deserialize` (externally
@@ -77,10 +89,16 @@ mod tests;
 /// use optim_runtime::Schedule;
 /// // 5 steps of linear warmup from 1e-3 to 1e-2, then cosine to 1e-4 over 15 steps
 /// // (= torch SequentialLR(LinearLR(0.1, 1.0, 5), CosineAnnealingLR(15, 1e-4), [5]) on lr 1e-2).
-/// let s = Schedule::join(vec![Schedule::linear(1e-3, 1e-2, 5), Schedule::cosine(1e-2, 1e-4, 15)], vec![5]);
+/// let s = Schedule::join(
+///     vec![Schedule::linear(1e-3, 1e-2, 5)?, Schedule::cosine(1e-2, 1e-4, 15)?],
+///     vec![5],
+/// )?;
 /// assert!((s.value(0) - 1e-3).abs() < 1e-15);
-/// assert!((s.value(5) - 1e-2).abs() < 1e-15);
-/// assert!((s.value(20) - 1e-4).abs() < 1e-15);
+/// assert_eq!(s.value(5), 1e-2); // each phase starts and ends exactly
+/// assert_eq!(s.value(20), 1e-4);
+/// // arguments are checked: here a warmup longer than the whole schedule
+/// assert!(Schedule::warmup_cosine(0.0, 1e-2, 20, 10, 0.0).is_err());
+/// # Ok::<(), optim_runtime::OptimError>(())
 /// ```
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -180,7 +198,8 @@ pub enum Schedule {
         /// Factor applied at each milestone.
         #[serde(with = "fin")]
         gamma: f64,
-        /// Global steps at which the factor is applied (any order).
+        /// Global steps at which the factor is applied, ascending ([`Schedule::multi_step`]
+        /// requires it; evaluation counts them in any order).
         milestones: Vec<u64>,
     },
     /// `init * product of scales[k] over boundaries[k] <= i` (optax
