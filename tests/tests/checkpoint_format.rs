@@ -270,3 +270,148 @@ fn v1_nadam_loads_exactly() {
         .all(|&x| x != 0.0 && x.is_finite()));
     assert_eq!(opt.config().fields(), nadam_config().fields());
 }
+
+// ---------------------------------------------------------------- format 2: the checksum
+
+/// Format 2 fixtures (written by `write_checkpoint_fixtures` when format 2 was introduced) load
+/// exactly, like the format 1 ones.
+#[test]
+fn v2_fixtures_load_exactly() {
+    let (want, want_ema) = adamw_run();
+    let mut opt = AdamW::<f32>::default();
+    let mut ema = WeightEma::<f32>::new(0.5).unwrap();
+    opt.load_checkpoint_bytes(&read_fixture(2, "adamw_ema"), Some(&mut ema))
+        .unwrap();
+    assert_same(&opt, &want);
+    assert_eq!(ema, want_ema);
+    let mut opt = Shampoo::<f64>::default();
+    opt.load_checkpoint_bytes(&read_fixture(2, "shampoo_f64"), None)
+        .unwrap();
+    assert_same(&opt, &shampoo_run());
+    let mut opt = NAdam::<f32>::default();
+    opt.load_checkpoint_bytes(&read_fixture(2, "nadam"), None)
+        .unwrap();
+    assert_same(&opt, &nadam_run());
+}
+
+/// The metadata document of a checkpoint file.
+fn metadata(bytes: &[u8]) -> serde_json::Value {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let json = &header.metadata().as_ref().unwrap()["optim_dsl"];
+    serde_json::from_str(json).unwrap()
+}
+
+/// What a save writes: format 2 with a `sha256:` checksum of the whole file, the checksum's own
+/// 64 digits counted as ASCII zeros (recomputed here with `sha2` from the documented rule).
+#[test]
+fn saved_files_are_format_2_with_the_documented_checksum() {
+    use sha2::{Digest, Sha256};
+    let (opt, ema) = adamw_run();
+    let bytes = opt.to_checkpoint_bytes(Some(&ema)).unwrap();
+    let meta = metadata(&bytes);
+    assert_eq!(meta["format"], 2);
+    assert_eq!(optim_dsl::checkpoint::FORMAT_VERSION, 2);
+    let stored = meta["checksum"].as_str().unwrap();
+    let hex = stored.strip_prefix("sha256:").unwrap();
+    assert_eq!(hex.len(), 64);
+    let at = bytes
+        .windows(hex.len())
+        .position(|w| w == hex.as_bytes())
+        .unwrap();
+    let mut zeroed = bytes.clone();
+    zeroed[at..at + 64].fill(b'0');
+    let digest: String = Sha256::digest(&zeroed)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(digest, hex);
+}
+
+/// Flipping any single bit of any byte of a format-2 file (length prefix, header JSON, padding,
+/// tensor data, the checksum itself) is an `OptimError::Checkpoint`, and the optimizer and EMA
+/// loaded into are unchanged.
+#[test]
+fn a_flipped_bit_anywhere_is_an_error_and_changes_nothing() {
+    let (opt, ema) = adamw_run();
+    let bytes = opt.to_checkpoint_bytes(Some(&ema)).unwrap();
+    // a target with state of its own, to see that nothing changes
+    let (mut target, mut target_ema) = adamw_run();
+    target.set_non_finite_policy(NonFinitePolicy::Propagate);
+    let before = state_bits(target.opt_state());
+    let before_ema = target_ema.clone();
+    for i in 0..bytes.len() {
+        for bit in 0..8 {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1 << bit;
+            match target.load_checkpoint_bytes(&bad, Some(&mut target_ema)) {
+                Err(OptimError::Checkpoint(_)) => {}
+                Err(other) => panic!("byte {i} bit {bit}: expected Checkpoint, got {other}"),
+                Ok(()) => panic!("byte {i} bit {bit}: a corrupt file loaded"),
+            }
+        }
+    }
+    assert_eq!(state_bits(target.opt_state()), before);
+    assert_eq!(target_ema, before_ema);
+    // a flipped byte of the tensor data is named as a checksum mismatch
+    let mut bad = bytes.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let err = target.load_checkpoint_bytes(&bad, None).unwrap_err();
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    // and the intact file loads
+    target
+        .load_checkpoint_bytes(&bytes, Some(&mut target_ema))
+        .unwrap();
+    assert_eq!(state_bits(target.opt_state()), state_bits(opt.opt_state()));
+}
+
+/// A format-1 file is migrated: it loads, and saving it again writes format 2 with the same
+/// state (the same bytes as a fresh save of the recomputed run).
+#[test]
+fn format_1_files_migrate_to_format_2() {
+    let mut opt = Shampoo::<f64>::default();
+    opt.load_checkpoint_bytes(&read_fixture(1, "shampoo_f64"), None)
+        .unwrap();
+    let resaved = opt.to_checkpoint_bytes(None).unwrap();
+    assert_eq!(metadata(&resaved)["format"], 2);
+    assert_eq!(resaved, shampoo_run().to_checkpoint_bytes(None).unwrap());
+}
+
+/// A version this build does not know is refused, naming the version; so is a format-2 file
+/// without a checksum and a format-1 file with one.
+#[test]
+fn unknown_versions_and_missing_checksums_are_refused() {
+    let bytes = nadam_run().to_checkpoint_bytes(None).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let rewrite = |edit: &dyn Fn(&mut serde_json::Value)| -> Vec<u8> {
+        let mut meta = metadata(&bytes);
+        edit(&mut meta);
+        let info = std::collections::HashMap::from([(
+            "optim_dsl".to_string(),
+            serde_json::to_string(&meta).unwrap(),
+        )]);
+        safetensors::serialize(st.tensors(), Some(info)).unwrap()
+    };
+    let mut opt = NAdam::<f32>::default();
+    let cases: [(&dyn Fn(&mut serde_json::Value), &str); 3] = [
+        (
+            &|m| m["format"] = 3.into(),
+            "format version 3 is not supported",
+        ),
+        (
+            &|m| {
+                m.as_object_mut().unwrap().remove("checksum");
+            },
+            "requires a checksum",
+        ),
+        (&|m| m["format"] = 1.into(), "format 1 has no checksum"),
+    ];
+    for (edit, want) in cases {
+        let err = opt.load_checkpoint_bytes(&rewrite(edit), None).unwrap_err();
+        assert!(
+            matches!(&err, OptimError::Checkpoint(m) if m.contains(want)),
+            "{err}"
+        );
+        assert_eq!(opt.opt_state().step, 0);
+    }
+}

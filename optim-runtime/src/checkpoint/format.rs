@@ -14,6 +14,9 @@ use std::any::Any;
 #[derive(Serialize, Deserialize)]
 pub(super) struct Meta {
     pub format: u32,
+    /// `"sha256:<64 lowercase hex digits>"` (format 2; absent in format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
     pub optimizer: String,
     pub dtype: String,
     pub step: u64,

@@ -1,5 +1,6 @@
 //! Reading: validate the whole file against the optimizer, then swap it in.
 
+use super::checksum;
 use super::format::{ck, decode, decode_f64, dtype_of, mismatch, FieldRepr, Meta};
 use super::{FORMAT_VERSION, METADATA_KEY};
 use crate::ema::{EmaParam, WeightEma};
@@ -57,6 +58,26 @@ fn check_view(
     Ok(())
 }
 
+/// Checks the format version and, from format 2 on, the checksum: everything after this reads
+/// a file exactly as it was written.
+fn check_integrity(bytes: &[u8], meta: &Meta) -> Result<(), OptimError> {
+    match (meta.format, meta.checksum.as_deref()) {
+        // Format 1 has no checksum: read as before; the next save writes the current format.
+        (1, None) => Ok(()),
+        (1, Some(_)) => Err(ck(
+            "format 1 has no checksum, but this file has one: the file is corrupt",
+        )),
+        (FORMAT_VERSION, Some(sum)) => checksum::verify(bytes, sum),
+        (FORMAT_VERSION, None) => Err(ck(format!(
+            "format {FORMAT_VERSION} requires a checksum, but this file has none: the file is \
+             corrupt"
+        ))),
+        (v, _) => Err(ck(format!(
+            "format version {v} is not supported (this build reads 1 to {FORMAT_VERSION})"
+        ))),
+    }
+}
+
 /// Validates the whole checkpoint against `opt` (and `ema`), then swaps it in.
 pub(super) fn load<E: Float, O: DslOptimizer<E>>(
     opt: &mut O,
@@ -79,12 +100,7 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
         })?;
     let meta: Meta =
         serde_json::from_str(json).map_err(|e| ck(format!("malformed metadata: {e}")))?;
-    if meta.format != FORMAT_VERSION {
-        return Err(ck(format!(
-            "format version {} is not supported (this build reads {FORMAT_VERSION})",
-            meta.format
-        )));
-    }
+    check_integrity(bytes, &meta)?;
     let name = <O::Config as OptimizerConfig>::NAME;
     if meta.optimizer != name {
         return Err(ck(format!(

@@ -1,5 +1,6 @@
 //! Writing: the optimizer state (and an EMA) as one safetensors file.
 
+use super::checksum;
 use super::format::{
     ck, dtype_of, encode, BufferMeta, EmaMeta, EmaParamMeta, FieldRepr, Meta, Owned, ParamMeta,
 };
@@ -175,6 +176,7 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
 
     let meta = Meta {
         format: FORMAT_VERSION,
+        checksum: Some(checksum::placeholder()),
         optimizer: <O::Config as OptimizerConfig>::NAME.to_string(),
         dtype: E::NAME.to_string(),
         step: state.step,
@@ -186,8 +188,11 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
     };
     let json = serde_json::to_string(&meta).map_err(|e| ck(format!("metadata: {e}")))?;
     let info = HashMap::from([(METADATA_KEY.to_string(), json)]);
-    safetensors::tensor::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(info))
-        .map_err(|e| ck(format!("safetensors: {e}")))
+    let mut file =
+        safetensors::tensor::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(info))
+            .map_err(|e| ck(format!("safetensors: {e}")))?;
+    checksum::seal(&mut file)?;
+    Ok(file)
 }
 
 /// Writes the checkpoint to `path` through a sibling temporary file and a rename.
