@@ -393,7 +393,8 @@ fn unknown_versions_and_missing_checksums_are_refused() {
         safetensors::serialize(st.tensors(), Some(info)).unwrap()
     };
     let mut opt = NAdam::<f32>::default();
-    let cases: [(&dyn Fn(&mut serde_json::Value), &str); 3] = [
+    type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
+    let cases: [(Edit<'_>, &str); 3] = [
         (
             &|m| m["format"] = 3.into(),
             "format version 3 is not supported",
