@@ -306,7 +306,10 @@ struct RunConfig {
 
 impl RunConfig {
     /// The learning-rate schedule for a given peak.
-    fn schedule(&self, peak: f64) -> Schedule {
+    ///
+    /// # Errors
+    /// A warmup longer than the run, or a non-finite peak or final value.
+    fn schedule(&self, peak: f64) -> Result<Schedule, OptimError> {
         Schedule::warmup_cosine(
             0.0,
             peak,
@@ -522,8 +525,8 @@ where
     let (dev, mut net) = model::build::<A>(cfg.seed);
     let mut ema_net = cfg.ema.map(|_| net.clone());
     let mut grads = net.alloc_grads();
-    let mut opt = optimizers::build::<A::Built>(spec.name, cfg.schedule(peak_lr).into())?;
-    let schedule = cfg.schedule(peak_lr);
+    let schedule = cfg.schedule(peak_lr)?;
+    let mut opt = optimizers::build::<A::Built>(spec.name, schedule.clone().into())?;
 
     let mut curve = Vec::with_capacity(cfg.steps);
     let (mut step_times, mut update_times) =
@@ -930,6 +933,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         seed: args.seed,
         ema: args.ema,
     };
+    // a warmup longer than the run (--warmup > 1) or a bad --final-lr: fail before any work
+    cfg.schedule(1.0)
+        .map_err(|e| format!("--warmup / --final-lr: {e}"))?;
 
     let start = Instant::now();
     let (train, test) = if digits {

@@ -367,11 +367,12 @@ mod adamw {
     fn warmup_cosine() -> Schedule {
         Schedule::join(
             vec![
-                Schedule::linear(0.001, 0.01, 5),
-                Schedule::cosine(0.01, 1e-4, 15),
+                Schedule::linear(0.001, 0.01, 5).unwrap(),
+                Schedule::cosine(0.01, 1e-4, 15).unwrap(),
             ],
             vec![5],
         )
+        .unwrap()
     }
 
     conformance!(

@@ -94,7 +94,7 @@ fn invalid_hyperparameters_are_rejected_with_their_name() {
 fn a_schedule_that_leaves_the_domain_fails_the_step_and_changes_nothing() {
     // lr goes 1e-3, 0, -1e-3, ... : step 3 (index 2) is invalid
     let mut opt = AdamW::<f32>::new(AdamWConfig {
-        lr: Schedule::linear(1e-3, -1e-3, 2).into(),
+        lr: Schedule::linear(1e-3, -1e-3, 2).unwrap().into(),
         ..Default::default()
     })
     .unwrap();
@@ -445,7 +445,7 @@ fn lamb_first_step_matches_the_hand_computed_update() {
 fn schedule_free_with_a_zero_first_learning_rate_stays_finite() {
     use optim_dsl::zoo::{ScheduleFreeAdamW, ScheduleFreeAdamWConfig};
     let mut opt = ScheduleFreeAdamW::<f32>::new(ScheduleFreeAdamWConfig {
-        lr: Schedule::linear(0.0, 2.5e-3, 10).into(),
+        lr: Schedule::linear(0.0, 2.5e-3, 10).unwrap().into(),
         ..Default::default()
     })
     .unwrap();

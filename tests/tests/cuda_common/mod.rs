@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use optim_dsl::kernel::KernelFn;
+use optim_dsl::__private::KernelFn;
 use optim_dsl::zoo::{
     AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, KFac, Lamb, Lion, Muon, NAdam,
     RAdam, RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap,
