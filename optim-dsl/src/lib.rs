@@ -7,9 +7,9 @@ pub use optim_macros::optimizer;
 pub use optim_runtime::{
     accumulate, checkpoint, cuda, ema, matrix, ops, plan, schedule, state, Anneal, Checkpoint,
     Cooldown, CudaKernelSource, DfdxUpdate, Domain, DslOptimizer, EmaCorrection, Field, Float,
-    GradAccumulator, Hyper, KernelPlan, Knot, NonFinitePolicy, OptState, OptimError,
-    OptimizerConfig, ParamInfo, ParamSlice, ParamState, Plan, RuleBody, RulePlan, Schedule,
-    WeightEma,
+    GlobalContribution, GradAccumulator, Hyper, KernelPlan, Knot, LocalSync, NonFinitePolicy,
+    OptState, OptimError, OptimizerConfig, ParamInfo, ParamSlice, ParamState, Plan, RuleBody,
+    RulePlan, ScalarPrecision, Schedule, ShapeChange, StepSync, WeightEma,
 };
 
 pub mod zoo;

@@ -9,10 +9,12 @@ use crate::cuda::CudaKernelSource;
 use crate::error::OptimError;
 use crate::float::Float;
 use crate::hyper::Hyper;
-use crate::kernel::{execute, Job};
+use crate::kernel::{execute_with, sum_in_order, GlobalContribution, Job};
 use crate::param::{ParamInfo, ParamSlice};
 use crate::plan::Plan;
-use crate::state::{KronFactors, NonFinitePolicy, OptState, ParamState};
+use crate::state::{
+    KronFactors, NonFinitePolicy, OptState, ParamState, ScalarPrecision, ShapeChange,
+};
 use std::collections::{HashMap, HashSet};
 
 /// The hyperparameters of a generated optimizer (the `…Config` struct `optimizer!` emits).
@@ -73,6 +75,12 @@ pub trait DslOptimizer<E: Float>: Sized {
     fn route(info: &ParamInfo<'_>) -> usize;
     /// Number of rules.
     fn rule_count() -> usize;
+    /// The most loops any rule of this optimizer runs in one step, under any flags (what every
+    /// process of a data-parallel step combines global reductions after). `optimizer!`
+    /// overrides it.
+    fn max_stages() -> usize {
+        1
+    }
     /// Names of rule `rule`'s state buffers, indexed like [`ParamState::buffers`] (element
     /// slots, then matrix-primitive slots). A reuse rule reports the reused optimizer's first
     /// rule.
@@ -189,6 +197,26 @@ pub trait DslOptimizer<E: Float>: Sized {
     /// error. Under [`NonFinitePolicy::SkipStep`] such a step returns `Ok(())` and changes only
     /// [`OptState::skipped_steps`].
     fn update_slices(&mut self, params: &mut [ParamSlice<'_, E>]) -> Result<(), OptimError> {
+        self.update_slices_synced(params, &mut LocalSync)
+    }
+
+    /// [`update_slices`](Self::update_slices) as one process of a data-parallel step: the
+    /// step's whole-step decisions go through `sync` — validation outcome (every process fails
+    /// together, before anything is written), the non-finite-gradient decision, and the totals
+    /// of global reductions (`global_norm`, `clip_global_norm`) over every process's
+    /// parameters. Every process calls `sync` the same number of times, also with no
+    /// parameters (see [`StepSync`]). A call with no parameters does not advance the step
+    /// count; use [`advance_step`](Self::advance_step) to keep a process that owns none in
+    /// lock-step.
+    ///
+    /// # Errors
+    /// As [`update_slices`](Self::update_slices), for whichever process failed, and what `sync`
+    /// returns.
+    fn update_slices_synced(
+        &mut self,
+        params: &mut [ParamSlice<'_, E>],
+        sync: &mut dyn StepSync,
+    ) -> Result<(), OptimError> {
         let entries: Vec<Entry<'_, E>> = params
             .iter_mut()
             .map(|p| Entry {
@@ -199,7 +227,29 @@ pub trait DslOptimizer<E: Float>: Sized {
                 grad: p.grad,
             })
             .collect();
-        step_entries(self, entries)
+        step_entries(self, entries, sync)
+    }
+
+    /// Advances the global step count (the step at which schedules are evaluated) without
+    /// updating anything: for a process of a data-parallel step that owns no parameters, so
+    /// that its schedules stay in lock-step with the others. An update with no parameters does
+    /// not advance the step by itself.
+    fn advance_step(&mut self) {
+        self.opt_state_mut().step += 1;
+    }
+
+    /// Sets what a step does with a known parameter that arrives with another shape (default
+    /// [`ShapeChange::Error`]; [`ShapeChange::Reset`] starts its state afresh). Saved in
+    /// checkpoints.
+    fn set_shape_change(&mut self, policy: ShapeChange) {
+        self.opt_state_mut().shape_change = policy;
+    }
+
+    /// Sets the precision of hoisted per-step scalars (default [`ScalarPrecision::F64`];
+    /// [`ScalarPrecision::Param`] rounds them to the parameter's type, as optax does). Saved
+    /// in checkpoints.
+    fn set_scalar_precision(&mut self, precision: ScalarPrecision) {
+        self.opt_state_mut().scalar_precision = precision;
     }
 
     /// Mutable access to the hyperparameters, used by
@@ -232,80 +282,174 @@ pub(crate) struct Entry<'a, E> {
     pub grad: &'a [E],
 }
 
-/// Validates, then runs one step over `entries`. Nothing is written unless validation passes.
+/// Whole-step decisions of a data-parallel step, shared by every process (see
+/// [`DslOptimizer::update_slices_synced`]). Every method is called the same number of times, in
+/// the same order, on every process: [`agree`](Self::agree) once, [`any`](Self::any) once when
+/// the optimizer's [`NonFinitePolicy`] is not `Propagate`, then
+/// [`global_sums`](Self::global_sums) once after each of the optimizer's
+/// [`max_stages`](DslOptimizer::max_stages) loops — also on a process with no parameters.
+pub trait StepSync {
+    /// The totals of the step's global reductions after one loop: `contributions[i]` is local
+    /// parameter `i`'s (in the order given to the update). The result must not depend on the
+    /// number of processes: sum in a canonical parameter order. A global id is produced when
+    /// any process produced it.
+    ///
+    /// # Errors
+    /// A communication failure.
+    fn global_sums(
+        &mut self,
+        contributions: &[GlobalContribution],
+    ) -> Result<GlobalContribution, OptimError>;
+    /// Whether `local` is true on any process (a non-finite gradient somewhere).
+    ///
+    /// # Errors
+    /// A communication failure.
+    fn any(&mut self, local: bool) -> Result<bool, OptimError>;
+    /// The validation outcome every process agrees on: `Err` on every process when any failed,
+    /// before anything is written.
+    ///
+    /// # Errors
+    /// This process's error, another process's, or a communication failure.
+    fn agree(&mut self, local: Result<(), OptimError>) -> Result<(), OptimError>;
+}
+
+/// The single-process [`StepSync`]: global reductions summed in parameter order, decisions
+/// local.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalSync;
+
+impl StepSync for LocalSync {
+    fn global_sums(
+        &mut self,
+        contributions: &[GlobalContribution],
+    ) -> Result<GlobalContribution, OptimError> {
+        Ok(sum_in_order(contributions))
+    }
+    fn any(&mut self, local: bool) -> Result<bool, OptimError> {
+        Ok(local)
+    }
+    fn agree(&mut self, local: Result<(), OptimError>) -> Result<(), OptimError> {
+        local
+    }
+}
+
+/// The number of elements of `shape`, or an error naming `param` if the product overflows.
+pub(crate) fn numel_checked(param: &str, shape: &[usize]) -> Result<usize, OptimError> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| OptimError::ShapeMismatch {
+            param: param.to_string(),
+            detail: format!("the product of shape {shape:?} overflows usize"),
+        })
+}
+
+/// Checks one entry of a step against itself and the state; returns its rule.
+fn check_entry<E: Float, O: DslOptimizer<E>>(
+    opt: &O,
+    e: &Entry<'_, E>,
+) -> Result<usize, OptimError> {
+    let shape_err = |detail: String| OptimError::ShapeMismatch {
+        param: e.name.to_string(),
+        detail,
+    };
+    let numel = numel_checked(e.name, e.shape)?;
+    if e.param.len() != numel {
+        return Err(shape_err(format!(
+            "shape {:?} has {numel} elements but the parameter has {}",
+            e.shape,
+            e.param.len()
+        )));
+    }
+    if e.grad.len() != e.param.len() {
+        return Err(shape_err(format!(
+            "gradient has {} elements, parameter has {}",
+            e.grad.len(),
+            e.param.len()
+        )));
+    }
+    let info = ParamInfo {
+        name: e.name,
+        shape: e.shape,
+        module: e.module,
+    };
+    let rule = O::route(&info);
+    let state = opt.opt_state();
+    let Some(ps) = state.params.get(e.name) else {
+        return Ok(rule);
+    };
+    let reshaped = ps.len != e.param.len() || (!ps.shape.is_empty() && ps.shape != e.shape);
+    if reshaped {
+        if state.shape_change == ShapeChange::Reset {
+            return Ok(rule); // its state is discarded before the step
+        }
+        let was = if ps.shape.is_empty() {
+            format!("{} elements", ps.len)
+        } else {
+            format!("shape {:?}", ps.shape)
+        };
+        return Err(shape_err(format!(
+            "its optimizer state was created for {was}, the parameter now has shape {:?}; reset its state with `set_shape_change(ShapeChange::Reset)`",
+            e.shape
+        )));
+    }
+    if let Some(f) = &ps.factors {
+        let (r, c) = (info.rows(), info.cols());
+        for (what, fac, d) in [("left", &f.left, r), ("right", &f.right, c)] {
+            if fac.as_ref().is_some_and(|v| v.len() != d * d) {
+                return Err(shape_err(format!(
+                    "its {what} Kronecker factor is not {d} x {d} for shape {:?}; set the factors again",
+                    e.shape
+                )));
+            }
+        }
+    }
+    Ok(rule)
+}
+
+/// Validates everything a step reads: hyperparameters at this step, names, shapes and state.
+fn validate<E: Float, O: DslOptimizer<E>>(
+    opt: &O,
+    entries: &[Entry<'_, E>],
+) -> Result<(<O::Config as OptimizerConfig>::Values, Vec<usize>), OptimError> {
+    let values = opt.config().values(opt.opt_state().step)?;
+    let mut seen = HashSet::with_capacity(entries.len());
+    if let Some(dup) = entries.iter().find(|e| !seen.insert(e.name)) {
+        return Err(OptimError::DuplicateParam(dup.name.to_string()));
+    }
+    let rules = entries
+        .iter()
+        .map(|e| check_entry(opt, e))
+        .collect::<Result<Vec<usize>, OptimError>>()?;
+    Ok((values, rules))
+}
+
+/// Validates, then runs one step over `entries`. Nothing is written unless validation passes
+/// on every process.
 pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     opt: &mut O,
     entries: Vec<Entry<'_, E>>,
+    sync: &mut dyn StepSync,
 ) -> Result<(), OptimError> {
-    // 1. validation: nothing is modified until this block has passed.
-    let step = opt.opt_state().step;
-    let values = opt.config().values(step)?;
-    let mut seen = HashSet::with_capacity(entries.len());
-    let mut rules = Vec::with_capacity(entries.len());
-    for e in &entries {
-        if !seen.insert(e.name) {
-            return Err(OptimError::DuplicateParam(e.name.to_string()));
-        }
-        let numel: usize = e.shape.iter().product();
-        if e.param.len() != numel {
-            return Err(OptimError::ShapeMismatch {
-                param: e.name.to_string(),
-                detail: format!(
-                    "shape {:?} has {numel} elements but the parameter has {}",
-                    e.shape,
-                    e.param.len()
-                ),
-            });
-        }
-        if e.grad.len() != e.param.len() {
-            return Err(OptimError::ShapeMismatch {
-                param: e.name.to_string(),
-                detail: format!(
-                    "gradient has {} elements, parameter has {}",
-                    e.grad.len(),
-                    e.param.len()
-                ),
-            });
-        }
-        let info = ParamInfo {
-            name: e.name,
-            shape: e.shape,
-            module: e.module,
-        };
-        let rule = O::route(&info);
-        if let Some(ps) = opt.opt_state().params.get(e.name) {
-            if ps.len != e.param.len() {
-                return Err(OptimError::ShapeMismatch {
-                    param: e.name.to_string(),
-                    detail: format!(
-                        "parameter has {} elements but its optimizer state has {}",
-                        e.param.len(),
-                        ps.len
-                    ),
-                });
-            }
-            if let Some(f) = &ps.factors {
-                let (r, c) = (info.rows(), info.cols());
-                for (what, fac, d) in [("left", &f.left, r), ("right", &f.right, c)] {
-                    if fac.as_ref().is_some_and(|v| v.len() != d * d) {
-                        return Err(OptimError::ShapeMismatch {
-                            param: e.name.to_string(),
-                            detail: format!("its {what} Kronecker factor is not {d} x {d} for shape {:?}; set the factors again", e.shape),
-                        });
-                    }
-                }
-            }
-        }
-        rules.push(rule);
-    }
+    // 1. validation, agreed by every process: nothing is modified until this has passed.
+    let checked = validate(opt, &entries);
+    let agreed = sync.agree(checked.as_ref().map(|_| ()).map_err(Clone::clone));
+    let (values, rules) = match (checked, agreed) {
+        (Ok(v), Ok(())) => v,
+        (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+    };
 
     // 1b. non-finite gradients under the optimizer's policy (still nothing written).
     let policy = opt.opt_state().non_finite;
     if policy != NonFinitePolicy::Propagate {
-        if let Some(bad) = entries.iter().find(|e| !all_finite(e.grad)) {
+        let bad = entries.iter().find(|e| !all_finite(e.grad));
+        if sync.any(bad.is_some())? {
             if policy == NonFinitePolicy::Error {
                 return Err(OptimError::NonFiniteGradient {
-                    param: bad.name.to_string(),
+                    param: bad.map_or_else(
+                        || "(another process's parameter)".into(),
+                        |b| b.name.to_string(),
+                    ),
                 });
             }
             // SkipStep: no parameter, buffer or step count changes; only the skip is counted.
@@ -314,18 +458,32 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
         }
     }
 
-    // 2. state creation and per-parameter preparation.
+    // 2. state creation (a reshaped parameter under `ShapeChange::Reset` starts afresh) and
+    // per-parameter preparation.
+    let advance = !entries.is_empty();
     let state = opt.opt_state_mut();
+    let round = state.scalar_precision == ScalarPrecision::Param;
     for (e, &rule) in entries.iter().zip(&rules) {
-        state
+        let fresh = |ps: &ParamState<E>| {
+            ps.len != e.param.len() || (!ps.shape.is_empty() && ps.shape != e.shape)
+        };
+        if state.params.get(e.name).is_some_and(fresh) {
+            state.params.remove(e.name);
+        }
+        let ps = state
             .params
             .entry(e.name.to_string())
             .or_insert_with(|| ParamState::new(rule, e.param.len()));
+        if ps.shape.is_empty() {
+            ps.shape = e.shape.to_vec();
+        }
+        ps.round_scalars = round;
     }
+    let names: HashSet<&str> = entries.iter().map(|e| e.name).collect();
     let mut by_name: HashMap<&str, &mut ParamState<E>> = state
         .params
         .iter_mut()
-        .filter(|(k, _)| seen.contains(k.as_str()))
+        .filter(|(k, _)| names.contains(k.as_str()))
         .map(|(k, v)| (k.as_str(), v))
         .collect();
     let mut jobs = Vec::with_capacity(entries.len());
@@ -342,9 +500,13 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
         jobs.push(O::prepare(&values, rule, ps, info, e.param, e.grad));
     }
 
-    // 3. the fused loops, stage by stage, one dispatch per stage for the whole step.
-    execute(jobs);
-    opt.opt_state_mut().step += 1;
+    // 3. the fused loops, stage by stage, one dispatch per stage for the whole step; global
+    // reductions combined by `sync` after each loop.
+    let mut sums = |c: &[GlobalContribution]| sync.global_sums(c);
+    execute_with(jobs, O::max_stages(), &mut sums)?;
+    if advance {
+        opt.opt_state_mut().step += 1;
+    }
     Ok(())
 }
 

@@ -374,7 +374,13 @@ fn format_1_files_migrate_to_format_2() {
         .unwrap();
     let resaved = opt.to_checkpoint_bytes(None).unwrap();
     assert_eq!(metadata(&resaved)["format"], 2);
-    assert_eq!(resaved, shampoo_run().to_checkpoint_bytes(None).unwrap());
+    // a format-1 file records no parameter shapes: the state learns them at its next step
+    let mut fresh = shampoo_run();
+    for ps in fresh.opt_state_mut().params.values_mut() {
+        assert!(!ps.shape.is_empty());
+        ps.shape.clear();
+    }
+    assert_eq!(resaved, fresh.to_checkpoint_bytes(None).unwrap());
 }
 
 /// A version this build does not know is refused, naming the version; so is a format-2 file

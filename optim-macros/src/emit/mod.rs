@@ -399,6 +399,20 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
             None => quote!(return #ri;),
         });
     let rule_count = opt.rules.len();
+    let fused_stages = plan
+        .rules
+        .iter()
+        .flatten()
+        .flat_map(|r| r.variants.iter())
+        .map(|v| v.stages.len())
+        .max()
+        .unwrap_or(0);
+    let reused_stages = opt.rules.iter().filter_map(|r| match &r.body {
+        RuleBody::Reuse { name: inner, .. } => {
+            Some(quote!(m = m.max(<#inner<E> as #p::DslOptimizer<E>>::max_stages());))
+        }
+        RuleBody::Fused(_) => None,
+    });
     let cuda_sources = cuda::cuda_sources_fn(opt, plan);
     let state_name_arms = opt.rules.iter().enumerate().map(|(ri, r)| match &r.body {
         RuleBody::Fused(f) => {
@@ -436,6 +450,12 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
             }
             fn rule_count() -> #p::Usize {
                 #rule_count
+            }
+            #[allow(unused_mut)]
+            fn max_stages() -> #p::Usize {
+                let mut m: #p::Usize = #fused_stages;
+                #(#reused_stages)*
+                m
             }
             #cuda_sources
             fn state_names(rule: #p::Usize) -> &'static [&'static #p::Str] {

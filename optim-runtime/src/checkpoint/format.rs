@@ -5,7 +5,7 @@ use crate::error::OptimError;
 use crate::float::Float;
 use crate::schedule::Schedule;
 use crate::serde_fin::fin;
-use crate::state::NonFinitePolicy;
+use crate::state::{NonFinitePolicy, ScalarPrecision, ShapeChange};
 use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 use std::any::Any;
@@ -22,6 +22,12 @@ pub(super) struct Meta {
     pub step: u64,
     pub skipped_steps: u64,
     pub non_finite_policy: NonFinitePolicy,
+    /// Absent in files written before it existed (the default then).
+    #[serde(default)]
+    pub shape_change: ShapeChange,
+    /// Absent in files written before it existed (the default then).
+    #[serde(default)]
+    pub scalar_precision: ScalarPrecision,
     pub config: Vec<(String, FieldRepr)>,
     pub params: Vec<ParamMeta>,
     pub ema: Option<EmaMeta>,
@@ -43,6 +49,9 @@ pub(super) struct ParamMeta {
     pub step: u64,
     pub rule: usize,
     pub len: usize,
+    /// The parameter's shape (absent in files written before shapes were recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shape: Vec<usize>,
     pub buffers: Vec<Option<BufferMeta>>,
     pub scalars: Option<String>,
     pub scalars_init: Vec<bool>,

@@ -159,6 +159,7 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
             ));
         }
         let mut ps = ParamState::new(pm.rule, pm.len);
+        ps.shape = pm.shape.clone();
         ps.step = pm.step;
         for (slot, b) in pm.buffers.iter().enumerate() {
             let buf = match b {
@@ -324,6 +325,8 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
     state.step = meta.step;
     state.skipped_steps = meta.skipped_steps;
     state.non_finite = meta.non_finite_policy;
+    state.shape_change = meta.shape_change;
+    state.scalar_precision = meta.scalar_precision;
     state.params = new_params;
     if let (Some(target), Some(new)) = (ema, new_ema) {
         target.restore(new);

@@ -3,7 +3,7 @@
 use super::walk::{walk, walk_mut};
 use crate::error::OptimError;
 use crate::float::Float;
-use crate::optimizer::{step_entries, DslOptimizer, Entry};
+use crate::optimizer::{step_entries, DslOptimizer, Entry, LocalSync};
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::tensor::{Cpu, Gradients};
 use dfdx::tensor_ops::Device;
@@ -110,7 +110,7 @@ where
                 grad: &s.grad,
             })
             .collect();
-        let r = step_entries(opt, entries);
+        let r = step_entries(opt, entries, &mut LocalSync);
         scratch.extend(bufs);
         r
     });
