@@ -360,3 +360,74 @@ impl<const M: usize, const H: usize, const F: usize, const L: usize, const T: us
     dfdx::nn::NonMutableModule for CharTransformer<M, H, F, L, T, f32, Cpu>
 {
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charlm::TinyLm;
+
+    #[test]
+    fn attention_is_causal() {
+        // Changing token j must leave the logits of every position before j unchanged, and
+        // change those at j and after.
+        let dev = Cpu::seed_from_u64(1);
+        let model = TinyLm::build_on(&dev);
+        let s = TinyLm::CONTEXT;
+        let a: Vec<u8> = (0..s as u8).map(|i| b'a' + i % 26).collect();
+        let mut b = a.clone();
+        let j = 9;
+        b[j] = b'Z';
+        let la = model.logits(token_tensor(&dev, &a, 1, s)).as_vec();
+        let lb = model.logits(token_tensor(&dev, &b, 1, s)).as_vec();
+        for pos in 0..s {
+            let (ra, rb) = (&la[pos * VOCAB..][..VOCAB], &lb[pos * VOCAB..][..VOCAB]);
+            let diff = ra
+                .iter()
+                .zip(rb)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            if pos < j {
+                assert_eq!(diff, 0.0, "position {pos} sees the future");
+            } else {
+                assert!(diff > 1e-6, "position {pos} ignores token {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn batched_rows_are_independent_and_match_single_sequences() {
+        let dev = Cpu::seed_from_u64(2);
+        let model = TinyLm::build_on(&dev);
+        let s = 12; // shorter than the context
+        let x: Vec<u8> = (0..2 * s).map(|i| b'A' + (i * 7 % 26) as u8).collect();
+        let both = model.logits(token_tensor(&dev, &x, 2, s)).as_vec();
+        let second = model.logits(token_tensor(&dev, &x[s..], 1, s)).as_vec();
+        for (u, v) in both[s * VOCAB..].iter().zip(&second) {
+            assert!((u - v).abs() < 1e-5, "{u} vs {v}");
+        }
+    }
+
+    #[test]
+    fn loss_is_the_mean_negative_log_likelihood() {
+        let dev = Cpu::seed_from_u64(3);
+        let model = TinyLm::build_on(&dev);
+        let x = b"to be or not to".to_vec();
+        let y = b"o be or not to ".to_vec();
+        let s = x.len();
+        let logits = model.logits(token_tensor(&dev, &x, 1, s)).as_vec();
+        let mut nll = 0.0f64;
+        for (row, &t) in logits.chunks(VOCAB).zip(&y) {
+            let max = row.iter().fold(f32::MIN, |m, &v| m.max(v)) as f64;
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&v| (v as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            nll += lse - row[usize::from(t)] as f64;
+        }
+        nll /= s as f64;
+        let loss = model.loss(token_tensor(&dev, &x, 1, s), &y).array() as f64;
+        assert!((loss - nll).abs() < 1e-5, "{loss} vs {nll}");
+    }
+}
