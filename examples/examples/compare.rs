@@ -955,10 +955,11 @@ fn plot(path: &Path, results: &[RunResult], title: &str) -> Result<(), Box<dyn E
     Ok(())
 }
 
-/// One named line of a plot.
+/// One named line of a plot, with optional markers (drawn as circles in the line's colour).
 struct Series {
     name: String,
     points: Vec<(f64, f64)>,
+    marks: Vec<(f64, f64)>,
 }
 
 /// Plots `series` as lines on linear axes, `x` from 0 to the largest x, `y` over `y_range`
@@ -1010,6 +1011,12 @@ fn plot_series(
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
+        chart.draw_series(
+            s.marks
+                .iter()
+                .filter(|&&(_, y)| y.is_finite() && y >= y_lo && y <= y_hi)
+                .map(|&p| Circle::new(p, 4, color.stroke_width(2))),
+        )?;
     }
     chart
         .configure_series_labels()

@@ -477,8 +477,9 @@ pub fn write_sweep_csv(dir: &Path, sweeps: &[Vec<LmRun>], target: f64) -> std::i
     std::fs::write(dir.join("sweep.csv"), s)
 }
 
-/// Writes `loss_vs_steps.svg` and `loss_vs_time.svg`: the smoothed training loss (bits/char)
-/// against steps and against training wall-clock seconds.
+/// Writes `loss_vs_steps.svg` and `loss_vs_time.svg`: the smoothed training loss (bits/char,
+/// lines) and the periodic validation loss (circles) against steps and against training
+/// wall-clock seconds.
 pub fn plot(dir: &Path, runs: &[LmRun], title: &str) -> Result<Vec<&'static str>, Box<dyn Error>> {
     let series = |time: bool| -> Vec<Series> {
         runs.iter()
@@ -489,6 +490,11 @@ pub fn plot(dir: &Path, runs: &[LmRun], title: &str) -> Result<Vec<&'static str>
                     .iter()
                     .map(|p| (if time { p.wall } else { p.step as f64 }, p.smoothed))
                     .collect(),
+                marks: r
+                    .val_curve
+                    .iter()
+                    .map(|&(step, wall, b)| (if time { wall } else { step as f64 }, b))
+                    .collect(),
             })
             .collect()
     };
@@ -496,7 +502,10 @@ pub fn plot(dir: &Path, runs: &[LmRun], title: &str) -> Result<Vec<&'static str>
     // of the way in (the first steps, at ~7 bits/char, would flatten everything else).
     let lo = runs
         .iter()
-        .flat_map(|r| r.curve.iter().map(|p| p.smoothed))
+        .flat_map(|r| {
+            let val = r.val_curve.iter().map(|v| v.2);
+            r.curve.iter().map(|p| p.smoothed).chain(val)
+        })
         .filter(|v| v.is_finite())
         .fold(f64::INFINITY, f64::min);
     let hi = runs
@@ -508,7 +517,7 @@ pub fn plot(dir: &Path, runs: &[LmRun], title: &str) -> Result<Vec<&'static str>
         (lo * 10.0).floor() / 10.0 - 0.05,
         (hi * 10.0).ceil() / 10.0 + 0.05,
     );
-    let y_desc = "training loss, bits/char (EMA of mini-batch loss)";
+    let y_desc = "bits/char: training (line, EMA of mini-batch loss), validation (circles)";
     plot_series(
         &dir.join("loss_vs_steps.svg"),
         &format!("{title}: loss against steps"),
