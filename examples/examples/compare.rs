@@ -271,7 +271,7 @@ struct Args {
     /// Final learning rate as a fraction of the peak (end of the cosine).
     #[arg(long, default_value_t = 0.01)]
     final_lr: f64,
-    /// Target training loss for steps→T [default: digits 0.1, fashion-mnist 0.4, charlm 2.5
+    /// Target training loss for steps→T [default: digits 0.1, fashion-mnist 0.4, charlm 3.0
     /// bits/char].
     #[arg(long)]
     target_loss: Option<f64>,
@@ -324,7 +324,19 @@ fn parse_lr_override(s: &str) -> Result<(String, f64), String> {
 
 /// Peak learning rates for `--dataset fashion-mnist --model mlp`, from the sweep in the module
 /// docs (lowest final test loss); an optimizer not listed uses its digits peak.
-const FASHION_MNIST_PEAKS: &[(&str, f64)] = &[];
+const FASHION_MNIST_PEAKS: &[(&str, f64)] = &[
+    ("sgd", 1e-1),
+    ("adamw", 3e-3),
+    ("lion", 1e-3),
+    ("adam", 3e-3),
+    ("rmsprop", 3e-3),
+    ("adagrad", 1e-1),
+    ("muon", 3e-3),
+    ("adafactor", 1e-1),
+    ("shampoo", 1e-2),
+    ("soap", 1e-3),
+    ("lamb", 1e-2),
+];
 
 /// Hidden widths the binary is compiled for.
 const WIDTHS: [usize; 5] = [32, 64, 128, 256, 512];
@@ -1284,7 +1296,7 @@ fn run_charlm(args: &Args) -> Result<(), Box<dyn Error>> {
         batch,
         warmup: (args.warmup * steps as f64).round() as u64,
         final_lr: args.final_lr,
-        target: args.target_loss.unwrap_or(2.5),
+        target: args.target_loss.unwrap_or(3.0),
         seed: args.seed,
         eval_every: args.eval_every,
     };

@@ -91,9 +91,9 @@ macro_rules! lm_table {
 lm_table! { |sched|
     ("adamw", ADAMW_PEAK, "AdamW, betas (0.9, 0.99), decoupled weight decay 0.1", AdamW, AdamWConfig { beta2: 0.99, weight_decay: 0.1 }),
     ("muon", 3e-2, "Muon on hidden matrices (Nesterov 0.95, 5 Newton-Schulz steps); AdamW as above on embeddings, head and vectors", Muon, MuonConfig { adam_lr: sched(ADAMW_PEAK), adam_beta2: 0.99, adam_eps: 1e-8, adam_weight_decay: 0.1 }),
-    ("soap", 3e-3, "SOAP, betas (0.95, 0.95), weight decay 0.01, eigenbasis refresh every 10 steps", Soap, SoapConfig { precondition_frequency: 10.0 }),
-    ("shampoo", 3e-3, "Shampoo with Adam grafting, inverse 4th roots every 10 steps", Shampoo, ShampooConfig { update_freq: 10.0 }),
-    ("lion", 3e-4, "Lion, betas (0.9, 0.99), decoupled weight decay 1.0 (10x AdamW's, lr ~10x smaller)", Lion, LionConfig { weight_decay: 1.0 }),
+    ("soap", 1e-2, "SOAP, betas (0.95, 0.95), weight decay 0.01, eigenbasis refresh every 10 steps", Soap, SoapConfig { precondition_frequency: 10.0 }),
+    ("shampoo", 1e-2, "Shampoo with Adam grafting, inverse 4th roots every 10 steps", Shampoo, ShampooConfig { update_freq: 10.0 }),
+    ("lion", 1e-3, "Lion, betas (0.9, 0.99), decoupled weight decay 1.0 (10x AdamW's, as its lr is smaller)", Lion, LionConfig { weight_decay: 1.0 }),
 }
 
 /// The names of [`OPTIMIZERS`], in order.

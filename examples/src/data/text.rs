@@ -136,7 +136,7 @@ impl Corpus {
             self.len()
         );
         let span = (self.len() - context) as u64; // offsets 0..span
-        let mut rng = SplitMix64::new(seed ^ SplitMix64::new(step ^ 0x5eed_0f_c0de).next_u64());
+        let mut rng = SplitMix64::new(seed ^ SplitMix64::new(step ^ 0x005e_ed0f_c0de).next_u64());
         let (mut inputs, mut targets) = (
             Vec::with_capacity(batch * context),
             Vec::with_capacity(batch * context),
