@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use dfdx::nn::{NumParams, ZeroGrads};
 use dfdx::tensor::Cpu;
-use examples::charlm::{bits, model, optimizers, CharLm};
+use examples::charlm::{bits, ladder, model, optimizers, CharLm};
 use examples::data::text::{self, Corpus};
 use examples::optimizers::OptimizerSpec;
 use optim_dsl::prelude::*;
@@ -264,21 +264,6 @@ pub fn run_all(
         out.push(train_one(cfg, spec, lr, data, &progress)?);
     }
     Ok(out)
-}
-
-/// The neighbour of `v` on the half-decade ladder 1, 3, 10, 30, … × 10^k (`up` or down).
-pub fn ladder(v: f64, up: bool) -> f64 {
-    let k = v.log10().floor();
-    let a = v / 10f64.powf(k);
-    let (a, k) = match (a < 2.0, up) {
-        (true, true) => (3.0, k),
-        (true, false) => (3.0, k - 1.0),
-        (false, true) => (1.0, k + 1.0),
-        (false, false) => (1.0, k),
-    };
-    // round to 1 significant digit so that 3e-3 prints as 3e-3, not 0.0030000000000000005
-    let v = a * 10f64.powf(k);
-    format!("{v:.0e}").parse().unwrap_or(v)
 }
 
 /// The sweep: for each selected optimizer, the runs at each peak it tried, best first.
