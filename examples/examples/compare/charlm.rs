@@ -28,6 +28,7 @@ use examples::charlm::{bits, ladder, model, optimizers, CharLm};
 use examples::data::text::{self, Corpus};
 use examples::optimizers::OptimizerSpec;
 use optim_dsl::prelude::*;
+use optim_dsl::OptimError;
 
 use super::{mean_ms, median_ms, plot_series, short_number, Progress, Series};
 
@@ -59,7 +60,11 @@ pub struct LmConfig {
 }
 
 impl LmConfig {
-    fn schedule(&self, peak: f64) -> Schedule {
+    /// Warmup-cosine from 0 to `peak`, ending at `peak * final_lr`.
+    ///
+    /// # Errors
+    /// A warmup longer than the run, or a non-finite peak.
+    fn schedule(&self, peak: f64) -> Result<Schedule, OptimError> {
         Schedule::warmup_cosine(
             0.0,
             peak,
@@ -173,9 +178,11 @@ pub fn train_one(
     let dev = Cpu::seed_from_u64(cfg.seed);
     let mut net = CharLm::build_on(&dev);
     let mut grads = net.alloc_grads();
-    let sched = |p: f64| Hyper::from(cfg.schedule(p));
+    let schedule = cfg.schedule(peak_lr)?;
+    // the run's warmup and length are valid (checked above); a non-finite peak becomes a
+    // constant the optimizer then refuses, naming it
+    let sched = |p: f64| cfg.schedule(p).map_or(Hyper::Const(p), Hyper::from);
     let mut opt = optimizers::build::<CharLm>(spec.name, peak_lr, &sched)?;
-    let schedule = cfg.schedule(peak_lr);
 
     let mut run = LmRun {
         name: spec.name,
