@@ -268,8 +268,12 @@ optimizer! {
     /// Source: K. Jordan et al., "Muon: An optimizer for hidden layers in neural networks"
     /// (2024), reference `SingleDeviceMuon` (github.com/KellerJordan/Muon, commit 857d1ad); the
     /// thesis "Towards Guided Descent" (arXiv 2512.18373) treats it as an orthogonalized,
-    /// layer-wise update. Difference from the reference: Newton–Schulz runs in the parameter
-    /// dtype (the reference uses bfloat16), which is what its float32 variant does.
+    /// layer-wise update. Differences from the reference: Newton–Schulz runs in the parameter
+    /// dtype (the reference uses bfloat16), which is what its float32 variant does; it
+    /// normalises by `‖u‖_F` exactly (scale-invariant: a momentum of norm 1e-20 is
+    /// orthogonalized like one of norm 1) where the reference divides by `‖u‖_F + 1e-7`, which
+    /// shrinks updates whose momentum norm is not far above 1e-7 (1% at 1e-5) and zeroes them far
+    /// below.
     pub Muon<lr = 0.02, momentum = 0.95, nesterov = true, ns_steps = 5, weight_decay = 0.0,
              adam_lr = 3e-4, adam_beta1 = 0.9, adam_beta2 = 0.95, adam_eps = 1e-10, adam_weight_decay = 0.0> {
         matrix | tensor if !(name.contains("embed") || name.contains("head")) => {
@@ -287,16 +291,18 @@ optimizer! {
     /// ```text
     /// g = maximize ? -grad : grad
     /// alpha = max(eps2, rms(p)) * min(lr, 1 / sqrt(t))          (relative step, RMS of p before decay)
-    /// V = factored_second_moment(g, beta = 1 - t^beta2_decay)    (row/column statistics for
-    ///                                                               matrices, full for vectors)
+    /// V = factored_second_moment(g, beta = 1 - t^beta2_decay)    (row/column statistics over
+    ///                                  the last two axes, one pair per leading slice; full for vectors)
     /// u = g / sqrt(max(V, eps1^2))
     /// p = p * (1 - lr * weight_decay) - alpha / max(1, rms(u) / d) * u      (update clipping)
     /// ```
     /// Source: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost"
     /// (ICML 2018), Algorithms 4–5 without first moment, in PyTorch's form (`beta2_decay`,
     /// `eps = (eps1, eps2)`, threshold `d`). `eps1` defaults to `f32::EPSILON` (PyTorch:
-    /// `finfo(dtype).eps`, so `f64` users may want `f64::EPSILON`). Memory: `rows + cols` state
-    /// elements per matrix instead of `rows × cols`.
+    /// `finfo(dtype).eps`, so `f64` users may want `f64::EPSILON`). A tensor `[B…, R, C]` of
+    /// rank > 2 is factored over its last two axes with one normaliser per `R × C` slice, as
+    /// PyTorch and optax do, while `alpha` and the RMS clipping use the whole tensor. Memory:
+    /// `B · (R + C)` state elements instead of `B · R · C`.
     pub Adafactor<lr = 1e-2, beta2_decay: nonpos = -0.8, eps1 = 1.1920928955078125e-7, eps2 = 1e-3, d: positive = 1.0, weight_decay = 0.0, maximize = false> {
         let g = select(maximize, -grad, grad);
         let alpha = max(eps2, rms(param)) * min(lr, 1.0 / sqrt(step));
@@ -313,6 +319,9 @@ optimizer! {
     /// g = grad + weight_decay * p
     /// u = L^{-1/4} G R^{-1/4}      with L += G G^T, R += G^T G from matrix_eps * I   (matrices)
     /// u = H^{-1/2} g               with H += g g^T                                   (vectors)
+    ///     unit axes squeezed first: (1, n), (n, 1) and (n,) are the same vector
+    ///     roots are pseudo-inverse roots computed in f64: eigenvalues <= d * eps(E) * max
+    ///     eigenvalue of a d x d factor are dropped (distributed_shampoo's PseudoInverseConfig)
     ///     inverse roots recomputed every update_freq steps (`optim_dsl::matrix::kron_precondition`)
     /// a = debias(m) / (sqrt(debias(v)) + eps)          Adam direction (m, v of g; graft only)
     /// d = graft ? u * ||a|| / ||u|| : u                  (per-tensor norms)
@@ -323,7 +332,13 @@ optimizer! {
     /// Methods from Learning Rates" (2020); the layer-wise preconditioner of the thesis "Towards
     /// Guided Descent" (arXiv 2512.18373). With `graft = false`, `momentum = 0` it is
     /// pytorch-optimizer's `Shampoo` (its momentum mixes the *previous preconditioned* gradient
-    /// into the gradient; ours is heavy-ball on the update).
+    /// into the gradient; ours is heavy-ball on the update) whenever no eigenvalue falls under
+    /// the cutoff (pytorch-optimizer inverts every singular value and keeps every unit axis as a
+    /// factor; tensors of rank > 2 are one `shape[0] × rest` matrix here, order-k there). With
+    /// `matrix_eps` tiny it is distributed_shampoo's Shampoo with `PseudoInverseConfig(rank_atol
+    /// = 0, rank_rtol = d·ε(E))`, `epsilon = 0`, `betas = (0, 1)` and
+    /// `target_parameter_dimensionality = 2` (its factors are accumulated in `float64`, ours in
+    /// `E`).
     pub Shampoo<lr = 1e-3, momentum = 0.0, weight_decay = 0.0, matrix_eps: positive = 1e-6, update_freq: count = 1, max_dim: count = 8192,
                 beta1 = 0.9, beta2 = 0.999, eps = 1e-8, graft = true> {
         let g = grad + l2(weight_decay);

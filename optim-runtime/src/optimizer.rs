@@ -117,6 +117,22 @@ pub trait DslOptimizer<E: Float>: Sized {
         param: &'a mut [E],
         grad: &'a [E],
     ) -> Job<'a, E>;
+    /// Whether rule `rule`, under `values`' flags, can run on the parameter `info` describes:
+    /// each whole-tensor primitive of the rule checks the shape (`MatrixWord::check`; no
+    /// dimension of size 0). Called for every parameter before anything is written.
+    /// `optimizer!` overrides it.
+    ///
+    /// # Errors
+    /// A message naming the primitive, the parameter and the problem.
+    #[doc(hidden)]
+    fn check_param(
+        values: &<Self::Config as OptimizerConfig>::Values,
+        rule: usize,
+        info: ParamInfo<'_>,
+    ) -> Result<(), String> {
+        let _ = (values, rule, info);
+        Ok(())
+    }
     /// The plan for the current flag values: kernels, barriers, state buffers and bytes moved
     /// per parameter.
     fn explain(&self) -> Plan {
@@ -347,6 +363,7 @@ pub(crate) fn numel_checked(param: &str, shape: &[usize]) -> Result<usize, Optim
 /// Checks one entry of a step against itself and the state; returns its rule.
 fn check_entry<E: Float, O: DslOptimizer<E>>(
     opt: &O,
+    values: &<O::Config as OptimizerConfig>::Values,
     e: &Entry<'_, E>,
 ) -> Result<usize, OptimError> {
     let shape_err = |detail: String| OptimError::ShapeMismatch {
@@ -374,6 +391,7 @@ fn check_entry<E: Float, O: DslOptimizer<E>>(
         module: e.module,
     };
     let rule = O::route(&info);
+    O::check_param(values, rule, info).map_err(shape_err)?;
     let state = opt.opt_state();
     let Some(ps) = state.params.get(e.name) else {
         return Ok(rule);
@@ -419,7 +437,7 @@ fn validate<E: Float, O: DslOptimizer<E>>(
     }
     let rules = entries
         .iter()
-        .map(|e| check_entry(opt, e))
+        .map(|e| check_entry(opt, &values, e))
         .collect::<Result<Vec<usize>, OptimError>>()?;
     Ok((values, rules))
 }

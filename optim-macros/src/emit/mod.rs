@@ -425,6 +425,7 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
     });
     let contracts = state_contracts(opt);
     let unused = unused_check(opt, plan);
+    let check_arms = check_arms(opt, plan);
     quote! {
         #(#contracts)*
         #unused
@@ -462,6 +463,13 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
                 match rule {
                     #(#state_name_arms)*
                     _ => &[],
+                }
+            }
+            #[allow(unused_variables, unreachable_patterns, clippy::all)]
+            fn check_param(values: &#values, rule: #p::Usize, info: #p::ParamInfo<'_>) -> ::core::result::Result<(), ::std::string::String> {
+                match rule {
+                    #(#check_arms)*
+                    _ => ::core::result::Result::Ok(()),
                 }
             }
             fn prepare<'a>(
@@ -574,4 +582,48 @@ fn unused_check(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
             #(let #unused = ();)*
         }
     }
+}
+
+/// `check_param`'s arms: for each rule, under the step's flags, each whole-tensor primitive's
+/// own check of the parameter (`MatrixWord::check`, e.g. no dimension of size 0), so that the
+/// step is refused before anything is written; reuse rules ask the reused optimizer.
+fn check_arms(opt: &ir::Optimizer, plan: &Plan) -> Vec<TokenStream> {
+    let p = Private;
+    opt.rules
+        .iter()
+        .zip(&plan.rules)
+        .enumerate()
+        .filter_map(|(ri, (rule, rule_plan))| match (&rule.body, rule_plan) {
+            (RuleBody::Fused(f), Some(rp)) => {
+                let arms = rp.variants.iter().map(|v| {
+                    let pat = flag_pattern(v);
+                    let mut types: Vec<&str> = Vec::new();
+                    for i in v.live_nodes() {
+                        if let ir::Op::Mat(m) = &f.nodes[i].op {
+                            if !types.contains(&m.def.runtime) {
+                                types.push(m.def.runtime);
+                            }
+                        }
+                    }
+                    let checks = types.iter().map(|t| {
+                        let ty = format_ident!("{}", t);
+                        quote!(<#p::matrix::#ty as #p::matrix::MatrixWord>::check(&::core::default::Default::default(), info)?;)
+                    });
+                    quote!(#pat => { #(#checks)* ::core::result::Result::Ok(()) })
+                });
+                let scrut = flag_scrutinee(opt, rp, quote!(values));
+                Some(quote!(#ri => match #scrut { #(#arms,)* },))
+            }
+            (RuleBody::Reuse { name: inner, .. }, _) => {
+                let field = format_ident!("__r{}", ri);
+                Some(quote! {
+                    #ri => {
+                        let r = <#inner<#p::F32> as #p::DslOptimizer<#p::F32>>::route(&info);
+                        <#inner<#p::F32> as #p::DslOptimizer<#p::F32>>::check_param(&values.#field, r, info)
+                    }
+                })
+            }
+            _ => None,
+        })
+        .collect()
 }
