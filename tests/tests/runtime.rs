@@ -566,3 +566,41 @@ fn kron_factors_of_a_stale_shape_are_an_error_not_a_panic() {
     assert_eq!(a, vec![1.0; 4]);
     assert_eq!(opt.state(), &before);
 }
+
+/// `update_where` leaves the tensors without a gradient this step alone — value, state, step
+/// count — and a tensor first stepped later is bias-corrected from its own first step.
+#[test]
+fn update_where_skips_tensors_without_a_gradient() {
+    let dev: Cpu = Default::default();
+    let mut model = dev.build_module::<(Linear<2, 2>, Linear<2, 2>), f64>();
+    let mut grads = model.alloc_grads();
+    for w in [&model.0.weight, &model.1.weight] {
+        grads
+            .get_or_alloc_mut(w)
+            .unwrap()
+            .iter_mut()
+            .for_each(|x| *x = 0.5);
+    }
+    let mut opt = AdamW::<f64>::new(AdamWConfig {
+        lr: 0.1.into(),
+        weight_decay: 0.0.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let w1 = model.1.weight.as_vec();
+    // two steps in which only the first layer had a gradient
+    for _ in 0..2 {
+        opt.update_where(&mut model, &mut grads, |name| name.starts_with("0."))
+            .unwrap();
+    }
+    assert_eq!(model.1.weight.as_vec(), w1, "untouched");
+    assert!(opt.state().param("1.weight").is_none(), "no state created");
+    assert_eq!(opt.state().param("0.weight").unwrap().step, 2);
+    // its first step: Adam's bias-corrected first update is lr * g / (|g| + eps)
+    opt.update(&mut model, &mut grads).unwrap();
+    assert_eq!(opt.state().param("1.weight").unwrap().step, 1);
+    for (a, b) in model.1.weight.as_vec().iter().zip(&w1) {
+        let want = b - 0.1 * 0.5 / (0.5 + 1e-8);
+        assert!((a - want).abs() < 1e-15, "{a} vs {want}");
+    }
+}

@@ -31,7 +31,29 @@ pub trait DfdxUpdate<E: Float>: DslOptimizer<E> {
         M: TensorCollection<E, Cpu>,
         Cpu: Device<E>,
     {
-        update(self, model, grads)
+        update(self, model, grads, &|_| true)
+    }
+
+    /// [`update`](Self::update) on the trainable tensors whose name `has_grad` accepts; the
+    /// others are left alone — value, state and step count — as PyTorch skips a parameter whose
+    /// `.grad` is `None`. dfdx's `alloc_grads` gives every parameter a (zero) gradient, so it
+    /// cannot tell which parameters had none this step: say it here (a frozen embedding, the
+    /// expert layers a batch did not route to). A parameter first updated at a later step is
+    /// bias-corrected from its own first step, as on the slice path.
+    ///
+    /// # Errors
+    /// As [`update`](Self::update). Nothing is modified on error.
+    fn update_where<M>(
+        &mut self,
+        model: &mut M,
+        grads: &mut Gradients<E, Cpu>,
+        has_grad: impl Fn(&str) -> bool,
+    ) -> Result<(), OptimError>
+    where
+        M: TensorCollection<E, Cpu>,
+        Cpu: Device<E>,
+    {
+        update(self, model, grads, &has_grad)
     }
 
     /// Swaps the values of every trainable tensor of `model` with its state buffer `slot`
@@ -68,6 +90,7 @@ fn update<E, O, M>(
     opt: &mut O,
     model: &mut M,
     grads: &mut Gradients<E, Cpu>,
+    has_grad: &dyn Fn(&str) -> bool,
 ) -> Result<(), OptimError>
 where
     E: Float,
@@ -78,7 +101,7 @@ where
     let mut scratch = std::mem::take(&mut opt.opt_state_mut().scratch);
     let mut staged: Vec<Staged<E>> = Vec::new();
     let walked = walk::<E, M>(model, |t, h| {
-        if !t.trainable {
+        if !t.trainable || !has_grad(t.name) {
             return Ok(());
         }
         h.read(scratch.entry(t.name.to_string()).or_default());
@@ -123,9 +146,10 @@ where
         if !t.trainable {
             return Ok(());
         }
-        if let Some(grad) = borrowed.remove(t.name) {
-            h.put_grad(grads, grad)?;
-        }
+        let Some(grad) = borrowed.remove(t.name) else {
+            return Ok(()); // not stepped
+        };
+        h.put_grad(grads, grad)?;
         if commit {
             if let Some(buf) = scratch.get(t.name) {
                 h.write(buf);
