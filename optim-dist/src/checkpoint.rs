@@ -178,7 +178,9 @@ impl<O, C: Communicator> Distributed<O, C> {
     /// from the checkpoint. Collective; an `Err` changes nothing on any rank.
     ///
     /// The next [`update_slices`](Self::update_slices) must pass the same parameter list
-    /// (names, shapes, order) as at save time.
+    /// (names, shapes, order) as at save time. Each rank file is parsed by a fresh
+    /// `O::default()` (every `optimizer!` type implements `Default`), so a config holding a
+    /// custom schedule closure, which checkpoints store only by name, cannot be loaded this way.
     ///
     /// # Errors
     /// On every rank alike: [`OptimError::Checkpoint`] when the manifest or a file is missing,
