@@ -350,9 +350,9 @@ where
         let pkey = params_key(&params.iter().map(|p| (p.name, p.shape)).collect::<Vec<_>>());
         let skey = self.state_key::<E>();
         agree_with_header(&self.comm, local, [pkey, skey])?;
-        let layout = match &self.layout {
-            Some((_, l)) => l.clone(),
-            None => unreachable!("check_local computed the layout"),
+        // Moved out for the step (the phases borrow `self` mutably) and put back at the end.
+        let Some((key, layout)) = self.layout.take() else {
+            unreachable!("check_local computed the layout")
         };
         let mut bufs = self
             .buffers
@@ -383,6 +383,7 @@ where
             }
         });
         self.buffers = Some(Box::new(bufs));
+        self.layout = Some((key, layout));
         self.timings = StepTimings {
             checks: t1 - t0,
             grad_sync: t2 - t1,
