@@ -2,7 +2,7 @@
 //!
 //! Implementations: [`SelfComm`] (one rank, no communication), [`ThreadComm`] (ranks are
 //! threads of one process; for tests and for trying things on one machine) and, with feature
-//! `mpi`, [`MpiComm`](crate::MpiComm) (processes started by `mpirun`).
+//! `mpi`, `MpiComm` (processes started by `mpirun`).
 //!
 //! The trait is deliberately small: the five collectives below are exactly what
 //! [`Distributed`](crate::Distributed) calls, and each maps onto one NCCL call or one NCCL group
