@@ -80,10 +80,10 @@ struct Buffers<E> {
 ///
 /// **Bit-identity.** With [`GradSync::ReduceScatter`], the parameters after each step are
 /// bit-identical to those of the plain optimizer in one process fed the mean gradient
-/// `(((g₀ + g₁) + …) + g_{N−1}) / N` in the same parameter order, for any number of ranks — as
-/// long as per-tensor reductions are computed the same whatever the step's size (the runtime
-/// currently sums a tensor in one pass or in 32 Ki-element chunks depending on the step's
-/// total size and thread count; below 65,536 elements per step it is always one pass).
+/// `(((g₀ + g₁) + …) + g_{N−1}) / N` in the same parameter order, for any number of ranks. This
+/// relies on the runtime summing every per-tensor reduction in fixed 32 Ki-element chunks in a
+/// fixed order, whatever the step's size and thread count (so a rank that holds a few
+/// parameters computes the same norms as the single process holding all of them).
 ///
 /// **Not yet supported across ranks:** rules with a global reduction (`global_norm`,
 /// `clip_global_norm`) need the runtime's step-sync hook (`StepSync`, see [`crate::sync`]);

@@ -6,7 +6,9 @@ mod common;
 use common::*;
 use optim_dist::{DistOptions, GradSync, ShardOptions};
 use optim_dsl::prelude::*;
-use optim_dsl::zoo::{AdamW, AdamWConfig, Muon, MuonConfig, Shampoo, ShampooConfig};
+use optim_dsl::zoo::{
+    AdamW, AdamWConfig, Lamb, LambConfig, Muon, MuonConfig, Shampoo, ShampooConfig,
+};
 
 const STEPS: usize = 6;
 
@@ -144,4 +146,31 @@ fn the_order_of_the_ranks_matters_so_the_test_can_fail() {
         .filter(|(a, b)| a.to_bits() != b.to_bits())
         .count();
     assert!(differ > 0, "reversed rank order gave identical means");
+}
+
+#[test]
+fn per_tensor_norms_do_not_depend_on_the_step_size() {
+    // LAMB's trust ratio takes two per-tensor norms. The single process runs 130k elements per
+    // step (summed in parallel chunks); at 2 ranks the rank holding `mid` (50k elements, two
+    // 32 Ki chunks) runs fewer than 65,536 and loops on one thread. The norms must still be
+    // the same bits: the runtime sums every tensor in fixed 32 Ki chunks in a fixed order.
+    let model: Model = vec![
+        ("big", vec![400, 200]),
+        ("mid", vec![200, 250]),
+        ("bias", vec![250]),
+    ];
+    let lamb = || {
+        Lamb::<f32>::new(LambConfig {
+            lr: 1e-2.into(),
+            weight_decay: 0.01.into(),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    check(
+        lamb,
+        &model,
+        DistOptions::default(),
+        "LAMB above the parallel threshold",
+    );
 }

@@ -7,8 +7,10 @@
 //!
 //! Conventions shared by all: `t` is the parameter's own step count (1 on its first update);
 //! bias corrections and schedule values are computed in `f64` once per step; `maximize` negates
-//! the gradient first; "coupled" weight decay adds `weight_decay * param` to the gradient (L2),
-//! "decoupled" multiplies the parameter by `1 - lr * weight_decay` (AdamW).
+//! the gradient first; "coupled" weight decay adds `l2(weight_decay) = weight_decay * param` to
+//! the gradient (exactly 0 when `weight_decay == 0`, so an infinite parameter element stays
+//! infinite, as PyTorch skips the term), "decoupled" multiplies the parameter by
+//! `decoupled_decay(param, lr, weight_decay) = param * (1 - lr * weight_decay)` (AdamW).
 
 use crate::optimizer;
 
@@ -27,7 +29,7 @@ optimizer! {
     /// none), so plain SGD touches 20 instead of 12 bytes per `f32` parameter; the values are
     /// identical.
     pub Sgd<lr = 1e-3, momentum = 0.0, dampening = 0.0, weight_decay = 0.0, nesterov = false, maximize = false> {
-        let g = select(maximize, -grad, grad) + weight_decay * param;
+        let g = select(maximize, -grad, grad) + l2(weight_decay);
         let buf = momentum(g, momentum, dampening = dampening, nesterov = nesterov);
         param -= lr * select(momentum == 0.0, g, buf);
     }
@@ -46,7 +48,7 @@ optimizer! {
     /// Source: Kingma & Ba (2015), Algorithm 1; AMSGrad: Reddi et al. (2018). `eps` is outside
     /// the square root, as in PyTorch (optax's `eps_root` is the inside form).
     pub Adam<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0, amsgrad = false, maximize = false> {
-        let g = select(maximize, -grad, grad) + weight_decay * param;
+        let g = select(maximize, -grad, grad) + l2(weight_decay);
         let m = momentum(g, beta1);
         let v = second_moment(g, beta2);
         let vmax = running_max(v);
@@ -71,7 +73,7 @@ optimizer! {
         let m = momentum(g, beta1);
         let v = second_moment(g, beta2);
         let vmax = running_max(v);
-        param = param * (1.0 - lr * weight_decay)
+        param = decoupled_decay(param, lr, weight_decay)
             - lr / (1.0 - pow(beta1, step)) * m / (sqrt(select(amsgrad, vmax, v)) / sqrt(1.0 - pow(beta2, step)) + eps);
     }
 }
@@ -91,7 +93,7 @@ optimizer! {
     /// Difference from PyTorch: the momentum buffer is kept even when `momentum == 0` (same
     /// values). optax's `rmsprop` puts `eps` inside the root by default.
     pub RMSprop<lr = 1e-2, alpha = 0.99, eps = 1e-8, weight_decay = 0.0, momentum = 0.0, centered = false, maximize = false> {
-        let g = select(maximize, -grad, grad) + weight_decay * param;
+        let g = select(maximize, -grad, grad) + l2(weight_decay);
         let v = second_moment(g, alpha);
         let ga = ema(g, alpha);
         let avg = select(centered, sqrt(v - ga * ga), sqrt(v)) + eps;
@@ -111,7 +113,7 @@ optimizer! {
     /// ```
     /// Source: Duchi, Hazan & Singer, JMLR 12 (2011), diagonal form; PyTorch's `lr_decay`.
     pub Adagrad<lr = 1e-2, lr_decay: nonneg = 0.0, weight_decay = 0.0, initial_accumulator_value: nonneg = 0.0, eps = 1e-10, maximize = false> {
-        let g = select(maximize, -grad, grad) + weight_decay * param;
+        let g = select(maximize, -grad, grad) + l2(weight_decay);
         let sum = accumulate(g * g, init = initial_accumulator_value);
         param -= lr / (1.0 + (step - 1.0) * lr_decay) * g / (sqrt(sum) + eps);
     }
@@ -130,7 +132,7 @@ optimizer! {
     /// Source: Zeiler, "ADADELTA: an adaptive learning rate method" (2012), Algorithm 1, with
     /// PyTorch's `lr` factor (default 1.0).
     pub Adadelta<lr = 1.0, rho = 0.9, eps = 1e-6, weight_decay = 0.0, maximize = false> {
-        let g = select(maximize, -grad, grad) + weight_decay * param;
+        let g = select(maximize, -grad, grad) + l2(weight_decay);
         let v = second_moment(g, rho);
         let u = state(0.0);
         let delta = sqrt(u + eps) / sqrt(v + eps) * g;
@@ -150,7 +152,7 @@ optimizer! {
     /// ```
     /// Source: Kingma & Ba (2015), Algorithm 2.
     pub Adamax<lr = 2e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0, maximize = false> {
-        let g = select(maximize, -grad, grad) + weight_decay * param;
+        let g = select(maximize, -grad, grad) + l2(weight_decay);
         let m = momentum(g, beta1);
         let u = running_max(abs(g) + eps, decay = beta2);
         param -= lr / (1.0 - pow(beta1, step)) * m / u;
@@ -173,8 +175,8 @@ optimizer! {
     /// Difference from PyTorch: `mu_product` is kept in `f64` (PyTorch: an `f32` tensor).
     pub NAdam<lr = 2e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0, momentum_decay = 4e-3, decoupled_weight_decay = false, maximize = false> {
         let g0 = select(maximize, -grad, grad);
-        let g = select(decoupled_weight_decay, g0, g0 + weight_decay * param);
-        let p = select(decoupled_weight_decay, param * (1.0 - lr * weight_decay), param);
+        let g = select(decoupled_weight_decay, g0, g0 + l2(weight_decay));
+        let p = select(decoupled_weight_decay, decoupled_decay(param, lr, weight_decay), param);
         let mu = beta1 * (1.0 - 0.5 * pow(0.96, step * momentum_decay));
         let mu_next = beta1 * (1.0 - 0.5 * pow(0.96, (step + 1.0) * momentum_decay));
         let mu_product = cumprod(mu);
@@ -200,8 +202,8 @@ optimizer! {
     /// 2020), Algorithm 2; `eps` added to the uncorrected `sqrt(v)` as in PyTorch.
     pub RAdam<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0, decoupled_weight_decay = false, maximize = false> {
         let g0 = select(maximize, -grad, grad);
-        let g = select(decoupled_weight_decay, g0, g0 + weight_decay * param);
-        let p = select(decoupled_weight_decay, param * (1.0 - lr * weight_decay), param);
+        let g = select(decoupled_weight_decay, g0, g0 + l2(weight_decay));
+        let p = select(decoupled_weight_decay, decoupled_decay(param, lr, weight_decay), param);
         let m = momentum(g, beta1);
         let v = second_moment(g, beta2);
         let bc2 = 1.0 - pow(beta2, step);
@@ -224,7 +226,7 @@ optimizer! {
     /// Program 1. Defaults are the paper's (`lr = 1e-4`, `beta1 = 0.9`, `beta2 = 0.99`).
     pub Lion<lr = 1e-4, beta1 = 0.9, beta2 = 0.99, weight_decay = 0.0> {
         let m = state(0.0);
-        param = param * (1.0 - lr * weight_decay) - lr * sign(lerp(m, grad, 1.0 - beta1));
+        param = decoupled_decay(param, lr, weight_decay) - lr * sign(lerp(m, grad, 1.0 - beta1));
         m = lerp(m, grad, 1.0 - beta2);
     }
 }
@@ -241,7 +243,7 @@ optimizer! {
     /// Source: Pagliardini, Ablin & Grangier, "The AdEMAMix Optimizer" (2024), Algorithm 1.
     /// The paper's warm-up of `alpha` and `beta3` is expressed by giving them schedules.
     pub AdEMAMix<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, beta3 = 0.9999, alpha = 5.0, eps = 1e-8, weight_decay = 0.0> {
-        let g = grad + weight_decay * param;
+        let g = grad + l2(weight_decay);
         let m1 = momentum(g, beta1);
         let v = second_moment(g, beta2);
         let m2 = ema(g, beta3);
@@ -273,7 +275,7 @@ optimizer! {
         matrix | tensor if !(name.contains("embed") || name.contains("head")) => {
             let buf = momentum(grad, momentum, nesterov = nesterov);
             let o = orthogonalize(buf, steps = ns_steps);
-            param = param * (1.0 - lr * weight_decay) - lr * sqrt(max(1.0, rows / cols)) * o;
+            param = decoupled_decay(param, lr, weight_decay) - lr * sqrt(max(1.0, rows / cols)) * o;
         }
         _ => AdamW<lr = adam_lr, beta1 = adam_beta1, beta2 = adam_beta2, eps = adam_eps, weight_decay = adam_weight_decay>,
     }
@@ -300,7 +302,7 @@ optimizer! {
         let alpha = max(eps2, rms(param)) * min(lr, 1.0 / sqrt(step));
         let v = factored_second_moment(g, 1.0 - pow(step, beta2_decay), eps = eps1);
         let u = g * rsqrt(max(v, eps1 * eps1));
-        param = param * (1.0 - lr * weight_decay) - alpha / max(1.0, rms(u) / d) * u;
+        param = decoupled_decay(param, lr, weight_decay) - alpha / max(1.0, rms(u) / d) * u;
     }
 }
 
@@ -324,7 +326,7 @@ optimizer! {
     /// into the gradient; ours is heavy-ball on the update).
     pub Shampoo<lr = 1e-3, momentum = 0.0, weight_decay = 0.0, matrix_eps: positive = 1e-6, update_freq: count = 1, max_dim: count = 8192,
                 beta1 = 0.9, beta2 = 0.999, eps = 1e-8, graft = true> {
-        let g = grad + weight_decay * param;
+        let g = grad + l2(weight_decay);
         let u = kron_precondition(g, eps = matrix_eps, update_freq = update_freq, max_dim = max_dim);
         let m = momentum(g, beta1);
         let v = second_moment(g, beta2);
@@ -347,7 +349,7 @@ optimizer! {
     pub Lamb<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-6, weight_decay = 0.0> {
         let m = momentum(grad, beta1);
         let v = second_moment(grad, beta2);
-        let u = debias(m) / (sqrt(debias(v)) + eps) + weight_decay * param;
+        let u = debias(m) / (sqrt(debias(v)) + eps) + l2(weight_decay);
         param -= lr * trust_ratio(param, u) * u;
     }
 }
@@ -383,7 +385,7 @@ optimizer! {
         v = select(warm, lerp(v, gr * gr, 1.0 - beta2), v);
         let u = unrotate(rotate(m, q) / (sqrt(v) + eps), q);
         let step_size = lr * sqrt(1.0 - pow(beta2, s)) / (1.0 - pow(beta1, s));
-        param = select(warm, (param - step_size * u) * (1.0 - lr * weight_decay), param);
+        param = select(warm, decoupled_decay(param - step_size * u, lr, weight_decay), param);
     }
 }
 
@@ -418,7 +420,7 @@ optimizer! {
         let z = state(param);
         let x = state(param);
         let v = second_moment(grad, beta2);
-        z = z - lr_t * weight_decay * param - lr_t * grad / (sqrt(v / (1.0 - pow(beta2, step))) + eps);
+        z = z - l2(lr_t * weight_decay) - lr_t * grad / (sqrt(v / (1.0 - pow(beta2, step))) + eps);
         x = (1.0 - c) * x + c * z;
         param = beta1 * x + (1.0 - beta1) * z;
     }
@@ -441,13 +443,48 @@ optimizer! {
     /// (e.g. an EMA of `x x^T` over batches) and passes them in before each step.
     pub KFac<lr = 0.1, damping: nonneg = 1e-3, momentum = 0.0, weight_decay = 0.0> {
         matrix => {
-            let u = kfac_precondition(grad + weight_decay * param, damping = damping);
+            let u = kfac_precondition(grad + l2(weight_decay), damping = damping);
             let buf = state(0.0);
             buf = momentum * buf + u;
             param -= lr * select(momentum > 0.0, buf, u);
         }
         _ => {
-            param -= lr * (grad + weight_decay * param);
+            param -= lr * (grad + l2(weight_decay));
         }
+    }
+}
+
+optimizer! {
+    /// NorMuon: Muon whose orthogonalized update is normalised per row by a row-wise second
+    /// moment, then rescaled to the orthogonalized update's Frobenius norm; AdamW for everything
+    /// else (as [`Muon`]).
+    ///
+    /// ```text
+    /// matrices (rows × cols view):
+    ///   buf = buf + (1 - momentum) (grad - buf);  u = grad + momentum (buf - grad)   (Nesterov)
+    ///   O = NewtonSchulz5(u)
+    ///   v = v + (1 - beta2) (row_mean(O²) - v)             one value per ROW, no bias correction
+    ///   N = O * (1 / (sqrt(v) + eps))                       (eps outside the root)
+    ///   U = N * (‖O‖ / (‖N‖ + eps)) * sqrt(max(1, rows / cols))
+    ///   p = p * (1 - lr * weight_decay) - lr * U
+    /// others: AdamW<lr = adam_lr, beta1 = adam_beta1, beta2 = adam_beta2, eps = adam_eps,
+    ///               weight_decay = adam_weight_decay>
+    /// ```
+    /// Source: Li et al., "NorMuon: Making Muon more efficient and scalable" (2025), reference
+    /// `SingleDeviceNorMuon` (github.com/zichongli5/NorMuon, commit d45c9a4). State: `buf` (one
+    /// value per element) and `v` (one per row). Differences from the reference: Newton–Schulz
+    /// in the parameter's type (the reference casts to bfloat16; its float32 run is the
+    /// conformance target), and the row means are accumulated in `f64`.
+    pub NorMuon<lr = 0.02, momentum = 0.95, beta2 = 0.95, eps = 1e-10, weight_decay = 0.0, ns_steps = 5,
+                adam_lr = 3e-4, adam_beta1 = 0.9, adam_beta2 = 0.95, adam_eps = 1e-10, adam_weight_decay = 0.0> {
+        matrix | tensor if !(name.contains("embed") || name.contains("head")) => {
+            let buf = momentum(grad, momentum, nesterov = true);
+            let o = orthogonalize(buf, steps = ns_steps);
+            let v = ema(row_mean(o * o), beta2);
+            let n = o * (1.0 / (sqrt(v) + eps));
+            let u = n * (norm(o) / (norm(n) + eps)) * sqrt(max(1.0, rows / cols));
+            param = decoupled_decay(param, lr, weight_decay) - lr * u;
+        }
+        _ => AdamW<lr = adam_lr, beta1 = adam_beta1, beta2 = adam_beta2, eps = adam_eps, weight_decay = adam_weight_decay>,
     }
 }

@@ -1,17 +1,17 @@
 //! Stage 3, check: rules that span a whole rule or optimizer, run after lowering succeeded.
-//! One commented function per rule; each pushes to `cx`.
+//! One commented function per rule; each pushes to `cx`. Limits shared with the runtime come
+//! from `optim_abi`.
 
 use crate::errors::Errors;
 use crate::ir::{self, Op, RuleBody};
-
-/// Most flags a single rule may read: each combination is compiled into its own kernel.
-pub(crate) const MAX_FLAGS_PER_RULE: usize = 6;
+use optim_abi::{MAX_FLAGS_PER_RULE, MAX_GLOBALS};
 
 pub(crate) fn check(cx: &mut Errors, opt: &ir::Optimizer) {
     for rule in &opt.rules {
         if let RuleBody::Fused(f) = &rule.body {
             check_states_assigned(cx, f);
             check_flag_count(cx, opt, f);
+            check_global_count(cx, f);
         }
     }
 }
@@ -42,7 +42,7 @@ fn check_states_assigned(cx: &mut Errors, f: &ir::Fused) {
 
 /// Flags are specialised at compile time: a rule reading `k` flags becomes `2^k` kernels.
 fn check_flag_count(cx: &mut Errors, opt: &ir::Optimizer, f: &ir::Fused) {
-    let n = flags_used(f).len();
+    let n = f.flags_used().len();
     if n > MAX_FLAGS_PER_RULE {
         cx.error(
             opt.name.span(),
@@ -51,17 +51,17 @@ fn check_flag_count(cx: &mut Errors, opt: &ir::Optimizer, f: &ir::Fused) {
     }
 }
 
-/// Indices of the flag hyperparameters a rule reads, ascending.
-pub(crate) fn flags_used(f: &ir::Fused) -> Vec<usize> {
-    let mut v: Vec<usize> = f
-        .nodes
-        .iter()
-        .filter_map(|n| match n.op {
-            Op::Flag(i) => Some(i),
-            _ => None,
-        })
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+/// Each global reduction of a rule has its own id in the runtime's fixed table of
+/// `MAX_GLOBALS` totals.
+fn check_global_count(cx: &mut Errors, f: &ir::Fused) {
+    for node in &f.nodes {
+        if let Op::Global(_, _, id) = node.op {
+            if id >= MAX_GLOBALS {
+                cx.error(
+                    node.span,
+                    format!("a rule may take at most {MAX_GLOBALS} global reductions (`global_norm`, `clip_global_norm`); this is reduction {}", id + 1),
+                );
+            }
+        }
+    }
 }

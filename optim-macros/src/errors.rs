@@ -23,6 +23,7 @@ impl Errors {
     }
 
     /// Whether nothing has been recorded.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.errors.is_empty()
     }

@@ -2,7 +2,7 @@
 //! optimizer (`Name::default()`, `NameConfig { lr: ..., ..Default::default() }`,
 //! `opt.set_lr(...)`, `opt.update(...)`) does not add follow-on errors to the real one.
 
-use crate::ast;
+use crate::parse as ast;
 use crate::private::Private;
 use proc_macro2::{TokenStream, TokenTree};
 use quote::{format_ident, quote};
@@ -24,6 +24,10 @@ pub(crate) fn expand(ast: &ast::Input, err: syn::Error) -> TokenStream {
 fn dedup(fields: impl Iterator<Item = (syn::Ident, bool)>) -> Vec<(syn::Ident, bool)> {
     let mut out: Vec<(syn::Ident, bool)> = Vec::new();
     for (n, flag) in fields {
+        // reserved names would clash with the stub's own items
+        if crate::words::reserved_hyper(&n.to_string()).is_some() {
+            continue;
+        }
         if !out.iter().any(|(m, _)| *m == n) {
             out.push((n, flag));
         }
@@ -113,6 +117,10 @@ pub(crate) fn from_tokens(input: TokenStream, err: syn::Error) -> TokenStream {
 
 fn stub(vis: &syn::Visibility, name: &syn::Ident, fields: &[(syn::Ident, bool)]) -> TokenStream {
     let p = Private;
+    if name == "E" {
+        // `struct E<E>` would add an error of its own; the real error names the problem
+        return TokenStream::new();
+    }
     let config = format_ident!("{}Config", name);
     let values = format_ident!("__{}Values", name);
     let decls = fields.iter().map(|(n, flag)| {

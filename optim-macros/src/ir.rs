@@ -1,24 +1,75 @@
-//! Stage 2 types, the optimizer as understood: hyperparameters with domains, and per rule a
-//! dataflow graph whose nodes are in topological order (operands always precede their users).
+//! Stage 2 output, the optimizer as understood: hyperparameters with domains, rule guards, and
+//! per rule a dataflow graph whose nodes are in topological order (operands always precede their
+//! users). Produced by `lower`, read by `check`, `plan` and `emit`. Contains no Rust tokens.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::Span;
 use syn::{Attribute, Ident, Visibility};
 
 pub(crate) type NodeId = usize;
 
 /// How often a value changes: per compile-time flag combination, per step (hoisted to the host,
-/// `f64`), or per element (inside the fused loop).
+/// `f64`), per row or per column of the parameter's matrix view (an axis reduction and what is
+/// computed from it, broadcast back along the other axis), or per element (inside the fused
+/// loop).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub(crate) enum Level {
     Flag,
     Scalar,
+    Row,
+    Col,
     Elem,
+}
+
+impl Level {
+    /// The level of a value computed from values at `self` and `other`: a row and a column
+    /// value together vary per element.
+    pub(crate) fn join(self, other: Level) -> Level {
+        match (self, other) {
+            (Level::Row, Level::Col) | (Level::Col, Level::Row) => Level::Elem,
+            (a, b) => a.max(b),
+        }
+    }
+    /// A value known once per step (or at compile time).
+    pub(crate) fn per_step(self) -> bool {
+        matches!(self, Level::Flag | Level::Scalar)
+    }
+    /// "a per-element value", for messages.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Level::Flag => "a compile-time value",
+            Level::Scalar => "a per-step value",
+            Level::Row => "a per-row value",
+            Level::Col => "a per-column value",
+            Level::Elem => "a per-element value",
+        }
+    }
+    /// A per-row or per-column value.
+    pub(crate) fn is_axis(self) -> bool {
+        matches!(self, Level::Row | Level::Col)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct Ty {
     pub level: Level,
     pub boolean: bool,
+}
+
+impl Ty {
+    /// A number at `level`.
+    pub(crate) const fn num(level: Level) -> Ty {
+        Ty {
+            level,
+            boolean: false,
+        }
+    }
+    /// A condition at `level`.
+    pub(crate) const fn cond(level: Level) -> Ty {
+        Ty {
+            level,
+            boolean: true,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -37,19 +88,79 @@ pub(crate) enum BinOp {
     Or,
 }
 
+impl BinOp {
+    /// `+`, `<=`, `&&`, …: the operator as written (explain, errors).
+    pub(crate) fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::Lt => "<",
+            BinOp::Le => "<=",
+            BinOp::Gt => ">",
+            BinOp::Ge => ">=",
+            BinOp::Eq => "==",
+            BinOp::Ne => "!=",
+            BinOp::And => "&&",
+            BinOp::Or => "||",
+        }
+    }
+    /// Arithmetic (a number) rather than a comparison or logic (a condition).
+    pub(crate) fn is_arith(self) -> bool {
+        matches!(self, BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div)
+    }
+}
+
+/// An element-wise function word: its runtime function is `optim_runtime::ops::{name}` (Rust,
+/// used with `E` in loops and with `f64` on the host) and its CUDA twin is the C function `cuda`,
+/// defined by `cuda_src` (for `float` and `double`, or generic over the kernel's `T`). Defined
+/// next to the word's catalog entry (`words/math.rs`).
+#[derive(Debug)]
+pub(crate) struct FuncDef {
+    /// DSL name = name of the runtime function in `optim_runtime::ops`.
+    pub name: &'static str,
+    /// Name of the C function in generated CUDA sources.
+    pub cuda: &'static str,
+    /// C definition of `cuda` (included in every CUDA source).
+    pub cuda_src: &'static str,
+}
+
+/// A whole-tensor primitive of the runtime (`optim_runtime::matrix::{runtime}`): its type, its
+/// state buffers and when it runs. Defined next to the word's catalog entry (`words/matrix.rs`).
+#[derive(Debug)]
+pub(crate) struct MatDef {
+    /// Name in `explain()` barriers (`"orthogonalize(tmp0)"`).
+    pub explain: &'static str,
+    /// The runtime type in `optim_runtime::matrix` implementing `Primitive`.
+    pub runtime: &'static str,
+    /// Suffixes of its state buffers (`""`: the binding's own name), as the runtime type's
+    /// `STATE` lists them (checked by a generated `const` assertion).
+    pub state: &'static [&'static str],
+    /// `Barrier`: runs between two loops on the element-wise `input`, writing an element-wise
+    /// output. `Basis`: an eigenbasis, initialised before the first loop and updated after the
+    /// step, used by `rotate`/`unrotate` only.
+    pub phase: MatPhase,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Func {
-    Sqrt,
-    Rsqrt,
-    Abs,
-    Sign,
-    Exp,
-    Ln,
-    Max,
-    Min,
-    Clamp,
-    Pow,
-    Lerp,
+pub(crate) enum MatPhase {
+    Barrier,
+    Basis,
+}
+
+/// A whole-tensor primitive applied to a value.
+#[derive(Clone, Debug)]
+pub(crate) struct MatNode {
+    pub def: &'static MatDef,
+    /// The element-wise input (the gradient for a `Basis`).
+    pub input: NodeId,
+    /// Arguments by the runtime config's field names; absent ones take the config's `Default`.
+    pub args: Vec<(&'static str, NodeId)>,
+    /// Its own state buffers (indices into `Fused::mat_slots`).
+    pub slots: Vec<usize>,
+    /// The `Basis` node whose `q` buffer this primitive reads (`rotate`/`unrotate`).
+    pub basis: Option<NodeId>,
 }
 
 #[derive(Clone, Debug)]
@@ -69,7 +180,7 @@ pub(crate) enum Op {
     Neg(NodeId),
     Not(NodeId),
     Bin(BinOp, NodeId, NodeId),
-    Func(Func, Vec<NodeId>),
+    Func(&'static FuncDef, Vec<NodeId>),
     Select(NodeId, NodeId, NodeId),
     /// The stored value of an element-wise state slot (before this step's write).
     StateRead(usize),
@@ -82,14 +193,12 @@ pub(crate) enum Op {
     Reduce(RedKind, NodeId),
     /// A reduction over all parameters (global id): a global barrier.
     Global(RedKind, NodeId, usize),
-    /// A whole-tensor matrix primitive: `args[0]` is the element-wise input, the rest are
-    /// per-step scalars (`None` = the runtime's default); the last field lists its matrix
-    /// state slots (indices into `Fused::mat_slots`).
-    Mat(MatOp, Vec<Option<NodeId>>, Vec<usize>),
-    /// A Kronecker eigenbasis of the gradient's statistics (SOAP): initialised before the first
-    /// use, updated after the step. Args: beta, update_freq, max_dim; state slots: GG, Q. Only
-    /// `rotate`/`unrotate` may use it.
-    Basis(Vec<Option<NodeId>>, Vec<usize>),
+    /// A reduction along each row (`Axis::Row`: one value per row) or column of the
+    /// parameter's matrix view: a barrier; its result is a `Row`/`Col` value.
+    Axis(Axis, AxisKind, NodeId),
+    /// A whole-tensor primitive (`MatPhase::Barrier`: an element-wise value; `MatPhase::Basis`:
+    /// an eigenbasis, usable only by the primitives that name it).
+    Mat(MatNode),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -98,28 +207,39 @@ pub(crate) enum RedKind {
     Sum,
 }
 
+/// What an axis reduction computes along its axis (in `f64`, converted to the parameter's type).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum MatOp {
-    /// Newton–Schulz quintic; scalar args: steps, a, b, c, eps.
-    Orthogonalize,
-    /// Adafactor's factored second moment; args: beta, eps; one state slot.
-    Factored,
-    /// Shampoo's Kronecker preconditioner; args: beta, eps, update_freq, exponent, max_dim;
-    /// state slots: statistics, inverse roots.
-    Kron,
-    /// K-FAC-style preconditioning with user-supplied factors; args: damping; one state slot
-    /// (the cached damped inverses).
-    Kfac,
-    /// `Q_L^T X Q_R` in a `Basis` (args[1]).
-    Rotate,
-    /// `Q_L X Q_R^T`.
-    Unrotate,
+pub(crate) enum AxisKind {
+    Sum,
+    SumSq,
+    /// NaN-propagating maximum.
+    Max,
+}
+
+/// The axis an axis reduction reduces over, named after its result: `Row` gives one value per
+/// row (reducing over the columns).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Axis {
+    Row,
+    Col,
+}
+
+impl Axis {
+    /// The level of the reduction's result.
+    pub(crate) fn level(self) -> Level {
+        match self {
+            Axis::Row => Level::Row,
+            Axis::Col => Level::Col,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
 pub(crate) struct Node {
     pub op: Op,
     pub ty: Ty,
+    /// The user's tokens this node came from (errors about limits and plans).
+    pub span: Span,
 }
 
 /// An element-wise state buffer.
@@ -140,6 +260,16 @@ pub(crate) struct ScalarSlot {
     pub span: Span,
 }
 
+/// A `let` binding of a rule.
+pub(crate) struct Let {
+    /// The name as written (its span is where an unused binding is reported).
+    pub ident: Ident,
+    /// The value it binds.
+    pub node: NodeId,
+    /// Whether the name is read after its definition.
+    pub read: bool,
+}
+
 /// A rule written in the DSL.
 pub(crate) struct Fused {
     pub nodes: Vec<Node>,
@@ -148,12 +278,41 @@ pub(crate) struct Fused {
     /// Names of matrix-primitive state buffers; buffer index = `slots.len() + i`.
     pub mat_slots: Vec<String>,
     pub param_write: Option<NodeId>,
+    /// Every `let`, in order.
+    pub lets: Vec<Let>,
+}
+
+impl Fused {
+    /// Indices of the flag hyperparameters the rule reads, ascending.
+    pub(crate) fn flags_used(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .nodes
+            .iter()
+            .filter_map(|n| match n.op {
+                Op::Flag(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Names of every state buffer, indexed like `ParamState::buffers`: element slots, then
+    /// matrix-primitive slots.
+    pub(crate) fn buffer_names(&self) -> Vec<&str> {
+        self.slots
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(self.mat_slots.iter().map(String::as_str))
+            .collect()
+    }
 }
 
 pub(crate) enum RuleBody {
     Fused(Fused),
     /// `_ => Other<name = value, ...>`; values are lowered as flag- or scalar-level expressions
-    /// over this optimizer's hyperparameters, in `reuse_nodes`.
+    /// over this optimizer's hyperparameters, in `nodes`.
     Reuse {
         name: Ident,
         bindings: Vec<(Ident, NodeId, Span)>,
@@ -161,54 +320,76 @@ pub(crate) enum RuleBody {
     },
 }
 
+/// A parameter kind of a rule pattern.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    Matrix,
+    Vector,
+    Scalar,
+    /// Rank > 2.
+    Tensor,
+}
+
+/// What a text guard reads.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum TextField {
+    /// The parameter's name.
+    Name,
+    /// The type of the dfdx module holding it.
+    Module,
+}
+
+/// A number in a guard.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub(crate) enum GuardNum {
+    /// `rows`, `cols`, `numel`, `rank`, `fan_in`, `fan_out` of the parameter.
+    Shape(&'static str),
+    Num(f64),
+}
+
+/// A rule's routing condition over the parameter's `ParamInfo`.
+#[derive(Clone, Debug)]
+pub(crate) enum Guard {
+    /// Any of these kinds.
+    Kinds(Vec<Kind>),
+    /// `name.contains("...")`, `starts_with`, `ends_with` (`method`), or `==`/`!=` (`Eq`/`Ne`).
+    Text {
+        field: TextField,
+        test: TextTest,
+        lit: String,
+    },
+    Cmp(BinOp, GuardNum, GuardNum),
+    Bool(bool),
+    Not(Box<Guard>),
+    And(Box<Guard>, Box<Guard>),
+    Or(Box<Guard>, Box<Guard>),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum TextTest {
+    Contains,
+    StartsWith,
+    EndsWith,
+    Eq,
+    Ne,
+}
+
 pub(crate) struct Rule {
     /// Pattern and guard as written, for `explain`.
     pub text: String,
-    /// Condition over `info: &ParamInfo` (Rust tokens), `None` for a catch-all.
-    pub condition: Option<TokenStream>,
+    /// Routing condition, `None` for a catch-all.
+    pub condition: Option<Guard>,
     pub body: RuleBody,
 }
 
 pub(crate) struct Hyper {
     pub name: Ident,
-    pub default: crate::ast::LitValue,
+    pub default: crate::parse::LitValue,
     pub is_flag: bool,
     pub domain: Domain,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Domain {
-    Finite,
-    NonNegative,
-    Positive,
-    UnitOpen,
-    NonPositive,
-    Count,
-}
-
-impl Domain {
-    pub(crate) fn contains(self, x: f64) -> bool {
-        x.is_finite()
-            && match self {
-                Domain::Finite => true,
-                Domain::NonNegative => x >= 0.0,
-                Domain::Positive => x > 0.0,
-                Domain::UnitOpen => (0.0..1.0).contains(&x),
-                Domain::NonPositive => x <= 0.0,
-                Domain::Count => x >= 1.0 && x.fract() == 0.0,
-            }
-    }
-    pub(crate) fn describe(self) -> &'static str {
-        match self {
-            Domain::Finite => "a finite value",
-            Domain::NonNegative => "a finite value >= 0",
-            Domain::Positive => "a finite value > 0",
-            Domain::UnitOpen => "a value in [0, 1)",
-            Domain::NonPositive => "a finite value <= 0",
-            Domain::Count => "a whole number >= 1",
-        }
-    }
-}
+pub(crate) use optim_abi::Domain;
 
 pub(crate) struct Optimizer {
     pub attrs: Vec<Attribute>,

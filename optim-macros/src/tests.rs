@@ -1,7 +1,7 @@
 //! Expansion tests: expand declarations with the real pipeline, re-parse the output as a Rust
 //! file and check its shape (kernel count, streams, errors) on the pretty-printed text.
 
-use crate::expand::optimizer;
+use crate::driver::optimizer;
 
 fn pretty(tokens: proc_macro2::TokenStream) -> String {
     let file: syn::File = syn::parse2(tokens).expect("expansion parses as a Rust file");

@@ -52,57 +52,7 @@ impl From<Schedule> for Hyper {
     }
 }
 
-/// The set of valid values of a hyperparameter. Every domain also requires a finite value.
-///
-/// The macro assigns a domain from the hyperparameter's role: the `beta` argument of
-/// `momentum`/`ema`/`second_moment` is [`Domain::UnitOpen`]; names follow PyTorch's checks
-/// (`lr*`, `weight_decay`, `momentum`, `dampening` non-negative; `eps*` positive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Domain {
-    /// Any finite value.
-    Finite,
-    /// `x >= 0`.
-    NonNegative,
-    /// `x > 0`.
-    Positive,
-    /// `0 <= x < 1` (EMA coefficients, betas).
-    UnitOpen,
-    /// `0 <= x <= 1`.
-    UnitClosed,
-    /// `x <= 0` (e.g. Adafactor's `beta2_decay`).
-    NonPositive,
-    /// A whole number `>= 1` (iteration counts, refresh intervals, sizes).
-    Count,
-}
-
-impl Domain {
-    /// The domain in words, as used in error messages.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Domain::Finite => "a finite value",
-            Domain::NonNegative => "a finite value >= 0",
-            Domain::Positive => "a finite value > 0",
-            Domain::UnitOpen => "a value in [0, 1)",
-            Domain::UnitClosed => "a value in [0, 1]",
-            Domain::NonPositive => "a finite value <= 0",
-            Domain::Count => "a whole number >= 1",
-        }
-    }
-
-    /// Whether `x` lies in this domain.
-    pub fn contains(self, x: f64) -> bool {
-        x.is_finite()
-            && match self {
-                Domain::Finite => true,
-                Domain::NonNegative => x >= 0.0,
-                Domain::Positive => x > 0.0,
-                Domain::UnitOpen => (0.0..1.0).contains(&x),
-                Domain::UnitClosed => (0.0..=1.0).contains(&x),
-                Domain::NonPositive => x <= 0.0,
-                Domain::Count => x >= 1.0 && x.fract() == 0.0,
-            }
-    }
-}
+pub use optim_abi::Domain;
 
 /// Evaluates `h` at `step` and checks it against `domain`.
 ///

@@ -91,8 +91,8 @@ pub type Scalars<E> = SmallVec<[E; 16]>;
 /// The streams of a stage other than the parameter and the gradient.
 pub type StateRefs<'a, E> = SmallVec<[&'a mut [E]; 6]>;
 
-/// Most reduction accumulators one stage may have.
-pub const MAX_REDUCTIONS: usize = 8;
+/// Most reduction accumulators one stage may have (checked by the macro at compile time).
+pub const MAX_REDUCTIONS: usize = optim_abi::MAX_REDUCTIONS;
 
 /// One stage of one parameter, ready to run.
 pub struct KernelCall<'a, E> {
@@ -171,15 +171,18 @@ pub fn empty_job<'a, E: Float>(_param: &'a mut [E], _grad: &'a [E]) -> Job<'a, E
 }
 
 /// Elements per work item when a stage is split over threads: 32 Ki elements keeps every
-/// stream of a chunk (128 KiB each in `f32`) resident in L2 while the loop runs.
-pub const CHUNK: usize = 1 << 15;
+/// stream of a chunk (128 KiB each in `f32`) resident in L2 while the loop runs. A loop with
+/// reductions always runs chunk by chunk and adds the chunks' totals in order, also when it
+/// runs on the calling thread, so a reduction's value does not depend on the thread count or
+/// on the other parameters of the step.
+pub const CHUNK: usize = optim_abi::CHUNK;
 
 /// Below this many elements in a whole stage, everything runs on the calling thread (waking
 /// the pool costs more than the work).
 pub const PARALLEL_THRESHOLD: usize = 1 << 16;
 
-/// Most global reductions per step.
-pub const MAX_GLOBALS: usize = 4;
+/// Most global reductions per rule (checked by the macro at compile time).
+pub const MAX_GLOBALS: usize = optim_abi::MAX_GLOBALS;
 
 struct Item<'a, E> {
     call: usize,
@@ -253,14 +256,49 @@ pub fn execute<E: Float>(mut jobs: Vec<Job<'_, E>>) {
     }
 }
 
+/// Runs one call on this thread. A loop with reductions runs in [`CHUNK`]-element pieces whose
+/// totals are added in order, exactly as the parallel path adds its work items' totals.
+fn run_inline<E: Float>(c: &mut KernelCall<'_, E>, red: &mut [f64; MAX_REDUCTIONS]) {
+    let n = c.reductions.min(MAX_REDUCTIONS);
+    if n == 0 || c.param.len() <= CHUNK {
+        (c.kernel)(&c.scalars, c.param, c.grad, &mut c.bufs, &mut red[..n]);
+        return;
+    }
+    let len = c.param.len();
+    let mut start = 0;
+    while start < len {
+        let end = (start + CHUNK).min(len);
+        let mut piece = [0.0f64; MAX_REDUCTIONS];
+        let grad = c.grad.get(start..end.min(c.grad.len())).unwrap_or(&[]);
+        let mut bufs: StateRefs<'_, E> = c
+            .bufs
+            .iter_mut()
+            .map(|b| {
+                let e = end.min(b.len());
+                &mut b[start.min(e)..e]
+            })
+            .collect();
+        (c.kernel)(
+            &c.scalars,
+            &mut c.param[start..end],
+            grad,
+            &mut bufs,
+            &mut piece[..n],
+        );
+        for (r, p) in red.iter_mut().zip(piece) {
+            *r += p;
+        }
+        start = end;
+    }
+}
+
 /// Runs one stage's loops for several parameters; returns each call's reduction totals.
 fn run_calls<E: Float>(calls: &mut [(usize, KernelCall<'_, E>)]) -> Vec<[f64; MAX_REDUCTIONS]> {
     let total: usize = calls.iter().map(|(_, c)| c.param.len()).sum();
     let mut out = vec![[0.0f64; MAX_REDUCTIONS]; calls.len()];
     if total < PARALLEL_THRESHOLD || rayon::current_num_threads() <= 1 {
         for ((_, c), red) in calls.iter_mut().zip(&mut out) {
-            let n = c.reductions.min(MAX_REDUCTIONS);
-            (c.kernel)(&c.scalars, c.param, c.grad, &mut c.bufs, &mut red[..n]);
+            run_inline(c, red);
         }
         return out;
     }

@@ -84,6 +84,14 @@ pub fn lerp<E: Float>(a: E, b: E, t: E) -> E {
     a + t * (b - a)
 }
 
+/// `softsign(x) = x / (1 + |x|)`: a smooth, bounded sign in (-1, 1), odd, `softsign(±0) = ±0`.
+/// Computed as written, like `torch.nn.functional.softsign`: NaN for NaN and for `±inf`
+/// (`inf / inf`).
+#[inline(always)]
+pub fn softsign<E: Float>(x: E) -> E {
+    x / (E::one() + x.abs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,11 +27,14 @@ pub enum RuleBody {
     Fused {
         /// Generated loops, in execution order; barriers separate them.
         kernels: Vec<KernelPlan>,
-        /// Barriers: matrix primitives and reductions (`"orthogonalize(tmp0)"`, `"global sumsq(grad)"`).
+        /// Barriers: matrix primitives and reductions on the streams or `let` names they read
+        /// (`"orthogonalize(buf)"`, `"global sumsq(grad)"`, `"sumsq(u)"`).
         barriers: Vec<&'static str>,
         /// Element-wise state buffers this rule keeps per parameter, by slot.
         state: Vec<&'static str>,
-        /// Hoisted scalars (computed in `f64` once per step and parameter).
+        /// Hoisted scalars (computed in `f64` once per step and parameter), each as
+        /// `name = expression` when the rule binds it with `let`, else as its expression; values
+        /// bound by a `let` appear by name inside.
         scalars: Vec<&'static str>,
     },
     /// The rule delegates to another DSL optimizer.
@@ -96,7 +99,7 @@ impl Plan {
                     if !barriers.is_empty() {
                         writeln!(f, "{pad}    barriers: [{}]", barriers.join(", "))?;
                     }
-                    writeln!(f, "{pad}    hoisted scalars: {}", scalars.len())?;
+                    writeln!(f, "{pad}    hoisted scalars: [{}]", scalars.join(", "))?;
                     for (i, k) in kernels.iter().enumerate() {
                         writeln!(
                             f,

@@ -32,6 +32,9 @@ pub struct ParamState<E> {
     pub factors: Option<KronFactors<E>>,
     /// Workspace of the matrix primitives (grown once, reused every step; not saved).
     pub work: Vec<E>,
+    /// What this parameter's matrix primitives reported so far: skipped inputs, refreshes and
+    /// refused refreshes (not saved in checkpoints).
+    pub matrix: crate::matrix::MatrixStats,
 }
 
 /// Kronecker factor statistics of one parameter, supplied by the user (K-FAC style: for a
@@ -61,6 +64,7 @@ impl<E: Copy + Default> ParamState<E> {
             temps: Vec::new(),
             factors: None,
             work: Vec::new(),
+            matrix: crate::matrix::MatrixStats::default(),
         }
     }
 

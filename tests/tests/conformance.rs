@@ -252,6 +252,14 @@ mod sgd {
         }
     );
     conformance!(sgd_weight_decay, |c| Sgd::<f32>::new(config(c)), state {});
+    // ±inf parameter elements with weight_decay = 0 stay infinite (issue 10: `l2` is exactly 0)
+    conformance!(
+        sgd_inf_param,
+        |c| Sgd::<f32>::new(config(c)),
+        state {
+            momentum_buffer: "buf"
+        }
+    );
 }
 
 /// torch.optim.Adam (coupled L2 weight decay).
@@ -302,6 +310,14 @@ mod adam {
             exp_avg_sq: "v"
         }
     );
+    conformance!(
+        adam_inf_param,
+        |c| Adam::<f32>::new(config(c)),
+        state {
+            exp_avg: "m",
+            exp_avg_sq: "v"
+        }
+    );
 }
 
 /// torch.optim.AdamW, with a constant and with a scheduled learning rate.
@@ -330,6 +346,14 @@ mod adamw {
 
     conformance!(
         adamw,
+        |c| AdamW::<f32>::new(config(c, constant_lr(c).into())),
+        state {
+            exp_avg: "m",
+            exp_avg_sq: "v"
+        }
+    );
+    conformance!(
+        adamw_inf_param,
         |c| AdamW::<f32>::new(config(c, constant_lr(c).into())),
         state {
             exp_avg: "m",

@@ -10,7 +10,7 @@
 
 use optim_dsl::zoo::{
     AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, KFac, Lamb, Lion, Muon, NAdam,
-    RAdam, RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap,
+    NorMuon, RAdam, RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap,
 };
 use optim_dsl::{
     CudaKernelSource, DslOptimizer, Field, Float, OptimizerConfig, ParamInfo, ParamState, Plan,
@@ -88,6 +88,7 @@ fn zoo() -> Vec<Zoo> {
         Soap,
         ScheduleFreeAdamW,
         KFac,
+        NorMuon,
     ]
 }
 

@@ -1,11 +1,9 @@
-//! Stage 5b, CUDA sources: for every planned stage (one fused element-wise loop) the CUDA C
-//! text of the same loop, in `f32` and `f64`, and the `DslOptimizer::cuda_sources` item that
-//! hands them to the runtime (`optim-runtime/src/cuda.rs` compiles and launches them).
+//! Printer: every planned loop (`LoopIr`) as CUDA C, in `f32` and `f64`, and the
+//! `DslOptimizer::cuda_sources` item that hands them to the runtime (`optim-runtime/src/cuda.rs` compiles and launches them).
 //!
-//! The kernel mirrors the Rust loop of `emit::emit_kernel` statement by statement: the same
-//! loads, the same node computations in the same order, the same reductions (accumulated in
-//! `double`) and the same writes. Arithmetic goes through `__fadd_rn`-style intrinsics, which
-//! CUDA never contracts into FMAs, and `sqrt`/division are the IEEE-rounded ones, so an `f32`
+//! Both printers print the same `LoopIr` statements in the same order: the same loads, the same
+//! operations, the same reductions (accumulated in `double`) and the same writes. Arithmetic
+//! goes through `__fadd_rn`-style intrinsics, which CUDA never contracts into FMAs, and `sqrt`/division are the IEEE-rounded ones, so an `f32`
 //! step matches the CPU bit for bit except where a libm function (`exp`, `ln`, `pow`) differs
 //! by an ulp or two, and except for reduction totals, summed in another order (in `double`).
 //! `sign`, `max`, `min`, `clamp`, `lerp` and `rsqrt` copy `optim-runtime/src/ops.rs`
@@ -36,14 +34,16 @@
 //! it pays for tensors under ~64 Ki elements, where a launch (~3–5 µs) costs more than moving
 //! the tensor's bytes.
 
-use crate::ir::{self, BinOp, Func, Fused, NodeId, Op, RedKind, RuleBody};
-use crate::plan::{RulePlan, Stage, Stream, Variant};
+use crate::ir::{self, BinOp, RedKind};
+use crate::loop_ir::{Elem, LExpr, LStmt, LStream, LoopIr, Role, Val};
+use crate::plan::Plan;
 use crate::private::Private;
+use crate::words;
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 use std::fmt::Write as _;
 
-/// One planned stage as CUDA C.
+/// One planned loop as CUDA C.
 pub(crate) struct CudaKernel {
     pub rule: usize,
     pub variant: usize,
@@ -61,18 +61,18 @@ pub(crate) struct CudaKernel {
     pub writes_param: bool,
 }
 
-/// Every stage of every fused rule and flag combination, in rule, variant, stage order.
-pub(crate) fn kernels(opt: &ir::Optimizer, plans: &[Option<RulePlan>]) -> Vec<CudaKernel> {
+/// Every loop of every fused rule and flag combination, in rule, variant, stage order.
+pub(crate) fn kernels(opt: &ir::Optimizer, plan: &Plan) -> Vec<CudaKernel> {
     let base = c_ident(&opt.name.to_string());
+    let prelude = prelude();
     let mut out = Vec::new();
-    for (ri, (rule, plan)) in opt.rules.iter().zip(plans).enumerate() {
-        let (RuleBody::Fused(f), Some(plan)) = (&rule.body, plan) else {
+    for (ri, rule_plan) in plan.rules.iter().enumerate() {
+        let Some(rule_plan) = rule_plan else {
             continue;
         };
-        for (vi, v) in plan.variants.iter().enumerate() {
-            let nstages = v.stages.len();
-            for (k, st) in v.stages.iter().enumerate() {
-                let last = k + 1 == nstages;
+        for (vi, v) in rule_plan.variants.iter().enumerate() {
+            let nstages = v.loops.len();
+            for (k, l) in v.loops.iter().enumerate() {
                 let name = format!("optim_{base}_r{ri}_v{vi}_s{k}");
                 let multi_name = format!("{name}_multi");
                 let flags: Vec<(String, bool)> = v
@@ -80,22 +80,22 @@ pub(crate) fn kernels(opt: &ir::Optimizer, plans: &[Option<RulePlan>]) -> Vec<Cu
                     .iter()
                     .map(|&(h, b)| (opt.hypers[h].name.to_string(), b))
                     .collect();
-                let header = header_comment(opt, f, v, st, ri, vi, k, &flags);
-                let body = kernel_body(f, v, st, last, &name, &multi_name);
+                let header = header_comment(&opt.name.to_string(), l, (ri, vi, k, nstages), &flags);
+                let body = kernel_body(l, &name, &multi_name);
                 out.push(CudaKernel {
                     rule: ri,
                     variant: vi,
                     stage: k,
                     stages: nstages,
                     flags,
-                    source_f32: format!("{header}typedef float T;\n{PRELUDE}{body}"),
-                    source_f64: format!("{header}typedef double T;\n{PRELUDE}{body}"),
+                    source_f32: format!("{header}typedef float T;\n{prelude}{body}"),
+                    source_f64: format!("{header}typedef double T;\n{prelude}{body}"),
                     name,
                     multi_name,
-                    n_scalars: st.scalars.len(),
-                    n_bufs: st.bufs.len(),
-                    n_reductions: st.reductions.len(),
-                    writes_param: last,
+                    n_scalars: l.scalars.len(),
+                    n_bufs: l.bufs.len(),
+                    n_reductions: l.reductions,
+                    writes_param: l.writes_param,
                 });
             }
         }
@@ -104,10 +104,10 @@ pub(crate) fn kernels(opt: &ir::Optimizer, plans: &[Option<RulePlan>]) -> Vec<Cu
 }
 
 /// The `DslOptimizer::cuda_sources` override for the generated impl.
-pub(crate) fn cuda_sources_fn(opt: &ir::Optimizer, plans: &[Option<RulePlan>]) -> TokenStream {
+pub(crate) fn cuda_sources_fn(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
     let p = Private;
     let optimizer = opt.name.to_string();
-    let records = kernels(opt, plans).into_iter().map(|k| {
+    let records = kernels(opt, plan).into_iter().map(|k| {
         let CudaKernel {
             rule,
             variant,
@@ -153,14 +153,25 @@ pub(crate) fn cuda_sources_fn(opt: &ir::Optimizer, plans: &[Option<RulePlan>]) -
 }
 
 /// `s` with every character that is not an ASCII letter, digit or `_` replaced by `_`.
-fn c_ident(s: &str) -> String {
+pub(crate) fn c_ident(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
 }
 
-/// Helpers shared by every kernel; `T` is typedef'd just before.
-const PRELUDE: &str = r#"#define DSL_FN __device__ __forceinline__
+/// IEEE round-to-nearest arithmetic, then every word's function (`words::funcs`), then the
+/// reduction helpers; `T` is typedef'd just before.
+fn prelude() -> String {
+    let mut s = String::from(ARITH);
+    s.push_str("/* element-wise functions (optim-runtime/src/ops.rs) */\n");
+    for f in words::funcs() {
+        s.push_str(f.cuda_src);
+    }
+    s.push_str(REDUCE);
+    s
+}
+
+const ARITH: &str = r#"#define DSL_FN __device__ __forceinline__
 /* IEEE round-to-nearest operations that are never contracted into an FMA: each one rounds
    exactly like the Rust loop on the CPU. Do not compile with --use_fast_math. */
 DSL_FN float dsl_add(float a, float b) { return __fadd_rn(a, b); }
@@ -171,24 +182,9 @@ DSL_FN float dsl_mul(float a, float b) { return __fmul_rn(a, b); }
 DSL_FN double dsl_mul(double a, double b) { return __dmul_rn(a, b); }
 DSL_FN float dsl_div(float a, float b) { return __fdiv_rn(a, b); }
 DSL_FN double dsl_div(double a, double b) { return __ddiv_rn(a, b); }
-DSL_FN float dsl_sqrt(float x) { return __fsqrt_rn(x); }
-DSL_FN double dsl_sqrt(double x) { return __dsqrt_rn(x); }
-DSL_FN float dsl_abs(float x) { return fabsf(x); }
-DSL_FN double dsl_abs(double x) { return fabs(x); }
-DSL_FN float dsl_exp(float x) { return expf(x); }
-DSL_FN double dsl_exp(double x) { return exp(x); }
-DSL_FN float dsl_ln(float x) { return logf(x); }
-DSL_FN double dsl_ln(double x) { return log(x); }
-DSL_FN float dsl_pow(float x, float y) { return powf(x, y); }
-DSL_FN double dsl_pow(double x, double y) { return pow(x, y); }
-/* optim-runtime/src/ops.rs */
-DSL_FN T dsl_rsqrt(T x) { return dsl_div(T(1), dsl_sqrt(x)); }
-DSL_FN T dsl_sign(T x) { return x > T(0) ? T(1) : (x < T(0) ? T(-1) : x); }
-DSL_FN T dsl_max(T a, T b) { return (a > b || a != a) ? a : b; }
-DSL_FN T dsl_min(T a, T b) { return (a < b || a != a) ? a : b; }
-DSL_FN T dsl_clamp(T x, T lo, T hi) { return dsl_min(dsl_max(x, lo), hi); }
-DSL_FN T dsl_lerp(T a, T b, T t) { return dsl_add(a, dsl_mul(t, dsl_sub(b, a))); }
-/* reductions: `r += y` and `r += y * y` in double, as the Rust loop */
+"#;
+
+const REDUCE: &str = r#"/* reductions: `r += y` and `r += y * y` in double, as the Rust loop */
 DSL_FN double dsl_acc(double r, double y) { return __dadd_rn(r, y); }
 DSL_FN double dsl_acc_sq(double r, double y) { return __dadd_rn(r, __dmul_rn(y, y)); }
 /* Sum of `v` over the block, valid in thread 0. blockDim.x must be a multiple of 32 and every
@@ -208,33 +204,32 @@ DSL_FN double dsl_block_sum(double v, double* sh) {
 }
 "#;
 
-#[allow(clippy::too_many_arguments)]
 fn header_comment(
-    opt: &ir::Optimizer,
-    f: &Fused,
-    v: &Variant,
-    st: &Stage,
-    ri: usize,
-    vi: usize,
-    k: usize,
+    optimizer: &str,
+    l: &LoopIr,
+    (ri, vi, k, nstages): (usize, usize, usize, usize),
     flags: &[(String, bool)],
 ) -> String {
     let mut h = String::new();
     let _ = writeln!(
         h,
-        "/* optim-dsl: {}, rule {ri}, flag variant {vi}, stage {k} of {}. Generated by optimizer!; do not edit.",
-        opt.name,
-        v.stages.len()
+        "/* optim-dsl: {optimizer}, rule {ri}, flag variant {vi}, stage {k} of {nstages}. Generated by optimizer!; do not edit."
     );
     if !flags.is_empty() {
         let fl: Vec<String> = flags.iter().map(|(n, b)| format!("{n} = {b}")).collect();
         let _ = writeln!(h, "   flags: {}", fl.join(", "));
     }
-    let bufs: Vec<String> = st
+    let bufs: Vec<String> = l
         .bufs
         .iter()
         .enumerate()
-        .map(|(j, s)| format!("b{j} = {}", v.stream_name(f, *s)))
+        .map(|(j, b)| {
+            let role = match b.role {
+                Role::State => "state",
+                Role::Scratch => "scratch",
+            };
+            format!("b{j} = {} ({role})", b.name)
+        })
         .collect();
     let _ = writeln!(
         h,
@@ -245,99 +240,112 @@ fn header_comment(
     let _ = writeln!(
         h,
         "   scalars: {}, reductions: {} */",
-        st.scalars.len(),
-        st.reductions.len()
+        l.scalars.len(),
+        l.reductions
     );
     h
 }
 
-fn func_name(f: Func) -> &'static str {
-    match f {
-        Func::Sqrt => "dsl_sqrt",
-        Func::Rsqrt => "dsl_rsqrt",
-        Func::Abs => "dsl_abs",
-        Func::Sign => "dsl_sign",
-        Func::Exp => "dsl_exp",
-        Func::Ln => "dsl_ln",
-        Func::Max => "dsl_max",
-        Func::Min => "dsl_min",
-        Func::Clamp => "dsl_clamp",
-        Func::Pow => "dsl_pow",
-        Func::Lerp => "dsl_lerp",
-    }
-}
-
-/// The C expression of a binary operation (the CUDA twin of `emit::bin_tokens`).
-fn bin_expr(op: BinOp, a: &str, b: &str) -> String {
+/// The C expression of a binary operation.
+pub(crate) fn bin_expr(op: BinOp, a: &str, b: &str) -> String {
     match op {
         BinOp::Add => format!("dsl_add({a}, {b})"),
         BinOp::Sub => format!("dsl_sub({a}, {b})"),
         BinOp::Mul => format!("dsl_mul({a}, {b})"),
         BinOp::Div => format!("dsl_div({a}, {b})"),
-        BinOp::Lt => format!("({a} < {b})"),
-        BinOp::Le => format!("({a} <= {b})"),
-        BinOp::Gt => format!("({a} > {b})"),
-        BinOp::Ge => format!("({a} >= {b})"),
-        BinOp::Eq => format!("({a} == {b})"),
-        BinOp::Ne => format!("({a} != {b})"),
-        BinOp::And => format!("({a} && {b})"),
-        BinOp::Or => format!("({a} || {b})"),
+        cmp => format!("({a} {} {b})", cmp.symbol()),
+    }
+}
+
+/// The C type of a stream's elements.
+fn c_elem(e: Elem) -> &'static str {
+    match e {
+        Elem::Param => "T",
+    }
+}
+
+fn val(v: Val) -> String {
+    match v {
+        Val::Var(x) => format!("x{x}"),
+        Val::Scalar(k) => format!("s{k}"),
+        Val::Bool(b) => b.to_string(),
+    }
+}
+
+fn stream(s: LStream) -> String {
+    match s {
+        LStream::Param => "p".into(),
+        LStream::Grad => "g".into(),
+        LStream::Buf(j) => format!("b{j}"),
+    }
+}
+
+/// One element-wise operation.
+pub(crate) fn expr(e: &LExpr) -> String {
+    match e {
+        LExpr::Neg(a) => format!("(-{})", val(*a)),
+        LExpr::Not(a) => format!("(!{})", val(*a)),
+        LExpr::Bin(op, a, b) => bin_expr(*op, &val(*a), &val(*b)),
+        LExpr::Call(def, args) => {
+            let args: Vec<String> = args.iter().map(|a| val(*a)).collect();
+            format!("{}({})", def.cuda, args.join(", "))
+        }
+        LExpr::Select(c, a, b) => format!("({} ? {} : {})", val(*c), val(*a), val(*b)),
+    }
+}
+
+/// One statement of the loop body (one line, without indentation).
+pub(crate) fn stmt(s: &LStmt) -> String {
+    match s {
+        LStmt::Load { var, from } => format!("const T x{var} = {}[i];", stream(*from)),
+        LStmt::Let {
+            var,
+            boolean,
+            expr: e,
+        } => {
+            let ty = if *boolean { "bool" } else { "T" };
+            format!("const {ty} x{var} = {};", expr(e))
+        }
+        LStmt::Accumulate { acc, kind, value } => {
+            let f = match kind {
+                RedKind::SumSq => "dsl_acc_sq",
+                RedKind::Sum => "dsl_acc",
+            };
+            format!("acc[{acc}] = {f}(acc[{acc}], (double){});", val(*value))
+        }
+        LStmt::Store { to, value } => format!("{}[i] = {};", stream(*to), val(*value)),
     }
 }
 
 /// Everything after the prelude: the two structs, the loop (a device function) and the two
 /// entry points.
-fn kernel_body(
-    f: &Fused,
-    v: &Variant,
-    st: &Stage,
-    last: bool,
-    name: &str,
-    multi_name: &str,
-) -> String {
-    let nscal = st.scalars.len();
-    let nbufs = st.bufs.len();
-    let nred = st.reductions.len();
-    // names as in the Rust loop: `s{k}` scalars, `x{node}` values, `b{k}` buffers
-    let kref = |x: NodeId| -> String {
-        let x = v.repl[x];
-        if let Some(b) = v.konst[x] {
-            return b.to_string();
-        }
-        if let Some(k) = st.scalars.iter().position(|&s| s == x) {
-            return format!("s{k}");
-        }
-        format!("x{x}")
-    };
-    let buf_of = |s: Stream| -> String {
-        match s {
-            Stream::Param => "p".into(),
-            Stream::Grad => "g".into(),
-            other => format!("b{}", st.bufs.iter().position(|b| *b == other).unwrap_or(0)),
-        }
-    };
+fn kernel_body(l: &LoopIr, name: &str, multi_name: &str) -> String {
+    let nbufs = l.bufs.len();
+    let nred = l.reductions;
     let mut c = String::new();
     let _ = writeln!(
         c,
         "struct Params {{ unsigned long long n; T s[{}]; }};",
-        nscal.max(1)
+        l.scalars.len().max(1)
     );
     let _ = writeln!(
         c,
         "struct TensorEntry {{ T* p; const T* g; T* b[{}]; unsigned long long params; }};",
         nbufs.max(1)
     );
-    // the loop
-    let buf_params: String = (0..nbufs)
-        .map(|j| format!(", T* __restrict__ b{j}"))
+    let buf_params: String = l
+        .bufs
+        .iter()
+        .enumerate()
+        .map(|(j, b)| format!(", {}* __restrict__ b{j}", c_elem(b.elem)))
         .collect();
     let _ = writeln!(
         c,
         "DSL_FN void dsl_stage(const Params* __restrict__ P, T* __restrict__ p, const T* __restrict__ g{buf_params}, double* acc, unsigned long long i0, unsigned long long stride) {{"
     );
     let _ = writeln!(c, "    const unsigned long long n = P->n;");
-    for (k, &s) in st.scalars.iter().enumerate() {
-        if f.nodes[s].ty.boolean {
+    for (k, &boolean) in l.scalars.iter().enumerate() {
+        if boolean {
             let _ = writeln!(c, "    const bool s{k} = P->s[{k}] != T(0);");
         } else {
             let _ = writeln!(c, "    const T s{k} = P->s[{k}];");
@@ -347,41 +355,8 @@ fn kernel_body(
         c,
         "    for (unsigned long long i = i0; i < n; i += stride) {{"
     );
-    for (x, s) in &st.loads {
-        let _ = writeln!(c, "        const T x{x} = {}[i];", buf_of(*s));
-    }
-    for &id in &st.nodes {
-        let node = &f.nodes[id];
-        let e = match &node.op {
-            Op::Neg(a) => format!("(-{})", kref(*a)),
-            Op::Not(a) => format!("(!{})", kref(*a)),
-            Op::Bin(op, a, b) => bin_expr(*op, &kref(*a), &kref(*b)),
-            Op::Func(fun, args) => {
-                let args: Vec<String> = args.iter().map(|a| kref(*a)).collect();
-                format!("{}({})", func_name(*fun), args.join(", "))
-            }
-            Op::Select(cnd, a, b) => format!("({} ? {} : {})", kref(*cnd), kref(*a), kref(*b)),
-            _ => "T(0)".into(),
-        };
-        let ty = if node.ty.boolean { "bool" } else { "T" };
-        let _ = writeln!(c, "        const {ty} x{id} = {e};");
-    }
-    for (j, (kind, x, _, _)) in st.reductions.iter().enumerate() {
-        let acc = match kind {
-            RedKind::SumSq => "dsl_acc_sq",
-            RedKind::Sum => "dsl_acc",
-        };
-        let _ = writeln!(
-            c,
-            "        acc[{j}] = {acc}(acc[{j}], (double){});",
-            kref(*x)
-        );
-    }
-    for (s, x) in st.writes.iter().filter(|(s, _)| *s != Stream::Param) {
-        let _ = writeln!(c, "        {}[i] = {};", buf_of(*s), kref(*x));
-    }
-    if last {
-        let _ = writeln!(c, "        p[i] = {};", kref(v.param_write));
+    for s in &l.body {
+        let _ = writeln!(c, "        {}", stmt(s));
     }
     let _ = writeln!(c, "    }}\n}}");
 

@@ -1,4 +1,4 @@
-//! Stage 1, parse: the optimizer declaration as written. Syntax errors stop here (syn's
+//! Stage 1, parse: the optimizer declaration as written (`Input`). Syntax errors stop here (syn's
 //! first-error behaviour); everything semantic is left to `lower`.
 //!
 //! ```text

@@ -1,0 +1,596 @@
+//! The host side of one rule variant: its `prepare` function (advance the parameter's step,
+//! create missing state, compute hoisted scalars in `f64`) and its job type implementing the
+//! runtime's `StagedJob` (hand out each stage's loop with its scalars and streams, receive
+//! reduction totals, run the matrix primitives between loops through the runtime's one generic
+//! path, write scalar states at the end). The loops themselves come from `rust_loop`.
+
+use super::exprs::{depends_on_rotation, depends_on_state, f64_lit, hnum, host_assign};
+use super::rust_loop;
+use crate::ir::{self, Fused, MatNode, MatPhase, NodeId, Op};
+use crate::loop_ir::{LExpr, Val};
+use crate::plan::{AxisCall, Len, MatCall, Stream, Variant};
+use crate::private::Private;
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+/// Emits kernels, job type and `prepare` function of one rule variant.
+pub(crate) struct VariantEmitter<'a> {
+    pub opt: &'a ir::Optimizer,
+    pub f: &'a Fused,
+    pub v: &'a Variant,
+    /// `{rule}_{variant}`, for item names.
+    pub prefix: String,
+    /// The generated `__NameValues` type.
+    pub values: &'a syn::Ident,
+}
+
+/// Host assignments of a variant by when they run.
+struct HostCode {
+    /// Before state is created (depend only on hyperparameters, step and shape).
+    pre: Vec<TokenStream>,
+    /// After state is created (read `First`, scalar states, an eigenbasis).
+    post: Vec<TokenStream>,
+    /// `later[k]`: before stage `k`'s loop (`k >= 1`), or in `finish` (`k == stages`).
+    later: Vec<Vec<TokenStream>>,
+}
+
+/// The length of a buffer of `len`, in generated code.
+fn len_tokens(len: Len) -> TokenStream {
+    match len {
+        Len::Elems => quote!(ps.len),
+        Len::Rows => quote!(info.rows()),
+        Len::Cols => quote!(info.cols()),
+    }
+}
+
+/// A state slot holds one value per element, unless it is read as a per-row or per-column
+/// value.
+fn slot_len(f: &Fused, k: usize) -> Len {
+    f.nodes
+        .iter()
+        .find(|n| matches!(n.op, Op::StateRead(s) if s == k))
+        .map_or(Len::Elems, |n| Len::of(n.ty.level))
+}
+
+/// A source stream of a matrix primitive as the runtime names it.
+fn src(s: Stream) -> TokenStream {
+    let p = Private;
+    match s {
+        Stream::Param => quote!(#p::matrix::Src::Param),
+        Stream::Grad => quote!(#p::matrix::Src::Grad),
+        Stream::Slot(k) => quote!(#p::matrix::Src::Buf(#k)),
+        Stream::Temp(t) => quote!(#p::matrix::Src::Temp(#t)),
+    }
+}
+
+impl VariantEmitter<'_> {
+    fn host_code(&self) -> HostCode {
+        let (f, v) = (self.f, self.v);
+        let nstages = v.stages.len();
+        let mut memo = vec![None; f.nodes.len()];
+        let mut code = HostCode {
+            pre: Vec::new(),
+            post: Vec::new(),
+            later: vec![Vec::new(); nstages + 1],
+        };
+        for &x in &v.host {
+            let Some(a) = host_assign(self.opt, f, v, x) else {
+                continue;
+            };
+            match v.stage_of[x] {
+                0 if depends_on_state(f, v, x, &mut memo) => code.post.push(a),
+                0 => code.pre.push(a),
+                s => code.later[s.min(nstages)].push(a),
+            }
+        }
+        code
+    }
+
+    /// Creates missing element and scalar state, and records first steps and scalar reads.
+    fn ensure_state(&self) -> TokenStream {
+        let p = Private;
+        let (f, v) = (self.f, self.v);
+        let ensure = v.slots.iter().map(|&k| {
+            let init = f.slots[k].init.map_or(quote!(0.0f64), |i| hnum(v, i));
+            let sets = v
+                .live_nodes()
+                .filter(|&i| matches!(f.nodes[i].op, Op::First(s) if s == k))
+                .map(|i| quote!(h[#i] = if created { 1.0f64 } else { 0.0f64 };));
+            let len = len_tokens(slot_len(f, k));
+            quote! {
+                let created = ps.ensure_buffer_len(#k, #len, <E as #p::Float>::of_f64(#init));
+                #(#sets)*
+            }
+        });
+        let sensure = v.scalar_slots.iter().map(|&k| {
+            let init = f64_lit(f.scalar_slots[k].init);
+            let sets = v
+                .live_nodes()
+                .filter(|&i| matches!(f.nodes[i].op, Op::ScalarRead(s) if s == k))
+                .map(|i| quote!(h[#i] = ps.scalars[#k];));
+            quote! {
+                ps.ensure_scalar(#k, #init);
+                #(#sets)*
+            }
+        });
+        let temps = v.temp_lens.iter().enumerate().map(|(i, &l)| {
+            let len = len_tokens(l);
+            quote!(ps.ensure_temp(#i, #len);)
+        });
+        let nbufs = f.slots.len() + f.mat_slots.len();
+        quote! {
+            #(#ensure)*
+            #(#sensure)*
+            #(#temps)*
+            if ps.buffers.len() < #nbufs {
+                ps.buffers.resize_with(#nbufs, ::std::vec::Vec::new);
+            }
+        }
+    }
+
+    /// `let mut cfg = <P::Config>::default(); cfg.field = value; ...` for primitive `def`.
+    fn config(&self, def: &ir::MatDef, args: &[(&'static str, NodeId)]) -> TokenStream {
+        let p = Private;
+        let ty = format_ident!("{}", def.runtime);
+        let sets = args.iter().map(|&(name, x)| {
+            let field = format_ident!("{}", name);
+            let value = hnum(self.v, x);
+            quote!(cfg.#field = #p::matrix::FromHost::from_host(#value);)
+        });
+        quote! {
+            let mut cfg = <<#p::matrix::#ty as #p::matrix::MatrixWord>::Config as ::core::default::Default>::default();
+            #(#sets)*
+        }
+    }
+
+    /// One call through the runtime's generic matrix path.
+    #[allow(clippy::too_many_arguments)]
+    fn run_call(
+        &self,
+        def: &ir::MatDef,
+        args: &[(&'static str, NodeId)],
+        phase: &str,
+        input: Stream,
+        out: Option<usize>,
+        state: &[usize],
+        basis_q: Option<usize>,
+        rotated: &[usize],
+        param: TokenStream,
+        grad: TokenStream,
+    ) -> TokenStream {
+        let p = Private;
+        let ty = format_ident!("{}", def.runtime);
+        let cfg = self.config(def, args);
+        let phase = format_ident!("{}", phase);
+        let input = src(input);
+        let out = match out {
+            Some(t) => quote!(::core::option::Option::Some(#t)),
+            None => quote!(::core::option::Option::None),
+        };
+        let basis_q = match basis_q {
+            Some(q) => quote!(::core::option::Option::Some(#q)),
+            None => quote!(::core::option::Option::None),
+        };
+        quote! {{
+            #cfg
+            #p::matrix::run::<E, #p::matrix::#ty>(
+                &cfg,
+                #p::matrix::Phase::#phase,
+                #p::matrix::Call { input: #input, out: #out, state: &[#(#state),*], basis_q: #basis_q, rotated: &[#(#rotated),*] },
+                ps,
+                #param,
+                #grad,
+                info,
+            )
+        }}
+    }
+
+    /// The live eigenbases of the variant.
+    fn bases(&self) -> Vec<(NodeId, &MatNode)> {
+        self.v
+            .live_nodes()
+            .filter_map(|i| match &self.f.nodes[i].op {
+                Op::Mat(m) if m.def.phase == MatPhase::Basis => Some((i, m)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn mat_slots(&self, m: &MatNode) -> Vec<usize> {
+        m.slots.iter().map(|s| self.f.slots.len() + s).collect()
+    }
+
+    /// Each eigenbasis is initialised before the first loop; `h[basis]` records whether it was
+    /// created this step.
+    fn basis_init(&self) -> TokenStream {
+        let calls = self.bases().into_iter().map(|(b, m)| {
+            let call = self.run_call(
+                m.def,
+                &self.repl_args(m),
+                "Init",
+                Stream::Grad,
+                None,
+                &self.mat_slots(m),
+                None,
+                &[],
+                quote!(&*p),
+                quote!(g),
+            );
+            quote! {
+                let report = #call;
+                h[#b] = if report.initialised { 1.0f64 } else { 0.0f64 };
+            }
+        });
+        quote!(#(#calls)*)
+    }
+
+    /// After the step, each eigenbasis not created this step takes the gradient's statistics and
+    /// may refresh; the states computed from rotations in it (they live in the basis) are
+    /// permuted with it.
+    fn basis_update(&self) -> TokenStream {
+        let (f, v) = (self.f, self.v);
+        let calls = self.bases().into_iter().map(|(b, m)| {
+            let rotated: Vec<usize> = v
+                .slots
+                .iter()
+                .copied()
+                .filter(|&s| {
+                    f.slots[s]
+                        .write
+                        .is_some_and(|w| depends_on_rotation(f, v, v.repl[w], b))
+                })
+                .collect();
+            let call = self.run_call(
+                m.def,
+                &self.repl_args(m),
+                "Finish",
+                Stream::Grad,
+                None,
+                &self.mat_slots(m),
+                None,
+                &rotated,
+                quote!(&**p),
+                quote!(*g),
+            );
+            quote! {
+                if h[#b] == 0.0f64 {
+                    #call;
+                }
+            }
+        });
+        quote!(#(#calls)*)
+    }
+
+    fn repl_args(&self, m: &MatNode) -> Vec<(&'static str, NodeId)> {
+        m.args.iter().map(|&(k, a)| (k, self.v.repl[a])).collect()
+    }
+
+    /// The matrix primitives after stage `k`.
+    fn barrier_call(&self, c: &MatCall) -> TokenStream {
+        self.run_call(
+            c.def,
+            &c.args,
+            "Barrier",
+            c.input,
+            Some(c.out),
+            &c.slots,
+            c.basis_q,
+            &[],
+            quote!(&**p),
+            quote!(*g),
+        )
+    }
+
+    /// An axis reduction through the runtime's generic path: the input's sums, sums of squares or
+    /// maxima along each row or column into the node's row- or column-sized scratch buffer.
+    fn axis_call(&self, c: &AxisCall) -> TokenStream {
+        let p = Private;
+        let ty = format_ident!(
+            "{}{}",
+            match c.axis {
+                ir::Axis::Row => "Row",
+                ir::Axis::Col => "Col",
+            },
+            match c.kind {
+                ir::AxisKind::Sum => "Sum",
+                ir::AxisKind::SumSq => "SumSq",
+                ir::AxisKind::Max => "Max",
+            }
+        );
+        let input = src(c.input);
+        let out = c.out;
+        quote! {
+            #p::matrix::run::<E, #p::matrix::#ty>(
+                &::core::default::Default::default(),
+                #p::matrix::Phase::Barrier,
+                #p::matrix::Call { input: #input, out: ::core::option::Option::Some(#out), state: &[], basis_q: ::core::option::Option::None, rotated: &[] },
+                ps,
+                &**p,
+                *g,
+                info,
+            );
+        }
+    }
+
+    /// The per-row and per-column values of stage `k` (one small host loop each, in the
+    /// parameter's type, reading hoisted scalars and other such values and writing per-row
+    /// states), then the broadcast of those that element-wise loops read.
+    fn axis_code(&self, k: usize) -> TokenStream {
+        let p = Private;
+        let (f, v) = (self.f, self.v);
+        let Some(nodes) = v.axis_nodes.get(k) else {
+            return TokenStream::new();
+        };
+        let loops = nodes.iter().map(|&x| {
+            let len = len_tokens(Len::of(f.nodes[x].ty.level));
+            let t = v.axis_temp[x].unwrap_or(0);
+            let var = format_ident!("x{}", x);
+            let (loads, value) = self.axis_value(x);
+            let writes = v
+                .slots
+                .iter()
+                .filter(|&&s| f.slots[s].write.map(|w| v.repl[w]) == Some(x))
+                .map(|s| quote!(ps.buffers[#s][r] = #var;));
+            let stored = if f.nodes[x].ty.boolean {
+                quote!(if #var { <E as #p::Float>::one() } else { <E as #p::Float>::zero() })
+            } else {
+                quote!(#var)
+            };
+            quote! {
+                for r in 0..#len {
+                    #(#loads)*
+                    let #var = #value;
+                    ps.temps[#t][r] = #stored;
+                    #(#writes)*
+                }
+            }
+        });
+        let bcasts = v
+            .live_nodes()
+            .filter(|&x| v.stage_of[x] == k)
+            .filter_map(|x| {
+                let bt = v.bcast[x]?;
+                let t = v.axis_temp[x]?;
+                let row = f.nodes[x].ty.level == ir::Level::Row;
+                Some(quote! {
+                    {
+                        let mut b = ::core::mem::take(&mut ps.temps[#bt]);
+                        #p::matrix::broadcast::<E>(&ps.temps[#t], &mut b, #row, info.cols());
+                        ps.temps[#bt] = b;
+                    }
+                })
+            });
+        quote!(#(#loops)* #(#bcasts)*)
+    }
+
+    /// The operand loads and the expression of per-row or per-column node `x` at index `r`.
+    fn axis_value(&self, x: NodeId) -> (Vec<TokenStream>, TokenStream) {
+        let p = Private;
+        let (f, v) = (self.f, self.v);
+        if let Op::StateRead(s) = f.nodes[x].op {
+            return (Vec::new(), quote!(ps.buffers[#s][r]));
+        }
+        let mut loads = Vec::new();
+        let mut val = |o: NodeId| -> Val {
+            let o = v.repl[o];
+            if let Some(b) = v.konst[o] {
+                return Val::Bool(b);
+            }
+            let var = format_ident!("x{}", o);
+            let boolean = f.nodes[o].ty.boolean;
+            loads.push(match (v.axis_temp[o], boolean) {
+                (Some(t), false) => quote!(let #var: E = ps.temps[#t][r];),
+                (Some(t), true) => {
+                    quote!(let #var: #p::Bool = ps.temps[#t][r] != <E as #p::Float>::zero();)
+                }
+                (None, false) => {
+                    let h = hnum(v, o);
+                    quote!(let #var: E = <E as #p::Float>::of_f64(#h);)
+                }
+                (None, true) => {
+                    let h = crate::emit::exprs::hbool(v, o);
+                    quote!(let #var: #p::Bool = #h;)
+                }
+            });
+            Val::Var(o)
+        };
+        let e = match &f.nodes[x].op {
+            Op::Neg(a) => LExpr::Neg(val(*a)),
+            Op::Not(a) => LExpr::Not(val(*a)),
+            Op::Bin(op, a, b) => LExpr::Bin(*op, val(*a), val(*b)),
+            Op::Func(def, args) => LExpr::Call(def, args.iter().map(|a| val(*a)).collect()),
+            Op::Select(c, a, b) => LExpr::Select(val(*c), val(*a), val(*b)),
+            _ => return (loads, quote!(<E as #p::Float>::zero())),
+        };
+        loads.dedup_by(|a, b| a.to_string() == b.to_string());
+        (loads, rust_loop::expr(&e))
+    }
+
+    /// `kernel(k)`'s arm for stage `k`: host code, scalars, streams and the loop.
+    fn kernel_arm(&self, k: usize, host_k: &[TokenStream], kname: &syn::Ident) -> TokenStream {
+        let p = Private;
+        let st = &self.v.stages[k];
+        let axis = self.axis_code(k);
+        let pushes = st.scalars.iter().map(|&x| {
+            let r = hnum(self.v, x);
+            quote!(scalars.push(<E as #p::Float>::of_f64(#r));)
+        });
+        let slots: Vec<usize> = st
+            .bufs
+            .iter()
+            .filter_map(|s| match s {
+                Stream::Slot(k) => Some(*k),
+                _ => None,
+            })
+            .collect();
+        let temps: Vec<usize> = st
+            .bufs
+            .iter()
+            .filter_map(|s| match s {
+                Stream::Temp(t) => Some(*t),
+                _ => None,
+            })
+            .collect();
+        let nred = st.reductions.len();
+        let globals = st
+            .reductions
+            .iter()
+            .enumerate()
+            .filter_map(|(j, r)| r.global.map(|g| quote!(globals_map.push((#j, #g));)));
+        quote! {
+            #k => {
+                #(#host_k)*
+                #axis
+                let mut scalars: #p::Scalars<E> = #p::Scalars::new();
+                #(#pushes)*
+                let mut bufs: #p::StateRefs<'_, E> = #p::StateRefs::new();
+                for (i, b) in ps.buffers.iter_mut().enumerate() {
+                    if [#(#slots),*].contains(&i) { bufs.push(&mut b[..]); }
+                }
+                for (i, b) in ps.temps.iter_mut().enumerate() {
+                    if [#(#temps),*].contains(&i) { bufs.push(&mut b[..]); }
+                }
+                let mut globals_map = #p::GlobalMap::new();
+                #(#globals)*
+                #p::KernelCall {
+                    kernel: #p::dispatch::<E, #kname>,
+                    scalars,
+                    param: &mut **p,
+                    grad: *g,
+                    bufs,
+                    reductions: #nred,
+                    globals: globals_map,
+                }
+            }
+        }
+    }
+
+    /// Kernels, job type and `prepare` function.
+    pub(crate) fn emit(&self) -> TokenStream {
+        let p = Private;
+        let (f, v) = (self.f, self.v);
+        let values = self.values;
+        let nh = f.nodes.len().max(1);
+        let job = format_ident!("__Job{}", self.prefix);
+        let pname = format_ident!("__prepare_{}", self.prefix);
+        let nstages = v.stages.len();
+        let HostCode { pre, post, later } = self.host_code();
+        let ensure = self.ensure_state();
+        let basis_init = self.basis_init();
+        let basis_update = self.basis_update();
+        let swrites = v.scalar_slots.iter().filter_map(|&k| {
+            let r = hnum(v, f.scalar_slots[k].write?);
+            Some(quote!(ps.scalars[#k] = #r;))
+        });
+        let mut kernels = Vec::new();
+        let mut kernel_arms = Vec::new();
+        let mut reduced_arms = Vec::new();
+        for (k, l) in v.loops.iter().enumerate() {
+            let kname = format_ident!("__Kernel{}_{}", self.prefix, k);
+            kernels.push(rust_loop::kernel(l, &kname));
+            let host_k: &[TokenStream] = if k == 0 { &[] } else { &later[k] };
+            kernel_arms.push(self.kernel_arm(k, host_k, &kname));
+            let sets = v.stages[k]
+                .reductions
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.global.is_none())
+                .map(|(j, r)| {
+                    let node = r.node;
+                    quote!(h[#node] = sums.get(#j).copied().unwrap_or(0.0f64);)
+                });
+            reduced_arms.push(quote!(#k => { #(#sets)* }));
+        }
+        let barrier_arms = (0..nstages.saturating_sub(1)).filter_map(|k| {
+            let mats = &v.barriers[k];
+            let axes = v.axis_calls.get(k).map_or(&[][..], Vec::as_slice);
+            if mats.is_empty() && axes.is_empty() {
+                return None;
+            }
+            let mats = mats.iter().map(|c| self.barrier_call(c));
+            let axes = axes.iter().map(|c| self.axis_call(c));
+            Some(quote!(#k => { #(#mats;)* #(#axes)* }))
+        });
+        let finish_host = &later[nstages];
+        // axis reductions of the last loop's values, and per-row values after it
+        let finish_axes = v
+            .axis_calls
+            .get(nstages.saturating_sub(1))
+            .into_iter()
+            .flatten()
+            .map(|c| self.axis_call(c));
+        let finish_axis_code = self.axis_code(nstages);
+        quote! {
+            #(#kernels)*
+
+            struct #job<'a, E: #p::Float> {
+                values: &'a #values,
+                ps: &'a mut #p::ParamState<E>,
+                p: &'a mut [E],
+                g: &'a [E],
+                info: #p::ParamInfo<'a>,
+                h: [#p::F64; #nh],
+            }
+
+            #[allow(unused_variables, unused_mut, unused_parens, unused_assignments, clippy::all)]
+            fn #pname<'a, E: #p::Float>(
+                values: &'a #values,
+                ps: &'a mut #p::ParamState<E>,
+                info: #p::ParamInfo<'a>,
+                p: &'a mut [E],
+                g: &'a [E],
+            ) -> #p::Job<'a, E> {
+                ps.step += 1;
+                let t: #p::F64 = ps.step as #p::F64;
+                let mut h = [0.0f64; #nh];
+                #(#pre)*
+                #ensure
+                #basis_init
+                #(#post)*
+                ::std::boxed::Box::new(#job { values, ps, p, g, info, h })
+            }
+
+            #[allow(unused_variables, unused_mut, unused_parens, unused_assignments, clippy::all)]
+            impl<'a, E: #p::Float> #p::StagedJob<E> for #job<'a, E> {
+                fn stages(&self) -> #p::Usize {
+                    #nstages
+                }
+                fn kernel(&mut self, k: #p::Usize, globals: &[#p::F64]) -> #p::KernelCall<'_, E> {
+                    let #job { values, ps, p, g, info, h } = self;
+                    let (values, info) = (*values, *info);
+                    let t: #p::F64 = ps.step as #p::F64;
+                    match k {
+                        #(#kernel_arms)*
+                        _ => #p::KernelCall::noop(&mut **p, *g),
+                    }
+                }
+                fn reduced(&mut self, k: #p::Usize, sums: &[#p::F64]) {
+                    let h = &mut self.h;
+                    match k {
+                        #(#reduced_arms)*
+                        _ => {}
+                    }
+                }
+                fn barrier(&mut self, k: #p::Usize) {
+                    let #job { values, ps, p, g, info, h } = self;
+                    let (values, info) = (*values, *info);
+                    match k {
+                        #(#barrier_arms)*
+                        _ => {}
+                    }
+                }
+                fn finish(&mut self) {
+                    let #job { values, ps, p, g, info, h } = self;
+                    let (values, info) = (*values, *info);
+                    let t: #p::F64 = ps.step as #p::F64;
+                    let globals: &[#p::F64] = &[];
+                    #(#finish_host)*
+                    #(#finish_axes)*
+                    #finish_axis_code
+                    #basis_update
+                    #(#swrites)*
+                }
+            }
+        }
+    }
+}

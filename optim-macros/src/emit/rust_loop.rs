@@ -1,0 +1,147 @@
+//! Printer: a `LoopIr` as the Rust loop of a `Kernel` impl (`optim_runtime`'s fused-kernel
+//! trait). The loop is `#[inline(always)]` so that the runtime's `dispatch` compiles it once per
+//! SIMD level.
+
+use super::exprs::bin_tokens;
+use crate::ir::RedKind;
+use crate::loop_ir::{Elem, LExpr, LStmt, LStream, LoopIr, Val};
+use crate::private::Private;
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+/// The Rust type of a stream's elements.
+fn elem(e: Elem) -> TokenStream {
+    match e {
+        Elem::Param => quote!(E),
+    }
+}
+
+fn val(v: Val) -> TokenStream {
+    match v {
+        Val::Var(x) => {
+            let l = format_ident!("x{}", x);
+            quote!(#l)
+        }
+        Val::Scalar(k) => {
+            let l = format_ident!("s{}", k);
+            quote!(#l)
+        }
+        Val::Bool(b) => quote!(#b),
+    }
+}
+
+fn stream(s: LStream) -> TokenStream {
+    match s {
+        LStream::Param => quote!(p),
+        LStream::Grad => quote!(g),
+        LStream::Buf(j) => {
+            let b = format_ident!("b{}", j);
+            quote!(#b)
+        }
+    }
+}
+
+/// One element-wise operation.
+pub(crate) fn expr(e: &LExpr) -> TokenStream {
+    let p = Private;
+    match e {
+        LExpr::Neg(a) => {
+            let a = val(*a);
+            quote!((-#a))
+        }
+        LExpr::Not(a) => {
+            let a = val(*a);
+            quote!((!#a))
+        }
+        // non-short-circuit `&` / `|` on conditions: they vectorise
+        LExpr::Bin(op, a, b) => bin_tokens(*op, val(*a), val(*b), true),
+        LExpr::Call(def, args) => {
+            let f = format_ident!("{}", def.name);
+            let args = args.iter().map(|a| val(*a));
+            quote!(#p::ops::#f::<E>(#(#args),*))
+        }
+        LExpr::Select(c, a, b) => {
+            let (c, a, b) = (val(*c), val(*a), val(*b));
+            quote!((if #c { #a } else { #b }))
+        }
+    }
+}
+
+/// One statement of the loop body.
+pub(crate) fn stmt(s: &LStmt) -> TokenStream {
+    let p = Private;
+    match s {
+        LStmt::Load { var, from } => {
+            let l = format_ident!("x{}", var);
+            let b = stream(*from);
+            quote!(let #l: E = #b[i];)
+        }
+        LStmt::Let { var, expr: e, .. } => {
+            let l = format_ident!("x{}", var);
+            let e = expr(e);
+            quote!(let #l = #e;)
+        }
+        LStmt::Accumulate { acc, kind, value } => {
+            let r = format_ident!("r{}", acc);
+            let x = val(*value);
+            match kind {
+                RedKind::SumSq => quote!({ let y = <E as #p::Float>::as_f64(#x); #r += y * y; }),
+                RedKind::Sum => quote!(#r += <E as #p::Float>::as_f64(#x);),
+            }
+        }
+        LStmt::Store { to, value } => {
+            let b = stream(*to);
+            let x = val(*value);
+            quote!(#b[i] = #x;)
+        }
+    }
+}
+
+/// `struct #kname;` and its `Kernel` impl.
+pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
+    let p = Private;
+    let bnames: Vec<syn::Ident> = (0..l.bufs.len()).map(|j| format_ident!("b{}", j)).collect();
+    let belems = l.bufs.iter().map(|b| elem(b.elem));
+    let nscal = l.scalars.len();
+    let nred = l.reductions;
+    let scal_loads = l.scalars.iter().enumerate().map(|(k, &boolean)| {
+        let s = format_ident!("s{}", k);
+        if boolean {
+            quote!(let #s: #p::Bool = s[#k] != E::zero();)
+        } else {
+            quote!(let #s: E = s[#k];)
+        }
+    });
+    let accs: Vec<syn::Ident> = (0..nred).map(|j| format_ident!("r{}", j)).collect();
+    let red_idx: Vec<usize> = (0..nred).collect();
+    let g_bind = if l.reads_grad {
+        quote! {
+            if g.len() < n { return; }
+            let g = &g[..n];
+        }
+    } else {
+        quote!(let _ = g;)
+    };
+    let body = l.body.iter().map(stmt);
+    quote! {
+        struct #kname;
+        impl<E: #p::Float> #p::Kernel<E> for #kname {
+            #[inline(always)]
+            #[allow(unused_variables, unused_mut, unused_parens, clippy::all)]
+            fn run(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], red: &mut [#p::F64]) {
+                let [#(#bnames),*] = st else { return };
+                if s.len() < #nscal || red.len() < #nred { return; }
+                let n = p.len();
+                #g_bind
+                #(if #bnames.len() < n { return; })*
+                #(let #bnames: &mut [#belems] = &mut #bnames[..n];)*
+                #(#scal_loads)*
+                #(let mut #accs = 0.0f64;)*
+                for i in 0..n {
+                    #(#body)*
+                }
+                #(red[#red_idx] += #accs;)*
+            }
+        }
+    }
+}

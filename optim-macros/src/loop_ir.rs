@@ -1,0 +1,182 @@
+//! The loop IR: one planned stage as an ordered list of backend-neutral statements — stream
+//! loads, `let`s of element-wise operations, reduction accumulations and stream stores — with
+//! the element types and roles of its streams and scalars. Built by `plan`; printed by
+//! `emit/rust_loop.rs` (the CPU loop) and `emit/cuda.rs` (the CUDA kernel). Another backend is
+//! one more printer.
+//!
+//! Names are shared by every printer: value `x{node}`, hoisted scalar `s{k}`, stream `b{j}`
+//! (`p` and `g` for the parameter and the gradient), reduction accumulator `r{j}`.
+
+use crate::ir::{BinOp, FuncDef, Fused, NodeId, Op, RedKind};
+use crate::plan::{Stream, Variant};
+
+/// An operand.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub(crate) enum Val {
+    /// A value computed or loaded in this loop: `x{node}`.
+    Var(NodeId),
+    /// Hoisted scalar `k`: `s{k}`.
+    Scalar(usize),
+    /// A condition known at compile time.
+    Bool(bool),
+}
+
+/// A stream of the loop.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum LStream {
+    Param,
+    Grad,
+    /// `bufs[j]`.
+    Buf(usize),
+}
+
+/// An element-wise operation.
+#[derive(Clone, Debug)]
+pub(crate) enum LExpr {
+    Neg(Val),
+    Not(Val),
+    Bin(BinOp, Val, Val),
+    Call(&'static FuncDef, Vec<Val>),
+    Select(Val, Val, Val),
+}
+
+/// One statement of the loop body, run for every element `i`.
+#[derive(Clone, Debug)]
+pub(crate) enum LStmt {
+    /// `x{var} = from[i]`.
+    Load { var: NodeId, from: LStream },
+    /// `x{var} = expr` (a condition when `boolean`).
+    Let {
+        var: NodeId,
+        boolean: bool,
+        expr: LExpr,
+    },
+    /// `r{acc} += value` (`Sum`) or `r{acc} += value²` (`SumSq`), in `f64`.
+    Accumulate {
+        acc: usize,
+        kind: RedKind,
+        value: Val,
+    },
+    /// `to[i] = value`.
+    Store { to: LStream, value: Val },
+}
+
+/// Element type of a stream.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Elem {
+    /// The parameter's element type (`E`; `T` in CUDA).
+    Param,
+}
+
+/// What a buffer stream holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Role {
+    /// An optimizer state buffer (saved in checkpoints).
+    State,
+    /// A scratch buffer carrying a value across a barrier.
+    Scratch,
+}
+
+/// A buffer stream (besides `param` and `grad`).
+#[derive(Clone, Debug)]
+pub(crate) struct Buf {
+    pub name: String,
+    pub role: Role,
+    pub elem: Elem,
+}
+
+/// One loop.
+#[derive(Clone, Debug)]
+pub(crate) struct LoopIr {
+    /// Hoisted scalars, in order: whether each is a condition (passed as `1`/`0`).
+    pub scalars: Vec<bool>,
+    pub bufs: Vec<Buf>,
+    pub body: Vec<LStmt>,
+    pub reductions: usize,
+    pub reads_grad: bool,
+    pub writes_param: bool,
+}
+
+/// The loop of stage `k` of variant `v`.
+pub(crate) fn build(f: &Fused, v: &Variant, k: usize) -> LoopIr {
+    let st = &v.stages[k];
+    let last = k + 1 == v.stages.len();
+    let val = |x: NodeId| -> Val {
+        let x = v.repl[x];
+        if let Some(b) = v.konst[x] {
+            return Val::Bool(b);
+        }
+        match st.scalars.iter().position(|&s| s == x) {
+            Some(j) => Val::Scalar(j),
+            None => Val::Var(x),
+        }
+    };
+    let stream = |s: Stream| -> LStream {
+        match s {
+            Stream::Param => LStream::Param,
+            Stream::Grad => LStream::Grad,
+            other => LStream::Buf(st.bufs.iter().position(|b| *b == other).unwrap_or(0)),
+        }
+    };
+    let mut body = Vec::new();
+    for &(var, from) in &st.loads {
+        body.push(LStmt::Load {
+            var,
+            from: stream(from),
+        });
+    }
+    for &id in &st.nodes {
+        let expr = match &f.nodes[id].op {
+            Op::Neg(a) => LExpr::Neg(val(*a)),
+            Op::Not(a) => LExpr::Not(val(*a)),
+            Op::Bin(op, a, b) => LExpr::Bin(*op, val(*a), val(*b)),
+            Op::Func(def, args) => LExpr::Call(def, args.iter().map(|a| val(*a)).collect()),
+            Op::Select(c, a, b) => LExpr::Select(val(*c), val(*a), val(*b)),
+            // the planner puts only element-wise operations in a loop
+            _ => continue,
+        };
+        body.push(LStmt::Let {
+            var: id,
+            boolean: f.nodes[id].ty.boolean,
+            expr,
+        });
+    }
+    for (acc, r) in st.reductions.iter().enumerate() {
+        body.push(LStmt::Accumulate {
+            acc,
+            kind: r.kind,
+            value: val(r.value),
+        });
+    }
+    for &(to, x) in st.writes.iter().filter(|(s, _)| *s != Stream::Param) {
+        body.push(LStmt::Store {
+            to: stream(to),
+            value: val(x),
+        });
+    }
+    if last {
+        body.push(LStmt::Store {
+            to: LStream::Param,
+            value: val(v.param_write),
+        });
+    }
+    LoopIr {
+        scalars: st.scalars.iter().map(|&s| f.nodes[s].ty.boolean).collect(),
+        bufs: st
+            .bufs
+            .iter()
+            .map(|&s| Buf {
+                name: v.stream_name(f, s),
+                role: match s {
+                    Stream::Slot(_) => Role::State,
+                    _ => Role::Scratch,
+                },
+                elem: Elem::Param,
+            })
+            .collect(),
+        body,
+        reductions: st.reductions.len(),
+        reads_grad: st.loads.iter().any(|(_, s)| *s == Stream::Grad),
+        writes_param: last,
+    }
+}

@@ -1,0 +1,193 @@
+//! Whole-tensor primitives: barriers between loops. Each is one runtime type in
+//! `optim_runtime::matrix` (implementing `Primitive`), named by `ir::MatDef::runtime`, with a
+//! config whose fields are the word's arguments by name; arguments the user leaves out take the
+//! config's `Default` there. The generated code calls every primitive through one generic path
+//! (`optim_runtime::matrix::run`), which also collects their diagnostics.
+
+use super::{named, pos, Entry, Role::*};
+use crate::ir::{Level, MatDef, MatNode, MatPhase, NodeId, Op, Ty};
+use crate::lower::{Call, Lowerer};
+
+/// A primitive that runs between loops.
+const fn barrier(
+    explain: &'static str,
+    runtime: &'static str,
+    state: &'static [&'static str],
+) -> MatDef {
+    MatDef {
+        explain,
+        runtime,
+        state,
+        phase: MatPhase::Barrier,
+    }
+}
+
+/// An eigenbasis.
+const fn basis(
+    explain: &'static str,
+    runtime: &'static str,
+    state: &'static [&'static str],
+) -> MatDef {
+    MatDef {
+        explain,
+        runtime,
+        state,
+        phase: MatPhase::Basis,
+    }
+}
+
+pub(crate) static ORTHOGONALIZE: MatDef = barrier("orthogonalize", "Orthogonalize", &[]);
+pub(crate) static FACTORED: MatDef = barrier("factored", "Factored", &[""]);
+pub(crate) static KRON: MatDef = barrier("kron", "Kron", &["stats", "roots"]);
+pub(crate) static KFAC: MatDef = barrier("kfac", "Kfac", &["inverses"]);
+pub(crate) static EIGENBASIS: MatDef = basis("eigenbasis", "Eigenbasis", &["stats", "q"]);
+pub(crate) static ROTATE: MatDef = barrier("rotate", "Rotate", &[]);
+pub(crate) static UNROTATE: MatDef = barrier("unrotate", "Unrotate", &[]);
+
+pub(crate) const WORDS: &[Entry] = &[
+    Entry {
+        name: "orthogonalize",
+        args: &[
+            pos("x", Value),
+            named("steps", Count),
+            named("a", Scalar),
+            named("b", Scalar),
+            named("c", Scalar),
+            named("eps", Scalar),
+        ],
+        matrix_only: true,
+        lower: |lw, c| primitive(lw, c, &ORTHOGONALIZE, String::new()),
+    },
+    Entry {
+        name: "factored_second_moment",
+        args: &[pos("x", Value), pos("beta", Beta), named("eps", Scalar)],
+        matrix_only: false,
+        lower: |lw, c| {
+            let base = c.slot_name(lw, "factored");
+            primitive(lw, c, &FACTORED, base)
+        },
+    },
+    Entry {
+        name: "kron_precondition",
+        args: &[
+            pos("x", Value),
+            named("beta", Beta),
+            named("eps", Scalar),
+            named("update_freq", Count),
+            named("exponent", Scalar),
+            named("max_dim", Count),
+        ],
+        matrix_only: false,
+        lower: |lw, c| {
+            let base = c.binding_or(format!("kron{}", lw.mat_slots.len()));
+            primitive(lw, c, &KRON, base)
+        },
+    },
+    Entry {
+        name: "kfac_precondition",
+        args: &[pos("x", Value), named("damping", Scalar)],
+        matrix_only: false,
+        lower: |lw, c| {
+            let base = c.binding_or("kfac".to_string());
+            primitive(lw, c, &KFAC, base)
+        },
+    },
+    Entry {
+        name: "kron_eigenbasis",
+        args: &[
+            pos("x", Value),
+            pos("beta", Beta),
+            named("update_freq", Count),
+            named("max_dim", Count),
+        ],
+        matrix_only: false,
+        lower: |lw, c| {
+            if !matches!(lw.nodes[c.req("x")].op, Op::Grad) {
+                lw.cx.error(
+                    c.arg_span("x"),
+                    "`kron_eigenbasis` takes its statistics from the gradient; pass `grad`",
+                );
+            }
+            let base = c.binding_or(format!("basis{}", lw.mat_slots.len()));
+            primitive(lw, c, &EIGENBASIS, base)
+        },
+    },
+    Entry {
+        name: "rotate",
+        args: &[pos("x", Value), pos("basis", Value)],
+        matrix_only: false,
+        lower: |lw, c| rotation(lw, c, &ROTATE),
+    },
+    Entry {
+        name: "unrotate",
+        args: &[pos("x", Value), pos("basis", Value)],
+        matrix_only: false,
+        lower: |lw, c| rotation(lw, c, &UNROTATE),
+    },
+];
+
+/// A primitive applied to argument `x`, its other arguments passed by name to its runtime
+/// config, with one state buffer per suffix of `def.state` named `base.suffix` (`base` for the
+/// empty suffix).
+fn primitive(lw: &mut Lowerer<'_, '_>, c: &Call<'_>, def: &'static MatDef, base: String) -> NodeId {
+    let x = c.req("x");
+    let word = c.entry.name;
+    if def.phase == MatPhase::Barrier && lw.ty(x).level != Level::Elem {
+        lw.cx
+            .error(c.span, format!("`{word}` needs a per-element value"));
+    }
+    let slots = def
+        .state
+        .iter()
+        .map(|suffix| {
+            let name = if suffix.is_empty() {
+                base.clone()
+            } else {
+                format!("{base}.{suffix}")
+            };
+            lw.new_mat_slot(name)
+        })
+        .collect();
+    let node = MatNode {
+        def,
+        input: x,
+        args: c.args_except(&["x"]),
+        slots,
+        basis: None,
+    };
+    let level = match def.phase {
+        MatPhase::Barrier => Level::Elem,
+        MatPhase::Basis => Level::Scalar,
+    };
+    lw.push(Op::Mat(node), Ty::num(level))
+}
+
+/// `rotate(x, q)` / `unrotate(x, q)` in the eigenbasis `q` of a `kron_eigenbasis`.
+fn rotation(lw: &mut Lowerer<'_, '_>, c: &Call<'_>, def: &'static MatDef) -> NodeId {
+    let (x, basis) = (c.req("x"), c.req("basis"));
+    let word = c.entry.name;
+    let max_dim = match &lw.nodes[basis].op {
+        Op::Mat(m) if m.def.phase == MatPhase::Basis => {
+            m.args.iter().find(|(k, _)| *k == "max_dim").map(|a| a.1)
+        }
+        _ => {
+            lw.cx.error(
+                c.arg_span("basis"),
+                format!("`{word}` expects an eigenbasis made by `kron_eigenbasis(grad, beta)`"),
+            );
+            None
+        }
+    };
+    if lw.ty(x).level != Level::Elem {
+        lw.cx
+            .error(c.span, format!("`{word}` needs a per-element value"));
+    }
+    let node = MatNode {
+        def,
+        input: x,
+        args: max_dim.map(|m| ("max_dim", m)).into_iter().collect(),
+        slots: Vec::new(),
+        basis: Some(basis),
+    };
+    lw.push(Op::Mat(node), Ty::num(Level::Elem))
+}

@@ -1,0 +1,355 @@
+//! `kron_eigenbasis`, `rotate`, `unrotate`: SOAP's Kronecker eigenbasis.
+
+use super::linalg::{apply_side, par_for, side_gram, write_row_major};
+use super::{Io, MatrixWord, Phase, Primitive, Report};
+use crate::Float;
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatRef};
+
+/// Default refresh interval of a Kronecker eigenbasis (SOAP's `precondition_frequency`).
+pub const EIGENBASIS_UPDATE_FREQ: u64 = 10;
+/// Default largest side with an eigenbasis (SOAP's `max_precondition_dim`).
+pub const EIGENBASIS_MAX_DIM: usize = 10000;
+
+/// Configuration of a Kronecker eigenbasis (SOAP).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EigenbasisConfig {
+    /// EMA coefficient of the statistics `GG = beta GG + (1 - beta) G G^T`.
+    pub beta: f64,
+    /// Refresh the basis every this many updates after the first.
+    pub update_freq: u64,
+    /// Sides longer than this keep the identity basis.
+    pub max_dim: usize,
+}
+
+fn eigen_sides(rows: usize, cols: usize, factored: bool, max_dim: usize) -> Vec<(usize, bool)> {
+    if factored {
+        vec![(rows, rows <= max_dim), (cols, cols <= max_dim)]
+    } else {
+        // vectors keep the identity basis (SOAP's precondition_1d = False)
+        vec![(rows * cols, false)]
+    }
+}
+
+/// `kron_eigenbasis(x)`, first use: `GG_i = (1 - beta) G_(i) G_(i)^T` for each active side and
+/// `Q_i` = its eigenvectors, sorted by descending eigenvalue (SOAP, Vyas et al., "SOAP:
+/// Improving and Stabilizing Shampoo using Adam", ICLR 2025, Alg. 1; pytorch-optimizer port).
+/// Returns `true` when it initialised the state (the parameter's first step), `false` when the
+/// state already existed or no side has a basis (nothing is done). A non-finite `x`
+/// initialises the identity basis.
+pub fn eigenbasis_init<E: Float>(
+    x: &[E],
+    gg: &mut Vec<E>,
+    q: &mut Vec<E>,
+    rows: usize,
+    cols: usize,
+    factored: bool,
+    cfg: EigenbasisConfig,
+) -> bool {
+    let sides = eigen_sides(rows, cols, factored, cfg.max_dim);
+    let total: usize = sides.iter().filter(|s| s.1).map(|s| s.0 * s.0).sum();
+    if total == 0 || (gg.len() == total && q.len() == total) {
+        return false;
+    }
+    gg.clear();
+    q.clear();
+    let n = rows * cols;
+    let finite = x.len() >= n && x[..n].iter().all(|v| v.is_finite());
+    let g = MatRef::from_row_major_slice(
+        &x[..n.min(x.len())],
+        rows,
+        if n <= x.len() { cols } else { 0 },
+    );
+    for (side, &(d, active)) in sides.iter().enumerate() {
+        if !active {
+            continue;
+        }
+        let w = E::of_f64(1.0 - cfg.beta);
+        let mut stats = Mat::<E>::zeros(d, d);
+        if finite && g.ncols() == cols {
+            let gram = side_gram(g, side);
+            for j in 0..d {
+                for i in 0..d {
+                    stats[(i, j)] = w * gram[(i, j)];
+                }
+            }
+        }
+        let basis =
+            descending_eigenvectors(stats.as_ref()).unwrap_or_else(|| Mat::<E>::identity(d, d));
+        for i in 0..d {
+            for j in 0..d {
+                gg.push(stats[(i, j)]);
+            }
+        }
+        for i in 0..d {
+            for j in 0..d {
+                q.push(basis[(i, j)]);
+            }
+        }
+    }
+    true
+}
+
+fn descending_eigenvectors<E: Float>(h: MatRef<'_, E>) -> Option<Mat<E>> {
+    let d = h.nrows();
+    let mut reg = h.to_owned();
+    for i in 0..d {
+        reg[(i, i)] += E::of_f64(1e-30);
+    }
+    let evd = reg.self_adjoint_eigen(faer::Side::Lower).ok()?;
+    let u = evd.U();
+    let out = Mat::from_fn(d, d, |i, j| u[(i, d - 1 - j)]);
+    if (0..d).all(|i| (0..d).all(|j| out[(i, j)].is_finite())) {
+        Some(out)
+    } else {
+        None
+    }
+}
+
+/// `kron_eigenbasis(x)`, every later step (run after the step's update, like the reference):
+/// `GG_i = beta GG_i + (1 - beta) G_(i) G_(i)^T`; every `update_freq` steps (`(step - 1) %
+/// update_freq == 0`) each active side is refreshed by one power-iteration step with QR:
+/// `est = diag(Q^T GG Q)`, columns sorted by descending `est`, every buffer in `rotated`
+/// (states kept in the eigenbasis, `rows × cols`) permuted the same way along that side, and
+/// `Q = qr(GG Q).Q`. A non-finite `x` is skipped (statistics unchanged); a refresh producing a
+/// non-finite basis keeps the old one. The [`Report`] counts skipped inputs, refreshes and
+/// refused refreshes.
+#[allow(clippy::too_many_arguments)]
+pub fn eigenbasis_update<E: Float>(
+    x: &[E],
+    gg: &mut [E],
+    q: &mut [E],
+    rows: usize,
+    cols: usize,
+    factored: bool,
+    step: u64,
+    cfg: EigenbasisConfig,
+    rotated: &mut [&mut Vec<E>],
+) -> Report {
+    let mut report = Report::default();
+    let sides = eigen_sides(rows, cols, factored, cfg.max_dim);
+    let n = rows * cols;
+    if x.len() < n {
+        return report;
+    }
+    let finite = x[..n].iter().all(|v| v.is_finite());
+    let g = MatRef::from_row_major_slice(&x[..n], rows, cols);
+    let freq = cfg.update_freq.max(1);
+    let refresh = step > 1 && (step - 1) % freq == 0;
+    let mut offset = 0;
+    for (side, &(d, active)) in sides.iter().enumerate() {
+        if !active {
+            continue;
+        }
+        let len = d * d;
+        if gg.len() < offset + len || q.len() < offset + len {
+            return report;
+        }
+        if finite {
+            let gram = side_gram(g, side);
+            let (b, w) = (E::of_f64(cfg.beta), E::of_f64(1.0 - cfg.beta));
+            for i in 0..d {
+                for j in 0..d {
+                    let k = offset + i * d + j;
+                    gg[k] = b * gg[k] + w * gram[(i, j)];
+                }
+            }
+        } else {
+            report.skipped_inputs += 1;
+        }
+        if refresh {
+            let h = MatRef::from_row_major_slice(&gg[offset..offset + len], d, d);
+            let qm = MatRef::from_row_major_slice(&q[offset..offset + len], d, d);
+            let mut hq = Mat::<E>::zeros(d, d);
+            matmul(hq.as_mut(), Accum::Replace, h, qm, E::one(), par_for(len));
+            // est_j = q_j^T H q_j
+            let mut est: Vec<(usize, f64)> = (0..d)
+                .map(|j| {
+                    (
+                        j,
+                        (0..d)
+                            .map(|i| qm[(i, j)].as_f64() * hq[(i, j)].as_f64())
+                            .sum::<f64>(),
+                    )
+                })
+                .collect();
+            est.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+            let idx: Vec<usize> = est.iter().map(|e| e.0).collect();
+            let sorted = Mat::from_fn(d, d, |i, j| hq[(i, idx[j])]);
+            let qr = sorted.qr().compute_thin_Q();
+            if (0..d).all(|i| (0..d).all(|j| qr[(i, j)].is_finite())) {
+                report.refreshes += 1;
+                for buf in rotated.iter_mut() {
+                    if buf.len() == n {
+                        permute_side(buf, rows, cols, side, &idx);
+                    }
+                }
+                for i in 0..d {
+                    for j in 0..d {
+                        q[offset + i * d + j] = qr[(i, j)];
+                    }
+                }
+            } else {
+                report.failed_refreshes += 1;
+            }
+        }
+        offset += len;
+    }
+    report
+}
+
+/// `buf.index_select(side, idx)` for a row-major `rows × cols` buffer.
+fn permute_side<E: Float>(buf: &mut [E], rows: usize, cols: usize, side: usize, idx: &[usize]) {
+    let old = buf.to_vec();
+    for r in 0..rows {
+        for c in 0..cols {
+            buf[r * cols + c] = if side == 0 {
+                old[idx[r] * cols + c]
+            } else {
+                old[r * cols + idx[c]]
+            };
+        }
+    }
+}
+
+/// `rotate(x, basis)` (`inverse = false`): `Q_L^T X Q_R`; `unrotate(x, basis)`
+/// (`inverse = true`): `Q_L X Q_R^T`. Sides without a basis (longer than `max_dim`, or
+/// vectors) use the identity. `q` is the state written by [`eigenbasis_init`].
+pub fn rotate<E: Float>(
+    x: &[E],
+    out: &mut [E],
+    q: &[E],
+    rows: usize,
+    cols: usize,
+    factored: bool,
+    max_dim: usize,
+    inverse: bool,
+) {
+    let n = rows * cols;
+    if x.len() < n || out.len() < n {
+        return;
+    }
+    let sides = eigen_sides(rows, cols, factored, max_dim);
+    let mut cur: Mat<E> = MatRef::from_row_major_slice(&x[..n], rows, cols).to_owned();
+    let mut offset = 0;
+    for (side, &(d, active)) in sides.iter().enumerate() {
+        if !active {
+            continue;
+        }
+        if q.len() < offset + d * d {
+            break;
+        }
+        let qm = MatRef::from_row_major_slice(&q[offset..offset + d * d], d, d);
+        // Q^T on the left and Q on the right rotate; the transposes undo it
+        let f = if (side == 0) != inverse {
+            qm.transpose()
+        } else {
+            qm
+        };
+        let next = apply_side(cur.as_ref(), f, side);
+        cur = next;
+        offset += d * d;
+    }
+    write_row_major(cur.as_ref(), out);
+}
+
+impl Default for EigenbasisConfig {
+    fn default() -> Self {
+        EigenbasisConfig {
+            beta: 0.0,
+            update_freq: EIGENBASIS_UPDATE_FREQ,
+            max_dim: EIGENBASIS_MAX_DIM,
+        }
+    }
+}
+
+/// The `kron_eigenbasis` primitive: [`eigenbasis_init`] in [`Phase::Init`] (reports
+/// `initialised` on the parameter's first step), [`eigenbasis_update`] in [`Phase::Finish`]
+/// (permuting the states that live in the basis). State `.stats` and `.q`.
+#[derive(Debug, Clone, Copy)]
+pub struct Eigenbasis;
+
+impl MatrixWord for Eigenbasis {
+    type Config = EigenbasisConfig;
+    const STATE: &'static [&'static str] = &["stats", "q"];
+}
+
+impl<E: Float> Primitive<E> for Eigenbasis {
+    fn apply(cfg: &EigenbasisConfig, io: Io<'_, E>) -> Report {
+        let (rows, cols, matrix, step) = (io.rows(), io.cols(), io.is_matrix(), io.step);
+        let [gg, q] = io.state else {
+            return Report::default();
+        };
+        match io.phase {
+            Phase::Init => Report {
+                initialised: eigenbasis_init(io.input, gg, q, rows, cols, matrix, *cfg),
+                ..Report::default()
+            },
+            Phase::Finish => {
+                let mut refs: Vec<&mut Vec<E>> = io.rotated.iter_mut().collect();
+                eigenbasis_update(io.input, gg, q, rows, cols, matrix, step, *cfg, &mut refs)
+            }
+            Phase::Barrier => Report::default(),
+        }
+    }
+}
+
+/// Arguments of `rotate` / `unrotate` (taken from their eigenbasis).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RotateConfig {
+    /// Sides longer than this have no basis (default [`EIGENBASIS_MAX_DIM`]).
+    pub max_dim: usize,
+}
+
+impl Default for RotateConfig {
+    fn default() -> Self {
+        RotateConfig {
+            max_dim: EIGENBASIS_MAX_DIM,
+        }
+    }
+}
+
+/// The `rotate` primitive: `Q_L^T X Q_R` ([`rotate`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Rotate;
+
+/// The `unrotate` primitive: `Q_L X Q_R^T` ([`rotate`] with `inverse`).
+#[derive(Debug, Clone, Copy)]
+pub struct Unrotate;
+
+impl MatrixWord for Rotate {
+    type Config = RotateConfig;
+    const STATE: &'static [&'static str] = &[];
+}
+
+impl MatrixWord for Unrotate {
+    type Config = RotateConfig;
+    const STATE: &'static [&'static str] = &[];
+}
+
+fn rotation<E: Float>(cfg: &RotateConfig, io: Io<'_, E>, inverse: bool) -> Report {
+    let (rows, cols, matrix) = (io.rows(), io.cols(), io.is_matrix());
+    rotate(
+        io.input,
+        io.out,
+        io.basis_q,
+        rows,
+        cols,
+        matrix,
+        cfg.max_dim,
+        inverse,
+    );
+    Report::default()
+}
+
+impl<E: Float> Primitive<E> for Rotate {
+    fn apply(cfg: &RotateConfig, io: Io<'_, E>) -> Report {
+        rotation(cfg, io, false)
+    }
+}
+
+impl<E: Float> Primitive<E> for Unrotate {
+    fn apply(cfg: &RotateConfig, io: Io<'_, E>) -> Report {
+        rotation(cfg, io, true)
+    }
+}
