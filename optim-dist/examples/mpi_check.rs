@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Every rank computes the single-process reference itself (it can generate every rank's
-//! gradients), so each rank checks its own parameters bit for bit: AdamW, Muon and Shampoo
-//! after 6 steps; a NaN on rank 1 under `SkipStep` skipping the step on every rank; a
+//! gradients), so each rank checks its own parameters bit for bit: AdamW, Muon, Shampoo and a
+//! `clip_global_norm` SGD (a global reduction over every rank's parameters) after 6 steps; a NaN on rank 1 under `SkipStep` skipping the step on every rank; a
 //! hyperparameter leaving its domain at step 1 failing on every rank with nothing written; a
 //! checkpoint saved on all ranks and loaded on the same ranks going on bit-identically. Exits
 //! non-zero on the first failure.
@@ -23,6 +23,14 @@ use optim_dsl::zoo::{AdamW, AdamWConfig, Muon, MuonConfig, Shampoo, ShampooConfi
 use optim_dsl::NonFinitePolicy;
 
 const STEPS: usize = 6;
+
+optimizer! {
+    /// `clip_grad_norm_` then SGD: a global reduction over the parameters of every rank.
+    pub ClippedSgd<lr = 0.05, max_norm = 1.0> {
+        let g = clip_global_norm(grad, max_norm);
+        param -= lr * g;
+    }
+}
 
 fn same(a: &[Vec<f32>], b: &[Vec<f32>]) -> bool {
     a.iter()
@@ -89,7 +97,7 @@ fn skip(comm: &MpiComm) -> Result<(), String> {
 fn bad_hyper(comm: &MpiComm) -> Result<(), String> {
     let model = mixed_model();
     let opt = AdamW::<f32>::new(AdamWConfig {
-        beta1: Schedule::linear(0.9, 1.3, 4).into(),
+        beta1: Schedule::linear(0.9, 1.3, 4).unwrap().into(),
         ..Default::default()
     })
     .map_err(|e| e.to_string())?;
@@ -201,12 +209,13 @@ fn main() -> Result<(), String> {
     identical(adamw, &comm, "AdamW")?;
     identical(muon, &comm, "Muon")?;
     identical(shampoo, &comm, "Shampoo")?;
+    identical(ClippedSgd::<f32>::default, &comm, "clip_global_norm")?;
     skip(&comm)?;
     bad_hyper(&comm)?;
     resume(&comm)?;
     let drift = all_reduce_drift(&comm)?;
     println!(
-        "mpi_check rank {}/{}: all 6 checks bit-identical to the single-process reference; \
+        "mpi_check rank {}/{}: all 7 checks bit-identical to the single-process reference; \
          with GradSync::AllReduce instead, {drift}",
         comm.rank(),
         comm.size()

@@ -23,7 +23,9 @@ use crate::comm::Communicator;
 use crate::distributed::Distributed;
 use crate::layout::{Layout, Piece};
 use crate::sync::agree;
-use optim_runtime::{DslOptimizer, Float, OptState, OptimError, OptimizerConfig, ParamState};
+use optim_runtime::{
+    Checkpoint, DslOptimizer, Float, OptState, OptimError, OptimizerConfig, ParamState,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -3,7 +3,7 @@
 
 use crate::comm::{CommElem, Communicator};
 use crate::layout::{Layout, ShardOptions};
-use crate::sync::{agree, agree_with_header, comm_error, min_u64};
+use crate::sync::{agree, agree_with_header, comm_error, min_u64, CommSync};
 use optim_runtime::{
     DslOptimizer, Float, NonFinitePolicy, OptimError, OptimizerConfig, ParamSlice,
 };
@@ -85,10 +85,10 @@ struct Buffers<E> {
 /// fixed order, whatever the step's size and thread count (so a rank that holds a few
 /// parameters computes the same norms as the single process holding all of them).
 ///
-/// **Not yet supported across ranks:** rules with a global reduction (`global_norm`,
-/// `clip_global_norm`) need the runtime's step-sync hook (`StepSync`, see [`crate::sync`]);
-/// until it lands, such an optimizer is refused on more than one rank with
-/// [`OptimError::InvalidUse`].
+/// **Global reductions** (`global_norm`, `clip_global_norm`, …) span every rank: each rank
+/// sums its own pieces, the per-piece sums are exchanged and added in the single process's
+/// parameter order ([`crate::sync::CommSync`], the runtime's `StepSync` hook), so the clip
+/// factor, and hence the parameters, match the single process bit for bit.
 ///
 /// Communicator failures are reported as [`OptimError::Device`] (`"communicator: …"`).
 pub struct Distributed<O, C> {
@@ -279,17 +279,9 @@ where
         }
         let step = self.inner.opt_state().step;
         self.inner.config().values(step)?;
-        let world = self.comm.size();
         let me = self.comm.rank();
         let list: Vec<(&str, &[usize])> = params.iter().map(|p| (p.name, p.shape)).collect();
         let layout = self.layout_for::<E>(&list).clone();
-        if layout.has_global && world > 1 {
-            return Err(OptimError::InvalidUse(format!(
-                "`{}` has a global reduction (global_norm / clip_global_norm); summing it across \
-                 {world} ranks needs the runtime's StepSync hook, which is not available yet",
-                <O::Config as OptimizerConfig>::NAME
-            )));
-        }
         let state = &self.inner.opt_state().params;
         let mut my_piece = vec![None; layout.params.len()];
         let mut owner_of = vec![0; layout.params.len()];
@@ -520,8 +512,16 @@ where
         let mut slices: Vec<ParamSlice<'_, E>> = slices.into_iter().map(|(_, s)| s).collect();
         // Every check the optimizer makes was made and agreed in step 1; agreeing again keeps
         // the ranks together should it still fail (no rank proceeds to the all-gather alone).
-        let r = self.inner.update_slices(&mut slices);
+        let idle = slices.is_empty();
+        let r = self
+            .inner
+            .update_slices_synced(&mut slices, &mut CommSync::new(&self.comm, layout));
         agree(&self.comm, r)?;
+        if idle {
+            // an update with no parameters does not advance the step: keep the schedules in
+            // lock-step with the ranks that had some
+            self.inner.advance_step();
+        }
         Ok(true)
     }
 

@@ -1,13 +1,15 @@
 //! Whole-step decisions that every rank must take identically: agreeing on an error, on
 //! "did any rank see X", and on global reduction totals.
 //!
-//! [`agree`] and [`any`] are used by [`Distributed`](crate::Distributed) today. [`CommSync`]
-//! implements the runtime's coming `StepSync` hook (see [`StepSync`] below, a copy of the shape
-//! the runtime will export) so that `clip_global_norm`/`global_norm` can sum across ranks.
+//! [`agree`] and [`any`] are used by [`Distributed`](crate::Distributed) for its own checks;
+//! [`CommSync`] implements the runtime's [`StepSync`] hook, through which the optimizer's step
+//! agrees on validation, on non-finite gradients and on the totals of global reductions
+//! (`global_norm`, `clip_global_norm`) across ranks.
 
 use crate::comm::{CommError, Communicator};
 use crate::layout::Layout;
-use optim_runtime::kernel::MAX_GLOBALS;
+use optim_runtime::__private::{sum_in_order, MAX_GLOBALS};
+use optim_runtime::GlobalContribution;
 use optim_runtime::OptimError;
 use serde::{Deserialize, Serialize};
 
@@ -166,32 +168,7 @@ pub fn min_u64<C: Communicator>(comm: &C, local: u64) -> Result<u64, OptimError>
     Ok(all.into_iter().min().unwrap_or(local))
 }
 
-/// Whole-step decisions shared across processes — the hook the runtime will call from
-/// `DslOptimizer::update_slices_synced` (its definition will live in `optim-runtime`; this
-/// copy has the agreed shape so that [`CommSync`] is written and tested against it now).
-/// All methods are called the same number of times, in the same order, on every rank.
-pub trait StepSync {
-    /// Totals of the step's global reductions: `contributions[i]` is local entry `i`'s
-    /// contribution (entries in the order given to the update), one column per global
-    /// reduction id. The result does not depend on the rank count.
-    ///
-    /// # Errors
-    /// When the communicator fails.
-    fn global_sums(
-        &mut self,
-        contributions: &[[f64; MAX_GLOBALS]],
-    ) -> Result<[f64; MAX_GLOBALS], OptimError>;
-    /// Whether `local` is true on any rank.
-    ///
-    /// # Errors
-    /// When the communicator fails.
-    fn any(&mut self, local: bool) -> Result<bool, OptimError>;
-    /// Validation outcome agreed by all ranks.
-    ///
-    /// # Errors
-    /// The agreed error.
-    fn agree(&mut self, local: Result<(), OptimError>) -> Result<(), OptimError>;
-}
+pub use optim_runtime::StepSync;
 
 /// [`StepSync`] over a [`Communicator`] for one step of a [`Layout`]: this rank's local entries
 /// are its pieces in canonical order (`layout.by_rank[rank]`).
@@ -215,8 +192,8 @@ impl<'a, C: Communicator> CommSync<'a, C> {
 impl<C: Communicator> StepSync for CommSync<'_, C> {
     fn global_sums(
         &mut self,
-        contributions: &[[f64; MAX_GLOBALS]],
-    ) -> Result<[f64; MAX_GLOBALS], OptimError> {
+        contributions: &[GlobalContribution],
+    ) -> Result<GlobalContribution, OptimError> {
         let l = self.layout;
         let mine = &l.by_rank[self.comm.rank()];
         if contributions.len() != mine.len() {
@@ -226,28 +203,38 @@ impl<C: Communicator> StepSync for CommSync<'_, C> {
                 mine.len()
             )));
         }
-        let counts: Vec<usize> = l.by_rank.iter().map(|p| p.len() * MAX_GLOBALS).collect();
-        let send: Vec<f64> = contributions.iter().flatten().copied().collect();
+        // each row: the sums, then 1.0 / 0.0 for each id produced
+        const ROW: usize = 2 * MAX_GLOBALS;
+        let counts: Vec<usize> = l.by_rank.iter().map(|p| p.len() * ROW).collect();
+        let send: Vec<f64> = contributions
+            .iter()
+            .flat_map(|c| {
+                c.sums
+                    .iter()
+                    .copied()
+                    .chain(c.produced.iter().map(|&p| if p { 1.0 } else { 0.0 }))
+            })
+            .collect();
         let mut all = vec![0.0f64; counts.iter().sum()];
         self.comm
             .all_gather_v(&send, &mut all, &counts)
             .map_err(comm_error)?;
-        // Place each rank's rows at their canonical piece index, then add in that order.
-        let mut by_piece = vec![[0.0f64; MAX_GLOBALS]; l.pieces.len()];
+        // Place each rank's rows at their canonical piece index, then add in that order, as a
+        // single process adds its parameters' contributions.
+        let mut by_piece = vec![GlobalContribution::default(); l.pieces.len()];
         let mut at = 0;
         for pieces in &l.by_rank {
             for &p in pieces {
-                by_piece[p].copy_from_slice(&all[at..at + MAX_GLOBALS]);
-                at += MAX_GLOBALS;
+                let row = &all[at..at + ROW];
+                let c = &mut by_piece[p];
+                c.sums.copy_from_slice(&row[..MAX_GLOBALS]);
+                for (flag, &v) in c.produced.iter_mut().zip(&row[MAX_GLOBALS..]) {
+                    *flag = v != 0.0;
+                }
+                at += ROW;
             }
         }
-        let mut total = [0.0f64; MAX_GLOBALS];
-        for row in &by_piece {
-            for (t, v) in total.iter_mut().zip(row) {
-                *t += v;
-            }
-        }
-        Ok(total)
+        Ok(sum_in_order(&by_piece))
     }
     fn any(&mut self, local: bool) -> Result<bool, OptimError> {
         any(self.comm, local)

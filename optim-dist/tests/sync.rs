@@ -7,6 +7,7 @@ use optim_dist::sync::{agree, any, CommSync, StepSync};
 use optim_dist::{Communicator, Distributed, ThreadComm};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::AdamW;
+use optim_dsl::GlobalContribution;
 
 #[test]
 fn agree_returns_the_lowest_failing_ranks_error_everywhere() {
@@ -72,13 +73,21 @@ fn global_sums_add_in_canonical_order_whatever_the_partition() {
             let mut d = Distributed::new(AdamW::<f32>::default(), comm);
             run_steps(&mut d, &model, 0..1, init(&model), no_hook);
             let layout = d.layout().unwrap().clone();
-            let mine: Vec<[f64; 4]> = layout
+            let mine: Vec<GlobalContribution> = layout
                 .pieces_of(d.comm().rank())
-                .map(|p| contrib(p.param))
+                .map(|p| {
+                    let mut c = GlobalContribution::default();
+                    c.sums[..4].copy_from_slice(&contrib(p.param));
+                    c.produced[..4].fill(true);
+                    c
+                })
                 .collect();
             CommSync::new(d.comm(), &layout).global_sums(&mine).unwrap()
         });
-        for got in out {
+        for total in out {
+            assert!(total.produced[..4].iter().all(|&p| p));
+            assert!(total.produced[4..].iter().all(|&p| !p));
+            let got: [f64; 4] = total.sums[..4].try_into().unwrap();
             assert_eq!(
                 got.map(f64::to_bits),
                 want.map(f64::to_bits),
