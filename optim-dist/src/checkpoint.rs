@@ -111,7 +111,7 @@ impl<O, C: Communicator> Distributed<O, C> {
     ///
     /// # Errors
     /// On every rank alike: [`OptimError::Checkpoint`] when no step has fixed the partition
-    /// yet or a file cannot be written on some rank; [`OptimError::Device`] when the
+    /// yet or a file cannot be written on some rank; [`OptimError::Communication`] when the
     /// communicator fails.
     pub fn save_checkpoint<E: Float>(&self, dir: impl AsRef<Path>) -> Result<(), OptimError>
     where
@@ -189,7 +189,7 @@ impl<O, C: Communicator> Distributed<O, C> {
     /// unreadable, of another format or optimizer, or fails its checksum;
     /// [`OptimError::CheckpointMismatch`] when a parameter's saved state does not fit (routed to
     /// another rule now, inconsistent blocks, a matrix-state buffer that would have to be cut);
-    /// the runtime's checkpoint errors; [`OptimError::Device`] when the communicator fails.
+    /// the runtime's checkpoint errors; [`OptimError::Communication`] when the communicator fails.
     pub fn load_checkpoint<E: Float>(&mut self, dir: impl AsRef<Path>) -> Result<(), OptimError>
     where
         O: DslOptimizer<E> + Default,

@@ -90,7 +90,7 @@ struct Buffers<E> {
 /// parameter order ([`crate::sync::CommSync`], the runtime's `StepSync` hook), so the clip
 /// factor, and hence the parameters, match the single process bit for bit.
 ///
-/// Communicator failures are reported as [`OptimError::Device`] (`"communicator: …"`).
+/// Communicator failures are reported as [`OptimError::Communication`].
 pub struct Distributed<O, C> {
     inner: O,
     comm: C,
@@ -163,7 +163,7 @@ impl<O, C: Communicator> Distributed<O, C> {
     /// the same list of parameter lengths.
     ///
     /// # Errors
-    /// [`OptimError::Device`] when the communicator fails (including a `root` out of range).
+    /// [`OptimError::Communication`] when the communicator fails (including a `root` out of range).
     pub fn broadcast_params<E: CommElem>(
         &self,
         params: &mut [&mut [E]],
@@ -330,7 +330,7 @@ where
     /// rank; nothing is modified on any rank); [`OptimError::InvalidUse`] when the ranks' parameter
     /// lists, configs, steps or policies differ, when this rank holds state for a parameter
     /// that another rank now owns, or for a global reduction on more than one rank;
-    /// [`OptimError::Device`] when the communicator fails.
+    /// [`OptimError::Communication`] when the communicator fails.
     pub fn update_slices<E>(&mut self, params: &mut [ParamSlice<'_, E>]) -> Result<(), OptimError>
     where
         E: Float + CommElem,

@@ -13,10 +13,9 @@ use optim_runtime::GlobalContribution;
 use optim_runtime::OptimError;
 use serde::{Deserialize, Serialize};
 
-/// A communicator failure as the optimizer error type. `OptimError` has no variant for it yet,
-/// so it is reported as [`OptimError::Device`] with a `communicator:` prefix.
+/// A communicator failure as the optimizer error type: [`OptimError::Communication`].
 pub fn comm_error(e: CommError) -> OptimError {
-    OptimError::Device(format!("communicator: {e}"))
+    OptimError::Communication(e.to_string())
 }
 
 /// The variants of [`OptimError`] that carry only owned text, so that they can be rebuilt on
@@ -30,6 +29,7 @@ enum Wire {
     Checkpoint(String),
     InvalidUse(String),
     Device(String),
+    Communication(String),
     Other(String),
 }
 
@@ -50,6 +50,7 @@ fn encode(e: &OptimError) -> Vec<u8> {
         OptimError::Checkpoint(s) => Wire::Checkpoint(s.clone()),
         OptimError::InvalidUse(s) => Wire::InvalidUse(s.clone()),
         OptimError::Device(s) => Wire::Device(s.clone()),
+        OptimError::Communication(s) => Wire::Communication(s.clone()),
         other => Wire::Other(other.to_string()),
     };
     // Serialising an enum of strings cannot fail; an empty message would read as success,
@@ -70,6 +71,7 @@ fn decode(bytes: &[u8], rank: usize, local: Option<&OptimError>) -> OptimError {
         Wire::Checkpoint(s) => OptimError::Checkpoint(s),
         Wire::InvalidUse(s) => OptimError::InvalidUse(s),
         Wire::Device(s) => OptimError::Device(s),
+        Wire::Communication(s) => OptimError::Communication(s),
         Wire::Other(msg) => match local {
             // The same error here (e.g. a hyperparameter out of its domain: every rank
             // evaluates the same config at the same step): keep the typed value.
