@@ -590,7 +590,7 @@ optimizer! {
     /// schedule; `amsgrad` and the `mars-lion`/`mars-shampoo` types are not provided. The norm
     /// ends a loop: matrices take two loops per step.
     pub MarsAdamW<lr = 3e-3, beta1 = 0.95, beta2 = 0.99, eps = 1e-8, weight_decay = 0.0, gamma: nonneg = 0.025,
-                  lr_1d = 3e-3, beta1_1d = 0.9, beta2_1d = 0.95, weight_decay_1d = 0.1> {
+                  lr_1d: nonneg = 3e-3, beta1_1d = 0.9, beta2_1d = 0.95, weight_decay_1d: nonneg = 0.1> {
         matrix => {
             let last_grad = state(0.0);
             let c = (grad - last_grad) * (gamma * (beta1 / (1.0 - beta1))) + grad;

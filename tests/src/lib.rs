@@ -695,8 +695,9 @@ pub mod model {
         }
     }
 
-    /// The five parameters of the `mars_adamw` case (`w_16x8` [16, 8], `w_8x16` [8, 16],
-    /// `w_4x4` [4, 4], `b_8` [8], `s_1` [1], in that walk order), as a dfdx tensor collection.
+    /// The five parameters of the `mars_adamw` case (`w_16x8: [16, 8]`, `w_8x16: [8, 16]`,
+    /// `w_4x4: [4, 4]`, `b_8: [8]`, `s_1: [1]`, in that walk order), as a dfdx tensor
+    /// collection.
     #[derive(Debug, Clone)]
     pub struct MarsModel<E: Dtype, D: Device<E>> {
         /// Matrix parameter of shape `[16, 8]`.

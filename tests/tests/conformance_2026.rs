@@ -124,6 +124,21 @@ mod mars {
         },
         model = MarsModel<f32, Cpu>
     );
+
+    /// The 1-D rate and decay have the domains of `lr` and `weight_decay` (`>= 0`), although
+    /// their names do not imply it.
+    #[test]
+    fn mars_1d_hyperparameters_are_checked() {
+        for (field, bad) in [("lr_1d", -1e-3), ("weight_decay_1d", -0.1)] {
+            let mut cfg = MarsAdamWConfig::default();
+            match field {
+                "lr_1d" => cfg.lr_1d = bad.into(),
+                _ => cfg.weight_decay_1d = bad.into(),
+            }
+            let err = MarsAdamW::<f32>::new(cfg).expect_err(field).to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
 }
 
 /// Authors' Adan (`_single_tensor_adan`, `no_prox=False`, `max_grad_norm=0`).
