@@ -523,8 +523,7 @@ optimizer! {
     /// `numel / (sum(mask) + 1)` of the authors' Lion ([`CautiousLion`]). Differences from the
     /// reference: only `correct_bias=True` (the default) is provided; the `foreach=True` path of
     /// the reference is a different (asynchronous, batched) implementation and is not what is
-    /// matched. The mean ends a loop: two loops per step (moments and mask count, then the
-    /// update).
+    /// matched. The mean ends a loop: two loops per step (the mask count, then the update).
     pub CautiousAdamW<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-6, weight_decay = 0.0> {
         let m = momentum(grad, beta1);
         let v = second_moment(grad, beta2);
