@@ -87,6 +87,7 @@ fn range(what: &str, name: &str, l: &Layout) -> candle_core::Result<(usize, usiz
 }
 
 /// `v[a..b]` as a slice of `E`, when `T` is `E`.
+#[allow(clippy::ptr_arg)] // `Any` downcasts the sized `Vec`, not a slice
 fn same_mut<E: Float, T: 'static>(v: &mut Vec<T>, a: usize, b: usize) -> Option<&mut [E]> {
     (v as &mut dyn Any)
         .downcast_mut::<Vec<E>>()
@@ -94,6 +95,7 @@ fn same_mut<E: Float, T: 'static>(v: &mut Vec<T>, a: usize, b: usize) -> Option<
 }
 
 /// `v[a..b]` as a slice of `E`, when `T` is `E`.
+#[allow(clippy::ptr_arg)] // `Any` downcasts the sized `Vec`, not a slice
 fn same_ref<E: Float, T: 'static>(v: &Vec<T>, a: usize, b: usize) -> Option<&[E]> {
     (v as &dyn Any).downcast_ref::<Vec<E>>().map(|v| &v[a..b])
 }

@@ -18,6 +18,7 @@ pub(crate) type Staging<E> = HashMap<String, (Vec<E>, Vec<E>)>;
 const PIECE: usize = 1 << 15;
 
 /// `v` as `f32`s, when `E` is `f32`.
+#[allow(clippy::ptr_arg)] // `Any` downcasts the sized `Vec`, not a slice
 fn as_f32<E: Float>(v: &mut Vec<E>) -> Option<&mut Vec<f32>> {
     (v as &mut dyn Any).downcast_mut::<Vec<f32>>()
 }
