@@ -2,8 +2,9 @@
 //!
 //! candle hands out a tensor's storage mutably only inside an in-place custom op:
 //! `var.inplace_op2(&grad, &op)` write-locks the var's storage, read-locks the gradient's, and
-//! calls `op.cpu_fwd(&mut var_storage, var_layout, &grad_storage, grad_layout)` . A step needs every parameter at once (one validation for the whole step, global
-//! reductions over all parameters, one parallel dispatch), so the op of parameter `i` does not
+//! calls `op.cpu_fwd(&mut var_storage, var_layout, &grad_storage, grad_layout)`. A step needs
+//! every parameter at once (one validation for the whole step, global reductions over all
+//! parameters, one parallel dispatch), so the op of parameter `i` does not
 //! compute anything: from inside its callback it starts the op of parameter `i + 1`, carrying
 //! the views collected so far, and the innermost callback, holding every lock, runs the step
 //! over all of them. Each view borrows from its own callback's frame, so the borrow checker

@@ -381,3 +381,28 @@ fn agrees_with_candle_nn_adamw() {
         assert!((x - y).abs() <= 1e-6 + 1e-5 * x.abs(), "{a:?}\n{b:?}");
     }
 }
+
+/// One nesting level per `Var`: 20 000 `Var`s need more stack than a test thread's 2 MiB,
+/// which the step grows on the heap. Plain SGD moves each by `-lr * g`.
+#[test]
+fn tens_of_thousands_of_vars_in_one_step() {
+    use optim_dsl::zoo::{Sgd, SgdConfig};
+    let n = 20_000;
+    let vars: Vec<Var> = (0..n)
+        .map(|i| Var::from_slice(&[i as f32], 1, &Device::Cpu).unwrap())
+        .collect();
+    let mut grads = GradStore::default();
+    for v in &vars {
+        grads.insert(v, Tensor::from_slice(&[2.0f32], 1, &Device::Cpu).unwrap());
+    }
+    let sgd = Sgd::<f32>::new(SgdConfig {
+        lr: 0.5.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut opt = CandleOptimizer::new(vars.clone(), CandleConfig::new(sgd)).unwrap();
+    opt.step(&grads).unwrap();
+    for (i, v) in vars.iter().enumerate() {
+        assert_eq!(v.to_vec1::<f32>().unwrap(), [i as f32 - 1.0]);
+    }
+}
