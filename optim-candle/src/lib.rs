@@ -1,0 +1,9 @@
+#![doc = include_str!("../README.md")]
+
+mod access;
+mod host;
+mod names;
+mod optimizer;
+
+pub use names::{varmap_entries, VarNames};
+pub use optimizer::{CandleConfig, CandleOptimizer, CandleUpdate, HyperOrFlag};

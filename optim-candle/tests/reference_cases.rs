@@ -1,0 +1,252 @@
+//! The shared reference trajectories (`tests/fixtures/*.json`) run through the candle path.
+//!
+//! Every case is run teacher-forced: the case's four parameters become `Var`s of a `VarMap`
+//! under the case's names, the reference gradient `grads[t]` is put in a `GradStore`, and
+//! [`CandleOptimizer`] (built through `candle_nn::Optimizer::new` with the `VarMap` for names)
+//! steps them; the `Var`s are compared with `params[t]` after every step under the case's
+//! tolerance, and the optimizer state after the last step with the reference's `final_state`.
+
+// Configs list every field the reference sets, with `..Default::default()` for the rest; for
+// configs whose every field is listed that update is redundant (as in tests/conformance.rs).
+#![allow(clippy::needless_update)]
+
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor, Var};
+use candle_nn::{Optimizer, VarMap};
+use optim_candle::{CandleConfig, CandleOptimizer, CandleUpdate};
+use optim_dsl::prelude::*;
+use optim_tests::fixtures::{self, assert_close, Case};
+
+/// The case's parameters as `Var`s of a fresh `VarMap`, keyed by the case's names.
+fn varmap_of(case: &Case) -> VarMap {
+    let map = VarMap::new();
+    {
+        let mut data = map.data().lock().unwrap();
+        for n in &case.param_order {
+            let v = Var::from_slice(&case.init_f32(n), case.shape(n), &Device::Cpu).unwrap();
+            data.insert(n.clone(), v);
+        }
+    }
+    map
+}
+
+/// The reference gradients of step `t + 1` for the `Var`s of `map`.
+fn grads_at(case: &Case, map: &VarMap, t: usize) -> GradStore {
+    let data = map.data().lock().unwrap();
+    let mut grads = GradStore::default();
+    for n in &case.param_order {
+        let g = Tensor::from_slice(&case.grad_f32(t, n), case.shape(n), &Device::Cpu).unwrap();
+        grads.insert(&data[n], g);
+    }
+    grads
+}
+
+/// `var`'s elements, row-major.
+fn values(var: &Var) -> Vec<f32> {
+    var.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// Runs `case` through `candle_nn::Optimizer` over a `VarMap`, checking every step, and returns
+/// the optimizer for final-state checks. `before(t, &opt)` runs before step `t + 1`.
+fn run<O: DslOptimizer<f32>>(
+    case: &Case,
+    optimizer: O,
+    mut before: impl FnMut(usize, &CandleOptimizer<O>),
+) -> CandleOptimizer<O> {
+    let map = varmap_of(case);
+    // `all_vars` comes in HashMap order: the names come from the VarMap, not the order.
+    let mut opt = CandleOptimizer::new(
+        map.all_vars(),
+        CandleConfig::new(optimizer).with_varmap(&map),
+    )
+    .unwrap();
+    for t in 0..case.steps {
+        before(t, &opt);
+        let grads = grads_at(case, &map, t);
+        opt.step(&grads).unwrap();
+        let data = map.data().lock().unwrap();
+        for n in &case.param_order {
+            case.assert_params_at("candle path", t, n, &values(&data[n]));
+        }
+    }
+    opt
+}
+
+/// Compares our state buffer `ours` of every parameter with the reference's `theirs`, and the
+/// per-parameter step counts with the case's step count.
+fn check_state<O: DslOptimizer<f32>>(case: &Case, opt: &O, names: &[(&str, &str)]) {
+    assert_eq!(opt.opt_state().step, case.steps as u64, "global step");
+    for p in &case.param_order {
+        let ps = opt
+            .opt_state()
+            .param(p)
+            .expect("state keyed by the VarMap name");
+        assert_eq!(ps.step, case.steps as u64, "{p}: step count");
+        for (theirs, ours) in names {
+            let want = case.final_state_tensor(p, theirs).expect("reference state");
+            let got = opt
+                .state_buffer(p, ours)
+                .unwrap_or_else(|| panic!("{p}: no state {ours}"));
+            let what = format!("candle path: final {p}.{theirs} (ours {ours})");
+            assert_close(&case.case, &what, got, &want.data, &case.tolerance);
+        }
+    }
+}
+
+/// `final_param_groups[0][key]` as a hyperparameter.
+fn g(c: &Case, key: &str) -> Hyper {
+    c.group_f64(key).into()
+}
+
+fn adamw_config(c: &Case, lr: Hyper) -> AdamWConfig {
+    AdamWConfig {
+        lr,
+        beta1: g(c, "betas.0"),
+        beta2: g(c, "betas.1"),
+        eps: g(c, "eps"),
+        weight_decay: g(c, "weight_decay"),
+        amsgrad: c.group_bool("amsgrad"),
+        maximize: c.group_bool("maximize"),
+        ..Default::default()
+    }
+}
+
+use optim_dsl::zoo::{AdamW, AdamWConfig};
+
+#[test]
+fn adamw_matches_torch_through_candle_nn_optimizer() {
+    let case = fixtures::load("adamw");
+    let opt = AdamW::<f32>::new(adamw_config(&case, case.hyper_f64("lr").into())).unwrap();
+    let opt = run(&case, opt, |_, _| {});
+    check_state(&case, opt.inner(), &[("exp_avg", "m"), ("exp_avg_sq", "v")]);
+}
+
+#[test]
+fn adamw_matches_torch_through_update_varmap() {
+    let case = fixtures::load("adamw");
+    let mut opt = AdamW::<f32>::new(adamw_config(&case, case.hyper_f64("lr").into())).unwrap();
+    let map = varmap_of(&case);
+    for t in 0..case.steps {
+        opt.update_varmap(&map, &grads_at(&case, &map, t)).unwrap();
+        let data = map.data().lock().unwrap();
+        for n in &case.param_order {
+            case.assert_params_at("update_varmap", t, n, &values(&data[n]));
+        }
+    }
+    check_state(&case, &opt, &[("exp_avg", "m"), ("exp_avg_sq", "v")]);
+}
+
+/// The schedule of the `adamw_warmup_cosine` case (torch `SequentialLR` of a linear warm-up and
+/// a cosine), and `learning_rate()` reporting its value for the next step.
+#[test]
+fn adamw_warmup_cosine_schedule_and_learning_rate() {
+    let case = fixtures::load("adamw_warmup_cosine");
+    let schedule = Schedule::join(
+        vec![
+            Schedule::linear(0.001, 0.01, 5).unwrap(),
+            Schedule::cosine(0.01, 1e-4, 15).unwrap(),
+        ],
+        vec![5],
+    )
+    .unwrap();
+    let opt = AdamW::<f32>::new(adamw_config(&case, schedule.into())).unwrap();
+    let opt = run(&case, opt, |t, opt| {
+        let (got, want) = (opt.learning_rate(), case.lr_at(t));
+        assert!(
+            (got - want).abs() <= 1e-9 * want,
+            "learning_rate() before step {}: {got} vs torch's {want}",
+            t + 1
+        );
+    });
+    check_state(&case, opt.inner(), &[("exp_avg", "m"), ("exp_avg_sq", "v")]);
+}
+
+#[test]
+fn sgd_momentum_matches_torch() {
+    use optim_dsl::zoo::{Sgd, SgdConfig};
+    let case = fixtures::load("sgd_momentum");
+    let opt = Sgd::<f32>::new(SgdConfig {
+        lr: case.hyper_f64("lr").into(),
+        momentum: g(&case, "momentum"),
+        dampening: g(&case, "dampening"),
+        weight_decay: g(&case, "weight_decay"),
+        nesterov: case.group_bool("nesterov"),
+        maximize: case.group_bool("maximize"),
+        ..Default::default()
+    })
+    .unwrap();
+    let opt = run(&case, opt, |_, _| {});
+    check_state(&case, opt.inner(), &[("momentum_buffer", "buf")]);
+}
+
+#[test]
+fn sgd_nesterov_matches_torch() {
+    use optim_dsl::zoo::{Sgd, SgdConfig};
+    let case = fixtures::load("sgd_nesterov");
+    let opt = Sgd::<f32>::new(SgdConfig {
+        lr: case.hyper_f64("lr").into(),
+        momentum: g(&case, "momentum"),
+        dampening: g(&case, "dampening"),
+        weight_decay: g(&case, "weight_decay"),
+        nesterov: case.group_bool("nesterov"),
+        maximize: case.group_bool("maximize"),
+        ..Default::default()
+    })
+    .unwrap();
+    let opt = run(&case, opt, |_, _| {});
+    check_state(&case, opt.inner(), &[("momentum_buffer", "buf")]);
+}
+
+#[test]
+fn lion_matches_pytorch_optimizer() {
+    use optim_dsl::zoo::{Lion, LionConfig};
+    let case = fixtures::load("lion");
+    assert!(case.group_bool("weight_decouple") && !case.group_bool("fixed_decay"));
+    let opt = Lion::<f32>::new(LionConfig {
+        lr: case.hyper_f64("lr").into(),
+        beta1: g(&case, "betas.0"),
+        beta2: g(&case, "betas.1"),
+        weight_decay: g(&case, "weight_decay"),
+        ..Default::default()
+    })
+    .unwrap();
+    let opt = run(&case, opt, |_, _| {});
+    check_state(&case, opt.inner(), &[("exp_avg", "m")]);
+}
+
+/// Muon's matrix rule (Newton–Schulz orthogonalization over the whole `Var`) and its AdamW
+/// fallback for vectors, routed by shape.
+#[test]
+fn muon_matches_keller_single_device_muon() {
+    use optim_dsl::zoo::{Muon, MuonConfig};
+    let case = fixtures::load("muon_keller_f32");
+    let opt = Muon::<f32>::new(MuonConfig {
+        lr: case.hyper_f64("lr").into(),
+        weight_decay: case.hyper_f64("weight_decay").into(),
+        momentum: case.hyper_f64("momentum").into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let opt = run(&case, opt, |_, _| {});
+    let state = opt.inner().opt_state();
+    assert_eq!(state.param("w_16x8").unwrap().rule, 0, "orthogonalized");
+    assert_eq!(state.param("w_8x16").unwrap().rule, 0, "orthogonalized");
+}
+
+/// Shampoo (Kronecker factors, inverse roots): whole-tensor matrix words on candle `Var`s.
+#[test]
+fn shampoo_matches_pytorch_optimizer() {
+    use optim_dsl::zoo::{Shampoo, ShampooConfig};
+    let case = fixtures::load("shampoo");
+    assert_eq!(case.hyper_f64("momentum"), 0.0);
+    let opt = Shampoo::<f32>::new(ShampooConfig {
+        lr: case.hyper_f64("lr").into(),
+        weight_decay: case.hyper_f64("weight_decay").into(),
+        matrix_eps: case.hyper_f64("matrix_eps").into(),
+        update_freq: case.hyper_f64("preconditioning_compute_steps").into(),
+        graft: false,
+        ..Default::default()
+    })
+    .unwrap();
+    run(&case, opt, |_, _| {});
+}
