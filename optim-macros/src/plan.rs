@@ -120,6 +120,9 @@ pub(crate) struct Variant {
     pub loops: Vec<LoopIr>,
     /// `barriers[k]`: matrix work between stage `k` and `k + 1`.
     pub barriers: Vec<Vec<MatCall>>,
+    /// Matrix work before stage 0: barriers on the raw `grad` or `param` (no loop computes
+    /// their input).
+    pub pre_barriers: Vec<MatCall>,
     /// Scratch buffers, by description.
     pub temps: Vec<String>,
     /// Length of each scratch buffer: a parameter's, or one value per row or column.
@@ -319,8 +322,8 @@ fn fold(f: &Fused, flags: &[(usize, bool)]) -> (Vec<NodeId>, Vec<Option<bool>>) 
     (repl, konst)
 }
 
-/// Liveness from the parameter update; a state slot is live when its value is read. Returns
-/// live nodes, live element slots and live scalar slots.
+/// Liveness from the parameter update and the `output_state`s; a state slot is live when its
+/// value is read. Returns live nodes, live element slots and live scalar slots.
 fn liveness(
     f: &Fused,
     repl: &[NodeId],
@@ -331,6 +334,10 @@ fn liveness(
     let mut slot_live = vec![false; f.slots.len()];
     let mut sslot_live = vec![false; f.scalar_slots.len()];
     let mut work = vec![param_write];
+    for (k, s) in f.slots.iter().enumerate().filter(|(_, s)| s.output) {
+        slot_live[k] = true;
+        work.extend(s.write.into_iter().chain(s.init));
+    }
     while let Some(x) = work.pop() {
         let x = repl[x];
         if live[x] {
@@ -376,6 +383,7 @@ fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
         stages: Vec::new(),
         loops: Vec::new(),
         barriers: Vec::new(),
+        pre_barriers: Vec::new(),
         temps: Vec::new(),
         temp_lens: Vec::new(),
         axis_calls: Vec::new(),
@@ -398,6 +406,7 @@ fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
     let out = Streams::new(f, &v).build();
     v.stages = out.stages;
     v.barriers = out.barriers;
+    v.pre_barriers = out.pre_barriers;
     v.temps = out.temps;
     v.temp_lens = out.temp_lens;
     v.axis_calls = out.axis_calls;
@@ -421,6 +430,14 @@ fn assign_stages(f: &Fused, v: &mut Variant) {
         let base = ops.iter().map(|&o| v.stage_of[r(o)]).max().unwrap_or(0);
         v.stage_of[i] = match &f.nodes[i].op {
             Op::Reduce(_, x) | Op::Global(_, x, _) | Op::Axis(_, _, x) => v.stage_of[r(*x)] + 1,
+            // on the raw gradient or parameter (not a rotation): before the first loop
+            Op::Mat(m)
+                if m.def.phase == MatPhase::Barrier
+                    && m.basis.is_none()
+                    && matches!(f.nodes[r(m.input)].op, Op::Grad | Op::Param) =>
+            {
+                base
+            }
             Op::Mat(m) if m.def.phase == MatPhase::Barrier => {
                 (v.stage_of[r(m.input)] + 1).max(base)
             }
@@ -503,6 +520,7 @@ struct Streams<'a> {
 struct Built {
     stages: Vec<Stage>,
     barriers: Vec<Vec<MatCall>>,
+    pre_barriers: Vec<MatCall>,
     temps: Vec<String>,
     temp_lens: Vec<Len>,
     axis_calls: Vec<Vec<AxisCall>>,
@@ -698,15 +716,17 @@ impl<'a> Streams<'a> {
         }
     }
 
-    /// The barriers that run after stage `k` (their input is ready then).
-    fn barriers_after(&mut self, k: usize, refs: &mut Vec<NodeId>) -> Vec<MatCall> {
+    /// The barriers that run before stage `stage` (after stage `stage - 1`, whose loop makes
+    /// their input; before stage 0: on the raw gradient or parameter).
+    fn barriers_at(&mut self, stage: usize, refs: &mut Vec<NodeId>) -> Vec<MatCall> {
+        let k = stage.saturating_sub(1);
         let (f, v) = (self.f, self.v);
         let mut calls = Vec::new();
         for i in v.live_nodes() {
             let Some(m) = barrier_node(&f.nodes[i].op) else {
                 continue;
             };
-            if v.stage_of[i] != k + 1 {
+            if v.stage_of[i] != stage {
                 continue;
             }
             let input = self.mat_input(v.repl[m.input], k, refs);
@@ -786,7 +806,7 @@ impl<'a> Streams<'a> {
                 refs.push(r(x));
             }
         }
-        let calls = self.barriers_after(k, &mut refs);
+        let calls = self.barriers_at(k + 1, &mut refs);
         let axis = self.axis_after(k, &mut refs);
         self.axis_calls.push(axis);
         refs.sort_unstable();
@@ -800,6 +820,7 @@ impl<'a> Streams<'a> {
         let nstages = v.stages.len();
         let mut stages: Vec<Stage> = (0..nstages).map(|_| Stage::default()).collect();
         let mut barriers = Vec::with_capacity(nstages);
+        let pre_barriers = self.barriers_at(0, &mut Vec::new());
         // element nodes computed in their stage (matrix outputs and leaves are loaded)
         for i in v.live_nodes() {
             if v.is_elem(f, i)
@@ -862,6 +883,7 @@ impl<'a> Streams<'a> {
         Built {
             stages,
             barriers,
+            pre_barriers,
             temps: self.temps,
             temp_lens: self.temp_lens,
             axis_calls,

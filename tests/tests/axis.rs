@@ -14,7 +14,7 @@ optimizer! {
 optimizer! {
     /// Means, RMS and maxima along both axes, in one update.
     Stats<lr = 1.0> {
-        param = col_mean(grad) + 10.0 * row_max(grad) + 100.0 * col_rms(grad) + 1000.0 * row_sum(grad);
+        param = lr * (col_mean(grad) + 10.0 * row_max(grad) + 100.0 * col_rms(grad) + 1000.0 * row_sum(grad));
     }
 }
 

@@ -9,8 +9,8 @@
 //! `tests/cuda_gpu.rs` (feature `cuda`) runs each kernel against its Rust twin.
 
 use optim_dsl::zoo::{
-    AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, KFac, Lamb, Lion, Muon, NAdam,
-    NorMuon, RAdam, RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap,
+    AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Dion, KFac, Lamb, Lion, Muon,
+    NAdam, NorMuon, PsgdKron, RAdam, RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap, Splus,
 };
 use optim_dsl::{
     CudaKernelSource, DslOptimizer, Field, Float, OptimizerConfig, ParamInfo, ParamState, Plan,
@@ -89,6 +89,9 @@ fn zoo() -> Vec<Zoo> {
         ScheduleFreeAdamW,
         KFac,
         NorMuon,
+        Splus,
+        PsgdKron,
+        Dion,
     ]
 }
 
@@ -201,7 +204,10 @@ fn default_flag(name: &str, flag: &str) -> bool {
         Lamb,
         Soap,
         ScheduleFreeAdamW,
-        KFac
+        KFac,
+        Splus,
+        PsgdKron,
+        Dion
     );
     fields
         .into_iter()

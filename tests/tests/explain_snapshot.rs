@@ -8,8 +8,8 @@
 //! --test explain_snapshot`, and the diff is reviewed in the commit.
 
 use optim_dsl::zoo::{
-    AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, KFac, Lamb, Lion, Muon, NAdam,
-    NorMuon, RAdam, RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap,
+    AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Dion, KFac, Lamb, Lion, Muon,
+    NAdam, NorMuon, PsgdKron, RAdam, RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap, Splus,
 };
 use optim_dsl::{DslOptimizer, Field, OptimizerConfig};
 use std::fmt::Write as _;
@@ -58,6 +58,9 @@ fn snapshot() -> String {
     plans::<ScheduleFreeAdamW>("ScheduleFreeAdamW", &mut s);
     plans::<KFac>("KFac", &mut s);
     plans::<NorMuon>("NorMuon", &mut s);
+    plans::<Splus>("Splus", &mut s);
+    plans::<PsgdKron>("PsgdKron", &mut s);
+    plans::<Dion>("Dion", &mut s);
     s
 }
 

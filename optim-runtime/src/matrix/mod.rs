@@ -22,14 +22,19 @@
 //! plain buffers, for direct use.
 
 mod axis;
+mod dion;
 mod eigenbasis;
 mod factored;
 mod kfac;
 mod kron;
 mod linalg;
 mod newton_schulz;
+mod probe;
+mod psgd;
+mod splus;
 
 pub use axis::{broadcast, ColMax, ColSum, ColSumSq, RowMax, RowSum, RowSumSq};
+pub use dion::{dion_rank, low_rank_orthonormalize, LowRank, LowRankConfig, DION_EPSILON, DION_MU};
 pub use eigenbasis::{
     eigenbasis_init, eigenbasis_update, rotate, Eigenbasis, EigenbasisConfig, Rotate, RotateConfig,
     Unrotate, EIGENBASIS_MAX_DIM, EIGENBASIS_UPDATE_FREQ,
@@ -40,6 +45,12 @@ pub use kron::{kron_precondition, Kron, KronConfig, KRON_DEFAULT};
 pub use newton_schulz::{
     orthogonalize, orthogonalize_with, Orthogonalize, OrthogonalizeConfig, NS_COEFFS, NS_EPS,
     NS_STEPS,
+};
+pub use probe::standard_normal_probe;
+pub use psgd::{psgd_precondition, Psgd, PsgdConfig, PSGD_MAX_SIZE_TRIANGULAR, PSGD_PRECOND_LR};
+pub use splus::{
+    eigen_sign, eigen_sign_update, EigenSign, EigenSignConfig, EIGEN_SIGN_BETA, EIGEN_SIGN_EPS,
+    EIGEN_SIGN_MAX_DIM, EIGEN_SIGN_UPDATE_FREQ,
 };
 
 use crate::{Float, KronFactors, ParamInfo, ParamState};
