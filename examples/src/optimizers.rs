@@ -42,6 +42,16 @@ pub trait ModelOptimizer<M> {
     fn name(&self) -> &'static str;
     /// The execution plan (kernels, state buffers, bytes moved per parameter).
     fn plan(&self) -> Plan;
+    /// Bytes of the optimizer's state buffers, read from its state: every allocated
+    /// per-parameter buffer (moments, momentum, Kronecker statistics and eigenbases), at
+    /// `size_of::<f32>()` per element. Not counted: per-parameter scalars and step counts, the
+    /// matrix primitives' reusable workspaces and the dfdx path's staging copies. 0 before the
+    /// first step (state is allocated lazily).
+    fn state_bytes(&self) -> usize;
+    /// For every parameter the optimizer has state for (all of them after the first step):
+    /// its name, the index of the rule it was routed to (the order of the rules in the
+    /// optimizer's declaration) and that rule's state buffer names.
+    fn routing(&self) -> Vec<(String, usize, &'static [&'static str])>;
 }
 
 impl<M, O> ModelOptimizer<M> for O
@@ -59,6 +69,24 @@ where
 
     fn plan(&self) -> Plan {
         self.explain()
+    }
+
+    fn state_bytes(&self) -> usize {
+        let elements: usize = self
+            .opt_state()
+            .params
+            .values()
+            .flat_map(|p| p.buffers.iter().map(Vec::len))
+            .sum();
+        elements * std::mem::size_of::<f32>()
+    }
+
+    fn routing(&self) -> Vec<(String, usize, &'static [&'static str])> {
+        self.opt_state()
+            .params
+            .iter()
+            .map(|(name, p)| (name.clone(), p.rule, O::state_names(p.rule)))
+            .collect()
     }
 }
 

@@ -11,7 +11,7 @@
 //!
 //! - `bound`: a hand-written single-pass loop with AdamW's access pattern (reads `p, g, m, v`,
 //!   writes `p, m, v`: 28 bytes per parameter) and trivial math, run exactly like the library
-//!   runs its kernels: run-time SIMD dispatch through [`optim_dsl::kernel::dispatch`], one
+//!   runs its kernels: run-time SIMD dispatch through `optim_dsl::__private::dispatch`, one
 //!   rayon dispatch over [`CHUNK`]-element pieces of every tensor when the step has at least
 //!   [`PARALLEL_THRESHOLD`] elements. It runs over exactly the buffers `dsl_slices` touches:
 //!   the same `p` and `g`, and that optimizer's own `m` and `v` state (its math is AdamW's
@@ -48,7 +48,7 @@ use dfdx::nn::{DeviceBuildExt, ZeroGrads};
 use dfdx::optim::{Adam, AdamConfig, Optimizer, WeightDecay};
 use dfdx::shapes::{HasShape, Rank1, Shape};
 use dfdx::tensor::{Cpu, CpuError, Gradients, Tensor, TensorFrom, ZerosTensor};
-use optim_dsl::kernel::{dispatch, Kernel, CHUNK, PARALLEL_THRESHOLD};
+use optim_dsl::__private::{dispatch, Kernel, CHUNK, PARALLEL_THRESHOLD};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::AdamW;
 use optim_dsl::RuleBody;
@@ -140,7 +140,7 @@ fn moments<'a>(
         .unzip()
 }
 
-/// One bound step over all tensors, threaded like `optim_runtime::kernel::execute`: sequential
+/// One bound step over all tensors, threaded like the runtime's executor: sequential
 /// below [`PARALLEL_THRESHOLD`] elements, otherwise one `into_par_iter` over [`CHUNK`]-element
 /// pieces of every tensor.
 fn bound_step(

@@ -5,10 +5,11 @@ extern crate self as optim_dsl;
 
 pub use optim_macros::optimizer;
 pub use optim_runtime::{
-    accumulate, checkpoint, cuda, ema, kernel, matrix, ops, plan, schedule, state, Anneal,
-    Cooldown, CudaKernelSource, Domain, DslOptimizer, EmaCorrection, Field, Float, GradAccumulator,
-    Hyper, KernelPlan, Knot, NonFinitePolicy, OptState, OptimError, OptimizerConfig, ParamInfo,
-    ParamSlice, ParamState, Plan, RuleBody, RulePlan, Schedule, WeightEma,
+    accumulate, checkpoint, cuda, ema, matrix, ops, plan, schedule, state, Anneal, Checkpoint,
+    Cooldown, CudaKernelSource, DfdxUpdate, Domain, DslOptimizer, EmaCorrection, Field, Float,
+    GlobalContribution, GradAccumulator, Hyper, KernelPlan, Knot, LocalSync, NonFinitePolicy,
+    OptState, OptimError, OptimizerConfig, ParamInfo, ParamSlice, ParamState, Plan, RuleBody,
+    RulePlan, ScalarPrecision, Schedule, ShapeChange, StepSync, WeightEma,
 };
 
 pub mod zoo;
@@ -17,12 +18,14 @@ pub mod zoo;
 #[path = "private.rs"]
 pub mod __private;
 
-/// Everything needed to declare and use optimizers: the macro, the traits, the parameter and
-/// schedule types. The zoo is not in the prelude because dfdx's prelude has optimizers with the
-/// same names (`Adam`, `Sgd`, `RMSprop`); import them by name from [`zoo`].
+/// Everything needed to declare and use optimizers: the macro, the traits (stepping slices with
+/// [`DslOptimizer`], dfdx models with [`DfdxUpdate`], saving and loading with [`Checkpoint`]),
+/// the parameter and schedule types. The zoo is not in the prelude because dfdx's prelude has
+/// optimizers with the same names (`Adam`, `Sgd`, `RMSprop`); import them by name from [`zoo`].
 pub mod prelude {
     pub use crate::optimizer;
     pub use optim_runtime::{
-        DslOptimizer, Hyper, OptimError, OptimizerConfig, ParamSlice, Plan, Schedule,
+        Checkpoint, DfdxUpdate, DslOptimizer, Hyper, OptimError, OptimizerConfig, ParamSlice, Plan,
+        Schedule,
     };
 }

@@ -3,9 +3,7 @@
 //! Generated code names only items under `::optim_dsl::__private` (and `::core`), so user code
 //! that shadows `Option`, `Result`, `Vec`, `f32` or `f64` cannot break an expansion.
 
-pub use optim_runtime::kernel::{
-    dispatch, empty_job, GlobalMap, Job, Kernel, KernelCall, Scalars, StagedJob, StateRefs,
-};
+pub use optim_runtime::__private::*;
 pub use optim_runtime::matrix;
 pub use optim_runtime::ops;
 pub use optim_runtime::{

@@ -268,8 +268,12 @@ optimizer! {
     /// Source: K. Jordan et al., "Muon: An optimizer for hidden layers in neural networks"
     /// (2024), reference `SingleDeviceMuon` (github.com/KellerJordan/Muon, commit 857d1ad); the
     /// thesis "Towards Guided Descent" (arXiv 2512.18373) treats it as an orthogonalized,
-    /// layer-wise update. Difference from the reference: Newton–Schulz runs in the parameter
-    /// dtype (the reference uses bfloat16), which is what its float32 variant does.
+    /// layer-wise update. Differences from the reference: Newton–Schulz runs in the parameter
+    /// dtype (the reference uses bfloat16), which is what its float32 variant does; it
+    /// normalises by `‖u‖_F` exactly (scale-invariant: a momentum of norm 1e-20 is
+    /// orthogonalized like one of norm 1) where the reference divides by `‖u‖_F + 1e-7`, which
+    /// shrinks updates whose momentum norm is not far above 1e-7 (1% at 1e-5) and zeroes them far
+    /// below.
     pub Muon<lr = 0.02, momentum = 0.95, nesterov = true, ns_steps = 5, weight_decay = 0.0,
              adam_lr = 3e-4, adam_beta1 = 0.9, adam_beta2 = 0.95, adam_eps = 1e-10, adam_weight_decay = 0.0> {
         matrix | tensor if !(name.contains("embed") || name.contains("head")) => {
@@ -287,16 +291,18 @@ optimizer! {
     /// ```text
     /// g = maximize ? -grad : grad
     /// alpha = max(eps2, rms(p)) * min(lr, 1 / sqrt(t))          (relative step, RMS of p before decay)
-    /// V = factored_second_moment(g, beta = 1 - t^beta2_decay)    (row/column statistics for
-    ///                                                               matrices, full for vectors)
+    /// V = factored_second_moment(g, beta = 1 - t^beta2_decay)    (row/column statistics over
+    ///                                  the last two axes, one pair per leading slice; full for vectors)
     /// u = g / sqrt(max(V, eps1^2))
     /// p = p * (1 - lr * weight_decay) - alpha / max(1, rms(u) / d) * u      (update clipping)
     /// ```
     /// Source: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost"
     /// (ICML 2018), Algorithms 4–5 without first moment, in PyTorch's form (`beta2_decay`,
     /// `eps = (eps1, eps2)`, threshold `d`). `eps1` defaults to `f32::EPSILON` (PyTorch:
-    /// `finfo(dtype).eps`, so `f64` users may want `f64::EPSILON`). Memory: `rows + cols` state
-    /// elements per matrix instead of `rows × cols`.
+    /// `finfo(dtype).eps`, so `f64` users may want `f64::EPSILON`). A tensor `[B…, R, C]` of
+    /// rank > 2 is factored over its last two axes with one normaliser per `R × C` slice, as
+    /// PyTorch and optax do, while `alpha` and the RMS clipping use the whole tensor. Memory:
+    /// `B · (R + C)` state elements instead of `B · R · C`.
     pub Adafactor<lr = 1e-2, beta2_decay: nonpos = -0.8, eps1 = 1.1920928955078125e-7, eps2 = 1e-3, d: positive = 1.0, weight_decay = 0.0, maximize = false> {
         let g = select(maximize, -grad, grad);
         let alpha = max(eps2, rms(param)) * min(lr, 1.0 / sqrt(step));
@@ -313,6 +319,9 @@ optimizer! {
     /// g = grad + weight_decay * p
     /// u = L^{-1/4} G R^{-1/4}      with L += G G^T, R += G^T G from matrix_eps * I   (matrices)
     /// u = H^{-1/2} g               with H += g g^T                                   (vectors)
+    ///     unit axes squeezed first: (1, n), (n, 1) and (n,) are the same vector
+    ///     roots are pseudo-inverse roots computed in f64: eigenvalues <= d * eps(E) * max
+    ///     eigenvalue of a d x d factor are dropped (distributed_shampoo's PseudoInverseConfig)
     ///     inverse roots recomputed every update_freq steps (`optim_dsl::matrix::kron_precondition`)
     /// a = debias(m) / (sqrt(debias(v)) + eps)          Adam direction (m, v of g; graft only)
     /// d = graft ? u * ||a|| / ||u|| : u                  (per-tensor norms)
@@ -323,7 +332,13 @@ optimizer! {
     /// Methods from Learning Rates" (2020); the layer-wise preconditioner of the thesis "Towards
     /// Guided Descent" (arXiv 2512.18373). With `graft = false`, `momentum = 0` it is
     /// pytorch-optimizer's `Shampoo` (its momentum mixes the *previous preconditioned* gradient
-    /// into the gradient; ours is heavy-ball on the update).
+    /// into the gradient; ours is heavy-ball on the update) whenever no eigenvalue falls under
+    /// the cutoff (pytorch-optimizer inverts every singular value and keeps every unit axis as a
+    /// factor; tensors of rank > 2 are one `shape[0] × rest` matrix here, order-k there). With
+    /// `matrix_eps` tiny it is distributed_shampoo's Shampoo with `PseudoInverseConfig(rank_atol
+    /// = 0, rank_rtol = d·ε(E))`, `epsilon = 0`, `betas = (0, 1)` and
+    /// `target_parameter_dimensionality = 2` (its factors are accumulated in `float64`, ours in
+    /// `E`).
     pub Shampoo<lr = 1e-3, momentum = 0.0, weight_decay = 0.0, matrix_eps: positive = 1e-6, update_freq: count = 1, max_dim: count = 8192,
                 beta1 = 0.9, beta2 = 0.999, eps = 1e-8, graft = true> {
         let g = grad + l2(weight_decay);
@@ -490,165 +505,211 @@ optimizer! {
 }
 
 optimizer! {
-    /// SPlus: the sign of the momentum taken in the eigenbases of the gradient's Gram
-    /// statistics, with a shape-scaled step and an evaluation EMA of the parameters.
+    /// Cautious AdamW: the Adam update is kept only where it agrees in sign with the current
+    /// gradient, and rescaled by the fraction kept (authors' C-Optim `AdamW`, HF-style Adam).
     ///
     /// ```text
-    /// g = maximize ? -grad : grad
-    /// m = m + (1 - beta1) (g - m)                                  (kept in the original basis)
-    /// matrices:  u = Q_L sign(Q_L^T m Q_R) Q_R^T                   (`eigen_sign`; sign(0) = 0)
-    ///              S_L = lerp(S_L, G G^T, 1 - beta2), S_R = lerp(S_R, G^T G, 1 - beta2) from the
-    ///              raw grad, for the sides of length < max_dim (the others are never rotated);
-    ///              Q = eigenvectors(S + eps I) refreshed AFTER the step at t == 1 and every
-    ///              t % inverse_steps == 0 (step 1 uses Q = I)
-    ///            scaled_lr = lr * 2 / (rows + cols)      if rows, cols <= max_dim
-    ///                        lr * nonstandard_constant   otherwise
-    /// others:    u = sign(m), scaled_lr = lr * nonstandard_constant (rank > 2 included)
-    /// p = p - scaled_lr * u
-    /// ema = ema + (1 - ema_rate) (p - ema)                         (an `output_state`)
-    /// p = p * (1 - scaled_lr * weight_decay)                       (decoupled, after the update)
+    /// p = p * (1 - lr * weight_decay)                            (decoupled decay first)
+    /// m = m + (1 - beta1) * (grad - m);  v = beta2 * v + (1 - beta2) * grad^2
+    /// step_size = lr * sqrt(1 - beta2^t) / (1 - beta1^t)         (eps NOT bias-corrected)
+    /// mask = (m * grad > 0) ? 1 : 0
+    /// mask = mask / max(mean(mask), 1e-3)                        (mean over the whole tensor)
+    /// p = p - step_size * m * mask / (sqrt(v) + eps)
     /// ```
-    /// Evaluate with `ema / (1 - ema_rate^t)` (the reference's `eval()`): the raw EMA is the
-    /// state buffer `"ema"` (`DslOptimizer::state_buffer`); `swap_state_with_model(model, "ema")`
-    /// swaps it in without the bias correction, which is negligible only once
-    /// `ema_rate^t ≈ 0`. State: `m`, `ema` (one value per element), and per matrix `u.stats`,
-    /// `u.q` (`d × d` per rotated side).
+    /// Source: Liang et al., "Cautious Optimizers: Improving Training with One Line of Code"
+    /// (2024), Algorithm 1; the reference is the authors' `c_adamw.AdamW` (github
+    /// kyleliang919/C-Optim `c_adamw.py` @2c0517c, per-parameter path `foreach=False`,
+    /// `correct_bias=True`). Its rescale is `1 / max(mean(mask), 1e-3)` (at most 1000x), not the
+    /// `numel / (sum(mask) + 1)` of the authors' Lion ([`CautiousLion`]). Differences from the
+    /// reference: only `correct_bias=True` (the default) is provided; the `foreach=True` path of
+    /// the reference is a different (asynchronous, batched) implementation and is not what is
+    /// matched. The mean ends a loop: two loops per step (the mask count, then the update).
+    pub CautiousAdamW<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-6, weight_decay = 0.0> {
+        let m = momentum(grad, beta1);
+        let v = second_moment(grad, beta2);
+        let mask = select(m * grad > 0.0, 1.0, 0.0);
+        let scale = 1.0 / max(mean(mask), 1e-3);
+        let step_size = lr * sqrt(1.0 - pow(beta2, step)) / (1.0 - pow(beta1, step));
+        param = decoupled_decay(param, lr, weight_decay) - step_size * (m * (mask * scale)) / (sqrt(v) + eps);
+    }
+}
+
+optimizer! {
+    /// Cautious Lion: the Lion sign update is kept only where it agrees in sign with the current
+    /// gradient, and rescaled by `numel / (kept + 1)` (authors' C-Optim `Lion`).
     ///
-    /// Source: Frans, Levine & Abbeel, "A Stable Whitening Optimizer for Efficient Neural
-    /// Network Training" (2025), as ported by pytorch-optimizer 4.1 (`SPlus`, per-parameter path;
-    /// the authors' code is JAX, kvfrans/splus); checked against it on 20 steps
-    /// (`tests/fixtures/splus.json`). Differences: the eigendecomposition is faer's (the update
-    /// does not depend on the order or signs of the eigenvectors); the Gram statistics are
-    /// updated after the direction (the reference updates them just before it, but they only
-    /// enter the next refresh); `weight_decouple = False` and `fixed_decay` are not offered.
-    pub Splus<lr = 0.1, beta1 = 0.9, beta2 = 0.999, weight_decay = 1e-2, ema_rate: unit = 0.999,
-              inverse_steps: count = 100, nonstandard_constant: positive = 1e-3, max_dim: count = 10000,
-              eps: nonneg = 1e-30, maximize = false> {
+    /// ```text
+    /// p = p * (1 - lr * weight_decay)                            (decoupled decay first)
+    /// u = sign(beta1 * m + (1 - beta1) * grad)                   (sign(0) = 0)
+    /// mask = (u * grad > 0) ? 1 : 0
+    /// p = p - lr * numel / (sum(mask) + 1) * u * mask            (+1: no eps, no clamp)
+    /// m = beta2 * m + (1 - beta2) * grad                         (after the update, with beta2)
+    /// ```
+    /// Source: Liang et al., "Cautious Optimizers: Improving Training with One Line of Code"
+    /// (2024); Lion: Chen et al. (NeurIPS 2023). The reference is the authors' `c_lion.Lion`
+    /// (github kyleliang919/C-Optim `c_lion.py` @2c0517c), identical to pytorch-optimizer 4.1's
+    /// `Lion(cautious=True)`. Defaults are the reference's (`lr = 1e-4`, `betas = (0.95,
+    /// 0.98)`, which differ from [`Lion`]'s). On step 1 `u = sign(grad)`, so the scale is
+    /// `numel / (numel + 1)`: 0.5 for a one-element parameter. No difference from the reference
+    /// beyond rounding; the sum ends a loop (two loops per step).
+    pub CautiousLion<lr = 1e-4, beta1 = 0.95, beta2 = 0.98, weight_decay = 0.0> {
+        let m = state(0.0);
+        let u = sign(beta1 * m + (1.0 - beta1) * grad);
+        let mask = select(u * grad > 0.0, 1.0, 0.0);
+        param = decoupled_decay(param, lr, weight_decay) - lr * (numel / (sum(mask) + 1.0)) * (u * mask);
+        m = beta2 * m + (1.0 - beta2) * grad;
+    }
+}
+
+optimizer! {
+    /// MARS-AdamW: AdamW on a variance-reduced gradient for matrices (the approximate
+    /// "MARS-approx" form, with the previous gradient), plain AdamW for everything else.
+    ///
+    /// ```text
+    /// matrices (rank 2):
+    ///   c = grad + gamma * beta1 / (1 - beta1) * (grad - last_grad)     (last_grad = 0 at step 1)
+    ///   c = ||c||_F > 1 ? c / ||c||_F : c                               (per-tensor clip)
+    ///   m = m + (1 - beta1) * (c - m);  v = beta2 * v + (1 - beta2) * c^2
+    ///   p = p * (1 - lr * weight_decay) - lr * m / ((sqrt(v) / sqrt(1 - beta2^t) + eps) * (1 - beta1^t))
+    ///   last_grad = grad
+    /// others (vectors, scalars, tensors of rank > 2):
+    ///   m = m + (1 - beta1_1d) * (grad - m);  v = beta2_1d * v + (1 - beta2_1d) * grad^2
+    ///   p = p * (1 - lr_1d * weight_decay_1d)
+    ///       - lr_1d * m / ((sqrt(v) / sqrt(1 - beta2_1d^t) + eps) * (1 - beta1_1d^t))
+    /// ```
+    /// Source: Yuan et al., "MARS: Unleashing the Power of Variance Reduction for Training
+    /// Large Models" (2024), Algorithm 2 (MARS-AdamW, approximate); the reference is the
+    /// authors' `MARS(mars_type="mars-adamw", is_approx=True, optimize_1d=False)` (github
+    /// AGI-Arena/MARS `MARS/optimizers/mars.py` @4831e28). As there, only parameters whose
+    /// gradient has rank 2 take the MARS path; `eps` is added after bias-correcting `sqrt(v)`.
+    /// Differences from the reference: the reference adds `-lr * (weight_decay * p + m / denom)`
+    /// in one fused step (so `weight_decay = 0` with an infinite `p` gives NaN there, an
+    /// unchanged `p` here); the reference's 1-D learning rate is `lr * (lr_1d / lr_0)` with
+    /// `lr_0` the constructor's `lr`, so under a schedule on `lr` give `lr_1d` the proportional
+    /// schedule; `amsgrad` and the `mars-lion`/`mars-shampoo` types are not provided. The norm
+    /// ends a loop: matrices take two loops per step.
+    pub MarsAdamW<lr = 3e-3, beta1 = 0.95, beta2 = 0.99, eps = 1e-8, weight_decay = 0.0, gamma: nonneg = 0.025,
+                  lr_1d: nonneg = 3e-3, beta1_1d = 0.9, beta2_1d = 0.95, weight_decay_1d: nonneg = 0.1> {
         matrix => {
-            let g = select(maximize, -grad, grad);
-            let m = momentum(g, beta1);
-            let u = eigen_sign(m, grad, beta2, update_freq = inverse_steps, max_dim = max_dim, eps = eps);
-            let scaled_lr = lr * select(rows <= max_dim && cols <= max_dim, 2.0 / (rows + cols), nonstandard_constant);
-            let p = param - scaled_lr * u;
-            let ema = output_state(0.0);
-            ema = lerp(ema, p, 1.0 - ema_rate);
-            param = decoupled_decay(p, scaled_lr, weight_decay);
+            let last_grad = state(0.0);
+            let c = (grad - last_grad) * (gamma * (beta1 / (1.0 - beta1))) + grad;
+            let c_norm = norm(c);
+            let c = select(c_norm > 1.0, c / c_norm, c);
+            let m = momentum(c, beta1);
+            let v = second_moment(c, beta2);
+            let denom = (sqrt(v) * (1.0 / sqrt(1.0 - pow(beta2, step))) + eps) * (1.0 - pow(beta1, step));
+            param = decoupled_decay(param, lr, weight_decay) - lr * (m / denom);
+            last_grad = grad;
         }
         _ => {
-            let g = select(maximize, -grad, grad);
-            let m = momentum(g, beta1);
-            let scaled_lr = lr * nonstandard_constant;
-            let p = param - scaled_lr * sign(m);
-            let ema = output_state(0.0);
-            ema = lerp(ema, p, 1.0 - ema_rate);
-            param = decoupled_decay(p, scaled_lr, weight_decay);
+            let m = momentum(grad, beta1_1d);
+            let v = second_moment(grad, beta2_1d);
+            let denom = (sqrt(v) * (1.0 / sqrt(1.0 - pow(beta2_1d, step))) + eps) * (1.0 - pow(beta1_1d, step));
+            param = decoupled_decay(param, lr_1d, weight_decay_1d) - lr_1d * (m / denom);
         }
     }
 }
 
 optimizer! {
-    /// PSGD-Kron: momentum preconditioned by Kronecker factors fitted on the Lie group of
-    /// triangular matrices from random probes (Xi-Lin Li's PSGD, kron_torch's `Kron`).
+    /// Adan: adaptive Nesterov momentum from an EMA of gradient differences, with proximal
+    /// weight decay (sail-sg `Adan`, `no_prox=False`).
     ///
     /// ```text
-    /// mb = b1 * mb + (1 - b1) * grad;   G = mb / (1 - b1^t)
-    /// prob = clamp(max_prob * exp(-prob_decay * (t - 1 - flat_start)), min_prob, max_prob)
-    /// since = since + 1; due = since >= 1 / prob; if due: since = 0        (a scalar state)
-    /// P = psgd_precondition(G, update = due)     if due: G += sqrt(eps_f32) mean|G| V (probe V),
-    ///     factors Q_i fitted from A = Q G and B = Q^{-T} V; then P = Q^T Q G (damped G)
-    ///     (`optim_dsl::matrix::psgd_precondition`; factors triangular, diagonal for sides of
-    ///     size 1 or > max_size_triangular and for vectors/scalars)
-    /// P = P * min(1, 1.1 / (rms(P) + 1e-12))                               (update RMS clip)
-    /// matrices (rank >= 2):  p = p - lr * (P + weight_decay * p)           (coupled decay)
-    /// others:                p = p - lr * P                                 (no decay)
+    /// d = grad - prev_grad                     (0 at step 1: prev_grad = grad there)
+    /// m = m + (1 - beta1) * (grad - m)                         (gradient EMA)
+    /// dm = dm + (1 - beta2) * (d - dm)                         (gradient-difference EMA)
+    /// n = grad + beta2 * d
+    /// v = beta3 * v + (1 - beta3) * n^2
+    /// denom = sqrt(v) / sqrt(1 - beta3^t) + eps                (eps outside, after correction)
+    /// p = p - lr / (1 - beta1^t) * m / denom - lr * beta2 / (1 - beta2^t) * dm / denom
+    /// p = p / (1 + lr * weight_decay)                          (proximal decay after the update)
     /// ```
-    /// The probes are drawn per parameter from `standard_normal_probe(seed, name, t)`
-    /// (deterministic, the same after resuming from a checkpoint), or supplied for the next step
-    /// with `DslOptimizer::set_probe`. State: `mb` (one value per element), `pg.q` (the
-    /// factors: `d × d` per triangular side, `d` per diagonal side) and `since`.
-    ///
-    /// Source: Li, "Preconditioned Stochastic Gradient Descent" (IEEE TNNLS 2018) and "Stochastic
-    /// Hessian Fittings with Lie Groups" (2024); Evan Walters' kron_torch @884427c (`Kron`,
-    /// default `preconditioner_update_probability` schedule written with `max_prob`, `min_prob`,
-    /// `prob_decay`, `flat_start`), checked against it with its recorded probes on 20 steps
-    /// (`tests/fixtures/psgd_kron.json`). Differences: the update counter and its probability
-    /// are per parameter and in `f64` (the reference: one `f32` counter for all parameters;
-    /// identical when all parameters start together, except at exact `1 / prob` ties); the
-    /// ~1%-probability balancing of the factors' norms, `memory_save_mode`,
-    /// `momentum_into_precond_update = False` and the dtype options are not offered; a tensor of
-    /// rank > 2 uses the matrix view `d0 × (d1·…)` (the reference merges it into whichever of
-    /// `(d0·…·d_{k-1}) × d_k` and `d0 × (d1·…)` is squarer).
-    pub PsgdKron<lr = 3e-4, b1: unit = 0.9, weight_decay = 0.0, precond_lr = 0.1, precond_init_scale: positive = 1.0,
-                 max_size_triangular: count = 8192, min_ndim_triangular: count = 2,
-                 max_prob: positive = 1.0, min_prob: positive = 0.03, prob_decay: nonneg = 0.001, flat_start: nonneg = 500.0,
-                 seed: nonneg = 0.0> {
-        matrix | tensor => {
-            let mb = state(0.0);
-            mb = b1 * mb + (1.0 - b1) * grad;
-            let prob = clamp(max_prob * exp(-prob_decay * (step - 1.0 - flat_start)), min_prob, max_prob);
-            let since = scalar_state(0.0);
-            let due = since + 1.0 >= 1.0 / prob;
-            since = select(due, 0.0, since + 1.0);
-            let g = mb / (1.0 - pow(b1, step));
-            let pg = psgd_precondition(g, precond_lr = precond_lr, precond_init_scale = precond_init_scale,
-                                       max_size_triangular = max_size_triangular, min_ndim_triangular = min_ndim_triangular,
-                                       update = due, seed = seed);
-            let clipped = pg * min(1.0, 1.1 / (rms(pg) + 1e-12));
-            param -= lr * (clipped + l2(weight_decay));
-        }
-        _ => {
-            let mb = state(0.0);
-            mb = b1 * mb + (1.0 - b1) * grad;
-            let prob = clamp(max_prob * exp(-prob_decay * (step - 1.0 - flat_start)), min_prob, max_prob);
-            let since = scalar_state(0.0);
-            let due = since + 1.0 >= 1.0 / prob;
-            since = select(due, 0.0, since + 1.0);
-            let g = mb / (1.0 - pow(b1, step));
-            let pg = psgd_precondition(g, precond_lr = precond_lr, precond_init_scale = precond_init_scale,
-                                       max_size_triangular = max_size_triangular, min_ndim_triangular = min_ndim_triangular,
-                                       update = due, seed = seed);
-            param -= lr * pg * min(1.0, 1.1 / (rms(pg) + 1e-12));
-        }
+    /// `beta1, beta2, beta3` follow the authors' code: the weight on the OLD value (the paper's
+    /// `1 - beta_k`). The state `neg_grad` keeps `-grad` of the previous step, as the reference's
+    /// `neg_pre_grad`. Source: Xie et al., "Adan: Adaptive Nesterov Momentum Algorithm for
+    /// Faster Optimizing Deep Models" (TPAMI 2024), Algorithm 1; the reference is the authors'
+    /// `Adan` (github sail-sg/Adan `adan.py` @2c65bea, `_single_tensor_adan`). Differences from
+    /// the reference: `no_prox=True` (decay `p *= 1 - lr * weight_decay` before the update) and
+    /// `max_grad_norm > 0` (its own global-norm clip) are not provided (`max_grad_norm = 0`, the
+    /// default); the step count is the parameter's own (the reference's is per group, the same
+    /// when all parameters start together). One loop per step.
+    pub Adan<lr = 1e-3, beta1 = 0.98, beta2 = 0.92, beta3 = 0.99, eps = 1e-8, weight_decay = 0.0> {
+        let neg_grad = state(0.0);
+        let d = grad + select(step > 1.0, neg_grad, -grad);
+        let m = momentum(grad, beta1);
+        let dm = momentum(d, beta2);
+        let v = second_moment(grad + beta2 * d, beta3);
+        let denom = sqrt(v) / sqrt(1.0 - pow(beta3, step)) + eps;
+        param = (param - lr / (1.0 - pow(beta1, step)) * (m / denom)
+            - lr * beta2 / (1.0 - pow(beta2, step)) * (dm / denom)) / (1.0 + lr * weight_decay);
+        neg_grad = -grad;
     }
 }
 
 optimizer! {
-    /// Dion: orthonormalized low-rank updates from a rank-r power iteration with error
-    /// feedback, for matrices; AdamW (the official code's `adamw` algorithm) for everything
-    /// else.
+    /// ADOPT: Adam with the gradient normalised by the PREVIOUS second moment, clipped, before
+    /// the momentum (authors' `ADOPT`).
     ///
     /// ```text
-    /// matrices (rows × cols):
-    ///   B = M + grad
-    ///   P = B Q;  P = qr(P).Q;  R = B^T P              (power_iters times; Q = R in between)
-    ///   M = B - (1 - mu) P R^T                         (error feedback)
-    ///   Q = R / (column norms of R + epsilon)
-    ///   p = p * (1 - lr * weight_decay) - lr * sqrt(rows / cols) * P Q^T
-    ///   (`optim_dsl::matrix::low_rank_orthonormalize`; rank r = rank_fraction · min(rows, cols)
-    ///    rounded up to a multiple of rank_multiple_of; a wide matrix runs on B^T)
-    /// others: AdamW<lr = lr, beta1 = beta1, beta2 = beta2, eps = epsilon, weight_decay = weight_decay>
+    /// g = decoupled_weight_decay ? grad : grad + weight_decay * p        (coupled L2, also at step 1)
+    /// step 1:  v = g^2; the parameter does not move (no decay), m stays 0
+    /// step t:  p = p * (1 - lr * weight_decay)                            (decoupled only)
+    ///          n = clamp(g / max(sqrt(v), eps), -(t - 1)^0.25, (t - 1)^0.25)   (v: previous)
+    ///          m = m + (1 - beta1) * (n - m)                               (no bias correction)
+    ///          p = p - lr * m
+    ///          v = beta2 * v + (1 - beta2) * g^2                           (after the update)
     /// ```
-    /// The initial `Q` (`min(rows, cols) × r`, standard normal) comes from
-    /// `standard_normal_probe(seed, name, 1)` or from a probe supplied with
-    /// `DslOptimizer::set_probe` before the first step. State per matrix: `o.momentum` (one
-    /// value per element) and `o.q`.
-    ///
-    /// Source: Ahn, Xu, Abreu & Langford, "Dion: Distributed Orthonormalized Updates" (2025),
-    /// Algorithm 1 (single device, no sharding), with the official code's conventions
-    /// (microsoft/dion `dion_reference.py`: transposition of wide matrices, `epsilon`, all-zero
-    /// handling, rank rounding, decay before the update). Checked against a NumPy
-    /// implementation of that algorithm in float32 and float64 (`tests/refgen/gen_dion.py`,
-    /// `tests/fixtures/dion.json`). Differences from the official code: Householder QR only
-    /// (its default `qr_method = "rcqr"`, a randomized Cholesky QR, computes the same `P` up to
-    /// rounding on well-conditioned inputs), column norms in the parameter's type (the official
-    /// code uses float32), and no distributed variants.
-    pub Dion<lr = 0.01, mu = 0.95, weight_decay = 0.01, rank_fraction: positive = 1.0, rank_multiple_of: count = 1,
-             power_iters: count = 1, epsilon = 1e-8, seed: nonneg = 0.0, beta1 = 0.9, beta2 = 0.95> {
-        matrix => {
-            let o = low_rank_orthonormalize(grad, mu, rank_fraction = rank_fraction, rank_multiple_of = rank_multiple_of,
-                                            power_iters = power_iters, epsilon = epsilon, seed = seed);
-            param = decoupled_decay(param, lr, weight_decay) - lr * sqrt(rows / cols) * o;
-        }
-        _ => AdamW<lr = lr, beta1 = beta1, beta2 = beta2, eps = epsilon, weight_decay = weight_decay>,
+    /// Source: Taniguchi et al., "ADOPT: Modified Adam Can Converge with Any β2 with the Optimal
+    /// Rate" (NeurIPS 2024), Algorithm 2 with clipping; the reference is the authors' `ADOPT`
+    /// (github iShohei220/adopt `src/adopt/adopt.py` @6468572, `_single_tensor_adopt`, default
+    /// `clip_lambda = step -> step^0.25` of the number of previous steps). `eps` clamps the
+    /// denominator from below (it is not added). `decoupled_weight_decay` is the reference's
+    /// `decouple`. Differences from the reference: `clip_lambda` is fixed to its default and
+    /// `maximize` is not provided. pytorch-optimizer 4.1's `ADOPT` differs from the authors'
+    /// (clip `t^0.25`, decay also on step 1). One loop per step.
+    pub Adopt<lr = 1e-3, beta1 = 0.9, beta2 = 0.9999, eps = 1e-6, weight_decay = 0.0, decoupled_weight_decay = false> {
+        let g = select(decoupled_weight_decay, grad, grad + l2(weight_decay));
+        let warm = step > 1.0;
+        let m = state(0.0);
+        let v = state(0.0);
+        let n = clip_value(g / max(sqrt(v), eps), pow(step - 1.0, 0.25));
+        m = select(warm, lerp(m, n, 1.0 - beta1), m);
+        let p = select(decoupled_weight_decay, decoupled_decay(param, lr, weight_decay), param);
+        param = select(warm, p - lr * m, param);
+        v = select(warm, beta2 * v + (1.0 - beta2) * g * g, v + g * g);
     }
 }
+
+optimizer! {
+    /// LaProp: the gradient is normalised by the bias-corrected `sqrt(v)` first, then averaged
+    /// by the momentum (pytorch-optimizer `LaProp`).
+    ///
+    /// ```text
+    /// v = beta2 * v + (1 - beta2) * grad^2
+    /// lr_avg = beta1 * lr_avg + (1 - beta1) * lr              (per-parameter scalar, starts at 0;
+    ///                                                          = lr (1 - beta1^t) for a constant lr)
+    /// denom = (sqrt(v + 1e-15) + eps) / sqrt(1 - beta2^t)
+    /// m = beta1 * m + (1 - beta1) * lr * grad / denom         (lr folded into the momentum)
+    /// p = p - (lr != 0 ? lr / lr_avg : 1) * m
+    /// p = p * (1 - lr * weight_decay)                          (decoupled decay AFTER the update)
+    /// ```
+    /// Source: Ziyin, Wang & Ueda, "LaProp: Separating Momentum and Adaptivity in Adam" (2020),
+    /// Algorithm 1; the reference is pytorch-optimizer 4.1.0 `LaProp` (per-parameter path,
+    /// `centered=False`, `ams_bound=False`, `weight_decouple=True`, `fixed_decay=False`). The
+    /// `1e-15` inside the root is the reference's `apply_ams_bound` constant. Differences from
+    /// the reference: `centered`, `ams_bound`, `fixed_decay` and `maximize` are not provided, nor
+    /// `weight_decouple=False` (which in the reference adds the L2 term to the gradient after it
+    /// was used, i.e. does nothing). One loop per step.
+    pub LaProp<lr = 4e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-15, weight_decay = 0.0> {
+        let v = second_moment(grad, beta2);
+        let lr_avg = scalar_state(0.0);
+        lr_avg = beta1 * lr_avg + (1.0 - beta1) * lr;
+        let denom = (sqrt(v + 1e-15) + eps) / sqrt(1.0 - pow(beta2, step));
+        let m = state(0.0);
+        m = beta1 * m + ((1.0 - beta1) * lr) * (grad / denom);
+        param = decoupled_decay(param - select(lr != 0.0, lr / lr_avg, 1.0) * m, lr, weight_decay);
+    }
+}
+
+mod matrix2026;
+pub use matrix2026::{Dion, DionConfig, PsgdKron, PsgdKronConfig, Splus, SplusConfig};

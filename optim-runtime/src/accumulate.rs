@@ -1,13 +1,10 @@
 //! [`GradAccumulator`]: gradient accumulation over micro-batches, handed to one optimizer step.
+//! Its dfdx methods (`add_model`, `write_mean_to_grads`, `step_model`) are in [`crate::dfdx`].
 
-use crate::ema::walk_shapes;
-use crate::{DslOptimizer, Float, OptimError, ParamSlice};
-use dfdx::nn::tensor_collection::{
-    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName, ViewTensorRef,
-};
-use dfdx::shapes::Shape;
-use dfdx::tensor::{Cpu, Gradients, Tensor};
-use dfdx::tensor_ops::Device;
+use crate::error::OptimError;
+use crate::float::Float;
+use crate::optimizer::DslOptimizer;
+use crate::param::ParamSlice;
 use std::collections::{BTreeMap, HashSet};
 
 /// Averages the gradients of `k` micro-batches and hands the average to **one** optimizer step,
@@ -30,8 +27,8 @@ use std::collections::{BTreeMap, HashSet};
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct GradAccumulator<E> {
-    sums: BTreeMap<String, Vec<E>>,
-    micro_batches: u64,
+    pub(crate) sums: BTreeMap<String, Vec<E>>,
+    pub(crate) micro_batches: u64,
 }
 
 impl<E> Default for GradAccumulator<E> {
@@ -81,39 +78,6 @@ impl<E: Float> GradAccumulator<E> {
         for (name, g) in grads {
             self.add_one(name, g);
         }
-        self.micro_batches += 1;
-        Ok(())
-    }
-
-    /// Adds one micro-batch from dfdx gradients: the gradient of every trainable tensor of
-    /// `model` (tensors with `do_gradient_update == false` are skipped), keyed by dfdx's dotted
-    /// path as the optimizer's state is. A tensor with no gradient in `grads` contributes zero
-    /// (dfdx allocates a zero buffer for it, as [`DslOptimizer::update`] does). `grads` is taken
-    /// `&mut` only to borrow its buffers; its values are unchanged.
-    ///
-    /// # Errors
-    /// As [`add_slices`](Self::add_slices); [`OptimError::Device`] if dfdx fails.
-    pub fn add_model<M>(
-        &mut self,
-        model: &M,
-        grads: &mut Gradients<E, Cpu>,
-    ) -> Result<(), OptimError>
-    where
-        M: TensorCollection<E, Cpu>,
-        Cpu: Device<E>,
-    {
-        for (name, numel) in walk_shapes(model, false)? {
-            self.check_len(&name, numel)?;
-        }
-        let mut v = GradVisitor {
-            grads,
-            f: &mut |name: &str, g: &mut Vec<E>| self.add_one(name, g),
-        };
-        M::iter_tensors(&mut RecursiveWalker {
-            m: (model, String::new()),
-            f: &mut v,
-        })
-        .map_err(|e| OptimError::Device(format!("{e:?}")))?;
         self.micro_batches += 1;
         Ok(())
     }
@@ -176,87 +140,7 @@ impl<E: Float> GradAccumulator<E> {
         Ok(())
     }
 
-    /// Overwrites the gradient of every trainable tensor of `model` in `grads` with its
-    /// average (for logging, or to step an optimizer yourself).
-    ///
-    /// # Errors
-    /// [`OptimError::InvalidUse`] when no micro-batch was added or a trainable tensor has no
-    /// accumulated gradient; [`OptimError::ShapeMismatch`]; [`OptimError::Device`]. `grads` is
-    /// unchanged on a validation error.
-    pub fn write_mean_to_grads<M>(
-        &self,
-        model: &M,
-        grads: &mut Gradients<E, Cpu>,
-    ) -> Result<(), OptimError>
-    where
-        M: TensorCollection<E, Cpu>,
-        Cpu: Device<E>,
-    {
-        self.check_nonempty()?;
-        for (name, numel) in walk_shapes(model, false)? {
-            match self.sums.get(&name) {
-                None => {
-                    return Err(OptimError::InvalidUse(format!(
-                        "no gradient was accumulated for parameter `{name}`"
-                    )))
-                }
-                Some(s) => {
-                    if s.len() != numel {
-                        return Err(OptimError::ShapeMismatch {
-                            param: name,
-                            detail: format!(
-                                "parameter has {numel} elements but its accumulated gradient has {}",
-                                s.len()
-                            ),
-                        });
-                    }
-                }
-            }
-        }
-        let k = E::of_f64(self.micro_batches as f64);
-        let mut v = GradVisitor {
-            grads,
-            f: &mut |name: &str, g: &mut Vec<E>| {
-                if let Some(s) = self.sums.get(name) {
-                    for (d, &x) in g.iter_mut().zip(s) {
-                        *d = x / k;
-                    }
-                }
-            },
-        };
-        M::iter_tensors(&mut RecursiveWalker {
-            m: (model, String::new()),
-            f: &mut v,
-        })
-        .map(|_| ())
-        .map_err(|e| OptimError::Device(format!("{e:?}")))
-    }
-
-    /// [`write_mean_to_grads`](Self::write_mean_to_grads), then one
-    /// [`DslOptimizer::update`] of `model` with those gradients, then [`reset`](Self::reset).
-    /// `grads` holds the averaged gradients afterwards.
-    ///
-    /// # Errors
-    /// As [`write_mean_to_grads`](Self::write_mean_to_grads) and [`DslOptimizer::update`]. On
-    /// error the model and optimizer are unchanged and the accumulated gradients are kept.
-    pub fn step_model<O, M>(
-        &mut self,
-        opt: &mut O,
-        model: &mut M,
-        grads: &mut Gradients<E, Cpu>,
-    ) -> Result<(), OptimError>
-    where
-        O: DslOptimizer<E>,
-        M: TensorCollection<E, Cpu>,
-        Cpu: Device<E>,
-    {
-        self.write_mean_to_grads(&*model, grads)?;
-        opt.update(model, grads)?;
-        self.reset();
-        Ok(())
-    }
-
-    fn check_nonempty(&self) -> Result<(), OptimError> {
+    pub(crate) fn check_nonempty(&self) -> Result<(), OptimError> {
         if self.micro_batches == 0 {
             return Err(OptimError::InvalidUse(
                 "no micro-batch was accumulated before the step".into(),
@@ -265,7 +149,7 @@ impl<E: Float> GradAccumulator<E> {
         Ok(())
     }
 
-    fn check_len(&self, name: &str, len: usize) -> Result<(), OptimError> {
+    pub(crate) fn check_len(&self, name: &str, len: usize) -> Result<(), OptimError> {
         match self.sums.get(name) {
             Some(s) if s.len() != len => Err(OptimError::ShapeMismatch {
                 param: name.to_string(),
@@ -278,7 +162,7 @@ impl<E: Float> GradAccumulator<E> {
         }
     }
 
-    fn add_one(&mut self, name: &str, g: &[E]) {
+    pub(crate) fn add_one(&mut self, name: &str, g: &[E]) {
         match self.sums.get_mut(name) {
             Some(s) => {
                 for (a, &x) in s.iter_mut().zip(g) {
@@ -289,36 +173,5 @@ impl<E: Float> GradAccumulator<E> {
                 self.sums.insert(name.to_string(), g.to_vec());
             }
         }
-    }
-}
-
-/// Borrows the gradient buffer of every trainable tensor (allocating a zero one if absent),
-/// calls `f(name, buffer)`, and puts the buffer back.
-struct GradVisitor<'a, E: Float, F: FnMut(&str, &mut Vec<E>)> {
-    grads: &'a mut Gradients<E, Cpu>,
-    f: &'a mut F,
-}
-
-impl<E: Float, F: FnMut(&str, &mut Vec<E>)> TensorVisitor<E, Cpu> for GradVisitor<'_, E, F>
-where
-    Cpu: Device<E>,
-{
-    type Viewer = (ViewTensorRef, ViewTensorName);
-    type Err = dfdx::tensor::CpuError;
-    type E2 = E;
-    type D2 = Cpu;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, E, Cpu>,
-        (t, name): (&Tensor<S, E, Cpu>, String),
-    ) -> Result<Option<Tensor<S, E, Cpu>>, Self::Err> {
-        if !opts.do_gradient_update {
-            return Ok(None);
-        }
-        let mut g = E::take_grad(self.grads, t)?;
-        (self.f)(&name, &mut g);
-        E::put_grad(self.grads, t, g)?;
-        Ok(None)
     }
 }

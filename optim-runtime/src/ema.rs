@@ -1,14 +1,9 @@
 //! [`WeightEma`]: an exponential moving average of the weights (Polyak averaging), kept next to
-//! any optimizer, for evaluating with the averaged weights.
+//! any optimizer, for evaluating with the averaged weights. Its dfdx methods (`update_model`,
+//! `copy_to_model`, `swap_with_model`) are in [`crate::dfdx`].
 
-use crate::{Float, OptimError};
-use dfdx::nn::tensor_collection::{
-    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
-    ViewTensorRef,
-};
-use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{Cpu, Tensor};
-use dfdx::tensor_ops::Device;
+use crate::error::OptimError;
+use crate::float::Float;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -72,7 +67,7 @@ pub struct WeightEma<E> {
     pub(crate) updates: u64,
     pub(crate) params: BTreeMap<String, EmaParam<E>>,
     /// The model's own weights while the averages are swapped in.
-    swapped: Option<BTreeMap<String, Vec<E>>>,
+    pub(crate) swapped: Option<BTreeMap<String, Vec<E>>>,
 }
 
 impl<E: Float> WeightEma<E> {
@@ -145,7 +140,7 @@ impl<E: Float> WeightEma<E> {
     }
 
     /// The averaged weights, borrowed when no correction has to be applied.
-    fn averaged_cow(&self, name: &str) -> Option<Cow<'_, [E]>> {
+    pub(crate) fn averaged_cow(&self, name: &str) -> Option<Cow<'_, [E]>> {
         let p = self.params.get(name)?;
         Some(match self.correction {
             EmaCorrection::Debias => {
@@ -157,7 +152,7 @@ impl<E: Float> WeightEma<E> {
     }
 
     /// Every average, for writing into a model.
-    fn all_averaged(&self) -> BTreeMap<String, Cow<'_, [E]>> {
+    pub(crate) fn all_averaged(&self) -> BTreeMap<String, Cow<'_, [E]>> {
         self.params
             .keys()
             .filter_map(|k| Some((k.clone(), self.averaged_cow(k)?)))
@@ -187,32 +182,6 @@ impl<E: Float> WeightEma<E> {
         Ok(())
     }
 
-    /// One update from every trainable tensor of a dfdx module on `Cpu` (and its buffers with
-    /// [`with_buffers`](Self::with_buffers)), keyed by dfdx's dotted path like the optimizer's
-    /// state. Reads each tensor once through one reusable host buffer.
-    ///
-    /// # Errors
-    /// As [`update_slices`](Self::update_slices); [`OptimError::Device`] if dfdx fails.
-    pub fn update_model<M>(&mut self, model: &M) -> Result<(), OptimError>
-    where
-        M: TensorCollection<E, Cpu>,
-        Cpu: Device<E>,
-    {
-        self.check_not_swapped()?;
-        for (name, numel) in walk_shapes(model, self.include_buffers)? {
-            self.check_len(&name, numel)?;
-        }
-        let mut tmp = Vec::new();
-        let mut read = ReadEach {
-            include_buffers: self.include_buffers,
-            tmp: &mut tmp,
-            f: &mut |name: &str, data: &[E]| self.update_one(name, data),
-        };
-        walk_ref(model, &mut read)?;
-        self.updates += 1;
-        Ok(())
-    }
-
     /// Writes the averaged weights into named flat parameters (every name must have an
     /// average of the same length).
     ///
@@ -229,24 +198,6 @@ impl<E: Float> WeightEma<E> {
             }
         }
         Ok(())
-    }
-
-    /// Writes the averaged weights into the model (trainable tensors, plus buffers with
-    /// [`with_buffers`](Self::with_buffers)). The model's own weights are lost; use
-    /// [`swap_with_model`](Self::swap_with_model) to get them back after evaluation.
-    ///
-    /// # Errors
-    /// [`OptimError::InvalidUse`] for a tensor with no average, [`OptimError::ShapeMismatch`]
-    /// for a length that differs, [`OptimError::Device`]. Nothing is written on error.
-    pub fn copy_to_model<M>(&self, model: &mut M) -> Result<(), OptimError>
-    where
-        M: TensorCollection<E, Cpu>,
-        Cpu: Device<E>,
-    {
-        for (name, numel) in walk_shapes(&*model, self.include_buffers)? {
-            self.check_has(&name, numel)?;
-        }
-        write_model(model, self.include_buffers, &self.all_averaged(), None)
     }
 
     /// Swaps the averaged weights into named flat parameters, keeping the parameters' own
@@ -292,61 +243,7 @@ impl<E: Float> WeightEma<E> {
         }
     }
 
-    /// Swaps the averaged weights into the model, keeping the model's own weights inside the
-    /// EMA; the next call swaps them back (evaluate in between). While swapped, `update_*` is
-    /// refused. The averages themselves never change, so a checkpoint taken while swapped is
-    /// the same as one taken before.
-    ///
-    /// ```text
-    /// ema.swap_with_model(&mut model)?;   // model now holds the averaged weights
-    /// let acc = evaluate(&model);
-    /// ema.swap_with_model(&mut model)?;   // training weights are back
-    /// ```
-    ///
-    /// # Errors
-    /// As [`copy_to_model`](Self::copy_to_model). Nothing is written on error.
-    pub fn swap_with_model<M>(&mut self, model: &mut M) -> Result<(), OptimError>
-    where
-        M: TensorCollection<E, Cpu>,
-        Cpu: Device<E>,
-    {
-        let shapes = walk_shapes(&*model, self.include_buffers)?;
-        match self.swapped.take() {
-            None => {
-                for (name, numel) in &shapes {
-                    self.check_has(name, *numel)?;
-                }
-                let mut backup = BTreeMap::new();
-                write_model(
-                    model,
-                    self.include_buffers,
-                    &self.all_averaged(),
-                    Some(&mut backup),
-                )?;
-                self.swapped = Some(backup);
-                Ok(())
-            }
-            Some(backup) => {
-                let bad = shapes
-                    .iter()
-                    .find(|(name, numel)| backup.get(name).map(Vec::len) != Some(*numel));
-                if let Some((name, _)) = bad {
-                    let e = OptimError::InvalidUse(format!(
-                        "tensor `{name}` was not swapped out by this EMA (or has another length)"
-                    ));
-                    self.swapped = Some(backup);
-                    return Err(e);
-                }
-                let values = backup
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Cow::Borrowed(v.as_slice())))
-                    .collect();
-                write_model(model, self.include_buffers, &values, None)
-            }
-        }
-    }
-
-    fn check_not_swapped(&self) -> Result<(), OptimError> {
+    pub(crate) fn check_not_swapped(&self) -> Result<(), OptimError> {
         if self.swapped.is_some() {
             return Err(OptimError::InvalidUse(
                 "the EMA's averages are swapped into the model; swap back before updating".into(),
@@ -355,7 +252,7 @@ impl<E: Float> WeightEma<E> {
         Ok(())
     }
 
-    fn check_len(&self, name: &str, len: usize) -> Result<(), OptimError> {
+    pub(crate) fn check_len(&self, name: &str, len: usize) -> Result<(), OptimError> {
         match self.params.get(name) {
             Some(p) if p.value.len() != len => Err(OptimError::ShapeMismatch {
                 param: name.to_string(),
@@ -368,7 +265,7 @@ impl<E: Float> WeightEma<E> {
         }
     }
 
-    fn check_has(&self, name: &str, len: usize) -> Result<(), OptimError> {
+    pub(crate) fn check_has(&self, name: &str, len: usize) -> Result<(), OptimError> {
         if !self.params.contains_key(name) {
             return Err(OptimError::InvalidUse(format!(
                 "the EMA has no average for parameter `{name}`"
@@ -378,7 +275,7 @@ impl<E: Float> WeightEma<E> {
     }
 
     /// Updates (or starts) the average of one parameter; lengths were checked.
-    fn update_one(&mut self, name: &str, p: &[E]) {
+    pub(crate) fn update_one(&mut self, name: &str, p: &[E]) {
         let correction = self.correction;
         let decay = self.decay;
         let entry = self
@@ -445,161 +342,4 @@ fn torch_lerp<E: Float>(a: E, b: E, w: E, one_minus_w: E, small: bool) -> E {
     } else {
         b - (b - a) * one_minus_w
     }
-}
-
-/// Name and element count of every tensor the EMA covers, in walk order.
-pub(crate) fn walk_shapes<E, M>(
-    model: &M,
-    include_buffers: bool,
-) -> Result<Vec<(String, usize)>, OptimError>
-where
-    E: Float,
-    M: TensorCollection<E, Cpu>,
-    Cpu: Device<E>,
-{
-    let mut out = Vec::new();
-    let mut v = Shapes {
-        include_buffers,
-        out: &mut out,
-    };
-    let r = M::iter_tensors(&mut RecursiveWalker {
-        m: (model, String::new()),
-        f: &mut v,
-    });
-    r.map_err(|e| OptimError::Device(format!("{e:?}")))?;
-    Ok(out)
-}
-
-struct Shapes<'a> {
-    include_buffers: bool,
-    out: &'a mut Vec<(String, usize)>,
-}
-
-impl<E: Float> TensorVisitor<E, Cpu> for Shapes<'_>
-where
-    Cpu: Device<E>,
-{
-    type Viewer = (ViewTensorRef, ViewTensorName);
-    type Err = dfdx::tensor::CpuError;
-    type E2 = E;
-    type D2 = Cpu;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, E, Cpu>,
-        (t, name): (&Tensor<S, E, Cpu>, String),
-    ) -> Result<Option<Tensor<S, E, Cpu>>, Self::Err> {
-        if opts.do_gradient_update || self.include_buffers {
-            self.out.push((name, t.shape().num_elements()));
-        }
-        Ok(None)
-    }
-}
-
-/// Calls `f(name, data)` for every covered tensor, staging its data in one reusable buffer.
-pub(crate) struct ReadEach<'a, E, F: FnMut(&str, &[E])> {
-    pub(crate) include_buffers: bool,
-    pub(crate) tmp: &'a mut Vec<E>,
-    pub(crate) f: &'a mut F,
-}
-
-impl<E: Float, F: FnMut(&str, &[E])> TensorVisitor<E, Cpu> for ReadEach<'_, E, F>
-where
-    Cpu: Device<E>,
-{
-    type Viewer = (ViewTensorRef, ViewTensorName);
-    type Err = dfdx::tensor::CpuError;
-    type E2 = E;
-    type D2 = Cpu;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, E, Cpu>,
-        (t, name): (&Tensor<S, E, Cpu>, String),
-    ) -> Result<Option<Tensor<S, E, Cpu>>, Self::Err> {
-        if opts.do_gradient_update || self.include_buffers {
-            self.tmp.clear();
-            self.tmp.resize(t.shape().num_elements(), E::zero());
-            t.copy_into(self.tmp);
-            (self.f)(&name, self.tmp);
-        }
-        Ok(None)
-    }
-}
-
-pub(crate) fn walk_ref<E, M, V>(model: &M, v: &mut V) -> Result<(), OptimError>
-where
-    E: Float,
-    M: TensorCollection<E, Cpu>,
-    V: TensorVisitor<E, Cpu, Viewer = (ViewTensorRef, ViewTensorName), E2 = E, D2 = Cpu>,
-    V::Err: core::fmt::Debug,
-    Cpu: Device<E>,
-{
-    M::iter_tensors(&mut RecursiveWalker {
-        m: (model, String::new()),
-        f: v,
-    })
-    .map(|_| ())
-    .map_err(|e| OptimError::Device(format!("{e:?}")))
-}
-
-/// Writes `values[name]` into every covered tensor that has an entry, saving the old contents
-/// into `backup` when given.
-struct Write<'a, E: Clone> {
-    include_buffers: bool,
-    values: &'a BTreeMap<String, Cow<'a, [E]>>,
-    backup: Option<&'a mut BTreeMap<String, Vec<E>>>,
-}
-
-impl<E: Float> TensorVisitor<E, Cpu> for Write<'_, E>
-where
-    Cpu: Device<E>,
-{
-    type Viewer = (ViewTensorMut, ViewTensorName);
-    type Err = dfdx::tensor::CpuError;
-    type E2 = E;
-    type D2 = Cpu;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, E, Cpu>,
-        (t, name): (&mut Tensor<S, E, Cpu>, String),
-    ) -> Result<Option<Tensor<S, E, Cpu>>, Self::Err> {
-        if !(opts.do_gradient_update || self.include_buffers) {
-            return Ok(None);
-        }
-        if let Some(v) = self.values.get(&name) {
-            if let Some(b) = self.backup.as_deref_mut() {
-                let mut old = vec![E::zero(); t.shape().num_elements()];
-                t.copy_into(&mut old);
-                b.insert(name, old);
-            }
-            t.copy_from(v);
-        }
-        Ok(None)
-    }
-}
-
-fn write_model<E, M>(
-    model: &mut M,
-    include_buffers: bool,
-    values: &BTreeMap<String, Cow<'_, [E]>>,
-    backup: Option<&mut BTreeMap<String, Vec<E>>>,
-) -> Result<(), OptimError>
-where
-    E: Float,
-    M: TensorCollection<E, Cpu>,
-    Cpu: Device<E>,
-{
-    let mut w = Write {
-        include_buffers,
-        values,
-        backup,
-    };
-    M::iter_tensors(&mut RecursiveWalker {
-        m: (model, String::new()),
-        f: &mut w,
-    })
-    .map(|_| ())
-    .map_err(|e| OptimError::Device(format!("{e:?}")))
 }

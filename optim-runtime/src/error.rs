@@ -45,6 +45,10 @@ pub enum OptimError {
     /// The device reported an error (dfdx `Cpu`/`Cuda` error, as text).
     #[error("device error: {0}")]
     Device(String),
+    /// A collective of a data-parallel step failed (the communicator's error, as text; see
+    /// `optim-dist`). Every process that can still communicate returns an error for that step.
+    #[error("communication error: {0}")]
+    Communication(String),
     /// A gradient holds a NaN or an infinity and the optimizer's policy is
     /// [`NonFinitePolicy::Error`](crate::NonFinitePolicy::Error). Nothing was modified.
     #[error("gradient of parameter `{param}` is not finite (it holds a NaN or an infinity)")]
@@ -65,6 +69,19 @@ pub enum OptimError {
     /// optimizer type, element type or configuration. Nothing was modified.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// A [`Schedule`](crate::schedule::Schedule) constructor was given an argument it cannot
+    /// take: a value that is not finite, a warmup longer than the schedule, a step size or
+    /// period of 0, milestones or boundaries out of order, a boundary count that is not one
+    /// fewer than the parts, a fraction outside `[0, 1]`, … Nothing was built.
+    #[error("invalid argument `{argument}` of `Schedule::{schedule}`: {detail}")]
+    InvalidSchedule {
+        /// The constructor (`"warmup_cosine"`).
+        schedule: &'static str,
+        /// The argument, as the constructor names it (`"warmup"`).
+        argument: &'static str,
+        /// What is wrong with it, in words (with the value).
+        detail: String,
+    },
     /// A training helper was used out of order or with an invalid setting: a
     /// [`WeightEma`](crate::WeightEma) updated while its averages are swapped into the model or
     /// built with a decay outside `[0, 1)`, a [`GradAccumulator`](crate::GradAccumulator)

@@ -13,7 +13,7 @@ use crate::{OptimError, Schedule};
 /// use optim_runtime::{Hyper, Schedule};
 /// let lr: Hyper = 3e-4.into();
 /// assert_eq!(lr.value_at(10), 3e-4);
-/// let lr: Hyper = Schedule::linear(0.0, 1.0, 10).into();
+/// let lr: Hyper = Schedule::linear(0.0, 1.0, 10).unwrap().into();
 /// assert_eq!(lr.value_at(5), 0.5);
 /// ```
 #[derive(Debug, Clone, PartialEq)]

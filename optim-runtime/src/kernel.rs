@@ -85,6 +85,18 @@ mod x86 {
     }
 }
 
+/// A hoisted scalar as generated code stores it: `v` itself, or, when `round` (the optimizer's
+/// `ScalarPrecision::Param`), `v` rounded to the parameter's type, so that every host
+/// operation behaves as if computed in that type.
+#[inline]
+pub fn round_scalar<E: Float>(round: bool, v: f64) -> f64 {
+    if round {
+        E::of_f64(v).as_f64()
+    } else {
+        v
+    }
+}
+
 /// Inline capacity for a stage's hoisted scalars.
 pub type Scalars<E> = SmallVec<[E; 16]>;
 
@@ -202,9 +214,63 @@ struct Item<'a, E> {
     nred: usize,
 }
 
-/// Runs one step's jobs: stage by stage across all parameters.
-pub fn execute<E: Float>(mut jobs: Vec<Job<'_, E>>) {
-    let max_stages = jobs.iter().map(|j| j.stages()).max().unwrap_or(0);
+/// The global reductions (`global_norm`, `clip_global_norm`) one loop of one parameter
+/// contributed to: its partial sums and which ids it produced.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GlobalContribution {
+    /// Partial sum per global id (0 where not produced).
+    pub sums: [f64; MAX_GLOBALS],
+    /// Which global ids this contribution produced.
+    pub produced: [bool; MAX_GLOBALS],
+}
+
+/// How the executor combines the step's global reductions after each loop: the totals over
+/// every contribution (one per parameter, in the step's order), and which ids were produced.
+/// The default sums in order; data-parallel training sums over every rank in a canonical
+/// order (see `optim_runtime::StepSync`).
+pub type GlobalSums<'s> =
+    &'s mut dyn FnMut(&[GlobalContribution]) -> Result<GlobalContribution, crate::OptimError>;
+
+/// Sums contributions in order.
+pub fn sum_in_order(contributions: &[GlobalContribution]) -> GlobalContribution {
+    let mut total = GlobalContribution::default();
+    for c in contributions {
+        for g in 0..MAX_GLOBALS {
+            if c.produced[g] {
+                total.sums[g] += c.sums[g];
+                total.produced[g] = true;
+            }
+        }
+    }
+    total
+}
+
+/// Runs one step's jobs: stage by stage across all parameters, summing global reductions in
+/// the jobs' order.
+pub fn execute<E: Float>(jobs: Vec<Job<'_, E>>) {
+    let stages = jobs.iter().map(|j| j.stages()).max().unwrap_or(0);
+    let mut local = |c: &[GlobalContribution]| Ok(sum_in_order(c));
+    // summing in order cannot fail
+    let _ = execute_with(jobs, stages, &mut local);
+}
+
+/// [`execute`] with the global totals combined by `global_sums` after each of `stages` loops
+/// (at least the jobs' own count; every process of a data-parallel step passes the same
+/// number, so that each combines the same number of times, also with no jobs).
+///
+/// # Errors
+/// What `global_sums` returns; the step is then incomplete (earlier loops have run).
+pub fn execute_with<E: Float>(
+    mut jobs: Vec<Job<'_, E>>,
+    stages: usize,
+    global_sums: GlobalSums<'_>,
+) -> Result<(), crate::OptimError> {
+    let max_stages = jobs
+        .iter()
+        .map(|j| j.stages())
+        .max()
+        .unwrap_or(0)
+        .max(stages);
     let mut globals = [0.0f64; MAX_GLOBALS];
     let pending: Vec<&mut Job<'_, E>> = jobs.iter_mut().filter(|j| j.has_pre_barrier()).collect();
     if pending.len() > 1 {
@@ -215,9 +281,10 @@ pub fn execute<E: Float>(mut jobs: Vec<Job<'_, E>>) {
         }
     }
     for k in 0..max_stages {
-        let mut new_globals = [0.0f64; MAX_GLOBALS];
-        let mut produced = [false; MAX_GLOBALS];
-        let mut sums: Vec<[f64; MAX_REDUCTIONS]> = Vec::with_capacity(jobs.len());
+        // one per job, in the jobs' order (empty for a job with fewer loops), so that the
+        // combiner sees every parameter at every loop
+        let mut contributions = vec![GlobalContribution::default(); jobs.len()];
+        let mut sums: Vec<[f64; MAX_REDUCTIONS]> = vec![[0.0; MAX_REDUCTIONS]; jobs.len()];
         {
             let mut calls: Vec<(usize, KernelCall<'_, E>)> = jobs
                 .iter_mut()
@@ -226,32 +293,26 @@ pub fn execute<E: Float>(mut jobs: Vec<Job<'_, E>>) {
                 .map(|(i, j)| (i, j.kernel(k, &globals)))
                 .collect();
             let per_call = run_calls(&mut calls);
-            for ((_, call), red) in calls.iter().zip(&per_call) {
+            for ((i, call), red) in calls.iter().zip(&per_call) {
+                let c = &mut contributions[*i];
                 for &(l, g) in &call.globals {
                     if g < MAX_GLOBALS && l < MAX_REDUCTIONS {
-                        new_globals[g] += red[l];
-                        produced[g] = true;
+                        c.sums[g] += red[l];
+                        c.produced[g] = true;
                     }
                 }
-            }
-            let idx: Vec<usize> = calls.iter().map(|(i, _)| *i).collect();
-            drop(calls);
-            let mut it = per_call.into_iter();
-            sums.resize(jobs.len(), [0.0; MAX_REDUCTIONS]);
-            for i in idx {
-                if let Some(r) = it.next() {
-                    sums[i] = r;
-                }
+                sums[*i] = *red;
             }
         }
+        let total = global_sums(&contributions)?;
         for (i, j) in jobs.iter_mut().enumerate() {
             if j.stages() > k {
                 j.reduced(k, &sums[i]);
             }
         }
-        for ((g, v), p) in globals.iter_mut().zip(new_globals).zip(produced) {
-            if p {
-                *g = v;
+        for g in 0..MAX_GLOBALS {
+            if total.produced[g] {
+                globals[g] = total.sums[g];
             }
         }
         if k + 1 < max_stages {
@@ -269,6 +330,7 @@ pub fn execute<E: Float>(mut jobs: Vec<Job<'_, E>>) {
     for j in &mut jobs {
         j.finish();
     }
+    Ok(())
 }
 
 /// Runs one call on this thread. A loop with reductions runs in [`CHUNK`]-element pieces whose

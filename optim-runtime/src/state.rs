@@ -19,6 +19,13 @@ pub struct ParamState<E> {
     pub rule: usize,
     /// Number of elements of the parameter.
     pub len: usize,
+    /// The parameter's shape when its state was created (empty when unknown: a checkpoint from
+    /// before shapes were recorded). A later step with another shape of the same name is an
+    /// error (see [`ShapeChange`]).
+    pub shape: Vec<usize>,
+    /// Whether this step's hoisted scalars are rounded to the parameter's precision (set by the
+    /// step from [`OptState::scalar_precision`]; not saved).
+    pub round_scalars: bool,
     /// Element-wise state buffers, by slot (`len` elements each, or empty when not allocated).
     pub buffers: Vec<Vec<E>>,
     /// Scalar states (e.g. NAdam's running product of momentum coefficients), by slot.
@@ -66,6 +73,8 @@ impl<E: Copy + Default> ParamState<E> {
             step: 0,
             rule,
             len,
+            shape: Vec::new(),
+            round_scalars: false,
             buffers: Vec::new(),
             scalars: Vec::new(),
             scalars_init: Vec::new(),
@@ -157,6 +166,42 @@ pub enum NonFinitePolicy {
     Error,
 }
 
+/// What a step does when a parameter it knows arrives with another shape (same name; a
+/// transposed matrix, another rank, another size). Set with
+/// [`DslOptimizer::set_shape_change`](crate::DslOptimizer::set_shape_change); saved in
+/// checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShapeChange {
+    /// Fail with [`OptimError::ShapeMismatch`](crate::OptimError::ShapeMismatch) naming the
+    /// parameter; nothing is written. The default.
+    #[default]
+    Error,
+    /// Discard that parameter's state (buffers, step count) and start it afresh with the new
+    /// shape. Its old buffers are never reinterpreted.
+    Reset,
+}
+
+/// The precision of the per-step scalars a rule hoists out of its loops (bias corrections,
+/// schedule values, `lr / (1 - beta1^t)`, …). Set with
+/// [`DslOptimizer::set_scalar_precision`](crate::DslOptimizer::set_scalar_precision); saved in
+/// checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScalarPrecision {
+    /// `f64`, as PyTorch computes with Python floats. The default.
+    #[default]
+    F64,
+    /// Scalars that depend on the step computed in the parameter's type: their operands and
+    /// results are rounded to it (`f32` parameters: `1 - beta2^t` in `f32` arithmetic), as
+    /// JAX/optax computes bias corrections with an integer step count in the parameters' dtype,
+    /// while arithmetic on constant hyperparameters alone (`1 - beta2`) stays in `f64`, as
+    /// Python folds it before JAX sees it. Code ported from optax reproduces its trajectories
+    /// more closely (checked against optax's `adam`). Reductions are still accumulated in
+    /// `f64`.
+    Param,
+}
+
 /// The whole state of an optimizer: the global step and one [`ParamState`] per parameter name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OptState<E> {
@@ -169,6 +214,10 @@ pub struct OptState<E> {
     pub non_finite: NonFinitePolicy,
     /// Number of `update` calls skipped under [`NonFinitePolicy::SkipStep`].
     pub skipped_steps: u64,
+    /// What a step does with a known parameter of another shape (default [`ShapeChange::Error`]).
+    pub shape_change: ShapeChange,
+    /// Precision of hoisted per-step scalars (default [`ScalarPrecision::F64`]).
+    pub scalar_precision: ScalarPrecision,
     /// dfdx path only: a reusable host copy of each parameter (dfdx 0.13 exposes no mutable
     /// view of a tensor's storage, see ARCHITECTURE.md). Not part of the optimizer's state.
     pub(crate) scratch: BTreeMap<String, Vec<E>>,
@@ -181,6 +230,8 @@ impl<E> Default for OptState<E> {
             params: BTreeMap::new(),
             non_finite: NonFinitePolicy::Propagate,
             skipped_steps: 0,
+            shape_change: ShapeChange::Error,
+            scalar_precision: ScalarPrecision::F64,
             scratch: BTreeMap::new(),
         }
     }

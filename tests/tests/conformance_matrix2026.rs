@@ -8,56 +8,70 @@
 //! (deterministic, keyed by name and step, standard normal, resume-safe) and every primitive
 //! on empty, one-sided and non-finite inputs.
 
-use dfdx::prelude::{Cpu, ZeroGrads};
 use optim_dsl::matrix::{
     eigen_sign, eigen_sign_update, low_rank_orthonormalize, psgd_precondition,
     standard_normal_probe, EigenSignConfig, LowRankConfig, PsgdConfig,
 };
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{Dion, DionConfig, PsgdKron, PsgdKronConfig, Splus, SplusConfig};
-use optim_tests::fixtures::{self, Case, Tolerance};
+use optim_tests::fixtures::{self, max_ratio, Case};
 use optim_tests::model::CaseModel;
-
-/// Largest `|got - want| / (atol + rtol |want|)` over the elements (infinite on a length or
-/// finiteness mismatch).
-fn ratio(got: &[f32], want: &[f64], tol: &Tolerance) -> f64 {
-    if got.len() != want.len() {
-        return f64::INFINITY;
-    }
-    got.iter()
-        .zip(want)
-        .map(|(&g, &w)| {
-            let g = f64::from(g);
-            if !(g.is_finite() && w.is_finite()) {
-                return if g == w { 0.0 } else { f64::INFINITY };
-            }
-            (g - w).abs() / tol.allowed(w)
-        })
-        .fold(0.0, f64::max)
-}
+use optim_tests::runner::{self, Cpu};
 
 /// Asserts `got` within the case tolerance of `want` and returns the deviation ratio.
 #[track_caller]
 fn check(case: &Case, what: &str, got: &[f32], want: &[f64]) -> f64 {
     fixtures::assert_close(&case.case, what, got, want, &case.tolerance);
-    ratio(got, want, &case.tolerance)
+    max_ratio(got, want, &case.tolerance)
 }
 
-/// Teacher-forced run on the slice path: `before(t, opt)` runs before step `t + 1` (to supply
-/// probes); every step's parameters are checked. Returns the worst ratio.
+/// Teacher-forced run on the slice path ([`runner::run_slices`]): `before(t, opt)` runs before
+/// step `t + 1` (to supply probes); every step's parameters are checked. Returns the worst
+/// ratio.
 fn run_slices<O: DslOptimizer<f32>>(
     case: &Case,
     opt: &mut O,
-    what: &str,
     mut before: impl FnMut(usize, &mut O),
 ) -> f64 {
-    let names = case.param_order.clone();
-    let mut params: Vec<Vec<f32>> = names.iter().map(|n| case.init_f32(n)).collect();
+    let mut t = 0;
+    runner::run_slices(case, |slices| {
+        before(t, opt);
+        t += 1;
+        opt.update_slices(slices).unwrap();
+    })
+}
+
+/// The same on the dfdx path with the shared four-parameter `CaseModel`
+/// ([`runner::run_dfdx`]).
+fn run_dfdx<O: DslOptimizer<f32>>(
+    case: &Case,
+    opt: &mut O,
+    mut before: impl FnMut(usize, &mut O),
+) -> f64 {
+    let mut t = 0;
+    runner::run_dfdx::<CaseModel<f32, Cpu>>(case, |model, grads| {
+        before(t, opt);
+        t += 1;
+        opt.update(model, grads).unwrap();
+    })
+}
+
+/// Teacher-forced run of an `f64` optimizer from the case's `f32` inputs (cast, as the
+/// reference's own float64 re-run does): the largest deviation of its parameters from the
+/// reference's `f32` trajectory, as a fraction of the tolerance (not asserted here).
+fn f64_deviation<O: DslOptimizer<f64>>(case: &Case, opt: &mut O) -> f64 {
+    let names = &case.param_order;
+    let mut params: Vec<Vec<f64>> = names
+        .iter()
+        .map(|n| case.init_f32(n).into_iter().map(f64::from).collect())
+        .collect();
     let mut worst = 0.0f64;
     for t in 0..case.steps {
-        before(t, opt);
-        let grads: Vec<Vec<f32>> = names.iter().map(|n| case.grad_f32(t, n)).collect();
-        let mut slices: Vec<ParamSlice<'_, f32>> = names
+        let grads: Vec<Vec<f64>> = names
+            .iter()
+            .map(|n| case.grad_f32(t, n).into_iter().map(f64::from).collect())
+            .collect();
+        let mut slices: Vec<ParamSlice<'_, f64>> = names
             .iter()
             .zip(params.iter_mut())
             .zip(&grads)
@@ -70,40 +84,9 @@ fn run_slices<O: DslOptimizer<f32>>(
             .collect();
         opt.update_slices(&mut slices).unwrap();
         for (n, p) in names.iter().zip(&params) {
-            let w = check(
-                case,
-                &format!("{what}: params after step {} [{n}]", t + 1),
-                p,
-                &case.params[t][n],
-            );
-            worst = worst.max(w);
-        }
-    }
-    worst
-}
-
-/// The same on the dfdx path with the shared four-parameter `CaseModel`.
-fn run_dfdx<O: DslOptimizer<f32>>(
-    case: &Case,
-    opt: &mut O,
-    mut before: impl FnMut(usize, &mut O),
-) -> f64 {
-    let dev = Cpu::default();
-    let mut model = CaseModel::<f32, Cpu>::from_case(&dev, case);
-    let mut grads = model.alloc_grads();
-    let mut worst = 0.0f64;
-    for t in 0..case.steps {
-        before(t, opt);
-        model.write_grads(&mut grads, &case.grads[t]);
-        opt.update(&mut model, &mut grads).unwrap();
-        for name in &case.param_order {
-            let w = check(
-                case,
-                &format!("dfdx: params after step {} [{name}]", t + 1),
-                &model.params_flat(name),
-                &case.params[t][name],
-            );
-            worst = worst.max(w);
+            for (&got, &want) in p.iter().zip(&case.params[t][n]) {
+                worst = worst.max((got - want).abs() / case.tolerance.allowed(want));
+            }
         }
     }
     worst
@@ -147,11 +130,11 @@ fn raw(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(fixtures::path(name)).unwrap()).unwrap()
 }
 
-#[test]
-fn splus_matches_pytorch_optimizer() {
-    let case = fixtures::load("splus");
+fn splus_config(case: &Case) -> SplusConfig {
     let h = |k: &str| case.hyper_f64(k);
-    let mut opt = Splus::<f32>::new(SplusConfig {
+    assert!(case.hyperparameters["weight_decouple"].as_bool().unwrap());
+    assert!(!case.hyperparameters["fixed_decay"].as_bool().unwrap());
+    SplusConfig {
         lr: h("lr").into(),
         beta1: h("betas.0").into(),
         beta2: h("betas.1").into(),
@@ -162,11 +145,25 @@ fn splus_matches_pytorch_optimizer() {
         max_dim: h("max_dim").into(),
         eps: h("eps").into(),
         maximize: false,
-    })
-    .unwrap();
-    assert!(case.hyperparameters["weight_decouple"].as_bool().unwrap());
-    assert!(!case.hyperparameters["fixed_decay"].as_bool().unwrap());
-    let mut worst = run_slices(&case, &mut opt, "splus slices", |_, _| {});
+    }
+}
+
+/// SPlus takes the sign of a rotated matrix, so rounding can flip an entry (issue 11): besides
+/// the fixture tolerance, the trajectory is compared with the spread between the reference's
+/// own float32 and float64 runs (`checks.f32_vs_f64_same_reference`, 0.055 of the tolerance
+/// here, i.e. no flip happened in the reference). Our float32 run must stay within twice that
+/// spread of the reference's float32 run (both are float32 roundings of the same
+/// computation), and our float64 run must deviate from the reference's float32 run by the
+/// spread itself (within 10%): it reproduces the reference's float64 run.
+#[test]
+fn splus_matches_pytorch_optimizer_within_its_f32_f64_spread() {
+    let case = fixtures::load("splus");
+    let spread = raw("splus")["checks"]["f32_vs_f64_same_reference"]["ratio_to_tolerance"]
+        .as_f64()
+        .unwrap();
+    let mut opt = Splus::<f32>::new(splus_config(&case)).unwrap();
+    let params = run_slices(&case, &mut opt, |_, _| {});
+    let mut state = 0.0f64;
     for name in &case.param_order {
         for (ours, key) in [("m", "momentum"), ("ema", "ema")] {
             let got = opt.state_buffer(name, ours).unwrap();
@@ -176,7 +173,7 @@ fn splus_matches_pytorch_optimizer() {
                 got,
                 &final_state(&case, name, key),
             );
-            worst = worst.max(w);
+            state = state.max(w);
         }
     }
     // the Gram statistics of the rotated sides: w_16x8 only its 8-side, w_8x8 both
@@ -188,17 +185,25 @@ fn splus_matches_pytorch_optimizer() {
             got,
             &final_state(&case, name, "sides"),
         );
-        worst = worst.max(w);
+        state = state.max(w);
     }
     assert!(opt.state_buffer("b_8", "u.stats").is_none());
     // 20 steps refresh at t = 1, 5, 10, 15, 20 once per rotated side: 1 + 2 sides
     assert_eq!(opt.state().param("w_16x8").unwrap().matrix.refreshes, 5);
     assert_eq!(opt.state().param("w_8x8").unwrap().matrix.refreshes, 10);
-    let spread = raw("splus")["checks"]["f32_vs_f64_same_reference"]["ratio_to_tolerance"]
-        .as_f64()
-        .unwrap();
+    let mut opt = Splus::<f64>::new(splus_config(&case)).unwrap();
+    let f64_run = f64_deviation(&case, &mut opt);
     println!(
-        "splus: max deviation {worst:.4} of the tolerance (reference f32 vs f64: {spread:.4})"
+        "splus: max deviation of the params {params:.4}, final state \
+         {state:.4}, our f64 run {f64_run:.4} of the tolerance; reference f32 vs f64: {spread:.4}"
+    );
+    assert!(
+        params <= 2.0 * spread,
+        "f32 params deviate by {params:.4} of the tolerance, over twice the reference's own f32/f64 spread {spread:.4}"
+    );
+    assert!(
+        (f64_run - spread).abs() <= 0.1 * spread,
+        "our f64 run deviates from the reference's f32 run by {f64_run:.4} of the tolerance, not the reference's own f32/f64 spread {spread:.4}"
     );
 }
 
@@ -242,7 +247,7 @@ fn psgd_kron_matches_kron_torch_with_its_recorded_probes() {
     let case = fixtures::load("psgd_kron");
     let file = raw("psgd_kron");
     let mut opt = psgd_from_case(&case);
-    let mut worst = run_slices(&case, &mut opt, "psgd slices", psgd_probes(&file, &case));
+    let mut worst = run_slices(&case, &mut opt, psgd_probes(&file, &case));
     for name in &case.param_order {
         let got = opt.state_buffer(name, "mb").unwrap();
         let w = check(
@@ -381,7 +386,7 @@ fn dion_matches_the_numpy_reference_at_low_rank() {
     let case = fixtures::load("dion");
     let file = raw("dion");
     let mut opt = dion_from_case(&case);
-    let mut worst = run_slices(&case, &mut opt, "dion slices", dion_probes(&file, &case));
+    let mut worst = run_slices(&case, &mut opt, dion_probes(&file, &case));
     worst = worst.max(dion_final_state(&case, &file, &opt));
     // the ranks the fixture used: Q is min(rows, cols) × r
     for (name, k) in [("w_16x8", 8), ("w_8x16", 8), ("w_6x6", 6), ("z_4x4", 4)] {
@@ -399,12 +404,7 @@ fn dion_matches_the_numpy_reference_at_full_rank_on_both_paths() {
     let case = fixtures::load("dion_full");
     let file = raw("dion_full");
     let mut opt = dion_from_case(&case);
-    let mut worst = run_slices(
-        &case,
-        &mut opt,
-        "dion_full slices",
-        dion_probes(&file, &case),
-    );
+    let mut worst = run_slices(&case, &mut opt, dion_probes(&file, &case));
     worst = worst.max(dion_final_state(&case, &file, &opt));
     let mut opt = dion_from_case(&case);
     let dfdx = run_dfdx(&case, &mut opt, dion_probes(&file, &case));

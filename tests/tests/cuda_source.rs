@@ -9,8 +9,9 @@
 //! `tests/cuda_gpu.rs` (feature `cuda`) runs each kernel against its Rust twin.
 
 use optim_dsl::zoo::{
-    AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Dion, KFac, Lamb, Lion, Muon,
-    NAdam, NorMuon, PsgdKron, RAdam, RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap, Splus,
+    AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Adopt, CautiousAdamW,
+    CautiousLion, Dion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, PsgdKron, RAdam,
+    RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap, Splus,
 };
 use optim_dsl::{
     CudaKernelSource, DslOptimizer, Field, Float, OptimizerConfig, ParamInfo, ParamState, Plan,
@@ -89,6 +90,12 @@ fn zoo() -> Vec<Zoo> {
         ScheduleFreeAdamW,
         KFac,
         NorMuon,
+        CautiousAdamW,
+        CautiousLion,
+        MarsAdamW,
+        Adan,
+        Adopt,
+        LaProp,
         Splus,
         PsgdKron,
         Dion,
@@ -205,6 +212,12 @@ fn default_flag(name: &str, flag: &str) -> bool {
         Soap,
         ScheduleFreeAdamW,
         KFac,
+        CautiousAdamW,
+        CautiousLion,
+        MarsAdamW,
+        Adan,
+        Adopt,
+        LaProp,
         Splus,
         PsgdKron,
         Dion

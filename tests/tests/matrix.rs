@@ -2,7 +2,7 @@
 //! `zeropower_via_newtonschulz5` in float32, including the rank-1, all-zero and 1e-20 inputs)
 //! and Muon trajectories, plus properties of the orthogonalization.
 
-use optim_dsl::matrix::{orthogonalize, NS_COEFFS, NS_EPS, NS_STEPS};
+use optim_dsl::matrix::{orthogonalize, NS_COEFFS, NS_EPS, NS_EPS_KELLER, NS_STEPS};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{Muon, MuonConfig};
 use optim_dsl::RuleBody;
@@ -43,8 +43,15 @@ fn newton_schulz_matches_keller_f32_on_every_matrix() {
         let (shape, input) = tensor(&m["input"]);
         let (_, want) = tensor(&m["keller_f32"]);
         let mut out = vec![f32::NAN; input.len()];
+        // Keller's `+ 1e-7` on the norm (not the default): it maps the 1e-20 input to ~0
         orthogonalize(
-            &input, &mut out, shape[0], shape[1], NS_STEPS, NS_COEFFS, NS_EPS,
+            &input,
+            &mut out,
+            shape[0],
+            shape[1],
+            NS_STEPS,
+            NS_COEFFS,
+            NS_EPS_KELLER,
         );
         assert!(
             out.iter().all(|x| x.is_finite()),
@@ -352,12 +359,13 @@ fn shampoo_handles_a_row_matrix_and_a_length_one_vector() {
     // length-1 vector: H = eps + g^2, u = g / sqrt(H)
     let want = -0.1 * 2.0 / (1e-3f64 + 4.0).sqrt();
     assert!((f64::from(one[0]) - want).abs() < 1e-6, "{one:?}");
-    // (1, 4) matrix: the size-1 side is not preconditioned; R = eps I + g^T g, u = g R^{-1/4}
-    assert!(row.iter().all(|x| x.is_finite()));
-    assert!(
-        row[0] < 0.0 && row[1] > 0.0 && row[3].abs() < 1e-6,
-        "{row:?}"
-    );
+    // (1, 4) matrix = the vector g (unit axes squeezed): H = eps I + g g^T, and g is an
+    // eigenvector of H with eigenvalue eps + |g|^2, so u = H^{-1/2} g = g / sqrt(eps + |g|^2)
+    let norm2 = 1.0 + 4.0 + 0.25;
+    for (p, gi) in row.iter().zip(g) {
+        let want = -0.1 * f64::from(gi) / (1e-3f64 + norm2).sqrt();
+        assert!((f64::from(*p) - want).abs() < 1e-6, "{row:?}");
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! "Bit-identical" comparisons compare `f32::to_bits` of every element.
 
 use dfdx::tensor::{Cpu, Gradients};
-use optim_dsl::kernel::Job;
+use optim_dsl::__private::Job;
 use optim_dsl::prelude::*;
 use optim_dsl::state::NonFinitePolicy;
 use optim_dsl::zoo::{AdamW, AdamWConfig, Sgd, SgdConfig};
@@ -112,7 +112,9 @@ fn ema_bits(e: &WeightEma<f32>) -> Vec<(String, Vec<u32>)> {
 
 fn adamw_config() -> AdamWConfig {
     AdamWConfig {
-        lr: Schedule::warmup_cosine(1e-4, 1e-2, 5, 20, 1e-4).into(),
+        lr: Schedule::warmup_cosine(1e-4, 1e-2, 5, 20, 1e-4)
+            .unwrap()
+            .into(),
         weight_decay: 0.1.into(),
         ..Default::default()
     }

@@ -1,12 +1,13 @@
 //! Data sets for the examples: an in-memory [`Dataset`] type, deterministic splitting and
-//! mini-batching, and loaders for the embedded UCI digits ([`digits`]) and for Fashion-MNIST
-//! IDX files on disk ([`idx`]).
+//! mini-batching, and loaders for the embedded UCI digits ([`digits`]), for Fashion-MNIST
+//! IDX files on disk ([`idx`]) and for the embedded Shakespeare text ([`text`]).
 //!
 //! Everything random here is driven by [`SplitMix64`], a tiny self-contained PRNG, so a given
 //! `seed` produces the same split and the same batch order on every platform.
 
 pub mod digits;
 pub mod idx;
+pub mod text;
 
 use std::path::PathBuf;
 
@@ -119,6 +120,10 @@ pub enum DataError {
         /// What is wrong.
         msg: String,
     },
+    /// An argument of a data function is out of its domain (e.g. a split fraction outside
+    /// `(0, 1)`); the message names the argument and the value.
+    #[error("{0}")]
+    InvalidArgument(String),
 }
 
 /// A labelled classification data set held in memory.

@@ -188,13 +188,27 @@ fn b2f(t: TokenStream) -> TokenStream {
 
 /// The assignment computing host node `id`, or `None` for nodes set elsewhere (state flags,
 /// scalar state reads, per-tensor reductions).
+///
+/// Under `ScalarPrecision::Param` (`ps.round_scalars`), a value that depends on the step is
+/// computed as the parameter's type would: its operands and its result are rounded to it (as
+/// JAX computes `1 - b2 ** count` in `float32`), while arithmetic on constants alone stays in
+/// `f64` (as Python folds `1 - b2` before JAX sees it).
 pub(crate) fn host_assign(
     opt: &ir::Optimizer,
     f: &Fused,
     v: &Variant,
     id: NodeId,
+    per_step: &[bool],
 ) -> Option<TokenStream> {
     let p = Private;
+    let hnum = |v: &Variant, x: NodeId| -> TokenStream {
+        let h = hnum(v, x);
+        if per_step[id] {
+            quote!(#p::round_scalar::<E>(ps.round_scalars, #h))
+        } else {
+            h
+        }
+    };
     let e = match &f.nodes[id].op {
         Op::Num(x) => f64_lit(*x),
         Op::Bool(b) => b2f(quote!(#b)),
@@ -245,7 +259,24 @@ pub(crate) fn host_assign(
         | Op::Axis(..)
         | Op::Mat(..) => return None,
     };
-    Some(quote!(h[#id] = #e;))
+    Some(if per_step[id] {
+        quote!(h[#id] = #p::round_scalar::<E>(ps.round_scalars, #e);)
+    } else {
+        quote!(h[#id] = #e;)
+    })
+}
+
+/// Which nodes depend on the parameter's step count (`step`, directly or through operands).
+pub(crate) fn step_dependent(f: &Fused, v: &Variant) -> Vec<bool> {
+    let mut out = vec![false; f.nodes.len()];
+    for i in 0..f.nodes.len() {
+        let i = v.repl[i];
+        out[i] = matches!(f.nodes[i].op, Op::Step)
+            || crate::plan::operands(&f.nodes[i].op)
+                .iter()
+                .any(|&o| out[v.repl[o]]);
+    }
+    out
 }
 
 /// Does host node `id` depend on per-parameter state (`First`, `ScalarRead`) or on a reduction?

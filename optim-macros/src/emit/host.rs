@@ -4,7 +4,9 @@
 //! reduction totals, run the matrix primitives between loops through the runtime's one generic
 //! path, write scalar states at the end). The loops themselves come from `rust_loop`.
 
-use super::exprs::{depends_on_rotation, depends_on_state, f64_lit, hnum, host_assign};
+use super::exprs::{
+    depends_on_rotation, depends_on_state, f64_lit, hnum, host_assign, step_dependent,
+};
 use super::rust_loop;
 use crate::ir::{self, Fused, MatNode, MatPhase, NodeId, Op};
 use crate::loop_ir::{LExpr, Val};
@@ -68,13 +70,14 @@ impl VariantEmitter<'_> {
         let (f, v) = (self.f, self.v);
         let nstages = v.stages.len();
         let mut memo = vec![None; f.nodes.len()];
+        let per_step = step_dependent(f, v);
         let mut code = HostCode {
             pre: Vec::new(),
             post: Vec::new(),
             later: vec![Vec::new(); nstages + 1],
         };
         for &x in &v.host {
-            let Some(a) = host_assign(self.opt, f, v, x) else {
+            let Some(a) = host_assign(self.opt, f, v, x, &per_step) else {
                 continue;
             };
             match v.stage_of[x] {

@@ -399,6 +399,20 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
             None => quote!(return #ri;),
         });
     let rule_count = opt.rules.len();
+    let fused_stages = plan
+        .rules
+        .iter()
+        .flatten()
+        .flat_map(|r| r.variants.iter())
+        .map(|v| v.stages.len())
+        .max()
+        .unwrap_or(0);
+    let reused_stages = opt.rules.iter().filter_map(|r| match &r.body {
+        RuleBody::Reuse { name: inner, .. } => {
+            Some(quote!(m = m.max(<#inner<E> as #p::DslOptimizer<E>>::max_stages());))
+        }
+        RuleBody::Fused(_) => None,
+    });
     let cuda_sources = cuda::cuda_sources_fn(opt, plan);
     let state_name_arms = opt.rules.iter().enumerate().map(|(ri, r)| match &r.body {
         RuleBody::Fused(f) => {
@@ -411,6 +425,7 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
     });
     let contracts = state_contracts(opt);
     let unused = unused_check(opt, plan);
+    let check_arms = check_arms(opt, plan);
     quote! {
         #(#contracts)*
         #unused
@@ -437,11 +452,24 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
             fn rule_count() -> #p::Usize {
                 #rule_count
             }
+            #[allow(unused_mut)]
+            fn max_stages() -> #p::Usize {
+                let mut m: #p::Usize = #fused_stages;
+                #(#reused_stages)*
+                m
+            }
             #cuda_sources
             fn state_names(rule: #p::Usize) -> &'static [&'static #p::Str] {
                 match rule {
                     #(#state_name_arms)*
                     _ => &[],
+                }
+            }
+            #[allow(unused_variables, unreachable_patterns, clippy::all)]
+            fn check_param(values: &#values, rule: #p::Usize, info: #p::ParamInfo<'_>) -> ::core::result::Result<(), ::std::string::String> {
+                match rule {
+                    #(#check_arms)*
+                    _ => ::core::result::Result::Ok(()),
                 }
             }
             fn prepare<'a>(
@@ -554,4 +582,48 @@ fn unused_check(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
             #(let #unused = ();)*
         }
     }
+}
+
+/// `check_param`'s arms: for each rule, under the step's flags, each whole-tensor primitive's
+/// own check of the parameter (`MatrixWord::check`, e.g. no dimension of size 0), so that the
+/// step is refused before anything is written; reuse rules ask the reused optimizer.
+fn check_arms(opt: &ir::Optimizer, plan: &Plan) -> Vec<TokenStream> {
+    let p = Private;
+    opt.rules
+        .iter()
+        .zip(&plan.rules)
+        .enumerate()
+        .filter_map(|(ri, (rule, rule_plan))| match (&rule.body, rule_plan) {
+            (RuleBody::Fused(f), Some(rp)) => {
+                let arms = rp.variants.iter().map(|v| {
+                    let pat = flag_pattern(v);
+                    let mut types: Vec<&str> = Vec::new();
+                    for i in v.live_nodes() {
+                        if let ir::Op::Mat(m) = &f.nodes[i].op {
+                            if !types.contains(&m.def.runtime) {
+                                types.push(m.def.runtime);
+                            }
+                        }
+                    }
+                    let checks = types.iter().map(|t| {
+                        let ty = format_ident!("{}", t);
+                        quote!(<#p::matrix::#ty as #p::matrix::MatrixWord>::check(&::core::default::Default::default(), info)?;)
+                    });
+                    quote!(#pat => { #(#checks)* ::core::result::Result::Ok(()) })
+                });
+                let scrut = flag_scrutinee(opt, rp, quote!(values));
+                Some(quote!(#ri => match #scrut { #(#arms,)* },))
+            }
+            (RuleBody::Reuse { name: inner, .. }, _) => {
+                let field = format_ident!("__r{}", ri);
+                Some(quote! {
+                    #ri => {
+                        let r = <#inner<#p::F32> as #p::DslOptimizer<#p::F32>>::route(&info);
+                        <#inner<#p::F32> as #p::DslOptimizer<#p::F32>>::check_param(&values.#field, r, info)
+                    }
+                })
+            }
+            _ => None,
+        })
+        .collect()
 }

@@ -97,6 +97,7 @@ pub(crate) const WORDS: &[Entry] = &[
             named("update_freq", Count),
             named("exponent", Scalar),
             named("max_dim", Count),
+            named("rank_rtol", Scalar),
         ],
         matrix_only: false,
         lower: |lw, c| {
@@ -106,7 +107,11 @@ pub(crate) const WORDS: &[Entry] = &[
     },
     Entry {
         name: "kfac_precondition",
-        args: &[pos("x", Value), named("damping", Scalar)],
+        args: &[
+            pos("x", Value),
+            named("damping", Scalar),
+            named("rank_rtol", Scalar),
+        ],
         matrix_only: false,
         lower: |lw, c| {
             let base = c.binding_or("kfac".to_string());

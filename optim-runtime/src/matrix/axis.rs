@@ -49,7 +49,7 @@ fn reduce<E: Float>(input: &[E], out: &mut [E], rows: usize, cols: usize, row: b
 }
 
 macro_rules! axis_primitive {
-    ($(#[$doc:meta])* $name:ident, $row:expr, $kind:ident) => {
+    ($(#[$doc:meta])* $name:ident, $word:literal, $row:expr, $kind:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy)]
         pub struct $name;
@@ -57,6 +57,7 @@ macro_rules! axis_primitive {
         impl MatrixWord for $name {
             type Config = ();
             const STATE: &'static [&'static str] = &[];
+            const WORD: &'static str = $word;
         }
 
         impl<E: Float> Primitive<E> for $name {
@@ -71,27 +72,27 @@ macro_rules! axis_primitive {
 
 axis_primitive!(
     /// Sum along each row (`row_sum`, `row_mean`).
-    RowSum, true, Sum
+    RowSum, "row_sum", true, Sum
 );
 axis_primitive!(
     /// Sum of squares along each row (`row_norm`, `row_rms`, `row_mean(x * x)`).
-    RowSumSq, true, SumSq
+    RowSumSq, "row_norm", true, SumSq
 );
 axis_primitive!(
     /// Maximum along each row (`row_max`).
-    RowMax, true, Max
+    RowMax, "row_max", true, Max
 );
 axis_primitive!(
     /// Sum along each column (`col_sum`, `col_mean`).
-    ColSum, false, Sum
+    ColSum, "col_sum", false, Sum
 );
 axis_primitive!(
     /// Sum of squares along each column (`col_norm`, `col_rms`, `col_mean(x * x)`).
-    ColSumSq, false, SumSq
+    ColSumSq, "col_norm", false, SumSq
 );
 axis_primitive!(
     /// Maximum along each column (`col_max`).
-    ColMax, false, Max
+    ColMax, "col_max", false, Max
 );
 
 /// Writes per-row (`row`) or per-column values `line` to every element of `out` (`rows × cols`,

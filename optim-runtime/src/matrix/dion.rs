@@ -2,8 +2,8 @@
 
 use super::linalg::{product, write_row_major};
 use super::probe::next_probe;
-use super::{Io, MatrixWord, Primitive, Report};
-use crate::Float;
+use super::{require, Io, MatrixWord, Primitive, Report};
+use crate::{Float, ParamInfo};
 use faer::{Mat, MatRef};
 
 /// Default momentum of the error feedback (Dion's `mu`).
@@ -183,6 +183,27 @@ pub struct LowRank;
 impl MatrixWord for LowRank {
     type Config = LowRankConfig;
     const STATE: &'static [&'static str] = &["momentum", "q"];
+    const WORD: &'static str = "low_rank_orthonormalize";
+
+    /// The shape check, and: `mu` in `[0, 1]`; `rank_fraction` finite and `> 0`; `epsilon`
+    /// finite and `>= 0`.
+    fn check(cfg: &LowRankConfig, info: ParamInfo<'_>) -> Result<(), String> {
+        let w = Self::WORD;
+        super::check_shape(w, info)?;
+        require((0.0..=1.0).contains(&cfg.mu), w, &info, "mu must be in [0, 1]")?;
+        require(
+            cfg.rank_fraction.is_finite() && cfg.rank_fraction > 0.0,
+            w,
+            &info,
+            "rank_fraction must be finite and > 0",
+        )?;
+        require(
+            cfg.epsilon.is_finite() && cfg.epsilon >= 0.0,
+            w,
+            &info,
+            "epsilon must be finite and >= 0",
+        )
+    }
 }
 
 impl<E: Float> Primitive<E> for LowRank {

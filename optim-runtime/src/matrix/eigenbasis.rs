@@ -1,8 +1,8 @@
 //! `kron_eigenbasis`, `rotate`, `unrotate`: SOAP's Kronecker eigenbasis.
 
 use super::linalg::{apply_side, par_for, side_gram, write_row_major};
-use super::{Io, MatrixWord, Phase, Primitive, Report};
-use crate::Float;
+use super::{check_shape, require, Io, MatView, MatrixWord, Phase, Primitive, Report, ViewRule};
+use crate::{Float, ParamInfo};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
 
@@ -23,20 +23,24 @@ pub struct EigenbasisConfig {
 }
 
 fn eigen_sides(rows: usize, cols: usize, factored: bool, max_dim: usize) -> Vec<(usize, bool)> {
+    let fits = |d: usize| d <= max_dim && d.checked_mul(d).is_some();
     if factored {
-        vec![(rows, rows <= max_dim), (cols, cols <= max_dim)]
+        vec![(rows, fits(rows)), (cols, fits(cols))]
     } else {
         // vectors keep the identity basis (SOAP's precondition_1d = False)
-        vec![(rows * cols, false)]
+        vec![(rows.saturating_mul(cols), false)]
     }
 }
 
 /// `kron_eigenbasis(x)`, first use: `GG_i = (1 - beta) G_(i) G_(i)^T` for each active side and
 /// `Q_i` = its eigenvectors, sorted by descending eigenvalue (SOAP, Vyas et al., "SOAP:
 /// Improving and Stabilizing Shampoo using Adam", ICLR 2025, Alg. 1; pytorch-optimizer port).
-/// Returns `true` when it initialised the state (the parameter's first step), `false` when the
-/// state already existed or no side has a basis (nothing is done). A non-finite `x`
-/// initialises the identity basis.
+/// The eigendecomposition of `GG_i + 1e-30 I` (the reference's regulariser) runs in `f64`
+/// whatever `E` is (the reference: in the parameter dtype). Returns `true` when it initialised
+/// the state (the parameter's first step), `false` when the state already existed, no side has
+/// a basis or the matrix is empty (nothing is done). A non-finite `x`, or one shorter than
+/// `rows · cols`, initialises the identity basis (and zero statistics, as does a Gram that
+/// overflows). Never panics.
 pub fn eigenbasis_init<E: Float>(
     x: &[E],
     gg: &mut Vec<E>,
@@ -47,18 +51,27 @@ pub fn eigenbasis_init<E: Float>(
     cfg: EigenbasisConfig,
 ) -> bool {
     let sides = eigen_sides(rows, cols, factored, cfg.max_dim);
-    let total: usize = sides.iter().filter(|s| s.1).map(|s| s.0 * s.0).sum();
+    let total: usize = sides
+        .iter()
+        .filter(|s| s.1)
+        .fold(0usize, |t, s| t.saturating_add(s.0 * s.0));
     if total == 0 || (gg.len() == total && q.len() == total) {
+        return false;
+    }
+    let Some(n) = rows.checked_mul(cols) else {
+        return false;
+    };
+    if n == 0 {
         return false;
     }
     gg.clear();
     q.clear();
-    let n = rows * cols;
+    // an input shorter than the matrix is treated like a non-finite one: identity basis
     let finite = x.len() >= n && x[..n].iter().all(|v| v.is_finite());
     let g = MatRef::from_row_major_slice(
-        &x[..n.min(x.len())],
+        if finite { &x[..n] } else { &[] },
         rows,
-        if n <= x.len() { cols } else { 0 },
+        if finite { cols } else { 0 },
     );
     for (side, &(d, active)) in sides.iter().enumerate() {
         if !active {
@@ -66,12 +79,16 @@ pub fn eigenbasis_init<E: Float>(
         }
         let w = E::of_f64(1.0 - cfg.beta);
         let mut stats = Mat::<E>::zeros(d, d);
-        if finite && g.ncols() == cols {
+        if finite {
             let gram = side_gram(g, side);
             for j in 0..d {
                 for i in 0..d {
                     stats[(i, j)] = w * gram[(i, j)];
                 }
+            }
+            if !(0..d).all(|j| (0..d).all(|i| stats[(i, j)].is_finite())) {
+                // an overflowing Gram: as for a non-finite input
+                stats = Mat::<E>::zeros(d, d);
             }
         }
         let basis =
@@ -92,13 +109,13 @@ pub fn eigenbasis_init<E: Float>(
 
 fn descending_eigenvectors<E: Float>(h: MatRef<'_, E>) -> Option<Mat<E>> {
     let d = h.nrows();
-    let mut reg = h.to_owned();
+    let mut reg = Mat::<f64>::from_fn(d, d, |i, j| h[(i, j)].as_f64());
     for i in 0..d {
-        reg[(i, i)] += E::of_f64(1e-30);
+        reg[(i, i)] += 1e-30;
     }
     let evd = reg.self_adjoint_eigen(faer::Side::Lower).ok()?;
     let u = evd.U();
-    let out = Mat::from_fn(d, d, |i, j| u[(i, d - 1 - j)]);
+    let out = Mat::from_fn(d, d, |i, j| E::of_f64(u[(i, d - 1 - j)]));
     if (0..d).all(|i| (0..d).all(|j| out[(i, j)].is_finite())) {
         Some(out)
     } else {
@@ -111,8 +128,8 @@ fn descending_eigenvectors<E: Float>(h: MatRef<'_, E>) -> Option<Mat<E>> {
 /// update_freq == 0`) each active side is refreshed by one power-iteration step with QR:
 /// `est = diag(Q^T GG Q)`, columns sorted by descending `est`, every buffer in `rotated`
 /// (states kept in the eigenbasis, `rows × cols`) permuted the same way along that side, and
-/// `Q = qr(GG Q).Q`. A non-finite `x` is skipped (statistics unchanged); a refresh producing a
-/// non-finite basis keeps the old one. The [`Report`] counts skipped inputs, refreshes and
+/// `Q = qr(GG Q).Q`. A non-finite `x`, or a side whose statistics would overflow, is skipped
+/// (that side's statistics unchanged); a refresh producing a non-finite basis keeps the old one. The [`Report`] counts skipped inputs, refreshes and
 /// refused refreshes.
 #[allow(clippy::too_many_arguments)]
 pub fn eigenbasis_update<E: Float>(
@@ -128,8 +145,10 @@ pub fn eigenbasis_update<E: Float>(
 ) -> Report {
     let mut report = Report::default();
     let sides = eigen_sides(rows, cols, factored, cfg.max_dim);
-    let n = rows * cols;
-    if x.len() < n {
+    let Some(n) = rows.checked_mul(cols) else {
+        return report;
+    };
+    if n == 0 || x.len() < n {
         return report;
     }
     let finite = x[..n].iter().all(|v| v.is_finite());
@@ -145,17 +164,19 @@ pub fn eigenbasis_update<E: Float>(
         if gg.len() < offset + len || q.len() < offset + len {
             return report;
         }
-        if finite {
+        // the side's new statistics, stored only if finite (an overflowing Gram is skipped)
+        let next: Option<Vec<E>> = finite.then(|| {
             let gram = side_gram(g, side);
             let (b, w) = (E::of_f64(cfg.beta), E::of_f64(1.0 - cfg.beta));
-            for i in 0..d {
-                for j in 0..d {
-                    let k = offset + i * d + j;
-                    gg[k] = b * gg[k] + w * gram[(i, j)];
-                }
+            (0..len)
+                .map(|k| b * gg[offset + k] + w * gram[(k / d, k % d)])
+                .collect()
+        });
+        match next {
+            Some(h) if h.iter().all(|v| v.is_finite()) => {
+                gg[offset..offset + len].copy_from_slice(&h);
             }
-        } else {
-            report.skipped_inputs += 1;
+            _ => report.skipped_inputs += 1,
         }
         if refresh {
             let h = MatRef::from_row_major_slice(&gg[offset..offset + len], d, d);
@@ -225,8 +246,10 @@ pub fn rotate<E: Float>(
     max_dim: usize,
     inverse: bool,
 ) {
-    let n = rows * cols;
-    if x.len() < n || out.len() < n {
+    let Some(n) = rows.checked_mul(cols) else {
+        return;
+    };
+    if n == 0 || x.len() < n || out.len() < n {
         return;
     }
     let sides = eigen_sides(rows, cols, factored, max_dim);
@@ -272,11 +295,24 @@ pub struct Eigenbasis;
 impl MatrixWord for Eigenbasis {
     type Config = EigenbasisConfig;
     const STATE: &'static [&'static str] = &["stats", "q"];
+    const WORD: &'static str = "kron_eigenbasis";
+
+    /// The shape check, and `beta` in `[0, 1]`.
+    fn check(cfg: &EigenbasisConfig, info: ParamInfo<'_>) -> Result<(), String> {
+        check_shape(Self::WORD, info)?;
+        require(
+            (0.0..=1.0).contains(&cfg.beta),
+            Self::WORD,
+            &info,
+            "beta must be in [0, 1]",
+        )
+    }
 }
 
 impl<E: Float> Primitive<E> for Eigenbasis {
     fn apply(cfg: &EigenbasisConfig, io: Io<'_, E>) -> Report {
-        let (rows, cols, matrix, step) = (io.rows(), io.cols(), io.is_matrix(), io.step);
+        let MatView { rows, cols, .. } = io.view(Self::VIEW);
+        let (matrix, step) = (io.is_matrix(), io.step);
         let [gg, q] = io.state else {
             return Report::default();
         };
@@ -320,15 +356,18 @@ pub struct Unrotate;
 impl MatrixWord for Rotate {
     type Config = RotateConfig;
     const STATE: &'static [&'static str] = &[];
+    const WORD: &'static str = "rotate";
 }
 
 impl MatrixWord for Unrotate {
     type Config = RotateConfig;
     const STATE: &'static [&'static str] = &[];
+    const WORD: &'static str = "unrotate";
 }
 
 fn rotation<E: Float>(cfg: &RotateConfig, io: Io<'_, E>, inverse: bool) -> Report {
-    let (rows, cols, matrix) = (io.rows(), io.cols(), io.is_matrix());
+    let MatView { rows, cols, .. } = io.view(ViewRule::Flatten);
+    let matrix = io.is_matrix();
     rotate(
         io.input,
         io.out,

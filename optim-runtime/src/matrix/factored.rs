@@ -1,7 +1,7 @@
 //! `factored_second_moment`: Adafactor's factored second moment.
 
-use super::{Io, MatrixWord, Primitive, Report};
-use crate::Float;
+use super::{check_shape, require, Io, MatView, MatrixWord, Primitive, Report, ViewRule};
+use crate::{Float, ParamInfo};
 
 /// Default epsilon of [`factored_second_moment`]: `f32::EPSILON`, PyTorch Adafactor's
 /// `eps1 = None` for `float32`.
@@ -9,29 +9,41 @@ pub const FACTORED_EPS: f64 = f32::EPSILON as f64;
 
 /// `factored_second_moment(x, beta)`: Adafactor's second-moment estimate (Shazeer & Stern,
 /// "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost", ICML 2018, Alg. 4–5; as
-/// `torch.optim.Adafactor`).
+/// `torch.optim.Adafactor` and `optax.adafactor`).
 ///
-/// For a parameter of rank ≥ 2 (its `rows × cols` matrix view) the state is a row vector `r`
-/// (`rows`) and a column vector `c` (`cols`), `rows + cols` elements in all:
+/// With `factored` (a parameter of rank ≥ 2) `x` is `view.batch` independent
+/// `view.rows × view.cols` matrices — the last two axes of the parameter, the leading ones a
+/// batch ([`ViewRule::LastTwo`]) — and the state is one row vector `r_b` (`rows`) and one
+/// column vector `c_b` (`cols`) per matrix `b`, stored as all the `r_b` then all the `c_b`
+/// (`batch · (rows + cols)` elements: torch's `row_var` `[B…, R, 1]` then `col_var`
+/// `[B…, 1, C]`, flattened). Per matrix `X_b`:
 /// ```text
-/// r = r + (1 - beta) * (mean_over_cols(x^2) - r)
-/// c = c + (1 - beta) * (mean_over_rows(x^2) - c)
-/// out = r c^T / max(mean(r), eps)
+/// r_b = r_b + (1 - beta) * (mean_over_cols(X_b^2) - r_b)
+/// c_b = c_b + (1 - beta) * (mean_over_rows(X_b^2) - c_b)
+/// out_b = r_b c_b^T / max(mean(r_b), eps)            (one normaliser per matrix)
 /// ```
-/// For rank 0 and 1 the state is the full `v = v + (1 - beta) * (x^2 - v)` and `out = v`.
-/// Row and column sums are accumulated in `f64`. `state` is created (zeros) on first use.
+/// Without `factored` (rank 0 and 1) the state is the full `v = v + (1 - beta) * (x^2 - v)`
+/// (`batch · rows · cols` elements) and `out = v`. Row and column sums are accumulated in
+/// `f64`. `state` is created (zeros) on first use, and re-created when its length does not
+/// match. Never panics: an empty view or inputs shorter than it leave `out` and `state` as they
+/// are.
+///
+/// Difference from before issue 10: a rank > 2 tensor used to be factored as `shape[0] ×
+/// rest`; it is now factored over its last two axes, as PyTorch and optax do.
 pub fn factored_second_moment<E: Float>(
     x: &[E],
     out: &mut [E],
     state: &mut Vec<E>,
-    rows: usize,
-    cols: usize,
+    view: MatView,
     factored: bool,
     beta: f64,
     eps: f64,
 ) {
-    let n = rows * cols;
-    if x.len() < n || out.len() < n {
+    let MatView { batch, rows, cols } = view;
+    let Some(n) = batch.checked_mul(rows).and_then(|m| m.checked_mul(cols)) else {
+        return;
+    };
+    if n == 0 || x.len() < n || out.len() < n {
         return;
     }
     let w = E::of_f64(1.0 - beta);
@@ -47,32 +59,40 @@ pub fn factored_second_moment<E: Float>(
         }
         return;
     }
-    if state.len() != rows + cols {
+    let want = batch * (rows + cols);
+    if state.len() != want {
         state.clear();
-        state.resize(rows + cols, E::zero());
+        state.resize(want, E::zero());
     }
-    let (r, c) = state.split_at_mut(rows);
+    let (r_all, c_all) = state.split_at_mut(batch * rows);
     let mut colsum = vec![0.0f64; cols];
-    for i in 0..rows {
-        let row = &x[i * cols..(i + 1) * cols];
-        let mut s = 0.0f64;
-        for (j, &v) in row.iter().enumerate() {
-            let v2 = v.as_f64() * v.as_f64();
-            s += v2;
-            colsum[j] += v2;
+    for b in 0..batch {
+        let xb = &x[b * rows * cols..(b + 1) * rows * cols];
+        let r = &mut r_all[b * rows..(b + 1) * rows];
+        let c = &mut c_all[b * cols..(b + 1) * cols];
+        colsum.iter_mut().for_each(|s| *s = 0.0);
+        for i in 0..rows {
+            let row = &xb[i * cols..(i + 1) * cols];
+            let mut s = 0.0f64;
+            for (j, &v) in row.iter().enumerate() {
+                let v2 = v.as_f64() * v.as_f64();
+                s += v2;
+                colsum[j] += v2;
+            }
+            let mean = E::of_f64(s / cols as f64);
+            r[i] = r[i] + w * (mean - r[i]);
         }
-        let mean = E::of_f64(s / cols as f64);
-        r[i] = r[i] + w * (mean - r[i]);
-    }
-    for j in 0..cols {
-        let mean = E::of_f64(colsum[j] / rows as f64);
-        c[j] = c[j] + w * (mean - c[j]);
-    }
-    let rmean = r.iter().map(|v| v.as_f64()).sum::<f64>() / rows as f64;
-    let denom = E::of_f64(rmean.max(eps));
-    for i in 0..rows {
         for j in 0..cols {
-            out[i * cols + j] = r[i] * c[j] / denom;
+            let mean = E::of_f64(colsum[j] / rows as f64);
+            c[j] = c[j] + w * (mean - c[j]);
+        }
+        let rmean = r.iter().map(|v| v.as_f64()).sum::<f64>() / rows as f64;
+        let denom = E::of_f64(rmean.max(eps));
+        let ob = &mut out[b * rows * cols..(b + 1) * rows * cols];
+        for i in 0..rows {
+            for j in 0..cols {
+                ob[i * cols + j] = r[i] * c[j] / denom;
+            }
         }
     }
 }
@@ -95,23 +115,42 @@ impl Default for FactoredConfig {
     }
 }
 
-/// The `factored_second_moment` primitive ([`factored_second_moment`]); one state buffer, named
-/// after the binding.
+/// The `factored_second_moment` primitive ([`factored_second_moment`] on the
+/// [`ViewRule::LastTwo`] view, factored for rank ≥ 2); one state buffer, named after the
+/// binding.
 #[derive(Debug, Clone, Copy)]
 pub struct Factored;
 
 impl MatrixWord for Factored {
     type Config = FactoredConfig;
     const STATE: &'static [&'static str] = &[""];
+    const WORD: &'static str = "factored_second_moment";
+    const VIEW: ViewRule = ViewRule::LastTwo;
+
+    /// The shape check, and: `beta` in `[0, 1]`, `eps` finite and `>= 0`.
+    fn check(cfg: &FactoredConfig, info: ParamInfo<'_>) -> Result<(), String> {
+        let w = Self::WORD;
+        check_shape(w, info)?;
+        require(
+            (0.0..=1.0).contains(&cfg.beta),
+            w,
+            &info,
+            "beta must be in [0, 1]",
+        )?;
+        require(
+            cfg.eps.is_finite() && cfg.eps >= 0.0,
+            w,
+            &info,
+            "eps must be finite and >= 0",
+        )
+    }
 }
 
 impl<E: Float> Primitive<E> for Factored {
     fn apply(cfg: &FactoredConfig, io: Io<'_, E>) -> Report {
-        let (rows, cols, matrix) = (io.rows(), io.cols(), io.is_matrix());
+        let (view, matrix) = (io.view(Self::VIEW), io.is_matrix());
         if let Some(state) = io.state.first_mut() {
-            factored_second_moment(
-                io.input, io.out, state, rows, cols, matrix, cfg.beta, cfg.eps,
-            );
+            factored_second_moment(io.input, io.out, state, view, matrix, cfg.beta, cfg.eps);
         }
         Report::default()
     }

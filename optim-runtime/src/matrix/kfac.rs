@@ -1,8 +1,8 @@
 //! `kfac_precondition`: K-FAC-style preconditioning with user-supplied Kronecker factors.
 
-use super::linalg::{apply_side, inverse_root, write_row_major};
-use super::{Io, MatrixWord, Primitive, Report};
-use crate::Float;
+use super::linalg::{apply_side, cutoff, pinv_root, write_row_major};
+use super::{check_shape, require, Io, MatView, MatrixWord, Primitive, Report};
+use crate::{Float, ParamInfo};
 use faer::{Mat, MatRef};
 
 /// Default damping of [`kfac_precondition`].
@@ -17,9 +17,16 @@ pub const KFAC_DAMPING: f64 = 1e-3;
 /// where `S = factors.left` (`rows × rows`, output-gradient covariance) and `A = factors.right`
 /// (`cols × cols`, input covariance `E[x x^T]`); a missing factor (or no factors) is the
 /// identity, so the output is the gradient itself. The damped inverses are cached in `inv`
-/// and recomputed when the factors change. A factor whose eigendecomposition fails or is not
-/// positive definite after damping is treated as the identity (a refused refresh in the
-/// [`Report`]).
+/// and recomputed when the factors change.
+///
+/// The inverses are pseudo-inverses computed in `f64` whatever `E` is (`linalg::pinv_root`
+/// with exponent 1): with `D = F + damping I = Q diag(λ) Q^T`, `D^+ = Q diag(μ) Q^T`, `μ_i = 0`
+/// if `λ_i <= rank_rtol · max(λ_max, 0)` else `1 / λ_i` (`rank_rtol = None`: `d · ε(E)`), so a
+/// singular or slightly indefinite factor (rounding) is inverted on its numerical range
+/// instead of failing. A factor with a non-finite entry, or whose decomposition fails, is
+/// treated as the identity and counted as a refused refresh in the [`Report`]. Never panics:
+/// inputs shorter than `rows · cols`, or an empty matrix, leave `out` as it is.
+#[allow(clippy::too_many_arguments)]
 pub fn kfac_precondition<E: Float>(
     x: &[E],
     out: &mut [E],
@@ -28,10 +35,13 @@ pub fn kfac_precondition<E: Float>(
     rows: usize,
     cols: usize,
     damping: f64,
+    rank_rtol: Option<f64>,
 ) -> Report {
     let mut report = Report::default();
-    let n = rows * cols;
-    if x.len() < n || out.len() < n {
+    let Some(n) = rows.checked_mul(cols) else {
+        return report;
+    };
+    if n == 0 || x.len() < n || out.len() < n {
         return report;
     }
     // a factor of the wrong size (validated before the step; kept safe here too) is the identity
@@ -54,7 +64,7 @@ pub fn kfac_precondition<E: Float>(
                 for i in 0..d {
                     damped[(i, i)] += E::of_f64(damping);
                 }
-                match inverse_root(damped.as_ref(), 1.0) {
+                match pinv_root(damped.as_ref(), 1.0, cutoff::<E>(rank_rtol, d)) {
                     Some(r) => {
                         report.refreshes += 1;
                         for i in 0..d {
@@ -98,17 +108,22 @@ pub fn kfac_precondition<E: Float>(
 pub struct KfacConfig {
     /// Added to each factor's diagonal before inversion (default [`KFAC_DAMPING`]).
     pub damping: f64,
+    /// Relative eigenvalue cutoff of the pseudo-inverses (default `None`: `d · ε(E)` for a
+    /// `d × d` factor; see [`kfac_precondition`]).
+    pub rank_rtol: Option<f64>,
 }
 
 impl Default for KfacConfig {
     fn default() -> Self {
         KfacConfig {
             damping: KFAC_DAMPING,
+            rank_rtol: None,
         }
     }
 }
 
-/// The `kfac_precondition` primitive ([`kfac_precondition`]); state `.inverses` (the cached
+/// The `kfac_precondition` primitive ([`kfac_precondition`] on the
+/// [`super::ViewRule::Flatten`] view, the one [`crate::KronFactors`] are sized for); state `.inverses` (the cached
 /// damped inverses of the parameter's [`crate::KronFactors`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Kfac;
@@ -116,14 +131,42 @@ pub struct Kfac;
 impl MatrixWord for Kfac {
     type Config = KfacConfig;
     const STATE: &'static [&'static str] = &["inverses"];
+    const WORD: &'static str = "kfac_precondition";
+
+    /// The shape check, and: `damping` finite and `>= 0`; `rank_rtol` finite and `>= 0`.
+    fn check(cfg: &KfacConfig, info: ParamInfo<'_>) -> Result<(), String> {
+        let w = Self::WORD;
+        check_shape(w, info)?;
+        require(
+            cfg.damping.is_finite() && cfg.damping >= 0.0,
+            w,
+            &info,
+            "damping must be finite and >= 0",
+        )?;
+        require(
+            cfg.rank_rtol.is_none_or(|r| r.is_finite() && r >= 0.0),
+            w,
+            &info,
+            "rank_rtol must be finite and >= 0",
+        )
+    }
 }
 
 impl<E: Float> Primitive<E> for Kfac {
     fn apply(cfg: &KfacConfig, io: Io<'_, E>) -> Report {
-        let (rows, cols) = (io.rows(), io.cols());
+        let MatView { rows, cols, .. } = io.view(Self::VIEW);
         let [inv] = io.state else {
             return Report::default();
         };
-        kfac_precondition(io.input, io.out, io.factors, inv, rows, cols, cfg.damping)
+        kfac_precondition(
+            io.input,
+            io.out,
+            io.factors,
+            inv,
+            rows,
+            cols,
+            cfg.damping,
+            cfg.rank_rtol,
+        )
     }
 }

@@ -1,8 +1,8 @@
 //! `kron_precondition`: Shampoo's Kronecker-factored preconditioner.
 
-use super::linalg::{apply_side, inverse_root, side_gram, write_row_major};
-use super::{Io, MatrixWord, Primitive, Report};
-use crate::Float;
+use super::linalg::{apply_side, cutoff, pinv_root, side_gram, write_row_major};
+use super::{require, Io, MatrixWord, Primitive, Report, ViewRule};
+use crate::{Float, ParamInfo};
 use faer::{Mat, MatRef};
 
 /// Configuration of [`kron_precondition`].
@@ -11,41 +11,76 @@ pub struct KronConfig {
     /// `None`: statistics are a running sum (Shampoo, Gupta et al. 2018); `Some(beta)`: an
     /// EMA `H = beta H + (1 - beta) G G^T`.
     pub beta: Option<f64>,
-    /// Initial statistics `eps * I` (also keeps the inverse roots finite).
+    /// Initial statistics `eps * I` (pytorch-optimizer's `matrix_eps`); `0` starts from zero
+    /// statistics, as distributed_shampoo does. Must be finite and `>= 0`.
     pub eps: f64,
+    /// Relative eigenvalue cutoff of the pseudo-inverse roots: eigenvalues `λ <= rank_rtol ·
+    /// max(λ_max, 0)` of a factor are dropped (their root is 0). `None` (default): `d · ε(E)`
+    /// for a `d × d` factor stored in `E` (1.19e-7·d for `f32`, 2.2e-16·d for `f64`),
+    /// distributed_shampoo's `PseudoInverseConfig(rank_rtol=None)` rule. Must be finite and
+    /// `>= 0` when set.
+    pub rank_rtol: Option<f64>,
     /// Recompute the inverse roots every this many steps (and on the first step).
     pub update_freq: u64,
     /// Root exponent override: factors are raised to `-exponent` (default `1 / (2 k)`, k = 2
-    /// factors for matrices and 1 for vectors: `H^{-1/4}` and `H^{-1/2}`).
+    /// factors for matrices and 1 for vectors: `H^{-1/4}` and `H^{-1/2}`). Must be finite and
+    /// `> 0` when set.
     pub exponent: Option<f64>,
     /// Dimensions larger than this are not preconditioned (identity factor).
     pub max_dim: usize,
 }
 
-/// Default [`KronConfig`]: running sum, `eps = 1e-6`, refresh every step, default exponents,
-/// `max_dim = 8192`.
+/// Default [`KronConfig`]: running sum, `eps = 1e-6`, `rank_rtol = None` (`d · ε(E)`), refresh
+/// every step, default exponents, `max_dim = 8192`.
 pub const KRON_DEFAULT: KronConfig = KronConfig {
     beta: None,
     eps: 1e-6,
+    rank_rtol: None,
     update_freq: 1,
     exponent: None,
     max_dim: 8192,
 };
 
 /// `kron_precondition(x)`: Shampoo's Kronecker-factored preconditioner (Gupta, Koren & Singer,
-/// "Shampoo: Preconditioned Stochastic Tensor Optimization", ICML 2018, Alg. 1/2).
+/// "Shampoo: Preconditioned Stochastic Tensor Optimization", ICML 2018, Alg. 1/2), with
+/// distributed_shampoo's pseudo-inverse roots (Shi et al., "A Distributed Data-Parallel
+/// PyTorch Implementation of the Distributed Shampoo Optimizer", 2023;
+/// github.com/facebookresearch/optimizers).
 ///
-/// Matrix view `G` (`rows × cols`, rank ≥ 2): `L += G G^T`, `R += G^T G` (or their EMAs),
-/// `out = L^{-1/4} G R^{-1/4}`. Rank 0/1 (`n` elements): `H += g g^T`, `out = H^{-1/2} g`.
-/// Inverse roots come from a symmetric eigendecomposition (faer) and are recomputed every
-/// `update_freq` steps. `stats` holds the factors and `roots` their inverse roots, created on
-/// first use (`eps I` and its root). A side longer than `max_dim`, or of length 1 in a matrix,
-/// gets the identity.
+/// `x` is `rows × cols` row-major. With `factored` and both `rows > 1` and `cols > 1` it is
+/// the matrix `G` (k = 2 factors):
+/// ```text
+/// L = L + G G^T,  R = R + G^T G          (beta = None; else L = beta L + (1 - beta) G G^T, ...)
+/// out = L^{+(-e)} G R^{+(-e)}            e = exponent, default 1/(2k) = 1/4
+/// ```
+/// otherwise (`!factored`, or a side of length 1) it is the vector `g` of `rows · cols`
+/// elements (k = 1): `H = H + g g^T`, `out = H^{+(-e)} g`, default `e = 1/2`. So a `1 × n` or
+/// `n × 1` matrix gets exactly the update of the vector `n` (distributed_shampoo squeezes unit
+/// dimensions); generated code passes the [`ViewRule::Squeeze`] view of the parameter.
 ///
-/// Bad input is skipped, never stored: a gradient with a non-finite entry does not enter the
-/// statistics, and a factor whose eigendecomposition fails or yields non-finite or
-/// non-positive eigenvalues keeps its previous inverse root. The [`Report`] counts skipped
-/// inputs (one per side), refreshed roots and refused refreshes.
+/// `H^{+(-e)}` is the pseudo-inverse root of `linalg::pinv_root`: eigendecomposition in `f64`
+/// whatever `E` is, eigenvalues `λ <= rank_rtol · max(λ_max, 0)` dropped (root 0), the others
+/// raised to `-e` (with `rank_rtol = None`: `d · ε(E)` for a `d × d` factor). `stats` holds
+/// the factors (created as `eps I`, stored in `E`) and `roots` their roots (created as
+/// `eps^(-e) I`, or 0 when `eps = 0`); roots are recomputed on the first step and every
+/// `update_freq` steps (`step % update_freq == 0`). A side longer than `max_dim` gets the
+/// identity.
+///
+/// Differences: pytorch-optimizer's `Shampoo` (`matrix_eps` start, SVD roots in `E`, no
+/// cutoff, every axis of an order-k tensor a factor with exponent `1/(2k)`, unit axes
+/// included) agrees whenever the spectrum stays above the cutoff (its conformance case does);
+/// here tensors of rank > 2 are the `shape[0] × rest` matrix of their squeezed shape.
+/// distributed_shampoo (`PseudoInverseConfig(rank_atol=0, rank_rtol)`, `epsilon = 0`, `betas
+/// = (0, 1)`, `factor_matrix_dtype = float64`) is `eps = 0` with the same `rank_rtol`, except
+/// that its factors are accumulated in `float64` (here in `E`), and it blocks sides longer than
+/// `max_preconditioner_dim` where this uses the identity; its EMA (`beta2 < 1`) is
+/// bias-corrected, this one is not.
+///
+/// Bad input is skipped, never stored: a gradient with a non-finite entry, or whose statistics
+/// would overflow, leaves every factor unchanged (one skipped input per side in the
+/// [`Report`]); a refresh that fails (non-finite factor, failed decomposition, non-finite
+/// root) keeps the previous root and is counted in `failed_refreshes`. Never panics: inputs
+/// shorter than `rows · cols` or an empty view leave `out` as it is.
 #[allow(clippy::too_many_arguments)]
 pub fn kron_precondition<E: Float>(
     x: &[E],
@@ -59,83 +94,92 @@ pub fn kron_precondition<E: Float>(
     cfg: KronConfig,
 ) -> Report {
     let mut report = Report::default();
-    let n = rows * cols;
-    if x.len() < n || out.len() < n {
+    let Some(n) = rows.checked_mul(cols) else {
+        return report;
+    };
+    if n == 0 || x.len() < n || out.len() < n {
         return report;
     }
+    let factored = factored && rows > 1 && cols > 1;
+    let (vr, vc) = if factored { (rows, cols) } else { (n, 1) };
     // sides: (size, active)
+    let fits = |d: usize| d <= cfg.max_dim && d.checked_mul(d).is_some();
     let sides: Vec<(usize, bool)> = if factored {
-        vec![
-            (rows, rows > 1 && rows <= cfg.max_dim),
-            (cols, cols > 1 && cols <= cfg.max_dim),
-        ]
+        vec![(rows, fits(rows)), (cols, fits(cols))]
     } else {
-        vec![(n, n <= cfg.max_dim)]
+        vec![(n, fits(n))]
     };
     let k = if factored { 2.0 } else { 1.0 };
     let exponent = cfg.exponent.unwrap_or(1.0 / (2.0 * k));
-    let total: usize = sides.iter().filter(|s| s.1).map(|s| s.0 * s.0).sum();
-    let fresh = stats.len() != total;
+    let total: usize = sides
+        .iter()
+        .filter(|s| s.1)
+        .fold(0usize, |t, s| t.saturating_add(s.0 * s.0));
+    let fresh = stats.len() != total || roots.len() != total;
     if fresh {
+        let e = E::of_f64(cfg.eps);
+        let r0 = E::of_f64(cfg.eps.powf(-exponent));
+        let r0 = if e > E::zero() && r0.is_finite() {
+            r0
+        } else {
+            E::zero()
+        };
         stats.clear();
         roots.clear();
-        for &(d, active) in &sides {
-            if active {
-                for i in 0..d {
-                    for j in 0..d {
-                        stats.push(if i == j {
-                            E::of_f64(cfg.eps)
-                        } else {
-                            E::zero()
-                        });
-                        roots.push(if i == j {
-                            E::of_f64(cfg.eps.powf(-exponent))
-                        } else {
-                            E::zero()
-                        });
-                    }
+        for &(d, _) in sides.iter().filter(|s| s.1) {
+            for i in 0..d {
+                for j in 0..d {
+                    let diag = i == j;
+                    stats.push(if diag { e } else { E::zero() });
+                    roots.push(if diag { r0 } else { E::zero() });
                 }
             }
         }
     }
-    let finite = x[..n].iter().all(|v| v.is_finite());
-    let g = MatRef::from_row_major_slice(
-        &x[..n],
-        if factored { rows } else { n },
-        if factored { cols } else { 1 },
-    );
-    let mut offset = 0;
-    for (side, &(d, active)) in sides.iter().enumerate() {
-        if !active {
-            continue;
-        }
-        let len = d * d;
-        if finite {
+    let g = MatRef::from_row_major_slice(&x[..n], vr, vc);
+    // the new statistics of every side, committed only if all are finite
+    let mut next: Vec<Vec<E>> = Vec::new();
+    if x[..n].iter().all(|v| v.is_finite()) {
+        let mut offset = 0;
+        for (side, &(d, active)) in sides.iter().enumerate() {
+            if !active {
+                continue;
+            }
             let gg = side_gram(g, side);
-            let h = &mut stats[offset..offset + len];
-            match cfg.beta {
-                None => {
-                    for j in 0..d {
-                        for i in 0..d {
-                            h[i * d + j] += gg[(i, j)];
-                        }
-                    }
-                }
-                Some(b) => {
-                    let (b, w) = (E::of_f64(b), E::of_f64(1.0 - b));
-                    for j in 0..d {
-                        for i in 0..d {
-                            h[i * d + j] = b * h[i * d + j] + w * gg[(i, j)];
-                        }
-                    }
+            let h = &stats[offset..offset + d * d];
+            let mut upd = Vec::with_capacity(d * d);
+            let (b, w) = match cfg.beta {
+                None => (E::one(), E::one()),
+                Some(b) => (E::of_f64(b), E::of_f64(1.0 - b)),
+            };
+            for i in 0..d {
+                for j in 0..d {
+                    upd.push(b * h[i * d + j] + w * gg[(i, j)]);
                 }
             }
-        } else {
-            report.skipped_inputs += 1;
+            next.push(upd);
+            offset += d * d;
         }
-        if fresh || cfg.update_freq <= 1 || step % cfg.update_freq == 0 {
+    }
+    let active = sides.iter().filter(|s| s.1).count() as u32;
+    if !next.is_empty() && next.iter().all(|h| h.iter().all(|v| v.is_finite())) {
+        let mut offset = 0;
+        for h in next {
+            stats[offset..offset + h.len()].copy_from_slice(&h);
+            offset += h.len();
+        }
+    } else {
+        report.skipped_inputs += active;
+    }
+    if fresh || cfg.update_freq <= 1 || step % cfg.update_freq == 0 {
+        let mut offset = 0;
+        for &(d, active) in &sides {
+            if !active {
+                continue;
+            }
+            let len = d * d;
             let h = MatRef::from_row_major_slice(&stats[offset..offset + len], d, d);
-            match inverse_root(h, exponent) {
+            match pinv_root(h, exponent, cutoff::<E>(cfg.rank_rtol, d)) {
                 Some(r) => {
                     report.refreshes += 1;
                     for i in 0..d {
@@ -146,8 +190,8 @@ pub fn kron_precondition<E: Float>(
                 }
                 None => report.failed_refreshes += 1,
             }
+            offset += len;
         }
-        offset += len;
     }
     // apply: out = L^-e G R^-e (identity for inactive sides)
     let mut cur: Mat<E> = g.to_owned();
@@ -157,11 +201,10 @@ pub fn kron_precondition<E: Float>(
             continue;
         }
         let r = MatRef::from_row_major_slice(&roots[offset..offset + d * d], d, d);
-        let next = apply_side(cur.as_ref(), r, side);
-        cur = next;
+        cur = apply_side(cur.as_ref(), r, side);
         offset += d * d;
     }
-    write_row_major(cur.as_ref(), out);
+    write_row_major(cur.as_ref(), &mut out[..n]);
     report
 }
 
@@ -171,7 +214,8 @@ impl Default for KronConfig {
     }
 }
 
-/// The `kron_precondition` primitive ([`kron_precondition`]); state `.stats` (the factors) and
+/// The `kron_precondition` primitive ([`kron_precondition`] on the [`ViewRule::Squeeze`]
+/// view, factored when two or more axes are longer than 1); state `.stats` (the factors) and
 /// `.roots` (their inverse roots).
 #[derive(Debug, Clone, Copy)]
 pub struct Kron;
@@ -179,16 +223,49 @@ pub struct Kron;
 impl MatrixWord for Kron {
     type Config = KronConfig;
     const STATE: &'static [&'static str] = &["stats", "roots"];
+    const WORD: &'static str = "kron_precondition";
+    const VIEW: ViewRule = ViewRule::Squeeze;
+
+    /// The shape check, and: `eps` finite and `>= 0`; `beta` in `[0, 1]`; `rank_rtol` finite
+    /// and `>= 0`; `exponent` finite and `> 0`.
+    fn check(cfg: &KronConfig, info: ParamInfo<'_>) -> Result<(), String> {
+        let w = Self::WORD;
+        super::check_shape(w, info)?;
+        require(
+            cfg.eps.is_finite() && cfg.eps >= 0.0,
+            w,
+            &info,
+            "eps must be finite and >= 0",
+        )?;
+        require(
+            cfg.beta.is_none_or(|b| (0.0..=1.0).contains(&b)),
+            w,
+            &info,
+            "beta must be in [0, 1]",
+        )?;
+        require(
+            cfg.rank_rtol.is_none_or(|r| r.is_finite() && r >= 0.0),
+            w,
+            &info,
+            "rank_rtol must be finite and >= 0",
+        )?;
+        require(
+            cfg.exponent.is_none_or(|e| e.is_finite() && e > 0.0),
+            w,
+            &info,
+            "exponent must be finite and > 0",
+        )
+    }
 }
 
 impl<E: Float> Primitive<E> for Kron {
     fn apply(cfg: &KronConfig, io: Io<'_, E>) -> Report {
-        let (rows, cols, matrix, step) = (io.rows(), io.cols(), io.is_matrix(), io.step);
+        let v = io.view(Self::VIEW);
         let [stats, roots] = io.state else {
             return Report::default();
         };
         kron_precondition(
-            io.input, io.out, stats, roots, rows, cols, matrix, step, *cfg,
+            io.input, io.out, stats, roots, v.rows, v.cols, true, io.step, *cfg,
         )
     }
 }

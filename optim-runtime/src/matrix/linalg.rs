@@ -50,35 +50,74 @@ pub(super) fn side_gram<E: Float>(g: MatRef<'_, E>, side: usize) -> Mat<E> {
     }
 }
 
-/// `H^{-exponent}` of a symmetric positive definite `H` through its eigendecomposition, or
-/// `None` if the decomposition fails or an eigenvalue is non-positive or non-finite.
-pub(super) fn inverse_root<E: Float>(h: MatRef<'_, E>, exponent: f64) -> Option<Mat<E>> {
-    if !(0..h.nrows()).all(|i| (0..h.ncols()).all(|j| h[(i, j)].is_finite())) {
+/// The relative eigenvalue cutoff of a pseudo-inverse root of a `d × d` statistic stored in
+/// `E`: `rank_rtol`, or when `None` `d · ε(E)` (`ε` = `E::epsilon()`: 1.19e-7 for `f32`,
+/// 2.2e-16 for `f64`), distributed_shampoo's `PseudoInverseConfig(rank_rtol=None)` rule
+/// (`L.numel() * finfo(factor dtype).eps`) with the statistics' own precision.
+pub(super) fn cutoff<E: Float>(rank_rtol: Option<f64>, d: usize) -> f64 {
+    rank_rtol.unwrap_or(d as f64 * E::epsilon().as_f64())
+}
+
+/// The pseudo-inverse root `H^{+(-exponent)}` of a symmetric `H` (only its lower triangle is
+/// read), computed in `f64` whatever `E` is:
+/// ```text
+/// H = Q diag(λ) Q^T                        (faer self-adjoint eigendecomposition, f64)
+/// τ = rank_rtol · max(max_i λ_i, 0)
+/// H^{+(-exponent)} = Q diag(μ) Q^T,  μ_i = 0 if λ_i <= τ else λ_i^(-exponent)
+/// ```
+/// (distributed_shampoo's `PseudoInverseConfig` with `rank_atol = 0`). `None` — a refused
+/// refresh — when `H` is not square or has a non-finite entry, the decomposition fails, or the
+/// result has a non-finite entry in `E`. A `0 × 0` `H` gives the `0 × 0` result.
+pub(super) fn pinv_root<E: Float>(
+    h: MatRef<'_, E>,
+    exponent: f64,
+    rank_rtol: f64,
+) -> Option<Mat<E>> {
+    let d = h.nrows();
+    if h.ncols() != d {
         return None;
     }
-    let evd = h.self_adjoint_eigen(faer::Side::Lower).ok()?;
+    if d == 0 {
+        return Some(Mat::zeros(0, 0));
+    }
+    let h64 = Mat::<f64>::from_fn(d, d, |i, j| h[(i, j)].as_f64());
+    if !(0..d).all(|j| (0..d).all(|i| h64[(i, j)].is_finite())) {
+        return None;
+    }
+    let evd = h64.self_adjoint_eigen(faer::Side::Lower).ok()?;
     let u = evd.U();
     let s = evd.S().column_vector();
-    let d = h.nrows();
-    let mut scaled = Mat::<E>::zeros(d, d);
+    let lmax = (0..d).map(|j| s[j]).fold(f64::NEG_INFINITY, f64::max);
+    if !lmax.is_finite() {
+        return None;
+    }
+    let tau = rank_rtol * lmax.max(0.0);
+    let mut scaled = Mat::<f64>::zeros(d, d);
     for j in 0..d {
-        let lambda = s[j].as_f64();
-        if !(lambda > 0.0 && lambda.is_finite()) {
+        let lambda = s[j];
+        let mu = if lambda <= tau {
+            0.0
+        } else {
+            lambda.powf(-exponent)
+        };
+        if !mu.is_finite() {
             return None;
         }
-        let f = E::of_f64(lambda.powf(-exponent));
         for i in 0..d {
-            scaled[(i, j)] = u[(i, j)] * f;
+            scaled[(i, j)] = u[(i, j)] * mu;
         }
     }
-    let mut out = Mat::<E>::zeros(d, d);
+    let mut out = Mat::<f64>::zeros(d, d);
     matmul(
         out.as_mut(),
         Accum::Replace,
         scaled.as_ref(),
         u.transpose(),
-        E::one(),
+        1.0,
         par_for(d * d),
     );
-    Some(out)
+    let out = Mat::<E>::from_fn(d, d, |i, j| E::of_f64(out[(i, j)]));
+    (0..d)
+        .all(|j| (0..d).all(|i| out[(i, j)].is_finite()))
+        .then_some(out)
 }

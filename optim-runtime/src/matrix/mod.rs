@@ -1,22 +1,25 @@
-//! Whole-tensor (matrix) primitives: the barriers between a rule's loops. Matrices are the
-//! row-major `rows × cols` view of a parameter (see [`crate::ParamInfo`]); linear algebra runs
+//! Whole-tensor (matrix) primitives: the barriers between a rule's loops. Matrices are row-major
+//! views of a parameter's elements (see [`MatView`]); linear algebra runs
 //! on faer.
 //!
 //! Each DSL word is one type implementing [`Primitive`]: its configuration (the word's named
 //! arguments, with their defaults in the config's `Default` — the only place they live), the
-//! names of its state buffers ([`MatrixWord::STATE`]) and what it does. Generated code calls
-//! every primitive through one path, [`run`], which lends it the parameter's state and scratch
-//! buffers and records its [`Report`] in the parameter's [`MatrixStats`].
+//! names of its state buffers ([`MatrixWord::STATE`]), which axes form its matrix
+//! ([`MatrixWord::VIEW`], a [`ViewRule`] giving a [`MatView`]), which parameters and
+//! configurations it accepts ([`MatrixWord::check`], to be called before a step writes
+//! anything) and what it does. Generated code calls every primitive through one path, [`run`],
+//! which lends it the parameter's state and scratch buffers and records its [`Report`] in the
+//! parameter's [`MatrixStats`]. No primitive panics, whatever its input.
 //!
-//! | word | type | state | file |
-//! |---|---|---|---|
-//! | `orthogonalize` | [`Orthogonalize`] | — | `newton_schulz.rs` |
-//! | `factored_second_moment` | [`Factored`] | `v` (rows + cols) | `factored.rs` |
-//! | `kron_precondition` | [`Kron`] | `.stats`, `.roots` | `kron.rs` |
-//! | `kfac_precondition` | [`Kfac`] | `.inverses` | `kfac.rs` |
-//! | `kron_eigenbasis` | [`Eigenbasis`] | `.stats`, `.q` | `eigenbasis.rs` |
-//! | `rotate`, `unrotate` | [`Rotate`], [`Unrotate`] | (the basis's `q`) | `eigenbasis.rs` |
-//! | `row_*`, `col_*` | [`RowSum`], [`RowSumSq`], [`RowMax`], [`ColSum`], ... | — | `axis.rs` |
+//! | word | type | view | state | file |
+//! |---|---|---|---|---|
+//! | `orthogonalize` | [`Orthogonalize`] | `Flatten` | — | `newton_schulz.rs` |
+//! | `factored_second_moment` | [`Factored`] | `LastTwo` | `v` (per matrix: rows + cols) | `factored.rs` |
+//! | `kron_precondition` | [`Kron`] | `Squeeze` | `.stats`, `.roots` | `kron.rs` |
+//! | `kfac_precondition` | [`Kfac`] | `Flatten` | `.inverses` | `kfac.rs` |
+//! | `kron_eigenbasis` | [`Eigenbasis`] | `Flatten` | `.stats`, `.q` | `eigenbasis.rs` |
+//! | `rotate`, `unrotate` | [`Rotate`], [`Unrotate`] | `Flatten` | (the basis's `q`) | `eigenbasis.rs` |
+//! | `row_*`, `col_*` | [`RowSum`], [`RowSumSq`], [`RowMax`], [`ColSum`], ... | `Flatten` | — | `axis.rs` |
 //!
 //! The free functions ([`orthogonalize`], [`kron_precondition`], ...) are the same numerics on
 //! plain buffers, for direct use.
@@ -44,7 +47,7 @@ pub use kfac::{kfac_precondition, Kfac, KfacConfig, KFAC_DAMPING};
 pub use kron::{kron_precondition, Kron, KronConfig, KRON_DEFAULT};
 pub use newton_schulz::{
     orthogonalize, orthogonalize_with, Orthogonalize, OrthogonalizeConfig, NS_COEFFS, NS_EPS,
-    NS_STEPS,
+    NS_EPS_KELLER, NS_STEPS,
 };
 pub use probe::standard_normal_probe;
 pub use psgd::{psgd_precondition, Psgd, PsgdConfig, PSGD_MAX_SIZE_TRIANGULAR, PSGD_PRECOND_LR};
@@ -56,13 +59,153 @@ pub use splus::{
 use crate::{Float, KronFactors, ParamInfo, ParamState};
 
 /// What the generated code and the runtime agree on about a primitive, independent of the
-/// element type: its configuration and the names of its state buffers.
+/// element type: its configuration, the names of its state buffers, how it sees a parameter
+/// and which parameters it accepts.
 pub trait MatrixWord {
     /// The word's arguments by name; `Default` holds every default.
     type Config: Default + Clone + core::fmt::Debug;
     /// Suffixes of its state buffers as they are named in checkpoints and `explain()`
     /// (`"stats"` → `"<binding>.stats"`; `""` → the binding's own name).
     const STATE: &'static [&'static str];
+    /// The DSL word, as error messages name it (`"kron_precondition"`).
+    const WORD: &'static str;
+    /// Which axes of a parameter form its matrix (see [`ViewRule`]; default
+    /// [`ViewRule::Flatten`]).
+    const VIEW: ViewRule = ViewRule::Flatten;
+
+    /// Whether the primitive can run on parameter `info` with configuration `cfg` (the step's
+    /// values, hoisted scalars included): `Err` holds a message naming the word, the
+    /// parameter and what is wrong. Call it for every parameter before a step writes anything,
+    /// and refuse the step on `Err`; [`Primitive::apply`] itself never panics, but on a shape
+    /// or configuration refused here its output is unspecified.
+    ///
+    /// The default refuses a shape with a dimension of size 0 or more elements than `usize`
+    /// holds ([`check_shape`]); words add checks of their configuration.
+    fn check(cfg: &Self::Config, info: ParamInfo<'_>) -> Result<(), String> {
+        let _ = cfg;
+        check_shape(Self::WORD, info)
+    }
+}
+
+/// The default shape check of [`MatrixWord::check`]: `Err` when a dimension of `info.shape`
+/// is 0 or the element count overflows `usize`, with a message naming `word` and the
+/// parameter. Rank 0 (a scalar) is accepted.
+pub fn check_shape(word: &str, info: ParamInfo<'_>) -> Result<(), String> {
+    if info.shape.contains(&0) {
+        return Err(format!(
+            "`{word}` cannot run on parameter `{}` of shape {:?}: it has a dimension of size 0",
+            info.name, info.shape
+        ));
+    }
+    if info
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .is_none()
+    {
+        return Err(format!(
+            "`{word}` cannot run on parameter `{}` of shape {:?}: too many elements",
+            info.name, info.shape
+        ));
+    }
+    Ok(())
+}
+
+/// `Err` naming `word`, `info` and `what` unless `ok`.
+pub(crate) fn require(
+    ok: bool,
+    word: &str,
+    info: &ParamInfo<'_>,
+    what: &str,
+) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{word}` on parameter `{}` of shape {:?}: {what}",
+            info.name, info.shape
+        ))
+    }
+}
+
+/// Which axes of a parameter a matrix primitive treats as its matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewRule {
+    /// One `shape[0] × (shape[1] · … · shape[r-1])` matrix: a conv weight `[out, in, kh, kw]`
+    /// is the `out × (in·kh·kw)` matrix, as Keller Jordan's Muon flattens it. Rank 1 `[n]` is
+    /// `n × 1`, rank 0 is `1 × 1`. The view of `orthogonalize`, `kfac_precondition`,
+    /// `kron_eigenbasis`, `rotate` and `unrotate`.
+    Flatten,
+    /// The last two axes are the matrix and the leading axes a batch of independent matrices:
+    /// `[b0, …, R, C]` is `b0·…` matrices `R × C` (`torch.optim.Adafactor`,
+    /// `optax.adafactor`). Rank < 2 as [`ViewRule::Flatten`]. The view of
+    /// `factored_second_moment`.
+    LastTwo,
+    /// Axes of length 1 removed, then [`ViewRule::Flatten`] of the rest (all removed: `1 × 1`),
+    /// as distributed_shampoo squeezes unit dimensions: `[1, n]`, `[n, 1]` and `[n]` are all
+    /// the `n × 1` vector, `[1, a, b]` the `a × b` matrix. The view of `kron_precondition`.
+    Squeeze,
+}
+
+/// A parameter seen as `batch` independent row-major `rows × cols` matrices stored one after
+/// another (`batch · rows · cols` elements, the parameter's own row-major layout: no copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatView {
+    /// Number of matrices (1 unless [`ViewRule::LastTwo`] on rank > 2).
+    pub batch: usize,
+    /// Rows of each matrix.
+    pub rows: usize,
+    /// Columns of each matrix.
+    pub cols: usize,
+}
+
+fn prod(dims: &[usize]) -> usize {
+    dims.iter().fold(1usize, |n, &d| n.saturating_mul(d))
+}
+
+impl MatView {
+    /// The view of a parameter of `shape` under `rule` (products saturate at `usize::MAX`;
+    /// [`check_shape`] refuses such shapes).
+    pub fn of(shape: &[usize], rule: ViewRule) -> MatView {
+        let flat = |s: &[usize]| match s {
+            [] => MatView {
+                batch: 1,
+                rows: 1,
+                cols: 1,
+            },
+            [first, rest @ ..] => MatView {
+                batch: 1,
+                rows: *first,
+                cols: prod(rest),
+            },
+        };
+        match rule {
+            ViewRule::Flatten => flat(shape),
+            ViewRule::LastTwo if shape.len() > 2 => {
+                let r = shape.len();
+                MatView {
+                    batch: prod(&shape[..r - 2]),
+                    rows: shape[r - 2],
+                    cols: shape[r - 1],
+                }
+            }
+            ViewRule::LastTwo => flat(shape),
+            ViewRule::Squeeze => {
+                let kept: Vec<usize> = shape.iter().copied().filter(|&d| d != 1).collect();
+                flat(&kept)
+            }
+        }
+    }
+
+    /// Elements in all (`batch · rows · cols`, saturating).
+    pub fn len(&self) -> usize {
+        prod(&[self.batch, self.rows, self.cols])
+    }
+
+    /// Whether the view has no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A whole-tensor primitive on element type `E`.
@@ -135,13 +278,17 @@ pub struct Io<'a, E> {
 }
 
 impl<E> Io<'_, E> {
-    /// Rows of the matrix view.
-    pub fn rows(&self) -> usize {
-        self.info.rows()
+    /// The parameter under `rule` (a word passes its [`MatrixWord::VIEW`]).
+    pub fn view(&self, rule: ViewRule) -> MatView {
+        MatView::of(self.info.shape, rule)
     }
-    /// Columns of the matrix view.
+    /// Rows of the [`ViewRule::Flatten`] view.
+    pub fn rows(&self) -> usize {
+        self.view(ViewRule::Flatten).rows
+    }
+    /// Columns of the [`ViewRule::Flatten`] view.
     pub fn cols(&self) -> usize {
-        self.info.cols()
+        self.view(ViewRule::Flatten).cols
     }
     /// Whether the parameter has rank ≥ 2 (factored primitives use both sides).
     pub fn is_matrix(&self) -> bool {

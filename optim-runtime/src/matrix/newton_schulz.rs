@@ -1,8 +1,8 @@
 //! `orthogonalize`: Newton–Schulz orthogonalization (Muon).
 
 use super::linalg::par_for;
-use super::{Io, MatrixWord, Primitive, Report};
-use crate::Float;
+use super::{check_shape, require, Io, MatView, MatrixWord, Primitive, Report};
+use crate::{Float, ParamInfo};
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure as Bs};
 use faer::{Accum, MatMut, MatRef};
@@ -11,8 +11,15 @@ use faer::{Accum, MatMut, MatRef};
 pub const NS_STEPS: usize = 5;
 /// Default quintic coefficients `(a, b, c)` (Muon).
 pub const NS_COEFFS: [f64; 3] = [3.4445, -4.7750, 2.0315];
-/// Default epsilon added to the Frobenius norm before normalising (Muon).
-pub const NS_EPS: f64 = 1e-7;
+/// Default epsilon added to the Frobenius norm before normalising: 0, so that
+/// [`orthogonalize`] is scale-invariant (`orthogonalize(s x) = orthogonalize(x)` for every
+/// `s > 0`, up to rounding).
+pub const NS_EPS: f64 = 0.0;
+/// Keller Jordan's epsilon (`X / (||X||_F + 1e-7)` in `zeropower_via_newtonschulz5`): pass it
+/// as `eps` to reproduce his reference exactly, including its shrinking of inputs whose norm
+/// is not far above `1e-7` (about 1% at `||X||_F = 1e-5`, and an almost-zero output for norms
+/// far below `1e-7`).
+pub const NS_EPS_KELLER: f64 = 1e-7;
 
 /// Copies the strict lower triangle of a square matrix onto its upper triangle.
 fn mirror_lower<E: Float>(mut m: MatMut<'_, E>) {
@@ -31,14 +38,24 @@ fn mirror_lower<E: Float>(mut m: MatMut<'_, E>) {
 ///
 /// ```text
 /// X = x (transposed when rows > cols, so that X X^T is the smaller Gram matrix)
-/// X = X / (||X||_F + eps)
+/// X = X / (||X||_F + eps)          (computed as (X / a) / (s + eps / a) in f64, with
+///                                   a = max |x_ij|, s = sqrt(sum (x_ij / a)^2) = ||X||_F / a)
 /// repeat steps: A = X X^T;  B = b A + c A A;  X = a X + B X
 /// ```
 ///
-/// `input` and `output` are `rows × cols` row-major; they may not alias. A zero (or tiny, far
-/// below `eps`) input gives an (almost) zero output, never NaN. Differences from Keller's
-/// reference: the Frobenius norm is accumulated in `f64`; compute is in `E` (his default is
-/// bfloat16; his `f32` variant is what the conformance test matches).
+/// `input` and `output` are `rows × cols` row-major; they may not alias. With the default
+/// `eps = 0` ([`NS_EPS`]) the normalisation is exact and scale-invariant over the whole range
+/// of `E` (the norm neither underflows nor overflows), so a gradient of norm `1e-20` is
+/// orthogonalized like the same gradient scaled to norm 1; a zero input gives a zero output.
+/// An input with a non-finite entry gives an all-NaN output. Inputs shorter than `rows ·
+/// cols` or an empty matrix leave `output` as it is.
+///
+/// Differences from Keller's reference: his normalisation is `X / (||X||_F + 1e-7)` in the
+/// compute dtype ([`NS_EPS_KELLER`] reproduces it; it shrinks small inputs: a norm of `1e-5`
+/// by about 1%, a norm of `1e-20` to an almost-zero output), torch.optim.Muon's is
+/// `X / max(||X||_F, 1e-7)` (scale-invariant only above `1e-7`); the normalisation here is in
+/// `f64`, the iteration in `E` (his default is bfloat16; his `f32` variant is what the
+/// conformance test matches).
 pub fn orthogonalize<E: Float>(
     input: &[E],
     output: &mut [E],
@@ -73,7 +90,9 @@ pub fn orthogonalize_with<E: Float>(
     eps: f64,
     work: &mut Vec<E>,
 ) {
-    let n = rows * cols;
+    let Some(n) = rows.checked_mul(cols) else {
+        return;
+    };
     if input.len() < n || output.len() < n || n == 0 {
         return;
     }
@@ -92,15 +111,29 @@ pub fn orthogonalize_with<E: Float>(
     let mut xn = MatMut::from_column_major_slice_mut(xns, m, k);
     let mut a = MatMut::from_column_major_slice_mut(as_, m, m);
     let mut b = MatMut::from_column_major_slice_mut(&mut bs[..m * m], m, m);
-    let norm = input[..n]
+    // X / (||X||_F + eps) = (X / a) / (s + eps / a): exact and free of under/overflow
+    let mut amax = 0.0f64;
+    for v in &input[..n] {
+        let v = v.as_f64();
+        if !v.is_finite() {
+            output[..n].iter_mut().for_each(|o| *o = E::nan());
+            return;
+        }
+        amax = amax.max(v.abs());
+    }
+    if amax == 0.0 {
+        output[..n].iter_mut().for_each(|o| *o = E::zero());
+        return;
+    }
+    let s = input[..n]
         .iter()
-        .map(|&v| v.as_f64() * v.as_f64())
+        .map(|&v| (v.as_f64() / amax).powi(2))
         .sum::<f64>()
         .sqrt();
-    let scale = E::one() / (E::of_f64(norm) + E::of_f64(eps));
+    let denom = s + eps / amax;
     for j in 0..k {
         for i in 0..m {
-            x[(i, j)] = view[(i, j)] * scale;
+            x[(i, j)] = E::of_f64(view[(i, j)].as_f64() / amax / denom);
         }
     }
     let (ca, cb, cc) = (
@@ -175,7 +208,8 @@ pub struct OrthogonalizeConfig {
     pub b: f64,
     /// Quintic coefficient `c` (default [`NS_COEFFS`]`[2]`).
     pub c: f64,
-    /// Added to the Frobenius norm before normalising (default [`NS_EPS`]).
+    /// Added to the Frobenius norm before normalising (default [`NS_EPS`] = 0: scale-invariant;
+    /// [`NS_EPS_KELLER`] reproduces Keller's reference).
     pub eps: f64,
 }
 
@@ -191,19 +225,39 @@ impl Default for OrthogonalizeConfig {
     }
 }
 
-/// The `orthogonalize` primitive ([`orthogonalize`]); no state, its workspace is the
-/// parameter's.
+/// The `orthogonalize` primitive ([`orthogonalize`] on the [`super::ViewRule::Flatten`] view:
+/// a conv weight `[out, in, kh, kw]` is the `out × (in·kh·kw)` matrix); no state, its workspace
+/// is the parameter's.
 #[derive(Debug, Clone, Copy)]
 pub struct Orthogonalize;
 
 impl MatrixWord for Orthogonalize {
     type Config = OrthogonalizeConfig;
     const STATE: &'static [&'static str] = &[];
+    const WORD: &'static str = "orthogonalize";
+
+    /// The shape check, and: `eps` finite and `>= 0`; `a`, `b`, `c` finite.
+    fn check(cfg: &OrthogonalizeConfig, info: ParamInfo<'_>) -> Result<(), String> {
+        let w = Self::WORD;
+        check_shape(w, info)?;
+        require(
+            cfg.eps.is_finite() && cfg.eps >= 0.0,
+            w,
+            &info,
+            "eps must be finite and >= 0",
+        )?;
+        require(
+            [cfg.a, cfg.b, cfg.c].iter().all(|v| v.is_finite()),
+            w,
+            &info,
+            "the coefficients a, b, c must be finite",
+        )
+    }
 }
 
 impl<E: Float> Primitive<E> for Orthogonalize {
     fn apply(cfg: &OrthogonalizeConfig, io: Io<'_, E>) -> Report {
-        let (rows, cols) = (io.rows(), io.cols());
+        let MatView { rows, cols, .. } = io.view(Self::VIEW);
         orthogonalize_with(
             io.input,
             io.out,

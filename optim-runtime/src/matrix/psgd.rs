@@ -3,8 +3,8 @@
 
 use super::linalg::{apply_side, product, write_row_major};
 use super::probe::next_probe;
-use super::{Io, MatrixWord, Primitive, Report};
-use crate::Float;
+use super::{require, Io, MatrixWord, Primitive, Report};
+use crate::{Float, ParamInfo};
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Mat, MatRef, Par};
 
@@ -339,6 +339,26 @@ pub struct Psgd;
 impl MatrixWord for Psgd {
     type Config = PsgdConfig;
     const STATE: &'static [&'static str] = &["q"];
+    const WORD: &'static str = "psgd_precondition";
+
+    /// The shape check, and: `precond_lr` finite and `>= 0`; `precond_init_scale` finite and
+    /// `> 0` (the factors must start invertible).
+    fn check(cfg: &PsgdConfig, info: ParamInfo<'_>) -> Result<(), String> {
+        let w = Self::WORD;
+        super::check_shape(w, info)?;
+        require(
+            cfg.precond_lr.is_finite() && cfg.precond_lr >= 0.0,
+            w,
+            &info,
+            "precond_lr must be finite and >= 0",
+        )?;
+        require(
+            cfg.precond_init_scale.is_finite() && cfg.precond_init_scale > 0.0,
+            w,
+            &info,
+            "precond_init_scale must be finite and > 0",
+        )
+    }
 }
 
 impl<E: Float> Primitive<E> for Psgd {

@@ -1,8 +1,8 @@
 //! `eigen_sign`: SPlus's sign of a matrix in the eigenbases of the gradient's Gram statistics.
 
 use super::linalg::{apply_side, side_gram, write_row_major};
-use super::{Io, MatrixWord, Phase, Primitive, Report};
-use crate::Float;
+use super::{require, Io, MatrixWord, Phase, Primitive, Report};
+use crate::{Float, ParamInfo};
 use faer::{Mat, MatRef};
 
 /// Default EMA coefficient of the Gram statistics (SPlus's `beta2`).
@@ -121,7 +121,7 @@ pub fn eigen_sign<E: Float>(
 /// each side with a basis,
 /// ```text
 /// S = lerp(S, G G^T, 1 - beta)   (rows side)       S = lerp(S, G^T G, 1 - beta)   (columns side)
-/// if step == 1 or step % update_freq == 0:  Q = eigenvectors(S + eps I)   (ascending eigenvalues)
+/// if step == 1 or step % update_freq == 0:  Q = eigenvectors(S + eps I)   (in f64, rounded to E)
 /// ```
 /// `lerp` is `torch.lerp`'s two-branch form. The order and signs of the eigenvectors do not
 /// change the direction (the sign is taken element-wise in the rotated basis). A gradient with
@@ -169,14 +169,14 @@ pub fn eigen_sign_update<E: Float>(
             report.skipped_inputs += 1;
         }
         if refresh {
-            let mut h = MatRef::from_row_major_slice(&*s, d, d).to_owned();
-            for i in 0..d {
-                h[(i, i)] += E::of_f64(cfg.eps);
-            }
+            // in f64, as `kron_eigenbasis`: the basis is rounded to `E` once
+            let h = Mat::from_fn(d, d, |i, j| {
+                s[i * d + j].as_f64() + if i == j { cfg.eps } else { 0.0 }
+            });
             let basis = h
                 .self_adjoint_eigen(faer::Side::Lower)
                 .ok()
-                .map(|evd| evd.U().to_owned())
+                .map(|evd| Mat::from_fn(d, d, |i, j| E::of_f64(evd.U()[(i, j)])))
                 .filter(|u| (0..d).all(|i| (0..d).all(|j| u[(i, j)].is_finite())));
             match basis {
                 Some(u) => {
@@ -201,6 +201,20 @@ pub struct EigenSign;
 impl MatrixWord for EigenSign {
     type Config = EigenSignConfig;
     const STATE: &'static [&'static str] = &["stats", "q"];
+    const WORD: &'static str = "eigen_sign";
+
+    /// The shape check, and: `beta` in `[0, 1]`; `eps` finite and `>= 0`.
+    fn check(cfg: &EigenSignConfig, info: ParamInfo<'_>) -> Result<(), String> {
+        let w = Self::WORD;
+        super::check_shape(w, info)?;
+        require((0.0..=1.0).contains(&cfg.beta), w, &info, "beta must be in [0, 1]")?;
+        require(
+            cfg.eps.is_finite() && cfg.eps >= 0.0,
+            w,
+            &info,
+            "eps must be finite and >= 0",
+        )
+    }
 }
 
 impl<E: Float> Primitive<E> for EigenSign {

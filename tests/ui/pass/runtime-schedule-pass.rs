@@ -12,7 +12,7 @@ optimizer! {
 }
 
 fn main() {
-    let config = ScheduledConfig { lr: Schedule::linear(0.0, 1.0, 10).into(), ..Default::default() };
+    let config = ScheduledConfig { lr: Schedule::linear(0.0, 1.0, 10).unwrap().into(), ..Default::default() };
     let mut opt = Scheduled::<f32>::new(config).unwrap();
     let mut p = vec![1.0f32];
     let g = [1.0f32];
@@ -22,7 +22,7 @@ fn main() {
     assert!((p[0] - 0.9).abs() < 1e-6, "lr is 0.1 on step 1, p = {p:?}");
 
     assert!(opt.set_lr(-1.0).is_err(), "`lr` must be >= 0");
-    opt.set_weight_decay(Schedule::constant(0.5)).unwrap();
-    let opt = opt.with_lr(Schedule::cosine(1.0, 0.0, 100)).unwrap();
+    opt.set_weight_decay(Schedule::constant(0.5).unwrap()).unwrap();
+    let opt = opt.with_lr(Schedule::cosine(1.0, 0.0, 100).unwrap()).unwrap();
     assert!(matches!(opt.config().lr, Hyper::Schedule(_)));
 }

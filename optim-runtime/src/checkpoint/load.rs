@@ -1,0 +1,335 @@
+//! Reading: validate the whole file against the optimizer, then swap it in.
+
+use super::checksum;
+use super::format::{ck, decode, decode_f64, dtype_of, mismatch, FieldRepr, Meta};
+use super::{FORMAT_VERSION, METADATA_KEY};
+use crate::ema::{EmaParam, WeightEma};
+use crate::error::OptimError;
+use crate::float::Float;
+use crate::hyper::Hyper;
+use crate::optimizer::{DslOptimizer, Field, OptimizerConfig};
+use crate::state::ParamState;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Reads a checkpoint file.
+pub(super) fn read_file(path: &Path) -> Result<Vec<u8>, OptimError> {
+    std::fs::read(path).map_err(|e| ck(format!("reading {}: {e}", path.display())))
+}
+
+/// Reads tensor `key` of parameter `param` as `E` with `len` elements.
+fn read_tensor<E: Float>(
+    st: &SafeTensors<'_>,
+    param: &str,
+    key: &str,
+    len: usize,
+    dtype: Dtype,
+) -> Result<Vec<E>, OptimError> {
+    let t = st
+        .tensor(key)
+        .map_err(|_| mismatch(param, format!("tensor `{key}` is missing from the file")))?;
+    check_view(&t, param, key, len, dtype)?;
+    decode::<E>(t.data()).ok_or_else(|| mismatch(param, format!("tensor `{key}` is malformed")))
+}
+
+fn check_view(
+    t: &TensorView<'_>,
+    param: &str,
+    key: &str,
+    len: usize,
+    dtype: Dtype,
+) -> Result<(), OptimError> {
+    if t.dtype() != dtype {
+        return Err(mismatch(
+            param,
+            format!(
+                "tensor `{key}` has dtype {:?}, expected {dtype:?}",
+                t.dtype()
+            ),
+        ));
+    }
+    if t.shape() != [len] {
+        return Err(mismatch(
+            param,
+            format!("tensor `{key}` has shape {:?}, expected [{len}]", t.shape()),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the format version and, from format 2 on, the checksum: everything after this reads
+/// a file exactly as it was written.
+fn check_integrity(bytes: &[u8], meta: &Meta) -> Result<(), OptimError> {
+    match (meta.format, meta.checksum.as_deref()) {
+        // Format 1 has no checksum: read as before; the next save writes the current format.
+        (1, None) => Ok(()),
+        (1, Some(_)) => Err(ck(
+            "format 1 has no checksum, but this file has one: the file is corrupt",
+        )),
+        (FORMAT_VERSION, Some(sum)) => checksum::verify(bytes, sum),
+        (FORMAT_VERSION, None) => Err(ck(format!(
+            "format {FORMAT_VERSION} requires a checksum, but this file has none: the file is \
+             corrupt"
+        ))),
+        (v, _) => Err(ck(format!(
+            "format version {v} is not supported (this build reads 1 to {FORMAT_VERSION})"
+        ))),
+    }
+}
+
+/// Validates the whole checkpoint against `opt` (and `ema`), then swaps it in.
+pub(super) fn load<E: Float, O: DslOptimizer<E>>(
+    opt: &mut O,
+    ema: Option<&mut WeightEma<E>>,
+    bytes: &[u8],
+) -> Result<(), OptimError> {
+    let dtype = dtype_of::<E>()?;
+    let st =
+        SafeTensors::deserialize(bytes).map_err(|e| ck(format!("not a safetensors file: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| ck(format!("not a safetensors file: {e}")))?;
+    let json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(METADATA_KEY))
+        .ok_or_else(|| {
+            ck(format!(
+                "no `{METADATA_KEY}` metadata: not an optim-dsl checkpoint"
+            ))
+        })?;
+    let meta: Meta =
+        serde_json::from_str(json).map_err(|e| ck(format!("malformed metadata: {e}")))?;
+    check_integrity(bytes, &meta)?;
+    let name = <O::Config as OptimizerConfig>::NAME;
+    if meta.optimizer != name {
+        return Err(ck(format!(
+            "written by optimizer `{}`, cannot load into `{name}`",
+            meta.optimizer
+        )));
+    }
+    if meta.dtype != E::NAME {
+        let detail = format!(
+            "the checkpoint's state is {}, this optimizer's is {}",
+            meta.dtype,
+            E::NAME
+        );
+        return Err(match meta.params.first() {
+            Some(p) => mismatch(&p.name, detail),
+            None => ck(detail),
+        });
+    }
+
+    // Parameters: decode everything into fresh state.
+    let current = &opt.opt_state().params;
+    let mut new_params: BTreeMap<String, ParamState<E>> = BTreeMap::new();
+    for pm in &meta.params {
+        let p = pm.name.as_str();
+        if new_params.contains_key(p) {
+            return Err(mismatch(p, "recorded twice"));
+        }
+        if !current.is_empty() {
+            match current.get(p) {
+                None => {
+                    return Err(mismatch(
+                        p,
+                        "the optimizer has no parameter of this name (unknown parameter)",
+                    ))
+                }
+                Some(c) if c.len != pm.len => {
+                    return Err(mismatch(
+                        p,
+                        format!(
+                            "the checkpoint has {} elements, the optimizer's parameter has {}",
+                            pm.len, c.len
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if pm.rule >= O::rule_count() {
+            return Err(mismatch(
+                p,
+                format!(
+                    "rule {} does not exist (`{name}` has {} rules)",
+                    pm.rule,
+                    O::rule_count()
+                ),
+            ));
+        }
+        let mut ps = ParamState::new(pm.rule, pm.len);
+        ps.shape = pm.shape.clone();
+        ps.step = pm.step;
+        for (slot, b) in pm.buffers.iter().enumerate() {
+            let buf = match b {
+                None => Vec::new(),
+                Some(b) => {
+                    if let Some(c) = current.get(p).and_then(|c| c.buffers.get(slot)) {
+                        if !c.is_empty() && c.len() != b.len {
+                            return Err(mismatch(
+                                p,
+                                format!(
+                                    "state `{}` has {} elements in the checkpoint, {} in the optimizer",
+                                    b.name,
+                                    b.len,
+                                    c.len()
+                                ),
+                            ));
+                        }
+                    }
+                    read_tensor::<E>(&st, p, &b.key, b.len, dtype)?
+                }
+            };
+            ps.buffers.push(buf);
+        }
+        match &pm.scalars {
+            None if pm.scalars_init.is_empty() => {}
+            None => return Err(mismatch(p, "scalar states are missing")),
+            Some(key) => {
+                let t = st
+                    .tensor(key)
+                    .map_err(|_| mismatch(p, format!("tensor `{key}` is missing from the file")))?;
+                check_view(&t, p, key, pm.scalars_init.len(), Dtype::F64)?;
+                ps.scalars = decode_f64(t.data());
+            }
+        }
+        ps.scalars_init = pm.scalars_init.clone();
+        new_params.insert(pm.name.clone(), ps);
+    }
+    if let Some(missing) = current.keys().find(|k| !new_params.contains_key(*k)) {
+        return Err(mismatch(
+            missing,
+            "the optimizer has state for this parameter but the checkpoint does not",
+        ));
+    }
+
+    // Config: set every field on a copy, then validate it at the checkpoint's step.
+    let mut config = opt.config().clone();
+    let fields = config.fields();
+    let file_names: Vec<&str> = meta.config.iter().map(|(n, _)| n.as_str()).collect();
+    let ours: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
+    if file_names != ours {
+        return Err(ck(format!(
+            "the checkpoint's config fields {file_names:?} differ from `{name}`'s {ours:?}"
+        )));
+    }
+    for ((field, repr), (_, cur)) in meta.config.iter().zip(&fields) {
+        let value = match repr {
+            FieldRepr::Const(v) => Field::Hyper(Hyper::Const(*v)),
+            FieldRepr::Schedule(s) => Field::Hyper(Hyper::Schedule(s.clone())),
+            FieldRepr::Flag(b) => Field::Flag(*b),
+            FieldRepr::Opaque(desc) => {
+                let have = match cur {
+                    Field::Hyper(Hyper::Schedule(s)) => format!("{s:?}"),
+                    other => format!("{other:?}"),
+                };
+                if &have != desc {
+                    return Err(ck(format!(
+                        "hyperparameter `{field}` was the custom schedule {desc}, which cannot be \
+                         stored; the optimizer must already hold it, but holds {have}"
+                    )));
+                }
+                continue;
+            }
+        };
+        config
+            .set_field(field, value)
+            .map_err(|e| ck(format!("config: {e}")))?;
+    }
+    config
+        .values(meta.step)
+        .map_err(|e| ck(format!("config: {e}")))?;
+    let config_changed = config.fields() != opt.config().fields();
+    if config_changed && opt.config_mut().is_none() {
+        return Err(ck(format!(
+            "the checkpoint's config differs from the optimizer's and `{name}` does not expose \
+             `config_mut`; build the optimizer with the checkpoint's config"
+        )));
+    }
+
+    // EMA.
+    let new_ema = match (ema.as_deref(), &meta.ema) {
+        (None, _) => None,
+        (Some(_), None) => return Err(ck("the checkpoint has no weight EMA")),
+        (Some(target), Some(em)) => {
+            if !(0.0..1.0).contains(&em.decay) {
+                return Err(ck(format!("EMA decay {} is not in [0, 1)", em.decay)));
+            }
+            let mut ps = BTreeMap::new();
+            for p in &em.params {
+                if !target.params.is_empty() {
+                    match target.params.get(&p.name) {
+                        None => {
+                            return Err(mismatch(
+                                &p.name,
+                                "the EMA has no parameter of this name (unknown parameter)",
+                            ))
+                        }
+                        Some(c) if c.value.len() != p.len => {
+                            return Err(mismatch(
+                                &p.name,
+                                format!(
+                                    "the checkpoint's EMA has {} elements, the EMA's has {}",
+                                    p.len,
+                                    c.value.len()
+                                ),
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                let value = read_tensor::<E>(&st, &p.name, &p.key, p.len, dtype)?;
+                if ps
+                    .insert(
+                        p.name.clone(),
+                        EmaParam {
+                            value,
+                            updates: p.updates,
+                        },
+                    )
+                    .is_some()
+                {
+                    return Err(mismatch(&p.name, "recorded twice in the EMA"));
+                }
+            }
+            if let Some(missing) = target.params.keys().find(|k| !ps.contains_key(*k)) {
+                return Err(mismatch(
+                    missing,
+                    "the EMA averages this parameter but the checkpoint does not",
+                ));
+            }
+            if target.is_swapped() {
+                return Err(OptimError::InvalidUse(
+                    "the EMA's averages are swapped into the model; swap back before loading"
+                        .into(),
+                ));
+            }
+            Some(WeightEma::from_parts(
+                em.decay,
+                em.correction,
+                em.include_buffers,
+                em.updates,
+                ps,
+            ))
+        }
+    };
+
+    // Everything validated: swap in.
+    if config_changed {
+        if let Some(c) = opt.config_mut() {
+            *c = config;
+        }
+    }
+    let state = opt.opt_state_mut();
+    state.step = meta.step;
+    state.skipped_steps = meta.skipped_steps;
+    state.non_finite = meta.non_finite_policy;
+    state.shape_change = meta.shape_change;
+    state.scalar_precision = meta.scalar_precision;
+    state.params = new_params;
+    if let (Some(target), Some(new)) = (ema, new_ema) {
+        target.restore(new);
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! Writing: the optimizer state (and an EMA) as one safetensors file.
+
+use super::checksum;
+use super::format::{
+    ck, dtype_of, encode, BufferMeta, EmaMeta, EmaParamMeta, FieldRepr, Meta, Owned, ParamMeta,
+};
+use super::{FORMAT_VERSION, METADATA_KEY};
+use crate::ema::WeightEma;
+use crate::error::OptimError;
+use crate::float::Float;
+use crate::hyper::Hyper;
+use crate::optimizer::{DslOptimizer, Field, OptimizerConfig};
+use crate::plan::{Plan, RuleBody};
+use safetensors::tensor::Dtype;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+/// Names of the live state buffers of rule `rule` per the plan, in slot order (a reused
+/// optimizer's only rule, if it has one).
+fn slot_names(plan: &Plan, rule: usize) -> Vec<&'static str> {
+    fn of(body: &RuleBody) -> Vec<&'static str> {
+        match body {
+            RuleBody::Fused { state, .. } => state.clone(),
+            RuleBody::Reuse { plan } if plan.rules.len() == 1 => of(&plan.rules[0].body),
+            RuleBody::Reuse { .. } => Vec::new(),
+        }
+    }
+    plan.rules
+        .get(rule)
+        .map(|r| of(&r.body))
+        .unwrap_or_default()
+}
+
+/// Serialises `opt` (and `ema`) into checkpoint bytes.
+pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
+    opt: &O,
+    ema: Option<&WeightEma<E>>,
+) -> Result<Vec<u8>, OptimError> {
+    let dtype = dtype_of::<E>()?;
+    let state = opt.opt_state();
+    let plan = opt.explain();
+    let mut tensors: Vec<(String, Owned)> = Vec::new();
+    let mut keys: HashSet<String> = HashSet::new();
+    let mut claim = |preferred: String, fallback: String| -> Result<String, OptimError> {
+        if keys.insert(preferred.clone()) {
+            Ok(preferred)
+        } else if keys.insert(fallback.clone()) {
+            Ok(fallback)
+        } else {
+            Err(ck(format!(
+                "tensor key `{fallback}` is used twice; rename the parameter"
+            )))
+        }
+    };
+
+    let mut params = Vec::with_capacity(state.params.len());
+    for (name, ps) in &state.params {
+        // Exact names by slot index when the optimizer provides them; otherwise the plan names
+        // the live (allocated) buffers in slot order.
+        let exact = O::state_names(ps.rule);
+        let names: Vec<&'static str> = if exact.len() >= ps.buffers.len() {
+            Vec::new()
+        } else {
+            let names = slot_names(&plan, ps.rule);
+            let live = ps.buffers.iter().filter(|b| !b.is_empty()).count();
+            if names.len() == live {
+                names
+            } else {
+                Vec::new()
+            }
+        };
+        let mut buffers = Vec::with_capacity(ps.buffers.len());
+        let mut j = 0;
+        for (k, buf) in ps.buffers.iter().enumerate() {
+            if buf.is_empty() {
+                buffers.push(None);
+                continue;
+            }
+            let slot = if exact.len() >= ps.buffers.len() {
+                exact
+                    .get(k)
+                    .map_or_else(|| format!("#{k}"), |s| s.to_string())
+            } else {
+                names
+                    .get(j)
+                    .map_or_else(|| format!("#{k}"), |s| s.to_string())
+            };
+            j += 1;
+            let key = claim(format!("{name}/{slot}"), format!("{name}/#{k}"))?;
+            tensors.push((
+                key.clone(),
+                Owned {
+                    dtype,
+                    shape: [buf.len()],
+                    data: encode(buf),
+                },
+            ));
+            buffers.push(Some(BufferMeta {
+                key,
+                name: slot,
+                len: buf.len(),
+            }));
+        }
+        let scalars = if ps.scalars.is_empty() {
+            None
+        } else {
+            let key = claim(format!("{name}/#scalars"), format!("{name}/#scalars#"))?;
+            tensors.push((
+                key.clone(),
+                Owned {
+                    dtype: Dtype::F64,
+                    shape: [ps.scalars.len()],
+                    data: ps.scalars.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                },
+            ));
+            Some(key)
+        };
+        params.push(ParamMeta {
+            name: name.clone(),
+            step: ps.step,
+            rule: ps.rule,
+            len: ps.len,
+            shape: ps.shape.clone(),
+            buffers,
+            scalars,
+            scalars_init: ps.scalars_init.clone(),
+        });
+    }
+
+    let ema_meta = match ema {
+        None => None,
+        Some(ema) => {
+            let mut ps = Vec::with_capacity(ema.params.len());
+            for (name, p) in &ema.params {
+                let key = claim(format!("#ema/{name}"), format!("#ema#/{name}"))?;
+                tensors.push((
+                    key.clone(),
+                    Owned {
+                        dtype,
+                        shape: [p.value.len()],
+                        data: encode(&p.value),
+                    },
+                ));
+                ps.push(EmaParamMeta {
+                    name: name.clone(),
+                    key,
+                    len: p.value.len(),
+                    updates: p.updates,
+                });
+            }
+            Some(EmaMeta {
+                decay: ema.decay,
+                correction: ema.correction,
+                include_buffers: ema.include_buffers,
+                updates: ema.updates,
+                params: ps,
+            })
+        }
+    };
+
+    let config = opt
+        .config()
+        .fields()
+        .into_iter()
+        .map(|(n, f)| {
+            let r = match f {
+                Field::Flag(b) => FieldRepr::Flag(b),
+                Field::Hyper(Hyper::Const(v)) => FieldRepr::Const(v),
+                Field::Hyper(Hyper::Schedule(s)) if s.contains_custom() => {
+                    FieldRepr::Opaque(format!("{s:?}"))
+                }
+                Field::Hyper(Hyper::Schedule(s)) => FieldRepr::Schedule(s),
+            };
+            (n.to_string(), r)
+        })
+        .collect();
+
+    let meta = Meta {
+        format: FORMAT_VERSION,
+        checksum: Some(checksum::placeholder()),
+        optimizer: <O::Config as OptimizerConfig>::NAME.to_string(),
+        dtype: E::NAME.to_string(),
+        step: state.step,
+        skipped_steps: state.skipped_steps,
+        non_finite_policy: state.non_finite,
+        shape_change: state.shape_change,
+        scalar_precision: state.scalar_precision,
+        config,
+        params,
+        ema: ema_meta,
+    };
+    let json = serde_json::to_string(&meta).map_err(|e| ck(format!("metadata: {e}")))?;
+    let info = HashMap::from([(METADATA_KEY.to_string(), json)]);
+    let mut file =
+        safetensors::tensor::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(info))
+            .map_err(|e| ck(format!("safetensors: {e}")))?;
+    checksum::seal(&mut file)?;
+    Ok(file)
+}
+
+/// Writes the checkpoint to `path` through a sibling temporary file and a rename.
+pub(super) fn save_file<E: Float, O: DslOptimizer<E>>(
+    opt: &O,
+    ema: Option<&WeightEma<E>>,
+    path: &Path,
+) -> Result<(), OptimError> {
+    let bytes = to_bytes(opt, ema)?;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    std::fs::write(&tmp, &bytes).map_err(|e| ck(format!("writing {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| ck(format!("renaming to {}: {e}", path.display())))
+}

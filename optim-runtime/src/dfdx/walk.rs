@@ -1,0 +1,352 @@
+//! The one walk over a dfdx module's tensors that every dfdx feature of the runtime uses (the
+//! step driver, [`WeightEma`](crate::ema::WeightEma), [`GradAccumulator`](crate::accumulate::GradAccumulator)).
+//!
+//! dfdx 0.13 reaches tensors through `TensorCollection::iter_tensors` and a visitor that is
+//! generic over each tensor's shape. [`walk`] and [`walk_mut`] implement that visitor once and
+//! hand every tensor to a plain closure as a [`TensorInfo`] (dotted name, shape, the type of the
+//! module that holds it, whether it is trainable) and a shape-erased handle
+//! ([`HostTensor`], [`HostTensorMut`]): copy its values to or from the host, borrow and return
+//! its gradient buffer.
+
+use crate::error::OptimError;
+use crate::float::Float;
+use dfdx::nn::tensor_collection::{
+    ModuleFields, ModuleVisitor, ScalarOptions, TensorCollection, TensorOptions, TensorViewer,
+    ViewTensorMut, ViewTensorRef,
+};
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::{Cpu, Gradients, Tensor};
+use dfdx::tensor_ops::Device;
+use std::marker::PhantomData;
+
+/// What the walk knows of one tensor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TensorInfo<'a> {
+    /// The dotted path, spelled as dfdx's `ViewTensorName` spells it (`"0.weight"`): the key of
+    /// optimizer state, EMA averages and accumulated gradients.
+    pub name: &'a str,
+    /// The tensor's shape.
+    pub shape: &'a [usize],
+    /// The type name of the innermost module holding the tensor (`"Linear"`), for
+    /// `module == "..."` routing guards.
+    pub module: &'static str,
+    /// `TensorOptions::do_gradient_update`: false for buffers such as BatchNorm running
+    /// statistics.
+    pub trainable: bool,
+}
+
+impl TensorInfo<'_> {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Read access to one tensor on `Cpu`, whatever its shape.
+pub(crate) trait HostTensor<E: Float> {
+    /// Replaces `out` with the tensor's values (flat, row-major).
+    fn read(&self, out: &mut Vec<E>);
+    /// Moves the tensor's gradient buffer out of `grads` (a zero buffer is allocated when it has
+    /// none), leaving an empty one in its place: return it with [`HostTensor::put_grad`].
+    fn take_grad(&self, grads: &mut Gradients<E, Cpu>) -> Result<Vec<E>, OptimError>;
+    /// Puts a buffer taken by [`HostTensor::take_grad`] back.
+    fn put_grad(&self, grads: &mut Gradients<E, Cpu>, buf: Vec<E>) -> Result<(), OptimError>;
+}
+
+/// Write access to one tensor on `Cpu`.
+pub(crate) trait HostTensorMut<E: Float>: HostTensor<E> {
+    /// Overwrites the tensor's values with `values` (flat, row-major, exactly its length).
+    fn write(&mut self, values: &[E]);
+}
+
+fn device_error(e: impl core::fmt::Debug) -> OptimError {
+    OptimError::Device(format!("{e:?}"))
+}
+
+impl<S: Shape, E: Float> HostTensor<E> for Tensor<S, E, Cpu>
+where
+    Cpu: Device<E>,
+{
+    fn read(&self, out: &mut Vec<E>) {
+        out.clear();
+        out.resize(self.shape().num_elements(), E::zero());
+        self.copy_into(out);
+    }
+
+    fn take_grad(&self, grads: &mut Gradients<E, Cpu>) -> Result<Vec<E>, OptimError> {
+        E::take_grad(grads, self).map_err(device_error)
+    }
+
+    fn put_grad(&self, grads: &mut Gradients<E, Cpu>, buf: Vec<E>) -> Result<(), OptimError> {
+        E::put_grad(grads, self, buf).map_err(device_error)
+    }
+}
+
+impl<S: Shape, E: Float> HostTensorMut<E> for Tensor<S, E, Cpu>
+where
+    Cpu: Device<E>,
+{
+    fn write(&mut self, values: &[E]) {
+        self.copy_from(values);
+    }
+}
+
+/// Calls `f` on every tensor of `model`, in dfdx's field order.
+///
+/// # Errors
+/// The first error `f` returns (the walk stops there).
+pub(crate) fn walk<E, M>(
+    model: &M,
+    f: impl FnMut(&TensorInfo<'_>, &dyn HostTensor<E>) -> Result<(), OptimError>,
+) -> Result<(), OptimError>
+where
+    E: Float,
+    M: TensorCollection<E, Cpu>,
+    Cpu: Device<E>,
+{
+    let mut visit = Read(f, PhantomData);
+    M::iter_tensors(&mut Walker::<Read<E, _>, M> {
+        m: model,
+        path: String::new(),
+        module: short_type_name::<M>(),
+        f: &mut visit,
+    })
+    .map(|_| ())
+}
+
+/// [`walk`] with write access to every tensor.
+///
+/// # Errors
+/// The first error `f` returns (the walk stops there).
+pub(crate) fn walk_mut<E, M>(
+    model: &mut M,
+    f: impl FnMut(&TensorInfo<'_>, &mut dyn HostTensorMut<E>) -> Result<(), OptimError>,
+) -> Result<(), OptimError>
+where
+    E: Float,
+    M: TensorCollection<E, Cpu>,
+    Cpu: Device<E>,
+{
+    let mut visit = Write(f, PhantomData);
+    M::iter_tensors(&mut Walker::<Write<E, _>, M> {
+        m: model,
+        path: String::new(),
+        module: short_type_name::<M>(),
+        f: &mut visit,
+    })
+    .map(|_| ())
+}
+
+/// Name and element count of every trainable tensor of `model` (and of every other tensor too
+/// when `include_buffers`), in walk order.
+///
+/// # Errors
+/// None in practice (reading shapes cannot fail); typed for the walk.
+pub(crate) fn shapes<E, M>(
+    model: &M,
+    include_buffers: bool,
+) -> Result<Vec<(String, usize)>, OptimError>
+where
+    E: Float,
+    M: TensorCollection<E, Cpu>,
+    Cpu: Device<E>,
+{
+    let mut out = Vec::new();
+    walk::<E, M>(model, |t, _| {
+        if t.trainable || include_buffers {
+            out.push((t.name.to_string(), t.numel()));
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// For every trainable tensor of `model`: borrows its gradient buffer from `grads` (allocating
+/// a zero one when it has none), calls `f(name, buffer)`, and returns the buffer.
+///
+/// # Errors
+/// [`OptimError::Device`] when dfdx cannot allocate a gradient.
+pub(crate) fn with_each_grad<E, M>(
+    model: &M,
+    grads: &mut Gradients<E, Cpu>,
+    mut f: impl FnMut(&str, &mut Vec<E>),
+) -> Result<(), OptimError>
+where
+    E: Float,
+    M: TensorCollection<E, Cpu>,
+    Cpu: Device<E>,
+{
+    walk::<E, M>(model, |t, h| {
+        if !t.trainable {
+            return Ok(());
+        }
+        let mut g = h.take_grad(grads)?;
+        f(t.name, &mut g);
+        h.put_grad(grads, g)
+    })
+}
+
+/// `dfdx::nn::modules::linear::Linear<2, 3, f32, Cpu>` → `Linear`.
+fn short_type_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+/// `prefix.name`, as dfdx's `ViewTensorName` joins paths.
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// What [`Walker`] does at each tensor, for one kind of access.
+trait Visit {
+    /// The element type.
+    type E: Float;
+    /// `ViewTensorRef` or `ViewTensorMut`.
+    type Viewer: TensorViewer;
+    fn tensor<S: Shape>(
+        &mut self,
+        name: &str,
+        module: &'static str,
+        trainable: bool,
+        t: <Self::Viewer as TensorViewer>::View<'_, Tensor<S, Self::E, Cpu>>,
+    ) -> Result<(), OptimError>;
+}
+
+struct Read<E, F>(F, PhantomData<E>);
+struct Write<E, F>(F, PhantomData<E>);
+
+impl<E: Float, F> Visit for Read<E, F>
+where
+    F: FnMut(&TensorInfo<'_>, &dyn HostTensor<E>) -> Result<(), OptimError>,
+    Cpu: Device<E>,
+{
+    type E = E;
+    type Viewer = ViewTensorRef;
+    fn tensor<S: Shape>(
+        &mut self,
+        name: &str,
+        module: &'static str,
+        trainable: bool,
+        t: &Tensor<S, E, Cpu>,
+    ) -> Result<(), OptimError> {
+        let shape = t.shape().concrete();
+        let info = TensorInfo {
+            name,
+            shape: shape.as_ref(),
+            module,
+            trainable,
+        };
+        (self.0)(&info, t)
+    }
+}
+
+impl<E: Float, F> Visit for Write<E, F>
+where
+    F: FnMut(&TensorInfo<'_>, &mut dyn HostTensorMut<E>) -> Result<(), OptimError>,
+    Cpu: Device<E>,
+{
+    type E = E;
+    type Viewer = ViewTensorMut;
+    fn tensor<S: Shape>(
+        &mut self,
+        name: &str,
+        module: &'static str,
+        trainable: bool,
+        t: &mut Tensor<S, E, Cpu>,
+    ) -> Result<(), OptimError> {
+        let shape = t.shape().concrete();
+        let info = TensorInfo {
+            name,
+            shape: shape.as_ref(),
+            module,
+            trainable,
+        };
+        (self.0)(&info, t)
+    }
+}
+
+/// The dfdx `ModuleVisitor`: follows modules down to tensors, tracking the dotted path and the
+/// innermost module type, and hands each tensor to `f`. Builds nothing.
+struct Walker<'w, F: Visit, T: 'w> {
+    m: <F::Viewer as TensorViewer>::View<'w, T>,
+    path: String,
+    module: &'static str,
+    f: &'w mut F,
+}
+
+impl<F: Visit, T: TensorCollection<F::E, Cpu>> ModuleVisitor<T, F::E, Cpu> for Walker<'_, F, T>
+where
+    Cpu: Device<F::E>,
+{
+    type Err = OptimError;
+    type E2 = F::E;
+    type D2 = Cpu;
+
+    fn visit_module<Field, GetRef, GetMut>(
+        &mut self,
+        name: &str,
+        mut get_ref: GetRef,
+        mut get_mut: GetMut,
+    ) -> Result<Option<Field::To<F::E, Cpu>>, OptimError>
+    where
+        GetRef: FnMut(&T) -> &Field,
+        GetMut: FnMut(&mut T) -> &mut Field,
+        Field: TensorCollection<F::E, Cpu>,
+    {
+        let mut child = Walker::<F, Field> {
+            m: F::Viewer::view_field(&mut self.m, name, &mut get_ref, &mut get_mut),
+            path: join(&self.path, name),
+            module: short_type_name::<Field>(),
+            f: &mut *self.f,
+        };
+        Field::iter_tensors(&mut child)?;
+        Ok(None)
+    }
+
+    fn visit_tensor<S: Shape, GetRef, GetMut>(
+        &mut self,
+        name: &str,
+        mut get_ref: GetRef,
+        mut get_mut: GetMut,
+        opts: TensorOptions<S, F::E, Cpu>,
+    ) -> Result<Option<Tensor<S, F::E, Cpu>>, OptimError>
+    where
+        GetRef: FnMut(&T) -> &Tensor<S, F::E, Cpu>,
+        GetMut: FnMut(&mut T) -> &mut Tensor<S, F::E, Cpu>,
+    {
+        let t = F::Viewer::view_field(&mut self.m, name, &mut get_ref, &mut get_mut);
+        let path = join(&self.path, name);
+        self.f
+            .tensor(&path, self.module, opts.do_gradient_update, t)?;
+        Ok(None)
+    }
+
+    fn visit_scalar<N, GetRef, GetMut>(
+        &mut self,
+        _: &str,
+        _: GetRef,
+        _: GetMut,
+        _: ScalarOptions<N>,
+    ) -> Result<Option<N>, OptimError>
+    where
+        N: num_traits::NumCast,
+        GetRef: FnMut(&T) -> &N,
+        GetMut: FnMut(&mut T) -> &mut N,
+    {
+        Ok(None)
+    }
+
+    fn visit_fields<M: ModuleFields<T, F::E, Cpu>>(
+        &mut self,
+        fields: M,
+        builder: impl FnOnce(M::Output<F::E, Cpu>) -> T::To<F::E, Cpu>,
+    ) -> Result<Option<T::To<F::E, Cpu>>, OptimError> {
+        let options = fields.visit_fields(self)?;
+        Ok(M::handle_options(options).map(builder))
+    }
+}

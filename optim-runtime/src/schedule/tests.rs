@@ -1,0 +1,87 @@
+//! Unit checks of the closed forms (conformance with PyTorch and optax is in
+//! `tests/tests/schedules.rs`).
+
+use super::eval::restart_position;
+use super::Schedule;
+
+#[test]
+fn linear_hits_both_ends_and_holds() {
+    let s = Schedule::linear(1.0, 3.0, 4).unwrap();
+    assert_eq!(s.value(0), 1.0);
+    assert_eq!(s.value(2), 2.0);
+    assert_eq!(s.value(4), 3.0);
+    assert_eq!(s.value(100), 3.0);
+}
+
+#[test]
+fn cosine_midpoint_is_mean_of_ends() {
+    let s = Schedule::cosine(1.0, 0.0, 10).unwrap();
+    assert_eq!(s.value(0), 1.0);
+    assert!((s.value(5) - 0.5).abs() < 1e-15);
+    assert!(s.value(10).abs() < 1e-15);
+}
+
+#[test]
+fn join_restarts_count_at_boundary() {
+    let s = Schedule::join(
+        vec![
+            Schedule::constant(1.0).unwrap(),
+            Schedule::linear(0.0, 10.0, 10).unwrap(),
+        ],
+        vec![3],
+    )
+    .unwrap();
+    assert_eq!(s.value(2), 1.0);
+    assert_eq!(s.value(3), 0.0);
+    assert_eq!(s.value(8), 5.0);
+}
+
+#[test]
+fn warmup_cosine_total_includes_warmup() {
+    let s = Schedule::warmup_cosine(0.0, 1.0, 10, 110, 0.1).unwrap();
+    assert_eq!(s.value(10), 1.0);
+    assert!((s.value(110) - 0.1).abs() < 1e-15);
+    assert!((s.value(60) - 0.55).abs() < 1e-12);
+}
+
+#[test]
+fn warmup_cosine_torch_excludes_warmup() {
+    let s = Schedule::warmup_cosine_torch(1.0, 0.1, 10, 100, 0.1).unwrap();
+    assert!((s.value(0) - 0.1).abs() < 1e-15);
+    assert_eq!(s.value(10), 1.0);
+    assert!((s.value(110) - 0.1).abs() < 1e-15);
+    assert!((s.value(60) - 0.55).abs() < 1e-12);
+}
+
+#[test]
+fn restarts_lengthen_cycles() {
+    assert_eq!(restart_position(0, 10, 2), (0, 10));
+    assert_eq!(restart_position(9, 10, 2), (9, 10));
+    assert_eq!(restart_position(10, 10, 2), (0, 20));
+    assert_eq!(restart_position(29, 10, 2), (19, 20));
+    assert_eq!(restart_position(30, 10, 2), (0, 40));
+    assert_eq!(restart_position(25, 10, 1), (5, 10));
+}
+
+#[test]
+fn step_and_multistep() {
+    let s = Schedule::step(1.0, 0.5, 10).unwrap();
+    assert_eq!(s.value(9), 1.0);
+    assert_eq!(s.value(10), 0.5);
+    assert_eq!(s.value(25), 0.25);
+    let m = Schedule::multi_step(1.0, 0.1, vec![3, 7, 7]).unwrap();
+    assert_eq!(m.value(2), 1.0);
+    assert!((m.value(3) - 0.1).abs() < 1e-15);
+    assert!((m.value(7) - 1e-3).abs() < 1e-15);
+}
+
+#[test]
+fn exponential_is_bounded_by_end() {
+    let s = Schedule::exponential(1.0, 0.5, 2, false, Some(0.2)).unwrap();
+    assert_eq!(s.value(0), 1.0);
+    assert!((s.value(1) - 0.5f64.sqrt()).abs() < 1e-15);
+    assert_eq!(s.value(100), 0.2);
+    let st = Schedule::exponential(1.0, 0.5, 2, true, None).unwrap();
+    assert_eq!(st.value(1), 1.0);
+    assert_eq!(st.value(2), 0.5);
+}
