@@ -12,7 +12,7 @@
 //!
 //! `--task charlm` trains a byte-level decoder-only transformer on embedded Shakespeare with
 //! its own optimizer table (`examples::charlm::optimizers`); its set-up, reports, sweep and
-//! measured results are in `examples/CHARLM_RESULTS.md` and `compare/charlm.rs`. Everything
+//! measured results are in the README ("At a realistic scale") and `compare/charlm.rs`. Everything
 //! below is about the default task, image classification (`--task classify`).
 //!
 //! Every optimizer gets identical conditions: the model is built from the same seed (same

@@ -27,7 +27,7 @@ use dfdx::tensor::Cpu;
 pub use model::{CharTransformer, VOCAB};
 
 /// The model of `compare --task charlm`: width 128, 4 heads of 32, MLP width 512, 2 blocks,
-/// context 64 (see `examples/CHARLM_RESULTS.md` for how it was sized to the time budget).
+/// context 64 (see the README section "At a realistic scale" for how it was sized to the time budget).
 pub type CharLm = CharTransformer<128, 4, 512, 2, 64, f32, Cpu>;
 
 /// A tiny configuration for tests and doc examples: width 16, 2 heads, MLP 32, 1 block,

@@ -38,7 +38,7 @@ macro_rules! lm_table {
          $cfg:ident { $($field:ident : $val:expr),* $(,)? })
     ),* $(,)?) => {
         /// Every optimizer of the language-model comparison, in display order, with its peak
-        /// learning rate for the pinned transformer (see `examples/CHARLM_RESULTS.md` for the
+        /// learning rate for the pinned transformer (see the README section "At a realistic scale" for the
         /// sweep that chose it).
         pub const OPTIMIZERS: &[OptimizerSpec] = &[$(
             OptimizerSpec {

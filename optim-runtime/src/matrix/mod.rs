@@ -19,6 +19,9 @@
 //! | `kfac_precondition` | [`Kfac`] | `Flatten` | `.inverses` | `kfac.rs` |
 //! | `kron_eigenbasis` | [`Eigenbasis`] | `Flatten` | `.stats`, `.q` | `eigenbasis.rs` |
 //! | `rotate`, `unrotate` | [`Rotate`], [`Unrotate`] | `Flatten` | (the basis's `q`) | `eigenbasis.rs` |
+//! | `eigen_sign` | [`EigenSign`] | `Flatten` | `.stats`, `.q` (per side `< max_dim`) | `splus.rs` |
+//! | `psgd_precondition` | [`Psgd`] | `Flatten` | `.q` (triangular or diagonal factors) | `psgd.rs` |
+//! | `low_rank_orthonormalize` | [`LowRank`] | `Flatten` | `.momentum`, `.q` | `dion.rs` |
 //! | `row_*`, `col_*` | [`RowSum`], [`RowSumSq`], [`RowMax`], [`ColSum`], ... | `Flatten` | — | `axis.rs` |
 //!
 //! The free functions ([`orthogonalize`], [`kron_precondition`], ...) are the same numerics on
