@@ -73,13 +73,14 @@ pub fn dion_rank(rows: usize, cols: usize, cfg: &LowRankConfig) -> usize {
 /// side, `k = min(rows, cols)` rows); `out` is transposed back. `Q` (`k × r`, `r` from
 /// [`dion_rank`]) starts as the first `k·r` values of the probe (row-major; standard normal,
 /// unnormalised, as `torch.randn`). An all-zero `B` gives `out = 0`, `M = 0` and keeps `Q`
-/// (column-normalised), as the official `fix_all_zero_or_nan`. State: `momentum` (`rows·cols`)
+/// (column-normalised), as the official `fix_all_zero_or_nan`; a zero column of `R` with
+/// `epsilon = 0` stays zero (the official code would divide 0 by 0). State: `momentum` (`rows·cols`)
 /// and `q` (`k·r`), created on first use (re-created when a length no longer matches).
 ///
 /// Bad input is skipped, never stored: a non-finite `x` leaves `M` and `Q` unchanged and
-/// writes `out = 0` (one skipped input); a step whose `P` or `R` is not finite (an overflow)
-/// stores `M = B`, keeps `Q` and writes `out = 0` (a refused refresh). Every other step is one
-/// refresh. An empty matrix has nothing to do.
+/// writes `out = 0` (one skipped input); a step whose `B = M + X` overflows keeps `M` and `Q`,
+/// and one whose `P` or `R` is not finite stores `M = B` and keeps `Q`; both write `out = 0`
+/// (a refused refresh). Every other step is one refresh. An empty matrix has nothing to do.
 #[allow(clippy::too_many_arguments)]
 pub fn low_rank_orthonormalize<E: Float>(
     x: &[E],
@@ -119,6 +120,12 @@ pub fn low_rank_orthonormalize<E: Float>(
         return report;
     }
     let b: Vec<E> = momentum.iter().zip(&x[..n]).map(|(&m, &g)| m + g).collect();
+    if !b.iter().all(|v| v.is_finite()) {
+        // M + X overflowed: nothing is stored
+        report.failed_refreshes += 1;
+        out.fill(E::zero());
+        return report;
+    }
     let bm = MatRef::from_row_major_slice(&b, rows, cols);
     let bm = if transposed { bm.transpose() } else { bm };
     let q_old = MatRef::from_row_major_slice(&q[..], k, r).to_owned();
@@ -149,7 +156,7 @@ pub fn low_rank_orthonormalize<E: Float>(
             momentum[i * cols + j] = b[i * cols + j] - c * e;
         }
     }
-    // Q = R / (‖R_:j‖ + epsilon)
+    // Q = R / (‖R_:j‖ + epsilon); a zero column with epsilon = 0 stays zero (not 0/0)
     let eps = E::of_f64(cfg.epsilon);
     let mut qn = rf;
     for j in 0..r {
@@ -157,8 +164,10 @@ pub fn low_rank_orthonormalize<E: Float>(
             .fold(E::zero(), |s, i| s + qn[(i, j)] * qn[(i, j)])
             .sqrt()
             + eps;
-        for i in 0..k {
-            qn[(i, j)] /= norm;
+        if norm > E::zero() {
+            for i in 0..k {
+                qn[(i, j)] /= norm;
+            }
         }
     }
     write_row_major(qn.as_ref(), q);
@@ -190,7 +199,12 @@ impl MatrixWord for LowRank {
     fn check(cfg: &LowRankConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         super::check_shape(w, info)?;
-        require((0.0..=1.0).contains(&cfg.mu), w, &info, "mu must be in [0, 1]")?;
+        require(
+            (0.0..=1.0).contains(&cfg.mu),
+            w,
+            &info,
+            "mu must be in [0, 1]",
+        )?;
         require(
             cfg.rank_fraction.is_finite() && cfg.rank_fraction > 0.0,
             w,

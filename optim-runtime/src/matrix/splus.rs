@@ -125,7 +125,8 @@ pub fn eigen_sign<E: Float>(
 /// ```
 /// `lerp` is `torch.lerp`'s two-branch form. The order and signs of the eigenvectors do not
 /// change the direction (the sign is taken element-wise in the rotated basis). A gradient with
-/// a non-finite entry leaves the statistics unchanged (one skipped input per side); a
+/// a non-finite entry, or whose new statistics would not be finite (an overflow of `G G^T`),
+/// leaves the statistics unchanged (one skipped input per side); a
 /// decomposition that fails or is not finite keeps the previous basis (a refused refresh).
 /// Does nothing before [`eigen_sign`] created the state.
 pub fn eigen_sign_update<E: Float>(
@@ -152,21 +153,22 @@ pub fn eigen_sign_update<E: Float>(
     for (side, d) in active_sides(rows, cols, cfg.max_dim) {
         let len = d * d;
         let s = &mut stats[offset..offset + len];
-        if finite {
-            let gram = side_gram(g, side);
-            for i in 0..d {
-                for j in 0..d {
-                    let (a, b) = (s[i * d + j], gram[(i, j)]);
-                    // torch.lerp: start + w (end - start) for w < 0.5, else end - (end - start)(1 - w)
-                    s[i * d + j] = if w < half {
-                        a + w * (b - a)
-                    } else {
-                        b - (b - a) * (E::one() - w)
-                    };
-                }
+        // torch.lerp: start + w (end - start) for w < 0.5, else end - (end - start)(1 - w)
+        let lerp = |a: E, b: E| {
+            if w < half {
+                a + w * (b - a)
+            } else {
+                b - (b - a) * (E::one() - w)
             }
-        } else {
-            report.skipped_inputs += 1;
+        };
+        // the new statistics, stored only when finite (a huge gradient can overflow G G^T)
+        let new: Option<Vec<E>> = finite
+            .then(|| side_gram(g, side))
+            .map(|gram| (0..len).map(|k| lerp(s[k], gram[(k / d, k % d)])).collect())
+            .filter(|v: &Vec<E>| v.iter().all(|x| x.is_finite()));
+        match new {
+            Some(v) => s.copy_from_slice(&v),
+            None => report.skipped_inputs += 1,
         }
         if refresh {
             // in f64, as `kron_eigenbasis`: the basis is rounded to `E` once
@@ -207,7 +209,12 @@ impl MatrixWord for EigenSign {
     fn check(cfg: &EigenSignConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         super::check_shape(w, info)?;
-        require((0.0..=1.0).contains(&cfg.beta), w, &info, "beta must be in [0, 1]")?;
+        require(
+            (0.0..=1.0).contains(&cfg.beta),
+            w,
+            &info,
+            "beta must be in [0, 1]",
+        )?;
         require(
             cfg.eps.is_finite() && cfg.eps >= 0.0,
             w,
