@@ -235,9 +235,10 @@ fn fit_factor<E: Float>(q: &mut [E], t1: &[E], t2: &[E], f: Factor, precond_lr: 
 /// ```
 /// then, with the updated factors, `out = Q_L^T Q_L G Q_R^T Q_R` (diagonal: `q² ·`). `eps_f32`
 /// is `f32::EPSILON` for both element types, as in the reference; `mean(|G|)` is accumulated in
-/// `f64`. The probe is `probe` (one value per element) or, when absent, [`next_probe`]'s
-/// generator output keyed by `(seed, name, step)`. `q` (the state) is created on first use
-/// (and re-created if its length does not match the factors).
+/// `f64`. The probe is `probe` (one standard normal value per element; the [`Psgd`] primitive
+/// passes the user-supplied one or [`super::standard_normal_probe`]'s, keyed by `(seed, name,
+/// step)`); with fewer than `rows·cols` values there is no fit. `q` (the state) is created on
+/// first use (and re-created if its length does not match the factors).
 ///
 /// Bad input is skipped: a non-finite `x` neither damps nor fits (one skipped input), and a
 /// fit whose result is not finite (a singular factor, an overflow) keeps the factor (a refused
