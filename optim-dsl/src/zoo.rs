@@ -710,3 +710,6 @@ optimizer! {
         param = decoupled_decay(param - select(lr != 0.0, lr / lr_avg, 1.0) * m, lr, weight_decay);
     }
 }
+
+mod matrix2026;
+pub use matrix2026::{Dion, DionConfig, PsgdKron, PsgdKronConfig, Splus, SplusConfig};

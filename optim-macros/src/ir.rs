@@ -141,6 +141,10 @@ pub(crate) struct MatDef {
     /// output. `Basis`: an eigenbasis, initialised before the first loop and updated after the
     /// step, used by `rotate`/`unrotate` only.
     pub phase: MatPhase,
+    /// A `Barrier` that is also called after the step (`Phase::Finish`) with the gradient as its
+    /// input, on the same state: statistics of the raw gradient that must not change this
+    /// step's output (`eigen_sign`, SPlus).
+    pub grad_after_step: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -250,6 +254,9 @@ pub(crate) struct Slot {
     pub init: Option<NodeId>,
     pub write: Option<NodeId>,
     pub span: Span,
+    /// An `output_state`: kept (created and written every step) even when the parameter update
+    /// does not read it.
+    pub output: bool,
 }
 
 /// A scalar (per-parameter, per-step) state.

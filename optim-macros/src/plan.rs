@@ -15,9 +15,12 @@
 //! element-wise rule (AdamW) is exactly one loop.
 
 use crate::errors::Errors;
-use crate::ir::{self, BinOp, Fused, Level, MatDef, MatPhase, NodeId, Op, RedKind, RuleBody};
+use crate::ir::{self, Fused, Level, MatDef, MatPhase, NodeId, Op, RedKind, RuleBody};
 use crate::loop_ir::{self, LoopIr};
 use optim_abi::MAX_REDUCTIONS;
+
+mod dataflow;
+use dataflow::{fold, liveness};
 
 /// Where a loop reads or writes an element stream.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, PartialOrd, Ord)]
@@ -120,6 +123,9 @@ pub(crate) struct Variant {
     pub loops: Vec<LoopIr>,
     /// `barriers[k]`: matrix work between stage `k` and `k + 1`.
     pub barriers: Vec<Vec<MatCall>>,
+    /// Matrix work before stage 0: barriers on the raw `grad` or `param` (no loop computes
+    /// their input).
+    pub pre_barriers: Vec<MatCall>,
     /// Scratch buffers, by description.
     pub temps: Vec<String>,
     /// Length of each scratch buffer: a parameter's, or one value per row or column.
@@ -283,80 +289,6 @@ fn barrier_node(op: &Op) -> Option<&ir::MatNode> {
     }
 }
 
-/// Flags folded to constants, and selects on known conditions to their chosen side.
-fn fold(f: &Fused, flags: &[(usize, bool)]) -> (Vec<NodeId>, Vec<Option<bool>>) {
-    let n = f.nodes.len();
-    let mut repl: Vec<NodeId> = (0..n).collect();
-    let mut konst: Vec<Option<bool>> = vec![None; n];
-    for (i, node) in f.nodes.iter().enumerate() {
-        match &node.op {
-            Op::Flag(h) => konst[i] = flags.iter().find(|(x, _)| x == h).map(|(_, v)| *v),
-            Op::Bool(b) => konst[i] = Some(*b),
-            Op::Not(a) => konst[i] = konst[repl[*a]].map(|v| !v),
-            Op::Bin(BinOp::And, a, b) => {
-                konst[i] = match (konst[repl[*a]], konst[repl[*b]]) {
-                    (Some(false), _) | (_, Some(false)) => Some(false),
-                    (Some(true), Some(true)) => Some(true),
-                    _ => None,
-                }
-            }
-            Op::Bin(BinOp::Or, a, b) => {
-                konst[i] = match (konst[repl[*a]], konst[repl[*b]]) {
-                    (Some(true), _) | (_, Some(true)) => Some(true),
-                    (Some(false), Some(false)) => Some(false),
-                    _ => None,
-                }
-            }
-            Op::Select(c, a, b) => {
-                if let Some(v) = konst[repl[*c]] {
-                    repl[i] = if v { repl[*a] } else { repl[*b] };
-                    konst[i] = konst[repl[i]];
-                }
-            }
-            _ => {}
-        }
-    }
-    (repl, konst)
-}
-
-/// Liveness from the parameter update; a state slot is live when its value is read. Returns
-/// live nodes, live element slots and live scalar slots.
-fn liveness(
-    f: &Fused,
-    repl: &[NodeId],
-    konst: &[Option<bool>],
-    param_write: NodeId,
-) -> (Vec<bool>, Vec<bool>, Vec<bool>) {
-    let mut live = vec![false; f.nodes.len()];
-    let mut slot_live = vec![false; f.slots.len()];
-    let mut sslot_live = vec![false; f.scalar_slots.len()];
-    let mut work = vec![param_write];
-    while let Some(x) = work.pop() {
-        let x = repl[x];
-        if live[x] {
-            continue;
-        }
-        live[x] = true;
-        if konst[x].is_some() {
-            continue;
-        }
-        match f.nodes[x].op {
-            Op::StateRead(k) | Op::First(k) if !slot_live[k] => {
-                slot_live[k] = true;
-                work.extend(f.slots[k].write);
-                work.extend(f.slots[k].init);
-            }
-            Op::ScalarRead(k) if !sslot_live[k] => {
-                sslot_live[k] = true;
-                work.extend(f.scalar_slots[k].write);
-            }
-            _ => {}
-        }
-        work.extend(operands(&f.nodes[x].op));
-    }
-    (live, slot_live, sslot_live)
-}
-
 fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
     let n = f.nodes.len();
     let (repl, konst) = fold(f, &flags);
@@ -376,6 +308,7 @@ fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
         stages: Vec::new(),
         loops: Vec::new(),
         barriers: Vec::new(),
+        pre_barriers: Vec::new(),
         temps: Vec::new(),
         temp_lens: Vec::new(),
         axis_calls: Vec::new(),
@@ -398,6 +331,7 @@ fn plan_variant(f: &Fused, flags: Vec<(usize, bool)>) -> Variant {
     let out = Streams::new(f, &v).build();
     v.stages = out.stages;
     v.barriers = out.barriers;
+    v.pre_barriers = out.pre_barriers;
     v.temps = out.temps;
     v.temp_lens = out.temp_lens;
     v.axis_calls = out.axis_calls;
@@ -421,6 +355,14 @@ fn assign_stages(f: &Fused, v: &mut Variant) {
         let base = ops.iter().map(|&o| v.stage_of[r(o)]).max().unwrap_or(0);
         v.stage_of[i] = match &f.nodes[i].op {
             Op::Reduce(_, x) | Op::Global(_, x, _) | Op::Axis(_, _, x) => v.stage_of[r(*x)] + 1,
+            // on the raw gradient or parameter (not a rotation): before the first loop
+            Op::Mat(m)
+                if m.def.phase == MatPhase::Barrier
+                    && m.basis.is_none()
+                    && matches!(f.nodes[r(m.input)].op, Op::Grad | Op::Param) =>
+            {
+                base
+            }
             Op::Mat(m) if m.def.phase == MatPhase::Barrier => {
                 (v.stage_of[r(m.input)] + 1).max(base)
             }
@@ -503,6 +445,7 @@ struct Streams<'a> {
 struct Built {
     stages: Vec<Stage>,
     barriers: Vec<Vec<MatCall>>,
+    pre_barriers: Vec<MatCall>,
     temps: Vec<String>,
     temp_lens: Vec<Len>,
     axis_calls: Vec<Vec<AxisCall>>,
@@ -698,15 +641,17 @@ impl<'a> Streams<'a> {
         }
     }
 
-    /// The barriers that run after stage `k` (their input is ready then).
-    fn barriers_after(&mut self, k: usize, refs: &mut Vec<NodeId>) -> Vec<MatCall> {
+    /// The barriers that run before stage `stage` (after stage `stage - 1`, whose loop makes
+    /// their input; before stage 0: on the raw gradient or parameter).
+    fn barriers_at(&mut self, stage: usize, refs: &mut Vec<NodeId>) -> Vec<MatCall> {
+        let k = stage.saturating_sub(1);
         let (f, v) = (self.f, self.v);
         let mut calls = Vec::new();
         for i in v.live_nodes() {
             let Some(m) = barrier_node(&f.nodes[i].op) else {
                 continue;
             };
-            if v.stage_of[i] != k + 1 {
+            if v.stage_of[i] != stage {
                 continue;
             }
             let input = self.mat_input(v.repl[m.input], k, refs);
@@ -786,7 +731,7 @@ impl<'a> Streams<'a> {
                 refs.push(r(x));
             }
         }
-        let calls = self.barriers_after(k, &mut refs);
+        let calls = self.barriers_at(k + 1, &mut refs);
         let axis = self.axis_after(k, &mut refs);
         self.axis_calls.push(axis);
         refs.sort_unstable();
@@ -800,6 +745,7 @@ impl<'a> Streams<'a> {
         let nstages = v.stages.len();
         let mut stages: Vec<Stage> = (0..nstages).map(|_| Stage::default()).collect();
         let mut barriers = Vec::with_capacity(nstages);
+        let pre_barriers = self.barriers_at(0, &mut Vec::new());
         // element nodes computed in their stage (matrix outputs and leaves are loaded)
         for i in v.live_nodes() {
             if v.is_elem(f, i)
@@ -862,6 +808,7 @@ impl<'a> Streams<'a> {
         Built {
             stages,
             barriers,
+            pre_barriers,
             temps: self.temps,
             temp_lens: self.temp_lens,
             axis_calls,

@@ -135,6 +135,13 @@ pub trait StagedJob<E: Float>: Send {
     fn kernel(&mut self, k: usize, globals: &[f64]) -> KernelCall<'_, E>;
     /// Receives this parameter's reduction totals of stage `k`.
     fn reduced(&mut self, k: usize, sums: &[f64]);
+    /// Whether [`pre_barrier`](Self::pre_barrier) has work (the default: no).
+    fn has_pre_barrier(&self) -> bool {
+        false
+    }
+    /// Whole-tensor work before stage 0, on the raw gradient or parameter (a matrix primitive
+    /// whose input no loop computes). The default does nothing.
+    fn pre_barrier(&mut self) {}
     /// Whole-tensor work between stage `k` and `k + 1` (matrix primitives).
     fn barrier(&mut self, k: usize);
     /// After the last stage (scalar state writes).
@@ -265,6 +272,14 @@ pub fn execute_with<E: Float>(
         .unwrap_or(0)
         .max(stages);
     let mut globals = [0.0f64; MAX_GLOBALS];
+    let pending: Vec<&mut Job<'_, E>> = jobs.iter_mut().filter(|j| j.has_pre_barrier()).collect();
+    if pending.len() > 1 {
+        pending.into_par_iter().for_each(|j| j.pre_barrier());
+    } else {
+        for j in pending {
+            j.pre_barrier();
+        }
+    }
     for k in 0..max_stages {
         // one per job, in the jobs' order (empty for a job with fewer loops), so that the
         // combiner sees every parameter at every loop

@@ -193,11 +193,73 @@ pub trait DslOptimizer<E: Float>: Sized {
             .params
             .entry(name.to_string())
             .or_insert_with(|| ParamState::new(rule, numel));
+        let probe = ps.factors.take().and_then(|f| f.probe);
         ps.factors = Some(KronFactors {
             left,
             right,
             dirty: true,
+            probe,
         });
+        Ok(())
+    }
+
+    /// Supplies the random probe of parameter `name` (of logical `shape`) for its next step:
+    /// `probe` holds one standard normal value per element, row-major. `psgd_precondition` uses
+    /// it as that step's `V` (the reference's `torch.randn_like(G)`);
+    /// `low_rank_orthonormalize` reads its first `k·r` values as its initial right factor
+    /// (`k × r`, row-major) when it creates its state. The probe is used once, by the
+    /// parameter's next step that draws one (a PSGD step with `update` false draws none); steps
+    /// without a supplied probe draw from [`crate::matrix::standard_normal_probe`], keyed by the
+    /// primitive's `seed`, the parameter's name and its step (deterministic and resume-safe). A
+    /// probe set for a parameter whose rule uses neither primitive is never read. Setting it
+    /// again replaces it. Not saved in checkpoints.
+    ///
+    /// # Errors
+    /// [`OptimError::ShapeMismatch`] when `probe` does not have one value per element of
+    /// `shape`, or the parameter's state has another size; [`OptimError::InvalidUse`] for a
+    /// non-finite entry. Nothing changes on error.
+    fn set_probe(&mut self, name: &str, shape: &[usize], probe: Vec<E>) -> Result<(), OptimError> {
+        let info = ParamInfo::new(name, shape);
+        let numel = info.numel();
+        if probe.len() != numel {
+            return Err(OptimError::ShapeMismatch {
+                param: name.to_string(),
+                detail: format!(
+                    "probe has {} elements, expected {numel} (one per element of {shape:?})",
+                    probe.len()
+                ),
+            });
+        }
+        if probe.iter().any(|v| !v.is_finite()) {
+            return Err(OptimError::InvalidUse(format!(
+                "probe of `{name}` has a non-finite entry"
+            )));
+        }
+        if let Some(ps) = self.opt_state().params.get(name) {
+            if ps.len != numel {
+                return Err(OptimError::ShapeMismatch {
+                    param: name.to_string(),
+                    detail: format!(
+                        "shape {shape:?} has {numel} elements but the optimizer state has {}",
+                        ps.len
+                    ),
+                });
+            }
+        }
+        let rule = Self::route(&info);
+        let ps = self
+            .opt_state_mut()
+            .params
+            .entry(name.to_string())
+            .or_insert_with(|| ParamState::new(rule, numel));
+        ps.factors
+            .get_or_insert(KronFactors {
+                left: None,
+                right: None,
+                dirty: false,
+                probe: None,
+            })
+            .probe = Some(probe);
         Ok(())
     }
 

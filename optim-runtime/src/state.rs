@@ -34,8 +34,9 @@ pub struct ParamState<E> {
     pub scalars_init: Vec<bool>,
     /// Scratch buffers for values that cross a barrier (not part of the saved state).
     pub temps: Vec<Vec<E>>,
-    /// User-supplied Kronecker factor statistics for `kfac_precondition` (see
-    /// [`crate::DslOptimizer::set_kron_factors`]); inputs, not saved in checkpoints.
+    /// User-supplied inputs of the matrix primitives: Kronecker factor statistics for
+    /// `kfac_precondition` ([`crate::DslOptimizer::set_kron_factors`]) and a one-shot random
+    /// probe ([`crate::DslOptimizer::set_probe`]); inputs, not saved in checkpoints.
     pub factors: Option<KronFactors<E>>,
     /// Workspace of the matrix primitives (grown once, reused every step; not saved).
     pub work: Vec<E>,
@@ -44,10 +45,11 @@ pub struct ParamState<E> {
     pub matrix: crate::matrix::MatrixStats,
 }
 
-/// Kronecker factor statistics of one parameter, supplied by the user (K-FAC style: for a
-/// linear layer `y = W x` with `W` of shape `rows × cols`, `left` is the covariance of the
-/// output gradients, `rows × rows`, and `right` the covariance of the inputs `E[x x^T]`,
-/// `cols × cols`; both row-major). A missing factor is the identity.
+/// Inputs of one parameter's matrix primitives, supplied by the user: Kronecker factor
+/// statistics (K-FAC style: for a linear layer `y = W x` with `W` of shape `rows × cols`, `left`
+/// is the covariance of the output gradients, `rows × rows`, and `right` the covariance of the
+/// inputs `E[x x^T]`, `cols × cols`; both row-major; a missing factor is the identity), and a
+/// random probe for the next step of a randomized primitive.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KronFactors<E> {
     /// `rows × rows` output-side factor, or `None` for the identity.
@@ -56,6 +58,12 @@ pub struct KronFactors<E> {
     pub right: Option<Vec<E>>,
     /// Set when the factors change; the next step recomputes their damped inverses.
     pub dirty: bool,
+    /// A standard normal probe with one value per element of the parameter (row-major), used
+    /// once by the next step's `psgd_precondition` (as its `V`) or, when it creates its state,
+    /// `low_rank_orthonormalize` (its first values as the initial right factor); `None`: the
+    /// primitive draws its probe from [`crate::matrix::standard_normal_probe`]. Set with
+    /// [`crate::DslOptimizer::set_probe`].
+    pub probe: Option<Vec<E>>,
 }
 
 impl<E: Copy + Default> ParamState<E> {

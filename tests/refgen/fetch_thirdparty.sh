@@ -18,4 +18,5 @@ sail-sg/Adan 2c65beaf400775753b155da4082c3819fea689b9
 iShohei220/adopt 6468572b4b3688a2f056b796b071da540568520e
 evanatyourservice/kron_torch 884427c32bc45e8293e20c26c85e4ccc4f68c9d1
 facebookresearch/optimizers f60660661194de26d3ee78bae6d15820ff8e583d
+microsoft/dion 0a059a4542e5aa74b40dcd1dce363836c7afcd48
 LIST

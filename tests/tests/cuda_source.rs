@@ -10,8 +10,8 @@
 
 use optim_dsl::zoo::{
     AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Adopt, CautiousAdamW,
-    CautiousLion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, RAdam, RMSprop,
-    ScheduleFreeAdamW, Sgd, Shampoo, Soap,
+    CautiousLion, Dion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, PsgdKron, RAdam,
+    RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap, Splus,
 };
 use optim_dsl::{
     CudaKernelSource, DslOptimizer, Field, Float, OptimizerConfig, ParamInfo, ParamState, Plan,
@@ -96,6 +96,9 @@ fn zoo() -> Vec<Zoo> {
         Adan,
         Adopt,
         LaProp,
+        Splus,
+        PsgdKron,
+        Dion,
     ]
 }
 
@@ -214,7 +217,10 @@ fn default_flag(name: &str, flag: &str) -> bool {
         MarsAdamW,
         Adan,
         Adopt,
-        LaProp
+        LaProp,
+        Splus,
+        PsgdKron,
+        Dion
     );
     fields
         .into_iter()

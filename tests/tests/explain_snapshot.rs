@@ -9,8 +9,8 @@
 
 use optim_dsl::zoo::{
     AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Adopt, CautiousAdamW,
-    CautiousLion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, RAdam, RMSprop,
-    ScheduleFreeAdamW, Sgd, Shampoo, Soap,
+    CautiousLion, Dion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, PsgdKron, RAdam,
+    RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap, Splus,
 };
 use optim_dsl::{DslOptimizer, Field, OptimizerConfig};
 use std::fmt::Write as _;
@@ -65,6 +65,9 @@ fn snapshot() -> String {
     plans::<Adan>("Adan", &mut s);
     plans::<Adopt>("Adopt", &mut s);
     plans::<LaProp>("LaProp", &mut s);
+    plans::<Splus>("Splus", &mut s);
+    plans::<PsgdKron>("PsgdKron", &mut s);
+    plans::<Dion>("Dion", &mut s);
     s
 }
 

@@ -215,6 +215,7 @@ fn exercise<E: Float>(
             left: Some(gram(rows, true)),
             right: Some(gram(cols, false)),
             dirty: true,
+            probe: None,
         });
     }
     let out = drive::<E, Kfac>(&cfg.kfac, shape, grads, &mut ps);

@@ -44,9 +44,9 @@ fn variant_body(opt: &ir::Optimizer, f: &Fused, v: &Variant) -> TokenStream {
         quote!(#p::KernelPlan { reads: ::std::vec![#(#reads),*], writes: ::std::vec![#(#writes),*], ops: #ops })
     });
     let barriers: Vec<String> = v
-        .barriers
+        .pre_barriers
         .iter()
-        .flatten()
+        .chain(v.barriers.iter().flatten())
         .map(|b| format!("{}({})", b.def.explain, v.stream_name(f, b.input)))
         .chain(v.axis_calls.iter().flatten().map(|a| {
             format!(
@@ -71,7 +71,7 @@ fn variant_body(opt: &ir::Optimizer, f: &Fused, v: &Variant) -> TokenStream {
         )
         .collect();
     let mut state: Vec<&str> = v.slots.iter().map(|&s| f.slots[s].name.as_str()).collect();
-    for b in v.barriers.iter().flatten() {
+    for b in v.pre_barriers.iter().chain(v.barriers.iter().flatten()) {
         for &s in &b.slots {
             state.push(f.mat_slots[s - f.slots.len()].as_str());
         }

@@ -264,6 +264,32 @@ impl VariantEmitter<'_> {
         quote!(#(#calls)*)
     }
 
+    /// After the step, the barriers that also take the gradient (`MatDef::grad_after_step`)
+    /// are called again on it, with their state.
+    fn grad_after_step(&self) -> TokenStream {
+        let v = self.v;
+        let calls = v
+            .pre_barriers
+            .iter()
+            .chain(v.barriers.iter().flatten())
+            .filter(|c| c.def.grad_after_step)
+            .map(|c| {
+                self.run_call(
+                    c.def,
+                    &c.args,
+                    "Finish",
+                    Stream::Grad,
+                    None,
+                    &c.slots,
+                    None,
+                    &[],
+                    quote!(&**p),
+                    quote!(*g),
+                )
+            });
+        quote!(#(#calls;)*)
+    }
+
     fn repl_args(&self, m: &MatNode) -> Vec<(&'static str, NodeId)> {
         m.args.iter().map(|&(k, a)| (k, self.v.repl[a])).collect()
     }
@@ -481,6 +507,7 @@ impl VariantEmitter<'_> {
         let ensure = self.ensure_state();
         let basis_init = self.basis_init();
         let basis_update = self.basis_update();
+        let grad_after_step = self.grad_after_step();
         let swrites = v.scalar_slots.iter().filter_map(|&k| {
             let r = hnum(v, f.scalar_slots[k].write?);
             Some(quote!(ps.scalars[#k] = #r;))
@@ -514,6 +541,8 @@ impl VariantEmitter<'_> {
             let axes = axes.iter().map(|c| self.axis_call(c));
             Some(quote!(#k => { #(#mats;)* #(#axes)* }))
         });
+        let has_pre = !v.pre_barriers.is_empty();
+        let pre_barriers = v.pre_barriers.iter().map(|c| self.barrier_call(c));
         let finish_host = &later[nstages];
         // axis reductions of the last loop's values, and per-row values after it
         let finish_axes = v
@@ -574,6 +603,14 @@ impl VariantEmitter<'_> {
                         _ => {}
                     }
                 }
+                fn has_pre_barrier(&self) -> ::core::primitive::bool {
+                    #has_pre
+                }
+                fn pre_barrier(&mut self) {
+                    let #job { values, ps, p, g, info, h } = self;
+                    let (values, info) = (*values, *info);
+                    #(#pre_barriers;)*
+                }
                 fn barrier(&mut self, k: #p::Usize) {
                     let #job { values, ps, p, g, info, h } = self;
                     let (values, info) = (*values, *info);
@@ -591,6 +628,7 @@ impl VariantEmitter<'_> {
                     #(#finish_axes)*
                     #finish_axis_code
                     #basis_update
+                    #grad_after_step
                     #(#swrites)*
                 }
             }

@@ -609,6 +609,7 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             init,
             write: None,
             span,
+            output: false,
         });
         self.slots.len() - 1
     }

@@ -19,6 +19,22 @@ const fn barrier(
         runtime,
         state,
         phase: MatPhase::Barrier,
+        grad_after_step: false,
+    }
+}
+
+/// A primitive that runs between loops and again after the step on the gradient.
+const fn barrier_then_grad(
+    explain: &'static str,
+    runtime: &'static str,
+    state: &'static [&'static str],
+) -> MatDef {
+    MatDef {
+        explain,
+        runtime,
+        state,
+        phase: MatPhase::Barrier,
+        grad_after_step: true,
     }
 }
 
@@ -33,6 +49,7 @@ const fn basis(
         runtime,
         state,
         phase: MatPhase::Basis,
+        grad_after_step: false,
     }
 }
 
@@ -43,6 +60,10 @@ pub(crate) static KFAC: MatDef = barrier("kfac", "Kfac", &["inverses"]);
 pub(crate) static EIGENBASIS: MatDef = basis("eigenbasis", "Eigenbasis", &["stats", "q"]);
 pub(crate) static ROTATE: MatDef = barrier("rotate", "Rotate", &[]);
 pub(crate) static UNROTATE: MatDef = barrier("unrotate", "Unrotate", &[]);
+pub(crate) static EIGEN_SIGN: MatDef =
+    barrier_then_grad("eigen_sign", "EigenSign", &["stats", "q"]);
+pub(crate) static PSGD: MatDef = barrier("psgd", "Psgd", &["q"]);
+pub(crate) static LOW_RANK: MatDef = barrier("low_rank", "LowRank", &["momentum", "q"]);
 
 pub(crate) const WORDS: &[Entry] = &[
     Entry {
@@ -129,12 +150,88 @@ pub(crate) const WORDS: &[Entry] = &[
         matrix_only: false,
         lower: |lw, c| rotation(lw, c, &UNROTATE),
     },
+    Entry {
+        name: "eigen_sign",
+        args: &[
+            pos("x", Value),
+            pos("grad", Value),
+            pos("beta", Beta),
+            named("update_freq", Count),
+            named("max_dim", Count),
+            named("eps", Scalar),
+        ],
+        matrix_only: false,
+        lower: |lw, c| {
+            if !matches!(lw.nodes[c.req("grad")].op, Op::Grad) {
+                lw.cx.error(
+                    c.arg_span("grad"),
+                    "`eigen_sign` takes its statistics from the gradient; pass `grad` as its second argument",
+                );
+            }
+            let base = c.binding_or(format!("eigen_sign{}", lw.mat_slots.len()));
+            primitive_with(lw, c, &EIGEN_SIGN, base, &["x", "grad"])
+        },
+    },
+    Entry {
+        name: "psgd_precondition",
+        args: &[
+            pos("x", Value),
+            named("precond_lr", Scalar),
+            named("precond_init_scale", Scalar),
+            named("max_size_triangular", Count),
+            named("min_ndim_triangular", Count),
+            named("update", Cond),
+            named("seed", Scalar),
+        ],
+        matrix_only: false,
+        lower: |lw, c| {
+            if let Some(u) = c.arg("update") {
+                let ty = lw.ty(u);
+                if ty.boolean && !ty.level.per_step() {
+                    lw.cx.error(
+                        c.arg_span("update"),
+                        format!("`update` of `psgd_precondition` decides once per step whether the preconditioner is fitted; it must be a flag or a per-step condition, found {}", ty.level.describe()),
+                    );
+                }
+            }
+            let base = c.binding_or(format!("psgd{}", lw.mat_slots.len()));
+            primitive(lw, c, &PSGD, base)
+        },
+    },
+    Entry {
+        name: "low_rank_orthonormalize",
+        args: &[
+            pos("x", Value),
+            pos("mu", Beta),
+            named("rank_fraction", Scalar),
+            named("rank_multiple_of", Count),
+            named("power_iters", Count),
+            named("epsilon", Scalar),
+            named("seed", Scalar),
+        ],
+        matrix_only: true,
+        lower: |lw, c| {
+            let base = c.binding_or(format!("low_rank{}", lw.mat_slots.len()));
+            primitive(lw, c, &LOW_RANK, base)
+        },
+    },
 ];
 
 /// A primitive applied to argument `x`, its other arguments passed by name to its runtime
 /// config, with one state buffer per suffix of `def.state` named `base.suffix` (`base` for the
 /// empty suffix).
 fn primitive(lw: &mut Lowerer<'_, '_>, c: &Call<'_>, def: &'static MatDef, base: String) -> NodeId {
+    primitive_with(lw, c, def, base, &["x"])
+}
+
+/// [`primitive`], passing every argument except those in `skip` to the runtime config.
+fn primitive_with(
+    lw: &mut Lowerer<'_, '_>,
+    c: &Call<'_>,
+    def: &'static MatDef,
+    base: String,
+    skip: &[&str],
+) -> NodeId {
     let x = c.req("x");
     let word = c.entry.name;
     if def.phase == MatPhase::Barrier && lw.ty(x).level != Level::Elem {
@@ -156,7 +253,7 @@ fn primitive(lw: &mut Lowerer<'_, '_>, c: &Call<'_>, def: &'static MatDef, base:
     let node = MatNode {
         def,
         input: x,
-        args: c.args_except(&["x"]),
+        args: c.args_except(skip),
         slots,
         basis: None,
     };

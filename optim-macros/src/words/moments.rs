@@ -81,6 +81,25 @@ pub(crate) const WORDS: &[Entry] = &[
         },
     },
     Entry {
+        name: "output_state",
+        args: &[pos("init", Init)],
+        matrix_only: false,
+        lower: |lw, c| {
+            if c.binding.is_none() {
+                lw.cx.error(c.span, "`output_state(...)` must be bound with `let name = output_state(init);` so that it can be assigned");
+            }
+            let (slot, old) = lw.state_with_init(
+                c.slot_name(lw, "output_state"),
+                Some(c.req("init")),
+                c.req("init"),
+                c.span,
+            );
+            lw.slots[slot].output = true;
+            lw.bind_next(Binding::State(slot, old));
+            old
+        },
+    },
+    Entry {
         name: "row_state",
         args: &[pos("init", Scalar)],
         matrix_only: false,

@@ -19,20 +19,28 @@
 //! | `kfac_precondition` | [`Kfac`] | `Flatten` | `.inverses` | `kfac.rs` |
 //! | `kron_eigenbasis` | [`Eigenbasis`] | `Flatten` | `.stats`, `.q` | `eigenbasis.rs` |
 //! | `rotate`, `unrotate` | [`Rotate`], [`Unrotate`] | `Flatten` | (the basis's `q`) | `eigenbasis.rs` |
+//! | `eigen_sign` | [`EigenSign`] | `Flatten` | `.stats`, `.q` (per side `< max_dim`) | `splus.rs` |
+//! | `psgd_precondition` | [`Psgd`] | `Flatten` | `.q` (triangular or diagonal factors) | `psgd.rs` |
+//! | `low_rank_orthonormalize` | [`LowRank`] | `Flatten` | `.momentum`, `.q` | `dion.rs` |
 //! | `row_*`, `col_*` | [`RowSum`], [`RowSumSq`], [`RowMax`], [`ColSum`], ... | `Flatten` | — | `axis.rs` |
 //!
 //! The free functions ([`orthogonalize`], [`kron_precondition`], ...) are the same numerics on
 //! plain buffers, for direct use.
 
 mod axis;
+mod dion;
 mod eigenbasis;
 mod factored;
 mod kfac;
 mod kron;
 mod linalg;
 mod newton_schulz;
+mod probe;
+mod psgd;
+mod splus;
 
 pub use axis::{broadcast, ColMax, ColSum, ColSumSq, RowMax, RowSum, RowSumSq};
+pub use dion::{dion_rank, low_rank_orthonormalize, LowRank, LowRankConfig, DION_EPSILON, DION_MU};
 pub use eigenbasis::{
     eigenbasis_init, eigenbasis_update, rotate, Eigenbasis, EigenbasisConfig, Rotate, RotateConfig,
     Unrotate, EIGENBASIS_MAX_DIM, EIGENBASIS_UPDATE_FREQ,
@@ -43,6 +51,12 @@ pub use kron::{kron_precondition, Kron, KronConfig, KRON_DEFAULT};
 pub use newton_schulz::{
     orthogonalize, orthogonalize_with, Orthogonalize, OrthogonalizeConfig, NS_COEFFS, NS_EPS,
     NS_EPS_KELLER, NS_STEPS,
+};
+pub use probe::standard_normal_probe;
+pub use psgd::{psgd_precondition, Psgd, PsgdConfig, PSGD_MAX_SIZE_TRIANGULAR, PSGD_PRECOND_LR};
+pub use splus::{
+    eigen_sign, eigen_sign_update, EigenSign, EigenSignConfig, EIGEN_SIGN_BETA, EIGEN_SIGN_EPS,
+    EIGEN_SIGN_MAX_DIM, EIGEN_SIGN_UPDATE_FREQ,
 };
 
 use crate::{Float, KronFactors, ParamInfo, ParamState};

@@ -6,8 +6,8 @@
 use optim_dsl::__private::KernelFn;
 use optim_dsl::zoo::{
     AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Adopt, CautiousAdamW,
-    CautiousLion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, RAdam, RMSprop,
-    ScheduleFreeAdamW, Sgd, Shampoo, Soap,
+    CautiousLion, Dion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, PsgdKron, RAdam, RMSprop,
+    ScheduleFreeAdamW, Sgd, Shampoo, Soap, Splus,
 };
 use optim_dsl::{
     CudaKernelSource, DslOptimizer, Field, Float, OptimizerConfig, ParamInfo, ParamState,
@@ -50,6 +50,10 @@ pub fn rust_stage<E: Float, O: DslOptimizer<E>>(k: &CudaKernelSource) -> (Kernel
     let info = ParamInfo::new("layer.weight", &shape);
     let mut job = O::prepare(&values, k.rule, &mut ps, info, &mut p, &g);
     let mut globals = [0.0f64; 4];
+    // matrix work on the raw gradient or parameter runs before the first loop (Adafactor, Dion)
+    if job.has_pre_barrier() {
+        job.pre_barrier();
+    }
     for s in 0..k.stage {
         let mut call = job.kernel(s, &globals);
         let mut red = [0.0f64; 8];
@@ -90,13 +94,13 @@ pub fn zoo<E: Float>() -> Vec<Stage<E>> {
         cast(
             zoo_stages!(f32; Sgd, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam,
             Lion, AdEMAMix, Muon, Adafactor, Shampoo, Lamb, Soap, ScheduleFreeAdamW, KFac,
-            CautiousAdamW, CautiousLion, MarsAdamW, Adan, Adopt, LaProp),
+            CautiousAdamW, CautiousLion, MarsAdamW, Adan, Adopt, LaProp, Splus, PsgdKron, Dion),
         )
     } else {
         cast(
             zoo_stages!(f64; Sgd, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam,
             Lion, AdEMAMix, Muon, Adafactor, Shampoo, Lamb, Soap, ScheduleFreeAdamW, KFac,
-            CautiousAdamW, CautiousLion, MarsAdamW, Adan, Adopt, LaProp),
+            CautiousAdamW, CautiousLion, MarsAdamW, Adan, Adopt, LaProp, Splus, PsgdKron, Dion),
         )
     }
 }
