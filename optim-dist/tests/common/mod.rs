@@ -182,17 +182,16 @@ pub fn param_slices<'a>(
     params: &'a mut [Vec<f32>],
     grads: &'a [Vec<f32>],
 ) -> Vec<ParamSlice<'a, f32>> {
-    params
-        .iter_mut()
-        .zip(model)
-        .zip(grads)
-        .map(|((p, (name, shape)), g)| ParamSlice {
+    let mut slices = Vec::with_capacity(model.len());
+    for (((name, shape), param), grad) in model.iter().zip(params).zip(grads) {
+        slices.push(ParamSlice {
             name,
             shape,
-            param: p,
-            grad: g,
-        })
-        .collect()
+            param,
+            grad,
+        });
+    }
+    slices
 }
 
 /// Asserts that two parameter sets are equal bit for bit, naming the first difference.
