@@ -2,11 +2,11 @@
 //! any optimizer, for evaluating with the averaged weights. Its dfdx methods (`update_model`,
 //! `copy_to_model`, `swap_with_model`) are in [`crate::dfdx`].
 
+use crate::accumulate::check_each_once;
 use crate::error::OptimError;
 use crate::float::Float;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use crate::accumulate::check_each_once;
 use std::collections::BTreeMap;
 
 /// How the first updates of a [`WeightEma`] are treated.

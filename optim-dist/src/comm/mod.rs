@@ -17,6 +17,11 @@
 //! | [`broadcast`](Communicator::broadcast) | `MPI_Bcast` | `ncclBroadcast` |
 //! | [`barrier`](Communicator::barrier) | `MPI_Barrier` | a one-element `ncclAllReduce` |
 //!
+//! The count checks of the two variable-count collectives are the trait's: an implementation
+//! supplies [`transport_all_to_all_v`](Communicator::transport_all_to_all_v) and
+//! [`transport_all_gather_v`](Communicator::transport_all_gather_v), which receive the buffers
+//! ([`AllToAllV`], [`AllGatherV`]) only once the counts fit them.
+//!
 //! Every rank must call the same collectives in the same order with consistent counts, as in
 //! MPI; a rank that does not, hangs the others (or, with [`ThreadComm`], gets a
 //! [`CommError`] once a peer is dropped).
