@@ -138,6 +138,9 @@ use optim_dsl::zoo::{
     Adam, AdamConfig, KFac, KFacConfig, Sgd, SgdConfig, Shampoo, ShampooConfig, Soap, SoapConfig,
 };
 
+#[path = "shared/table.rs"]
+mod table;
+
 optimizer! {
     /// Jacobi (diagonal) preconditioning, `param -= lr * grad / d` with `d = diag(H)`.
     ///
@@ -468,15 +471,7 @@ fn jacobi_optimal_lr(h: &[f64], n: usize) -> f64 {
 
 /// Prints a table: header row, then rows of cells, columns right-aligned to their widest cell.
 fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| {
-            rows.iter()
-                .map(|r| r[c].chars().count())
-                .chain([header[c].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    let widths = table::column_widths(header, rows);
     let line = |cells: Vec<&str>| {
         let parts: Vec<String> = cells
             .iter()

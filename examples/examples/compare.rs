@@ -241,6 +241,10 @@ use optim_dsl::prelude::*;
 
 #[path = "compare/charlm.rs"]
 mod charlm;
+#[path = "shared/plot.rs"]
+mod plot_parts;
+#[path = "shared/table.rs"]
+mod table;
 
 /// Number of classes of both data sets.
 const CLASSES: usize = 10;
@@ -401,14 +405,22 @@ impl RunConfig {
     /// # Errors
     /// A warmup longer than the run, or a non-finite peak or final value.
     fn schedule(&self, peak: f64) -> Result<Schedule, OptimError> {
-        Schedule::warmup_cosine(
-            0.0,
-            peak,
-            self.warmup,
-            self.steps as u64,
-            peak * self.final_lr,
-        )
+        warmup_cosine_from_zero(peak, self.warmup, self.steps, self.final_lr)
     }
+}
+
+/// Linear warmup from 0 to `peak` over `warmup` steps, then cosine decay to `peak * final_lr`
+/// at step `steps` (both tasks' learning-rate schedule).
+///
+/// # Errors
+/// A warmup longer than the run, or a non-finite peak or final value.
+fn warmup_cosine_from_zero(
+    peak: f64,
+    warmup: u64,
+    steps: usize,
+    final_lr: f64,
+) -> Result<Schedule, OptimError> {
+    Schedule::warmup_cosine(0.0, peak, warmup, steps as u64, peak * final_lr)
 }
 
 /// One point of a loss curve.
@@ -846,15 +858,7 @@ fn print_table(results: &[RunResult], target: f64) {
 /// Prints a table: the first column left-aligned, the others right-aligned, a rule under the
 /// header.
 fn print_rows(header: &[String], rows: &[Vec<String>]) {
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| {
-            rows.iter()
-                .map(|r| r[c].chars().count())
-                .chain([header[c].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    let widths = table::column_widths(header, rows);
     let fmt_row = |cells: &[String]| {
         let mut s = String::new();
         for (c, (cell, w)) in cells.iter().zip(&widths).enumerate() {
@@ -949,7 +953,15 @@ fn short_number(v: f64) -> String {
     }
 }
 
+/// The colour of the `i`-th series: [`PALETTE`], repeating.
+fn series_color(i: usize) -> plotters::style::RGBAColor {
+    use plotters::style::{Color, RGBColor};
+    let (r8, g8, b8) = PALETTE[i % PALETTE.len()];
+    RGBColor(r8, g8, b8).to_rgba()
+}
+
 fn plot(path: &Path, results: &[RunResult], title: &str) -> Result<(), Box<dyn Error>> {
+    use plot_parts::{chart_builder, draw_legend, legend_line};
     use plotters::prelude::*;
     let steps = results.iter().map(|r| r.steps).max().unwrap_or(1).max(1);
     let values = results
@@ -969,12 +981,8 @@ fn plot(path: &Path, results: &[RunResult], title: &str) -> Result<(), Box<dyn E
 
     let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0..steps, (lo..hi).log_scale())?;
+    let mut chart =
+        chart_builder(&root, title).build_cartesian_2d(0..steps, (lo..hi).log_scale())?;
     // A label at every 1, 2, …, 9 × 10^k when the curves span at most two decades, else at the
     // powers of ten only.
     let decades = (hi / lo).log10();
@@ -991,24 +999,16 @@ fn plot(path: &Path, results: &[RunResult], title: &str) -> Result<(), Box<dyn E
         .y_label_formatter(&|v| short_number(*v))
         .draw()?;
     for (i, r) in results.iter().enumerate() {
-        let (r8, g8, b8) = PALETTE[i % PALETTE.len()];
-        let color = RGBColor(r8, g8, b8).to_rgba();
+        let color = series_color(i);
         chart
             .draw_series(LineSeries::new(
                 r.curve.iter().map(|p| (p.step, p.smoothed)),
                 color.stroke_width(2),
             ))?
             .label(r.name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+            .legend(legend_line(color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    draw_legend(&mut chart)?;
     root.present()?;
     Ok(())
 }
@@ -1030,6 +1030,7 @@ fn plot_series(
     series: &[Series],
     y_range: (f64, f64),
 ) -> Result<(), Box<dyn Error>> {
+    use plot_parts::{chart_builder, draw_legend, legend_line};
     use plotters::prelude::*;
     let x_max = series
         .iter()
@@ -1040,12 +1041,7 @@ fn plot_series(
     let (y_lo, y_hi) = y_range;
     let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..x_max, y_lo..y_hi)?;
+    let mut chart = chart_builder(&root, title).build_cartesian_2d(0.0..x_max, y_lo..y_hi)?;
     chart
         .configure_mesh()
         .light_line_style(TRANSPARENT)
@@ -1055,8 +1051,7 @@ fn plot_series(
         .y_label_formatter(&|v| format!("{v:.2}"))
         .draw()?;
     for (i, s) in series.iter().enumerate() {
-        let (r8, g8, b8) = PALETTE[i % PALETTE.len()];
-        let color = RGBColor(r8, g8, b8).to_rgba();
+        let color = series_color(i);
         chart
             .draw_series(LineSeries::new(
                 s.points
@@ -1066,9 +1061,7 @@ fn plot_series(
                 color.stroke_width(2),
             ))?
             .label(s.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+            .legend(legend_line(color.stroke_width(2)));
         chart.draw_series(
             s.marks
                 .iter()
@@ -1076,12 +1069,7 @@ fn plot_series(
                 .map(|&p| Circle::new(p, 4, color.stroke_width(2))),
         )?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    draw_legend(&mut chart)?;
     root.present()?;
     Ok(())
 }
@@ -1091,30 +1079,27 @@ fn plot_series(
 /// Calls `$body` with `$w` bound to a const generic equal to the run-time width `$width`.
 macro_rules! with_width {
     ($width:expr, $w:ident => $body:expr) => {
+        with_width!(@arms $width, $w => $body; 32 64 128 256 512)
+    };
+    (@arms $width:expr, $w:ident => $body:expr; $($n:literal)+) => {
         match $width {
-            32 => {
-                const $w: usize = 32;
+            $($n => {
+                const $w: usize = $n;
                 $body
-            }
-            64 => {
-                const $w: usize = 64;
-                $body
-            }
-            128 => {
-                const $w: usize = 128;
-                $body
-            }
-            256 => {
-                const $w: usize = 256;
-                $body
-            }
-            512 => {
-                const $w: usize = 512;
-                $body
-            }
+            })+
             other => Err(format!("unsupported hidden width {other}; use one of {WIDTHS:?}").into()),
         }
     };
+}
+
+/// The closing line of a run: the files written into `out_dir` and the time since `start`.
+fn report_written(written: &[&str], out_dir: &Path, start: Instant) {
+    println!(
+        "\nwrote {} to {}; total {:.1} s",
+        written.join(", "),
+        out_dir.display(),
+        start.elapsed().as_secs_f64()
+    );
 }
 
 fn main() {
@@ -1237,12 +1222,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         plot(&out_dir.join("loss_curves.svg"), &results, &title)?;
         written.push("loss_curves.svg");
     }
-    println!(
-        "\nwrote {} to {}; total {:.1} s",
-        written.join(", "),
-        out_dir.display(),
-        start.elapsed().as_secs_f64()
-    );
+    report_written(&written, &out_dir, start);
     Ok(())
 }
 
@@ -1378,11 +1358,6 @@ fn run_charlm(args: &Args) -> Result<(), Box<dyn Error>> {
             written.extend(charlm::plot(&out_dir, &runs, "charlm, Shakespeare")?);
         }
     }
-    println!(
-        "\nwrote {} to {}; total {:.1} s",
-        written.join(", "),
-        out_dir.display(),
-        start.elapsed().as_secs_f64()
-    );
+    report_written(&written, &out_dir, start);
     Ok(())
 }

@@ -43,9 +43,12 @@ use std::io::Write;
 
 use dfdx::prelude::*;
 use examples::data::{digits, Dataset};
-use examples::model::{self, Mlp};
+use examples::model::{self, Inputs, Logits, Mlp};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{AdamW, AdamWConfig};
+
+#[path = "shared/plot.rs"]
+mod plot_parts;
 
 optimizer! {
     /// AdamW under muP for `(Linear<64, W>, ReLU, Linear<W, W>, ReLU, Linear<W, 10>)`: the input
@@ -76,28 +79,13 @@ fn train<const W: usize>(train: &Dataset, lr: f64, mup: bool) -> f64 {
         let zeros = vec![0.0f32; 10 * W];
         net.4.weight.copy_from(&zeros);
     }
-    let mut grads = net.alloc_grads();
-    let mut last = f64::NAN;
-    if mup {
+    let last = if mup {
         let mut opt = MupAdamW::<f32>::new(MupAdamWConfig {
             lr: lr.into(),
             ..Default::default()
         })
         .unwrap();
-        for epoch in 0..EPOCHS {
-            let stats = model::train_epoch_with::<_, 64, 10, _, _>(
-                &dev,
-                &mut net,
-                &mut grads,
-                train,
-                BATCH,
-                SEED,
-                epoch,
-                |m, g| opt.update(m, g),
-            )
-            .unwrap();
-            last = f64::from(stats.mean_loss);
-        }
+        last_epoch_loss(&dev, &mut net, train, |m, g| opt.update(m, g))
     } else {
         let mut opt = AdamW::<f32>::new(AdamWConfig {
             lr: lr.into(),
@@ -105,26 +93,44 @@ fn train<const W: usize>(train: &Dataset, lr: f64, mup: bool) -> f64 {
             ..Default::default()
         })
         .unwrap();
-        for epoch in 0..EPOCHS {
-            let stats = model::train_epoch_with::<_, 64, 10, _, _>(
-                &dev,
-                &mut net,
-                &mut grads,
-                train,
-                BATCH,
-                SEED,
-                epoch,
-                |m, g| opt.update(m, g),
-            )
-            .unwrap();
-            last = f64::from(stats.mean_loss);
-        }
-    }
+        last_epoch_loss(&dev, &mut net, train, |m, g| opt.update(m, g))
+    };
     if last.is_finite() {
         last
     } else {
         f64::INFINITY
     }
+}
+
+/// Trains `net` for `EPOCHS` epochs, `update` stepping the optimizer; returns the mean
+/// training loss of the last epoch.
+fn last_epoch_loss<M>(
+    dev: &Cpu,
+    net: &mut M,
+    train: &Dataset,
+    mut update: impl FnMut(&mut M, &mut Gradients<f32, Cpu>) -> Result<(), OptimError>,
+) -> f64
+where
+    M: ModuleMut<Inputs<64, OwnedTape<f32, Cpu>>, Output = Logits<10, OwnedTape<f32, Cpu>>>
+        + ZeroGrads<f32, Cpu>,
+{
+    let mut grads = net.alloc_grads();
+    let mut last = f64::NAN;
+    for epoch in 0..EPOCHS {
+        let stats = model::train_epoch_with::<_, 64, 10, _, _>(
+            dev,
+            net,
+            &mut grads,
+            train,
+            BATCH,
+            SEED,
+            epoch,
+            &mut update,
+        )
+        .unwrap();
+        last = f64::from(stats.mean_loss);
+    }
+    last
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -183,6 +189,7 @@ fn plot(
     path: &std::path::Path,
     curves: &[(bool, usize, Vec<f64>)],
 ) -> Result<(), Box<dyn std::error::Error>> {
+    use plot_parts::{draw_legend, legend_line};
     use plotters::prelude::*;
     let root = SVGBackend::new(path, (1100, 480)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -225,16 +232,9 @@ fn plot(
                     color.stroke_width(2),
                 ))?
                 .label(format!("width {width}"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+                .legend(legend_line(color.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        draw_legend(&mut chart)?;
     }
     root.present()?;
     Ok(())

@@ -118,12 +118,7 @@ where
         + ZeroGrads<f32, Cpu>,
     F: FnMut(&mut M, &mut Gradients<f32, Cpu>) -> Result<(), E>,
 {
-    assert_eq!(data.d, I, "data has {} features, model takes {I}", data.d);
-    assert!(
-        data.classes <= O,
-        "data has {} classes, model has {O} outputs",
-        data.classes
-    );
+    assert_fits::<I, O>(data);
     let mut loss_sum = 0.0f64;
     let mut steps = 0;
     for (features, labels) in data.batches(batch, seed, epoch) {
@@ -142,6 +137,17 @@ where
         steps,
         samples: data.n,
     })
+}
+
+/// Panics unless `data` fits a model with `I` inputs and `O` outputs (`data.d == I`,
+/// `data.classes <= O`).
+fn assert_fits<const I: usize, const O: usize>(data: &Dataset) {
+    assert_eq!(data.d, I, "data has {} features, model takes {I}", data.d);
+    assert!(
+        data.classes <= O,
+        "data has {} classes, model has {O} outputs",
+        data.classes
+    );
 }
 
 /// Loss and accuracy of a model on a data set.
@@ -165,12 +171,7 @@ pub fn evaluate<M, const I: usize, const O: usize>(
 where
     M: Module<Inputs<I>, Output = Logits<O>>,
 {
-    assert_eq!(data.d, I, "data has {} features, model takes {I}", data.d);
-    assert!(
-        data.classes <= O,
-        "data has {} classes, model has {O} outputs",
-        data.classes
-    );
+    assert_fits::<I, O>(data);
     let mut loss_sum = 0.0f64;
     let mut correct = 0usize;
     for (features, labels) in data.chunks(512) {

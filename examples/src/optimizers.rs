@@ -127,28 +127,41 @@ pub enum BuildError {
     },
 }
 
+/// Defines, from one line per optimizer,
+/// `("name", peak_lr, "summary", Type, TypeConfig { field: value, ... })`:
+/// `OPTIMIZERS` (the [`OptimizerSpec`]s, in order), `build::<M>(name, args...)` (the optimizer
+/// called `name` as a boxed [`ModelOptimizer`], with `lr` set to the given expression of
+/// `build`'s arguments and each listed field to its value `.into()`, the rest default),
+/// `names()` and `spec(name)`. The values may use `build`'s arguments. Used by this table and by
+/// [`crate::charlm::optimizers`].
 macro_rules! optimizer_table {
-    ($(
-        ($key:literal, $lr:expr, $summary:literal, $ty:ident,
-         $cfg:ident { $($field:ident : $val:expr),* $(,)? })
-    ),* $(,)?) => {
-        /// Every optimizer the comparison knows, in display order.
+    (
+        $(#[$table_doc:meta])* const OPTIMIZERS;
+        $(#[$build_doc:meta])* fn build($($arg:ident: $arg_ty:ty),*) with lr = $lr:expr;
+        $(
+            ($key:literal, $peak:expr, $summary:literal, $ty:ident,
+             $cfg:ident { $($field:ident : $val:expr),* $(,)? })
+        ),* $(,)?
+    ) => {
+        $(#[$table_doc])*
         pub const OPTIMIZERS: &[OptimizerSpec] = &[$(
             OptimizerSpec {
                 name: $key,
-                peak_lr: $lr,
+                peak_lr: $peak,
                 summary: $summary,
                 settings: stringify!($($field = $val),*),
             },
         )*];
 
-        /// Builds the optimizer called `name` (see [`OPTIMIZERS`]) with learning rate `lr`
-        /// (a constant or a schedule) and the table's other settings.
+        $(#[$build_doc])*
         ///
         /// # Errors
         /// [`BuildError::Unknown`] for a name not in the table; [`BuildError::Config`] if the
         /// optimizer rejects its configuration.
-        pub fn build<M>(name: &str, lr: Hyper) -> Result<Box<dyn ModelOptimizer<M>>, BuildError>
+        pub fn build<M>(
+            name: &str,
+            $($arg: $arg_ty),*
+        ) -> Result<Box<dyn ModelOptimizer<M>>, BuildError>
         where
             M: TensorCollection<f32, Cpu>,
         {
@@ -157,7 +170,7 @@ macro_rules! optimizer_table {
                 $(
                     $key => Ok(Box::new(
                         $ty::<f32>::new($cfg {
-                            lr,
+                            lr: $lr,
                             $($field: ($val).into(),)*
                             ..Default::default()
                         })
@@ -170,8 +183,19 @@ macro_rules! optimizer_table {
                 }),
             }
         }
+
+        /// The names of [`OPTIMIZERS`], in order.
+        pub fn names() -> Vec<&'static str> {
+            OPTIMIZERS.iter().map(|s| s.name).collect()
+        }
+
+        /// The table entry called `name`, if any.
+        pub fn spec(name: &str) -> Option<&'static OptimizerSpec> {
+            OPTIMIZERS.iter().find(|s| s.name == name)
+        }
     };
 }
+pub(crate) use optimizer_table;
 
 // Peak learning rates: for each optimizer, the value with the lowest final test loss in a sweep
 // over half-decades (…, 1e-3, 3e-3, 1e-2, …) of `compare --lr NAME=VALUE` on the default digits
@@ -180,6 +204,11 @@ macro_rules! optimizer_table {
 // sweep and the reasons are recorded in compare.rs's docs. Add an optimizer with one line:
 // ("name", peak lr, "summary", Type, TypeConfig { non-default fields other than lr }).
 optimizer_table! {
+    /// Every optimizer the comparison knows, in display order.
+    const OPTIMIZERS;
+    /// Builds the optimizer called `name` (see [`OPTIMIZERS`]) with learning rate `lr`
+    /// (a constant or a schedule) and the table's other settings.
+    fn build(lr: Hyper) with lr = lr;
     ("sgd", 0.1, "SGD with Nesterov momentum 0.9", Sgd, SgdConfig { momentum: 0.9, nesterov: true }),
     ("adamw", 1e-2, "AdamW, betas (0.9, 0.999), decoupled weight decay 0.01", AdamW, AdamWConfig {}),
     ("lion", 1e-3, "Lion, betas (0.9, 0.99), decoupled weight decay 0.1", Lion, LionConfig { weight_decay: 0.1 }),
@@ -191,16 +220,6 @@ optimizer_table! {
     ("shampoo", 1e-2, "Shampoo with Adam grafting, inverse roots every 10 steps", Shampoo, ShampooConfig { update_freq: 10.0 }),
     ("soap", 3e-3, "SOAP, betas (0.95, 0.95), eigenbasis refresh every 10 steps", Soap, SoapConfig { precondition_frequency: 10.0 }),
     ("lamb", 3e-3, "LAMB, betas (0.9, 0.999), trust ratio per tensor", Lamb, LambConfig {}),
-}
-
-/// The names of [`OPTIMIZERS`], in order.
-pub fn names() -> Vec<&'static str> {
-    OPTIMIZERS.iter().map(|s| s.name).collect()
-}
-
-/// The table entry called `name`, if any.
-pub fn spec(name: &str) -> Option<&'static OptimizerSpec> {
-    OPTIMIZERS.iter().find(|s| s.name == name)
 }
 
 #[cfg(test)]

@@ -82,36 +82,21 @@ impl Drop for TempDir {
     }
 }
 
-fn idx_images(n: u32, rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
-    let mut b = Vec::new();
-    for x in [idx::IMAGES_MAGIC, n, rows, cols] {
-        b.extend_from_slice(&x.to_be_bytes());
-    }
-    b.extend_from_slice(pixels);
-    b
-}
-
-fn idx_labels(labels: &[u8]) -> Vec<u8> {
-    let mut b = Vec::new();
-    for x in [idx::LABELS_MAGIC, labels.len() as u32] {
-        b.extend_from_slice(&x.to_be_bytes());
-    }
-    b.extend_from_slice(labels);
-    b
-}
-
 /// Writes the four (uncompressed) Fashion-MNIST files into `dir`, 2 train and 1 test image of
 /// 2×2 pixels, but cuts the training images `cut` bytes short.
 fn write_fashion(dir: &Path, cut: usize) {
-    let train = idx_images(2, 2, 2, &[1, 2, 3, 4, 5, 6, 7, 8]);
+    let train = idx::images_bytes(2, 2, 2, &[1, 2, 3, 4, 5, 6, 7, 8]);
     let files = [
         (
             "train-images-idx3-ubyte",
             train[..train.len() - cut].to_vec(),
         ),
-        ("train-labels-idx1-ubyte", idx_labels(&[3, 7])),
-        ("t10k-images-idx3-ubyte", idx_images(1, 2, 2, &[9; 4])),
-        ("t10k-labels-idx1-ubyte", idx_labels(&[1])),
+        ("train-labels-idx1-ubyte", idx::labels_bytes(2, &[3, 7])),
+        (
+            "t10k-images-idx3-ubyte",
+            idx::images_bytes(1, 2, 2, &[9; 4]),
+        ),
+        ("t10k-labels-idx1-ubyte", idx::labels_bytes(1, &[1])),
     ];
     for (name, bytes) in files {
         std::fs::write(dir.join(name), bytes).unwrap();

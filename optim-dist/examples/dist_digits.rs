@@ -233,33 +233,21 @@ fn train<D: DslOptimizer<f32>, C: Communicator>(
 fn run<C: Communicator>(comm: C, a: &Args) -> Result<f64, String> {
     let (train_set, test_set) = digits::load().map_err(|e| e.to_string())?.split(0.2, SEED);
     let e = |e: OptimError| e.to_string();
+    // Builds `Opt` with the listed non-default settings and trains it.
+    macro_rules! train_with {
+        ($opt:ident, $cfg:ident; $($field:ident = $value:expr),*) => {{
+            let o = $opt::<f32>::new($cfg {
+                $($field: $value.into(),)*
+                ..Default::default()
+            })
+            .map_err(e)?;
+            train(o, comm, a.epochs, &train_set, &test_set).map_err(e)
+        }};
+    }
     match a.optimizer.as_str() {
-        "adamw" => {
-            let o = AdamW::<f32>::new(AdamWConfig {
-                lr: 1e-3.into(),
-                weight_decay: 1e-4.into(),
-                ..Default::default()
-            })
-            .map_err(e)?;
-            train(o, comm, a.epochs, &train_set, &test_set).map_err(e)
-        }
-        "muon" => {
-            let o = Muon::<f32>::new(MuonConfig {
-                lr: 2e-2.into(),
-                adam_lr: 3e-3.into(),
-                ..Default::default()
-            })
-            .map_err(e)?;
-            train(o, comm, a.epochs, &train_set, &test_set).map_err(e)
-        }
-        "shampoo" => {
-            let o = Shampoo::<f32>::new(ShampooConfig {
-                lr: 3e-3.into(),
-                ..Default::default()
-            })
-            .map_err(e)?;
-            train(o, comm, a.epochs, &train_set, &test_set).map_err(e)
-        }
+        "adamw" => train_with!(AdamW, AdamWConfig; lr = 1e-3, weight_decay = 1e-4),
+        "muon" => train_with!(Muon, MuonConfig; lr = 2e-2, adam_lr = 3e-3),
+        "shampoo" => train_with!(Shampoo, ShampooConfig; lr = 3e-3),
         other => Err(format!("unknown optimizer {other} (adamw, muon, shampoo)")),
     }
 }

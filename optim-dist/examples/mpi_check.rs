@@ -182,30 +182,21 @@ fn all_reduce_drift(comm: &MpiComm) -> Result<String, String> {
 fn main() -> Result<(), String> {
     let universe = mpi::initialize().ok_or("MPI was already initialised")?;
     let comm = MpiComm::new(&universe.world());
-    let adamw = || {
-        AdamW::<f32>::new(AdamWConfig {
-            lr: 1e-2.into(),
-            weight_decay: 0.1.into(),
-            ..Default::default()
-        })
-        .expect("valid config")
-    };
-    let muon = || {
-        Muon::<f32>::new(MuonConfig {
-            lr: 0.02.into(),
-            adam_lr: 3e-3.into(),
-            ..Default::default()
-        })
-        .expect("valid config")
-    };
-    let shampoo = || {
-        Shampoo::<f32>::new(ShampooConfig {
-            lr: 1e-2.into(),
-            momentum: 0.9.into(),
-            ..Default::default()
-        })
-        .expect("valid config")
-    };
+    // A constructor of `Opt` with the listed non-default settings.
+    macro_rules! make {
+        ($opt:ident, $cfg:ident; $($field:ident = $value:expr),*) => {
+            || {
+                $opt::<f32>::new($cfg {
+                    $($field: $value.into(),)*
+                    ..Default::default()
+                })
+                .expect("valid config")
+            }
+        };
+    }
+    let adamw = make!(AdamW, AdamWConfig; lr = 1e-2, weight_decay = 0.1);
+    let muon = make!(Muon, MuonConfig; lr = 0.02, adam_lr = 3e-3);
+    let shampoo = make!(Shampoo, ShampooConfig; lr = 1e-2, momentum = 0.9);
     identical(adamw, &comm, "AdamW")?;
     identical(muon, &comm, "Muon")?;
     identical(shampoo, &comm, "Shampoo")?;

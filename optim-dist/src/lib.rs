@@ -44,6 +44,6 @@ pub mod sync;
 
 #[cfg(feature = "mpi")]
 pub use comm::mpi_comm::MpiComm;
-pub use comm::{CommElem, CommError, Communicator, SelfComm, ThreadComm};
+pub use comm::{AllGatherV, AllToAllV, CommElem, CommError, Communicator, SelfComm, ThreadComm};
 pub use distributed::{DistOptions, Distributed, GradSync, StepTimings};
 pub use layout::{Layout, ShardOptions};

@@ -159,17 +159,7 @@ fn a_shape_error_on_one_rank_is_the_same_error_on_every_rank() {
         if rank == 2 {
             grads[1].pop(); // rank 2's gradient of h1.weight is one element short
         }
-        let mut slices: Vec<ParamSlice<'_, f32>> = params
-            .iter_mut()
-            .zip(&model)
-            .zip(&grads)
-            .map(|((p, (n, s)), g)| ParamSlice {
-                name: n,
-                shape: s,
-                param: p,
-                grad: g,
-            })
-            .collect();
+        let mut slices = param_slices(&model, &mut params, &grads);
         let r = dist.update_slices(&mut slices);
         (r, params, dist.inner().opt_state().step)
     });
@@ -184,45 +174,39 @@ fn a_shape_error_on_one_rank_is_the_same_error_on_every_rank() {
     }
 }
 
-#[test]
-fn ranks_with_different_parameter_lists_or_configs_are_refused_on_every_rank() {
-    let model = mixed_model();
+/// One step on two threads, rank `r` stepping `make(r) = (optimizer, model)`; every rank's
+/// step must fail with an error that contains `want`.
+fn assert_refused_on_every_rank(want: &str, make: impl Fn(usize) -> (AdamW<f32>, Model) + Sync) {
     let out = ThreadComm::run(2, |comm| {
-        let rank = comm.rank();
-        let lr = if rank == 1 { 2e-2 } else { 1e-2 };
-        let opt = AdamW::<f32>::new(AdamWConfig {
-            lr: lr.into(),
-            ..Default::default()
-        })
-        .unwrap();
+        let (opt, model) = make(comm.rank());
         let mut dist = Distributed::new(opt, comm);
         let (_, r) = run_steps(&mut dist, &model, 0..1, init(&model), no_hook);
         r[0].clone()
     });
     for r in &out {
         let e = r.clone().unwrap_err().to_string();
-        assert!(
-            e.contains("rank 1's optimizer differs from rank 0's"),
-            "{e}"
-        );
+        assert!(e.contains(want), "{e}");
     }
-    let out = ThreadComm::run(2, |comm| {
-        let rank = comm.rank();
+}
+
+#[test]
+fn ranks_with_different_parameter_lists_or_configs_are_refused_on_every_rank() {
+    assert_refused_on_every_rank("rank 1's optimizer differs from rank 0's", |rank| {
+        let lr = if rank == 1 { 2e-2 } else { 1e-2 };
+        let opt = AdamW::<f32>::new(AdamWConfig {
+            lr: lr.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        (opt, mixed_model())
+    });
+    assert_refused_on_every_rank("rank 1 passed a different parameter list", |rank| {
         let mut m = mixed_model();
         if rank == 1 {
             m.swap(0, 1);
         }
-        let mut dist = Distributed::new(adamw(NonFinitePolicy::Propagate), comm);
-        let (_, r) = run_steps(&mut dist, &m, 0..1, init(&m), no_hook);
-        r[0].clone()
+        (adamw(NonFinitePolicy::Propagate), m)
     });
-    for r in &out {
-        let e = r.clone().unwrap_err().to_string();
-        assert!(
-            e.contains("rank 1 passed a different parameter list"),
-            "{e}"
-        );
-    }
 }
 
 #[test]
@@ -266,17 +250,7 @@ fn global_norm_clipping_across_ranks_is_bit_identical_to_one_process() {
     let mut params = init(&model);
     for step in 0..3 {
         let grads: Vec<Vec<f32>> = (0..model.len()).map(|p| grad(&model, 0, step, p)).collect();
-        let mut slices: Vec<ParamSlice<'_, f32>> = params
-            .iter_mut()
-            .zip(&model)
-            .zip(&grads)
-            .map(|((p, (n, s)), g)| ParamSlice {
-                name: n,
-                shape: s,
-                param: p,
-                grad: g,
-            })
-            .collect();
+        let mut slices = param_slices(&model, &mut params, &grads);
         dist.update_slices(&mut slices).unwrap();
         assert_bits(&params, &want[step], &model, "clip on one rank");
     }

@@ -65,17 +65,7 @@ fn resume<O>(
                 )
             })
             .collect();
-        let mut slices: Vec<ParamSlice<'_, f32>> = params
-            .iter_mut()
-            .zip(model)
-            .zip(&means)
-            .map(|((p, (n, s)), g)| ParamSlice {
-                name: n,
-                shape: s,
-                param: p,
-                grad: g,
-            })
-            .collect();
+        let mut slices = param_slices(model, &mut params, &means);
         reference_opt.update_slices(&mut slices).unwrap();
     }
     for (p, rank) in &resumed {

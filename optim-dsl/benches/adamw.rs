@@ -207,12 +207,14 @@ fn hash(t: usize, i: usize, salt: u64) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Visitors over a dfdx model.
 
-/// Sets every tensor to [`init_value`].
-struct FillParams {
+/// Sets every tensor to [`init_value`] and its gradient (allocated if needed) to
+/// [`grad_value`].
+struct Fill<'a> {
+    grads: &'a mut Gradients<f32, Cpu>,
     idx: usize,
 }
 
-impl TensorVisitor<f32, Cpu> for FillParams {
+impl TensorVisitor<f32, Cpu> for Fill<'_> {
     type Viewer = ViewTensorMut;
     type Err = CpuError;
     type E2 = f32;
@@ -226,29 +228,7 @@ impl TensorVisitor<f32, Cpu> for FillParams {
         let n = t.shape().num_elements();
         let vals: Vec<f32> = (0..n).map(|i| init_value(self.idx, i)).collect();
         t.copy_from(&vals);
-        self.idx += 1;
-        Ok(None)
-    }
-}
-
-/// Allocates (if needed) and fills every tensor's gradient with [`grad_value`].
-struct FillGrads<'a> {
-    grads: &'a mut Gradients<f32, Cpu>,
-    idx: usize,
-}
-
-impl TensorVisitor<f32, Cpu> for FillGrads<'_> {
-    type Viewer = ViewTensorRef;
-    type Err = CpuError;
-    type E2 = f32;
-    type D2 = Cpu;
-
-    fn visit<S: Shape>(
-        &mut self,
-        _: TensorOptions<S, f32, Cpu>,
-        t: &Tensor<S, f32, Cpu>,
-    ) -> Result<Option<Tensor<S, f32, Cpu>>, CpuError> {
-        let buf = self.grads.get_or_alloc_mut(t)?;
+        let buf = self.grads.get_or_alloc_mut(&*t)?;
         for (i, x) in buf.iter_mut().enumerate() {
             *x = grad_value(self.idx, i);
         }
@@ -387,20 +367,15 @@ where
     M: TensorCollection<f32, Cpu> + Clone,
 {
     // Model and gradients with deterministic values; the slice layout read back from the model.
-    M::iter_tensors(&mut RecursiveWalker {
-        m: &mut model,
-        f: &mut FillParams { idx: 0 },
-    })
-    .expect("fill params");
     let mut grads = model.alloc_grads();
     M::iter_tensors(&mut RecursiveWalker {
-        m: &model,
-        f: &mut FillGrads {
+        m: &mut model,
+        f: &mut Fill {
             grads: &mut grads,
             idx: 0,
         },
     })
-    .expect("fill grads");
+    .expect("fill params and grads");
     let leaves = snapshot(&model);
     let total: usize = leaves.iter().map(|l| l.values.len()).sum();
     let names: Vec<String> = leaves.iter().map(|l| l.name.clone()).collect();

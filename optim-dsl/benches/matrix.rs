@@ -8,7 +8,8 @@
 //! python3 scripts/bench-report.py      # medians and ratios
 //! ```
 
-use criterion::{criterion_main, BenchmarkId, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use optim_dsl::matrix::{orthogonalize, NS_COEFFS, NS_EPS, NS_STEPS};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{AdamW, Muon, Shampoo, ShampooConfig, Soap, SoapConfig};
@@ -37,12 +38,18 @@ fn step<O: DslOptimizer<f32>>(opt: &mut O, shape: &[usize], p: &mut [f32], g: &[
     .unwrap();
 }
 
-fn muon(c: &mut Criterion) {
-    let mut group = c.benchmark_group("muon");
+/// A group of 10 samples, each measured for `seconds` after a one-second warm-up.
+fn slow_group<'a>(c: &'a mut Criterion, name: &str, seconds: u64) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
-        .measurement_time(Duration::from_secs(6))
+        .measurement_time(Duration::from_secs(seconds))
         .warm_up_time(Duration::from_secs(1));
+    group
+}
+
+fn muon(c: &mut Criterion) {
+    let mut group = slow_group(c, "muon", 6);
     for (rows, cols) in [(1024usize, 1024usize), (768, 3072)] {
         let id = format!("{rows}x{cols}");
         let g = data(rows * cols, 1);
@@ -71,52 +78,41 @@ fn muon(c: &mut Criterion) {
 }
 
 fn preconditioned(c: &mut Criterion) {
-    let mut group = c.benchmark_group("preconditioned_10_steps");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(8))
-        .warm_up_time(Duration::from_secs(1));
+    let mut group = slow_group(c, "preconditioned_10_steps", 8);
     for (rows, cols) in [(256usize, 256usize), (512, 512)] {
         let id = format!("{rows}x{cols}");
         let shape = [rows, cols];
         let g = data(rows * cols, 3);
         let mut p = data(rows * cols, 4);
         // 10 steps per iteration = one refresh of the preconditioner per iteration
+        let mut ten_steps = |name: &str, step_once: &mut dyn FnMut(&mut [f32])| {
+            step_once(&mut p);
+            group.bench_function(BenchmarkId::new(name, &id), |b| {
+                b.iter(|| {
+                    for _ in 0..10 {
+                        step_once(&mut p)
+                    }
+                })
+            });
+        };
         let mut adamw = AdamW::<f32>::default();
-        step(&mut adamw, &shape, &mut p, &g);
-        group.bench_function(BenchmarkId::new("adamw", &id), |b| {
-            b.iter(|| {
-                for _ in 0..10 {
-                    step(&mut adamw, &shape, &mut p, &g)
-                }
-            })
+        ten_steps("adamw", &mut |p: &mut [f32]| {
+            step(&mut adamw, &shape, p, &g)
         });
         let mut shampoo = Shampoo::<f32>::new(ShampooConfig {
             update_freq: 10.0.into(),
             ..Default::default()
         })
         .unwrap();
-        step(&mut shampoo, &shape, &mut p, &g);
-        group.bench_function(BenchmarkId::new("shampoo", &id), |b| {
-            b.iter(|| {
-                for _ in 0..10 {
-                    step(&mut shampoo, &shape, &mut p, &g)
-                }
-            })
+        ten_steps("shampoo", &mut |p: &mut [f32]| {
+            step(&mut shampoo, &shape, p, &g)
         });
         let mut soap = Soap::<f32>::new(SoapConfig {
             precondition_frequency: 10.0.into(),
             ..Default::default()
         })
         .unwrap();
-        step(&mut soap, &shape, &mut p, &g);
-        group.bench_function(BenchmarkId::new("soap", &id), |b| {
-            b.iter(|| {
-                for _ in 0..10 {
-                    step(&mut soap, &shape, &mut p, &g)
-                }
-            })
-        });
+        ten_steps("soap", &mut |p: &mut [f32]| step(&mut soap, &shape, p, &g));
     }
     group.finish();
 }

@@ -68,13 +68,7 @@ impl<E: Float> GradAccumulator<E> {
     /// [`OptimError::DuplicateParam`]; [`OptimError::ShapeMismatch`] when a gradient's length
     /// differs from the one accumulated so far for its name. Nothing is added on error.
     pub fn add_slices(&mut self, grads: &[(&str, &[E])]) -> Result<(), OptimError> {
-        let mut seen = HashSet::with_capacity(grads.len());
-        for (name, g) in grads {
-            if !seen.insert(*name) {
-                return Err(OptimError::DuplicateParam(name.to_string()));
-            }
-            self.check_len(name, g.len())?;
-        }
+        check_each_once(grads, |name, g| self.check_len(name, g.len()))?;
         for (name, g) in grads {
             self.add_one(name, g);
         }
@@ -174,4 +168,22 @@ impl<E: Float> GradAccumulator<E> {
             }
         }
     }
+}
+
+/// Checks named inputs before any of them is applied: every name appears once (else
+/// [`OptimError::DuplicateParam`] naming it) and `check(name, value)` passes for each. Shared
+/// by [`GradAccumulator::add_slices`] and [`crate::ema::WeightEma::update_slices`], which apply
+/// nothing unless all of this holds.
+pub(crate) fn check_each_once<T>(
+    named: &[(&str, T)],
+    mut check: impl FnMut(&str, &T) -> Result<(), OptimError>,
+) -> Result<(), OptimError> {
+    let mut seen = HashSet::with_capacity(named.len());
+    for (name, value) in named {
+        if !seen.insert(*name) {
+            return Err(OptimError::DuplicateParam(name.to_string()));
+        }
+        check(name, value)?;
+    }
+    Ok(())
 }

@@ -2,11 +2,12 @@
 //! any optimizer, for evaluating with the averaged weights. Its dfdx methods (`update_model`,
 //! `copy_to_model`, `swap_with_model`) are in [`crate::dfdx`].
 
+use crate::accumulate::check_each_once;
 use crate::error::OptimError;
 use crate::float::Float;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 /// How the first updates of a [`WeightEma`] are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -168,13 +169,7 @@ impl<E: Float> WeightEma<E> {
     /// modified on error.
     pub fn update_slices(&mut self, params: &[(&str, &[E])]) -> Result<(), OptimError> {
         self.check_not_swapped()?;
-        let mut seen = HashSet::with_capacity(params.len());
-        for (name, p) in params {
-            if !seen.insert(*name) {
-                return Err(OptimError::DuplicateParam(name.to_string()));
-            }
-            self.check_len(name, p.len())?;
-        }
+        check_each_once(params, |name, p| self.check_len(name, p.len()))?;
         for (name, p) in params {
             self.update_one(name, p);
         }

@@ -68,12 +68,7 @@ def make_grads(shapes, scales, steps=STEPS, seed=GRAD_SEED):
 
 def fnum(x):
     """One float32 value as the exact decimal of its binary value; non-finite as strings."""
-    v = float(np.float32(x))
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return v
+    return dnum(np.float32(x))
 
 
 def dnum(x):

@@ -67,6 +67,17 @@ def both(make):
     return t32, o32, p32, t64
 
 
+def muon_case(name, summary, api, code_path, hp, sem, runs, **kw):
+    """C.base_case for a case of this file: a torch reference with its api and code path, the shared matrices and
+    gradients, a constant lr, MUON_TOL, and the float32 run (with its float64 spread) of `runs = both(make)`."""
+    t32, o32, p32, t64 = runs
+    return C.base_case(name, summary,
+                       {"library": "torch", "version": torch.__version__, "api": api, "code_path": code_path},
+                       hp, sem, NAMES, SHAPES, SCALES, INIT, GRADS, [[hp["lr"]]] * C.STEPS, t32,
+                       C.state_json(o32, p32, NAMES), C.groups_json(o32), MUON_TOL, C.spread(t32, t64, 1e-4, 1e-5),
+                       **kw)
+
+
 def cross(traj_a, traj_b):
     return max(float(np.abs(a[n].astype(np.float64) - b[n].astype(np.float64)).max())
                for a, b in zip(traj_a, traj_b) for n in a)
@@ -96,15 +107,13 @@ def normuon():
   p = p - lr * O
 Step 1: v = (1-beta2) * v_mean, so the row scaling is 1/sqrt((1-beta2) v_mean) (no first-step special case).
 State: momentum_buffer [m, n], second_momentum_buffer [m, 1]."""
-    case = C.base_case(
+    case = muon_case(
         "normuon", "NorMuon (Muon + row-wise second moment of the orthogonalised update, norm-preserving rescale), "
         "authors' code with Newton-Schulz in float32.",
-        {"library": "torch", "version": torch.__version__,
-         "api": "zichongli5/NorMuon SingleDeviceNorMuon(params, lr=0.02, weight_decay=0.01, momentum=0.95, beta2=0.95)",
-         "code_path": "authors' normuon.py @d45c9a4 unmodified, imported from the fetched snapshot; Tensor.bfloat16() "
-                      "patched to a no-op during step() so Newton-Schulz runs in float32"},
-        hp, sem, NAMES, SHAPES, SCALES, INIT, GRADS, [[hp["lr"]]] * C.STEPS, t32,
-        C.state_json(o32, p32, NAMES), C.groups_json(o32), MUON_TOL, C.spread(t32, t64, 1e-4, 1e-5),
+        "zichongli5/NorMuon SingleDeviceNorMuon(params, lr=0.02, weight_decay=0.01, momentum=0.95, beta2=0.95)",
+        "authors' normuon.py @d45c9a4 unmodified, imported from the fetched snapshot; Tensor.bfloat16() "
+        "patched to a no-op during step() so Newton-Schulz runs in float32",
+        hp, sem, (t32, o32, p32, t64),
         notes="Only matrices (w_16x8, w_8x16). The authors' kernel runs Newton-Schulz in bfloat16; the float32 variant "
               "is the tight conformance target (bf16 would differ by ~1e-2 relative).",
         versions=VERSIONS)
@@ -159,16 +168,14 @@ output (NoahAmsel/PolarExpress polar_express.py), i.e. the safety factor is alre
 They differ from the paper's printed Algorithm 1 list (stored in extra.polar_express_paper_algorithm1, which also divides
 the input by 1.01*||X||_F + 1e-7); see newton_schulz_coeffs for both variants on fixed matrices.
 State: momentum_buffer [m, n]. Group counter 'step' in the param group (unused by the update)."""
-    case = C.base_case(
+    case = muon_case(
         "muon_polar_express", "Muon with Polar Express per-iteration Newton-Schulz coefficients and the Moonlight "
         "0.2*sqrt(max(m,n)) RMS-matching lr scale, Newton-Schulz in float32.",
-        {"library": "torch", "version": torch.__version__,
-         "api": "pytorch_optimizer.Muon([dict(params, use_muon=True, lr=0.02, momentum=0.95, weight_decay=0.01, "
-                "nesterov=True, ns_steps=5, ns_coeffs='polar_express', use_adjusted_lr=True)], foreach=False)",
-         "code_path": "pytorch_optimizer 4.1.0 per-parameter path; zero_power_via_newton_schulz_5 called with "
-                      "dtype=param dtype (float32) instead of its bfloat16 default"},
-        hp, sem, NAMES, SHAPES, SCALES, INIT, GRADS, [[hp["lr"]]] * C.STEPS, t32,
-        C.state_json(o32, p32, NAMES), C.groups_json(o32), MUON_TOL, C.spread(t32, t64, 1e-4, 1e-5),
+        "pytorch_optimizer.Muon([dict(params, use_muon=True, lr=0.02, momentum=0.95, weight_decay=0.01, "
+        "nesterov=True, ns_steps=5, ns_coeffs='polar_express', use_adjusted_lr=True)], foreach=False)",
+        "pytorch_optimizer 4.1.0 per-parameter path; zero_power_via_newton_schulz_5 called with "
+        "dtype=param dtype (float32) instead of its bfloat16 default",
+        hp, sem, (t32, o32, p32, t64),
         extra={"polar_express_coeffs_used": [list(c) for c in coeffs],
                "polar_express_coeffs_applied_per_iteration": [list(coeffs[min(i, len(coeffs) - 1)]) for i in range(5)],
                "polar_express_paper_algorithm1": {"raw": [list(c) for c in PE_PAPER_RAW],
@@ -200,15 +207,13 @@ def adamuon():
   p = p - lr * 0.2 * sqrt(max(m, n)) * O                # use_adjusted_lr=True (Moonlight factor; AdaMuon's default)
 Step 1: v = (1-beta2) O^2 and bc2 = 1-beta2, so O/sqrt(v/bc2) = sign(O) (up to eps) before the rescale.
 State: m [m, n], v [m*n]. Counter 'step' in the param group."""
-    case = C.base_case(
+    case = muon_case(
         "adamuon", "AdaMuon: Muon momentum -> Newton-Schulz -> element-wise Adam-style second moment of the "
         "orthogonalised update -> RMS rescale (pytorch_optimizer, NS in float32).",
-        {"library": "torch", "version": torch.__version__,
-         "api": "pytorch_optimizer.AdaMuon([dict(params, use_muon=True, lr=0.02, betas=(0.9, 0.95), weight_decay=0.01, "
-                "ns_steps=5, ns_coeffs='original', use_adjusted_lr=True, eps=1e-10)], foreach=False)",
-         "code_path": "pytorch_optimizer 4.1.0 per-parameter path; zero_power_via_newton_schulz_5 with dtype=float32"},
-        {**hp, "betas": list(hp["betas"])}, sem, NAMES, SHAPES, SCALES, INIT, GRADS, [[hp["lr"]]] * C.STEPS, t32,
-        C.state_json(o32, p32, NAMES), C.groups_json(o32), MUON_TOL, C.spread(t32, t64, 1e-4, 1e-5),
+        "pytorch_optimizer.AdaMuon([dict(params, use_muon=True, lr=0.02, betas=(0.9, 0.95), weight_decay=0.01, "
+        "ns_steps=5, ns_coeffs='original', use_adjusted_lr=True, eps=1e-10)], foreach=False)",
+        "pytorch_optimizer 4.1.0 per-parameter path; zero_power_via_newton_schulz_5 with dtype=float32",
+        {**hp, "betas": list(hp["betas"])}, sem, (t32, o32, p32, t64),
         notes="The AdaMuon authors' code (github Chongjie-Si/AdaMuon) was not available here; pytorch_optimizer's port "
               "is the reference. Its default use_adjusted_lr=True (Moonlight 0.2*sqrt(max(m,n))) is kept.",
         versions=VERSIONS)

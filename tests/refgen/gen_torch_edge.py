@@ -46,13 +46,20 @@ def run_case(name, summary, make, hp, api, sem):
     C.write_case(case)
 
 
-def adamw_inf_param():
+def _adam_inf_param(optimizer, case, description, semantics):
+    """`torch.optim.{optimizer}` (Adam or AdamW) with weight_decay = 0.0 on the inf / -inf parameters."""
     hp = dict(lr=0.01, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.0)
-    run_case("adamw_inf_param", "AdamW with weight_decay = 0.0 and +inf / -inf parameter elements: inf stays inf, no NaN.",
-             lambda ps, ns: torch.optim.AdamW(ps, lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                                              foreach=False), hp,
-             "torch.optim.AdamW(params, lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, foreach=False)",
-             """torch.optim.AdamW single-tensor path, exactly as adamw.json but weight_decay = 0.0:
+    cls = getattr(torch.optim, optimizer)
+    run_case(case, description,
+             lambda ps, ns: cls(ps, lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, foreach=False), hp,
+             f"torch.optim.{optimizer}(params, lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, foreach=False)",
+             semantics)
+
+
+def adamw_inf_param():
+    _adam_inf_param("AdamW", "adamw_inf_param",
+                    "AdamW with weight_decay = 0.0 and +inf / -inf parameter elements: inf stays inf, no NaN.",
+                    """torch.optim.AdamW single-tensor path, exactly as adamw.json but weight_decay = 0.0:
   if weight_decay != 0: p = p * (1 - lr*weight_decay)   # SKIPPED (wd == 0) -- inf elements are never multiplied
   m = lerp(m, g, 1-beta1) ; v = beta2*v + (1-beta2)*g*g
   denom = sqrt(v)/sqrt(1-beta2**t) + eps ; p = p - (lr/(1-beta1**t)) * m/denom
@@ -60,12 +67,9 @@ An inf element receives a finite update: inf - finite = inf. m, v never see p, s
 
 
 def adam_inf_param():
-    hp = dict(lr=0.01, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.0)
-    run_case("adam_inf_param", "Adam with weight_decay = 0.0 (coupled L2 skipped) and +inf / -inf parameter elements.",
-             lambda ps, ns: torch.optim.Adam(ps, lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                                             foreach=False), hp,
-             "torch.optim.Adam(params, lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, foreach=False)",
-             """torch.optim.Adam single-tensor path (as adam.json), weight_decay = 0.0:
+    _adam_inf_param("Adam", "adam_inf_param",
+                    "Adam with weight_decay = 0.0 (coupled L2 skipped) and +inf / -inf parameter elements.",
+                    """torch.optim.Adam single-tensor path (as adam.json), weight_decay = 0.0:
   if weight_decay != 0: g = g + weight_decay * p        # SKIPPED -- with it, 0 * inf = NaN would poison m, v and p
   m = lerp(m, g, 1-beta1) ; v = beta2*v + (1-beta2)*g*g
   denom = sqrt(v)/sqrt(1-beta2**t) + eps ; p = p - (lr/(1-beta1**t)) * m/denom""")

@@ -5,6 +5,9 @@
 //! - [`model`]: [`model::CaseModel`], a dfdx [`TensorCollection`](dfdx::nn::TensorCollection)
 //!   holding the four parameters every optimizer case uses, so the same case can be driven
 //!   through the dfdx path of an optimizer ([`model::MarsModel`]: the five of `mars_adamw`).
+//! - [`zoo`]: zoo optimizers configured as several tests need them.
+//! - [`state`]: optimizer states compared bit for bit.
+//! - [`params`]: [`ParamSlice`](optim_dsl::ParamSlice)s from parallel lists.
 //! - [`runner`]: teacher-forced runs of a case through the slice and the dfdx path, the
 //!   final-state comparison, and the [`conformance!`] macro that defines one test per case.
 
@@ -436,48 +439,36 @@ pub mod model {
         pub s_1: Tensor<Rank1<1>, E, D>,
     }
 
-    impl<E: Dtype, D: Device<E>> TensorCollection<E, D> for CaseModel<E, D> {
-        type To<E2: Dtype, D2: Device<E2>> = CaseModel<E2, D2>;
+    /// [`TensorCollection`] for a struct of tensors: each field is walked under its own name,
+    /// in the order listed (which must be the declaration order), and reset to zeros.
+    macro_rules! field_tensors {
+        ($model:ident { $($field:ident),+ $(,)? }) => {
+            impl<E: Dtype, D: Device<E>> TensorCollection<E, D> for $model<E, D> {
+                type To<E2: Dtype, D2: Device<E2>> = $model<E2, D2>;
 
-        fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
-            visitor: &mut V,
-        ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-            visitor.visit_fields(
-                (
-                    Self::tensor(
-                        "w_16x8",
-                        |s| &s.w_16x8,
-                        |s| &mut s.w_16x8,
-                        TensorOptions::reset_to_zeros(),
-                    ),
-                    Self::tensor(
-                        "w_8x16",
-                        |s| &s.w_8x16,
-                        |s| &mut s.w_8x16,
-                        TensorOptions::reset_to_zeros(),
-                    ),
-                    Self::tensor(
-                        "b_8",
-                        |s| &s.b_8,
-                        |s| &mut s.b_8,
-                        TensorOptions::reset_to_zeros(),
-                    ),
-                    Self::tensor(
-                        "s_1",
-                        |s| &s.s_1,
-                        |s| &mut s.s_1,
-                        TensorOptions::reset_to_zeros(),
-                    ),
-                ),
-                |(w_16x8, w_8x16, b_8, s_1)| CaseModel {
-                    w_16x8,
-                    w_8x16,
-                    b_8,
-                    s_1,
-                },
-            )
-        }
+                fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+                    visitor: &mut V,
+                ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+                    visitor.visit_fields(
+                        ($(Self::tensor(
+                            stringify!($field),
+                            |s| &s.$field,
+                            |s| &mut s.$field,
+                            TensorOptions::reset_to_zeros(),
+                        ),)+),
+                        |($($field,)+)| $model { $($field),+ },
+                    )
+                }
+            }
+        };
     }
+
+    field_tensors!(CaseModel {
+        w_16x8,
+        w_8x16,
+        b_8,
+        s_1
+    });
 
     fn cast<E: Dtype>(xs: &[f64]) -> Vec<E> {
         xs.iter()
@@ -715,55 +706,13 @@ pub mod model {
     /// Names of the [`MarsModel`] tensors, in field (= walk = `param_order`) order.
     pub const MARS_PARAM_NAMES: [&str; 5] = ["w_16x8", "w_8x16", "w_4x4", "b_8", "s_1"];
 
-    impl<E: Dtype, D: Device<E>> TensorCollection<E, D> for MarsModel<E, D> {
-        type To<E2: Dtype, D2: Device<E2>> = MarsModel<E2, D2>;
-
-        fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
-            visitor: &mut V,
-        ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-            visitor.visit_fields(
-                (
-                    Self::tensor(
-                        "w_16x8",
-                        |s| &s.w_16x8,
-                        |s| &mut s.w_16x8,
-                        TensorOptions::reset_to_zeros(),
-                    ),
-                    Self::tensor(
-                        "w_8x16",
-                        |s| &s.w_8x16,
-                        |s| &mut s.w_8x16,
-                        TensorOptions::reset_to_zeros(),
-                    ),
-                    Self::tensor(
-                        "w_4x4",
-                        |s| &s.w_4x4,
-                        |s| &mut s.w_4x4,
-                        TensorOptions::reset_to_zeros(),
-                    ),
-                    Self::tensor(
-                        "b_8",
-                        |s| &s.b_8,
-                        |s| &mut s.b_8,
-                        TensorOptions::reset_to_zeros(),
-                    ),
-                    Self::tensor(
-                        "s_1",
-                        |s| &s.s_1,
-                        |s| &mut s.s_1,
-                        TensorOptions::reset_to_zeros(),
-                    ),
-                ),
-                |(w_16x8, w_8x16, w_4x4, b_8, s_1)| MarsModel {
-                    w_16x8,
-                    w_8x16,
-                    w_4x4,
-                    b_8,
-                    s_1,
-                },
-            )
-        }
-    }
+    field_tensors!(MarsModel {
+        w_16x8,
+        w_8x16,
+        w_4x4,
+        b_8,
+        s_1
+    });
 
     impl DfdxCase for MarsModel<f32, Cpu> {
         fn load(dev: &Cpu, case: &Case) -> Self {
@@ -857,18 +806,7 @@ pub mod runner {
         let mut worst = 0.0f64;
         for t in 0..case.steps {
             let grads: Vec<Vec<f32>> = names.iter().map(|n| case.grad_f32(t, n)).collect();
-            let mut slices: Vec<ParamSlice<'_, f32>> = names
-                .iter()
-                .zip(&shapes)
-                .zip(params.iter_mut())
-                .zip(&grads)
-                .map(|(((name, shape), param), grad)| ParamSlice {
-                    name: name.as_str(),
-                    shape: shape.as_slice(),
-                    param: param.as_mut_slice(),
-                    grad: grad.as_slice(),
-                })
-                .collect();
+            let mut slices = crate::params::slices(names, &shapes, &mut params, &grads);
             step(&mut slices);
             drop(slices);
             for (name, p) in names.iter().zip(&params) {
@@ -1077,37 +1015,155 @@ pub mod trajectory {
     //! Running an optimizer over a reference case on the slice path.
 
     use crate::fixtures::Case;
-    use optim_dsl::{DslOptimizer, ParamSlice};
+    use optim_dsl::DslOptimizer;
 
     /// Runs `opt` over `case` teacher-forced (feeding `grads[t]`), asserting the parameters
     /// after every step against `params[t]` within the case's tolerance, and calling
-    /// `after(t, opt)` after each step for extra checks.
+    /// `after(t, opt)` after each step for extra checks. Returns the largest absolute deviation
+    /// from the reference parameters ([`max_abs_diff`]) over all steps.
     pub fn run_slices<O: DslOptimizer<f32>>(
         case: &Case,
         opt: &mut O,
         what: &str,
         mut after: impl FnMut(usize, &O),
-    ) {
-        let names = case.param_order.clone();
+    ) -> f64 {
+        let names = &case.param_order;
+        let shapes: Vec<&[usize]> = names.iter().map(|n| case.shape(n)).collect();
         let mut params: Vec<Vec<f32>> = names.iter().map(|n| case.init_f32(n)).collect();
+        let mut worst = 0.0f64;
         for t in 0..case.steps {
             let grads: Vec<Vec<f32>> = names.iter().map(|n| case.grad_f32(t, n)).collect();
-            let mut slices: Vec<ParamSlice<'_, f32>> = names
-                .iter()
-                .zip(params.iter_mut())
-                .zip(&grads)
-                .map(|((n, p), g)| ParamSlice {
-                    name: n,
-                    shape: case.shape(n),
-                    param: p,
-                    grad: g,
-                })
-                .collect();
+            let mut slices = crate::params::slices(names, &shapes, &mut params, &grads);
             opt.update_slices(&mut slices).unwrap();
             for (n, p) in names.iter().zip(&params) {
                 case.assert_params_at(what, t, n, p);
+                worst = worst.max(max_abs_diff(p, &case.params[t][n]));
             }
             after(t, opt);
         }
+        worst
+    }
+
+    /// The largest `|got[i] - want[i]|`, in `f64` (0 for empty slices).
+    pub fn max_abs_diff(got: &[f32], want: &[f64]) -> f64 {
+        got.iter()
+            .zip(want)
+            .map(|(g, w)| (f64::from(*g) - w).abs())
+            .fold(0.0, f64::max)
+    }
+}
+
+pub mod zoo {
+    //! Zoo optimizers as several tests build them.
+
+    use crate::fixtures::Case;
+    use optim_dsl::zoo::{Adafactor, AdafactorConfig, Sgd, SgdConfig};
+
+    /// [`Adafactor`] with the hyperparameters of a `torch.optim.Adafactor` case (`lr`,
+    /// `beta2_decay`, `eps[1]` as `eps2`, `d`, `weight_decay`; the rest default).
+    pub fn torch_adafactor(case: &Case) -> Adafactor<f32> {
+        Adafactor::<f32>::new(AdafactorConfig {
+            lr: case.hyper_f64("lr").into(),
+            beta2_decay: case.hyper_f64("beta2_decay").into(),
+            eps2: case.hyperparameters["eps"][1].as_f64().unwrap().into(),
+            d: case.hyper_f64("d").into(),
+            weight_decay: case.hyper_f64("weight_decay").into(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// Plain SGD (no momentum, no weight decay) with learning rate `lr`.
+    pub fn sgd(lr: f64) -> Sgd<f32> {
+        Sgd::<f32>::new(SgdConfig {
+            lr: lr.into(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+}
+
+pub mod state {
+    //! Comparing optimizer states exactly.
+
+    use optim_dsl::OptState;
+
+    /// A float's exact bit pattern, widened to `u64`.
+    pub trait ExactBits: Copy {
+        /// The bits (`to_bits`), zero-extended.
+        fn exact_bits(self) -> u64;
+    }
+
+    impl ExactBits for f32 {
+        fn exact_bits(self) -> u64 {
+            u64::from(self.to_bits())
+        }
+    }
+
+    impl ExactBits for f64 {
+        fn exact_bits(self) -> u64 {
+            self.to_bits()
+        }
+    }
+
+    /// Everything a checkpoint must restore of `s` (steps, skip counts, non-finite counts and
+    /// every parameter's step, rule, length, buffers, scalars and initial scalars), floats as
+    /// their exact bits; temps and scratch are not included.
+    pub fn state_bits<E: ExactBits>(s: &OptState<E>) -> impl PartialEq + std::fmt::Debug {
+        let bits = |v: &[E]| v.iter().map(|x| x.exact_bits()).collect::<Vec<_>>();
+        let params: Vec<_> = s
+            .params
+            .iter()
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    p.step,
+                    p.rule,
+                    p.len,
+                    p.buffers.iter().map(|b| bits(b)).collect::<Vec<_>>(),
+                    p.scalars.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    p.scalars_init.clone(),
+                )
+            })
+            .collect();
+        (s.step, s.skipped_steps, s.non_finite, params)
+    }
+}
+
+pub mod params {
+    //! [`ParamSlice`]s built from names, shapes, values and gradients.
+
+    use optim_dsl::ParamSlice;
+
+    /// One [`ParamSlice`].
+    pub fn slice<'a, E>(
+        name: &'a str,
+        shape: &'a [usize],
+        param: &'a mut [E],
+        grad: &'a [E],
+    ) -> ParamSlice<'a, E> {
+        ParamSlice {
+            name,
+            shape,
+            param,
+            grad,
+        }
+    }
+
+    /// The [`ParamSlice`]s of parameters given as parallel lists: `names[i]` has shape
+    /// `shapes[i]`, values `params[i]` and gradient `grads[i]`.
+    pub fn slices<'a, E, N: AsRef<str>, S: AsRef<[usize]>>(
+        names: &'a [N],
+        shapes: &'a [S],
+        params: &'a mut [Vec<E>],
+        grads: &'a [Vec<E>],
+    ) -> Vec<ParamSlice<'a, E>> {
+        names
+            .iter()
+            .zip(shapes)
+            .zip(params.iter_mut())
+            .zip(grads)
+            .map(|(((n, s), p), g)| slice(n.as_ref(), s.as_ref(), p, g))
+            .collect()
     }
 }

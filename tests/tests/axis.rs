@@ -3,6 +3,7 @@
 //! against hand-computed values on small matrices.
 
 use optim_dsl::prelude::*;
+use optim_tests::params::slice;
 
 optimizer! {
     /// Each row of the gradient normalised to unit norm.
@@ -29,13 +30,7 @@ optimizer! {
 }
 
 fn step<O: DslOptimizer<f64>>(opt: &mut O, shape: &[usize], p: &mut [f64], g: &[f64]) {
-    opt.update_slices(&mut [ParamSlice {
-        name: "w",
-        shape,
-        param: p,
-        grad: g,
-    }])
-    .unwrap();
+    opt.update_slices(&mut [slice("w", shape, p, g)]).unwrap();
 }
 
 #[test]

@@ -13,7 +13,9 @@
 use optim_dsl::prelude::*;
 use optim_dsl::state::NonFinitePolicy;
 use optim_dsl::zoo::{AdamW, AdamWConfig, NAdam, NAdamConfig, Shampoo, ShampooConfig};
-use optim_dsl::{OptState, WeightEma};
+use optim_dsl::WeightEma;
+use optim_tests::params::slice;
+use optim_tests::state::{state_bits, ExactBits};
 
 // ---------------------------------------------------------------- the recorded runs
 
@@ -73,12 +75,7 @@ fn run<E: optim_dsl::Float, O: DslOptimizer<E>>(
         let mut slices: Vec<ParamSlice<'_, E>> = params
             .iter_mut()
             .zip(&grads)
-            .map(|((name, shape, v), g)| ParamSlice {
-                name,
-                shape,
-                param: v,
-                grad: g,
-            })
+            .map(|((name, shape, v), g)| slice(name, shape, v, g))
             .collect();
         opt.update_slices(&mut slices).unwrap();
         if let Some(ema) = ema.as_deref_mut() {
@@ -89,6 +86,12 @@ fn run<E: optim_dsl::Float, O: DslOptimizer<E>>(
             }
         }
     }
+}
+
+/// `opt` after [`run`] for 3 steps (no EMA, no bad gradient).
+fn three_steps<E: optim_dsl::Float, O: DslOptimizer<E>>(mut opt: O) -> O {
+    run(&mut opt, None, 3, &[]);
+    opt
 }
 
 fn adamw_config() -> AdamWConfig {
@@ -123,9 +126,7 @@ fn shampoo_config() -> ShampooConfig {
 /// Shampoo (`f64`, momentum 0.5, inverse roots every 2 steps): 3 steps, Kronecker statistics
 /// and inverse roots for `w`, the full-matrix preconditioner for `b`.
 fn shampoo_run() -> Shampoo<f64> {
-    let mut opt = Shampoo::<f64>::new(shampoo_config()).unwrap();
-    run(&mut opt, None, 3, &[]);
-    opt
+    three_steps(Shampoo::<f64>::new(shampoo_config()).unwrap())
 }
 
 fn nadam_config() -> NAdamConfig {
@@ -138,33 +139,10 @@ fn nadam_config() -> NAdamConfig {
 
 /// NAdam (`f32`): 3 steps; its `mu_product` is a per-parameter scalar state.
 fn nadam_run() -> NAdam<f32> {
-    let mut opt = NAdam::<f32>::new(nadam_config()).unwrap();
-    run(&mut opt, None, 3, &[]);
-    opt
+    three_steps(NAdam::<f32>::new(nadam_config()).unwrap())
 }
 
 // ---------------------------------------------------------------- comparisons
-
-/// Every recorded field of `s`, floats as bits (scratch and temps are not recorded).
-fn state_bits<E: optim_dsl::Float>(s: &OptState<E>) -> impl PartialEq + std::fmt::Debug {
-    let bits = |v: &[E]| v.iter().map(|x| x.as_f64().to_bits()).collect::<Vec<_>>();
-    let params: Vec<_> = s
-        .params
-        .iter()
-        .map(|(n, p)| {
-            (
-                n.clone(),
-                p.step,
-                p.rule,
-                p.len,
-                p.buffers.iter().map(|b| bits(b)).collect::<Vec<_>>(),
-                p.scalars.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                p.scalars_init.clone(),
-            )
-        })
-        .collect();
-    (s.step, s.skipped_steps, s.non_finite, params)
-}
 
 fn fixture_path(version: u32, case: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -201,7 +179,7 @@ fn write_checkpoint_fixtures() {
 }
 
 /// The loaded optimizer holds exactly the state and config of the recomputed run `want`.
-fn assert_same<E: optim_dsl::Float, O: DslOptimizer<E>>(loaded: &O, want: &O) {
+fn assert_same<E: optim_dsl::Float + ExactBits, O: DslOptimizer<E>>(loaded: &O, want: &O) {
     assert_eq!(state_bits(loaded.opt_state()), state_bits(want.opt_state()));
     assert_eq!(loaded.config().fields(), want.config().fields());
 }

@@ -5,7 +5,8 @@
 //! one generic barrier path.
 
 use optim_dsl::zoo::{Lamb, Shampoo};
-use optim_dsl::{DslOptimizer, ParamSlice};
+use optim_dsl::DslOptimizer;
+use optim_tests::params::slice;
 
 /// 50,000 elements: more than one 32 Ki chunk, fewer than the 64 Ki elements above which a
 /// step runs on the thread pool.
@@ -31,19 +32,9 @@ fn lamb_w(with_other: bool, threads: usize) -> Vec<f64> {
         for step in 0..3 {
             let gw = data(N, 1.0 + step as f64);
             let go = data(N, 5.0 + step as f64);
-            let mut params = vec![ParamSlice {
-                name: "w",
-                shape: &[N],
-                param: &mut w,
-                grad: &gw,
-            }];
+            let mut params = vec![slice("w", &[N], &mut w, &gw)];
             if with_other {
-                params.push(ParamSlice {
-                    name: "other",
-                    shape: &[N],
-                    param: &mut other,
-                    grad: &go,
-                });
+                params.push(slice("other", &[N], &mut other, &go));
             }
             opt.update_slices(&mut params).unwrap();
         }
@@ -90,13 +81,8 @@ fn kronecker_diagnostics_reach_the_parameter_state() {
         if step == 2 {
             g[3] = f64::NAN;
         }
-        opt.update_slices(&mut [ParamSlice {
-            name: "w",
-            shape: &[3, 2],
-            param: &mut w,
-            grad: &g,
-        }])
-        .unwrap();
+        opt.update_slices(&mut [slice("w", &[3, 2], &mut w, &g)])
+            .unwrap();
     }
     let stats = opt.state().param("w").unwrap().matrix;
     assert_eq!(stats.skipped_inputs, 2);

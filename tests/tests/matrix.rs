@@ -7,6 +7,7 @@ use optim_dsl::prelude::*;
 use optim_dsl::zoo::{Muon, MuonConfig};
 use optim_dsl::RuleBody;
 use optim_tests::fixtures::{self, Tolerance};
+use optim_tests::params::slice;
 use serde_json::Value;
 
 fn tensor(v: &Value) -> (Vec<usize>, Vec<f32>) {
@@ -127,24 +128,9 @@ fn muon_routes_vectors_embeddings_and_heads_to_adamw() {
     let g12 = vec![0.5f32; 12];
     let g3 = vec![0.5f32; 3];
     opt.update_slices(&mut [
-        ParamSlice {
-            name: "layer.weight",
-            shape: &[3, 4],
-            param: &mut w,
-            grad: &g12,
-        },
-        ParamSlice {
-            name: "embed.weight",
-            shape: &[3, 4],
-            param: &mut e,
-            grad: &g12,
-        },
-        ParamSlice {
-            name: "layer.bias",
-            shape: &[3],
-            param: &mut b,
-            grad: &g3,
-        },
+        slice("layer.weight", &[3, 4], &mut w, &g12),
+        slice("embed.weight", &[3, 4], &mut e, &g12),
+        slice("layer.bias", &[3], &mut b, &g3),
     ])
     .unwrap();
     assert_eq!(opt.state().param("layer.weight").unwrap().rule, 0);
@@ -234,21 +220,13 @@ fn run_case<O: DslOptimizer<f32>>(case: &fixtures::Case, opt: &mut O, what: &str
 
 #[test]
 fn adafactor_matches_torch() {
-    use optim_dsl::zoo::{Adafactor, AdafactorConfig};
+    use optim_tests::zoo::torch_adafactor;
     let case = fixtures::load("adafactor");
     assert!(
         case.hyperparameters["eps"][0].is_null(),
         "eps1 = None means finfo(float32).eps"
     );
-    let mut opt = Adafactor::<f32>::new(AdafactorConfig {
-        lr: case.hyper_f64("lr").into(),
-        beta2_decay: case.hyper_f64("beta2_decay").into(),
-        eps2: case.hyperparameters["eps"][1].as_f64().unwrap().into(),
-        d: case.hyper_f64("d").into(),
-        weight_decay: case.hyper_f64("weight_decay").into(),
-        ..Default::default()
-    })
-    .unwrap();
+    let mut opt = torch_adafactor(&case);
     run_case(&case, &mut opt, "adafactor slices");
     // the factored state of a matrix is rows + cols numbers: row_var then col_var
     let st = opt.state().param("w_16x8").unwrap();
@@ -308,18 +286,8 @@ fn shampoo_with_zero_gradients_gives_a_zero_update() {
         let g1 = [0.0f32; 1];
         for _ in 0..3 {
             opt.update_slices(&mut [
-                ParamSlice {
-                    name: "w",
-                    shape: &[2, 3],
-                    param: &mut w,
-                    grad: &g6,
-                },
-                ParamSlice {
-                    name: "one",
-                    shape: &[1],
-                    param: &mut v,
-                    grad: &g1,
-                },
+                slice("w", &[2, 3], &mut w, &g6),
+                slice("one", &[1], &mut v, &g1),
             ])
             .unwrap();
         }
@@ -342,18 +310,8 @@ fn shampoo_handles_a_row_matrix_and_a_length_one_vector() {
     let mut one = vec![0.0f32; 1];
     let g = [1.0f32, -2.0, 0.5, 0.0];
     opt.update_slices(&mut [
-        ParamSlice {
-            name: "row",
-            shape: &[1, 4],
-            param: &mut row,
-            grad: &g,
-        },
-        ParamSlice {
-            name: "one",
-            shape: &[1],
-            param: &mut one,
-            grad: &[2.0],
-        },
+        slice("row", &[1, 4], &mut row, &g),
+        slice("one", &[1], &mut one, &[2.0]),
     ])
     .unwrap();
     // length-1 vector: H = eps + g^2, u = g / sqrt(H)
@@ -493,13 +451,8 @@ fn kfac_with_input_covariance_solves_least_squares_in_one_step() {
         .unwrap();
     let mut w = vec![0.0f64; rows * cols];
     let g = grad_at(&w);
-    opt.update_slices(&mut [ParamSlice {
-        name: "w",
-        shape: &[rows, cols],
-        param: &mut w,
-        grad: &g,
-    }])
-    .unwrap();
+    opt.update_slices(&mut [slice("w", &[rows, cols], &mut w, &g)])
+        .unwrap();
     for r in 0..rows {
         for j in 0..cols {
             assert!((w[r * cols + j] - w_star[r][j]).abs() < 1e-8, "{w:?}");
@@ -555,18 +508,8 @@ fn matrix_optimizers_resume_bit_identically_from_a_checkpoint() {
             }
             let (gw, gb) = grads(t);
             opt.update_slices(&mut [
-                ParamSlice {
-                    name: "w",
-                    shape: &[4, 3],
-                    param: &mut w,
-                    grad: &gw,
-                },
-                ParamSlice {
-                    name: "b",
-                    shape: &[3],
-                    param: &mut b,
-                    grad: &gb,
-                },
+                slice("w", &[4, 3], &mut w, &gw),
+                slice("b", &[3], &mut b, &gb),
             ])
             .unwrap();
         }

@@ -9,9 +9,12 @@ use optim_dsl::matrix::{
     Kron, KronConfig, MatView, Phase, Src, ViewRule, KRON_DEFAULT, NS_COEFFS, NS_EPS, NS_STEPS,
 };
 use optim_dsl::prelude::*;
-use optim_dsl::zoo::{Adafactor, AdafactorConfig, Shampoo, ShampooConfig};
+use optim_dsl::zoo::{Shampoo, ShampooConfig};
 use optim_dsl::{ParamInfo, ParamState};
 use optim_tests::fixtures::{self, Tolerance};
+use optim_tests::params::slice;
+use optim_tests::trajectory::{max_abs_diff, run_slices};
+use optim_tests::zoo::torch_adafactor;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -25,13 +28,6 @@ fn floats(v: &Value) -> Vec<f64> {
 
 fn raw(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixtures::path(name)).unwrap()).unwrap()
-}
-
-fn max_abs_diff(got: &[f32], want: &[f64]) -> f64 {
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (f64::from(*g) - w).abs())
-        .fold(0.0, f64::max)
 }
 
 /// Eigenvalues and eigenvectors (columns of the row-major `d × d` result) of a symmetric
@@ -115,41 +111,6 @@ fn grad(rows: usize, cols: usize, t: u64) -> Vec<f32> {
             ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
         })
         .collect()
-}
-
-/// Runs `opt` over `case` on the slice path, teacher-forced, asserting every step's parameters
-/// within the case's tolerance and calling `after(t, opt)` after each step; returns the largest
-/// absolute deviation from the reference parameters.
-fn run_case<O: DslOptimizer<f32>>(
-    case: &fixtures::Case,
-    opt: &mut O,
-    what: &str,
-    mut after: impl FnMut(usize, &O),
-) -> f64 {
-    let names = case.param_order.clone();
-    let mut params: Vec<Vec<f32>> = names.iter().map(|n| case.init_f32(n)).collect();
-    let mut worst = 0.0f64;
-    for t in 0..case.steps {
-        let grads: Vec<Vec<f32>> = names.iter().map(|n| case.grad_f32(t, n)).collect();
-        let mut slices: Vec<ParamSlice<'_, f32>> = names
-            .iter()
-            .zip(params.iter_mut())
-            .zip(&grads)
-            .map(|((n, p), g)| ParamSlice {
-                name: n,
-                shape: case.shape(n),
-                param: p,
-                grad: g,
-            })
-            .collect();
-        opt.update_slices(&mut slices).unwrap();
-        for (n, p) in names.iter().zip(&params) {
-            case.assert_params_at(what, t, n, p);
-            worst = worst.max(max_abs_diff(p, &case.params[t][n]));
-        }
-        after(t, opt);
-    }
-    worst
 }
 
 // ----------------------------------------------------------------------------- item 1
@@ -279,7 +240,7 @@ fn zoo_shampoo_follows_distributed_shampoo_on_rank_deficient_statistics() {
         ..Default::default()
     })
     .unwrap();
-    let worst = run_case(&case, &mut opt, "zoo shampoo", |t, o| {
+    let worst = run_slices(&case, &mut opt, "zoo shampoo", |t, o| {
         for name in &case.param_order {
             let st = o.state().param(name).unwrap();
             assert_eq!(st.matrix.failed_refreshes, 0, "{name} step {}", t + 1);
@@ -314,13 +275,8 @@ fn kron_f32_rank_deficient_statistic_matches_exact_f64_roots() {
     for t in 1..=3u64 {
         let g = grad(rows, cols, t);
         let before = w.clone();
-        opt.update_slices(&mut [ParamSlice {
-            name: "w",
-            shape: &[rows, cols],
-            param: &mut w,
-            grad: &g,
-        }])
-        .unwrap();
+        opt.update_slices(&mut [slice("w", &[rows, cols], &mut w, &g)])
+            .unwrap();
         let g64: Vec<f64> = g.iter().map(|&x| f64::from(x)).collect();
         let gt: Vec<f64> = (0..cols * rows)
             .map(|k| g64[(k % rows) * cols + k / rows])
@@ -425,16 +381,8 @@ proptest! {
 #[test]
 fn adafactor_nd_matches_torch_on_the_last_two_axes() {
     let case = fixtures::load("adafactor_nd");
-    let mut opt = Adafactor::<f32>::new(AdafactorConfig {
-        lr: case.hyper_f64("lr").into(),
-        beta2_decay: case.hyper_f64("beta2_decay").into(),
-        eps2: case.hyperparameters["eps"][1].as_f64().unwrap().into(),
-        d: case.hyper_f64("d").into(),
-        weight_decay: case.hyper_f64("weight_decay").into(),
-        ..Default::default()
-    })
-    .unwrap();
-    let worst = run_case(&case, &mut opt, "adafactor_nd slices", |_, _| {});
+    let mut opt = torch_adafactor(&case);
+    let worst = run_slices(&case, &mut opt, "adafactor_nd slices", |_, _| {});
     eprintln!("adafactor_nd params: max abs dev = {worst:.3e}");
     for name in ["w_16x8", "t_2x3x4", "t_2x2x3x4"] {
         let row = case.final_state_tensor(name, "row_var").unwrap();

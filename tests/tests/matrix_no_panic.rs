@@ -380,52 +380,39 @@ fn check_refuses_bad_configurations() {
             "{err}"
         );
     }
-    let err = Factored::check(
-        &FactoredConfig {
-            beta: f64::NAN,
-            eps: 1e-30,
-        },
-        info,
-    )
-    .unwrap_err();
-    assert!(
-        err.contains("`factored_second_moment`") && err.contains("beta"),
-        "{err}"
-    );
-    let err = Orthogonalize::check(
-        &OrthogonalizeConfig {
-            eps: -1.0,
-            ..Default::default()
-        },
-        info,
-    )
-    .unwrap_err();
-    assert!(
-        err.contains("`orthogonalize`") && err.contains("eps"),
-        "{err}"
-    );
-    let err = Kfac::check(
-        &KfacConfig {
-            damping: f64::NAN,
-            rank_rtol: None,
-        },
-        info,
-    )
-    .unwrap_err();
-    assert!(
-        err.contains("`kfac_precondition`") && err.contains("damping"),
-        "{err}"
-    );
-    let err = Eigenbasis::check(
-        &EigenbasisConfig {
-            beta: -0.5,
-            ..Default::default()
-        },
-        info,
-    )
-    .unwrap_err();
-    assert!(
-        err.contains("`kron_eigenbasis`") && err.contains("beta"),
-        "{err}"
-    );
+    let factored = FactoredConfig {
+        beta: f64::NAN,
+        eps: 1e-30,
+    };
+    let kfac = KfacConfig {
+        damping: f64::NAN,
+        rank_rtol: None,
+    };
+    let orthogonalize = OrthogonalizeConfig {
+        eps: -1.0,
+        ..Default::default()
+    };
+    let eigenbasis = EigenbasisConfig {
+        beta: -0.5,
+        ..Default::default()
+    };
+    let refusals = [
+        Factored::check(&factored, info),
+        Orthogonalize::check(&orthogonalize, info),
+        Kfac::check(&kfac, info),
+        Eigenbasis::check(&eigenbasis, info),
+    ];
+    let expected = [
+        ("factored_second_moment", "beta"),
+        ("orthogonalize", "eps"),
+        ("kfac_precondition", "damping"),
+        ("kron_eigenbasis", "beta"),
+    ];
+    for (checked, (word, what)) in refusals.into_iter().zip(expected) {
+        let err = checked.unwrap_err();
+        assert!(
+            err.contains(&format!("`{word}`")) && err.contains(what),
+            "{err}"
+        );
+    }
 }

@@ -7,71 +7,41 @@ use dfdx::prelude::*;
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{Adam, AdamConfig, AdamW, AdamWConfig, Lion, LionConfig, Sgd, SgdConfig};
 use optim_dsl::{OptimError, RuleBody};
+use optim_tests::params::slice;
+use optim_tests::zoo::sgd;
 
-fn slice<'a>(
-    name: &'a str,
-    shape: &'a [usize],
-    p: &'a mut [f32],
-    g: &'a [f32],
-) -> ParamSlice<'a, f32> {
-    ParamSlice {
-        name,
-        shape,
-        param: p,
-        grad: g,
-    }
+/// Asserts for each `Opt(OptConfig { field: value })` that `Opt::<f32>::new` with `field = value`
+/// (the rest default) fails with [`OptimError::InvalidHyperparameter`] naming `field` and the
+/// optimizer `Opt`.
+macro_rules! assert_rejected {
+    ($($opt:ident($cfg:ident { $field:ident: $value:expr })),* $(,)?) => {$(
+        match $opt::<f32>::new($cfg {
+            $field: ($value).into(),
+            ..Default::default()
+        }) {
+            Err(OptimError::InvalidHyperparameter { name, optimizer, .. }) => {
+                assert_eq!(name, stringify!($field));
+                assert_eq!(optimizer, stringify!($opt));
+            }
+            Err(other) => {
+                panic!("expected an error naming `{}`, got {other:?}", stringify!($field))
+            }
+            Ok(_) => panic!("{} accepted {} = {}", stringify!($opt), stringify!($field), $value),
+        }
+    )*};
 }
 
 #[test]
 fn invalid_hyperparameters_are_rejected_with_their_name() {
-    let bad = [
-        (
-            AdamWConfig {
-                lr: (-1.0).into(),
-                ..Default::default()
-            },
-            "lr",
-        ),
-        (
-            AdamWConfig {
-                beta1: 1.0.into(),
-                ..Default::default()
-            },
-            "beta1",
-        ),
-        (
-            AdamWConfig {
-                beta2: (-0.1).into(),
-                ..Default::default()
-            },
-            "beta2",
-        ),
-        (
-            AdamWConfig {
-                eps: 0.0.into(),
-                ..Default::default()
-            },
-            "eps",
-        ),
-        (
-            AdamWConfig {
-                weight_decay: f64::NAN.into(),
-                ..Default::default()
-            },
-            "weight_decay",
-        ),
-    ];
-    for (cfg, name) in bad {
-        match AdamW::<f32>::new(cfg) {
-            Err(OptimError::InvalidHyperparameter {
-                name: n, optimizer, ..
-            }) => {
-                assert_eq!(n, name);
-                assert_eq!(optimizer, "AdamW");
-            }
-            other => panic!("expected an error naming `{name}`, got {other:?}"),
-        }
-    }
+    assert_rejected!(
+        AdamW(AdamWConfig { lr: -1.0 }),
+        AdamW(AdamWConfig { beta1: 1.0 }),
+        AdamW(AdamWConfig { beta2: -0.1 }),
+        AdamW(AdamWConfig { eps: 0.0 }),
+        AdamW(AdamWConfig {
+            weight_decay: f64::NAN
+        }),
+    );
     // the message names the hyperparameter, the value and the domain
     let err = AdamW::<f32>::new(AdamWConfig {
         beta1: 1.5.into(),
@@ -210,29 +180,14 @@ fn each_parameter_is_bias_corrected_from_its_own_first_step() {
     let mut a = vec![0.0f64; 3];
     let ga = [1.0f64, -2.0, 0.5];
     for _ in 0..4 {
-        opt.update_slices(&mut [ParamSlice {
-            name: "a",
-            shape: &[3],
-            param: &mut a,
-            grad: &ga,
-        }])
-        .unwrap();
+        opt.update_slices(&mut [slice("a", &[3], &mut a, &ga)])
+            .unwrap();
     }
     let mut late = vec![1.0f64, 1.0];
     let gl = [3.0f64, -0.25];
     opt.update_slices(&mut [
-        ParamSlice {
-            name: "a",
-            shape: &[3],
-            param: &mut a,
-            grad: &ga,
-        },
-        ParamSlice {
-            name: "late",
-            shape: &[2],
-            param: &mut late,
-            grad: &gl,
-        },
+        slice("a", &[3], &mut a, &ga),
+        slice("late", &[2], &mut late, &gl),
     ])
     .unwrap();
     assert!((late[0] - 0.9).abs() < 1e-12, "{late:?}");
@@ -244,11 +199,7 @@ fn each_parameter_is_bias_corrected_from_its_own_first_step() {
 
 #[test]
 fn hyperparameter_changes_take_effect_at_the_next_step() {
-    let mut opt = Sgd::<f32>::new(SgdConfig {
-        lr: 1.0.into(),
-        ..Default::default()
-    })
-    .unwrap();
+    let mut opt = sgd(1.0);
     let mut p = vec![0.0f32];
     let g = [1.0f32];
     opt.update_slices(&mut [slice("p", &[1], &mut p, &g)])
@@ -262,6 +213,15 @@ fn hyperparameter_changes_take_effect_at_the_next_step() {
     opt.update_slices(&mut [slice("p", &[1], &mut p, &g)])
         .unwrap();
     assert_eq!(p, [-1.0]);
+}
+
+/// Sets every element of the gradient of `t` in `grads` to `value` (allocating the buffer).
+fn fill_grad<S: Shape>(grads: &mut Gradients<f32, Cpu>, t: &Tensor<S, f32, Cpu>, value: f32) {
+    grads
+        .get_or_alloc_mut(t)
+        .unwrap()
+        .iter_mut()
+        .for_each(|x| *x = value);
 }
 
 #[test]
@@ -279,22 +239,10 @@ fn dfdx_path_leaves_non_trainable_buffers_alone() {
         &model.1.scale,
         &model.1.bias,
     ] {
-        grads
-            .get_or_alloc_mut(t)
-            .unwrap()
-            .iter_mut()
-            .for_each(|x| *x = 1.0);
+        fill_grad(&mut grads, t, 1.0);
     }
-    grads
-        .get_or_alloc_mut(&model.0.weight)
-        .unwrap()
-        .iter_mut()
-        .for_each(|x| *x = 1.0);
-    let mut opt = Sgd::<f32>::new(SgdConfig {
-        lr: 0.5.into(),
-        ..Default::default()
-    })
-    .unwrap();
+    fill_grad(&mut grads, &model.0.weight, 1.0);
+    let mut opt = sgd(0.5);
     opt.update(&mut model, &mut grads).unwrap();
     assert_eq!(model.1.running_mean.as_vec(), before_mean);
     assert_eq!(model.1.running_var.as_vec(), before_var);
@@ -376,21 +324,9 @@ fn rules_can_route_by_the_enclosing_dfdx_module_type() {
     let lin0 = model.1.weight.as_vec();
     let bias0 = model.1.bias.as_vec();
     let mut grads = model.alloc_grads();
-    grads
-        .get_or_alloc_mut(&model.0.weight)
-        .unwrap()
-        .iter_mut()
-        .for_each(|g| *g = 0.25);
-    grads
-        .get_or_alloc_mut(&model.1.weight)
-        .unwrap()
-        .iter_mut()
-        .for_each(|g| *g = 0.25);
-    grads
-        .get_or_alloc_mut(&model.1.bias)
-        .unwrap()
-        .iter_mut()
-        .for_each(|g| *g = 0.25);
+    fill_grad(&mut grads, &model.0.weight, 0.25);
+    fill_grad(&mut grads, &model.1.weight, 0.25);
+    fill_grad(&mut grads, &model.1.bias, 0.25);
     let mut opt = ByModule::<f32>::default();
     opt.update(&mut model, &mut grads).unwrap();
     for (a, b) in model.0.weight.as_vec().iter().zip(&emb0) {
@@ -425,13 +361,8 @@ fn lamb_first_step_matches_the_hand_computed_update() {
     let p0 = [3.0f64, -4.0];
     let g = [0.5f64, 2.0];
     let mut p = p0.to_vec();
-    opt.update_slices(&mut [ParamSlice {
-        name: "w",
-        shape: &[2],
-        param: &mut p,
-        grad: &g,
-    }])
-    .unwrap();
+    opt.update_slices(&mut [slice("w", &[2], &mut p, &g)])
+        .unwrap();
     let u: Vec<f64> = p0
         .iter()
         .zip(&g)
@@ -468,79 +399,14 @@ fn zoo_hyperparameters_outside_their_domains_are_rejected() {
         Adafactor, AdafactorConfig, Adagrad, AdagradConfig, KFac, KFacConfig, Muon, MuonConfig,
         Shampoo, ShampooConfig,
     };
-    let name = |e: OptimError| match e {
-        OptimError::InvalidHyperparameter { name, .. } => name,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(
-        name(
-            Adagrad::<f32>::new(AdagradConfig {
-                lr_decay: (-1.0).into(),
-                ..Default::default()
-            })
-            .unwrap_err()
-        ),
-        "lr_decay"
-    );
-    assert_eq!(
-        name(
-            Shampoo::<f32>::new(ShampooConfig {
-                matrix_eps: 0.0.into(),
-                ..Default::default()
-            })
-            .unwrap_err()
-        ),
-        "matrix_eps"
-    );
-    assert_eq!(
-        name(
-            Shampoo::<f32>::new(ShampooConfig {
-                update_freq: 0.0.into(),
-                ..Default::default()
-            })
-            .unwrap_err()
-        ),
-        "update_freq"
-    );
-    assert_eq!(
-        name(
-            Adafactor::<f32>::new(AdafactorConfig {
-                d: 0.0.into(),
-                ..Default::default()
-            })
-            .unwrap_err()
-        ),
-        "d"
-    );
-    assert_eq!(
-        name(
-            Adafactor::<f32>::new(AdafactorConfig {
-                beta2_decay: 0.5.into(),
-                ..Default::default()
-            })
-            .unwrap_err()
-        ),
-        "beta2_decay"
-    );
-    assert_eq!(
-        name(
-            Muon::<f32>::new(MuonConfig {
-                ns_steps: 2.5.into(),
-                ..Default::default()
-            })
-            .unwrap_err()
-        ),
-        "ns_steps"
-    );
-    assert_eq!(
-        name(
-            KFac::<f32>::new(KFacConfig {
-                damping: (-1.0).into(),
-                ..Default::default()
-            })
-            .unwrap_err()
-        ),
-        "damping"
+    assert_rejected!(
+        Adagrad(AdagradConfig { lr_decay: -1.0 }),
+        Shampoo(ShampooConfig { matrix_eps: 0.0 }),
+        Shampoo(ShampooConfig { update_freq: 0.0 }),
+        Adafactor(AdafactorConfig { d: 0.0 }),
+        Adafactor(AdafactorConfig { beta2_decay: 0.5 }),
+        Muon(MuonConfig { ns_steps: 2.5 }),
+        KFac(KFacConfig { damping: -1.0 }),
     );
 }
 

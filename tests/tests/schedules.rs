@@ -77,6 +77,17 @@ impl SchedCase {
     }
 
     #[track_caller]
+    /// [`check`](Self::check) against the reference `lr` trajectory, then the value after
+    /// its last step against `lr_after_last_step`.
+    fn check_through_end(&self, what: &str, s: &Schedule) {
+        self.check(what, s, &self.lr);
+        self.check_one(
+            "after the last step",
+            s.value(self.steps as u64),
+            self.lr_after_last_step.unwrap(),
+        );
+    }
+
     fn check_one(&self, what: &str, got: f64, want: f64) {
         assert!(
             is_close(got, want, &self.tolerance),
@@ -98,7 +109,7 @@ fn torch_warmup_cosine() {
     let eta_min = c.h("schedulers.1.CosineAnnealingLR.eta_min");
     assert_eq!(c.u("milestones.0"), warmup);
     let s = Schedule::warmup_cosine_torch(base, start, warmup, t_max, eta_min).unwrap();
-    c.check("warmup_cosine_torch", &s, &c.lr);
+    c.check_through_end("warmup_cosine_torch", &s);
     // T_max excludes the warmup: the optax-style constructor needs total = warmup + T_max.
     let optax_style =
         Schedule::warmup_cosine(base * start, base, warmup, warmup + t_max, eta_min).unwrap();
@@ -107,35 +118,20 @@ fn torch_warmup_cosine() {
         &optax_style,
         &c.lr,
     );
-    c.check_one(
-        "after the last step",
-        s.value(c.steps as u64),
-        c.lr_after_last_step.unwrap(),
-    );
 }
 
 #[test]
 fn torch_cosine() {
     let c = load("sched_torch_cosine");
     let s = Schedule::cosine(c.h("base_lr"), c.h("eta_min"), c.u("T_max")).unwrap();
-    c.check("cosine", &s, &c.lr);
-    c.check_one(
-        "after the last step",
-        s.value(c.steps as u64),
-        c.lr_after_last_step.unwrap(),
-    );
+    c.check_through_end("cosine", &s);
 }
 
 #[test]
 fn torch_steplr() {
     let c = load("sched_torch_steplr");
     let s = Schedule::step(c.h("base_lr"), c.h("gamma"), c.u("step_size")).unwrap();
-    c.check("step", &s, &c.lr);
-    c.check_one(
-        "after the last step",
-        s.value(c.steps as u64),
-        c.lr_after_last_step.unwrap(),
-    );
+    c.check_through_end("step", &s);
     // StepLR is MultiStepLR with milestones every step_size, and optax's staircase decay.
     let every: Vec<u64> = (1..10).map(|k| k * c.u("step_size")).collect();
     c.check(
@@ -203,12 +199,7 @@ fn pytorch_optimizer_wsd_linear() {
         vec![w + s + d],
     )
     .unwrap();
-    c.check("wsd joined with the floor", &quirk, &c.lr);
-    c.check_one(
-        "after the last step",
-        quirk.value(c.steps as u64),
-        c.lr_after_last_step.unwrap(),
-    );
+    c.check_through_end("wsd joined with the floor", &quirk);
 }
 
 #[test]

@@ -8,20 +8,7 @@ use optim_dsl::prelude::*;
 use optim_dsl::zoo::{AdamW, Sgd};
 use optim_dsl::{GlobalContribution, OptimError, ScalarPrecision, ShapeChange, StepSync};
 use optim_tests::fixtures;
-
-fn slice<'a>(
-    name: &'a str,
-    shape: &'a [usize],
-    p: &'a mut [f64],
-    g: &'a [f64],
-) -> ParamSlice<'a, f64> {
-    ParamSlice {
-        name,
-        shape,
-        param: p,
-        grad: g,
-    }
-}
+use optim_tests::params::{slice, slices};
 
 #[test]
 fn an_update_with_no_parameters_does_not_advance_the_step() {
@@ -188,18 +175,7 @@ fn scalars_in_parameter_precision_reproduce_optax() {
         for t in 0..case.steps {
             let grads: Vec<Vec<f32>> = names.iter().map(|n| case.grad_f32(t, n)).collect();
             let shapes: Vec<Vec<usize>> = names.iter().map(|n| case.shape(n).to_vec()).collect();
-            let mut slices: Vec<ParamSlice<'_, f32>> = names
-                .iter()
-                .zip(&shapes)
-                .zip(params.iter_mut())
-                .zip(&grads)
-                .map(|(((n, s), p), g)| ParamSlice {
-                    name: n,
-                    shape: s,
-                    param: p,
-                    grad: g,
-                })
-                .collect();
+            let mut slices = slices(names, &shapes, &mut params, &grads);
             opt.update_slices(&mut slices).unwrap();
             for (n, p) in names.iter().zip(&params) {
                 for (got, want) in p.iter().zip(&case.params[t][n]) {

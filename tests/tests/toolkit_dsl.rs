@@ -6,6 +6,7 @@ use optim_dsl::prelude::*;
 use optim_dsl::zoo::{ScheduleFreeAdamW, ScheduleFreeAdamWConfig};
 use optim_dsl::RuleBody;
 use optim_tests::fixtures::{self, Case};
+use optim_tests::params::slice;
 
 optimizer! {
     /// `clip_grad_norm_` then SGD, as one optimizer: the global norm is a barrier over all
@@ -59,18 +60,8 @@ fn global_norm_does_not_overflow_on_huge_finite_gradients() {
     let mut a = vec![0.0f32];
     let mut b = vec![0.0f32];
     opt.update_slices(&mut [
-        ParamSlice {
-            name: "a",
-            shape: &[1],
-            param: &mut a,
-            grad: &[1e20],
-        },
-        ParamSlice {
-            name: "b",
-            shape: &[1],
-            param: &mut b,
-            grad: &[-1e20],
-        },
+        slice("a", &[1], &mut a, &[1e20]),
+        slice("b", &[1], &mut b, &[-1e20]),
     ])
     .unwrap();
     let want = -(0.5f64).sqrt();

@@ -14,6 +14,9 @@ use optim_dsl::{Field, OptState, ParamInfo, ParamState};
 use optim_runtime::{EmaCorrection, GradAccumulator, WeightEma};
 use optim_tests::fixtures::{self, assert_close, Case};
 use optim_tests::model::CaseModel;
+use optim_tests::params::{slice, slices};
+use optim_tests::state::state_bits;
+use optim_tests::zoo::sgd;
 use std::collections::BTreeMap;
 
 // ---------------------------------------------------------------- helpers
@@ -44,20 +47,18 @@ impl Params {
         opt: &mut O,
         grads: &[Vec<f32>],
     ) -> Result<(), OptimError> {
-        let mut slices: Vec<ParamSlice<'_, f32>> = self
-            .names
+        let mut slices = slices(&self.names, &self.shapes, &mut self.values, grads);
+        opt.update_slices(&mut slices)
+    }
+
+    /// `(name, shape, values)` of every parameter, for the accumulator's `step_slices`.
+    fn triples(&mut self) -> Vec<(&str, &[usize], &mut [f32])> {
+        self.names
             .iter()
             .zip(&self.shapes)
             .zip(self.values.iter_mut())
-            .zip(grads)
-            .map(|(((n, s), p), g)| ParamSlice {
-                name: n,
-                shape: s,
-                param: p,
-                grad: g,
-            })
-            .collect();
-        opt.update_slices(&mut slices)
+            .map(|((n, s), v)| (n.as_str(), s.as_slice(), v.as_mut_slice()))
+            .collect()
     }
 
     fn named(&self) -> Vec<(&str, &[f32])> {
@@ -84,24 +85,20 @@ fn bits(xs: &[f32]) -> Vec<u32> {
     xs.iter().map(|x| x.to_bits()).collect()
 }
 
-/// Everything a checkpoint must restore, with floats as bits (temps and scratch excluded).
-fn state_bits(s: &OptState<f32>) -> impl PartialEq + std::fmt::Debug {
-    let params: Vec<_> = s
-        .params
-        .iter()
-        .map(|(n, p)| {
-            (
-                n.clone(),
-                p.step,
-                p.rule,
-                p.len,
-                p.buffers.iter().map(|b| bits(b)).collect::<Vec<_>>(),
-                p.scalars.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                p.scalars_init.clone(),
-            )
-        })
-        .collect();
-    (s.step, s.skipped_steps, s.non_finite, params)
+/// AdamW with [`adamw_config`] and the non-finite `policy`.
+fn adamw_with(policy: NonFinitePolicy) -> AdamW<f32> {
+    let mut opt = AdamW::<f32>::new(adamw_config()).unwrap();
+    opt.set_non_finite_policy(policy);
+    opt
+}
+
+/// Every parameter of `model` as bits, by name.
+fn model_bits(model: &CaseModel<f32, Cpu>) -> BTreeMap<String, Vec<u32>> {
+    model
+        .to_flat()
+        .into_iter()
+        .map(|(k, v)| (k, bits(&v)))
+        .collect()
 }
 
 fn ema_bits(e: &WeightEma<f32>) -> Vec<(String, Vec<u32>)> {
@@ -173,21 +170,12 @@ impl<O: DslOptimizer<f32>> DslOptimizer<f32> for Open<O> {
 
 #[test]
 fn propagate_is_the_default_and_lets_nan_through() {
-    let mut opt = Sgd::<f32>::new(SgdConfig {
-        lr: 0.1.into(),
-        ..Default::default()
-    })
-    .unwrap();
+    let mut opt = sgd(0.1);
     assert_eq!(opt.non_finite_policy(), NonFinitePolicy::Propagate);
     let mut w = vec![1.0f32, 2.0];
     let g = [f32::NAN, 1.0];
-    opt.update_slices(&mut [ParamSlice {
-        name: "w",
-        shape: &[2],
-        param: &mut w,
-        grad: &g,
-    }])
-    .unwrap();
+    opt.update_slices(&mut [slice("w", &[2], &mut w, &g)])
+        .unwrap();
     assert!(
         w[0].is_nan(),
         "PyTorch behaviour: the NaN reaches the parameter"
@@ -248,8 +236,7 @@ fn skip_step_leaves_every_buffer_bit_identical_and_does_not_advance() {
 fn skip_step_state_is_bit_identical_snapshot() {
     // The same, compared against a snapshot taken before the bad step (buffers, scalars, steps).
     let case = fixtures::load("adamw");
-    let mut opt = AdamW::<f32>::new(adamw_config()).unwrap();
-    opt.set_non_finite_policy(NonFinitePolicy::SkipStep);
+    let mut opt = adamw_with(NonFinitePolicy::SkipStep);
     let mut p = Params::of(&case);
     p.step(&mut opt, &grads_at(&case, 0)).unwrap();
     p.step(&mut opt, &grads_at(&case, 1)).unwrap();
@@ -266,25 +253,16 @@ fn skip_step_on_the_dfdx_path_leaves_the_model_alone() {
     let case = fixtures::load("adamw");
     let dev = Cpu::default();
     let mut model = CaseModel::<f32, Cpu>::from_case(&dev, &case);
-    let mut opt = AdamW::<f32>::new(adamw_config()).unwrap();
-    opt.set_non_finite_policy(NonFinitePolicy::SkipStep);
+    let mut opt = adamw_with(NonFinitePolicy::SkipStep);
     let mut grads = model.grads_from(&case.grads[0]);
     opt.update(&mut model, &mut grads).unwrap();
-    let before: BTreeMap<String, Vec<u32>> = model
-        .to_flat()
-        .into_iter()
-        .map(|(k, v)| (k, bits(&v)))
-        .collect();
+    let before = model_bits(&model);
     let snapshot = state_bits(opt.opt_state());
     let mut bad = case.grads[1].clone();
     bad.get_mut("w_8x16").unwrap()[7] = f64::INFINITY;
     model.write_grads(&mut grads, &bad);
     opt.update(&mut model, &mut grads).unwrap();
-    let after: BTreeMap<String, Vec<u32>> = model
-        .to_flat()
-        .into_iter()
-        .map(|(k, v)| (k, bits(&v)))
-        .collect();
+    let after = model_bits(&model);
     assert_eq!(after, before);
     let mut s = opt.opt_state().clone();
     assert_eq!(s.skipped_steps, 1);
@@ -297,8 +275,7 @@ fn skip_step_on_the_dfdx_path_leaves_the_model_alone() {
 #[test]
 fn error_policy_names_the_first_bad_parameter_and_changes_nothing() {
     let case = fixtures::load("adamw");
-    let mut opt = AdamW::<f32>::new(adamw_config()).unwrap();
-    opt.set_non_finite_policy(NonFinitePolicy::Error);
+    let mut opt = adamw_with(NonFinitePolicy::Error);
     let mut p = Params::of(&case);
     p.step(&mut opt, &grads_at(&case, 0)).unwrap();
     let before_p = p.bits();
@@ -359,13 +336,7 @@ fn accumulated_step_equals_one_step_on_the_mean() {
         for (i, n) in pa.names.iter().enumerate() {
             assert_eq!(bits(&acc.mean(n).unwrap()), bits(&mean[i]));
         }
-        let mut triples: Vec<(&str, &[usize], &mut [f32])> = pa
-            .names
-            .iter()
-            .zip(&pa.shapes)
-            .zip(pa.values.iter_mut())
-            .map(|((n, s), v)| (n.as_str(), s.as_slice(), v.as_mut_slice()))
-            .collect();
+        let mut triples = pa.triples();
         acc.step_slices(&mut a, &mut triples).unwrap();
         assert_eq!(acc.micro_batches(), 0, "reset after the step");
         pb.step(&mut b, &mean).unwrap();
@@ -443,13 +414,7 @@ fn dfdx_accumulation_matches_the_slice_path() {
         let mean_b8 = acc.mean("b_8").unwrap();
         acc.step_model(&mut opt, &mut model, &mut grads).unwrap();
         assert_eq!(bits(&model.grad_flat(&mut grads, "b_8")), bits(&mean_b8));
-        let mut triples: Vec<(&str, &[usize], &mut [f32])> = sl
-            .names
-            .iter()
-            .zip(&sl.shapes)
-            .zip(sl.values.iter_mut())
-            .map(|((n, s), v)| (n.as_str(), s.as_slice(), v.as_mut_slice()))
-            .collect();
+        let mut triples = sl.triples();
         sl_acc.step_slices(&mut sl_opt, &mut triples).unwrap();
         for (i, n) in sl.names.iter().enumerate() {
             assert_eq!(bits(&model.params_flat(n)), bits(&sl.values[i]), "{n}");
@@ -568,11 +533,7 @@ fn ema_on_a_dfdx_model_matches_slices_and_swaps_back() {
     }
     assert_eq!(ema_bits(&ema), ema_bits(&sl_ema));
 
-    let training: BTreeMap<String, Vec<u32>> = model
-        .to_flat()
-        .into_iter()
-        .map(|(k, v)| (k, bits(&v)))
-        .collect();
+    let training = model_bits(&model);
     ema.swap_with_model(&mut model).unwrap();
     assert!(ema.is_swapped());
     for n in p.names.iter() {
@@ -582,11 +543,7 @@ fn ema_on_a_dfdx_model_matches_slices_and_swaps_back() {
     assert!(matches!(err, OptimError::InvalidUse(_)), "{err}");
     ema.swap_with_model(&mut model).unwrap();
     assert!(!ema.is_swapped());
-    let back: BTreeMap<String, Vec<u32>> = model
-        .to_flat()
-        .into_iter()
-        .map(|(k, v)| (k, bits(&v)))
-        .collect();
+    let back = model_bits(&model);
     assert_eq!(back, training, "swap back restores the training weights");
 
     ema.copy_to_model(&mut model).unwrap();
@@ -661,14 +618,12 @@ fn resume_from_checkpoint_is_bit_identical() {
         }
     };
 
-    let mut full = AdamW::<f32>::new(adamw_config()).unwrap();
-    full.set_non_finite_policy(NonFinitePolicy::SkipStep);
+    let mut full = adamw_with(NonFinitePolicy::SkipStep);
     let mut full_ema = WeightEma::<f32>::new(0.9).unwrap();
     let mut full_p = Params::of(&case);
     run(&mut full, &mut full_ema, &mut full_p, 0..20);
 
-    let mut first = AdamW::<f32>::new(adamw_config()).unwrap();
-    first.set_non_finite_policy(NonFinitePolicy::SkipStep);
+    let mut first = adamw_with(NonFinitePolicy::SkipStep);
     let mut first_ema = WeightEma::<f32>::new(0.9).unwrap();
     let mut p = Params::of(&case);
     run(&mut first, &mut first_ema, &mut p, 0..10);
@@ -792,12 +747,7 @@ fn mismatched_checkpoints_are_refused_and_change_nothing() {
             .iter()
             .zip(vals.iter_mut())
             .zip(&shapes)
-            .map(|(((name, n), v), s)| ParamSlice {
-                name,
-                shape: s,
-                param: v,
-                grad: &g[..*n],
-            })
+            .map(|(((name, n), v), s)| slice(name, s, v, &g[..*n]))
             .collect();
         opt.update_slices(&mut slices).unwrap();
     };
@@ -838,18 +788,8 @@ fn mismatched_checkpoints_are_refused_and_change_nothing() {
     let mut vb = vec![0.5f64; 6];
     other64
         .update_slices(&mut [
-            ParamSlice {
-                name: "a",
-                shape: &[4],
-                param: &mut va,
-                grad: &[0.1; 4],
-            },
-            ParamSlice {
-                name: "b",
-                shape: &[6],
-                param: &mut vb,
-                grad: &[0.1; 6],
-            },
+            slice("a", &[4], &mut va, &[0.1; 4]),
+            slice("b", &[6], &mut vb, &[0.1; 6]),
         ])
         .unwrap();
     let bytes64 = other64.to_checkpoint_bytes(None).unwrap();
@@ -863,13 +803,8 @@ fn mismatched_checkpoints_are_refused_and_change_nothing() {
     // another optimizer type, garbage, an EMA that does not fit
     let mut sgd = Sgd::<f32>::default();
     let mut va = vec![0.5f32; 4];
-    sgd.update_slices(&mut [ParamSlice {
-        name: "a",
-        shape: &[4],
-        param: &mut va,
-        grad: &[0.1; 4],
-    }])
-    .unwrap();
+    sgd.update_slices(&mut [slice("a", &[4], &mut va, &[0.1; 4])])
+        .unwrap();
     let err = target
         .load_checkpoint_bytes(&sgd.to_checkpoint_bytes(None).unwrap(), None)
         .unwrap_err();
@@ -929,13 +864,8 @@ fn custom_schedules_are_kept_by_description() {
     };
     let mut a = AdamW::<f32>::new(config.clone()).unwrap();
     let mut w = vec![1.0f32; 3];
-    a.update_slices(&mut [ParamSlice {
-        name: "w",
-        shape: &[3],
-        param: &mut w,
-        grad: &[0.1; 3],
-    }])
-    .unwrap();
+    a.update_slices(&mut [slice("w", &[3], &mut w, &[0.1; 3])])
+        .unwrap();
     let bytes = a.to_checkpoint_bytes(None).unwrap();
     let mut same = AdamW::<f32>::new(config).unwrap();
     same.load_checkpoint_bytes(&bytes, None).unwrap();

@@ -2,6 +2,7 @@
 //! optimizer (the slice path).
 
 use optim_dsl::prelude::*;
+use optim_tests::params::slice;
 
 optimizer! {
     /// Sign descent with a smooth sign.
@@ -15,13 +16,8 @@ fn softsign_is_x_over_one_plus_abs_x() {
     let mut opt = SoftSignSgd::<f64>::default();
     let grad = [0.0, 1.0, -3.0, 0.25, -0.0, f64::INFINITY];
     let mut p = [1.0; 6];
-    opt.update_slices(&mut [ParamSlice {
-        name: "w",
-        shape: &[6],
-        param: &mut p,
-        grad: &grad,
-    }])
-    .unwrap();
+    opt.update_slices(&mut [slice("w", &[6], &mut p, &grad)])
+        .unwrap();
     // softsign: 0, 1/2, -3/4, 0.25/1.25 = 1/5, -0, inf/inf = NaN; p = 1 - 0.5 * softsign
     assert_eq!(&p[..5], &[1.0, 0.75, 1.375, 0.9, 1.0]);
     assert!(p[5].is_nan());

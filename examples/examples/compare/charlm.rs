@@ -30,7 +30,9 @@ use examples::optimizers::OptimizerSpec;
 use optim_dsl::prelude::*;
 use optim_dsl::OptimError;
 
-use super::{mean_ms, median_ms, plot_series, short_number, Progress, Series};
+use super::{
+    mean_ms, median_ms, plot_series, short_number, warmup_cosine_from_zero, Progress, Series,
+};
 
 /// Most runs per optimizer in a sweep.
 pub const SWEEP_MAX: usize = 5;
@@ -65,13 +67,7 @@ impl LmConfig {
     /// # Errors
     /// A warmup longer than the run, or a non-finite peak.
     fn schedule(&self, peak: f64) -> Result<Schedule, OptimError> {
-        Schedule::warmup_cosine(
-            0.0,
-            peak,
-            self.warmup,
-            self.steps as u64,
-            peak * self.final_lr,
-        )
+        warmup_cosine_from_zero(peak, self.warmup, self.steps, self.final_lr)
     }
 }
 

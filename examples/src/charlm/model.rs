@@ -126,19 +126,21 @@ collection!(CharTransformer<M, H, F, L, T> { embed, pos_embed, blocks, ln_f, hea
 /// Activations: `(b·s, M)` rows, one per token.
 type Act<const M: usize, Tp> = Tensor<(usize, Const<M>), f32, Cpu, Tp>;
 
+/// How the activation rows are laid out: `b` sequences of length `s`, with the `(s, s)`
+/// additive causal `mask` of their attention.
+struct Batch<'a> {
+    b: usize,
+    s: usize,
+    mask: &'a Tensor<(usize, usize), f32, Cpu>,
+}
+
 impl<const M: usize, const H: usize> CausalSelfAttention<M, H, f32, Cpu> {
-    /// `x`: `(b·s, M)` rows of `b` sequences of length `s`; `mask`: `(s, s)` additive causal
-    /// mask.
-    fn forward<Tp>(
-        &self,
-        x: Act<M, Tp>,
-        b: usize,
-        s: usize,
-        mask: &Tensor<(usize, usize), f32, Cpu>,
-    ) -> Act<M, Tp>
+    /// `x`: `(b·s, M)` rows laid out as `batch` says.
+    fn forward<Tp>(&self, x: Act<M, Tp>, batch: &Batch<'_>) -> Act<M, Tp>
     where
         Tp: Tape<f32, Cpu> + Merge<Tp> + Merge<NoneTape>,
     {
+        let Batch { b, s, mask } = *batch;
         let dh = M / H;
         let q = self.wq.forward(x.with_empty_tape());
         let k = self.wk.forward(x.with_empty_tape());
@@ -171,19 +173,13 @@ impl<const M: usize, const F: usize> FeedForward<M, F, f32, Cpu> {
 }
 
 impl<const M: usize, const H: usize, const F: usize> Block<M, H, F, f32, Cpu> {
-    fn forward<Tp>(
-        &self,
-        x: Act<M, Tp>,
-        b: usize,
-        s: usize,
-        mask: &Tensor<(usize, usize), f32, Cpu>,
-    ) -> Act<M, Tp>
+    fn forward<Tp>(&self, x: Act<M, Tp>, batch: &Batch<'_>) -> Act<M, Tp>
     where
         Tp: Tape<f32, Cpu> + Merge<Tp> + Merge<NoneTape>,
     {
         let h = self
             .attn
-            .forward(self.ln1.forward(x.with_empty_tape()), b, s, mask);
+            .forward(self.ln1.forward(x.with_empty_tape()), batch);
         let x = x + h;
         let h = self.mlp.forward(self.ln2.forward(x.with_empty_tape()));
         x + h
@@ -244,8 +240,9 @@ impl<const M: usize, const H: usize, const F: usize, const L: usize, const T: us
             .broadcast_like::<_, Axis<0>>(&(b, s, Const::<M>));
         let mut x = (x + pos).reshape_like(&(b * s, Const::<M>));
         let mask = dev.upper_tri_like(&(s, s), MASKED, 1);
+        let batch = Batch { b, s, mask: &mask };
         for block in &self.blocks.modules {
-            x = block.forward(x, b, s, &mask);
+            x = block.forward(x, &batch);
         }
         self.head.forward(self.ln_f.forward(x))
     }

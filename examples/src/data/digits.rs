@@ -11,7 +11,6 @@
 //! assert_eq!(train.n + test.n, 1797);
 //! ```
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use super::{DataError, Dataset};
@@ -40,13 +39,9 @@ pub fn load() -> Result<Dataset, DataError> {
 
 /// Decodes gzipped CSV data in the embedded format (see [`DIGITS_CSV_GZ`]).
 pub fn parse_gz(bytes: &[u8]) -> Result<Dataset, DataError> {
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_string(&mut text)
-        .map_err(|source| DataError::Decompress {
-            path: PathBuf::from(RESOURCE),
-            source,
-        })?;
+    let text = super::gunzip(bytes, RESOURCE, |r, text: &mut String| {
+        r.read_to_string(text)
+    })?;
     parse_csv(&text)
 }
 

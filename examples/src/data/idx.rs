@@ -276,6 +276,25 @@ pub fn load_fashion_mnist(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
     Ok((train, test))
 }
 
+/// An IDX images file as the loaders read it: the big-endian header `IMAGES_MAGIC, n, rows,
+/// cols`, then `pixels` as given (for writing test data; `pixels` need not hold `n·rows·cols`
+/// bytes).
+pub fn images_bytes(n: u32, rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
+    idx_bytes(&[IMAGES_MAGIC, n, rows, cols], pixels)
+}
+
+/// An IDX labels file as the loaders read it: the big-endian header `LABELS_MAGIC, n`, then
+/// `labels` as given (for writing test data).
+pub fn labels_bytes(n: u32, labels: &[u8]) -> Vec<u8> {
+    idx_bytes(&[LABELS_MAGIC, n], labels)
+}
+
+fn idx_bytes(header: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut b: Vec<u8> = header.iter().flat_map(|x| x.to_be_bytes()).collect();
+    b.extend_from_slice(data);
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,24 +317,6 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
-    }
-
-    fn images_bytes(n: u32, rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
-        let mut b = Vec::new();
-        for x in [IMAGES_MAGIC, n, rows, cols] {
-            b.extend_from_slice(&x.to_be_bytes());
-        }
-        b.extend_from_slice(pixels);
-        b
-    }
-
-    fn labels_bytes(n: u32, labels: &[u8]) -> Vec<u8> {
-        let mut b = Vec::new();
-        for x in [LABELS_MAGIC, n] {
-            b.extend_from_slice(&x.to_be_bytes());
-        }
-        b.extend_from_slice(labels);
-        b
     }
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {

@@ -9,6 +9,7 @@ pub mod digits;
 pub mod idx;
 pub mod text;
 
+use std::io::Read;
 use std::path::PathBuf;
 
 /// Everything that can go wrong while loading a data set. No loader in this module panics on
@@ -336,6 +337,26 @@ impl SplitMix64 {
             items.swap(i, j);
         }
     }
+}
+
+/// Decompresses the embedded gzip stream `bytes` (called `resource` in errors), reading it
+/// with `read` (`read_to_end` or `read_to_string`).
+///
+/// # Errors
+/// [`DataError::Decompress`] for corrupt gzip data (or what `read` refuses).
+pub(crate) fn gunzip<T: Default>(
+    bytes: &[u8],
+    resource: &str,
+    read: impl FnOnce(&mut dyn Read, &mut T) -> std::io::Result<usize>,
+) -> Result<T, DataError> {
+    let mut out = T::default();
+    read(&mut flate2::read::GzDecoder::new(bytes), &mut out).map_err(|source| {
+        DataError::Decompress {
+            path: PathBuf::from(resource),
+            source,
+        }
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]

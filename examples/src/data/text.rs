@@ -16,7 +16,6 @@
 //! assert_eq!(inputs[1..64], targets[..63]); // targets are the inputs shifted by one
 //! ```
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use super::{DataError, SplitMix64};
@@ -56,13 +55,9 @@ pub fn load() -> Result<Corpus, DataError> {
 /// [`DataError::Decompress`] for corrupt gzip data; [`DataError::Parse`] for a byte that is
 /// not ASCII (`>= 128`), naming its line.
 pub fn parse_gz(bytes: &[u8]) -> Result<Corpus, DataError> {
-    let mut tokens = Vec::new();
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_end(&mut tokens)
-        .map_err(|source| DataError::Decompress {
-            path: PathBuf::from(RESOURCE),
-            source,
-        })?;
+    let tokens = super::gunzip(bytes, RESOURCE, |r, tokens: &mut Vec<u8>| {
+        r.read_to_end(tokens)
+    })?;
     Corpus::from_ascii(tokens)
 }
 

@@ -17,6 +17,11 @@
 //! | [`broadcast`](Communicator::broadcast) | `MPI_Bcast` | `ncclBroadcast` |
 //! | [`barrier`](Communicator::barrier) | `MPI_Barrier` | a one-element `ncclAllReduce` |
 //!
+//! The count checks of the two variable-count collectives are the trait's: an implementation
+//! supplies [`transport_all_to_all_v`](Communicator::transport_all_to_all_v) and
+//! [`transport_all_gather_v`](Communicator::transport_all_gather_v), which receive the buffers
+//! ([`AllToAllV`], [`AllGatherV`]) only once the counts fit them.
+//!
 //! Every rank must call the same collectives in the same order with consistent counts, as in
 //! MPI; a rank that does not, hangs the others (or, with [`ThreadComm`], gets a
 //! [`CommError`] once a peer is dropped).
@@ -121,7 +126,25 @@ pub trait Communicator {
         send_counts: &[usize],
         recv: &mut [T],
         recv_counts: &[usize],
-    ) -> Result<(), CommError>;
+    ) -> Result<(), CommError> {
+        let op = "all_to_all_v";
+        check_counts(op, "send_counts", send_counts, self.size(), send.len())?;
+        check_counts(op, "recv_counts", recv_counts, self.size(), recv.len())?;
+        self.transport_all_to_all_v(AllToAllV {
+            send,
+            send_counts,
+            recv,
+            recv_counts,
+        })
+    }
+
+    /// The transport behind [`all_to_all_v`](Self::all_to_all_v), which calls it after checking
+    /// that both count lists have `size()` entries and sum to their buffer's length.
+    ///
+    /// # Errors
+    /// [`CommError::Transport`] when the exchange fails; [`CommError::Sizes`] when the ranks'
+    /// counts do not match each other.
+    fn transport_all_to_all_v<T: CommElem>(&self, x: AllToAllV<'_, T>) -> Result<(), CommError>;
 
     /// Gather to all: rank `r`'s `send` (of `counts[r]` elements) lands in every rank's `recv`
     /// at offset `counts[..r].sum()`.
@@ -134,7 +157,30 @@ pub trait Communicator {
         send: &[T],
         recv: &mut [T],
         counts: &[usize],
-    ) -> Result<(), CommError>;
+    ) -> Result<(), CommError> {
+        let (op, rank) = ("all_gather_v", self.rank());
+        check_counts(op, "counts", counts, self.size(), recv.len())?;
+        if send.len() != counts[rank] {
+            return Err(CommError::Sizes {
+                op,
+                detail: format!(
+                    "rank {rank} sends {} elements, counts say {}",
+                    send.len(),
+                    counts[rank]
+                ),
+            });
+        }
+        self.transport_all_gather_v(AllGatherV { send, recv, counts })
+    }
+
+    /// The transport behind [`all_gather_v`](Self::all_gather_v), which calls it after checking
+    /// that `counts` has `size()` entries summing to `recv.len()` and that
+    /// `send.len() == counts[rank()]`.
+    ///
+    /// # Errors
+    /// [`CommError::Transport`] on failure; [`CommError::Sizes`] when the ranks' counts do not
+    /// match each other.
+    fn transport_all_gather_v<T: CommElem>(&self, x: AllGatherV<'_, T>) -> Result<(), CommError>;
 
     /// Element-wise sum over ranks, in place. The order in which the ranks' values are added is
     /// the implementation's (MPI and NCCL use trees and rings), so floating-point results can
@@ -159,6 +205,32 @@ pub trait Communicator {
         let mut x = [0u8];
         self.all_reduce_sum(&mut x)
     }
+}
+
+/// The buffers of one [`Communicator::all_to_all_v`], counts checked (see
+/// [`Communicator::transport_all_to_all_v`]).
+#[derive(Debug)]
+pub struct AllToAllV<'a, T> {
+    /// The segments for rank 0, 1, … in order.
+    pub send: &'a [T],
+    /// Elements sent to each rank (`size()` entries summing to `send.len()`).
+    pub send_counts: &'a [usize],
+    /// Where the segments from rank 0, 1, … land, in order.
+    pub recv: &'a mut [T],
+    /// Elements received from each rank (`size()` entries summing to `recv.len()`).
+    pub recv_counts: &'a [usize],
+}
+
+/// The buffers of one [`Communicator::all_gather_v`], counts checked (see
+/// [`Communicator::transport_all_gather_v`]).
+#[derive(Debug)]
+pub struct AllGatherV<'a, T> {
+    /// This rank's contribution (`counts[rank]` elements).
+    pub send: &'a [T],
+    /// Every rank's contribution in rank order (`counts.iter().sum()` elements).
+    pub recv: &'a mut [T],
+    /// Elements contributed by each rank (`size()` entries).
+    pub counts: &'a [usize],
 }
 
 /// Checks that `counts` has one entry per rank and sums to `len`.

@@ -1,6 +1,6 @@
 //! Processes started by `mpirun`, through the `mpi` crate (feature `mpi`).
 
-use super::{check_counts, offsets, CommElem, CommError, Communicator};
+use super::{offsets, AllGatherV, AllToAllV, CommElem, CommError, Communicator};
 use mpi::collective::SystemOperation;
 use mpi::datatype::{Partition, PartitionMut};
 use mpi::topology::SimpleCommunicator;
@@ -77,45 +77,19 @@ impl Communicator for MpiComm {
     fn size(&self) -> usize {
         self.size
     }
-    fn all_to_all_v<T: CommElem>(
-        &self,
-        send: &[T],
-        send_counts: &[usize],
-        recv: &mut [T],
-        recv_counts: &[usize],
-    ) -> Result<(), CommError> {
+    fn transport_all_to_all_v<T: CommElem>(&self, x: AllToAllV<'_, T>) -> Result<(), CommError> {
         let op = "all_to_all_v";
-        check_counts(op, "send_counts", send_counts, self.size, send.len())?;
-        check_counts(op, "recv_counts", recv_counts, self.size, recv.len())?;
-        let (sc, sd) = to_counts(op, send_counts)?;
-        let (rc, rd) = to_counts(op, recv_counts)?;
-        let sp = Partition::new(send, sc, sd);
-        let mut rp = PartitionMut::new(recv, rc, rd);
+        let (sc, sd) = to_counts(op, x.send_counts)?;
+        let (rc, rd) = to_counts(op, x.recv_counts)?;
+        let sp = Partition::new(x.send, sc, sd);
+        let mut rp = PartitionMut::new(x.recv, rc, rd);
         self.comm.all_to_all_varcount_into(&sp, &mut rp);
         Ok(())
     }
-    fn all_gather_v<T: CommElem>(
-        &self,
-        send: &[T],
-        recv: &mut [T],
-        counts: &[usize],
-    ) -> Result<(), CommError> {
-        let op = "all_gather_v";
-        check_counts(op, "counts", counts, self.size, recv.len())?;
-        if send.len() != counts[self.rank] {
-            return Err(CommError::Sizes {
-                op,
-                detail: format!(
-                    "rank {} sends {} elements, counts say {}",
-                    self.rank,
-                    send.len(),
-                    counts[self.rank]
-                ),
-            });
-        }
-        let (c, d) = to_counts(op, counts)?;
-        let mut rp = PartitionMut::new(recv, c, d);
-        self.comm.all_gather_varcount_into(send, &mut rp);
+    fn transport_all_gather_v<T: CommElem>(&self, x: AllGatherV<'_, T>) -> Result<(), CommError> {
+        let (c, d) = to_counts("all_gather_v", x.counts)?;
+        let mut rp = PartitionMut::new(x.recv, c, d);
+        self.comm.all_gather_varcount_into(x.send, &mut rp);
         Ok(())
     }
     fn all_reduce_sum<T: CommElem>(&self, buf: &mut [T]) -> Result<(), CommError> {

@@ -1,6 +1,6 @@
 //! Ranks as threads of one process.
 
-use super::{check_counts, offsets, CommElem, CommError, Communicator};
+use super::{offsets, AllGatherV, AllToAllV, CommElem, CommError, Communicator};
 use std::any::Any;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -203,16 +203,13 @@ impl Communicator for ThreadComm {
     fn size(&self) -> usize {
         self.shared.size
     }
-    fn all_to_all_v<T: CommElem>(
-        &self,
-        send: &[T],
-        send_counts: &[usize],
-        recv: &mut [T],
-        recv_counts: &[usize],
-    ) -> Result<(), CommError> {
-        let n = self.size();
-        check_counts("all_to_all_v", "send_counts", send_counts, n, send.len())?;
-        check_counts("all_to_all_v", "recv_counts", recv_counts, n, recv.len())?;
+    fn transport_all_to_all_v<T: CommElem>(&self, x: AllToAllV<'_, T>) -> Result<(), CommError> {
+        let AllToAllV {
+            send,
+            send_counts,
+            recv,
+            recv_counts,
+        } = x;
         let out = offsets(send_counts)
             .iter()
             .zip(send_counts)
@@ -235,26 +232,9 @@ impl Communicator for ThreadComm {
         }
         Ok(())
     }
-    fn all_gather_v<T: CommElem>(
-        &self,
-        send: &[T],
-        recv: &mut [T],
-        counts: &[usize],
-    ) -> Result<(), CommError> {
-        let n = self.size();
-        check_counts("all_gather_v", "counts", counts, n, recv.len())?;
-        if send.len() != counts[self.rank] {
-            return Err(CommError::Sizes {
-                op: "all_gather_v",
-                detail: format!(
-                    "rank {} sends {} elements, counts say {}",
-                    self.rank,
-                    send.len(),
-                    counts[self.rank]
-                ),
-            });
-        }
-        let got = self.exchange("all_gather_v", vec![send.to_vec(); n])?;
+    fn transport_all_gather_v<T: CommElem>(&self, x: AllGatherV<'_, T>) -> Result<(), CommError> {
+        let AllGatherV { send, recv, counts } = x;
+        let got = self.exchange("all_gather_v", vec![send.to_vec(); self.size()])?;
         let mut all_fit = true;
         for ((src, piece), o) in got.iter().enumerate().zip(offsets(counts)) {
             if piece.len() == counts[src] {

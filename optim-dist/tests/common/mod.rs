@@ -121,17 +121,7 @@ pub fn reference<O: DslOptimizer<f32>>(
                 ordered_mean(&gs)
             })
             .collect();
-        let mut slices: Vec<ParamSlice<'_, f32>> = params
-            .iter_mut()
-            .zip(model)
-            .zip(&means)
-            .map(|((p, (name, shape)), g)| ParamSlice {
-                name,
-                shape,
-                param: p,
-                grad: g,
-            })
-            .collect();
+        let mut slices = param_slices(model, &mut params, &means);
         results.push(opt.update_slices(&mut slices));
         history.push(params.clone());
     }
@@ -178,21 +168,30 @@ pub fn run_steps<O: DslOptimizer<f32>, C: Communicator>(
                 g
             })
             .collect();
-        let mut slices: Vec<ParamSlice<'_, f32>> = params
-            .iter_mut()
-            .zip(model)
-            .zip(&grads)
-            .map(|((p, (name, shape)), g)| ParamSlice {
-                name,
-                shape,
-                param: p,
-                grad: g,
-            })
-            .collect();
+        let mut slices = param_slices(model, &mut params, &grads);
         results.push(dist.update_slices(&mut slices));
         history.push(params.clone());
     }
     (history, results)
+}
+
+/// The [`ParamSlice`]s of `model`'s parameters `params` with gradients `grads`, all in model
+/// order.
+pub fn param_slices<'a>(
+    model: &'a Model,
+    params: &'a mut [Vec<f32>],
+    grads: &'a [Vec<f32>],
+) -> Vec<ParamSlice<'a, f32>> {
+    let mut slices = Vec::with_capacity(model.len());
+    for (((name, shape), param), grad) in model.iter().zip(params).zip(grads) {
+        slices.push(ParamSlice {
+            name,
+            shape,
+            param,
+            grad,
+        });
+    }
+    slices
 }
 
 /// Asserts that two parameter sets are equal bit for bit, naming the first difference.

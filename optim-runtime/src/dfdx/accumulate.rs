@@ -11,7 +11,10 @@ use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::tensor::{Cpu, Gradients};
 use dfdx::tensor_ops::Device;
 
-impl<E: Float> GradAccumulator<E> {
+impl<E: Float> GradAccumulator<E>
+where
+    Cpu: Device<E>,
+{
     /// Adds one micro-batch from dfdx gradients: the gradient of every trainable tensor of
     /// `model` (tensors with `do_gradient_update == false` are skipped), keyed by dfdx's dotted
     /// path as the optimizer's state is. A tensor with no gradient in `grads` contributes zero
@@ -20,15 +23,11 @@ impl<E: Float> GradAccumulator<E> {
     ///
     /// # Errors
     /// As [`add_slices`](Self::add_slices); [`OptimError::Device`] if dfdx fails.
-    pub fn add_model<M>(
+    pub fn add_model<M: TensorCollection<E, Cpu>>(
         &mut self,
         model: &M,
         grads: &mut Gradients<E, Cpu>,
-    ) -> Result<(), OptimError>
-    where
-        M: TensorCollection<E, Cpu>,
-        Cpu: Device<E>,
-    {
+    ) -> Result<(), OptimError> {
         for (name, numel) in shapes(model, false)? {
             self.check_len(&name, numel)?;
         }
@@ -44,15 +43,11 @@ impl<E: Float> GradAccumulator<E> {
     /// [`OptimError::InvalidUse`] when no micro-batch was added or a trainable tensor has no
     /// accumulated gradient; [`OptimError::ShapeMismatch`]; [`OptimError::Device`]. `grads` is
     /// unchanged on a validation error.
-    pub fn write_mean_to_grads<M>(
+    pub fn write_mean_to_grads<M: TensorCollection<E, Cpu>>(
         &self,
         model: &M,
         grads: &mut Gradients<E, Cpu>,
-    ) -> Result<(), OptimError>
-    where
-        M: TensorCollection<E, Cpu>,
-        Cpu: Device<E>,
-    {
+    ) -> Result<(), OptimError> {
         self.check_nonempty()?;
         for (name, numel) in shapes(model, false)? {
             match self.sums.get(&name) {
@@ -100,7 +95,6 @@ impl<E: Float> GradAccumulator<E> {
     where
         O: DslOptimizer<E>,
         M: TensorCollection<E, Cpu>,
-        Cpu: Device<E>,
     {
         self.write_mean_to_grads(&*model, grads)?;
         opt.update(model, grads)?;

@@ -22,7 +22,7 @@ impl Schedule {
                 if step >= *steps {
                     return *end;
                 }
-                start + (end - start) * (step as f64 / *steps as f64)
+                ramp(*start, *end, step, *steps)
             }
             Schedule::Cosine { init, end, steps } => {
                 if step >= *steps {
@@ -53,7 +53,7 @@ impl Schedule {
                 cooldown,
             } => {
                 if step < *warmup {
-                    return init + (peak - init) * (step as f64 / *warmup as f64);
+                    return ramp(*init, *peak, step, *warmup);
                 }
                 let decay_start = warmup.saturating_add(*stable);
                 if step < decay_start {
@@ -165,10 +165,10 @@ impl Schedule {
                 warmup,
                 timescale,
             } => {
-                if step < *warmup {
-                    return init + (peak - init) * (step as f64 / *warmup as f64);
-                }
                 let ts = (*timescale).max(1) as f64;
+                if step < *warmup {
+                    return ramp(*init, *peak, step, *warmup);
+                }
                 peak * (ts / ((step - warmup) as f64 + ts)).sqrt()
             }
             Schedule::CosineRestarts {
@@ -185,6 +185,12 @@ impl Schedule {
             Schedule::Custom(c) => (c.f)(step),
         }
     }
+}
+
+/// The straight line from `from` (at step 0) to `to` (at step `steps`), at `step < steps`: the
+/// linear schedule and the linear warmups of WSD and inverse-sqrt.
+fn ramp(from: f64, to: f64, step: u64, steps: u64) -> f64 {
+    from + (to - from) * (step as f64 / steps as f64)
 }
 
 /// Position `t` inside the current cycle and that cycle's length, for cycles of length

@@ -4,13 +4,17 @@
 use super::eval::restart_position;
 use super::Schedule;
 
+/// `s.value(step) == value` exactly for every `(step, value)`.
+fn assert_values(s: &Schedule, expected: &[(u64, f64)]) {
+    for &(step, value) in expected {
+        assert_eq!(s.value(step), value, "{s:?} at step {step}");
+    }
+}
+
 #[test]
 fn linear_hits_both_ends_and_holds() {
     let s = Schedule::linear(1.0, 3.0, 4).unwrap();
-    assert_eq!(s.value(0), 1.0);
-    assert_eq!(s.value(2), 2.0);
-    assert_eq!(s.value(4), 3.0);
-    assert_eq!(s.value(100), 3.0);
+    assert_values(&s, &[(0, 1.0), (2, 2.0), (4, 3.0), (100, 3.0)]);
 }
 
 #[test]
@@ -66,9 +70,7 @@ fn restarts_lengthen_cycles() {
 #[test]
 fn step_and_multistep() {
     let s = Schedule::step(1.0, 0.5, 10).unwrap();
-    assert_eq!(s.value(9), 1.0);
-    assert_eq!(s.value(10), 0.5);
-    assert_eq!(s.value(25), 0.25);
+    assert_values(&s, &[(9, 1.0), (10, 0.5), (25, 0.25)]);
     let m = Schedule::multi_step(1.0, 0.1, vec![3, 7, 7]).unwrap();
     assert_eq!(m.value(2), 1.0);
     assert!((m.value(3) - 0.1).abs() < 1e-15);
