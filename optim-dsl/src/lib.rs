@@ -14,6 +14,13 @@ pub use optim_runtime::{
 
 pub mod zoo;
 
+/// The repository README's Rust snippets, compiled and run as doctests (`cargo test -p
+/// optim-dsl --doc`), so that every example there builds as shown. The user guide, this
+/// crate's documentation, is doctested as the crate docs.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
