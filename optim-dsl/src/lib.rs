@@ -5,14 +5,22 @@ extern crate self as optim_dsl;
 
 pub use optim_macros::optimizer;
 pub use optim_runtime::{
-    accumulate, checkpoint, cuda, ema, matrix, ops, plan, schedule, state, Anneal, Checkpoint,
-    Cooldown, CudaKernelSource, DfdxUpdate, Domain, DslOptimizer, EmaCorrection, Field, Float,
-    GlobalContribution, GradAccumulator, Hyper, KernelPlan, Knot, LocalSync, NonFinitePolicy,
-    OptState, OptimError, OptimizerConfig, ParamInfo, ParamSlice, ParamState, Plan, RuleBody,
-    RulePlan, ScalarPrecision, Schedule, ShapeChange, StepSync, WeightEma,
+    accumulate, checkpoint, cuda, ema, matrix, metrics, ops, plan, schedule, state, Anneal,
+    Checkpoint, Cooldown, CudaKernelSource, DfdxUpdate, Domain, DslOptimizer, EmaCorrection, Field,
+    Float, GlobalContribution, GradAccumulator, Hyper, KernelPlan, Knot, LocalSync,
+    NonFinitePolicy, OptState, OptimError, OptimizerConfig, ParamInfo, ParamMetrics, ParamSlice,
+    ParamState, Plan, RuleBody, RulePlan, ScalarPrecision, Schedule, ShapeChange, StepMetrics,
+    StepSync, WeightEma,
 };
 
 pub mod zoo;
+
+/// The repository README's Rust snippets, compiled and run as doctests (`cargo test -p
+/// optim-dsl --doc`), so that every example there builds as shown. The user guide, this
+/// crate's documentation, is doctested as the crate docs.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -12,6 +12,7 @@
 //! - [`plan`]: the `explain` description of a generated optimizer.
 //! - [`cuda`]: the CUDA C twin of every generated kernel ([`CudaKernelSource`]); with feature
 //!   `cuda`, compiling and launching them.
+//! - [`metrics`]: opt-in step metrics ([`StepMetrics`], [`DslOptimizer::metrics`]).
 //! - [`matrix`], [`ops`]: the matrix and element-wise primitives generated kernels call.
 //! - [`state`]: per-parameter state keyed by name, with per-parameter step counts, and the
 //!   per-optimizer [`NonFinitePolicy`].
@@ -31,6 +32,7 @@ pub mod error;
 pub mod float;
 pub mod hyper;
 pub mod matrix;
+pub mod metrics;
 pub mod ops;
 pub mod optimizer;
 pub mod param;
@@ -57,6 +59,7 @@ pub use error::OptimError;
 pub use float::Float;
 pub use hyper::{eval_hyper, Domain, Hyper};
 pub use kernel::GlobalContribution;
+pub use metrics::{ParamMetrics, StepMetrics};
 pub use optimizer::{DslOptimizer, Field, LocalSync, OptimizerConfig, StepSync};
 pub use param::{ParamInfo, ParamSlice};
 pub use plan::{KernelPlan, Plan, RuleBody, RulePlan};

@@ -10,6 +10,7 @@ use crate::error::OptimError;
 use crate::float::Float;
 use crate::hyper::Hyper;
 use crate::kernel::{execute_with, sum_in_order, GlobalContribution, Job};
+use crate::metrics::{Before, StepMetrics};
 use crate::param::{ParamInfo, ParamSlice};
 use crate::plan::Plan;
 use crate::state::{
@@ -339,6 +340,29 @@ pub trait DslOptimizer<E: Float>: Sized {
         None
     }
 
+    /// Turns opt-in step metrics on or off (default off; not saved in checkpoints). While on,
+    /// every completed step records a [`StepMetrics`]: the global gradient norm, the norms of the
+    /// rule's `global_norm` / `clip_global_norm` (and so the clip factor,
+    /// [`StepMetrics::clip_factor`]), the matrix primitives' refreshes and refused refreshes,
+    /// and each parameter's gradient norm and update RMS. Their cost while on: one extra read of
+    /// the gradients, one copy of the parameters and one read of both after the update (see
+    /// [`crate::metrics`]); while off, none. Turning them off drops the last record.
+    fn set_metrics(&mut self, on: bool) {
+        let m = &mut self.opt_state_mut().metrics;
+        m.enabled = on;
+        if !on {
+            m.last = None;
+        }
+    }
+
+    /// The metrics of the last completed step, when metrics are on (see
+    /// [`set_metrics`](Self::set_metrics)); `None` before the first step after turning them on.
+    /// A step that fails or is skipped ([`NonFinitePolicy::SkipStep`]) records nothing: the
+    /// previous record stays, and [`StepMetrics::step`] says which step it describes.
+    fn metrics(&self) -> Option<&StepMetrics> {
+        self.opt_state().metrics.last.as_ref()
+    }
+
     /// Sets what a step does with NaN or infinite gradients (see [`NonFinitePolicy`]; default
     /// [`NonFinitePolicy::Propagate`]). Takes effect at the next step; saved in checkpoints.
     fn set_non_finite_policy(&mut self, policy: NonFinitePolicy) {
@@ -539,7 +563,15 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     }
 
     // 2. state creation (a reshaped parameter under `ShapeChange::Reset` starts afresh) and
-    // per-parameter preparation.
+    // per-parameter preparation. Opt-in metrics read the gradients and copy the parameters
+    // first (nothing of this runs when they are off).
+    let step = opt.opt_state().step;
+    let mut metrics = opt
+        .opt_state()
+        .metrics
+        .enabled
+        .then(|| Before::capture(entries.iter().map(|e| (&*e.param, e.grad))));
+    let mut entries = entries;
     let advance = !entries.is_empty();
     let state = opt.opt_state_mut();
     let round = state.scalar_precision == ScalarPrecision::Param;
@@ -558,34 +590,54 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
             ps.shape = e.shape.to_vec();
         }
         ps.round_scalars = round;
+        if let Some(m) = &mut metrics {
+            m.matrix_before(ps.matrix);
+        }
     }
-    let names: HashSet<&str> = entries.iter().map(|e| e.name).collect();
-    let mut by_name: HashMap<&str, &mut ParamState<E>> = state
-        .params
-        .iter_mut()
-        .filter(|(k, _)| names.contains(k.as_str()))
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    let mut jobs = Vec::with_capacity(entries.len());
-    for (e, &rule) in entries.into_iter().zip(&rules) {
-        let Some(ps) = by_name.remove(e.name) else {
-            continue; // unreachable: every name was inserted above
-        };
-        ps.rule = rule;
-        let info = ParamInfo {
-            name: e.name,
-            shape: e.shape,
-            module: e.module,
-        };
-        jobs.push(O::prepare(&values, rule, ps, info, e.param, e.grad));
-    }
+    {
+        let names: HashSet<&str> = entries.iter().map(|e| e.name).collect();
+        let mut by_name: HashMap<&str, &mut ParamState<E>> = state
+            .params
+            .iter_mut()
+            .filter(|(k, _)| names.contains(k.as_str()))
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        let mut jobs = Vec::with_capacity(entries.len());
+        for (e, &rule) in entries.iter_mut().zip(&rules) {
+            let Some(ps) = by_name.remove(e.name) else {
+                continue; // unreachable: every name was inserted above
+            };
+            ps.rule = rule;
+            let info = ParamInfo {
+                name: e.name,
+                shape: e.shape,
+                module: e.module,
+            };
+            jobs.push(O::prepare(&values, rule, ps, info, &mut *e.param, e.grad));
+        }
 
-    // 3. the fused loops, stage by stage, one dispatch per stage for the whole step; global
-    // reductions combined by `sync` after each loop.
-    let mut sums = |c: &[GlobalContribution]| sync.global_sums(c);
-    execute_with(jobs, O::max_stages(), &mut sums)?;
+        // 3. the fused loops, stage by stage, one dispatch per stage for the whole step; global
+        // reductions combined by `sync` after each loop.
+        let mut sums = |c: &[GlobalContribution]| {
+            let total = sync.global_sums(c)?;
+            if let Some(m) = &mut metrics {
+                m.globals(&total);
+            }
+            Ok(total)
+        };
+        execute_with(jobs, O::max_stages(), &mut sums)?;
+    }
+    let state = opt.opt_state_mut();
+    if let Some(m) = metrics {
+        let params = &state.params;
+        let after = entries.iter().map(|e| {
+            let stats = params.get(e.name).map(|ps| ps.matrix).unwrap_or_default();
+            (e.name, &*e.param, stats)
+        });
+        state.metrics.last = Some(m.finish(step, after));
+    }
     if advance {
-        opt.opt_state_mut().step += 1;
+        state.step += 1;
     }
     Ok(())
 }

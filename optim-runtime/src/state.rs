@@ -221,6 +221,8 @@ pub struct OptState<E> {
     /// dfdx path only: a reusable host copy of each parameter (dfdx 0.13 exposes no mutable
     /// view of a tensor's storage, see ARCHITECTURE.md). Not part of the optimizer's state.
     pub(crate) scratch: BTreeMap<String, Vec<E>>,
+    /// Opt-in step metrics: whether on, and the last step's (not saved in checkpoints).
+    pub(crate) metrics: crate::metrics::MetricsSlot,
 }
 
 impl<E> Default for OptState<E> {
@@ -233,6 +235,7 @@ impl<E> Default for OptState<E> {
             shape_change: ShapeChange::Error,
             scalar_precision: ScalarPrecision::F64,
             scratch: BTreeMap::new(),
+            metrics: crate::metrics::MetricsSlot::default(),
         }
     }
 }
