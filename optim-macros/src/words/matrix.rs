@@ -5,7 +5,7 @@
 //! (`optim_runtime::matrix::run`), which also collects their diagnostics.
 
 use super::{named, pos, Entry, Role::*};
-use crate::ir::{Level, MatDef, MatNode, MatPhase, NodeId, Op, Ty};
+use crate::ir::{Level, MatConst, MatDef, MatNode, MatPhase, NodeId, Op, Ty};
 use crate::lower::{Call, Lowerer};
 
 /// A primitive that runs between loops.
@@ -54,9 +54,13 @@ pub(crate) const WORDS: &[Entry] = &[
             named("b", Scalar),
             named("c", Scalar),
             named("eps", Scalar),
+            named("coeffs", Coeffs),
         ],
         matrix_only: true,
-        lower: |lw, c| primitive(lw, c, &ORTHOGONALIZE, String::new()),
+        lower: |lw, c| {
+            let consts = super::ns_coeffs::coeffs(lw, c);
+            primitive_with(lw, c, &ORTHOGONALIZE, String::new(), consts)
+        },
     },
     Entry {
         name: "factored_second_moment",
@@ -135,6 +139,17 @@ pub(crate) const WORDS: &[Entry] = &[
 /// config, with one state buffer per suffix of `def.state` named `base.suffix` (`base` for the
 /// empty suffix).
 fn primitive(lw: &mut Lowerer<'_, '_>, c: &Call<'_>, def: &'static MatDef, base: String) -> NodeId {
+    primitive_with(lw, c, def, base, Vec::new())
+}
+
+/// [`primitive`] with compile-time constant arguments.
+fn primitive_with(
+    lw: &mut Lowerer<'_, '_>,
+    c: &Call<'_>,
+    def: &'static MatDef,
+    base: String,
+    consts: Vec<(&'static str, MatConst)>,
+) -> NodeId {
     let x = c.req("x");
     let word = c.entry.name;
     if def.phase == MatPhase::Barrier && lw.ty(x).level != Level::Elem {
@@ -157,6 +172,7 @@ fn primitive(lw: &mut Lowerer<'_, '_>, c: &Call<'_>, def: &'static MatDef, base:
         def,
         input: x,
         args: c.args_except(&["x"]),
+        consts,
         slots,
         basis: None,
     };
@@ -191,6 +207,7 @@ fn rotation(lw: &mut Lowerer<'_, '_>, c: &Call<'_>, def: &'static MatDef) -> Nod
         def,
         input: x,
         args: max_dim.map(|m| ("max_dim", m)).into_iter().collect(),
+        consts: Vec::new(),
         slots: Vec::new(),
         basis: Some(basis),
     };
