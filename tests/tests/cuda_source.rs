@@ -13,6 +13,8 @@ use optim_dsl::zoo::{
     CautiousLion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, RAdam, RMSprop,
     ScheduleFreeAdamW, Sgd, Shampoo, Soap,
 };
+// issue 11 (branch ns-coeffs)
+use optim_dsl::zoo::{AdaMuon, AdamMini, MuonPolarExpress, Prodigy};
 use optim_dsl::{
     CudaKernelSource, DslOptimizer, Field, Float, OptimizerConfig, ParamInfo, ParamState, Plan,
     RuleBody,
@@ -96,6 +98,11 @@ fn zoo() -> Vec<Zoo> {
         Adan,
         Adopt,
         LaProp,
+        // issue 11 (branch ns-coeffs)
+        MuonPolarExpress,
+        AdaMuon,
+        AdamMini,
+        Prodigy,
     ]
 }
 
@@ -214,7 +221,12 @@ fn default_flag(name: &str, flag: &str) -> bool {
         MarsAdamW,
         Adan,
         Adopt,
-        LaProp
+        LaProp,
+        // issue 11 (branch ns-coeffs)
+        MuonPolarExpress,
+        AdaMuon,
+        AdamMini,
+        Prodigy
     );
     fields
         .into_iter()

@@ -12,6 +12,8 @@ use optim_dsl::zoo::{
     CautiousLion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, RAdam, RMSprop,
     ScheduleFreeAdamW, Sgd, Shampoo, Soap,
 };
+// issue 11 (branch ns-coeffs)
+use optim_dsl::zoo::{AdaMuon, AdamMini, MuonPolarExpress, Prodigy};
 use optim_dsl::{DslOptimizer, Field, OptimizerConfig};
 use std::fmt::Write as _;
 
@@ -65,6 +67,11 @@ fn snapshot() -> String {
     plans::<Adan>("Adan", &mut s);
     plans::<Adopt>("Adopt", &mut s);
     plans::<LaProp>("LaProp", &mut s);
+    // issue 11 (branch ns-coeffs)
+    plans::<MuonPolarExpress>("MuonPolarExpress", &mut s);
+    plans::<AdaMuon>("AdaMuon", &mut s);
+    plans::<AdamMini>("AdamMini", &mut s);
+    plans::<Prodigy>("Prodigy", &mut s);
     s
 }
 
