@@ -79,13 +79,8 @@ fn presets_hold_the_reference_coefficients() {
     let case = case();
     let hp = &case["hyperparameters"];
     assert_eq!(NS_KELLER, &[NS_COEFFS]);
-    assert_eq!(
-        vec![NS_COEFFS],
-        vec![{
-            let k = floats(&hp["keller_triple"]);
-            [k[0], k[1], k[2]]
-        }]
-    );
+    let keller = floats(&hp["keller_triple"]);
+    assert_eq!(NS_COEFFS, [keller[0], keller[1], keller[2]]);
     assert_eq!(NS_POLAR_EXPRESS, triples(&hp["polar_express_po_coeffs"]));
 }
 

@@ -10,10 +10,13 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{Expr, Ident};
 
+/// One bound argument: its node, its span, and its syntax (read by `Role::Coeffs` words).
+type Bound<'a> = Option<(NodeId, Span, &'a Expr)>;
+
 /// A call of a word with its arguments bound (by the entry's argument order) and checked.
 pub(crate) struct Call<'a> {
     pub entry: &'static Entry,
-    bound: Vec<Option<(NodeId, Span, &'a Expr)>>,
+    bound: Vec<Bound<'a>>,
     /// The whole call.
     pub span: Span,
     /// The `let` name the call is bound to, if it is the whole right-hand side.
@@ -124,10 +127,10 @@ impl Lowerer<'_, '_> {
         &mut self,
         entry: &'static Entry,
         c: &'e syn::ExprCall,
-    ) -> Option<Vec<Option<(NodeId, Span, &'e Expr)>>> {
+    ) -> Option<Vec<Bound<'e>>> {
         let fname = entry.name;
         let positional: Vec<&words::Arg> = entry.args.iter().filter(|a| a.positional).collect();
-        let mut bound: Vec<Option<(NodeId, Span, &Expr)>> = vec![None; entry.args.len()];
+        let mut bound: Vec<Bound<'_>> = vec![None; entry.args.len()];
         let mut npos = 0usize;
         for arg in &c.args {
             match arg {
@@ -269,7 +272,7 @@ impl Lowerer<'_, '_> {
 
     /// Checks every bound argument against its role (a number, a per-step scalar, a beta in
     /// [0, 1), a count, a flag or a condition), refining hyperparameter domains.
-    fn check_roles(&mut self, entry: &'static Entry, bound: &[Option<(NodeId, Span, &Expr)>]) {
+    fn check_roles(&mut self, entry: &'static Entry, bound: &[Bound<'_>]) {
         let fname = entry.name;
         for (arg, b) in entry.args.iter().zip(bound) {
             let Some((id, span, _)) = *b else { continue };
