@@ -62,7 +62,7 @@ fn muon(c: &mut Criterion) {
                     rows,
                     cols,
                     NS_STEPS,
-                    NS_COEFFS,
+                    &[NS_COEFFS],
                     NS_EPS,
                 )
             })

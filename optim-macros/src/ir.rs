@@ -161,10 +161,22 @@ pub(crate) struct MatNode {
     pub input: NodeId,
     /// Arguments by the runtime config's field names; absent ones take the config's `Default`.
     pub args: Vec<(&'static str, NodeId)>,
+    /// Compile-time constant arguments by config field name (`orthogonalize`'s `coeffs`).
+    pub consts: Vec<(&'static str, MatConst)>,
     /// Its own state buffers (indices into `Fused::mat_slots`).
     pub slots: Vec<usize>,
     /// The `Basis` node whose `q` buffer this primitive reads (`rotate`/`unrotate`).
     pub basis: Option<NodeId>,
+}
+
+/// A compile-time constant argument of a matrix primitive, set on a config field of type
+/// `Option<&'static [[f64; 3]]>` (the only kind so far: Newton–Schulz coefficient schedules).
+#[derive(Clone, Debug)]
+pub(crate) enum MatConst {
+    /// A runtime constant by name in `optim_runtime::matrix` (a preset: `NS_POLAR_EXPRESS`).
+    Preset(&'static str),
+    /// A literal list of triples.
+    Triples(Vec<[f64; 3]>),
 }
 
 #[derive(Clone, Debug)]
@@ -404,4 +416,26 @@ pub(crate) struct Optimizer {
     pub name: Ident,
     pub hypers: Vec<Hyper>,
     pub rules: Vec<Rule>,
+}
+
+/// Operands of a node (matrix primitives: input, arguments and the eigenbasis they use).
+pub(crate) fn operands(op: &Op) -> Vec<NodeId> {
+    match op {
+        Op::Neg(a) | Op::Not(a) | Op::Reduce(_, a) | Op::Global(_, a, _) | Op::Axis(_, _, a) => {
+            vec![*a]
+        }
+        Op::Bin(_, a, b) => vec![*a, *b],
+        Op::Func(_, args) => args.clone(),
+        Op::Select(c, a, b) => vec![*c, *a, *b],
+        Op::Mat(m) => {
+            // a basis reads the gradient itself (before and after the loops), not as an operand
+            let input = (m.def.phase == MatPhase::Barrier).then_some(m.input);
+            input
+                .into_iter()
+                .chain(m.args.iter().map(|a| a.1))
+                .chain(m.basis)
+                .collect()
+        }
+        _ => Vec::new(),
+    }
 }

@@ -15,7 +15,9 @@
 //! element-wise rule (AdamW) is exactly one loop.
 
 use crate::errors::Errors;
-use crate::ir::{self, Fused, Level, MatDef, MatPhase, NodeId, Op, RedKind, RuleBody};
+/// Operands of a node (defined in `ir`, next to `Op`).
+pub(crate) use crate::ir::operands;
+use crate::ir::{self, BinOp, Fused, Level, MatDef, MatPhase, NodeId, Op, RedKind, RuleBody};
 use crate::loop_ir::{self, LoopIr};
 use optim_abi::MAX_REDUCTIONS;
 
@@ -96,6 +98,7 @@ pub(crate) struct MatCall {
     pub out: usize,
     /// Arguments by config field name (host nodes).
     pub args: Vec<(&'static str, NodeId)>,
+    pub consts: Vec<(&'static str, ir::MatConst)>,
     /// Its state buffers (indices into `ParamState::buffers`).
     pub slots: Vec<usize>,
     /// The `q` buffer of the eigenbasis it rotates in.
@@ -257,28 +260,6 @@ pub(crate) fn plan_rule(f: &Fused) -> RulePlan {
         })
         .collect();
     RulePlan { flags, variants }
-}
-
-/// Operands of a node (matrix primitives: input, arguments and the eigenbasis they use).
-pub(crate) fn operands(op: &Op) -> Vec<NodeId> {
-    match op {
-        Op::Neg(a) | Op::Not(a) | Op::Reduce(_, a) | Op::Global(_, a, _) | Op::Axis(_, _, a) => {
-            vec![*a]
-        }
-        Op::Bin(_, a, b) => vec![*a, *b],
-        Op::Func(_, args) => args.clone(),
-        Op::Select(c, a, b) => vec![*c, *a, *b],
-        Op::Mat(m) => {
-            // a basis reads the gradient itself (before and after the loops), not as an operand
-            let input = (m.def.phase == MatPhase::Barrier).then_some(m.input);
-            input
-                .into_iter()
-                .chain(m.args.iter().map(|a| a.1))
-                .chain(m.basis)
-                .collect()
-        }
-        _ => Vec::new(),
-    }
 }
 
 /// A matrix primitive that runs between loops (not an eigenbasis).
@@ -664,6 +645,7 @@ impl<'a> Streams<'a> {
                 input,
                 out: self.mat_out[i].unwrap_or(0),
                 args: m.args.iter().map(|&(k, a)| (k, v.repl[a])).collect(),
+                consts: m.consts.clone(),
                 slots: m.slots.iter().map(|s| f.slots.len() + s).collect(),
                 basis_q,
             });

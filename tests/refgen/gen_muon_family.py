@@ -20,6 +20,7 @@ import torch
 
 import common as C
 import pytorch_optimizer.optimizer.muon.adamuon as po_adamuon
+import pytorch_optimizer.optimizer.muon.base as po_base
 import pytorch_optimizer.optimizer.muon.muon as po_muon
 import pytorch_optimizer.optimizer.muon.normuon as po_normuon
 import pytorch_optimizer.optimizer.utils.matrix as po_matrix
@@ -39,7 +40,9 @@ def _ns_param_dtype(g, *a, **k):
     return _orig_ns(g, *a, **k)
 
 
-for _m in (po_muon, po_normuon, po_adamuon):
+# Muon's per-parameter path calls it from muon/base.py (MuonBase._orthogonalize): without po_base here
+# muon_polar_express ran Newton-Schulz in bfloat16 (fixed; the file is regenerated).
+for _m in (po_base, po_muon, po_normuon, po_adamuon):
     _m.zero_power_via_newton_schulz_5 = _ns_param_dtype
 
 

@@ -8,10 +8,9 @@
 //! Hyperparameters are read from the fixture's `hyperparameters` (the exact constructor
 //! kwargs); options the zoo type does not provide are asserted to have the value it implements.
 //!
-//! Not here: Prodigy (`prodigy.json`). Its step-size estimate `d` needs two GLOBAL sums over
-//! all parameters of the step (`sum(grad * (p0 - p))` and `sum(|s|)`), and the DSL's only
-//! global reduction word is `global_norm` (a global sum of squares); it waits for a
-//! `global_sum(x)` word.
+//! Prodigy (`prodigy.json`, module `prodigy`) uses the `global_sum` word for its two global
+//! sums; its step-size estimate `d` is also checked at every step against the spread between the
+//! reference's own float32 and float64 runs.
 
 use optim_dsl::prelude::*;
 use optim_tests::conformance;
@@ -297,4 +296,79 @@ mod laprop {
             "s_1": "exp_avg_lr_2"
         }
     );
+}
+
+/// prodigyopt 1.1.2 `Prodigy` (issue 11, branch ns-coeffs).
+mod prodigy {
+    use super::*;
+    use optim_dsl::zoo::{Prodigy, ProdigyConfig};
+
+    fn make(c: &Case) -> Result<Prodigy<f32>, OptimError> {
+        let hp = &c.hyperparameters;
+        assert!(hp["beta3"].is_null(), "beta3 = sqrt(beta2) only");
+        assert_eq!(hp["growth_rate"], "inf", "growth_rate = inf only");
+        assert!(hflag(c, "decouple"), "decoupled decay only");
+        assert!(!hflag(c, "use_bias_correction"), "no bias correction only");
+        assert!(!hflag(c, "safeguard_warmup"), "no safeguard warmup only");
+        Prodigy::<f32>::new(ProdigyConfig {
+            lr: constant_lr(c),
+            beta1: h(c, "betas.0"),
+            beta2: h(c, "betas.1"),
+            eps: h(c, "eps"),
+            weight_decay: h(c, "weight_decay"),
+            d0: h(c, "d0"),
+            d_coef: h(c, "d_coef"),
+        })
+    }
+
+    conformance!(
+        prodigy,
+        |c| make(c),
+        state {
+            s: "s",
+            p0: "p0",
+            exp_avg: "m",
+            exp_avg_sq: "v"
+        },
+        // d and d_num: the group's values, checked by `prodigy_d_estimate_every_step`
+    );
+
+    /// The global `d` (= the reference's `d_max`) and numerator after every step against the reference's f32
+    /// run, within the relative spread of `d` between the reference's own f32 and f64 runs;
+    /// every parameter's copy equal.
+    #[test]
+    fn prodigy_d_estimate_every_step() {
+        let c = optim_tests::fixtures::load("prodigy");
+        let path = optim_tests::fixtures::path("prodigy");
+        let raw: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let spread = raw["checks"]["d_rel_spread_f32_vs_f64"].as_f64().unwrap();
+        assert!(spread > 0.0 && spread < 1e-2, "{spread}");
+        let mut opt = make(&c).unwrap();
+        let mut worst = 0.0f64;
+        optim_tests::trajectory::run_slices(&c, &mut opt, "prodigy d", |t, opt| {
+            let want = &raw["extra"]["d"][t];
+            let state = opt.state();
+            let ps = state.param(&c.param_order[0]).unwrap();
+            for (slot, key) in [(0, "d"), (0, "d_max"), (1, "d_numerator")] {
+                let w = want[key].as_f64().unwrap();
+                let rel = (ps.scalars[slot] - w).abs() / w.abs().max(1e-300);
+                worst = worst.max(rel);
+                assert!(
+                    rel <= spread,
+                    "step {}: {key} = {:e}, reference {w:e} (rel {rel:e} > spread {spread:e})",
+                    t + 1,
+                    ps.scalars[slot]
+                );
+            }
+            for name in &c.param_order {
+                assert_eq!(
+                    state.param(name).unwrap().scalars[..2],
+                    ps.scalars[..2],
+                    "{name}: every copy of d, d_num is the same"
+                );
+            }
+        });
+        println!("prodigy: worst relative error of d, d_num {worst:e} (spread {spread:e})");
+    }
 }

@@ -13,6 +13,8 @@ use optim_dsl::zoo::{
     CautiousLion, Dion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, PsgdKron, RAdam,
     RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap, Splus,
 };
+// issue 11 (branch ns-coeffs)
+use optim_dsl::zoo::{AdaMuon, AdamMini, MuonPolarExpress, Prodigy};
 use optim_dsl::{
     CudaKernelSource, DslOptimizer, Field, Float, OptimizerConfig, ParamInfo, ParamState, Plan,
     RuleBody,
@@ -99,6 +101,11 @@ fn zoo() -> Vec<Zoo> {
         Splus,
         PsgdKron,
         Dion,
+        // issue 11 (branch ns-coeffs)
+        MuonPolarExpress,
+        AdaMuon,
+        AdamMini,
+        Prodigy,
     ]
 }
 
@@ -220,7 +227,12 @@ fn default_flag(name: &str, flag: &str) -> bool {
         LaProp,
         Splus,
         PsgdKron,
-        Dion
+        Dion,
+        // issue 11 (branch ns-coeffs)
+        MuonPolarExpress,
+        AdaMuon,
+        AdamMini,
+        Prodigy
     );
     fields
         .into_iter()

@@ -12,6 +12,8 @@ use optim_dsl::zoo::{
     CautiousLion, Dion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, PsgdKron, RAdam,
     RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap, Splus,
 };
+// issue 11 (branch ns-coeffs)
+use optim_dsl::zoo::{AdaMuon, AdamMini, MuonPolarExpress, Prodigy};
 use optim_dsl::{DslOptimizer, Field, OptimizerConfig};
 use std::fmt::Write as _;
 
@@ -68,6 +70,11 @@ fn snapshot() -> String {
     plans::<Splus>("Splus", &mut s);
     plans::<PsgdKron>("PsgdKron", &mut s);
     plans::<Dion>("Dion", &mut s);
+    // issue 11 (branch ns-coeffs)
+    plans::<MuonPolarExpress>("MuonPolarExpress", &mut s);
+    plans::<AdaMuon>("AdaMuon", &mut s);
+    plans::<AdamMini>("AdamMini", &mut s);
+    plans::<Prodigy>("Prodigy", &mut s);
     s
 }
 

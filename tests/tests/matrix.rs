@@ -51,7 +51,7 @@ fn newton_schulz_matches_keller_f32_on_every_matrix() {
             shape[0],
             shape[1],
             NS_STEPS,
-            NS_COEFFS,
+            &[NS_COEFFS],
             NS_EPS_KELLER,
         );
         assert!(
@@ -195,7 +195,7 @@ fn orthogonalize_puts_singular_values_in_the_quintic_band() {
             .map(|i| (if i / cols == i % cols { 1.0 } else { 0.0 }) + 0.2 * rnd() as f32)
             .collect();
         let mut out = vec![0.0f32; rows * cols];
-        orthogonalize(&x, &mut out, rows, cols, NS_STEPS, NS_COEFFS, NS_EPS);
+        orthogonalize(&x, &mut out, rows, cols, NS_STEPS, &[NS_COEFFS], NS_EPS);
         let k = rows.min(cols);
         let sv = if rows >= cols {
             singular_values(&out, rows, cols)

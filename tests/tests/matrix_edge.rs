@@ -484,7 +484,7 @@ fn orthogonalize_default_matches_the_scale_invariant_reference() {
             .collect();
         let want = floats(&m["ns_unit_f32"]);
         let mut out = vec![f32::NAN; input.len()];
-        orthogonalize(&input, &mut out, rows, cols, NS_STEPS, NS_COEFFS, NS_EPS);
+        orthogonalize(&input, &mut out, rows, cols, NS_STEPS, &[NS_COEFFS], NS_EPS);
         fixtures::assert_close("newton_schulz_scale", name, &out, &want, &tol);
         worst = worst.max(max_abs_diff(&out, &want));
     }
@@ -509,8 +509,8 @@ proptest! {
         let s = 10f64.powf(log_s);
         let xs: Vec<f64> = x.iter().map(|v| v * s).collect();
         let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
-        orthogonalize(x, &mut a, rows, cols, NS_STEPS, NS_COEFFS, NS_EPS);
-        orthogonalize(&xs, &mut b, rows, cols, NS_STEPS, NS_COEFFS, NS_EPS);
+        orthogonalize(x, &mut a, rows, cols, NS_STEPS, &[NS_COEFFS], NS_EPS);
+        orthogonalize(&xs, &mut b, rows, cols, NS_STEPS, &[NS_COEFFS], NS_EPS);
         let dev = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
         prop_assert!(dev <= 1e-12, "s = {s:e}: deviation {dev:e}");
         prop_assert!(a.iter().any(|v| v.abs() > 0.1), "not orthogonalized: {a:?}");

@@ -132,7 +132,12 @@ impl VariantEmitter<'_> {
     }
 
     /// `let mut cfg = <P::Config>::default(); cfg.field = value; ...` for primitive `def`.
-    fn config(&self, def: &ir::MatDef, args: &[(&'static str, NodeId)]) -> TokenStream {
+    fn config(
+        &self,
+        def: &ir::MatDef,
+        args: &[(&'static str, NodeId)],
+        consts: &[(&'static str, ir::MatConst)],
+    ) -> TokenStream {
         let p = Private;
         let ty = format_ident!("{}", def.runtime);
         let sets = args.iter().map(|&(name, x)| {
@@ -140,9 +145,30 @@ impl VariantEmitter<'_> {
             let value = hnum(self.v, x);
             quote!(cfg.#field = #p::matrix::FromHost::from_host(#value);)
         });
+        let consts = consts.iter().map(|(name, k)| {
+            let field = format_ident!("{}", name);
+            let value = match k {
+                ir::MatConst::Preset(c) => {
+                    let c = format_ident!("{}", c);
+                    quote!(#p::matrix::#c)
+                }
+                ir::MatConst::Triples(t) => {
+                    let t = t.iter().map(|r| {
+                        let r = r.map(proc_macro2::Literal::f64_suffixed);
+                        quote!([#(#r),*])
+                    });
+                    quote!({
+                        const COEFFS: &[[f64; 3]] = &[#(#t),*];
+                        COEFFS
+                    })
+                }
+            };
+            quote!(cfg.#field = ::core::option::Option::Some(#value);)
+        });
         quote! {
             let mut cfg = <<#p::matrix::#ty as #p::matrix::MatrixWord>::Config as ::core::default::Default>::default();
             #(#sets)*
+            #(#consts)*
         }
     }
 
@@ -152,6 +178,7 @@ impl VariantEmitter<'_> {
         &self,
         def: &ir::MatDef,
         args: &[(&'static str, NodeId)],
+        consts: &[(&'static str, ir::MatConst)],
         phase: &str,
         input: Stream,
         out: Option<usize>,
@@ -163,7 +190,7 @@ impl VariantEmitter<'_> {
     ) -> TokenStream {
         let p = Private;
         let ty = format_ident!("{}", def.runtime);
-        let cfg = self.config(def, args);
+        let cfg = self.config(def, args, consts);
         let phase = format_ident!("{}", phase);
         let input = src(input);
         let out = match out {
@@ -210,6 +237,7 @@ impl VariantEmitter<'_> {
             let call = self.run_call(
                 m.def,
                 &self.repl_args(m),
+                &m.consts,
                 "Init",
                 Stream::Grad,
                 None,
@@ -246,6 +274,7 @@ impl VariantEmitter<'_> {
             let call = self.run_call(
                 m.def,
                 &self.repl_args(m),
+                &m.consts,
                 "Finish",
                 Stream::Grad,
                 None,
@@ -299,6 +328,7 @@ impl VariantEmitter<'_> {
         self.run_call(
             c.def,
             &c.args,
+            &c.consts,
             "Barrier",
             c.input,
             Some(c.out),

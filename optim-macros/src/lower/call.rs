@@ -10,10 +10,13 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{Expr, Ident};
 
+/// One bound argument: its node, its span, and its syntax (read by `Role::Coeffs` words).
+type Bound<'a> = Option<(NodeId, Span, &'a Expr)>;
+
 /// A call of a word with its arguments bound (by the entry's argument order) and checked.
 pub(crate) struct Call<'a> {
     pub entry: &'static Entry,
-    bound: Vec<Option<(NodeId, Span)>>,
+    bound: Vec<Bound<'a>>,
     /// The whole call.
     pub span: Span,
     /// The `let` name the call is bound to, if it is the whole right-hand side.
@@ -40,13 +43,18 @@ impl Call<'_> {
             .and_then(|i| self.bound[i])
             .map_or(self.span, |b| b.1)
     }
-    /// Every given argument except `skip`, by name (a matrix primitive's config fields).
+    /// The syntax of argument `name` as written, if given (`Role::Coeffs` arguments).
+    pub(crate) fn raw(&self, name: &str) -> Option<&Expr> {
+        self.index(name).and_then(|i| self.bound[i]).map(|b| b.2)
+    }
+    /// Every given argument except `skip` and compile-time constants, by name (a matrix
+    /// primitive's config fields).
     pub(crate) fn args_except(&self, skip: &[&str]) -> Vec<(&'static str, NodeId)> {
         self.entry
             .args
             .iter()
             .zip(&self.bound)
-            .filter(|(a, _)| !skip.contains(&a.name))
+            .filter(|(a, _)| !skip.contains(&a.name) && a.role != Role::Coeffs)
             .filter_map(|(a, b)| b.map(|b| (a.name, b.0)))
             .collect()
     }
@@ -62,7 +70,7 @@ impl Call<'_> {
 }
 
 impl Lowerer<'_, '_> {
-    pub(crate) fn call(&mut self, c: &syn::ExprCall, name: Option<&Ident>) -> NodeId {
+    pub(crate) fn call<'a>(&mut self, c: &'a syn::ExprCall, name: Option<&'a Ident>) -> NodeId {
         let Expr::Path(fp) = &*c.func else {
             self.cx.error(c.func.span(), "expected a primitive name");
             return self.num(0.0);
@@ -115,14 +123,14 @@ impl Lowerer<'_, '_> {
 
     /// Binds the call's arguments to the entry's (positional in order, then `name = value`,
     /// plus the bare-flag shorthand). `None` when a required argument is missing.
-    fn bind_args(
+    fn bind_args<'e>(
         &mut self,
         entry: &'static Entry,
-        c: &syn::ExprCall,
-    ) -> Option<Vec<Option<(NodeId, Span)>>> {
+        c: &'e syn::ExprCall,
+    ) -> Option<Vec<Bound<'e>>> {
         let fname = entry.name;
         let positional: Vec<&words::Arg> = entry.args.iter().filter(|a| a.positional).collect();
-        let mut bound: Vec<Option<(NodeId, Span, &Expr)>> = vec![None; entry.args.len()];
+        let mut bound: Vec<Bound<'_>> = vec![None; entry.args.len()];
         let mut npos = 0usize;
         for arg in &c.args {
             match arg {
@@ -191,7 +199,7 @@ impl Lowerer<'_, '_> {
                         );
                         continue;
                     }
-                    let v = self.expr(&a.right, None);
+                    let v = self.arg_value(entry.args[idx].role, &a.right);
                     bound[idx] = Some((v, a.right.span(), &a.right));
                 }
                 other => {
@@ -249,20 +257,25 @@ impl Lowerer<'_, '_> {
             );
             return None;
         }
-        Some(
-            bound
-                .into_iter()
-                .map(|b| b.map(|(id, span, _)| (id, span)))
-                .collect(),
-        )
+        Some(bound)
+    }
+
+    /// The node of an argument: its expression, or a placeholder for a compile-time constant
+    /// (`Role::Coeffs`), which its word reads from the syntax.
+    fn arg_value(&mut self, role: Role, e: &Expr) -> NodeId {
+        if role == Role::Coeffs {
+            self.num(0.0)
+        } else {
+            self.expr(e, None)
+        }
     }
 
     /// Checks every bound argument against its role (a number, a per-step scalar, a beta in
     /// [0, 1), a count, a flag or a condition), refining hyperparameter domains.
-    fn check_roles(&mut self, entry: &'static Entry, bound: &[Option<(NodeId, Span)>]) {
+    fn check_roles(&mut self, entry: &'static Entry, bound: &[Bound<'_>]) {
         let fname = entry.name;
         for (arg, b) in entry.args.iter().zip(bound) {
-            let Some((id, span)) = *b else { continue };
+            let Some((id, span, _)) = *b else { continue };
             let ty = self.ty(id);
             match arg.role {
                 Role::Value | Role::Init | Role::Scalar | Role::Beta | Role::Count
@@ -276,7 +289,7 @@ impl Lowerer<'_, '_> {
                         ),
                     );
                 }
-                Role::Value | Role::Init => {}
+                Role::Value | Role::Init | Role::Coeffs => {}
                 Role::Scalar | Role::Beta | Role::Count => {
                     if !ty.level.per_step() {
                         self.cx.error(

@@ -5,7 +5,7 @@
 //! (`optim_runtime::matrix::run`), which also collects their diagnostics.
 
 use super::{named, pos, Entry, Role::*};
-use crate::ir::{Level, MatDef, MatNode, MatPhase, NodeId, Op, Ty};
+use crate::ir::{Level, MatConst, MatDef, MatNode, MatPhase, NodeId, Op, Ty};
 use crate::lower::{Call, Lowerer};
 
 /// A primitive that runs between loops.
@@ -75,9 +75,13 @@ pub(crate) const WORDS: &[Entry] = &[
             named("b", Scalar),
             named("c", Scalar),
             named("eps", Scalar),
+            named("coeffs", Coeffs),
         ],
         matrix_only: true,
-        lower: |lw, c| primitive(lw, c, &ORTHOGONALIZE, String::new()),
+        lower: |lw, c| {
+            let consts = super::ns_coeffs::coeffs(lw, c);
+            primitive_with(lw, c, &ORTHOGONALIZE, String::new(), &["x"], consts)
+        },
     },
     Entry {
         name: "factored_second_moment",
@@ -169,7 +173,7 @@ pub(crate) const WORDS: &[Entry] = &[
                 );
             }
             let base = c.binding_or(format!("eigen_sign{}", lw.mat_slots.len()));
-            primitive_with(lw, c, &EIGEN_SIGN, base, &["x", "grad"])
+            primitive_with(lw, c, &EIGEN_SIGN, base, &["x", "grad"], Vec::new())
         },
     },
     Entry {
@@ -221,16 +225,18 @@ pub(crate) const WORDS: &[Entry] = &[
 /// config, with one state buffer per suffix of `def.state` named `base.suffix` (`base` for the
 /// empty suffix).
 fn primitive(lw: &mut Lowerer<'_, '_>, c: &Call<'_>, def: &'static MatDef, base: String) -> NodeId {
-    primitive_with(lw, c, def, base, &["x"])
+    primitive_with(lw, c, def, base, &["x"], Vec::new())
 }
 
-/// [`primitive`], passing every argument except those in `skip` to the runtime config.
+/// [`primitive`], passing every argument except those in `skip` to the runtime config, plus the
+/// compile-time constant arguments `consts`.
 fn primitive_with(
     lw: &mut Lowerer<'_, '_>,
     c: &Call<'_>,
     def: &'static MatDef,
     base: String,
     skip: &[&str],
+    consts: Vec<(&'static str, MatConst)>,
 ) -> NodeId {
     let x = c.req("x");
     let word = c.entry.name;
@@ -254,6 +260,7 @@ fn primitive_with(
         def,
         input: x,
         args: c.args_except(skip),
+        consts,
         slots,
         basis: None,
     };
@@ -288,6 +295,7 @@ fn rotation(lw: &mut Lowerer<'_, '_>, c: &Call<'_>, def: &'static MatDef) -> Nod
         def,
         input: x,
         args: max_dim.map(|m| ("max_dim", m)).into_iter().collect(),
+        consts: Vec::new(),
         slots: Vec::new(),
         basis: Some(basis),
     };

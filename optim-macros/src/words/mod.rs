@@ -20,6 +20,7 @@ mod decay;
 pub(crate) mod math;
 pub(crate) mod matrix;
 mod moments;
+mod ns_coeffs;
 mod reductions;
 
 /// Kinds of argument a word takes.
@@ -40,6 +41,10 @@ pub(crate) enum Role {
     /// A count (iterations, refresh interval, size): a per-step whole number >= 1; literal values
     /// are checked at compile time.
     Count,
+    /// A compile-time Newton–Schulz coefficient schedule: a preset name or a list of literal
+    /// `(a, b, c)` triples. Not an expression: the word reads its syntax (`Call::raw`), and it is
+    /// passed to the config as a constant (`ir::MatNode::consts`), not as a host value.
+    Coeffs,
 }
 
 /// One argument.

@@ -1,7 +1,7 @@
 //! Reductions and the words built on them. A per-tensor reduction (`norm`, `rms`, `sum`,
 //! `mean`, and the norms inside `trust_ratio` and `graft`) ends a loop: the loop accumulates it
 //! in `f64`, and the next loop reads the total as a per-step scalar. A global reduction
-//! (`global_norm`, `clip_global_norm`) is summed over every parameter of the step first. Also
+//! (`global_norm`, `global_sum`, `clip_global_norm`) is summed over every parameter of the step first. Also
 //! the clipping words (`clip_value` is element-wise).
 
 use super::{pos, Entry, Role::*};
@@ -68,6 +68,12 @@ pub(crate) const WORDS: &[Entry] = &[
         args: &[pos("x", Value)],
         matrix_only: false,
         lower: |lw, c| norm(lw, c.req("x"), true, c),
+    },
+    Entry {
+        name: "global_sum",
+        args: &[pos("x", Value)],
+        matrix_only: false,
+        lower: |lw, c| lw.reduce(RedKind::Sum, c.req("x"), true, c.span),
     },
     Entry {
         name: "clip_global_norm",

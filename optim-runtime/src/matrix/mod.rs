@@ -49,8 +49,8 @@ pub use factored::{factored_second_moment, Factored, FactoredConfig, FACTORED_EP
 pub use kfac::{kfac_precondition, Kfac, KfacConfig, KFAC_DAMPING};
 pub use kron::{kron_precondition, Kron, KronConfig, KRON_DEFAULT};
 pub use newton_schulz::{
-    orthogonalize, orthogonalize_with, Orthogonalize, OrthogonalizeConfig, NS_COEFFS, NS_EPS,
-    NS_EPS_KELLER, NS_STEPS,
+    orthogonalize, orthogonalize_with, Orthogonalize, OrthogonalizeConfig, NS_COEFFS, NS_CUBIC,
+    NS_EPS, NS_EPS_KELLER, NS_KELLER, NS_POLAR_EXPRESS, NS_STEPS,
 };
 pub use probe::standard_normal_probe;
 pub use psgd::{psgd_precondition, Psgd, PsgdConfig, PSGD_MAX_SIZE_TRIANGULAR, PSGD_PRECOND_LR};

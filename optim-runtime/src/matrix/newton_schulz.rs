@@ -9,8 +9,38 @@ use faer::{Accum, MatMut, MatRef};
 
 /// Default Newton–Schulz iteration count (Muon).
 pub const NS_STEPS: usize = 5;
-/// Default quintic coefficients `(a, b, c)` (Muon).
+/// Default quintic coefficients `(a, b, c)` (Muon): Keller Jordan's triple, used at every
+/// iteration.
 pub const NS_COEFFS: [f64; 3] = [3.4445, -4.7750, 2.0315];
+/// Preset `keller` (the default): [`NS_COEFFS`] at every iteration. Source: K. Jordan,
+/// `zeropower_via_newtonschulz5` (github.com/KellerJordan/Muon, commit 857d1ad); pytorch_optimizer
+/// 4.1 calls it `'original'`. Singular values land in about `[0.68, 1.13]` after 5 iterations.
+pub const NS_KELLER: &[[f64; 3]] = &[NS_COEFFS];
+/// Preset `polar_express`: one quintic per iteration (8, the last repeated after), from Amsel,
+/// Persson, Musco & Gower, "The Polar Express: Optimal Matrix Sign Methods and Their Application
+/// to the Muon Algorithm" (2025). These are the authors' `optimal_composition(l = 1e-3,
+/// num_iters = 8, degree = 5, safety_factor_eps = 1e-2, cushion = 0.02)` output with the safety
+/// factor folded into each polynomial, as pytorch_optimizer 4.1 stores them
+/// (`NS_COEFFICIENTS['polar_express']`); the input is normalised by `‖X‖_F` alone. The paper's
+/// printed Algorithm 1 instead lists the raw polynomials, divides them by `1.01` (`a/1.01`,
+/// `b/1.01³`, `c/1.01⁵`, all but the last) and the input by `1.01·‖X‖_F + 1e-7`: a slightly
+/// different map (a raw list reproduces it, see the guide).
+pub const NS_POLAR_EXPRESS: &[[f64; 3]] = &[
+    [8.237312490495555, -23.157747414558198, 16.680568411445915],
+    [4.082441999064835, -2.893047735332586, 0.5252849256975648],
+    [3.9263479922546582, -2.8547468034765298, 0.5318022422894988],
+    [3.2982187133085143, -2.424541981026706, 0.48632008358844075],
+    [2.2970369434552573, -1.63662558125903, 0.4002628455953627],
+    [1.8763805351440397, -1.2347896577722228, 0.35891887501668385],
+    [1.8564423485617974, -1.2132449880935525, 0.3568003487825883],
+    [1.8749994008682747, -1.2499988017229169, 0.3749994008546422],
+];
+/// Preset `cubic`: the classic Newton–Schulz iteration for the polar factor,
+/// `X <- 1.5 X - 0.5 X Xᵀ X` (`(a, b, c) = (1.5, -0.5, 0)`; Kovarik 1970, Björck & Bowie 1971;
+/// Higham, "Functions of Matrices", 2008, ch. 8). Each singular value follows
+/// `s <- 1.5 s - 0.5 s³`, which converges to 1 quadratically near 1 but slowly for small `s`:
+/// it needs many more iterations than the quintics (e.g. `steps = 20`).
+pub const NS_CUBIC: &[[f64; 3]] = &[[1.5, -0.5, 0.0]];
 /// Default epsilon added to the Frobenius norm before normalising: 0, so that
 /// [`orthogonalize`] is scale-invariant (`orthogonalize(s x) = orthogonalize(x)` for every
 /// `s > 0`, up to rounding).
@@ -38,10 +68,19 @@ fn mirror_lower<E: Float>(mut m: MatMut<'_, E>) {
 ///
 /// ```text
 /// X = x (transposed when rows > cols, so that X X^T is the smaller Gram matrix)
-/// X = X / (||X||_F + eps)          (computed as (X / a) / (s + eps / a) in f64, with
-///                                   a = max |x_ij|, s = sqrt(sum (x_ij / a)^2) = ||X||_F / a)
-/// repeat steps: A = X X^T;  B = b A + c A A;  X = a X + B X
+/// X = X / (||X||_F + eps)          (computed as (X / m) / (s + eps / m) in f64, with
+///                                   m = max |x_ij|, s = sqrt(sum (x_ij / m)^2) = ||X||_F / m)
+/// for i in 0..steps:  (a, b, c) = coeffs[min(i, coeffs.len() - 1)]
+///                     A = X X^T;  B = b A + c A A;  X = a X + B X
 /// ```
+///
+/// Each iteration applies the odd polynomial `p_i(s) = a s + b s³ + c s⁵` to every singular
+/// value. `coeffs` is the per-iteration schedule, its last triple repeated when `steps` exceeds
+/// its length and its tail unused when `steps` is shorter (as pytorch_optimizer 4.1's
+/// `zero_power_via_newton_schulz_5` and the Polar Express paper do): `&[NS_COEFFS]` (=
+/// [`NS_KELLER`]) is Muon's fixed triple, [`NS_POLAR_EXPRESS`] the Polar Express schedule,
+/// [`NS_CUBIC`] the classic cubic iteration. An empty `coeffs` runs no iteration (the output is
+/// the normalised input); the [`Orthogonalize`] primitive rejects it.
 ///
 /// `input` and `output` are `rows × cols` row-major; they may not alias. With the default
 /// `eps = 0` ([`NS_EPS`]) the normalisation is exact and scale-invariant over the whole range
@@ -62,7 +101,7 @@ pub fn orthogonalize<E: Float>(
     rows: usize,
     cols: usize,
     steps: usize,
-    coeffs: [f64; 3],
+    coeffs: &[[f64; 3]],
     eps: f64,
 ) {
     orthogonalize_with(
@@ -86,7 +125,7 @@ pub fn orthogonalize_with<E: Float>(
     rows: usize,
     cols: usize,
     steps: usize,
-    coeffs: [f64; 3],
+    coeffs: &[[f64; 3]],
     eps: f64,
     work: &mut Vec<E>,
 ) {
@@ -136,13 +175,11 @@ pub fn orthogonalize_with<E: Float>(
             x[(i, j)] = E::of_f64(view[(i, j)].as_f64() / amax / denom);
         }
     }
-    let (ca, cb, cc) = (
-        E::of_f64(coeffs[0]),
-        E::of_f64(coeffs[1]),
-        E::of_f64(coeffs[2]),
-    );
     let par = par_for(m * k);
-    for _ in 0..steps {
+    let last = coeffs.len().saturating_sub(1);
+    let steps = if coeffs.is_empty() { 0 } else { steps };
+    for i in 0..steps {
+        let [ca, cb, cc] = coeffs[i.min(last)].map(E::of_f64);
         // A = X X^T is symmetric: compute its lower half, then mirror it
         tri_matmul(
             a.as_mut(),
@@ -202,12 +239,17 @@ pub fn orthogonalize_with<E: Float>(
 pub struct OrthogonalizeConfig {
     /// Newton–Schulz iterations (default [`NS_STEPS`]).
     pub steps: usize,
-    /// Quintic coefficient `a` (default [`NS_COEFFS`]`[0]`).
+    /// Quintic coefficient `a` at every iteration when `coeffs` is `None` (default
+    /// [`NS_COEFFS`]`[0]`).
     pub a: f64,
-    /// Quintic coefficient `b` (default [`NS_COEFFS`]`[1]`).
+    /// Quintic coefficient `b` (default [`NS_COEFFS`]`[1]`), as `a`.
     pub b: f64,
-    /// Quintic coefficient `c` (default [`NS_COEFFS`]`[2]`).
+    /// Quintic coefficient `c` (default [`NS_COEFFS`]`[2]`), as `a`.
     pub c: f64,
+    /// A per-iteration schedule of `(a, b, c)` triples replacing `a`, `b`, `c` (the DSL's
+    /// `coeffs = polar_express` or `coeffs = [(a, b, c), ...]`; see [`orthogonalize`] for how it
+    /// maps to iterations). Default `None`: the fixed triple `(a, b, c)`.
+    pub coeffs: Option<&'static [[f64; 3]]>,
     /// Added to the Frobenius norm before normalising (default [`NS_EPS`] = 0: scale-invariant;
     /// [`NS_EPS_KELLER`] reproduces Keller's reference).
     pub eps: f64,
@@ -220,6 +262,7 @@ impl Default for OrthogonalizeConfig {
             a: NS_COEFFS[0],
             b: NS_COEFFS[1],
             c: NS_COEFFS[2],
+            coeffs: None,
             eps: NS_EPS,
         }
     }
@@ -236,7 +279,8 @@ impl MatrixWord for Orthogonalize {
     const STATE: &'static [&'static str] = &[];
     const WORD: &'static str = "orthogonalize";
 
-    /// The shape check, and: `eps` finite and `>= 0`; `a`, `b`, `c` finite.
+    /// The shape check, and: `eps` finite and `>= 0`; `a`, `b`, `c` finite; `coeffs`, when
+    /// given, not empty and finite.
     fn check(cfg: &OrthogonalizeConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         check_shape(w, info)?;
@@ -251,6 +295,19 @@ impl MatrixWord for Orthogonalize {
             w,
             &info,
             "the coefficients a, b, c must be finite",
+        )?;
+        let schedule = cfg.coeffs.unwrap_or(&[]);
+        require(
+            cfg.coeffs.is_none() || !schedule.is_empty(),
+            w,
+            &info,
+            "the coefficient schedule `coeffs` must hold at least one (a, b, c) triple",
+        )?;
+        require(
+            schedule.iter().flatten().all(|v| v.is_finite()),
+            w,
+            &info,
+            "the coefficient schedule `coeffs` must be finite",
         )
     }
 }
@@ -258,13 +315,14 @@ impl MatrixWord for Orthogonalize {
 impl<E: Float> Primitive<E> for Orthogonalize {
     fn apply(cfg: &OrthogonalizeConfig, io: Io<'_, E>) -> Report {
         let MatView { rows, cols, .. } = io.view(Self::VIEW);
+        let fixed = [[cfg.a, cfg.b, cfg.c]];
         orthogonalize_with(
             io.input,
             io.out,
             rows,
             cols,
             cfg.steps,
-            [cfg.a, cfg.b, cfg.c],
+            cfg.coeffs.unwrap_or(&fixed),
             cfg.eps,
             io.work,
         );
