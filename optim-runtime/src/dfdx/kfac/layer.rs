@@ -12,6 +12,7 @@ use dfdx::tensor_ops::Device;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, Par};
 use rand_distr::Uniform;
+use std::ops::DerefMut;
 
 /// The dfdx builder type of [`KfacLinear`] (use it in an architecture type, as
 /// `dfdx::nn::builders::Linear`): `dev.build_module::<(KfacLinear<64, 128>, ReLU, ...), f32>()`.
@@ -34,19 +35,18 @@ where
 
 /// dfdx's `Linear` (`y = x Wᵀ + b`, `W: [O, I]`, `b: [O]`, the same forward, initialisation and
 /// tensor names `weight` and `bias`) that also records the statistics K-FAC needs, during
-/// `backward()`, into the gradient slots of two buffers:
+/// `backward()`, into the gradient slots of three buffers:
 ///
-/// - `kfac_a`, `(I + 1) × (I + 1)`: `Σₙ āₙ āₙᵀ` over the rows `n` of the layer's input, with
-///   `ā = [a; 1]` the input in homogeneous coordinates (Martens & Grosse 2015, §3: the bias is
-///   the weight of a constant input 1). Its corner `[I, I]` is the number of rows recorded.
+/// - `kfac_a`, `I × I`: `Σₙ aₙ aₙᵀ` over the rows `n` of the layer's input.
 /// - `kfac_g`, `O × O`: `Σₙ ĝₙ ĝₙᵀ` with `ĝₙ = N · ∂L/∂yₙ`, `N` the number of rows of the
 ///   input in this forward: the gradient of the *per-example* loss `ℓₙ` when the loss is the
 ///   mean `L = (1/N) Σₙ ℓₙ` over those rows, as dfdx's `cross_entropy_with_logits_loss` and
 ///   `mse_loss` are (for `mse_loss`, `ℓₙ` is the mean over the `O` outputs of row `n`).
+/// - `kfac_n`, `[1]`: the number of rows recorded.
 ///
 /// A row is one input vector: a `[B, I]` batch has `B` rows, a `[B, S, I]` sequence batch `B·S`
-/// (each position an example), a single `[I]` input one. The values of `kfac_a` and `kfac_g`
-/// are the running averages that [`super::KfacStats::update`] keeps (zero-initialised, like
+/// (each position an example), a single `[I]` input one. The values of the three buffers are
+/// the running averages that [`super::KfacStats::update`] keeps (zero-initialised, like
 /// BatchNorm's running statistics: `do_gradient_update = false`, so no optimizer steps them
 /// and dfdx's safetensors save them with the model).
 ///
@@ -56,8 +56,8 @@ where
 /// operations in reverse order of creation, so this one runs after every consumer of the
 /// output has added its share to `∂L/∂y` and before the layer's own operations: it reads the
 /// complete output gradient (`Gradients::get_or_alloc_mut` on a ghost of the output), and the
-/// input values (kept by an untaped clone, which shares the data), and *adds* the two sums
-/// above, computed in `f64`, to the gradient slots of `kfac_a` and `kfac_g`. Those slots survive
+/// input values (kept by an untaped clone, which shares the data), and *adds* the sums above,
+/// computed in `f64`, to the gradient slots of `kfac_a`, `kfac_g` and `kfac_n`. Those slots survive
 /// `backward()` only if their ids are leaves of the `Gradients` (dfdx drops every other
 /// non-parameter gradient at the end of backward): [`super::KfacStats::watch`] registers them
 /// (`Gradients::retain_leafs`) once, after `alloc_grads`. Like gradients, the sums accumulate
@@ -65,7 +65,7 @@ where
 /// (`forward` on a `NoneTape` input, e.g. evaluation) nothing is recorded and nothing is
 /// computed beyond `Linear`'s forward.
 ///
-/// Cost per backward: `O(N (I + 1)² + N O²)` flops and a copy of the output gradient — about
+/// Cost per backward: `O(N I² + N O²)` flops and a copy of the output gradient — about
 /// as much as the layer's own forward when `N`, `I` and `O` are alike.
 ///
 /// Only `Cpu` runs the capture (the runtime's dfdx driver is `Cpu`-only); the module can be
@@ -76,12 +76,15 @@ pub struct KfacLinear<const I: usize, const O: usize, E: Dtype, D: Storage<E>> {
     pub weight: Tensor<Rank2<O, I>, E, D>,
     /// Bias `[O]` (as dfdx's `Linear`; initialised uniformly in `±1/√I`).
     pub bias: Tensor<Rank1<O>, E, D>,
-    /// `(I + 1) × (I + 1)`: the running average of `E[ā āᵀ]`, not bias-corrected (its corner
-    /// `[I, I]` is `1 − decayᵏ` after `k` updates); its gradient slot receives the batch sums.
-    pub kfac_a: Tensor<(usize, usize), E, D>,
-    /// `O × O`: the running average of `E[ĝ ĝᵀ]`, not bias-corrected (divide by `kfac_a`'s
-    /// corner); its gradient slot receives the batch sums.
+    /// `I × I`: the running average of `E[a aᵀ]`, not bias-corrected (divide by `kfac_n`);
+    /// its gradient slot receives the batch sums. Zero-initialised.
+    pub kfac_a: Tensor<Rank2<I, I>, E, D>,
+    /// `O × O`: the running average of `E[ĝ ĝᵀ]`, not bias-corrected (divide by `kfac_n`);
+    /// its gradient slot receives the batch sums. Zero-initialised.
     pub kfac_g: Tensor<Rank2<O, O>, E, D>,
+    /// `[1]`: the bias correction `1 − decayᵏ` after `k` updates (the running average of 1);
+    /// its gradient slot receives the number of rows recorded. Zero-initialised.
+    pub kfac_n: Tensor<Rank1<1>, E, D>,
 }
 
 impl<const I: usize, const O: usize, E: Dtype, D: Storage<E>> NonMutableModule
@@ -126,28 +129,27 @@ where
                     "kfac_a",
                     |s| &s.kfac_a,
                     |s| &mut s.kfac_a,
-                    TensorOptions {
-                        do_gradient_update: false,
-                        reset: |t| t.try_fill_with_zeros(),
-                        shape: (I + 1, I + 1),
-                    },
+                    TensorOptions::detached(|t| t.try_fill_with_zeros()),
                 ),
                 Self::tensor(
                     "kfac_g",
                     |s| &s.kfac_g,
                     |s| &mut s.kfac_g,
-                    TensorOptions {
-                        do_gradient_update: false,
-                        reset: |t| t.try_fill_with_zeros(),
-                        shape: Default::default(),
-                    },
+                    TensorOptions::detached(|t| t.try_fill_with_zeros()),
+                ),
+                Self::tensor(
+                    "kfac_n",
+                    |s| &s.kfac_n,
+                    |s| &mut s.kfac_n,
+                    TensorOptions::detached(|t| t.try_fill_with_zeros()),
                 ),
             ),
-            |(weight, bias, kfac_a, kfac_g)| KfacLinear {
+            |(weight, bias, kfac_a, kfac_g, kfac_n)| KfacLinear {
                 weight,
                 bias,
                 kfac_a,
                 kfac_g,
+                kfac_n,
             },
         )
     }
@@ -156,17 +158,19 @@ where
 impl<const I: usize, const O: usize, E: Float> KfacLinear<I, O, E, Cpu>
 where
     Cpu: Device<E>,
+    <Cpu as Storage<E>>::Vec: DerefMut<Target = Vec<E>>,
 {
     /// Wraps an existing `Linear` (its tensors are shared, not copied: same ids), with zero
     /// statistics.
     ///
     /// # Errors
-    /// [`CpuError`] if the two statistic buffers cannot be allocated.
+    /// [`CpuError`] if the statistic buffers cannot be allocated.
     pub fn try_from_linear(linear: Linear<I, O, E, Cpu>) -> Result<Self, CpuError> {
         let dev = linear.weight.device().clone();
         Ok(KfacLinear {
-            kfac_a: dev.try_zeros_like(&(I + 1, I + 1))?,
+            kfac_a: dev.try_zeros_like(&(Const::<I>, Const::<I>))?,
             kfac_g: dev.try_zeros_like(&(Const::<O>, Const::<O>))?,
+            kfac_n: dev.try_zeros_like(&(Const::<1>,))?,
             weight: linear.weight,
             bias: linear.bias,
         })
@@ -200,14 +204,18 @@ where
         let out = y.ghost();
         let a_slot = self.kfac_a.ghost();
         let g_slot = self.kfac_g.ghost();
+        let n_slot = self.kfac_n.ghost();
         tape.add_backward_op(move |grads| {
             // (the ghosts' type is not nameable outside dfdx, hence this closure does the
             // `Gradients` accesses and `batch_sums` the arithmetic)
             let xs = input.as_vec();
-            let sums = batch_sums(&xs, grads.get_or_alloc_mut(&out)?, I, O);
-            if let Some((a, g)) = sums {
-                add_into(grads.get_or_alloc_mut(&a_slot)?, &a);
-                add_into(grads.get_or_alloc_mut(&g_slot)?, &g);
+            let sums = batch_sums(&xs, grads.get_or_alloc_mut(&out)?.as_slice(), I, O);
+            if let Some((a, g, n)) = sums {
+                add_into(grads.get_or_alloc_mut(&a_slot)?.deref_mut(), &a);
+                add_into(grads.get_or_alloc_mut(&g_slot)?.deref_mut(), &g);
+                let count = grads.get_or_alloc_mut(&n_slot)?.deref_mut();
+                count.resize(1, E::zero());
+                count[0] = E::of_f64(count[0].as_f64() + n);
             }
             Ok(())
         });
@@ -215,25 +223,24 @@ where
     }
 }
 
-/// `(Σ ā āᵀ, Σ ĝ ĝᵀ)` of one forward (see [`KfacLinear`]), in `f64`: `xs` is the input,
-/// row-major `rows × i`, `gy` the output gradient `∂L/∂y`, `rows × o` (dfdx allocates a gradient
+/// `(Σ a aᵀ, Σ ĝ ĝᵀ, N)` of one forward (see [`KfacLinear`]), in `f64`: `xs` is the input,
+/// row-major `N × i`, `gy` the output gradient `∂L/∂y`, `N × o` (dfdx allocates a gradient
 /// with its tensor's layout, row-major for matmul + bias). `None` when there is no row, or the
 /// lengths do not fit (a layout this code does not know): then nothing is recorded.
-fn batch_sums<E: Float>(xs: &[E], gy: &[E], i: usize, o: usize) -> Option<(Mat<f64>, Mat<f64>)> {
+pub(super) fn batch_sums<E: Float>(
+    xs: &[E],
+    gy: &[E],
+    i: usize,
+    o: usize,
+) -> Option<(Mat<f64>, Mat<f64>, f64)> {
     let rows = xs.len().checked_div(i)?;
     if rows == 0 || gy.len() != rows * o || xs.len() != rows * i {
         return None;
     }
     let n = rows as f64;
-    let a = Mat::<f64>::from_fn(rows, i + 1, |r, c| {
-        if c < i {
-            xs[r * i + c].as_f64()
-        } else {
-            1.0
-        }
-    });
+    let a = Mat::<f64>::from_fn(rows, i, |r, c| xs[r * i + c].as_f64());
     let g = Mat::<f64>::from_fn(rows, o, |r, c| n * gy[r * o + c].as_f64());
-    Some((gram(&a), gram(&g)))
+    Some((gram(&a), gram(&g), n))
 }
 
 /// `mᵀ m`, multithreaded when large.
@@ -270,6 +277,7 @@ macro_rules! kfac_forward {
             Module<Tensor<$in, E, Cpu, T>> for KfacLinear<I, O, E, Cpu>
         where
             Cpu: Device<E>,
+            <Cpu as Storage<E>>::Vec: DerefMut<Target = Vec<E>>,
             Linear<I, O, E, Cpu>:
                 Module<Tensor<$in, E, Cpu, T>, Output = Tensor<$out, E, Cpu, T>, Error = CpuError>,
         {

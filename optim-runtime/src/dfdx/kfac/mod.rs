@@ -6,13 +6,14 @@
 //!   `backward()`, `Σ ā āᵀ` of its inputs (homogeneous coordinates) and `Σ ĝ ĝᵀ` of its
 //!   per-example output gradients into the gradient slots of two buffers, through a backward
 //!   operation added to the tape (dfdx's public `Tape::add_backward_op`; no patch of dfdx).
-//! - [`KfacStats`]: keeps the running (EMA, bias-corrected) factors in those buffers, damps
-//!   them (factored Tikhonov damping with `π`), and every `update_every` steps hands them to
-//!   the optimizer with `DslOptimizer::set_kron_factors`, whose `kfac_precondition` then
-//!   recomputes its cached inverses.
+//! - [`KfacStats`]: keeps the running (EMA, bias-corrected) factors in those buffers, and
+//!   every `update_every` steps hands each weight's factors to the optimizer with
+//!   `DslOptimizer::set_kron_factors`, whose `kfac_precondition` then recomputes its cached
+//!   damped inverses. Damping ([`FactorDamping`]): plain Tikhonov `(G + λI)⁻¹ ∇W (A + λI)⁻¹`
+//!   by the rule's `damping` (default), or Martens & Grosse's factored `π` damping.
 //!
 //! In a training loop (`opt` an optimizer whose rule for `KfacLinear` tensors uses
-//! `kfac_precondition`, e.g. the zoo's `KFacAdamW`), three lines change: the architecture uses
+//! `kfac_precondition`, e.g. the zoo's `KFac`), three lines change: the architecture uses
 //! `KfacLinear` instead of `Linear`, `kfac.watch(&model, &mut grads)?` after `alloc_grads`, and
 //! `kfac.update(&mut model, &mut grads, &mut opt)?` before `opt.update(...)` (see
 //! [`KfacStats`]).
@@ -28,4 +29,4 @@ mod layer;
 mod stats;
 
 pub use layer::{builder, KfacLinear};
-pub use stats::{KfacReport, KfacStats, KfacStatsConfig, KFAC_MODULE};
+pub use stats::{FactorDamping, KfacReport, KfacStats, KfacStatsConfig, KFAC_MODULE};

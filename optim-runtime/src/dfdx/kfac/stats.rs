@@ -12,25 +12,43 @@ use dfdx::tensor_ops::Device;
 /// The module type name [`super::KfacLinear`]'s tensors report (`module == "KfacLinear"`).
 pub const KFAC_MODULE: &str = "KfacLinear";
 
+/// Where the damping of the Kronecker factors happens (Martens & Grosse 2015, §6).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum FactorDamping {
+    /// Plain Tikhonov damping in the optimizer (the default): [`KfacStats`] hands the undamped
+    /// factors `G`, `A`, and the rule's `kfac_precondition(.., damping = λ)` (the zoo's `KFac`
+    /// hyperparameter `damping`, default `1e-3`) inverts `G + λI` and `A + λI`:
+    /// `u = (G + λI)⁻¹ ∇W (A + λI)⁻¹`.
+    #[default]
+    InOptimizer,
+    /// Factored Tikhonov damping with `π` (Martens & Grosse §6.3, KFAC-pytorch's default):
+    /// [`KfacStats`] hands `G + (√γ / π) I` and `A + π √γ I`, with
+    /// `π = sqrt((tr A / I) / (tr G / O))` (`1` when a trace is `0`), so that the
+    /// preconditioner approximates `(A ⊗ G + γ I)⁻¹` with the damping split in proportion to
+    /// the factors' scales. Set the rule's own `damping` to `0` (otherwise it is added on top).
+    Pi {
+        /// `γ`, finite and `>= 0` (KFAC-pytorch's default is `1e-3`).
+        damping: f64,
+    },
+}
+
 /// Settings of [`KfacStats`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KfacStatsConfig {
     /// Decay `ρ` of the running averages, in `[0, 1)` (default `0.95`, Martens & Grosse §5 and
     /// KFAC-pytorch's `stat_decay`): `run ← ρ run + (1 − ρ) batch`, from zero, bias-corrected
     /// by `1 − ρᵏ` after `k` updates (as Adam's moments), so the first update gives the batch
-    /// itself and `ρ = 0` always the last batch.
+    /// itself and `ρ = 0` always the last batch. KFAC-pytorch starts from the first batch
+    /// instead of bias-correcting; the two differ only in the first `~1/(1 − ρ)` updates.
     pub decay: f64,
-    /// Tikhonov damping `λ >= 0` of the Kronecker product (default `1e-3`), split between the
-    /// factors as Martens & Grosse's factored Tikhonov damping (§6.3):
-    /// `(A + π√λ I) ⊗ (G + √λ/π I)`, with `π = sqrt((tr Ā / (I+1)) / (tr G / O))` when
-    /// `pi_damping` (1 otherwise, or when a trace is 0).
-    pub damping: f64,
-    /// Whether the damping is balanced between the factors by `π` (default `true`).
-    pub pi_damping: bool,
+    /// Where the factors are damped (default [`FactorDamping::InOptimizer`]: plain Tikhonov,
+    /// by the rule's `kfac_precondition` damping).
+    pub damping: FactorDamping,
     /// Hand the factors to the optimizer on the first [`KfacStats::update`] and then every
     /// `update_every` updates (default `10`; KFAC-pytorch's `TInv`): the optimizer's cached
     /// damped inverses are recomputed only when it receives new factors
-    /// (`DslOptimizer::set_kron_factors` marks them dirty). A whole number `>= 1`.
+    /// (`DslOptimizer::set_kron_factors` marks them dirty), so between refreshes each step
+    /// reuses the inverses of the last refresh. A whole number `>= 1`.
     pub update_every: u64,
     /// Multiplies the recorded output-gradient statistic `G` (default `1`): the capture assumes
     /// the loss is the *mean* over the `N` rows of a forward (per-example gradients
@@ -42,8 +60,7 @@ impl Default for KfacStatsConfig {
     fn default() -> Self {
         KfacStatsConfig {
             decay: 0.95,
-            damping: 1e-3,
-            pi_damping: true,
+            damping: FactorDamping::InOptimizer,
             update_every: 10,
             g_scale: 1.0,
         }
@@ -64,25 +81,29 @@ pub struct KfacReport {
 }
 
 /// Running K-FAC factors of a dfdx model's [`super::KfacLinear`] layers, handed to an
-/// optimizer whose rule applies `kfac_precondition` (the zoo's `KFacAdamW` or `KFac`).
+/// optimizer whose rule for their weights applies `kfac_precondition` (the zoo's `KFac`).
 ///
-/// Per layer `y = W a + b` (`W: [O, I]`), with `ā = [a; 1]` and `ĝ` the per-example output
+/// Per layer `y = W a + b` (`W: [O, I]`), with `ĝ` the per-example output
 /// gradient (see [`super::KfacLinear`] for the capture and the scaling convention):
 ///
 /// ```text
-/// batch:    Ā_b = Σ ā āᵀ / n,  G_b = g_scale · Σ ĝ ĝᵀ / n       (n rows since the last update)
-/// running:  Ā ← ρ Ā + (1 − ρ) Ā_b,  G ← ρ G + (1 − ρ) G_b      (model buffers kfac_a, kfac_g)
-/// factors:  c = Ā[I, I] = 1 − ρᵏ (bias correction),  A = Ā[:I, :I] / c,  G' = G / c
-///           π = sqrt((tr Ā / c / (I + 1)) / (tr G' / O)),  s = √damping
-/// weight:   left  G' + (s / π) I  (O × O),  right A + π s I  (I × I)
-/// bias:     left  G' + (s / π) I  (O × O),  right 1 + π s      (1 × 1)
+/// batch:    A_b = Σ a aᵀ / n,  G_b = g_scale · Σ ĝ ĝᵀ / n       (n rows since the last update)
+/// running:  Ā ← ρ Ā + (1 − ρ) A_b,  Ḡ ← ρ Ḡ + (1 − ρ) G_b,  c ← ρ c + (1 − ρ)
+///           (model buffers kfac_a, kfac_g, kfac_n; c = 1 − ρᵏ after k updates)
+/// factors:  A = Ā / c,  G' = Ḡ / c                               (bias-corrected)
+/// handed:   "<layer>.weight" (shape [O, I]): left = G' (O × O), right = A (I × I)
+///           (FactorDamping::Pi{γ}: left = G' + (√γ/π) I, right = A + π√γ I)
 /// ```
 ///
-/// so `kfac_precondition(grad, damping = 0)` computes `(G' + s/π I)⁻¹ ∇W (A + π s I)⁻¹` for the
-/// weight and `(G' + s/π I)⁻¹ ∇b / (1 + π s)` for the bias. This is K-FAC's block for the
-/// homogeneous `[W b]` with the `W`–`b` cross terms of `Ā` (the input mean `E[a]`) dropped: dfdx
-/// keeps `W` and `b` in separate tensors and `kfac_precondition` preconditions each tensor on
-/// its own. It equals the paper's block when the inputs have zero mean.
+/// so the zoo's `KFac` (rule `kfac_precondition(grad, damping = λ)`) steps the weight with
+/// `(G' + λI)⁻¹ ∇W (A + λI)⁻¹`: K-FAC's block for `W` (`A = E[a aᵀ]`, uncentred: the `W`
+/// block of the paper's `Ā = E[ā āᵀ]` over homogeneous inputs `ā = [a; 1]`). The bias, and every tensor that is not the
+/// weight of a `KfacLinear` (dfdx's own `Linear`, convolutions, norms, embeddings), receives no
+/// factors: route it to the rule's fallback (the zoo's `KFac` steps 1-D tensors with SGD; a
+/// matrix without factors passes `kfac_precondition` unchanged, so in `KFac` it takes a plain
+/// SGD step too; give such matrices their own rule with a `module == "..."` guard if needed).
+/// Dropping the bias from the Kronecker block drops the `W`–`b` cross terms (the input mean
+/// `E[a]`), which are zero when the inputs have zero mean.
 ///
 /// ```no_run
 /// # use optim_runtime::dfdx::kfac::{KfacStats, KfacStatsConfig, builder::KfacLinear};
@@ -98,7 +119,7 @@ pub struct KfacReport {
 /// for _ in 0..100 {
 ///     let out = model.forward_mut(x.trace(grads));
 ///     grads = cross_entropy_with_logits_loss(out, y.clone()).backward();
-///     kfac.update(&mut model, &mut grads, &mut opt)?; // running factors; every k: set_kron_factors
+///     kfac.update(&mut model, &mut grads, &mut opt)?; // every k updates: set_kron_factors
 ///     opt.update(&mut model, &mut grads)?;
 ///     model.zero_grads(&mut grads);
 /// }
@@ -110,15 +131,17 @@ pub struct KfacStats {
     updates: u64,
 }
 
-/// One layer as read from the model and its statistic slots.
+/// The statistic buffers of a `KfacLinear`, in the order the walk visits them.
+const SLOTS: [&str; 3] = ["kfac_a", "kfac_g", "kfac_n"];
+
+/// One layer as read from the model and its statistic slots: `run[k]` the running value and
+/// `sum[k]` the slot sums of buffer `SLOTS[k]` (`A`: `I × I`, `G`: `O × O`, count: `1`).
 struct Layer<E> {
     prefix: String,
     i: usize,
     o: usize,
-    a_run: Vec<E>,
-    a_sum: Vec<E>,
-    g_run: Vec<E>,
-    g_sum: Vec<E>,
+    run: [Vec<E>; 3],
+    sum: [Vec<E>; 3],
 }
 
 /// What [`KfacStats::update`] writes for one layer.
@@ -127,8 +150,8 @@ enum Outcome<E> {
     Empty,
     /// Statistics dropped (non-finite): slots are zeroed, running averages unchanged.
     Dropped,
-    /// New running averages.
-    Moved(Vec<E>, Vec<E>),
+    /// New running values of the three buffers.
+    Moved([Vec<E>; 3]),
 }
 
 impl KfacStats {
@@ -136,8 +159,8 @@ impl KfacStats {
     ///
     /// # Errors
     /// [`OptimError::InvalidHyperparameter`] (optimizer `"KfacStats"`) for a `decay` outside
-    /// `[0, 1)`, a negative or non-finite `damping`, an `update_every` of 0, a `g_scale` that is
-    /// not finite and `> 0`.
+    /// `[0, 1)`, a negative or non-finite [`FactorDamping::Pi`] damping, an `update_every` of 0,
+    /// a `g_scale` that is not finite and `> 0`.
     pub fn new(config: KfacStatsConfig) -> Result<Self, OptimError> {
         let bad = |name: &'static str, value: f64, expected: &'static str| {
             Err(OptimError::InvalidHyperparameter {
@@ -151,8 +174,10 @@ impl KfacStats {
         if !(0.0..1.0).contains(&config.decay) {
             return bad("decay", config.decay, "a value in [0, 1)");
         }
-        if !(config.damping.is_finite() && config.damping >= 0.0) {
-            return bad("damping", config.damping, "a finite value >= 0");
+        if let FactorDamping::Pi { damping } = config.damping {
+            if !(damping.is_finite() && damping >= 0.0) {
+                return bad("damping", damping, "a finite value >= 0");
+            }
         }
         if config.update_every == 0 {
             return bad("update_every", 0.0, "a whole number >= 1");
@@ -191,8 +216,8 @@ impl KfacStats {
         let mut ids: Vec<UniqueId> = Vec::new();
         let mut layers = 0;
         walk::<E, M>(model, |t, h| {
-            if t.module == KFAC_MODULE && slot_prefix(t.name).is_some() {
-                if t.name.ends_with("kfac_a") {
+            if t.module == KFAC_MODULE && slot_of(t.name).is_some() {
+                if t.name.ends_with(SLOTS[0]) {
                     layers += 1;
                 }
                 let g = h.take_grad(grads)?;
@@ -211,8 +236,7 @@ impl KfacStats {
     /// Folds the statistics recorded since the last call into the running averages (the
     /// values of `kfac_a` and `kfac_g`), zeroes the slots, and on the first call and every
     /// `update_every` calls hands each layer's damped factors to `opt` with
-    /// `set_kron_factors` (`"<layer>.weight"`, shape `[O, I]`, and `"<layer>.bias"`, `[O]`; see
-    /// the type's docs). Call it after `backward()` and before `opt.update(...)`, on every step
+    /// `set_kron_factors` (`"<layer>.weight"`, shape `[O, I]`; see the type's docs). Call it after `backward()` and before `opt.update(...)`, on every step
     /// whose backward should count (e.g. every step; or only the steps of an extra backward
     /// pass on sampled targets for the Fisher). A layer that recorded nothing keeps its
     /// averages; one whose statistics hold a NaN or an infinity has them dropped (reported).
@@ -222,7 +246,7 @@ impl KfacStats {
     /// recorded anything since the last call (the slots were not registered with
     /// [`KfacStats::watch`] for this `grads`, or no taped backward ran);
     /// [`OptimError::ShapeMismatch`] when `opt` holds state of another size for a layer's
-    /// weight or bias; [`OptimError::Device`] from dfdx. Nothing is modified on error.
+    /// weight; [`OptimError::Device`] from dfdx. Nothing is modified on error.
     pub fn update<E, M, O>(
         &mut self,
         model: &mut M,
@@ -253,14 +277,14 @@ impl KfacStats {
             ));
         }
         let refresh = self.updates % self.config.update_every == 0;
-        let mut pushes = Vec::new();
+        let mut pushes: Vec<Push<E>> = Vec::new();
         if refresh {
             for (l, out) in layers.iter().zip(&outcomes) {
-                let (a_run, g_run) = match out {
-                    Outcome::Moved(a, g) => (a, g),
-                    _ => (&l.a_run, &l.g_run),
+                let run = match out {
+                    Outcome::Moved(run) => run,
+                    _ => &l.run,
                 };
-                if let Some(p) = factors(l, a_run, g_run, &self.config) {
+                if let Some(p) = factors(l, run, &self.config) {
                     pushes.push(p);
                 }
             }
@@ -311,16 +335,17 @@ fn no_layers() -> OptimError {
     )
 }
 
-/// `"0.kfac_a"` → `Some("0")`, `"kfac_g"` → `Some("")`, anything else `None`.
-fn slot_prefix(name: &str) -> Option<&str> {
-    let p = name
-        .strip_suffix("kfac_a")
-        .or_else(|| name.strip_suffix("kfac_g"))?;
-    if p.is_empty() {
-        Some(p)
-    } else {
-        p.strip_suffix('.')
-    }
+/// `"0.kfac_g"` → `Some(("0", 1))` (prefix, index in [`SLOTS`]), `"kfac_a"` → `Some(("", 0))`,
+/// anything else `None`.
+fn slot_of(name: &str) -> Option<(&str, usize)> {
+    SLOTS.iter().enumerate().find_map(|(k, slot)| {
+        let p = name.strip_suffix(slot)?;
+        if p.is_empty() {
+            Some((p, k))
+        } else {
+            p.strip_suffix('.').map(|p| (p, k))
+        }
+    })
 }
 
 /// `prefix.leaf`, as the walk joins names.
@@ -344,7 +369,7 @@ where
         if t.module != KFAC_MODULE {
             return Ok(());
         }
-        let Some(prefix) = slot_prefix(t.name) else {
+        let Some((prefix, k)) = slot_of(t.name) else {
             return Ok(());
         };
         let mut run = Vec::new();
@@ -355,37 +380,41 @@ where
             kept = vec![E::zero(); run.len()]; // an unallocated slot reads as zero
         }
         h.put_grad(grads, sum)?;
-        if t.name.ends_with("kfac_a") {
+        if k == 0 {
             layers.push(Layer {
                 prefix: prefix.to_string(),
-                i: t.shape[0].saturating_sub(1),
+                i: t.shape[0],
                 o: 0,
-                a_run: run,
-                a_sum: kept,
-                g_run: Vec::new(),
-                g_sum: Vec::new(),
+                run: [run, Vec::new(), Vec::new()],
+                sum: [kept, Vec::new(), Vec::new()],
             });
         } else if let Some(l) = layers.last_mut().filter(|l| l.prefix == prefix) {
-            l.o = t.shape[0];
-            l.g_run = run;
-            l.g_sum = kept;
+            if k == 1 {
+                l.o = t.shape[0];
+            }
+            l.run[k] = run;
+            l.sum[k] = kept;
         }
         Ok(())
     })?;
-    // a layer is complete once both buffers were seen (always, for `KfacLinear`)
-    layers.retain(|l| l.g_run.len() == l.o * l.o && l.o > 0);
+    // a layer is complete once the three buffers were seen (always, for `KfacLinear`)
+    layers.retain(|l| {
+        l.o > 0
+            && l.run[0].len() == l.i * l.i
+            && l.run[1].len() == l.o * l.o
+            && l.run[2].len() == 1
+    });
     Ok(layers)
 }
 
 /// The running averages after folding in one layer's slot sums.
 fn fold<E: Float>(l: &Layer<E>, rho: f64, g_scale: f64) -> Outcome<E> {
-    let d = l.i + 1;
-    let n = l.a_sum[d * d - 1].as_f64();
+    let n = l.sum[2][0].as_f64();
     if n == 0.0 {
         return Outcome::Empty;
     }
     let finite = |v: &[E]| v.iter().all(|x| x.is_finite());
-    if !n.is_finite() || n < 0.0 || !finite(&l.a_sum) || !finite(&l.g_sum) {
+    if !n.is_finite() || n < 0.0 || !finite(&l.sum[0]) || !finite(&l.sum[1]) {
         return Outcome::Dropped;
     }
     let ema = |run: &[E], sum: &[E], scale: f64| -> Vec<E> {
@@ -394,57 +423,65 @@ fn fold<E: Float>(l: &Layer<E>, rho: f64, g_scale: f64) -> Outcome<E> {
             .map(|(r, s)| E::of_f64(rho * r.as_f64() + (1.0 - rho) * scale * s.as_f64() / n))
             .collect()
     };
-    let a = ema(&l.a_run, &l.a_sum, 1.0);
-    let g = ema(&l.g_run, &l.g_sum, g_scale);
+    let a = ema(&l.run[0], &l.sum[0], 1.0);
+    let g = ema(&l.run[1], &l.sum[1], g_scale);
+    let c = ema(&l.run[2], &l.sum[2], 1.0); // the EMA of 1: 1 − ρᵏ
     if !finite(&a) || !finite(&g) {
         return Outcome::Dropped;
     }
-    Outcome::Moved(a, g)
+    Outcome::Moved([a, g, c])
 }
 
-/// A parameter's name, shape, and damped `left`, `right` factors.
+/// A weight's name, shape, and `left`, `right` factors.
 type Push<E> = (String, Vec<usize>, Vec<E>, Vec<E>);
 
-/// The damped factors of one layer's weight and bias from its running averages (see
-/// [`KfacStats`]); empty before the first update (bias correction 0) or if not finite.
-fn factors<E: Float>(l: &Layer<E>, a_run: &[E], g_run: &[E], cfg: &KfacStatsConfig) -> Option<[Push<E>; 2]> {
+/// The factors of one layer's weight from its running averages (see [`KfacStats`]); `None`
+/// before the first update (bias correction 0) or if not finite.
+fn factors<E: Float>(l: &Layer<E>, run: &[Vec<E>; 3], cfg: &KfacStatsConfig) -> Option<Push<E>> {
     let (i, o) = (l.i, l.o);
-    let d = i + 1;
-    let c = a_run[d * d - 1].as_f64();
+    let [a_run, g_run, c_run] = run;
+    let c = c_run[0].as_f64();
     if !(c.is_finite() && c > 0.0) {
         return None;
     }
-    let tr_a: f64 = (0..d).map(|k| a_run[k * d + k].as_f64()).sum::<f64>() / c;
-    let tr_g: f64 = (0..o).map(|k| g_run[k * o + k].as_f64()).sum::<f64>() / c;
-    let mut pi = 1.0;
-    if cfg.pi_damping && tr_a > 0.0 && tr_g > 0.0 {
-        let p = ((tr_a / d as f64) / (tr_g / o as f64)).sqrt();
-        if p.is_finite() && p > 0.0 {
-            pi = p;
+    let (left_add, right_add) = match cfg.damping {
+        FactorDamping::InOptimizer => (0.0, 0.0),
+        FactorDamping::Pi { damping } => {
+            let tr_a: f64 = (0..i).map(|k| a_run[k * i + k].as_f64()).sum::<f64>() / c;
+            let tr_g: f64 = (0..o).map(|k| g_run[k * o + k].as_f64()).sum::<f64>() / c;
+            let pi = pi_factor(tr_a / i as f64, tr_g / o as f64);
+            let s = damping.sqrt();
+            (s / pi, pi * s)
         }
-    }
-    let s = cfg.damping.sqrt();
+    };
     let left: Vec<E> = (0..o * o)
         .map(|k| {
-            let diag = if k / o == k % o { s / pi } else { 0.0 };
+            let diag = if k / o == k % o { left_add } else { 0.0 };
             E::of_f64(g_run[k].as_f64() / c + diag)
         })
         .collect();
     let right: Vec<E> = (0..i * i)
         .map(|k| {
             let (r, col) = (k / i, k % i);
-            let diag = if r == col { pi * s } else { 0.0 };
-            E::of_f64(a_run[r * d + col].as_f64() / c + diag)
+            let diag = if r == col { right_add } else { 0.0 };
+            E::of_f64(a_run[k].as_f64() / c + diag)
         })
         .collect();
     if !left.iter().chain(&right).all(|v| v.is_finite()) {
         return None;
     }
-    let bias_right = vec![E::of_f64(1.0 + pi * s)];
-    Some([
-        (join(&l.prefix, "weight"), vec![o, i], left.clone(), right),
-        (join(&l.prefix, "bias"), vec![o], left, bias_right),
-    ])
+    Some((join(&l.prefix, "weight"), vec![o, i], left, right))
+}
+
+/// Martens & Grosse's `π = sqrt(mean eigenvalue of A / mean eigenvalue of G)` from the mean
+/// diagonals; `1` when either is `0` or the ratio is not finite.
+fn pi_factor(mean_diag_a: f64, mean_diag_g: f64) -> f64 {
+    let p = (mean_diag_a / mean_diag_g).sqrt();
+    if mean_diag_a > 0.0 && mean_diag_g > 0.0 && p.is_finite() && p > 0.0 {
+        p
+    } else {
+        1.0
+    }
 }
 
 /// Writes the new running averages and zeroes the slots that were consumed.
@@ -463,17 +500,16 @@ where
         if t.module != KFAC_MODULE {
             return Ok(());
         }
-        let Some(prefix) = slot_prefix(t.name) else {
+        let Some((prefix, slot)) = slot_of(t.name) else {
             return Ok(());
         };
         let Some(k) = layers.iter().position(|l| l.prefix == prefix) else {
             return Ok(());
         };
-        let is_a = t.name.ends_with("kfac_a");
         match &outcomes[k] {
             Outcome::Empty => return Ok(()),
             Outcome::Dropped => {}
-            Outcome::Moved(a, g) => h.write(if is_a { a } else { g }),
+            Outcome::Moved(run) => h.write(&run[slot]),
         }
         let mut slot = h.take_grad(grads)?;
         slot.clear();
