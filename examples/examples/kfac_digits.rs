@@ -46,7 +46,13 @@ const TARGET: f64 = 0.1;
 const SMOOTHING: f64 = 0.9;
 const SEED: u64 = 0;
 
-type PlainMlp = (Linear<64, 128>, ReLU, Linear<128, 128>, ReLU, Linear<128, 10>);
+type PlainMlp = (
+    Linear<64, 128>,
+    ReLU,
+    Linear<128, 128>,
+    ReLU,
+    Linear<128, 10>,
+);
 type KfacMlp = (
     KfacLinear<64, 128>,
     ReLU,

@@ -153,7 +153,10 @@ fn reference(model: &Model, x: &M, y: &M) -> Reference {
     };
     Reference {
         a: [x.t().mul(x).scale(1.0 / n), a2.t().mul(&a2).scale(1.0 / n)],
-        g: [g1.t().mul(&g1).scale(1.0 / n), g2.t().mul(&g2).scale(1.0 / n)],
+        g: [
+            g1.t().mul(&g1).scale(1.0 / n),
+            g2.t().mul(&g2).scale(1.0 / n),
+        ],
         grad_w: [g1.t().mul(x).scale(1.0 / n), g2.t().mul(&a2).scale(1.0 / n)],
         grad_b: [col_mean(&g1), col_mean(&g2)],
     }
@@ -213,7 +216,10 @@ fn captured_factors_equal_hand_computed_second_moments() {
     let mut grads = backward(&dev, &model, grads, &x, &y);
     let mut opt = KFac::<f64>::new(KFacConfig::default()).unwrap();
     let report = kfac.update(&mut model, &mut grads, &mut opt).unwrap();
-    assert_eq!((report.layers, report.recorded, report.refreshed), (2, 2, true));
+    assert_eq!(
+        (report.layers, report.recorded, report.refreshed),
+        (2, 2, true)
+    );
     for (k, layer) in ["0", "2"].iter().enumerate() {
         // the first update is bias-corrected: the factors are the batch's own moments
         let (left, right) = factors_of(&opt, &format!("{layer}.weight"));
@@ -227,8 +233,18 @@ fn captured_factors_equal_hand_computed_second_moments() {
             .is_none_or(|p| p.factors.is_none()));
     }
     // the model's buffers hold the running averages, not bias-corrected: (1 − ρ) · batch
-    assert_close(&model.0.kfac_a.as_vec(), &want.a[0].scale(0.1).v, 1e-12, "kfac_a");
-    assert_close(&model.2.kfac_g.as_vec(), &want.g[1].scale(0.1).v, 1e-12, "kfac_g");
+    assert_close(
+        &model.0.kfac_a.as_vec(),
+        &want.a[0].scale(0.1).v,
+        1e-12,
+        "kfac_a",
+    );
+    assert_close(
+        &model.2.kfac_g.as_vec(),
+        &want.g[1].scale(0.1).v,
+        1e-12,
+        "kfac_g",
+    );
     assert_close(&model.0.kfac_n.as_vec(), &[0.1], 1e-15, "kfac_n");
     // and the slots were consumed: a second update without a backward is refused
     let err = kfac.update(&mut model, &mut grads, &mut opt).unwrap_err();

@@ -14,8 +14,8 @@ use dfdx::nn::tensor_collection::{
     ModuleFields, ModuleVisitor, ScalarOptions, TensorCollection, TensorOptions, TensorViewer,
     ViewTensorMut, ViewTensorRef,
 };
-use dfdx::shapes::{HasShape, Shape};
 use dfdx::optim::UnusedTensors;
+use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Cpu, Gradients, Tensor, UniqueId};
 use dfdx::tensor_ops::Device;
 use std::marker::PhantomData;

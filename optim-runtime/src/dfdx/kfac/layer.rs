@@ -252,7 +252,14 @@ fn gram(m: &Mat<f64>) -> Mat<f64> {
     } else {
         Par::Seq
     };
-    matmul(out.as_mut(), Accum::Replace, m.transpose(), m.as_ref(), 1.0, par);
+    matmul(
+        out.as_mut(),
+        Accum::Replace,
+        m.transpose(),
+        m.as_ref(),
+        1.0,
+        par,
+    );
     out
 }
 

@@ -399,10 +399,7 @@ where
     })?;
     // a layer is complete once the three buffers were seen (always, for `KfacLinear`)
     layers.retain(|l| {
-        l.o > 0
-            && l.run[0].len() == l.i * l.i
-            && l.run[1].len() == l.o * l.o
-            && l.run[2].len() == 1
+        l.o > 0 && l.run[0].len() == l.i * l.i && l.run[1].len() == l.o * l.o && l.run[2].len() == 1
     });
     Ok(layers)
 }
