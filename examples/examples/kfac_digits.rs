@@ -11,12 +11,16 @@
 //!
 //! - **AdamW**: the zoo's `AdamW` (betas 0.9/0.999, weight decay 0.01) on the plain MLP, peaks
 //!   `1e-2` (compare's tuned digits peak) and `3e-3`.
-//! - **K-FAC**: the MLP built from `optim_dsl::kfac::builder::KfacLinear`, whose layers record
-//!   `Σ a aᵀ` and `Σ ĝ ĝᵀ` during backward; `KfacStats` (EMA decay 0.95, factors handed over
-//!   every 10 steps) feeds the zoo's `KFac` (`u = (G + λI)⁻¹ ∇W (A + λI)⁻¹`, plain Tikhonov
-//!   damping `λ`; biases take `KFac`'s SGD fallback). `G` is the empirical Fisher (the
-//!   gradients of the real labels), as in most K-FAC-for-classification baselines; peaks and
-//!   dampings from a small grid.
+//! - **K-FAC emp.**: the MLP built from `optim_dsl::kfac::builder::KfacLinear`, whose layers
+//!   record `Σ a aᵀ` and `Σ ĝ ĝᵀ` during backward; `KfacStats` (EMA decay 0.95, factors handed
+//!   over every 10 steps) feeds the zoo's `KFac` (`u = (G + λI)⁻¹ ∇W (A + λI)⁻¹`, plain
+//!   Tikhonov damping `λ`; biases take `KFac`'s SGD fallback). `G` is the empirical Fisher (the
+//!   gradients of the real labels, one backward per step).
+//! - **K-FAC Fisher**: the same, with `G` from labels sampled from the model's softmax (a second
+//!   forward and backward per step, see `kfac_fisher_run`), Martens & Grosse's estimator.
+//!
+//! Learning-rate peaks `{0.03, 0.1, 0.3}` and dampings `{0.01, 0.1, 1}` (Fisher: `{0.1, 1}`)
+//! are a small grid, reported in full, divergent runs included.
 //!
 //! Reported per run: **steps→0.1**, the first step at which the smoothed training loss
 //! (bias-corrected EMA of the mini-batch losses, coefficient 0.9, as in `compare`) is at most
