@@ -22,6 +22,11 @@ pub mod zoo;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+/// K-FAC from activation statistics: the [`kfac::KfacLinear`] layer (dfdx `Linear` that
+/// records `Σ a aᵀ` and `Σ ĝ ĝᵀ` during backward) and [`kfac::KfacStats`] (running factors,
+/// handed to the zoo's [`zoo::KFac`] every `update_every` steps); see the module docs.
+pub use optim_runtime::dfdx::kfac;
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;

@@ -7,6 +7,10 @@
 //!   [`GradAccumulator`](crate::accumulate::GradAccumulator) (`add_model`,
 //!   `write_mean_to_grads`, `step_model`).
 //!
+//! - [`kfac`]: K-FAC from activation statistics: the [`kfac::KfacLinear`] layer records
+//!   input and output-gradient statistics during backward, [`kfac::KfacStats`] keeps the
+//!   running factors and hands them to `kfac_precondition`.
+//!
 //! The rest of the runtime knows nothing of dfdx modules. All of the above reach the model's
 //! tensors through one walk (`walk.rs`): it names each tensor by its dotted
 //! path as dfdx's `ViewTensorName` spells it (`"0.weight"`), reports its shape, the type name
@@ -16,6 +20,8 @@
 //! supported.
 
 pub(crate) mod walk;
+
+pub mod kfac;
 
 mod accumulate;
 mod ema;

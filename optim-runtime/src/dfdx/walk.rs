@@ -14,8 +14,9 @@ use dfdx::nn::tensor_collection::{
     ModuleFields, ModuleVisitor, ScalarOptions, TensorCollection, TensorOptions, TensorViewer,
     ViewTensorMut, ViewTensorRef,
 };
+use dfdx::optim::UnusedTensors;
 use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{Cpu, Gradients, Tensor};
+use dfdx::tensor::{Cpu, Gradients, Tensor, UniqueId};
 use dfdx::tensor_ops::Device;
 use std::marker::PhantomData;
 
@@ -51,6 +52,8 @@ pub(crate) trait HostTensor<E: Float> {
     fn take_grad(&self, grads: &mut Gradients<E, Cpu>) -> Result<Vec<E>, OptimError>;
     /// Puts a buffer taken by [`HostTensor::take_grad`] back.
     fn put_grad(&self, grads: &mut Gradients<E, Cpu>, buf: Vec<E>) -> Result<(), OptimError>;
+    /// dfdx's id of the tensor (the key of its gradient in `Gradients`).
+    fn id(&self) -> UniqueId;
 }
 
 /// Write access to one tensor on `Cpu`.
@@ -79,6 +82,13 @@ where
 
     fn put_grad(&self, grads: &mut Gradients<E, Cpu>, buf: Vec<E>) -> Result<(), OptimError> {
         E::put_grad(grads, self, buf).map_err(device_error)
+    }
+
+    fn id(&self) -> UniqueId {
+        // dfdx 0.13 exposes a tensor's id only through `UnusedTensors::add`
+        let mut ids = UnusedTensors::default();
+        ids.add(self);
+        ids.ids[0]
     }
 }
 
