@@ -93,6 +93,12 @@ pub struct CudaKernelSource {
     pub n_reductions: usize,
     /// Whether this stage writes the parameter (the last stage does).
     pub writes_param: bool,
+    /// The state slots (`ParamState::buffers` indices) among the streams, ascending: `b0…`
+    /// are these slots, then [`temps`](Self::temps).
+    pub slots: &'static [usize],
+    /// The scratch buffers (`ParamState::temps` indices) among the streams, ascending, after
+    /// the slots.
+    pub temps: &'static [usize],
 }
 
 impl CudaKernelSource {
@@ -244,6 +250,14 @@ pub fn source_hash(source: &str) -> u64 {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
+
+pub mod backend;
+pub(crate) mod barrier;
+pub mod host;
+pub(crate) mod link;
+pub mod ns;
+pub(crate) mod step;
+pub(crate) mod store;
 
 #[cfg(feature = "cuda")]
 pub mod device;
