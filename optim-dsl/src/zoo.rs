@@ -503,3 +503,210 @@ optimizer! {
         _ => AdamW<lr = adam_lr, beta1 = adam_beta1, beta2 = adam_beta2, eps = adam_eps, weight_decay = adam_weight_decay>,
     }
 }
+
+optimizer! {
+    /// Cautious AdamW: the Adam update is kept only where it agrees in sign with the current
+    /// gradient, and rescaled by the fraction kept (authors' C-Optim `AdamW`, HF-style Adam).
+    ///
+    /// ```text
+    /// p = p * (1 - lr * weight_decay)                            (decoupled decay first)
+    /// m = m + (1 - beta1) * (grad - m);  v = beta2 * v + (1 - beta2) * grad^2
+    /// step_size = lr * sqrt(1 - beta2^t) / (1 - beta1^t)         (eps NOT bias-corrected)
+    /// mask = (m * grad > 0) ? 1 : 0
+    /// mask = mask / max(mean(mask), 1e-3)                        (mean over the whole tensor)
+    /// p = p - step_size * m * mask / (sqrt(v) + eps)
+    /// ```
+    /// Source: Liang et al., "Cautious Optimizers: Improving Training with One Line of Code"
+    /// (2024), Algorithm 1; the reference is the authors' `c_adamw.AdamW` (github
+    /// kyleliang919/C-Optim `c_adamw.py` @2c0517c, per-parameter path `foreach=False`,
+    /// `correct_bias=True`). Its rescale is `1 / max(mean(mask), 1e-3)` (at most 1000x), not the
+    /// `numel / (sum(mask) + 1)` of the authors' Lion ([`CautiousLion`]). Differences from the
+    /// reference: only `correct_bias=True` (the default) is provided; the `foreach=True` path of
+    /// the reference is a different (asynchronous, batched) implementation and is not what is
+    /// matched. The mean ends a loop: two loops per step (the mask count, then the update).
+    pub CautiousAdamW<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-6, weight_decay = 0.0> {
+        let m = momentum(grad, beta1);
+        let v = second_moment(grad, beta2);
+        let mask = select(m * grad > 0.0, 1.0, 0.0);
+        let scale = 1.0 / max(mean(mask), 1e-3);
+        let step_size = lr * sqrt(1.0 - pow(beta2, step)) / (1.0 - pow(beta1, step));
+        param = decoupled_decay(param, lr, weight_decay) - step_size * (m * (mask * scale)) / (sqrt(v) + eps);
+    }
+}
+
+optimizer! {
+    /// Cautious Lion: the Lion sign update is kept only where it agrees in sign with the current
+    /// gradient, and rescaled by `numel / (kept + 1)` (authors' C-Optim `Lion`).
+    ///
+    /// ```text
+    /// p = p * (1 - lr * weight_decay)                            (decoupled decay first)
+    /// u = sign(beta1 * m + (1 - beta1) * grad)                   (sign(0) = 0)
+    /// mask = (u * grad > 0) ? 1 : 0
+    /// p = p - lr * numel / (sum(mask) + 1) * u * mask            (+1: no eps, no clamp)
+    /// m = beta2 * m + (1 - beta2) * grad                         (after the update, with beta2)
+    /// ```
+    /// Source: Liang et al., "Cautious Optimizers: Improving Training with One Line of Code"
+    /// (2024); Lion: Chen et al. (NeurIPS 2023). The reference is the authors' `c_lion.Lion`
+    /// (github kyleliang919/C-Optim `c_lion.py` @2c0517c), identical to pytorch-optimizer 4.1's
+    /// `Lion(cautious=True)`. Defaults are the reference's (`lr = 1e-4`, `betas = (0.95,
+    /// 0.98)`, which differ from [`Lion`]'s). On step 1 `u = sign(grad)`, so the scale is
+    /// `numel / (numel + 1)`: 0.5 for a one-element parameter. No difference from the reference
+    /// beyond rounding; the sum ends a loop (two loops per step).
+    pub CautiousLion<lr = 1e-4, beta1 = 0.95, beta2 = 0.98, weight_decay = 0.0> {
+        let m = state(0.0);
+        let u = sign(beta1 * m + (1.0 - beta1) * grad);
+        let mask = select(u * grad > 0.0, 1.0, 0.0);
+        param = decoupled_decay(param, lr, weight_decay) - lr * (numel / (sum(mask) + 1.0)) * (u * mask);
+        m = beta2 * m + (1.0 - beta2) * grad;
+    }
+}
+
+optimizer! {
+    /// MARS-AdamW: AdamW on a variance-reduced gradient for matrices (the approximate
+    /// "MARS-approx" form, with the previous gradient), plain AdamW for everything else.
+    ///
+    /// ```text
+    /// matrices (rank 2):
+    ///   c = grad + gamma * beta1 / (1 - beta1) * (grad - last_grad)     (last_grad = 0 at step 1)
+    ///   c = ||c||_F > 1 ? c / ||c||_F : c                               (per-tensor clip)
+    ///   m = m + (1 - beta1) * (c - m);  v = beta2 * v + (1 - beta2) * c^2
+    ///   p = p * (1 - lr * weight_decay) - lr * m / ((sqrt(v) / sqrt(1 - beta2^t) + eps) * (1 - beta1^t))
+    ///   last_grad = grad
+    /// others (vectors, scalars, tensors of rank > 2):
+    ///   m = m + (1 - beta1_1d) * (grad - m);  v = beta2_1d * v + (1 - beta2_1d) * grad^2
+    ///   p = p * (1 - lr_1d * weight_decay_1d)
+    ///       - lr_1d * m / ((sqrt(v) / sqrt(1 - beta2_1d^t) + eps) * (1 - beta1_1d^t))
+    /// ```
+    /// Source: Yuan et al., "MARS: Unleashing the Power of Variance Reduction for Training
+    /// Large Models" (2024), Algorithm 2 (MARS-AdamW, approximate); the reference is the
+    /// authors' `MARS(mars_type="mars-adamw", is_approx=True, optimize_1d=False)` (github
+    /// AGI-Arena/MARS `MARS/optimizers/mars.py` @4831e28). As there, only parameters whose
+    /// gradient has rank 2 take the MARS path; `eps` is added after bias-correcting `sqrt(v)`.
+    /// Differences from the reference: the reference adds `-lr * (weight_decay * p + m / denom)`
+    /// in one fused step (so `weight_decay = 0` with an infinite `p` gives NaN there, an
+    /// unchanged `p` here); the reference's 1-D learning rate is `lr * (lr_1d / lr_0)` with
+    /// `lr_0` the constructor's `lr`, so under a schedule on `lr` give `lr_1d` the proportional
+    /// schedule; `amsgrad` and the `mars-lion`/`mars-shampoo` types are not provided. The norm
+    /// ends a loop: matrices take two loops per step.
+    pub MarsAdamW<lr = 3e-3, beta1 = 0.95, beta2 = 0.99, eps = 1e-8, weight_decay = 0.0, gamma: nonneg = 0.025,
+                  lr_1d: nonneg = 3e-3, beta1_1d = 0.9, beta2_1d = 0.95, weight_decay_1d: nonneg = 0.1> {
+        matrix => {
+            let last_grad = state(0.0);
+            let c = (grad - last_grad) * (gamma * (beta1 / (1.0 - beta1))) + grad;
+            let c_norm = norm(c);
+            let c = select(c_norm > 1.0, c / c_norm, c);
+            let m = momentum(c, beta1);
+            let v = second_moment(c, beta2);
+            let denom = (sqrt(v) * (1.0 / sqrt(1.0 - pow(beta2, step))) + eps) * (1.0 - pow(beta1, step));
+            param = decoupled_decay(param, lr, weight_decay) - lr * (m / denom);
+            last_grad = grad;
+        }
+        _ => {
+            let m = momentum(grad, beta1_1d);
+            let v = second_moment(grad, beta2_1d);
+            let denom = (sqrt(v) * (1.0 / sqrt(1.0 - pow(beta2_1d, step))) + eps) * (1.0 - pow(beta1_1d, step));
+            param = decoupled_decay(param, lr_1d, weight_decay_1d) - lr_1d * (m / denom);
+        }
+    }
+}
+
+optimizer! {
+    /// Adan: adaptive Nesterov momentum from an EMA of gradient differences, with proximal
+    /// weight decay (sail-sg `Adan`, `no_prox=False`).
+    ///
+    /// ```text
+    /// d = grad - prev_grad                     (0 at step 1: prev_grad = grad there)
+    /// m = m + (1 - beta1) * (grad - m)                         (gradient EMA)
+    /// dm = dm + (1 - beta2) * (d - dm)                         (gradient-difference EMA)
+    /// n = grad + beta2 * d
+    /// v = beta3 * v + (1 - beta3) * n^2
+    /// denom = sqrt(v) / sqrt(1 - beta3^t) + eps                (eps outside, after correction)
+    /// p = p - lr / (1 - beta1^t) * m / denom - lr * beta2 / (1 - beta2^t) * dm / denom
+    /// p = p / (1 + lr * weight_decay)                          (proximal decay after the update)
+    /// ```
+    /// `beta1, beta2, beta3` follow the authors' code: the weight on the OLD value (the paper's
+    /// `1 - beta_k`). The state `neg_grad` keeps `-grad` of the previous step, as the reference's
+    /// `neg_pre_grad`. Source: Xie et al., "Adan: Adaptive Nesterov Momentum Algorithm for
+    /// Faster Optimizing Deep Models" (TPAMI 2024), Algorithm 1; the reference is the authors'
+    /// `Adan` (github sail-sg/Adan `adan.py` @2c65bea, `_single_tensor_adan`). Differences from
+    /// the reference: `no_prox=True` (decay `p *= 1 - lr * weight_decay` before the update) and
+    /// `max_grad_norm > 0` (its own global-norm clip) are not provided (`max_grad_norm = 0`, the
+    /// default); the step count is the parameter's own (the reference's is per group, the same
+    /// when all parameters start together). One loop per step.
+    pub Adan<lr = 1e-3, beta1 = 0.98, beta2 = 0.92, beta3 = 0.99, eps = 1e-8, weight_decay = 0.0> {
+        let neg_grad = state(0.0);
+        let d = grad + select(step > 1.0, neg_grad, -grad);
+        let m = momentum(grad, beta1);
+        let dm = momentum(d, beta2);
+        let v = second_moment(grad + beta2 * d, beta3);
+        let denom = sqrt(v) / sqrt(1.0 - pow(beta3, step)) + eps;
+        param = (param - lr / (1.0 - pow(beta1, step)) * (m / denom)
+            - lr * beta2 / (1.0 - pow(beta2, step)) * (dm / denom)) / (1.0 + lr * weight_decay);
+        neg_grad = -grad;
+    }
+}
+
+optimizer! {
+    /// ADOPT: Adam with the gradient normalised by the PREVIOUS second moment, clipped, before
+    /// the momentum (authors' `ADOPT`).
+    ///
+    /// ```text
+    /// g = decoupled_weight_decay ? grad : grad + weight_decay * p        (coupled L2, also at step 1)
+    /// step 1:  v = g^2; the parameter does not move (no decay), m stays 0
+    /// step t:  p = p * (1 - lr * weight_decay)                            (decoupled only)
+    ///          n = clamp(g / max(sqrt(v), eps), -(t - 1)^0.25, (t - 1)^0.25)   (v: previous)
+    ///          m = m + (1 - beta1) * (n - m)                               (no bias correction)
+    ///          p = p - lr * m
+    ///          v = beta2 * v + (1 - beta2) * g^2                           (after the update)
+    /// ```
+    /// Source: Taniguchi et al., "ADOPT: Modified Adam Can Converge with Any β2 with the Optimal
+    /// Rate" (NeurIPS 2024), Algorithm 2 with clipping; the reference is the authors' `ADOPT`
+    /// (github iShohei220/adopt `src/adopt/adopt.py` @6468572, `_single_tensor_adopt`, default
+    /// `clip_lambda = step -> step^0.25` of the number of previous steps). `eps` clamps the
+    /// denominator from below (it is not added). `decoupled_weight_decay` is the reference's
+    /// `decouple`. Differences from the reference: `clip_lambda` is fixed to its default and
+    /// `maximize` is not provided. pytorch-optimizer 4.1's `ADOPT` differs from the authors'
+    /// (clip `t^0.25`, decay also on step 1). One loop per step.
+    pub Adopt<lr = 1e-3, beta1 = 0.9, beta2 = 0.9999, eps = 1e-6, weight_decay = 0.0, decoupled_weight_decay = false> {
+        let g = select(decoupled_weight_decay, grad, grad + l2(weight_decay));
+        let warm = step > 1.0;
+        let m = state(0.0);
+        let v = state(0.0);
+        let n = clip_value(g / max(sqrt(v), eps), pow(step - 1.0, 0.25));
+        m = select(warm, lerp(m, n, 1.0 - beta1), m);
+        let p = select(decoupled_weight_decay, decoupled_decay(param, lr, weight_decay), param);
+        param = select(warm, p - lr * m, param);
+        v = select(warm, beta2 * v + (1.0 - beta2) * g * g, v + g * g);
+    }
+}
+
+optimizer! {
+    /// LaProp: the gradient is normalised by the bias-corrected `sqrt(v)` first, then averaged
+    /// by the momentum (pytorch-optimizer `LaProp`).
+    ///
+    /// ```text
+    /// v = beta2 * v + (1 - beta2) * grad^2
+    /// lr_avg = beta1 * lr_avg + (1 - beta1) * lr              (per-parameter scalar, starts at 0;
+    ///                                                          = lr (1 - beta1^t) for a constant lr)
+    /// denom = (sqrt(v + 1e-15) + eps) / sqrt(1 - beta2^t)
+    /// m = beta1 * m + (1 - beta1) * lr * grad / denom         (lr folded into the momentum)
+    /// p = p - (lr != 0 ? lr / lr_avg : 1) * m
+    /// p = p * (1 - lr * weight_decay)                          (decoupled decay AFTER the update)
+    /// ```
+    /// Source: Ziyin, Wang & Ueda, "LaProp: Separating Momentum and Adaptivity in Adam" (2020),
+    /// Algorithm 1; the reference is pytorch-optimizer 4.1.0 `LaProp` (per-parameter path,
+    /// `centered=False`, `ams_bound=False`, `weight_decouple=True`, `fixed_decay=False`). The
+    /// `1e-15` inside the root is the reference's `apply_ams_bound` constant. Differences from
+    /// the reference: `centered`, `ams_bound`, `fixed_decay` and `maximize` are not provided, nor
+    /// `weight_decouple=False` (which in the reference adds the L2 term to the gradient after it
+    /// was used, i.e. does nothing). One loop per step.
+    pub LaProp<lr = 4e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-15, weight_decay = 0.0> {
+        let v = second_moment(grad, beta2);
+        let lr_avg = scalar_state(0.0);
+        lr_avg = beta1 * lr_avg + (1.0 - beta1) * lr;
+        let denom = (sqrt(v + 1e-15) + eps) / sqrt(1.0 - pow(beta2, step));
+        let m = state(0.0);
+        m = beta1 * m + ((1.0 - beta1) * lr) * (grad / denom);
+        param = decoupled_decay(param - select(lr != 0.0, lr / lr_avg, 1.0) * m, lr, weight_decay);
+    }
+}

@@ -45,6 +45,10 @@ pub enum OptimError {
     /// The device reported an error (dfdx `Cpu`/`Cuda` error, as text).
     #[error("device error: {0}")]
     Device(String),
+    /// A collective of a data-parallel step failed (the communicator's error, as text; see
+    /// `optim-dist`). Every process that can still communicate returns an error for that step.
+    #[error("communication error: {0}")]
+    Communication(String),
     /// A gradient holds a NaN or an infinity and the optimizer's policy is
     /// [`NonFinitePolicy::Error`](crate::NonFinitePolicy::Error). Nothing was modified.
     #[error("gradient of parameter `{param}` is not finite (it holds a NaN or an infinity)")]

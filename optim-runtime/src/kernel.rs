@@ -270,7 +270,9 @@ pub fn execute_with<E: Float>(
         .max(stages);
     let mut globals = [0.0f64; MAX_GLOBALS];
     for k in 0..max_stages {
-        let mut contributions: Vec<GlobalContribution> = Vec::with_capacity(jobs.len());
+        // one per job, in the jobs' order (empty for a job with fewer loops), so that the
+        // combiner sees every parameter at every loop
+        let mut contributions = vec![GlobalContribution::default(); jobs.len()];
         let mut sums: Vec<[f64; MAX_REDUCTIONS]> = vec![[0.0; MAX_REDUCTIONS]; jobs.len()];
         {
             let mut calls: Vec<(usize, KernelCall<'_, E>)> = jobs
@@ -281,14 +283,13 @@ pub fn execute_with<E: Float>(
                 .collect();
             let per_call = run_calls(&mut calls);
             for ((i, call), red) in calls.iter().zip(&per_call) {
-                let mut c = GlobalContribution::default();
+                let c = &mut contributions[*i];
                 for &(l, g) in &call.globals {
                     if g < MAX_GLOBALS && l < MAX_REDUCTIONS {
                         c.sums[g] += red[l];
                         c.produced[g] = true;
                     }
                 }
-                contributions.push(c);
                 sums[*i] = *red;
             }
         }

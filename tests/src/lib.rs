@@ -4,7 +4,9 @@
 //!   (see `tests/fixtures/README.md`), a loader and an element-wise tolerance check.
 //! - [`model`]: [`model::CaseModel`], a dfdx [`TensorCollection`](dfdx::nn::TensorCollection)
 //!   holding the four parameters every optimizer case uses, so the same case can be driven
-//!   through the dfdx path of an optimizer.
+//!   through the dfdx path of an optimizer ([`model::MarsModel`]: the five of `mars_adamw`).
+//! - [`runner`]: teacher-forced runs of a case through the slice and the dfdx path, the
+//!   final-state comparison, and the [`conformance!`] macro that defines one test per case.
 
 pub mod fixtures {
     //! Reference trajectory cases (format_version 1 of the project's shared refs).
@@ -355,6 +357,25 @@ pub mod fixtures {
         (got - want).abs() <= tol.allowed(want)
     }
 
+    /// The largest `|got[i] - want[i]| / (atol + rtol * |want[i]|)` over the elements (0 for
+    /// matching NaNs and infinities, `inf` for a NaN or infinity that does not match): how much
+    /// of the tolerance a comparison used (`<= 1` passes).
+    pub fn max_ratio(got: &[f32], want: &[f64], tol: &Tolerance) -> f64 {
+        got.iter()
+            .zip(want)
+            .map(|(&g, &w)| {
+                let g = f64::from(g);
+                if g.is_finite() && w.is_finite() {
+                    (g - w).abs() / tol.allowed(w)
+                } else if is_close(g, w, tol) {
+                    0.0
+                } else {
+                    f64::INFINITY
+                }
+            })
+            .fold(0.0, f64::max)
+    }
+
     /// Asserts `|got[i] - want[i]| <= atol + rtol * |want[i]|` for every element (NaN matches
     /// NaN, an infinity matches the same infinity). On failure panics with the case, `what`,
     /// the first offending index, both values, the error, the allowed error and the number of
@@ -649,6 +670,407 @@ pub mod model {
     }
 
     cpu_grad_helpers!(f32, f64);
+
+    /// A dfdx model that holds the parameters of a reference case, so that the case can be run
+    /// through an optimizer's dfdx path ([`crate::runner::run_dfdx`]).
+    pub trait DfdxCase: TensorCollection<f32, Cpu> {
+        /// A model holding the case's `params_init`; panics if the case's parameter names,
+        /// order or shapes differ from the model's.
+        fn load(dev: &Cpu, case: &Case) -> Self;
+        /// Writes `values[name]` into the gradient buffer of each named parameter of `grads`.
+        fn set_grads(&self, grads: &mut Gradients<f32, Cpu>, values: &BTreeMap<String, Vec<f64>>);
+        /// Flat row-major copy of parameter `name`.
+        fn flat(&self, name: &str) -> Vec<f32>;
+    }
+
+    impl DfdxCase for CaseModel<f32, Cpu> {
+        fn load(dev: &Cpu, case: &Case) -> Self {
+            Self::from_case(dev, case)
+        }
+        fn set_grads(&self, grads: &mut Gradients<f32, Cpu>, values: &BTreeMap<String, Vec<f64>>) {
+            self.write_grads(grads, values)
+        }
+        fn flat(&self, name: &str) -> Vec<f32> {
+            self.params_flat(name)
+        }
+    }
+
+    /// The five parameters of the `mars_adamw` case (`w_16x8: [16, 8]`, `w_8x16: [8, 16]`,
+    /// `w_4x4: [4, 4]`, `b_8: [8]`, `s_1: [1]`, in that walk order), as a dfdx tensor
+    /// collection.
+    #[derive(Debug, Clone)]
+    pub struct MarsModel<E: Dtype, D: Device<E>> {
+        /// Matrix parameter of shape `[16, 8]`.
+        pub w_16x8: Tensor<Rank2<16, 8>, E, D>,
+        /// Matrix parameter of shape `[8, 16]`.
+        pub w_8x16: Tensor<Rank2<8, 16>, E, D>,
+        /// Matrix parameter of shape `[4, 4]` (small gradients: MARS's no-clip branch).
+        pub w_4x4: Tensor<Rank2<4, 4>, E, D>,
+        /// Vector parameter of shape `[8]`.
+        pub b_8: Tensor<Rank1<8>, E, D>,
+        /// Single-element parameter of shape `[1]`.
+        pub s_1: Tensor<Rank1<1>, E, D>,
+    }
+
+    /// Names of the [`MarsModel`] tensors, in field (= walk = `param_order`) order.
+    pub const MARS_PARAM_NAMES: [&str; 5] = ["w_16x8", "w_8x16", "w_4x4", "b_8", "s_1"];
+
+    impl<E: Dtype, D: Device<E>> TensorCollection<E, D> for MarsModel<E, D> {
+        type To<E2: Dtype, D2: Device<E2>> = MarsModel<E2, D2>;
+
+        fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+            visitor: &mut V,
+        ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+            visitor.visit_fields(
+                (
+                    Self::tensor(
+                        "w_16x8",
+                        |s| &s.w_16x8,
+                        |s| &mut s.w_16x8,
+                        TensorOptions::reset_to_zeros(),
+                    ),
+                    Self::tensor(
+                        "w_8x16",
+                        |s| &s.w_8x16,
+                        |s| &mut s.w_8x16,
+                        TensorOptions::reset_to_zeros(),
+                    ),
+                    Self::tensor(
+                        "w_4x4",
+                        |s| &s.w_4x4,
+                        |s| &mut s.w_4x4,
+                        TensorOptions::reset_to_zeros(),
+                    ),
+                    Self::tensor(
+                        "b_8",
+                        |s| &s.b_8,
+                        |s| &mut s.b_8,
+                        TensorOptions::reset_to_zeros(),
+                    ),
+                    Self::tensor(
+                        "s_1",
+                        |s| &s.s_1,
+                        |s| &mut s.s_1,
+                        TensorOptions::reset_to_zeros(),
+                    ),
+                ),
+                |(w_16x8, w_8x16, w_4x4, b_8, s_1)| MarsModel {
+                    w_16x8,
+                    w_8x16,
+                    w_4x4,
+                    b_8,
+                    s_1,
+                },
+            )
+        }
+    }
+
+    impl DfdxCase for MarsModel<f32, Cpu> {
+        fn load(dev: &Cpu, case: &Case) -> Self {
+            assert_eq!(
+                case.param_order, MARS_PARAM_NAMES,
+                "{}: param_order differs from MarsModel's",
+                case.case
+            );
+            let mut m = MarsModel {
+                w_16x8: dev.zeros(),
+                w_8x16: dev.zeros(),
+                w_4x4: dev.zeros(),
+                b_8: dev.zeros(),
+                s_1: dev.zeros(),
+            };
+            for name in MARS_PARAM_NAMES {
+                let init = &case.params_init[name];
+                let data = cast::<f32>(&init.data);
+                let shape: &[usize] = match name {
+                    "w_16x8" => &[16, 8],
+                    "w_8x16" => &[8, 16],
+                    "w_4x4" => &[4, 4],
+                    "b_8" => &[8],
+                    _ => &[1],
+                };
+                assert_eq!(init.shape, shape, "{}: shape of {name}", case.case);
+                match name {
+                    "w_16x8" => m.w_16x8.copy_from(&data),
+                    "w_8x16" => m.w_8x16.copy_from(&data),
+                    "w_4x4" => m.w_4x4.copy_from(&data),
+                    "b_8" => m.b_8.copy_from(&data),
+                    _ => m.s_1.copy_from(&data),
+                }
+            }
+            m
+        }
+
+        fn set_grads(&self, grads: &mut Gradients<f32, Cpu>, values: &BTreeMap<String, Vec<f64>>) {
+            for (name, vals) in values {
+                let data = cast::<f32>(vals);
+                let buf = match name.as_str() {
+                    "w_16x8" => grads.get_or_alloc_mut(&self.w_16x8),
+                    "w_8x16" => grads.get_or_alloc_mut(&self.w_8x16),
+                    "w_4x4" => grads.get_or_alloc_mut(&self.w_4x4),
+                    "b_8" => grads.get_or_alloc_mut(&self.b_8),
+                    "s_1" => grads.get_or_alloc_mut(&self.s_1),
+                    _ => {
+                        panic!("MarsModel has no parameter {name:?} (it has {MARS_PARAM_NAMES:?})")
+                    }
+                }
+                .expect("allocating a gradient buffer");
+                assert_eq!(buf.len(), data.len(), "gradient length for {name}");
+                buf.copy_from_slice(&data);
+            }
+        }
+
+        fn flat(&self, name: &str) -> Vec<f32> {
+            match name {
+                "w_16x8" => self.w_16x8.as_vec(),
+                "w_8x16" => self.w_8x16.as_vec(),
+                "w_4x4" => self.w_4x4.as_vec(),
+                "b_8" => self.b_8.as_vec(),
+                "s_1" => self.s_1.as_vec(),
+                _ => panic!("MarsModel has no parameter {name:?} (it has {MARS_PARAM_NAMES:?})"),
+            }
+        }
+    }
+}
+
+pub mod runner {
+    //! Teacher-forced conformance runs (see `tests/fixtures/README.md`, "How the tests
+    //! compare"): before step `t + 1` the reference gradient `grads[t]` is fed (never our own),
+    //! the optimizer keeps its own state, and the parameters after the step are compared with
+    //! `params[t]` under the case tolerance; after the last step the optimizer state is
+    //! compared with the reference's `final_state`. [`conformance!`](crate::conformance!)
+    //! defines one `#[test]` per case from these pieces.
+
+    use crate::fixtures::{assert_close, max_ratio, Case};
+    use crate::model::DfdxCase;
+    pub use dfdx::tensor::Cpu;
+    use dfdx::tensor::Gradients;
+    use optim_dsl::{DslOptimizer, ParamSlice};
+
+    /// Teacher-forced run of `case` through the slice path; `step` performs one optimizer
+    /// update. Returns the largest error over all steps and elements as a fraction of the
+    /// tolerance ([`max_ratio`]); panics at the first step out of tolerance.
+    pub fn run_slices(case: &Case, mut step: impl FnMut(&mut Vec<ParamSlice<'_, f32>>)) -> f64 {
+        let names = &case.param_order;
+        let shapes: Vec<Vec<usize>> = names.iter().map(|n| case.shape(n).to_vec()).collect();
+        let mut params: Vec<Vec<f32>> = names.iter().map(|n| case.init_f32(n)).collect();
+        let mut worst = 0.0f64;
+        for t in 0..case.steps {
+            let grads: Vec<Vec<f32>> = names.iter().map(|n| case.grad_f32(t, n)).collect();
+            let mut slices: Vec<ParamSlice<'_, f32>> = names
+                .iter()
+                .zip(&shapes)
+                .zip(params.iter_mut())
+                .zip(&grads)
+                .map(|(((name, shape), param), grad)| ParamSlice {
+                    name: name.as_str(),
+                    shape: shape.as_slice(),
+                    param: param.as_mut_slice(),
+                    grad: grad.as_slice(),
+                })
+                .collect();
+            step(&mut slices);
+            drop(slices);
+            for (name, p) in names.iter().zip(&params) {
+                case.assert_params_at("slice path", t, name, p);
+                worst = worst.max(max_ratio(p, &case.params[t][name], &case.tolerance));
+            }
+        }
+        worst
+    }
+
+    /// Teacher-forced run of `case` through the dfdx path on model `M`; `step` performs one
+    /// optimizer update. One `Gradients` is allocated up front and overwritten before every
+    /// step, as in a training loop that reuses its gradient buffers. Returns the largest error
+    /// as a fraction of the tolerance, like [`run_slices`].
+    pub fn run_dfdx<M: DfdxCase>(
+        case: &Case,
+        mut step: impl FnMut(&mut M, &mut Gradients<f32, Cpu>),
+    ) -> f64 {
+        use dfdx::nn::ZeroGrads;
+        let dev = Cpu::default();
+        let mut model = M::load(&dev, case);
+        let mut grads = model.alloc_grads();
+        let mut worst = 0.0f64;
+        for t in 0..case.steps {
+            model.set_grads(&mut grads, &case.grads[t]);
+            step(&mut model, &mut grads);
+            for name in &case.param_order {
+                let p = model.flat(name);
+                case.assert_params_at("dfdx path", t, name, &p);
+                worst = worst.max(max_ratio(&p, &case.params[t][name], &case.tolerance));
+            }
+        }
+        worst
+    }
+
+    /// How the reference's `final_state` corresponds to ours.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct StateMap<'a> {
+        /// Reference state key -> our element-wise state buffer (a `let` name of the rule,
+        /// read with [`DslOptimizer::state_buffer`]).
+        pub buffers: &'a [(&'a str, &'a str)],
+        /// Reference state key (a Python float in the reference) -> index of our scalar state
+        /// slot ([`optim_dsl::ParamState::scalars`]).
+        pub scalars: &'a [(&'a str, usize)],
+        /// `(parameter, reference key)` pairs the reference keeps and we do not (e.g. a buffer
+        /// that only another rule of ours needs); each test says why.
+        pub not_kept: &'a [(&'a str, &'a str)],
+    }
+
+    /// Reference entries with no element-wise counterpart: torch's per-tensor `step` (checked
+    /// against our per-parameter step count instead) and NAdam's scalar `mu_product`.
+    const NOT_ELEMENTWISE: [&str; 2] = ["step", "mu_product"];
+
+    /// Compares the state of `opt` after the last step of `case` with the case's
+    /// `final_state`: global and per-parameter step counts (and the reference's `step`, a
+    /// number or a 0-d tensor), every mapped buffer element-wise and every mapped scalar under
+    /// the case tolerance. Every reference key must be mapped, listed in `not_kept`, or be
+    /// `step`/`mu_product`.
+    pub fn check_final_state<O: DslOptimizer<f32>>(
+        case: &Case,
+        what: &str,
+        opt: &O,
+        map: &StateMap<'_>,
+    ) {
+        let cname = &case.case;
+        let steps = case.steps as u64;
+        let state = opt.opt_state();
+        assert_eq!(state.step, steps, "{cname}: {what}: global step count");
+        if let Some(group_step) = case.final_param_groups.first().and_then(|g| g.get("step")) {
+            // pytorch_optimizer keeps its step counter in the param group
+            assert_eq!(
+                group_step.as_f64(),
+                Some(steps as f64),
+                "{cname}: group step"
+            );
+        }
+        for p in &case.param_order {
+            let ps = state
+                .param(p)
+                .unwrap_or_else(|| panic!("{cname}: {what}: no optimizer state for {p}"));
+            assert_eq!(ps.step, steps, "{cname}: {what}: step count of {p}");
+            let reference = case.final_state.get(p).and_then(|v| v.as_object());
+            let keys: Vec<&String> = reference.map(|m| m.keys().collect()).unwrap_or_default();
+            let kept = |key: &str| !map.not_kept.contains(&(p.as_str(), key));
+            for key in map
+                .buffers
+                .iter()
+                .map(|b| b.0)
+                .chain(map.scalars.iter().map(|s| s.0))
+            {
+                assert!(
+                    !kept(key) || keys.iter().any(|k| *k == key),
+                    "{cname}: mapped state {key} missing from the reference state of {p}"
+                );
+            }
+            for key in keys {
+                let value = &case.final_state[p.as_str()][key.as_str()];
+                if key == "step" {
+                    // a Python int, or a 0-d tensor {"shape": [], "data": [x]}
+                    let n = value
+                        .as_f64()
+                        .or_else(|| value["data"][0].as_f64())
+                        .unwrap_or_else(|| panic!("{cname}: reference step of {p}: {value}"));
+                    assert_eq!(n, steps as f64, "{cname}: reference step of {p}");
+                    continue;
+                }
+                if !kept(key) {
+                    continue;
+                }
+                if let Some(&(_, ours)) = map.buffers.iter().find(|(k, _)| k == key) {
+                    let got = opt.state_buffer(p, ours).unwrap_or_else(|| {
+                        panic!("{cname}: {what}: no state buffer {ours} for {p}")
+                    });
+                    let want = case.final_state_tensor(p, key).expect("present");
+                    assert_close(
+                        cname,
+                        &format!("{what}: final state {p}.{key} (ours: {ours})"),
+                        got,
+                        &want.data,
+                        &case.tolerance,
+                    );
+                } else if let Some(&(_, slot)) = map.scalars.iter().find(|(k, _)| k == key) {
+                    let want = value
+                        .as_f64()
+                        .unwrap_or_else(|| panic!("{cname}: {p}.{key} = {value} is not a number"));
+                    let got = *ps.scalars.get(slot).unwrap_or_else(|| {
+                        panic!("{cname}: {what}: {p} has no scalar state {slot}")
+                    });
+                    assert!(
+                        (got - want).abs() <= case.tolerance.allowed(want),
+                        "{cname}: {what}: final scalar state {p}.{key} (ours: slot {slot}): got {got:e}, want {want:e}"
+                    );
+                } else {
+                    assert!(
+                        NOT_ELEMENTWISE.contains(&key.as_str()),
+                        "{cname}: reference state {p}.{key} has no counterpart in the table"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The model a [`conformance!`] case runs on the dfdx path: [`model::CaseModel`] unless the
+/// case names another.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __case_model {
+    () => { $crate::model::CaseModel<f32, $crate::runner::Cpu> };
+    ($m:ty) => { $m };
+}
+
+/// Defines one `#[test]` per case: loads `tests/fixtures/<name>.json`, builds a fresh optimizer
+/// with `$make` (an expression of type `Result<Optimizer, OptimError>` using the bound `&Case`)
+/// for each path, runs the slice path and the dfdx path teacher-forced
+/// ([`runner::run_slices`], [`runner::run_dfdx`]) and compares each path's final state
+/// ([`runner::check_final_state`]). The state table maps reference keys to our buffers
+/// (`state { exp_avg: "m", ... }`), optionally to scalar slots (`scalars { key: 0 }`), lists
+/// the `(parameter, key)` pairs we do not keep (`not_kept { "b_8": "last_grad" }`), and may name
+/// the dfdx model (`model = MarsModel<f32, Cpu>`; default [`model::CaseModel`]). Prints the
+/// largest error of each path as a fraction of the tolerance (`cargo test -- --nocapture`).
+#[macro_export]
+macro_rules! conformance {
+    (
+        $name:ident,
+        |$c:ident| $make:expr,
+        state { $($key:ident: $ours:literal),* $(,)? }
+        $(, scalars { $($skey:ident: $slot:literal),* $(,)? })?
+        $(, not_kept { $($np:literal: $nk:literal),* $(,)? })?
+        $(, model = $model:ty)?
+        $(,)?
+    ) => {
+        #[test]
+        fn $name() {
+            let case = $crate::fixtures::load(stringify!($name));
+            let make = |$c: &$crate::fixtures::Case| $make;
+            let map = $crate::runner::StateMap {
+                buffers: &[$((stringify!($key), $ours)),*],
+                scalars: &[$($((stringify!($skey), $slot)),*)?],
+                not_kept: &[$($(($np, $nk)),*)?],
+            };
+
+            let mut opt = make(&case).expect("constructing the optimizer (slice path)");
+            let slices = $crate::runner::run_slices(&case, |ps| {
+                opt.update_slices(ps).expect("update_slices");
+            });
+            $crate::runner::check_final_state(&case, "slice path", &opt, &map);
+
+            let mut opt = make(&case).expect("constructing the optimizer (dfdx path)");
+            let dfdx = $crate::runner::run_dfdx::<$crate::__case_model!($($model)?)>(
+                &case,
+                |model, grads| {
+                    opt.update(model, grads).expect("update");
+                },
+            );
+            $crate::runner::check_final_state(&case, "dfdx path", &opt, &map);
+            println!(
+                "{}: max |err| / tolerance: slice path {slices:.4}, dfdx path {dfdx:.4}",
+                case.case
+            );
+        }
+    };
 }
 
 pub mod trajectory {

@@ -17,178 +17,18 @@
 //! `final_state`: per-parameter step counts, and every state tensor through a per-case table
 //! that maps the reference's state keys (`exp_avg`, `square_avg`, ...) to our state names. Our
 //! names are those of the fixtures' `semantics` pseudo-code (`m`, `v`, `vmax`, `buf`, ...), read
-//! from the optimizer's `explain()` plan.
+//! with `DslOptimizer::state_buffer`.
+//!
+//! The runner (`run_slices`, `run_dfdx`, `check_final_state`) and the `conformance!` macro live
+//! in `optim_tests::runner` (shared with `conformance_2026.rs`).
 
 // Configs are written out field by field, with `..Default::default()` for any fields the
 // reference does not set; for configs whose every field is listed that update is redundant.
 #![allow(clippy::needless_update)]
 
-use dfdx::tensor::{Cpu, Gradients};
 use optim_dsl::prelude::*;
-use optim_dsl::{OptState, ParamState, RuleBody};
-use optim_tests::fixtures::{self, assert_close, Case};
-use optim_tests::model::CaseModel;
-
-/// Teacher-forced run of `case` through the slice path; `step` performs one optimizer update.
-fn run_slices(case: &Case, mut step: impl FnMut(&mut Vec<ParamSlice<'_, f32>>)) {
-    let names = &case.param_order;
-    let shapes: Vec<Vec<usize>> = names.iter().map(|n| case.shape(n).to_vec()).collect();
-    let mut params: Vec<Vec<f32>> = names.iter().map(|n| case.init_f32(n)).collect();
-    for t in 0..case.steps {
-        let grads: Vec<Vec<f32>> = names.iter().map(|n| case.grad_f32(t, n)).collect();
-        let mut slices: Vec<ParamSlice<'_, f32>> = names
-            .iter()
-            .zip(&shapes)
-            .zip(params.iter_mut())
-            .zip(&grads)
-            .map(|(((name, shape), param), grad)| ParamSlice {
-                name: name.as_str(),
-                shape: shape.as_slice(),
-                param: param.as_mut_slice(),
-                grad: grad.as_slice(),
-            })
-            .collect();
-        step(&mut slices);
-        drop(slices);
-        for (name, p) in names.iter().zip(&params) {
-            case.assert_params_at("slice path", t, name, p);
-        }
-    }
-}
-
-/// Teacher-forced run of `case` through the dfdx path; `step` performs one optimizer update.
-/// One `Gradients` is allocated up front and overwritten before every step, as in a training
-/// loop that reuses its gradient buffers.
-fn run_dfdx(case: &Case, mut step: impl FnMut(&mut CaseModel<f32, Cpu>, &mut Gradients<f32, Cpu>)) {
-    let dev = Cpu::default();
-    let mut model = CaseModel::<f32, Cpu>::from_case(&dev, case);
-    let mut grads = model.grads_from(&case.grads[0]);
-    for t in 0..case.steps {
-        model.write_grads(&mut grads, &case.grads[t]);
-        step(&mut model, &mut grads);
-        for name in &case.param_order {
-            case.assert_params_at("dfdx path", t, name, &model.params_flat(name));
-        }
-    }
-}
-
-/// Reference state entries that have no element-wise counterpart to compare: torch's per-tensor
-/// `step` (checked against our per-parameter step count instead) and NAdam's scalar
-/// `mu_product`.
-const NOT_ELEMENTWISE: [&str; 2] = ["step", "mu_product"];
-
-/// Our state buffer `name` of one parameter. Buffers are matched to the names of the plan's
-/// `state` list by position among the allocated (non-empty) buffers: the flags do not change
-/// during a run, so exactly the plan's buffers are allocated.
-fn state_buffer<'a>(plan: &Plan, ps: &'a ParamState<f32>, name: &str) -> Result<&'a [f32], String> {
-    let rule = plan
-        .rules
-        .get(ps.rule)
-        .ok_or_else(|| format!("plan has no rule {}", ps.rule))?;
-    let RuleBody::Fused { state, .. } = &rule.body else {
-        return Err(format!("rule {} delegates to another optimizer", ps.rule));
-    };
-    let live: Vec<&Vec<f32>> = ps.buffers.iter().filter(|b| !b.is_empty()).collect();
-    if live.len() != state.len() {
-        return Err(format!(
-            "{} allocated buffers but the plan names {} ({state:?})",
-            live.len(),
-            state.len()
-        ));
-    }
-    let j = state
-        .iter()
-        .position(|s| *s == name)
-        .ok_or_else(|| format!("no state named {name:?}; the plan has {state:?}"))?;
-    Ok(live[j].as_slice())
-}
-
-/// Compares the optimizer state after the last step with the case's `final_state`. `names`
-/// maps reference state keys to our state names; every reference key must be mapped or be in
-/// [`NOT_ELEMENTWISE`].
-fn check_final_state(
-    case: &Case,
-    what: &str,
-    plan: &Plan,
-    state: &OptState<f32>,
-    names: &[(&str, &str)],
-) {
-    let cname = &case.case;
-    let steps = case.steps as u64;
-    assert_eq!(state.step, steps, "{cname}: {what}: global step count");
-    if let Some(group_step) = case.final_param_groups.first().and_then(|g| g.get("step")) {
-        // pytorch_optimizer keeps its step counter in the param group
-        assert_eq!(
-            group_step.as_f64(),
-            Some(steps as f64),
-            "{cname}: group step"
-        );
-    }
-    for p in &case.param_order {
-        let ps = state
-            .param(p)
-            .unwrap_or_else(|| panic!("{cname}: {what}: no optimizer state for {p}"));
-        assert_eq!(ps.step, steps, "{cname}: {what}: step count of {p}");
-        let reference = case.final_state.get(p).and_then(|v| v.as_object());
-        let keys: Vec<&String> = reference.map(|m| m.keys().collect()).unwrap_or_default();
-        for (key, _) in names {
-            assert!(
-                keys.iter().any(|k| k == key),
-                "{cname}: mapped state {key} missing from the reference state of {p}"
-            );
-        }
-        for key in keys {
-            if key == "step" {
-                let t = case.final_state_tensor(p, key).expect("present");
-                assert_eq!(t.data, [steps as f64], "{cname}: reference step of {p}");
-            }
-            let Some(&(_, ours)) = names.iter().find(|(k, _)| k == key) else {
-                assert!(
-                    NOT_ELEMENTWISE.contains(&key.as_str()),
-                    "{cname}: reference state {p}.{key} has no counterpart in the table"
-                );
-                continue;
-            };
-            let got = state_buffer(plan, ps, ours)
-                .unwrap_or_else(|e| panic!("{cname}: {what}: state {ours} of {p}: {e}"));
-            let want = case.final_state_tensor(p, key).expect("present");
-            assert_close(
-                cname,
-                &format!("{what}: final state {p}.{key} (ours: {ours})"),
-                got,
-                &want.data,
-                &case.tolerance,
-            );
-        }
-    }
-}
-
-/// Defines one `#[test]` per case: loads `tests/fixtures/<name>.json`, builds a fresh optimizer
-/// with `$make` (an expression of type `Result<Optimizer, OptimError>` using the bound `&Case`)
-/// for each path, runs both paths and compares each path's final state, mapping reference state
-/// keys to ours with `state { key: "ours", ... }`.
-macro_rules! conformance {
-    ($name:ident, |$c:ident| $make:expr, state { $($key:ident: $ours:literal),* $(,)? }) => {
-        #[test]
-        fn $name() {
-            let case = fixtures::load(stringify!($name));
-            let make = |$c: &Case| $make;
-            let names: &[(&str, &str)] = &[$((stringify!($key), $ours)),*];
-
-            let mut opt = make(&case).expect("constructing the optimizer (slice path)");
-            run_slices(&case, |ps| {
-                opt.update_slices(ps).expect("update_slices");
-            });
-            check_final_state(&case, "slice path", &opt.explain(), opt.opt_state(), names);
-
-            let mut opt = make(&case).expect("constructing the optimizer (dfdx path)");
-            run_dfdx(&case, |model, grads| {
-                opt.update(model, grads).expect("update");
-            });
-            check_final_state(&case, "dfdx path", &opt.explain(), opt.opt_state(), names);
-        }
-    };
-}
+use optim_tests::conformance;
+use optim_tests::fixtures::{self, Case};
 
 /// The case's learning rate, after checking that it is the same at every step and equals the
 /// constructor's `lr`.

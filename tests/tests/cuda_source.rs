@@ -9,8 +9,9 @@
 //! `tests/cuda_gpu.rs` (feature `cuda`) runs each kernel against its Rust twin.
 
 use optim_dsl::zoo::{
-    AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, KFac, Lamb, Lion, Muon, NAdam,
-    NorMuon, RAdam, RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap,
+    AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Adopt, CautiousAdamW,
+    CautiousLion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, RAdam, RMSprop,
+    ScheduleFreeAdamW, Sgd, Shampoo, Soap,
 };
 use optim_dsl::{
     CudaKernelSource, DslOptimizer, Field, Float, OptimizerConfig, ParamInfo, ParamState, Plan,
@@ -89,6 +90,12 @@ fn zoo() -> Vec<Zoo> {
         ScheduleFreeAdamW,
         KFac,
         NorMuon,
+        CautiousAdamW,
+        CautiousLion,
+        MarsAdamW,
+        Adan,
+        Adopt,
+        LaProp,
     ]
 }
 
@@ -201,7 +208,13 @@ fn default_flag(name: &str, flag: &str) -> bool {
         Lamb,
         Soap,
         ScheduleFreeAdamW,
-        KFac
+        KFac,
+        CautiousAdamW,
+        CautiousLion,
+        MarsAdamW,
+        Adan,
+        Adopt,
+        LaProp
     );
     fields
         .into_iter()

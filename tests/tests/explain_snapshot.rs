@@ -8,8 +8,9 @@
 //! --test explain_snapshot`, and the diff is reviewed in the commit.
 
 use optim_dsl::zoo::{
-    AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, KFac, Lamb, Lion, Muon, NAdam,
-    NorMuon, RAdam, RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap,
+    AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Adopt, CautiousAdamW,
+    CautiousLion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, RAdam, RMSprop,
+    ScheduleFreeAdamW, Sgd, Shampoo, Soap,
 };
 use optim_dsl::{DslOptimizer, Field, OptimizerConfig};
 use std::fmt::Write as _;
@@ -58,6 +59,12 @@ fn snapshot() -> String {
     plans::<ScheduleFreeAdamW>("ScheduleFreeAdamW", &mut s);
     plans::<KFac>("KFac", &mut s);
     plans::<NorMuon>("NorMuon", &mut s);
+    plans::<CautiousAdamW>("CautiousAdamW", &mut s);
+    plans::<CautiousLion>("CautiousLion", &mut s);
+    plans::<MarsAdamW>("MarsAdamW", &mut s);
+    plans::<Adan>("Adan", &mut s);
+    plans::<Adopt>("Adopt", &mut s);
+    plans::<LaProp>("LaProp", &mut s);
     s
 }
 

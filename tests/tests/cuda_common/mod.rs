@@ -5,8 +5,9 @@
 
 use optim_dsl::__private::KernelFn;
 use optim_dsl::zoo::{
-    AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, KFac, Lamb, Lion, Muon, NAdam,
-    RAdam, RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap,
+    AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Adopt, CautiousAdamW,
+    CautiousLion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, RAdam, RMSprop,
+    ScheduleFreeAdamW, Sgd, Shampoo, Soap,
 };
 use optim_dsl::{
     CudaKernelSource, DslOptimizer, Field, Float, OptimizerConfig, ParamInfo, ParamState,
@@ -88,12 +89,14 @@ pub fn zoo<E: Float>() -> Vec<Stage<E>> {
     if E::BYTES == 4 {
         cast(
             zoo_stages!(f32; Sgd, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam,
-            Lion, AdEMAMix, Muon, Adafactor, Shampoo, Lamb, Soap, ScheduleFreeAdamW, KFac),
+            Lion, AdEMAMix, Muon, Adafactor, Shampoo, Lamb, Soap, ScheduleFreeAdamW, KFac,
+            CautiousAdamW, CautiousLion, MarsAdamW, Adan, Adopt, LaProp),
         )
     } else {
         cast(
             zoo_stages!(f64; Sgd, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam,
-            Lion, AdEMAMix, Muon, Adafactor, Shampoo, Lamb, Soap, ScheduleFreeAdamW, KFac),
+            Lion, AdEMAMix, Muon, Adafactor, Shampoo, Lamb, Soap, ScheduleFreeAdamW, KFac,
+            CautiousAdamW, CautiousLion, MarsAdamW, Adan, Adopt, LaProp),
         )
     }
 }
