@@ -253,6 +253,7 @@ pub fn source_hash(source: &str) -> u64 {
 
 pub mod backend;
 pub(crate) mod barrier;
+pub mod emulate;
 pub mod host;
 pub(crate) mod link;
 pub mod ns;

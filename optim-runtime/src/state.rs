@@ -295,7 +295,11 @@ impl<E: Clone> OptState<E> {
         };
         let slots = store.download_slots()?;
         for (name, k, data) in slots {
-            if let Some(b) = self.params.get_mut(&name).and_then(|p| p.buffers.get_mut(k)) {
+            if let Some(b) = self
+                .params
+                .get_mut(&name)
+                .and_then(|p| p.buffers.get_mut(k))
+            {
                 *b = data;
             }
         }
@@ -320,7 +324,11 @@ impl<E: Clone> OptState<E> {
         };
         if let Some(store) = &self.device.0 {
             for (name, k, data) in store.download_slots()? {
-                if let Some(b) = host.params.get_mut(&name).and_then(|p| p.buffers.get_mut(k)) {
+                if let Some(b) = host
+                    .params
+                    .get_mut(&name)
+                    .and_then(|p| p.buffers.get_mut(k))
+                {
                     *b = data;
                 }
             }

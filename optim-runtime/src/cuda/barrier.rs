@@ -93,7 +93,12 @@ pub(crate) fn run_linked<E: Float, P: Primitive<E> + 'static>(
     if let Some(t) = call.out {
         fetched.temp(link, ps, t);
     }
-    for &k in call.state.iter().chain(call.rotated).chain(call.basis_q.iter()) {
+    for &k in call
+        .state
+        .iter()
+        .chain(call.rotated)
+        .chain(call.basis_q.iter())
+    {
         fetched.slot(link, ps, k);
     }
     let report = run_host::<E, P>(cfg, phase, call, ps, &param, &grad, info);

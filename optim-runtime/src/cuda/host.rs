@@ -186,8 +186,7 @@ impl<E: Float> MatOps<E, Vec<E>> for HostBackend {
                 (cols - 1) * ld + rows
             }
         };
-        if a.len() < need(ar, ac, lda) || b.len() < need(br, bc, ldb) || c.len() < need(m, n, ldc)
-        {
+        if a.len() < need(ar, ac, lda) || b.len() < need(br, bc, ldb) || c.len() < need(m, n, ldc) {
             return Err(mismatch("gemm operand too short".into()));
         }
         let av = MatRef::from_column_major_slice_with_stride(&a[..], ar, ac, lda);
@@ -295,7 +294,15 @@ mod tests {
         for (rows, cols) in [(6usize, 10usize), (10, 6), (7, 7), (1, 5), (5, 1)] {
             let x = rand(rows * cols, (rows * 31 + cols) as u64);
             let mut want = vec![0.0f64; x.len()];
-            orthogonalize(&x, &mut want, rows, cols, cfg.steps, [cfg.a, cfg.b, cfg.c], cfg.eps);
+            orthogonalize(
+                &x,
+                &mut want,
+                rows,
+                cols,
+                cfg.steps,
+                [cfg.a, cfg.b, cfg.c],
+                cfg.eps,
+            );
             let mut got = vec![0.0f64; x.len()];
             orthogonalize_on(&h, &x, &mut got, rows, cols, &cfg).unwrap();
             for (g, w) in got.iter().zip(&want) {
@@ -303,7 +310,15 @@ mod tests {
             }
             let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
             let mut want = vec![0.0f32; x.len()];
-            orthogonalize(&x32, &mut want, rows, cols, cfg.steps, [cfg.a, cfg.b, cfg.c], cfg.eps);
+            orthogonalize(
+                &x32,
+                &mut want,
+                rows,
+                cols,
+                cfg.steps,
+                [cfg.a, cfg.b, cfg.c],
+                cfg.eps,
+            );
             let mut got = vec![0.0f32; x.len()];
             orthogonalize_on(&h, &x32, &mut got, rows, cols, &cfg).unwrap();
             for (g, w) in got.iter().zip(&want) {
@@ -322,7 +337,10 @@ mod tests {
         let mut x = vec![1.0f32; 6];
         x[4] = f32::INFINITY;
         orthogonalize_on(&h, &x, &mut out, 2, 3, &cfg).unwrap();
-        assert!(out.iter().all(|v| v.is_nan()), "a non-finite input gives NaN");
+        assert!(
+            out.iter().all(|v| v.is_nan()),
+            "a non-finite input gives NaN"
+        );
         let mut out = vec![7.0f32; 6];
         orthogonalize_on(&h, &vec![1.0f32; 5], &mut out, 2, 3, &cfg).unwrap();
         assert_eq!(out, [7.0; 6], "a short input leaves the output alone");

@@ -115,9 +115,13 @@ pub fn orthogonalize_on<E: Float, B, M: MatOps<E, B> + ?Sized>(
     for _ in 0..cfg.steps {
         // A = X Xᵀ
         if wide {
-            ops.gemm(true, false, d, d, cols, one, &y, cols, &y, cols, zero, &mut a, d)?;
+            ops.gemm(
+                true, false, d, d, cols, one, &y, cols, &y, cols, zero, &mut a, d,
+            )?;
         } else {
-            ops.gemm(false, true, d, d, rows, one, &y, cols, &y, cols, zero, &mut a, d)?;
+            ops.gemm(
+                false, true, d, d, rows, one, &y, cols, &y, cols, zero, &mut a, d,
+            )?;
         }
         // B = b A + c A A
         ops.copy(&a, &mut b, d * d)?;
@@ -125,9 +129,13 @@ pub fn orthogonalize_on<E: Float, B, M: MatOps<E, B> + ?Sized>(
         // X ← a X + B X
         ops.copy(&y, &mut yn, n)?;
         if wide {
-            ops.gemm(false, false, cols, rows, rows, one, &y, cols, &b, d, ca, &mut yn, cols)?;
+            ops.gemm(
+                false, false, cols, rows, rows, one, &y, cols, &b, d, ca, &mut yn, cols,
+            )?;
         } else {
-            ops.gemm(false, false, cols, rows, cols, one, &b, d, &y, cols, ca, &mut yn, cols)?;
+            ops.gemm(
+                false, false, cols, rows, cols, one, &b, d, &y, cols, ca, &mut yn, cols,
+            )?;
         }
         std::mem::swap(&mut y, &mut yn);
     }

@@ -113,7 +113,8 @@ impl<E: Float, B: Backend<E>> Link<E, B> {
             slots,
             temps,
         } = b;
-        let (before, rest) = temps.split_at_mut(out.min(temps.len()));
+        let split = out.min(temps.len());
+        let (before, rest) = temps.split_at_mut(split);
         let (o, after) = rest.split_first_mut()?;
         let o = o.as_mut()?;
         let i = match input {
@@ -446,8 +447,15 @@ fn undo<E: Float, B: Backend<E>>(
         let made = std::mem::take(&mut *lock(&link.created));
         let mut b = lock(&link.bufs);
         for &k in &made.uploaded {
-            let back = b.slots.get(k).and_then(Option::as_ref).map(|x| link.backend.read(x));
-            let host = state.params.get_mut(m.name).and_then(|p| p.buffers.get_mut(k));
+            let back = b
+                .slots
+                .get(k)
+                .and_then(Option::as_ref)
+                .map(|x| link.backend.read(x));
+            let host = state
+                .params
+                .get_mut(m.name)
+                .and_then(|p| p.buffers.get_mut(k));
             if let (Some(Ok(v)), Some(h)) = (back, host) {
                 *h = v;
             }
@@ -486,7 +494,12 @@ fn execute<E: Float, B: Backend<E>>(
         .max()
         .unwrap_or(0)
         .max(max_stages);
-    let check = || links.iter().find_map(|l| l.take_error()).map_or(Ok(()), Err);
+    let check = || {
+        links
+            .iter()
+            .find_map(|l| l.take_error())
+            .map_or(Ok(()), Err)
+    };
     let mut globals = [0.0f64; MAX_GLOBALS];
     for k in 0..stages {
         let mut calls: Vec<Call<E>> = Vec::new();
@@ -577,7 +590,9 @@ fn launch_all<E: Float, B: Backend<E>>(
     let backend = first.backend.clone();
     for group in groups {
         let stage = calls[group[0]].stage;
-        let cuda = stage.cuda.ok_or_else(|| no_twin(metas[calls[group[0]].entry].name))?;
+        let cuda = stage
+            .cuda
+            .ok_or_else(|| no_twin(metas[calls[group[0]].entry].name))?;
         let mut guards: Vec<MutexGuard<'_, Bufs<B::Buf>>> = group
             .iter()
             .map(|&ci| lock(&links[calls[ci].entry].bufs))

@@ -62,8 +62,6 @@ pub(crate) trait AnyStore<E>: Send + Sync {
     fn download_slots(&self) -> Result<Vec<(String, usize, Vec<E>)>, OptimError>;
     /// Drops every state and scratch buffer (the parameter copies stay).
     fn clear_state(&mut self);
-    /// Drops every parameter copy (the next device step reads the parameters again).
-    fn clear_masters(&mut self);
     /// A copy on the same device.
     fn try_clone(&self) -> Result<Box<dyn AnyStore<E>>, OptimError>;
     /// For the driver, which knows the concrete type.
@@ -94,11 +92,6 @@ impl<E: Float, B: Backend<E>> AnyStore<E> for Store<E, B> {
         for p in self.params.values_mut() {
             p.slots.clear();
             p.temps.clear();
-        }
-    }
-    fn clear_masters(&mut self) {
-        for p in self.params.values_mut() {
-            p.master = None;
         }
     }
     fn try_clone(&self) -> Result<Box<dyn AnyStore<E>>, OptimError> {

@@ -433,7 +433,12 @@ pub fn broadcast_temp<E: Float>(
         return;
     }
     let mut b = take(ps.temps.get_mut(out));
-    broadcast(ps.temps.get(line).map_or(&[][..], |v| &v[..]), &mut b, row, cols);
+    broadcast(
+        ps.temps.get(line).map_or(&[][..], |v| &v[..]),
+        &mut b,
+        row,
+        cols,
+    );
     put(ps.temps.get_mut(out), b);
 }
 
