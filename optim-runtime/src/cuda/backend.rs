@@ -1,11 +1,11 @@
-//! What the device step driver ([`super::step`]) needs from a device: buffers, transfers, the
+//! What the device step driver (`super::step`) needs from a device: buffers, transfers, the
 //! multi-tensor launch of a generated stage, and (optionally) GEMMs for Newton–Schulz.
 //!
-//! Two implementations: [`HostBackend`](super::host::HostBackend) emulates a device on the host
-//! (buffers are `Vec`s, a stage runs its Rust twin), so that the driver, the launch plan, the
-//! commit and the state store are tested on any machine, bit for bit against the CPU path; and
-//! (feature `cuda`) `CudaBackend` in `cuda::gpu`, a thin layer over cudarc that launches the
-//! CUDA twins.
+//! [`HostBackend`](super::host::HostBackend) emulates a device on the host (buffers are `Vec`s,
+//! a stage runs its Rust twin), so that the driver, the launch plan and the state store are
+//! tested on any machine, bit for bit against the CPU path. The GPU implementation, a
+//! thin layer over cudarc launching the CUDA twins (feature `cuda`), is not written yet: see
+//! `docs/gpu.md` ("What is left") for its design.
 
 use super::CudaKernelSource;
 use crate::error::OptimError;

@@ -1,5 +1,5 @@
 //! A device step on the emulated device ([`HostBackend`]): the entry point through which the
-//! device step driver ([`super::step`]) is tested on any machine.
+//! device step driver (`super::step`) is tested on any machine.
 //!
 //! [`update_emulated`] runs exactly what a dfdx `Cuda` step runs — validation, state created
 //! on the device, one multi-tensor launch per generated loop, reductions and barriers through

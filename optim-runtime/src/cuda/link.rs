@@ -3,7 +3,7 @@
 //!
 //! Generated code is written against host buffers: `prepare` creates state with
 //! `ensure_buffer`, per-row values are broadcast with `matrix::broadcast_temp`, and barriers
-//! call `matrix::run`. In a device step ([`super::step`]) the driver attaches a [`DeviceLink`]
+//! call `matrix::run`. In a device step (`super::step`) the driver attaches a [`DeviceLink`]
 //! to each stepped parameter's state; those three runtime functions then act on the device:
 //! element-wise state and scratch buffers are created there (a host buffer of the right length,
 //! say from a checkpoint or an earlier CPU step, is uploaded and freed), broadcasts write the

@@ -1,5 +1,6 @@
 //! Newton–Schulz (`orthogonalize`) on a device, written once against a small GEMM interface
-//! ([`MatOps`]): cuBLAS implements it on a GPU (`cuda::gpu`), faer on the host
+//! ([`MatOps`]): a cuBLAS backend is to implement it on a GPU (not written yet, see `docs/gpu.md`), faer
+//! implements it on the host
 //! ([`HostBackend`](super::host::HostBackend), for tests).
 //!
 //! The same iteration as [`crate::matrix::orthogonalize`], without any transposition copy: a

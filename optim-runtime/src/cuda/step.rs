@@ -84,7 +84,7 @@ impl<E: Float, B: Backend<E>> Link<E, B> {
         lock(&self.error).take()
     }
 
-    fn buf<'b>(b: &'b Bufs<B::Buf>, loc: Loc) -> Option<&'b B::Buf> {
+    fn buf(b: &Bufs<B::Buf>, loc: Loc) -> Option<&B::Buf> {
         match loc {
             Loc::Param => Some(&b.param),
             Loc::Grad => Some(&b.grad),
@@ -93,7 +93,7 @@ impl<E: Float, B: Backend<E>> Link<E, B> {
         }
     }
 
-    fn buf_mut<'b>(b: &'b mut Bufs<B::Buf>, loc: Loc) -> Option<&'b mut B::Buf> {
+    fn buf_mut(b: &mut Bufs<B::Buf>, loc: Loc) -> Option<&mut B::Buf> {
         match loc {
             Loc::Param => Some(&mut b.param),
             Loc::Grad => Some(&mut b.grad),

@@ -1,6 +1,7 @@
 //! The device-resident part of an optimizer's state ([`OptState`](crate::OptState)'s `device`
 //! field): per parameter, its element-wise state and scratch buffers on the device, and the
-//! driver's copy of the parameter (the master the dfdx `Cuda` commit publishes from).
+//! driver's copy of the parameter (reserved for the dfdx `Cuda` commit's master copy, design (b) of
+//! issue 12; no backend fills it yet, see `docs/gpu.md`).
 //!
 //! A device step moves a parameter's element-wise state to the device (uploading what the host
 //! state holds, e.g. after loading a checkpoint or a CPU step) and leaves the host buffers
