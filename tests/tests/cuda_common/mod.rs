@@ -6,7 +6,7 @@
 use optim_dsl::__private::KernelFn;
 use optim_dsl::zoo::{
     AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Adopt, CautiousAdamW,
-    CautiousLion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, RAdam, RMSprop,
+    CautiousLion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, RAdam, RMSprop,
     ScheduleFreeAdamW, Sgd, Shampoo, Soap,
 };
 use optim_dsl::{
@@ -90,13 +90,13 @@ pub fn zoo<E: Float>() -> Vec<Stage<E>> {
         cast(
             zoo_stages!(f32; Sgd, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam,
             Lion, AdEMAMix, Muon, Adafactor, Shampoo, Lamb, Soap, ScheduleFreeAdamW, KFac,
-            CautiousAdamW, CautiousLion, MarsAdamW, Adan, Adopt, LaProp),
+            NorMuon, CautiousAdamW, CautiousLion, MarsAdamW, Adan, Adopt, LaProp),
         )
     } else {
         cast(
             zoo_stages!(f64; Sgd, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam,
             Lion, AdEMAMix, Muon, Adafactor, Shampoo, Lamb, Soap, ScheduleFreeAdamW, KFac,
-            CautiousAdamW, CautiousLion, MarsAdamW, Adan, Adopt, LaProp),
+            NorMuon, CautiousAdamW, CautiousLion, MarsAdamW, Adan, Adopt, LaProp),
         )
     }
 }
