@@ -60,6 +60,15 @@
 //! `cuda::device` compiles a source with NVRTC once per process (cached by source hash), loads it
 //! into a cudarc `CudaDevice` once per device, and launches on that device's stream — the stream
 //! dfdx's `Cuda` device runs all its kernels on — so launches are ordered with dfdx's work.
+//!
+//! # Device steps
+//!
+//! `step` (crate-private) runs a whole optimizer step with every element-wise
+//! buffer on a device ([`backend::Backend`]): one multi-tensor launch per generated loop,
+//! matrix primitives through a per-parameter device link, state kept on the device between
+//! steps. [`emulate::update_emulated`] runs it on the emulated device ([`host::HostBackend`]),
+//! bit for bit the CPU path (`tests/tests/cuda_emulated.rs`). The cudarc backend and the dfdx
+//! `Cuda` `update` built on it are not written yet: `docs/gpu.md` says what is left.
 
 /// The CUDA C source of one planned stage of a generated optimizer, with what it takes to launch
 /// it (see the [module docs](self) for the ABI).
@@ -93,6 +102,12 @@ pub struct CudaKernelSource {
     pub n_reductions: usize,
     /// Whether this stage writes the parameter (the last stage does).
     pub writes_param: bool,
+    /// The state slots (`ParamState::buffers` indices) among the streams, ascending: `b0…`
+    /// are these slots, then [`temps`](Self::temps).
+    pub slots: &'static [usize],
+    /// The scratch buffers (`ParamState::temps` indices) among the streams, ascending, after
+    /// the slots.
+    pub temps: &'static [usize],
 }
 
 impl CudaKernelSource {
@@ -244,6 +259,15 @@ pub fn source_hash(source: &str) -> u64 {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
+
+pub mod backend;
+pub(crate) mod barrier;
+pub mod emulate;
+pub mod host;
+pub(crate) mod link;
+pub mod ns;
+pub(crate) mod step;
+pub(crate) mod store;
 
 #[cfg(feature = "cuda")]
 pub mod device;

@@ -123,6 +123,9 @@ pub struct KernelCall<'a, E> {
     /// `(local, global)`: reduction `local` of this stage contributes to global total `global`
     /// (summed over all parameters before the next stage).
     pub globals: GlobalMap,
+    /// The loop's CUDA twin (`None` for a hand-written kernel or a no-op), which a device step
+    /// launches instead of `kernel`.
+    pub cuda: Option<&'static crate::cuda::CudaKernelSource>,
 }
 
 /// One parameter's share of a step under one rule: a sequence of stages with barriers between
@@ -166,6 +169,7 @@ impl<'a, E: Float> KernelCall<'a, E> {
             bufs: SmallVec::new(),
             reductions: 0,
             globals: SmallVec::new(),
+            cuda: None,
         }
     }
 }

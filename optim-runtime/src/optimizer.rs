@@ -446,29 +446,50 @@ pub(crate) fn numel_checked(param: &str, shape: &[usize]) -> Result<usize, Optim
         })
 }
 
+/// What validation and state creation see of one parameter of a step, whichever path (host
+/// slices or device buffers) it came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta<'a> {
+    pub name: &'a str,
+    pub shape: &'a [usize],
+    pub module: &'a str,
+    pub param_len: usize,
+    pub grad_len: usize,
+}
+
+impl<'a, E> From<&Entry<'a, E>> for Meta<'a> {
+    fn from(e: &Entry<'a, E>) -> Self {
+        Meta {
+            name: e.name,
+            shape: e.shape,
+            module: e.module,
+            param_len: e.param.len(),
+            grad_len: e.grad.len(),
+        }
+    }
+}
+
 /// Checks one entry of a step against itself and the state; returns its rule.
 fn check_entry<E: Float, O: DslOptimizer<E>>(
     opt: &O,
     values: &<O::Config as OptimizerConfig>::Values,
-    e: &Entry<'_, E>,
+    e: &Meta<'_>,
 ) -> Result<usize, OptimError> {
     let shape_err = |detail: String| OptimError::ShapeMismatch {
         param: e.name.to_string(),
         detail,
     };
     let numel = numel_checked(e.name, e.shape)?;
-    if e.param.len() != numel {
+    if e.param_len != numel {
         return Err(shape_err(format!(
             "shape {:?} has {numel} elements but the parameter has {}",
-            e.shape,
-            e.param.len()
+            e.shape, e.param_len
         )));
     }
-    if e.grad.len() != e.param.len() {
+    if e.grad_len != e.param_len {
         return Err(shape_err(format!(
             "gradient has {} elements, parameter has {}",
-            e.grad.len(),
-            e.param.len()
+            e.grad_len, e.param_len
         )));
     }
     let info = ParamInfo {
@@ -482,7 +503,7 @@ fn check_entry<E: Float, O: DslOptimizer<E>>(
     let Some(ps) = state.params.get(e.name) else {
         return Ok(rule);
     };
-    let reshaped = ps.len != e.param.len() || (!ps.shape.is_empty() && ps.shape != e.shape);
+    let reshaped = ps.len != e.param_len || (!ps.shape.is_empty() && ps.shape != e.shape);
     if reshaped {
         if state.shape_change == ShapeChange::Reset {
             return Ok(rule); // its state is discarded before the step
@@ -512,9 +533,9 @@ fn check_entry<E: Float, O: DslOptimizer<E>>(
 }
 
 /// Validates everything a step reads: hyperparameters at this step, names, shapes and state.
-fn validate<E: Float, O: DslOptimizer<E>>(
+pub(crate) fn validate<E: Float, O: DslOptimizer<E>>(
     opt: &O,
-    entries: &[Entry<'_, E>],
+    entries: &[Meta<'_>],
 ) -> Result<(<O::Config as OptimizerConfig>::Values, Vec<usize>), OptimError> {
     let values = opt.config().values(opt.opt_state().step)?;
     let mut seen = HashSet::with_capacity(entries.len());
@@ -535,8 +556,14 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     entries: Vec<Entry<'_, E>>,
     sync: &mut dyn StepSync,
 ) -> Result<(), OptimError> {
+    // 0. state a device step left on the device comes back to the host first (its values do
+    // not change).
+    if opt.opt_state().on_device() {
+        opt.opt_state_mut().sync_to_host()?;
+    }
     // 1. validation, agreed by every process: nothing is modified until this has passed.
-    let checked = validate(opt, &entries);
+    let metas: Vec<Meta<'_>> = entries.iter().map(Meta::from).collect();
+    let checked = validate(opt, &metas);
     let agreed = sync.agree(checked.as_ref().map(|_| ()).map_err(Clone::clone));
     let (values, rules) = match (checked, agreed) {
         (Ok(v), Ok(())) => v,
@@ -574,24 +601,12 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     let mut entries = entries;
     let advance = !entries.is_empty();
     let state = opt.opt_state_mut();
-    let round = state.scalar_precision == ScalarPrecision::Param;
-    for (e, &rule) in entries.iter().zip(&rules) {
-        let fresh = |ps: &ParamState<E>| {
-            ps.len != e.param.len() || (!ps.shape.is_empty() && ps.shape != e.shape)
-        };
-        if state.params.get(e.name).is_some_and(fresh) {
-            state.params.remove(e.name);
-        }
-        let ps = state
-            .params
-            .entry(e.name.to_string())
-            .or_insert_with(|| ParamState::new(rule, e.param.len()));
-        if ps.shape.is_empty() {
-            ps.shape = e.shape.to_vec();
-        }
-        ps.round_scalars = round;
-        if let Some(m) = &mut metrics {
-            m.matrix_before(ps.matrix);
+    ensure_states(state, &metas, &rules);
+    if let Some(m) = &mut metrics {
+        for e in &entries {
+            if let Some(ps) = state.params.get(e.name) {
+                m.matrix_before(ps.matrix);
+            }
         }
     }
     {
@@ -640,6 +655,36 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
         state.step += 1;
     }
     Ok(())
+}
+
+/// Creates the state of every parameter of a step that has none, and starts afresh that of a
+/// parameter whose shape changed (the step was validated, so `ShapeChange::Reset` is in force).
+/// Returns, per parameter, whether its state was created or restarted.
+pub(crate) fn ensure_states<E: Float>(
+    state: &mut OptState<E>,
+    metas: &[Meta<'_>],
+    rules: &[usize],
+) -> Vec<bool> {
+    let round = state.scalar_precision == ScalarPrecision::Param;
+    let mut fresh_states = Vec::with_capacity(metas.len());
+    for (e, &rule) in metas.iter().zip(rules) {
+        let stale = |ps: &ParamState<E>| {
+            ps.len != e.param_len || (!ps.shape.is_empty() && ps.shape != e.shape)
+        };
+        if state.params.get(e.name).is_some_and(stale) {
+            state.params.remove(e.name);
+        }
+        fresh_states.push(!state.params.contains_key(e.name));
+        let ps = state
+            .params
+            .entry(e.name.to_string())
+            .or_insert_with(|| ParamState::new(rule, e.param_len));
+        if ps.shape.is_empty() {
+            ps.shape = e.shape.to_vec();
+        }
+        ps.round_scalars = round;
+    }
+    fresh_states
 }
 
 /// Whether every element of `xs` is finite. `x - x` is `0` for a finite `x` and NaN for NaN or

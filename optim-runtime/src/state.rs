@@ -43,6 +43,11 @@ pub struct ParamState<E> {
     /// What this parameter's matrix primitives reported so far: skipped inputs, refreshes and
     /// refused refreshes (not saved in checkpoints).
     pub matrix: crate::matrix::MatrixStats,
+    /// Set while a device step runs (`crate::cuda::step`): element-wise buffers then live on
+    /// the device, and [`ensure_buffer`](Self::ensure_buffer),
+    /// [`ensure_elem_temp`](Self::ensure_elem_temp), `matrix::broadcast_temp` and
+    /// `matrix::run` act there.
+    pub(crate) device: crate::cuda::link::LinkCell<E>,
 }
 
 /// Inputs of one parameter's matrix primitives, supplied by the user: Kronecker factor
@@ -82,6 +87,7 @@ impl<E: Copy + Default> ParamState<E> {
             factors: None,
             work: Vec::new(),
             matrix: crate::matrix::MatrixStats::default(),
+            device: Default::default(),
         }
     }
 
@@ -101,7 +107,22 @@ impl<E: Copy + Default> ParamState<E> {
         }
     }
 
-    /// Makes sure scratch buffer `idx` has `len` elements.
+    /// Makes sure element-wise scratch buffer `idx` (`len` elements) exists; during a device
+    /// step it is made on the device and the host buffer stays empty.
+    pub fn ensure_elem_temp(&mut self, idx: usize) {
+        if self.temps.len() <= idx {
+            self.temps.resize_with(idx + 1, Vec::new);
+        }
+        if let Some(link) = self.device.get() {
+            link.ensure_temp(idx, self.len);
+            return;
+        }
+        let len = self.len;
+        self.ensure_temp(idx, len);
+    }
+
+    /// Makes sure scratch buffer `idx` has `len` elements (on the host: per-row and per-column
+    /// values; element-wise scratch goes through [`ensure_elem_temp`](Self::ensure_elem_temp)).
     pub fn ensure_temp(&mut self, idx: usize, len: usize) {
         if self.temps.len() <= idx {
             self.temps.resize_with(idx + 1, Vec::new);
@@ -111,11 +132,18 @@ impl<E: Copy + Default> ParamState<E> {
         }
     }
 
-    /// Makes sure buffer `slot` exists, filling a new one with `init`. Returns `true` when the
-    /// buffer was created by this call (its first step).
+    /// Makes sure element-wise buffer `slot` (`len` elements) exists, filling a new one with
+    /// `init`. Returns `true` when the buffer was created by this call (its first step).
+    ///
+    /// During a device step the buffer is made on the device instead (a host buffer of the
+    /// right length is uploaded and freed; see `crate::cuda::link`), and the host buffer stays
+    /// empty.
     pub fn ensure_buffer(&mut self, slot: usize, init: E) -> bool {
         if self.buffers.len() <= slot {
             self.buffers.resize_with(slot + 1, Vec::new);
+        }
+        if let Some(link) = self.device.get() {
+            return link.ensure_slot(slot, self.len, init, &mut self.buffers[slot]);
         }
         let buf = &mut self.buffers[slot];
         if buf.len() == self.len {
@@ -223,6 +251,9 @@ pub struct OptState<E> {
     pub(crate) scratch: BTreeMap<String, Vec<E>>,
     /// Opt-in step metrics: whether on, and the last step's (not saved in checkpoints).
     pub(crate) metrics: crate::metrics::MetricsSlot,
+    /// Buffers on a device after a device step (dfdx `Cuda`, see `docs/gpu.md`): element-wise
+    /// state whose host buffer is then empty, scratch, and the parameter copies.
+    pub(crate) device: crate::cuda::store::DeviceState<E>,
 }
 
 impl<E> Default for OptState<E> {
@@ -236,6 +267,7 @@ impl<E> Default for OptState<E> {
             scalar_precision: ScalarPrecision::F64,
             scratch: BTreeMap::new(),
             metrics: crate::metrics::MetricsSlot::default(),
+            device: Default::default(),
         }
     }
 }
@@ -244,5 +276,74 @@ impl<E> OptState<E> {
     /// The state of parameter `name`, if it has been updated at least once.
     pub fn param(&self, name: &str) -> Option<&ParamState<E>> {
         self.params.get(name)
+    }
+
+    /// Whether some element-wise state lives on a device (after a step on dfdx `Cuda`): its
+    /// host buffers in [`ParamState::buffers`] are then empty. Read it with
+    /// [`sync_to_host`](Self::sync_to_host) first; checkpoints and CPU steps do that themselves.
+    pub fn on_device(&self) -> bool {
+        self.device.0.as_ref().is_some_and(|s| s.holds_state())
+    }
+
+    /// The name of the device the state is on (`None`: the host).
+    pub fn device_name(&self) -> Option<String> {
+        self.device.0.as_ref().map(|s| s.backend_name())
+    }
+}
+
+impl<E: Clone> OptState<E> {
+    /// Copies every state buffer that lives on a device into [`ParamState::buffers`] and frees
+    /// the device buffers and parameter copies: afterwards the whole state is on the host, as
+    /// after a CPU step, and a later device step uploads it again. A CPU step (and
+    /// [`DslOptimizer::update_slices`](crate::DslOptimizer::update_slices)) calls it first.
+    ///
+    /// # Errors
+    /// [`OptimError::Device`](crate::OptimError::Device) when the device cannot be read; the
+    /// state is then unchanged.
+    pub fn sync_to_host(&mut self) -> Result<(), crate::OptimError> {
+        let Some(store) = &self.device.0 else {
+            return Ok(());
+        };
+        let slots = store.download_slots()?;
+        for (name, k, data) in slots {
+            if let Some(b) = self
+                .params
+                .get_mut(&name)
+                .and_then(|p| p.buffers.get_mut(k))
+            {
+                *b = data;
+            }
+        }
+        self.device.0 = None;
+        Ok(())
+    }
+
+    /// A copy of the state with every device buffer on the host (for checkpoints).
+    ///
+    /// # Errors
+    /// As [`sync_to_host`](Self::sync_to_host).
+    pub(crate) fn to_host(&self) -> Result<OptState<E>, crate::OptimError> {
+        let mut host = OptState {
+            step: self.step,
+            params: self.params.clone(),
+            non_finite: self.non_finite,
+            skipped_steps: self.skipped_steps,
+            shape_change: self.shape_change,
+            scalar_precision: self.scalar_precision,
+            scratch: BTreeMap::new(),
+            device: Default::default(),
+        };
+        if let Some(store) = &self.device.0 {
+            for (name, k, data) in store.download_slots()? {
+                if let Some(b) = host
+                    .params
+                    .get_mut(&name)
+                    .and_then(|p| p.buffers.get_mut(k))
+                {
+                    *b = data;
+                }
+            }
+        }
+        Ok(host)
     }
 }

@@ -57,7 +57,7 @@ fn call(state: &[usize]) -> Call<'_> {
 }
 
 /// Runs primitive `P` for `steps` steps on fresh state; returns the last output.
-fn drive<E: Float, P: Primitive<E>>(
+fn drive<E: Float, P: Primitive<E> + 'static>(
     cfg: &P::Config,
     shape: &[usize],
     grads: &[Vec<E>],

@@ -36,7 +36,7 @@
 
 use crate::ir::{self, BinOp, RedKind};
 use crate::loop_ir::{Elem, LExpr, LStmt, LStream, LoopIr, Role, Val};
-use crate::plan::Plan;
+use crate::plan::{Plan, Stream};
 use crate::private::Private;
 use crate::words;
 use proc_macro2::{Literal, TokenStream};
@@ -59,6 +59,10 @@ pub(crate) struct CudaKernel {
     pub n_bufs: usize,
     pub n_reductions: usize,
     pub writes_param: bool,
+    /// State slots among the streams, ascending (the runtime binds them first).
+    pub slots: Vec<usize>,
+    /// Scratch buffers among the streams, ascending (bound after the slots).
+    pub temps: Vec<usize>,
 }
 
 /// Every loop of every fused rule and flag combination, in rule, variant, stage order.
@@ -82,6 +86,16 @@ pub(crate) fn kernels(opt: &ir::Optimizer, plan: &Plan) -> Vec<CudaKernel> {
                     .collect();
                 let header = header_comment(&opt.name.to_string(), l, (ri, vi, k, nstages), &flags);
                 let body = kernel_body(l, &name, &multi_name);
+                let (mut slots, mut temps) = (Vec::new(), Vec::new());
+                for s in &v.stages[k].bufs {
+                    match *s {
+                        Stream::Slot(j) => slots.push(j),
+                        Stream::Temp(t) => temps.push(t),
+                        Stream::Param | Stream::Grad => {}
+                    }
+                }
+                slots.sort_unstable();
+                temps.sort_unstable();
                 out.push(CudaKernel {
                     rule: ri,
                     variant: vi,
@@ -96,6 +110,8 @@ pub(crate) fn kernels(opt: &ir::Optimizer, plan: &Plan) -> Vec<CudaKernel> {
                     n_bufs: l.bufs.len(),
                     n_reductions: l.reductions,
                     writes_param: l.writes_param,
+                    slots,
+                    temps,
                 });
             }
         }
@@ -103,7 +119,7 @@ pub(crate) fn kernels(opt: &ir::Optimizer, plan: &Plan) -> Vec<CudaKernel> {
     out
 }
 
-/// The `DslOptimizer::cuda_sources` override for the generated impl.
+/// The table of every stage's CUDA twin (an item of the generated `const _` block).
 pub(crate) fn cuda_sources_fn(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
     let p = Private;
     let optimizer = opt.name.to_string();
@@ -122,6 +138,8 @@ pub(crate) fn cuda_sources_fn(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
             n_bufs,
             n_reductions,
             writes_param,
+            slots,
+            temps,
         } = k;
         let flags = flags.iter().map(|(n, b)| quote!((#n, #b)));
         let (s32, s64) = (Literal::string(&source_f32), Literal::string(&source_f64));
@@ -141,13 +159,24 @@ pub(crate) fn cuda_sources_fn(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
                 n_bufs: #n_bufs,
                 n_reductions: #n_reductions,
                 writes_param: #writes_param,
+                slots: &[#(#slots),*],
+                temps: &[#(#temps),*],
             }
         }
     });
     quote! {
+        /// Every stage's CUDA twin, in rule, variant, stage order (`cuda_sources()`); each
+        /// generated `KernelCall` points at its own record.
+        const __OPTIM_CUDA_SOURCES: &[#p::CudaKernelSource] = &[#(#records),*];
+    }
+}
+
+/// The `DslOptimizer::cuda_sources` override for the generated impl.
+pub(crate) fn cuda_sources_method() -> TokenStream {
+    let p = Private;
+    quote! {
         fn cuda_sources() -> &'static [#p::CudaKernelSource] {
-            const SOURCES: &[#p::CudaKernelSource] = &[#(#records),*];
-            SOURCES
+            __OPTIM_CUDA_SOURCES
         }
     }
 }

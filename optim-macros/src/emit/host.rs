@@ -24,6 +24,8 @@ pub(crate) struct VariantEmitter<'a> {
     pub prefix: String,
     /// The generated `__NameValues` type.
     pub values: &'a syn::Ident,
+    /// Index of this variant's first stage in the generated `__OPTIM_CUDA_SOURCES` table.
+    pub cuda_index: usize,
 }
 
 /// Host assignments of a variant by when they run.
@@ -99,9 +101,17 @@ impl VariantEmitter<'_> {
                 .live_nodes()
                 .filter(|&i| matches!(f.nodes[i].op, Op::First(s) if s == k))
                 .map(|i| quote!(h[#i] = if created { 1.0f64 } else { 0.0f64 };));
-            let len = len_tokens(slot_len(f, k));
+            // element-wise state through `ensure_buffer`, which a device step redirects to the
+            // device; per-row and per-column state stays on the host
+            let ensure = match slot_len(f, k) {
+                Len::Elems => quote!(ps.ensure_buffer(#k, <E as #p::Float>::of_f64(#init))),
+                l => {
+                    let len = len_tokens(l);
+                    quote!(ps.ensure_buffer_len(#k, #len, <E as #p::Float>::of_f64(#init)))
+                }
+            };
             quote! {
-                let created = ps.ensure_buffer_len(#k, #len, <E as #p::Float>::of_f64(#init));
+                let created = #ensure;
                 #(#sets)*
             }
         });
@@ -116,9 +126,12 @@ impl VariantEmitter<'_> {
                 #(#sets)*
             }
         });
-        let temps = v.temp_lens.iter().enumerate().map(|(i, &l)| {
-            let len = len_tokens(l);
-            quote!(ps.ensure_temp(#i, #len);)
+        let temps = v.temp_lens.iter().enumerate().map(|(i, &l)| match l {
+            Len::Elems => quote!(ps.ensure_elem_temp(#i);),
+            l => {
+                let len = len_tokens(l);
+                quote!(ps.ensure_temp(#i, #len);)
+            }
         });
         let nbufs = f.slots.len() + f.mat_slots.len();
         quote! {
@@ -412,11 +425,7 @@ impl VariantEmitter<'_> {
                 let t = v.axis_temp[x]?;
                 let row = f.nodes[x].ty.level == ir::Level::Row;
                 Some(quote! {
-                    {
-                        let mut b = ::core::mem::take(&mut ps.temps[#bt]);
-                        #p::matrix::broadcast::<E>(&ps.temps[#t], &mut b, #row, info.cols());
-                        ps.temps[#bt] = b;
-                    }
+                    #p::matrix::broadcast_temp::<E>(ps, #t, #bt, #row, info.cols());
                 })
             });
         quote!(#(#loops)* #(#bcasts)*)
@@ -491,6 +500,7 @@ impl VariantEmitter<'_> {
             })
             .collect();
         let nred = st.reductions.len();
+        let cuda = self.cuda_index + k;
         let globals = st
             .reductions
             .iter()
@@ -519,6 +529,7 @@ impl VariantEmitter<'_> {
                     bufs,
                     reductions: #nred,
                     globals: globals_map,
+                    cuda: ::core::option::Option::Some(&__OPTIM_CUDA_SOURCES[#cuda]),
                 }
             }
         }

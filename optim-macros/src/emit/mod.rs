@@ -355,6 +355,8 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
     let values = format_ident!("__{}Values", name);
     let mut items = Vec::new();
     let mut prepare_arms = Vec::new();
+    // index of the next stage in `__OPTIM_CUDA_SOURCES` (rule, variant, stage order)
+    let mut cuda_index = 0;
     for (ri, (rule, rule_plan)) in opt.rules.iter().zip(&plan.rules).enumerate() {
         match (&rule.body, rule_plan) {
             (RuleBody::Fused(f), Some(rp)) => {
@@ -366,7 +368,9 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
                         v,
                         prefix: format!("{ri}_{vi}"),
                         values: &values,
+                        cuda_index,
                     };
+                    cuda_index += v.loops.len();
                     items.push(emitter.emit());
                     let pname = format_ident!("__prepare_{}_{}", ri, vi);
                     let pat = flag_pattern(v);
@@ -413,7 +417,8 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
         }
         RuleBody::Fused(_) => None,
     });
-    let cuda_sources = cuda::cuda_sources_fn(opt, plan);
+    let cuda_table = cuda::cuda_sources_fn(opt, plan);
+    let cuda_sources = cuda::cuda_sources_method();
     let state_name_arms = opt.rules.iter().enumerate().map(|(ri, r)| match &r.body {
         RuleBody::Fused(f) => {
             let names = f.buffer_names();
@@ -429,6 +434,7 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
     quote! {
         #(#contracts)*
         #unused
+        #cuda_table
         #(#items)*
 
         impl<E: #p::Float> #p::DslOptimizer<E> for #name<E> {

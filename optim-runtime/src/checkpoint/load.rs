@@ -328,6 +328,11 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
     state.shape_change = meta.shape_change;
     state.scalar_precision = meta.scalar_precision;
     state.params = new_params;
+    // device copies of the old state are stale; the next device step uploads the loaded state
+    // (the parameter copies stay: they mirror the model, which a checkpoint does not change)
+    if let Some(store) = state.device.0.as_mut() {
+        store.clear_state();
+    }
     if let (Some(target), Some(new)) = (ema, new_ema) {
         target.restore(new);
     }

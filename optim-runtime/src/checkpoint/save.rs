@@ -37,7 +37,15 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
     ema: Option<&WeightEma<E>>,
 ) -> Result<Vec<u8>, OptimError> {
     let dtype = dtype_of::<E>()?;
-    let state = opt.opt_state();
+    // state held on a device (after a dfdx `Cuda` step) is read back first: a checkpoint holds
+    // the same values whichever device the state is on
+    let on_host;
+    let state = if opt.opt_state().on_device() {
+        on_host = opt.opt_state().to_host()?;
+        &on_host
+    } else {
+        opt.opt_state()
+    };
     let plan = opt.explain();
     let mut tensors: Vec<(String, Owned)> = Vec::new();
     let mut keys: HashSet<String> = HashSet::new();

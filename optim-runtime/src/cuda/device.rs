@@ -13,10 +13,10 @@
 //!
 //! Not wired yet: a `DslOptimizer::update` for dfdx modules on `Cuda`. dfdx 0.13 exposes a
 //! `Cuda` tensor's gradient buffer (`Gradients::get_or_alloc_mut`) but not its value buffer
-//! (`Tensor::data` and `Cuda::dev` are crate-private), so a device-resident step needs a
-//! device-side state store (`CudaSlice` per buffer) plus either a dfdx accessor for tensor
-//! storage or a copy through `CopySlice`; see `scripts/gpu-check.sh` for what is checked on a
-//! GPU today (every stage against its Rust twin).
+//! (`Tensor::data` and `Cuda::dev` are crate-private). The device-side state store and the step
+//! driver exist (`super::step`, tested on the emulated device); what is left is a cudarc
+//! `Backend` over these launches and the dfdx commit (`docs/gpu.md`). `scripts/gpu-check.sh`
+//! checks on a GPU what exists today (every stage against its Rust twin).
 
 use super::{
     grid_blocks, pack_params, pack_table_entry, source_hash, sum_partials, CudaKernelSource, BLOCK,

@@ -66,7 +66,7 @@ use crate::{Float, KronFactors, ParamInfo, ParamState};
 /// and which parameters it accepts.
 pub trait MatrixWord {
     /// The word's arguments by name; `Default` holds every default.
-    type Config: Default + Clone + core::fmt::Debug;
+    type Config: Default + Clone + core::fmt::Debug + 'static;
     /// Suffixes of its state buffers as they are named in checkpoints and `explain()`
     /// (`"stats"` → `"<binding>.stats"`; `""` → the binding's own name).
     const STATE: &'static [&'static str];
@@ -346,7 +346,28 @@ fn put<E>(v: Option<&mut Vec<E>>, buf: Vec<E>) {
 
 /// Runs primitive `P` at one call site: lends it the parameter's buffers named by `call`,
 /// puts them back, and records its report in `ps.matrix`.
-pub fn run<E: Float, P: Primitive<E>>(
+///
+/// During a device step (`ps` linked to the device, see `crate::cuda::link`) the element-wise
+/// operands live on the device: `orthogonalize` runs there when the backend has GEMMs; any other
+/// primitive has its element-wise operands copied to the host, runs on the host, and has what it
+/// wrote copied back (`param` and `grad` are then empty and read from the device).
+pub fn run<E: Float, P: Primitive<E> + 'static>(
+    cfg: &P::Config,
+    phase: Phase,
+    call: Call<'_>,
+    ps: &mut ParamState<E>,
+    param: &[E],
+    grad: &[E],
+    info: ParamInfo<'_>,
+) -> Report {
+    if let Some(link) = ps.device.get().cloned() {
+        return crate::cuda::barrier::run_linked::<E, P>(&*link, cfg, phase, call, ps, info);
+    }
+    run_host::<E, P>(cfg, phase, call, ps, param, grad, info)
+}
+
+/// [`run`] on host buffers.
+pub(crate) fn run_host<E: Float, P: Primitive<E>>(
     cfg: &P::Config,
     phase: Phase,
     call: Call<'_>,
@@ -408,6 +429,31 @@ pub fn run<E: Float, P: Primitive<E>>(
     }
     ps.matrix.record(&report);
     report
+}
+
+/// Broadcasts per-row (`row`) or per-column scratch buffer `line` of `ps` into element-wise
+/// scratch buffer `out` (`rows × cols`, row-major), as [`broadcast`]; on the device during a
+/// device step. Indices out of range do nothing.
+pub fn broadcast_temp<E: Float>(
+    ps: &mut ParamState<E>,
+    line: usize,
+    out: usize,
+    row: bool,
+    cols: usize,
+) {
+    if let Some(link) = ps.device.get() {
+        let l = ps.temps.get(line).map_or(&[][..], |v| &v[..]);
+        link.broadcast(l, out, row, cols);
+        return;
+    }
+    let mut b = take(ps.temps.get_mut(out));
+    broadcast(
+        ps.temps.get(line).map_or(&[][..], |v| &v[..]),
+        &mut b,
+        row,
+        cols,
+    );
+    put(ps.temps.get_mut(out), b);
 }
 
 /// Conversion of a host value (`f64`, as every hoisted scalar is computed) into a config

@@ -6,8 +6,8 @@
 use optim_dsl::__private::KernelFn;
 use optim_dsl::zoo::{
     AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Adopt, CautiousAdamW,
-    CautiousLion, Dion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, PsgdKron, RAdam, RMSprop,
-    ScheduleFreeAdamW, Sgd, Shampoo, Soap, Splus,
+    CautiousLion, Dion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, PsgdKron, RAdam,
+    RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap, Splus,
 };
 use optim_dsl::{
     CudaKernelSource, DslOptimizer, Field, Float, OptimizerConfig, ParamInfo, ParamState,
@@ -94,13 +94,13 @@ pub fn zoo<E: Float>() -> Vec<Stage<E>> {
         cast(
             zoo_stages!(f32; Sgd, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam,
             Lion, AdEMAMix, Muon, Adafactor, Shampoo, Lamb, Soap, ScheduleFreeAdamW, KFac,
-            CautiousAdamW, CautiousLion, MarsAdamW, Adan, Adopt, LaProp, Splus, PsgdKron, Dion),
+            NorMuon, CautiousAdamW, CautiousLion, MarsAdamW, Adan, Adopt, LaProp, Splus, PsgdKron, Dion),
         )
     } else {
         cast(
             zoo_stages!(f64; Sgd, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam,
             Lion, AdEMAMix, Muon, Adafactor, Shampoo, Lamb, Soap, ScheduleFreeAdamW, KFac,
-            CautiousAdamW, CautiousLion, MarsAdamW, Adan, Adopt, LaProp, Splus, PsgdKron, Dion),
+            NorMuon, CautiousAdamW, CautiousLion, MarsAdamW, Adan, Adopt, LaProp, Splus, PsgdKron, Dion),
         )
     }
 }

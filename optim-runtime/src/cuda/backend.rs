@@ -1,0 +1,197 @@
+//! What the device step driver (`super::step`) needs from a device: buffers, transfers, the
+//! multi-tensor launch of a generated stage, and (optionally) GEMMs for Newton–Schulz.
+//!
+//! [`HostBackend`](super::host::HostBackend) emulates a device on the host (buffers are `Vec`s,
+//! a stage runs its Rust twin), so that the driver, the launch plan and the state store are
+//! tested on any machine, bit for bit against the CPU path. The GPU implementation, a
+//! thin layer over cudarc launching the CUDA twins (feature `cuda`), is not written yet: see
+//! `docs/gpu.md` ("What is left") for its design.
+
+use super::CudaKernelSource;
+use crate::error::OptimError;
+use crate::kernel::KernelFn;
+use crate::Float;
+
+/// The loop of one stage, in both forms: the Rust twin and the CUDA source.
+#[derive(Clone, Copy)]
+pub struct StageKernel<E> {
+    /// The Rust loop (`dispatch::<E, K>`).
+    pub rust: KernelFn<E>,
+    /// Its CUDA twin (`None` for a hand-written kernel: only a host backend runs it).
+    pub cuda: Option<&'static CudaKernelSource>,
+    /// Number of reduction totals the loop produces.
+    pub reductions: usize,
+    /// Number of state and scratch streams (`b0…`).
+    pub n_bufs: usize,
+}
+
+impl<E> core::fmt::Debug for StageKernel<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("StageKernel")
+            .field("cuda", &self.cuda.map(|c| c.name))
+            .field("reductions", &self.reductions)
+            .field("n_bufs", &self.n_bufs)
+            .finish()
+    }
+}
+
+/// One tensor of a stage launch: its buffers and its hoisted scalars.
+pub struct StageTensor<'a, B, E> {
+    /// The parameter (the driver's copy; the last stage writes it).
+    pub param: &'a mut B,
+    /// The gradient.
+    pub grad: &'a B,
+    /// State and scratch streams, in the stage's order (slots ascending, then scratch).
+    pub bufs: Vec<&'a mut B>,
+    /// The stage's scalars for this tensor.
+    pub scalars: &'a [E],
+}
+
+/// One row of a multi-tensor launch: elements `start .. start + len` of tensor `tensor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    /// Index into the launch's tensors.
+    pub tensor: usize,
+    /// First element.
+    pub start: usize,
+    /// Number of elements.
+    pub len: usize,
+}
+
+/// Cuts tensors of `lens` elements into rows of at most `chunk` elements, tensor by tensor, in
+/// order (a tensor of 0 elements gets one empty row, so that every tensor has a row and its
+/// reductions a total). Every row of a tensor runs in the same launch, and the driver adds a
+/// tensor's row totals in row order.
+pub fn rows(lens: &[usize], chunk: usize) -> Vec<Row> {
+    let chunk = chunk.max(1);
+    let mut out = Vec::new();
+    for (tensor, &n) in lens.iter().enumerate() {
+        if n == 0 {
+            out.push(Row {
+                tensor,
+                start: 0,
+                len: 0,
+            });
+        }
+        let mut start = 0;
+        while start < n {
+            let len = chunk.min(n - start);
+            out.push(Row { tensor, start, len });
+            start += len;
+        }
+    }
+    out
+}
+
+/// A device the step driver runs on. Every operation is ordered on one stream; only
+/// [`read`](Self::read), the reduction totals of [`run_stage`](Self::run_stage) and
+/// [`all_finite`](Self::all_finite) wait for the device.
+pub trait Backend<E: Float>: Clone + Send + Sync + 'static {
+    /// A buffer of `E` on the device.
+    type Buf: Send + Sync + 'static;
+
+    /// A short name (`"host"`, `"cuda:0 (NVIDIA H100 80GB HBM3)"`).
+    fn name(&self) -> String;
+    /// An empty buffer (a placeholder while a buffer is lent out).
+    fn empty(&self) -> Self::Buf;
+    /// Number of elements of `buf`.
+    fn len(buf: &Self::Buf) -> usize;
+    /// A new buffer of `n` elements, each `fill`.
+    ///
+    /// # Errors
+    /// [`OptimError::Device`] when the device cannot allocate.
+    fn alloc(&self, n: usize, fill: E) -> Result<Self::Buf, OptimError>;
+    /// A new buffer holding `data`.
+    ///
+    /// # Errors
+    /// [`OptimError::Device`].
+    fn upload(&self, data: &[E]) -> Result<Self::Buf, OptimError>;
+    /// Overwrites `dst` (of `data.len()` elements) with `data`.
+    ///
+    /// # Errors
+    /// [`OptimError::Device`]; [`OptimError::ShapeMismatch`] for another length.
+    fn write(&self, dst: &mut Self::Buf, data: &[E]) -> Result<(), OptimError>;
+    /// `src` on the host (waits for the device).
+    ///
+    /// # Errors
+    /// [`OptimError::Device`].
+    fn read(&self, src: &Self::Buf) -> Result<Vec<E>, OptimError>;
+    /// A copy of `src` on the device.
+    ///
+    /// # Errors
+    /// [`OptimError::Device`].
+    fn duplicate(&self, src: &Self::Buf) -> Result<Self::Buf, OptimError>;
+    /// Writes `line` broadcast over `dst` (`rows × cols` row-major): `dst[i] = line[i / cols]`
+    /// when `row`, else `line[i % cols]` (as [`crate::matrix::broadcast`]).
+    ///
+    /// # Errors
+    /// [`OptimError::Device`].
+    fn broadcast(
+        &self,
+        line: &[E],
+        dst: &mut Self::Buf,
+        row: bool,
+        cols: usize,
+    ) -> Result<(), OptimError>;
+    /// For each buffer, whether every element is finite.
+    ///
+    /// # Errors
+    /// [`OptimError::Device`].
+    fn all_finite(&self, bufs: &[&Self::Buf]) -> Result<Vec<bool>, OptimError>;
+    /// Most elements in one row of a multi-tensor launch (see [`rows`]).
+    fn chunk_len(&self) -> usize;
+    /// Runs `stage` over `rows` of `tensors` (all rows in launches of the same stage, in order)
+    /// and returns the reduction totals of each row (`rows.len() × stage.reductions`).
+    ///
+    /// # Errors
+    /// [`OptimError::Device`] for a driver error or a stage this backend cannot run.
+    fn run_stage(
+        &self,
+        stage: &StageKernel<E>,
+        rows: &[Row],
+        tensors: &mut [StageTensor<'_, Self::Buf, E>],
+    ) -> Result<Vec<f64>, OptimError>;
+    /// The GEMM family for Newton–Schulz on the device, if the backend has it.
+    fn blas(&self) -> Option<&dyn super::ns::MatOps<E, Self::Buf>> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_cut_each_tensor_in_order() {
+        let r = rows(&[5, 0, 2], 2);
+        let want = [
+            Row {
+                tensor: 0,
+                start: 0,
+                len: 2,
+            },
+            Row {
+                tensor: 0,
+                start: 2,
+                len: 2,
+            },
+            Row {
+                tensor: 0,
+                start: 4,
+                len: 1,
+            },
+            Row {
+                tensor: 1,
+                start: 0,
+                len: 0,
+            },
+            Row {
+                tensor: 2,
+                start: 0,
+                len: 2,
+            },
+        ];
+        assert_eq!(r, want);
+        assert_eq!(rows(&[3], 0).len(), 3, "a chunk of 0 is taken as 1");
+    }
+}

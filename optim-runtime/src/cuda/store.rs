@@ -1,0 +1,166 @@
+//! The device-resident part of an optimizer's state ([`OptState`](crate::OptState)'s `device`
+//! field): per parameter, its element-wise state and scratch buffers on the device, and the
+//! driver's copy of the parameter (reserved for the dfdx `Cuda` commit's master copy, design (b) of
+//! issue 12; no backend fills it yet, see `docs/gpu.md`).
+//!
+//! A device step moves a parameter's element-wise state to the device (uploading what the host
+//! state holds, e.g. after loading a checkpoint or a CPU step) and leaves the host buffers
+//! empty; `OptState::sync_to_host` brings it all back, and a CPU step does that first, so an
+//! optimizer can move between devices. Checkpoints read through `OptState::to_host`, so they
+//! hold the same values whichever device the state is on.
+
+use super::backend::Backend;
+use crate::error::OptimError;
+use crate::Float;
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+
+/// One parameter's buffers on the device.
+pub(crate) struct Stored<B> {
+    /// The driver's copy of the parameter's values (`None` until first read from the model).
+    pub master: Option<B>,
+    /// Element-wise state buffers by slot (`None`: on the host, or not allocated).
+    pub slots: Vec<Option<B>>,
+    /// Element-wise scratch buffers by index.
+    pub temps: Vec<Option<B>>,
+}
+
+impl<B> Default for Stored<B> {
+    fn default() -> Self {
+        Stored {
+            master: None,
+            slots: Vec::new(),
+            temps: Vec::new(),
+        }
+    }
+}
+
+/// The buffers of every parameter on one backend.
+pub(crate) struct Store<E: Float, B: Backend<E>> {
+    pub backend: B,
+    pub params: BTreeMap<String, Stored<B::Buf>>,
+    _elem: PhantomData<E>,
+}
+
+impl<E: Float, B: Backend<E>> Store<E, B> {
+    pub fn new(backend: B) -> Self {
+        Store {
+            backend,
+            params: BTreeMap::new(),
+            _elem: PhantomData,
+        }
+    }
+}
+
+/// [`Store`] with its backend erased, as [`OptState`](crate::OptState) holds it.
+pub(crate) trait AnyStore<E>: Send + Sync {
+    /// The backend's name.
+    fn backend_name(&self) -> String;
+    /// Whether any element-wise state buffer lives on the device.
+    fn holds_state(&self) -> bool;
+    /// Every state buffer on the device, as `(parameter, slot, values)`.
+    fn download_slots(&self) -> Result<Vec<(String, usize, Vec<E>)>, OptimError>;
+    /// Drops every state and scratch buffer (the parameter copies stay).
+    fn clear_state(&mut self);
+    /// A copy on the same device.
+    fn try_clone(&self) -> Result<Box<dyn AnyStore<E>>, OptimError>;
+    /// For the driver, which knows the concrete type.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<E: Float, B: Backend<E>> AnyStore<E> for Store<E, B> {
+    fn backend_name(&self) -> String {
+        self.backend.name()
+    }
+    fn holds_state(&self) -> bool {
+        self.params
+            .values()
+            .any(|p| p.slots.iter().any(Option::is_some))
+    }
+    fn download_slots(&self) -> Result<Vec<(String, usize, Vec<E>)>, OptimError> {
+        let mut out = Vec::new();
+        for (name, p) in &self.params {
+            for (k, b) in p.slots.iter().enumerate() {
+                if let Some(b) = b {
+                    out.push((name.clone(), k, self.backend.read(b)?));
+                }
+            }
+        }
+        Ok(out)
+    }
+    fn clear_state(&mut self) {
+        for p in self.params.values_mut() {
+            p.slots.clear();
+            p.temps.clear();
+        }
+    }
+    fn try_clone(&self) -> Result<Box<dyn AnyStore<E>>, OptimError> {
+        let dup = |b: &Option<B::Buf>| -> Result<Option<B::Buf>, OptimError> {
+            b.as_ref().map(|b| self.backend.duplicate(b)).transpose()
+        };
+        let mut params = BTreeMap::new();
+        for (name, p) in &self.params {
+            params.insert(
+                name.clone(),
+                Stored {
+                    master: dup(&p.master)?,
+                    slots: p.slots.iter().map(dup).collect::<Result<_, _>>()?,
+                    temps: p.temps.iter().map(dup).collect::<Result<_, _>>()?,
+                },
+            );
+        }
+        Ok(Box::new(Store {
+            backend: self.backend.clone(),
+            params,
+            _elem: PhantomData,
+        }))
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// The `device` field of [`OptState`](crate::OptState): `None` until a device step runs.
+///
+/// Cloning copies the device buffers on the device (and panics if the device fails, as `Clone`
+/// cannot return an error); two states compare equal when their device state buffers hold the
+/// same values (parameter copies and scratch buffers are caches, not compared).
+pub struct DeviceState<E>(pub(crate) Option<Box<dyn AnyStore<E>>>);
+
+impl<E> Default for DeviceState<E> {
+    fn default() -> Self {
+        DeviceState(None)
+    }
+}
+
+impl<E> Clone for DeviceState<E> {
+    fn clone(&self) -> Self {
+        DeviceState(self.0.as_ref().map(|s| {
+            s.try_clone()
+                .unwrap_or_else(|e| panic!("cloning optimizer state held on a device: {e}"))
+        }))
+    }
+}
+
+impl<E: PartialEq> PartialEq for DeviceState<E> {
+    fn eq(&self, other: &Self) -> bool {
+        let slots = |s: &Self| match &s.0 {
+            None => Ok(Vec::new()),
+            Some(s) => s.download_slots(),
+        };
+        match (slots(self), slots(other)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl<E> core::fmt::Debug for DeviceState<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match &self.0 {
+            None => f.write_str("host"),
+            Some(s) => write!(f, "device({})", s.backend_name()),
+        }
+    }
+}
