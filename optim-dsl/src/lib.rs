@@ -5,11 +5,12 @@ extern crate self as optim_dsl;
 
 pub use optim_macros::optimizer;
 pub use optim_runtime::{
-    accumulate, checkpoint, cuda, ema, matrix, ops, plan, schedule, state, Anneal, Checkpoint,
-    Cooldown, CudaKernelSource, DfdxUpdate, Domain, DslOptimizer, EmaCorrection, Field, Float,
-    GlobalContribution, GradAccumulator, Hyper, KernelPlan, Knot, LocalSync, NonFinitePolicy,
-    OptState, OptimError, OptimizerConfig, ParamInfo, ParamSlice, ParamState, Plan, RuleBody,
-    RulePlan, ScalarPrecision, Schedule, ShapeChange, StepSync, WeightEma,
+    accumulate, checkpoint, cuda, ema, lowp, matrix, ops, plan, schedule, state, Anneal,
+    Checkpoint, Cooldown, CudaKernelSource, DfdxUpdate, Domain, DslOptimizer, EmaCorrection, Field,
+    Float, GlobalContribution, GradAccumulator, Hyper, KernelPlan, Knot, LocalSync,
+    NonFinitePolicy, OptState, OptimError, OptimizerConfig, ParamInfo, ParamSlice, ParamState,
+    Plan, RuleBody, RulePlan, ScalarPrecision, Schedule, ShapeChange, StateDtype, StepSync,
+    WeightEma,
 };
 
 pub mod zoo;

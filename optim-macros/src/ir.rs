@@ -250,6 +250,8 @@ pub(crate) struct Slot {
     pub init: Option<NodeId>,
     pub write: Option<NodeId>,
     pub span: Span,
+    /// How the buffer is stored (`let m: bf16 = ...`; default: the parameter's type).
+    pub storage: crate::loop_ir::Storage,
 }
 
 /// A scalar (per-parameter, per-step) state.

@@ -14,7 +14,8 @@
 //!   `cuda`, compiling and launching them.
 //! - [`matrix`], [`ops`]: the matrix and element-wise primitives generated kernels call.
 //! - [`state`]: per-parameter state keyed by name, with per-parameter step counts, and the
-//!   per-optimizer [`NonFinitePolicy`].
+//!   per-optimizer [`NonFinitePolicy`]; [`lowp`]: `bf16`/`f16` state storage and stochastic
+//!   rounding.
 //! - [`param`]: parameters as kernels see them (named flat slices, shape scalars).
 //! - [`hyper`], [`schedule`]: hyperparameter values (constant or scheduled) and their domains.
 //! - [`error`]: the error type, [`OptimError`]; [`float`]: the element types, [`Float`].
@@ -30,6 +31,7 @@ pub mod ema;
 pub mod error;
 pub mod float;
 pub mod hyper;
+pub mod lowp;
 pub mod matrix;
 pub mod ops;
 pub mod optimizer;
@@ -46,6 +48,7 @@ mod serde_fin;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::kernel::*;
+    pub use crate::lowp;
 }
 
 pub use crate::dfdx::DfdxUpdate;
@@ -57,6 +60,7 @@ pub use error::OptimError;
 pub use float::Float;
 pub use hyper::{eval_hyper, Domain, Hyper};
 pub use kernel::GlobalContribution;
+pub use lowp::StateDtype;
 pub use optimizer::{DslOptimizer, Field, LocalSync, OptimizerConfig, StepSync};
 pub use param::{ParamInfo, ParamSlice};
 pub use plan::{KernelPlan, Plan, RuleBody, RulePlan};
