@@ -30,6 +30,22 @@
 //!
 //! Checkpoints keep the stored type (safetensors `BF16`/`F16` tensors, see
 //! [`crate::checkpoint`]).
+//!
+//! **Accuracy** (asserted in `tests/tests/lowp_state.rs`): AdamW (lr `1e-2`, betas 0.9/0.999),
+//! 1,000 steps on a fixed noisy quadratic of 4,096 parameters, against the same rule with `f32`
+//! state; bounds on the relative final-loss gap, the largest parameter gap (parameters are
+//! O(1)), and the largest moment gap relative to the moment's largest magnitude:
+//!
+//! | moments | loss | param | `m` | `v` |
+//! |---|---|---|---|---|
+//! | `bf16` | 5e-2 | 3e-2 | 0.4 | 2 (does not track) |
+//! | `bf16_sr` | 2e-3 | 1e-2 | 0.1 | 0.4 |
+//! | `f16` (`m`), `f16_sr` (`v`) | 1e-4 | 2e-3 | 0.015 | 0.05 |
+//!
+//! Round-to-nearest `bf16` loses every EMA increment under half an ulp: with `beta2 = 0.999`
+//! the second moment's increment `(1 - beta2)(g² - v)` is about `2^-10 v`, under `bf16`'s
+//! `2^-9`, so `v` freezes. Use `bf16_sr` (or `f16`, whose range suits moments of gradients
+//! of order `1e-2` and above) for second moments.
 
 use crate::float::Float;
 
