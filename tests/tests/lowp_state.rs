@@ -305,7 +305,7 @@ fn storage_conversion_between_f32_and_16_bits() {
     // bf16 0x3DCD = 0.10009765625 -> f16 0x2E68 (exact: 0.10009765625 = 1640 · 2^-14)
     assert_eq!(ps.low[0].bits, vec![0x3c00, 0x2e68, 0xc100]);
     assert!(!ps.ensure_buffer_len(0, 3, 0.0));
-    assert_eq!(ps.buffers[0], vec![1.0, 0.100_097_656_25, -2.5]);
+    assert_eq!(ps.buffers[0], vec![1.0, f32::from_bits(0x3dcd_0000), -2.5]);
     assert!(ps.low[0].bits.is_empty());
     // a new slot is created with its initial value, rounded
     assert!(ps.ensure_low(1, 3, StateDtype::Bf16, 0.1));
