@@ -45,7 +45,7 @@ pub enum RuleBody {
 }
 
 /// One generated loop.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct KernelPlan {
     /// Element streams read once per element (`"param"`, `"grad"`, state names).
     pub reads: Vec<&'static str>,
@@ -56,6 +56,20 @@ pub struct KernelPlan {
     /// The state streams among `reads` and `writes` stored in 16 bits (`bf16`/`f16`, see
     /// [`crate::lowp`]); they move 2 bytes per element each way.
     pub low: Vec<&'static str>,
+}
+
+/// As derived, leaving `low` out when empty (so plans without 16-bit state print as before).
+impl fmt::Debug for KernelPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("KernelPlan");
+        d.field("reads", &self.reads)
+            .field("writes", &self.writes)
+            .field("ops", &self.ops);
+        if !self.low.is_empty() {
+            d.field("low", &self.low);
+        }
+        d.finish()
+    }
 }
 
 impl KernelPlan {
