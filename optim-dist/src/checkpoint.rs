@@ -418,6 +418,17 @@ fn assemble<E: Float>(
             piece.end
         )));
     }
+    if parts
+        .iter()
+        .any(|(_, _, ps)| ps.low.iter().any(|l| !l.bits.is_empty()))
+    {
+        // `ParamState::low` (`let m: bf16 = ...`) is not cut and joined yet: refuse rather
+        // than lose it
+        return Err(bad(format!(
+            "state stored in 16 bits (bf16/f16) cannot be resharded yet (block {}..{})",
+            piece.start, piece.end
+        )));
+    }
     let mut out = ParamState::new(first.rule, piece.len());
     out.step = first.step;
     out.scalars = first.scalars.clone();

@@ -4,6 +4,7 @@
 
 use crate::errors::Errors;
 use crate::ir::{self, Op, RuleBody};
+use crate::plan::{Plan, Stream};
 use optim_abi::{MAX_FLAGS_PER_RULE, MAX_GLOBALS};
 
 pub(crate) fn check(cx: &mut Errors, opt: &ir::Optimizer) {
@@ -62,6 +63,51 @@ fn check_global_count(cx: &mut Errors, f: &ir::Fused) {
                     format!("a rule may take at most {MAX_GLOBALS} global reductions (`global_norm`, `clip_global_norm`); this is reduction {}", id + 1),
                 );
             }
+        }
+    }
+}
+
+/// A state stored in 16 bits (`let m: bf16 = ...`) lives in the runtime's `ParamState::low`,
+/// which only the element-wise loops read and write: a matrix primitive or axis reduction
+/// reading it directly, or an eigenbasis that permutes it (SOAP's rotated moments), would see
+/// no buffer. Runs after planning, which decides where whole-tensor work reads its input.
+pub(crate) fn check_plan(cx: &mut Errors, opt: &ir::Optimizer, plan: &Plan) {
+    for (rule, rp) in opt.rules.iter().zip(&plan.rules) {
+        let (RuleBody::Fused(f), Some(rp)) = (&rule.body, rp) else {
+            continue;
+        };
+        let low = |s: Stream| matches!(s, Stream::Slot(k) if f.slots[k].storage.is_low());
+        let mut bad: Vec<usize> = Vec::new();
+        for v in &rp.variants {
+            let inputs = v
+                .barriers
+                .iter()
+                .flatten()
+                .map(|c| c.input)
+                .chain(v.axis_calls.iter().flatten().map(|c| c.input));
+            bad.extend(inputs.filter_map(|s| match s {
+                Stream::Slot(k) if low(s) => Some(k),
+                _ => None,
+            }));
+            let has_basis = v.live_nodes().any(
+                |i| matches!(&f.nodes[i].op, Op::Mat(m) if m.def.phase == ir::MatPhase::Basis),
+            );
+            if has_basis {
+                bad.extend(
+                    v.slots
+                        .iter()
+                        .copied()
+                        .filter(|&k| f.slots[k].storage.is_low()),
+                );
+            }
+        }
+        bad.sort_unstable();
+        bad.dedup();
+        for k in bad {
+            cx.error(
+                f.slots[k].span,
+                format!("state `{}` is stored in 16 bits, but a whole-tensor primitive (a matrix word, an axis reduction or an eigenbasis) reads it; store it in the parameter's type (drop the `: type`)", f.slots[k].name),
+            );
         }
     }
 }

@@ -27,5 +27,7 @@ fn stages(ast: &parse::Input) -> syn::Result<TokenStream> {
     cx.propagate()?;
     let plan = plan::plan(cx, &ir);
     cx.propagate()?;
+    check::check_plan(cx, &ir, &plan);
+    cx.propagate()?;
     Ok(emit::emit(&ir, &plan))
 }

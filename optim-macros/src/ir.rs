@@ -269,6 +269,8 @@ pub(crate) struct Slot {
     /// An `output_state`: kept (created and written every step) even when the parameter update
     /// does not read it.
     pub output: bool,
+    /// How the buffer is stored (`let m: bf16 = ...`; default: the parameter's type).
+    pub storage: crate::loop_ir::Storage,
 }
 
 /// A scalar (per-parameter, per-step) state.

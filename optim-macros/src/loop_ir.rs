@@ -62,10 +62,42 @@ pub(crate) enum LStmt {
 }
 
 /// Element type of a stream.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub(crate) enum Elem {
     /// The parameter's element type (`E`; `T` in CUDA).
+    #[default]
     Param,
+    /// bfloat16 bits (`u16`), computed with in `E` (`optim_runtime::lowp`).
+    Bf16,
+    /// IEEE binary16 bits (`u16`), computed with in `E`.
+    F16,
+}
+
+/// How a state slot is stored: its element type and, for 16-bit types, whether stores round
+/// stochastically (`let m: bf16_sr = ...`) instead of to nearest.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct Storage {
+    pub elem: Elem,
+    pub stochastic: bool,
+}
+
+impl Storage {
+    /// The storage a `let` type names: `bf16`, `f16`, `bf16_sr`, `f16_sr`.
+    pub(crate) fn parse(name: &str) -> Option<Storage> {
+        let (elem, stochastic) = match name {
+            "bf16" => (Elem::Bf16, false),
+            "f16" => (Elem::F16, false),
+            "bf16_sr" => (Elem::Bf16, true),
+            "f16_sr" => (Elem::F16, true),
+            _ => return None,
+        };
+        Some(Storage { elem, stochastic })
+    }
+
+    /// Whether the slot is stored in 16 bits.
+    pub(crate) fn is_low(self) -> bool {
+        self.elem != Elem::Param
+    }
 }
 
 /// What a buffer stream holds.
@@ -83,6 +115,10 @@ pub(crate) struct Buf {
     pub name: String,
     pub role: Role,
     pub elem: Elem,
+    /// Stores round stochastically (16-bit element types only).
+    pub stochastic: bool,
+    /// The state slot (`None` for a scratch buffer); keys stochastic rounding.
+    pub slot: Option<usize>,
 }
 
 /// One loop.
@@ -95,6 +131,15 @@ pub(crate) struct LoopIr {
     pub reductions: usize,
     pub reads_grad: bool,
     pub writes_param: bool,
+}
+
+/// Whether any of a variant's loops stores state in 16 bits. Such variants have no CUDA twin
+/// yet (the device path passes `ParamState::buffers` only), so `__OPTIM_CUDA_SOURCES` leaves
+/// them out and their `KernelCall::cuda` is `None`.
+pub(crate) fn has_low_state(loops: &[LoopIr]) -> bool {
+    loops
+        .iter()
+        .any(|l| l.bufs.iter().any(|b| b.elem != Elem::Param))
 }
 
 /// The loop of stage `k` of variant `v`.
@@ -165,13 +210,21 @@ pub(crate) fn build(f: &Fused, v: &Variant, k: usize) -> LoopIr {
         bufs: st
             .bufs
             .iter()
-            .map(|&s| Buf {
-                name: v.stream_name(f, s),
-                role: match s {
-                    Stream::Slot(_) => Role::State,
-                    _ => Role::Scratch,
-                },
-                elem: Elem::Param,
+            .map(|&s| {
+                let (slot, storage) = match s {
+                    Stream::Slot(k) => (Some(k), f.slots[k].storage),
+                    _ => (None, Storage::default()),
+                };
+                Buf {
+                    name: v.stream_name(f, s),
+                    role: match s {
+                        Stream::Slot(_) => Role::State,
+                        _ => Role::Scratch,
+                    },
+                    elem: storage.elem,
+                    stochastic: storage.stochastic,
+                    slot,
+                }
             })
             .collect(),
         body,

@@ -9,7 +9,7 @@
 //! pattern  := '_' | IDENT ('|' IDENT)*                 (matrix, vector, scalar, tensor)
 //! reuse    := IDENT ('<' IDENT '=' value (',' ...)* '>')?
 //! value    := '-'? LIT | IDENT | '(' EXPR ')'
-//! stmt     := 'let' IDENT '=' EXPR ';'  |  IDENT ('=' | '-=' | '+=' | '*=' | '/=') EXPR ';'
+//! stmt     := 'let' IDENT (':' IDENT)? '=' EXPR ';'  |  IDENT ('=' | '-=' | '+=' | '*=' | '/=') EXPR ';'
 //! ```
 
 use proc_macro2::Span;
@@ -86,6 +86,8 @@ pub(crate) struct Reuse {
 pub(crate) enum Stmt {
     Let {
         name: Ident,
+        /// `let m: bf16 = ...`: the storage type of the state the expression creates.
+        storage: Option<Ident>,
         expr: Expr,
     },
     Assign {
@@ -325,10 +327,25 @@ fn parse_stmts(input: ParseStream) -> syn::Result<Vec<Stmt>> {
         if input.peek(Token![let]) {
             input.parse::<Token![let]>()?;
             let name: Ident = input.parse()?;
+            let storage = if input.peek(Token![:]) {
+                input.parse::<Token![:]>()?;
+                Some(input.parse::<Ident>().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "expected a storage type after `:` (`bf16`, `f16`, `bf16_sr`, `f16_sr`)",
+                    )
+                })?)
+            } else {
+                None
+            };
             input.parse::<Token![=]>()?;
             let expr: Expr = input.parse()?;
             input.parse::<Token![;]>()?;
-            stmts.push(Stmt::Let { name, expr });
+            stmts.push(Stmt::Let {
+                name,
+                storage,
+                expr,
+            });
             continue;
         }
         let target: Ident = input.parse().map_err(|e| {

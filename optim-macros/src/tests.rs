@@ -107,3 +107,56 @@ fn garbage_input_never_panics() {
         assert!(out.contains("compile_error"), "{src:?} gave {out}");
     }
 }
+
+/// `let m: bf16 = ...`: the loop loads and stores the state through the runtime's 16-bit
+/// conversions, in a `LowKernel`; a stochastic store draws from the element's counter.
+#[test]
+fn storage_types_make_a_low_precision_kernel() {
+    let src = r#"
+        pub A<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8> {
+            let m: bf16 = momentum(grad, beta1);
+            let v: f16_sr = second_moment(grad, beta2);
+            param -= lr * debias(m) / (sqrt(debias(v)) + eps);
+        }
+    "#;
+    let out = squash(&pretty(optimizer(src.parse().unwrap())));
+    assert_eq!(out.matches("LowKernel<E>for__Kernel").count(), 1, "{out}");
+    assert!(out.contains("lowp::load_bf16::<E>(b0[i])"), "{out}");
+    assert!(out.contains("lowp::load_f16::<E>(b1[i])"), "{out}");
+    assert!(
+        out.contains("b0[i]=::optim_dsl::__private::lowp::store_bf16::<E>("),
+        "{out}"
+    );
+    assert!(out.contains("lowp::store_f16_sr::<E,>(x"), "{out}");
+    assert!(
+        out.contains("lowp::counter_bits(k1,at.base+ias::optim_dsl::__private::U64"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ensure_low(0usize,ps.len,::optim_dsl::__private::lowp::StateDtype::Bf16"),
+        "{out}"
+    );
+    assert!(out.contains(r#"low:::std::vec!["m","v"]"#), "{out}");
+}
+
+#[test]
+fn storage_type_errors() {
+    for (src, want) in [
+        (
+            "pub A<lr = 1e-3> { let m: bf8 = momentum(grad, 0.9); param -= lr * m; }",
+            "unknown storage type `bf8`",
+        ),
+        (
+            "pub A<lr = 1e-3> { let m: bf16 = 2.0 * grad; param -= lr * m; }",
+            "`m` creates no state",
+        ),
+        (
+            "pub A<lr = 1e-3> { matrix => { let m: bf16 = momentum(grad, 0.9); param -= lr * orthogonalize(m); } _ => { param -= lr * grad; } }",
+            "state `m` is stored in 16 bits, but a whole-tensor primitive",
+        ),
+    ] {
+        let out = optimizer(src.parse().unwrap()).to_string();
+        assert!(out.contains("compile_error"), "{src}: {out}");
+        assert!(out.contains(want), "{src}: {out}");
+    }
+}

@@ -58,9 +58,97 @@ pub fn dispatch<E: Float, K: Kernel<E>>(
     K::run(s, p, g, st, red);
 }
 
+/// Where a loop over low-precision streams runs: the key of this parameter's step (from
+/// [`crate::lowp::param_key`]) and the index, in the whole parameter, of the first element of
+/// the slices it is given (the executor cuts tensors into chunks), so that stochastic rounding
+/// draws the same number for the same element however the work is split.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LowAt {
+    /// [`crate::lowp::param_key`] of the parameter's name and step.
+    pub key: u64,
+    /// Index of the slices' first element in the parameter.
+    pub base: u64,
+}
+
+/// A fused loop some of whose streams are stored in 16 bits (`bf16`/`f16` state, see
+/// [`crate::lowp`]), implemented by code that `optimizer!` generates: as [`Kernel`], plus `lo`,
+/// the low-precision streams in the order the stage was planned with, and `at`.
+pub trait LowKernel<E: Float> {
+    /// Runs the loop. Must be `#[inline(always)]` (see [`Kernel::run`]).
+    fn run(
+        s: &[E],
+        p: &mut [E],
+        g: &[E],
+        st: &mut [&mut [E]],
+        lo: &mut [&mut [crate::lowp::Bits]],
+        at: LowAt,
+        red: &mut [f64],
+    );
+}
+
+/// A type-erased low-precision kernel entry point: `dispatch_low::<E, K>` for some `K`.
+pub type LowKernelFn<E> =
+    fn(&[E], &mut [E], &[E], &mut [&mut [E]], &mut [&mut [crate::lowp::Bits]], LowAt, &mut [f64]);
+
+/// Runs low-precision kernel `K` with the widest SIMD instruction set this CPU supports.
+#[inline]
+pub fn dispatch_low<E: Float, K: LowKernel<E>>(
+    s: &[E],
+    p: &mut [E],
+    g: &[E],
+    st: &mut [&mut [E]],
+    lo: &mut [&mut [crate::lowp::Bits]],
+    at: LowAt,
+    red: &mut [f64],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked on the line above).
+            return unsafe { x86::run_low_avx512::<E, K>(s, p, g, st, lo, at, red) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked on the line above).
+            return unsafe { x86::run_low_avx2::<E, K>(s, p, g, st, lo, at, red) };
+        }
+    }
+    K::run(s, p, g, st, lo, at, red);
+}
+
+/// The `kernel` of a [`KernelCall`] whose loop is its [`LowCall`]: never called.
+pub fn no_kernel<E>(_: &[E], _: &mut [E], _: &[E], _: &mut [&mut [E]], _: &mut [f64]) {}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Float, Kernel};
+    use super::{Float, Kernel, LowAt, LowKernel};
+    use crate::lowp::Bits;
+
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    pub(super) unsafe fn run_low_avx512<E: Float, K: LowKernel<E>>(
+        s: &[E],
+        p: &mut [E],
+        g: &[E],
+        st: &mut [&mut [E]],
+        lo: &mut [&mut [Bits]],
+        at: LowAt,
+        red: &mut [f64],
+    ) {
+        K::run(s, p, g, st, lo, at, red);
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn run_low_avx2<E: Float, K: LowKernel<E>>(
+        s: &[E],
+        p: &mut [E],
+        g: &[E],
+        st: &mut [&mut [E]],
+        lo: &mut [&mut [Bits]],
+        at: LowAt,
+        red: &mut [f64],
+    ) {
+        K::run(s, p, g, st, lo, at, red);
+    }
 
     #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
     pub(super) unsafe fn run_avx512<E: Float, K: Kernel<E>>(
@@ -103,6 +191,20 @@ pub type Scalars<E> = SmallVec<[E; 16]>;
 /// The streams of a stage other than the parameter and the gradient.
 pub type StateRefs<'a, E> = SmallVec<[&'a mut [E]; 6]>;
 
+/// The low-precision streams of a stage.
+pub type LowRefs<'a> = SmallVec<[&'a mut [crate::lowp::Bits]; 4]>;
+
+/// The low-precision half of a [`KernelCall`]: the loop that runs instead of its `kernel`, its
+/// 16-bit streams and the key of the parameter's step.
+pub struct LowCall<'a, E> {
+    /// The loop (a `dispatch_low::<E, K>` instance).
+    pub kernel: LowKernelFn<E>,
+    /// The 16-bit streams, in the kernel's order.
+    pub bufs: LowRefs<'a>,
+    /// [`crate::lowp::param_key`] of the parameter's name and step.
+    pub key: u64,
+}
+
 /// Most reduction accumulators one stage may have (checked by the macro at compile time).
 pub const MAX_REDUCTIONS: usize = optim_abi::MAX_REDUCTIONS;
 
@@ -126,6 +228,9 @@ pub struct KernelCall<'a, E> {
     /// The loop's CUDA twin (`None` for a hand-written kernel or a no-op), which a device step
     /// launches instead of `kernel`.
     pub cuda: Option<&'static crate::cuda::CudaKernelSource>,
+    /// When the stage stores state in 16 bits: its loop and streams (`kernel` is then
+    /// [`no_kernel`] and is not called).
+    pub low: Option<LowCall<'a, E>>,
 }
 
 /// One parameter's share of a step under one rule: a sequence of stages with barriers between
@@ -170,6 +275,7 @@ impl<'a, E: Float> KernelCall<'a, E> {
             reductions: 0,
             globals: SmallVec::new(),
             cuda: None,
+            low: None,
         }
     }
 }
@@ -210,12 +316,116 @@ pub const MAX_GLOBALS: usize = optim_abi::MAX_GLOBALS;
 struct Item<'a, E> {
     call: usize,
     kernel: KernelFn<E>,
+    /// The low-precision loop and the parameter's step key, when the stage has one.
+    low: Option<(LowKernelFn<E>, u64)>,
+    lo: LowRefs<'a>,
+    /// Index of this item's first element in its parameter.
+    base: usize,
     scalars: &'a [E],
     param: &'a mut [E],
     grad: &'a [E],
     bufs: StateRefs<'a, E>,
     red: [f64; MAX_REDUCTIONS],
     nred: usize,
+}
+
+impl<E: Float> Item<'_, E> {
+    fn run(&mut self) {
+        let red = &mut self.red[..self.nred];
+        match self.low {
+            Some((kernel, key)) => {
+                let at = LowAt {
+                    key,
+                    base: self.base as u64,
+                };
+                kernel(
+                    self.scalars,
+                    self.param,
+                    self.grad,
+                    &mut self.bufs,
+                    &mut self.lo,
+                    at,
+                    red,
+                );
+            }
+            None => (self.kernel)(self.scalars, self.param, self.grad, &mut self.bufs, red),
+        }
+    }
+}
+
+/// Cuts call `ci` into work items of at most `chunk` elements (in order), appended to `items`.
+fn cut<'a, E: Float>(
+    ci: usize,
+    c: &'a mut KernelCall<'_, E>,
+    chunk: usize,
+    items: &mut Vec<Item<'a, E>>,
+) {
+    let nred = c.reductions.min(MAX_REDUCTIONS);
+    let (kernel, scalars) = (c.kernel, &c.scalars[..]);
+    let (low, mut lo): (_, LowRefs<'a>) = match &mut c.low {
+        Some(l) => (
+            Some((l.kernel, l.key)),
+            l.bufs.iter_mut().map(|b| &mut **b).collect(),
+        ),
+        None => (None, LowRefs::new()),
+    };
+    let mut param: &mut [E] = &mut *c.param;
+    let mut grad: &[E] = c.grad;
+    let mut bufs: StateRefs<'_, E> = c.bufs.iter_mut().map(|b| &mut **b).collect();
+    let mut base = 0;
+    loop {
+        let n = param.len().min(chunk);
+        if n == param.len() {
+            items.push(Item {
+                call: ci,
+                kernel,
+                low,
+                lo,
+                base,
+                scalars,
+                param,
+                grad,
+                bufs,
+                red: [0.0; MAX_REDUCTIONS],
+                nred,
+            });
+            return;
+        }
+        let (p0, p1) = param.split_at_mut(n);
+        let (g0, g1) = grad.split_at(n.min(grad.len()));
+        let mut heads = StateRefs::new();
+        let mut tails = StateRefs::new();
+        for b in bufs {
+            let (a, rest) = b.split_at_mut(n.min(b.len()));
+            heads.push(a);
+            tails.push(rest);
+        }
+        let mut lo_heads = LowRefs::new();
+        let mut lo_tails = LowRefs::new();
+        for b in lo {
+            let (a, rest) = b.split_at_mut(n.min(b.len()));
+            lo_heads.push(a);
+            lo_tails.push(rest);
+        }
+        items.push(Item {
+            call: ci,
+            kernel,
+            low,
+            lo: lo_heads,
+            base,
+            scalars,
+            param: p0,
+            grad: g0,
+            bufs: heads,
+            red: [0.0; MAX_REDUCTIONS],
+            nred,
+        });
+        param = p1;
+        grad = g1;
+        bufs = tails;
+        lo = lo_tails;
+        base += n;
+    }
 }
 
 /// The global reductions (`global_norm`, `clip_global_norm`) one loop of one parameter
@@ -341,35 +551,18 @@ pub fn execute_with<E: Float>(
 /// totals are added in order, exactly as the parallel path adds its work items' totals.
 fn run_inline<E: Float>(c: &mut KernelCall<'_, E>, red: &mut [f64; MAX_REDUCTIONS]) {
     let n = c.reductions.min(MAX_REDUCTIONS);
-    if n == 0 || c.param.len() <= CHUNK {
+    if c.low.is_none() && (n == 0 || c.param.len() <= CHUNK) {
         (c.kernel)(&c.scalars, c.param, c.grad, &mut c.bufs, &mut red[..n]);
         return;
     }
-    let len = c.param.len();
-    let mut start = 0;
-    while start < len {
-        let end = (start + CHUNK).min(len);
-        let mut piece = [0.0f64; MAX_REDUCTIONS];
-        let grad = c.grad.get(start..end.min(c.grad.len())).unwrap_or(&[]);
-        let mut bufs: StateRefs<'_, E> = c
-            .bufs
-            .iter_mut()
-            .map(|b| {
-                let e = end.min(b.len());
-                &mut b[start.min(e)..e]
-            })
-            .collect();
-        (c.kernel)(
-            &c.scalars,
-            &mut c.param[start..end],
-            grad,
-            &mut bufs,
-            &mut piece[..n],
-        );
-        for (r, p) in red.iter_mut().zip(piece) {
+    let chunk = if n == 0 { usize::MAX } else { CHUNK };
+    let mut items = Vec::new();
+    cut(0, c, chunk, &mut items);
+    for it in &mut items {
+        it.run();
+        for (r, p) in red.iter_mut().zip(&it.red) {
             *r += p;
         }
-        start = end;
     }
 }
 
@@ -385,59 +578,9 @@ fn run_calls<E: Float>(calls: &mut [(usize, KernelCall<'_, E>)]) -> Vec<[f64; MA
     }
     let mut items: Vec<Item<'_, E>> = Vec::with_capacity(total / CHUNK + calls.len());
     for (ci, (_, c)) in calls.iter_mut().enumerate() {
-        let nred = c.reductions.min(MAX_REDUCTIONS);
-        let (kernel, scalars) = (c.kernel, &c.scalars[..]);
-        let mut param: &mut [E] = &mut *c.param;
-        let mut grad: &[E] = c.grad;
-        let mut bufs: StateRefs<'_, E> = c.bufs.iter_mut().map(|b| &mut **b).collect();
-        loop {
-            let n = param.len().min(CHUNK);
-            if n == param.len() {
-                items.push(Item {
-                    call: ci,
-                    kernel,
-                    scalars,
-                    param,
-                    grad,
-                    bufs,
-                    red: [0.0; MAX_REDUCTIONS],
-                    nred,
-                });
-                break;
-            }
-            let (p0, p1) = param.split_at_mut(n);
-            let (g0, g1) = grad.split_at(n.min(grad.len()));
-            let mut heads = StateRefs::new();
-            let mut tails = StateRefs::new();
-            for b in bufs {
-                let (a, rest) = b.split_at_mut(n.min(b.len()));
-                heads.push(a);
-                tails.push(rest);
-            }
-            items.push(Item {
-                call: ci,
-                kernel,
-                scalars,
-                param: p0,
-                grad: g0,
-                bufs: heads,
-                red: [0.0; MAX_REDUCTIONS],
-                nred,
-            });
-            param = p1;
-            grad = g1;
-            bufs = tails;
-        }
+        cut(ci, c, CHUNK, &mut items);
     }
-    items.par_iter_mut().for_each(|it| {
-        (it.kernel)(
-            it.scalars,
-            it.param,
-            it.grad,
-            &mut it.bufs,
-            &mut it.red[..it.nred],
-        );
-    });
+    items.par_iter_mut().for_each(Item::run);
     for it in &items {
         for (o, r) in out[it.call].iter_mut().zip(&it.red) {
             *o += r;

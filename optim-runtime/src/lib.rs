@@ -15,7 +15,8 @@
 //! - [`metrics`]: opt-in step metrics ([`StepMetrics`], [`DslOptimizer::metrics`]).
 //! - [`matrix`], [`ops`]: the matrix and element-wise primitives generated kernels call.
 //! - [`state`]: per-parameter state keyed by name, with per-parameter step counts, and the
-//!   per-optimizer [`NonFinitePolicy`].
+//!   per-optimizer [`NonFinitePolicy`]; [`lowp`]: `bf16`/`f16` state storage and stochastic
+//!   rounding.
 //! - [`param`]: parameters as kernels see them (named flat slices, shape scalars).
 //! - [`hyper`], [`schedule`]: hyperparameter values (constant or scheduled) and their domains.
 //! - [`error`]: the error type, [`OptimError`]; [`float`]: the element types, [`Float`].
@@ -31,6 +32,7 @@ pub mod ema;
 pub mod error;
 pub mod float;
 pub mod hyper;
+pub mod lowp;
 pub mod matrix;
 pub mod metrics;
 pub mod ops;
@@ -48,6 +50,7 @@ mod serde_fin;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::kernel::*;
+    pub use crate::lowp;
 }
 
 pub use crate::dfdx::DfdxUpdate;
@@ -60,6 +63,7 @@ pub use float::Float;
 pub use hyper::{eval_hyper, Domain, Hyper};
 pub use kernel::GlobalContribution;
 pub use metrics::{ParamMetrics, StepMetrics};
+pub use lowp::StateDtype;
 pub use optimizer::{DslOptimizer, Field, LocalSync, OptimizerConfig, StepSync};
 pub use param::{ParamInfo, ParamSlice};
 pub use plan::{KernelPlan, Plan, RuleBody, RulePlan};

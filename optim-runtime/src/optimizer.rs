@@ -97,6 +97,8 @@ pub trait DslOptimizer<E: Float>: Sized {
     }
     /// The state buffer called `slot` (a `let` name in the rule, e.g. `"m"`, or a matrix
     /// primitive's `"<name>.stats"`) of parameter `name`, if it exists and is allocated.
+    /// `None` for a state the rule stores in 16 bits (`let m: bf16 = ...`); read those with
+    /// [`ParamState::slot_values`].
     fn state_buffer(&self, name: &str, slot: &str) -> Option<&[E]> {
         let ps = self.opt_state().params.get(name)?;
         let k = Self::state_names(ps.rule).iter().position(|s| *s == slot)?;

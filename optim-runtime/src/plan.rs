@@ -45,7 +45,7 @@ pub enum RuleBody {
 }
 
 /// One generated loop.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct KernelPlan {
     /// Element streams read once per element (`"param"`, `"grad"`, state names).
     pub reads: Vec<&'static str>,
@@ -53,13 +53,41 @@ pub struct KernelPlan {
     pub writes: Vec<&'static str>,
     /// Arithmetic operations per element.
     pub ops: usize,
+    /// The state streams among `reads` and `writes` stored in 16 bits (`bf16`/`f16`, see
+    /// [`crate::lowp`]); they move 2 bytes per element each way.
+    pub low: Vec<&'static str>,
+}
+
+/// As derived, leaving `low` out when empty (so plans without 16-bit state print as before).
+impl fmt::Debug for KernelPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("KernelPlan");
+        d.field("reads", &self.reads)
+            .field("writes", &self.writes)
+            .field("ops", &self.ops);
+        if !self.low.is_empty() {
+            d.field("low", &self.low);
+        }
+        d.finish()
+    }
 }
 
 impl KernelPlan {
-    /// Bytes moved per parameter element on the slice path: `(reads + writes) × elem_bytes`.
-    /// AdamW in `f32`: (4 + 3) × 4 = 28.
+    /// Bytes moved per parameter element on the slice path: `elem_bytes` per stream read or
+    /// written, 2 for a 16-bit one. AdamW in `f32`: (4 + 3) × 4 = 28; with both moments in
+    /// `bf16`: reads 4 + 4 + 2 + 2, writes 4 + 2 + 2, 20 in all.
     pub fn bytes_per_param(&self, elem_bytes: usize) -> usize {
-        (self.reads.len() + self.writes.len()) * elem_bytes
+        self.reads
+            .iter()
+            .chain(&self.writes)
+            .map(|s| {
+                if self.low.contains(s) {
+                    crate::lowp::StateDtype::BYTES
+                } else {
+                    elem_bytes
+                }
+            })
+            .sum()
     }
 }
 
@@ -101,9 +129,14 @@ impl Plan {
                     }
                     writeln!(f, "{pad}    hoisted scalars: [{}]", scalars.join(", "))?;
                     for (i, k) in kernels.iter().enumerate() {
+                        let low = if k.low.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (16-bit: {})", k.low.join(", "))
+                        };
                         writeln!(
                             f,
-                            "{pad}    kernel {i}: reads [{}], writes [{}], {} ops/elem, {} B/param (f32 slices), {} B/param (f32 dfdx)",
+                            "{pad}    kernel {i}: reads [{}], writes [{}]{low}, {} ops/elem, {} B/param (f32 slices), {} B/param (f32 dfdx)",
                             k.reads.join(", "),
                             k.writes.join(", "),
                             k.ops,

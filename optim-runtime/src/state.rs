@@ -1,5 +1,7 @@
 //! Per-parameter optimizer state, keyed by parameter name.
 
+use crate::lowp::{LowBuf, StateDtype};
+use crate::Float;
 use std::collections::BTreeMap;
 
 /// The state of one parameter: its own step count, its element-wise state buffers and its
@@ -26,8 +28,13 @@ pub struct ParamState<E> {
     /// Whether this step's hoisted scalars are rounded to the parameter's precision (set by the
     /// step from [`OptState::scalar_precision`]; not saved).
     pub round_scalars: bool,
-    /// Element-wise state buffers, by slot (`len` elements each, or empty when not allocated).
+    /// Element-wise state buffers, by slot (`len` elements each, or empty when not allocated
+    /// or when the slot is stored in 16 bits, see `low`).
     pub buffers: Vec<Vec<E>>,
+    /// State buffers a rule stores in `bf16`/`f16` (see [`crate::lowp`]), by slot like
+    /// `buffers` (an empty `bits` where the slot is not stored in 16 bits). A slot lives in one
+    /// of the two, never both.
+    pub low: Vec<LowBuf>,
     /// Scalar states (e.g. NAdam's running product of momentum coefficients), by slot.
     pub scalars: Vec<f64>,
     /// For each scalar slot, whether it has been initialised.
@@ -81,6 +88,7 @@ impl<E: Copy + Default> ParamState<E> {
             shape: Vec::new(),
             round_scalars: false,
             buffers: Vec::new(),
+            low: Vec::new(),
             scalars: Vec::new(),
             scalars_init: Vec::new(),
             temps: Vec::new(),
@@ -93,18 +101,85 @@ impl<E: Copy + Default> ParamState<E> {
 
     /// Makes sure buffer `slot` exists with `len` elements (matrix state such as a Kronecker
     /// factor has its own size), filling a new one with `init`. Returns `true` when created.
-    pub fn ensure_buffer_len(&mut self, slot: usize, len: usize, init: E) -> bool {
+    /// A slot of `len` elements held in 16 bits (a checkpoint of a rule that stored it so) is
+    /// widened exactly into `buffers` instead (not created).
+    pub fn ensure_buffer_len(&mut self, slot: usize, len: usize, init: E) -> bool
+    where
+        E: Float,
+    {
         if self.buffers.len() <= slot {
             self.buffers.resize_with(slot + 1, Vec::new);
         }
-        let buf = &mut self.buffers[slot];
-        if buf.len() == len {
-            false
-        } else {
-            buf.clear();
-            buf.resize(len, init);
-            true
+        if self.buffers[slot].len() == len {
+            return false;
         }
+        if let Some(low) = self.low.get_mut(slot).filter(|l| l.bits.len() == len) {
+            self.buffers[slot] = low.to_values();
+            low.bits = Vec::new();
+            return false;
+        }
+        let buf = &mut self.buffers[slot];
+        buf.clear();
+        buf.resize(len, init);
+        true
+    }
+
+    /// Makes sure slot `slot` is stored as `dtype` with `len` elements, filling a new buffer
+    /// with `init` rounded to nearest. Returns `true` when created. A slot of `len` elements
+    /// held in `buffers` or in the other 16-bit type (a checkpoint of a rule that stored it so)
+    /// is converted instead, rounding to nearest (ties to even), and is not created.
+    pub fn ensure_low(&mut self, slot: usize, len: usize, dtype: StateDtype, init: f64) -> bool
+    where
+        E: Float,
+    {
+        if self.low.len() <= slot {
+            self.low.resize_with(slot + 1, || LowBuf {
+                dtype,
+                bits: Vec::new(),
+            });
+        }
+        let low = &mut self.low[slot];
+        if low.bits.len() == len && low.dtype == dtype {
+            return false;
+        }
+        if low.bits.len() == len {
+            let values: Vec<f64> = low.to_values();
+            *low = LowBuf::from_values(dtype, &values);
+            return false;
+        }
+        if let Some(full) = self.buffers.get_mut(slot).filter(|b| b.len() == len) {
+            *low = LowBuf::from_values(dtype, full);
+            *full = Vec::new();
+            return false;
+        }
+        *low = LowBuf {
+            dtype,
+            bits: vec![dtype.round_f64(init); len],
+        };
+        true
+    }
+
+    /// The values of state slot `slot`, widened to `f64` (exact) from whichever storage holds
+    /// them; `None` when not allocated.
+    pub fn slot_values(&self, slot: usize) -> Option<Vec<f64>>
+    where
+        E: Float,
+    {
+        if let Some(b) = self.buffers.get(slot).filter(|b| !b.is_empty()) {
+            return Some(b.iter().map(|x| x.as_f64()).collect());
+        }
+        self.low
+            .get(slot)
+            .filter(|l| !l.bits.is_empty())
+            .map(LowBuf::to_values)
+    }
+
+    /// The storage type of slot `slot` when it is held in 16 bits.
+    pub fn slot_dtype(&self, slot: usize) -> Option<StateDtype> {
+        self.low
+            .get(slot)
+            .filter(|l| !l.bits.is_empty())
+            .map(|l| l.dtype)
     }
 
     /// Makes sure element-wise scratch buffer `idx` (`len` elements) exists; during a device

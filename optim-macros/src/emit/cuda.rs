@@ -75,6 +75,11 @@ pub(crate) fn kernels(opt: &ir::Optimizer, plan: &Plan) -> Vec<CudaKernel> {
             continue;
         };
         for (vi, v) in rule_plan.variants.iter().enumerate() {
+            // 16-bit state (`let m: bf16 = ...`) has no CUDA twin yet: the loop IR carries the
+            // streams' element types, but the device path passes `ParamState::buffers` only
+            if crate::loop_ir::has_low_state(&v.loops) {
+                continue;
+            }
             let nstages = v.loops.len();
             for (k, l) in v.loops.iter().enumerate() {
                 let name = format!("optim_{base}_r{ri}_v{vi}_s{k}");
@@ -290,6 +295,9 @@ pub(crate) fn bin_expr(op: BinOp, a: &str, b: &str) -> String {
 fn c_elem(e: Elem) -> &'static str {
     match e {
         Elem::Param => "T",
+        // not printed yet: `kernels` leaves out variants with 16-bit state (see there)
+        Elem::Bf16 => "__nv_bfloat16",
+        Elem::F16 => "__half",
     }
 }
 

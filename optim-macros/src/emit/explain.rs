@@ -41,7 +41,12 @@ fn variant_body(opt: &ir::Optimizer, f: &Fused, v: &Variant) -> TokenStream {
         let reads = v.reads(f, k);
         let writes = v.writes(f, k);
         let ops = v.ops(f, k);
-        quote!(#p::KernelPlan { reads: ::std::vec![#(#reads),*], writes: ::std::vec![#(#writes),*], ops: #ops })
+        let low = v.loops[k]
+            .bufs
+            .iter()
+            .filter(|b| b.elem != crate::loop_ir::Elem::Param)
+            .map(|b| b.name.as_str());
+        quote!(#p::KernelPlan { reads: ::std::vec![#(#reads),*], writes: ::std::vec![#(#writes),*], ops: #ops, low: ::std::vec![#(#low),*] })
     });
     let barriers: Vec<String> = v
         .pre_barriers

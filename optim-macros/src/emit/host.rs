@@ -9,7 +9,7 @@ use super::exprs::{
 };
 use super::rust_loop;
 use crate::ir::{self, Fused, MatNode, MatPhase, NodeId, Op};
-use crate::loop_ir::{LExpr, Val};
+use crate::loop_ir::{Elem, LExpr, Val};
 use crate::plan::{AxisCall, Len, MatCall, Stream, Variant};
 use crate::private::Private;
 use proc_macro2::TokenStream;
@@ -102,12 +102,22 @@ impl VariantEmitter<'_> {
                 .filter(|&i| matches!(f.nodes[i].op, Op::First(s) if s == k))
                 .map(|i| quote!(h[#i] = if created { 1.0f64 } else { 0.0f64 };));
             // element-wise state through `ensure_buffer`, which a device step redirects to the
-            // device; per-row and per-column state stays on the host
-            let ensure = match slot_len(f, k) {
-                Len::Elems => quote!(ps.ensure_buffer(#k, <E as #p::Float>::of_f64(#init))),
-                l => {
+            // device; per-row and per-column state stays on the host; 16-bit state in `low`
+            let ensure = match (f.slots[k].storage.elem, slot_len(f, k)) {
+                (Elem::Param, Len::Elems) => {
+                    quote!(ps.ensure_buffer(#k, <E as #p::Float>::of_f64(#init)))
+                }
+                (Elem::Param, l) => {
                     let len = len_tokens(l);
                     quote!(ps.ensure_buffer_len(#k, #len, <E as #p::Float>::of_f64(#init)))
+                }
+                (Elem::Bf16, l) => {
+                    let len = len_tokens(l);
+                    quote!(ps.ensure_low(#k, #len, #p::lowp::StateDtype::Bf16, #init))
+                }
+                (Elem::F16, l) => {
+                    let len = len_tokens(l);
+                    quote!(ps.ensure_low(#k, #len, #p::lowp::StateDtype::F16, #init))
                 }
             };
             quote! {
@@ -483,14 +493,44 @@ impl VariantEmitter<'_> {
             let r = hnum(self.v, x);
             quote!(scalars.push(<E as #p::Float>::of_f64(#r));)
         });
+        let is_low = |k: usize| self.f.slots.get(k).is_some_and(|s| s.storage.is_low());
         let slots: Vec<usize> = st
             .bufs
             .iter()
             .filter_map(|s| match s {
-                Stream::Slot(k) => Some(*k),
+                Stream::Slot(k) if !is_low(*k) => Some(*k),
                 _ => None,
             })
             .collect();
+        let low_slots: Vec<usize> = st
+            .bufs
+            .iter()
+            .filter_map(|s| match s {
+                Stream::Slot(k) if is_low(*k) => Some(*k),
+                _ => None,
+            })
+            .collect();
+        let (kernel, low) = if low_slots.is_empty() {
+            (
+                quote!(#p::dispatch::<E, #kname>),
+                quote!(::core::option::Option::None),
+            )
+        } else {
+            (
+                quote!(#p::no_kernel::<E>),
+                quote! {{
+                    let mut lo: #p::LowRefs<'_> = #p::LowRefs::new();
+                    for (i, b) in ps.low.iter_mut().enumerate() {
+                        if [#(#low_slots),*].contains(&i) { lo.push(&mut b.bits[..]); }
+                    }
+                    ::core::option::Option::Some(#p::LowCall {
+                        kernel: #p::dispatch_low::<E, #kname>,
+                        bufs: lo,
+                        key: #p::lowp::param_key(info.name, ps.step),
+                    })
+                }},
+            )
+        };
         let temps: Vec<usize> = st
             .bufs
             .iter()
@@ -500,7 +540,12 @@ impl VariantEmitter<'_> {
             })
             .collect();
         let nred = st.reductions.len();
-        let cuda = self.cuda_index + k;
+        let cuda = if crate::loop_ir::has_low_state(&self.v.loops) {
+            quote!(::core::option::Option::None)
+        } else {
+            let i = self.cuda_index + k;
+            quote!(::core::option::Option::Some(&__OPTIM_CUDA_SOURCES[#i]))
+        };
         let globals = st
             .reductions
             .iter()
@@ -521,15 +566,17 @@ impl VariantEmitter<'_> {
                 }
                 let mut globals_map = #p::GlobalMap::new();
                 #(#globals)*
+                let low = #low;
                 #p::KernelCall {
-                    kernel: #p::dispatch::<E, #kname>,
+                    kernel: #kernel,
                     scalars,
                     param: &mut **p,
                     grad: *g,
                     bufs,
                     reductions: #nred,
                     globals: globals_map,
-                    cuda: ::core::option::Option::Some(&__OPTIM_CUDA_SOURCES[#cuda]),
+                    cuda: #cuda,
+                    low,
                 }
             }
         }

@@ -370,7 +370,9 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
                         values: &values,
                         cuda_index,
                     };
-                    cuda_index += v.loops.len();
+                    if !crate::loop_ir::has_low_state(&v.loops) {
+                        cuda_index += v.loops.len();
+                    }
                     items.push(emitter.emit());
                     let pname = format_ident!("__prepare_{}_{}", ri, vi);
                     let pat = flag_pattern(v);

@@ -9,10 +9,12 @@ use crate::private::Private;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-/// The Rust type of a stream's elements.
+/// The Rust type of a stream's elements (16-bit types as their raw bits).
 fn elem(e: Elem) -> TokenStream {
+    let p = Private;
     match e {
         Elem::Param => quote!(E),
+        Elem::Bf16 | Elem::F16 => quote!(#p::lowp::Bits),
     }
 }
 
@@ -97,10 +99,73 @@ pub(crate) fn stmt(s: &LStmt) -> TokenStream {
     }
 }
 
-/// `struct #kname;` and its `Kernel` impl.
+/// One statement of loop `l`'s body: as [`stmt`], with loads from and stores to 16-bit
+/// streams converted (`optim_runtime::lowp`; stochastic stores draw from the element's counter,
+/// keyed by the stream key `k{j}` and the element's index in the parameter).
+fn stmt_in(s: &LStmt, l: &LoopIr) -> TokenStream {
+    let p = Private;
+    let low = |to: &LStream| match *to {
+        LStream::Buf(j) => l
+            .bufs
+            .get(j)
+            .filter(|b| b.elem != Elem::Param)
+            .map(|b| (j, b)),
+        _ => None,
+    };
+    match s {
+        LStmt::Load { var, from } => match low(from) {
+            Some((j, b)) => {
+                let x = format_ident!("x{}", var);
+                let bj = format_ident!("b{}", j);
+                let f = format_ident!("load_{}", elem_name(b.elem));
+                quote!(let #x: E = #p::lowp::#f::<E>(#bj[i]);)
+            }
+            None => stmt(s),
+        },
+        LStmt::Store { to, value } => match low(to) {
+            Some((j, b)) => {
+                let x = val(*value);
+                let bj = format_ident!("b{}", j);
+                if b.stochastic {
+                    let f = format_ident!("store_{}_sr", elem_name(b.elem));
+                    let kj = format_ident!("k{}", j);
+                    quote!(#bj[i] = #p::lowp::#f::<E>(#x, #p::lowp::counter_bits(#kj, at.base + i as #p::U64));)
+                } else {
+                    let f = format_ident!("store_{}", elem_name(b.elem));
+                    quote!(#bj[i] = #p::lowp::#f::<E>(#x);)
+                }
+            }
+            None => stmt(s),
+        },
+        _ => stmt(s),
+    }
+}
+
+/// `bf16` / `f16` (the runtime's function suffixes).
+fn elem_name(e: Elem) -> &'static str {
+    match e {
+        Elem::Bf16 => "bf16",
+        Elem::F16 | Elem::Param => "f16",
+    }
+}
+
+/// `struct #kname;` and its `Kernel` impl (`LowKernel` when a stream is stored in 16 bits).
 pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
     let p = Private;
     let bnames: Vec<syn::Ident> = (0..l.bufs.len()).map(|j| format_ident!("b{}", j)).collect();
+    let is_low: Vec<bool> = l.bufs.iter().map(|b| b.elem != Elem::Param).collect();
+    let full: Vec<&syn::Ident> = bnames
+        .iter()
+        .zip(&is_low)
+        .filter(|(_, &lo)| !lo)
+        .map(|(b, _)| b)
+        .collect();
+    let lows: Vec<&syn::Ident> = bnames
+        .iter()
+        .zip(&is_low)
+        .filter(|(_, &lo)| lo)
+        .map(|(b, _)| b)
+        .collect();
     let belems = l.bufs.iter().map(|b| elem(b.elem));
     let nscal = l.scalars.len();
     let nred = l.reductions;
@@ -122,14 +187,41 @@ pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
     } else {
         quote!(let _ = g;)
     };
-    let body = l.body.iter().map(stmt);
+    let body = l.body.iter().map(|s| stmt_in(s, l));
+    let keys = l
+        .bufs
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.stochastic && b.elem != Elem::Param)
+        .map(|(j, b)| {
+            let kj = format_ident!("k{}", j);
+            let slot = b.slot.unwrap_or(j);
+            quote!(let #kj: #p::U64 = #p::lowp::stream_key(at.key, #slot);)
+        });
+    let (tr, args, bind) = if lows.is_empty() {
+        (
+            quote!(#p::Kernel<E>),
+            quote!(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], red: &mut [#p::F64]),
+            quote!(let [#(#full),*] = st else { return };),
+        )
+    } else {
+        (
+            quote!(#p::LowKernel<E>),
+            quote!(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], lo: &mut [&mut [#p::lowp::Bits]], at: #p::LowAt, red: &mut [#p::F64]),
+            quote! {
+                let [#(#full),*] = st else { return };
+                let [#(#lows),*] = lo else { return };
+                #(#keys)*
+            },
+        )
+    };
     quote! {
         struct #kname;
-        impl<E: #p::Float> #p::Kernel<E> for #kname {
+        impl<E: #p::Float> #tr for #kname {
             #[inline(always)]
             #[allow(unused_variables, unused_mut, unused_parens, clippy::all)]
-            fn run(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], red: &mut [#p::F64]) {
-                let [#(#bnames),*] = st else { return };
+            fn run(#args) {
+                #bind
                 if s.len() < #nscal || red.len() < #nred { return; }
                 let n = p.len();
                 #g_bind

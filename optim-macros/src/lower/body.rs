@@ -210,9 +210,17 @@ impl<'c, 'h> Lowerer<'c, 'h> {
 
     pub(crate) fn stmt(&mut self, stmt: &Stmt) {
         match stmt {
-            Stmt::Let { name, expr } => {
+            Stmt::Let {
+                name,
+                storage,
+                expr,
+            } => {
                 self.pending = None;
+                let first_slot = self.slots.len();
                 let id = self.expr(expr, Some(name));
+                if let Some(ty) = storage {
+                    self.set_storage(name, ty, first_slot);
+                }
                 let pending = self.pending.take();
                 let key = name.to_string();
                 if words::BUILTINS.contains(&key.as_str()) {
@@ -597,6 +605,40 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         }
     }
 
+    /// `let name: ty = ...`: the state slots from `first` on (those the expression created) are
+    /// stored as `ty`. Only per-element states can be: a per-row or per-column state is read on
+    /// the host and a `let` that creates no state has nothing to store.
+    fn set_storage(&mut self, name: &Ident, ty: &Ident, first: usize) {
+        let Some(storage) = crate::loop_ir::Storage::parse(&ty.to_string()) else {
+            self.cx.error(
+                ty.span(),
+                format!("unknown storage type `{ty}`; expected `bf16`, `f16`, `bf16_sr` or `f16_sr` (`_sr`: stochastic rounding)"),
+            );
+            return;
+        };
+        if first == self.slots.len() {
+            self.cx.error(
+                ty.span(),
+                format!("`{name}: {ty}` declares how a state is stored, but `{name}` creates no state; use it on a stateful word such as `momentum(...)` or `state(...)`"),
+            );
+            return;
+        }
+        for k in first..self.slots.len() {
+            let per_elem = self
+                .nodes
+                .iter()
+                .all(|n| !matches!(n.op, Op::StateRead(s) if s == k) || n.ty.level == Level::Elem);
+            if !per_elem {
+                self.cx.error(
+                    ty.span(),
+                    format!("state `{}` holds one value per row or column, which cannot be stored as `{ty}`; only per-element states can", self.slots[k].name),
+                );
+                continue;
+            }
+            self.slots[k].storage = storage;
+        }
+    }
+
     pub(crate) fn new_slot(&mut self, name: String, init: Option<NodeId>, span: Span) -> usize {
         let mut unique = name.clone();
         let mut k = 1;
@@ -610,6 +652,7 @@ impl<'c, 'h> Lowerer<'c, 'h> {
             write: None,
             span,
             output: false,
+            storage: crate::loop_ir::Storage::default(),
         });
         self.slots.len() - 1
     }

@@ -3,6 +3,7 @@
 use crate::ema::EmaCorrection;
 use crate::error::OptimError;
 use crate::float::Float;
+use crate::lowp::StateDtype;
 use crate::schedule::Schedule;
 use crate::serde_fin::fin;
 use crate::state::{NonFinitePolicy, ScalarPrecision, ShapeChange};
@@ -62,6 +63,10 @@ pub(super) struct BufferMeta {
     pub key: String,
     pub name: String,
     pub len: usize,
+    /// The storage type of a buffer kept in 16 bits (format 3); absent: the optimizer's
+    /// element type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<StateDtype>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -163,5 +168,21 @@ pub(super) fn decode_f64(bytes: &[u8]) -> Vec<f64> {
     bytes
         .chunks_exact(8)
         .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect()
+}
+
+/// The safetensors dtype of a 16-bit state buffer.
+pub(super) fn low_dtype(d: StateDtype) -> Dtype {
+    match d {
+        StateDtype::Bf16 => Dtype::BF16,
+        StateDtype::F16 => Dtype::F16,
+    }
+}
+
+/// Decodes the little-endian bits of a 16-bit tensor.
+pub(super) fn decode_bits(bytes: &[u8]) -> Vec<u16> {
+    bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect()
 }

@@ -1,12 +1,15 @@
 //! Reading: validate the whole file against the optimizer, then swap it in.
 
 use super::checksum;
-use super::format::{ck, decode, decode_f64, dtype_of, mismatch, FieldRepr, Meta};
-use super::{FORMAT_VERSION, METADATA_KEY};
+use super::format::{
+    ck, decode, decode_bits, decode_f64, dtype_of, low_dtype, mismatch, FieldRepr, Meta,
+};
+use super::{FORMAT_VERSION, FORMAT_VERSION_LOW_PRECISION, METADATA_KEY};
 use crate::ema::{EmaParam, WeightEma};
 use crate::error::OptimError;
 use crate::float::Float;
 use crate::hyper::Hyper;
+use crate::lowp::LowBuf;
 use crate::optimizer::{DslOptimizer, Field, OptimizerConfig};
 use crate::state::ParamState;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -67,13 +70,13 @@ fn check_integrity(bytes: &[u8], meta: &Meta) -> Result<(), OptimError> {
         (1, Some(_)) => Err(ck(
             "format 1 has no checksum, but this file has one: the file is corrupt",
         )),
-        (FORMAT_VERSION, Some(sum)) => checksum::verify(bytes, sum),
-        (FORMAT_VERSION, None) => Err(ck(format!(
-            "format {FORMAT_VERSION} requires a checksum, but this file has none: the file is \
-             corrupt"
+        (FORMAT_VERSION | FORMAT_VERSION_LOW_PRECISION, Some(sum)) => checksum::verify(bytes, sum),
+        (v @ (FORMAT_VERSION | FORMAT_VERSION_LOW_PRECISION), None) => Err(ck(format!(
+            "format {v} requires a checksum, but this file has none: the file is corrupt"
         ))),
         (v, _) => Err(ck(format!(
-            "format version {v} is not supported (this build reads 1 to {FORMAT_VERSION})"
+            "format version {v} is not supported (this build reads 1 to \
+             {FORMAT_VERSION_LOW_PRECISION})"
         ))),
     }
 }
@@ -162,26 +165,54 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
         ps.shape = pm.shape.clone();
         ps.step = pm.step;
         for (slot, b) in pm.buffers.iter().enumerate() {
-            let buf = match b {
-                None => Vec::new(),
-                Some(b) => {
-                    if let Some(c) = current.get(p).and_then(|c| c.buffers.get(slot)) {
-                        if !c.is_empty() && c.len() != b.len {
-                            return Err(mismatch(
-                                p,
-                                format!(
-                                    "state `{}` has {} elements in the checkpoint, {} in the optimizer",
-                                    b.name,
-                                    b.len,
-                                    c.len()
-                                ),
-                            ));
-                        }
-                    }
-                    read_tensor::<E>(&st, p, &b.key, b.len, dtype)?
-                }
+            let Some(b) = b else {
+                ps.buffers.push(Vec::new());
+                continue;
             };
-            ps.buffers.push(buf);
+            let have = current.get(p).and_then(|c| {
+                c.buffers
+                    .get(slot)
+                    .filter(|x| !x.is_empty())
+                    .map(Vec::len)
+                    .or_else(|| {
+                        c.low
+                            .get(slot)
+                            .filter(|l| !l.bits.is_empty())
+                            .map(|l| l.bits.len())
+                    })
+            });
+            if let Some(have) = have.filter(|&h| h != b.len) {
+                return Err(mismatch(
+                    p,
+                    format!(
+                        "state `{}` has {} elements in the checkpoint, {have} in the optimizer",
+                        b.name, b.len
+                    ),
+                ));
+            }
+            match b.dtype {
+                None => ps
+                    .buffers
+                    .push(read_tensor::<E>(&st, p, &b.key, b.len, dtype)?),
+                Some(d) => {
+                    // a 16-bit buffer, kept as stored (format 3)
+                    let t = st.tensor(&b.key).map_err(|_| {
+                        mismatch(p, format!("tensor `{}` is missing from the file", b.key))
+                    })?;
+                    check_view(&t, p, &b.key, b.len, low_dtype(d))?;
+                    if ps.low.len() <= slot {
+                        ps.low.resize_with(slot + 1, || LowBuf {
+                            dtype: d,
+                            bits: Vec::new(),
+                        });
+                    }
+                    ps.low[slot] = LowBuf {
+                        dtype: d,
+                        bits: decode_bits(t.data()),
+                    };
+                    ps.buffers.push(Vec::new());
+                }
+            }
         }
         match &pm.scalars {
             None if pm.scalars_init.is_empty() => {}

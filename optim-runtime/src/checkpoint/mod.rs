@@ -12,7 +12,7 @@
 //!
 //! | key | dtype | contents |
 //! |---|---|---|
-//! | `"{param}/{slot}"` | the optimizer's element type (`F32`/`F64`) | a state buffer of parameter `param`; `slot` is the state's name from `explain()` (`"m"`, `"v"`, …), or `#k` for slot `k` when the plan does not name it |
+//! | `"{param}/{slot}"` | the optimizer's element type (`F32`/`F64`), or `BF16`/`F16` for a state the rule stores in 16 bits (format 3) | a state buffer of parameter `param`; `slot` is the state's name from `explain()` (`"m"`, `"v"`, …), or `#k` for slot `k` when the plan does not name it |
 //! | `"{param}/#scalars"` | `F64` | the parameter's scalar states (e.g. NAdam's `mu_product`), when it has any |
 //! | `"#ema/{param}"` | element type | the [`WeightEma`] average of `param` (the biased accumulator under [`EmaCorrection::Debias`](crate::ema::EmaCorrection::Debias)) |
 //!
@@ -23,7 +23,8 @@
 //! `non_finite_policy`, `config` (every hyperparameter and flag by name, in declaration order:
 //! `{"const": 0.9}`, `{"schedule": {...}}` (see [`crate::schedule`]), `{"flag": true}`),
 //! `params` (per parameter: `name`, `step`, `rule`, `len`, one entry per buffer slot (`null`
-//! when not allocated, else its tensor `key`, `name` and `len`), the `#scalars` key and
+//! when not allocated, else its tensor `key`, `name`, `len` and, for a 16-bit buffer only,
+//! `dtype`: `"bf16"` or `"f16"`), the `#scalars` key and
 //! `scalars_init`), and `ema` (`decay`, `correction`, `include_buffers`, `updates`, and per
 //! parameter `name`, `key`, `len`, `updates`). Non-finite floats in the JSON are the strings
 //! `"nan"`, `"inf"`, `"-inf"`.
@@ -49,12 +50,22 @@
 //! | version | written by | differences |
 //! |---|---|---|
 //! | 1 | optim-dsl before the checksum | no `checksum` entry; otherwise as version 2 |
-//! | 2 | this build | `checksum` |
+//! | 2 | this build, all state in the element type | `checksum` |
+//! | 3 | this build, some state in 16 bits | as 2, plus a buffer's `dtype` and its `BF16`/`F16` tensor |
 //!
-//! Loading reads both. A version 1 file has no checksum to verify and loads as before (its
-//! structure and values are still validated); saving always writes version 2, so loading and
-//! saving once migrates a file. Any other version is refused with an [`OptimError::Checkpoint`]
+//! Loading reads all three. A version 1 file has no checksum to verify and loads as before (its
+//! structure and values are still validated); saving writes version 2, or 3 when some buffer
+//! is stored in 16 bits (so files of optimizers without 16-bit state are unchanged, and a build
+//! that cannot read 16-bit state refuses such a file by its version), so loading and saving
+//! once migrates a file. Any other version is refused with an [`OptimError::Checkpoint`]
 //! naming it.
+//!
+//! **16-bit state.** A buffer a rule stores as `bf16`/`f16` (`let m: bf16 = ...`, see
+//! [`crate::lowp`]) is saved with its stored bits, not widened, so a round trip is
+//! bit-identical and a run resumed from it is bit-identical to one that never stopped
+//! (stochastic rounding draws from the parameter's name, its saved step and the element
+//! index). A checkpoint whose buffer type differs from the rule's loads too: the next step
+//! converts it (widening exactly, or rounding to nearest into 16 bits).
 
 mod checksum;
 mod format;
@@ -67,8 +78,13 @@ use crate::float::Float;
 use crate::optimizer::DslOptimizer;
 use std::path::Path;
 
-/// Version of the checkpoint format written by this crate (see the [module docs](self)).
+/// Version of the checkpoint format written by this crate when every state buffer is in the
+/// optimizer's element type (see the [module docs](self)).
 pub const FORMAT_VERSION: u32 = 2;
+
+/// Version written when some state buffer is stored in 16 bits (`bf16`/`f16`, see
+/// [`crate::lowp`]): format 2 plus a per-buffer `dtype` (see the [module docs](self)).
+pub const FORMAT_VERSION_LOW_PRECISION: u32 = 3;
 
 /// The `__metadata__` key holding the JSON document.
 pub const METADATA_KEY: &str = "optim_dsl";

@@ -2,9 +2,10 @@
 
 use super::checksum;
 use super::format::{
-    ck, dtype_of, encode, BufferMeta, EmaMeta, EmaParamMeta, FieldRepr, Meta, Owned, ParamMeta,
+    ck, dtype_of, encode, low_dtype, BufferMeta, EmaMeta, EmaParamMeta, FieldRepr, Meta, Owned,
+    ParamMeta,
 };
-use super::{FORMAT_VERSION, METADATA_KEY};
+use super::{FORMAT_VERSION, FORMAT_VERSION_LOW_PRECISION, METADATA_KEY};
 use crate::ema::WeightEma;
 use crate::error::OptimError;
 use crate::float::Float;
@@ -62,29 +63,57 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
     };
 
     let mut params = Vec::with_capacity(state.params.len());
+    let mut any_low = false;
     for (name, ps) in &state.params {
         // Exact names by slot index when the optimizer provides them; otherwise the plan names
         // the live (allocated) buffers in slot order.
         let exact = O::state_names(ps.rule);
-        let names: Vec<&'static str> = if exact.len() >= ps.buffers.len() {
+        // a slot lives in `buffers` or, stored in 16 bits, in `low`
+        let nslots = ps.buffers.len().max(ps.low.len());
+        let full = |k: usize| ps.buffers.get(k).filter(|b| !b.is_empty());
+        let low = |k: usize| ps.low.get(k).filter(|l| !l.bits.is_empty());
+        let names: Vec<&'static str> = if exact.len() >= nslots {
             Vec::new()
         } else {
             let names = slot_names(&plan, ps.rule);
-            let live = ps.buffers.iter().filter(|b| !b.is_empty()).count();
+            let live = (0..nslots)
+                .filter(|&k| full(k).is_some() || low(k).is_some())
+                .count();
             if names.len() == live {
                 names
             } else {
                 Vec::new()
             }
         };
-        let mut buffers = Vec::with_capacity(ps.buffers.len());
+        let mut buffers = Vec::with_capacity(nslots);
         let mut j = 0;
-        for (k, buf) in ps.buffers.iter().enumerate() {
-            if buf.is_empty() {
-                buffers.push(None);
-                continue;
-            }
-            let slot = if exact.len() >= ps.buffers.len() {
+        for k in 0..nslots {
+            let (tensor, stored) = match (full(k), low(k)) {
+                (Some(buf), _) => (
+                    Owned {
+                        dtype,
+                        shape: [buf.len()],
+                        data: encode(buf),
+                    },
+                    None,
+                ),
+                (None, Some(l)) => {
+                    any_low = true;
+                    (
+                        Owned {
+                            dtype: low_dtype(l.dtype),
+                            shape: [l.bits.len()],
+                            data: l.bits.iter().flat_map(|b| b.to_le_bytes()).collect(),
+                        },
+                        Some(l.dtype),
+                    )
+                }
+                (None, None) => {
+                    buffers.push(None);
+                    continue;
+                }
+            };
+            let slot = if exact.len() >= nslots {
                 exact
                     .get(k)
                     .map_or_else(|| format!("#{k}"), |s| s.to_string())
@@ -95,18 +124,13 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
             };
             j += 1;
             let key = claim(format!("{name}/{slot}"), format!("{name}/#{k}"))?;
-            tensors.push((
-                key.clone(),
-                Owned {
-                    dtype,
-                    shape: [buf.len()],
-                    data: encode(buf),
-                },
-            ));
+            let len = tensor.shape[0];
+            tensors.push((key.clone(), tensor));
             buffers.push(Some(BufferMeta {
                 key,
                 name: slot,
-                len: buf.len(),
+                len,
+                dtype: stored,
             }));
         }
         let scalars = if ps.scalars.is_empty() {
@@ -184,7 +208,11 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
         .collect();
 
     let meta = Meta {
-        format: FORMAT_VERSION,
+        format: if any_low {
+            FORMAT_VERSION_LOW_PRECISION
+        } else {
+            FORMAT_VERSION
+        },
         checksum: Some(checksum::placeholder()),
         optimizer: <O::Config as OptimizerConfig>::NAME.to_string(),
         dtype: E::NAME.to_string(),

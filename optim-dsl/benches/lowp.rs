@@ -1,0 +1,224 @@
+//! AdamW step throughput with low-precision state (`let m: bf16 = ...`), each against the bound
+//! of its own access pattern, in the same run.
+//!
+//! Groups `flat_1M`, `flat_10M`: one rank-1 tensor of 1 000 000 / 10 000 000 `f32`
+//! parameters, stepped through `update_slices`. Variants (criterion function ids), with the
+//! bytes each moves per parameter:
+//!
+//! | id | state | B/param |
+//! |---|---|---|
+//! | `bound_f32` | hand-written loop: reads `p, g, m, v`, writes `p, m, v`, trivial math | 28 |
+//! | `bound_16` | the same with `m`, `v` as 16-bit bits (bf16 by truncation) | 20 |
+//! | `dsl_f32` | AdamW, `f32` moments (the zoo's `AdamW`) | 28 |
+//! | `dsl_bf16` | AdamW, `bf16` moments, round to nearest | 20 |
+//! | `dsl_bf16_sr` | AdamW, `bf16` moments, stochastic rounding | 20 |
+//! | `dsl_f16` | AdamW, `f16` moments, round to nearest | 20 |
+//! | `bound_16_again` | `bound_16` again, after the others (drift check) | 20 |
+//!
+//! Each DSL variant is compared with the bound of the same byte count (`dsl_bf16 / bound_16`);
+//! `dsl_f32 / bound_f32` is the f32 floor of `benches/adamw.rs`. The bounds run through the
+//! runtime's own SIMD dispatch (`dispatch`, `dispatch_low`) and chunking (one rayon dispatch
+//! over [`CHUNK`]-element pieces at or above [`PARALLEL_THRESHOLD`] elements). Before timing,
+//! each DSL optimizer's `explain()` is checked to move the bytes in the table.
+//!
+//! Run: `cargo bench -p optim-dsl --bench lowp` (timings are taken on a quiet machine).
+
+use criterion::{criterion_main, Criterion, SamplingMode, Throughput};
+use optim_dsl::__private::{
+    dispatch, dispatch_low, lowp::Bits, Kernel, LowAt, LowKernel, CHUNK, PARALLEL_THRESHOLD,
+};
+use optim_dsl::prelude::*;
+use optim_dsl::zoo::AdamW;
+use optim_dsl::RuleBody;
+use rayon::prelude::*;
+use std::time::Duration;
+
+optimizer! {
+    /// AdamW with both moments in bf16 (round to nearest).
+    pub AdamWBf16<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
+        let m: bf16 = momentum(grad, beta1);
+        let v: bf16 = second_moment(grad, beta2);
+        param = param * (1.0 - lr * weight_decay)
+            - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
+    }
+}
+
+optimizer! {
+    /// AdamW with both moments in bf16 (stochastic rounding).
+    pub AdamWBf16Sr<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
+        let m: bf16_sr = momentum(grad, beta1);
+        let v: bf16_sr = second_moment(grad, beta2);
+        param = param * (1.0 - lr * weight_decay)
+            - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
+    }
+}
+
+optimizer! {
+    /// AdamW with both moments in f16 (round to nearest).
+    pub AdamWF16<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
+        let m: f16 = momentum(grad, beta1);
+        let v: f16 = second_moment(grad, beta2);
+        param = param * (1.0 - lr * weight_decay)
+            - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
+    }
+}
+
+/// Scalars of the bound loops: EMAs of `g` and `g²` and a small step.
+const S: [f32; 6] = [0.9, 0.1, 0.999, 0.001, 1e-3, -1e-3];
+
+/// `p, g, m, v` in `f32`: 28 B/param.
+struct Bound32;
+
+impl Kernel<f32> for Bound32 {
+    #[inline(always)]
+    fn run(s: &[f32], p: &mut [f32], g: &[f32], st: &mut [&mut [f32]], _: &mut [f64]) {
+        let [m, v] = st else { return };
+        let n = p.len();
+        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+        for i in 0..n {
+            let gi = g[i];
+            let mi = m[i] * s[0] + gi * s[1];
+            let vi = v[i] * s[2] + gi * gi * s[3];
+            m[i] = mi;
+            v[i] = vi;
+            p[i] = p[i] - mi * s[4] + vi * s[5];
+        }
+    }
+}
+
+/// `p, g` in `f32`, `m, v` as bf16 bits (widened by a shift, narrowed by truncation): 20 B/param.
+struct Bound16;
+
+impl LowKernel<f32> for Bound16 {
+    #[inline(always)]
+    fn run(
+        s: &[f32],
+        p: &mut [f32],
+        g: &[f32],
+        _: &mut [&mut [f32]],
+        lo: &mut [&mut [Bits]],
+        _: LowAt,
+        _: &mut [f64],
+    ) {
+        let [m, v] = lo else { return };
+        let n = p.len();
+        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+        for i in 0..n {
+            let gi = g[i];
+            let mi = f32::from_bits(u32::from(m[i]) << 16) * s[0] + gi * s[1];
+            let vi = f32::from_bits(u32::from(v[i]) << 16) * s[2] + gi * gi * s[3];
+            m[i] = (mi.to_bits() >> 16) as Bits;
+            v[i] = (vi.to_bits() >> 16) as Bits;
+            p[i] = p[i] - mi * s[4] + vi * s[5];
+        }
+    }
+}
+
+/// One bound step, threaded like the executor.
+fn bound_step<T: Send>(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [T],
+    v: &mut [T],
+    run: impl Fn(&mut [f32], &[f32], &mut [T], &mut [T]) + Sync,
+) {
+    if p.len() < PARALLEL_THRESHOLD || rayon::current_num_threads() <= 1 {
+        return run(p, g, m, v);
+    }
+    p.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK))
+        .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+        .for_each(|((p, g), (m, v))| run(p, g, m, v));
+}
+
+/// Bytes per `f32` parameter the optimizer's single loop moves, from its plan.
+fn plan_bytes<O: DslOptimizer<f32>>(opt: &O) -> usize {
+    let plan = opt.explain();
+    match &plan.rules[0].body {
+        RuleBody::Fused { kernels, .. } if kernels.len() == 1 => kernels[0].bytes_per_param(4),
+        other => panic!("expected one loop, got {other:?}"),
+    }
+}
+
+/// Steps of `opt` on one parameter `"w"`.
+struct Slices<O> {
+    opt: O,
+    w: Vec<f32>,
+    g: Vec<f32>,
+}
+
+impl<O: DslOptimizer<f32>> Slices<O> {
+    fn new(opt: O, n: usize, bytes: usize) -> Self {
+        assert_eq!(plan_bytes(&opt), bytes, "B/param of the plan");
+        let w = (0..n).map(|i| ((i % 1000) as f32) * 1e-3 - 0.5).collect();
+        let g = (0..n)
+            .map(|i| ((i * 7 % 1001) as f32) * 2e-3 - 1.0)
+            .collect();
+        Slices { opt, w, g }
+    }
+    fn step(&mut self) {
+        let n = self.w.len();
+        self.opt
+            .update_slices(&mut [ParamSlice {
+                name: "w",
+                shape: &[n],
+                param: &mut self.w,
+                grad: &self.g,
+            }])
+            .unwrap();
+    }
+}
+
+fn bench_case(c: &mut Criterion, label: &str, n: usize) {
+    let mut group = c.benchmark_group(label);
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .throughput(Throughput::Elements(n as u64));
+    let mut p = vec![0.1f32; n];
+    let g: Vec<f32> = (0..n)
+        .map(|i| ((i * 7 % 1001) as f32) * 2e-3 - 1.0)
+        .collect();
+    let (mut m32, mut v32) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let (mut m16, mut v16) = (vec![0 as Bits; n], vec![0 as Bits; n]);
+    let run32 = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+        dispatch::<f32, Bound32>(&S, p, g, &mut [m, v], &mut []);
+    };
+    let run16 = |p: &mut [f32], g: &[f32], m: &mut [Bits], v: &mut [Bits]| {
+        dispatch_low::<f32, Bound16>(&S, p, g, &mut [], &mut [m, v], LowAt::default(), &mut []);
+    };
+    group.bench_function("bound_f32", |b| {
+        b.iter(|| bound_step(&mut p, &g, &mut m32, &mut v32, run32))
+    });
+    group.bench_function("bound_16", |b| {
+        b.iter(|| bound_step(&mut p, &g, &mut m16, &mut v16, run16))
+    });
+    let mut f32s = Slices::new(AdamW::<f32>::default(), n, 28);
+    group.bench_function("dsl_f32", |b| b.iter(|| f32s.step()));
+    drop(f32s);
+    let mut bf16 = Slices::new(AdamWBf16::<f32>::default(), n, 20);
+    group.bench_function("dsl_bf16", |b| b.iter(|| bf16.step()));
+    drop(bf16);
+    let mut sr = Slices::new(AdamWBf16Sr::<f32>::default(), n, 20);
+    group.bench_function("dsl_bf16_sr", |b| b.iter(|| sr.step()));
+    drop(sr);
+    let mut f16 = Slices::new(AdamWF16::<f32>::default(), n, 20);
+    group.bench_function("dsl_f16", |b| b.iter(|| f16.step()));
+    drop(f16);
+    group.bench_function("bound_16_again", |b| {
+        b.iter(|| bound_step(&mut p, &g, &mut m16, &mut v16, run16))
+    });
+    group.finish();
+}
+
+/// Runs every group (what `criterion_group!` would generate, with a doc comment).
+fn benches() {
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .configure_from_args();
+    bench_case(&mut c, "flat_1M", 1_000_000);
+    bench_case(&mut c, "flat_10M", 10_000_000);
+}
+
+criterion_main!(benches);
