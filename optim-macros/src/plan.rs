@@ -17,7 +17,7 @@
 use crate::errors::Errors;
 /// Operands of a node (defined in `ir`, next to `Op`).
 pub(crate) use crate::ir::operands;
-use crate::ir::{self, BinOp, Fused, Level, MatDef, MatPhase, NodeId, Op, RedKind, RuleBody};
+use crate::ir::{self, Fused, Level, MatDef, MatPhase, NodeId, Op, RedKind, RuleBody};
 use crate::loop_ir::{self, LoopIr};
 use optim_abi::MAX_REDUCTIONS;
 

@@ -407,6 +407,7 @@ impl<E: Clone> OptState<E> {
             scalar_precision: self.scalar_precision,
             scratch: BTreeMap::new(),
             device: Default::default(),
+            metrics: crate::metrics::MetricsSlot::default(),
         };
         if let Some(store) = &self.device.0 {
             for (name, k, data) in store.download_slots()? {

@@ -297,6 +297,13 @@ zoo!(
     Adan,
     Adopt,
     LaProp,
+    Splus,
+    PsgdKron,
+    Dion,
+    MuonPolarExpress,
+    AdaMuon,
+    AdamMini,
+    Prodigy,
 );
 
 proptest! {

@@ -329,6 +329,7 @@ impl VariantEmitter<'_> {
                 self.run_call(
                     c.def,
                     &c.args,
+                    &c.consts,
                     "Finish",
                     Stream::Grad,
                     None,

@@ -288,6 +288,35 @@ mod tests {
     /// with the host primitive for wide, tall and square matrices, in f64 to 1e-12 and in f32
     /// to a few ulp of the output's scale.
     #[test]
+    fn device_newton_schulz_follows_a_per_iteration_schedule() {
+        // Polar Express (8 triples) run for 10 steps: the last triple repeats, as on the host
+        let cfg = OrthogonalizeConfig {
+            coeffs: Some(crate::matrix::NS_POLAR_EXPRESS),
+            steps: 10,
+            ..OrthogonalizeConfig::default()
+        };
+        let h = HostBackend::new();
+        for (rows, cols) in [(6usize, 10usize), (10, 6), (7, 7)] {
+            let x = rand(rows * cols, (rows * 17 + cols) as u64);
+            let mut want = vec![0.0f64; x.len()];
+            orthogonalize(
+                &x,
+                &mut want,
+                rows,
+                cols,
+                cfg.steps,
+                crate::matrix::NS_POLAR_EXPRESS,
+                cfg.eps,
+            );
+            let mut got = vec![0.0f64; x.len()];
+            orthogonalize_on(&h, &x, &mut got, rows, cols, &cfg).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-12, "{rows}x{cols}: {g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
     fn device_newton_schulz_matches_the_host_primitive() {
         let cfg = OrthogonalizeConfig::default();
         let h = HostBackend::new();
@@ -300,7 +329,7 @@ mod tests {
                 rows,
                 cols,
                 cfg.steps,
-                [cfg.a, cfg.b, cfg.c],
+                &[[cfg.a, cfg.b, cfg.c]],
                 cfg.eps,
             );
             let mut got = vec![0.0f64; x.len()];
@@ -316,7 +345,7 @@ mod tests {
                 rows,
                 cols,
                 cfg.steps,
-                [cfg.a, cfg.b, cfg.c],
+                &[[cfg.a, cfg.b, cfg.c]],
                 cfg.eps,
             );
             let mut got = vec![0.0f32; x.len()];

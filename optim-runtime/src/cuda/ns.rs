@@ -106,14 +106,19 @@ pub fn orthogonalize_on<E: Float, B, M: MatOps<E, B> + ?Sized>(
     let denom = s + cfg.eps / amax;
     let mut y = ops.scratch(n)?;
     ops.normalize(input, &mut y, n, amax, denom)?;
-    let (ca, cb, cc) = (E::of_f64(cfg.a), E::of_f64(cfg.b), E::of_f64(cfg.c));
+    // the per-iteration schedule, as the host primitive (`matrix::orthogonalize`): `coeffs`
+    // when given (its last triple repeated; empty: no iteration), else `(a, b, c)` throughout
+    let fixed = [[cfg.a, cfg.b, cfg.c]];
+    let schedule = cfg.coeffs.unwrap_or(&fixed);
+    let steps = if schedule.is_empty() { 0 } else { cfg.steps };
     let wide = rows <= cols; // Gram matrix of the rows (else of the columns)
     let d = rows.min(cols);
     let mut yn = ops.scratch(n)?;
     let mut a = ops.scratch(d * d)?;
     let mut b = ops.scratch(d * d)?;
     let (one, zero) = (E::one(), E::zero());
-    for _ in 0..cfg.steps {
+    for i in 0..steps {
+        let [ca, cb, cc] = schedule[i.min(schedule.len() - 1)].map(E::of_f64);
         // A = X Xᵀ
         if wide {
             ops.gemm(
