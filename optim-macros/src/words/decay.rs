@@ -1,4 +1,4 @@
-//! Weight decay, in its three conventions, so that they cannot be confused:
+//! Weight decay, in its conventions, so that they cannot be confused:
 //!
 //! - `l2(weight_decay)`: the L2 term `weight_decay * param` that coupled decay adds to the
 //!   gradient (`torch.optim.SGD`/`Adam` `weight_decay`, optax `add_decayed_weights` before the
@@ -6,10 +6,11 @@
 //!   infinite instead of turning its gradient into NaN (`0 * inf`), as PyTorch skips the term;
 //! - `decoupled_decay(x, lr, weight_decay)`: `x * (1 - lr * weight_decay)`, PyTorch AdamW's
 //!   decoupled decay, multiplied by the (scheduled) learning rate;
-//! - `scheduled_decay(x, lr, weight_decay)`: `x * (1 - eta_t * weight_decay)` with
-//!   `eta_t = lr_t / peak(lr)` the schedule multiplier (Loshchilov & Hutter, "Decoupled Weight
-//!   Decay Regularization", ICLR 2019, Alg. 2): changing the peak learning rate leaves the decay
-//!   unchanged.
+//! - the paper's schedule-multiplier form `x * (1 - eta_t * weight_decay)` (Loshchilov & Hutter,
+//!   "Decoupled Weight Decay Regularization", ICLR 2019, Alg. 2) has no word of its own yet
+//!   (`scheduled_decay`, deriving `eta_t = lr_t / peak(lr)` from the learning rate's schedule,
+//!   is planned); today it is written `decoupled_decay(x, eta, weight_decay)` with a scheduled
+//!   multiplier hyperparameter `eta` declared by the user.
 
 use super::{pos, Entry, Role::*};
 use crate::ir::BinOp;

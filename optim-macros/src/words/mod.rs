@@ -7,7 +7,7 @@
 //! - `moments`: stateful element-wise words (`momentum`, `second_moment`, `state`, `debias`, ...);
 //! - `reductions`: per-tensor and global reductions and the words built on them (`norm`,
 //!   `trust_ratio`, `graft`, `clip_global_norm`, ...);
-//! - `decay`: weight decay in its conventions (`l2`, `decoupled_decay`, `scheduled_decay`);
+//! - `decay`: weight decay in its conventions (`l2`, `decoupled_decay`);
 //! - `matrix`: whole-tensor primitives (`orthogonalize`, `kron_precondition`, ...).
 //!
 //! Argument binding and role checking are shared (`lower/call.rs`); defaults live in the runtime

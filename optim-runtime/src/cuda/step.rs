@@ -501,6 +501,12 @@ fn execute<E: Float, B: Backend<E>>(
             .map_or(Ok(()), Err)
     };
     let mut globals = [0.0f64; MAX_GLOBALS];
+    // whole-tensor work on the raw gradient or parameter, before the first loop (as the CPU
+    // executor), through the same link as the barriers
+    for j in jobs.iter_mut().filter(|j| j.has_pre_barrier()) {
+        j.pre_barrier();
+    }
+    check()?;
     for k in 0..stages {
         let mut calls: Vec<Call<E>> = Vec::new();
         for (i, j) in jobs.iter_mut().enumerate() {
