@@ -11,6 +11,50 @@
 //! - [`runner`]: teacher-forced runs of a case through the slice and the dfdx path, the
 //!   final-state comparison, and the [`conformance!`] macro that defines one test per case.
 
+/// Invokes `$m!` with the type name of every optimizer of the zoo (`optim_dsl::zoo`), in zoo
+/// order, so that the tests that must cover the whole zoo (`zoo_no_panic`, `cuda_source`,
+/// `cuda_emulated`) share one list. The caller brings the names into scope
+/// (`use optim_dsl::zoo::*;`).
+#[macro_export]
+macro_rules! for_each_zoo {
+    ($m:ident) => {
+        $m! {
+            Sgd,
+            Adam,
+            AdamW,
+            RMSprop,
+            Adagrad,
+            Adadelta,
+            Adamax,
+            NAdam,
+            RAdam,
+            Lion,
+            AdEMAMix,
+            Muon,
+            Adafactor,
+            Shampoo,
+            Lamb,
+            Soap,
+            ScheduleFreeAdamW,
+            KFac,
+            NorMuon,
+            CautiousAdamW,
+            CautiousLion,
+            MarsAdamW,
+            Adan,
+            Adopt,
+            LaProp,
+            Splus,
+            PsgdKron,
+            Dion,
+            MuonPolarExpress,
+            AdaMuon,
+            AdamMini,
+            Prodigy
+        }
+    };
+}
+
 pub mod fixtures {
     //! Reference trajectory cases (format_version 1 of the project's shared refs).
     //!

@@ -12,11 +12,7 @@
 
 use optim_dsl::cuda::emulate::{update_emulated, EmulatedParam};
 use optim_dsl::cuda::host::HostBackend;
-use optim_dsl::zoo::{
-    AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Adopt, CautiousAdamW,
-    CautiousLion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, RAdam, RMSprop,
-    ScheduleFreeAdamW, Sgd, Shampoo, Soap,
-};
+use optim_dsl::zoo::*;
 use optim_dsl::{Checkpoint, DslOptimizer, Float, OptimError, ParamSlice};
 
 /// The model every test steps: a matrix, a 3-d "conv" kernel, a bias and a scalar, with
@@ -190,33 +186,7 @@ macro_rules! zoo_tests {
     };
 }
 
-zoo_tests![
-    Sgd,
-    Adam,
-    AdamW,
-    RMSprop,
-    Adagrad,
-    Adadelta,
-    Adamax,
-    NAdam,
-    RAdam,
-    Lion,
-    AdEMAMix,
-    Muon,
-    Adafactor,
-    Shampoo,
-    Lamb,
-    Soap,
-    ScheduleFreeAdamW,
-    KFac,
-    NorMuon,
-    CautiousAdamW,
-    CautiousLion,
-    MarsAdamW,
-    Adan,
-    Adopt,
-    LaProp,
-];
+optim_tests::for_each_zoo!(zoo_tests);
 
 /// Rows shorter than a tensor (several rows per tensor in one launch) only change the order in
 /// which reduction totals are added: LAMB's trust ratio and Adafactor's RMS clip stay within a

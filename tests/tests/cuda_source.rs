@@ -8,13 +8,8 @@
 //! `scripts/check-cuda-sources.sh`, which compiles them with NVRTC (no GPU needed). On a GPU,
 //! `tests/cuda_gpu.rs` (feature `cuda`) runs each kernel against its Rust twin.
 
-use optim_dsl::zoo::{
-    AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Adopt, CautiousAdamW,
-    CautiousLion, Dion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, PsgdKron, RAdam,
-    RMSprop, ScheduleFreeAdamW, Sgd, Shampoo, Soap, Splus,
-};
+use optim_dsl::zoo::*;
 // issue 11 (branch ns-coeffs)
-use optim_dsl::zoo::{AdaMuon, AdamMini, MuonPolarExpress, Prodigy};
 use optim_dsl::{
     CudaKernelSource, DslOptimizer, Field, Float, OptimizerConfig, ParamInfo, ParamState, Plan,
     RuleBody,
@@ -72,41 +67,7 @@ macro_rules! zoo {
 }
 
 fn zoo() -> Vec<Zoo> {
-    zoo![
-        Sgd,
-        Adam,
-        AdamW,
-        RMSprop,
-        Adagrad,
-        Adadelta,
-        Adamax,
-        NAdam,
-        RAdam,
-        Lion,
-        AdEMAMix,
-        Muon,
-        Adafactor,
-        Shampoo,
-        Lamb,
-        Soap,
-        ScheduleFreeAdamW,
-        KFac,
-        NorMuon,
-        CautiousAdamW,
-        CautiousLion,
-        MarsAdamW,
-        Adan,
-        Adopt,
-        LaProp,
-        Splus,
-        PsgdKron,
-        Dion,
-        // issue 11 (branch ns-coeffs)
-        MuonPolarExpress,
-        AdaMuon,
-        AdamMini,
-        Prodigy,
-    ]
+    optim_tests::for_each_zoo!(zoo)
 }
 
 /// The parameter list of `extern "C" __global__ void name(...)` in `src`, split at commas.
@@ -193,47 +154,14 @@ fn every_planned_kernel_has_a_cuda_source() {
 /// The default value of flag `flag` of zoo optimizer `name` (through its config's fields).
 fn default_flag(name: &str, flag: &str) -> bool {
     macro_rules! fields {
-        ($($t:ident),*) => {
+        ($($t:ident),* $(,)?) => {
             match name {
                 $(stringify!($t) => <$t<f32> as DslOptimizer<f32>>::Config::default().fields(),)*
                 _ => unreachable!(),
             }
         };
     }
-    let fields = fields!(
-        Sgd,
-        Adam,
-        AdamW,
-        RMSprop,
-        Adagrad,
-        Adadelta,
-        Adamax,
-        NAdam,
-        RAdam,
-        Lion,
-        AdEMAMix,
-        Muon,
-        Adafactor,
-        Shampoo,
-        Lamb,
-        Soap,
-        ScheduleFreeAdamW,
-        KFac,
-        CautiousAdamW,
-        CautiousLion,
-        MarsAdamW,
-        Adan,
-        Adopt,
-        LaProp,
-        Splus,
-        PsgdKron,
-        Dion,
-        // issue 11 (branch ns-coeffs)
-        MuonPolarExpress,
-        AdaMuon,
-        AdamMini,
-        Prodigy
-    );
+    let fields = optim_tests::for_each_zoo!(fields);
     fields
         .into_iter()
         .find_map(|(n, f)| match f {

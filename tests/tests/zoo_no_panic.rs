@@ -271,40 +271,7 @@ macro_rules! zoo {
     };
 }
 
-zoo!(
-    Sgd,
-    Adam,
-    AdamW,
-    RMSprop,
-    Adagrad,
-    Adadelta,
-    Adamax,
-    NAdam,
-    RAdam,
-    Lion,
-    AdEMAMix,
-    Muon,
-    Adafactor,
-    Shampoo,
-    Lamb,
-    Soap,
-    ScheduleFreeAdamW,
-    KFac,
-    NorMuon,
-    CautiousAdamW,
-    CautiousLion,
-    MarsAdamW,
-    Adan,
-    Adopt,
-    LaProp,
-    Splus,
-    PsgdKron,
-    Dion,
-    MuonPolarExpress,
-    AdaMuon,
-    AdamMini,
-    Prodigy,
-);
+optim_tests::for_each_zoo!(zoo);
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
