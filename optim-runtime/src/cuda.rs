@@ -271,6 +271,8 @@ pub(crate) mod store;
 
 #[cfg(feature = "cuda")]
 pub mod device;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 
 #[cfg(test)]
 mod tests {

@@ -393,6 +393,26 @@ impl<E: Clone> OptState<E> {
         Ok(())
     }
 
+    /// A copy of the state, device buffers copied on their device. Unlike `clone`, a device
+    /// failure is reported here (a clone would carry it to its first use).
+    ///
+    /// # Errors
+    /// [`OptimError::Device`](crate::OptimError::Device) when the device cannot allocate or
+    /// copy; `self` is unchanged.
+    pub fn try_clone(&self) -> Result<OptState<E>, crate::OptimError> {
+        Ok(OptState {
+            step: self.step,
+            params: self.params.clone(),
+            non_finite: self.non_finite,
+            skipped_steps: self.skipped_steps,
+            shape_change: self.shape_change,
+            scalar_precision: self.scalar_precision,
+            scratch: self.scratch.clone(),
+            metrics: self.metrics.clone(),
+            device: self.device.try_clone()?,
+        })
+    }
+
     /// A copy of the state with every device buffer on the host (for checkpoints).
     ///
     /// # Errors

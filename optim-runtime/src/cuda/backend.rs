@@ -3,9 +3,9 @@
 //!
 //! [`HostBackend`](super::host::HostBackend) emulates a device on the host (buffers are `Vec`s,
 //! a stage runs its Rust twin), so that the driver, the launch plan and the state store are
-//! tested on any machine, bit for bit against the CPU path. The GPU implementation, a
-//! thin layer over cudarc launching the CUDA twins (feature `cuda`), is not written yet: see
-//! `docs/gpu.md` ("What is left") for its design.
+//! tested on any machine, bit for bit against the CPU path.
+//! [`CudaBackend`](super::gpu::CudaBackend) (feature `cuda`) is the GPU implementation: a thin
+//! layer over cudarc launching the CUDA twins.
 
 use super::CudaKernelSource;
 use crate::error::OptimError;
@@ -93,7 +93,10 @@ pub trait Backend<E: Float>: Clone + Send + Sync + 'static {
     /// A short name (`"host"`, `"cuda:0 (NVIDIA H100 80GB HBM3)"`).
     fn name(&self) -> String;
     /// An empty buffer (a placeholder while a buffer is lent out).
-    fn empty(&self) -> Self::Buf;
+    ///
+    /// # Errors
+    /// [`OptimError::Device`] when the device cannot make one (a GPU allocates a 0-byte handle).
+    fn empty(&self) -> Result<Self::Buf, OptimError>;
     /// Number of elements of `buf`.
     fn len(buf: &Self::Buf) -> usize;
     /// A new buffer of `n` elements, each `fill`.

@@ -11,12 +11,11 @@
 //! - [`grad_slice`]: a dfdx `Cuda` gradient's device buffer, and with it the `CudaDevice`
 //!   dfdx runs on ([`CudaSlice::device`]).
 //!
-//! Not wired yet: a `DslOptimizer::update` for dfdx modules on `Cuda`. dfdx 0.13 exposes a
-//! `Cuda` tensor's gradient buffer (`Gradients::get_or_alloc_mut`) but not its value buffer
-//! (`Tensor::data` and `Cuda::dev` are crate-private). The device-side state store and the step
-//! driver exist (`super::step`, tested on the emulated device); what is left is a cudarc
-//! `Backend` over these launches and the dfdx commit (`docs/gpu.md`). `scripts/gpu-check.sh`
-//! checks on a GPU what exists today (every stage against its Rust twin).
+//! - [`CudaStage::run_rows`]: the device step driver's launch (rows of a multi-tensor plan),
+//!   used by [`CudaBackend`](super::gpu::CudaBackend).
+//!
+//! `DslOptimizer::update` on dfdx `Cuda` modules goes through the step driver (`super::step`)
+//! on a [`CudaBackend`](super::gpu::CudaBackend); see `crate::dfdx` and `docs/gpu.md`.
 
 use super::{
     grid_blocks, pack_params, pack_table_entry, source_hash, sum_partials, CudaKernelSource, BLOCK,
@@ -263,6 +262,112 @@ impl<E: Float> CudaStage<E> {
             for t in 0..chunk.len() {
                 let mine = &partials[t * per_tensor..(t + 1) * per_tensor];
                 out.push(sum_partials(mine, s.n_reductions, blocks as usize));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs the stage over `rows` of `tensors` (the device step driver's plan, see
+    /// [`super::backend::rows`]): one launch of the multi-tensor entry point per
+    /// [`MAX_MULTI_TENSORS`] rows, each row a table entry whose pointers start at the row's
+    /// first element, with its own `Params` record (`n` = the row's length, the tensor's
+    /// scalars). Returns each row's reduction totals (`rows.len() × n_reductions`, rows in
+    /// order; read back, which waits for the device, only when the stage has reductions).
+    ///
+    /// # Errors
+    /// [`OptimError::ShapeMismatch`] for a row outside its tensor, a wrong number of scalars
+    /// or streams, or a stream shorter than the parameter; [`OptimError::Device`] for a
+    /// driver error.
+    pub fn run_rows(
+        &self,
+        rows: &[super::backend::Row],
+        tensors: &mut [super::backend::StageTensor<'_, CudaSlice<E>, E>],
+    ) -> Result<Vec<f64>, OptimError> {
+        let s = self.source;
+        for x in tensors.iter() {
+            self.check(
+                x.scalars,
+                x.param.len(),
+                x.grad.len(),
+                x.bufs.iter().map(|b| b.len()),
+            )?;
+        }
+        for r in rows {
+            let ok = tensors.get(r.tensor).is_some_and(|t| {
+                r.start
+                    .checked_add(r.len)
+                    .is_some_and(|e| e <= t.param.len())
+            });
+            if !ok {
+                return Err(OptimError::ShapeMismatch {
+                    param: s.name.to_string(),
+                    detail: format!(
+                        "row {}..+{} of tensor {} is outside it",
+                        r.start, r.len, r.tensor
+                    ),
+                });
+            }
+        }
+        let offset = |base: u64, start: usize| base + (start * E::BYTES) as u64;
+        let mut out = Vec::with_capacity(rows.len() * s.n_reductions);
+        for chunk in rows.chunks(MAX_MULTI_TENSORS) {
+            let mut prm = Vec::new();
+            let mut tab = Vec::new();
+            let mut nmax = 0usize;
+            for (i, r) in chunk.iter().enumerate() {
+                let x = &tensors[r.tensor];
+                nmax = nmax.max(r.len);
+                pack_params(r.len, x.scalars, s.n_scalars, &mut prm);
+                let bufs: Vec<u64> = x
+                    .bufs
+                    .iter()
+                    .map(|b| offset(*b.device_ptr(), r.start))
+                    .collect();
+                pack_table_entry(
+                    offset(*x.param.device_ptr(), r.start),
+                    offset(*x.grad.device_ptr(), r.start),
+                    &bufs,
+                    s.n_bufs,
+                    i as u64,
+                    &mut tab,
+                );
+            }
+            let prm = self
+                .dev
+                .htod_copy(prm)
+                .map_err(|e| device_err("upload scalars", e))?;
+            let tab = self
+                .dev
+                .htod_copy(tab)
+                .map_err(|e| device_err("upload table", e))?;
+            let blocks = grid_blocks(nmax, self.max_blocks);
+            let per_row = s.n_reductions * blocks as usize;
+            let red = self
+                .dev
+                .alloc_zeros::<f64>((per_row * chunk.len()).max(1))
+                .map_err(|e| device_err("alloc reductions", e))?;
+            let cfg = LaunchConfig {
+                grid_dim: (blocks, chunk.len() as u32, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let args = [*prm.device_ptr(), *tab.device_ptr(), *red.device_ptr()];
+            // SAFETY: as in `run_multi`: three device addresses; every row lies inside its
+            // tensor's buffers (checked above: each stream holds at least the parameter's
+            // elements), which are borrowed for this call; `prm`, `tab` and `red` are freed
+            // stream-ordered after the launch.
+            unsafe { launch_u64(self.multi.clone(), cfg, &args) }
+                .map_err(|e| device_err("launch", e))?;
+            if s.n_reductions == 0 {
+                continue;
+            }
+            let partials = self
+                .dev
+                .dtoh_sync_copy(&red)
+                .map_err(|e| device_err("read reductions", e))?;
+            for i in 0..chunk.len() {
+                let mine = &partials[i * per_row..(i + 1) * per_row];
+                out.extend(sum_partials(mine, s.n_reductions, blocks as usize));
             }
         }
         Ok(out)

@@ -66,8 +66,8 @@ impl<E: Float> Backend<E> for HostBackend {
     fn name(&self) -> String {
         "host (emulated device)".into()
     }
-    fn empty(&self) -> Vec<E> {
-        Vec::new()
+    fn empty(&self) -> Result<Vec<E>, OptimError> {
+        Ok(Vec::new())
     }
     fn len(buf: &Vec<E>) -> usize {
         buf.len()

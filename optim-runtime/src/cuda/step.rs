@@ -337,12 +337,19 @@ where
     // 2. host state (created or restarted; a restarted state drops its device buffers) and one
     // link per parameter holding its device buffers
     let advance = !entries.is_empty();
-    let fresh = ensure_states(opt.opt_state_mut(), &metas, &rules);
     let backend = store.backend.clone();
+    // placeholders for the buffers lent to the links, made before anything moves (making one
+    // can fail on a device); the hand-back swaps them back
+    let mut spare: Vec<(B::Buf, B::Buf)> = Vec::with_capacity(entries.len());
+    for _ in 0..entries.len() {
+        spare.push((backend.empty()?, backend.empty()?));
+    }
+    let fresh = ensure_states(opt.opt_state_mut(), &metas, &rules);
     let links: Vec<Arc<Link<E, B>>> = entries
         .iter_mut()
         .zip(&fresh)
-        .map(|(e, &fresh)| {
+        .zip(spare)
+        .map(|((e, &fresh), (param, grad))| {
             let stored = store.params.entry(e.name.to_string()).or_default();
             if fresh {
                 stored.slots.clear();
@@ -351,8 +358,8 @@ where
             Arc::new(Link {
                 backend: backend.clone(),
                 bufs: Mutex::new(Bufs {
-                    param: std::mem::replace(&mut e.param, backend.empty()),
-                    grad: std::mem::replace(&mut e.grad, backend.empty()),
+                    param: std::mem::replace(&mut e.param, param),
+                    grad: std::mem::replace(&mut e.grad, grad),
                     slots: std::mem::take(&mut stored.slots),
                     temps: std::mem::take(&mut stored.temps),
                 }),
@@ -371,8 +378,8 @@ where
             ps.device = LinkCell::default();
         }
         let mut b = lock(&link.bufs);
-        e.param = std::mem::replace(&mut b.param, backend.empty());
-        e.grad = std::mem::replace(&mut b.grad, backend.empty());
+        std::mem::swap(&mut e.param, &mut b.param);
+        std::mem::swap(&mut e.grad, &mut b.grad);
         let stored: &mut Stored<B::Buf> = store.params.entry(m.name.to_string()).or_default();
         stored.slots = std::mem::take(&mut b.slots);
         stored.temps = std::mem::take(&mut b.temps);

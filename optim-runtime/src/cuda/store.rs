@@ -121,11 +121,37 @@ impl<E: Float, B: Backend<E>> AnyStore<E> for Store<E, B> {
     }
 }
 
+/// A device store whose copy failed: every use returns the device's error (what
+/// [`DeviceState`]'s `Clone` leaves when the device cannot copy; the state it should hold is
+/// unknown, so it reports holding some).
+struct Failed(OptimError);
+
+impl<E> AnyStore<E> for Failed {
+    fn backend_name(&self) -> String {
+        format!("failed copy ({})", self.0)
+    }
+    fn holds_state(&self) -> bool {
+        true
+    }
+    fn download_slots(&self) -> Result<Vec<(String, usize, Vec<E>)>, OptimError> {
+        Err(self.0.clone())
+    }
+    fn clear_state(&mut self) {}
+    fn try_clone(&self) -> Result<Box<dyn AnyStore<E>>, OptimError> {
+        Err(self.0.clone())
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
 /// The `device` field of [`OptState`](crate::OptState): `None` until a device step runs.
 ///
-/// Cloning copies the device buffers on the device (and panics if the device fails, as `Clone`
-/// cannot return an error); two states compare equal when their device state buffers hold the
-/// same values (parameter copies and scratch buffers are caches, not compared).
+/// Two states compare equal when their device state buffers hold the same values (parameter
+/// copies and scratch buffers are caches, not compared). Copy one with
+/// [`try_clone`](Self::try_clone) (what [`OptState::try_clone`](crate::OptState::try_clone)
+/// does); `Clone` never panics: when the device cannot copy, the clone carries the error, and
+/// every later use of it (a step, `sync_to_host`, a checkpoint) returns that error.
 pub struct DeviceState<E>(pub(crate) Option<Box<dyn AnyStore<E>>>);
 
 impl<E> Default for DeviceState<E> {
@@ -134,12 +160,22 @@ impl<E> Default for DeviceState<E> {
     }
 }
 
+impl<E> DeviceState<E> {
+    /// A copy on the same device.
+    ///
+    /// # Errors
+    /// [`OptimError::Device`] when the device cannot allocate or copy.
+    pub fn try_clone(&self) -> Result<Self, OptimError> {
+        Ok(DeviceState(
+            self.0.as_ref().map(|s| s.try_clone()).transpose()?,
+        ))
+    }
+}
+
 impl<E> Clone for DeviceState<E> {
     fn clone(&self) -> Self {
-        DeviceState(self.0.as_ref().map(|s| {
-            s.try_clone()
-                .unwrap_or_else(|e| panic!("cloning optimizer state held on a device: {e}"))
-        }))
+        self.try_clone()
+            .unwrap_or_else(|e| DeviceState(Some(Box::new(Failed(e)))))
     }
 }
 
