@@ -360,6 +360,18 @@ impl<E> OptState<E> {
         self.device.0.as_ref().is_some_and(|s| s.holds_state())
     }
 
+    /// Forgets the device copies of the parameters that dfdx `Cuda` steps keep (the master
+    /// copies, `docs/gpu.md`): the next `Cuda` step reads every parameter from the model again
+    /// (one host round trip per parameter). Call it after writing a model's parameters in
+    /// place between `Cuda` steps (`copy_from`, loading weights,
+    /// `WeightEma::copy_to_model`); a tensor replaced by another one (a new dfdx id) is
+    /// detected without it. State buffers stay on the device.
+    pub fn resync_params(&mut self) {
+        if let Some(s) = self.device.0.as_mut() {
+            s.drop_masters();
+        }
+    }
+
     /// The name of the device the state is on (`None`: the host).
     pub fn device_name(&self) -> Option<String> {
         self.device.0.as_ref().map(|s| s.backend_name())

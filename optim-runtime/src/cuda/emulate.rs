@@ -10,7 +10,7 @@
 
 use super::host::HostBackend;
 use super::step::{step_device, DevEntry};
-use super::store::Store;
+use super::store::take_store;
 use crate::error::OptimError;
 use crate::optimizer::{DslOptimizer, LocalSync, StepSync};
 use crate::Float;
@@ -63,7 +63,8 @@ pub fn update_emulated_synced<E: Float, O: DslOptimizer<E>>(
     params: &mut [EmulatedParam<'_, E>],
     sync: &mut dyn StepSync,
 ) -> Result<(), OptimError> {
-    let mut store = take_store(opt, backend)?;
+    let mut store = take_store(opt.opt_state_mut(), backend, |_| true)?;
+    store.backend = backend;
     let mut entries: Vec<DevEntry<'_, Vec<E>>> = params
         .iter_mut()
         .map(|p| DevEntry {
@@ -81,26 +82,4 @@ pub fn update_emulated_synced<E: Float, O: DslOptimizer<E>>(
     }
     opt.opt_state_mut().device.0 = Some(Box::new(store));
     result
-}
-
-/// The optimizer's store, now on `backend`: its own when it already holds an emulated one, else
-/// a new one after the state held on another device is brought back.
-fn take_store<E: Float, O: DslOptimizer<E>>(
-    opt: &mut O,
-    backend: HostBackend,
-) -> Result<Store<E, HostBackend>, OptimError> {
-    let state = opt.opt_state_mut();
-    if let Some(mut boxed) = state.device.0.take() {
-        let same = boxed
-            .as_any_mut()
-            .downcast_mut::<Store<E, HostBackend>>()
-            .map(|s| std::mem::replace(s, Store::new(backend)));
-        if let Some(mut store) = same {
-            store.backend = backend;
-            return Ok(store);
-        }
-        state.device.0 = Some(boxed);
-        state.sync_to_host()?;
-    }
-    Ok(Store::new(backend))
 }

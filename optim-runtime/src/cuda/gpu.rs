@@ -37,7 +37,7 @@ fn device_err(what: &str, e: impl std::fmt::Debug) -> OptimError {
 }
 
 /// Element types the GPU backend runs (`f32`, `f64`).
-pub trait CudaFloat: Float + DeviceRepr + ValidAsZeroBits + Unpin {
+pub trait CudaFloat: Float + DeviceRepr + ValidAsZeroBits + Unpin + dfdx::dtypes::Unit {
     /// cuBLAS `gemm` for this type.
     ///
     /// # Safety
@@ -49,6 +49,10 @@ pub trait CudaFloat: Float + DeviceRepr + ValidAsZeroBits + Unpin {
         b: &CudaSlice<Self>,
         c: &mut CudaSlice<Self>,
     ) -> Result<(), OptimError>;
+    /// The `CudaSlice` inside dfdx's storage of a `Cuda` buffer (a gradient slot).
+    fn slice_of(
+        v: &mut <dfdx::tensor::Cuda as dfdx::tensor::Storage<Self>>::Vec,
+    ) -> &mut CudaSlice<Self>;
 }
 
 macro_rules! cuda_float {
@@ -63,6 +67,11 @@ macro_rules! cuda_float {
             ) -> Result<(), OptimError> {
                 // SAFETY: forwarded from the caller.
                 unsafe { Gemm::gemm(blas, cfg, a, b, c) }.map_err(|e| device_err("cuBLAS gemm", e))
+            }
+            fn slice_of(
+                v: &mut <dfdx::tensor::Cuda as dfdx::tensor::Storage<Self>>::Vec,
+            ) -> &mut CudaSlice<Self> {
+                v
             }
         }
     };

@@ -1,7 +1,7 @@
 //! The device-resident part of an optimizer's state ([`OptState`](crate::OptState)'s `device`
 //! field): per parameter, its element-wise state and scratch buffers on the device, and the
-//! driver's copy of the parameter (reserved for the dfdx `Cuda` commit's master copy, design (b) of
-//! issue 12; no backend fills it yet, see `docs/gpu.md`).
+//! driver's copy of the parameter (the dfdx `Cuda` step's master copy, design (b) of issue 12,
+//! with the id of the dfdx tensor it mirrors; see `docs/gpu.md`).
 //!
 //! A device step moves a parameter's element-wise state to the device (uploading what the host
 //! state holds, e.g. after loading a checkpoint or a CPU step) and leaves the host buffers
@@ -20,6 +20,9 @@ use std::marker::PhantomData;
 pub(crate) struct Stored<B> {
     /// The driver's copy of the parameter's values (`None` until first read from the model).
     pub master: Option<B>,
+    /// The id of the dfdx tensor `master` mirrors (another id: the tensor was replaced, and
+    /// the master is read again).
+    pub master_id: Option<dfdx::tensor::UniqueId>,
     /// Element-wise state buffers by slot (`None`: on the host, or not allocated).
     pub slots: Vec<Option<B>>,
     /// Element-wise scratch buffers by index.
@@ -30,6 +33,7 @@ impl<B> Default for Stored<B> {
     fn default() -> Self {
         Stored {
             master: None,
+            master_id: None,
             slots: Vec::new(),
             temps: Vec::new(),
         }
@@ -63,6 +67,8 @@ pub(crate) trait AnyStore<E>: Send + Sync {
     fn download_slots(&self) -> Result<Vec<(String, usize, Vec<E>)>, OptimError>;
     /// Drops every state and scratch buffer (the parameter copies stay).
     fn clear_state(&mut self);
+    /// Drops every parameter copy (the next device step reads each parameter again).
+    fn drop_masters(&mut self);
     /// A copy on the same device.
     fn try_clone(&self) -> Result<Box<dyn AnyStore<E>>, OptimError>;
     /// For the driver, which knows the concrete type.
@@ -95,6 +101,12 @@ impl<E: Float, B: Backend<E>> AnyStore<E> for Store<E, B> {
             p.temps.clear();
         }
     }
+    fn drop_masters(&mut self) {
+        for p in self.params.values_mut() {
+            p.master = None;
+            p.master_id = None;
+        }
+    }
     fn try_clone(&self) -> Result<Box<dyn AnyStore<E>>, OptimError> {
         let dup = |b: &Option<B::Buf>| -> Result<Option<B::Buf>, OptimError> {
             b.as_ref().map(|b| self.backend.duplicate(b)).transpose()
@@ -105,6 +117,7 @@ impl<E: Float, B: Backend<E>> AnyStore<E> for Store<E, B> {
                 name.clone(),
                 Stored {
                     master: dup(&p.master)?,
+                    master_id: p.master_id,
                     slots: p.slots.iter().map(dup).collect::<Result<_, _>>()?,
                     temps: p.temps.iter().map(dup).collect::<Result<_, _>>()?,
                 },
@@ -119,6 +132,29 @@ impl<E: Float, B: Backend<E>> AnyStore<E> for Store<E, B> {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
+}
+
+/// The optimizer's store on `backend`: its own when it holds one of type `B` for which
+/// `same(its backend)`, else a new one, after the state held on another device (or another
+/// backend type) is brought back to the host.
+///
+/// # Errors
+/// [`OptimError::Device`] when the other device cannot be read (the state is then unchanged).
+pub(crate) fn take_store<E: Float, B: Backend<E>>(
+    state: &mut crate::OptState<E>,
+    backend: B,
+    same: impl Fn(&B) -> bool,
+) -> Result<Store<E, B>, OptimError> {
+    if let Some(mut boxed) = state.device.0.take() {
+        if let Some(s) = boxed.as_any_mut().downcast_mut::<Store<E, B>>() {
+            if same(&s.backend) {
+                return Ok(std::mem::replace(s, Store::new(backend)));
+            }
+        }
+        state.device.0 = Some(boxed);
+        state.sync_to_host()?;
+    }
+    Ok(Store::new(backend))
 }
 
 /// A device store whose copy failed: every use returns the device's error (what
@@ -137,6 +173,7 @@ impl<E> AnyStore<E> for Failed {
         Err(self.0.clone())
     }
     fn clear_state(&mut self) {}
+    fn drop_masters(&mut self) {}
     fn try_clone(&self) -> Result<Box<dyn AnyStore<E>>, OptimError> {
         Err(self.0.clone())
     }

@@ -16,10 +16,16 @@
 //! path as dfdx's `ViewTensorName` spells it (`"0.weight"`), reports its shape, the type name
 //! of the innermost module holding it (`"Linear"`) and whether it is trainable
 //! (`TensorOptions::do_gradient_update`), and copies values or borrows gradient buffers through
-//! dfdx's `copy_into` / `copy_from` and `Gradients::get_or_alloc_mut`. Only `Cpu` tensors are
-//! supported.
+//! dfdx's `copy_into` / `copy_from` and `Gradients::get_or_alloc_mut`. The walk is generic over
+//! the dfdx device: on `Cpu` the step copies values through the host; on `Cuda` (feature
+//! `cuda`, `cuda.rs`) the step runs on the GPU on the optimizer's device master copy of each
+//! parameter and `commit.rs` publishes it into the tensor (`docs/gpu.md`).
 
 pub(crate) mod walk;
+
+mod commit;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 pub mod kfac;
 
@@ -27,4 +33,4 @@ mod accumulate;
 mod ema;
 mod update;
 
-pub use update::DfdxUpdate;
+pub use update::{DfdxUpdate, ModelDevice};

@@ -8,30 +8,85 @@ use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::tensor::{Cpu, Gradients};
 use dfdx::tensor_ops::Device;
 
-/// Stepping a dfdx module on `Cpu` with any [`DslOptimizer`]. Implemented for every
-/// optimizer (blanket impl); bring it into scope with `use optim_dsl::prelude::*`.
+/// A dfdx device a module can be stepped on: `Cpu`, and `Cuda` with feature `cuda` (`f32`,
+/// `f64`). The device of [`DfdxUpdate::update`]'s `grads` picks the driver.
+pub trait ModelDevice<E: Float>: Device<E> {
+    /// The step driver for this device ([`DfdxUpdate::update_where`]).
+    ///
+    /// # Errors
+    /// As [`DfdxUpdate::update`].
+    #[doc(hidden)]
+    fn step_model<O: DslOptimizer<E>, M: TensorCollection<E, Self>>(
+        opt: &mut O,
+        model: &mut M,
+        grads: &mut Gradients<E, Self>,
+        has_grad: &dyn Fn(&str) -> bool,
+    ) -> Result<(), OptimError>;
+}
+
+impl<E: Float> ModelDevice<E> for Cpu
+where
+    Cpu: Device<E>,
+{
+    fn step_model<O: DslOptimizer<E>, M: TensorCollection<E, Cpu>>(
+        opt: &mut O,
+        model: &mut M,
+        grads: &mut Gradients<E, Cpu>,
+        has_grad: &dyn Fn(&str) -> bool,
+    ) -> Result<(), OptimError> {
+        update(opt, model, grads, has_grad)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl<E: crate::cuda::gpu::CudaFloat> ModelDevice<E> for dfdx::tensor::Cuda
+where
+    dfdx::tensor::Cuda: Device<E>,
+{
+    fn step_model<O: DslOptimizer<E>, M: TensorCollection<E, Self>>(
+        opt: &mut O,
+        model: &mut M,
+        grads: &mut Gradients<E, Self>,
+        has_grad: &dyn Fn(&str) -> bool,
+    ) -> Result<(), OptimError> {
+        super::cuda::update(opt, model, grads, has_grad)
+    }
+}
+
+/// Stepping a dfdx module on `Cpu` (or `Cuda`, feature `cuda`) with any [`DslOptimizer`].
+/// Implemented for every optimizer (blanket impl); bring it into scope with
+/// `use optim_dsl::prelude::*`.
 pub trait DfdxUpdate<E: Float>: DslOptimizer<E> {
-    /// One step over every trainable tensor of a dfdx module on `Cpu` (tensors whose
+    /// One step over every trainable tensor of a dfdx module on `Cpu` or `Cuda` (tensors whose
     /// `TensorOptions::do_gradient_update` is false, such as BatchNorm running statistics, are
     /// left alone). State is keyed by dfdx's dotted tensor path (`"0.weight"`), and rules see
     /// the type name of the module holding each tensor (`module == "Linear"`).
     ///
-    /// dfdx 0.13 gives no mutable view of a tensor's storage, so each parameter is copied to a
-    /// reusable host buffer, updated there by the same fused kernels as
+    /// On `Cpu`: dfdx 0.13 gives no mutable view of a tensor's storage, so each parameter is
+    /// copied to a reusable host buffer, updated there by the same fused kernels as
     /// [`update_slices`](DslOptimizer::update_slices), and copied back (`copy_into`/`copy_from`:
-    /// 16 extra bytes per `f32` parameter). A parameter with no gradient in `grads` gets a zero
-    /// gradient (dfdx allocates it). `grads` is taken `&mut` only to borrow its buffers without
-    /// copying; its values are unchanged on return.
+    /// 16 extra bytes per `f32` parameter).
+    ///
+    /// On `Cuda` (feature `cuda`): the generated CUDA stages run on the GPU, state stays there,
+    /// and the optimizer keeps a device copy of each parameter that it publishes into the
+    /// tensor after each step (exactly, keeping the tensor's id; `docs/gpu.md`). After writing
+    /// parameters in place between steps (loading weights, `copy_from`, an EMA copy), call
+    /// [`OptState::resync_params`](crate::OptState::resync_params).
+    ///
+    /// A parameter with no gradient in `grads` gets a zero gradient (dfdx allocates it).
+    /// `grads` is taken `&mut` only to borrow its buffers without copying; its values are
+    /// unchanged on return.
     ///
     /// # Errors
-    /// As [`update_slices`](DslOptimizer::update_slices); [`OptimError::Device`] if dfdx fails.
-    /// Nothing is modified on error.
-    fn update<M>(&mut self, model: &mut M, grads: &mut Gradients<E, Cpu>) -> Result<(), OptimError>
+    /// As [`update_slices`](DslOptimizer::update_slices); [`OptimError::Device`] if dfdx or
+    /// the GPU fails. Nothing is modified on error (on `Cuda`, a device failure in the middle
+    /// of the stages leaves the state half updated; the model keeps its values).
+    fn update<M, D>(&mut self, model: &mut M, grads: &mut Gradients<E, D>) -> Result<(), OptimError>
     where
-        M: TensorCollection<E, Cpu>,
-        Cpu: Device<E>,
+        D: ModelDevice<E>,
+        M: TensorCollection<E, D>,
     {
-        update(self, model, grads, &|_| true)
+        D::step_model(self, model, grads, &|_| true)
     }
 
     /// [`update`](Self::update) on the trainable tensors whose name `has_grad` accepts; the
@@ -43,17 +98,17 @@ pub trait DfdxUpdate<E: Float>: DslOptimizer<E> {
     ///
     /// # Errors
     /// As [`update`](Self::update). Nothing is modified on error.
-    fn update_where<M>(
+    fn update_where<M, D>(
         &mut self,
         model: &mut M,
-        grads: &mut Gradients<E, Cpu>,
+        grads: &mut Gradients<E, D>,
         has_grad: impl Fn(&str) -> bool,
     ) -> Result<(), OptimError>
     where
-        M: TensorCollection<E, Cpu>,
-        Cpu: Device<E>,
+        D: ModelDevice<E>,
+        M: TensorCollection<E, D>,
     {
-        update(self, model, grads, &has_grad)
+        D::step_model(self, model, grads, &has_grad)
     }
 
     /// Swaps the values of every trainable tensor of `model` with its state buffer `slot`

@@ -6,7 +6,9 @@
 //! hand every tensor to a plain closure as a [`TensorInfo`] (dotted name, shape, the type of the
 //! module that holds it, whether it is trainable) and a shape-erased handle
 //! ([`HostTensor`], [`HostTensorMut`]): copy its values to or from the host, borrow and return
-//! its gradient buffer.
+//! its gradient buffer. The walk is generic over the dfdx device ([`WalkDevice`]): on `Cpu`
+//! the handles are [`HostTensor`]/[`HostTensorMut`], on `Cuda` the device handles of
+//! `super::cuda` ([`walk_on`], [`walk_mut_on`]).
 
 use crate::error::OptimError;
 use crate::float::Float;
@@ -101,21 +103,79 @@ where
     }
 }
 
-/// Calls `f` on every tensor of `model`, in dfdx's field order.
+/// A dfdx device whose tensors the walk visits, and the handles it gives for them.
+pub(crate) trait WalkDevice<E: Float>: Device<E> {
+    /// Read access to one tensor (shape erased).
+    type Handle: ?Sized;
+    /// Write access to one tensor (shape erased).
+    type HandleMut: ?Sized;
+    /// `t`'s read handle.
+    fn handle<S: Shape>(t: &Tensor<S, E, Self>) -> &Self::Handle;
+    /// `t`'s write handle.
+    fn handle_mut<S: Shape>(t: &mut Tensor<S, E, Self>) -> &mut Self::HandleMut;
+}
+
+impl<E: Float> WalkDevice<E> for Cpu
+where
+    Cpu: Device<E>,
+{
+    type Handle = dyn HostTensor<E>;
+    type HandleMut = dyn HostTensorMut<E>;
+    fn handle<S: Shape>(t: &Tensor<S, E, Cpu>) -> &(dyn HostTensor<E> + 'static) {
+        t
+    }
+    fn handle_mut<S: Shape>(t: &mut Tensor<S, E, Cpu>) -> &mut (dyn HostTensorMut<E> + 'static) {
+        t
+    }
+}
+
+/// Calls `f` on every tensor of `model` on `Cpu`, in dfdx's field order.
 ///
 /// # Errors
 /// The first error `f` returns (the walk stops there).
 pub(crate) fn walk<E, M>(
     model: &M,
-    f: impl FnMut(&TensorInfo<'_>, &dyn HostTensor<E>) -> Result<(), OptimError>,
+    f: impl FnMut(&TensorInfo<'_>, &(dyn HostTensor<E> + 'static)) -> Result<(), OptimError>,
 ) -> Result<(), OptimError>
 where
     E: Float,
     M: TensorCollection<E, Cpu>,
     Cpu: Device<E>,
 {
-    let mut visit = Read(f, PhantomData);
-    M::iter_tensors(&mut Walker::<Read<E, _>, M> {
+    walk_on::<E, Cpu, M>(model, f)
+}
+
+/// [`walk_mut_on`] on `Cpu`.
+///
+/// # Errors
+/// The first error `f` returns (the walk stops there).
+pub(crate) fn walk_mut<E, M>(
+    model: &mut M,
+    f: impl FnMut(&TensorInfo<'_>, &mut (dyn HostTensorMut<E> + 'static)) -> Result<(), OptimError>,
+) -> Result<(), OptimError>
+where
+    E: Float,
+    M: TensorCollection<E, Cpu>,
+    Cpu: Device<E>,
+{
+    walk_mut_on::<E, Cpu, M>(model, f)
+}
+
+/// Calls `f` on every tensor of `model` on device `D`, in dfdx's field order.
+///
+/// # Errors
+/// The first error `f` returns (the walk stops there).
+pub(crate) fn walk_on<E, D, M>(
+    model: &M,
+    f: impl FnMut(&TensorInfo<'_>, &D::Handle) -> Result<(), OptimError>,
+) -> Result<(), OptimError>
+where
+    E: Float,
+    D: WalkDevice<E>,
+    M: TensorCollection<E, D>,
+{
+    let mut visit = Read(f, PhantomData::<(E, D)>);
+    M::iter_tensors(&mut Walker::<Read<E, D, _>, M> {
         m: model,
         path: String::new(),
         module: short_type_name::<M>(),
@@ -124,21 +184,21 @@ where
     .map(|_| ())
 }
 
-/// [`walk`] with write access to every tensor.
+/// [`walk_on`] with write access to every tensor.
 ///
 /// # Errors
 /// The first error `f` returns (the walk stops there).
-pub(crate) fn walk_mut<E, M>(
+pub(crate) fn walk_mut_on<E, D, M>(
     model: &mut M,
-    f: impl FnMut(&TensorInfo<'_>, &mut dyn HostTensorMut<E>) -> Result<(), OptimError>,
+    f: impl FnMut(&TensorInfo<'_>, &mut D::HandleMut) -> Result<(), OptimError>,
 ) -> Result<(), OptimError>
 where
     E: Float,
-    M: TensorCollection<E, Cpu>,
-    Cpu: Device<E>,
+    D: WalkDevice<E>,
+    M: TensorCollection<E, D>,
 {
-    let mut visit = Write(f, PhantomData);
-    M::iter_tensors(&mut Walker::<Write<E, _>, M> {
+    let mut visit = Write(f, PhantomData::<(E, D)>);
+    M::iter_tensors(&mut Walker::<Write<E, D, _>, M> {
         m: model,
         path: String::new(),
         module: short_type_name::<M>(),
@@ -216,6 +276,8 @@ fn join(prefix: &str, name: &str) -> String {
 trait Visit {
     /// The element type.
     type E: Float;
+    /// The device.
+    type D: WalkDevice<Self::E>;
     /// `ViewTensorRef` or `ViewTensorMut`.
     type Viewer: TensorViewer;
     fn tensor<S: Shape>(
@@ -223,26 +285,26 @@ trait Visit {
         name: &str,
         module: &'static str,
         trainable: bool,
-        t: <Self::Viewer as TensorViewer>::View<'_, Tensor<S, Self::E, Cpu>>,
+        t: <Self::Viewer as TensorViewer>::View<'_, Tensor<S, Self::E, Self::D>>,
     ) -> Result<(), OptimError>;
 }
 
-struct Read<E, F>(F, PhantomData<E>);
-struct Write<E, F>(F, PhantomData<E>);
+struct Read<E, D, F>(F, PhantomData<(E, D)>);
+struct Write<E, D, F>(F, PhantomData<(E, D)>);
 
-impl<E: Float, F> Visit for Read<E, F>
+impl<E: Float, D: WalkDevice<E>, F> Visit for Read<E, D, F>
 where
-    F: FnMut(&TensorInfo<'_>, &dyn HostTensor<E>) -> Result<(), OptimError>,
-    Cpu: Device<E>,
+    F: FnMut(&TensorInfo<'_>, &D::Handle) -> Result<(), OptimError>,
 {
     type E = E;
+    type D = D;
     type Viewer = ViewTensorRef;
     fn tensor<S: Shape>(
         &mut self,
         name: &str,
         module: &'static str,
         trainable: bool,
-        t: &Tensor<S, E, Cpu>,
+        t: &Tensor<S, E, D>,
     ) -> Result<(), OptimError> {
         let shape = t.shape().concrete();
         let info = TensorInfo {
@@ -251,23 +313,23 @@ where
             module,
             trainable,
         };
-        (self.0)(&info, t)
+        (self.0)(&info, D::handle(t))
     }
 }
 
-impl<E: Float, F> Visit for Write<E, F>
+impl<E: Float, D: WalkDevice<E>, F> Visit for Write<E, D, F>
 where
-    F: FnMut(&TensorInfo<'_>, &mut dyn HostTensorMut<E>) -> Result<(), OptimError>,
-    Cpu: Device<E>,
+    F: FnMut(&TensorInfo<'_>, &mut D::HandleMut) -> Result<(), OptimError>,
 {
     type E = E;
+    type D = D;
     type Viewer = ViewTensorMut;
     fn tensor<S: Shape>(
         &mut self,
         name: &str,
         module: &'static str,
         trainable: bool,
-        t: &mut Tensor<S, E, Cpu>,
+        t: &mut Tensor<S, E, D>,
     ) -> Result<(), OptimError> {
         let shape = t.shape().concrete();
         let info = TensorInfo {
@@ -276,7 +338,7 @@ where
             module,
             trainable,
         };
-        (self.0)(&info, t)
+        (self.0)(&info, D::handle_mut(t))
     }
 }
 
@@ -289,24 +351,21 @@ struct Walker<'w, F: Visit, T: 'w> {
     f: &'w mut F,
 }
 
-impl<F: Visit, T: TensorCollection<F::E, Cpu>> ModuleVisitor<T, F::E, Cpu> for Walker<'_, F, T>
-where
-    Cpu: Device<F::E>,
-{
+impl<F: Visit, T: TensorCollection<F::E, F::D>> ModuleVisitor<T, F::E, F::D> for Walker<'_, F, T> {
     type Err = OptimError;
     type E2 = F::E;
-    type D2 = Cpu;
+    type D2 = F::D;
 
     fn visit_module<Field, GetRef, GetMut>(
         &mut self,
         name: &str,
         mut get_ref: GetRef,
         mut get_mut: GetMut,
-    ) -> Result<Option<Field::To<F::E, Cpu>>, OptimError>
+    ) -> Result<Option<Field::To<F::E, F::D>>, OptimError>
     where
         GetRef: FnMut(&T) -> &Field,
         GetMut: FnMut(&mut T) -> &mut Field,
-        Field: TensorCollection<F::E, Cpu>,
+        Field: TensorCollection<F::E, F::D>,
     {
         let mut child = Walker::<F, Field> {
             m: F::Viewer::view_field(&mut self.m, name, &mut get_ref, &mut get_mut),
@@ -323,11 +382,11 @@ where
         name: &str,
         mut get_ref: GetRef,
         mut get_mut: GetMut,
-        opts: TensorOptions<S, F::E, Cpu>,
-    ) -> Result<Option<Tensor<S, F::E, Cpu>>, OptimError>
+        opts: TensorOptions<S, F::E, F::D>,
+    ) -> Result<Option<Tensor<S, F::E, F::D>>, OptimError>
     where
-        GetRef: FnMut(&T) -> &Tensor<S, F::E, Cpu>,
-        GetMut: FnMut(&mut T) -> &mut Tensor<S, F::E, Cpu>,
+        GetRef: FnMut(&T) -> &Tensor<S, F::E, F::D>,
+        GetMut: FnMut(&mut T) -> &mut Tensor<S, F::E, F::D>,
     {
         let t = F::Viewer::view_field(&mut self.m, name, &mut get_ref, &mut get_mut);
         let path = join(&self.path, name);
@@ -351,11 +410,11 @@ where
         Ok(None)
     }
 
-    fn visit_fields<M: ModuleFields<T, F::E, Cpu>>(
+    fn visit_fields<M: ModuleFields<T, F::E, F::D>>(
         &mut self,
         fields: M,
-        builder: impl FnOnce(M::Output<F::E, Cpu>) -> T::To<F::E, Cpu>,
-    ) -> Result<Option<T::To<F::E, Cpu>>, OptimError> {
+        builder: impl FnOnce(M::Output<F::E, F::D>) -> T::To<F::E, F::D>,
+    ) -> Result<Option<T::To<F::E, F::D>>, OptimError> {
         let options = fields.visit_fields(self)?;
         Ok(M::handle_options(options).map(builder))
     }
