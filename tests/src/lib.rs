@@ -219,9 +219,14 @@ pub mod fixtures {
         "ademamix",
     ];
 
-    /// Path of the fixture file for case `name`.
+    /// Path of the fixture file for case `name`: in `$OPTIM_FIXTURES` when set (binaries
+    /// carried to another machine, `scripts/gpu-check.sh`), else in `tests/fixtures` of the
+    /// checkout the tests were built from.
     pub fn path(name: &str) -> String {
-        format!("{}/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"))
+        match std::env::var("OPTIM_FIXTURES") {
+            Ok(dir) => format!("{dir}/{name}.json"),
+            Err(_) => format!("{}/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR")),
+        }
     }
 
     /// Loads and checks `tests/fixtures/<name>.json`.
@@ -886,6 +891,51 @@ pub mod runner {
         worst
     }
 
+    /// [`run_dfdx`] on a dfdx `Cuda` device (feature `cuda`; needs a GPU): the case's
+    /// [`CaseModel`](crate::model::CaseModel) on GPU 0, the reference gradients uploaded into
+    /// its `Gradients` before every step, the parameters read back after it. Cases with a
+    /// model of their own (`model = ...`) are not run here.
+    #[cfg(feature = "cuda")]
+    pub fn run_dfdx_cuda(
+        case: &Case,
+        mut step: impl FnMut(
+            &mut crate::model::CaseModel<f32, dfdx::tensor::Cuda>,
+            &mut Gradients<f32, dfdx::tensor::Cuda>,
+        ),
+    ) -> f64 {
+        use dfdx::nn::ZeroGrads;
+        use dfdx::tensor::Cuda;
+        let dev = Cuda::default();
+        let mut model = crate::model::CaseModel::<f32, Cuda>::from_case(&dev, case);
+        let mut grads = model.alloc_grads();
+        let mut worst = 0.0f64;
+        for t in 0..case.steps {
+            for name in &case.param_order {
+                let data = case.grad_f32(t, name);
+                let slot = match name.as_str() {
+                    "w_16x8" => grads.get_or_alloc_mut(&model.w_16x8),
+                    "w_8x16" => grads.get_or_alloc_mut(&model.w_8x16),
+                    "b_8" => grads.get_or_alloc_mut(&model.b_8),
+                    "s_1" => grads.get_or_alloc_mut(&model.s_1),
+                    other => panic!("CaseModel has no parameter {other:?}"),
+                }
+                .expect("allocating a gradient buffer");
+                let slice: &mut optim_dsl::cuda::device::CudaSlice<f32> = &mut *slot;
+                slice
+                    .device()
+                    .htod_sync_copy_into(&data, slice)
+                    .expect("uploading a gradient");
+            }
+            step(&mut model, &mut grads);
+            for name in &case.param_order {
+                let p = model.params_flat(name);
+                case.assert_params_at("dfdx Cuda path", t, name, &p);
+                worst = worst.max(max_ratio(&p, &case.params[t][name], &case.tolerance));
+            }
+        }
+        worst
+    }
+
     /// How the reference's `final_state` corresponds to ours.
     #[derive(Debug, Clone, Copy, Default)]
     pub struct StateMap<'a> {
@@ -1003,6 +1053,30 @@ macro_rules! __case_model {
     ($m:ty) => { $m };
 }
 
+/// The `Cuda` leg of [`conformance!`]: with feature `cuda` and `OPTIM_GPU=1` in the
+/// environment (set by `scripts/gpu-check.sh`), the case also runs through `opt.update` on a
+/// dfdx `Cuda` [`CaseModel`](crate::model::CaseModel) (`runner::run_dfdx_cuda`) and its final
+/// state is checked like the other paths'. Cases with a model of their own are skipped there.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cuda_case {
+    ($case:ident, $make:ident, $map:ident, $model:ty) => {};
+    ($case:ident, $make:ident, $map:ident) => {
+        #[cfg(feature = "cuda")]
+        if std::env::var_os("OPTIM_GPU").is_some() {
+            let mut opt = $make(&$case).expect("constructing the optimizer (Cuda path)");
+            let cuda = $crate::runner::run_dfdx_cuda(&$case, |model, grads| {
+                opt.update(model, grads).expect("update on Cuda");
+            });
+            $crate::runner::check_final_state(&$case, "dfdx Cuda path", &opt, &$map);
+            println!(
+                "{}: max |err| / tolerance: dfdx Cuda path {cuda:.4}",
+                $case.case
+            );
+        }
+    };
+}
+
 /// Defines one `#[test]` per case: loads `tests/fixtures/<name>.json`, builds a fresh optimizer
 /// with `$make` (an expression of type `Result<Optimizer, OptimError>` using the bound `&Case`)
 /// for each path, runs the slice path and the dfdx path teacher-forced
@@ -1051,6 +1125,7 @@ macro_rules! conformance {
                 "{}: max |err| / tolerance: slice path {slices:.4}, dfdx path {dfdx:.4}",
                 case.case
             );
+            $crate::__cuda_case!(case, make, map $(, $model)?);
         }
     };
 }

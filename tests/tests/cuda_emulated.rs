@@ -265,3 +265,156 @@ fn a_failed_device_step_modifies_nothing() {
     assert_eq!(opt.opt_state().step, 1);
     assert!(checkpoint(&opt) == before);
 }
+
+// ---- the dfdx model path of a `Cuda` step (master copies, publish), on `Cpu` ----
+
+use dfdx::prelude::{BuildOnDevice, Cpu, DeviceBuildExt, Linear, ZeroGrads};
+use dfdx::tensor::{Gradients, TensorFrom};
+use optim_dsl::cuda::emulate::update_emulated_model;
+use optim_dsl::DfdxUpdate;
+
+type Net = (Linear<6, 10>, Linear<10, 3>);
+type NetOn = <Net as BuildOnDevice<Cpu, f32>>::Built;
+
+fn fill_grads(model: &NetOn, grads: &mut Gradients<f32, Cpu>, step: usize) {
+    let mut k = 0u64;
+    let mut put = |g: &mut Vec<f32>| {
+        let v = values::<f32>(7000 * step as u64 + k, g.len());
+        g.copy_from_slice(&v);
+        k += 1;
+    };
+    put(grads.get_or_alloc_mut(&model.0.weight).unwrap());
+    put(grads.get_or_alloc_mut(&model.0.bias).unwrap());
+    put(grads.get_or_alloc_mut(&model.1.weight).unwrap());
+    put(grads.get_or_alloc_mut(&model.1.bias).unwrap());
+}
+
+fn weights(m: &NetOn) -> Vec<u32> {
+    [
+        m.0.weight.as_vec(),
+        m.0.bias.as_vec(),
+        m.1.weight.as_vec(),
+        m.1.bias.as_vec(),
+    ]
+    .concat()
+    .iter()
+    .map(|x| x.to_bits())
+    .collect()
+}
+
+/// Three steps of `opt.update` (the CPU driver) and of the master-copy driver a `Cuda` model
+/// takes (emulated device): the models must stay bit for bit equal, and the gradients intact.
+fn model_paths_agree<O: DslOptimizer<f32> + Default>(name: &str) {
+    let dev: Cpu = dfdx::tensor::Cpu::seed_from_u64(3);
+    let mut a = dev.build_module::<Net, f32>();
+    let mut b = a.clone(); // shares buffers until written (dfdx copies on write)
+    let (mut oa, mut ob) = (O::default(), O::default());
+    let (mut ga, mut gb) = (a.alloc_grads(), b.alloc_grads());
+    for t in 0..3 {
+        fill_grads(&a, &mut ga, t);
+        fill_grads(&b, &mut gb, t);
+        let before = b.1.weight.as_vec().len();
+        let ra = oa.update(&mut a, &mut ga);
+        let rb = update_emulated_model(&mut ob, &mut b, &mut gb);
+        match (&ra, &rb) {
+            (Ok(()), Ok(())) => {}
+            _ => panic!("{name}: CPU {ra:?}, model path {rb:?}"),
+        }
+        assert_eq!(weights(&a), weights(&b), "{name} step {t}");
+        assert_eq!(gb.get(&b.1.weight).as_vec().len(), before);
+        assert_eq!(
+            gb.get(&b.0.bias).as_vec(),
+            values::<f32>(7000 * t as u64 + 1, 10),
+            "{name}: gradients are unchanged"
+        );
+    }
+    assert!(ob.opt_state().on_device() || ob.opt_state().device_name().is_some());
+}
+
+macro_rules! zoo_model_tests {
+    ($($t:ident),* $(,)?) => {
+        #[test]
+        fn every_zoo_optimizer_steps_a_model_as_the_cpu_driver() {
+            $(model_paths_agree::<$t<f32>>(stringify!($t));)*
+        }
+    };
+}
+
+optim_tests::for_each_zoo!(zoo_model_tests);
+
+/// The device copy of a parameter is the truth between steps: an in-place write of the model
+/// is seen after `resync_params`, a replaced tensor (new id) at once. SGD, lr = 0.5, gradient 1:
+/// each step subtracts 0.5.
+#[test]
+fn master_copies_are_kept_resynced_and_follow_replaced_tensors() {
+    let dev: Cpu = Default::default();
+    let mut m = dev.build_module::<Linear<2, 1>, f32>();
+    m.weight.copy_from(&[1.0, 2.0]);
+    m.bias.copy_from(&[0.5]);
+    let mut opt = Sgd::<f32>::new(SgdConfig {
+        lr: 0.5.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let ones = |m: &<Linear<2, 1> as BuildOnDevice<Cpu, f32>>::Built| {
+        let mut g = m.alloc_grads();
+        g.get_or_alloc_mut(&m.weight).unwrap().fill(1.0);
+        g.get_or_alloc_mut(&m.bias).unwrap().fill(1.0);
+        g
+    };
+    let mut g = ones(&m);
+    update_emulated_model(&mut opt, &mut m, &mut g).unwrap();
+    assert_eq!(m.weight.as_vec(), [0.5, 1.5]);
+    assert_eq!(m.bias.as_vec(), [0.0]);
+    assert_eq!(g.get(&m.weight).as_vec(), [1.0, 1.0], "gradients untouched");
+
+    // an in-place write without resync: the device copy wins (and is published over it)
+    m.weight.copy_from(&[10.0, 20.0]);
+    update_emulated_model(&mut opt, &mut m, &mut g).unwrap();
+    assert_eq!(m.weight.as_vec(), [0.0, 1.0]);
+
+    // with resync the step starts from the written values
+    m.weight.copy_from(&[10.0, 20.0]);
+    opt.opt_state_mut().resync_params();
+    update_emulated_model(&mut opt, &mut m, &mut g).unwrap();
+    assert_eq!(m.weight.as_vec(), [9.5, 19.5]);
+    assert_eq!(
+        m.bias.as_vec(),
+        [-1.0],
+        "the bias was read again too (unchanged)"
+    );
+
+    // a replaced tensor has a new id: read again without resync
+    m.weight = dev.tensor([[4.0f32, 8.0]]);
+    let mut g = ones(&m);
+    update_emulated_model(&mut opt, &mut m, &mut g).unwrap();
+    assert_eq!(m.weight.as_vec(), [3.5, 7.5]);
+    assert_eq!(m.bias.as_vec(), [-1.5]);
+}
+
+/// A step that fails validation publishes nothing and hands every gradient back.
+#[test]
+fn a_refused_model_step_changes_nothing() {
+    let dev: Cpu = Default::default();
+    let mut m = dev.build_module::<Linear<2, 1>, f32>();
+    let w0 = m.weight.as_vec();
+    let mut opt = Sgd::<f32>::new(SgdConfig {
+        lr: 0.5.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    opt.opt_state_mut().non_finite = optim_dsl::NonFinitePolicy::Error;
+    let mut g = m.alloc_grads();
+    g.get_or_alloc_mut(&m.weight)
+        .unwrap()
+        .copy_from_slice(&[1.0, f32::NAN]);
+    let err = update_emulated_model(&mut opt, &mut m, &mut g).unwrap_err();
+    assert!(
+        matches!(err, OptimError::NonFiniteGradient { .. }),
+        "{err:?}"
+    );
+    assert_eq!(m.weight.as_vec(), w0);
+    let back = g.get(&m.weight).as_vec();
+    assert_eq!(back[0], 1.0);
+    assert!(back[1].is_nan());
+}

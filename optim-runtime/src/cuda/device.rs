@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
 pub use cudarc::driver::{CudaDevice, CudaFunction, CudaSlice};
 
 fn device_err(what: &str, e: impl std::fmt::Debug) -> OptimError {

@@ -83,3 +83,29 @@ pub fn update_emulated_synced<E: Float, O: DslOptimizer<E>>(
     opt.opt_state_mut().device.0 = Some(Box::new(store));
     result
 }
+
+/// `opt.update(&mut model, &mut grads)` as a dfdx `Cuda` model steps, on a `Cpu` model: the
+/// master-copy driver (`crate::dfdx::master`: gradients lent out of `grads` and handed back,
+/// each parameter's device copy kept between steps or read again, the step on the emulated
+/// device, the exact publish into the tensor keeping its id) with [`HostBackend`] as the
+/// device. Its results are bit for bit those of the CPU driver (`DfdxUpdate::update`).
+///
+/// The device copies follow the `Cuda` contract: they are the truth between steps, so after
+/// writing parameters in place call [`OptState::resync_params`](crate::OptState::resync_params)
+/// (a tensor replaced by a new one is read again without it).
+///
+/// # Errors
+/// As `DfdxUpdate::update`; [`OptimError::Device`] for a loop without a CUDA twin.
+pub fn update_emulated_model<E, O, M>(
+    opt: &mut O,
+    model: &mut M,
+    grads: &mut dfdx::tensor::Gradients<E, dfdx::tensor::Cpu>,
+) -> Result<(), OptimError>
+where
+    E: Float,
+    O: DslOptimizer<E>,
+    M: dfdx::nn::tensor_collection::TensorCollection<E, dfdx::tensor::Cpu>,
+    dfdx::tensor::Cpu: dfdx::tensor_ops::Device<E>,
+{
+    crate::dfdx::master::update(opt, model, grads, &|_| true)
+}

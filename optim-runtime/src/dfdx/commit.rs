@@ -20,7 +20,7 @@
 use crate::error::OptimError;
 use crate::float::Float;
 use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{Gradients, Storage, Tensor};
+use dfdx::tensor::{Gradients, Tensor};
 use dfdx::tensor_ops::Device;
 
 fn device_error(what: &str, e: impl core::fmt::Debug) -> OptimError {
@@ -29,9 +29,9 @@ fn device_error(what: &str, e: impl core::fmt::Debug) -> OptimError {
 
 /// Writes `master` (exactly the tensor's element count, in its row-major order) into `param`,
 /// keeping `param`'s id; `grads` and `master` are unchanged on return (see the
-/// [module docs](self)). `len` gives a buffer's element count and `swap` exchanges a gradient
-/// slot's buffer with a master buffer (dfdx's storage wraps it). A tensor with no gradient slot
-/// gets a zero one (as `update` gives it).
+/// [module docs](self)). `len` gives a buffer's element count and `swap` exchanges the
+/// tensor's gradient buffer with a master buffer (allocating a zero gradient when it has none,
+/// as `update` gives it).
 ///
 /// # Errors
 /// [`OptimError::ShapeMismatch`] when `master` has another length (checked before anything is
@@ -43,7 +43,7 @@ pub(crate) fn publish<S, E, D, V>(
     grads: &mut Gradients<E, D>,
     master: &mut V,
     len: fn(&V) -> usize,
-    swap: fn(&mut <D as Storage<E>>::Vec, &mut V),
+    swap: impl Fn(&mut Gradients<E, D>, &Tensor<S, E, D>, &mut V) -> Result<(), OptimError>,
 ) -> Result<(), OptimError>
 where
     S: Shape,
@@ -60,16 +60,10 @@ where
             ),
         });
     }
-    // allocates the slot when missing, so `get` below cannot panic
-    let slot = grads
-        .get_or_alloc_mut(param)
-        .map_err(|e| device_error("gradient", e))?;
-    swap(slot, master);
+    // `swap` allocates the slot when missing, so `get` below cannot panic
+    swap(grads, param, master)?;
     let copy = grads.get(param);
-    let slot = grads
-        .get_or_alloc_mut(param)
-        .map_err(|e| device_error("gradient", e))?;
-    swap(slot, master);
+    swap(grads, param, master)?;
     param
         .try_fill_with_zeros()
         .map_err(|e| device_error("publish (fill)", e))?;
@@ -86,8 +80,13 @@ mod tests {
     use dfdx::shapes::Rank1;
     use dfdx::tensor::{AsArray, Cpu, TensorFrom};
 
-    fn swap(slot: &mut <Cpu as Storage<f32>>::Vec, m: &mut Vec<f32>) {
-        std::mem::swap(&mut **slot, m);
+    fn swap<S: Shape>(
+        grads: &mut Gradients<f32, Cpu>,
+        t: &Tensor<S, f32, Cpu>,
+        m: &mut Vec<f32>,
+    ) -> Result<(), OptimError> {
+        std::mem::swap(&mut **grads.get_or_alloc_mut(t).unwrap(), m);
+        Ok(())
     }
 
     fn bits(v: &[f32]) -> Vec<u32> {

@@ -26,6 +26,7 @@ pub(crate) mod walk;
 mod commit;
 #[cfg(feature = "cuda")]
 mod cuda;
+pub(crate) mod master;
 
 pub mod kfac;
 

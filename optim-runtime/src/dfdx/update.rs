@@ -49,7 +49,7 @@ where
         grads: &mut Gradients<E, Self>,
         has_grad: &dyn Fn(&str) -> bool,
     ) -> Result<(), OptimError> {
-        super::cuda::update(opt, model, grads, has_grad)
+        super::master::update(opt, model, grads, has_grad)
     }
 }
 

@@ -62,6 +62,16 @@ pub(crate) trait HostTensor<E: Float> {
 pub(crate) trait HostTensorMut<E: Float>: HostTensor<E> {
     /// Overwrites the tensor's values with `values` (flat, row-major, exactly its length).
     fn write(&mut self, values: &[E]);
+    /// Writes a master copy into the tensor as the device driver does
+    /// ([`super::commit::publish`]; the emulated device path).
+    fn publish(
+        &mut self,
+        name: &str,
+        grads: &mut Gradients<E, Cpu>,
+        master: &mut Vec<E>,
+    ) -> Result<(), OptimError>;
+    /// The read handle.
+    fn as_host_tensor(&self) -> &(dyn HostTensor<E> + 'static);
 }
 
 fn device_error(e: impl core::fmt::Debug) -> OptimError {
@@ -100,6 +110,20 @@ where
 {
     fn write(&mut self, values: &[E]) {
         self.copy_from(values);
+    }
+    fn publish(
+        &mut self,
+        name: &str,
+        grads: &mut Gradients<E, Cpu>,
+        master: &mut Vec<E>,
+    ) -> Result<(), OptimError> {
+        super::commit::publish(name, self, grads, master, Vec::len, |g, t, m| {
+            let old = E::take_grad(g, t).map_err(device_error)?;
+            E::put_grad(g, t, std::mem::replace(m, old)).map_err(device_error)
+        })
+    }
+    fn as_host_tensor(&self) -> &(dyn HostTensor<E> + 'static) {
+        self
     }
 }
 
