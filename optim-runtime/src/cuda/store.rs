@@ -237,3 +237,35 @@ impl<E> core::fmt::Debug for DeviceState<E> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cuda::host::HostBackend;
+
+    #[test]
+    fn try_clone_copies_device_buffers_and_a_failed_copy_reports_its_error_on_use() {
+        let mut store = Store::<f32, HostBackend>::new(HostBackend::new());
+        store.params.entry("w".into()).or_default().slots = vec![Some(vec![1.0, -2.0])];
+        let state = DeviceState::<f32>(Some(Box::new(store)));
+        let copy = state.try_clone().unwrap();
+        assert_eq!(
+            copy.0.as_ref().unwrap().download_slots().unwrap(),
+            [("w".to_string(), 0, vec![1.0, -2.0])]
+        );
+        assert!(copy == state);
+
+        // a copy the device could not make: the clone carries the error to every use
+        let err = OptimError::Device("out of memory".into());
+        let failed = DeviceState::<f32>(Some(Box::new(Failed(err.clone()))));
+        assert_eq!(failed.try_clone().err(), Some(err.clone()));
+        let cloned = failed.clone();
+        let mut host = crate::OptState::<f32> {
+            device: cloned,
+            ..Default::default()
+        };
+        assert!(host.on_device(), "the lost state is not reported as none");
+        assert_eq!(host.sync_to_host(), Err(err.clone()));
+        assert_eq!(host.try_clone().err(), Some(err));
+    }
+}
