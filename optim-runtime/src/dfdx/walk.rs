@@ -54,12 +54,27 @@ pub(crate) trait HostTensor<E: Float> {
     fn put_grad(&self, grads: &mut Gradients<E, Cpu>, buf: Vec<E>) -> Result<(), OptimError>;
     /// dfdx's id of the tensor (the key of its gradient in `Gradients`).
     fn id(&self) -> UniqueId;
+    /// Number of elements.
+    fn len(&self) -> usize;
+    /// Another handle on this tensor: the same id and storage (dfdx tensors share their storage
+    /// by reference count; nothing is copied). Writing through either handle copies the storage
+    /// first while it is shared, so the other keeps its values.
+    fn share(&self) -> Shared<E>;
 }
+
+/// A tensor handle that can be kept off the walk and used from any thread (see
+/// [`HostTensor::share`]).
+pub(crate) type Shared<E> = Box<dyn HostTensorMut<E> + Send + Sync>;
 
 /// Write access to one tensor on `Cpu`.
 pub(crate) trait HostTensorMut<E: Float>: HostTensor<E> {
     /// Overwrites the tensor's values with `values` (flat, row-major, exactly its length).
     fn write(&mut self, values: &[E]);
+    /// Swaps this tensor with `other`, whole (id, storage), when `other` is a tensor of the same
+    /// type; returns `false` and changes nothing otherwise.
+    fn swap_with(&mut self, other: &mut dyn HostTensorMut<E>) -> bool;
+    /// `self` as `Any` (for [`swap_with`](Self::swap_with)).
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
 
 fn device_error(e: impl core::fmt::Debug) -> OptimError {
@@ -71,8 +86,12 @@ where
     Cpu: Device<E>,
 {
     fn read(&self, out: &mut Vec<E>) {
-        out.clear();
-        out.resize(self.shape().num_elements(), E::zero());
+        let n = self.shape().num_elements();
+        if out.len() != n {
+            // a reused buffer of the right length is overwritten as it is (no zero fill first)
+            out.clear();
+            out.resize(n, E::zero());
+        }
         self.copy_into(out);
     }
 
@@ -90,6 +109,14 @@ where
         ids.add(self);
         ids.ids[0]
     }
+
+    fn len(&self) -> usize {
+        self.shape().num_elements()
+    }
+
+    fn share(&self) -> Shared<E> {
+        Box::new(self.clone())
+    }
 }
 
 impl<S: Shape, E: Float> HostTensorMut<E> for Tensor<S, E, Cpu>
@@ -98,6 +125,20 @@ where
 {
     fn write(&mut self, values: &[E]) {
         self.copy_from(values);
+    }
+
+    fn swap_with(&mut self, other: &mut dyn HostTensorMut<E>) -> bool {
+        match other.as_any_mut().downcast_mut::<Self>() {
+            Some(o) => {
+                std::mem::swap(self, o);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
     }
 }
 
