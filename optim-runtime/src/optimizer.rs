@@ -570,11 +570,10 @@ fn validate_ordered<E: Float, O: DslOptimizer<E>>(
         .order(entries.len(), name)
         .map_err(|dup| OptimError::DuplicateParam(dup.to_string()))?;
     let found = lookup::states(&state.params, sorted, name);
-    let rules = entries
-        .iter()
-        .zip(found)
-        .map(|(e, ps)| check_entry::<E, O>(state.shape_change, &values, e, ps))
-        .collect::<Result<Vec<usize>, OptimError>>()?;
+    let mut rules = Vec::with_capacity(entries.len()); // sized once, not grown
+    for (e, ps) in entries.iter().zip(found) {
+        rules.push(check_entry::<E, O>(state.shape_change, &values, e, ps)?);
+    }
     Ok((values, rules))
 }
 

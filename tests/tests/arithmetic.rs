@@ -1,9 +1,11 @@
 //! The opt-in reciprocal arithmetic (`Arithmetic::Reciprocal`): the zoo's AdamW in that mode
-//! against the default, exact mode on a fixed problem. One step: every element within 2 ulp of
-//! the exact result (the update term is the only thing that changes, by about one rounding);
-//! 1 000 steps: every parameter within a relative `1e-5` (absolute `1e-7` near zero) of the
-//! exact trajectory, the documented bound. The mode is saved in checkpoints, and the exact
-//! mode is untouched by it (the conformance tests run in it).
+//! against the default, exact mode on a fixed problem (`lr = 1e-3`, parameters of order 1).
+//! One step from the same values: only the update term changes, by about one rounding, so every
+//! parameter is within 2 ulp of the step's scale (`|update| <= 4 lr`) plus one ulp of the
+//! parameter itself (the final subtraction's rounding) of the exact result. 1 000 steps: every
+//! parameter within `1e-6` of the exact trajectory (a thousandth of one step's `lr`), the
+//! documented bound. The mode is saved in checkpoints; the exact mode is untouched by it (the
+//! conformance tests run in it).
 
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::AdamW;
@@ -70,11 +72,8 @@ fn step(opt: &mut AdamW<f32>, params: &mut [Vec<f32>], step: u64) {
     opt.update_slices(&mut slices).expect("step");
 }
 
-/// Distance in units in the last place between two finite `f32` of the same sign.
-fn ulps(a: f32, b: f32) -> u32 {
-    assert_eq!(a.is_sign_negative(), b.is_sign_negative(), "{a} vs {b}");
-    a.to_bits().abs_diff(b.to_bits())
-}
+/// AdamW's default learning rate (the zoo's).
+const LR: f32 = 1e-3;
 
 fn pair() -> (AdamW<f32>, AdamW<f32>) {
     let exact = AdamW::<f32>::default();
@@ -97,7 +96,9 @@ fn one_step_is_within_two_ulp_of_exact() {
         step(&mut recip, &mut pr, s);
         let mut differ = 0;
         for (a, b) in pe.iter().flatten().zip(pr.iter_mut().flatten()) {
-            assert!(ulps(*a, *b) <= 2, "step {s}: exact {a}, reciprocal {b}");
+            // 2 ulp of 4 lr, and 1 ulp of the parameter
+            let tol = f32::EPSILON * (2.0 * 4.0 * LR + a.abs());
+            assert!((a - b).abs() <= tol, "step {s}: exact {a}, reciprocal {b}");
             differ += usize::from(a != b);
             *b = *a; // compare one step at a time
         }
@@ -114,12 +115,14 @@ fn thousand_steps_track_the_exact_trajectory() {
         step(&mut exact, &mut pe, s);
         step(&mut recip, &mut pr, s);
     }
-    let mut worst = 0.0f32;
-    for (a, b) in pe.iter().flatten().zip(pr.iter().flatten()) {
-        let tol = 1e-7 + 1e-5 * a.abs();
-        assert!((a - b).abs() <= tol, "exact {a}, reciprocal {b}");
-        worst = worst.max((a - b).abs() / a.abs().max(1e-2));
-    }
+    let worst = pe
+        .iter()
+        .flatten()
+        .zip(pr.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("largest difference after 1000 steps: {worst:e}");
+    assert!(worst <= 1e-6, "largest difference {worst:e}");
     assert!(worst > 0.0, "the two modes never differed");
     // both moved from the start towards the targets (the run is not trivially stuck)
     let start = init();
