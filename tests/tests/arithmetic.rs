@@ -98,7 +98,10 @@ fn one_step_is_within_two_ulp_of_exact() {
         for (a, b) in pe.iter().flatten().zip(pr.iter_mut().flatten()) {
             // 2 ulp of 4 lr, and 1 ulp of the parameter
             let tol = f32::EPSILON * (2.0 * 4.0 * LR + a.abs());
-            assert!((*a - *b).abs() <= tol, "step {s}: exact {a}, reciprocal {b}");
+            assert!(
+                (*a - *b).abs() <= tol,
+                "step {s}: exact {a}, reciprocal {b}"
+            );
             differ += usize::from(a != b);
             *b = *a; // compare one step at a time
         }

@@ -163,7 +163,7 @@ pub(crate) fn scalar_divisors(l: &LoopIr) -> Vec<usize> {
 
 /// `let x = a / s;` as `a * (1 / s)` in the reciprocal instance (`R`), `a / s` otherwise (the
 /// branch is on a const generic, so each instance has one form).
-fn reciprocal_div(s: &LStmt) -> Option<TokenStream> {
+pub(crate) fn reciprocal_div(s: &LStmt) -> Option<TokenStream> {
     let LStmt::Let {
         var,
         expr: LExpr::Bin(BinOp::Div, a @ Val::Var(_), Val::Scalar(k)),
