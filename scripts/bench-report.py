@@ -19,7 +19,7 @@ import os
 import re
 import sys
 
-ORDER = ["bound", "dsl_slices", "dsl_dfdx", "dfdx_adam", "dfdx_ops", "bound_again"]
+ORDER = ["bound", "dsl_slices", "dsl_slices_recip", "dsl_dfdx", "dfdx_adam", "dfdx_ops", "bound_again"]
 BYTES_PER_PARAM = 28
 
 

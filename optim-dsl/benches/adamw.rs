@@ -16,7 +16,10 @@
 //!   [`PARALLEL_THRESHOLD`] elements. It runs over exactly the buffers `dsl_slices` touches:
 //!   the same `p` and `g`, and that optimizer's own `m` and `v` state (its math is AdamW's
 //!   moment update, so the state stays valid).
-//! - `dsl_slices`: `AdamW::<f32>::default()` through `update_slices`.
+//! - `dsl_slices`: `AdamW::<f32>::default()` through `update_slices` (the default, exact
+//!   arithmetic: agrees with PyTorch).
+//! - `dsl_slices_recip`: the same with `set_arithmetic(Arithmetic::Reciprocal)` (the opt-in
+//!   cheaper mode: divisions by per-step scalars become multiplications by reciprocals).
 //! - `dsl_dfdx`: the same optimizer through `update(&mut model, &mut grads)` on a dfdx model.
 //! - `dfdx_adam`: `dfdx::optim::Adam` with `WeightDecay::Decoupled(1e-2)` (AdamW) on a model with
 //!   the same tensors.
@@ -51,7 +54,7 @@ use dfdx::tensor::{Cpu, CpuError, Gradients, Tensor, TensorFrom, ZerosTensor};
 use optim_dsl::__private::{dispatch, Kernel, CHUNK, PARALLEL_THRESHOLD};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::AdamW;
-use optim_dsl::RuleBody;
+use optim_dsl::{Arithmetic, RuleBody};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -390,6 +393,9 @@ where
 
     // Optimizers, and one checked step of each AdamW variant from the same initial values.
     let mut slices_opt = AdamW::<f32>::default();
+    let mut recip_opt = AdamW::<f32>::default();
+    recip_opt.set_arithmetic(Arithmetic::Reciprocal);
+    let mut recip_params = params.clone();
     let mut dfdx_opt = AdamW::<f32>::default();
     let mut model_dsl = model.clone(); // same tensor ids (so `grads` applies), own storage on write
     let mut model_adam = model;
@@ -420,12 +426,14 @@ where
         opt.update_slices(&mut ps).expect("dsl_slices step");
     };
     slices_step(&mut slices_opt, &mut params);
+    slices_step(&mut recip_opt, &mut recip_params);
     dfdx_opt
         .update(&mut model_dsl, &mut grads)
         .expect("dsl_dfdx step");
     adam.update(&mut model_adam, &grads)
         .expect("dfdx_adam step");
     ops.step();
+    assert_same("dsl_slices_recip vs dsl_slices", &params, &recip_params);
     let values = |leaves: Vec<Leaf>| leaves.into_iter().map(|l| l.values).collect::<Vec<_>>();
     assert_same(
         "dsl_dfdx vs dsl_slices",
@@ -450,6 +458,9 @@ where
     });
     group.bench_function("dsl_slices", |b| {
         b.iter(|| slices_step(&mut slices_opt, &mut params))
+    });
+    group.bench_function("dsl_slices_recip", |b| {
+        b.iter(|| slices_step(&mut recip_opt, &mut recip_params))
     });
     group.bench_function("dsl_dfdx", |b| {
         b.iter(|| {

@@ -500,12 +500,14 @@ pub fn execute_with<E: Float>(
         let mut contributions = vec![GlobalContribution::default(); jobs.len()];
         let mut sums: Vec<[f64; MAX_REDUCTIONS]> = vec![[0.0; MAX_REDUCTIONS]; jobs.len()];
         {
-            let mut calls: Vec<(usize, KernelCall<'_, E>)> = jobs
-                .iter_mut()
-                .enumerate()
-                .filter(|(_, j)| j.stages() > k)
-                .map(|(i, j)| (i, j.kernel(k, &globals)))
-                .collect();
+            // sized once (a filtered `collect` would grow it step by step)
+            let mut calls: Vec<(usize, KernelCall<'_, E>)> = Vec::with_capacity(jobs.len());
+            calls.extend(
+                jobs.iter_mut()
+                    .enumerate()
+                    .filter(|(_, j)| j.stages() > k)
+                    .map(|(i, j)| (i, j.kernel(k, &globals))),
+            );
             let per_call = run_calls(&mut calls);
             for ((i, call), red) in calls.iter().zip(&per_call) {
                 let c = &mut contributions[*i];

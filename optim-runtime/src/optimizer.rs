@@ -10,13 +10,13 @@ use crate::error::OptimError;
 use crate::float::Float;
 use crate::hyper::Hyper;
 use crate::kernel::{execute_with, sum_in_order, GlobalContribution, Job};
+use crate::lookup::{self, NameOrder};
 use crate::metrics::{Before, StepMetrics};
 use crate::param::{ParamInfo, ParamSlice};
 use crate::plan::Plan;
 use crate::state::{
-    KronFactors, NonFinitePolicy, OptState, ParamState, ScalarPrecision, ShapeChange,
+    Arithmetic, KronFactors, NonFinitePolicy, OptState, ParamState, ScalarPrecision, ShapeChange,
 };
-use std::collections::{HashMap, HashSet};
 
 /// The hyperparameters of a generated optimizer (the `…Config` struct `optimizer!` emits).
 pub trait OptimizerConfig: Clone + Default + core::fmt::Debug {
@@ -333,6 +333,14 @@ pub trait DslOptimizer<E: Float>: Sized {
         self.opt_state_mut().scalar_precision = precision;
     }
 
+    /// Sets how this optimizer's CPU loops compute (default [`Arithmetic::Exact`], which agrees
+    /// with PyTorch; [`Arithmetic::Reciprocal`] multiplies by hoisted reciprocals instead of
+    /// dividing by per-step scalars: cheaper, within about one ulp per operation). Takes effect
+    /// at the next step; saved in checkpoints.
+    fn set_arithmetic(&mut self, arithmetic: Arithmetic) {
+        self.opt_state_mut().arithmetic = arithmetic;
+    }
+
     /// Mutable access to the hyperparameters, used by
     /// [`Checkpoint::load_checkpoint`](crate::checkpoint::Checkpoint::load_checkpoint) to restore
     /// a checkpoint's config. The default returns `None`: a checkpoint whose config
@@ -471,11 +479,13 @@ impl<'a, E> From<&Entry<'a, E>> for Meta<'a> {
     }
 }
 
-/// Checks one entry of a step against itself and the state; returns its rule.
+/// Checks one entry of a step against itself and its state `ps` (`None`: it has none yet);
+/// returns its rule.
 fn check_entry<E: Float, O: DslOptimizer<E>>(
-    opt: &O,
+    shape_change: ShapeChange,
     values: &<O::Config as OptimizerConfig>::Values,
     e: &Meta<'_>,
+    ps: Option<&ParamState<E>>,
 ) -> Result<usize, OptimError> {
     let shape_err = |detail: String| OptimError::ShapeMismatch {
         param: e.name.to_string(),
@@ -501,13 +511,11 @@ fn check_entry<E: Float, O: DslOptimizer<E>>(
     };
     let rule = O::route(&info);
     O::check_param(values, rule, info).map_err(shape_err)?;
-    let state = opt.opt_state();
-    let Some(ps) = state.params.get(e.name) else {
+    let Some(ps) = ps else {
         return Ok(rule);
     };
-    let reshaped = ps.len != e.param_len || (!ps.shape.is_empty() && ps.shape != e.shape);
-    if reshaped {
-        if state.shape_change == ShapeChange::Reset {
+    if stale(ps, e) {
+        if shape_change == ShapeChange::Reset {
             return Ok(rule); // its state is discarded before the step
         }
         let was = if ps.shape.is_empty() {
@@ -534,25 +542,48 @@ fn check_entry<E: Float, O: DslOptimizer<E>>(
     Ok(rule)
 }
 
+/// Whether `ps` was created for another shape than `e`'s.
+fn stale<E>(ps: &ParamState<E>, e: &Meta<'_>) -> bool {
+    ps.len != e.param_len || (!ps.shape.is_empty() && ps.shape != e.shape)
+}
+
 /// Validates everything a step reads: hyperparameters at this step, names, shapes and state.
 pub(crate) fn validate<E: Float, O: DslOptimizer<E>>(
     opt: &O,
     entries: &[Meta<'_>],
 ) -> Result<(<O::Config as OptimizerConfig>::Values, Vec<usize>), OptimError> {
-    let values = opt.config().values(opt.opt_state().step)?;
-    let mut seen = HashSet::with_capacity(entries.len());
-    if let Some(dup) = entries.iter().find(|e| !seen.insert(e.name)) {
-        return Err(OptimError::DuplicateParam(dup.name.to_string()));
+    let mut order = NameOrder::default();
+    validate_ordered(opt, entries, &mut order)
+}
+
+/// [`validate`] with the sorted order of the names kept in `order` (reused when the names are
+/// the last step's).
+fn validate_ordered<E: Float, O: DslOptimizer<E>>(
+    opt: &O,
+    entries: &[Meta<'_>],
+    order: &mut NameOrder,
+) -> Result<(<O::Config as OptimizerConfig>::Values, Vec<usize>), OptimError> {
+    let state = opt.opt_state();
+    let values = opt.config().values(state.step)?;
+    let name = |i: usize| entries[i].name;
+    let sorted = order
+        .order(entries.len(), name)
+        .map_err(|dup| OptimError::DuplicateParam(dup.to_string()))?;
+    let found = lookup::states(&state.params, sorted, name);
+    let mut rules = Vec::with_capacity(entries.len()); // sized once, not grown
+    for (e, ps) in entries.iter().zip(found) {
+        rules.push(check_entry::<E, O>(state.shape_change, &values, e, ps)?);
     }
-    let rules = entries
-        .iter()
-        .map(|e| check_entry(opt, &values, e))
-        .collect::<Result<Vec<usize>, OptimError>>()?;
     Ok((values, rules))
 }
 
 /// Validates, then runs one step over `entries`. Nothing is written unless validation passes
 /// on every process.
+///
+/// Per parameter, a steady-state step (the same names as the last step) hashes nothing, looks
+/// nothing up in a map and allocates only the parameter's staged job: the names' sorted order
+/// is the last step's ([`NameOrder`]) and every state is found in one ordered walk over the
+/// state map (`crate::lookup`).
 pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     opt: &mut O,
     entries: Vec<Entry<'_, E>>,
@@ -565,7 +596,9 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     }
     // 1. validation, agreed by every process: nothing is modified until this has passed.
     let metas: Vec<Meta<'_>> = entries.iter().map(Meta::from).collect();
-    let checked = validate(opt, &metas);
+    let mut order = std::mem::take(&mut opt.opt_state_mut().order);
+    let checked = validate_ordered(opt, &metas, &mut order);
+    opt.opt_state_mut().order = order;
     let agreed = sync.agree(checked.as_ref().map(|_| ()).map_err(Clone::clone));
     let (values, rules) = match (checked, agreed) {
         (Ok(v), Ok(())) => v,
@@ -603,26 +636,24 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     let mut entries = entries;
     let advance = !entries.is_empty();
     let state = opt.opt_state_mut();
-    ensure_states(state, &metas, &rules);
+    let mut order = std::mem::take(&mut state.order);
+    let name = |i: usize| metas[i].name;
+    let sorted = order.order(metas.len(), name).unwrap_or(&[]); // validated: no duplicates
+    ensure_states_ordered(state, &metas, &rules, sorted, None);
     if let Some(m) = &mut metrics {
-        for e in &entries {
-            if let Some(ps) = state.params.get(e.name) {
-                m.matrix_before(ps.matrix);
-            }
+        for ps in lookup::states(&state.params, sorted, name)
+            .into_iter()
+            .flatten()
+        {
+            m.matrix_before(ps.matrix);
         }
     }
     {
-        let names: HashSet<&str> = entries.iter().map(|e| e.name).collect();
-        let mut by_name: HashMap<&str, &mut ParamState<E>> = state
-            .params
-            .iter_mut()
-            .filter(|(k, _)| names.contains(k.as_str()))
-            .map(|(k, v)| (k.as_str(), v))
-            .collect();
+        let found = lookup::states_mut(&mut state.params, sorted, name);
         let mut jobs = Vec::with_capacity(entries.len());
-        for (e, &rule) in entries.iter_mut().zip(&rules) {
-            let Some(ps) = by_name.remove(e.name) else {
-                continue; // unreachable: every name was inserted above
+        for ((e, &rule), ps) in entries.iter_mut().zip(&rules).zip(found) {
+            let Some(ps) = ps else {
+                continue; // unreachable: every state was created above
             };
             ps.rule = rule;
             let info = ParamInfo {
@@ -644,15 +675,18 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
         };
         execute_with(jobs, O::max_stages(), &mut sums)?;
     }
-    let state = opt.opt_state_mut();
     if let Some(m) = metrics {
-        let params = &state.params;
-        let after = entries.iter().map(|e| {
-            let stats = params.get(e.name).map(|ps| ps.matrix).unwrap_or_default();
-            (e.name, &*e.param, stats)
+        let found = lookup::states(&state.params, sorted, name);
+        let after = entries.iter().zip(found).map(|(e, ps)| {
+            (
+                e.name,
+                &*e.param,
+                ps.map(|ps| ps.matrix).unwrap_or_default(),
+            )
         });
         state.metrics.last = Some(m.finish(step, after));
     }
+    state.order = order;
     if advance {
         state.step += 1;
     }
@@ -667,26 +701,51 @@ pub(crate) fn ensure_states<E: Float>(
     metas: &[Meta<'_>],
     rules: &[usize],
 ) -> Vec<bool> {
-    let round = state.scalar_precision == ScalarPrecision::Param;
-    let mut fresh_states = Vec::with_capacity(metas.len());
-    for (e, &rule) in metas.iter().zip(rules) {
-        let stale = |ps: &ParamState<E>| {
-            ps.len != e.param_len || (!ps.shape.is_empty() && ps.shape != e.shape)
-        };
-        if state.params.get(e.name).is_some_and(stale) {
-            state.params.remove(e.name);
-        }
-        fresh_states.push(!state.params.contains_key(e.name));
-        let ps = state
-            .params
-            .entry(e.name.to_string())
-            .or_insert_with(|| ParamState::new(rule, e.param_len));
-        if ps.shape.is_empty() {
-            ps.shape = e.shape.to_vec();
-        }
-        ps.round_scalars = round;
+    let mut order = NameOrder::default();
+    let mut fresh = vec![false; metas.len()];
+    if let Ok(sorted) = order.order(metas.len(), |i| metas[i].name) {
+        ensure_states_ordered(state, metas, rules, sorted, Some(&mut fresh));
     }
-    fresh_states
+    fresh
+}
+
+/// [`ensure_states`] with the names' sorted order `sorted` (from [`NameOrder::order`]); sets
+/// `fresh[i]` when parameter `i`'s state was created or restarted. Existing states are found
+/// in one ordered walk; only a missing or stale state costs a map insertion.
+fn ensure_states_ordered<E: Float>(
+    state: &mut OptState<E>,
+    metas: &[Meta<'_>],
+    rules: &[usize],
+    sorted: &[usize],
+    mut fresh: Option<&mut Vec<bool>>,
+) {
+    let round = state.scalar_precision == ScalarPrecision::Param;
+    let reciprocals = state.arithmetic == Arithmetic::Reciprocal;
+    let mut missing = Vec::new();
+    let found = lookup::states_mut(&mut state.params, sorted, |i| metas[i].name);
+    for (i, ps) in found.into_iter().enumerate() {
+        match ps {
+            Some(ps) if !stale(ps, &metas[i]) => {
+                if ps.shape.is_empty() {
+                    ps.shape = metas[i].shape.to_vec();
+                }
+                ps.round_scalars = round;
+                ps.reciprocals = reciprocals;
+            }
+            _ => missing.push(i),
+        }
+    }
+    for i in missing {
+        let (e, rule) = (&metas[i], rules[i]);
+        let mut ps = ParamState::new(rule, e.param_len);
+        ps.shape = e.shape.to_vec();
+        ps.round_scalars = round;
+        ps.reciprocals = reciprocals;
+        state.params.insert(e.name.to_string(), ps);
+        if let Some(f) = fresh.as_deref_mut() {
+            f[i] = true;
+        }
+    }
 }
 
 /// Whether every element of `xs` is finite. `x - x` is `0` for a finite `x` and NaN for NaN or

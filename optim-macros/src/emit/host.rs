@@ -511,11 +511,19 @@ impl VariantEmitter<'_> {
                 _ => None,
             })
             .collect();
+        // the reciprocal instance only where the loop divides by a hoisted scalar (otherwise
+        // both instances are the same loop)
+        let recip = !rust_loop::scalar_divisors(&self.v.loops[k]).is_empty();
+        let pick = |f: TokenStream| {
+            if recip {
+                quote!(if ps.reciprocals { #f::<E, #kname<true>> } else { #f::<E, #kname<false>> })
+            } else {
+                quote!(#f::<E, #kname<false>>)
+            }
+        };
+        let (dispatch, dispatch_low) = (pick(quote!(#p::dispatch)), pick(quote!(#p::dispatch_low)));
         let (kernel, low) = if low_slots.is_empty() {
-            (
-                quote!(#p::dispatch::<E, #kname>),
-                quote!(::core::option::Option::None),
-            )
+            (dispatch, quote!(::core::option::Option::None))
         } else {
             (
                 quote!(#p::no_kernel::<E>),
@@ -525,7 +533,7 @@ impl VariantEmitter<'_> {
                         if [#(#low_slots),*].contains(&i) { lo.push(&mut b.bits[..]); }
                     }
                     ::core::option::Option::Some(#p::LowCall {
-                        kernel: #p::dispatch_low::<E, #kname>,
+                        kernel: #dispatch_low,
                         bufs: lo,
                         key: #p::lowp::param_key(info.name, ps.step),
                     })

@@ -534,7 +534,8 @@ pub(crate) fn rust_kernel_for_tests(l: &crate::loop_ir::LoopIr, name: &syn::Iden
 }
 #[cfg(test)]
 pub(crate) fn rust_stmt_for_tests(s: &crate::loop_ir::LStmt) -> TokenStream {
-    rust_loop::stmt(s)
+    // as the kernel prints it: a division by a hoisted scalar in its two-mode form
+    rust_loop::reciprocal_div(s).unwrap_or_else(|| rust_loop::stmt(s))
 }
 #[cfg(test)]
 pub(crate) fn rust_expr_for_tests(e: &crate::loop_ir::LExpr) -> TokenStream {

@@ -3,7 +3,7 @@
 //! SIMD level.
 
 use super::exprs::bin_tokens;
-use crate::ir::RedKind;
+use crate::ir::{BinOp, RedKind};
 use crate::loop_ir::{Elem, LExpr, LStmt, LStream, LoopIr, Val};
 use crate::private::Private;
 use proc_macro2::TokenStream;
@@ -137,8 +137,46 @@ fn stmt_in(s: &LStmt, l: &LoopIr) -> TokenStream {
             }
             None => stmt(s),
         },
-        _ => stmt(s),
+        _ => reciprocal_div(s).unwrap_or_else(|| stmt(s)),
     }
+}
+
+/// The hoisted scalars loop `l` divides an element-wise value by (`x / s`): in the
+/// reciprocal instance of its kernel (`R = true`, the runtime's `Arithmetic::Reciprocal`) each
+/// is replaced by a multiplication by `1 / s`, computed once before the loop.
+pub(crate) fn scalar_divisors(l: &LoopIr) -> Vec<usize> {
+    let mut out: Vec<usize> = l
+        .body
+        .iter()
+        .filter_map(|s| match s {
+            LStmt::Let {
+                expr: LExpr::Bin(BinOp::Div, Val::Var(_), Val::Scalar(k)),
+                ..
+            } => Some(*k),
+            _ => None,
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// `let x = a / s;` as `a * (1 / s)` in the reciprocal instance (`R`), `a / s` otherwise (the
+/// branch is on a const generic, so each instance has one form).
+pub(crate) fn reciprocal_div(s: &LStmt) -> Option<TokenStream> {
+    let LStmt::Let {
+        var,
+        expr: LExpr::Bin(BinOp::Div, a @ Val::Var(_), Val::Scalar(k)),
+        ..
+    } = s
+    else {
+        return None;
+    };
+    let l = format_ident!("x{}", var);
+    let a = val(*a);
+    let sk = format_ident!("s{}", k);
+    let rk = format_ident!("inv_s{}", k);
+    Some(quote!(let #l = if R { #a * #rk } else { #a / #sk };))
 }
 
 /// `bf16` / `f16` (the runtime's function suffixes).
@@ -149,7 +187,9 @@ fn elem_name(e: Elem) -> &'static str {
     }
 }
 
-/// `struct #kname;` and its `Kernel` impl (`LowKernel` when a stream is stored in 16 bits).
+/// `struct #kname<const R: bool>;` and its `Kernel` impl (`LowKernel` when a stream is stored
+/// in 16 bits). `R`: divisions by hoisted scalars as multiplications by their reciprocals (see
+/// [`scalar_divisors`]); the exact instance (`R = false`) is the rule as written.
 pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
     let p = Private;
     let bnames: Vec<syn::Ident> = (0..l.bufs.len()).map(|j| format_ident!("b{}", j)).collect();
@@ -176,6 +216,11 @@ pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
         } else {
             quote!(let #s: E = s[#k];)
         }
+    });
+    let recips = scalar_divisors(l).into_iter().map(|k| {
+        let s = format_ident!("s{}", k);
+        let r = format_ident!("inv_s{}", k);
+        quote!(let #r: E = if R { E::one() / #s } else { E::zero() };)
     });
     let accs: Vec<syn::Ident> = (0..nred).map(|j| format_ident!("r{}", j)).collect();
     let red_idx: Vec<usize> = (0..nred).collect();
@@ -216,8 +261,8 @@ pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
         )
     };
     quote! {
-        struct #kname;
-        impl<E: #p::Float> #tr for #kname {
+        struct #kname<const R: ::core::primitive::bool>;
+        impl<E: #p::Float, const R: ::core::primitive::bool> #tr for #kname<R> {
             #[inline(always)]
             #[allow(unused_variables, unused_mut, unused_parens, clippy::all)]
             fn run(#args) {
@@ -228,6 +273,7 @@ pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
                 #(if #bnames.len() < n { return; })*
                 #(let #bnames: &mut [#belems] = &mut #bnames[..n];)*
                 #(#scal_loads)*
+                #(#recips)*
                 #(let mut #accs = 0.0f64;)*
                 for i in 0..n {
                     #(#body)*

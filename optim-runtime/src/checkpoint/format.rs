@@ -6,7 +6,7 @@ use crate::float::Float;
 use crate::lowp::StateDtype;
 use crate::schedule::Schedule;
 use crate::serde_fin::fin;
-use crate::state::{NonFinitePolicy, ScalarPrecision, ShapeChange};
+use crate::state::{Arithmetic, NonFinitePolicy, ScalarPrecision, ShapeChange};
 use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 use std::any::Any;
@@ -29,6 +29,9 @@ pub(super) struct Meta {
     /// Absent in files written before it existed (the default then).
     #[serde(default)]
     pub scalar_precision: ScalarPrecision,
+    /// Absent in files written before it existed (the default then).
+    #[serde(default)]
+    pub arithmetic: Arithmetic,
     pub config: Vec<(String, FieldRepr)>,
     pub params: Vec<ParamMeta>,
     pub ema: Option<EmaMeta>,

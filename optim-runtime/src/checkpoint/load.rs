@@ -358,6 +358,7 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
     state.non_finite = meta.non_finite_policy;
     state.shape_change = meta.shape_change;
     state.scalar_precision = meta.scalar_precision;
+    state.arithmetic = meta.arithmetic;
     state.params = new_params;
     // device copies of the old state are stale; the next device step uploads the loaded state
     // (the parameter copies stay: they mirror the model, which a checkpoint does not change)

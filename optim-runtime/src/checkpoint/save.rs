@@ -221,6 +221,7 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
         non_finite_policy: state.non_finite,
         shape_change: state.shape_change,
         scalar_precision: state.scalar_precision,
+        arithmetic: state.arithmetic,
         config,
         params,
         ema: ema_meta,

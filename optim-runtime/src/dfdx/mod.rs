@@ -32,6 +32,6 @@ pub mod kfac;
 
 mod accumulate;
 mod ema;
-mod update;
+pub(crate) mod update;
 
 pub use update::{DfdxUpdate, ModelDevice};

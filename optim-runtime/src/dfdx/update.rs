@@ -1,12 +1,15 @@
 //! The dfdx step driver: [`DfdxUpdate`].
 
-use super::walk::{walk, walk_mut};
+use super::walk::{walk, walk_mut, Shared};
 use crate::error::OptimError;
 use crate::float::Float;
 use crate::optimizer::{step_entries, DslOptimizer, Entry, LocalSync};
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::tensor::{Cpu, Gradients};
 use dfdx::tensor_ops::Device;
+use rayon::prelude::*;
+use std::any::Any;
+use std::collections::BTreeMap;
 
 /// A dfdx device a module can be stepped on: `Cpu`, and `Cuda` with feature `cuda` (`f32`,
 /// `f64`). The device of [`DfdxUpdate::update`]'s `grads` picks the driver.
@@ -64,8 +67,10 @@ pub trait DfdxUpdate<E: Float>: DslOptimizer<E> {
     ///
     /// On `Cpu`: dfdx 0.13 gives no mutable view of a tensor's storage, so each parameter is
     /// copied to a reusable host buffer, updated there by the same fused kernels as
-    /// [`update_slices`](DslOptimizer::update_slices), and copied back (`copy_into`/`copy_from`:
-    /// 16 extra bytes per `f32` parameter).
+    /// [`update_slices`](DslOptimizer::update_slices), and copied back (16 extra bytes per
+    /// `f32` parameter; both copies run across tensors in parallel, the copy back into a spare
+    /// tensor that is then swapped into the model, so the optimizer holds two extra copies of
+    /// the parameters).
     ///
     /// On `Cuda` (feature `cuda`): the generated CUDA stages run on the GPU, state stays there,
     /// and the optimizer keeps a device copy of each parameter that it publishes into the
@@ -130,17 +135,84 @@ pub trait DfdxUpdate<E: Float>: DslOptimizer<E> {
 
 impl<E: Float, O: DslOptimizer<E>> DfdxUpdate<E> for O {}
 
-/// One trainable tensor staged for the step: its gradient buffer is borrowed from `grads`.
-struct Staged<E> {
+/// The dfdx driver's reusable host buffers, kept in the optimizer between steps (not part of
+/// its state: not saved, and a clone starts without them).
+///
+/// dfdx 0.13 gives no mutable view of a tensor's storage, so a step copies each parameter to a
+/// host buffer (`bufs`), updates it there and copies it back. The copy back goes into a *spare*
+/// tensor (`spares`: a handle with the parameter's id and a storage of its own, the tensor the
+/// model held before the last step), which is then swapped into the model: so both copies run
+/// on rayon across tensors, off dfdx's sequential walk. Costs one more copy of every parameter
+/// in memory.
+pub(crate) struct Staging<E> {
+    /// Host copy of each parameter, by name.
+    bufs: BTreeMap<String, Vec<E>>,
+    /// Spare tensor of each parameter, by name (a [`Shared`], type-erased so that this type
+    /// needs no bound on `E`).
+    spares: BTreeMap<String, Box<dyn Any + Send + Sync>>,
+}
+
+impl<E> Default for Staging<E> {
+    fn default() -> Self {
+        Staging {
+            bufs: BTreeMap::new(),
+            spares: BTreeMap::new(),
+        }
+    }
+}
+
+impl<E> Clone for Staging<E> {
+    fn clone(&self) -> Self {
+        Staging::default() // buffers are recreated by the next step
+    }
+}
+
+impl<E> PartialEq for Staging<E> {
+    fn eq(&self, _: &Self) -> bool {
+        true // reusable buffers, not state
+    }
+}
+
+impl<E> std::fmt::Debug for Staging<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Staging({} buffers, {} spares)",
+            self.bufs.len(),
+            self.spares.len()
+        )
+    }
+}
+
+/// One trainable tensor staged for the step.
+struct Staged<E: Float> {
     name: String,
     shape: Vec<usize>,
     module: &'static str,
+    /// Its gradient buffer, borrowed from `grads` (returned after the step).
     grad: Vec<E>,
+    /// The host copy the step updates.
+    buf: Vec<E>,
+    /// The model's tensor, shared until it has been read into `buf`.
+    source: Option<Shared<E>>,
+    /// The spare tensor the new values go to (see [`Staging`]).
+    spare: Option<Shared<E>>,
 }
 
-/// Stages every trainable tensor in the optimizer's reusable host buffer (`OptState::scratch`)
-/// and borrows its gradient, runs the shared step, then returns every gradient buffer and, when
-/// the step succeeded, copies the new values back.
+/// Runs `f` on every staged tensor, across rayon's threads.
+fn each_tensor<E: Float>(staged: &mut [Staged<E>], f: impl Fn(&mut Staged<E>) + Sync + Send) {
+    if staged.len() > 1 && rayon::current_num_threads() > 1 {
+        staged.par_iter_mut().for_each(f);
+    } else {
+        staged.iter_mut().for_each(f);
+    }
+}
+
+/// Stages every trainable tensor (host copies read in parallel, gradients borrowed from
+/// `grads`), runs the shared step, then returns every gradient buffer and, when the step
+/// succeeded, commits the new values: written into the spare tensors in parallel, then swapped
+/// into the model (a spare that does not fit, at the first steps or after the model changed,
+/// is replaced and the values are written into the model's tensor directly).
 fn update<E, O, M>(
     opt: &mut O,
     model: &mut M,
@@ -153,66 +225,93 @@ where
     M: TensorCollection<E, Cpu>,
     Cpu: Device<E>,
 {
-    let mut scratch = std::mem::take(&mut opt.opt_state_mut().scratch);
+    let mut staging = std::mem::take(&mut opt.opt_state_mut().staging);
     let mut staged: Vec<Staged<E>> = Vec::new();
     let walked = walk::<E, M>(model, |t, h| {
         if !t.trainable || !has_grad(t.name) {
             return Ok(());
         }
-        h.read(scratch.entry(t.name.to_string()).or_default());
         let grad = h.take_grad(grads)?;
+        let spare = staging
+            .spares
+            .remove(t.name)
+            .and_then(|b| b.downcast::<Shared<E>>().ok())
+            .map(|b| *b);
         staged.push(Staged {
             name: t.name.to_string(),
             shape: t.shape.to_vec(),
             module: t.module,
             grad,
+            buf: staging.bufs.remove(t.name).unwrap_or_default(),
+            source: Some(h.share()),
+            spare,
         });
         Ok(())
     });
+    // the reads, in parallel; the shared handles are dropped here, so that each model tensor's
+    // storage is its own again before the commit
+    each_tensor(&mut staged, |s| {
+        if let Some(src) = s.source.take() {
+            if walked.is_ok() {
+                src.read(&mut s.buf);
+            }
+        }
+    });
 
     let result = walked.and_then(|()| {
-        // Move the staged buffers out of `scratch` so that `step_entries` can borrow them
-        // mutably alongside the optimizer.
-        let mut bufs: Vec<(String, Vec<E>)> = staged
-            .iter()
-            .map(|s| (s.name.clone(), scratch.remove(&s.name).unwrap_or_default()))
-            .collect();
         let entries: Vec<Entry<'_, E>> = staged
-            .iter()
-            .zip(bufs.iter_mut())
-            .map(|(s, (_, buf))| Entry {
+            .iter_mut()
+            .map(|s| Entry {
                 name: &s.name,
                 shape: &s.shape,
                 module: s.module,
-                param: buf.as_mut_slice(),
+                param: s.buf.as_mut_slice(),
                 grad: &s.grad,
             })
             .collect();
-        let r = step_entries(opt, entries, &mut LocalSync);
-        scratch.extend(bufs);
-        r
+        step_entries(opt, entries, &mut LocalSync)
     });
 
     // Return every borrowed gradient (also after a failed step or walk), then commit.
     let commit = result.is_ok();
-    let mut borrowed: std::collections::HashMap<String, Vec<E>> =
-        staged.into_iter().map(|s| (s.name, s.grad)).collect();
+    if commit {
+        each_tensor(&mut staged, |s| {
+            if let Some(sp) = s.spare.as_mut().filter(|sp| sp.len() == s.buf.len()) {
+                sp.write(&s.buf);
+            }
+        });
+    }
+    let mut next = 0;
     let restored = walk_mut::<E, M>(model, |t, h| {
-        if !t.trainable {
-            return Ok(());
-        }
-        let Some(grad) = borrowed.remove(t.name) else {
+        // `staged` is in walk order: the next staged tensor is this one or a later one
+        let Some(s) = staged
+            .get_mut(next)
+            .filter(|s| t.trainable && s.name == t.name)
+        else {
             return Ok(()); // not stepped
         };
-        h.put_grad(grads, grad)?;
+        next += 1;
+        h.put_grad(grads, std::mem::take(&mut s.grad))?;
         if commit {
-            if let Some(buf) = scratch.get(t.name) {
-                h.write(buf);
+            let fits = |sp: &Shared<E>| sp.len() == s.buf.len() && sp.id() == h.id();
+            let swapped = match s.spare.as_mut() {
+                Some(sp) if fits(sp) => h.swap_with(&mut **sp),
+                _ => false,
+            };
+            if !swapped {
+                h.write(&s.buf);
+                s.spare = Some(h.share()); // storage of its own from its first write
             }
         }
         Ok(())
     });
-    opt.opt_state_mut().scratch = scratch;
+    for s in staged {
+        if let Some(sp) = s.spare {
+            staging.spares.insert(s.name.clone(), Box::new(sp));
+        }
+        staging.bufs.insert(s.name, s.buf);
+    }
+    opt.opt_state_mut().staging = staging;
     result?;
     restored
 }

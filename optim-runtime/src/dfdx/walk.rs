@@ -56,7 +56,17 @@ pub(crate) trait HostTensor<E: Float> {
     fn put_grad(&self, grads: &mut Gradients<E, Cpu>, buf: Vec<E>) -> Result<(), OptimError>;
     /// dfdx's id of the tensor (the key of its gradient in `Gradients`).
     fn id(&self) -> UniqueId;
+    /// Number of elements.
+    fn len(&self) -> usize;
+    /// Another handle on this tensor: the same id and storage (dfdx tensors share their storage
+    /// by reference count; nothing is copied). Writing through either handle copies the storage
+    /// first while it is shared, so the other keeps its values.
+    fn share(&self) -> Shared<E>;
 }
+
+/// A tensor handle that can be kept off the walk and used from any thread (see
+/// [`HostTensor::share`]).
+pub(crate) type Shared<E> = Box<dyn HostTensorMut<E> + Send + Sync>;
 
 /// Write access to one tensor on `Cpu`.
 pub(crate) trait HostTensorMut<E: Float>: HostTensor<E> {
@@ -72,6 +82,11 @@ pub(crate) trait HostTensorMut<E: Float>: HostTensor<E> {
     ) -> Result<(), OptimError>;
     /// The read handle.
     fn as_host_tensor(&self) -> &(dyn HostTensor<E> + 'static);
+    /// Swaps this tensor with `other`, whole (id, storage), when `other` is a tensor of the same
+    /// type; returns `false` and changes nothing otherwise.
+    fn swap_with(&mut self, other: &mut dyn HostTensorMut<E>) -> bool;
+    /// `self` as `Any` (for [`swap_with`](Self::swap_with)).
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
 
 fn device_error(e: impl core::fmt::Debug) -> OptimError {
@@ -83,8 +98,12 @@ where
     Cpu: Device<E>,
 {
     fn read(&self, out: &mut Vec<E>) {
-        out.clear();
-        out.resize(self.shape().num_elements(), E::zero());
+        let n = self.shape().num_elements();
+        if out.len() != n {
+            // a reused buffer of the right length is overwritten as it is (no zero fill first)
+            out.clear();
+            out.resize(n, E::zero());
+        }
         self.copy_into(out);
     }
 
@@ -101,6 +120,14 @@ where
         let mut ids = UnusedTensors::default();
         ids.add(self);
         ids.ids[0]
+    }
+
+    fn len(&self) -> usize {
+        self.shape().num_elements()
+    }
+
+    fn share(&self) -> Shared<E> {
+        Box::new(self.clone())
     }
 }
 
@@ -123,6 +150,20 @@ where
         })
     }
     fn as_host_tensor(&self) -> &(dyn HostTensor<E> + 'static) {
+        self
+    }
+
+    fn swap_with(&mut self, other: &mut dyn HostTensorMut<E>) -> bool {
+        match other.as_any_mut().downcast_mut::<Self>() {
+            Some(o) => {
+                std::mem::swap(self, o);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
     }
 }
