@@ -119,11 +119,17 @@ fn kfac_preconditions_the_projections_and_sends_the_rest_to_adamw() {
     assert_eq!(kfac, expected);
     for (name, rule, states) in &routing {
         if *rule == 1 {
-            assert!(states.contains(&"m") && states.contains(&"v"), "{name}: {states:?}");
+            assert!(
+                states.contains(&"m") && states.contains(&"v"),
+                "{name}: {states:?}"
+            );
         }
     }
     // the statistic buffers are not trainable: no optimizer state for them
-    assert!(routing.iter().all(|r| !r.0.contains("kfac_")), "{routing:?}");
+    assert!(
+        routing.iter().all(|r| !r.0.contains("kfac_")),
+        "{routing:?}"
+    );
 }
 
 #[test]

@@ -31,9 +31,9 @@ use dfdx::tensor::Cpu;
 use examples::charlm::{
     bits, ladder, model, optimizers, CharLm, CharLmOf, Kfac, LinearKind, Plain,
 };
-use optim_dsl::kfac::KfacStats;
 use examples::data::text::{self, Corpus};
 use examples::optimizers::OptimizerSpec;
+use optim_dsl::kfac::KfacStats;
 use optim_dsl::prelude::*;
 use optim_dsl::OptimError;
 
@@ -258,8 +258,12 @@ where
         let loss = model::loss_and_grads(&dev, &net, &mut grads, &x, &y, cfg.batch);
         let t1 = Instant::now();
         if let Some(stats) = &mut kfac {
-            opt.kfac_update(stats, &mut net, &mut grads)
-                .map_err(|e| format!("{} (K-FAC statistics) failed at step {step}: {e}", spec.name))?;
+            opt.kfac_update(stats, &mut net, &mut grads).map_err(|e| {
+                format!(
+                    "{} (K-FAC statistics) failed at step {step}: {e}",
+                    spec.name
+                )
+            })?;
         }
         opt.step(&mut net, &mut grads)
             .map_err(|e| format!("{} failed at step {step}: {e}", spec.name))?;
@@ -658,9 +662,10 @@ fn need<T: std::str::FromStr>(
 /// `val_curves.csv`), and its sweep rows (`sweep.csv` if present, else the summary's runs) as
 /// runs with a one-point curve holding the final smoothed loss.
 fn read_dir(dir: &Path) -> Result<(Vec<LmRun>, Vec<LmRun>), Box<dyn Error>> {
-    let key = |r: &std::collections::HashMap<String, String>| -> Result<(String, f64), Box<dyn Error>> {
-        Ok((need::<String>(r, "optimizer")?, need::<f64>(r, "peak_lr")?))
-    };
+    let key =
+        |r: &std::collections::HashMap<String, String>| -> Result<(String, f64), Box<dyn Error>> {
+            Ok((need::<String>(r, "optimizer")?, need::<f64>(r, "peak_lr")?))
+        };
     let curves = read_csv(&dir.join("curves.csv"))?;
     let vals = read_csv(&dir.join("val_curves.csv"))?;
     let mut runs = Vec::new();
@@ -681,7 +686,11 @@ fn read_dir(dir: &Path) -> Result<(Vec<LmRun>, Vec<LmRun>), Box<dyn Error>> {
         let mut val_curve = Vec::new();
         for v in &vals {
             if key(v)? == (name.clone(), peak_lr) {
-                val_curve.push((need(v, "step")?, need(v, "train_seconds")?, need(v, "val_bits")?));
+                val_curve.push((
+                    need(v, "step")?,
+                    need(v, "train_seconds")?,
+                    need(v, "val_bits")?,
+                ));
             }
         }
         runs.push(LmRun {
@@ -760,11 +769,7 @@ pub fn merge(
     let (mut runs, mut rows) = (Vec::new(), Vec::new());
     for dir in dirs {
         let (r, s) = read_dir(dir)?;
-        let summary_rows = if s.is_empty() {
-            read_dir(dir)?.0
-        } else {
-            s
-        };
+        let summary_rows = if s.is_empty() { read_dir(dir)?.0 } else { s };
         runs.extend(r);
         for row in summary_rows {
             if !rows

@@ -30,7 +30,6 @@
 //! (weights and biases), embeddings `U(±1/sqrt(rows))`, layer norms `γ = 1, β = 0`.
 
 use dfdx::nn::modules::{Embedding, LayerNorm1D, Linear, Repeated};
-use optim_dsl::kfac::KfacLinear;
 use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection};
 use dfdx::nn::{BuildModule, Module};
 use dfdx::shapes::{Axes2, Axes4, Axis, Const, Dtype, HasShape};
@@ -41,6 +40,7 @@ use dfdx::tensor::{
 use dfdx::tensor_ops::{
     Backward, BroadcastTo, Device, GatherTo, MeanTo, PermuteTo, ReshapeTo, SelectTo, TryMatMul,
 };
+use optim_dsl::kfac::KfacLinear;
 
 pub use crate::data::text::VOCAB;
 
@@ -117,8 +117,13 @@ pub struct CausalSelfAttention<
 
 /// The feed-forward part of a block: `M → F → ReLU² → M`; layers of kind `K`.
 #[derive(Debug, Clone)]
-pub struct FeedForward<const M: usize, const F: usize, E: Dtype, D: Storage<E>, K: LinearKind = Plain>
-{
+pub struct FeedForward<
+    const M: usize,
+    const F: usize,
+    E: Dtype,
+    D: Storage<E>,
+    K: LinearKind = Plain,
+> {
     /// Expansion, `M → F`.
     pub fc: K::Layer<M, F, E, D>,
     /// Contraction, `F → M`.
