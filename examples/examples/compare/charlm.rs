@@ -753,6 +753,9 @@ fn read_dir(dir: &Path) -> Result<(Vec<LmRun>, Vec<LmRun>), Box<dyn Error>> {
     Ok((runs, sweep_rows))
 }
 
+/// What [`merge`] returns: the pooled sweeps (best first) and the chosen runs.
+pub type Merged = (Vec<Vec<LmRun>>, Vec<LmRun>);
+
 /// `--merge`: the runs recorded in `dirs` (by the comparison, a sweep or an earlier merge),
 /// combined. Sweep rows (each dir's `sweep.csv`, or its summary's runs if it has none) are
 /// pooled, one per optimizer and peak (the first dir wins); for each optimizer the chosen peak
@@ -762,10 +765,7 @@ fn read_dir(dir: &Path) -> Result<(Vec<LmRun>, Vec<LmRun>), Box<dyn Error>> {
 ///
 /// # Errors
 /// A missing or malformed file, or a chosen peak without a recorded run.
-pub fn merge(
-    dirs: &[std::path::PathBuf],
-    order: &[&str],
-) -> Result<(Vec<Vec<LmRun>>, Vec<LmRun>), Box<dyn Error>> {
+pub fn merge(dirs: &[std::path::PathBuf], order: &[&str]) -> Result<Merged, Box<dyn Error>> {
     let (mut runs, mut rows) = (Vec::new(), Vec::new());
     for dir in dirs {
         let (r, s) = read_dir(dir)?;
