@@ -339,6 +339,16 @@ struct Args {
     /// around its table value (3 to 5 runs each) and write sweep.csv instead of comparing.
     #[arg(long)]
     sweep: bool,
+    /// charlm --sweep: at most this many runs per optimizer (3: the table's peak and its two
+    /// neighbours only). An optimizer given with --lr NAME=VALUE is run once, not swept.
+    #[arg(long, default_value_t = charlm::SWEEP_MAX)]
+    sweep_max: usize,
+    /// charlm: train nothing; combine the runs recorded in these output directories (of
+    /// earlier comparisons, sweeps or merges; comma-separated): pool their sweep rows, choose
+    /// each optimizer's peak by the lowest final validation loss, and write sweep.csv, the
+    /// chosen runs' CSVs and the plots to --out.
+    #[arg(long, value_name = "DIR", value_delimiter = ',')]
+    merge: Vec<PathBuf>,
     /// Do not write the SVG plot.
     #[arg(long)]
     no_plot: bool,
@@ -1340,14 +1350,38 @@ fn run_charlm(args: &Args) -> Result<(), Box<dyn Error>> {
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let io_err = |e: std::io::Error| format!("cannot write to {}: {e}", out_dir.display());
     let mut written = vec!["summary.csv", "curves.csv", "val_curves.csv"];
-    if args.sweep {
-        let sweeps = charlm::sweep(&cfg, &selected, &data)?;
+    if !args.merge.is_empty() {
+        let order: Vec<&str> = lm_optimizers::OPTIMIZERS.iter().map(|s| s.name).collect();
+        let (sweeps, chosen) = charlm::merge(&args.merge, &order)?;
+        charlm::print_sweep(&sweeps, cfg.target);
+        println!();
+        charlm::print_table(&chosen, cfg.target);
+        charlm::write_sweep_csv(&out_dir, &sweeps, cfg.target).map_err(io_err)?;
+        written.insert(0, "sweep.csv");
+        charlm::write_csvs(&out_dir, &chosen.iter().collect::<Vec<_>>(), cfg.target)
+            .map_err(io_err)?;
+        if !args.no_plot {
+            written.extend(charlm::plot(&out_dir, &chosen, "charlm, Shakespeare")?);
+        }
+    } else if args.sweep {
+        if args.sweep_max == 0 {
+            return Err("--sweep-max must be at least 1".into());
+        }
+        let fixed: Vec<String> = args.lr.iter().map(|(n, _)| n.clone()).collect();
+        let mut sweeps = charlm::sweep(&cfg, &selected, &data, args.sweep_max, &fixed)?;
         println!();
         charlm::print_sweep(&sweeps, cfg.target);
         charlm::write_sweep_csv(&out_dir, &sweeps, cfg.target).map_err(io_err)?;
-        let all: Vec<&charlm::LmRun> = sweeps.iter().flatten().collect();
-        charlm::write_csvs(&out_dir, &all, cfg.target).map_err(io_err)?;
         written.insert(0, "sweep.csv");
+        // the comparison at the chosen peaks: each sweep's best run
+        let chosen: Vec<charlm::LmRun> = sweeps.iter_mut().map(|s| s.swap_remove(0)).collect();
+        println!("\nat the chosen peaks:");
+        charlm::print_table(&chosen, cfg.target);
+        charlm::write_csvs(&out_dir, &chosen.iter().collect::<Vec<_>>(), cfg.target)
+            .map_err(io_err)?;
+        if !args.no_plot {
+            written.extend(charlm::plot(&out_dir, &chosen, "charlm, Shakespeare")?);
+        }
     } else {
         let runs = charlm::run_all(&cfg, &selected, &data)?;
         println!();

@@ -24,6 +24,7 @@
 
 use dfdx::nn::TensorCollection;
 use dfdx::tensor::{Cpu, Gradients};
+use optim_dsl::kfac::{KfacReport, KfacStats};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{
     Adafactor, AdafactorConfig, Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Lamb,
@@ -52,6 +53,16 @@ pub trait ModelOptimizer<M> {
     /// its name, the index of the rule it was routed to (the order of the rules in the
     /// optimizer's declaration) and that rule's state buffer names.
     fn routing(&self) -> Vec<(String, usize, &'static [&'static str])>;
+    /// `stats.update(model, grads, self)`: folds the K-FAC statistics that `model`'s
+    /// `KfacLinear` layers recorded during the last backward into `stats`' running factors
+    /// and, when due, hands them to this optimizer (`set_kron_factors`); call it before
+    /// [`step`](Self::step). See `optim_dsl::kfac::KfacStats::update` for the errors.
+    fn kfac_update(
+        &mut self,
+        stats: &mut KfacStats,
+        model: &mut M,
+        grads: &mut Gradients<f32, Cpu>,
+    ) -> Result<KfacReport, OptimError>;
 }
 
 impl<M, O> ModelOptimizer<M> for O
@@ -87,6 +98,15 @@ where
             .iter()
             .map(|(name, p)| (name.clone(), p.rule, O::state_names(p.rule)))
             .collect()
+    }
+
+    fn kfac_update(
+        &mut self,
+        stats: &mut KfacStats,
+        model: &mut M,
+        grads: &mut Gradients<f32, Cpu>,
+    ) -> Result<KfacReport, OptimError> {
+        stats.update(model, grads, self)
     }
 }
 

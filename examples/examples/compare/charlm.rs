@@ -13,20 +13,27 @@
 //!
 //! `--sweep` instead runs each selected optimizer at several peak learning rates on the
 //! half-decade ladder (…, 1e-3, 3e-3, 1e-2, …): the table's peak and its two neighbours, then
-//! one more step outward while the best value sits at an edge, at most [`SWEEP_MAX`] runs per
-//! optimizer. The best peak has the lowest final validation loss; a diverged run counts as
-//! worst. Writes `sweep.csv` and prints the table.
+//! one more step outward while the best value sits at an edge, at most `--sweep-max` runs per
+//! optimizer (default [`SWEEP_MAX`]); an optimizer whose peak is given with `--lr NAME=VALUE`
+//! is not swept but run once at that peak. The best peak has the lowest final validation loss;
+//! a diverged run counts as worst. Writes `sweep.csv` (every run) and prints the sweep table,
+//! then prints the comparison table of the chosen runs and writes their `summary.csv`,
+//! `curves.csv`, `val_curves.csv` and plots — what the comparison command gives at those peaks
+//! (the runs are deterministic), so one invocation tunes and compares.
 
 use std::error::Error;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dfdx::nn::{NumParams, ZeroGrads};
+use dfdx::nn::{BuildModule, NumParams, ZeroGrads};
 use dfdx::tensor::Cpu;
-use examples::charlm::{bits, ladder, model, optimizers, CharLm};
+use examples::charlm::{
+    bits, ladder, model, optimizers, CharLm, CharLmOf, Kfac, LinearKind, Plain,
+};
 use examples::data::text::{self, Corpus};
 use examples::optimizers::OptimizerSpec;
+use optim_dsl::kfac::KfacStats;
 use optim_dsl::prelude::*;
 use optim_dsl::OptimError;
 
@@ -34,7 +41,7 @@ use super::{
     mean_ms, median_ms, plot_series, short_number, warmup_cosine_from_zero, Progress, Series,
 };
 
-/// Most runs per optimizer in a sweep.
+/// Most runs per optimizer in a sweep (default of `--sweep-max`).
 pub const SWEEP_MAX: usize = 5;
 /// Smoothing coefficient of the training-loss EMA (as the classification task).
 const SMOOTHING: f64 = 0.9;
@@ -83,8 +90,8 @@ struct Point {
 
 /// The outcome of one optimizer at one peak learning rate.
 pub struct LmRun {
-    name: &'static str,
-    type_name: &'static str,
+    name: String,
+    type_name: String,
     peak_lr: f64,
     /// Bits/char on the whole validation text after the last step (`None` if diverged).
     val_bits: Option<f64>,
@@ -92,23 +99,45 @@ pub struct LmRun {
     diverged_at: Option<usize>,
     steps_to_target: Option<usize>,
     time_to_target: Option<f64>,
-    step_times: Vec<Duration>,
-    update_times: Vec<Duration>,
+    timing: Timing,
     state_bytes: usize,
     curve: Vec<Point>,
     /// `(step, training seconds, bits/char)` on the periodic validation windows.
     val_curve: Vec<(usize, f64, f64)>,
 }
 
+/// The time columns of a run (milliseconds unless named otherwise).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timing {
+    median_step_ms: f64,
+    median_update_ms: f64,
+    mean_step_ms: f64,
+    mean_update_ms: f64,
+    train_seconds: f64,
+}
+
+impl Timing {
+    fn of(step_times: &[Duration], update_times: &[Duration]) -> Timing {
+        Timing {
+            median_step_ms: median_ms(step_times),
+            median_update_ms: median_ms(update_times),
+            mean_step_ms: mean_ms(step_times),
+            mean_update_ms: mean_ms(update_times),
+            train_seconds: step_times.iter().map(Duration::as_secs_f64).sum(),
+        }
+    }
+}
+
 impl LmRun {
     fn final_smoothed(&self) -> f64 {
         self.curve.last().map_or(f64::NAN, |p| p.smoothed)
     }
+    /// The `update` share of the training time (mean update over mean step, one run).
     fn update_share(&self) -> f64 {
-        mean_ms(&self.update_times) / mean_ms(&self.step_times).max(1e-12)
+        self.timing.mean_update_ms / self.timing.mean_step_ms.max(1e-12)
     }
     fn train_seconds(&self) -> f64 {
-        self.step_times.iter().map(Duration::as_secs_f64).sum()
+        self.timing.train_seconds
     }
     /// Sort key: final validation loss, diverged runs last.
     fn score(&self) -> f64 {
@@ -162,7 +191,9 @@ pub fn describe(cfg: &LmConfig, data: &LmData) -> String {
     )
 }
 
-/// Trains a fresh `CharLm` with optimizer `spec` at `peak_lr`.
+/// Trains a fresh `CharLm` with optimizer `spec` at `peak_lr` (the K-FAC entry: a
+/// `KfacCharLm`, the same weights with statistic-recording projections, and a `KfacStats`
+/// updated before every step).
 pub fn train_one(
     cfg: &LmConfig,
     spec: &OptimizerSpec,
@@ -170,43 +201,77 @@ pub fn train_one(
     data: &LmData,
     progress: &Progress,
 ) -> Result<LmRun, Box<dyn Error>> {
+    if optimizers::uses_kfac(spec.name) {
+        let stats = KfacStats::new(optimizers::kfac_stats_config())?;
+        train_model::<Kfac>(cfg, spec, peak_lr, data, progress, Some(stats))
+    } else {
+        train_model::<Plain>(cfg, spec, peak_lr, data, progress, None)
+    }
+}
+
+/// [`train_one`] on the model with projections of kind `K`; with `kfac`, the statistics are
+/// registered after `alloc_grads` and folded in (`ModelOptimizer::kfac_update`) after each
+/// backward and before each `step`, inside the timed `update`.
+fn train_model<K: LinearKind>(
+    cfg: &LmConfig,
+    spec: &OptimizerSpec,
+    peak_lr: f64,
+    data: &LmData,
+    progress: &Progress,
+    mut kfac: Option<KfacStats>,
+) -> Result<LmRun, Box<dyn Error>>
+where
+    CharLmOf<K>: BuildModule<Cpu, f32> + dfdx::nn::TensorCollection<f32, Cpu>,
+{
     let context = CharLm::CONTEXT;
     let dev = Cpu::seed_from_u64(cfg.seed);
-    let mut net = CharLm::build_on(&dev);
+    let mut net = CharLmOf::<K>::build_on(&dev);
     let mut grads = net.alloc_grads();
+    if let Some(stats) = &kfac {
+        stats.watch(&net, &mut grads)?;
+    }
     let schedule = cfg.schedule(peak_lr)?;
     // the run's warmup and length are valid (checked above); a non-finite peak becomes a
     // constant the optimizer then refuses, naming it
     let sched = |p: f64| cfg.schedule(p).map_or(Hyper::Const(p), Hyper::from);
-    let mut opt = optimizers::build::<CharLm>(spec.name, peak_lr, &sched)?;
+    let mut opt = optimizers::build::<CharLmOf<K>>(spec.name, peak_lr, &sched)?;
 
     let mut run = LmRun {
-        name: spec.name,
-        type_name: opt.name(),
+        name: spec.name.to_string(),
+        type_name: opt.name().to_string(),
         peak_lr,
         val_bits: None,
         diverged_at: None,
         steps_to_target: None,
         time_to_target: None,
-        step_times: Vec::with_capacity(cfg.steps),
-        update_times: Vec::with_capacity(cfg.steps),
+        timing: Timing::default(),
         state_bytes: 0,
         curve: Vec::with_capacity(cfg.steps),
         val_curve: Vec::new(),
     };
     let (mut ema, mut wall, mut last_val) = (0.0f64, 0.0f64, f64::NAN);
+    let mut step_times = Vec::with_capacity(cfg.steps);
+    let mut update_times = Vec::with_capacity(cfg.steps);
     for step in 1..=cfg.steps {
         let (x, y) = data.train.batch(cfg.batch, context, cfg.seed, step as u64);
         let t0 = Instant::now();
         let loss = model::loss_and_grads(&dev, &net, &mut grads, &x, &y, cfg.batch);
         let t1 = Instant::now();
+        if let Some(stats) = &mut kfac {
+            opt.kfac_update(stats, &mut net, &mut grads).map_err(|e| {
+                format!(
+                    "{} (K-FAC statistics) failed at step {step}: {e}",
+                    spec.name
+                )
+            })?;
+        }
         opt.step(&mut net, &mut grads)
             .map_err(|e| format!("{} failed at step {step}: {e}", spec.name))?;
         let t2 = Instant::now();
         net.zero_grads(&mut grads);
         let elapsed = t0.elapsed();
-        run.step_times.push(elapsed);
-        run.update_times.push(t2 - t1);
+        step_times.push(elapsed);
+        update_times.push(t2 - t1);
         wall += elapsed.as_secs_f64();
 
         let b = bits(f64::from(loss));
@@ -240,6 +305,7 @@ pub fn train_one(
             format!("train {smoothed:.3} bits/char{val}, {wall:.1} s training")
         });
     }
+    run.timing = Timing::of(&step_times, &update_times);
     run.state_bytes = opt.state_bytes();
     if run.diverged_at.is_none() {
         let v = bits(model::evaluate(&dev, &net, &data.full, context, 64));
@@ -269,24 +335,32 @@ pub fn run_all(
     Ok(out)
 }
 
-/// The sweep: for each selected optimizer, the runs at each peak it tried, best first.
+/// The sweep: for each selected optimizer, the runs at each peak it tried, best first. At most
+/// `max_runs` runs per optimizer (the centre and its two ladder neighbours first, so a
+/// `max_runs` below 3 cuts those); an optimizer named in `fixed` runs once, at its given peak.
 pub fn sweep(
     cfg: &LmConfig,
     selected: &[(&'static OptimizerSpec, f64)],
     data: &LmData,
+    max_runs: usize,
+    fixed: &[String],
 ) -> Result<Vec<Vec<LmRun>>, Box<dyn Error>> {
     let mut all = Vec::new();
     for &(spec, centre) in selected {
         let mut runs: Vec<LmRun> = Vec::new();
-        let mut todo = vec![ladder(centre, false), centre, ladder(centre, true)];
+        let mut todo = if fixed.iter().any(|f| f == spec.name) {
+            vec![centre]
+        } else {
+            vec![ladder(centre, false), ladder(centre, true), centre]
+        };
         while let Some(lr) = todo.pop() {
-            if runs.iter().any(|r| r.peak_lr == lr) {
+            if runs.iter().any(|r| r.peak_lr == lr) || runs.len() >= max_runs {
                 continue;
             }
             let progress = Progress::new(spec.name, cfg.steps);
             progress.note(&format!("peak lr {}", short_number(lr)));
             runs.push(train_one(cfg, spec, lr, data, &progress)?);
-            if todo.is_empty() && runs.len() < SWEEP_MAX {
+            if todo.is_empty() && runs.len() < max_runs && runs.len() >= 3 {
                 let best = runs
                     .iter()
                     .min_by(|a, b| a.score().total_cmp(&b.score()))
@@ -328,7 +402,7 @@ pub fn print_table(runs: &[LmRun], target: f64) {
         .iter()
         .map(|r| {
             vec![
-                r.name.to_string(),
+                r.name.clone(),
                 format!("{:e}", r.peak_lr),
                 r.val_bits.map_or_else(
                     || format!("div@{}", r.diverged_at.unwrap_or(0)),
@@ -337,8 +411,8 @@ pub fn print_table(runs: &[LmRun], target: f64) {
                 format!("{:.4}", r.final_smoothed()),
                 r.steps_to_target.map_or("-".to_string(), |s| s.to_string()),
                 fmt_opt(r.time_to_target, 1),
-                format!("{:.1}", median_ms(&r.step_times)),
-                format!("{:.1}", median_ms(&r.update_times)),
+                format!("{:.1}", r.timing.median_step_ms),
+                format!("{:.1}", r.timing.median_update_ms),
                 format!("{:.1}%", 100.0 * r.update_share()),
                 format!("{:.2}", r.state_bytes as f64 / 1e6),
             ]
@@ -358,7 +432,7 @@ pub fn print_sweep(sweeps: &[Vec<LmRun>], target: f64) {
         sweeps
             .iter()
             .filter_map(|s| s.first())
-            .map(|r| r.name.to_string()),
+            .map(|r| r.name.clone()),
     );
     let rows: Vec<Vec<String>> = lrs
         .iter()
@@ -410,10 +484,10 @@ pub fn write_csvs(dir: &Path, runs: &[&LmRun], target: f64) -> std::io::Result<(
             r.time_to_target
                 .map_or(String::new(), |v| format!("{v:.3}")),
             r.train_seconds(),
-            median_ms(&r.step_times),
-            median_ms(&r.update_times),
-            mean_ms(&r.step_times),
-            mean_ms(&r.update_times),
+            r.timing.median_step_ms,
+            r.timing.median_update_ms,
+            r.timing.mean_step_ms,
+            r.timing.mean_update_ms,
             r.update_share(),
             r.state_bytes,
         );
@@ -472,7 +546,7 @@ pub fn plot(dir: &Path, runs: &[LmRun], title: &str) -> Result<Vec<&'static str>
     let series = |time: bool| -> Vec<Series> {
         runs.iter()
             .map(|r| Series {
-                name: r.name.to_string(),
+                name: r.name.clone(),
                 points: r
                     .curve
                     .iter()
@@ -523,4 +597,216 @@ pub fn plot(dir: &Path, runs: &[LmRun], title: &str) -> Result<Vec<&'static str>
         y,
     )?;
     Ok(vec!["loss_vs_steps.svg", "loss_vs_time.svg"])
+}
+
+/// Splits a CSV file (the simple files written above: no quoting) into its header and rows,
+/// each row a map from column name to text.
+fn read_csv(path: &Path) -> Result<Vec<std::collections::HashMap<String, String>>, Box<dyn Error>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or_else(|| format!("{} is empty", path.display()))?
+        .split(',')
+        .collect();
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            let cells: Vec<&str> = l.split(',').collect();
+            if cells.len() != header.len() {
+                return Err(format!(
+                    "{} line {}: {} cells for {} columns",
+                    path.display(),
+                    i + 2,
+                    cells.len(),
+                    header.len()
+                )
+                .into());
+            }
+            Ok(header
+                .iter()
+                .zip(cells)
+                .map(|(h, c)| (h.to_string(), c.to_string()))
+                .collect())
+        })
+        .collect()
+}
+
+/// The cell `col` of `row` parsed as `T`; an empty cell is `None`.
+fn cell<T: std::str::FromStr>(
+    row: &std::collections::HashMap<String, String>,
+    col: &str,
+) -> Result<Option<T>, Box<dyn Error>> {
+    let text = row
+        .get(col)
+        .ok_or_else(|| format!("column `{col}` missing"))?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| format!("column `{col}`: cannot parse `{text}`").into())
+}
+
+/// A required cell (see [`cell`]).
+fn need<T: std::str::FromStr>(
+    row: &std::collections::HashMap<String, String>,
+    col: &str,
+) -> Result<T, Box<dyn Error>> {
+    cell(row, col)?.ok_or_else(|| format!("column `{col}` is empty").into())
+}
+
+/// The runs recorded in `dir` by [`write_csvs`] (`summary.csv`, `curves.csv`,
+/// `val_curves.csv`), and its sweep rows (`sweep.csv` if present, else the summary's runs) as
+/// runs with a one-point curve holding the final smoothed loss.
+fn read_dir(dir: &Path) -> Result<(Vec<LmRun>, Vec<LmRun>), Box<dyn Error>> {
+    let key =
+        |r: &std::collections::HashMap<String, String>| -> Result<(String, f64), Box<dyn Error>> {
+            Ok((need::<String>(r, "optimizer")?, need::<f64>(r, "peak_lr")?))
+        };
+    let curves = read_csv(&dir.join("curves.csv"))?;
+    let vals = read_csv(&dir.join("val_curves.csv"))?;
+    let mut runs = Vec::new();
+    for row in read_csv(&dir.join("summary.csv"))? {
+        let (name, peak_lr) = key(&row)?;
+        let mut curve = Vec::new();
+        for c in &curves {
+            if key(c)? == (name.clone(), peak_lr) {
+                curve.push(Point {
+                    step: need(c, "step")?,
+                    wall: need(c, "train_seconds")?,
+                    lr: need(c, "lr")?,
+                    bits: need(c, "batch_bits")?,
+                    smoothed: need(c, "smoothed_bits")?,
+                });
+            }
+        }
+        let mut val_curve = Vec::new();
+        for v in &vals {
+            if key(v)? == (name.clone(), peak_lr) {
+                val_curve.push((
+                    need(v, "step")?,
+                    need(v, "train_seconds")?,
+                    need(v, "val_bits")?,
+                ));
+            }
+        }
+        runs.push(LmRun {
+            type_name: need(&row, "type")?,
+            peak_lr,
+            val_bits: cell(&row, "val_bits_per_char")?,
+            diverged_at: cell(&row, "diverged_at")?,
+            steps_to_target: cell(&row, "steps_to_target")?,
+            time_to_target: cell(&row, "seconds_to_target")?,
+            timing: Timing {
+                median_step_ms: need(&row, "median_ms_per_step")?,
+                median_update_ms: need(&row, "median_update_ms")?,
+                mean_step_ms: need(&row, "mean_ms_per_step")?,
+                mean_update_ms: need(&row, "mean_update_ms")?,
+                train_seconds: need(&row, "train_seconds")?,
+            },
+            state_bytes: need(&row, "state_bytes")?,
+            curve,
+            val_curve,
+            name,
+        });
+    }
+    let sweep_path = dir.join("sweep.csv");
+    let sweep_rows = if sweep_path.exists() {
+        read_csv(&sweep_path)?
+            .iter()
+            .map(|row| -> Result<LmRun, Box<dyn Error>> {
+                let (name, peak_lr) = key(row)?;
+                let steps = runs
+                    .iter()
+                    .find(|r| r.name == name)
+                    .map_or(0, |r| r.curve.len());
+                Ok(LmRun {
+                    type_name: String::new(),
+                    peak_lr,
+                    val_bits: cell(row, "val_bits_per_char")?,
+                    diverged_at: cell(row, "diverged_at")?,
+                    steps_to_target: cell(row, "steps_to_target")?,
+                    time_to_target: None,
+                    timing: Timing {
+                        train_seconds: need(row, "train_seconds")?,
+                        ..Timing::default()
+                    },
+                    state_bytes: 0,
+                    curve: vec![Point {
+                        step: steps,
+                        wall: f64::NAN,
+                        lr: f64::NAN,
+                        bits: f64::NAN,
+                        smoothed: need(row, "final_train_bits_smoothed")?,
+                    }],
+                    val_curve: Vec::new(),
+                    name,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
+    Ok((runs, sweep_rows))
+}
+
+/// What [`merge`] returns: the pooled sweeps (best first) and the chosen runs.
+pub type Merged = (Vec<Vec<LmRun>>, Vec<LmRun>);
+
+/// `--merge`: the runs recorded in `dirs` (by the comparison, a sweep or an earlier merge),
+/// combined. Sweep rows (each dir's `sweep.csv`, or its summary's runs if it has none) are
+/// pooled, one per optimizer and peak (the first dir wins); for each optimizer the chosen peak
+/// is the lowest final validation loss among them, and its full run must be in some dir's
+/// `summary.csv`. Returns the pooled sweeps (best first, optimizers in `order`, unknown names
+/// after) and the chosen runs in the same order.
+///
+/// # Errors
+/// A missing or malformed file, or a chosen peak without a recorded run.
+pub fn merge(dirs: &[std::path::PathBuf], order: &[&str]) -> Result<Merged, Box<dyn Error>> {
+    let (mut runs, mut rows) = (Vec::new(), Vec::new());
+    for dir in dirs {
+        let (r, s) = read_dir(dir)?;
+        let summary_rows = if s.is_empty() { read_dir(dir)?.0 } else { s };
+        runs.extend(r);
+        for row in summary_rows {
+            if !rows
+                .iter()
+                .any(|x: &LmRun| x.name == row.name && x.peak_lr == row.peak_lr)
+            {
+                rows.push(row);
+            }
+        }
+    }
+    let mut names: Vec<String> = Vec::new();
+    for r in &rows {
+        if !names.contains(&r.name) {
+            names.push(r.name.clone());
+        }
+    }
+    let rank = |n: &str| order.iter().position(|o| *o == n).unwrap_or(order.len());
+    names.sort_by_key(|n| rank(n));
+    let mut sweeps = Vec::new();
+    let mut chosen = Vec::new();
+    for name in names {
+        let mut s: Vec<LmRun> = Vec::new();
+        for r in std::mem::take(&mut rows) {
+            if r.name == name {
+                s.push(r);
+            } else {
+                rows.push(r);
+            }
+        }
+        s.sort_by(|a, b| a.score().total_cmp(&b.score()));
+        let best = s[0].peak_lr;
+        let i = runs
+            .iter()
+            .position(|r| r.name == name && r.peak_lr == best)
+            .ok_or_else(|| format!("{name}: no recorded run at the chosen peak {best:e}"))?;
+        chosen.push(runs.swap_remove(i));
+        sweeps.push(s);
+    }
+    Ok((sweeps, chosen))
 }

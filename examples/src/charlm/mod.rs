@@ -19,20 +19,32 @@
 //! assert!((loss - 128f32.ln()).abs() < 0.5, "{loss}");
 //! ```
 
+mod hybrids;
 pub mod model;
 pub mod optimizers;
 
 use dfdx::tensor::Cpu;
 
-pub use model::{CharTransformer, VOCAB};
+pub use model::{CharTransformer, Kfac, LinearKind, Plain, VOCAB};
 
 /// The model of `compare --task charlm`: width 128, 4 heads of 32, MLP width 512, 2 blocks,
 /// context 64 (see the README section "At a realistic scale" for how it was sized to the time budget).
-pub type CharLm = CharTransformer<128, 4, 512, 2, 64, f32, Cpu>;
+pub type CharLm = CharLmOf<Plain>;
+
+/// [`CharLm`] whose block projections are `KfacLinear` (the K-FAC entry of the comparison):
+/// the same forward and, from the same seed, the same weights.
+pub type KfacCharLm = CharLmOf<Kfac>;
+
+/// The comparison's transformer with block projections of kind `K` ([`CharLm`],
+/// [`KfacCharLm`]).
+pub type CharLmOf<K> = CharTransformer<128, 4, 512, 2, 64, f32, Cpu, K>;
 
 /// A tiny configuration for tests and doc examples: width 16, 2 heads, MLP 32, 1 block,
 /// context 16.
 pub type TinyLm = CharTransformer<16, 2, 32, 1, 16, f32, Cpu>;
+
+/// [`TinyLm`] with `KfacLinear` block projections (tests of the K-FAC entry).
+pub type KfacTinyLm = CharTransformer<16, 2, 32, 1, 16, f32, Cpu, Kfac>;
 
 /// Nats to bits: a cross-entropy in nats per character divided by `ln 2`.
 pub fn bits(nats: f64) -> f64 {

@@ -1,12 +1,12 @@
 //! A decoder-only (GPT-style) byte-level transformer in dfdx 0.13: token and learned position
-//! embeddings, `L` pre-norm blocks of causal multi-head self-attention and a GELU MLP, a final
+//! embeddings, `L` pre-norm blocks of causal multi-head self-attention and a ReLU² MLP, a final
 //! layer norm and a linear head over the [`VOCAB`] byte tokens.
 //!
 //! ```text
 //! x = embed[tokens] + pos_embed[0..s]                      (b, s, M)
 //! for each block:  x = x + attn(ln1(x));  x = x + mlp(ln2(x))
 //! attn(h) = proj(concat_heads(softmax(q kᵀ / sqrt(M/H) + causal) v)),  q, k, v = wq h, wk h, wv h
-//! mlp(h)  = proj(gelu(fc h))                                (fc: M → F, proj: F → M)
+//! mlp(h)  = proj(relu(fc h)²)                                (fc: M → F, proj: F → M)
 //! logits  = head(ln_f(x))                                   (b, s, VOCAB)
 //! ```
 //!
@@ -20,6 +20,11 @@
 //! `pos_embed.weight`, `blocks.{i}.ln1.{gamma,beta}`, `blocks.{i}.attn.{wq,wk,wv,proj}.{weight,bias}`,
 //! `blocks.{i}.ln2.*`, `blocks.{i}.mlp.{fc,proj}.*`, `ln_f.*`, `head.{weight,bias}`. The
 //! embeddings and the head contain `embed` / `head`, so the zoo's `Muon` gives them AdamW.
+//!
+//! The six projections of each block are of a [`LinearKind`]: dfdx's `Linear` ([`Plain`], the
+//! default) or `optim_dsl::kfac::KfacLinear` ([`Kfac`]: the same forward and weights, plus the
+//! capture of K-FAC's activation and output-gradient statistics, with three non-trainable
+//! buffers `kfac_a`, `kfac_g`, `kfac_n` per projection). The head stays a plain `Linear`.
 //!
 //! Initialisation is dfdx's default for each module: linear layers `U(±1/sqrt(fan_in))`
 //! (weights and biases), embeddings `U(±1/sqrt(rows))`, layer norms `γ = 1, β = 0`.
@@ -35,50 +40,119 @@ use dfdx::tensor::{
 use dfdx::tensor_ops::{
     Backward, BroadcastTo, Device, GatherTo, MeanTo, PermuteTo, ReshapeTo, SelectTo, TryMatMul,
 };
+use optim_dsl::kfac::KfacLinear;
 
 pub use crate::data::text::VOCAB;
 
 /// The additive attention mask value above the diagonal: `exp(-1e9 + score)` is exactly 0.
 const MASKED: f32 = -1e9;
 
+/// The kind of linear layer of the blocks' six projections (`wq`, `wk`, `wv`, `attn.proj`,
+/// `mlp.fc`, `mlp.proj`): [`Plain`] (dfdx's `Linear`) or [`Kfac`] (`optim_dsl::kfac::KfacLinear`,
+/// the same forward and initialisation plus K-FAC statistic capture). The embeddings, layer
+/// norms and the head are the same for both.
+pub trait LinearKind: Clone + std::fmt::Debug + Default + 'static {
+    /// The layer `I → O` (weight `[O, I]`, bias `[O]`).
+    type Layer<const I: usize, const O: usize, E: Dtype, D: Storage<E>>: Clone + std::fmt::Debug;
+
+    /// The layer's forward on `(rows, I)` activations: `x Wᵀ + b`, `(rows, O)`.
+    fn forward<const I: usize, const O: usize, Tp: Tape<f32, Cpu>>(
+        layer: &Self::Layer<I, O, f32, Cpu>,
+        x: Act<I, Tp>,
+    ) -> Act<O, Tp>;
+}
+
+/// The blocks use dfdx's `Linear` (the comparison's model, [`crate::charlm::CharLm`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Plain;
+
+/// The blocks use `KfacLinear`, which records `Σ a aᵀ` and `Σ ĝ ĝᵀ` during backward for
+/// `optim_dsl::kfac::KfacStats` ([`crate::charlm::KfacCharLm`]). Built from the same seed, a
+/// `Kfac` model has exactly the weights of the [`Plain`] one (`KfacLinear` initialises as
+/// `Linear`, and its statistic buffers draw no random numbers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Kfac;
+
+impl LinearKind for Plain {
+    type Layer<const I: usize, const O: usize, E: Dtype, D: Storage<E>> = Linear<I, O, E, D>;
+
+    fn forward<const I: usize, const O: usize, Tp: Tape<f32, Cpu>>(
+        layer: &Linear<I, O, f32, Cpu>,
+        x: Act<I, Tp>,
+    ) -> Act<O, Tp> {
+        layer.forward(x)
+    }
+}
+
+impl LinearKind for Kfac {
+    type Layer<const I: usize, const O: usize, E: Dtype, D: Storage<E>> = KfacLinear<I, O, E, D>;
+
+    fn forward<const I: usize, const O: usize, Tp: Tape<f32, Cpu>>(
+        layer: &KfacLinear<I, O, f32, Cpu>,
+        x: Act<I, Tp>,
+    ) -> Act<O, Tp> {
+        layer.forward(x)
+    }
+}
+
 /// Causal multi-head self-attention over `M` features with `H` heads (`M % H == 0`, checked
-/// when the model is built).
+/// when the model is built); projections of kind `K`.
 #[derive(Debug, Clone)]
-pub struct CausalSelfAttention<const M: usize, const H: usize, E: Dtype, D: Storage<E>> {
+pub struct CausalSelfAttention<
+    const M: usize,
+    const H: usize,
+    E: Dtype,
+    D: Storage<E>,
+    K: LinearKind = Plain,
+> {
     /// Query projection, `M → M`.
-    pub wq: Linear<M, M, E, D>,
+    pub wq: K::Layer<M, M, E, D>,
     /// Key projection, `M → M`.
-    pub wk: Linear<M, M, E, D>,
+    pub wk: K::Layer<M, M, E, D>,
     /// Value projection, `M → M`.
-    pub wv: Linear<M, M, E, D>,
+    pub wv: K::Layer<M, M, E, D>,
     /// Output projection, `M → M`.
-    pub proj: Linear<M, M, E, D>,
+    pub proj: K::Layer<M, M, E, D>,
 }
 
-/// The feed-forward part of a block: `M → F → GELU → M`.
+/// The feed-forward part of a block: `M → F → ReLU² → M`; layers of kind `K`.
 #[derive(Debug, Clone)]
-pub struct FeedForward<const M: usize, const F: usize, E: Dtype, D: Storage<E>> {
+pub struct FeedForward<
+    const M: usize,
+    const F: usize,
+    E: Dtype,
+    D: Storage<E>,
+    K: LinearKind = Plain,
+> {
     /// Expansion, `M → F`.
-    pub fc: Linear<M, F, E, D>,
+    pub fc: K::Layer<M, F, E, D>,
     /// Contraction, `F → M`.
-    pub proj: Linear<F, M, E, D>,
+    pub proj: K::Layer<F, M, E, D>,
 }
 
-/// One pre-norm transformer block.
+/// One pre-norm transformer block; projections of kind `K`.
 #[derive(Debug, Clone)]
-pub struct Block<const M: usize, const H: usize, const F: usize, E: Dtype, D: Storage<E>> {
+pub struct Block<
+    const M: usize,
+    const H: usize,
+    const F: usize,
+    E: Dtype,
+    D: Storage<E>,
+    K: LinearKind = Plain,
+> {
     /// Layer norm before attention.
     pub ln1: LayerNorm1D<M, E, D>,
     /// Causal self-attention.
-    pub attn: CausalSelfAttention<M, H, E, D>,
+    pub attn: CausalSelfAttention<M, H, E, D, K>,
     /// Layer norm before the MLP.
     pub ln2: LayerNorm1D<M, E, D>,
     /// The MLP.
-    pub mlp: FeedForward<M, F, E, D>,
+    pub mlp: FeedForward<M, F, E, D, K>,
 }
 
-/// The byte-level transformer: width `M`, `H` heads, MLP width `F`, `L` blocks, context `T`.
-/// See the module docs for the architecture and parameter names.
+/// The byte-level transformer: width `M`, `H` heads, MLP width `F`, `L` blocks, context `T`,
+/// block projections of kind `K` ([`Plain`] by default). See the module docs for the
+/// architecture and parameter names.
 #[derive(Debug, Clone)]
 pub struct CharTransformer<
     const M: usize,
@@ -88,13 +162,14 @@ pub struct CharTransformer<
     const T: usize,
     E: Dtype,
     D: Storage<E>,
+    K: LinearKind = Plain,
 > {
     /// Token embedding, `VOCAB × M`.
     pub embed: Embedding<VOCAB, M, E, D>,
     /// Learned position embedding, `T × M`.
     pub pos_embed: Embedding<T, M, E, D>,
     /// The blocks (`blocks.0`, `blocks.1`, …).
-    pub blocks: Repeated<Block<M, H, F, E, D>, L>,
+    pub blocks: Repeated<Block<M, H, F, E, D, K>, L>,
     /// Final layer norm.
     pub ln_f: LayerNorm1D<M, E, D>,
     /// Output head, `M → VOCAB` (logits).
@@ -102,9 +177,9 @@ pub struct CharTransformer<
 }
 
 macro_rules! collection {
-    ($ty:ident < $($c:ident),* > { $($field:ident),* }) => {
-        impl<$(const $c: usize,)* D: Device<f32>> TensorCollection<f32, D> for $ty<$($c,)* f32, D> {
-            type To<E2: Dtype, D2: Device<E2>> = $ty<$($c,)* E2, D2>;
+    ($kind:ty: $ty:ident < $($c:ident),* > { $($field:ident),* }) => {
+        impl<$(const $c: usize,)* D: Device<f32>> TensorCollection<f32, D> for $ty<$($c,)* f32, D, $kind> {
+            type To<E2: Dtype, D2: Device<E2>> = $ty<$($c,)* E2, D2, $kind>;
 
             fn iter_tensors<V: ModuleVisitor<Self, f32, D>>(
                 visitor: &mut V,
@@ -118,13 +193,19 @@ macro_rules! collection {
     };
 }
 
-collection!(CausalSelfAttention<M, H> { wq, wk, wv, proj });
-collection!(FeedForward<M, F> { fc, proj });
-collection!(Block<M, H, F> { ln1, attn, ln2, mlp });
-collection!(CharTransformer<M, H, F, L, T> { embed, pos_embed, blocks, ln_f, head });
+// one impl per kind: the field types are then concrete (`Linear` or `KfacLinear`)
+macro_rules! collections {
+    ($($kind:ty),*) => {$(
+        collection!($kind: CausalSelfAttention<M, H> { wq, wk, wv, proj });
+        collection!($kind: FeedForward<M, F> { fc, proj });
+        collection!($kind: Block<M, H, F> { ln1, attn, ln2, mlp });
+        collection!($kind: CharTransformer<M, H, F, L, T> { embed, pos_embed, blocks, ln_f, head });
+    )*};
+}
+collections!(Plain, Kfac);
 
-/// Activations: `(b·s, M)` rows, one per token.
-type Act<const M: usize, Tp> = Tensor<(usize, Const<M>), f32, Cpu, Tp>;
+/// Activations: `(b·s, M)` rows, one per token, carrying tape `Tp`.
+pub type Act<const M: usize, Tp> = Tensor<(usize, Const<M>), f32, Cpu, Tp>;
 
 /// How the activation rows are laid out: `b` sequences of length `s`, with the `(s, s)`
 /// additive causal `mask` of their attention.
@@ -134,7 +215,7 @@ struct Batch<'a> {
     mask: &'a Tensor<(usize, usize), f32, Cpu>,
 }
 
-impl<const M: usize, const H: usize> CausalSelfAttention<M, H, f32, Cpu> {
+impl<const M: usize, const H: usize, K: LinearKind> CausalSelfAttention<M, H, f32, Cpu, K> {
     /// `x`: `(b·s, M)` rows laid out as `batch` says.
     fn forward<Tp>(&self, x: Act<M, Tp>, batch: &Batch<'_>) -> Act<M, Tp>
     where
@@ -142,9 +223,9 @@ impl<const M: usize, const H: usize> CausalSelfAttention<M, H, f32, Cpu> {
     {
         let Batch { b, s, mask } = *batch;
         let dh = M / H;
-        let q = self.wq.forward(x.with_empty_tape());
-        let k = self.wk.forward(x.with_empty_tape());
-        let v = self.wv.forward(x);
+        let q = K::forward(&self.wq, x.with_empty_tape());
+        let k = K::forward(&self.wk, x.with_empty_tape());
+        let v = K::forward(&self.wv, x);
         let q = q
             .reshape_like(&(b, s, H, dh))
             .permute::<_, Axes4<0, 2, 1, 3>>(); // (b, H, s, dh)
@@ -162,17 +243,17 @@ impl<const M: usize, const H: usize> CausalSelfAttention<M, H, f32, Cpu> {
         let y = y
             .permute::<_, Axes4<0, 2, 1, 3>>()
             .reshape_like(&(b * s, Const::<M>));
-        self.proj.forward(y)
+        K::forward(&self.proj, y)
     }
 }
 
-impl<const M: usize, const F: usize> FeedForward<M, F, f32, Cpu> {
+impl<const M: usize, const F: usize, K: LinearKind> FeedForward<M, F, f32, Cpu, K> {
     fn forward<Tp: Tape<f32, Cpu> + Merge<Tp>>(&self, x: Act<M, Tp>) -> Act<M, Tp> {
-        self.proj.forward(self.fc.forward(x).relu().square())
+        K::forward(&self.proj, K::forward(&self.fc, x).relu().square())
     }
 }
 
-impl<const M: usize, const H: usize, const F: usize> Block<M, H, F, f32, Cpu> {
+impl<const M: usize, const H: usize, const F: usize, K: LinearKind> Block<M, H, F, f32, Cpu, K> {
     fn forward<Tp>(&self, x: Act<M, Tp>, batch: &Batch<'_>) -> Act<M, Tp>
     where
         Tp: Tape<f32, Cpu> + Merge<Tp> + Merge<NoneTape>,
@@ -186,8 +267,14 @@ impl<const M: usize, const H: usize, const F: usize> Block<M, H, F, f32, Cpu> {
     }
 }
 
-impl<const M: usize, const H: usize, const F: usize, const L: usize, const T: usize>
-    CharTransformer<M, H, F, L, T, f32, Cpu>
+impl<
+        const M: usize,
+        const H: usize,
+        const F: usize,
+        const L: usize,
+        const T: usize,
+        K: LinearKind,
+    > CharTransformer<M, H, F, L, T, f32, Cpu, K>
 {
     /// Width.
     pub const WIDTH: usize = M;
@@ -205,7 +292,10 @@ impl<const M: usize, const H: usize, const F: usize, const L: usize, const T: us
     ///
     /// # Panics
     /// If `M` is not a multiple of `H` (a compile-time configuration error).
-    pub fn build_on(dev: &Cpu) -> Self {
+    pub fn build_on(dev: &Cpu) -> Self
+    where
+        Self: BuildModule<Cpu, f32>,
+    {
         assert!(
             H > 0 && M % H == 0,
             "width {M} is not a multiple of {H} heads"
@@ -297,9 +387,10 @@ pub fn loss_and_grads<
     const F: usize,
     const L: usize,
     const T: usize,
+    K: LinearKind,
 >(
     dev: &Cpu,
-    model: &CharTransformer<M, H, F, L, T, f32, Cpu>,
+    model: &CharTransformer<M, H, F, L, T, f32, Cpu, K>,
     grads: &mut Gradients<f32, Cpu>,
     inputs: &[u8],
     targets: &[u8],
@@ -317,9 +408,16 @@ pub fn loss_and_grads<
 /// Mean cross-entropy (nats per token) of `model` over `windows` of `s` tokens
 /// (`(inputs, targets)` as from [`Corpus::windows`](crate::data::text::Corpus::windows)),
 /// without a tape, in chunks of `chunk` windows.
-pub fn evaluate<const M: usize, const H: usize, const F: usize, const L: usize, const T: usize>(
+pub fn evaluate<
+    const M: usize,
+    const H: usize,
+    const F: usize,
+    const L: usize,
+    const T: usize,
+    K: LinearKind,
+>(
     dev: &Cpu,
-    model: &CharTransformer<M, H, F, L, T, f32, Cpu>,
+    model: &CharTransformer<M, H, F, L, T, f32, Cpu, K>,
     windows: &(Vec<u8>, Vec<u8>),
     s: usize,
     chunk: usize,
@@ -337,8 +435,15 @@ pub fn evaluate<const M: usize, const H: usize, const F: usize, const L: usize, 
 }
 
 // Module impl so that generic dfdx code (e.g. `ModelEMA`, `forward`) can drive the model.
-impl<const M: usize, const H: usize, const F: usize, const L: usize, const T: usize, Tp>
-    Module<Tensor<(usize, usize), usize, Cpu, Tp>> for CharTransformer<M, H, F, L, T, f32, Cpu>
+impl<
+        const M: usize,
+        const H: usize,
+        const F: usize,
+        const L: usize,
+        const T: usize,
+        K: LinearKind,
+        Tp,
+    > Module<Tensor<(usize, usize), usize, Cpu, Tp>> for CharTransformer<M, H, F, L, T, f32, Cpu, K>
 where
     Tp: Tape<f32, Cpu> + Merge<Tp> + Merge<NoneTape>,
 {
@@ -353,15 +458,21 @@ where
     }
 }
 
-impl<const M: usize, const H: usize, const F: usize, const L: usize, const T: usize>
-    dfdx::nn::NonMutableModule for CharTransformer<M, H, F, L, T, f32, Cpu>
+impl<
+        const M: usize,
+        const H: usize,
+        const F: usize,
+        const L: usize,
+        const T: usize,
+        K: LinearKind,
+    > dfdx::nn::NonMutableModule for CharTransformer<M, H, F, L, T, f32, Cpu, K>
 {
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::charlm::TinyLm;
+    use crate::charlm::{KfacTinyLm, TinyLm};
 
     #[test]
     fn attention_is_causal() {
@@ -426,5 +537,24 @@ mod tests {
         nll /= s as f64;
         let loss = model.loss(token_tensor(&dev, &x, 1, s), &y).array() as f64;
         assert!((loss - nll).abs() < 1e-5, "{loss} vs {nll}");
+    }
+
+    #[test]
+    fn kfac_projections_have_the_plain_weights_and_forward() {
+        // Same seed: KfacLinear initialises like Linear and its buffers draw nothing, so every
+        // trainable tensor and every logit agree exactly.
+        let plain = TinyLm::build_on(&Cpu::seed_from_u64(4));
+        let dev = Cpu::seed_from_u64(4);
+        let kfac = KfacTinyLm::build_on(&dev);
+        let (pb, kb) = (&plain.blocks.modules[0], &kfac.blocks.modules[0]);
+        assert_eq!(pb.attn.wq.weight.as_vec(), kb.attn.wq.weight.as_vec());
+        assert_eq!(pb.mlp.proj.bias.as_vec(), kb.mlp.proj.bias.as_vec());
+        assert_eq!(plain.head.weight.as_vec(), kfac.head.weight.as_vec());
+        let x: Vec<u8> = b"what's in a name".to_vec();
+        let s = x.len();
+        let lp = plain.logits(token_tensor(&dev, &x, 1, s)).as_vec();
+        let lk = kfac.logits(token_tensor(&dev, &x, 1, s)).as_vec();
+        assert_eq!(lp, lk);
+        assert!(kb.attn.wq.kfac_a.as_vec().iter().all(|&v| v == 0.0));
     }
 }
