@@ -132,6 +132,7 @@ impl MatrixWord for Kfac {
     type Config = KfacConfig;
     const STATE: &'static [&'static str] = &["inverses"];
     const WORD: &'static str = "kfac_precondition";
+    const BATCHED: bool = false;
 
     /// The shape check, and: `damping` finite and `>= 0`; `rank_rtol` finite and `>= 0`.
     fn check(cfg: &KfacConfig, info: ParamInfo<'_>) -> Result<(), String> {

@@ -28,6 +28,7 @@
 //! plain buffers, for direct use.
 
 mod axis;
+mod batch;
 mod dion;
 mod eigenbasis;
 mod factored;
@@ -40,6 +41,7 @@ mod psgd;
 mod splus;
 
 pub use axis::{broadcast, ColMax, ColSum, ColSumSq, RowMax, RowSum, RowSumSq};
+pub use batch::{check_call, slice_name};
 pub use dion::{dion_rank, low_rank_orthonormalize, LowRank, LowRankConfig, DION_EPSILON, DION_MU};
 pub use eigenbasis::{
     eigenbasis_init, eigenbasis_update, rotate, Eigenbasis, EigenbasisConfig, Rotate, RotateConfig,
@@ -75,6 +77,11 @@ pub trait MatrixWord {
     /// Which axes of a parameter form its matrix (see [`ViewRule`]; default
     /// [`ViewRule::Flatten`]).
     const VIEW: ViewRule = ViewRule::Flatten;
+    /// Whether the word accepts batch axes (`batch = k` in the DSL, [`Call::batch`]): then it
+    /// runs once per slice `shape[k..]`, with state kept per slice (default `true`; `false` for
+    /// `kfac_precondition`, whose factors are supplied per parameter, and the `row_*`/`col_*`
+    /// reductions).
+    const BATCHED: bool = true;
 
     /// Whether the primitive can run on parameter `info` with configuration `cfg` (the step's
     /// values, hoisted scalars included): `Err` holds a message naming the word, the
@@ -254,6 +261,12 @@ pub struct Call<'c> {
     pub basis_q: Option<usize>,
     /// States that live in an eigenbasis and are permuted with it on a refresh.
     pub rotated: &'c [usize],
+    /// Leading batch axes (the DSL's `batch = k`; 0: none). With `k > 0` a parameter of shape
+    /// `[b0, …, b(k-1), s…]` is `b0·…·b(k-1)` independent slices of shape `s…`, stored one
+    /// after another: the primitive runs on each slice exactly as on a parameter of shape `s…`
+    /// (same view rule, same numerics) and its state buffers hold the slices' states one after
+    /// another. [`check_call`] refuses `k >= rank`.
+    pub batch: usize,
 }
 
 /// What a primitive works on: buffers lent by [`run`].
@@ -334,11 +347,11 @@ impl MatrixStats {
     }
 }
 
-fn take<E>(v: Option<&mut Vec<E>>) -> Vec<E> {
+pub(crate) fn take<E>(v: Option<&mut Vec<E>>) -> Vec<E> {
     v.map(std::mem::take).unwrap_or_default()
 }
 
-fn put<E>(v: Option<&mut Vec<E>>, buf: Vec<E>) {
+pub(crate) fn put<E>(v: Option<&mut Vec<E>>, buf: Vec<E>) {
     if let Some(v) = v {
         *v = buf;
     }
@@ -366,7 +379,7 @@ pub fn run<E: Float, P: Primitive<E> + 'static>(
     run_host::<E, P>(cfg, phase, call, ps, param, grad, info)
 }
 
-/// [`run`] on host buffers.
+/// [`run`] on host buffers (per slice when [`Call::batch`] is not 0).
 pub(crate) fn run_host<E: Float, P: Primitive<E>>(
     cfg: &P::Config,
     phase: Phase,
@@ -376,6 +389,9 @@ pub(crate) fn run_host<E: Float, P: Primitive<E>>(
     grad: &[E],
     info: ParamInfo<'_>,
 ) -> Report {
+    if call.batch > 0 {
+        return batch::run_batched::<E, P>(cfg, phase, call, ps, param, grad, info);
+    }
     let mut state: Vec<Vec<E>> = call
         .state
         .iter()
