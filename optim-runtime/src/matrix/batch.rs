@@ -9,7 +9,7 @@
 //! of the unbatched call, and each state buffer holds the `B` slices' states one after another
 //! (`B × per-slice length`; checkpoints save it as one buffer).
 
-use super::{put, take, Call, Io, MatrixWord, Phase, Primitive, Report, Src};
+use super::{put, take, Call, Io, MatrixWord, Phase, Primitive, Report};
 use crate::{Float, ParamInfo, ParamState};
 
 /// The name slice `index` of parameter `name` is handed to a primitive with under batch axes
@@ -130,16 +130,7 @@ pub(crate) fn run_batched<E: Float, P: Primitive<E>>(
     let mut work = std::mem::take(&mut ps.work);
     let mut report = Report::default();
     {
-        let input: &[E] = match call.input {
-            Src::Param => param,
-            Src::Grad => grad,
-            Src::Buf(k) => ps.buffers.get(k).map_or(&[], |b| &b[..]),
-            Src::Temp(t) => ps.temps.get(t).map_or(&[], |b| &b[..]),
-        };
-        let basis_q: &[E] = call
-            .basis_q
-            .and_then(|k| ps.buffers.get(k))
-            .map_or(&[], |b| &b[..]);
+        let (input, basis_q) = super::inputs(&call, ps, param, grad);
         let q_len = if basis_q.len() % count == 0 {
             basis_q.len() / count
         } else {

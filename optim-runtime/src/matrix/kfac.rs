@@ -1,7 +1,7 @@
 //! `kfac_precondition`: K-FAC-style preconditioning with user-supplied Kronecker factors.
 
 use super::linalg::{apply_side, cutoff, pinv_root, write_row_major};
-use super::{check_shape, require, Io, MatView, MatrixWord, Primitive, Report};
+use super::{check_shape, require, require_nonneg, Io, MatView, MatrixWord, Primitive, Report};
 use crate::{Float, ParamInfo};
 use faer::{Mat, MatRef};
 
@@ -138,12 +138,7 @@ impl MatrixWord for Kfac {
     fn check(cfg: &KfacConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         check_shape(w, info)?;
-        require(
-            cfg.damping.is_finite() && cfg.damping >= 0.0,
-            w,
-            &info,
-            "damping must be finite and >= 0",
-        )?;
+        require_nonneg(cfg.damping, "damping", w, &info)?;
         require(
             cfg.rank_rtol.is_none_or(|r| r.is_finite() && r >= 0.0),
             w,

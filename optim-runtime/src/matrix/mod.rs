@@ -138,6 +138,28 @@ pub(crate) fn require(
     }
 }
 
+/// [`require`] that `v` (argument `what`) is finite and `>= 0`.
+pub(crate) fn require_nonneg(
+    v: f64,
+    what: &str,
+    word: &str,
+    info: &ParamInfo<'_>,
+) -> Result<(), String> {
+    let ok = v.is_finite() && v >= 0.0;
+    require(ok, word, info, &format!("{what} must be finite and >= 0"))
+}
+
+/// [`require`] that `v` (argument `what`) is in `[0, 1]`.
+pub(crate) fn require_unit(
+    v: f64,
+    what: &str,
+    word: &str,
+    info: &ParamInfo<'_>,
+) -> Result<(), String> {
+    let ok = (0.0..=1.0).contains(&v);
+    require(ok, word, info, &format!("{what} must be in [0, 1]"))
+}
+
 /// Which axes of a parameter a matrix primitive treats as its matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ViewRule {
@@ -406,16 +428,7 @@ pub(crate) fn run_host<E: Float, P: Primitive<E>>(
     let mut work = std::mem::take(&mut ps.work);
     let mut factors = ps.factors.take();
     let report = {
-        let input: &[E] = match call.input {
-            Src::Param => param,
-            Src::Grad => grad,
-            Src::Buf(k) => ps.buffers.get(k).map_or(&[], |b| &b[..]),
-            Src::Temp(t) => ps.temps.get(t).map_or(&[], |b| &b[..]),
-        };
-        let basis_q: &[E] = call
-            .basis_q
-            .and_then(|k| ps.buffers.get(k))
-            .map_or(&[], |b| &b[..]);
+        let (input, basis_q) = inputs(&call, ps, param, grad);
         P::apply(
             cfg,
             Io {
@@ -445,6 +458,26 @@ pub(crate) fn run_host<E: Float, P: Primitive<E>>(
     }
     ps.matrix.record(&report);
     report
+}
+
+/// The element-wise input and the eigenbasis `q` of `call` (empty when absent).
+pub(crate) fn inputs<'a, E>(
+    call: &Call<'_>,
+    ps: &'a ParamState<E>,
+    param: &'a [E],
+    grad: &'a [E],
+) -> (&'a [E], &'a [E]) {
+    let input: &[E] = match call.input {
+        Src::Param => param,
+        Src::Grad => grad,
+        Src::Buf(k) => ps.buffers.get(k).map_or(&[], |b| &b[..]),
+        Src::Temp(t) => ps.temps.get(t).map_or(&[], |b| &b[..]),
+    };
+    let basis_q: &[E] = call
+        .basis_q
+        .and_then(|k| ps.buffers.get(k))
+        .map_or(&[], |b| &b[..]);
+    (input, basis_q)
 }
 
 /// Broadcasts per-row (`row`) or per-column scratch buffer `line` of `ps` into element-wise
