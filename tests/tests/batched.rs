@@ -297,3 +297,86 @@ fn per_slice_state_round_trips_through_a_checkpoint() {
     };
     assert_eq!(bits(&params), bits(&want));
 }
+
+mod no_panic {
+    //! Batched calls through the generated code's path (`matrix::run`) never panic, whatever
+    //! the shape (sides of 0 and 1, rank 0 to 4), the batch axes (also `>= rank`) and the
+    //! values (NaN, ±inf, huge); `check_call` refuses `batch >= rank` and zero sides,
+    //! and with a finite moderate input an accepted call gives a finite output.
+    use optim_dsl::matrix::{
+        check_call, run, Call, EigenSign, Eigenbasis, Factored, FactoredConfig, Kron, LowRank,
+        Orthogonalize, Phase, Primitive, Psgd, Rotate, Src,
+    };
+    use optim_dsl::{ParamInfo, ParamState};
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            8 => -3.0f64..3.0,
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => Just(1e30),
+        ]
+    }
+
+    /// Two steps of `P` with `batch` axes on `shape`; the output when `check_call` accepts.
+    fn drive<P: Primitive<f64> + 'static>(
+        cfg: &P::Config,
+        shape: &[usize],
+        batch: usize,
+        grad: &[f64],
+    ) -> Option<Vec<f64>> {
+        let info = ParamInfo::new("p", shape);
+        let ok = check_call::<P>(cfg, batch, info);
+        if batch > 0 && batch >= shape.len() {
+            let e = ok.as_ref().unwrap_err();
+            assert!(
+                e.contains("batch < rank") || e.contains("takes no batch axes"),
+                "{e}"
+            );
+        } else if shape.contains(&0) {
+            assert!(ok.is_err(), "{}: a zero side is accepted", P::WORD);
+        }
+        let slots: Vec<usize> = (0..P::STATE.len()).collect();
+        let mut ps = ParamState::<f64>::new(0, grad.len());
+        ps.buffers.resize(slots.len() + 1, Vec::new());
+        ps.ensure_temp(0, grad.len());
+        for step in 1..=2 {
+            ps.step = step;
+            let call = Call {
+                input: Src::Grad,
+                out: Some(0),
+                state: &slots,
+                basis_q: None,
+                rotated: &[],
+                batch,
+            };
+            run::<f64, P>(cfg, Phase::Barrier, call, &mut ps, &[], grad, info);
+        }
+        ok.ok().map(|()| ps.temps[0].clone())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        #[test]
+        fn batched_calls_never_panic(
+            shape in proptest::collection::vec(0usize..4, 0..5),
+            batch in 0usize..5,
+            seed in proptest::collection::vec(value(), 64),
+        ) {
+            let n: usize = shape.iter().product();
+            let grad: Vec<f64> = (0..n).map(|i| seed[i % seed.len()]).collect();
+            let moderate = grad.iter().all(|v| v.abs() < 10.0);
+            let finite = |o: Option<Vec<f64>>| o.is_none_or(|o| !moderate || o.iter().all(|v| v.is_finite()));
+            prop_assert!(finite(drive::<Orthogonalize>(&Default::default(), &shape, batch, &grad)));
+            prop_assert!(finite(drive::<Kron>(&Default::default(), &shape, batch, &grad)));
+            let fcfg = FactoredConfig { beta: 0.9, ..Default::default() };
+            drive::<Factored>(&fcfg, &shape, batch, &grad);
+            drive::<Psgd>(&Default::default(), &shape, batch, &grad);
+            drive::<LowRank>(&Default::default(), &shape, batch, &grad);
+            drive::<EigenSign>(&Default::default(), &shape, batch, &grad);
+            drive::<Eigenbasis>(&Default::default(), &shape, batch, &grad);
+            drive::<Rotate>(&Default::default(), &shape, batch, &grad);
+        }
+    }
+}

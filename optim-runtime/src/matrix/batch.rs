@@ -88,7 +88,8 @@ fn part<E>(v: &[E], i: usize, len: usize) -> &[E] {
 }
 
 /// [`super::run_host`] with `call.batch > 0`: the primitive once per slice (see the module
-/// docs). Does nothing when `call.batch >= rank` ([`check_call`] refuses it). Inputs shorter
+/// docs). Does nothing when `call.batch >= rank` or the parameter is empty ([`check_call`]
+/// refuses both). Inputs shorter
 /// than the parameter give every slice an empty input (the primitive leaves its output as it
 /// is). A state buffer whose length is not a multiple of `B` is created afresh by each slice;
 /// an eigenbasis-rotated buffer whose length is not the parameter's is left as it is.
@@ -105,6 +106,10 @@ pub(crate) fn run_batched<E: Float, P: Primitive<E>>(
     let Some((count, len)) = slices(info.shape, call.batch) else {
         return Report::default();
     };
+    if count == 0 || len == 0 {
+        // an empty parameter: nothing to do (`check_call` refuses zero sides)
+        return Report::default();
+    }
     let n = count * len;
     let shape = &info.shape[call.batch..];
     let empty = || vec![Vec::new(); count];
