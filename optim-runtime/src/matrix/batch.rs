@@ -78,6 +78,10 @@ fn split<E: Float>(v: &[E], count: usize) -> Option<Vec<Vec<E>>> {
     Some(v.chunks(v.len() / count).map(<[E]>::to_vec).collect())
 }
 
+/// An eigenbasis-rotated buffer during a batched call: the buffer as it was when it cannot be
+/// split (its slices then see an empty buffer), and its per-slice parts.
+type Rotated<E> = (Option<Vec<E>>, Vec<Vec<E>>);
+
 /// Part `i` of `v` cut in parts of `len` (empty when `len` is 0).
 fn part<E>(v: &[E], i: usize, len: usize) -> &[E] {
     if len > 0 {
@@ -120,7 +124,7 @@ pub(crate) fn run_batched<E: Float, P: Primitive<E>>(
         .map(|&k| split(&take(ps.buffers.get_mut(k)), count).unwrap_or_else(empty))
         .collect();
     // rotated buffers: (the buffer as it was when it cannot be split, per-slice parts)
-    let mut rotated: Vec<(Option<Vec<E>>, Vec<Vec<E>>)> = call
+    let mut rotated: Vec<Rotated<E>> = call
         .rotated
         .iter()
         .map(|&k| {
