@@ -169,14 +169,29 @@ pub(crate) struct MatNode {
     pub basis: Option<NodeId>,
 }
 
-/// A compile-time constant argument of a matrix primitive, set on a config field of type
-/// `Option<&'static [[f64; 3]]>` (the only kind so far: Newton–Schulz coefficient schedules).
+/// A compile-time constant argument of a matrix primitive: a Newton–Schulz coefficient
+/// schedule, set on a config field of type `Option<&'static [[f64; 3]]>`, or the call's batch
+/// axes.
 #[derive(Clone, Debug)]
 pub(crate) enum MatConst {
     /// A runtime constant by name in `optim_runtime::matrix` (a preset: `NS_POLAR_EXPRESS`).
     Preset(&'static str),
     /// A literal list of triples.
     Triples(Vec<[f64; 3]>),
+    /// `batch = k`: `k` leading batch axes, passed as `matrix::Call::batch` (not a config
+    /// field).
+    Batch(usize),
+}
+
+/// The batch axes among a primitive's constants (0 when none is given).
+pub(crate) fn batch_axes(consts: &[(&'static str, MatConst)]) -> usize {
+    consts
+        .iter()
+        .find_map(|(_, c)| match c {
+            MatConst::Batch(k) => Some(*k),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
 
 #[derive(Clone, Debug)]

@@ -134,6 +134,7 @@ fn call(state: &[usize]) -> Call<'_> {
         state,
         basis_q: None,
         rotated: &[],
+        batch: 0,
     }
 }
 

@@ -320,6 +320,7 @@ fn a_refused_kron_refresh_is_counted_and_keeps_the_previous_root() {
         state: &[0, 1],
         basis_q: None,
         rotated: &[],
+        batch: 0,
     };
     let cfg = KRON_DEFAULT;
     let g = [1.0f32, -0.5, 0.25, 2.0, -1.0, 0.5];
@@ -436,7 +437,7 @@ proptest! {
         let mut ps = ParamState::<f64>::new(0, n);
         ps.buffers.resize(1, Vec::new());
         ps.ensure_temp(0, n);
-        let call = Call { input: Src::Grad, out: Some(0), state: &[0], basis_q: None, rotated: &[] };
+        let call = Call { input: Src::Grad, out: Some(0), state: &[0], basis_q: None, rotated: &[], batch: 0 };
         let cfg = FactoredConfig { beta, eps };
         let mut slices: Vec<Vec<f64>> = vec![Vec::new(); batch];
         for t in 0..3 {

@@ -53,6 +53,7 @@ fn call(state: &[usize]) -> Call<'_> {
         state,
         basis_q: None,
         rotated: &[],
+        batch: 0,
     }
 }
 
@@ -238,6 +239,7 @@ fn exercise<E: Float>(
             state: &[0, 1],
             basis_q: None,
             rotated: &[2],
+            batch: 0,
         };
         run::<E, Eigenbasis>(&cfg.basis, Phase::Init, basis, &mut ps, &[], g, info);
         let rot = RotateConfig {
@@ -249,6 +251,7 @@ fn exercise<E: Float>(
             state: &[],
             basis_q: Some(1),
             rotated: &[],
+            batch: 0,
         };
         run::<E, Rotate>(&rot, Phase::Barrier, r, &mut ps, &[], g, info);
         let u = Call {

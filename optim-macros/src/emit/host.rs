@@ -168,9 +168,10 @@ impl VariantEmitter<'_> {
             let value = hnum(self.v, x);
             quote!(cfg.#field = #p::matrix::FromHost::from_host(#value);)
         });
-        let consts = consts.iter().map(|(name, k)| {
+        let consts = consts.iter().filter_map(|(name, k)| {
             let field = format_ident!("{}", name);
             let value = match k {
+                ir::MatConst::Batch(_) => return None,
                 ir::MatConst::Preset(c) => {
                     let c = format_ident!("{}", c);
                     quote!(#p::matrix::#c)
@@ -186,7 +187,7 @@ impl VariantEmitter<'_> {
                     })
                 }
             };
-            quote!(cfg.#field = ::core::option::Option::Some(#value);)
+            Some(quote!(cfg.#field = ::core::option::Option::Some(#value);))
         });
         quote! {
             let mut cfg = <<#p::matrix::#ty as #p::matrix::MatrixWord>::Config as ::core::default::Default>::default();
@@ -214,6 +215,7 @@ impl VariantEmitter<'_> {
         let p = Private;
         let ty = format_ident!("{}", def.runtime);
         let cfg = self.config(def, args, consts);
+        let batch = ir::batch_axes(consts);
         let phase = format_ident!("{}", phase);
         let input = src(input);
         let out = match out {
@@ -229,7 +231,7 @@ impl VariantEmitter<'_> {
             #p::matrix::run::<E, #p::matrix::#ty>(
                 &cfg,
                 #p::matrix::Phase::#phase,
-                #p::matrix::Call { input: #input, out: #out, state: &[#(#state),*], basis_q: #basis_q, rotated: &[#(#rotated),*] },
+                #p::matrix::Call { input: #input, out: #out, state: &[#(#state),*], basis_q: #basis_q, rotated: &[#(#rotated),*], batch: #batch },
                 ps,
                 #param,
                 #grad,
@@ -386,7 +388,7 @@ impl VariantEmitter<'_> {
             #p::matrix::run::<E, #p::matrix::#ty>(
                 &::core::default::Default::default(),
                 #p::matrix::Phase::Barrier,
-                #p::matrix::Call { input: #input, out: ::core::option::Option::Some(#out), state: &[], basis_q: ::core::option::Option::None, rotated: &[] },
+                #p::matrix::Call { input: #input, out: ::core::option::Option::Some(#out), state: &[], basis_q: ::core::option::Option::None, rotated: &[], batch: 0 },
                 ps,
                 &**p,
                 *g,

@@ -606,17 +606,18 @@ fn check_arms(opt: &ir::Optimizer, plan: &Plan) -> Vec<TokenStream> {
             (RuleBody::Fused(f), Some(rp)) => {
                 let arms = rp.variants.iter().map(|v| {
                     let pat = flag_pattern(v);
-                    let mut types: Vec<&str> = Vec::new();
+                    let mut types: Vec<(&str, usize)> = Vec::new();
                     for i in v.live_nodes() {
                         if let ir::Op::Mat(m) = &f.nodes[i].op {
-                            if !types.contains(&m.def.runtime) {
-                                types.push(m.def.runtime);
+                            let t = (m.def.runtime, ir::batch_axes(&m.consts));
+                            if !types.contains(&t) {
+                                types.push(t);
                             }
                         }
                     }
-                    let checks = types.iter().map(|t| {
+                    let checks = types.iter().map(|(t, batch)| {
                         let ty = format_ident!("{}", t);
-                        quote!(<#p::matrix::#ty as #p::matrix::MatrixWord>::check(&::core::default::Default::default(), info)?;)
+                        quote!(#p::matrix::check_call::<#p::matrix::#ty>(&::core::default::Default::default(), #batch, info)?;)
                     });
                     quote!(#pat => { #(#checks)* ::core::result::Result::Ok(()) })
                 });

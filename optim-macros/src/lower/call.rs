@@ -10,7 +10,7 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{Expr, Ident};
 
-/// One bound argument: its node, its span, and its syntax (read by `Role::Coeffs` words).
+/// One bound argument: its node, its span, and its syntax (read by words with compile-time arguments, `Role::is_const`).
 type Bound<'a> = Option<(NodeId, Span, &'a Expr)>;
 
 /// A call of a word with its arguments bound (by the entry's argument order) and checked.
@@ -43,7 +43,7 @@ impl Call<'_> {
             .and_then(|i| self.bound[i])
             .map_or(self.span, |b| b.1)
     }
-    /// The syntax of argument `name` as written, if given (`Role::Coeffs` arguments).
+    /// The syntax of argument `name` as written, if given (compile-time arguments, `Role::is_const`).
     pub(crate) fn raw(&self, name: &str) -> Option<&Expr> {
         self.index(name).and_then(|i| self.bound[i]).map(|b| b.2)
     }
@@ -54,7 +54,7 @@ impl Call<'_> {
             .args
             .iter()
             .zip(&self.bound)
-            .filter(|(a, _)| !skip.contains(&a.name) && a.role != Role::Coeffs)
+            .filter(|(a, _)| !skip.contains(&a.name) && !a.role.is_const())
             .filter_map(|(a, b)| b.map(|b| (a.name, b.0)))
             .collect()
     }
@@ -261,9 +261,9 @@ impl Lowerer<'_, '_> {
     }
 
     /// The node of an argument: its expression, or a placeholder for a compile-time constant
-    /// (`Role::Coeffs`), which its word reads from the syntax.
+    /// (`Role::is_const`), which its word reads from the syntax.
     fn arg_value(&mut self, role: Role, e: &Expr) -> NodeId {
-        if role == Role::Coeffs {
+        if role.is_const() {
             self.num(0.0)
         } else {
             self.expr(e, None)
@@ -289,7 +289,7 @@ impl Lowerer<'_, '_> {
                         ),
                     );
                 }
-                Role::Value | Role::Init | Role::Coeffs => {}
+                Role::Value | Role::Init | Role::Coeffs | Role::Batch => {}
                 Role::Scalar | Role::Beta | Role::Count => {
                     if !ty.level.per_step() {
                         self.cx.error(

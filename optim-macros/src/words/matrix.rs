@@ -76,6 +76,7 @@ pub(crate) const WORDS: &[Entry] = &[
             named("c", Scalar),
             named("eps", Scalar),
             named("coeffs", Coeffs),
+            named("batch", Batch),
         ],
         matrix_only: true,
         lower: |lw, c| {
@@ -85,7 +86,12 @@ pub(crate) const WORDS: &[Entry] = &[
     },
     Entry {
         name: "factored_second_moment",
-        args: &[pos("x", Value), pos("beta", Beta), named("eps", Scalar)],
+        args: &[
+            pos("x", Value),
+            pos("beta", Beta),
+            named("eps", Scalar),
+            named("batch", Batch),
+        ],
         matrix_only: false,
         lower: |lw, c| {
             let base = c.slot_name(lw, "factored");
@@ -102,6 +108,7 @@ pub(crate) const WORDS: &[Entry] = &[
             named("exponent", Scalar),
             named("max_dim", Count),
             named("rank_rtol", Scalar),
+            named("batch", Batch),
         ],
         matrix_only: false,
         lower: |lw, c| {
@@ -129,6 +136,7 @@ pub(crate) const WORDS: &[Entry] = &[
             pos("beta", Beta),
             named("update_freq", Count),
             named("max_dim", Count),
+            named("batch", Batch),
         ],
         matrix_only: false,
         lower: |lw, c| {
@@ -163,6 +171,7 @@ pub(crate) const WORDS: &[Entry] = &[
             named("update_freq", Count),
             named("max_dim", Count),
             named("eps", Scalar),
+            named("batch", Batch),
         ],
         matrix_only: false,
         lower: |lw, c| {
@@ -186,6 +195,7 @@ pub(crate) const WORDS: &[Entry] = &[
             named("min_ndim_triangular", Count),
             named("update", Cond),
             named("seed", Scalar),
+            named("batch", Batch),
         ],
         matrix_only: false,
         lower: |lw, c| {
@@ -212,6 +222,7 @@ pub(crate) const WORDS: &[Entry] = &[
             named("power_iters", Count),
             named("epsilon", Scalar),
             named("seed", Scalar),
+            named("batch", Batch),
         ],
         matrix_only: true,
         lower: |lw, c| {
@@ -244,6 +255,10 @@ fn primitive_with(
         lw.cx
             .error(c.span, format!("`{word}` needs a per-element value"));
     }
+    let mut consts = consts;
+    if let Some(k) = batch(lw, c) {
+        consts.push(("batch", MatConst::Batch(k)));
+    }
     let slots = def
         .state
         .iter()
@@ -271,12 +286,51 @@ fn primitive_with(
     lw.push(Op::Mat(node), Ty::num(level))
 }
 
+/// The `batch = k` argument of `c` (leading batch axes; `None` when absent or wrong, errors at
+/// its token): a whole-number literal, only in rules that receive nothing but matrices and
+/// tensors (a vector or scalar has no axis to spare). `batch >= rank` is refused at run time
+/// (`matrix::check_call`), before the step writes anything.
+fn batch(lw: &mut Lowerer<'_, '_>, c: &Call<'_>) -> Option<usize> {
+    let e = c.raw("batch")?;
+    let word = c.entry.name;
+    let k = match e {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(i),
+            ..
+        }) if i.suffix().is_empty() => i.base10_parse::<usize>().ok(),
+        _ => None,
+    };
+    let Some(k) = k else {
+        lw.cx.error(
+            c.arg_span("batch"),
+            format!("`batch` of `{word}` is the number of leading batch axes: a whole-number literal such as `batch = 1`"),
+        );
+        return None;
+    };
+    if k > 0 && !lw.matrix_rule {
+        lw.cx.error(
+            c.arg_span("batch"),
+            format!("`batch = {k}` needs parameters with axes to spare, but this rule can also receive vectors and scalars; use it in a `matrix` or `tensor` rule"),
+        );
+        return None;
+    }
+    Some(k)
+}
+
 /// `rotate(x, q)` / `unrotate(x, q)` in the eigenbasis `q` of a `kron_eigenbasis`.
 fn rotation(lw: &mut Lowerer<'_, '_>, c: &Call<'_>, def: &'static MatDef) -> NodeId {
     let (x, basis) = (c.req("x"), c.req("basis"));
     let word = c.entry.name;
+    let mut consts = Vec::new();
     let max_dim = match &lw.nodes[basis].op {
         Op::Mat(m) if m.def.phase == MatPhase::Basis => {
+            // the rotation sees the parameter as its basis does: same batch axes
+            consts.extend(
+                m.consts
+                    .iter()
+                    .filter(|c| matches!(c.1, MatConst::Batch(_)))
+                    .cloned(),
+            );
             m.args.iter().find(|(k, _)| *k == "max_dim").map(|a| a.1)
         }
         _ => {
@@ -295,7 +349,7 @@ fn rotation(lw: &mut Lowerer<'_, '_>, c: &Call<'_>, def: &'static MatDef) -> Nod
         def,
         input: x,
         args: max_dim.map(|m| ("max_dim", m)).into_iter().collect(),
-        consts: Vec::new(),
+        consts,
         slots: Vec::new(),
         basis: Some(basis),
     };

@@ -45,6 +45,18 @@ pub(crate) enum Role {
     /// `(a, b, c)` triples. Not an expression: the word reads its syntax (`Call::raw`), and it is
     /// passed to the config as a constant (`ir::MatNode::consts`), not as a host value.
     Coeffs,
+    /// A compile-time count of leading batch axes (`batch = 1`): a whole-number literal `>= 0`,
+    /// read from the syntax like `Coeffs` and passed to the runtime's `matrix::Call::batch`
+    /// (`ir::MatConst::Batch`), not to the config.
+    Batch,
+}
+
+impl Role {
+    /// Whether the argument is a compile-time constant its word reads from the syntax (no
+    /// dataflow node, not a config field set from a host value).
+    pub(crate) fn is_const(self) -> bool {
+        matches!(self, Role::Coeffs | Role::Batch)
+    }
 }
 
 /// One argument.

@@ -1,8 +1,8 @@
 //! Matrix primitives during a device step (`matrix::run` on a linked parameter state).
 //!
 //! `orthogonalize` runs on the device when the backend has GEMMs
-//! ([`super::ns::orthogonalize_on`]). Every other primitive — and `orthogonalize` on a backend
-//! without GEMMs — runs on the host exactly as in a CPU step: its element-wise operands (input,
+//! ([`super::ns::orthogonalize_on`]) and the call has no batch axes. Every other primitive — and
+//! `orthogonalize` on a backend without GEMMs or with batch axes (per slice) — runs on the host exactly as in a CPU step: its element-wise operands (input,
 //! output, element-wise state and rotated states) are copied from the device into the host
 //! state, the host primitive runs, what it wrote (output, state, rotated states) is copied
 //! back, and the host copies are freed. Its own matrix state (Kronecker statistics and roots,
@@ -63,7 +63,8 @@ pub(crate) fn run_linked<E: Float, P: Primitive<E> + 'static>(
     ps: &mut ParamState<E>,
     info: ParamInfo<'_>,
 ) -> Report {
-    if TypeId::of::<P>() == TypeId::of::<Orthogonalize>() {
+    // batched calls (`call.batch > 0`) run per slice on the host copies below
+    if call.batch == 0 && TypeId::of::<P>() == TypeId::of::<Orthogonalize>() {
         let ns = (cfg as &dyn Any).downcast_ref::<OrthogonalizeConfig>();
         if let (Some(ns), Some(out)) = (ns, call.out) {
             let MatView { rows, cols, .. } = MatView::of(info.shape, Orthogonalize::VIEW);

@@ -58,6 +58,7 @@ macro_rules! axis_primitive {
             type Config = ();
             const STATE: &'static [&'static str] = &[];
             const WORD: &'static str = $word;
+            const BATCHED: bool = false;
         }
 
         impl<E: Float> Primitive<E> for $name {

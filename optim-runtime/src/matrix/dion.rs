@@ -2,7 +2,7 @@
 
 use super::linalg::{product, write_row_major};
 use super::probe::next_probe;
-use super::{require, Io, MatrixWord, Primitive, Report};
+use super::{require, require_nonneg, require_unit, Io, MatrixWord, Primitive, Report};
 use crate::{Float, ParamInfo};
 use faer::{Mat, MatRef};
 
@@ -199,24 +199,14 @@ impl MatrixWord for LowRank {
     fn check(cfg: &LowRankConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         super::check_shape(w, info)?;
-        require(
-            (0.0..=1.0).contains(&cfg.mu),
-            w,
-            &info,
-            "mu must be in [0, 1]",
-        )?;
+        require_unit(cfg.mu, "mu", w, &info)?;
         require(
             cfg.rank_fraction.is_finite() && cfg.rank_fraction > 0.0,
             w,
             &info,
             "rank_fraction must be finite and > 0",
         )?;
-        require(
-            cfg.epsilon.is_finite() && cfg.epsilon >= 0.0,
-            w,
-            &info,
-            "epsilon must be finite and >= 0",
-        )
+        require_nonneg(cfg.epsilon, "epsilon", w, &info)
     }
 }
 

@@ -1,7 +1,9 @@
 //! `kron_eigenbasis`, `rotate`, `unrotate`: SOAP's Kronecker eigenbasis.
 
 use super::linalg::{apply_side, par_for, side_gram, write_row_major};
-use super::{check_shape, require, Io, MatView, MatrixWord, Phase, Primitive, Report, ViewRule};
+use super::{
+    check_shape, require_unit, Io, MatView, MatrixWord, Phase, Primitive, Report, ViewRule,
+};
 use crate::{Float, ParamInfo};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
@@ -300,12 +302,7 @@ impl MatrixWord for Eigenbasis {
     /// The shape check, and `beta` in `[0, 1]`.
     fn check(cfg: &EigenbasisConfig, info: ParamInfo<'_>) -> Result<(), String> {
         check_shape(Self::WORD, info)?;
-        require(
-            (0.0..=1.0).contains(&cfg.beta),
-            Self::WORD,
-            &info,
-            "beta must be in [0, 1]",
-        )
+        require_unit(cfg.beta, "beta", Self::WORD, &info)
     }
 }
 

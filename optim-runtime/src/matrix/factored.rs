@@ -1,6 +1,8 @@
 //! `factored_second_moment`: Adafactor's factored second moment.
 
-use super::{check_shape, require, Io, MatView, MatrixWord, Primitive, Report, ViewRule};
+use super::{
+    check_shape, require_nonneg, require_unit, Io, MatView, MatrixWord, Primitive, Report, ViewRule,
+};
 use crate::{Float, ParamInfo};
 
 /// Default epsilon of [`factored_second_moment`]: `f32::EPSILON`, PyTorch Adafactor's
@@ -131,18 +133,8 @@ impl MatrixWord for Factored {
     fn check(cfg: &FactoredConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         check_shape(w, info)?;
-        require(
-            (0.0..=1.0).contains(&cfg.beta),
-            w,
-            &info,
-            "beta must be in [0, 1]",
-        )?;
-        require(
-            cfg.eps.is_finite() && cfg.eps >= 0.0,
-            w,
-            &info,
-            "eps must be finite and >= 0",
-        )
+        require_unit(cfg.beta, "beta", w, &info)?;
+        require_nonneg(cfg.eps, "eps", w, &info)
     }
 }
 

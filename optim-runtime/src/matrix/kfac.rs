@@ -1,7 +1,7 @@
 //! `kfac_precondition`: K-FAC-style preconditioning with user-supplied Kronecker factors.
 
 use super::linalg::{apply_side, cutoff, pinv_root, write_row_major};
-use super::{check_shape, require, Io, MatView, MatrixWord, Primitive, Report};
+use super::{check_shape, require, require_nonneg, Io, MatView, MatrixWord, Primitive, Report};
 use crate::{Float, ParamInfo};
 use faer::{Mat, MatRef};
 
@@ -132,17 +132,13 @@ impl MatrixWord for Kfac {
     type Config = KfacConfig;
     const STATE: &'static [&'static str] = &["inverses"];
     const WORD: &'static str = "kfac_precondition";
+    const BATCHED: bool = false;
 
     /// The shape check, and: `damping` finite and `>= 0`; `rank_rtol` finite and `>= 0`.
     fn check(cfg: &KfacConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         check_shape(w, info)?;
-        require(
-            cfg.damping.is_finite() && cfg.damping >= 0.0,
-            w,
-            &info,
-            "damping must be finite and >= 0",
-        )?;
+        require_nonneg(cfg.damping, "damping", w, &info)?;
         require(
             cfg.rank_rtol.is_none_or(|r| r.is_finite() && r >= 0.0),
             w,

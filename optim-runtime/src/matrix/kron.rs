@@ -1,7 +1,7 @@
 //! `kron_precondition`: Shampoo's Kronecker-factored preconditioner.
 
 use super::linalg::{apply_side, cutoff, pinv_root, side_gram, write_row_major};
-use super::{require, Io, MatrixWord, Primitive, Report, ViewRule};
+use super::{require, require_nonneg, Io, MatrixWord, Primitive, Report, ViewRule};
 use crate::{Float, ParamInfo};
 use faer::{Mat, MatRef};
 
@@ -231,12 +231,7 @@ impl MatrixWord for Kron {
     fn check(cfg: &KronConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         super::check_shape(w, info)?;
-        require(
-            cfg.eps.is_finite() && cfg.eps >= 0.0,
-            w,
-            &info,
-            "eps must be finite and >= 0",
-        )?;
+        require_nonneg(cfg.eps, "eps", w, &info)?;
         require(
             cfg.beta.is_none_or(|b| (0.0..=1.0).contains(&b)),
             w,

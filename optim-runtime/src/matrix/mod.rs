@@ -28,6 +28,7 @@
 //! plain buffers, for direct use.
 
 mod axis;
+mod batch;
 mod dion;
 mod eigenbasis;
 mod factored;
@@ -40,6 +41,7 @@ mod psgd;
 mod splus;
 
 pub use axis::{broadcast, ColMax, ColSum, ColSumSq, RowMax, RowSum, RowSumSq};
+pub use batch::{check_call, slice_name};
 pub use dion::{dion_rank, low_rank_orthonormalize, LowRank, LowRankConfig, DION_EPSILON, DION_MU};
 pub use eigenbasis::{
     eigenbasis_init, eigenbasis_update, rotate, Eigenbasis, EigenbasisConfig, Rotate, RotateConfig,
@@ -75,6 +77,11 @@ pub trait MatrixWord {
     /// Which axes of a parameter form its matrix (see [`ViewRule`]; default
     /// [`ViewRule::Flatten`]).
     const VIEW: ViewRule = ViewRule::Flatten;
+    /// Whether the word accepts batch axes (`batch = k` in the DSL, [`Call::batch`]): then it
+    /// runs once per slice `shape[k..]`, with state kept per slice (default `true`; `false` for
+    /// `kfac_precondition`, whose factors are supplied per parameter, and the `row_*`/`col_*`
+    /// reductions).
+    const BATCHED: bool = true;
 
     /// Whether the primitive can run on parameter `info` with configuration `cfg` (the step's
     /// values, hoisted scalars included): `Err` holds a message naming the word, the
@@ -129,6 +136,28 @@ pub(crate) fn require(
             info.name, info.shape
         ))
     }
+}
+
+/// [`require`] that `v` (argument `what`) is finite and `>= 0`.
+pub(crate) fn require_nonneg(
+    v: f64,
+    what: &str,
+    word: &str,
+    info: &ParamInfo<'_>,
+) -> Result<(), String> {
+    let ok = v.is_finite() && v >= 0.0;
+    require(ok, word, info, &format!("{what} must be finite and >= 0"))
+}
+
+/// [`require`] that `v` (argument `what`) is in `[0, 1]`.
+pub(crate) fn require_unit(
+    v: f64,
+    what: &str,
+    word: &str,
+    info: &ParamInfo<'_>,
+) -> Result<(), String> {
+    let ok = (0.0..=1.0).contains(&v);
+    require(ok, word, info, &format!("{what} must be in [0, 1]"))
 }
 
 /// Which axes of a parameter a matrix primitive treats as its matrix.
@@ -254,6 +283,12 @@ pub struct Call<'c> {
     pub basis_q: Option<usize>,
     /// States that live in an eigenbasis and are permuted with it on a refresh.
     pub rotated: &'c [usize],
+    /// Leading batch axes (the DSL's `batch = k`; 0: none). With `k > 0` a parameter of shape
+    /// `[b0, …, b(k-1), s…]` is `b0·…·b(k-1)` independent slices of shape `s…`, stored one
+    /// after another: the primitive runs on each slice exactly as on a parameter of shape `s…`
+    /// (same view rule, same numerics) and its state buffers hold the slices' states one after
+    /// another. [`check_call`] refuses `k >= rank`.
+    pub batch: usize,
 }
 
 /// What a primitive works on: buffers lent by [`run`].
@@ -334,11 +369,11 @@ impl MatrixStats {
     }
 }
 
-fn take<E>(v: Option<&mut Vec<E>>) -> Vec<E> {
+pub(crate) fn take<E>(v: Option<&mut Vec<E>>) -> Vec<E> {
     v.map(std::mem::take).unwrap_or_default()
 }
 
-fn put<E>(v: Option<&mut Vec<E>>, buf: Vec<E>) {
+pub(crate) fn put<E>(v: Option<&mut Vec<E>>, buf: Vec<E>) {
     if let Some(v) = v {
         *v = buf;
     }
@@ -366,7 +401,7 @@ pub fn run<E: Float, P: Primitive<E> + 'static>(
     run_host::<E, P>(cfg, phase, call, ps, param, grad, info)
 }
 
-/// [`run`] on host buffers.
+/// [`run`] on host buffers (per slice when [`Call::batch`] is not 0).
 pub(crate) fn run_host<E: Float, P: Primitive<E>>(
     cfg: &P::Config,
     phase: Phase,
@@ -376,6 +411,9 @@ pub(crate) fn run_host<E: Float, P: Primitive<E>>(
     grad: &[E],
     info: ParamInfo<'_>,
 ) -> Report {
+    if call.batch > 0 {
+        return batch::run_batched::<E, P>(cfg, phase, call, ps, param, grad, info);
+    }
     let mut state: Vec<Vec<E>> = call
         .state
         .iter()
@@ -390,16 +428,7 @@ pub(crate) fn run_host<E: Float, P: Primitive<E>>(
     let mut work = std::mem::take(&mut ps.work);
     let mut factors = ps.factors.take();
     let report = {
-        let input: &[E] = match call.input {
-            Src::Param => param,
-            Src::Grad => grad,
-            Src::Buf(k) => ps.buffers.get(k).map_or(&[], |b| &b[..]),
-            Src::Temp(t) => ps.temps.get(t).map_or(&[], |b| &b[..]),
-        };
-        let basis_q: &[E] = call
-            .basis_q
-            .and_then(|k| ps.buffers.get(k))
-            .map_or(&[], |b| &b[..]);
+        let (input, basis_q) = inputs(&call, ps, param, grad);
         P::apply(
             cfg,
             Io {
@@ -429,6 +458,26 @@ pub(crate) fn run_host<E: Float, P: Primitive<E>>(
     }
     ps.matrix.record(&report);
     report
+}
+
+/// The element-wise input and the eigenbasis `q` of `call` (empty when absent).
+pub(crate) fn inputs<'a, E>(
+    call: &Call<'_>,
+    ps: &'a ParamState<E>,
+    param: &'a [E],
+    grad: &'a [E],
+) -> (&'a [E], &'a [E]) {
+    let input: &[E] = match call.input {
+        Src::Param => param,
+        Src::Grad => grad,
+        Src::Buf(k) => ps.buffers.get(k).map_or(&[], |b| &b[..]),
+        Src::Temp(t) => ps.temps.get(t).map_or(&[], |b| &b[..]),
+    };
+    let basis_q: &[E] = call
+        .basis_q
+        .and_then(|k| ps.buffers.get(k))
+        .map_or(&[], |b| &b[..]);
+    (input, basis_q)
 }
 
 /// Broadcasts per-row (`row`) or per-column scratch buffer `line` of `ps` into element-wise

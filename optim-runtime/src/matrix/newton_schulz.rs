@@ -1,7 +1,7 @@
 //! `orthogonalize`: Newton–Schulz orthogonalization (Muon).
 
 use super::linalg::par_for;
-use super::{check_shape, require, Io, MatView, MatrixWord, Primitive, Report};
+use super::{check_shape, require, require_nonneg, Io, MatView, MatrixWord, Primitive, Report};
 use crate::{Float, ParamInfo};
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure as Bs};
@@ -284,12 +284,7 @@ impl MatrixWord for Orthogonalize {
     fn check(cfg: &OrthogonalizeConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         check_shape(w, info)?;
-        require(
-            cfg.eps.is_finite() && cfg.eps >= 0.0,
-            w,
-            &info,
-            "eps must be finite and >= 0",
-        )?;
+        require_nonneg(cfg.eps, "eps", w, &info)?;
         require(
             [cfg.a, cfg.b, cfg.c].iter().all(|v| v.is_finite()),
             w,

@@ -1,7 +1,7 @@
 //! `eigen_sign`: SPlus's sign of a matrix in the eigenbases of the gradient's Gram statistics.
 
 use super::linalg::{apply_side, side_gram, write_row_major};
-use super::{require, Io, MatrixWord, Phase, Primitive, Report};
+use super::{require_nonneg, require_unit, Io, MatrixWord, Phase, Primitive, Report};
 use crate::{Float, ParamInfo};
 use faer::{Mat, MatRef};
 
@@ -209,18 +209,8 @@ impl MatrixWord for EigenSign {
     fn check(cfg: &EigenSignConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         super::check_shape(w, info)?;
-        require(
-            (0.0..=1.0).contains(&cfg.beta),
-            w,
-            &info,
-            "beta must be in [0, 1]",
-        )?;
-        require(
-            cfg.eps.is_finite() && cfg.eps >= 0.0,
-            w,
-            &info,
-            "eps must be finite and >= 0",
-        )
+        require_unit(cfg.beta, "beta", w, &info)?;
+        require_nonneg(cfg.eps, "eps", w, &info)
     }
 }
 
