@@ -17,7 +17,8 @@
 //! `1` (the learning rate and `eta_t` are finite), so an infinite `x` stays infinite.
 
 use super::{pos, Entry, Role::*};
-use crate::ir::{BinOp, Level, Op, Ty};
+use crate::ir::{BinOp, Level, NodeId, Op, Ty};
+use crate::lower::Lowerer;
 
 pub(crate) const WORDS: &[Entry] = &[
     Entry {
@@ -43,9 +44,7 @@ pub(crate) const WORDS: &[Entry] = &[
         matrix_only: false,
         lower: |lw, c| {
             let (x, lr, wd) = (c.req("x"), c.req("lr"), c.req("weight_decay"));
-            let lr_wd = lw.bin(BinOp::Mul, lr, wd);
-            let keep = lw.one_minus(lr_wd);
-            lw.bin(BinOp::Mul, x, keep)
+            shrink(lw, x, lr, wd)
         },
     },
     Entry {
@@ -76,9 +75,14 @@ pub(crate) const WORDS: &[Entry] = &[
                     return x;
                 }
             };
-            let eta_wd = lw.bin(BinOp::Mul, eta, wd);
-            let keep = lw.one_minus(eta_wd);
-            lw.bin(BinOp::Mul, x, keep)
+            shrink(lw, x, eta, wd)
         },
     },
 ];
+
+/// `x * (1 - rate * weight_decay)`, the multiplicative decay of both conventions.
+fn shrink(lw: &mut Lowerer<'_, '_>, x: NodeId, rate: NodeId, wd: NodeId) -> NodeId {
+    let rate_wd = lw.bin(BinOp::Mul, rate, wd);
+    let keep = lw.one_minus(rate_wd);
+    lw.bin(BinOp::Mul, x, keep)
+}
