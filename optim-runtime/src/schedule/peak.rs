@@ -43,7 +43,7 @@ impl Schedule {
     /// let s = Schedule::warmup_cosine(0.0, 1e-3, 10, 100, 1e-5)?;
     /// assert_eq!(s.peak()?, 1e-3);
     /// let s = Schedule::join(vec![Schedule::linear(1.0, 9.0, 8)?, Schedule::constant(2.0)?], vec![4])?;
-    /// assert_eq!(s.peak()?, 5.0); // the ramp is cut at step 4: its value at step 3 is 4
+    /// assert_eq!(s.peak()?, 4.0); // the ramp is cut at step 4: its value at step 3 is 4
     /// # Ok::<(), optim_runtime::OptimError>(())
     /// ```
     pub fn peak(&self) -> Result<f64, OptimError> {
