@@ -7,8 +7,9 @@ pub use optim_runtime::__private::*;
 pub use optim_runtime::matrix;
 pub use optim_runtime::ops;
 pub use optim_runtime::{
-    eval_hyper, CudaKernelSource, Domain, DslOptimizer, Field, Float, Hyper, KernelPlan, OptState,
-    OptimError, OptimizerConfig, ParamInfo, ParamState, Plan, RuleBody, RulePlan,
+    eval_hyper, eval_schedule_multiplier, CudaKernelSource, Domain, DslOptimizer, Field, Float,
+    Hyper, KernelPlan, OptState, OptimError, OptimizerConfig, ParamInfo, ParamState, Plan,
+    RuleBody, RulePlan,
 };
 
 /// `f64`, nameable even where the caller shadows it.

@@ -10,7 +10,9 @@
 //! the gradient first; "coupled" weight decay adds `l2(weight_decay) = weight_decay * param` to
 //! the gradient (exactly 0 when `weight_decay == 0`, so an infinite parameter element stays
 //! infinite, as PyTorch skips the term), "decoupled" multiplies the parameter by
-//! `decoupled_decay(param, lr, weight_decay) = param * (1 - lr * weight_decay)` (AdamW).
+//! `decoupled_decay(param, lr, weight_decay) = param * (1 - lr * weight_decay)` (AdamW). The
+//! zoo follows PyTorch's lr-coupled decoupled decay everywhere; the paper's form, whose decay
+//! follows the schedule's shape but not its peak, is the word `scheduled_decay` (see the guide).
 
 use crate::optimizer;
 
@@ -66,7 +68,8 @@ optimizer! {
     /// ```
     /// Source: Loshchilov & Hutter, "Decoupled Weight Decay Regularization" (ICLR 2019),
     /// Algorithm 2, with PyTorch's convention that the decay is multiplied by the (scheduled)
-    /// `lr`. One fused loop: reads `param, grad, m, v`, writes `param, m, v` (28 bytes per `f32`
+    /// `lr` (the paper multiplies it by the schedule multiplier `eta_t` only: write
+    /// `scheduled_decay(param, lr, weight_decay)` for that, see the guide). One fused loop: reads `param, grad, m, v`, writes `param, m, v` (28 bytes per `f32`
     /// parameter on the slice path).
     pub AdamW<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2, amsgrad = false, maximize = false> {
         let g = select(maximize, -grad, grad);

@@ -202,6 +202,9 @@ pub(crate) enum Op {
     Hyper(usize),
     /// Flag hyperparameter, by index into `Optimizer::hypers`.
     Flag(usize),
+    /// The schedule multiplier `eta_t = value / peak` of a numeric hyperparameter (by index
+    /// into `Optimizer::hypers`), evaluated once per step (`scheduled_decay`).
+    Eta(usize),
     /// The parameter's own step count (1 on its first update).
     Step,
     /// A shape scalar: `rows`, `cols`, `numel`, `fan_in`, `fan_out`.

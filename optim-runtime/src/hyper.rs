@@ -32,6 +32,17 @@ impl Hyper {
             Hyper::Schedule(s) => s.value(step),
         }
     }
+
+    /// The largest value over every step: the constant itself, or [`Schedule::peak`].
+    ///
+    /// # Errors
+    /// As [`Schedule::peak`]: a custom schedule without a declared peak.
+    pub fn peak(&self) -> Result<f64, OptimError> {
+        match self {
+            Hyper::Const(v) => Ok(*v),
+            Hyper::Schedule(s) => s.peak(),
+        }
+    }
 }
 
 impl From<f64> for Hyper {
@@ -76,6 +87,44 @@ pub fn eval_hyper(
             value,
             step,
             expected: domain.describe(),
+        })
+    }
+}
+
+/// The schedule multiplier `eta_t = value / peak(h)` of hyperparameter `h` at `step`, where
+/// `value` is `h`'s value at `step` (already checked by [`eval_hyper`]) and `peak(h)` its
+/// largest value over every step ([`Hyper::peak`]): `1` for a constant, `lr_t / max lr` for a
+/// learning-rate schedule. The DSL word `scheduled_decay(x, lr, weight_decay)` computes
+/// `x * (1 - eta_t * weight_decay)` with it (Loshchilov & Hutter 2019, Alg. 2), once per step.
+///
+/// A peak of exactly `0` (the value is 0 at every step) gives `eta_t = 0`: nothing decays, as
+/// PyTorch's AdamW at `lr = 0`.
+///
+/// # Errors
+/// [`OptimError::InvalidHyperparameter`] naming `optimizer` and `name`, with the peak as the
+/// value, when the peak is negative or not finite (a schedule that grows without bound, e.g.
+/// `Schedule::step` with `gamma > 1`); [`OptimError::InvalidSchedule`] when the peak is unknown
+/// (a [`Schedule::from_fn`] closure: use [`Schedule::from_fn_with_peak`]).
+pub fn eval_schedule_multiplier(
+    optimizer: &'static str,
+    name: &'static str,
+    h: &Hyper,
+    value: f64,
+    step: u64,
+) -> Result<f64, OptimError> {
+    let peak = h.peak()?;
+    if peak.is_finite() && peak > 0.0 {
+        Ok(value / peak)
+    } else if peak == 0.0 {
+        Ok(0.0)
+    } else {
+        Err(OptimError::InvalidHyperparameter {
+            optimizer,
+            name,
+            value: peak,
+            step,
+            expected: "a schedule whose peak (its largest value over every step) is finite and \
+                       >= 0, as `scheduled_decay` divides by it",
         })
     }
 }

@@ -61,7 +61,7 @@ pub use cuda::CudaKernelSource;
 pub use ema::{EmaCorrection, WeightEma};
 pub use error::OptimError;
 pub use float::Float;
-pub use hyper::{eval_hyper, Domain, Hyper};
+pub use hyper::{eval_hyper, eval_schedule_multiplier, Domain, Hyper};
 pub use kernel::GlobalContribution;
 pub use lowp::StateDtype;
 pub use metrics::{ParamMetrics, StepMetrics};

@@ -123,6 +123,7 @@ pub(crate) fn describe(opt: &ir::Optimizer, f: &Fused, v: &Variant, id: NodeId) 
         Op::Num(x) => format!("{x}"),
         Op::Bool(b) => b.to_string(),
         Op::Hyper(h) | Op::Flag(h) => opt.hypers[*h].name.to_string(),
+        Op::Eta(h) => format!("({0} / peak({0}))", opt.hypers[*h].name),
         Op::Step => "step".into(),
         Op::Shape(s) => (*s).into(),
         Op::Neg(a) => format!("-{}", d(*a)),

@@ -152,7 +152,9 @@ pub(crate) fn host_expr_tree(
             let l = format_ident!("sread_{}", k);
             quote!(#l)
         }
-        Op::Param
+        // reuse bindings (the only trees) cannot call words, so never an `Eta`
+        Op::Eta(_)
+        | Op::Param
         | Op::Grad
         | Op::StateRead(_)
         | Op::Reduce(..)
@@ -219,6 +221,10 @@ pub(crate) fn host_assign(
         Op::Flag(h) => {
             let n = &opt.hypers[*h].name;
             b2f(quote!(values.#n))
+        }
+        Op::Eta(h) => {
+            let n = format_ident!("__eta_{}", opt.hypers[*h].name);
+            quote!(values.#n)
         }
         Op::Step => quote!(t),
         Op::Shape(s) => {

@@ -154,46 +154,16 @@ impl VariantEmitter<'_> {
         }
     }
 
-    /// `let mut cfg = <P::Config>::default(); cfg.field = value; ...` for primitive `def`.
+    /// `let mut cfg = <P::Config>::default(); cfg.field = value; ...` for primitive `def`, the
+    /// values from the step's host scalars.
     fn config(
         &self,
         def: &ir::MatDef,
         args: &[(&'static str, NodeId)],
         consts: &[(&'static str, ir::MatConst)],
     ) -> TokenStream {
-        let p = Private;
-        let ty = format_ident!("{}", def.runtime);
-        let sets = args.iter().map(|&(name, x)| {
-            let field = format_ident!("{}", name);
-            let value = hnum(self.v, x);
-            quote!(cfg.#field = #p::matrix::FromHost::from_host(#value);)
-        });
-        let consts = consts.iter().filter_map(|(name, k)| {
-            let field = format_ident!("{}", name);
-            let value = match k {
-                ir::MatConst::Batch(_) => return None,
-                ir::MatConst::Preset(c) => {
-                    let c = format_ident!("{}", c);
-                    quote!(#p::matrix::#c)
-                }
-                ir::MatConst::Triples(t) => {
-                    let t = t.iter().map(|r| {
-                        let r = r.map(proc_macro2::Literal::f64_suffixed);
-                        quote!([#(#r),*])
-                    });
-                    quote!({
-                        const COEFFS: &[[f64; 3]] = &[#(#t),*];
-                        COEFFS
-                    })
-                }
-            };
-            Some(quote!(cfg.#field = ::core::option::Option::Some(#value);))
-        });
-        quote! {
-            let mut cfg = <<#p::matrix::#ty as #p::matrix::MatrixWord>::Config as ::core::default::Default>::default();
-            #(#sets)*
-            #(#consts)*
-        }
+        let sets: Vec<_> = args.iter().map(|&(k, x)| (k, hnum(self.v, x))).collect();
+        config_tokens(def, &sets, consts)
     }
 
     /// One call through the runtime's generic matrix path.
@@ -732,5 +702,48 @@ impl VariantEmitter<'_> {
                 }
             }
         }
+    }
+}
+
+/// `let mut cfg = <P::Config>::default(); cfg.field = value; ...` for primitive `def`: each
+/// `(field, f64 expression)` of `sets` through `FromHost`, then the compile-time constants. The
+/// step (`Host::config`) and `check_param` build the config the same way.
+pub(crate) fn config_tokens(
+    def: &ir::MatDef,
+    sets: &[(&'static str, TokenStream)],
+    consts: &[(&'static str, ir::MatConst)],
+) -> TokenStream {
+    let p = Private;
+    let ty = format_ident!("{}", def.runtime);
+    let sets = sets.iter().map(|(name, value)| {
+        let field = format_ident!("{}", name);
+        quote!(cfg.#field = #p::matrix::FromHost::from_host(#value);)
+    });
+    let consts = consts.iter().filter_map(|(name, k)| {
+        let field = format_ident!("{}", name);
+        let value = match k {
+            // The batch axes are not a config field: the call passes them (`Call::batch`).
+            ir::MatConst::Batch(_) => return None,
+            ir::MatConst::Preset(c) => {
+                let c = format_ident!("{}", c);
+                quote!(#p::matrix::#c)
+            }
+            ir::MatConst::Triples(t) => {
+                let t = t.iter().map(|r| {
+                    let r = r.map(proc_macro2::Literal::f64_suffixed);
+                    quote!([#(#r),*])
+                });
+                quote!({
+                    const COEFFS: &[[f64; 3]] = &[#(#t),*];
+                    COEFFS
+                })
+            }
+        };
+        Some(quote!(cfg.#field = ::core::option::Option::Some(#value);))
+    });
+    quote! {
+        let mut cfg = <<#p::matrix::#ty as #p::matrix::MatrixWord>::Config as ::core::default::Default>::default();
+        #(#sets)*
+        #(#consts)*
     }
 }

@@ -87,6 +87,7 @@ fn config_items(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
             quote!(#n: #p::eval_hyper(#name_str, #s, &self.#n, #d, step)?)
         }
     });
+    let (eta_fields, eta_inits) = eta_parts(opt);
     let (field_gets, field_sets) = field_access(opt);
     let Reuse {
         fields: reuse_fields,
@@ -115,6 +116,7 @@ fn config_items(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
         #[derive(::core::clone::Clone, ::core::fmt::Debug)]
         #vis struct #values {
             #(#value_fields,)*
+            #(#eta_fields,)*
             #(#reuse_fields,)*
         }
 
@@ -128,6 +130,7 @@ fn config_items(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
             fn values(&self, step: #p::U64) -> ::core::result::Result<#values, #p::OptimError> {
                 ::core::result::Result::Ok(#values {
                     #(#value_inits,)*
+                    #(#eta_inits,)*
                     #(#reuse_inits,)*
                 })
             }
@@ -146,6 +149,37 @@ fn config_items(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
             }
         }
     }
+}
+
+/// The values' `__eta_<name>` fields and their initialisers: the schedule multiplier
+/// `eta_t = name_t / peak(name)` of each hyperparameter a `scheduled_decay` reads, computed once
+/// per step (after the hyperparameter's own value, so that its domain error comes first).
+fn eta_parts(opt: &ir::Optimizer) -> (Vec<TokenStream>, Vec<TokenStream>) {
+    let p = Private;
+    let name_str = opt.name.to_string();
+    let mut used = vec![false; opt.hypers.len()];
+    for rule in &opt.rules {
+        if let RuleBody::Fused(f) = &rule.body {
+            for n in &f.nodes {
+                if let ir::Op::Eta(h) = n.op {
+                    used[h] = true;
+                }
+            }
+        }
+    }
+    opt.hypers
+        .iter()
+        .zip(used)
+        .filter(|(_, u)| *u)
+        .map(|(h, _)| {
+            let (n, s) = (&h.name, h.name.to_string());
+            let field = format_ident!("__eta_{}", n);
+            (
+                quote!(#[doc(hidden)] pub #field: #p::F64),
+                quote!(#field: #p::eval_schedule_multiplier(#name_str, #s, &self.#n, #p::Hyper::value_at(&self.#n, step), step)?),
+            )
+        })
+        .unzip()
 }
 
 /// `OptimizerConfig::fields` entries and `set_field` arms.
@@ -562,7 +596,9 @@ fn unused_check(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
                 for (i, n) in f.nodes.iter().enumerate() {
                     match n.op {
                         ir::Op::Flag(h) => hyper_used[h] = true,
-                        ir::Op::Hyper(h) if live_somewhere(i) => hyper_used[h] = true,
+                        ir::Op::Hyper(h) | ir::Op::Eta(h) if live_somewhere(i) => {
+                            hyper_used[h] = true
+                        }
                         _ => {}
                     }
                 }
@@ -593,9 +629,98 @@ fn unused_check(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
     }
 }
 
+/// One primitive's `MatrixWord::check` with the config the step will build (see `check_arms`).
+fn mat_check(
+    opt: &ir::Optimizer,
+    f: &ir::Fused,
+    v: &crate::plan::Variant,
+    m: &ir::MatNode,
+) -> TokenStream {
+    let p = Private;
+    let sets: Vec<(&'static str, TokenStream)> = m
+        .args
+        .iter()
+        .filter(|&&(_, x)| step_invariant(f, v, v.repl[x]))
+        .map(|&(k, x)| {
+            let x = v.repl[x];
+            let e = host_expr_tree(opt, &f.nodes, x, &|n| check_leaf(opt, f, v, n));
+            let e = if f.nodes[x].ty.boolean {
+                quote!((if #e { 1.0f64 } else { 0.0f64 }))
+            } else {
+                e
+            };
+            (k, e)
+        })
+        .collect();
+    let cfg = host::config_tokens(m.def, &sets, &m.consts);
+    let ty = format_ident!("{}", m.def.runtime);
+    let batch = ir::batch_axes(&m.consts);
+    quote!({
+        #cfg
+        #p::matrix::check_call::<#p::matrix::#ty>(&cfg, #batch, info)?;
+    })
+}
+
+/// `check_param`'s leaves: hyperparameters, flags and multipliers from the step's `values`,
+/// nodes replaced under the variant's flags by their stand-ins.
+fn check_leaf(
+    opt: &ir::Optimizer,
+    f: &ir::Fused,
+    v: &crate::plan::Variant,
+    n: ir::NodeId,
+) -> Option<TokenStream> {
+    let r = v.repl[n];
+    if let Some(b) = v.konst[r] {
+        return Some(quote!(#b));
+    }
+    if r != n {
+        return Some(host_expr_tree(opt, &f.nodes, r, &|m| {
+            check_leaf(opt, f, v, m)
+        }));
+    }
+    match &f.nodes[n].op {
+        ir::Op::Hyper(h) | ir::Op::Flag(h) => {
+            let name = &opt.hypers[*h].name;
+            Some(quote!(values.#name))
+        }
+        ir::Op::Eta(h) => {
+            let name = format_ident!("__eta_{}", opt.hypers[*h].name);
+            Some(quote!(values.#name))
+        }
+        _ => None,
+    }
+}
+
+/// Whether host node `x` is known before the step: built from literals, hyperparameters, flags
+/// and shape scalars only (not `step`, state or reductions).
+fn step_invariant(f: &ir::Fused, v: &crate::plan::Variant, x: ir::NodeId) -> bool {
+    if v.konst[x].is_some() {
+        return true;
+    }
+    match &f.nodes[x].op {
+        ir::Op::Num(_)
+        | ir::Op::Bool(_)
+        | ir::Op::Hyper(_)
+        | ir::Op::Flag(_)
+        | ir::Op::Eta(_)
+        | ir::Op::Shape(_) => true,
+        ir::Op::Neg(_)
+        | ir::Op::Not(_)
+        | ir::Op::Bin(..)
+        | ir::Op::Func(..)
+        | ir::Op::Select(..) => crate::plan::operands(&f.nodes[x].op)
+            .iter()
+            .all(|&o| step_invariant(f, v, v.repl[o])),
+        _ => false,
+    }
+}
+
 /// `check_param`'s arms: for each rule, under the step's flags, each whole-tensor primitive's
-/// own check of the parameter (`MatrixWord::check`, e.g. no dimension of size 0), so that the
-/// step is refused before anything is written; reuse rules ask the reused optimizer.
+/// own check of the parameter and of its configuration (`MatrixWord::check`: no dimension of
+/// size 0, `beta` in `[0, 1]`, ...), so that the step is refused before anything is written;
+/// reuse rules ask the reused optimizer. The configuration is built as the step builds it, from
+/// the step's hyperparameter values; an argument that depends on per-parameter state (`step`,
+/// a state read, a reduction) is not known before the step and keeps its default here.
 fn check_arms(opt: &ir::Optimizer, plan: &Plan) -> Vec<TokenStream> {
     let p = Private;
     opt.rules
@@ -606,18 +731,9 @@ fn check_arms(opt: &ir::Optimizer, plan: &Plan) -> Vec<TokenStream> {
             (RuleBody::Fused(f), Some(rp)) => {
                 let arms = rp.variants.iter().map(|v| {
                     let pat = flag_pattern(v);
-                    let mut types: Vec<(&str, usize)> = Vec::new();
-                    for i in v.live_nodes() {
-                        if let ir::Op::Mat(m) = &f.nodes[i].op {
-                            let t = (m.def.runtime, ir::batch_axes(&m.consts));
-                            if !types.contains(&t) {
-                                types.push(t);
-                            }
-                        }
-                    }
-                    let checks = types.iter().map(|(t, batch)| {
-                        let ty = format_ident!("{}", t);
-                        quote!(#p::matrix::check_call::<#p::matrix::#ty>(&::core::default::Default::default(), #batch, info)?;)
+                    let checks = v.live_nodes().filter_map(|i| match &f.nodes[i].op {
+                        ir::Op::Mat(m) => Some(mat_check(opt, f, v, m)),
+                        _ => None,
                     });
                     quote!(#pat => { #(#checks)* ::core::result::Result::Ok(()) })
                 });

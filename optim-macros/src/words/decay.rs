@@ -6,14 +6,19 @@
 //!   infinite instead of turning its gradient into NaN (`0 * inf`), as PyTorch skips the term;
 //! - `decoupled_decay(x, lr, weight_decay)`: `x * (1 - lr * weight_decay)`, PyTorch AdamW's
 //!   decoupled decay, multiplied by the (scheduled) learning rate;
-//! - the paper's schedule-multiplier form `x * (1 - eta_t * weight_decay)` (Loshchilov & Hutter,
-//!   "Decoupled Weight Decay Regularization", ICLR 2019, Alg. 2) has no word of its own yet
-//!   (`scheduled_decay`, deriving `eta_t = lr_t / peak(lr)` from the learning rate's schedule,
-//!   is planned); today it is written `decoupled_decay(x, eta, weight_decay)` with a scheduled
-//!   multiplier hyperparameter `eta` declared by the user.
+//! - `scheduled_decay(x, lr, weight_decay)`: `x * (1 - eta_t * weight_decay)`, the paper's
+//!   schedule-multiplier form (Loshchilov & Hutter, "Decoupled Weight Decay Regularization",
+//!   ICLR 2019, Alg. 2) with `eta_t = lr_t / peak(lr)` derived from the learning rate's
+//!   schedule (`optim_runtime::eval_schedule_multiplier`, once per step): changing the peak
+//!   learning rate leaves the decay unchanged. `lr` must name a numeric hyperparameter (its
+//!   schedule, not just its value, is needed).
+//!
+//! Neither multiplicative form needs a guard for `weight_decay == 0`: the factor is then exactly
+//! `1` (the learning rate and `eta_t` are finite), so an infinite `x` stays infinite.
 
 use super::{pos, Entry, Role::*};
-use crate::ir::BinOp;
+use crate::ir::{BinOp, Level, NodeId, Op, Ty};
+use crate::lower::Lowerer;
 
 pub(crate) const WORDS: &[Entry] = &[
     Entry {
@@ -39,9 +44,45 @@ pub(crate) const WORDS: &[Entry] = &[
         matrix_only: false,
         lower: |lw, c| {
             let (x, lr, wd) = (c.req("x"), c.req("lr"), c.req("weight_decay"));
-            let lr_wd = lw.bin(BinOp::Mul, lr, wd);
-            let keep = lw.one_minus(lr_wd);
-            lw.bin(BinOp::Mul, x, keep)
+            shrink(lw, x, lr, wd)
+        },
+    },
+    Entry {
+        name: "scheduled_decay",
+        args: &[
+            pos("x", Value),
+            pos("lr", Scalar),
+            pos("weight_decay", Scalar),
+        ],
+        matrix_only: false,
+        lower: |lw, c| {
+            let (x, lr, wd) = (c.req("x"), c.req("lr"), c.req("weight_decay"));
+            let eta = match lw.nodes[lr].op {
+                Op::Hyper(h) => {
+                    // eta_t = lr_t / peak(lr) needs lr >= 0 at every step
+                    if lw.domains[h] == crate::ir::Domain::Finite {
+                        lw.domains[h] = crate::ir::Domain::NonNegative;
+                    }
+                    lw.push(Op::Eta(h), Ty::num(Level::Scalar))
+                }
+                _ => {
+                    lw.cx.error(
+                        c.arg_span("lr"),
+                        "`scheduled_decay`'s `lr` must name a numeric hyperparameter: the decay \
+                         multiplier is `eta_t = lr_t / peak(lr)`, the peak of its schedule; for a \
+                         fixed multiplier write `decoupled_decay(x, multiplier, weight_decay)`",
+                    );
+                    return x;
+                }
+            };
+            shrink(lw, x, eta, wd)
         },
     },
 ];
+
+/// `x * (1 - rate * weight_decay)`, the multiplicative decay of both conventions.
+fn shrink(lw: &mut Lowerer<'_, '_>, x: NodeId, rate: NodeId, wd: NodeId) -> NodeId {
+    let rate_wd = lw.bin(BinOp::Mul, rate, wd);
+    let keep = lw.one_minus(rate_wd);
+    lw.bin(BinOp::Mul, x, keep)
+}

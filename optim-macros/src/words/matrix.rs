@@ -8,49 +8,36 @@ use super::{named, pos, Entry, Role::*};
 use crate::ir::{Level, MatConst, MatDef, MatNode, MatPhase, NodeId, Op, Ty};
 use crate::lower::{Call, Lowerer};
 
-/// A primitive that runs between loops.
-const fn barrier(
+/// A primitive's definition: `phase`, and whether it runs again after the step on the gradient.
+const fn def(
     explain: &'static str,
     runtime: &'static str,
     state: &'static [&'static str],
+    phase: MatPhase,
+    grad_after_step: bool,
 ) -> MatDef {
     MatDef {
         explain,
         runtime,
         state,
-        phase: MatPhase::Barrier,
-        grad_after_step: false,
+        phase,
+        grad_after_step,
     }
+}
+
+/// A primitive that runs between loops.
+const fn barrier(e: &'static str, r: &'static str, s: &'static [&'static str]) -> MatDef {
+    def(e, r, s, MatPhase::Barrier, false)
 }
 
 /// A primitive that runs between loops and again after the step on the gradient.
-const fn barrier_then_grad(
-    explain: &'static str,
-    runtime: &'static str,
-    state: &'static [&'static str],
-) -> MatDef {
-    MatDef {
-        explain,
-        runtime,
-        state,
-        phase: MatPhase::Barrier,
-        grad_after_step: true,
-    }
+const fn barrier_then_grad(e: &'static str, r: &'static str, s: &'static [&'static str]) -> MatDef {
+    def(e, r, s, MatPhase::Barrier, true)
 }
 
 /// An eigenbasis.
-const fn basis(
-    explain: &'static str,
-    runtime: &'static str,
-    state: &'static [&'static str],
-) -> MatDef {
-    MatDef {
-        explain,
-        runtime,
-        state,
-        phase: MatPhase::Basis,
-        grad_after_step: false,
-    }
+const fn basis(e: &'static str, r: &'static str, s: &'static [&'static str]) -> MatDef {
+    def(e, r, s, MatPhase::Basis, false)
 }
 
 pub(crate) static ORTHOGONALIZE: MatDef = barrier("orthogonalize", "Orthogonalize", &[]);

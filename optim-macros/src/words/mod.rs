@@ -86,6 +86,19 @@ pub(crate) const fn named(name: &'static str, role: Role) -> Arg {
     }
 }
 
+/// The argument list `(x)` of a one-value word.
+const X: &[Arg] = &[pos("x", Role::Value)];
+
+/// A word of one value argument `x`, usable anywhere.
+pub(crate) const fn unary(name: &'static str, lower: LowerFn) -> Entry {
+    Entry {
+        name,
+        args: X,
+        matrix_only: false,
+        lower,
+    }
+}
+
 /// How a word lowers: it receives the call with its arguments bound and checked.
 pub(crate) type LowerFn = fn(&mut Lowerer<'_, '_>, &Call<'_>) -> NodeId;
 

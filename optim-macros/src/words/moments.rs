@@ -66,38 +66,13 @@ pub(crate) const WORDS: &[Entry] = &[
         name: "state",
         args: &[pos("init", Init)],
         matrix_only: false,
-        lower: |lw, c| {
-            if c.binding.is_none() {
-                lw.cx.error(c.span, "`state(...)` must be bound with `let name = state(init);` so that it can be assigned");
-            }
-            let (slot, old) = lw.state_with_init(
-                c.slot_name(lw, "state"),
-                Some(c.req("init")),
-                c.req("init"),
-                c.span,
-            );
-            lw.bind_next(Binding::State(slot, old));
-            old
-        },
+        lower: |lw, c| explicit_state(lw, c, "state", false),
     },
     Entry {
         name: "output_state",
         args: &[pos("init", Init)],
         matrix_only: false,
-        lower: |lw, c| {
-            if c.binding.is_none() {
-                lw.cx.error(c.span, "`output_state(...)` must be bound with `let name = output_state(init);` so that it can be assigned");
-            }
-            let (slot, old) = lw.state_with_init(
-                c.slot_name(lw, "output_state"),
-                Some(c.req("init")),
-                c.req("init"),
-                c.span,
-            );
-            lw.slots[slot].output = true;
-            lw.bind_next(Binding::State(slot, old));
-            old
-        },
+        lower: |lw, c| explicit_state(lw, c, "output_state", true),
     },
     Entry {
         name: "row_state",
@@ -154,6 +129,26 @@ pub(crate) const WORDS: &[Entry] = &[
         lower: debias,
     },
 ];
+
+/// `state(init)` / `output_state(init)` (`output`: kept even when the update does not read it):
+/// an element-wise buffer bound by `let`, assigned later by name.
+fn explicit_state(lw: &mut Lowerer<'_, '_>, c: &Call<'_>, word: &str, output: bool) -> NodeId {
+    if c.binding.is_none() {
+        lw.cx.error(
+            c.span,
+            format!("`{word}(...)` must be bound with `let name = {word}(init);` so that it can be assigned"),
+        );
+    }
+    let (slot, old) = lw.state_with_init(
+        c.slot_name(lw, word),
+        Some(c.req("init")),
+        c.req("init"),
+        c.span,
+    );
+    lw.slots[slot].output = output;
+    lw.bind_next(Binding::State(slot, old));
+    old
+}
 
 /// EMA form `m + (1 - beta) (x - m)` (PyTorch's `lerp_`), or PyTorch SGD's heavy-ball form when
 /// `dampening` is given (first step copies `x`, later `beta m + (1 - dampening) x`); Nesterov

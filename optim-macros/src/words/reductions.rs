@@ -4,7 +4,7 @@
 //! (`global_norm`, `global_sum`, `clip_global_norm`) is summed over every parameter of the step first. Also
 //! the clipping words (`clip_value` is element-wise).
 
-use super::{pos, Entry, Role::*};
+use super::{pos, unary, Entry, Role::*};
 use crate::ir::{Axis, AxisKind, BinOp, Level, NodeId, Op, RedKind, Ty};
 use crate::lower::{Call, Lowerer};
 use crate::words::math::{CLAMP, MIN, SQRT};
@@ -23,58 +23,34 @@ macro_rules! axis_word {
     };
 }
 
+/// The per-tensor reduction `kind` of `x`, divided by the element count (`mean`, and the mean
+/// square under `rms`).
+fn per_element(lw: &mut Lowerer<'_, '_>, kind: RedKind, c: &Call<'_>) -> NodeId {
+    let r = lw.reduce(kind, c.req("x"), false, c.span);
+    let n = lw.push(Op::Shape("numel"), Ty::num(Level::Scalar));
+    lw.bin(BinOp::Div, r, n)
+}
+
 pub(crate) const WORDS: &[Entry] = &[
-    Entry {
-        name: "norm",
-        args: &[pos("x", Value)],
-        matrix_only: false,
-        lower: |lw, c| norm(lw, c.req("x"), false, c),
-    },
-    Entry {
-        name: "rms",
-        args: &[pos("x", Value)],
-        matrix_only: false,
-        lower: |lw, c| {
-            let r = lw.reduce(RedKind::SumSq, c.req("x"), false, c.span);
-            let n = lw.push(Op::Shape("numel"), Ty::num(Level::Scalar));
-            let ms = lw.bin(BinOp::Div, r, n);
-            lw.func(&SQRT, vec![ms])
-        },
-    },
-    Entry {
-        name: "sum",
-        args: &[pos("x", Value)],
-        matrix_only: false,
-        lower: |lw, c| lw.reduce(RedKind::Sum, c.req("x"), false, c.span),
-    },
-    Entry {
-        name: "mean",
-        args: &[pos("x", Value)],
-        matrix_only: false,
-        lower: |lw, c| {
-            let r = lw.reduce(RedKind::Sum, c.req("x"), false, c.span);
-            let n = lw.push(Op::Shape("numel"), Ty::num(Level::Scalar));
-            lw.bin(BinOp::Div, r, n)
-        },
-    },
+    unary("norm", |lw, c| norm(lw, c.req("x"), false, c)),
+    unary("rms", |lw, c| {
+        let ms = per_element(lw, RedKind::SumSq, c);
+        lw.func(&SQRT, vec![ms])
+    }),
+    unary("sum", |lw, c| {
+        lw.reduce(RedKind::Sum, c.req("x"), false, c.span)
+    }),
+    unary("mean", |lw, c| per_element(lw, RedKind::Sum, c)),
     Entry {
         name: "trust_ratio",
         args: &[pos("w", Value), pos("u", Value)],
         matrix_only: false,
         lower: trust_ratio,
     },
-    Entry {
-        name: "global_norm",
-        args: &[pos("x", Value)],
-        matrix_only: false,
-        lower: |lw, c| norm(lw, c.req("x"), true, c),
-    },
-    Entry {
-        name: "global_sum",
-        args: &[pos("x", Value)],
-        matrix_only: false,
-        lower: |lw, c| lw.reduce(RedKind::Sum, c.req("x"), true, c.span),
-    },
+    unary("global_norm", |lw, c| norm(lw, c.req("x"), true, c)),
+    unary("global_sum", |lw, c| {
+        lw.reduce(RedKind::Sum, c.req("x"), true, c.span)
+    }),
     Entry {
         name: "clip_global_norm",
         args: &[pos("x", Value), pos("max_norm", Scalar)],

@@ -674,7 +674,30 @@ impl Schedule {
         Schedule::Custom(CustomSchedule {
             name,
             f: Arc::new(f),
+            peak: None,
         })
+    }
+
+    /// [`Schedule::from_fn`] with its largest value over every step declared as `peak`, which
+    /// [`Schedule::peak`] returns (taken as given: a closure cannot be searched). Needed where a
+    /// custom learning rate feeds `scheduled_decay` (`eta_t = lr_t / peak`).
+    ///
+    /// # Errors
+    /// [`OptimError::InvalidSchedule`] when `peak` is not finite.
+    pub fn from_fn_with_peak(
+        name: &'static str,
+        peak: f64,
+        f: impl Fn(u64) -> f64 + Send + Sync + 'static,
+    ) -> Result<Self, OptimError> {
+        Args {
+            schedule: "from_fn_with_peak",
+        }
+        .finite("peak", peak)?;
+        Ok(Schedule::Custom(CustomSchedule {
+            name,
+            f: Arc::new(f),
+            peak: Some(peak),
+        }))
     }
 }
 

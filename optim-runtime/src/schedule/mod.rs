@@ -78,6 +78,7 @@ use std::sync::Arc;
 mod constructors;
 mod debug;
 mod eval;
+mod peak;
 #[cfg(test)]
 mod tests;
 
@@ -355,12 +356,20 @@ pub struct Knot {
 pub struct CustomSchedule {
     name: &'static str,
     f: Arc<dyn Fn(u64) -> f64 + Send + Sync>,
+    /// The declared largest value ([`Schedule::from_fn_with_peak`]), if any.
+    peak: Option<f64>,
 }
 
 impl CustomSchedule {
     /// The name given to [`Schedule::from_fn`].
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// The peak declared with [`Schedule::from_fn_with_peak`] (`None` for
+    /// [`Schedule::from_fn`]).
+    pub fn declared_peak(&self) -> Option<f64> {
+        self.peak
     }
 }
 
