@@ -49,6 +49,9 @@
 
 use crate::float::Float;
 
+#[path = "lowp_q8.rs"]
+pub mod q8;
+
 /// The 16 raw bits of one stored element (a `bf16` or an `f16`, per its buffer's
 /// [`StateDtype`]).
 pub type Bits = u16;
