@@ -39,6 +39,18 @@
 //! the block's absmax at most `0.0070` (signed map, gaps up to `0.0140625`) and `0.0035`
 //! (unsigned), plus `f32` rounding.
 //!
+//! **Over 1,000 AdamW steps** (`tests/tests/lowp_state.rs`, the fixed noisy quadratic of the
+//! [`crate::lowp`] table, `q8` first and `uq8` second moment) against `f32` state: relative
+//! final-loss gap ≤ 1.5 (measured 0.69, both at the noise floor, 0.2% of the initial loss),
+//! parameters within 0.2 (measured 0.1), `v` within 0.3 of its largest value (measured 0.13).
+//! Looser than `bf16_sr`: values far below their block's absmax sit where the map is coarse
+//! (half a gap is 1.4% of a value at 1/20 of the absmax), so each update carries errors of a
+//! few percent.
+//!
+//! **Bytes:** one per element each way plus `4/256` per scale access; AdamW with `f32`
+//! parameters moves `16 + 4·4/256 = 16.0625` bytes per parameter
+//! ([`crate::KernelPlan::bytes_per_param_exact`]).
+//!
 //! **Where it differs from bitsandbytes:** bitsandbytes quantises `x · (1 / absmax)` (a
 //! reciprocal) and its CUDA search sends ties alternately up or down; tensors under 4,096
 //! elements stay in 32 bits there (`min_8bit_size`), here every tensor with a `q8` state is

@@ -188,6 +188,7 @@ fn low_precision_state_tracks_f32_over_1000_adamw_steps() {
     // bf16:        2.1e-2, 1.0e-2, 1.7e-1, 1.02
     // bf16_sr:     4.0e-4, 2.5e-3, 3.6e-2, 1.3e-1
     // f16/f16_sr:  2.2e-5, 4.8e-4, 4.3e-3, 1.6e-2
+    // q8/uq8:      6.9e-1, 9.9e-2, 5.3e-1, 1.3e-1
     for (name, g, bound) in [
         ("bf16", &rne, [5e-2, 3e-2, 0.4, 2.0]),
         ("bf16_sr", &sr, [2e-3, 1e-2, 0.1, 0.4]),
@@ -210,18 +211,24 @@ fn low_precision_state_tracks_f32_over_1000_adamw_steps() {
             );
         }
     }
+    // the 8-bit run converges as the f32 one does (to 0.2% of the initial loss)
+    let mut opt = AdamWQ8::<f32>::default();
+    let mut w = vec![0.0f32; 4096];
+    run(&mut opt, &pb, &mut w, 0, 1000);
+    assert!(pb.loss(&w) < 0.005 * loss0, "{} vs {loss0}", pb.loss(&w));
     // stochastic rounding is what makes bf16 hold the second moment
     assert!(sr.v < rne.v / 4.0, "sr {:.3e} vs rne {:.3e}", sr.v, rne.v);
     assert!(sr.loss < rne.loss / 10.0);
 }
 
 /// The documented bounds of AdamW with `q8`/`uq8` moments on the fixed problem: [loss, param,
-/// m, v] gaps against f32 state after 1,000 steps (see `optim_runtime::lowp::q8`).
-const Q8_BOUNDS: [f64; 4] = [Q8_LOSS, Q8_PARAM, Q8_M, Q8_V];
-const Q8_LOSS: f64 = 1.0;
-const Q8_PARAM: f64 = 1.0;
-const Q8_M: f64 = 1.0;
-const Q8_V: f64 = 1.0;
+/// m, v] gaps against f32 state after 1,000 steps (see `optim_runtime::lowp::q8`); measured
+/// 0.69, 0.099, 0.53, 0.125. The dynamic map's relative resolution is coarse away from a
+/// block's absmax (half a gap is 1.4% of a value at 1/20 of the absmax in the signed map), so
+/// each step's update carries errors of a few percent and the trajectory drifts from the f32
+/// one by more than bf16's (the loss gap is at the noise floor: 1.66 against 0.98, from 813 at
+/// the start); `m`'s gap follows the parameters'.
+const Q8_BOUNDS: [f64; 4] = [1.5, 0.2, 1.0, 0.3];
 
 /// Quantisation is deterministic and block-local: the same q8 run on 1 thread and on 3 threads
 /// (chunks of 32 Ki elements, whole blocks) is bit-identical, parameters, codes and scales,
