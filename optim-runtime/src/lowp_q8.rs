@@ -271,7 +271,7 @@ pub fn store_block<E: Float>(map: Q8Map, x: &[E], codes: &mut [u8], scale: &mut 
     for v in x {
         let a = v.as_f64().abs();
         // NaN propagates
-        if !(a <= amax) {
+        if a > amax || a.is_nan() {
             amax = a;
         }
     }
