@@ -418,14 +418,13 @@ fn assemble<E: Float>(
             piece.end
         )));
     }
-    if parts
-        .iter()
-        .any(|(_, _, ps)| ps.low.iter().any(|l| !l.bits.is_empty()))
-    {
-        // `ParamState::low` (`let m: bf16 = ...`) is not cut and joined yet: refuse rather
-        // than lose it
+    if parts.iter().any(|(_, _, ps)| {
+        ps.low.iter().any(|l| !l.bits.is_empty()) || ps.q8.iter().any(|q| !q.codes.is_empty())
+    }) {
+        // `ParamState::low` (`let m: bf16 = ...`) and `ParamState::q8` (`let m: q8 = ...`) are
+        // not cut and joined yet: refuse rather than lose them
         return Err(bad(format!(
-            "state stored in 16 bits (bf16/f16) cannot be resharded yet (block {}..{})",
+            "state stored in 16 or 8 bits (bf16/f16/q8/uq8) cannot be resharded yet (block {}..{})",
             piece.start, piece.end
         )));
     }

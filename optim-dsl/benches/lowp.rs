@@ -13,9 +13,12 @@
 //! | `dsl_bf16` | AdamW, `bf16` moments, round to nearest | 20 |
 //! | `dsl_bf16_sr` | AdamW, `bf16` moments, stochastic rounding | 20 |
 //! | `dsl_f16` | AdamW, `f16` moments, round to nearest | 20 |
+//! | `bound_8` | the same with `m`, `v` as 8-bit codes and one `f32` scale per 256 (linear codes, block absmax) | 16.0625 |
+//! | `dsl_q8` | AdamW, `q8`/`uq8` moments (8-bit block-wise, dynamic maps) | 16.0625 |
 //! | `bound_16_again` | `bound_16` again, after the others (drift check) | 20 |
 //!
-//! Each DSL variant is compared with the bound of the same byte count (`dsl_bf16 / bound_16`);
+//! Each DSL variant is compared with the bound of the same byte count (`dsl_bf16 / bound_16`,
+//! `dsl_q8 / bound_8`);
 //! `dsl_f32 / bound_f32` is the f32 floor of `benches/adamw.rs`. The bounds run through the
 //! runtime's own SIMD dispatch (`dispatch`, `dispatch_low`) and chunking (one rayon dispatch
 //! over [`CHUNK`]-element pieces at or above [`PARALLEL_THRESHOLD`] elements). Before timing,
@@ -25,7 +28,10 @@
 
 use criterion::{criterion_main, Criterion, SamplingMode, Throughput};
 use optim_dsl::__private::{
-    dispatch, dispatch_low, lowp::Bits, Kernel, LowAt, LowKernel, CHUNK, PARALLEL_THRESHOLD,
+    dispatch, dispatch_low,
+    lowp::q8::{self, Q8Map, Q8Mut},
+    lowp::Bits,
+    Kernel, LowAt, LowKernel, CHUNK, PARALLEL_THRESHOLD,
 };
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::AdamW;
@@ -58,6 +64,16 @@ optimizer! {
     pub AdamWF16<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
         let m: f16 = momentum(grad, beta1);
         let v: f16 = second_moment(grad, beta2);
+        param = param * (1.0 - lr * weight_decay)
+            - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
+    }
+}
+
+optimizer! {
+    /// AdamW with 8-bit block-quantised moments (signed map for `m`, unsigned for `v`).
+    pub AdamWQ8<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
+        let m: q8 = momentum(grad, beta1);
+        let v: uq8 = second_moment(grad, beta2);
         param = param * (1.0 - lr * weight_decay)
             - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
     }
@@ -97,6 +113,7 @@ impl LowKernel<f32> for Bound16 {
         g: &[f32],
         _: &mut [&mut [f32]],
         lo: &mut [&mut [Bits]],
+        _: &mut [Q8Mut<'_>],
         _: LowAt,
         _: &mut [f64],
     ) {
@@ -112,6 +129,106 @@ impl LowKernel<f32> for Bound16 {
             p[i] = p[i] - mi * s[4] + vi * s[5];
         }
     }
+}
+
+/// `p, g` in `f32`, `m, v` as 8-bit codes with one `f32` scale per 256-element block: linear
+/// codes (`x ≈ (c − 128) · absmax / 127`), the block's new values staged, its absmax, then the
+/// codes; 16 + 4·4/256 B/param.
+struct Bound8;
+
+impl LowKernel<f32> for Bound8 {
+    #[inline(always)]
+    fn run(
+        s: &[f32],
+        p: &mut [f32],
+        g: &[f32],
+        _: &mut [&mut [f32]],
+        _: &mut [&mut [Bits]],
+        q: &mut [Q8Mut<'_>],
+        _: LowAt,
+        _: &mut [f64],
+    ) {
+        let [m, v] = q else { return };
+        let n = p.len();
+        let mut i0 = 0;
+        while i0 < n {
+            let i1 = (i0 + q8::BLOCK).min(n);
+            let b = i0 / q8::BLOCK;
+            let (sm, sv) = (m.scales[b] / 127.0, v.scales[b] / 127.0);
+            let (mut qm, mut qv) = ([0.0f32; q8::BLOCK], [0.0f32; q8::BLOCK]);
+            let (mut am, mut av) = (0.0f32, 0.0f32);
+            for i in i0..i1 {
+                let gi = g[i];
+                let mi = (f32::from(m.codes[i]) - 128.0) * sm * s[0] + gi * s[1];
+                let vi = (f32::from(v.codes[i]) - 128.0) * sv * s[2] + gi * gi * s[3];
+                qm[i - i0] = mi;
+                qv[i - i0] = vi;
+                am = am.max(mi.abs());
+                av = av.max(vi.abs());
+                p[i] = p[i] - mi * s[4] + vi * s[5];
+            }
+            let (rm, rv) = (127.0 / am.max(1e-30), 127.0 / av.max(1e-30));
+            for i in i0..i1 {
+                m.codes[i] = (qm[i - i0] * rm + 128.0) as u8;
+                v.codes[i] = (qv[i - i0] * rv + 128.0) as u8;
+            }
+            m.scales[b] = am;
+            v.scales[b] = av;
+            i0 = i1;
+        }
+    }
+}
+
+/// One 8-bit bound step, threaded like the executor (chunks of whole blocks).
+fn bound_step8(p: &mut [f32], g: &[f32], m: &mut q8::Q8Buf, v: &mut q8::Q8Buf) {
+    let run = |p: &mut [f32], g: &[f32], mut qs: [Q8Mut<'_>; 2]| {
+        dispatch_low::<f32, Bound8>(
+            &S,
+            p,
+            g,
+            &mut [],
+            &mut [],
+            &mut qs,
+            LowAt::default(),
+            &mut [],
+        );
+    };
+    let nb = CHUNK / q8::BLOCK;
+    if p.len() < PARALLEL_THRESHOLD || rayon::current_num_threads() <= 1 {
+        let qs = [m, v].map(|b| Q8Mut {
+            map: b.map,
+            codes: &mut b.codes[..],
+            scales: &mut b.scales[..],
+        });
+        return run(p, g, qs);
+    }
+    p.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK))
+        .zip(
+            m.codes
+                .par_chunks_mut(CHUNK)
+                .zip(m.scales.par_chunks_mut(nb)),
+        )
+        .zip(
+            v.codes
+                .par_chunks_mut(CHUNK)
+                .zip(v.scales.par_chunks_mut(nb)),
+        )
+        .for_each(|(((p, g), (mc, ms)), (vc, vs))| {
+            let qs = [
+                Q8Mut {
+                    map: Q8Map::Signed,
+                    codes: mc,
+                    scales: ms,
+                },
+                Q8Mut {
+                    map: Q8Map::Unsigned,
+                    codes: vc,
+                    scales: vs,
+                },
+            ];
+            run(p, g, qs)
+        });
 }
 
 /// One bound step, threaded like the executor.
@@ -184,7 +301,16 @@ fn bench_case(c: &mut Criterion, label: &str, n: usize) {
         dispatch::<f32, Bound32>(&S, p, g, &mut [m, v], &mut []);
     };
     let run16 = |p: &mut [f32], g: &[f32], m: &mut [Bits], v: &mut [Bits]| {
-        dispatch_low::<f32, Bound16>(&S, p, g, &mut [], &mut [m, v], LowAt::default(), &mut []);
+        dispatch_low::<f32, Bound16>(
+            &S,
+            p,
+            g,
+            &mut [],
+            &mut [m, v],
+            &mut [],
+            LowAt::default(),
+            &mut [],
+        );
     };
     group.bench_function("bound_f32", |b| {
         b.iter(|| bound_step(&mut p, &g, &mut m32, &mut v32, run32))
@@ -204,6 +330,17 @@ fn bench_case(c: &mut Criterion, label: &str, n: usize) {
     let mut f16 = Slices::new(AdamWF16::<f32>::default(), n, 20);
     group.bench_function("dsl_f16", |b| b.iter(|| f16.step()));
     drop(f16);
+    let (mut m8, mut v8) = (
+        q8::Q8Buf::filled(Q8Map::Signed, n, 0.0),
+        q8::Q8Buf::filled(Q8Map::Unsigned, n, 0.0),
+    );
+    group.bench_function("bound_8", |b| {
+        b.iter(|| bound_step8(&mut p, &g, &mut m8, &mut v8))
+    });
+    drop((m8, v8));
+    let mut q8s = Slices::new(AdamWQ8::<f32>::default(), n, 16);
+    group.bench_function("dsl_q8", |b| b.iter(|| q8s.step()));
+    drop(q8s);
     group.bench_function("bound_16_again", |b| {
         b.iter(|| bound_step(&mut p, &g, &mut m16, &mut v16, run16))
     });

@@ -67,7 +67,8 @@ fn check_global_count(cx: &mut Errors, f: &ir::Fused) {
     }
 }
 
-/// A state stored in 16 bits (`let m: bf16 = ...`) lives in the runtime's `ParamState::low`,
+/// A state stored in 16 bits (`let m: bf16 = ...`) or 8 bits (`let m: q8 = ...`) lives in the
+/// runtime's `ParamState::low` or `ParamState::q8`,
 /// which only the element-wise loops read and write: a matrix primitive or axis reduction
 /// reading it directly, or an eigenbasis that permutes it (SOAP's rotated moments), would see
 /// no buffer. Runs after planning, which decides where whole-tensor work reads its input.
@@ -106,7 +107,7 @@ pub(crate) fn check_plan(cx: &mut Errors, opt: &ir::Optimizer, plan: &Plan) {
         for k in bad {
             cx.error(
                 f.slots[k].span,
-                format!("state `{}` is stored in 16 bits, but a whole-tensor primitive (a matrix word, an axis reduction or an eigenbasis) reads it; store it in the parameter's type (drop the `: type`)", f.slots[k].name),
+                format!("state `{}` is stored in {} bits, but a whole-tensor primitive (a matrix word, an axis reduction or an eigenbasis) reads it; store it in the parameter's type (drop the `: type`)", f.slots[k].name, f.slots[k].storage.bits().unwrap_or(16)),
             );
         }
     }

@@ -71,6 +71,23 @@ pub(crate) enum Elem {
     Bf16,
     /// IEEE binary16 bits (`u16`), computed with in `E`.
     F16,
+    /// 8-bit codes of the signed dynamic map with one `f32` scale per 256-element block
+    /// (`optim_runtime::lowp::q8`), computed with in `E`.
+    Q8,
+    /// 8-bit codes of the unsigned dynamic map, as `Q8`.
+    Uq8,
+}
+
+impl Elem {
+    /// Whether the stream is stored 8-bit block-quantised (`q8`/`uq8`).
+    pub(crate) fn is_q8(self) -> bool {
+        matches!(self, Elem::Q8 | Elem::Uq8)
+    }
+
+    /// Whether the stream is stored in 16 bits (`bf16`/`f16`).
+    pub(crate) fn is_16(self) -> bool {
+        matches!(self, Elem::Bf16 | Elem::F16)
+    }
 }
 
 /// How a state slot is stored: its element type and, for 16-bit types, whether stores round
@@ -82,21 +99,32 @@ pub(crate) struct Storage {
 }
 
 impl Storage {
-    /// The storage a `let` type names: `bf16`, `f16`, `bf16_sr`, `f16_sr`.
+    /// The storage a `let` type names: `bf16`, `f16`, `bf16_sr`, `f16_sr`, `q8`, `uq8`.
     pub(crate) fn parse(name: &str) -> Option<Storage> {
         let (elem, stochastic) = match name {
             "bf16" => (Elem::Bf16, false),
             "f16" => (Elem::F16, false),
             "bf16_sr" => (Elem::Bf16, true),
             "f16_sr" => (Elem::F16, true),
+            "q8" => (Elem::Q8, false),
+            "uq8" => (Elem::Uq8, false),
             _ => return None,
         };
         Some(Storage { elem, stochastic })
     }
 
-    /// Whether the slot is stored in 16 bits.
+    /// Whether the slot is stored in 16 or 8 bits.
     pub(crate) fn is_low(self) -> bool {
         self.elem != Elem::Param
+    }
+
+    /// Bits per stored element (16 or 8; `None` in the parameter's type), for messages.
+    pub(crate) fn bits(self) -> Option<u32> {
+        match self.elem {
+            Elem::Param => None,
+            Elem::Bf16 | Elem::F16 => Some(16),
+            Elem::Q8 | Elem::Uq8 => Some(8),
+        }
     }
 }
 
@@ -133,7 +161,7 @@ pub(crate) struct LoopIr {
     pub writes_param: bool,
 }
 
-/// Whether any of a variant's loops stores state in 16 bits. Such variants have no CUDA twin
+/// Whether any of a variant's loops stores state in 16 or 8 bits. Such variants have no CUDA twin
 /// yet (the device path passes `ParamState::buffers` only), so `__OPTIM_CUDA_SOURCES` leaves
 /// them out and their `KernelCall::cuda` is `None`.
 pub(crate) fn has_low_state(loops: &[LoopIr]) -> bool {

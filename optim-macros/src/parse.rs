@@ -332,7 +332,7 @@ fn parse_stmts(input: ParseStream) -> syn::Result<Vec<Stmt>> {
                 Some(input.parse::<Ident>().map_err(|e| {
                     syn::Error::new(
                         e.span(),
-                        "expected a storage type after `:` (`bf16`, `f16`, `bf16_sr`, `f16_sr`)",
+                        "expected a storage type after `:` (`bf16`, `f16`, `bf16_sr`, `f16_sr`, `q8`, `uq8`)",
                     )
                 })?)
             } else {

@@ -15,6 +15,7 @@
 //! ones cut into [`CHUNK`]-element pieces over rayon; then every parameter's barrier `k`
 //! (in parallel across parameters); then stage `k + 1`.
 
+use crate::lowp::q8::{self, Q8Mut};
 use crate::Float;
 use rayon::prelude::*;
 use smallvec::SmallVec;
@@ -71,8 +72,11 @@ pub struct LowAt {
 }
 
 /// A fused loop some of whose streams are stored in 16 bits (`bf16`/`f16` state, see
-/// [`crate::lowp`]), implemented by code that `optimizer!` generates: as [`Kernel`], plus `lo`,
-/// the low-precision streams in the order the stage was planned with, and `at`.
+/// [`crate::lowp`]) or 8 bits (`q8`/`uq8`, see [`crate::lowp::q8`]), implemented by code that
+/// `optimizer!` generates: as [`Kernel`], plus `lo`, the 16-bit streams, and `q`, the 8-bit
+/// ones (their codes and block scales), in the order the stage was planned with, and `at`.
+/// The slices start at a multiple of [`q8::BLOCK`] in the parameter, so the loop quantises
+/// whole blocks (the last one of a parameter may be shorter).
 pub trait LowKernel<E: Float> {
     /// Runs the loop. Must be `#[inline(always)]` (see [`Kernel::run`]).
     fn run(
@@ -81,14 +85,23 @@ pub trait LowKernel<E: Float> {
         g: &[E],
         st: &mut [&mut [E]],
         lo: &mut [&mut [crate::lowp::Bits]],
+        q: &mut [Q8Mut<'_>],
         at: LowAt,
         red: &mut [f64],
     );
 }
 
 /// A type-erased low-precision kernel entry point: `dispatch_low::<E, K>` for some `K`.
-pub type LowKernelFn<E> =
-    fn(&[E], &mut [E], &[E], &mut [&mut [E]], &mut [&mut [crate::lowp::Bits]], LowAt, &mut [f64]);
+pub type LowKernelFn<E> = fn(
+    &[E],
+    &mut [E],
+    &[E],
+    &mut [&mut [E]],
+    &mut [&mut [crate::lowp::Bits]],
+    &mut [Q8Mut<'_>],
+    LowAt,
+    &mut [f64],
+);
 
 /// Runs low-precision kernel `K` with the widest SIMD instruction set this CPU supports.
 #[inline]
@@ -98,6 +111,7 @@ pub fn dispatch_low<E: Float, K: LowKernel<E>>(
     g: &[E],
     st: &mut [&mut [E]],
     lo: &mut [&mut [crate::lowp::Bits]],
+    q: &mut [Q8Mut<'_>],
     at: LowAt,
     red: &mut [f64],
 ) {
@@ -105,15 +119,15 @@ pub fn dispatch_low<E: Float, K: LowKernel<E>>(
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (checked on the line above).
-            return unsafe { x86::run_low_avx512::<E, K>(s, p, g, st, lo, at, red) };
+            return unsafe { x86::run_low_avx512::<E, K>(s, p, g, st, lo, q, at, red) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU supports AVX2 and FMA (checked on the line above).
-            return unsafe { x86::run_low_avx2::<E, K>(s, p, g, st, lo, at, red) };
+            return unsafe { x86::run_low_avx2::<E, K>(s, p, g, st, lo, q, at, red) };
         }
     }
-    K::run(s, p, g, st, lo, at, red);
+    K::run(s, p, g, st, lo, q, at, red);
 }
 
 /// The `kernel` of a [`KernelCall`] whose loop is its [`LowCall`]: never called.
@@ -121,7 +135,7 @@ pub fn no_kernel<E>(_: &[E], _: &mut [E], _: &[E], _: &mut [&mut [E]], _: &mut [
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Float, Kernel, LowAt, LowKernel};
+    use super::{Float, Kernel, LowAt, LowKernel, Q8Mut};
     use crate::lowp::Bits;
 
     #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
@@ -131,10 +145,11 @@ mod x86 {
         g: &[E],
         st: &mut [&mut [E]],
         lo: &mut [&mut [Bits]],
+        q: &mut [Q8Mut<'_>],
         at: LowAt,
         red: &mut [f64],
     ) {
-        K::run(s, p, g, st, lo, at, red);
+        K::run(s, p, g, st, lo, q, at, red);
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -144,10 +159,11 @@ mod x86 {
         g: &[E],
         st: &mut [&mut [E]],
         lo: &mut [&mut [Bits]],
+        q: &mut [Q8Mut<'_>],
         at: LowAt,
         red: &mut [f64],
     ) {
-        K::run(s, p, g, st, lo, at, red);
+        K::run(s, p, g, st, lo, q, at, red);
     }
 
     #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
@@ -194,13 +210,18 @@ pub type StateRefs<'a, E> = SmallVec<[&'a mut [E]; 6]>;
 /// The low-precision streams of a stage.
 pub type LowRefs<'a> = SmallVec<[&'a mut [crate::lowp::Bits]; 4]>;
 
+/// The 8-bit quantised streams of a stage.
+pub type Q8Refs<'a> = SmallVec<[Q8Mut<'a>; 2]>;
+
 /// The low-precision half of a [`KernelCall`]: the loop that runs instead of its `kernel`, its
-/// 16-bit streams and the key of the parameter's step.
+/// 16-bit and 8-bit streams and the key of the parameter's step.
 pub struct LowCall<'a, E> {
     /// The loop (a `dispatch_low::<E, K>` instance).
     pub kernel: LowKernelFn<E>,
     /// The 16-bit streams, in the kernel's order.
     pub bufs: LowRefs<'a>,
+    /// The 8-bit block-quantised streams (`q8`/`uq8`), in the kernel's order.
+    pub q8: Q8Refs<'a>,
     /// [`crate::lowp::param_key`] of the parameter's name and step.
     pub key: u64,
 }
@@ -306,6 +327,9 @@ pub fn empty_job<'a, E: Float>(_param: &'a mut [E], _grad: &'a [E]) -> Job<'a, E
 /// on the other parameters of the step.
 pub const CHUNK: usize = optim_abi::CHUNK;
 
+// 8-bit state is quantised in blocks; chunks must hold whole blocks
+const _: () = assert!(CHUNK % q8::BLOCK == 0);
+
 /// Below this many elements in a whole stage, everything runs on the calling thread (waking
 /// the pool costs more than the work).
 pub const PARALLEL_THRESHOLD: usize = 1 << 16;
@@ -319,6 +343,7 @@ struct Item<'a, E> {
     /// The low-precision loop and the parameter's step key, when the stage has one.
     low: Option<(LowKernelFn<E>, u64)>,
     lo: LowRefs<'a>,
+    q8: Q8Refs<'a>,
     /// Index of this item's first element in its parameter.
     base: usize,
     scalars: &'a [E],
@@ -344,6 +369,7 @@ impl<E: Float> Item<'_, E> {
                     self.grad,
                     &mut self.bufs,
                     &mut self.lo,
+                    &mut self.q8,
                     at,
                     red,
                 );
@@ -362,12 +388,19 @@ fn cut<'a, E: Float>(
 ) {
     let nred = c.reductions.min(MAX_REDUCTIONS);
     let (kernel, scalars) = (c.kernel, &c.scalars[..]);
-    let (low, mut lo): (_, LowRefs<'a>) = match &mut c.low {
+    let (low, mut lo, mut qs): (_, LowRefs<'a>, Q8Refs<'a>) = match &mut c.low {
         Some(l) => (
             Some((l.kernel, l.key)),
             l.bufs.iter_mut().map(|b| &mut **b).collect(),
+            l.q8.iter_mut()
+                .map(|b| Q8Mut {
+                    map: b.map,
+                    codes: &mut *b.codes,
+                    scales: &mut *b.scales,
+                })
+                .collect(),
         ),
-        None => (None, LowRefs::new()),
+        None => (None, LowRefs::new(), Q8Refs::new()),
     };
     let mut param: &mut [E] = &mut *c.param;
     let mut grad: &[E] = c.grad;
@@ -381,6 +414,7 @@ fn cut<'a, E: Float>(
                 kernel,
                 low,
                 lo,
+                q8: qs,
                 base,
                 scalars,
                 param,
@@ -407,11 +441,30 @@ fn cut<'a, E: Float>(
             lo_heads.push(a);
             lo_tails.push(rest);
         }
+        // `chunk` is a multiple of the quantisation block, so every head holds whole blocks
+        let mut q_heads = Q8Refs::new();
+        let mut q_tails = Q8Refs::new();
+        for b in qs {
+            let (a, rest) = b.codes.split_at_mut(n.min(b.codes.len()));
+            let nb = q8::blocks(n).min(b.scales.len());
+            let (sa, srest) = b.scales.split_at_mut(nb);
+            q_heads.push(Q8Mut {
+                map: b.map,
+                codes: a,
+                scales: sa,
+            });
+            q_tails.push(Q8Mut {
+                map: b.map,
+                codes: rest,
+                scales: srest,
+            });
+        }
         items.push(Item {
             call: ci,
             kernel,
             low,
             lo: lo_heads,
+            q8: q_heads,
             base,
             scalars,
             param: p0,
@@ -424,6 +477,7 @@ fn cut<'a, E: Float>(
         grad = g1;
         bufs = tails;
         lo = lo_tails;
+        qs = q_tails;
         base += n;
     }
 }

@@ -1,4 +1,5 @@
-//! Low-precision storage of optimizer state: `bf16` and `f16` buffers with `f32`/`f64` math.
+//! Low-precision storage of optimizer state: `bf16` and `f16` buffers with `f32`/`f64` math, and
+//! 8-bit block-quantised buffers ([`q8`]: `let m: q8 = ...`, `let v: uq8 = ...`).
 //!
 //! A rule declares the storage of a state with a type on its `let`
 //! (`let m: bf16 = momentum(grad, beta1);`, see the `optimizer!` docs). The generated loop loads
@@ -41,6 +42,7 @@
 //! | `bf16` | 5e-2 | 3e-2 | 0.4 | 2 (does not track) |
 //! | `bf16_sr` | 2e-3 | 1e-2 | 0.1 | 0.4 |
 //! | `f16` (`m`), `f16_sr` (`v`) | 1e-4 | 2e-3 | 0.015 | 0.05 |
+//! | `q8` (`m`), `uq8` (`v`), see [`q8`] | 1.5 | 0.2 | 1 | 0.3 |
 //!
 //! Round-to-nearest `bf16` loses every EMA increment under half an ulp: with `beta2 = 0.999`
 //! the second moment's increment `(1 - beta2)(g² - v)` is about `2^-10 v`, under `bf16`'s
@@ -48,6 +50,9 @@
 //! of order `1e-2` and above) for second moments.
 
 use crate::float::Float;
+
+#[path = "lowp_q8.rs"]
+pub mod q8;
 
 /// The 16 raw bits of one stored element (a `bf16` or an `f16`, per its buffer's
 /// [`StateDtype`]).

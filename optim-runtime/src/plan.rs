@@ -56,6 +56,10 @@ pub struct KernelPlan {
     /// The state streams among `reads` and `writes` stored in 16 bits (`bf16`/`f16`, see
     /// [`crate::lowp`]); they move 2 bytes per element each way.
     pub low: Vec<&'static str>,
+    /// The state streams among `reads` and `writes` stored 8-bit block-quantised (`q8`/`uq8`,
+    /// see [`crate::lowp::q8`]): 1 byte per element each way, plus one `f32` scale per 256
+    /// elements.
+    pub q8: Vec<&'static str>,
 }
 
 /// As derived, leaving `low` out when empty (so plans without 16-bit state print as before).
@@ -68,6 +72,9 @@ impl fmt::Debug for KernelPlan {
         if !self.low.is_empty() {
             d.field("low", &self.low);
         }
+        if !self.q8.is_empty() {
+            d.field("q8", &self.q8);
+        }
         d.finish()
     }
 }
@@ -75,7 +82,11 @@ impl fmt::Debug for KernelPlan {
 impl KernelPlan {
     /// Bytes moved per parameter element on the slice path: `elem_bytes` per stream read or
     /// written, 2 for a 16-bit one. AdamW in `f32`: (4 + 3) × 4 = 28; with both moments in
-    /// `bf16`: reads 4 + 4 + 2 + 2, writes 4 + 2 + 2, 20 in all.
+    /// `bf16`: reads 4 + 4 + 2 + 2, writes 4 + 2 + 2, 20 in all. An 8-bit (`q8`/`uq8`) stream
+    /// counts its 1-byte codes only: AdamW with `q8`/`uq8` moments gives 16; the block scales
+    /// add `4/256` per 8-bit stream read or written ([`bytes_per_param_exact`]).
+    ///
+    /// [`bytes_per_param_exact`]: Self::bytes_per_param_exact
     pub fn bytes_per_param(&self, elem_bytes: usize) -> usize {
         self.reads
             .iter()
@@ -83,11 +94,28 @@ impl KernelPlan {
             .map(|s| {
                 if self.low.contains(s) {
                     crate::lowp::StateDtype::BYTES
+                } else if self.q8.contains(s) {
+                    1
                 } else {
                     elem_bytes
                 }
             })
             .sum()
+    }
+
+    /// [`bytes_per_param`](Self::bytes_per_param) with the block scales of 8-bit streams:
+    /// `4 / 256` bytes per parameter element for each 8-bit stream read or written. AdamW with
+    /// `q8`/`uq8` moments and `f32` parameters: reads 4 + 4 + 1 + 1, writes 4 + 1 + 1, plus 4
+    /// scale accesses of 4/256: `16 + 1/16 = 16.0625`.
+    pub fn bytes_per_param_exact(&self, elem_bytes: usize) -> f64 {
+        let scales = self
+            .reads
+            .iter()
+            .chain(&self.writes)
+            .filter(|s| self.q8.contains(s))
+            .count();
+        self.bytes_per_param(elem_bytes) as f64
+            + scales as f64 * 4.0 / crate::lowp::q8::BLOCK as f64
     }
 }
 
@@ -129,11 +157,14 @@ impl Plan {
                     }
                     writeln!(f, "{pad}    hoisted scalars: [{}]", scalars.join(", "))?;
                     for (i, k) in kernels.iter().enumerate() {
-                        let low = if k.low.is_empty() {
+                        let mut low = if k.low.is_empty() {
                             String::new()
                         } else {
                             format!(" (16-bit: {})", k.low.join(", "))
                         };
+                        if !k.q8.is_empty() {
+                            low.push_str(&format!(" (8-bit: {})", k.q8.join(", ")));
+                        }
                         writeln!(
                             f,
                             "{pad}    kernel {i}: reads [{}], writes [{}]{low}, {} ops/elem, {} B/param (f32 slices), {} B/param (f32 dfdx)",

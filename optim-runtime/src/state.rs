@@ -1,5 +1,6 @@
 //! Per-parameter optimizer state, keyed by parameter name.
 
+use crate::lowp::q8::{Q8Buf, Q8Map};
 use crate::lowp::{LowBuf, StateDtype};
 use crate::Float;
 use std::collections::BTreeMap;
@@ -32,12 +33,15 @@ pub struct ParamState<E> {
     /// reciprocal (set by the step from [`OptState::arithmetic`]; not saved).
     pub reciprocals: bool,
     /// Element-wise state buffers, by slot (`len` elements each, or empty when not allocated
-    /// or when the slot is stored in 16 bits, see `low`).
+    /// or when the slot is stored in 16 or 8 bits, see `low` and `q8`).
     pub buffers: Vec<Vec<E>>,
     /// State buffers a rule stores in `bf16`/`f16` (see [`crate::lowp`]), by slot like
     /// `buffers` (an empty `bits` where the slot is not stored in 16 bits). A slot lives in one
-    /// of the two, never both.
+    /// of `buffers`, `low` and `q8`, never two.
     pub low: Vec<LowBuf>,
+    /// State buffers a rule stores as 8-bit block-quantised codes (`q8`/`uq8`, see
+    /// [`crate::lowp::q8`]), by slot like `buffers` (empty `codes` where the slot is not).
+    pub q8: Vec<Q8Buf>,
     /// Scalar states (e.g. NAdam's running product of momentum coefficients), by slot.
     pub scalars: Vec<f64>,
     /// For each scalar slot, whether it has been initialised.
@@ -93,6 +97,7 @@ impl<E: Copy + Default> ParamState<E> {
             reciprocals: false,
             buffers: Vec::new(),
             low: Vec::new(),
+            q8: Vec::new(),
             scalars: Vec::new(),
             scalars_init: Vec::new(),
             temps: Vec::new(),
@@ -120,6 +125,10 @@ impl<E: Copy + Default> ParamState<E> {
         if let Some(low) = self.low.get_mut(slot).filter(|l| l.bits.len() == len) {
             self.buffers[slot] = low.to_values();
             low.bits = Vec::new();
+            return false;
+        }
+        if let Some(values) = self.take_q8(slot, len) {
+            self.buffers[slot] = values;
             return false;
         }
         let buf = &mut self.buffers[slot];
@@ -156,6 +165,11 @@ impl<E: Copy + Default> ParamState<E> {
             *full = Vec::new();
             return false;
         }
+        if let Some(values) = self.take_q8::<f64>(slot, len) {
+            self.low[slot] = LowBuf::from_values(dtype, &values);
+            return false;
+        }
+        let low = &mut self.low[slot];
         *low = LowBuf {
             dtype,
             bits: vec![dtype.round_f64(init); len],
@@ -163,8 +177,58 @@ impl<E: Copy + Default> ParamState<E> {
         true
     }
 
+    /// Takes slot `slot`'s values out of `q8` when it holds `len` of them there (dequantised).
+    fn take_q8<T: Float>(&mut self, slot: usize, len: usize) -> Option<Vec<T>> {
+        let q = self
+            .q8
+            .get_mut(slot)
+            .filter(|q| q.codes.len() == len && len > 0)?;
+        let values = q.to_values();
+        q.codes = Vec::new();
+        q.scales = Vec::new();
+        Some(values)
+    }
+
+    /// Makes sure slot `slot` is stored 8-bit block-quantised under `map` with `len` elements
+    /// (`ceil(len / 256)` scales), filling a new buffer with `init` quantised. Returns `true`
+    /// when created. A slot of `len` elements held in `buffers`, in 16 bits or under the other
+    /// map (a checkpoint of a rule that stored it so) is quantised instead, and is not created.
+    pub fn ensure_q8(&mut self, slot: usize, len: usize, map: Q8Map, init: f64) -> bool
+    where
+        E: Float,
+    {
+        if self.q8.len() <= slot {
+            self.q8.resize_with(slot + 1, || Q8Buf {
+                map,
+                codes: Vec::new(),
+                scales: Vec::new(),
+            });
+        }
+        let q = &self.q8[slot];
+        if q.codes.len() == len && q.map == map && q.is_consistent() {
+            return false;
+        }
+        if let Some(values) = self.take_q8::<f64>(slot, len) {
+            self.q8[slot] = Q8Buf::from_values(map, &values);
+            return false;
+        }
+        if let Some(full) = self.buffers.get_mut(slot).filter(|b| b.len() == len) {
+            self.q8[slot] = Q8Buf::from_values(map, full);
+            *full = Vec::new();
+            return false;
+        }
+        if let Some(low) = self.low.get_mut(slot).filter(|l| l.bits.len() == len) {
+            let values: Vec<f64> = low.to_values();
+            low.bits = Vec::new();
+            self.q8[slot] = Q8Buf::from_values(map, &values);
+            return false;
+        }
+        self.q8[slot] = Q8Buf::filled(map, len, init);
+        true
+    }
+
     /// The values of state slot `slot`, widened to `f64` (exact) from whichever storage holds
-    /// them; `None` when not allocated.
+    /// them (`q8` dequantised); `None` when not allocated.
     pub fn slot_values(&self, slot: usize) -> Option<Vec<f64>>
     where
         E: Float,
@@ -172,10 +236,21 @@ impl<E: Copy + Default> ParamState<E> {
         if let Some(b) = self.buffers.get(slot).filter(|b| !b.is_empty()) {
             return Some(b.iter().map(|x| x.as_f64()).collect());
         }
+        if let Some(q) = self.q8.get(slot).filter(|q| !q.codes.is_empty()) {
+            return Some(q.to_values());
+        }
         self.low
             .get(slot)
             .filter(|l| !l.bits.is_empty())
             .map(LowBuf::to_values)
+    }
+
+    /// The map of slot `slot` when it is held 8-bit quantised.
+    pub fn slot_q8(&self, slot: usize) -> Option<Q8Map> {
+        self.q8
+            .get(slot)
+            .filter(|q| !q.codes.is_empty())
+            .map(|q| q.map)
     }
 
     /// The storage type of slot `slot` when it is held in 16 bits.
@@ -217,9 +292,24 @@ impl<E: Copy + Default> ParamState<E> {
     /// During a device step the buffer is made on the device instead (a host buffer of the
     /// right length is uploaded and freed; see `crate::cuda::link`), and the host buffer stays
     /// empty.
-    pub fn ensure_buffer(&mut self, slot: usize, init: E) -> bool {
+    ///
+    /// A slot held in 16 or 8 bits (a checkpoint of a rule that stored it so) is widened into
+    /// `buffers` instead (not created).
+    pub fn ensure_buffer(&mut self, slot: usize, init: E) -> bool
+    where
+        E: Float,
+    {
         if self.buffers.len() <= slot {
             self.buffers.resize_with(slot + 1, Vec::new);
+        }
+        let len = self.len;
+        if self.buffers[slot].len() != len && len > 0 {
+            if let Some(low) = self.low.get_mut(slot).filter(|l| l.bits.len() == len) {
+                self.buffers[slot] = low.to_values();
+                low.bits = Vec::new();
+            } else if let Some(values) = self.take_q8(slot, len) {
+                self.buffers[slot] = values;
+            }
         }
         if let Some(link) = self.device.get() {
             return link.ensure_slot(slot, self.len, init, &mut self.buffers[slot]);

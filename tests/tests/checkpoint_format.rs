@@ -380,8 +380,8 @@ fn unknown_versions_and_missing_checksums_are_refused() {
     type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
     let cases: [(Edit<'_>, &str); 3] = [
         (
-            &|m| m["format"] = 4.into(),
-            "format version 4 is not supported",
+            &|m| m["format"] = 5.into(),
+            "format version 5 is not supported",
         ),
         (
             &|m| {

@@ -75,8 +75,10 @@ pub(crate) fn kernels(opt: &ir::Optimizer, plan: &Plan) -> Vec<CudaKernel> {
             continue;
         };
         for (vi, v) in rule_plan.variants.iter().enumerate() {
-            // 16-bit state (`let m: bf16 = ...`) has no CUDA twin yet: the loop IR carries the
-            // streams' element types, but the device path passes `ParamState::buffers` only
+            // 16-bit and 8-bit state (`let m: bf16 = ...`, `let m: q8 = ...`) has no CUDA twin
+            // yet: the loop IR carries the streams' element types, but the device path passes
+            // `ParamState::buffers` only; such a variant's `KernelCall::cuda` is `None`, and a
+            // device step refuses it with an error naming the storage types
             if crate::loop_ir::has_low_state(&v.loops) {
                 continue;
             }
@@ -298,6 +300,7 @@ fn c_elem(e: Elem) -> &'static str {
         // not printed yet: `kernels` leaves out variants with 16-bit state (see there)
         Elem::Bf16 => "__nv_bfloat16",
         Elem::F16 => "__half",
+        Elem::Q8 | Elem::Uq8 => "unsigned char",
     }
 }
 

@@ -44,9 +44,14 @@ fn variant_body(opt: &ir::Optimizer, f: &Fused, v: &Variant) -> TokenStream {
         let low = v.loops[k]
             .bufs
             .iter()
-            .filter(|b| b.elem != crate::loop_ir::Elem::Param)
+            .filter(|b| b.elem.is_16())
             .map(|b| b.name.as_str());
-        quote!(#p::KernelPlan { reads: ::std::vec![#(#reads),*], writes: ::std::vec![#(#writes),*], ops: #ops, low: ::std::vec![#(#low),*] })
+        let q8 = v.loops[k]
+            .bufs
+            .iter()
+            .filter(|b| b.elem.is_q8())
+            .map(|b| b.name.as_str());
+        quote!(#p::KernelPlan { reads: ::std::vec![#(#reads),*], writes: ::std::vec![#(#writes),*], ops: #ops, low: ::std::vec![#(#low),*], q8: ::std::vec![#(#q8),*] })
     });
     let barriers: Vec<String> = v
         .pre_barriers

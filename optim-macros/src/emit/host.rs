@@ -68,6 +68,80 @@ fn src(s: Stream) -> TokenStream {
 }
 
 impl VariantEmitter<'_> {
+    /// A stage's `kernel` and `low` (`KernelCall` fields): `dispatch::<E, K>` and `None`
+    /// when no stream of stage `st` is stored in 16 or 8 bits; otherwise `no_kernel` and the
+    /// `LowCall` with the 16-bit (`ParamState::low`) and 8-bit (`ParamState::q8`) streams in
+    /// the kernel's order (its `bufs` order).
+    fn low_call(
+        &self,
+        st: &crate::plan::Stage,
+        kname: &syn::Ident,
+        k: usize,
+    ) -> (TokenStream, TokenStream) {
+        let p = Private;
+        // the reciprocal instance only where the loop divides by a hoisted scalar (otherwise
+        // both instances are the same loop)
+        let recip = !rust_loop::scalar_divisors(&self.v.loops[k]).is_empty();
+        let inst = |f: TokenStream| {
+            if recip {
+                quote!(if ps.reciprocals { #f::<E, #kname<true>> } else { #f::<E, #kname<false>> })
+            } else {
+                quote!(#f::<E, #kname<false>>)
+            }
+        };
+        let storage = |k: usize| self.f.slots.get(k).map(|s| s.storage.elem);
+        let pick = |q: bool| -> Vec<usize> {
+            st.bufs
+                .iter()
+                .filter_map(|s| match s {
+                    Stream::Slot(k)
+                        if storage(*k).is_some_and(|e| e != Elem::Param && e.is_q8() == q) =>
+                    {
+                        Some(*k)
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let (low_slots, q8_slots) = (pick(false), pick(true));
+        if low_slots.is_empty() && q8_slots.is_empty() {
+            return (inst(quote!(#p::dispatch)), quote!(::core::option::Option::None));
+        }
+        let (nlow, nq8) = (low_slots.len(), q8_slots.len());
+        let dispatch_low = inst(quote!(#p::dispatch_low));
+        let low = quote! {{
+            let mut lo: #p::LowRefs<'_> = #p::LowRefs::new();
+            let mut by_slot: ::std::vec::Vec<::core::option::Option<&mut #p::lowp::LowBuf>> =
+                ps.low.iter_mut().map(::core::option::Option::Some).collect();
+            let ks: [usize; #nlow] = [#(#low_slots),*];
+            for k in ks {
+                if let ::core::option::Option::Some(b) = by_slot.get_mut(k).and_then(|b| b.take()) {
+                    lo.push(&mut b.bits[..]);
+                }
+            }
+            let mut qs: #p::Q8Refs<'_> = #p::Q8Refs::new();
+            let mut by_slot: ::std::vec::Vec<::core::option::Option<&mut #p::lowp::q8::Q8Buf>> =
+                ps.q8.iter_mut().map(::core::option::Option::Some).collect();
+            let ks: [usize; #nq8] = [#(#q8_slots),*];
+            for k in ks {
+                if let ::core::option::Option::Some(b) = by_slot.get_mut(k).and_then(|b| b.take()) {
+                    qs.push(#p::lowp::q8::Q8Mut {
+                        map: b.map,
+                        codes: &mut b.codes[..],
+                        scales: &mut b.scales[..],
+                    });
+                }
+            }
+            ::core::option::Option::Some(#p::LowCall {
+                kernel: #dispatch_low,
+                bufs: lo,
+                q8: qs,
+                key: #p::lowp::param_key(info.name, ps.step),
+            })
+        }};
+        (quote!(#p::no_kernel::<E>), low)
+    }
+
     fn host_code(&self) -> HostCode {
         let (f, v) = (self.f, self.v);
         let nstages = v.stages.len();
@@ -118,6 +192,14 @@ impl VariantEmitter<'_> {
                 (Elem::F16, l) => {
                     let len = len_tokens(l);
                     quote!(ps.ensure_low(#k, #len, #p::lowp::StateDtype::F16, #init))
+                }
+                (Elem::Q8, l) => {
+                    let len = len_tokens(l);
+                    quote!(ps.ensure_q8(#k, #len, #p::lowp::q8::Q8Map::Signed, #init))
+                }
+                (Elem::Uq8, l) => {
+                    let len = len_tokens(l);
+                    quote!(ps.ensure_q8(#k, #len, #p::lowp::q8::Q8Map::Unsigned, #init))
                 }
             };
             quote! {
@@ -475,43 +557,7 @@ impl VariantEmitter<'_> {
                 _ => None,
             })
             .collect();
-        let low_slots: Vec<usize> = st
-            .bufs
-            .iter()
-            .filter_map(|s| match s {
-                Stream::Slot(k) if is_low(*k) => Some(*k),
-                _ => None,
-            })
-            .collect();
-        // the reciprocal instance only where the loop divides by a hoisted scalar (otherwise
-        // both instances are the same loop)
-        let recip = !rust_loop::scalar_divisors(&self.v.loops[k]).is_empty();
-        let pick = |f: TokenStream| {
-            if recip {
-                quote!(if ps.reciprocals { #f::<E, #kname<true>> } else { #f::<E, #kname<false>> })
-            } else {
-                quote!(#f::<E, #kname<false>>)
-            }
-        };
-        let (dispatch, dispatch_low) = (pick(quote!(#p::dispatch)), pick(quote!(#p::dispatch_low)));
-        let (kernel, low) = if low_slots.is_empty() {
-            (dispatch, quote!(::core::option::Option::None))
-        } else {
-            (
-                quote!(#p::no_kernel::<E>),
-                quote! {{
-                    let mut lo: #p::LowRefs<'_> = #p::LowRefs::new();
-                    for (i, b) in ps.low.iter_mut().enumerate() {
-                        if [#(#low_slots),*].contains(&i) { lo.push(&mut b.bits[..]); }
-                    }
-                    ::core::option::Option::Some(#p::LowCall {
-                        kernel: #dispatch_low,
-                        bufs: lo,
-                        key: #p::lowp::param_key(info.name, ps.step),
-                    })
-                }},
-            )
-        };
+        let (kernel, low) = self.low_call(st, kname, k);
         let temps: Vec<usize> = st
             .bufs
             .iter()

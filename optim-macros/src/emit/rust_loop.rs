@@ -15,6 +15,8 @@ fn elem(e: Elem) -> TokenStream {
     match e {
         Elem::Param => quote!(E),
         Elem::Bf16 | Elem::F16 => quote!(#p::lowp::Bits),
+        // not a slice type: 8-bit streams are bound as `Q8Mut`s (see `kernel`)
+        Elem::Q8 | Elem::Uq8 => quote!(u8),
     }
 }
 
@@ -101,7 +103,9 @@ pub(crate) fn stmt(s: &LStmt) -> TokenStream {
 
 /// One statement of loop `l`'s body: as [`stmt`], with loads from and stores to 16-bit
 /// streams converted (`optim_runtime::lowp`; stochastic stores draw from the element's counter,
-/// keyed by the stream key `k{j}` and the element's index in the parameter).
+/// keyed by the stream key `k{j}` and the element's index in the parameter), and 8-bit streams
+/// dequantised with their block's scale `c{j}` on load and staged in the block's `q{j}` on
+/// store (quantised after the block, see [`kernel`]).
 fn stmt_in(s: &LStmt, l: &LoopIr) -> TokenStream {
     let p = Private;
     let low = |to: &LStream| match *to {
@@ -114,6 +118,15 @@ fn stmt_in(s: &LStmt, l: &LoopIr) -> TokenStream {
     };
     match s {
         LStmt::Load { var, from } => match low(from) {
+            Some((j, b)) if b.elem.is_q8() => {
+                let x = format_ident!("x{}", var);
+                let (bj, mj, cj) = (
+                    format_ident!("b{}", j),
+                    format_ident!("m{}", j),
+                    format_ident!("c{}", j),
+                );
+                quote!(let #x: E = #p::lowp::q8::load::<E>(#mj, #bj.codes[i], #cj);)
+            }
             Some((j, b)) => {
                 let x = format_ident!("x{}", var);
                 let bj = format_ident!("b{}", j);
@@ -123,6 +136,11 @@ fn stmt_in(s: &LStmt, l: &LoopIr) -> TokenStream {
             None => stmt(s),
         },
         LStmt::Store { to, value } => match low(to) {
+            Some((j, b)) if b.elem.is_q8() => {
+                let x = val(*value);
+                let qj = format_ident!("q{}", j);
+                quote!(#qj[i - i0] = #x;)
+            }
             Some((j, b)) => {
                 let x = val(*value);
                 let bj = format_ident!("b{}", j);
@@ -183,30 +201,85 @@ pub(crate) fn reciprocal_div(s: &LStmt) -> Option<TokenStream> {
 fn elem_name(e: Elem) -> &'static str {
     match e {
         Elem::Bf16 => "bf16",
-        Elem::F16 | Elem::Param => "f16",
+        _ => "f16",
+    }
+}
+
+/// The element loop over `0..n` running `body`. With 8-bit streams it runs block by block
+/// (`optim_runtime::lowp::q8::BLOCK` elements; the executor hands each call whole blocks but
+/// the parameter's last): each loaded 8-bit stream `b{j}` reads its block scale `c{j}` before
+/// the block, each stored one stages the block's new values in `q{j}` (on the stack, in `E`)
+/// and quantises them after it (block absmax, then codes), so the fused loop reads and writes
+/// each stream once and the per-block absmax is a block-local reduction before the store.
+fn element_loop(l: &LoopIr, body: &[TokenStream]) -> TokenStream {
+    let p = Private;
+    let q8: Vec<usize> = (0..l.bufs.len())
+        .filter(|&j| l.bufs[j].elem.is_q8())
+        .collect();
+    if q8.is_empty() {
+        return quote! {
+            for i in 0..n {
+                #(#body)*
+            }
+        };
+    }
+    let touches = |j: usize, store: bool| {
+        l.body.iter().any(|s| match s {
+            LStmt::Load { from, .. } => !store && *from == LStream::Buf(j),
+            LStmt::Store { to, .. } => store && *to == LStream::Buf(j),
+            _ => false,
+        })
+    };
+    let id = |c: &str, j: usize| format_ident!("{}{}", c, j);
+    let loaded: Vec<usize> = q8.iter().copied().filter(|&j| touches(j, false)).collect();
+    let stored: Vec<usize> = q8.iter().copied().filter(|&j| touches(j, true)).collect();
+    let (lb, lm, lc) = (
+        loaded.iter().map(|&j| id("b", j)).collect::<Vec<_>>(),
+        loaded.iter().map(|&j| id("m", j)).collect::<Vec<_>>(),
+        loaded.iter().map(|&j| id("c", j)),
+    );
+    let (sb, sq) = (
+        stored.iter().map(|&j| id("b", j)).collect::<Vec<_>>(),
+        stored.iter().map(|&j| id("q", j)).collect::<Vec<_>>(),
+    );
+    quote! {
+        #(let #lm: &[f32; 256] = #lb.map.values();)*
+        let mut i0 = 0usize;
+        while i0 < n {
+            let i1 = if n - i0 < #p::lowp::q8::BLOCK { n } else { i0 + #p::lowp::q8::BLOCK };
+            let blk = i0 / #p::lowp::q8::BLOCK;
+            #(let #lc: f32 = #lb.scales[blk];)*
+            #(let mut #sq = [<E as #p::Float>::of_f64(0.0); #p::lowp::q8::BLOCK];)*
+            for i in i0..i1 {
+                #(#body)*
+            }
+            #(#p::lowp::q8::store_block::<E>(#sb.map, &#sq[..i1 - i0], &mut #sb.codes[i0..i1], &mut #sb.scales[blk]);)*
+            i0 = i1;
+        }
     }
 }
 
 /// `struct #kname<const R: bool>;` and its `Kernel` impl (`LowKernel` when a stream is stored
-/// in 16 bits). `R`: divisions by hoisted scalars as multiplications by their reciprocals (see
-/// [`scalar_divisors`]); the exact instance (`R = false`) is the rule as written.
+/// in 16 or 8 bits). `R`: divisions by hoisted scalars as multiplications by their reciprocals
+/// (see [`scalar_divisors`]); the exact instance (`R = false`) is the rule as written.
 pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
     let p = Private;
-    let bnames: Vec<syn::Ident> = (0..l.bufs.len()).map(|j| format_ident!("b{}", j)).collect();
-    let is_low: Vec<bool> = l.bufs.iter().map(|b| b.elem != Elem::Param).collect();
-    let full: Vec<&syn::Ident> = bnames
+    let name = |j: usize| format_ident!("b{}", j);
+    let pick = |f: &dyn Fn(Elem) -> bool| -> Vec<syn::Ident> {
+        (0..l.bufs.len())
+            .filter(|&j| f(l.bufs[j].elem))
+            .map(name)
+            .collect()
+    };
+    let full = pick(&|e| e == Elem::Param);
+    let lows = pick(&|e| e.is_16());
+    let qs = pick(&|e| e.is_q8());
+    let slices: Vec<syn::Ident> = pick(&|e| !e.is_q8());
+    let belems = l
+        .bufs
         .iter()
-        .zip(&is_low)
-        .filter(|(_, &lo)| !lo)
-        .map(|(b, _)| b)
-        .collect();
-    let lows: Vec<&syn::Ident> = bnames
-        .iter()
-        .zip(&is_low)
-        .filter(|(_, &lo)| lo)
-        .map(|(b, _)| b)
-        .collect();
-    let belems = l.bufs.iter().map(|b| elem(b.elem));
+        .filter(|b| !b.elem.is_q8())
+        .map(|b| elem(b.elem));
     let nscal = l.scalars.len();
     let nred = l.reductions;
     let scal_loads = l.scalars.iter().enumerate().map(|(k, &boolean)| {
@@ -232,18 +305,19 @@ pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
     } else {
         quote!(let _ = g;)
     };
-    let body = l.body.iter().map(|s| stmt_in(s, l));
+    let body: Vec<TokenStream> = l.body.iter().map(|s| stmt_in(s, l)).collect();
+    let looped = element_loop(l, &body);
     let keys = l
         .bufs
         .iter()
         .enumerate()
-        .filter(|(_, b)| b.stochastic && b.elem != Elem::Param)
+        .filter(|(_, b)| b.stochastic && b.elem.is_16())
         .map(|(j, b)| {
             let kj = format_ident!("k{}", j);
             let slot = b.slot.unwrap_or(j);
             quote!(let #kj: #p::U64 = #p::lowp::stream_key(at.key, #slot);)
         });
-    let (tr, args, bind) = if lows.is_empty() {
+    let (tr, args, bind) = if lows.is_empty() && qs.is_empty() {
         (
             quote!(#p::Kernel<E>),
             quote!(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], red: &mut [#p::F64]),
@@ -252,10 +326,11 @@ pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
     } else {
         (
             quote!(#p::LowKernel<E>),
-            quote!(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], lo: &mut [&mut [#p::lowp::Bits]], at: #p::LowAt, red: &mut [#p::F64]),
+            quote!(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], lo: &mut [&mut [#p::lowp::Bits]], q: &mut [#p::lowp::q8::Q8Mut<'_>], at: #p::LowAt, red: &mut [#p::F64]),
             quote! {
                 let [#(#full),*] = st else { return };
                 let [#(#lows),*] = lo else { return };
+                let [#(#qs),*] = q else { return };
                 #(#keys)*
             },
         )
@@ -270,14 +345,13 @@ pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
                 if s.len() < #nscal || red.len() < #nred { return; }
                 let n = p.len();
                 #g_bind
-                #(if #bnames.len() < n { return; })*
-                #(let #bnames: &mut [#belems] = &mut #bnames[..n];)*
+                #(if #slices.len() < n { return; })*
+                #(if #qs.codes.len() < n || #qs.scales.len() < #p::lowp::q8::blocks(n) { return; })*
+                #(let #slices: &mut [#belems] = &mut #slices[..n];)*
                 #(#scal_loads)*
                 #(#recips)*
                 #(let mut #accs = 0.0f64;)*
-                for i in 0..n {
-                    #(#body)*
-                }
+                #looped
                 #(red[#red_idx] += #accs;)*
             }
         }

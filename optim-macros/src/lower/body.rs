@@ -612,7 +612,7 @@ impl<'c, 'h> Lowerer<'c, 'h> {
         let Some(storage) = crate::loop_ir::Storage::parse(&ty.to_string()) else {
             self.cx.error(
                 ty.span(),
-                format!("unknown storage type `{ty}`; expected `bf16`, `f16`, `bf16_sr` or `f16_sr` (`_sr`: stochastic rounding)"),
+                format!("unknown storage type `{ty}`; expected `bf16`, `f16`, `bf16_sr`, `f16_sr` (`_sr`: stochastic rounding), `q8` or `uq8` (8-bit block-quantised, signed or non-negative)"),
             );
             return;
         };

@@ -3,6 +3,7 @@
 use crate::ema::EmaCorrection;
 use crate::error::OptimError;
 use crate::float::Float;
+use crate::lowp::q8::Q8Map;
 use crate::lowp::StateDtype;
 use crate::schedule::Schedule;
 use crate::serde_fin::fin;
@@ -70,6 +71,13 @@ pub(super) struct BufferMeta {
     /// element type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<StateDtype>,
+    /// The map of a buffer kept 8-bit quantised (format 4): the tensor under `key` then holds
+    /// its `U8` codes and the one under `scales` its `F32` block scales.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q8: Option<Q8Map>,
+    /// The key of the scales tensor of an 8-bit buffer (format 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scales: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -2,13 +2,14 @@
 
 use super::checksum;
 use super::format::{
-    ck, decode, decode_bits, decode_f64, dtype_of, low_dtype, mismatch, FieldRepr, Meta,
+    ck, decode, decode_bits, decode_f64, dtype_of, low_dtype, mismatch, BufferMeta, FieldRepr, Meta,
 };
-use super::{FORMAT_VERSION, FORMAT_VERSION_LOW_PRECISION, METADATA_KEY};
+use super::{FORMAT_VERSION, FORMAT_VERSION_LOW_PRECISION, FORMAT_VERSION_Q8, METADATA_KEY};
 use crate::ema::{EmaParam, WeightEma};
 use crate::error::OptimError;
 use crate::float::Float;
 use crate::hyper::Hyper;
+use crate::lowp::q8::{self, Q8Buf, Q8Map};
 use crate::lowp::LowBuf;
 use crate::optimizer::{DslOptimizer, Field, OptimizerConfig};
 use crate::state::ParamState;
@@ -34,6 +35,34 @@ fn read_tensor<E: Float>(
         .map_err(|_| mismatch(param, format!("tensor `{key}` is missing from the file")))?;
     check_view(&t, param, key, len, dtype)?;
     decode::<E>(t.data()).ok_or_else(|| mismatch(param, format!("tensor `{key}` is malformed")))
+}
+
+/// An 8-bit buffer (format 4): its `U8` codes under `b.key` (`b.len` of them) and its `F32`
+/// block scales under `b.scales` (`ceil(b.len / 256)`).
+fn read_q8(
+    st: &SafeTensors<'_>,
+    param: &str,
+    b: &BufferMeta,
+    map: Q8Map,
+) -> Result<Q8Buf, OptimError> {
+    let missing = |key: &str| mismatch(param, format!("tensor `{key}` is missing from the file"));
+    let t = st.tensor(&b.key).map_err(|_| missing(&b.key))?;
+    check_view(&t, param, &b.key, b.len, Dtype::U8)?;
+    let codes = t.data().to_vec();
+    let skey = b.scales.as_deref().ok_or_else(|| {
+        mismatch(
+            param,
+            format!("8-bit state `{}` names no scales tensor", b.name),
+        )
+    })?;
+    let t = st.tensor(skey).map_err(|_| missing(skey))?;
+    check_view(&t, param, skey, q8::blocks(b.len), Dtype::F32)?;
+    let scales = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(Q8Buf { map, codes, scales })
 }
 
 fn check_view(
@@ -70,13 +99,15 @@ fn check_integrity(bytes: &[u8], meta: &Meta) -> Result<(), OptimError> {
         (1, Some(_)) => Err(ck(
             "format 1 has no checksum, but this file has one: the file is corrupt",
         )),
-        (FORMAT_VERSION | FORMAT_VERSION_LOW_PRECISION, Some(sum)) => checksum::verify(bytes, sum),
-        (v @ (FORMAT_VERSION | FORMAT_VERSION_LOW_PRECISION), None) => Err(ck(format!(
-            "format {v} requires a checksum, but this file has none: the file is corrupt"
-        ))),
+        (FORMAT_VERSION | FORMAT_VERSION_LOW_PRECISION | FORMAT_VERSION_Q8, Some(sum)) => {
+            checksum::verify(bytes, sum)
+        }
+        (v @ (FORMAT_VERSION | FORMAT_VERSION_LOW_PRECISION | FORMAT_VERSION_Q8), None) => Err(ck(
+            format!("format {v} requires a checksum, but this file has none: the file is corrupt"),
+        )),
         (v, _) => Err(ck(format!(
             "format version {v} is not supported (this build reads 1 to \
-             {FORMAT_VERSION_LOW_PRECISION})"
+             {FORMAT_VERSION_Q8})"
         ))),
     }
 }
@@ -180,6 +211,7 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
                             .filter(|l| !l.bits.is_empty())
                             .map(|l| l.bits.len())
                     })
+                    .or_else(|| c.slot_q8(slot).map(|_| c.q8[slot].codes.len()))
             });
             if let Some(have) = have.filter(|&h| h != b.len) {
                 return Err(mismatch(
@@ -189,6 +221,18 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
                         b.name, b.len
                     ),
                 ));
+            }
+            if let Some(map) = b.q8 {
+                ps.buffers.push(Vec::new());
+                if ps.q8.len() <= slot {
+                    ps.q8.resize_with(slot + 1, || Q8Buf {
+                        map,
+                        codes: Vec::new(),
+                        scales: Vec::new(),
+                    });
+                }
+                ps.q8[slot] = read_q8(&st, p, b, map)?;
+                continue;
             }
             match b.dtype {
                 None => ps

@@ -13,6 +13,8 @@
 //! | key | dtype | contents |
 //! |---|---|---|
 //! | `"{param}/{slot}"` | the optimizer's element type (`F32`/`F64`), or `BF16`/`F16` for a state the rule stores in 16 bits (format 3) | a state buffer of parameter `param`; `slot` is the state's name from `explain()` (`"m"`, `"v"`, …), or `#k` for slot `k` when the plan does not name it |
+//! | `"{param}/{slot}"` | `U8` (format 4) | the codes of a state the rule stores 8-bit quantised (`q8`/`uq8`): one per element, an index into the buffer's 256-entry map |
+//! | `"{param}/{slot}#absmax"` | `F32` (format 4) | that state's block scales: `ceil(len / 256)` of them, block `b` covering elements `256·b ..` |
 //! | `"{param}/#scalars"` | `F64` | the parameter's scalar states (e.g. NAdam's `mu_product`), when it has any |
 //! | `"#ema/{param}"` | element type | the [`WeightEma`] average of `param` (the biased accumulator under [`EmaCorrection::Debias`](crate::ema::EmaCorrection::Debias)) |
 //!
@@ -52,10 +54,11 @@
 //! | 1 | optim-dsl before the checksum | no `checksum` entry; otherwise as version 2 |
 //! | 2 | this build, all state in the element type | `checksum` |
 //! | 3 | this build, some state in 16 bits | as 2, plus a buffer's `dtype` and its `BF16`/`F16` tensor |
+//! | 4 | this build, some state 8-bit quantised | as 3, plus a buffer's `q8` (`"signed"`/`"unsigned"`, the map) and `scales` (the key of its `F32` scales tensor) with its `U8` codes tensor |
 //!
-//! Loading reads all three. A version 1 file has no checksum to verify and loads as before (its
+//! Loading reads all four. A version 1 file has no checksum to verify and loads as before (its
 //! structure and values are still validated); saving writes version 2, or 3 when some buffer
-//! is stored in 16 bits (so files of optimizers without 16-bit state are unchanged, and a build
+//! is stored in 16 bits, or 4 when some buffer is 8-bit quantised (so files of optimizers without 16-bit state are unchanged, and a build
 //! that cannot read 16-bit state refuses such a file by its version), so loading and saving
 //! once migrates a file. Any other version is refused with an [`OptimError::Checkpoint`]
 //! naming it.
@@ -66,6 +69,16 @@
 //! (stochastic rounding draws from the parameter's name, its saved step and the element
 //! index). A checkpoint whose buffer type differs from the rule's loads too: the next step
 //! converts it (widening exactly, or rounding to nearest into 16 bits).
+//!
+//! **8-bit state.** A buffer a rule stores as `q8`/`uq8` (`let m: q8 = ...`, see
+//! [`crate::lowp::q8`]) is saved as its codes (`U8`) and its block scales (`F32`, key
+//! `"{param}/{slot}#absmax"`), not dequantised, so a round trip is bit-identical and a resumed
+//! run is bit-identical to one that never stopped. Its metadata entry names the map
+//! (`"q8": "signed"` or `"unsigned"`) and the scales tensor (`"scales"`); loading checks that
+//! the codes tensor has `len` elements and the scales `ceil(len / 256)`. A checkpoint whose
+//! buffer is stored otherwise (an `f32` one from before, say) loads too: the next step
+//! quantises it; a quantised one loaded into a rule that stores the state otherwise is
+//! dequantised.
 
 mod checksum;
 mod format;
@@ -85,6 +98,11 @@ pub const FORMAT_VERSION: u32 = 2;
 /// Version written when some state buffer is stored in 16 bits (`bf16`/`f16`, see
 /// [`crate::lowp`]): format 2 plus a per-buffer `dtype` (see the [module docs](self)).
 pub const FORMAT_VERSION_LOW_PRECISION: u32 = 3;
+
+/// Version written when some state buffer is stored 8-bit block-quantised (`q8`/`uq8`, see
+/// [`crate::lowp::q8`]): format 3 plus a per-buffer `q8` map and `scales` tensor (see the
+/// [module docs](self)).
+pub const FORMAT_VERSION_Q8: u32 = 4;
 
 /// The `__metadata__` key holding the JSON document.
 pub const METADATA_KEY: &str = "optim_dsl";

@@ -5,7 +5,7 @@ use super::format::{
     ck, dtype_of, encode, low_dtype, BufferMeta, EmaMeta, EmaParamMeta, FieldRepr, Meta, Owned,
     ParamMeta,
 };
-use super::{FORMAT_VERSION, FORMAT_VERSION_LOW_PRECISION, METADATA_KEY};
+use super::{FORMAT_VERSION, FORMAT_VERSION_LOW_PRECISION, FORMAT_VERSION_Q8, METADATA_KEY};
 use crate::ema::WeightEma;
 use crate::error::OptimError;
 use crate::float::Float;
@@ -64,20 +64,22 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
 
     let mut params = Vec::with_capacity(state.params.len());
     let mut any_low = false;
+    let mut any_q8 = false;
     for (name, ps) in &state.params {
         // Exact names by slot index when the optimizer provides them; otherwise the plan names
         // the live (allocated) buffers in slot order.
         let exact = O::state_names(ps.rule);
         // a slot lives in `buffers` or, stored in 16 bits, in `low`
-        let nslots = ps.buffers.len().max(ps.low.len());
+        let nslots = ps.buffers.len().max(ps.low.len()).max(ps.q8.len());
         let full = |k: usize| ps.buffers.get(k).filter(|b| !b.is_empty());
         let low = |k: usize| ps.low.get(k).filter(|l| !l.bits.is_empty());
+        let quant = |k: usize| ps.q8.get(k).filter(|q| !q.codes.is_empty());
         let names: Vec<&'static str> = if exact.len() >= nslots {
             Vec::new()
         } else {
             let names = slot_names(&plan, ps.rule);
             let live = (0..nslots)
-                .filter(|&k| full(k).is_some() || low(k).is_some())
+                .filter(|&k| full(k).is_some() || low(k).is_some() || quant(k).is_some())
                 .count();
             if names.len() == live {
                 names
@@ -88,7 +90,28 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
         let mut buffers = Vec::with_capacity(nslots);
         let mut j = 0;
         for k in 0..nslots {
+            let mut q8 = None;
             let (tensor, stored) = match (full(k), low(k)) {
+                (None, None) if quant(k).is_some() => {
+                    any_q8 = true;
+                    let q = quant(k).unwrap_or(&ps.q8[k]);
+                    q8 = Some((
+                        q.map,
+                        Owned {
+                            dtype: Dtype::F32,
+                            shape: [q.scales.len()],
+                            data: q.scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+                        },
+                    ));
+                    (
+                        Owned {
+                            dtype: Dtype::U8,
+                            shape: [q.codes.len()],
+                            data: q.codes.clone(),
+                        },
+                        None,
+                    )
+                }
                 (Some(buf), _) => (
                     Owned {
                         dtype,
@@ -125,12 +148,22 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
             j += 1;
             let key = claim(format!("{name}/{slot}"), format!("{name}/#{k}"))?;
             let len = tensor.shape[0];
+            let (q8, scales) = match q8 {
+                Some((map, t)) => {
+                    let skey = claim(format!("{key}#absmax"), format!("{name}/#{k}#absmax"))?;
+                    tensors.push((skey.clone(), t));
+                    (Some(map), Some(skey))
+                }
+                None => (None, None),
+            };
             tensors.push((key.clone(), tensor));
             buffers.push(Some(BufferMeta {
                 key,
                 name: slot,
                 len,
                 dtype: stored,
+                q8,
+                scales,
             }));
         }
         let scalars = if ps.scalars.is_empty() {
@@ -208,7 +241,9 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
         .collect();
 
     let meta = Meta {
-        format: if any_low {
+        format: if any_q8 {
+            FORMAT_VERSION_Q8
+        } else if any_low {
             FORMAT_VERSION_LOW_PRECISION
         } else {
             FORMAT_VERSION

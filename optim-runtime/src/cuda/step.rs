@@ -279,7 +279,7 @@ struct Call<E> {
 
 fn no_twin(name: &str) -> OptimError {
     OptimError::Device(format!(
-        "parameter `{name}`: a loop has no CUDA twin (a hand-written kernel); it cannot run on a device"
+        "parameter `{name}`: a loop has no CUDA twin (a hand-written kernel, or state stored as bf16/f16/q8/uq8); it cannot run on a device"
     ))
 }
 

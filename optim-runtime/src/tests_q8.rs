@@ -1,0 +1,148 @@
+//! The dynamic maps against hand-computed entries; quantisation round-trip error bounds;
+//! tails, empty buffers, zero and non-finite blocks.
+
+use super::*;
+
+fn close(a: f32, b: f64) -> bool {
+    (f64::from(a) - b).abs() <= 1e-7 * b.abs().max(1e-30)
+}
+
+/// Entries by hand from the formula: `10^(i-6)·(b_j + b_{j+1})/2`, `b = linspace(0.1, 1, F)`.
+#[test]
+fn maps_hand_values() {
+    let s = Q8Map::Signed.values();
+    // i = 0, F = 2: one midpoint (0.1 + 1)/2 = 0.55, times 1e-6, with both signs around 0
+    assert_eq!(s[127], 0.0);
+    assert!(close(s[128], 0.55e-6) && close(s[126], -0.55e-6));
+    // i = 1, F = 3: b = 0.1, 0.55, 1 -> 0.325, 0.775 (times 1e-5)
+    assert!(close(s[129], 3.25e-6) && close(s[130], 7.75e-6));
+    // i = 6, F = 65: spacing 0.9/64; the last midpoint 1 - 0.9/128 = 0.99296875, then 1
+    assert_eq!(s[255], 1.0);
+    assert!(close(s[254], 0.992_968_75) && close(s[0], -0.992_968_75));
+    assert!(close(s[253], 0.978_906_25));
+    // 127 negative, 0, 127 positive of which the last is 1
+    assert_eq!(s.iter().filter(|&&v| v < 0.0).count(), 127);
+    let u = Q8Map::Unsigned.values();
+    // i = 0, F = 3: 0.325e-6, 0.775e-6
+    assert_eq!(u[0], 0.0);
+    assert!(close(u[1], 0.325e-6) && close(u[2], 0.775e-6));
+    // i = 6, F = 129: last midpoint 1 - 0.9/256 = 0.996484375
+    assert!(close(u[254], 0.996_484_375) && u[255] == 1.0);
+    // i = 5, F = 65, times 0.1: first midpoint 0.1 + 0.9/128 = 0.10703125 -> 0.010703125
+    assert!(u.iter().any(|&v| close(v, 0.010_703_125)));
+    for m in [s, u] {
+        assert!(m.windows(2).all(|w| w[0] < w[1]), "strictly ascending");
+    }
+    assert_eq!(Q8Map::Signed.zero_code(), 127);
+    assert_eq!(Q8Map::Unsigned.zero_code(), 0);
+}
+
+/// `encode` is the nearest entry (brute force), ties to the lower one.
+#[test]
+fn encode_is_nearest() {
+    for map in [Q8Map::Signed, Q8Map::Unsigned] {
+        let q = map.values();
+        let mut y = -1.1f64;
+        while y < 1.1 {
+            let c = usize::from(map.encode(y));
+            let best = q
+                .iter()
+                .map(|&v| (f64::from(v) - y).abs())
+                .fold(f64::INFINITY, f64::min);
+            assert_eq!((f64::from(q[c]) - y).abs(), best, "{map:?} {y}");
+            y += 0.000_37;
+        }
+        // exactly halfway between entries 200 and 201: the lower
+        let mid = (f64::from(q[200]) + f64::from(q[201])) / 2.0;
+        assert_eq!(map.encode(mid), 200);
+        assert_eq!(map.encode(2.0), 255);
+    }
+    assert_eq!(Q8Map::Signed.encode(-2.0), 0);
+    assert_eq!(Q8Map::Unsigned.encode(-0.5), 0);
+}
+
+/// A pseudo-random value in `[-1, 1)` times `10^e` for `e` in `-6..=0`.
+fn sample(i: u64) -> f64 {
+    let r = crate::lowp::mix64(i);
+    let u = (r >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+    u * 10f64.powi(-((r & 7) as i32 % 7))
+}
+
+/// Round trip: every element within half the gap of its map neighbours times the block's
+/// absmax (plus f32 rounding), so at most 0.0070 (signed) / 0.0035 (unsigned) of the absmax;
+/// the absmax element is exact for positive values.
+#[test]
+fn round_trip_error_bounds() {
+    for (map, worst) in [(Q8Map::Signed, 0.0070313), (Q8Map::Unsigned, 0.0035157)] {
+        let xs: Vec<f32> = (0..1000)
+            .map(|i| {
+                let x = sample(i) as f32;
+                if map == Q8Map::Unsigned {
+                    x.abs()
+                } else {
+                    x
+                }
+            })
+            .collect();
+        let b = Q8Buf::from_values(map, &xs);
+        assert_eq!((b.codes.len(), b.scales.len()), (1000, 4));
+        let back: Vec<f32> = b.to_values();
+        let q = map.values();
+        let mut max_rel = 0.0f64;
+        for (blk, (x, y)) in xs.chunks(BLOCK).zip(back.chunks(BLOCK)).enumerate() {
+            let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert_eq!(b.scales[blk], amax);
+            for (&x, &y) in x.iter().zip(y) {
+                let n = f64::from(x) / f64::from(amax);
+                let k = q.partition_point(|&v| f64::from(v) <= n).clamp(1, 255);
+                let gap = f64::from(q[k]) - f64::from(q[k - 1]);
+                let err = (f64::from(x) - f64::from(y)).abs();
+                let bound = (0.5 * gap * 1.000_001 + 1e-7) * f64::from(amax);
+                assert!(err <= bound, "{map:?}: {x} -> {y}, bound {bound}");
+                max_rel = max_rel.max(err / f64::from(amax));
+            }
+            let top = x.iter().copied().fold(f32::MIN, f32::max);
+            if top == amax {
+                assert!(y.contains(&amax), "the absmax element is exact");
+            }
+        }
+        assert!(max_rel <= worst, "{map:?}: {max_rel}");
+    }
+}
+
+#[test]
+fn tails_empty_zero_and_non_finite_blocks() {
+    // 300 = one full block and a 44-element tail with its own scale
+    let xs: Vec<f64> = (0..300)
+        .map(|i| if i < 256 { 1.0 } else { -0.25 })
+        .collect();
+    let b = Q8Buf::from_values(Q8Map::Signed, &xs);
+    assert_eq!(b.scales, vec![1.0, 0.25]);
+    assert!(b.is_consistent());
+    let back: Vec<f64> = b.to_values();
+    assert!(back[..256].iter().all(|&v| v == 1.0));
+    // -0.25 is its block's absmax: stored as the most negative entry, -0.99296875·0.25
+    let want = f64::from(Q8Map::Signed.values()[0]) * 0.25;
+    assert!(back[256..].iter().all(|&v| v == want));
+    let e = Q8Buf::from_values::<f32>(Q8Map::Unsigned, &[]);
+    assert!(e.codes.is_empty() && e.scales.is_empty() && e.is_consistent());
+    // all-zero block: scale 0, zero codes, zeros back
+    let z = Q8Buf::from_values(Q8Map::Signed, &[0.0f32; 10]);
+    assert_eq!((z.scales[0], z.codes[0]), (0.0, 127));
+    assert!(z.to_values::<f32>().iter().all(|&v| v == 0.0));
+    // a NaN or an infinity makes its block NaN and leaves the others alone
+    let mut xs = vec![0.5f32; 512];
+    xs[3] = f32::INFINITY;
+    let n = Q8Buf::from_values(Q8Map::Unsigned, &xs);
+    assert!(n.scales[0].is_nan() && n.scales[1] == 0.5);
+    let back: Vec<f32> = n.to_values();
+    assert!(back[..256].iter().all(|v| v.is_nan()) && back[256..].iter().all(|&v| v == 0.5));
+    // negatives in the unsigned map are stored as 0 (but count towards the absmax)
+    let u = Q8Buf::from_values(Q8Map::Unsigned, &[-2.0f32, 1.0]);
+    assert_eq!(u.scales[0], 2.0);
+    assert_eq!(u.to_values::<f32>()[0], 0.0);
+    // a constant fill
+    let f = Q8Buf::filled(Q8Map::Unsigned, 600, 0.125);
+    assert_eq!(f.scales, vec![0.125; 3]);
+    assert!(f.to_values::<f64>().iter().all(|&v| v == 0.125));
+}
