@@ -203,6 +203,9 @@ impl Times {
             .iter()
             .filter_map(|id| self.median(id))
             .collect();
+        if ids.iter().all(|id| self.median(id).is_none()) {
+            return; // filtered out
+        }
         let bound = (!bounds.is_empty()).then(|| bounds.iter().sum::<f64>() / bounds.len() as f64);
         eprintln!("\n{group}: {numel} f32 parameters, same-run medians (28 B/param)");
         eprintln!(
