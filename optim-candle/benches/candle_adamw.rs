@@ -1,23 +1,140 @@
-//! One AdamW step on CPU `Var`s: candle-nn's `AdamW` (tensor ops, a new tensor per
-//! intermediate) against the DSL's `AdamW` through [`CandleOptimizer`] (one fused pass over
-//! each `Var`'s own storage), on the same `Var`s and gradients, in the same run; and the slice
-//! path over plain `Vec`s as the memory-bound reference of the fused kernel.
+//! One AdamW step on CPU `Var`s, every variant in the same run, with same-run ratios to a
+//! memory-bound baseline printed after each group.
 //!
-//! Sizes: 1M and 10M `f32` parameters, as a few `Var`s of a transformer-like mix of shapes.
-//! Bytes moved per step by the fused AdamW: param read+write, grad read, m and v read+write
-//! = 28 bytes per parameter. Run on a quiet machine:
-//! `cargo bench -p optim-candle --bench candle_adamw`.
+//! Groups `candle_1M` and `candle_10M`: about 1M and 10M `f32` parameters as eight `Var`s of a
+//! transformer-like mix of shapes (four square matrices and their biases). Variants (criterion
+//! function ids):
+//!
+//! - `bound`: the memory-bound baseline, a hand-written single pass with AdamW's access pattern
+//!   (reads `p, g, m, v`, writes `p, m, v`: 28 bytes per parameter, the bytes the fused AdamW
+//!   moves) and trivial arithmetic, over plain buffers of the same shapes, run as the runtime
+//!   runs its kernels (run-time SIMD dispatch through `optim_dsl::__private::dispatch`, one rayon
+//!   dispatch over `CHUNK`-element pieces of every tensor above `PARALLEL_THRESHOLD` elements).
+//!   The same bound as `optim-dsl`'s `adamw` bench.
+//! - `optim_candle`: the zoo's `AdamW` through [`CandleOptimizer`] (one fused pass over each
+//!   `Var`'s own storage). The target: within 1.05× `bound` at 10M.
+//! - `candle_nn`: candle-nn's `AdamW` (tensor ops, a new tensor per intermediate) on the same
+//!   `Var`s and gradients.
+//! - `slice_path`: the zoo's `AdamW` through `update_slices` over plain `Vec`s (the fused kernel
+//!   without candle).
+//! - `bound_again`: `bound` once more after the others: memory bandwidth on a shared machine
+//!   drifts, and `bound_again / bound` far from 1 discredits the group's ratios.
+//!
+//! After each group the bench prints, from this run's own samples (criterion's per-sample
+//! times, recorded through `iter_custom`), the median time per step of each variant and its
+//! ratio to the mean of the `bound` and `bound_again` medians. `python3 scripts/bench-report.py`
+//! makes the same table from criterion's files.
+//!
+//! Run on a quiet machine: `cargo bench -p optim-candle --bench candle_adamw`. A smoke run:
+//! `cargo bench -p optim-candle --bench candle_adamw -- --warm-up-time 1 --measurement-time 2
+//! candle_1M/optim_candle`.
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::{Optimizer, ParamsAdamW};
-use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_main, Bencher, Criterion, SamplingMode, Throughput};
 use optim_candle::{CandleConfig, CandleOptimizer};
+use optim_dsl::__private::{dispatch, Kernel, CHUNK, PARALLEL_THRESHOLD};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{AdamW, AdamWConfig};
+use rayon::prelude::*;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
-/// `Var` shapes for about `total` parameters: square matrices, their biases, and a vector.
+/// Samples per variant (criterion's `sample_size`).
+const SAMPLES: usize = 10;
+
+// ---------------------------------------------------------------------------------------------
+// The memory-bound baseline.
+
+/// Reads `p, g, m, v` and writes `p, m, v` once per element, with one multiply-add per stream.
+struct BoundKernel;
+
+impl Kernel<f32> for BoundKernel {
+    #[inline(always)]
+    fn run(s: &[f32], p: &mut [f32], g: &[f32], st: &mut [&mut [f32]], _red: &mut [f64]) {
+        let [m, v] = st else {
+            panic!("bound kernel takes two state buffers")
+        };
+        let n = p.len();
+        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+        let (a, b, c, d, e, f) = (s[0], s[1], s[2], s[3], s[4], s[5]);
+        for i in 0..n {
+            let gi = g[i];
+            let mi = m[i] * a + gi * b;
+            let vi = v[i] * c + gi * gi * d;
+            m[i] = mi;
+            v[i] = vi;
+            p[i] = p[i] - mi * e + vi * f;
+        }
+    }
+}
+
+/// Scalars of the bound kernel: EMAs of `g` and `g²` and a small step (values stay finite).
+const BOUND_SCALARS: [f32; 6] = [0.9, 0.1, 0.999, 0.001, 1e-3, -1e-3];
+
+/// Plain buffers for the bound: parameter, gradient and two state buffers per tensor.
+struct BoundBuffers {
+    p: Vec<Vec<f32>>,
+    g: Vec<Vec<f32>>,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+impl BoundBuffers {
+    fn new(shapes: &[Vec<usize>]) -> Self {
+        let sizes: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+        let fill = |seed: u32| -> Vec<Vec<f32>> {
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| filled(n, seed + i as u32))
+                .collect()
+        };
+        let zeros = || sizes.iter().map(|&n| vec![0f32; n]).collect();
+        BoundBuffers {
+            p: fill(0),
+            g: fill(100),
+            m: zeros(),
+            v: zeros(),
+        }
+    }
+
+    /// One bound step over all tensors, threaded like the runtime's executor.
+    fn step(&mut self) {
+        let s = &BOUND_SCALARS[..];
+        let total: usize = self.p.iter().map(Vec::len).sum();
+        let tensors = self
+            .p
+            .iter_mut()
+            .zip(&self.g)
+            .zip(self.m.iter_mut().zip(self.v.iter_mut()));
+        if total < PARALLEL_THRESHOLD || rayon::current_num_threads() <= 1 {
+            for ((p, g), (m, v)) in tensors {
+                dispatch::<f32, BoundKernel>(s, p, g, &mut [m, v], &mut []);
+            }
+            return;
+        }
+        let mut items = Vec::with_capacity(total / CHUNK + self.g.len());
+        for ((p, g), (m, v)) in tensors {
+            let pieces = p
+                .chunks_mut(CHUNK)
+                .zip(g.chunks(CHUNK))
+                .zip(m.chunks_mut(CHUNK).zip(v.chunks_mut(CHUNK)));
+            items.extend(pieces);
+        }
+        items.into_par_iter().for_each(|((p, g), (m, v))| {
+            dispatch::<f32, BoundKernel>(s, p, g, &mut [m, v], &mut []);
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data and same-run timings.
+
+/// `Var` shapes for about `total` parameters: square matrices, their biases.
 fn shapes(total: usize) -> Vec<Vec<usize>> {
     let side = ((total / 4) as f64).sqrt() as usize;
     let mut s: Vec<Vec<usize>> = (0..4).map(|_| vec![side, side]).collect();
@@ -25,6 +142,7 @@ fn shapes(total: usize) -> Vec<Vec<usize>> {
     s
 }
 
+/// Deterministic values in `[-0.5, 0.5)`.
 fn filled(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
         .map(|i| {
@@ -33,95 +151,169 @@ fn filled(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-fn bench(c: &mut Criterion) {
-    let dev = Device::Cpu;
-    let mut group = c.benchmark_group("adamw_step");
-    group.sample_size(20);
-    for total in [1_000_000usize, 10_000_000] {
-        let shapes = shapes(total);
-        let numel: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
-        group.throughput(Throughput::Bytes(28 * numel as u64));
-        let vars: Vec<Var> = shapes
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Var::from_vec(filled(s.iter().product(), i as u32), s.as_slice(), &dev))
-            .collect::<candle_core::Result<_>>()
-            .unwrap();
-        let mut grads = GradStore::default();
-        for (i, (v, s)) in vars.iter().zip(&shapes).enumerate() {
-            let g = Tensor::from_vec(
-                filled(s.iter().product(), 100 + i as u32),
-                s.as_slice(),
-                &dev,
-            )
-            .unwrap();
-            grads.insert(v, g);
-        }
-
-        let params = ParamsAdamW {
-            lr: 1e-3,
-            weight_decay: 1e-2,
-            ..Default::default()
-        };
-        let mut candle_nn_adamw = candle_nn::AdamW::new(vars.clone(), params).unwrap();
-        group.bench_function(BenchmarkId::new("candle_nn::AdamW", numel), |b| {
-            b.iter(|| candle_nn_adamw.step(black_box(&grads)).unwrap())
-        });
-
-        let dsl = AdamW::<f32>::new(AdamWConfig {
-            lr: 1e-3.into(),
-            weight_decay: 1e-2.into(),
-            ..Default::default()
-        })
-        .unwrap();
-        let mut ours = CandleOptimizer::new(vars.clone(), CandleConfig::new(dsl)).unwrap();
-        group.bench_function(BenchmarkId::new("optim_candle::AdamW", numel), |b| {
-            b.iter(|| ours.step(black_box(&grads)).unwrap())
-        });
-
-        // the slice path over plain buffers: the fused kernel without candle
-        let mut slice_opt = AdamW::<f32>::new(AdamWConfig {
-            lr: 1e-3.into(),
-            weight_decay: 1e-2.into(),
-            ..Default::default()
-        })
-        .unwrap();
-        let names: Vec<String> = (0..shapes.len()).map(|i| format!("var{i}")).collect();
-        let mut ps: Vec<Vec<f32>> = shapes
-            .iter()
-            .enumerate()
-            .map(|(i, s)| filled(s.iter().product(), i as u32))
-            .collect();
-        let gs: Vec<Vec<f32>> = shapes
-            .iter()
-            .enumerate()
-            .map(|(i, s)| filled(s.iter().product(), 100 + i as u32))
-            .collect();
-        group.bench_function(BenchmarkId::new("slice_path::AdamW", numel), |b| {
-            b.iter(|| {
-                let mut slices: Vec<ParamSlice<'_, f32>> = names
-                    .iter()
-                    .zip(&shapes)
-                    .zip(ps.iter_mut())
-                    .zip(&gs)
-                    .map(|(((n, s), p), g)| ParamSlice {
-                        name: n,
-                        shape: s,
-                        param: p,
-                        grad: g,
-                    })
-                    .collect();
-                slice_opt.update_slices(black_box(&mut slices)).unwrap()
-            })
-        });
-    }
-    group.finish();
+fn adamw() -> AdamW<f32> {
+    AdamW::<f32>::new(AdamWConfig {
+        lr: 1e-3.into(),
+        weight_decay: 1e-2.into(),
+        ..Default::default()
+    })
+    .expect("valid AdamW config")
 }
 
-/// Runs the group (what `criterion_group!` would generate, with a doc comment).
+/// Per-iteration times (seconds) of every sample criterion took, by variant, in this run.
+#[derive(Default)]
+struct Times(RefCell<BTreeMap<&'static str, Vec<f64>>>);
+
+impl Times {
+    /// Times `step` as criterion's routine, recording each sample's time per iteration.
+    fn run(&self, b: &mut Bencher<'_>, id: &'static str, mut step: impl FnMut()) {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                step();
+            }
+            let elapsed = start.elapsed();
+            let per = elapsed.as_secs_f64() / iters.max(1) as f64;
+            self.0.borrow_mut().entry(id).or_default().push(per);
+            elapsed
+        })
+    }
+
+    /// The median of the last [`SAMPLES`] records of `id` (criterion's warm-up calls come
+    /// first, its samples last), if it ran.
+    fn median(&self, id: &str) -> Option<f64> {
+        let map = self.0.borrow();
+        let all = map.get(id)?;
+        let mut last: Vec<f64> = all[all.len().saturating_sub(SAMPLES)..].to_vec();
+        last.sort_by(f64::total_cmp);
+        Some(last[last.len() / 2])
+    }
+
+    /// Prints the group's medians and their ratios to the bound (the mean of `bound` and
+    /// `bound_again` when both ran) and the bound's drift.
+    fn report(&self, group: &str, numel: usize) {
+        let ids = [
+            "bound",
+            "optim_candle",
+            "candle_nn",
+            "slice_path",
+            "bound_again",
+        ];
+        let bounds: Vec<f64> = ["bound", "bound_again"]
+            .iter()
+            .filter_map(|id| self.median(id))
+            .collect();
+        if ids.iter().all(|id| self.median(id).is_none()) {
+            return; // filtered out
+        }
+        let bound = (!bounds.is_empty()).then(|| bounds.iter().sum::<f64>() / bounds.len() as f64);
+        eprintln!("\n{group}: {numel} f32 parameters, same-run medians (28 B/param)");
+        eprintln!(
+            "  {:<14} {:>12} {:>9} {:>10}",
+            "variant", "time/step", "GB/s", "÷ bound"
+        );
+        for id in ids {
+            let Some(t) = self.median(id) else { continue };
+            let gbs = 28.0 * numel as f64 / t / 1e9;
+            let ratio = bound.map_or("-".to_string(), |b| format!("{:.3}", t / b));
+            eprintln!("  {id:<14} {:>9.3} ms {gbs:>9.2} {ratio:>10}", t * 1e3);
+        }
+        if let (Some(a), Some(b)) = (self.median("bound"), self.median("bound_again")) {
+            eprintln!("  bound drift (bound_again / bound): {:.3}", b / a);
+        }
+        self.0.borrow_mut().clear();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The groups.
+
+fn bench_group(c: &mut Criterion, label: &str, total: usize) {
+    let dev = Device::Cpu;
+    let shapes = shapes(total);
+    let numel: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+    let vars: Vec<Var> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Var::from_vec(filled(s.iter().product(), i as u32), s.as_slice(), &dev))
+        .collect::<candle_core::Result<_>>()
+        .expect("Vars");
+    let mut grads = GradStore::default();
+    for (i, (v, s)) in vars.iter().zip(&shapes).enumerate() {
+        let g = Tensor::from_vec(
+            filled(s.iter().product(), 100 + i as u32),
+            s.as_slice(),
+            &dev,
+        )
+        .expect("gradient");
+        grads.insert(v, g);
+    }
+    let params = ParamsAdamW {
+        lr: 1e-3,
+        weight_decay: 1e-2,
+        ..Default::default()
+    };
+    let mut candle_nn_adamw = candle_nn::AdamW::new(vars.clone(), params).expect("candle-nn");
+    let mut ours = CandleOptimizer::new(vars.clone(), CandleConfig::new(adamw())).expect("ours");
+    let mut bound = BoundBuffers::new(&shapes);
+    let mut slice_opt = adamw();
+    let names: Vec<String> = (0..shapes.len()).map(|i| format!("var{i}")).collect();
+    let mut ps = bound.p.clone();
+    let gs = bound.g.clone();
+    let mut slice_step = || {
+        let mut slices: Vec<ParamSlice<'_, f32>> = names
+            .iter()
+            .zip(&shapes)
+            .zip(ps.iter_mut())
+            .zip(&gs)
+            .map(|(((n, s), p), g)| ParamSlice {
+                name: n,
+                shape: s,
+                param: p,
+                grad: g,
+            })
+            .collect();
+        slice_opt
+            .update_slices(black_box(&mut slices))
+            .expect("slice step")
+    };
+
+    let times = Times::default();
+    let mut group = c.benchmark_group(label);
+    group.sampling_mode(SamplingMode::Flat);
+    group.throughput(Throughput::Bytes(28 * numel as u64));
+    group.bench_function("bound", |b| times.run(b, "bound", || bound.step()));
+    group.bench_function("optim_candle", |b| {
+        times.run(b, "optim_candle", || {
+            ours.step(black_box(&grads)).expect("optim-candle step")
+        })
+    });
+    group.bench_function("candle_nn", |b| {
+        times.run(b, "candle_nn", || {
+            candle_nn_adamw
+                .step(black_box(&grads))
+                .expect("candle-nn step")
+        })
+    });
+    group.bench_function("slice_path", |b| {
+        times.run(b, "slice_path", &mut slice_step)
+    });
+    group.bench_function("bound_again", |b| {
+        times.run(b, "bound_again", || bound.step())
+    });
+    group.finish();
+    times.report(label, numel);
+}
+
+/// Runs the groups (what `criterion_group!` would generate, with a doc comment).
 fn benches() {
-    let mut c = Criterion::default().configure_from_args();
-    bench(&mut c);
+    let mut c = Criterion::default()
+        .sample_size(SAMPLES)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .configure_from_args();
+    bench_group(&mut c, "candle_1M", 1_000_000);
+    bench_group(&mut c, "candle_10M", 10_000_000);
 }
 
 criterion_main!(benches);

@@ -3,6 +3,7 @@
 //! of a narrower float type than the optimizer's are staged through `E`.
 
 use crate::access::{HostGrad, HostParam, Pending, View};
+use crate::names::module_of;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use optim_runtime::{DslOptimizer, Float, OptimError, ParamSlice};
@@ -97,13 +98,14 @@ fn narrow_param<E: Float>(p: &mut HostParam<'_, E>, src: &mut Vec<E>) {
 }
 
 /// One step of `opt` over `params` on the CPU; `views[i]` is `params[i]`'s locked storage.
+/// Rules see each parameter's module as [`module_of`] its name.
 /// Parameters (and gradients) of the optimizer's element type are handed to the step as they
 /// are: the generated loops write the `Var`'s own storage. Narrower ones are converted into
 /// `staging` first. All-or-nothing: a staged parameter is written back only after the step
 /// succeeded.
 ///
 /// # Errors
-/// What [`DslOptimizer::update_slices`] returns.
+/// What [`DslOptimizer::update_slices_in_modules`] returns.
 pub(crate) fn step<E: Float, O: DslOptimizer<E>>(
     opt: &mut O,
     params: &[Pending],
@@ -152,7 +154,8 @@ pub(crate) fn step<E: Float, O: DslOptimizer<E>>(
                 grad,
             });
         }
-        opt.update_slices(&mut slices)
+        let modules: Vec<&str> = params.iter().map(|p| module_of(&p.name)).collect();
+        opt.update_slices_in_modules(&mut slices, &modules)
     };
 
     // 3. write the staged parameters back (only after a successful step); keep the buffers.

@@ -5,5 +5,5 @@ mod host;
 mod names;
 mod optimizer;
 
-pub use names::{varmap_entries, VarNames};
+pub use names::{module_of, varmap_entries, VarNames};
 pub use optimizer::{CandleConfig, CandleOptimizer, CandleUpdate, HyperOrFlag};

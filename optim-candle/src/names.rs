@@ -90,3 +90,15 @@ pub fn varmap_entries(map: &VarMap) -> Result<Vec<(String, Var)>, OptimError> {
     v.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(v)
 }
+
+/// The module of the `Var` named `name`, as routing rules see it (`module` in a guard): the
+/// name up to its last `.`, `""` for a name without one.
+///
+/// `"blocks.0.attn.q.weight"` → `"blocks.0.attn.q"`, `"fc.bias"` → `"fc"`, `"var0"` → `""`.
+/// `VarBuilder::pp` builds names as `module path.tensor`, so this is the path of the module
+/// that created the `Var`. It differs from the dfdx path, where `module` is the innermost
+/// module's *type* (`"Linear"`): a `VarMap` records no types, so on candle route by path
+/// (`module.ends_with("attn.q")`, `module.starts_with("blocks.")`), not by `module == "Linear"`.
+pub fn module_of(name: &str) -> &str {
+    name.rsplit_once('.').map_or("", |(module, _)| module)
+}

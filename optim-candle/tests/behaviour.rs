@@ -1,7 +1,7 @@
 //! What the candle path promises beyond the reference trajectories: updates in the `Var`'s own
 //! storage, the same numbers as the slice path for every supported dtype, the strided-gradient
-//! fallback, `Var`s without a gradient left alone, routing by `VarMap` name, the learning-rate
-//! contract of `candle_nn::Optimizer`, and errors that change nothing.
+//! fallback, `Var`s without a gradient left alone, routing by `VarMap` name and module path, the
+//! learning-rate contract of `candle_nn::Optimizer`, and errors that change nothing.
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
@@ -235,6 +235,109 @@ fn routing_rules_see_the_varmap_names() {
     let state = opt.inner().opt_state();
     assert_eq!(state.param("layer.weight").unwrap().rule, 0);
     assert_eq!(state.param("embed.weight").unwrap().rule, 1);
+}
+
+optimizer! {
+    /// Routes by module path: sign steps for attention queries, plain SGD for the rest of the
+    /// blocks, nothing elsewhere.
+    pub ByModulePath<lr = 0.5> {
+        matrix if module.ends_with("attn.q") => { param -= lr * sign(grad); }
+        _ if module.starts_with("blocks.") => { param -= lr * grad; }
+        _ if module == "" => { param -= 2.0 * lr * grad; }
+        _ => { param -= 0.0 * grad; }
+    }
+}
+
+/// A guard on `module` sees the `Var`'s name up to its last `.` (the `VarBuilder::pp` path of
+/// the module that made it), for `VarMap` names and named lists alike.
+#[test]
+fn routing_rules_see_the_module_path() {
+    assert_eq!(
+        optim_candle::module_of("blocks.0.attn.q.weight"),
+        "blocks.0.attn.q"
+    );
+    assert_eq!(optim_candle::module_of("fc.bias"), "fc");
+    assert_eq!(optim_candle::module_of("var0"), "");
+
+    let map = VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+    let init = candle_nn::Init::Const(1.0);
+    let q = vb
+        .pp("blocks.0.attn.q")
+        .get_with_hints((2, 2), "weight", init)
+        .unwrap();
+    let k = vb
+        .pp("blocks.0.attn.k")
+        .get_with_hints((2, 2), "weight", init)
+        .unwrap();
+    let kb = vb
+        .pp("blocks.0.attn.k")
+        .get_with_hints(2, "bias", init)
+        .unwrap();
+    let head = vb
+        .pp("head")
+        .get_with_hints((2, 2), "weight", init)
+        .unwrap();
+    let lone = vb.get_with_hints(2, "scale", init).unwrap();
+    let mut opt = CandleOptimizer::new(
+        map.all_vars(),
+        CandleConfig::new(ByModulePath::<f32>::default()).with_varmap(&map),
+    )
+    .unwrap();
+    let mut grads = GradStore::default();
+    for t in [&q, &k, &kb, &head, &lone] {
+        let g = Tensor::full(0.25f32, t.dims(), &Device::Cpu).unwrap();
+        grads.insert(t, g);
+    }
+    opt.step(&grads).unwrap();
+
+    let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(values(&q), vec![0.5; 4], "1 - 0.5·sign(0.25)");
+    assert_eq!(values(&k), vec![0.875; 4], "1 - 0.5·0.25");
+    assert_eq!(
+        values(&kb),
+        vec![0.875; 2],
+        "1 - 0.5·0.25 (vector in blocks.)"
+    );
+    assert_eq!(values(&head), vec![1.0; 4], "the catch-all: no step");
+    assert_eq!(values(&lone), vec![0.75; 2], "no module: 1 - 1.0·0.25");
+    let state = opt.inner().opt_state();
+    let rule = |n: &str| state.param(n).unwrap().rule;
+    assert_eq!(rule("blocks.0.attn.q.weight"), 0);
+    assert_eq!(rule("blocks.0.attn.k.weight"), 1);
+    assert_eq!(rule("blocks.0.attn.k.bias"), 1);
+    assert_eq!(rule("scale"), 2);
+    assert_eq!(rule("head.weight"), 3);
+
+    // named lists are split the same way; positional names (`var0`) have no module
+    let w = Var::ones((2, 2), DType::F32, &Device::Cpu).unwrap();
+    let mut grads = GradStore::default();
+    grads.insert(&w, Tensor::full(0.25f32, (2, 2), &Device::Cpu).unwrap());
+    let mut named = CandleOptimizer::new(
+        vec![w.clone()],
+        CandleConfig::new(ByModulePath::<f32>::default()).with_names(["blocks.3.attn.q.weight"]),
+    )
+    .unwrap();
+    named.step(&grads).unwrap();
+    assert_eq!(
+        named
+            .inner()
+            .opt_state()
+            .param("blocks.3.attn.q.weight")
+            .unwrap()
+            .rule,
+        0
+    );
+    let mut positional = CandleOptimizer::new(
+        vec![w.clone()],
+        CandleConfig::new(ByModulePath::<f32>::default()),
+    )
+    .unwrap();
+    positional.step(&grads).unwrap();
+    assert_eq!(
+        positional.inner().opt_state().param("var0").unwrap().rule,
+        2
+    );
 }
 
 #[test]

@@ -4,13 +4,16 @@
 extern crate self as optim_dsl;
 
 pub use optim_macros::optimizer;
+/// Stepping dfdx models: `opt.update(&mut model, &mut grads)` (feature `dfdx`, default).
+#[cfg(feature = "dfdx")]
+pub use optim_runtime::DfdxUpdate;
 pub use optim_runtime::{
     accumulate, checkpoint, cuda, ema, lowp, matrix, metrics, ops, plan, schedule, state, Anneal,
-    Arithmetic, Checkpoint, Cooldown, CudaKernelSource, DfdxUpdate, Domain, DslOptimizer,
-    EmaCorrection, Field, Float, GlobalContribution, GradAccumulator, Hyper, KernelPlan, Knot,
-    LocalSync, NonFinitePolicy, OptState, OptimError, OptimizerConfig, ParamInfo, ParamMetrics,
-    ParamSlice, ParamState, Plan, RuleBody, RulePlan, ScalarPrecision, Schedule, ShapeChange,
-    StateDtype, StepMetrics, StepSync, WeightEma,
+    Arithmetic, Checkpoint, Cooldown, CudaKernelSource, Domain, DslOptimizer, EmaCorrection, Field, Float,
+    GlobalContribution, GradAccumulator, Hyper, KernelPlan, Knot, LocalSync, NonFinitePolicy,
+    OptState, OptimError, OptimizerConfig, ParamInfo, ParamMetrics, ParamSlice, ParamState, Plan,
+    RuleBody, RulePlan, ScalarPrecision, Schedule, ShapeChange, StateDtype, StepMetrics, StepSync,
+    WeightEma,
 };
 
 pub mod zoo;
@@ -24,7 +27,9 @@ pub struct ReadmeDoctests;
 
 /// K-FAC from activation statistics: the [`kfac::KfacLinear`] layer (dfdx `Linear` that
 /// records `Σ a aᵀ` and `Σ ĝ ĝᵀ` during backward) and [`kfac::KfacStats`] (running factors,
-/// handed to the zoo's [`zoo::KFac`] every `update_every` steps); see the module docs.
+/// handed to the zoo's [`zoo::KFac`] every `update_every` steps); see the module docs. Feature
+/// `dfdx` (default).
+#[cfg(feature = "dfdx")]
 pub use optim_runtime::dfdx::kfac;
 
 #[doc(hidden)]
@@ -37,8 +42,9 @@ pub mod __private;
 /// optimizers with the same names (`Adam`, `Sgd`, `RMSprop`); import them by name from [`zoo`].
 pub mod prelude {
     pub use crate::optimizer;
+    #[cfg(feature = "dfdx")]
+    pub use optim_runtime::DfdxUpdate;
     pub use optim_runtime::{
-        Checkpoint, DfdxUpdate, DslOptimizer, Hyper, OptimError, OptimizerConfig, ParamSlice, Plan,
-        Schedule,
+        Checkpoint, DslOptimizer, Hyper, OptimError, OptimizerConfig, ParamSlice, Plan, Schedule,
     };
 }

@@ -152,7 +152,8 @@ impl<E: Float> WeightEma<E> {
         })
     }
 
-    /// Every average, for writing into a model.
+    /// Every average, for writing into a model (the dfdx methods).
+    #[cfg(feature = "dfdx")]
     pub(crate) fn all_averaged(&self) -> BTreeMap<String, Cow<'_, [E]>> {
         self.params
             .keys()

@@ -8,7 +8,11 @@
 pub trait Float:
     num_traits::Float
     + faer::traits::RealField
-    + dfdx::dtypes::Dtype
+    + core::ops::AddAssign
+    + core::ops::SubAssign
+    + core::ops::MulAssign
+    + core::ops::DivAssign
+    + DfdxDtype
     + Default
     + Send
     + Sync
@@ -24,15 +28,20 @@ pub trait Float:
     fn of_f64(x: f64) -> Self;
     /// Widens to `f64` (exact).
     fn as_f64(self) -> f64;
+}
+
+/// What the dfdx driver needs of an element type (feature `dfdx`): a dfdx `Dtype` whose CPU
+/// gradients it can borrow. Without the feature, an empty trait of every type. Not public API.
+#[cfg(feature = "dfdx")]
+#[doc(hidden)]
+pub trait DfdxDtype: dfdx::dtypes::Dtype {
     /// Moves the gradient buffer of `t` out of `grads` (allocating zeros if absent), leaving an
     /// empty buffer in its place. Used by the dfdx driver to borrow gradients without copying.
-    #[doc(hidden)]
     fn take_grad<S: dfdx::shapes::Shape>(
         grads: &mut dfdx::tensor::Gradients<Self, dfdx::tensor::Cpu>,
         t: &dfdx::tensor::Tensor<S, Self, dfdx::tensor::Cpu>,
     ) -> Result<Vec<Self>, dfdx::tensor::CpuError>;
-    /// Puts a buffer taken by [`Float::take_grad`] back.
-    #[doc(hidden)]
+    /// Puts a buffer taken by [`DfdxDtype::take_grad`] back.
     fn put_grad<S: dfdx::shapes::Shape>(
         grads: &mut dfdx::tensor::Gradients<Self, dfdx::tensor::Cpu>,
         t: &dfdx::tensor::Tensor<S, Self, dfdx::tensor::Cpu>,
@@ -40,26 +49,40 @@ pub trait Float:
     ) -> Result<(), dfdx::tensor::CpuError>;
 }
 
+#[cfg(feature = "dfdx")]
 macro_rules! cpu_grad_access {
-    () => {
-        fn take_grad<S: dfdx::shapes::Shape>(
-            grads: &mut dfdx::tensor::Gradients<Self, dfdx::tensor::Cpu>,
-            t: &dfdx::tensor::Tensor<S, Self, dfdx::tensor::Cpu>,
-        ) -> Result<Vec<Self>, dfdx::tensor::CpuError> {
-            let g = grads.get_or_alloc_mut(t)?;
-            Ok(std::mem::take(&mut **g))
+    ($($t:ty),*) => {$(
+        impl DfdxDtype for $t {
+            fn take_grad<S: dfdx::shapes::Shape>(
+                grads: &mut dfdx::tensor::Gradients<Self, dfdx::tensor::Cpu>,
+                t: &dfdx::tensor::Tensor<S, Self, dfdx::tensor::Cpu>,
+            ) -> Result<Vec<Self>, dfdx::tensor::CpuError> {
+                let g = grads.get_or_alloc_mut(t)?;
+                Ok(std::mem::take(&mut **g))
+            }
+            fn put_grad<S: dfdx::shapes::Shape>(
+                grads: &mut dfdx::tensor::Gradients<Self, dfdx::tensor::Cpu>,
+                t: &dfdx::tensor::Tensor<S, Self, dfdx::tensor::Cpu>,
+                buf: Vec<Self>,
+            ) -> Result<(), dfdx::tensor::CpuError> {
+                let g = grads.get_or_alloc_mut(t)?;
+                **g = buf;
+                Ok(())
+            }
         }
-        fn put_grad<S: dfdx::shapes::Shape>(
-            grads: &mut dfdx::tensor::Gradients<Self, dfdx::tensor::Cpu>,
-            t: &dfdx::tensor::Tensor<S, Self, dfdx::tensor::Cpu>,
-            buf: Vec<Self>,
-        ) -> Result<(), dfdx::tensor::CpuError> {
-            let g = grads.get_or_alloc_mut(t)?;
-            **g = buf;
-            Ok(())
-        }
-    };
+    )*};
 }
+
+#[cfg(feature = "dfdx")]
+cpu_grad_access!(f32, f64);
+
+/// What the dfdx driver needs of an element type: nothing without the feature `dfdx`.
+#[cfg(not(feature = "dfdx"))]
+#[doc(hidden)]
+pub trait DfdxDtype {}
+
+#[cfg(not(feature = "dfdx"))]
+impl<T> DfdxDtype for T {}
 
 impl Float for f32 {
     const NAME: &'static str = "f32";
@@ -72,7 +95,6 @@ impl Float for f32 {
     fn as_f64(self) -> f64 {
         f64::from(self)
     }
-    cpu_grad_access!();
 }
 
 impl Float for f64 {
@@ -86,5 +108,4 @@ impl Float for f64 {
     fn as_f64(self) -> f64 {
         self
     }
-    cpu_grad_access!();
 }

@@ -2,8 +2,10 @@
 //! `optimizer!` calls into. Users normally reach it through the `optim-dsl` facade.
 //!
 //! Module map, dependencies pointing down the list (no module uses one above it):
-//! - [`dfdx`]: the dfdx driver, [`DfdxUpdate`] (`opt.update(&mut model, &mut grads)`), and the
-//!   one walk over a dfdx module that every dfdx feature uses.
+//! - `dfdx` (feature `dfdx`, default): the dfdx driver, `DfdxUpdate`
+//!   (`opt.update(&mut model, &mut grads)`), and the one walk over a dfdx module that every dfdx
+//!   feature uses. Without the feature nothing of dfdx is compiled; the rest of the crate does
+//!   not depend on it.
 //! - [`accumulate`]: gradient accumulation, [`GradAccumulator`].
 //! - [`checkpoint`]: save/load the complete optimizer state, [`Checkpoint`].
 //! - [`ema`]: weight averaging, [`WeightEma`].
@@ -27,6 +29,7 @@
 pub mod accumulate;
 pub mod checkpoint;
 pub mod cuda;
+#[cfg(feature = "dfdx")]
 pub mod dfdx;
 pub mod ema;
 pub mod error;
@@ -54,6 +57,7 @@ pub mod __private {
     pub use crate::lowp;
 }
 
+#[cfg(feature = "dfdx")]
 pub use crate::dfdx::DfdxUpdate;
 pub use accumulate::GradAccumulator;
 pub use checkpoint::Checkpoint;

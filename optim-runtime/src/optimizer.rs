@@ -311,6 +311,40 @@ pub trait DslOptimizer<E: Float>: Sized {
         step_entries(self, entries, sync)
     }
 
+    /// [`update_slices`](Self::update_slices) with the module of each parameter
+    /// (`modules[i]` is `params[i]`'s), which rules guarding on `module` see
+    /// ([`ParamInfo::module`](crate::ParamInfo::module)); `update_slices` passes `""`. The
+    /// candle backend passes each `Var`'s module path (`"blocks.0.attn.q"`).
+    ///
+    /// # Errors
+    /// As [`update_slices`](Self::update_slices); [`OptimError::InvalidUse`] when `modules`
+    /// and `params` differ in length. Nothing is modified on error.
+    fn update_slices_in_modules(
+        &mut self,
+        params: &mut [ParamSlice<'_, E>],
+        modules: &[&str],
+    ) -> Result<(), OptimError> {
+        if modules.len() != params.len() {
+            return Err(OptimError::InvalidUse(format!(
+                "{} modules for {} parameters",
+                modules.len(),
+                params.len()
+            )));
+        }
+        let entries: Vec<Entry<'_, E>> = params
+            .iter_mut()
+            .zip(modules)
+            .map(|(p, module)| Entry {
+                name: p.name,
+                shape: p.shape,
+                module,
+                param: &mut *p.param,
+                grad: p.grad,
+            })
+            .collect();
+        step_entries(self, entries, &mut LocalSync)
+    }
+
     /// Advances the global step count (the step at which schedules are evaluated) without
     /// updating anything: for a process of a data-parallel step that owns no parameters, so
     /// that its schedules stay in lock-step with the others. An update with no parameters does

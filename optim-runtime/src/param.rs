@@ -24,16 +24,20 @@ pub struct ParamSlice<'a, E> {
 /// `[out, in]` has `rows = fan_out = out` and `cols = fan_in = in`; a conv kernel
 /// `[out, in, kh, kw]` has `fan_in = in·kh·kw`.
 ///
-/// Rule guards can also test the enclosing dfdx module type (`module == "Embedding"`).
+/// Rule guards can also test the enclosing module (`module == "Embedding"` on dfdx, where it is
+/// the module's type; `module.ends_with("attn.q")` on candle, where it is the module's path).
 #[derive(Debug, Clone, Copy)]
 pub struct ParamInfo<'a> {
     /// Parameter name.
     pub name: &'a str,
     /// Logical shape.
     pub shape: &'a [usize],
-    /// Type name of the innermost module holding the parameter (dfdx path: `"Linear"`,
-    /// `"Embedding"`, `"Conv2D"`, `"LayerNorm1D"`, … — the type's last path segment without its
-    /// generic arguments); `""` on the slice path unless set with [`ParamSlice`]'s owner.
+    /// The module holding the parameter. dfdx path: the type name of the innermost module
+    /// (`"Linear"`, `"Embedding"`, `"Conv2D"`, `"LayerNorm1D"`, … — the type's last path segment
+    /// without its generic arguments). candle path: the module's path, the `Var`'s name up to
+    /// its last `.` (`"blocks.0.attn.q"` for `"blocks.0.attn.q.weight"`; candle records no
+    /// module types). Slice path: `""`, or what
+    /// [`update_slices_in_modules`](crate::DslOptimizer::update_slices_in_modules) passes.
     pub module: &'a str,
 }
 
