@@ -9,11 +9,11 @@ pub use optim_macros::optimizer;
 pub use optim_runtime::DfdxUpdate;
 pub use optim_runtime::{
     accumulate, checkpoint, cuda, ema, lowp, matrix, metrics, ops, plan, schedule, state, Anneal,
-    Arithmetic, Checkpoint, Cooldown, CudaKernelSource, Domain, DslOptimizer, EmaCorrection, Field, Float,
-    GlobalContribution, GradAccumulator, Hyper, KernelPlan, Knot, LocalSync, NonFinitePolicy,
-    OptState, OptimError, OptimizerConfig, ParamInfo, ParamMetrics, ParamSlice, ParamState, Plan,
-    RuleBody, RulePlan, ScalarPrecision, Schedule, ShapeChange, StateDtype, StepMetrics, StepSync,
-    WeightEma,
+    Arithmetic, Checkpoint, Cooldown, CudaKernelSource, Domain, DslOptimizer, EmaCorrection, Field,
+    Float, GlobalContribution, GradAccumulator, Hyper, KernelPlan, Knot, LocalSync,
+    NonFinitePolicy, OptState, OptimError, OptimizerConfig, ParamInfo, ParamMetrics, ParamSlice,
+    ParamState, Plan, RuleBody, RulePlan, ScalarPrecision, Schedule, ShapeChange, StateDtype,
+    StepMetrics, StepSync, WeightEma,
 };
 
 pub mod zoo;

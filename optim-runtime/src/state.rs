@@ -399,6 +399,14 @@ pub enum ScalarPrecision {
     Param,
 }
 
+/// The dfdx path's staging buffers ([`crate::dfdx::update::Staging`]); nothing without
+/// feature `dfdx`.
+#[cfg(feature = "dfdx")]
+pub(crate) type Staging<E> = crate::dfdx::update::Staging<E>;
+/// See the `dfdx` version.
+#[cfg(not(feature = "dfdx"))]
+pub(crate) type Staging<E> = std::marker::PhantomData<E>;
+
 /// How the CPU loops of a rule do their arithmetic. Set per optimizer with
 /// [`DslOptimizer::set_arithmetic`](crate::DslOptimizer::set_arithmetic); saved in checkpoints.
 ///
@@ -446,7 +454,7 @@ pub struct OptState<E> {
     /// dfdx path only: reusable host copies and spare tensors of each parameter (dfdx 0.13
     /// exposes no mutable view of a tensor's storage, see ARCHITECTURE.md). Not part of the
     /// optimizer's state.
-    pub(crate) staging: crate::dfdx::update::Staging<E>,
+    pub(crate) staging: Staging<E>,
     /// The sorted order of the last step's parameter names, reused while they stay the same
     /// (see `crate::lookup`; a cache, not saved).
     pub(crate) order: crate::lookup::NameOrder,

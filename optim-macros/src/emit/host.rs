@@ -105,7 +105,10 @@ impl VariantEmitter<'_> {
         };
         let (low_slots, q8_slots) = (pick(false), pick(true));
         if low_slots.is_empty() && q8_slots.is_empty() {
-            return (inst(quote!(#p::dispatch)), quote!(::core::option::Option::None));
+            return (
+                inst(quote!(#p::dispatch)),
+                quote!(::core::option::Option::None),
+            );
         }
         let (nlow, nq8) = (low_slots.len(), q8_slots.len());
         let dispatch_low = inst(quote!(#p::dispatch_low));

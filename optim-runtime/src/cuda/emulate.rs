@@ -96,6 +96,7 @@ pub fn update_emulated_synced<E: Float, O: DslOptimizer<E>>(
 ///
 /// # Errors
 /// As `DfdxUpdate::update`; [`OptimError::Device`] for a loop without a CUDA twin.
+#[cfg(feature = "dfdx")]
 pub fn update_emulated_model<E, O, M>(
     opt: &mut O,
     model: &mut M,

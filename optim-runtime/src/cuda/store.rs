@@ -16,13 +16,21 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
+/// The id of the dfdx tensor a master copy mirrors (nothing without feature `dfdx`: there is
+/// no model path then, and `master_id` stays `None`).
+#[cfg(feature = "dfdx")]
+pub(crate) type MasterId = dfdx::tensor::UniqueId;
+/// See the `dfdx` version.
+#[cfg(not(feature = "dfdx"))]
+pub(crate) type MasterId = std::convert::Infallible;
+
 /// One parameter's buffers on the device.
 pub(crate) struct Stored<B> {
     /// The driver's copy of the parameter's values (`None` until first read from the model).
     pub master: Option<B>,
     /// The id of the dfdx tensor `master` mirrors (another id: the tensor was replaced, and
     /// the master is read again).
-    pub master_id: Option<dfdx::tensor::UniqueId>,
+    pub master_id: Option<MasterId>,
     /// Element-wise state buffers by slot (`None`: on the host, or not allocated).
     pub slots: Vec<Option<B>>,
     /// Element-wise scratch buffers by index.
