@@ -22,7 +22,7 @@
 #            multi-tensor, on the GPU against its Rust twin (parameters and streams bit for bit
 #            except within 4 ulp where CUDA's exp/ln/pow differ from libm; reduction totals
 #            within 1e-9 relative)
-#   emulated (cargo) tests/cuda_emulated.rs: the device step driver, GPU-free, every zoo
+#   emulated (cargo) tests/tests/it/cuda_emulated.rs: the device step driver, GPU-free, every zoo
 #            optimizer bit for bit against the CPU path (also run by CI; listed for the table)
 #   bench    (release) AdamW bandwidth on 64 Mi elements; 2000 small tensors, one launch each
 #            versus one multi-tensor launch
@@ -97,7 +97,7 @@ else
     limit=$((limit * 3)) step build cargo build -p optim-tests --features cuda --tests
     step kernels cargo test -p optim-tests --features cuda --test cuda_gpu -- \
         --test-threads=1 --nocapture
-    step emulated cargo test -p optim-tests --test cuda_emulated
+    step emulated cargo test -p optim-tests --test it cuda_emulated::
     if [[ -z "${SKIP_BENCH:-}" ]]; then
         step bench cargo test --release -p optim-tests --features cuda --test cuda_gpu -- \
             --ignored gpu_bench --test-threads=1 --nocapture

@@ -67,7 +67,7 @@
 //! buffer on a device ([`backend::Backend`]): one multi-tensor launch per generated loop,
 //! matrix primitives through a per-parameter device link, state kept on the device between
 //! steps. [`emulate::update_emulated`] runs it on the emulated device ([`host::HostBackend`]),
-//! bit for bit the CPU path (`tests/tests/cuda_emulated.rs`). The cudarc backend and the dfdx
+//! bit for bit the CPU path (`tests/tests/it/cuda_emulated.rs`). The cudarc backend and the dfdx
 //! `Cuda` `update` built on it are not written yet: `docs/gpu.md` says what is left.
 
 /// The CUDA C source of one planned stage of a generated optimizer, with what it takes to launch

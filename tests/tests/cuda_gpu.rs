@@ -13,6 +13,7 @@
 
 #![cfg(feature = "cuda")]
 
+#[path = "it/cuda_common.rs"]
 mod cuda_common;
 
 use cuda_common::{
