@@ -95,6 +95,27 @@ fn check_state<O: DslOptimizer<f32>>(case: &Case, opt: &O, names: &[(&str, &str)
     }
 }
 
+/// `final_param_groups[0][key]` as a hyperparameter.
+fn g(c: &Case, key: &str) -> Hyper {
+    c.group_f64(key).into()
+}
+
+/// torch SGD with the hyperparameters of `case` (momentum, dampening, weight decay, Nesterov,
+/// maximize) and its constant learning rate.
+fn torch_sgd(case: &Case) -> optim_dsl::zoo::Sgd<f32> {
+    use optim_dsl::zoo::{Sgd, SgdConfig};
+    Sgd::<f32>::new(SgdConfig {
+        lr: case.hyper_f64("lr").into(),
+        momentum: g(case, "momentum"),
+        dampening: g(case, "dampening"),
+        weight_decay: g(case, "weight_decay"),
+        nesterov: case.group_bool("nesterov"),
+        maximize: case.group_bool("maximize"),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
 #[test]
 fn adamw_matches_torch_through_candle_nn_optimizer() {
     let case = fixtures::load("adamw");
@@ -146,36 +167,16 @@ fn adamw_warmup_cosine_schedule_and_learning_rate() {
 
 #[test]
 fn sgd_momentum_matches_torch() {
-    use optim_dsl::zoo::{Sgd, SgdConfig};
     let case = fixtures::load("sgd_momentum");
-    let opt = Sgd::<f32>::new(SgdConfig {
-        lr: case.hyper_f64("lr").into(),
-        momentum: g(&case, "momentum"),
-        dampening: g(&case, "dampening"),
-        weight_decay: g(&case, "weight_decay"),
-        nesterov: case.group_bool("nesterov"),
-        maximize: case.group_bool("maximize"),
-        ..Default::default()
-    })
-    .unwrap();
+    let opt = torch_sgd(&case);
     let opt = run(&case, opt, |_, _| {});
     check_state(&case, opt.inner(), &[("momentum_buffer", "buf")]);
 }
 
 #[test]
 fn sgd_nesterov_matches_torch() {
-    use optim_dsl::zoo::{Sgd, SgdConfig};
     let case = fixtures::load("sgd_nesterov");
-    let opt = Sgd::<f32>::new(SgdConfig {
-        lr: case.hyper_f64("lr").into(),
-        momentum: g(&case, "momentum"),
-        dampening: g(&case, "dampening"),
-        weight_decay: g(&case, "weight_decay"),
-        nesterov: case.group_bool("nesterov"),
-        maximize: case.group_bool("maximize"),
-        ..Default::default()
-    })
-    .unwrap();
+    let opt = torch_sgd(&case);
     let opt = run(&case, opt, |_, _| {});
     check_state(&case, opt.inner(), &[("momentum_buffer", "buf")]);
 }
