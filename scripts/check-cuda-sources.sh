@@ -4,7 +4,7 @@
 #   scripts/check-cuda-sources.sh [--arch ARCH ...]
 #
 # 1. dumps every source (`DslOptimizer::cuda_sources` of each zoo optimizer, f32 and f64) to
-#    target/cuda-sources with the ignored test `dump_cuda_sources` (tests/tests/cuda_source.rs);
+#    target/cuda-sources with the ignored test `dump_cuda_sources` (tests/tests/it/cuda_source.rs);
 # 2. compiles each with NVRTC through ctypes (scripts/nvrtc_compile.py): by default once with
 #    NVRTC's default options (what cudarc's `compile_ptx` does) and once for sm_90 (NVRTC then
 #    also assembles the PTX), checking both entry points and their parameter counts;
@@ -21,8 +21,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 out="${OPTIM_CUDA_DUMP_DIR:-$root/target/cuda-sources}"
 rm -rf "$out"
-OPTIM_CUDA_DUMP_DIR="$out" cargo test -q -p optim-tests --test cuda_source -- \
-    --ignored dump_cuda_sources --nocapture
+OPTIM_CUDA_DUMP_DIR="$out" cargo test -q -p optim-tests --test it -- \
+    --ignored cuda_source::dump_cuda_sources --nocapture
 
 py=python3
 if [[ -z "${NVRTC_LIB:-}" ]]; then
@@ -35,6 +35,6 @@ if [[ -z "${NVRTC_LIB:-}" ]]; then
 fi
 "$py" "$root/scripts/nvrtc_compile.py" "$out" "$@"
 if [[ -z "${SKIP_HOST:-}" ]]; then
-    cargo test -q -p optim-tests --test cuda_source -- \
-        --ignored host_compiled_sources_match_the_rust_kernels --nocapture
+    cargo test -q -p optim-tests --test it -- \
+        --ignored cuda_source::host_compiled_sources_match_the_rust_kernels --nocapture
 fi

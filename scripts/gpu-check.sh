@@ -106,7 +106,7 @@ else
     limit=$((limit * 3)) step build cargo build -p optim-tests --features cuda --tests
     step kernels cargo test -p optim-tests --features cuda --test cuda_gpu -- \
         --test-threads=1 --nocapture
-    step emulated cargo test -p optim-tests --test cuda_emulated
+    step emulated cargo test -p optim-tests --test it cuda_emulated::
     if [[ -z "${SKIP_BENCH:-}" ]]; then
         step bench cargo test --release -p optim-tests --features cuda --test cuda_gpu -- \
             --ignored gpu_bench --test-threads=1 --nocapture

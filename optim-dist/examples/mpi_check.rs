@@ -13,7 +13,7 @@
 //! checkpoint saved on all ranks and loaded on the same ranks going on bit-identically. Exits
 //! non-zero on the first failure.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common.rs"]
 mod common;
 
 use common::*;

@@ -1,7 +1,7 @@
 //! Ready-made optimizers, each written in the DSL (read the source: each `optimizer!` block *is*
 //! the implementation). Names, defaults and update rules follow PyTorch 2.x (`torch.optim`)
 //! unless a doc says otherwise; they are checked against PyTorch / pytorch-optimizer / Keller
-//! Jordan's Muon / schedulefree reference trajectories (`tests/tests/conformance.rs`,
+//! Jordan's Muon / schedulefree reference trajectories (`tests/tests/it/conformance.rs`,
 //! `matrix.rs`, `toolkit_dsl.rs`), except `Lamb` and `KFac`, checked against hand-computed
 //! steps (`runtime.rs`, `matrix.rs`).
 //!

@@ -67,7 +67,7 @@
 //! buffer on a device ([`backend::Backend`]): one multi-tensor launch per generated loop,
 //! matrix primitives through a per-parameter device link, state kept on the device between
 //! steps. [`emulate::update_emulated`] runs it on the emulated device ([`host::HostBackend`]),
-//! bit for bit the CPU path (`tests/tests/cuda_emulated.rs`). `gpu::CudaBackend` (feature
+//! bit for bit the CPU path (`tests/tests/it/cuda_emulated.rs`). `gpu::CudaBackend` (feature
 //! `cuda`) is the cudarc backend, on which `DfdxUpdate::update` steps dfdx `Cuda` models (the
 //! master-copy driver of `crate::dfdx`); `docs/gpu.md` says how it is checked and what the GPU
 //! run must show.

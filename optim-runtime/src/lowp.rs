@@ -32,7 +32,7 @@
 //! Checkpoints keep the stored type (safetensors `BF16`/`F16` tensors, see
 //! [`crate::checkpoint`]).
 //!
-//! **Accuracy** (asserted in `tests/tests/lowp_state.rs`): AdamW (lr `1e-2`, betas 0.9/0.999),
+//! **Accuracy** (asserted in `tests/tests/it/lowp_state.rs`): AdamW (lr `1e-2`, betas 0.9/0.999),
 //! 1,000 steps on a fixed noisy quadratic of 4,096 parameters, against the same rule with `f32`
 //! state; bounds on the relative final-loss gap, the largest parameter gap (parameters are
 //! O(1)), and the largest moment gap relative to the moment's largest magnitude:

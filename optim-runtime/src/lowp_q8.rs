@@ -39,7 +39,7 @@
 //! the block's absmax at most `0.0070` (signed map, gaps up to `0.0140625`) and `0.0035`
 //! (unsigned), plus `f32` rounding.
 //!
-//! **Over 1,000 AdamW steps** (`tests/tests/lowp_state.rs`, the fixed noisy quadratic of the
+//! **Over 1,000 AdamW steps** (`tests/tests/it/lowp_state.rs`, the fixed noisy quadratic of the
 //! [`crate::lowp`] table, `q8` first and `uq8` second moment) against `f32` state: relative
 //! final-loss gap ≤ 1.5 (measured 0.69, both at the noise floor, 0.2% of the initial loss),
 //! parameters within 0.2 (measured 0.1), `v` within 0.3 of its largest value (measured 0.13).

@@ -229,6 +229,25 @@ pub mod fixtures {
         }
     }
 
+    /// `tests/fixtures/<name>.json` as untyped JSON, for fixtures with their own layout
+    /// (matrix-primitive outputs, coefficient tables). Panics (with the file name) if the file
+    /// is missing or is not JSON.
+    pub fn raw(name: &str) -> serde_json::Value {
+        let path = path(name);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read fixture {path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("cannot parse fixture {path}: {e}"))
+    }
+
+    /// A JSON array of numbers as `f64`s. Panics if `v` is not one.
+    pub fn floats(v: &serde_json::Value) -> Vec<f64> {
+        let items = v.as_array().unwrap_or_else(|| panic!("not an array: {v}"));
+        items
+            .iter()
+            .map(|x| x.as_f64().unwrap_or_else(|| panic!("not a number: {x}")))
+            .collect()
+    }
+
     /// Loads and checks `tests/fixtures/<name>.json`.
     ///
     /// Panics (with the file name) if the file is missing or malformed, or if its lengths are
@@ -1163,6 +1182,43 @@ pub mod trajectory {
         worst
     }
 
+    /// Steps a `[rows, cols]` weight `"w"` (initially 0.1) and a `[cols]` bias `"b"` (initially
+    /// 0) `steps` times on fixed gradients (`w`: `((7i + 3t) mod 13 - 6) / 5`, `b`:
+    /// `(i + t) mod 4 - 1.5` at step `t`), with the optimizer from `make`. With `split = Some(s)`
+    /// the optimizer is saved to checkpoint bytes before step `s` and replaced by a fresh one
+    /// loaded from them. Returns the bits of the final `w` then `b`, for bit-identity checks of
+    /// checkpoint resume and determinism.
+    pub fn resume_bits<O: DslOptimizer<f32> + optim_dsl::Checkpoint<f32>>(
+        mut make: impl FnMut() -> O,
+        (rows, cols): (usize, usize),
+        steps: usize,
+        split: Option<usize>,
+    ) -> Vec<u32> {
+        let grads = |t: usize| -> (Vec<f32>, Vec<f32>) {
+            let w = (0..rows * cols)
+                .map(|i| (((i * 7 + t * 3) % 13) as f32 - 6.0) / 5.0)
+                .collect();
+            let b = (0..cols).map(|i| ((i + t) % 4) as f32 - 1.5).collect();
+            (w, b)
+        };
+        let mut opt = make();
+        let (mut w, mut b) = (vec![0.1f32; rows * cols], vec![0.0f32; cols]);
+        for t in 0..steps {
+            if Some(t) == split {
+                let bytes = opt.to_checkpoint_bytes(None).unwrap();
+                opt = make();
+                opt.load_checkpoint_bytes(&bytes, None).unwrap();
+            }
+            let (gw, gb) = grads(t);
+            opt.update_slices(&mut [
+                crate::params::slice("w", &[rows, cols], &mut w, &gw),
+                crate::params::slice("b", &[cols], &mut b, &gb),
+            ])
+            .unwrap();
+        }
+        w.iter().chain(&b).map(|x| x.to_bits()).collect()
+    }
+
     /// The largest `|got[i] - want[i]|`, in `f64` (0 for empty slices).
     pub fn max_abs_diff(got: &[f32], want: &[f64]) -> f64 {
         got.iter()
@@ -1176,7 +1232,48 @@ pub mod zoo {
     //! Zoo optimizers as several tests build them.
 
     use crate::fixtures::Case;
-    use optim_dsl::zoo::{Adafactor, AdafactorConfig, Sgd, SgdConfig};
+    use optim_dsl::zoo::{
+        Adafactor, AdafactorConfig, AdamWConfig, Sgd, SgdConfig, Shampoo, ShampooConfig,
+    };
+    use optim_dsl::Hyper;
+
+    /// [`AdamWConfig`] of a `torch.optim.AdamW` case (`betas`, `eps`, `weight_decay`,
+    /// `amsgrad`, `maximize` of `final_param_groups[0]`) with learning rate `lr` (constant or
+    /// scheduled). Panics unless the case's weight decay is decoupled (torch AdamW).
+    pub fn torch_adamw_config(case: &Case, lr: Hyper) -> AdamWConfig {
+        assert!(
+            case.group_bool("decoupled_weight_decay"),
+            "{}: expected torch AdamW (decoupled weight decay)",
+            case.case
+        );
+        let g = |key: &str| Hyper::from(case.group_f64(key));
+        AdamWConfig {
+            lr,
+            beta1: g("betas.0"),
+            beta2: g("betas.1"),
+            eps: g("eps"),
+            weight_decay: g("weight_decay"),
+            amsgrad: case.group_bool("amsgrad"),
+            maximize: case.group_bool("maximize"),
+            ..Default::default()
+        }
+    }
+
+    /// [`Shampoo`] without grafting, with the hyperparameters of a pytorch-optimizer `Shampoo`
+    /// case (`lr`, `weight_decay`, `matrix_eps`, `preconditioning_compute_steps` as
+    /// `update_freq`). Panics if the case uses momentum (ours has none).
+    pub fn pytorch_optimizer_shampoo(case: &Case) -> Shampoo<f32> {
+        assert_eq!(case.hyper_f64("momentum"), 0.0, "{}: momentum", case.case);
+        Shampoo::<f32>::new(ShampooConfig {
+            lr: case.hyper_f64("lr").into(),
+            weight_decay: case.hyper_f64("weight_decay").into(),
+            matrix_eps: case.hyper_f64("matrix_eps").into(),
+            update_freq: case.hyper_f64("preconditioning_compute_steps").into(),
+            graft: false,
+            ..Default::default()
+        })
+        .unwrap()
+    }
 
     /// [`Adafactor`] with the hyperparameters of a `torch.optim.Adafactor` case (`lr`,
     /// `beta2_decay`, `eps[1]` as `eps2`, `d`, `weight_decay`; the rest default).

@@ -19,6 +19,7 @@
 
 #![cfg(feature = "cuda")]
 
+#[path = "it/cuda_common.rs"]
 mod cuda_common;
 
 /// The shared reference trajectories (every `conformance!` case of `conformance.rs` and

@@ -2,7 +2,7 @@
 //! [`Splus`] (`eigen_sign`), [`PsgdKron`] (`psgd_precondition`) and [`Dion`]
 //! (`low_rank_orthonormalize`). Re-exported from [`crate::zoo`]; the conventions of the zoo's
 //! module documentation apply. Checked against reference trajectories in
-//! `tests/tests/conformance_matrix2026.rs`.
+//! `tests/tests/it/conformance_matrix2026.rs`.
 
 use super::AdamW;
 use crate::optimizer;

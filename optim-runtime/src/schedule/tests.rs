@@ -1,5 +1,5 @@
 //! Unit checks of the closed forms (conformance with PyTorch and optax is in
-//! `tests/tests/schedules.rs`).
+//! `tests/tests/it/schedules.rs`).
 
 use super::eval::restart_position;
 use super::Schedule;

@@ -12,20 +12,11 @@ use optim_dsl::matrix::{
 };
 use optim_dsl::prelude::*;
 use optim_dsl::ParamInfo;
-use optim_tests::fixtures::{self, Tolerance};
+use optim_tests::fixtures::{self, floats, Tolerance};
 use serde_json::Value;
 
 fn case() -> Value {
-    let text = std::fs::read_to_string(fixtures::path("newton_schulz_coeffs")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
+    fixtures::raw("newton_schulz_coeffs")
 }
 
 fn triples(v: &Value) -> Vec<[f64; 3]> {

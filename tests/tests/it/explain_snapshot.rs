@@ -5,7 +5,7 @@
 //! (loops, streams read and written, operation counts, barriers, state buffers, hoisted scalars)
 //! so that a refactor of the macro cannot change what runs without this test failing. A
 //! deliberate change to the plans rewrites it with `UPDATE_SNAPSHOTS=1 cargo test -p optim-tests
-//! --test explain_snapshot`, and the diff is reviewed in the commit.
+//! --test it explain_snapshot::`, and the diff is reviewed in the commit.
 
 use optim_dsl::zoo::{
     AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Adopt, CautiousAdamW,

@@ -1,7 +1,7 @@
 //! Distributed checkpoints: saved on one rank count, loaded on another, training goes on bit
 //! for bit as if it had never stopped.
 
-mod common;
+use crate::common;
 
 use common::*;
 use optim_dist::checkpoint::{Manifest, MANIFEST};

@@ -2,7 +2,7 @@
 //! `SkipStep`/`Error`, hyperparameter and shape errors, mismatched ranks, ranks that own
 //! nothing, and global reductions.
 
-mod common;
+use crate::common;
 
 use common::*;
 use optim_dist::{Communicator, DistOptions, Distributed, SelfComm, ThreadComm};

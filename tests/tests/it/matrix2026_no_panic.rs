@@ -6,42 +6,12 @@
 //! stored), and finite moderate gradients give finite outputs.
 
 use optim_dsl::matrix::{
-    run, Call, EigenSign, EigenSignConfig, LowRank, LowRankConfig, MatrixWord, Phase, Psgd,
-    PsgdConfig, Src,
+    run, EigenSign, EigenSignConfig, LowRank, LowRankConfig, MatrixWord, Phase, Psgd, PsgdConfig,
 };
 use optim_dsl::{Float, ParamInfo, ParamState};
 use proptest::prelude::*;
 
-/// A value: mostly moderate, sometimes NaN, ±inf, huge, tiny or zero.
-fn value(hostile: bool) -> BoxedStrategy<f64> {
-    if hostile {
-        prop_oneof![
-            6 => -3.0f64..3.0,
-            1 => Just(f64::NAN),
-            1 => Just(f64::INFINITY),
-            1 => Just(f64::NEG_INFINITY),
-            1 => Just(1e30),
-            1 => Just(-1e-30),
-            1 => Just(0.0),
-        ]
-        .boxed()
-    } else {
-        prop_oneof![8 => -3.0f64..3.0, 1 => Just(0.0), 1 => -1e-3f64..1e-3].boxed()
-    }
-}
-
-fn shape() -> impl Strategy<Value = Vec<usize>> {
-    prop_oneof![
-        Just(Vec::new()),
-        proptest::collection::vec(0usize..13, 1),
-        proptest::collection::vec(0usize..13, 2),
-        proptest::collection::vec(0usize..5, 3),
-    ]
-}
-
-fn finite(xs: &[impl Float]) -> bool {
-    xs.iter().all(|x| x.is_finite())
-}
+use crate::no_panic::{self, call, cast, finite, Expect};
 
 #[derive(Debug, Clone)]
 struct Configs {
@@ -126,18 +96,6 @@ fn configs(sane: bool) -> BoxedStrategy<Configs> {
         .boxed()
 }
 
-/// One call site reading the gradient, with state buffers `state` and scratch buffer 0.
-fn call(state: &[usize]) -> Call<'_> {
-    Call {
-        input: Src::Grad,
-        out: Some(0),
-        state,
-        basis_q: None,
-        rotated: &[],
-        batch: 0,
-    }
-}
-
 /// A parameter state with the buffers of word `W` and scratch buffer 0.
 fn fresh<E: Float, W: MatrixWord>(n: usize) -> ParamState<E> {
     let mut ps = ParamState::<E>::new(0, n);
@@ -148,14 +106,9 @@ fn fresh<E: Float, W: MatrixWord>(n: usize) -> ParamState<E> {
 
 /// Each primitive for every step of `grads` on fresh state (`eigen_sign` also after the step,
 /// on the gradient, as the generated code calls it). Asserts finite state after every step
-/// when `sane_cfg`, and finite outputs when `expect_finite`.
-fn exercise<E: Float>(
-    cfg: &Configs,
-    shape: &[usize],
-    grads: &[Vec<E>],
-    expect_finite: bool,
-    sane_cfg: bool,
-) {
+/// when `expect.finite_state`, and finite outputs when `expect.finite_outputs`.
+fn exercise<E: Float>(cfg: &Configs, shape: &[usize], grads: &[Vec<E>], expect: Expect) {
+    let (expect_finite, sane_cfg) = (expect.finite_outputs, expect.finite_state);
     let n = grads[0].len();
     let info = ParamInfo::new("p", shape);
     let states = |ps: &ParamState<E>| ps.buffers.iter().all(|b| finite(b));
@@ -222,26 +175,15 @@ fn exercise<E: Float>(
     }
 }
 
-fn cast<E: Float>(v: &[f64]) -> Vec<E> {
-    v.iter().map(|&x| E::of_f64(x)).collect()
-}
-
 fn case(hostile: bool, sane: bool) -> impl Strategy<Value = (Vec<usize>, Vec<Vec<f64>>, Configs)> {
-    (shape(), configs(sane), 1usize..5).prop_flat_map(move |(s, c, steps)| {
-        let n: usize = s.iter().product();
-        (
-            Just(s),
-            proptest::collection::vec(proptest::collection::vec(value(hostile), n), steps),
-            Just(c),
-        )
-    })
+    no_panic::case(configs(sane), hostile, 1..5)
 }
 
-fn both(cfg: &Configs, shape: &[usize], grads: &[Vec<f64>], expect_finite: bool, sane: bool) {
+fn both(cfg: &Configs, shape: &[usize], grads: &[Vec<f64>], expect: Expect) {
     let g32: Vec<Vec<f32>> = grads.iter().map(|g| cast(g)).collect();
-    exercise::<f32>(cfg, shape, &g32, expect_finite, sane);
+    exercise::<f32>(cfg, shape, &g32, expect);
     let g64: Vec<Vec<f64>> = grads.iter().map(|g| cast(g)).collect();
-    exercise::<f64>(cfg, shape, &g64, expect_finite, sane);
+    exercise::<f64>(cfg, shape, &g64, expect);
 }
 
 proptest! {
@@ -250,20 +192,20 @@ proptest! {
     /// Anything goes: hostile values and configurations, in `f32` and `f64`: no panic.
     #[test]
     fn matrix2026_primitives_never_panic((shape, grads, cfg) in case(true, false)) {
-        both(&cfg, &shape, &grads, false, false);
+        both(&cfg, &shape, &grads, Expect { finite_outputs: false, finite_state: false });
     }
 
     /// Hostile values (NaN, ±inf, 1e30) with sane configurations: no panic, and the Gram
     /// statistics, bases, PSGD factors and Dion momentum and `Q` stay finite.
     #[test]
     fn hostile_inputs_never_enter_matrix2026_state((shape, grads, cfg) in case(true, true)) {
-        both(&cfg, &shape, &grads, false, true);
+        both(&cfg, &shape, &grads, Expect { finite_outputs: false, finite_state: true });
     }
 
     /// Finite moderate inputs and sane configurations give finite outputs and state.
     #[test]
     fn matrix2026_primitives_stay_finite_on_finite_inputs((shape, grads, cfg) in case(false, true)) {
-        both(&cfg, &shape, &grads, true, true);
+        both(&cfg, &shape, &grads, Expect { finite_outputs: true, finite_state: true });
     }
 }
 

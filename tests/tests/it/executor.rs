@@ -8,6 +8,8 @@ use optim_dsl::zoo::{Lamb, Shampoo};
 use optim_dsl::DslOptimizer;
 use optim_tests::params::slice;
 
+use crate::common::on_threads;
+
 /// 50,000 elements: more than one 32 Ki chunk, fewer than the 64 Ki elements above which a
 /// step runs on the thread pool.
 const N: usize = 50_000;
@@ -21,11 +23,7 @@ fn data(n: usize, seed: f64) -> Vec<f64> {
 /// LAMB's trust ratio needs two norms of the parameter's update; run three steps on `w` alone
 /// or together with another large tensor, on a pool of `threads` threads.
 fn lamb_w(with_other: bool, threads: usize) -> Vec<f64> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    pool.install(|| {
+    on_threads(threads, || {
         let mut opt = Lamb::<f64>::default();
         let mut w = data(N, 0.1);
         let mut other = data(N, 2.0);

@@ -4,20 +4,7 @@
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{Sgd, SgdConfig, Shampoo};
 use optim_dsl::{NonFinitePolicy, StepMetrics};
-
-fn slice<'a, E>(
-    name: &'a str,
-    shape: &'a [usize],
-    p: &'a mut [E],
-    g: &'a [E],
-) -> ParamSlice<'a, E> {
-    ParamSlice {
-        name,
-        shape,
-        param: p,
-        grad: g,
-    }
-}
+use optim_tests::params::slice;
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-14 * b.abs().max(1.0)

@@ -163,30 +163,12 @@ mod adam {
 /// torch.optim.AdamW, with a constant and with a scheduled learning rate.
 mod adamw {
     use super::*;
-    use optim_dsl::zoo::{AdamW, AdamWConfig};
-
-    /// AdamW config with learning rate `lr` (constant or scheduled).
-    fn config(c: &Case, lr: Hyper) -> AdamWConfig {
-        assert!(
-            flag(c, "decoupled_weight_decay"),
-            "{}: expected torch AdamW (decoupled weight decay)",
-            c.case
-        );
-        AdamWConfig {
-            lr,
-            beta1: g(c, "betas.0"),
-            beta2: g(c, "betas.1"),
-            eps: g(c, "eps"),
-            weight_decay: g(c, "weight_decay"),
-            amsgrad: flag(c, "amsgrad"),
-            maximize: flag(c, "maximize"),
-            ..Default::default()
-        }
-    }
+    use optim_dsl::zoo::AdamW;
+    use optim_tests::zoo::torch_adamw_config;
 
     conformance!(
         adamw,
-        |c| AdamW::<f32>::new(config(c, constant_lr(c).into())),
+        |c| AdamW::<f32>::new(torch_adamw_config(c, constant_lr(c).into())),
         state {
             exp_avg: "m",
             exp_avg_sq: "v"
@@ -194,7 +176,7 @@ mod adamw {
     );
     conformance!(
         adamw_inf_param,
-        |c| AdamW::<f32>::new(config(c, constant_lr(c).into())),
+        |c| AdamW::<f32>::new(torch_adamw_config(c, constant_lr(c).into())),
         state {
             exp_avg: "m",
             exp_avg_sq: "v"
@@ -220,7 +202,7 @@ mod adamw {
         |c| {
             assert_eq!(c.hyper_f64("adamw.lr"), 0.01, "base lr of the schedule");
             assert_eq!(c.group_f64("initial_lr"), 0.01, "base lr of the schedule");
-            AdamW::<f32>::new(config(c, warmup_cosine().into()))
+            AdamW::<f32>::new(torch_adamw_config(c, warmup_cosine().into()))
         },
         state {
             exp_avg: "m",

@@ -8,6 +8,8 @@ use optim_dsl::zoo::{Muon, MuonConfig};
 use optim_dsl::RuleBody;
 use optim_tests::fixtures::{self, Tolerance};
 use optim_tests::params::slice;
+use optim_tests::trajectory::resume_bits;
+use optim_tests::zoo::pytorch_optimizer_shampoo;
 use serde_json::Value;
 
 fn tensor(v: &Value) -> (Vec<usize>, Vec<f32>) {
@@ -249,18 +251,8 @@ fn adafactor_matches_torch() {
 
 #[test]
 fn shampoo_without_grafting_matches_pytorch_optimizer() {
-    use optim_dsl::zoo::{Shampoo, ShampooConfig};
     let case = fixtures::load("shampoo");
-    assert_eq!(case.hyper_f64("momentum"), 0.0);
-    let mut opt = Shampoo::<f32>::new(ShampooConfig {
-        lr: case.hyper_f64("lr").into(),
-        weight_decay: case.hyper_f64("weight_decay").into(),
-        matrix_eps: case.hyper_f64("matrix_eps").into(),
-        update_freq: case.hyper_f64("preconditioning_compute_steps").into(),
-        graft: false,
-        ..Default::default()
-    })
-    .unwrap();
+    let mut opt = pytorch_optimizer_shampoo(&case);
     run_case(&case, &mut opt, "shampoo slices");
     // grafting off keeps no Adam state: the plan names only the Kronecker buffers
     let plan = opt.explain();
@@ -489,31 +481,8 @@ fn kfac_with_input_covariance_solves_least_squares_in_one_step() {
 #[test]
 fn matrix_optimizers_resume_bit_identically_from_a_checkpoint() {
     use optim_dsl::zoo::{Shampoo, ShampooConfig, Soap, SoapConfig};
-    fn grads(t: usize) -> (Vec<f32>, Vec<f32>) {
-        let w = (0..12)
-            .map(|i| (((i * 7 + t * 3) % 13) as f32 - 6.0) / 5.0)
-            .collect();
-        let b = (0..3).map(|i| ((i + t) % 4) as f32 - 1.5).collect();
-        (w, b)
-    }
-    fn run<O: DslOptimizer<f32>>(mut make: impl FnMut() -> O, split: Option<usize>) -> Vec<u32> {
-        let mut opt = make();
-        let mut w = vec![0.1f32; 12];
-        let mut b = vec![0.0f32; 3];
-        for t in 0..20 {
-            if Some(t) == split {
-                let bytes = opt.to_checkpoint_bytes(None).unwrap();
-                opt = make();
-                opt.load_checkpoint_bytes(&bytes, None).unwrap();
-            }
-            let (gw, gb) = grads(t);
-            opt.update_slices(&mut [
-                slice("w", &[4, 3], &mut w, &gw),
-                slice("b", &[3], &mut b, &gb),
-            ])
-            .unwrap();
-        }
-        w.iter().chain(&b).map(|x| x.to_bits()).collect()
+    fn run<O: DslOptimizer<f32>>(make: impl FnMut() -> O, split: Option<usize>) -> Vec<u32> {
+        resume_bits(make, (4, 3), 20, split)
     }
     let shampoo = || {
         Shampoo::<f32>::new(ShampooConfig {

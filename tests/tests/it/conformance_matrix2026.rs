@@ -14,9 +14,11 @@ use optim_dsl::matrix::{
 };
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{Dion, DionConfig, PsgdKron, PsgdKronConfig, Splus, SplusConfig};
-use optim_tests::fixtures::{self, max_ratio, Case};
+use optim_tests::fixtures::{self, max_ratio, raw, Case};
 use optim_tests::model::CaseModel;
+use optim_tests::params::slices;
 use optim_tests::runner::{self, Cpu};
+use optim_tests::trajectory::resume_bits;
 
 /// Asserts `got` within the case tolerance of `want` and returns the deviation ratio.
 #[track_caller]
@@ -61,6 +63,7 @@ fn run_dfdx<O: DslOptimizer<f32>>(
 /// reference's `f32` trajectory, as a fraction of the tolerance (not asserted here).
 fn f64_deviation<O: DslOptimizer<f64>>(case: &Case, opt: &mut O) -> f64 {
     let names = &case.param_order;
+    let shapes: Vec<&[usize]> = names.iter().map(|n| case.shape(n)).collect();
     let mut params: Vec<Vec<f64>> = names
         .iter()
         .map(|n| case.init_f32(n).into_iter().map(f64::from).collect())
@@ -71,18 +74,8 @@ fn f64_deviation<O: DslOptimizer<f64>>(case: &Case, opt: &mut O) -> f64 {
             .iter()
             .map(|n| case.grad_f32(t, n).into_iter().map(f64::from).collect())
             .collect();
-        let mut slices: Vec<ParamSlice<'_, f64>> = names
-            .iter()
-            .zip(params.iter_mut())
-            .zip(&grads)
-            .map(|((n, p), g)| ParamSlice {
-                name: n,
-                shape: case.shape(n),
-                param: p,
-                grad: g,
-            })
-            .collect();
-        opt.update_slices(&mut slices).unwrap();
+        opt.update_slices(&mut slices(names, &shapes, &mut params, &grads))
+            .unwrap();
         for (n, p) in names.iter().zip(&params) {
             for (&got, &want) in p.iter().zip(&case.params[t][n]) {
                 worst = worst.max((got - want).abs() / case.tolerance.allowed(want));
@@ -124,10 +117,6 @@ fn extra(case_file: &serde_json::Value, key: &str, t: Option<usize>, name: &str)
         .iter()
         .map(|x| x.as_f64().unwrap() as f32)
         .collect()
-}
-
-fn raw(name: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures::path(name)).unwrap()).unwrap()
 }
 
 fn splus_config(case: &Case) -> SplusConfig {
@@ -452,40 +441,8 @@ fn probes_are_keyed_by_seed_name_and_step_and_standard_normal() {
 /// the uninterrupted run (the probes depend on the step, not on a generator's position).
 #[test]
 fn default_probes_are_deterministic_and_resume_safe() {
-    fn grads(t: usize) -> (Vec<f32>, Vec<f32>) {
-        let w = (0..24)
-            .map(|i| (((i * 7 + t * 3) % 13) as f32 - 6.0) / 5.0)
-            .collect();
-        let b = (0..4).map(|i| ((i + t) % 4) as f32 - 1.5).collect();
-        (w, b)
-    }
-    fn run<O: DslOptimizer<f32>>(mut make: impl FnMut() -> O, split: Option<usize>) -> Vec<u32> {
-        let mut opt = make();
-        let (mut w, mut b) = (vec![0.1f32; 24], vec![0.0f32; 4]);
-        for t in 0..12 {
-            if Some(t) == split {
-                let bytes = opt.to_checkpoint_bytes(None).unwrap();
-                opt = make();
-                opt.load_checkpoint_bytes(&bytes, None).unwrap();
-            }
-            let (gw, gb) = grads(t);
-            opt.update_slices(&mut [
-                ParamSlice {
-                    name: "w",
-                    shape: &[6, 4],
-                    param: &mut w,
-                    grad: &gw,
-                },
-                ParamSlice {
-                    name: "b",
-                    shape: &[4],
-                    param: &mut b,
-                    grad: &gb,
-                },
-            ])
-            .unwrap();
-        }
-        w.iter().chain(&b).map(|x| x.to_bits()).collect()
+    fn run<O: DslOptimizer<f32>>(make: impl FnMut() -> O, split: Option<usize>) -> Vec<u32> {
+        resume_bits(make, (6, 4), 12, split)
     }
     let psgd = || PsgdKron::<f32>::new(PsgdKronConfig::default()).unwrap();
     assert_eq!(run(psgd, None), run(psgd, None));

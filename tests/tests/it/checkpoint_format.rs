@@ -153,7 +153,8 @@ fn fixture_path(version: u32, case: &str) -> std::path::PathBuf {
 /// Writes the checkpoints of the three runs in the CURRENT format version
 /// (`checkpoint_v<FORMAT_VERSION>_<case>.safetensors`), refusing to overwrite an existing file.
 /// The `v1` files were written by this test at the commit that added it (format version 1).
-/// Run with `cargo test -p optim-tests --test checkpoint_format -- --ignored`.
+/// Run with
+/// `cargo test -p optim-tests --test it -- --ignored checkpoint_format::write_checkpoint_fixtures`.
 #[test]
 #[ignore = "writes fixture files; run by hand when the format version changes"]
 fn write_checkpoint_fixtures() {

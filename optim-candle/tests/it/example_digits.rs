@@ -2,7 +2,7 @@
 //! digits data learns (loss falls, held-out accuracy well above chance).
 
 #[allow(dead_code)]
-#[path = "../examples/train_digits.rs"]
+#[path = "../../examples/train_digits.rs"]
 mod example;
 
 #[test]

@@ -7,7 +7,7 @@
 //! tolerance, and the optimizer state after the last step with the reference's `final_state`.
 
 // Configs list every field the reference sets, with `..Default::default()` for the rest; for
-// configs whose every field is listed that update is redundant (as in tests/conformance.rs).
+// configs whose every field is listed that update is redundant (as in tests/tests/it/conformance.rs).
 #![allow(clippy::needless_update)]
 
 use candle_core::backprop::GradStore;
@@ -15,7 +15,9 @@ use candle_core::{Device, Tensor, Var};
 use candle_nn::{Optimizer, VarMap};
 use optim_candle::{CandleConfig, CandleOptimizer, CandleUpdate};
 use optim_dsl::prelude::*;
+use optim_dsl::zoo::AdamW;
 use optim_tests::fixtures::{self, assert_close, Case};
+use optim_tests::zoo::torch_adamw_config;
 
 /// The case's parameters as `Var`s of a fresh `VarMap`, keyed by the case's names.
 fn varmap_of(case: &Case) -> VarMap {
@@ -98,25 +100,26 @@ fn g(c: &Case, key: &str) -> Hyper {
     c.group_f64(key).into()
 }
 
-fn adamw_config(c: &Case, lr: Hyper) -> AdamWConfig {
-    AdamWConfig {
-        lr,
-        beta1: g(c, "betas.0"),
-        beta2: g(c, "betas.1"),
-        eps: g(c, "eps"),
-        weight_decay: g(c, "weight_decay"),
-        amsgrad: c.group_bool("amsgrad"),
-        maximize: c.group_bool("maximize"),
+/// torch SGD with the hyperparameters of `case` (momentum, dampening, weight decay, Nesterov,
+/// maximize) and its constant learning rate.
+fn torch_sgd(case: &Case) -> optim_dsl::zoo::Sgd<f32> {
+    use optim_dsl::zoo::{Sgd, SgdConfig};
+    Sgd::<f32>::new(SgdConfig {
+        lr: case.hyper_f64("lr").into(),
+        momentum: g(case, "momentum"),
+        dampening: g(case, "dampening"),
+        weight_decay: g(case, "weight_decay"),
+        nesterov: case.group_bool("nesterov"),
+        maximize: case.group_bool("maximize"),
         ..Default::default()
-    }
+    })
+    .unwrap()
 }
-
-use optim_dsl::zoo::{AdamW, AdamWConfig};
 
 #[test]
 fn adamw_matches_torch_through_candle_nn_optimizer() {
     let case = fixtures::load("adamw");
-    let opt = AdamW::<f32>::new(adamw_config(&case, case.hyper_f64("lr").into())).unwrap();
+    let opt = AdamW::<f32>::new(torch_adamw_config(&case, case.hyper_f64("lr").into())).unwrap();
     let opt = run(&case, opt, |_, _| {});
     check_state(&case, opt.inner(), &[("exp_avg", "m"), ("exp_avg_sq", "v")]);
 }
@@ -124,7 +127,8 @@ fn adamw_matches_torch_through_candle_nn_optimizer() {
 #[test]
 fn adamw_matches_torch_through_update_varmap() {
     let case = fixtures::load("adamw");
-    let mut opt = AdamW::<f32>::new(adamw_config(&case, case.hyper_f64("lr").into())).unwrap();
+    let mut opt =
+        AdamW::<f32>::new(torch_adamw_config(&case, case.hyper_f64("lr").into())).unwrap();
     let map = varmap_of(&case);
     for t in 0..case.steps {
         opt.update_varmap(&map, &grads_at(&case, &map, t)).unwrap();
@@ -149,7 +153,7 @@ fn adamw_warmup_cosine_schedule_and_learning_rate() {
         vec![5],
     )
     .unwrap();
-    let opt = AdamW::<f32>::new(adamw_config(&case, schedule.into())).unwrap();
+    let opt = AdamW::<f32>::new(torch_adamw_config(&case, schedule.into())).unwrap();
     let opt = run(&case, opt, |t, opt| {
         let (got, want) = (opt.learning_rate(), case.lr_at(t));
         assert!(
@@ -163,36 +167,16 @@ fn adamw_warmup_cosine_schedule_and_learning_rate() {
 
 #[test]
 fn sgd_momentum_matches_torch() {
-    use optim_dsl::zoo::{Sgd, SgdConfig};
     let case = fixtures::load("sgd_momentum");
-    let opt = Sgd::<f32>::new(SgdConfig {
-        lr: case.hyper_f64("lr").into(),
-        momentum: g(&case, "momentum"),
-        dampening: g(&case, "dampening"),
-        weight_decay: g(&case, "weight_decay"),
-        nesterov: case.group_bool("nesterov"),
-        maximize: case.group_bool("maximize"),
-        ..Default::default()
-    })
-    .unwrap();
+    let opt = torch_sgd(&case);
     let opt = run(&case, opt, |_, _| {});
     check_state(&case, opt.inner(), &[("momentum_buffer", "buf")]);
 }
 
 #[test]
 fn sgd_nesterov_matches_torch() {
-    use optim_dsl::zoo::{Sgd, SgdConfig};
     let case = fixtures::load("sgd_nesterov");
-    let opt = Sgd::<f32>::new(SgdConfig {
-        lr: case.hyper_f64("lr").into(),
-        momentum: g(&case, "momentum"),
-        dampening: g(&case, "dampening"),
-        weight_decay: g(&case, "weight_decay"),
-        nesterov: case.group_bool("nesterov"),
-        maximize: case.group_bool("maximize"),
-        ..Default::default()
-    })
-    .unwrap();
+    let opt = torch_sgd(&case);
     let opt = run(&case, opt, |_, _| {});
     check_state(&case, opt.inner(), &[("momentum_buffer", "buf")]);
 }
@@ -236,17 +220,7 @@ fn muon_matches_keller_single_device_muon() {
 /// Shampoo (Kronecker factors, inverse roots): whole-tensor matrix words on candle `Var`s.
 #[test]
 fn shampoo_matches_pytorch_optimizer() {
-    use optim_dsl::zoo::{Shampoo, ShampooConfig};
     let case = fixtures::load("shampoo");
-    assert_eq!(case.hyper_f64("momentum"), 0.0);
-    let opt = Shampoo::<f32>::new(ShampooConfig {
-        lr: case.hyper_f64("lr").into(),
-        weight_decay: case.hyper_f64("weight_decay").into(),
-        matrix_eps: case.hyper_f64("matrix_eps").into(),
-        update_freq: case.hyper_f64("preconditioning_compute_steps").into(),
-        graft: false,
-        ..Default::default()
-    })
-    .unwrap();
+    let opt = optim_tests::zoo::pytorch_optimizer_shampoo(&case);
     run(&case, opt, |_, _| {});
 }

@@ -10,25 +10,34 @@ use candle_nn::{Optimizer, VarMap};
 use dfdx::tensor::Cpu;
 use optim_candle::{CandleConfig, CandleOptimizer};
 use optim_dsl::prelude::*;
-use optim_dsl::zoo::{AdamW, AdamWConfig};
+use optim_dsl::zoo::AdamW;
 use optim_tests::fixtures::{self, Case};
 use optim_tests::model::CaseModel;
+use optim_tests::zoo::torch_adamw_config;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Where the first half stops.
 const K: usize = 8;
 
+/// torch AdamW with the hyperparameters of case `c` and its constant learning rate.
 fn adamw(c: &Case) -> AdamW<f32> {
-    AdamW::<f32>::new(AdamWConfig {
-        lr: c.hyper_f64("lr").into(),
-        beta1: c.group_f64("betas.0").into(),
-        beta2: c.group_f64("betas.1").into(),
-        eps: c.group_f64("eps").into(),
-        weight_decay: c.group_f64("weight_decay").into(),
-        ..Default::default()
-    })
-    .unwrap()
+    AdamW::<f32>::new(torch_adamw_config(c, c.hyper_f64("lr").into())).unwrap()
+}
+
+/// The case's parameters with values `values[name]` as `Var`s of a `VarMap`, and [`adamw`]
+/// over them as a candle optimizer that knows their names.
+fn candle_adamw(
+    case: &Case,
+    values: &BTreeMap<String, Vec<f32>>,
+) -> (VarMap, CandleOptimizer<AdamW<f32>>) {
+    let map = varmap_with(case, values);
+    let opt = CandleOptimizer::new(
+        map.all_vars(),
+        CandleConfig::new(adamw(case)).with_varmap(&map),
+    )
+    .unwrap();
+    (map, opt)
 }
 
 fn file(name: &str) -> PathBuf {
@@ -111,12 +120,7 @@ fn slice_steps(
 #[test]
 fn a_candle_checkpoint_resumes_on_the_slice_and_dfdx_paths() {
     let case = fixtures::load("adamw");
-    let map = varmap_with(&case, &initial(&case));
-    let mut opt = CandleOptimizer::new(
-        map.all_vars(),
-        CandleConfig::new(adamw(&case)).with_varmap(&map),
-    )
-    .unwrap();
+    let (map, mut opt) = candle_adamw(&case, &initial(&case));
     let halfway = candle_steps(&case, &map, &mut opt, 0..K);
     for n in &case.param_order {
         case.assert_params_at("candle path", K - 1, n, &halfway[n]);
@@ -157,12 +161,7 @@ fn a_slice_checkpoint_resumes_on_the_candle_path() {
     let path = file("slice-to-candle");
     slice_opt.save_checkpoint(&path).unwrap();
 
-    let map = varmap_with(&case, &params);
-    let mut opt = CandleOptimizer::new(
-        map.all_vars(),
-        CandleConfig::new(adamw(&case)).with_varmap(&map),
-    )
-    .unwrap();
+    let (map, mut opt) = candle_adamw(&case, &params);
     opt.load_checkpoint(&path).unwrap();
     for t in K..case.steps {
         let values = candle_steps(&case, &map, &mut opt, t..t + 1);
@@ -176,12 +175,7 @@ fn a_slice_checkpoint_resumes_on_the_candle_path() {
 #[test]
 fn the_candle_path_and_the_slice_path_write_the_same_file() {
     let case = fixtures::load("adamw");
-    let map = varmap_with(&case, &initial(&case));
-    let mut opt = CandleOptimizer::new(
-        map.all_vars(),
-        CandleConfig::new(adamw(&case)).with_varmap(&map),
-    )
-    .unwrap();
+    let (map, mut opt) = candle_adamw(&case, &initial(&case));
     candle_steps(&case, &map, &mut opt, 0..K);
     let (a, b) = (file("same-candle"), file("same-slice"));
     opt.save_checkpoint(&a).unwrap();

@@ -16,7 +16,7 @@ use optim_dsl::{
 };
 use std::collections::HashSet;
 
-mod cuda_common;
+use crate::cuda_common;
 
 /// What the tests need of one zoo optimizer, independent of its type.
 struct Zoo {

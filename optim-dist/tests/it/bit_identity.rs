@@ -1,7 +1,7 @@
 //! Data-parallel steps on `ThreadComm` are bit-identical to the plain optimizer in one process
 //! fed the ordered mean of the ranks' gradients, for AdamW, Muon and Shampoo, at 1–4 ranks.
 
-mod common;
+use crate::common;
 
 use common::*;
 use optim_dist::{DistOptions, GradSync, ShardOptions};

@@ -14,48 +14,7 @@ use optim_dsl::state::KronFactors;
 use optim_dsl::{Float, ParamInfo, ParamState};
 use proptest::prelude::*;
 
-/// A value: mostly moderate, sometimes NaN, ±inf, huge, tiny or zero.
-fn value(hostile: bool) -> BoxedStrategy<f64> {
-    if hostile {
-        prop_oneof![
-            6 => -3.0f64..3.0,
-            1 => Just(f64::NAN),
-            1 => Just(f64::INFINITY),
-            1 => Just(f64::NEG_INFINITY),
-            1 => Just(1e30),
-            1 => Just(-1e-30),
-            1 => Just(0.0),
-        ]
-        .boxed()
-    } else {
-        prop_oneof![8 => -3.0f64..3.0, 1 => Just(0.0), 1 => -1e-3f64..1e-3].boxed()
-    }
-}
-
-fn shape() -> impl Strategy<Value = Vec<usize>> {
-    prop_oneof![
-        Just(Vec::new()),
-        proptest::collection::vec(0usize..13, 1),
-        proptest::collection::vec(0usize..13, 2),
-        proptest::collection::vec(0usize..5, 3),
-    ]
-}
-
-fn finite(xs: &[impl Float]) -> bool {
-    xs.iter().all(|x| x.is_finite())
-}
-
-/// One call site using state buffers `state` and scratch buffer 0.
-fn call(state: &[usize]) -> Call<'_> {
-    Call {
-        input: Src::Grad,
-        out: Some(0),
-        state,
-        basis_q: None,
-        rotated: &[],
-        batch: 0,
-    }
-}
+use crate::no_panic::{self, call, cast, finite, Expect};
 
 /// Runs primitive `P` for `steps` steps on fresh state; returns the last output.
 fn drive<E: Float, P: Primitive<E> + 'static>(
@@ -149,15 +108,11 @@ fn configs(sane: bool) -> impl Strategy<Value = Configs> {
     )
 }
 
-/// Every primitive on `shape`; asserts finite outputs when `expect_finite`, and finite
-/// Kronecker and eigenbasis state (bad input is skipped, never stored) when `sane_cfg`.
-fn exercise<E: Float>(
-    cfg: &Configs,
-    shape: &[usize],
-    grads: &[Vec<E>],
-    expect_finite: bool,
-    sane_cfg: bool,
-) {
+/// Every primitive on `shape`; asserts finite outputs when `expect.finite_outputs`, and finite
+/// Kronecker and eigenbasis state (bad input is skipped, never stored) when
+/// `expect.finite_state`.
+fn exercise<E: Float>(cfg: &Configs, shape: &[usize], grads: &[Vec<E>], expect: Expect) {
+    let (expect_finite, sane_cfg) = (expect.finite_outputs, expect.finite_state);
     let n = grads[0].len();
     let info = ParamInfo::new("p", shape);
     let rows = shape.first().copied().unwrap_or(1);
@@ -277,19 +232,8 @@ fn exercise<E: Float>(
     }
 }
 
-fn cast<E: Float>(v: &[f64]) -> Vec<E> {
-    v.iter().map(|&x| E::of_f64(x)).collect()
-}
-
 fn case(hostile: bool, sane: bool) -> impl Strategy<Value = (Vec<usize>, Vec<Vec<f64>>, Configs)> {
-    (shape(), configs(sane), 1usize..4).prop_flat_map(move |(s, c, steps)| {
-        let n: usize = s.iter().product();
-        (
-            Just(s),
-            proptest::collection::vec(proptest::collection::vec(value(hostile), n), steps),
-            Just(c),
-        )
-    })
+    no_panic::case(configs(sane), hostile, 1..4)
 }
 
 proptest! {
@@ -298,23 +242,23 @@ proptest! {
     /// Anything goes: hostile values and configurations, in `f32` and `f64`: no panic.
     #[test]
     fn matrix_primitives_never_panic((shape, grads, cfg) in case(true, false)) {
-        exercise::<f32>(&cfg, &shape, &grads.iter().map(|g| cast(g)).collect::<Vec<_>>(), false, false);
-        exercise::<f64>(&cfg, &shape, &grads.iter().map(|g| cast(g)).collect::<Vec<_>>(), false, false);
+        exercise::<f32>(&cfg, &shape, &grads.iter().map(|g| cast(g)).collect::<Vec<_>>(), Expect { finite_outputs: false, finite_state: false });
+        exercise::<f64>(&cfg, &shape, &grads.iter().map(|g| cast(g)).collect::<Vec<_>>(), Expect { finite_outputs: false, finite_state: false });
     }
 
     /// Hostile values (NaN, ±inf, 1e30) with sane configurations: no panic, and the Kronecker
     /// statistics, roots and eigenbases stay finite.
     #[test]
     fn hostile_inputs_never_enter_kronecker_state((shape, grads, cfg) in case(true, true)) {
-        exercise::<f32>(&cfg, &shape, &grads.iter().map(|g| cast(g)).collect::<Vec<_>>(), false, true);
-        exercise::<f64>(&cfg, &shape, &grads.iter().map(|g| cast(g)).collect::<Vec<_>>(), false, true);
+        exercise::<f32>(&cfg, &shape, &grads.iter().map(|g| cast(g)).collect::<Vec<_>>(), Expect { finite_outputs: false, finite_state: true });
+        exercise::<f64>(&cfg, &shape, &grads.iter().map(|g| cast(g)).collect::<Vec<_>>(), Expect { finite_outputs: false, finite_state: true });
     }
 
     /// Finite moderate inputs and sane configurations give finite outputs and statistics.
     #[test]
     fn matrix_primitives_stay_finite_on_finite_inputs((shape, grads, cfg) in case(false, true)) {
-        exercise::<f32>(&cfg, &shape, &grads.iter().map(|g| cast(g)).collect::<Vec<_>>(), true, true);
-        exercise::<f64>(&cfg, &shape, &grads.iter().map(|g| cast(g)).collect::<Vec<_>>(), true, true);
+        exercise::<f32>(&cfg, &shape, &grads.iter().map(|g| cast(g)).collect::<Vec<_>>(), Expect { finite_outputs: true, finite_state: true });
+        exercise::<f64>(&cfg, &shape, &grads.iter().map(|g| cast(g)).collect::<Vec<_>>(), Expect { finite_outputs: true, finite_state: true });
     }
 }
 

@@ -11,24 +11,12 @@ use optim_dsl::matrix::{
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{Shampoo, ShampooConfig};
 use optim_dsl::{ParamInfo, ParamState};
-use optim_tests::fixtures::{self, Tolerance};
+use optim_tests::fixtures::{self, floats, raw, Tolerance};
 use optim_tests::params::slice;
 use optim_tests::trajectory::{max_abs_diff, run_slices};
 use optim_tests::zoo::torch_adafactor;
 use proptest::prelude::*;
 use serde_json::Value;
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-fn raw(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures::path(name)).unwrap()).unwrap()
-}
 
 /// Eigenvalues and eigenvectors (columns of the row-major `d × d` result) of a symmetric
 /// matrix by cyclic Jacobi rotations, in `f64` (independent of faer).

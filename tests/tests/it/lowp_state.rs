@@ -8,6 +8,8 @@ use optim_dsl::lowp::{mix64, StateDtype};
 use optim_dsl::prelude::*;
 use optim_runtime::state::ParamState;
 
+use crate::common::on_threads;
+
 optimizer! {
     /// AdamW with `f32` state (the reference).
     pub AdamWF32<lr = 1e-2, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
@@ -272,11 +274,7 @@ fn stochastic_rounding_is_independent_of_thread_count() {
     let n = 200_003;
     let pb = Problem::new(n);
     let go = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        on_threads(threads, || {
             let mut opt = AdamWBf16Sr::<f32>::default();
             let mut w = vec![0.0f32; n];
             run(&mut opt, &pb, &mut w, 0, 5);

@@ -1,6 +1,6 @@
 //! The cross-rank agreement primitives and the `StepSync` implementation for global reductions.
 
-mod common;
+use crate::common;
 
 use common::*;
 use optim_dist::sync::{agree, any, CommSync, StepSync};
