@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 /// The order of a step's parameter names, kept between steps (a cache, not optimizer state:
-/// it is not saved, and two caches always compare equal).
-#[derive(Debug, Clone, Default)]
+/// it is not saved, two caches always compare equal, and `Debug` shows no contents, so that a
+/// state's `Debug` and `==` only see what a step may change).
+#[derive(Clone, Default)]
 pub(crate) struct NameOrder {
     /// The names of the step this order was computed for, in the step's order.
     names: Vec<String>,
@@ -25,6 +26,12 @@ pub(crate) struct NameOrder {
 impl PartialEq for NameOrder {
     fn eq(&self, _: &Self) -> bool {
         true // a cache of derived data, never part of what a state is
+    }
+}
+
+impl std::fmt::Debug for NameOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NameOrder(cache)")
     }
 }
 
