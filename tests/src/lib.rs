@@ -1255,7 +1255,6 @@ pub mod zoo {
             weight_decay: g("weight_decay"),
             amsgrad: case.group_bool("amsgrad"),
             maximize: case.group_bool("maximize"),
-            ..Default::default()
         }
     }
 

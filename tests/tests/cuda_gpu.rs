@@ -26,9 +26,9 @@ mod cuda_common;
 /// `conformance_2026.rs`): with `OPTIM_GPU=1` (set by `scripts/gpu-check.sh`) each case also
 /// runs through `opt.update` on a dfdx `Cuda` model within the case's tolerance, its final
 /// state checked like the CPU paths'.
-#[path = "conformance.rs"]
+#[path = "it/conformance.rs"]
 mod reference_cases;
-#[path = "conformance_2026.rs"]
+#[path = "it/conformance_2026.rs"]
 mod reference_cases_2026;
 
 use cuda_common::{
