@@ -226,43 +226,16 @@ impl<E: Float> CudaStage<E> {
                     &mut tab,
                 );
             }
-            let prm = self
-                .dev
-                .htod_copy(prm)
-                .map_err(|e| device_err("upload scalars", e))?;
-            let tab = self
-                .dev
-                .htod_copy(tab)
-                .map_err(|e| device_err("upload table", e))?;
-            let blocks = grid_blocks(nmax, self.max_blocks);
-            let per_tensor = s.n_reductions * blocks as usize;
-            let red = self
-                .dev
-                .alloc_zeros::<f64>((per_tensor * chunk.len()).max(1))
-                .map_err(|e| device_err("alloc reductions", e))?;
-            let cfg = LaunchConfig {
-                grid_dim: (blocks, chunk.len() as u32, 1),
-                block_dim: (BLOCK, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let args = [*prm.device_ptr(), *tab.device_ptr(), *red.device_ptr()];
-            // SAFETY: `multi_name(const Params*, const TensorEntry*, double*)` takes three
-            // device addresses; the table rows were packed for this stage's layout, every
-            // tensor's buffers were checked to have its `n` elements and are borrowed for this
-            // call; `prm`, `tab` and `red` are freed stream-ordered after the launch.
-            unsafe { launch_u64(self.multi.clone(), cfg, &args) }
-                .map_err(|e| device_err("launch", e))?;
-            if s.n_reductions == 0 {
-                out.extend(chunk.iter().map(|_| Vec::new()));
-                continue;
-            }
-            let partials = self
-                .dev
-                .dtoh_sync_copy(&red)
-                .map_err(|e| device_err("read reductions", e))?;
+            // SAFETY: the table rows were packed for this stage's layout, every tensor's buffers
+            // were checked to have its `n` elements and are borrowed for this call.
+            let partials = unsafe { self.launch_table(prm, tab, nmax, chunk.len()) }?;
             for t in 0..chunk.len() {
-                let mine = &partials[t * per_tensor..(t + 1) * per_tensor];
-                out.push(sum_partials(mine, s.n_reductions, blocks as usize));
+                out.push(match &partials {
+                    Some((p, w, blocks)) => {
+                        sum_partials(&p[t * w..(t + 1) * w], s.n_reductions, *blocks)
+                    }
+                    None => Vec::new(),
+                });
             }
         }
         Ok(out)
@@ -333,45 +306,68 @@ impl<E: Float> CudaStage<E> {
                     &mut tab,
                 );
             }
-            let prm = self
-                .dev
-                .htod_copy(prm)
-                .map_err(|e| device_err("upload scalars", e))?;
-            let tab = self
-                .dev
-                .htod_copy(tab)
-                .map_err(|e| device_err("upload table", e))?;
-            let blocks = grid_blocks(nmax, self.max_blocks);
-            let per_row = s.n_reductions * blocks as usize;
-            let red = self
-                .dev
-                .alloc_zeros::<f64>((per_row * chunk.len()).max(1))
-                .map_err(|e| device_err("alloc reductions", e))?;
-            let cfg = LaunchConfig {
-                grid_dim: (blocks, chunk.len() as u32, 1),
-                block_dim: (BLOCK, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let args = [*prm.device_ptr(), *tab.device_ptr(), *red.device_ptr()];
-            // SAFETY: as in `run_multi`: three device addresses; every row lies inside its
-            // tensor's buffers (checked above: each stream holds at least the parameter's
-            // elements), which are borrowed for this call; `prm`, `tab` and `red` are freed
-            // stream-ordered after the launch.
-            unsafe { launch_u64(self.multi.clone(), cfg, &args) }
-                .map_err(|e| device_err("launch", e))?;
-            if s.n_reductions == 0 {
-                continue;
-            }
-            let partials = self
-                .dev
-                .dtoh_sync_copy(&red)
-                .map_err(|e| device_err("read reductions", e))?;
-            for i in 0..chunk.len() {
-                let mine = &partials[i * per_row..(i + 1) * per_row];
-                out.extend(sum_partials(mine, s.n_reductions, blocks as usize));
+            // SAFETY: every row lies inside its tensor's buffers (checked above: each stream
+            // holds at least the parameter's elements), which are borrowed for this call.
+            if let Some((p, w, blocks)) = unsafe { self.launch_table(prm, tab, nmax, chunk.len()) }?
+            {
+                for i in 0..chunk.len() {
+                    out.extend(sum_partials(&p[i * w..(i + 1) * w], s.n_reductions, blocks));
+                }
             }
         }
         Ok(out)
+    }
+
+    /// One launch of the multi-tensor entry point over `entries` packed table rows (`prm`: the
+    /// `Params` records, `tab`: the `TensorEntry` rows, `nmax`: the longest row): uploads both,
+    /// launches, and reads back the per-block reduction partials. Returns `None` for a stage
+    /// without reductions, else `(partials, entry width, blocks)`: entry `i`'s partials are
+    /// `partials[i * width..(i + 1) * width]`.
+    ///
+    /// # Safety
+    /// Every table row must point into device buffers that hold at least the row's `n`
+    /// elements in this stage's layout and stay borrowed for the call (`prm`, `tab` and the
+    /// partials are freed stream-ordered after the launch).
+    unsafe fn launch_table(
+        &self,
+        prm: Vec<u8>,
+        tab: Vec<u8>,
+        nmax: usize,
+        entries: usize,
+    ) -> Result<Option<(Vec<f64>, usize, usize)>, OptimError> {
+        let s = self.source;
+        let prm = self
+            .dev
+            .htod_copy(prm)
+            .map_err(|e| device_err("upload scalars", e))?;
+        let tab = self
+            .dev
+            .htod_copy(tab)
+            .map_err(|e| device_err("upload table", e))?;
+        let blocks = grid_blocks(nmax, self.max_blocks);
+        let width = s.n_reductions * blocks as usize;
+        let red = self
+            .dev
+            .alloc_zeros::<f64>((width * entries).max(1))
+            .map_err(|e| device_err("alloc reductions", e))?;
+        let cfg = LaunchConfig {
+            grid_dim: (blocks, entries as u32, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let args = [*prm.device_ptr(), *tab.device_ptr(), *red.device_ptr()];
+        // SAFETY: `multi_name(const Params*, const TensorEntry*, double*)` takes three device
+        // addresses; the rows' buffers are valid by this function's contract.
+        unsafe { launch_u64(self.multi.clone(), cfg, &args) }
+            .map_err(|e| device_err("launch", e))?;
+        if s.n_reductions == 0 {
+            return Ok(None);
+        }
+        let partials = self
+            .dev
+            .dtoh_sync_copy(&red)
+            .map_err(|e| device_err("read reductions", e))?;
+        Ok(Some((partials, width, blocks as usize)))
     }
 
     fn check(
