@@ -714,7 +714,9 @@ optimizer! {
     }
 }
 
+mod lowp;
 mod matrix2026;
+pub use lowp::{AdamW8bit, AdamW8bitConfig, AdamWBf16, AdamWBf16Config};
 pub use matrix2026::{Dion, DionConfig, PsgdKron, PsgdKronConfig, Splus, SplusConfig};
 // ---- issue 11: Muon with Polar Express, AdaMuon, Adam-mini (branch ns-coeffs) ----
 

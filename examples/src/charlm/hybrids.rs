@@ -59,7 +59,7 @@ optimizer! {
     /// Until `KfacStats` first hands over factors, a `KfacLinear` weight passes
     /// `kfac_precondition` unchanged (an SGD step); the comparison updates the statistics
     /// before every step, so the first step already has them.
-    pub KfacLm<lr = 0.1, damping: nonneg = 0.1, momentum = 0.0, adam_lr = 3e-3, adam_beta1 = 0.9,
+    pub KfacLm<lr = 3e-3, damping: nonneg = 1e-3, momentum = 0.0, adam_lr = 3e-3, adam_beta1 = 0.9,
                adam_beta2 = 0.99, adam_eps = 1e-8, adam_weight_decay = 0.1> {
         matrix if module == "KfacLinear" => KFac<lr = lr, damping = damping, momentum = momentum>,
         _ => AdamW<lr = adam_lr, beta1 = adam_beta1, beta2 = adam_beta2, eps = adam_eps, weight_decay = adam_weight_decay>,

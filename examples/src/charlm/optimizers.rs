@@ -22,9 +22,10 @@ use dfdx::nn::TensorCollection;
 use dfdx::tensor::Cpu;
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{
-    AdaMuon, AdaMuonConfig, AdamMini, AdamMiniConfig, AdamW, AdamWConfig, Lion, LionConfig, Muon,
-    MuonConfig, MuonPolarExpress, MuonPolarExpressConfig, NorMuon, NorMuonConfig, Prodigy,
-    ProdigyConfig, Shampoo, ShampooConfig, Soap, SoapConfig,
+    AdaMuon, AdaMuonConfig, AdamMini, AdamMiniConfig, AdamW, AdamW8bit, AdamW8bitConfig, AdamWBf16,
+    AdamWBf16Config, AdamWConfig, Lion, LionConfig, Muon, MuonConfig, MuonPolarExpress,
+    MuonPolarExpressConfig, NorMuon, NorMuonConfig, Prodigy, ProdigyConfig, Shampoo, ShampooConfig,
+    Soap, SoapConfig,
 };
 
 pub use super::hybrids::{
@@ -70,7 +71,7 @@ optimizer_table! {
     ("soap", 1e-2, "SOAP, betas (0.95, 0.95), weight decay 0.01, eigenbasis refresh every 10 steps", Soap, SoapConfig { precondition_frequency: 10.0 }),
     ("shampoo", 1e-2, "Shampoo with Adam grafting, inverse 4th roots every 10 steps", Shampoo, ShampooConfig { update_freq: 10.0 }),
     ("lion", 1e-3, "Lion, betas (0.9, 0.99), decoupled weight decay 1.0 (10x AdamW's, as its lr is smaller)", Lion, LionConfig { weight_decay: 1.0 }),
-    ("kfac", 1e-1, "K-FAC on the blocks' projections (KfacLinear statistics, EMA 0.95, factors every 10 steps; damping 0.1, no momentum); AdamW as above on embeddings, head and vectors", KfacLm, KfacLmConfig { adam_lr: sched(ADAMW_PEAK) }),
+    ("kfac", 3e-3, "K-FAC on the blocks' projections (KfacLinear statistics, EMA 0.95, factors every 10 steps; damping 1e-3, no momentum); AdamW as above on embeddings, head and vectors", KfacLm, KfacLmConfig { adam_lr: sched(ADAMW_PEAK) }),
     ("normuon", 3e-2, "NorMuon on hidden matrices (Nesterov 0.95, row-normalised update, beta2 0.95); AdamW as above on the rest", NorMuon, NorMuonConfig { adam_lr: sched(ADAMW_PEAK), adam_beta2: 0.99, adam_eps: 1e-8, adam_weight_decay: 0.1 }),
     ("muon-pe", 3e-3, "Muon with Polar Express coefficients and the 0.2 sqrt(max(rows, cols)) scale (AdamW-sized lr) on hidden matrices; AdamW as above on the rest", MuonPolarExpress, MuonPolarExpressConfig { adam_lr: sched(ADAMW_PEAK), adam_beta2: 0.99, adam_eps: 1e-8, adam_weight_decay: 0.1 }),
     ("adamuon", 3e-3, "AdaMuon (second moment of the orthogonalized momentum, 0.2 sqrt(max(rows, cols)) scale) on hidden matrices; AdamW as above on the rest", AdaMuon, AdaMuonConfig { adam_lr: sched(ADAMW_PEAK), adam_beta2: 0.99, adam_eps: 1e-8, adam_weight_decay: 0.1 }),
@@ -78,4 +79,6 @@ optimizer_table! {
     ("splus", 1e-1, "SPlus (sign in the Gram eigenbases, eigenbases every 100 steps) on hidden matrices; AdamW as above on the rest", SplusLm, SplusLmConfig { adam_lr: sched(ADAMW_PEAK) }),
     ("psgd-kron", 1e-3, "PSGD-Kron (triangular Kronecker factors, preconditioner updated every step) on hidden matrices; AdamW as above on the rest", PsgdKronLm, PsgdKronLmConfig { adam_lr: sched(ADAMW_PEAK) }),
     ("prodigy", 1.0, "Prodigy (step size d estimated from d0 = 1e-6; lr multiplies d), betas (0.9, 0.999), no weight decay", Prodigy, ProdigyConfig {}),
+    ("adamw-bf16", ADAMW_PEAK, "AdamW as above with both moments stored in bf16 (round to nearest)", AdamWBf16, AdamWBf16Config { beta2: 0.99, weight_decay: 0.1 }),
+    ("adamw-8bit", ADAMW_PEAK, "AdamW as above with 8-bit block-wise moments (blocks of 256, dynamic maps)", AdamW8bit, AdamW8bitConfig { beta2: 0.99, weight_decay: 0.1 }),
 }
