@@ -44,8 +44,9 @@ pub trait ModelOptimizer<M> {
     /// The execution plan (kernels, state buffers, bytes moved per parameter).
     fn plan(&self) -> Plan;
     /// Bytes of the optimizer's state buffers, read from its state: every allocated
-    /// per-parameter buffer (moments, momentum, Kronecker statistics and eigenbases), at
-    /// `size_of::<f32>()` per element. Not counted: per-parameter scalars and step counts, the
+    /// per-parameter buffer (moments, momentum, Kronecker statistics and eigenbases) at its
+    /// stored size: `size_of::<f32>()` per element for `f32` state, 2 bytes for `bf16`/`f16`
+    /// state, 1 byte plus one `f32` scale per block of 256 for 8-bit state. Not counted: per-parameter scalars and step counts, the
     /// matrix primitives' reusable workspaces and the dfdx path's staging copies. 0 before the
     /// first step (state is allocated lazily).
     fn state_bytes(&self) -> usize;
@@ -83,13 +84,25 @@ where
     }
 
     fn state_bytes(&self) -> usize {
-        let elements: usize = self
-            .opt_state()
+        let state = self.opt_state();
+        state
             .params
             .values()
-            .flat_map(|p| p.buffers.iter().map(Vec::len))
-            .sum();
-        elements * std::mem::size_of::<f32>()
+            .map(|p| {
+                let full =
+                    p.buffers.iter().map(Vec::len).sum::<usize>() * std::mem::size_of::<f32>();
+                let low: usize = p
+                    .low
+                    .iter()
+                    .map(|b| std::mem::size_of_val(&b.bits[..]))
+                    .sum();
+                let q8: usize =
+                    p.q8.iter()
+                        .map(|b| b.codes.len() + 4 * b.scales.len())
+                        .sum();
+                full + low + q8
+            })
+            .sum()
     }
 
     fn routing(&self) -> Vec<(String, usize, &'static [&'static str])> {

@@ -3,7 +3,8 @@
 //! unless a doc says otherwise; they are checked against PyTorch / pytorch-optimizer / Keller
 //! Jordan's Muon / schedulefree reference trajectories (`tests/tests/it/conformance.rs`,
 //! `matrix.rs`, `toolkit_dsl.rs`), except `Lamb` and `KFac`, checked against hand-computed
-//! steps (`runtime.rs`, `matrix.rs`).
+//! steps (`runtime.rs`, `matrix.rs`), and `AdamWBf16` / `AdamW8bit` (`zoo/lowp.rs`), checked
+//! against f32-state AdamW within documented bounds (`lowp_state.rs`, `q8_state.rs`).
 //!
 //! Conventions shared by all: `t` is the parameter's own step count (1 on its first update);
 //! bias corrections and schedule values are computed in `f64` once per step; `maximize` negates

@@ -6,4 +6,5 @@
 //! thread pool, and temporary files named after the test and `std::process::id()`.
 
 mod charlm;
+mod lowp_digits;
 mod training;
