@@ -1,4 +1,14 @@
-#![doc = include_str!("guide.md")]
+// The guide's examples train dfdx models, so it is the crate documentation (and doctested) with
+// the default `dfdx` feature; without it (candle-only builds) a short pointer replaces it, so
+// that `cargo test -p optim-dsl --no-default-features --doc` builds.
+#![cfg_attr(feature = "dfdx", doc = include_str!("guide.md"))]
+#![cfg_attr(
+    not(feature = "dfdx"),
+    doc = "optim-dsl: neural-network optimizers declared with `optimizer!` and expanded into fused \
+           update loops. The user guide (`optim-dsl/src/guide.md`) is this crate's documentation \
+           when the default `dfdx` feature is on; this build has it off (for example for \
+           `optim-candle`), so slices and candle are the ways to step parameters."
+)]
 
 // Lets the zoo (inside this crate) use the same `::optim_dsl::__private` paths as user code.
 extern crate self as optim_dsl;
@@ -21,7 +31,7 @@ pub mod zoo;
 /// The repository README's Rust snippets, compiled and run as doctests (`cargo test -p
 /// optim-dsl --doc`), so that every example there builds as shown. The user guide, this
 /// crate's documentation, is doctested as the crate docs.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "dfdx"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
