@@ -162,14 +162,20 @@ impl Parse for Input {
     }
 }
 
-fn parse_literal(input: ParseStream) -> syn::Result<Literal> {
+/// An optional `-` and a literal; `msg` is the error where no literal follows.
+fn signed_lit(input: ParseStream, msg: &str) -> syn::Result<(Option<Token![-]>, Lit)> {
     let neg: Option<Token![-]> = input.parse()?;
-    let lit: Lit = input.parse().map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            "expected a literal default value (a number, `true` or `false`)",
-        )
-    })?;
+    let lit: Lit = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), msg))?;
+    Ok((neg, lit))
+}
+
+fn parse_literal(input: ParseStream) -> syn::Result<Literal> {
+    let (neg, lit) = signed_lit(
+        input,
+        "expected a literal default value (a number, `true` or `false`)",
+    )?;
     let span = neg.as_ref().map_or(lit.span(), |n| {
         n.span.join(lit.span()).unwrap_or(lit.span())
     });
@@ -308,13 +314,10 @@ fn parse_binding_value(input: ParseStream) -> syn::Result<Expr> {
         let id: Ident = input.parse()?;
         return Ok(syn::parse_quote_spanned!(id.span()=> #id));
     }
-    let neg: Option<Token![-]> = input.parse()?;
-    let lit: Lit = input.parse().map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            "expected a literal, a hyperparameter name or a parenthesised expression",
-        )
-    })?;
+    let (neg, lit) = signed_lit(
+        input,
+        "expected a literal, a hyperparameter name or a parenthesised expression",
+    )?;
     Ok(match neg {
         Some(n) => syn::parse_quote_spanned!(n.span=> -#lit),
         None => syn::parse_quote_spanned!(lit.span()=> #lit),

@@ -101,6 +101,21 @@ pub(crate) fn bin_tokens(
     }
 }
 
+/// `(-a)`.
+pub(crate) fn neg_tokens(a: TokenStream) -> TokenStream {
+    quote!((-#a))
+}
+
+/// `(!a)`.
+pub(crate) fn not_tokens(a: TokenStream) -> TokenStream {
+    quote!((!#a))
+}
+
+/// `(if c { a } else { b })`.
+pub(crate) fn select_tokens(c: TokenStream, a: TokenStream, b: TokenStream) -> TokenStream {
+    quote!((if #c { #a } else { #b }))
+}
+
 /// A host (`f64`/`bool`) expression for node `id` as one tree (used for reuse bindings and
 /// state initial values, which are small). `leaf` may override a node.
 pub(crate) fn host_expr_tree(
@@ -126,24 +141,15 @@ pub(crate) fn host_expr_tree(
             let m = format_ident!("{}", s);
             quote!((info.#m() as #p::F64))
         }
-        Op::Neg(a) => {
-            let a = sub(*a);
-            quote!((-#a))
-        }
-        Op::Not(a) => {
-            let a = sub(*a);
-            quote!((!#a))
-        }
+        Op::Neg(a) => neg_tokens(sub(*a)),
+        Op::Not(a) => not_tokens(sub(*a)),
         Op::Bin(op, a, b) => bin_tokens(*op, sub(*a), sub(*b), false),
         Op::Func(f, args) => {
             let path = func_path(f);
             let args = args.iter().map(|a| sub(*a));
             quote!(#path::<#p::F64>(#(#args),*))
         }
-        Op::Select(c, a, b) => {
-            let (c, a, b) = (sub(*c), sub(*a), sub(*b));
-            quote!((if #c { #a } else { #b }))
-        }
+        Op::Select(c, a, b) => select_tokens(sub(*c), sub(*a), sub(*b)),
         Op::First(k) => {
             let l = format_ident!("first_{}", k);
             quote!(#l)

@@ -9,7 +9,7 @@ use super::exprs::{
 };
 use super::rust_loop;
 use crate::ir::{self, Fused, MatNode, MatPhase, NodeId, Op};
-use crate::loop_ir::{Elem, LExpr, Val};
+use crate::loop_ir::{Elem, Val};
 use crate::plan::{AxisCall, Len, MatCall, Stream, Variant};
 use crate::private::Private;
 use proc_macro2::TokenStream;
@@ -295,6 +295,31 @@ impl VariantEmitter<'_> {
         }}
     }
 
+    /// A primitive's call after the step (`Phase::Finish`), on the gradient, with its state
+    /// buffers `state` and the states `rotated` with an eigenbasis.
+    fn finish_call(
+        &self,
+        def: &ir::MatDef,
+        args: &[(&'static str, NodeId)],
+        consts: &[(&'static str, ir::MatConst)],
+        state: &[usize],
+        rotated: &[usize],
+    ) -> TokenStream {
+        self.run_call(
+            def,
+            args,
+            consts,
+            "Finish",
+            Stream::Grad,
+            None,
+            state,
+            None,
+            rotated,
+            quote!(&**p),
+            quote!(*g),
+        )
+    }
+
     /// The live eigenbases of the variant.
     fn bases(&self) -> Vec<(NodeId, &MatNode)> {
         self.v
@@ -351,18 +376,12 @@ impl VariantEmitter<'_> {
                         .is_some_and(|w| depends_on_rotation(f, v, v.repl[w], b))
                 })
                 .collect();
-            let call = self.run_call(
+            let call = self.finish_call(
                 m.def,
                 &self.repl_args(m),
                 &m.consts,
-                "Finish",
-                Stream::Grad,
-                None,
                 &self.mat_slots(m),
-                None,
                 &rotated,
-                quote!(&**p),
-                quote!(*g),
             );
             quote! {
                 if h[#b] == 0.0f64 {
@@ -382,21 +401,7 @@ impl VariantEmitter<'_> {
             .iter()
             .chain(v.barriers.iter().flatten())
             .filter(|c| c.def.grad_after_step)
-            .map(|c| {
-                self.run_call(
-                    c.def,
-                    &c.args,
-                    &c.consts,
-                    "Finish",
-                    Stream::Grad,
-                    None,
-                    &c.slots,
-                    None,
-                    &[],
-                    quote!(&**p),
-                    quote!(*g),
-                )
-            });
+            .map(|c| self.finish_call(c.def, &c.args, &c.consts, &c.slots, &[]));
         quote!(#(#calls;)*)
     }
 
@@ -530,13 +535,8 @@ impl VariantEmitter<'_> {
             });
             Val::Var(o)
         };
-        let e = match &f.nodes[x].op {
-            Op::Neg(a) => LExpr::Neg(val(*a)),
-            Op::Not(a) => LExpr::Not(val(*a)),
-            Op::Bin(op, a, b) => LExpr::Bin(*op, val(*a), val(*b)),
-            Op::Func(def, args) => LExpr::Call(def, args.iter().map(|a| val(*a)).collect()),
-            Op::Select(c, a, b) => LExpr::Select(val(*c), val(*a), val(*b)),
-            _ => return (loads, quote!(<E as #p::Float>::zero())),
+        let Some(e) = crate::loop_ir::elementwise(&f.nodes[x].op, &mut val) else {
+            return (loads, quote!(<E as #p::Float>::zero()));
         };
         loads.dedup_by(|a, b| a.to_string() == b.to_string());
         (loads, rust_loop::expr(&e))

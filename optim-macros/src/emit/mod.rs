@@ -185,34 +185,22 @@ fn eta_parts(opt: &ir::Optimizer) -> (Vec<TokenStream>, Vec<TokenStream>) {
 /// `OptimizerConfig::fields` entries and `set_field` arms.
 fn field_access(opt: &ir::Optimizer) -> (Vec<TokenStream>, Vec<TokenStream>) {
     let p = Private;
-    let gets = opt
-        .hypers
+    opt.hypers
         .iter()
         .map(|h| {
             let n = &h.name;
             let s = n.to_string();
-            if h.is_flag {
-                quote!((#s, #p::Field::Flag(self.#n)))
+            let (kind, value) = if h.is_flag {
+                (quote!(Flag), quote!(self.#n))
             } else {
-                quote!((#s, #p::Field::Hyper(::core::clone::Clone::clone(&self.#n))))
-            }
-        })
-        .collect();
-    let sets = opt
-        .hypers
-        .iter()
-        .map(|h| {
-            let n = &h.name;
-            let s = n.to_string();
-            let kind = if h.is_flag {
-                quote!(Flag)
-            } else {
-                quote!(Hyper)
+                (quote!(Hyper), quote!(::core::clone::Clone::clone(&self.#n)))
             };
-            quote!((#s, #p::Field::#kind(v)) => { self.#n = v; ::core::result::Result::Ok(()) })
+            (
+                quote!((#s, #p::Field::#kind(#value))),
+                quote!((#s, #p::Field::#kind(v)) => { self.#n = v; ::core::result::Result::Ok(()) }),
+            )
         })
-        .collect();
-    (gets, sets)
+        .unzip()
 }
 
 /// What a reuse rule (`_ => Other<name = value>`) adds to the config and its values.
