@@ -64,7 +64,9 @@ fn add(item: &syn::Item, out: &mut BTreeMap<String, usize>) {
                 for s in &b.block.stmts {
                     match s {
                         syn::Stmt::Item(i) => add(i, out),
-                        other => *out.entry("const-block stmts".into()).or_default() += tokens(other),
+                        other => {
+                            *out.entry("const-block stmts".into()).or_default() += tokens(other)
+                        }
                     }
                 }
             } else {
@@ -77,7 +79,14 @@ fn add(item: &syn::Item, out: &mut BTreeMap<String, usize>) {
         syn::Item::Struct(s) => {
             let n = s.ident.to_string();
             let c = category(&n);
-            put(if c == "other" { "config/optimizer structs" } else { c }, tokens(item))
+            put(
+                if c == "other" {
+                    "config/optimizer structs"
+                } else {
+                    c
+                },
+                tokens(item),
+            )
         }
         syn::Item::Impl(i) => {
             let name = impl_name(i);
@@ -87,7 +96,11 @@ fn add(item: &syn::Item, out: &mut BTreeMap<String, usize>) {
                 return put(c, tokens(item));
             }
             if name.contains("OptimizerConfig") || name.contains("DslOptimizer") {
-                let which = if name.contains("OptimizerConfig") { "OptimizerConfig::" } else { "DslOptimizer::" };
+                let which = if name.contains("OptimizerConfig") {
+                    "OptimizerConfig::"
+                } else {
+                    "DslOptimizer::"
+                };
                 for it in &i.items {
                     match it {
                         syn::ImplItem::Fn(f) => put(&format!("{which}{}", f.sig.ident), tokens(it)),
@@ -130,7 +143,10 @@ fn zoo_blocks() -> Vec<(String, TokenStream)> {
         format!("{d}/zoo.rs:{d}/zoo/lowp.rs:{d}/zoo/matrix2026.rs")
     });
     let mut out = Vec::new();
-    for f in files.split(':').filter(|f| std::path::Path::new(f).exists()) {
+    for f in files
+        .split(':')
+        .filter(|f| std::path::Path::new(f).exists())
+    {
         let src = std::fs::read_to_string(f).unwrap();
         let file = syn::parse_file(&src).unwrap();
         for item in file.items {
@@ -190,7 +206,10 @@ fn expand_cost() {
             *inst_total.entry(k).or_default() += v;
         }
         if only.as_ref().is_none_or(|o| o.contains(name)) {
-            println!("== {name}: {n} tokens, expanded in {:.1} ms", dt.as_secs_f64() * 1e3);
+            println!(
+                "== {name}: {n} tokens, expanded in {:.1} ms",
+                dt.as_secs_f64() * 1e3
+            );
             for (k, v) in &by {
                 println!("   {v:>7}  {k}");
             }

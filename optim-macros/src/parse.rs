@@ -165,9 +165,7 @@ impl Parse for Input {
 /// An optional `-` and a literal; `msg` is the error where no literal follows.
 fn signed_lit(input: ParseStream, msg: &str) -> syn::Result<(Option<Token![-]>, Lit)> {
     let neg: Option<Token![-]> = input.parse()?;
-    let lit: Lit = input
-        .parse()
-        .map_err(|e| syn::Error::new(e.span(), msg))?;
+    let lit: Lit = input.parse().map_err(|e| syn::Error::new(e.span(), msg))?;
     Ok((neg, lit))
 }
 

@@ -652,18 +652,23 @@ impl VariantEmitter<'_> {
                 reduced_arms.push(quote!(#k => { #(#sets)* }));
             }
         }
-        let barrier_arms: Vec<TokenStream> = (0..nstages.saturating_sub(1)).filter_map(|k| {
-            let mats = &v.barriers[k];
-            let axes = v.axis_calls.get(k).map_or(&[][..], Vec::as_slice);
-            if mats.is_empty() && axes.is_empty() {
-                return None;
-            }
-            let mats = mats.iter().map(|c| self.barrier_call(c));
-            let axes = axes.iter().map(|c| self.axis_call(c));
-            Some(quote!(#k => { #(#mats;)* #(#axes)* }))
-        }).collect();
-        let pre_barriers: Vec<TokenStream> =
-            v.pre_barriers.iter().map(|c| self.barrier_call(c)).collect();
+        let barrier_arms: Vec<TokenStream> = (0..nstages.saturating_sub(1))
+            .filter_map(|k| {
+                let mats = &v.barriers[k];
+                let axes = v.axis_calls.get(k).map_or(&[][..], Vec::as_slice);
+                if mats.is_empty() && axes.is_empty() {
+                    return None;
+                }
+                let mats = mats.iter().map(|c| self.barrier_call(c));
+                let axes = axes.iter().map(|c| self.axis_call(c));
+                Some(quote!(#k => { #(#mats;)* #(#axes)* }))
+            })
+            .collect();
+        let pre_barriers: Vec<TokenStream> = v
+            .pre_barriers
+            .iter()
+            .map(|c| self.barrier_call(c))
+            .collect();
         let finish_host = &later[nstages];
         // axis reductions of the last loop's values, and per-row values after it
         let finish_axes = v
@@ -780,7 +785,9 @@ impl VariantEmitter<'_> {
             }
         };
         let finish = if finish.is_empty() {
-            quote!(fn finish(&mut self) {})
+            quote!(
+                fn finish(&mut self) {}
+            )
         } else {
             quote! {
                 fn finish(&mut self) {

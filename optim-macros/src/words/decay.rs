@@ -28,52 +28,40 @@ const DECAY: &[Arg] = &[
 ];
 
 pub(crate) const WORDS: &[Entry] = &[
-    word(
-        "l2",
-        &[pos("weight_decay", Scalar)],
-        |lw, c| {
-            let wd = c.req("weight_decay");
-            let param = lw.param_node();
-            let term = lw.bin(BinOp::Mul, wd, param);
-            let zero = lw.num(0.0);
-            let on = lw.bin(BinOp::Ne, wd, zero);
-            lw.select(on, term, zero)
-        },
-    ),
-    word(
-        "decoupled_decay",
-        DECAY,
-        |lw, c| {
-            let (x, lr, wd) = (c.req("x"), c.req("lr"), c.req("weight_decay"));
-            shrink(lw, x, lr, wd)
-        },
-    ),
-    word(
-        "scheduled_decay",
-        DECAY,
-        |lw, c| {
-            let (x, lr, wd) = (c.req("x"), c.req("lr"), c.req("weight_decay"));
-            let eta = match lw.nodes[lr].op {
-                Op::Hyper(h) => {
-                    // eta_t = lr_t / peak(lr) needs lr >= 0 at every step
-                    if lw.domains[h] == crate::ir::Domain::Finite {
-                        lw.domains[h] = crate::ir::Domain::NonNegative;
-                    }
-                    lw.push(Op::Eta(h), Ty::num(Level::Scalar))
+    word("l2", &[pos("weight_decay", Scalar)], |lw, c| {
+        let wd = c.req("weight_decay");
+        let param = lw.param_node();
+        let term = lw.bin(BinOp::Mul, wd, param);
+        let zero = lw.num(0.0);
+        let on = lw.bin(BinOp::Ne, wd, zero);
+        lw.select(on, term, zero)
+    }),
+    word("decoupled_decay", DECAY, |lw, c| {
+        let (x, lr, wd) = (c.req("x"), c.req("lr"), c.req("weight_decay"));
+        shrink(lw, x, lr, wd)
+    }),
+    word("scheduled_decay", DECAY, |lw, c| {
+        let (x, lr, wd) = (c.req("x"), c.req("lr"), c.req("weight_decay"));
+        let eta = match lw.nodes[lr].op {
+            Op::Hyper(h) => {
+                // eta_t = lr_t / peak(lr) needs lr >= 0 at every step
+                if lw.domains[h] == crate::ir::Domain::Finite {
+                    lw.domains[h] = crate::ir::Domain::NonNegative;
                 }
-                _ => {
-                    lw.cx.error(
-                        c.arg_span("lr"),
-                        "`scheduled_decay`'s `lr` must name a numeric hyperparameter: the decay \
+                lw.push(Op::Eta(h), Ty::num(Level::Scalar))
+            }
+            _ => {
+                lw.cx.error(
+                    c.arg_span("lr"),
+                    "`scheduled_decay`'s `lr` must name a numeric hyperparameter: the decay \
                          multiplier is `eta_t = lr_t / peak(lr)`, the peak of its schedule; for a \
                          fixed multiplier write `decoupled_decay(x, multiplier, weight_decay)`",
-                    );
-                    return x;
-                }
-            };
-            shrink(lw, x, eta, wd)
-        },
-    ),
+                );
+                return x;
+            }
+        };
+        shrink(lw, x, eta, wd)
+    }),
 ];
 
 /// `x * (1 - rate * weight_decay)`, the multiplicative decay of both conventions.

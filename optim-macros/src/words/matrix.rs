@@ -122,7 +122,12 @@ pub(crate) const WORDS: &[Entry] = &[
             named("batch", Batch),
         ],
         |lw, c| {
-            require_grad(lw, c, "x", "`kron_eigenbasis` takes its statistics from the gradient; pass `grad`");
+            require_grad(
+                lw,
+                c,
+                "x",
+                "`kron_eigenbasis` takes its statistics from the gradient; pass `grad`",
+            );
             let base = numbered(lw, c, "basis");
             primitive(lw, c, &EIGENBASIS, base)
         },

@@ -100,11 +100,7 @@ pub(crate) const fn word(name: &'static str, args: &'static [Arg], lower: LowerF
 }
 
 /// A word that needs the parameter as a matrix (see [`Entry::matrix_only`]).
-pub(crate) const fn matrix_word(
-    name: &'static str,
-    args: &'static [Arg],
-    lower: LowerFn,
-) -> Entry {
+pub(crate) const fn matrix_word(name: &'static str, args: &'static [Arg], lower: LowerFn) -> Entry {
     Entry {
         name,
         args,

@@ -57,65 +57,45 @@ pub(crate) const WORDS: &[Entry] = &[
             new
         },
     ),
-    word(
-        "state",
-        &[pos("init", Init)],
-        |lw, c| explicit_state(lw, c, "state", false),
-    ),
-    word(
-        "output_state",
-        &[pos("init", Init)],
-        |lw, c| explicit_state(lw, c, "output_state", true),
-    ),
-    word(
-        "row_state",
-        &[pos("init", Scalar)],
-        |lw, c| axis_state(lw, c, Level::Row),
-    ),
-    word(
-        "col_state",
-        &[pos("init", Scalar)],
-        |lw, c| axis_state(lw, c, Level::Col),
-    ),
-    word(
-        "scalar_state",
-        &[pos("init", Scalar)],
-        |lw, c| {
-            if c.binding.is_none() {
-                lw.cx.error(c.span, "`scalar_state(...)` must be bound with `let name = scalar_state(init);` so that it can be assigned");
+    word("state", &[pos("init", Init)], |lw, c| {
+        explicit_state(lw, c, "state", false)
+    }),
+    word("output_state", &[pos("init", Init)], |lw, c| {
+        explicit_state(lw, c, "output_state", true)
+    }),
+    word("row_state", &[pos("init", Scalar)], |lw, c| {
+        axis_state(lw, c, Level::Row)
+    }),
+    word("col_state", &[pos("init", Scalar)], |lw, c| {
+        axis_state(lw, c, Level::Col)
+    }),
+    word("scalar_state", &[pos("init", Scalar)], |lw, c| {
+        if c.binding.is_none() {
+            lw.cx.error(c.span, "`scalar_state(...)` must be bound with `let name = scalar_state(init);` so that it can be assigned");
+        }
+        let init = match lw.nodes[c.req("init")].op {
+            Op::Num(v) => v,
+            _ => {
+                lw.cx.error(
+                    c.arg_span("init"),
+                    "the initial value of `scalar_state` must be a number literal",
+                );
+                0.0
             }
-            let init = match lw.nodes[c.req("init")].op {
-                Op::Num(v) => v,
-                _ => {
-                    lw.cx.error(
-                        c.arg_span("init"),
-                        "the initial value of `scalar_state` must be a number literal",
-                    );
-                    0.0
-                }
-            };
-            let k = lw.new_scalar_slot(c.slot_name(lw, "scalar_state"), init, c.span);
-            let read = lw.push(Op::ScalarRead(k), Ty::num(Level::Scalar));
-            lw.bind_next(Binding::ScalarState(k, read));
-            read
-        },
-    ),
-    word(
-        "cumprod",
-        &[pos("x", Scalar)],
-        |lw, c| {
-            let k = lw.new_scalar_slot(c.slot_name(lw, "cumprod"), 1.0, c.span);
-            let old = lw.push(Op::ScalarRead(k), Ty::num(Level::Scalar));
-            let new = lw.bin(BinOp::Mul, old, c.req("x"));
-            lw.scalar_slots[k].write = Some(new);
-            new
-        },
-    ),
-    word(
-        "debias",
-        &[pos("x", Value)],
-        debias,
-    ),
+        };
+        let k = lw.new_scalar_slot(c.slot_name(lw, "scalar_state"), init, c.span);
+        let read = lw.push(Op::ScalarRead(k), Ty::num(Level::Scalar));
+        lw.bind_next(Binding::ScalarState(k, read));
+        read
+    }),
+    word("cumprod", &[pos("x", Scalar)], |lw, c| {
+        let k = lw.new_scalar_slot(c.slot_name(lw, "cumprod"), 1.0, c.span);
+        let old = lw.push(Op::ScalarRead(k), Ty::num(Level::Scalar));
+        let new = lw.bin(BinOp::Mul, old, c.req("x"));
+        lw.scalar_slots[k].write = Some(new);
+        new
+    }),
+    word("debias", &[pos("x", Value)], debias),
 ];
 
 /// `state(init)` / `output_state(init)` (`output`: kept even when the update does not read it):
