@@ -211,7 +211,8 @@ pub(crate) fn host_assign(
     let p = Private;
     let hnum = |v: &Variant, x: NodeId| -> TokenStream {
         let h = hnum(v, x);
-        if per_step[id] {
+        // an operand stored rounded is not rounded again (rounding is idempotent)
+        if per_step[id] && !stored_rounded(f, v, x, per_step) {
             quote!(#p::round_scalar::<E>(ps.round_scalars, #h))
         } else {
             h
@@ -237,14 +238,8 @@ pub(crate) fn host_assign(
             let m = format_ident!("{}", s);
             quote!((info.#m() as #p::F64))
         }
-        Op::Neg(a) => {
-            let a = hnum(v, *a);
-            quote!((-#a))
-        }
-        Op::Not(a) => {
-            let a = hbool(v, *a);
-            b2f(quote!((!#a)))
-        }
+        Op::Neg(a) => neg_tokens(hnum(v, *a)),
+        Op::Not(a) => b2f(not_tokens(hbool(v, *a))),
         Op::Bin(op, a, b) => match op {
             BinOp::And | BinOp::Or => b2f(bin_tokens(*op, hbool(v, *a), hbool(v, *b), false)),
             BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div => {
@@ -257,10 +252,7 @@ pub(crate) fn host_assign(
             let args = args.iter().map(|a| hnum(v, *a));
             quote!(#path::<#p::F64>(#(#args),*))
         }
-        Op::Select(c, a, b) => {
-            let (c, a, b) = (hbool(v, *c), hnum(v, *a), hnum(v, *b));
-            quote!((if #c { #a } else { #b }))
-        }
+        Op::Select(c, a, b) => select_tokens(hbool(v, *c), hnum(v, *a), hnum(v, *b)),
         Op::Global(_, _, g) => quote!(globals.get(#g).copied().unwrap_or(0.0f64)),
         Op::First(_)
         | Op::ScalarRead(_)
@@ -276,6 +268,26 @@ pub(crate) fn host_assign(
     } else {
         quote!(h[#id] = #e;)
     })
+}
+
+/// Whether `h[x]` holds a value already rounded under `ScalarPrecision::Param`: a
+/// step-dependent node that [`host_assign`] computes (and stores rounded); not a node set
+/// elsewhere (state flags, scalar state reads, reductions), nor a compile-time constant.
+fn stored_rounded(f: &Fused, v: &Variant, x: NodeId, per_step: &[bool]) -> bool {
+    let x = v.repl[x];
+    v.konst[x].is_none()
+        && per_step[x]
+        && !matches!(
+            f.nodes[x].op,
+            Op::First(_)
+                | Op::ScalarRead(_)
+                | Op::Reduce(..)
+                | Op::Param
+                | Op::Grad
+                | Op::StateRead(_)
+                | Op::Axis(..)
+                | Op::Mat(..)
+        )
 }
 
 /// Which nodes depend on the parameter's step count (`step`, directly or through operands).
