@@ -101,6 +101,12 @@ pub(crate) fn bin_tokens(
     }
 }
 
+/// The identifier `{prefix}{k}` (generated locals: `x3`, `s0`, `first_1`, ...).
+pub(crate) fn numbered_ident(prefix: &str, k: usize) -> TokenStream {
+    let l = format_ident!("{}{}", prefix, k);
+    quote!(#l)
+}
+
 /// `(-a)`.
 pub(crate) fn neg_tokens(a: TokenStream) -> TokenStream {
     quote!((-#a))
@@ -150,14 +156,8 @@ pub(crate) fn host_expr_tree(
             quote!(#path::<#p::F64>(#(#args),*))
         }
         Op::Select(c, a, b) => select_tokens(sub(*c), sub(*a), sub(*b)),
-        Op::First(k) => {
-            let l = format_ident!("first_{}", k);
-            quote!(#l)
-        }
-        Op::ScalarRead(k) => {
-            let l = format_ident!("sread_{}", k);
-            quote!(#l)
-        }
+        Op::First(k) => numbered_ident("first_", *k),
+        Op::ScalarRead(k) => numbered_ident("sread_", *k),
         // reuse bindings (the only trees) cannot call words, so never an `Eta`
         Op::Eta(_)
         | Op::Param
@@ -254,14 +254,10 @@ pub(crate) fn host_assign(
         }
         Op::Select(c, a, b) => select_tokens(hbool(v, *c), hnum(v, *a), hnum(v, *b)),
         Op::Global(_, _, g) => quote!(globals.get(#g).copied().unwrap_or(0.0f64)),
-        Op::First(_)
-        | Op::ScalarRead(_)
-        | Op::Reduce(..)
-        | Op::Param
-        | Op::Grad
-        | Op::StateRead(_)
-        | Op::Axis(..)
-        | Op::Mat(..) => return None,
+        op => {
+            debug_assert!(set_elsewhere(op));
+            return None;
+        }
     };
     Some(if per_step[id] {
         quote!(h[#id] = #p::round_scalar::<E>(ps.round_scalars, #e);)
@@ -275,19 +271,23 @@ pub(crate) fn host_assign(
 /// elsewhere (state flags, scalar state reads, reductions), nor a compile-time constant.
 fn stored_rounded(f: &Fused, v: &Variant, x: NodeId, per_step: &[bool]) -> bool {
     let x = v.repl[x];
-    v.konst[x].is_none()
-        && per_step[x]
-        && !matches!(
-            f.nodes[x].op,
-            Op::First(_)
-                | Op::ScalarRead(_)
-                | Op::Reduce(..)
-                | Op::Param
-                | Op::Grad
-                | Op::StateRead(_)
-                | Op::Axis(..)
-                | Op::Mat(..)
-        )
+    v.konst[x].is_none() && per_step[x] && !set_elsewhere(&f.nodes[x].op)
+}
+
+/// Nodes whose host value [`host_assign`] does not compute: state flags, scalar state reads,
+/// reductions and primitives set it elsewhere; element-wise streams have none.
+fn set_elsewhere(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::First(_)
+            | Op::ScalarRead(_)
+            | Op::Reduce(..)
+            | Op::Param
+            | Op::Grad
+            | Op::StateRead(_)
+            | Op::Axis(..)
+            | Op::Mat(..)
+    )
 }
 
 /// Which nodes depend on the parameter's step count (`step`, directly or through operands).

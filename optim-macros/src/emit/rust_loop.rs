@@ -2,7 +2,7 @@
 //! trait). The loop is `#[inline(always)]` so that the runtime's `dispatch` compiles it once per
 //! SIMD level.
 
-use super::exprs::{bin_tokens, neg_tokens, not_tokens, select_tokens};
+use super::exprs::{bin_tokens, neg_tokens, not_tokens, numbered_ident, select_tokens};
 use crate::ir::{BinOp, RedKind};
 use crate::loop_ir::{Elem, LExpr, LStmt, LStream, LoopIr, Val};
 use crate::private::Private;
@@ -22,14 +22,8 @@ fn elem(e: Elem) -> TokenStream {
 
 fn val(v: Val) -> TokenStream {
     match v {
-        Val::Var(x) => {
-            let l = format_ident!("x{}", x);
-            quote!(#l)
-        }
-        Val::Scalar(k) => {
-            let l = format_ident!("s{}", k);
-            quote!(#l)
-        }
+        Val::Var(x) => numbered_ident("x", x),
+        Val::Scalar(k) => numbered_ident("s", k),
         Val::Bool(b) => quote!(#b),
     }
 }

@@ -95,10 +95,7 @@ pub(crate) const WORDS: &[Entry] = &[
             named("rank_rtol", Scalar),
             named("batch", Batch),
         ],
-        |lw, c| {
-            let base = numbered(lw, c, "kron");
-            primitive(lw, c, &KRON, base)
-        },
+        |lw, c| numbered_primitive(lw, c, &KRON, "kron"),
     ),
     word(
         "kfac_precondition",
@@ -128,8 +125,7 @@ pub(crate) const WORDS: &[Entry] = &[
                 "x",
                 "`kron_eigenbasis` takes its statistics from the gradient; pass `grad`",
             );
-            let base = numbered(lw, c, "basis");
-            primitive(lw, c, &EIGENBASIS, base)
+            numbered_primitive(lw, c, &EIGENBASIS, "basis")
         },
     ),
     word(
@@ -181,8 +177,7 @@ pub(crate) const WORDS: &[Entry] = &[
                     );
                 }
             }
-            let base = numbered(lw, c, "psgd");
-            primitive(lw, c, &PSGD, base)
+            numbered_primitive(lw, c, &PSGD, "psgd")
         },
     ),
     matrix_word(
@@ -197,10 +192,7 @@ pub(crate) const WORDS: &[Entry] = &[
             named("seed", Scalar),
             named("batch", Batch),
         ],
-        |lw, c| {
-            let base = numbered(lw, c, "low_rank");
-            primitive(lw, c, &LOW_RANK, base)
-        },
+        |lw, c| numbered_primitive(lw, c, &LOW_RANK, "low_rank"),
     ),
 ];
 
@@ -208,6 +200,17 @@ pub(crate) const WORDS: &[Entry] = &[
 /// primitive state buffers so far.
 fn numbered(lw: &Lowerer<'_, '_>, c: &Call<'_>, prefix: &str) -> String {
     c.binding_or(format!("{prefix}{}", lw.mat_slots.len()))
+}
+
+/// [`primitive`] with its state named by [`numbered`].
+fn numbered_primitive(
+    lw: &mut Lowerer<'_, '_>,
+    c: &Call<'_>,
+    def: &'static MatDef,
+    prefix: &str,
+) -> NodeId {
+    let base = numbered(lw, c, prefix);
+    primitive(lw, c, def, base)
 }
 
 /// Reports `msg` at argument `arg` unless it is the gradient itself (primitives that take their
