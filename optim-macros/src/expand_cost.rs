@@ -122,7 +122,10 @@ fn add(item: &syn::Item, out: &mut BTreeMap<String, usize>) {
 fn instances(flat: &str) -> BTreeMap<&'static str, usize> {
     let mut out = BTreeMap::new();
     for (k, pat) in [
-        ("dispatch<E,K<false>> (exact)", "dispatch::<E,__Kernel"),
+        (
+            "dispatch<E,K> (kernel instances, both modes)",
+            "dispatch::<E,__Kernel",
+        ),
         ("dispatch_low<E,K> (16/8-bit)", "dispatch_low::<E,__Kernel"),
         ("matrix::run<E,P>", "matrix::run::<E,"),
         ("matrix::check_call<P>", "check_call::<"),
@@ -131,7 +134,7 @@ fn instances(flat: &str) -> BTreeMap<&'static str, usize> {
     }
     // the reciprocal instances: `K<true>` at a dispatch site
     out.insert(
-        "  of which K<true> (reciprocal)",
+        "dispatch<E,K> of which K<true> (reciprocal)",
         flat.matches("<true>>").count(),
     );
     out
