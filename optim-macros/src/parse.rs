@@ -119,32 +119,22 @@ impl Parse for Input {
             ));
         }
         let name: Ident = input.parse()?;
-        let mut hypers = Vec::new();
-        if input.peek(Token![<]) {
-            input.parse::<Token![<]>()?;
-            while !input.peek(Token![>]) {
-                let hname: Ident = input.parse()?;
-                let domain = if input.peek(Token![:]) {
-                    input.parse::<Token![:]>()?;
-                    Some(input.parse::<Ident>()?)
-                } else {
-                    None
-                };
-                input.parse::<Token![=]>()?;
-                let default = parse_literal(input)?;
-                hypers.push(HyperDecl {
-                    name: hname,
-                    domain,
-                    default,
-                });
-                if input.peek(Token![,]) {
-                    input.parse::<Token![,]>()?;
-                } else {
-                    break;
-                }
-            }
-            input.parse::<Token![>]>()?;
-        }
+        let hypers = angle_list(input, |input| {
+            let hname: Ident = input.parse()?;
+            let domain = if input.peek(Token![:]) {
+                input.parse::<Token![:]>()?;
+                Some(input.parse::<Ident>()?)
+            } else {
+                None
+            };
+            input.parse::<Token![=]>()?;
+            let default = parse_literal(input)?;
+            Ok(HyperDecl {
+                name: hname,
+                domain,
+                default,
+            })
+        })?;
         let content;
         let brace = braced!(content in input);
         let body = parse_body(&content)?;
@@ -160,6 +150,27 @@ impl Parse for Input {
             body_span: brace.span.join(),
         })
     }
+}
+
+/// `<item, item, ...>` (a trailing comma allowed), or nothing when no `<` follows.
+fn angle_list<T>(
+    input: ParseStream,
+    mut item: impl FnMut(ParseStream) -> syn::Result<T>,
+) -> syn::Result<Vec<T>> {
+    let mut out = Vec::new();
+    if input.peek(Token![<]) {
+        input.parse::<Token![<]>()?;
+        while !input.peek(Token![>]) {
+            out.push(item(input)?);
+            if input.peek(Token![,]) {
+                input.parse::<Token![,]>()?;
+            } else {
+                break;
+            }
+        }
+        input.parse::<Token![>]>()?;
+    }
+    Ok(out)
 }
 
 /// An optional `-` and a literal; `msg` is the error where no literal follows.
@@ -271,22 +282,11 @@ fn parse_rule(input: ParseStream) -> syn::Result<Rule> {
         }
     } else {
         let name: Ident = input.parse()?;
-        let mut bindings = Vec::new();
-        if input.peek(Token![<]) {
-            input.parse::<Token![<]>()?;
-            while !input.peek(Token![>]) {
-                let k: Ident = input.parse()?;
-                input.parse::<Token![=]>()?;
-                let v = parse_binding_value(input)?;
-                bindings.push((k, v));
-                if input.peek(Token![,]) {
-                    input.parse::<Token![,]>()?;
-                } else {
-                    break;
-                }
-            }
-            input.parse::<Token![>]>()?;
-        }
+        let bindings = angle_list(input, |input| {
+            let k: Ident = input.parse()?;
+            input.parse::<Token![=]>()?;
+            Ok((k, parse_binding_value(input)?))
+        })?;
         RuleTarget::Reuse(Reuse { name, bindings })
     };
     if input.peek(Token![,]) {
