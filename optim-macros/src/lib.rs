@@ -14,6 +14,8 @@ mod check;
 mod driver;
 mod emit;
 mod errors;
+#[cfg(test)]
+mod expand_cost;
 mod fallback;
 mod ir;
 mod loop_ir;

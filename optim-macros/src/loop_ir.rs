@@ -199,14 +199,9 @@ pub(crate) fn build(f: &Fused, v: &Variant, k: usize) -> LoopIr {
         });
     }
     for &id in &st.nodes {
-        let expr = match &f.nodes[id].op {
-            Op::Neg(a) => LExpr::Neg(val(*a)),
-            Op::Not(a) => LExpr::Not(val(*a)),
-            Op::Bin(op, a, b) => LExpr::Bin(*op, val(*a), val(*b)),
-            Op::Func(def, args) => LExpr::Call(def, args.iter().map(|a| val(*a)).collect()),
-            Op::Select(c, a, b) => LExpr::Select(val(*c), val(*a), val(*b)),
-            // the planner puts only element-wise operations in a loop
-            _ => continue,
+        // the planner puts only element-wise operations in a loop
+        let Some(expr) = elementwise(&f.nodes[id].op, &val) else {
+            continue;
         };
         body.push(LStmt::Let {
             var: id,
@@ -260,4 +255,17 @@ pub(crate) fn build(f: &Fused, v: &Variant, k: usize) -> LoopIr {
         reads_grad: st.loads.iter().any(|(_, s)| *s == Stream::Grad),
         writes_param: last,
     }
+}
+
+/// Element-wise operation `op` with its operands as `val` gives them; `None` for an operation
+/// that is not element-wise arithmetic (a leaf, a state read, a reduction, a primitive).
+pub(crate) fn elementwise(op: &Op, mut val: impl FnMut(NodeId) -> Val) -> Option<LExpr> {
+    Some(match op {
+        Op::Neg(a) => LExpr::Neg(val(*a)),
+        Op::Not(a) => LExpr::Not(val(*a)),
+        Op::Bin(op, a, b) => LExpr::Bin(*op, val(*a), val(*b)),
+        Op::Func(def, args) => LExpr::Call(def, args.iter().map(|a| val(*a)).collect()),
+        Op::Select(c, a, b) => LExpr::Select(val(*c), val(*a), val(*b)),
+        _ => return None,
+    })
 }

@@ -119,32 +119,22 @@ impl Parse for Input {
             ));
         }
         let name: Ident = input.parse()?;
-        let mut hypers = Vec::new();
-        if input.peek(Token![<]) {
-            input.parse::<Token![<]>()?;
-            while !input.peek(Token![>]) {
-                let hname: Ident = input.parse()?;
-                let domain = if input.peek(Token![:]) {
-                    input.parse::<Token![:]>()?;
-                    Some(input.parse::<Ident>()?)
-                } else {
-                    None
-                };
-                input.parse::<Token![=]>()?;
-                let default = parse_literal(input)?;
-                hypers.push(HyperDecl {
-                    name: hname,
-                    domain,
-                    default,
-                });
-                if input.peek(Token![,]) {
-                    input.parse::<Token![,]>()?;
-                } else {
-                    break;
-                }
-            }
-            input.parse::<Token![>]>()?;
-        }
+        let hypers = angle_list(input, |input| {
+            let hname: Ident = input.parse()?;
+            let domain = if input.peek(Token![:]) {
+                input.parse::<Token![:]>()?;
+                Some(input.parse::<Ident>()?)
+            } else {
+                None
+            };
+            input.parse::<Token![=]>()?;
+            let default = parse_literal(input)?;
+            Ok(HyperDecl {
+                name: hname,
+                domain,
+                default,
+            })
+        })?;
         let content;
         let brace = braced!(content in input);
         let body = parse_body(&content)?;
@@ -162,14 +152,39 @@ impl Parse for Input {
     }
 }
 
-fn parse_literal(input: ParseStream) -> syn::Result<Literal> {
+/// `<item, item, ...>` (a trailing comma allowed), or nothing when no `<` follows.
+fn angle_list<T>(
+    input: ParseStream,
+    mut item: impl FnMut(ParseStream) -> syn::Result<T>,
+) -> syn::Result<Vec<T>> {
+    let mut out = Vec::new();
+    if input.peek(Token![<]) {
+        input.parse::<Token![<]>()?;
+        while !input.peek(Token![>]) {
+            out.push(item(input)?);
+            if input.peek(Token![,]) {
+                input.parse::<Token![,]>()?;
+            } else {
+                break;
+            }
+        }
+        input.parse::<Token![>]>()?;
+    }
+    Ok(out)
+}
+
+/// An optional `-` and a literal; `msg` is the error where no literal follows.
+fn signed_lit(input: ParseStream, msg: &str) -> syn::Result<(Option<Token![-]>, Lit)> {
     let neg: Option<Token![-]> = input.parse()?;
-    let lit: Lit = input.parse().map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            "expected a literal default value (a number, `true` or `false`)",
-        )
-    })?;
+    let lit: Lit = input.parse().map_err(|e| syn::Error::new(e.span(), msg))?;
+    Ok((neg, lit))
+}
+
+fn parse_literal(input: ParseStream) -> syn::Result<Literal> {
+    let (neg, lit) = signed_lit(
+        input,
+        "expected a literal default value (a number, `true` or `false`)",
+    )?;
     let span = neg.as_ref().map_or(lit.span(), |n| {
         n.span.join(lit.span()).unwrap_or(lit.span())
     });
@@ -267,22 +282,11 @@ fn parse_rule(input: ParseStream) -> syn::Result<Rule> {
         }
     } else {
         let name: Ident = input.parse()?;
-        let mut bindings = Vec::new();
-        if input.peek(Token![<]) {
-            input.parse::<Token![<]>()?;
-            while !input.peek(Token![>]) {
-                let k: Ident = input.parse()?;
-                input.parse::<Token![=]>()?;
-                let v = parse_binding_value(input)?;
-                bindings.push((k, v));
-                if input.peek(Token![,]) {
-                    input.parse::<Token![,]>()?;
-                } else {
-                    break;
-                }
-            }
-            input.parse::<Token![>]>()?;
-        }
+        let bindings = angle_list(input, |input| {
+            let k: Ident = input.parse()?;
+            input.parse::<Token![=]>()?;
+            Ok((k, parse_binding_value(input)?))
+        })?;
         RuleTarget::Reuse(Reuse { name, bindings })
     };
     if input.peek(Token![,]) {
@@ -308,13 +312,10 @@ fn parse_binding_value(input: ParseStream) -> syn::Result<Expr> {
         let id: Ident = input.parse()?;
         return Ok(syn::parse_quote_spanned!(id.span()=> #id));
     }
-    let neg: Option<Token![-]> = input.parse()?;
-    let lit: Lit = input.parse().map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            "expected a literal, a hyperparameter name or a parenthesised expression",
-        )
-    })?;
+    let (neg, lit) = signed_lit(
+        input,
+        "expected a literal, a hyperparameter name or a parenthesised expression",
+    )?;
     Ok(match neg {
         Some(n) => syn::parse_quote_spanned!(n.span=> -#lit),
         None => syn::parse_quote_spanned!(lit.span()=> #lit),

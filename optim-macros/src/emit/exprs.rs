@@ -101,6 +101,27 @@ pub(crate) fn bin_tokens(
     }
 }
 
+/// The identifier `{prefix}{k}` (generated locals: `x3`, `s0`, `first_1`, ...).
+pub(crate) fn numbered_ident(prefix: &str, k: usize) -> TokenStream {
+    let l = format_ident!("{}{}", prefix, k);
+    quote!(#l)
+}
+
+/// `(-a)`.
+pub(crate) fn neg_tokens(a: TokenStream) -> TokenStream {
+    quote!((-#a))
+}
+
+/// `(!a)`.
+pub(crate) fn not_tokens(a: TokenStream) -> TokenStream {
+    quote!((!#a))
+}
+
+/// `(if c { a } else { b })`.
+pub(crate) fn select_tokens(c: TokenStream, a: TokenStream, b: TokenStream) -> TokenStream {
+    quote!((if #c { #a } else { #b }))
+}
+
 /// A host (`f64`/`bool`) expression for node `id` as one tree (used for reuse bindings and
 /// state initial values, which are small). `leaf` may override a node.
 pub(crate) fn host_expr_tree(
@@ -126,32 +147,17 @@ pub(crate) fn host_expr_tree(
             let m = format_ident!("{}", s);
             quote!((info.#m() as #p::F64))
         }
-        Op::Neg(a) => {
-            let a = sub(*a);
-            quote!((-#a))
-        }
-        Op::Not(a) => {
-            let a = sub(*a);
-            quote!((!#a))
-        }
+        Op::Neg(a) => neg_tokens(sub(*a)),
+        Op::Not(a) => not_tokens(sub(*a)),
         Op::Bin(op, a, b) => bin_tokens(*op, sub(*a), sub(*b), false),
         Op::Func(f, args) => {
             let path = func_path(f);
             let args = args.iter().map(|a| sub(*a));
             quote!(#path::<#p::F64>(#(#args),*))
         }
-        Op::Select(c, a, b) => {
-            let (c, a, b) = (sub(*c), sub(*a), sub(*b));
-            quote!((if #c { #a } else { #b }))
-        }
-        Op::First(k) => {
-            let l = format_ident!("first_{}", k);
-            quote!(#l)
-        }
-        Op::ScalarRead(k) => {
-            let l = format_ident!("sread_{}", k);
-            quote!(#l)
-        }
+        Op::Select(c, a, b) => select_tokens(sub(*c), sub(*a), sub(*b)),
+        Op::First(k) => numbered_ident("first_", *k),
+        Op::ScalarRead(k) => numbered_ident("sread_", *k),
         // reuse bindings (the only trees) cannot call words, so never an `Eta`
         Op::Eta(_)
         | Op::Param
@@ -205,7 +211,8 @@ pub(crate) fn host_assign(
     let p = Private;
     let hnum = |v: &Variant, x: NodeId| -> TokenStream {
         let h = hnum(v, x);
-        if per_step[id] {
+        // an operand stored rounded is not rounded again (rounding is idempotent)
+        if per_step[id] && !stored_rounded(f, v, x, per_step) {
             quote!(#p::round_scalar::<E>(ps.round_scalars, #h))
         } else {
             h
@@ -231,14 +238,8 @@ pub(crate) fn host_assign(
             let m = format_ident!("{}", s);
             quote!((info.#m() as #p::F64))
         }
-        Op::Neg(a) => {
-            let a = hnum(v, *a);
-            quote!((-#a))
-        }
-        Op::Not(a) => {
-            let a = hbool(v, *a);
-            b2f(quote!((!#a)))
-        }
+        Op::Neg(a) => neg_tokens(hnum(v, *a)),
+        Op::Not(a) => b2f(not_tokens(hbool(v, *a))),
         Op::Bin(op, a, b) => match op {
             BinOp::And | BinOp::Or => b2f(bin_tokens(*op, hbool(v, *a), hbool(v, *b), false)),
             BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div => {
@@ -251,25 +252,42 @@ pub(crate) fn host_assign(
             let args = args.iter().map(|a| hnum(v, *a));
             quote!(#path::<#p::F64>(#(#args),*))
         }
-        Op::Select(c, a, b) => {
-            let (c, a, b) = (hbool(v, *c), hnum(v, *a), hnum(v, *b));
-            quote!((if #c { #a } else { #b }))
-        }
+        Op::Select(c, a, b) => select_tokens(hbool(v, *c), hnum(v, *a), hnum(v, *b)),
         Op::Global(_, _, g) => quote!(globals.get(#g).copied().unwrap_or(0.0f64)),
-        Op::First(_)
-        | Op::ScalarRead(_)
-        | Op::Reduce(..)
-        | Op::Param
-        | Op::Grad
-        | Op::StateRead(_)
-        | Op::Axis(..)
-        | Op::Mat(..) => return None,
+        op => {
+            debug_assert!(set_elsewhere(op));
+            return None;
+        }
     };
     Some(if per_step[id] {
         quote!(h[#id] = #p::round_scalar::<E>(ps.round_scalars, #e);)
     } else {
         quote!(h[#id] = #e;)
     })
+}
+
+/// Whether `h[x]` holds a value already rounded under `ScalarPrecision::Param`: a
+/// step-dependent node that [`host_assign`] computes (and stores rounded); not a node set
+/// elsewhere (state flags, scalar state reads, reductions), nor a compile-time constant.
+fn stored_rounded(f: &Fused, v: &Variant, x: NodeId, per_step: &[bool]) -> bool {
+    let x = v.repl[x];
+    v.konst[x].is_none() && per_step[x] && !set_elsewhere(&f.nodes[x].op)
+}
+
+/// Nodes whose host value [`host_assign`] does not compute: state flags, scalar state reads,
+/// reductions and primitives set it elsewhere; element-wise streams have none.
+fn set_elsewhere(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::First(_)
+            | Op::ScalarRead(_)
+            | Op::Reduce(..)
+            | Op::Param
+            | Op::Grad
+            | Op::StateRead(_)
+            | Op::Axis(..)
+            | Op::Mat(..)
+    )
 }
 
 /// Which nodes depend on the parameter's step count (`step`, directly or through operands).

@@ -9,7 +9,7 @@ use super::exprs::{
 };
 use super::rust_loop;
 use crate::ir::{self, Fused, MatNode, MatPhase, NodeId, Op};
-use crate::loop_ir::{Elem, LExpr, Val};
+use crate::loop_ir::{Elem, Val};
 use crate::plan::{AxisCall, Len, MatCall, Stream, Variant};
 use crate::private::Private;
 use proc_macro2::TokenStream;
@@ -295,6 +295,31 @@ impl VariantEmitter<'_> {
         }}
     }
 
+    /// A primitive's call after the step (`Phase::Finish`), on the gradient, with its state
+    /// buffers `state` and the states `rotated` with an eigenbasis.
+    fn finish_call(
+        &self,
+        def: &ir::MatDef,
+        args: &[(&'static str, NodeId)],
+        consts: &[(&'static str, ir::MatConst)],
+        state: &[usize],
+        rotated: &[usize],
+    ) -> TokenStream {
+        self.run_call(
+            def,
+            args,
+            consts,
+            "Finish",
+            Stream::Grad,
+            None,
+            state,
+            None,
+            rotated,
+            quote!(&**p),
+            quote!(*g),
+        )
+    }
+
     /// The live eigenbases of the variant.
     fn bases(&self) -> Vec<(NodeId, &MatNode)> {
         self.v
@@ -351,18 +376,12 @@ impl VariantEmitter<'_> {
                         .is_some_and(|w| depends_on_rotation(f, v, v.repl[w], b))
                 })
                 .collect();
-            let call = self.run_call(
+            let call = self.finish_call(
                 m.def,
                 &self.repl_args(m),
                 &m.consts,
-                "Finish",
-                Stream::Grad,
-                None,
                 &self.mat_slots(m),
-                None,
                 &rotated,
-                quote!(&**p),
-                quote!(*g),
             );
             quote! {
                 if h[#b] == 0.0f64 {
@@ -382,21 +401,7 @@ impl VariantEmitter<'_> {
             .iter()
             .chain(v.barriers.iter().flatten())
             .filter(|c| c.def.grad_after_step)
-            .map(|c| {
-                self.run_call(
-                    c.def,
-                    &c.args,
-                    &c.consts,
-                    "Finish",
-                    Stream::Grad,
-                    None,
-                    &c.slots,
-                    None,
-                    &[],
-                    quote!(&**p),
-                    quote!(*g),
-                )
-            });
+            .map(|c| self.finish_call(c.def, &c.args, &c.consts, &c.slots, &[]));
         quote!(#(#calls;)*)
     }
 
@@ -530,13 +535,8 @@ impl VariantEmitter<'_> {
             });
             Val::Var(o)
         };
-        let e = match &f.nodes[x].op {
-            Op::Neg(a) => LExpr::Neg(val(*a)),
-            Op::Not(a) => LExpr::Not(val(*a)),
-            Op::Bin(op, a, b) => LExpr::Bin(*op, val(*a), val(*b)),
-            Op::Func(def, args) => LExpr::Call(def, args.iter().map(|a| val(*a)).collect()),
-            Op::Select(c, a, b) => LExpr::Select(val(*c), val(*a), val(*b)),
-            _ => return (loads, quote!(<E as #p::Float>::zero())),
+        let Some(e) = crate::loop_ir::elementwise(&f.nodes[x].op, &mut val) else {
+            return (loads, quote!(<E as #p::Float>::zero()));
         };
         loads.dedup_by(|a, b| a.to_string() == b.to_string());
         (loads, rust_loop::expr(&e))
@@ -638,7 +638,7 @@ impl VariantEmitter<'_> {
             kernels.push(rust_loop::kernel(l, &kname));
             let host_k: &[TokenStream] = if k == 0 { &[] } else { &later[k] };
             kernel_arms.push(self.kernel_arm(k, host_k, &kname));
-            let sets = v.stages[k]
+            let sets: Vec<TokenStream> = v.stages[k]
                 .reductions
                 .iter()
                 .enumerate()
@@ -646,21 +646,29 @@ impl VariantEmitter<'_> {
                 .map(|(j, r)| {
                     let node = r.node;
                     quote!(h[#node] = sums.get(#j).copied().unwrap_or(0.0f64);)
-                });
-            reduced_arms.push(quote!(#k => { #(#sets)* }));
-        }
-        let barrier_arms = (0..nstages.saturating_sub(1)).filter_map(|k| {
-            let mats = &v.barriers[k];
-            let axes = v.axis_calls.get(k).map_or(&[][..], Vec::as_slice);
-            if mats.is_empty() && axes.is_empty() {
-                return None;
+                })
+                .collect();
+            if !sets.is_empty() {
+                reduced_arms.push(quote!(#k => { #(#sets)* }));
             }
-            let mats = mats.iter().map(|c| self.barrier_call(c));
-            let axes = axes.iter().map(|c| self.axis_call(c));
-            Some(quote!(#k => { #(#mats;)* #(#axes)* }))
-        });
-        let has_pre = !v.pre_barriers.is_empty();
-        let pre_barriers = v.pre_barriers.iter().map(|c| self.barrier_call(c));
+        }
+        let barrier_arms: Vec<TokenStream> = (0..nstages.saturating_sub(1))
+            .filter_map(|k| {
+                let mats = &v.barriers[k];
+                let axes = v.axis_calls.get(k).map_or(&[][..], Vec::as_slice);
+                if mats.is_empty() && axes.is_empty() {
+                    return None;
+                }
+                let mats = mats.iter().map(|c| self.barrier_call(c));
+                let axes = axes.iter().map(|c| self.axis_call(c));
+                Some(quote!(#k => { #(#mats;)* #(#axes)* }))
+            })
+            .collect();
+        let pre_barriers: Vec<TokenStream> = v
+            .pre_barriers
+            .iter()
+            .map(|c| self.barrier_call(c))
+            .collect();
         let finish_host = &later[nstages];
         // axis reductions of the last loop's values, and per-row values after it
         let finish_axes = v
@@ -670,6 +678,21 @@ impl VariantEmitter<'_> {
             .flatten()
             .map(|c| self.axis_call(c));
         let finish_axis_code = self.axis_code(nstages);
+        let finish = quote! {
+            #(#finish_host)*
+            #(#finish_axes)*
+            #finish_axis_code
+            #basis_update
+            #grad_after_step
+            #(#swrites)*
+        };
+        let job_impl = self.job_impl(JobParts {
+            kernel_arms,
+            reduced_arms,
+            pre_barriers,
+            barrier_arms,
+            finish,
+        });
         quote! {
             #(#kernels)*
 
@@ -700,20 +723,32 @@ impl VariantEmitter<'_> {
                 ::std::boxed::Box::new(#job { values, ps, p, g, info, h })
             }
 
-            #[allow(unused_variables, unused_mut, unused_parens, unused_assignments, clippy::all)]
-            impl<'a, E: #p::Float> #p::StagedJob<E> for #job<'a, E> {
-                fn stages(&self) -> #p::Usize {
-                    #nstages
-                }
-                fn kernel(&mut self, k: #p::Usize, globals: &[#p::F64]) -> #p::KernelCall<'_, E> {
-                    let #job { values, ps, p, g, info, h } = self;
-                    let (values, info) = (*values, *info);
-                    let t: #p::F64 = ps.step as #p::F64;
-                    match k {
-                        #(#kernel_arms)*
-                        _ => #p::KernelCall::noop(&mut **p, *g),
-                    }
-                }
+            #job_impl
+        }
+    }
+
+    /// The `StagedJob` impl of the variant's job type. Only the stages, barriers and end-of-step
+    /// work the variant has are generated: a method with nothing to do has an empty body, and
+    /// the pre-barrier methods keep the trait's defaults when there is no pre-barrier.
+    fn job_impl(&self, parts: JobParts) -> TokenStream {
+        let p = Private;
+        let job = format_ident!("__Job{}", self.prefix);
+        let nstages = self.v.stages.len();
+        let JobParts {
+            kernel_arms,
+            reduced_arms,
+            pre_barriers,
+            barrier_arms,
+            finish,
+        } = parts;
+        let bind = quote! {
+            let #job { values, ps, p, g, info, h } = self;
+            let (values, info) = (*values, *info);
+        };
+        let reduced = if reduced_arms.is_empty() {
+            quote!(fn reduced(&mut self, _: #p::Usize, _: &[#p::F64]) {})
+        } else {
+            quote! {
                 fn reduced(&mut self, k: #p::Usize, sums: &[#p::F64]) {
                     let h = &mut self.h;
                     match k {
@@ -721,37 +756,83 @@ impl VariantEmitter<'_> {
                         _ => {}
                     }
                 }
+            }
+        };
+        let pre_barrier = if pre_barriers.is_empty() {
+            TokenStream::new()
+        } else {
+            quote! {
                 fn has_pre_barrier(&self) -> ::core::primitive::bool {
-                    #has_pre
+                    true
                 }
                 fn pre_barrier(&mut self) {
-                    let #job { values, ps, p, g, info, h } = self;
-                    let (values, info) = (*values, *info);
+                    #bind
                     #(#pre_barriers;)*
                 }
+            }
+        };
+        let barrier = if barrier_arms.is_empty() {
+            quote!(fn barrier(&mut self, _: #p::Usize) {})
+        } else {
+            quote! {
                 fn barrier(&mut self, k: #p::Usize) {
-                    let #job { values, ps, p, g, info, h } = self;
-                    let (values, info) = (*values, *info);
+                    #bind
                     match k {
                         #(#barrier_arms)*
                         _ => {}
                     }
                 }
+            }
+        };
+        let finish = if finish.is_empty() {
+            quote!(
+                fn finish(&mut self) {}
+            )
+        } else {
+            quote! {
                 fn finish(&mut self) {
-                    let #job { values, ps, p, g, info, h } = self;
-                    let (values, info) = (*values, *info);
+                    #bind
                     let t: #p::F64 = ps.step as #p::F64;
                     let globals: &[#p::F64] = &[];
-                    #(#finish_host)*
-                    #(#finish_axes)*
-                    #finish_axis_code
-                    #basis_update
-                    #grad_after_step
-                    #(#swrites)*
+                    #finish
                 }
+            }
+        };
+        quote! {
+            #[allow(unused_variables, unused_mut, unused_parens, unused_assignments, clippy::all)]
+            impl<'a, E: #p::Float> #p::StagedJob<E> for #job<'a, E> {
+                fn stages(&self) -> #p::Usize {
+                    #nstages
+                }
+                fn kernel(&mut self, k: #p::Usize, globals: &[#p::F64]) -> #p::KernelCall<'_, E> {
+                    #bind
+                    let t: #p::F64 = ps.step as #p::F64;
+                    match k {
+                        #(#kernel_arms)*
+                        _ => #p::KernelCall::noop(&mut **p, *g),
+                    }
+                }
+                #reduced
+                #pre_barrier
+                #barrier
+                #finish
             }
         }
     }
+}
+
+/// The generated pieces of a variant's `StagedJob` impl (see `VariantEmitter::job_impl`).
+struct JobParts {
+    /// `k => KernelCall`, one per stage.
+    kernel_arms: Vec<TokenStream>,
+    /// `k => { h[..] = sums[..]; }` for the stages with per-tensor reductions.
+    reduced_arms: Vec<TokenStream>,
+    /// The matrix primitives before stage 0.
+    pre_barriers: Vec<TokenStream>,
+    /// `k => { ... }` for the barriers with work.
+    barrier_arms: Vec<TokenStream>,
+    /// The end-of-step work (may be empty).
+    finish: TokenStream,
 }
 
 /// `let mut cfg = <P::Config>::default(); cfg.field = value; ...` for primitive `def`: each

@@ -185,34 +185,22 @@ fn eta_parts(opt: &ir::Optimizer) -> (Vec<TokenStream>, Vec<TokenStream>) {
 /// `OptimizerConfig::fields` entries and `set_field` arms.
 fn field_access(opt: &ir::Optimizer) -> (Vec<TokenStream>, Vec<TokenStream>) {
     let p = Private;
-    let gets = opt
-        .hypers
+    opt.hypers
         .iter()
         .map(|h| {
             let n = &h.name;
             let s = n.to_string();
-            if h.is_flag {
-                quote!((#s, #p::Field::Flag(self.#n)))
+            let (kind, value) = if h.is_flag {
+                (quote!(Flag), quote!(self.#n))
             } else {
-                quote!((#s, #p::Field::Hyper(::core::clone::Clone::clone(&self.#n))))
-            }
-        })
-        .collect();
-    let sets = opt
-        .hypers
-        .iter()
-        .map(|h| {
-            let n = &h.name;
-            let s = n.to_string();
-            let kind = if h.is_flag {
-                quote!(Flag)
-            } else {
-                quote!(Hyper)
+                (quote!(Hyper), quote!(::core::clone::Clone::clone(&self.#n)))
             };
-            quote!((#s, #p::Field::#kind(v)) => { self.#n = v; ::core::result::Result::Ok(()) })
+            (
+                quote!((#s, #p::Field::#kind(#value))),
+                quote!((#s, #p::Field::#kind(v)) => { self.#n = v; ::core::result::Result::Ok(()) }),
+            )
         })
-        .collect();
-    (gets, sets)
+        .unzip()
 }
 
 /// What a reuse rule (`_ => Other<name = value>`) adds to the config and its values.
@@ -466,7 +454,7 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
     });
     let contracts = state_contracts(opt);
     let unused = unused_check(opt, plan);
-    let check_arms = check_arms(opt, plan);
+    let check_param = check_param(opt, plan, &values);
     quote! {
         #(#contracts)*
         #unused
@@ -507,13 +495,7 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
                     _ => &[],
                 }
             }
-            #[allow(unused_variables, unreachable_patterns, clippy::all)]
-            fn check_param(values: &#values, rule: #p::Usize, info: #p::ParamInfo<'_>) -> ::core::result::Result<(), ::std::string::String> {
-                match rule {
-                    #(#check_arms)*
-                    _ => ::core::result::Result::Ok(()),
-                }
-            }
+            #check_param
             fn prepare<'a>(
                 values: &'a #values,
                 rule: #p::Usize,
@@ -715,6 +697,25 @@ fn step_invariant(f: &ir::Fused, v: &crate::plan::Variant, x: ir::NodeId) -> boo
     }
 }
 
+/// The `DslOptimizer::check_param` override, from [`check_arms`]; nothing (the trait's default,
+/// `Ok(())`) when no rule has a check.
+fn check_param(opt: &ir::Optimizer, plan: &Plan, values: &syn::Ident) -> TokenStream {
+    let p = Private;
+    let check_arms = check_arms(opt, plan);
+    if check_arms.is_empty() {
+        return TokenStream::new();
+    }
+    quote! {
+        #[allow(unused_variables, unreachable_patterns, clippy::all)]
+        fn check_param(values: &#values, rule: #p::Usize, info: #p::ParamInfo<'_>) -> ::core::result::Result<(), ::std::string::String> {
+            match rule {
+                #(#check_arms)*
+                _ => ::core::result::Result::Ok(()),
+            }
+        }
+    }
+}
+
 /// `check_param`'s arms: for each rule, under the step's flags, each whole-tensor primitive's
 /// own check of the parameter and of its configuration (`MatrixWord::check`: no dimension of
 /// size 0, `beta` in `[0, 1]`, ...), so that the step is refused before anything is written;
@@ -729,12 +730,25 @@ fn check_arms(opt: &ir::Optimizer, plan: &Plan) -> Vec<TokenStream> {
         .enumerate()
         .filter_map(|(ri, (rule, rule_plan))| match (&rule.body, rule_plan) {
             (RuleBody::Fused(f), Some(rp)) => {
-                let arms = rp.variants.iter().map(|v| {
+                let checks: Vec<Vec<TokenStream>> = rp
+                    .variants
+                    .iter()
+                    .map(|v| {
+                        v.live_nodes()
+                            .filter_map(|i| match &f.nodes[i].op {
+                                ir::Op::Mat(m) => Some(mat_check(opt, f, v, m)),
+                                _ => None,
+                            })
+                            .collect()
+                    })
+                    .collect();
+                // a rule without whole-tensor primitives has nothing to check (the catch-all
+                // arm's `Ok(())`)
+                if checks.iter().all(Vec::is_empty) {
+                    return None;
+                }
+                let arms = rp.variants.iter().zip(checks).map(|(v, checks)| {
                     let pat = flag_pattern(v);
-                    let checks = v.live_nodes().filter_map(|i| match &f.nodes[i].op {
-                        ir::Op::Mat(m) => Some(mat_check(opt, f, v, m)),
-                        _ => None,
-                    });
                     quote!(#pat => { #(#checks)* ::core::result::Result::Ok(()) })
                 });
                 let scrut = flag_scrutinee(opt, rp, quote!(values));

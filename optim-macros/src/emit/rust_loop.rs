@@ -2,7 +2,7 @@
 //! trait). The loop is `#[inline(always)]` so that the runtime's `dispatch` compiles it once per
 //! SIMD level.
 
-use super::exprs::bin_tokens;
+use super::exprs::{bin_tokens, neg_tokens, not_tokens, numbered_ident, select_tokens};
 use crate::ir::{BinOp, RedKind};
 use crate::loop_ir::{Elem, LExpr, LStmt, LStream, LoopIr, Val};
 use crate::private::Private;
@@ -22,14 +22,8 @@ fn elem(e: Elem) -> TokenStream {
 
 fn val(v: Val) -> TokenStream {
     match v {
-        Val::Var(x) => {
-            let l = format_ident!("x{}", x);
-            quote!(#l)
-        }
-        Val::Scalar(k) => {
-            let l = format_ident!("s{}", k);
-            quote!(#l)
-        }
+        Val::Var(x) => numbered_ident("x", x),
+        Val::Scalar(k) => numbered_ident("s", k),
         Val::Bool(b) => quote!(#b),
     }
 }
@@ -49,14 +43,8 @@ fn stream(s: LStream) -> TokenStream {
 pub(crate) fn expr(e: &LExpr) -> TokenStream {
     let p = Private;
     match e {
-        LExpr::Neg(a) => {
-            let a = val(*a);
-            quote!((-#a))
-        }
-        LExpr::Not(a) => {
-            let a = val(*a);
-            quote!((!#a))
-        }
+        LExpr::Neg(a) => neg_tokens(val(*a)),
+        LExpr::Not(a) => not_tokens(val(*a)),
         // non-short-circuit `&` / `|` on conditions: they vectorise
         LExpr::Bin(op, a, b) => bin_tokens(*op, val(*a), val(*b), true),
         LExpr::Call(def, args) => {
@@ -64,10 +52,7 @@ pub(crate) fn expr(e: &LExpr) -> TokenStream {
             let args = args.iter().map(|a| val(*a));
             quote!(#p::ops::#f::<E>(#(#args),*))
         }
-        LExpr::Select(c, a, b) => {
-            let (c, a, b) = (val(*c), val(*a), val(*b));
-            quote!((if #c { #a } else { #b }))
-        }
+        LExpr::Select(c, a, b) => select_tokens(val(*c), val(*a), val(*b)),
     }
 }
 

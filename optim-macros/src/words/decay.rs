@@ -16,68 +16,52 @@
 //! Neither multiplicative form needs a guard for `weight_decay == 0`: the factor is then exactly
 //! `1` (the learning rate and `eta_t` are finite), so an infinite `x` stays infinite.
 
-use super::{pos, Entry, Role::*};
+use super::{pos, word, Arg, Entry, Role::*};
 use crate::ir::{BinOp, Level, NodeId, Op, Ty};
 use crate::lower::Lowerer;
 
+/// `(x, lr, weight_decay)`: the arguments of both multiplicative forms.
+const DECAY: &[Arg] = &[
+    pos("x", Value),
+    pos("lr", Scalar),
+    pos("weight_decay", Scalar),
+];
+
 pub(crate) const WORDS: &[Entry] = &[
-    Entry {
-        name: "l2",
-        args: &[pos("weight_decay", Scalar)],
-        matrix_only: false,
-        lower: |lw, c| {
-            let wd = c.req("weight_decay");
-            let param = lw.param_node();
-            let term = lw.bin(BinOp::Mul, wd, param);
-            let zero = lw.num(0.0);
-            let on = lw.bin(BinOp::Ne, wd, zero);
-            lw.select(on, term, zero)
-        },
-    },
-    Entry {
-        name: "decoupled_decay",
-        args: &[
-            pos("x", Value),
-            pos("lr", Scalar),
-            pos("weight_decay", Scalar),
-        ],
-        matrix_only: false,
-        lower: |lw, c| {
-            let (x, lr, wd) = (c.req("x"), c.req("lr"), c.req("weight_decay"));
-            shrink(lw, x, lr, wd)
-        },
-    },
-    Entry {
-        name: "scheduled_decay",
-        args: &[
-            pos("x", Value),
-            pos("lr", Scalar),
-            pos("weight_decay", Scalar),
-        ],
-        matrix_only: false,
-        lower: |lw, c| {
-            let (x, lr, wd) = (c.req("x"), c.req("lr"), c.req("weight_decay"));
-            let eta = match lw.nodes[lr].op {
-                Op::Hyper(h) => {
-                    // eta_t = lr_t / peak(lr) needs lr >= 0 at every step
-                    if lw.domains[h] == crate::ir::Domain::Finite {
-                        lw.domains[h] = crate::ir::Domain::NonNegative;
-                    }
-                    lw.push(Op::Eta(h), Ty::num(Level::Scalar))
+    word("l2", &[pos("weight_decay", Scalar)], |lw, c| {
+        let wd = c.req("weight_decay");
+        let param = lw.param_node();
+        let term = lw.bin(BinOp::Mul, wd, param);
+        let zero = lw.num(0.0);
+        let on = lw.bin(BinOp::Ne, wd, zero);
+        lw.select(on, term, zero)
+    }),
+    word("decoupled_decay", DECAY, |lw, c| {
+        let (x, lr, wd) = (c.req("x"), c.req("lr"), c.req("weight_decay"));
+        shrink(lw, x, lr, wd)
+    }),
+    word("scheduled_decay", DECAY, |lw, c| {
+        let (x, lr, wd) = (c.req("x"), c.req("lr"), c.req("weight_decay"));
+        let eta = match lw.nodes[lr].op {
+            Op::Hyper(h) => {
+                // eta_t = lr_t / peak(lr) needs lr >= 0 at every step
+                if lw.domains[h] == crate::ir::Domain::Finite {
+                    lw.domains[h] = crate::ir::Domain::NonNegative;
                 }
-                _ => {
-                    lw.cx.error(
-                        c.arg_span("lr"),
-                        "`scheduled_decay`'s `lr` must name a numeric hyperparameter: the decay \
+                lw.push(Op::Eta(h), Ty::num(Level::Scalar))
+            }
+            _ => {
+                lw.cx.error(
+                    c.arg_span("lr"),
+                    "`scheduled_decay`'s `lr` must name a numeric hyperparameter: the decay \
                          multiplier is `eta_t = lr_t / peak(lr)`, the peak of its schedule; for a \
                          fixed multiplier write `decoupled_decay(x, multiplier, weight_decay)`",
-                    );
-                    return x;
-                }
-            };
-            shrink(lw, x, eta, wd)
-        },
-    },
+                );
+                return x;
+            }
+        };
+        shrink(lw, x, eta, wd)
+    }),
 ];
 
 /// `x * (1 - rate * weight_decay)`, the multiplicative decay of both conventions.

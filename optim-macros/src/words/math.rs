@@ -4,7 +4,7 @@
 //! follow `ops.rs` exactly (IEEE-rounded `sqrt` and division, no FMA contraction, NaN-propagating
 //! `max`/`min`, `sign(±0) = ±0`).
 
-use super::{pos, Entry, Role::*};
+use super::{pos, word, Entry, Role::*};
 use crate::ir::{FuncDef, NodeId};
 use crate::lower::{Call, Lowerer};
 
@@ -80,15 +80,10 @@ pub(crate) static FUNCS: &[&FuncDef] = &[
 /// A word that is one function applied to its positional arguments.
 macro_rules! func_word {
     ($name:literal, $def:ident, [$($arg:literal),*]) => {
-        Entry {
-            name: $name,
-            args: &[$(pos($arg, Value)),*],
-            matrix_only: false,
-            lower: |lw: &mut Lowerer<'_, '_>, c: &Call<'_>| -> NodeId {
-                let args = vec![$(c.req($arg)),*];
-                lw.func(&$def, args)
-            },
-        }
+        word($name, &[$(pos($arg, Value)),*], |lw: &mut Lowerer<'_, '_>, c: &Call<'_>| -> NodeId {
+            let args = vec![$(c.req($arg)),*];
+            lw.func(&$def, args)
+        })
     };
 }
 
@@ -105,13 +100,12 @@ pub(crate) const WORDS: &[Entry] = &[
     func_word!("pow", POW, ["x", "y"]),
     func_word!("lerp", LERP, ["a", "b", "t"]),
     func_word!("softsign", SOFTSIGN, ["x"]),
-    Entry {
-        name: "select",
-        args: &[pos("cond", Cond), pos("a", Value), pos("b", Value)],
-        matrix_only: false,
-        lower: |lw, c| {
+    word(
+        "select",
+        &[pos("cond", Cond), pos("a", Value), pos("b", Value)],
+        |lw, c| {
             let (cond, a, b) = (c.req("cond"), c.req("a"), c.req("b"));
             lw.select(cond, a, b)
         },
-    },
+    ),
 ];

@@ -4,7 +4,7 @@
 //! config's `Default` there. The generated code calls every primitive through one generic path
 //! (`optim_runtime::matrix::run`), which also collects their diagnostics.
 
-use super::{named, pos, Entry, Role::*};
+use super::{matrix_word, named, pos, word, Entry, Role::*};
 use crate::ir::{Level, MatConst, MatDef, MatNode, MatPhase, NodeId, Op, Ty};
 use crate::lower::{Call, Lowerer};
 
@@ -53,9 +53,9 @@ pub(crate) static PSGD: MatDef = barrier("psgd", "Psgd", &["q"]);
 pub(crate) static LOW_RANK: MatDef = barrier("low_rank", "LowRank", &["momentum", "q"]);
 
 pub(crate) const WORDS: &[Entry] = &[
-    Entry {
-        name: "orthogonalize",
-        args: &[
+    matrix_word(
+        "orthogonalize",
+        &[
             pos("x", Value),
             named("steps", Count),
             named("a", Scalar),
@@ -65,29 +65,27 @@ pub(crate) const WORDS: &[Entry] = &[
             named("coeffs", Coeffs),
             named("batch", Batch),
         ],
-        matrix_only: true,
-        lower: |lw, c| {
+        |lw, c| {
             let consts = super::ns_coeffs::coeffs(lw, c);
             primitive_with(lw, c, &ORTHOGONALIZE, String::new(), &["x"], consts)
         },
-    },
-    Entry {
-        name: "factored_second_moment",
-        args: &[
+    ),
+    word(
+        "factored_second_moment",
+        &[
             pos("x", Value),
             pos("beta", Beta),
             named("eps", Scalar),
             named("batch", Batch),
         ],
-        matrix_only: false,
-        lower: |lw, c| {
+        |lw, c| {
             let base = c.slot_name(lw, "factored");
             primitive(lw, c, &FACTORED, base)
         },
-    },
-    Entry {
-        name: "kron_precondition",
-        args: &[
+    ),
+    word(
+        "kron_precondition",
+        &[
             pos("x", Value),
             named("beta", Beta),
             named("eps", Scalar),
@@ -97,61 +95,52 @@ pub(crate) const WORDS: &[Entry] = &[
             named("rank_rtol", Scalar),
             named("batch", Batch),
         ],
-        matrix_only: false,
-        lower: |lw, c| {
-            let base = c.binding_or(format!("kron{}", lw.mat_slots.len()));
-            primitive(lw, c, &KRON, base)
-        },
-    },
-    Entry {
-        name: "kfac_precondition",
-        args: &[
+        |lw, c| numbered_primitive(lw, c, &KRON, "kron"),
+    ),
+    word(
+        "kfac_precondition",
+        &[
             pos("x", Value),
             named("damping", Scalar),
             named("rank_rtol", Scalar),
         ],
-        matrix_only: false,
-        lower: |lw, c| {
+        |lw, c| {
             let base = c.binding_or("kfac".to_string());
             primitive(lw, c, &KFAC, base)
         },
-    },
-    Entry {
-        name: "kron_eigenbasis",
-        args: &[
+    ),
+    word(
+        "kron_eigenbasis",
+        &[
             pos("x", Value),
             pos("beta", Beta),
             named("update_freq", Count),
             named("max_dim", Count),
             named("batch", Batch),
         ],
-        matrix_only: false,
-        lower: |lw, c| {
-            if !matches!(lw.nodes[c.req("x")].op, Op::Grad) {
-                lw.cx.error(
-                    c.arg_span("x"),
-                    "`kron_eigenbasis` takes its statistics from the gradient; pass `grad`",
-                );
-            }
-            let base = c.binding_or(format!("basis{}", lw.mat_slots.len()));
-            primitive(lw, c, &EIGENBASIS, base)
+        |lw, c| {
+            require_grad(
+                lw,
+                c,
+                "x",
+                "`kron_eigenbasis` takes its statistics from the gradient; pass `grad`",
+            );
+            numbered_primitive(lw, c, &EIGENBASIS, "basis")
         },
-    },
-    Entry {
-        name: "rotate",
-        args: &[pos("x", Value), pos("basis", Value)],
-        matrix_only: false,
-        lower: |lw, c| rotation(lw, c, &ROTATE),
-    },
-    Entry {
-        name: "unrotate",
-        args: &[pos("x", Value), pos("basis", Value)],
-        matrix_only: false,
-        lower: |lw, c| rotation(lw, c, &UNROTATE),
-    },
-    Entry {
-        name: "eigen_sign",
-        args: &[
+    ),
+    word(
+        "rotate",
+        &[pos("x", Value), pos("basis", Value)],
+        |lw, c| rotation(lw, c, &ROTATE),
+    ),
+    word(
+        "unrotate",
+        &[pos("x", Value), pos("basis", Value)],
+        |lw, c| rotation(lw, c, &UNROTATE),
+    ),
+    word(
+        "eigen_sign",
+        &[
             pos("x", Value),
             pos("grad", Value),
             pos("beta", Beta),
@@ -160,21 +149,15 @@ pub(crate) const WORDS: &[Entry] = &[
             named("eps", Scalar),
             named("batch", Batch),
         ],
-        matrix_only: false,
-        lower: |lw, c| {
-            if !matches!(lw.nodes[c.req("grad")].op, Op::Grad) {
-                lw.cx.error(
-                    c.arg_span("grad"),
-                    "`eigen_sign` takes its statistics from the gradient; pass `grad` as its second argument",
-                );
-            }
-            let base = c.binding_or(format!("eigen_sign{}", lw.mat_slots.len()));
+        |lw, c| {
+            require_grad(lw, c, "grad", "`eigen_sign` takes its statistics from the gradient; pass `grad` as its second argument");
+            let base = numbered(lw, c, "eigen_sign");
             primitive_with(lw, c, &EIGEN_SIGN, base, &["x", "grad"], Vec::new())
         },
-    },
-    Entry {
-        name: "psgd_precondition",
-        args: &[
+    ),
+    word(
+        "psgd_precondition",
+        &[
             pos("x", Value),
             named("precond_lr", Scalar),
             named("precond_init_scale", Scalar),
@@ -184,8 +167,7 @@ pub(crate) const WORDS: &[Entry] = &[
             named("seed", Scalar),
             named("batch", Batch),
         ],
-        matrix_only: false,
-        lower: |lw, c| {
+        |lw, c| {
             if let Some(u) = c.arg("update") {
                 let ty = lw.ty(u);
                 if ty.boolean && !ty.level.per_step() {
@@ -195,13 +177,12 @@ pub(crate) const WORDS: &[Entry] = &[
                     );
                 }
             }
-            let base = c.binding_or(format!("psgd{}", lw.mat_slots.len()));
-            primitive(lw, c, &PSGD, base)
+            numbered_primitive(lw, c, &PSGD, "psgd")
         },
-    },
-    Entry {
-        name: "low_rank_orthonormalize",
-        args: &[
+    ),
+    matrix_word(
+        "low_rank_orthonormalize",
+        &[
             pos("x", Value),
             pos("mu", Beta),
             named("rank_fraction", Scalar),
@@ -211,13 +192,34 @@ pub(crate) const WORDS: &[Entry] = &[
             named("seed", Scalar),
             named("batch", Batch),
         ],
-        matrix_only: true,
-        lower: |lw, c| {
-            let base = c.binding_or(format!("low_rank{}", lw.mat_slots.len()));
-            primitive(lw, c, &LOW_RANK, base)
-        },
-    },
+        |lw, c| numbered_primitive(lw, c, &LOW_RANK, "low_rank"),
+    ),
 ];
+
+/// The name of a primitive's state: the `let` it is bound to, or `prefix` numbered by the
+/// primitive state buffers so far.
+fn numbered(lw: &Lowerer<'_, '_>, c: &Call<'_>, prefix: &str) -> String {
+    c.binding_or(format!("{prefix}{}", lw.mat_slots.len()))
+}
+
+/// [`primitive`] with its state named by [`numbered`].
+fn numbered_primitive(
+    lw: &mut Lowerer<'_, '_>,
+    c: &Call<'_>,
+    def: &'static MatDef,
+    prefix: &str,
+) -> NodeId {
+    let base = numbered(lw, c, prefix);
+    primitive(lw, c, def, base)
+}
+
+/// Reports `msg` at argument `arg` unless it is the gradient itself (primitives that take their
+/// statistics from the gradient).
+fn require_grad(lw: &mut Lowerer<'_, '_>, c: &Call<'_>, arg: &str, msg: &str) {
+    if !matches!(lw.nodes[c.req(arg)].op, Op::Grad) {
+        lw.cx.error(c.arg_span(arg), msg);
+    }
+}
 
 /// A primitive applied to argument `x`, its other arguments passed by name to its runtime
 /// config, with one state buffer per suffix of `def.state` named `base.suffix` (`base` for the

@@ -89,14 +89,29 @@ pub(crate) const fn named(name: &'static str, role: Role) -> Arg {
 /// The argument list `(x)` of a one-value word.
 const X: &[Arg] = &[pos("x", Role::Value)];
 
-/// A word of one value argument `x`, usable anywhere.
-pub(crate) const fn unary(name: &'static str, lower: LowerFn) -> Entry {
+/// A word usable anywhere (not only on matrices), with its arguments and lowering.
+pub(crate) const fn word(name: &'static str, args: &'static [Arg], lower: LowerFn) -> Entry {
     Entry {
         name,
-        args: X,
+        args,
         matrix_only: false,
         lower,
     }
+}
+
+/// A word that needs the parameter as a matrix (see [`Entry::matrix_only`]).
+pub(crate) const fn matrix_word(name: &'static str, args: &'static [Arg], lower: LowerFn) -> Entry {
+    Entry {
+        name,
+        args,
+        matrix_only: true,
+        lower,
+    }
+}
+
+/// A word of one value argument `x`, usable anywhere.
+pub(crate) const fn unary(name: &'static str, lower: LowerFn) -> Entry {
+    word(name, X, lower)
 }
 
 /// How a word lowers: it receives the call with its arguments bound and checked.

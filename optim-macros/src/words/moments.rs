@@ -2,40 +2,36 @@
 //! to a state read, the new value, and the state's write. All loops stay fused: a state is read
 //! once and written once per step. The runtime holds the buffers (`ParamState`).
 
-use super::{named, pos, Entry, Role::*};
+use super::{named, pos, word, Entry, Role::*};
 use crate::ir::{BinOp, Level, NodeId, Op, Ty};
 use crate::lower::{Binding, Call, Lowerer};
 use crate::words::math::{MAX, POW};
 
 pub(crate) const WORDS: &[Entry] = &[
-    Entry {
-        name: "momentum",
-        args: &[
+    word(
+        "momentum",
+        &[
             pos("x", Value),
             pos("beta", Beta),
             named("dampening", Scalar),
             named("nesterov", Flag),
         ],
-        matrix_only: false,
-        lower: momentum,
-    },
-    Entry {
-        name: "ema",
-        args: &[pos("x", Value), pos("beta", Beta), named("init", Init)],
-        matrix_only: false,
-        lower: ema,
-    },
-    Entry {
-        name: "second_moment",
-        args: &[pos("x", Value), pos("beta", Beta)],
-        matrix_only: false,
-        lower: second_moment,
-    },
-    Entry {
-        name: "accumulate",
-        args: &[pos("x", Value), named("init", Init)],
-        matrix_only: false,
-        lower: |lw, c| {
+        momentum,
+    ),
+    word(
+        "ema",
+        &[pos("x", Value), pos("beta", Beta), named("init", Init)],
+        ema,
+    ),
+    word(
+        "second_moment",
+        &[pos("x", Value), pos("beta", Beta)],
+        second_moment,
+    ),
+    word(
+        "accumulate",
+        &[pos("x", Value), named("init", Init)],
+        |lw, c| {
             let (slot, old) = lw.state_with_init(
                 c.slot_name(lw, "accumulate"),
                 c.arg("init"),
@@ -46,12 +42,11 @@ pub(crate) const WORDS: &[Entry] = &[
             lw.slots[slot].write = Some(new);
             new
         },
-    },
-    Entry {
-        name: "running_max",
-        args: &[pos("x", Value), named("decay", Scalar)],
-        matrix_only: false,
-        lower: |lw, c| {
+    ),
+    word(
+        "running_max",
+        &[pos("x", Value), named("decay", Scalar)],
+        |lw, c| {
             let (slot, old) = lw.zero_state(c.slot_name(lw, "running_max"), c.req("x"), c.span);
             let decayed = match c.arg("decay") {
                 Some(d) => lw.bin(BinOp::Mul, d, old),
@@ -61,73 +56,46 @@ pub(crate) const WORDS: &[Entry] = &[
             lw.slots[slot].write = Some(new);
             new
         },
-    },
-    Entry {
-        name: "state",
-        args: &[pos("init", Init)],
-        matrix_only: false,
-        lower: |lw, c| explicit_state(lw, c, "state", false),
-    },
-    Entry {
-        name: "output_state",
-        args: &[pos("init", Init)],
-        matrix_only: false,
-        lower: |lw, c| explicit_state(lw, c, "output_state", true),
-    },
-    Entry {
-        name: "row_state",
-        args: &[pos("init", Scalar)],
-        matrix_only: false,
-        lower: |lw, c| axis_state(lw, c, Level::Row),
-    },
-    Entry {
-        name: "col_state",
-        args: &[pos("init", Scalar)],
-        matrix_only: false,
-        lower: |lw, c| axis_state(lw, c, Level::Col),
-    },
-    Entry {
-        name: "scalar_state",
-        args: &[pos("init", Scalar)],
-        matrix_only: false,
-        lower: |lw, c| {
-            if c.binding.is_none() {
-                lw.cx.error(c.span, "`scalar_state(...)` must be bound with `let name = scalar_state(init);` so that it can be assigned");
+    ),
+    word("state", &[pos("init", Init)], |lw, c| {
+        explicit_state(lw, c, "state", false)
+    }),
+    word("output_state", &[pos("init", Init)], |lw, c| {
+        explicit_state(lw, c, "output_state", true)
+    }),
+    word("row_state", &[pos("init", Scalar)], |lw, c| {
+        axis_state(lw, c, Level::Row)
+    }),
+    word("col_state", &[pos("init", Scalar)], |lw, c| {
+        axis_state(lw, c, Level::Col)
+    }),
+    word("scalar_state", &[pos("init", Scalar)], |lw, c| {
+        if c.binding.is_none() {
+            lw.cx.error(c.span, "`scalar_state(...)` must be bound with `let name = scalar_state(init);` so that it can be assigned");
+        }
+        let init = match lw.nodes[c.req("init")].op {
+            Op::Num(v) => v,
+            _ => {
+                lw.cx.error(
+                    c.arg_span("init"),
+                    "the initial value of `scalar_state` must be a number literal",
+                );
+                0.0
             }
-            let init = match lw.nodes[c.req("init")].op {
-                Op::Num(v) => v,
-                _ => {
-                    lw.cx.error(
-                        c.arg_span("init"),
-                        "the initial value of `scalar_state` must be a number literal",
-                    );
-                    0.0
-                }
-            };
-            let k = lw.new_scalar_slot(c.slot_name(lw, "scalar_state"), init, c.span);
-            let read = lw.push(Op::ScalarRead(k), Ty::num(Level::Scalar));
-            lw.bind_next(Binding::ScalarState(k, read));
-            read
-        },
-    },
-    Entry {
-        name: "cumprod",
-        args: &[pos("x", Scalar)],
-        matrix_only: false,
-        lower: |lw, c| {
-            let k = lw.new_scalar_slot(c.slot_name(lw, "cumprod"), 1.0, c.span);
-            let old = lw.push(Op::ScalarRead(k), Ty::num(Level::Scalar));
-            let new = lw.bin(BinOp::Mul, old, c.req("x"));
-            lw.scalar_slots[k].write = Some(new);
-            new
-        },
-    },
-    Entry {
-        name: "debias",
-        args: &[pos("x", Value)],
-        matrix_only: false,
-        lower: debias,
-    },
+        };
+        let k = lw.new_scalar_slot(c.slot_name(lw, "scalar_state"), init, c.span);
+        let read = lw.push(Op::ScalarRead(k), Ty::num(Level::Scalar));
+        lw.bind_next(Binding::ScalarState(k, read));
+        read
+    }),
+    word("cumprod", &[pos("x", Scalar)], |lw, c| {
+        let k = lw.new_scalar_slot(c.slot_name(lw, "cumprod"), 1.0, c.span);
+        let old = lw.push(Op::ScalarRead(k), Ty::num(Level::Scalar));
+        let new = lw.bin(BinOp::Mul, old, c.req("x"));
+        lw.scalar_slots[k].write = Some(new);
+        new
+    }),
+    word("debias", &[pos("x", Value)], debias),
 ];
 
 /// `state(init)` / `output_state(init)` (`output`: kept even when the update does not read it):

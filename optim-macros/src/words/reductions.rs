@@ -4,7 +4,7 @@
 //! (`global_norm`, `global_sum`, `clip_global_norm`) is summed over every parameter of the step first. Also
 //! the clipping words (`clip_value` is element-wise).
 
-use super::{pos, unary, Entry, Role::*};
+use super::{pos, unary, word, Entry, Role::*};
 use crate::ir::{Axis, AxisKind, BinOp, Level, NodeId, Op, RedKind, Ty};
 use crate::lower::{Call, Lowerer};
 use crate::words::math::{CLAMP, MIN, SQRT};
@@ -14,12 +14,7 @@ use crate::words::math::{CLAMP, MIN, SQRT};
 /// wherever an element-wise value uses it.
 macro_rules! axis_word {
     ($name:literal, $axis:ident, $what:ident) => {
-        Entry {
-            name: $name,
-            args: &[pos("x", Value)],
-            matrix_only: false,
-            lower: |lw, c| axis(lw, c, Axis::$axis, stringify!($what)),
-        }
+        unary($name, |lw, c| axis(lw, c, Axis::$axis, stringify!($what)))
     };
 }
 
@@ -41,32 +36,29 @@ pub(crate) const WORDS: &[Entry] = &[
         lw.reduce(RedKind::Sum, c.req("x"), false, c.span)
     }),
     unary("mean", |lw, c| per_element(lw, RedKind::Sum, c)),
-    Entry {
-        name: "trust_ratio",
-        args: &[pos("w", Value), pos("u", Value)],
-        matrix_only: false,
-        lower: trust_ratio,
-    },
+    word(
+        "trust_ratio",
+        &[pos("w", Value), pos("u", Value)],
+        trust_ratio,
+    ),
     unary("global_norm", |lw, c| norm(lw, c.req("x"), true, c)),
     unary("global_sum", |lw, c| {
         lw.reduce(RedKind::Sum, c.req("x"), true, c.span)
     }),
-    Entry {
-        name: "clip_global_norm",
-        args: &[pos("x", Value), pos("max_norm", Scalar)],
-        matrix_only: false,
-        lower: clip_global_norm,
-    },
-    Entry {
-        name: "clip_value",
-        args: &[pos("x", Value), pos("clip", Scalar)],
-        matrix_only: false,
-        lower: |lw, c| {
+    word(
+        "clip_global_norm",
+        &[pos("x", Value), pos("max_norm", Scalar)],
+        clip_global_norm,
+    ),
+    word(
+        "clip_value",
+        &[pos("x", Value), pos("clip", Scalar)],
+        |lw, c| {
             let clip = c.req("clip");
             let lo = lw.push(Op::Neg(clip), Ty::num(lw.ty(clip).level));
             lw.func(&CLAMP, vec![c.req("x"), lo, clip])
         },
-    },
+    ),
     axis_word!("row_sum", Row, sum),
     axis_word!("row_mean", Row, mean),
     axis_word!("row_norm", Row, norm),
@@ -77,12 +69,11 @@ pub(crate) const WORDS: &[Entry] = &[
     axis_word!("col_norm", Col, norm),
     axis_word!("col_rms", Col, rms),
     axis_word!("col_max", Col, max),
-    Entry {
-        name: "graft",
-        args: &[pos("direction", Value), pos("magnitude", Value)],
-        matrix_only: false,
-        lower: graft,
-    },
+    word(
+        "graft",
+        &[pos("direction", Value), pos("magnitude", Value)],
+        graft,
+    ),
 ];
 
 /// The Euclidean norm of `x` over the tensor (or, `global`, over every parameter of the step).
