@@ -2,13 +2,13 @@
 //! step driver, [`WeightEma`](crate::ema::WeightEma), [`GradAccumulator`](crate::accumulate::GradAccumulator)).
 //!
 //! dfdx 0.13 reaches tensors through `TensorCollection::iter_tensors` and a visitor that is
-//! generic over each tensor's shape. [`walk`] and [`walk_mut`] implement that visitor once and
-//! hand every tensor to a plain closure as a [`TensorInfo`] (dotted name, shape, the type of the
-//! module that holds it, whether it is trainable) and a shape-erased handle
+//! generic over each tensor's shape. [`walk_on`] and [`walk_mut_on`] implement that visitor
+//! once and hand every tensor to a plain closure as a [`TensorInfo`] (dotted name, shape, the
+//! type of the module that holds it, whether it is trainable) and a shape-erased handle
 //! ([`HostTensor`], [`HostTensorMut`]): copy its values to or from the host, borrow and return
 //! its gradient buffer. The walk is generic over the dfdx device ([`WalkDevice`]): on `Cpu`
 //! the handles are [`HostTensor`]/[`HostTensorMut`], on `Cuda` the device handles of
-//! `super::cuda` ([`walk_on`], [`walk_mut_on`]).
+//! `super::cuda`.
 
 use crate::error::OptimError;
 use crate::float::Float;
@@ -194,38 +194,6 @@ where
     }
 }
 
-/// Calls `f` on every tensor of `model` on `Cpu`, in dfdx's field order.
-///
-/// # Errors
-/// The first error `f` returns (the walk stops there).
-pub(crate) fn walk<E, M>(
-    model: &M,
-    f: impl FnMut(&TensorInfo<'_>, &(dyn HostTensor<E> + 'static)) -> Result<(), OptimError>,
-) -> Result<(), OptimError>
-where
-    E: Float,
-    M: TensorCollection<E, Cpu>,
-    Cpu: Device<E>,
-{
-    walk_on::<E, Cpu, M>(model, f)
-}
-
-/// [`walk_mut_on`] on `Cpu`.
-///
-/// # Errors
-/// The first error `f` returns (the walk stops there).
-pub(crate) fn walk_mut<E, M>(
-    model: &mut M,
-    f: impl FnMut(&TensorInfo<'_>, &mut (dyn HostTensorMut<E> + 'static)) -> Result<(), OptimError>,
-) -> Result<(), OptimError>
-where
-    E: Float,
-    M: TensorCollection<E, Cpu>,
-    Cpu: Device<E>,
-{
-    walk_mut_on::<E, Cpu, M>(model, f)
-}
-
 /// Calls `f` on every tensor of `model` on device `D`, in dfdx's field order.
 ///
 /// # Errors
@@ -239,14 +207,7 @@ where
     D: WalkDevice<E>,
     M: TensorCollection<E, D>,
 {
-    let mut visit = Read(f, PhantomData::<(E, D)>);
-    M::iter_tensors(&mut Walker::<Read<E, D, _>, M> {
-        m: model,
-        path: String::new(),
-        module: short_type_name::<M>(),
-        f: &mut visit,
-    })
-    .map(|_| ())
+    walk_with::<Read<E, D, _>, M>(model, &mut Read(f, PhantomData))
 }
 
 /// [`walk_on`] with write access to every tensor.
@@ -262,12 +223,19 @@ where
     D: WalkDevice<E>,
     M: TensorCollection<E, D>,
 {
-    let mut visit = Write(f, PhantomData::<(E, D)>);
-    M::iter_tensors(&mut Walker::<Write<E, D, _>, M> {
+    walk_with::<Write<E, D, _>, M>(model, &mut Write(f, PhantomData))
+}
+
+/// Walks `model` from its root, handing each tensor to `visit`.
+fn walk_with<'a, F: Visit, M: TensorCollection<F::E, F::D>>(
+    model: <F::Viewer as TensorViewer>::View<'a, M>,
+    visit: &'a mut F,
+) -> Result<(), OptimError> {
+    M::iter_tensors(&mut Walker::<F, M> {
         m: model,
         path: String::new(),
         module: short_type_name::<M>(),
-        f: &mut visit,
+        f: visit,
     })
     .map(|_| ())
 }
@@ -287,7 +255,7 @@ where
     Cpu: Device<E>,
 {
     let mut out = Vec::new();
-    walk::<E, M>(model, |t, _| {
+    walk_on::<E, Cpu, M>(model, |t, _| {
         if t.trainable || include_buffers {
             out.push((t.name.to_string(), t.numel()));
         }
@@ -311,7 +279,7 @@ where
     M: TensorCollection<E, Cpu>,
     Cpu: Device<E>,
 {
-    walk::<E, M>(model, |t, h| {
+    walk_on::<E, Cpu, M>(model, |t, h| {
         if !t.trainable {
             return Ok(());
         }
@@ -347,11 +315,30 @@ trait Visit {
     type Viewer: TensorViewer;
     fn tensor<S: Shape>(
         &mut self,
-        name: &str,
-        module: &'static str,
-        trainable: bool,
+        at: At<'_>,
         t: <Self::Viewer as TensorViewer>::View<'_, Tensor<S, Self::E, Self::D>>,
     ) -> Result<(), OptimError>;
+}
+
+/// Where the walk is at a tensor: everything of its [`TensorInfo`] but the shape, which only
+/// the tensor's view can read.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    name: &'a str,
+    module: &'static str,
+    trainable: bool,
+}
+
+impl<'a> At<'a> {
+    /// The tensor's [`TensorInfo`], given its `shape`.
+    fn info(self, shape: &'a [usize]) -> TensorInfo<'a> {
+        TensorInfo {
+            name: self.name,
+            shape,
+            module: self.module,
+            trainable: self.trainable,
+        }
+    }
 }
 
 struct Read<E, D, F>(F, PhantomData<(E, D)>);
@@ -364,21 +351,9 @@ where
     type E = E;
     type D = D;
     type Viewer = ViewTensorRef;
-    fn tensor<S: Shape>(
-        &mut self,
-        name: &str,
-        module: &'static str,
-        trainable: bool,
-        t: &Tensor<S, E, D>,
-    ) -> Result<(), OptimError> {
+    fn tensor<S: Shape>(&mut self, at: At<'_>, t: &Tensor<S, E, D>) -> Result<(), OptimError> {
         let shape = t.shape().concrete();
-        let info = TensorInfo {
-            name,
-            shape: shape.as_ref(),
-            module,
-            trainable,
-        };
-        (self.0)(&info, D::handle(t))
+        (self.0)(&at.info(shape.as_ref()), D::handle(t))
     }
 }
 
@@ -389,21 +364,9 @@ where
     type E = E;
     type D = D;
     type Viewer = ViewTensorMut;
-    fn tensor<S: Shape>(
-        &mut self,
-        name: &str,
-        module: &'static str,
-        trainable: bool,
-        t: &mut Tensor<S, E, D>,
-    ) -> Result<(), OptimError> {
+    fn tensor<S: Shape>(&mut self, at: At<'_>, t: &mut Tensor<S, E, D>) -> Result<(), OptimError> {
         let shape = t.shape().concrete();
-        let info = TensorInfo {
-            name,
-            shape: shape.as_ref(),
-            module,
-            trainable,
-        };
-        (self.0)(&info, D::handle_mut(t))
+        (self.0)(&at.info(shape.as_ref()), D::handle_mut(t))
     }
 }
 
@@ -455,8 +418,12 @@ impl<F: Visit, T: TensorCollection<F::E, F::D>> ModuleVisitor<T, F::E, F::D> for
     {
         let t = F::Viewer::view_field(&mut self.m, name, &mut get_ref, &mut get_mut);
         let path = join(&self.path, name);
-        self.f
-            .tensor(&path, self.module, opts.do_gradient_update, t)?;
+        let at = At {
+            name: &path,
+            module: self.module,
+            trainable: opts.do_gradient_update,
+        };
+        self.f.tensor(at, t)?;
         Ok(None)
     }
 
