@@ -1,6 +1,6 @@
 //! The dfdx methods of [`WeightEma`]: averaging, copying and swapping the tensors of a model.
 
-use super::walk::{shapes, walk_mut_on, walk_on};
+use super::walk::{shapes, walk, walk_mut};
 use crate::ema::WeightEma;
 use crate::error::OptimError;
 use crate::float::Float;
@@ -28,7 +28,7 @@ impl<E: Float> WeightEma<E> {
             self.check_len(&name, numel)?;
         }
         let mut tmp = Vec::new();
-        walk_on::<E, Cpu, M>(model, |t, h| {
+        walk(model, |t, h| {
             if t.trainable || include_buffers {
                 h.read(&mut tmp);
                 self.update_one(t.name, &tmp);
@@ -125,7 +125,7 @@ where
     M: TensorCollection<E, Cpu>,
     Cpu: Device<E>,
 {
-    walk_mut_on::<E, Cpu, M>(model, |t, h| {
+    walk_mut(model, |t, h| {
         if !(t.trainable || include_buffers) {
             return Ok(());
         }

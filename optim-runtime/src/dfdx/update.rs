@@ -1,6 +1,6 @@
 //! The dfdx step driver: [`DfdxUpdate`].
 
-use super::walk::{walk_mut_on, walk_on, Shared};
+use super::walk::{walk, walk_mut, Shared};
 use crate::error::OptimError;
 use crate::float::Float;
 use crate::optimizer::{step_entries, DslOptimizer, Entry, LocalSync};
@@ -224,7 +224,7 @@ where
 {
     let mut staging = std::mem::take(&mut opt.opt_state_mut().staging);
     let mut staged: Vec<Staged<E>> = Vec::new();
-    let walked = walk_on::<E, Cpu, M>(model, |t, h| {
+    let walked = walk::<E, M>(model, |t, h| {
         if !t.trainable || !has_grad(t.name) {
             return Ok(());
         }
@@ -279,7 +279,7 @@ where
         });
     }
     let mut next = 0;
-    let restored = walk_mut_on::<E, Cpu, M>(model, |t, h| {
+    let restored = walk_mut::<E, M>(model, |t, h| {
         // `staged` is in walk order: the next staged tensor is this one or a later one
         let Some(s) = staged
             .get_mut(next)
@@ -333,7 +333,7 @@ where
         .collect();
     let mut swapped = 0;
     let mut current = Vec::new();
-    walk_mut_on::<E, Cpu, M>(model, |t, h| {
+    walk_mut::<E, M>(model, |t, h| {
         if !t.trainable {
             return Ok(());
         }

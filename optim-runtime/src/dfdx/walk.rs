@@ -2,13 +2,13 @@
 //! step driver, [`WeightEma`](crate::ema::WeightEma), [`GradAccumulator`](crate::accumulate::GradAccumulator)).
 //!
 //! dfdx 0.13 reaches tensors through `TensorCollection::iter_tensors` and a visitor that is
-//! generic over each tensor's shape. [`walk_on`] and [`walk_mut_on`] implement that visitor
-//! once and hand every tensor to a plain closure as a [`TensorInfo`] (dotted name, shape, the
-//! type of the module that holds it, whether it is trainable) and a shape-erased handle
+//! generic over each tensor's shape. [`walk`] and [`walk_mut`] implement that visitor once and
+//! hand every tensor to a plain closure as a [`TensorInfo`] (dotted name, shape, the type of the
+//! module that holds it, whether it is trainable) and a shape-erased handle
 //! ([`HostTensor`], [`HostTensorMut`]): copy its values to or from the host, borrow and return
 //! its gradient buffer. The walk is generic over the dfdx device ([`WalkDevice`]): on `Cpu`
 //! the handles are [`HostTensor`]/[`HostTensorMut`], on `Cuda` the device handles of
-//! `super::cuda`.
+//! `super::cuda` ([`walk_on`], [`walk_mut_on`]).
 
 use crate::error::OptimError;
 use crate::float::Float;
@@ -194,6 +194,38 @@ where
     }
 }
 
+/// Calls `f` on every tensor of `model` on `Cpu`, in dfdx's field order.
+///
+/// # Errors
+/// The first error `f` returns (the walk stops there).
+pub(crate) fn walk<E, M>(
+    model: &M,
+    f: impl FnMut(&TensorInfo<'_>, &(dyn HostTensor<E> + 'static)) -> Result<(), OptimError>,
+) -> Result<(), OptimError>
+where
+    E: Float,
+    M: TensorCollection<E, Cpu>,
+    Cpu: Device<E>,
+{
+    walk_on::<E, Cpu, M>(model, f)
+}
+
+/// [`walk_mut_on`] on `Cpu`.
+///
+/// # Errors
+/// The first error `f` returns (the walk stops there).
+pub(crate) fn walk_mut<E, M>(
+    model: &mut M,
+    f: impl FnMut(&TensorInfo<'_>, &mut (dyn HostTensorMut<E> + 'static)) -> Result<(), OptimError>,
+) -> Result<(), OptimError>
+where
+    E: Float,
+    M: TensorCollection<E, Cpu>,
+    Cpu: Device<E>,
+{
+    walk_mut_on::<E, Cpu, M>(model, f)
+}
+
 /// Calls `f` on every tensor of `model` on device `D`, in dfdx's field order.
 ///
 /// # Errors
@@ -255,7 +287,7 @@ where
     Cpu: Device<E>,
 {
     let mut out = Vec::new();
-    walk_on::<E, Cpu, M>(model, |t, _| {
+    walk::<E, M>(model, |t, _| {
         if t.trainable || include_buffers {
             out.push((t.name.to_string(), t.numel()));
         }
@@ -279,7 +311,7 @@ where
     M: TensorCollection<E, Cpu>,
     Cpu: Device<E>,
 {
-    walk_on::<E, Cpu, M>(model, |t, h| {
+    walk::<E, M>(model, |t, h| {
         if !t.trainable {
             return Ok(());
         }

@@ -1,7 +1,7 @@
 //! [`KfacStats`]: running K-FAC factors from the statistics [`super::KfacLinear`] records, handed
 //! to an optimizer's `kfac_precondition`.
 
-use super::super::walk::{walk_mut_on, walk_on};
+use super::super::walk::{walk, walk_mut};
 use crate::error::OptimError;
 use crate::float::Float;
 use crate::optimizer::DslOptimizer;
@@ -215,7 +215,7 @@ impl KfacStats {
     {
         let mut ids: Vec<UniqueId> = Vec::new();
         let mut layers = 0;
-        walk_on::<E, Cpu, M>(model, |t, h| {
+        walk::<E, M>(model, |t, h| {
             if t.module == KFAC_MODULE && slot_of(t.name).is_some() {
                 if t.name.ends_with(SLOTS[0]) {
                     layers += 1;
@@ -365,7 +365,7 @@ where
     Cpu: Device<E>,
 {
     let mut layers: Vec<Layer<E>> = Vec::new();
-    walk_on::<E, Cpu, M>(model, |t, h| {
+    walk::<E, M>(model, |t, h| {
         if t.module != KFAC_MODULE {
             return Ok(());
         }
@@ -493,7 +493,7 @@ where
     M: TensorCollection<E, Cpu>,
     Cpu: Device<E>,
 {
-    walk_mut_on::<E, Cpu, M>(model, |t, h| {
+    walk_mut::<E, M>(model, |t, h| {
         if t.module != KFAC_MODULE {
             return Ok(());
         }
