@@ -48,7 +48,20 @@ pub(crate) enum HostParam<'a, E> {
     F32(&'a mut [f32]),
 }
 
-/// A gradient's elements on the host (as [`HostParam`], read only).
+impl<E> HostParam<'_, E> {
+    /// The same elements, read only.
+    pub(crate) fn read(&self) -> HostGrad<'_, E> {
+        match self {
+            HostParam::Same(v) => HostGrad::Same(v),
+            HostParam::Bf16(v) => HostGrad::Bf16(v),
+            HostParam::F16(v) => HostGrad::F16(v),
+            HostParam::F32(v) => HostGrad::F32(v),
+        }
+    }
+}
+
+/// A gradient's elements on the host (as [`HostParam`], read only; also a parameter's, see
+/// [`HostParam::read`]).
 pub(crate) enum HostGrad<'a, E> {
     /// `E` itself.
     Same(&'a [E]),

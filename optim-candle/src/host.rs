@@ -34,18 +34,13 @@ fn widen<E: Float, T: Copy + Send + Sync>(
     dst.clear();
     dst.resize(src.len(), E::zero());
     if let Some(d) = as_f32(dst) {
-        d.par_chunks_mut(PIECE)
-            .zip(src.par_chunks(PIECE))
-            .for_each(|(d, s)| fast(d, s));
-        return;
+        return in_pieces(d, src, fast);
     }
-    dst.par_chunks_mut(PIECE)
-        .zip(src.par_chunks(PIECE))
-        .for_each(|(d, s)| {
-            for (d, &s) in d.iter_mut().zip(s) {
-                *d = E::of_f64(slow(s));
-            }
-        });
+    in_pieces(dst, src, |d, s| {
+        for (d, &s) in d.iter_mut().zip(s) {
+            *d = E::of_f64(slow(s));
+        }
+    });
 }
 
 /// Rounds `src` to nearest into `dst`.
@@ -56,30 +51,25 @@ fn narrow<E: Float, T: Copy + Send + Sync>(
     slow: impl Fn(f64) -> T + Sync,
 ) {
     if let Some(s) = as_f32(src) {
-        dst.par_chunks_mut(PIECE)
-            .zip(s.par_chunks(PIECE))
-            .for_each(|(d, s)| fast(d, s));
-        return;
+        return in_pieces(dst, s, fast);
     }
+    in_pieces(dst, src, |d, s| {
+        for (d, &s) in d.iter_mut().zip(s) {
+            *d = slow(s.as_f64());
+        }
+    });
+}
+
+/// `convert(d, s)` on the matching pieces of [`PIECE`] elements of `dst` and `src`, in
+/// parallel.
+fn in_pieces<D: Send, S: Sync>(dst: &mut [D], src: &[S], convert: impl Fn(&mut [D], &[S]) + Sync) {
     dst.par_chunks_mut(PIECE)
         .zip(src.par_chunks(PIECE))
-        .for_each(|(d, s)| {
-            for (d, &s) in d.iter_mut().zip(s) {
-                *d = slow(s.as_f64());
-            }
-        });
+        .for_each(|(d, s)| convert(d, s));
 }
 
-fn widen_param<E: Float>(p: &HostParam<'_, E>, dst: &mut Vec<E>) {
-    match p {
-        HostParam::Same(_) => {}
-        HostParam::Bf16(s) => widen(dst, s, |d, s| s.convert_to_f32_slice(d), bf16::to_f64),
-        HostParam::F16(s) => widen(dst, s, |d, s| s.convert_to_f32_slice(d), f16::to_f64),
-        HostParam::F32(s) => widen(dst, s, |d, s| d.copy_from_slice(s), f64::from),
-    }
-}
-
-fn widen_grad<E: Float>(g: &HostGrad<'_, E>, dst: &mut Vec<E>) {
+/// A staged parameter or gradient widened into `dst` (nothing for one of type `E`).
+fn widen_host<E: Float>(g: &HostGrad<'_, E>, dst: &mut Vec<E>) {
     match g {
         HostGrad::Same(_) => {}
         HostGrad::Bf16(s) => widen(dst, s, |d, s| s.convert_to_f32_slice(d), bf16::to_f64),
@@ -88,6 +78,7 @@ fn widen_grad<E: Float>(g: &HostGrad<'_, E>, dst: &mut Vec<E>) {
     }
 }
 
+/// A staged parameter rounded back from `src` (nothing for one of type `E`).
 fn narrow_param<E: Float>(p: &mut HostParam<'_, E>, src: &mut Vec<E>) {
     match p {
         HostParam::Same(_) => {}
@@ -120,8 +111,8 @@ pub(crate) fn step<E: Float, O: DslOptimizer<E>>(
             continue;
         }
         let (mut pb, mut gb) = staging.remove(&p.name).unwrap_or_default();
-        widen_param(&v.param, &mut pb);
-        widen_grad(&v.grad, &mut gb);
+        widen_host(&v.param.read(), &mut pb);
+        widen_host(&v.grad, &mut gb);
         staged.push(Some((pb, gb)));
     }
 

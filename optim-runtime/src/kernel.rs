@@ -379,6 +379,22 @@ impl<E: Float> Item<'_, E> {
     }
 }
 
+/// Each slice of `bufs` cut after `n` elements (or whole, if shorter): the heads and the
+/// tails, in order.
+fn split_each<'a, T: 'a, A: smallvec::Array<Item = &'a mut [T]>>(
+    bufs: SmallVec<A>,
+    n: usize,
+) -> (SmallVec<A>, SmallVec<A>) {
+    let mut heads = SmallVec::new();
+    let mut tails = SmallVec::new();
+    for b in bufs {
+        let (a, rest) = b.split_at_mut(n.min(b.len()));
+        heads.push(a);
+        tails.push(rest);
+    }
+    (heads, tails)
+}
+
 /// Cuts call `ci` into work items of at most `chunk` elements (in order), appended to `items`.
 fn cut<'a, E: Float>(
     ci: usize,
@@ -427,20 +443,8 @@ fn cut<'a, E: Float>(
         }
         let (p0, p1) = param.split_at_mut(n);
         let (g0, g1) = grad.split_at(n.min(grad.len()));
-        let mut heads = StateRefs::new();
-        let mut tails = StateRefs::new();
-        for b in bufs {
-            let (a, rest) = b.split_at_mut(n.min(b.len()));
-            heads.push(a);
-            tails.push(rest);
-        }
-        let mut lo_heads = LowRefs::new();
-        let mut lo_tails = LowRefs::new();
-        for b in lo {
-            let (a, rest) = b.split_at_mut(n.min(b.len()));
-            lo_heads.push(a);
-            lo_tails.push(rest);
-        }
+        let (heads, tails) = split_each(bufs, n);
+        let (lo_heads, lo_tails) = split_each(lo, n);
         // `chunk` is a multiple of the quantisation block, so every head holds whole blocks
         let mut q_heads = Q8Refs::new();
         let mut q_tails = Q8Refs::new();
@@ -516,10 +520,20 @@ pub fn sum_in_order(contributions: &[GlobalContribution]) -> GlobalContribution 
 /// Runs one step's jobs: stage by stage across all parameters, summing global reductions in
 /// the jobs' order.
 pub fn execute<E: Float>(jobs: Vec<Job<'_, E>>) {
-    let stages = jobs.iter().map(|j| j.stages()).max().unwrap_or(0);
+    let stages = stage_count(&jobs, 0);
     let mut local = |c: &[GlobalContribution]| Ok(sum_in_order(c));
     // summing in order cannot fail
     let _ = execute_with(jobs, stages, &mut local);
+}
+
+/// The loops a step runs: the most stages of any of `jobs`, and at least `at_least` (the count
+/// every process of a data-parallel step agreed on).
+pub(crate) fn stage_count<E: Float>(jobs: &[Job<'_, E>], at_least: usize) -> usize {
+    jobs.iter()
+        .map(|j| j.stages())
+        .max()
+        .unwrap_or(0)
+        .max(at_least)
 }
 
 /// [`execute`] with the global totals combined by `global_sums` after each of `stages` loops
@@ -533,12 +547,7 @@ pub fn execute_with<E: Float>(
     stages: usize,
     global_sums: GlobalSums<'_>,
 ) -> Result<(), crate::OptimError> {
-    let max_stages = jobs
-        .iter()
-        .map(|j| j.stages())
-        .max()
-        .unwrap_or(0)
-        .max(stages);
+    let max_stages = stage_count(&jobs, stages);
     let mut globals = [0.0f64; MAX_GLOBALS];
     let pending: Vec<&mut Job<'_, E>> = jobs.iter_mut().filter(|j| j.has_pre_barrier()).collect();
     if pending.len() > 1 {

@@ -119,6 +119,14 @@ pub struct LowBuf {
 }
 
 impl LowBuf {
+    /// A slot of type `dtype` that holds nothing (not allocated).
+    pub fn empty(dtype: StateDtype) -> Self {
+        LowBuf {
+            dtype,
+            bits: Vec::new(),
+        }
+    }
+
     /// `xs` rounded to nearest (ties to even) into a buffer of type `dtype`.
     pub fn from_values<E: Float>(dtype: StateDtype, xs: &[E]) -> Self {
         LowBuf {

@@ -197,6 +197,15 @@ pub struct Q8Buf {
 }
 
 impl Q8Buf {
+    /// A slot under `map` that holds nothing (not allocated).
+    pub fn empty(map: Q8Map) -> Self {
+        Q8Buf {
+            map,
+            codes: Vec::new(),
+            scales: Vec::new(),
+        }
+    }
+
     /// `xs` quantised block by block.
     pub fn from_values<E: Float>(map: Q8Map, xs: &[E]) -> Self {
         let mut codes = vec![0u8; xs.len()];

@@ -172,30 +172,10 @@ pub trait DslOptimizer<E: Float>: Sized {
                         ),
                     });
                 }
-                if f.iter().any(|v| !v.is_finite()) {
-                    return Err(OptimError::InvalidUse(format!(
-                        "{what} factor of `{name}` has a non-finite entry"
-                    )));
-                }
+                no_non_finite(f, &format!("{what} factor"), name)?;
             }
         }
-        if let Some(ps) = self.opt_state().params.get(name) {
-            if ps.len != numel {
-                return Err(OptimError::ShapeMismatch {
-                    param: name.to_string(),
-                    detail: format!(
-                        "shape {shape:?} has {numel} elements but the optimizer state has {}",
-                        ps.len
-                    ),
-                });
-            }
-        }
-        let rule = Self::route(&info);
-        let ps = self
-            .opt_state_mut()
-            .params
-            .entry(name.to_string())
-            .or_insert_with(|| ParamState::new(rule, numel));
+        let ps = state_for_input(self, &info, numel)?;
         let probe = ps.factors.take().and_then(|f| f.probe);
         ps.factors = Some(KronFactors {
             left,
@@ -233,28 +213,8 @@ pub trait DslOptimizer<E: Float>: Sized {
                 ),
             });
         }
-        if probe.iter().any(|v| !v.is_finite()) {
-            return Err(OptimError::InvalidUse(format!(
-                "probe of `{name}` has a non-finite entry"
-            )));
-        }
-        if let Some(ps) = self.opt_state().params.get(name) {
-            if ps.len != numel {
-                return Err(OptimError::ShapeMismatch {
-                    param: name.to_string(),
-                    detail: format!(
-                        "shape {shape:?} has {numel} elements but the optimizer state has {}",
-                        ps.len
-                    ),
-                });
-            }
-        }
-        let rule = Self::route(&info);
-        let ps = self
-            .opt_state_mut()
-            .params
-            .entry(name.to_string())
-            .or_insert_with(|| ParamState::new(rule, numel));
+        no_non_finite(&probe, "probe", name)?;
+        let ps = state_for_input(self, &info, numel)?;
         ps.factors
             .get_or_insert(KronFactors {
                 left: None,
@@ -490,13 +450,96 @@ pub(crate) fn numel_checked(param: &str, shape: &[usize]) -> Result<usize, Optim
         })
 }
 
+/// This process's validation `checked` once every process has agreed on it (see
+/// [`StepSync::agree`]): its own error first, else another process's.
+pub(crate) fn agreed<T>(
+    checked: Result<T, OptimError>,
+    sync: &mut dyn StepSync,
+) -> Result<T, OptimError> {
+    let agreed = sync.agree(checked.as_ref().map(|_| ()).map_err(Clone::clone));
+    match (checked, agreed) {
+        (Ok(v), Ok(())) => Ok(v),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+/// The optimizer's [`NonFinitePolicy`] for a step, decided alike by every process: `first_bad`
+/// (not called under `Propagate`) names this process's first parameter with a non-finite
+/// gradient, if any. `Ok(true)` when the step is skipped (`SkipStep`: no parameter, buffer or
+/// step count changes; only the skip is counted).
+///
+/// # Errors
+/// [`OptimError::NonFiniteGradient`] under `NonFinitePolicy::Error` when any process has one;
+/// `first_bad`'s error.
+pub(crate) fn skip_non_finite<'a, E: Float, O: DslOptimizer<E>>(
+    opt: &mut O,
+    sync: &mut dyn StepSync,
+    first_bad: impl FnOnce() -> Result<Option<&'a str>, OptimError>,
+) -> Result<bool, OptimError> {
+    let policy = opt.opt_state().non_finite;
+    if policy == NonFinitePolicy::Propagate {
+        return Ok(false);
+    }
+    let bad = first_bad()?;
+    if !sync.any(bad.is_some())? {
+        return Ok(false);
+    }
+    if policy == NonFinitePolicy::Error {
+        return Err(OptimError::NonFiniteGradient {
+            param: bad.map_or_else(|| "(another process's parameter)".into(), str::to_string),
+        });
+    }
+    opt.opt_state_mut().skipped_steps += 1;
+    Ok(true)
+}
+
+/// [`OptimError::InvalidUse`] naming `what` of parameter `name` when `values` holds a non-finite
+/// entry.
+fn no_non_finite<E: Float>(values: &[E], what: &str, name: &str) -> Result<(), OptimError> {
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(OptimError::InvalidUse(format!(
+            "{what} of `{name}` has a non-finite entry"
+        )));
+    }
+    Ok(())
+}
+
+/// The state of parameter `info` for an input of `numel` values (its Kronecker factors or
+/// probe), created for its rule when it has none.
+///
+/// # Errors
+/// [`OptimError::ShapeMismatch`] when its state has another number of elements (nothing is
+/// created then).
+fn state_for_input<'o, E: Float, O: DslOptimizer<E>>(
+    opt: &'o mut O,
+    info: &ParamInfo<'_>,
+    numel: usize,
+) -> Result<&'o mut ParamState<E>, OptimError> {
+    let (name, shape) = (info.name, info.shape);
+    if let Some(ps) = opt.opt_state().params.get(name) {
+        if ps.len != numel {
+            return Err(OptimError::ShapeMismatch {
+                param: name.to_string(),
+                detail: format!(
+                    "shape {shape:?} has {numel} elements but the optimizer state has {}",
+                    ps.len
+                ),
+            });
+        }
+    }
+    let rule = O::route(info);
+    Ok(opt
+        .opt_state_mut()
+        .params
+        .entry(name.to_string())
+        .or_insert_with(|| ParamState::new(rule, numel)))
+}
+
 /// What validation and state creation see of one parameter of a step, whichever path (host
 /// slices or device buffers) it came from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Meta<'a> {
-    pub name: &'a str,
-    pub shape: &'a [usize],
-    pub module: &'a str,
+    pub info: ParamInfo<'a>,
     pub param_len: usize,
     pub grad_len: usize,
 }
@@ -504,9 +547,11 @@ pub(crate) struct Meta<'a> {
 impl<'a, E> From<&Entry<'a, E>> for Meta<'a> {
     fn from(e: &Entry<'a, E>) -> Self {
         Meta {
-            name: e.name,
-            shape: e.shape,
-            module: e.module,
+            info: ParamInfo {
+                name: e.name,
+                shape: e.shape,
+                module: e.module,
+            },
             param_len: e.param.len(),
             grad_len: e.grad.len(),
         }
@@ -521,15 +566,16 @@ fn check_entry<E: Float, O: DslOptimizer<E>>(
     e: &Meta<'_>,
     ps: Option<&ParamState<E>>,
 ) -> Result<usize, OptimError> {
+    let info = e.info;
     let shape_err = |detail: String| OptimError::ShapeMismatch {
-        param: e.name.to_string(),
+        param: info.name.to_string(),
         detail,
     };
-    let numel = numel_checked(e.name, e.shape)?;
+    let numel = numel_checked(info.name, info.shape)?;
     if e.param_len != numel {
         return Err(shape_err(format!(
             "shape {:?} has {numel} elements but the parameter has {}",
-            e.shape, e.param_len
+            info.shape, e.param_len
         )));
     }
     if e.grad_len != e.param_len {
@@ -538,11 +584,6 @@ fn check_entry<E: Float, O: DslOptimizer<E>>(
             e.grad_len, e.param_len
         )));
     }
-    let info = ParamInfo {
-        name: e.name,
-        shape: e.shape,
-        module: e.module,
-    };
     let rule = O::route(&info);
     O::check_param(values, rule, info).map_err(shape_err)?;
     let Some(ps) = ps else {
@@ -559,7 +600,7 @@ fn check_entry<E: Float, O: DslOptimizer<E>>(
         };
         return Err(shape_err(format!(
             "its optimizer state was created for {was}, the parameter now has shape {:?}; reset its state with `set_shape_change(ShapeChange::Reset)`",
-            e.shape
+            info.shape
         )));
     }
     if let Some(f) = &ps.factors {
@@ -568,7 +609,7 @@ fn check_entry<E: Float, O: DslOptimizer<E>>(
             if fac.as_ref().is_some_and(|v| v.len() != d * d) {
                 return Err(shape_err(format!(
                     "its {what} Kronecker factor is not {d} x {d} for shape {:?}; set the factors again",
-                    e.shape
+                    info.shape
                 )));
             }
         }
@@ -578,7 +619,7 @@ fn check_entry<E: Float, O: DslOptimizer<E>>(
 
 /// Whether `ps` was created for another shape than `e`'s.
 fn stale<E>(ps: &ParamState<E>, e: &Meta<'_>) -> bool {
-    ps.len != e.param_len || (!ps.shape.is_empty() && ps.shape != e.shape)
+    ps.len != e.param_len || (!ps.shape.is_empty() && ps.shape != e.info.shape)
 }
 
 /// Validates everything a step reads: hyperparameters at this step, names, shapes and state.
@@ -599,7 +640,7 @@ fn validate_ordered<E: Float, O: DslOptimizer<E>>(
 ) -> Result<(<O::Config as OptimizerConfig>::Values, Vec<usize>), OptimError> {
     let state = opt.opt_state();
     let values = opt.config().values(state.step)?;
-    let name = |i: usize| entries[i].name;
+    let name = |i: usize| entries[i].info.name;
     let sorted = order
         .order(entries.len(), name)
         .map_err(|dup| OptimError::DuplicateParam(dup.to_string()))?;
@@ -633,29 +674,12 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     let mut order = std::mem::take(&mut opt.opt_state_mut().order);
     let checked = validate_ordered(opt, &metas, &mut order);
     opt.opt_state_mut().order = order;
-    let agreed = sync.agree(checked.as_ref().map(|_| ()).map_err(Clone::clone));
-    let (values, rules) = match (checked, agreed) {
-        (Ok(v), Ok(())) => v,
-        (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
-    };
+    let (values, rules) = agreed(checked, sync)?;
 
     // 1b. non-finite gradients under the optimizer's policy (still nothing written).
-    let policy = opt.opt_state().non_finite;
-    if policy != NonFinitePolicy::Propagate {
-        let bad = entries.iter().find(|e| !all_finite(e.grad));
-        if sync.any(bad.is_some())? {
-            if policy == NonFinitePolicy::Error {
-                return Err(OptimError::NonFiniteGradient {
-                    param: bad.map_or_else(
-                        || "(another process's parameter)".into(),
-                        |b| b.name.to_string(),
-                    ),
-                });
-            }
-            // SkipStep: no parameter, buffer or step count changes; only the skip is counted.
-            opt.opt_state_mut().skipped_steps += 1;
-            return Ok(());
-        }
+    let first_bad = || Ok(entries.iter().find(|e| !all_finite(e.grad)).map(|e| e.name));
+    if skip_non_finite(opt, sync, first_bad)? {
+        return Ok(());
     }
 
     // 2. state creation (a reshaped parameter under `ShapeChange::Reset` starts afresh) and
@@ -671,7 +695,7 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     let advance = !entries.is_empty();
     let state = opt.opt_state_mut();
     let mut order = std::mem::take(&mut state.order);
-    let name = |i: usize| metas[i].name;
+    let name = |i: usize| metas[i].info.name;
     let sorted = order.order(metas.len(), name).unwrap_or(&[]); // validated: no duplicates
     ensure_states_ordered(state, &metas, &rules, sorted, None);
     if let Some(m) = &mut metrics {
@@ -685,17 +709,13 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     {
         let found = lookup::states_mut(&mut state.params, sorted, name);
         let mut jobs = Vec::with_capacity(entries.len());
-        for ((e, &rule), ps) in entries.iter_mut().zip(&rules).zip(found) {
+        let each = entries.iter_mut().zip(&metas).zip(&rules).zip(found);
+        for (((e, m), &rule), ps) in each {
             let Some(ps) = ps else {
                 continue; // unreachable: every state was created above
             };
             ps.rule = rule;
-            let info = ParamInfo {
-                name: e.name,
-                shape: e.shape,
-                module: e.module,
-            };
-            jobs.push(O::prepare(&values, rule, ps, info, &mut *e.param, e.grad));
+            jobs.push(O::prepare(&values, rule, ps, m.info, &mut *e.param, e.grad));
         }
 
         // 3. the fused loops, stage by stage, one dispatch per stage for the whole step; global
@@ -737,7 +757,7 @@ pub(crate) fn ensure_states<E: Float>(
 ) -> Vec<bool> {
     let mut order = NameOrder::default();
     let mut fresh = vec![false; metas.len()];
-    if let Ok(sorted) = order.order(metas.len(), |i| metas[i].name) {
+    if let Ok(sorted) = order.order(metas.len(), |i| metas[i].info.name) {
         ensure_states_ordered(state, metas, rules, sorted, Some(&mut fresh));
     }
     fresh
@@ -756,12 +776,12 @@ fn ensure_states_ordered<E: Float>(
     let round = state.scalar_precision == ScalarPrecision::Param;
     let reciprocals = state.arithmetic == Arithmetic::Reciprocal;
     let mut missing = Vec::new();
-    let found = lookup::states_mut(&mut state.params, sorted, |i| metas[i].name);
+    let found = lookup::states_mut(&mut state.params, sorted, |i| metas[i].info.name);
     for (i, ps) in found.into_iter().enumerate() {
         match ps {
             Some(ps) if !stale(ps, &metas[i]) => {
                 if ps.shape.is_empty() {
-                    ps.shape = metas[i].shape.to_vec();
+                    ps.shape = metas[i].info.shape.to_vec();
                 }
                 ps.round_scalars = round;
                 ps.reciprocals = reciprocals;
@@ -772,10 +792,10 @@ fn ensure_states_ordered<E: Float>(
     for i in missing {
         let (e, rule) = (&metas[i], rules[i]);
         let mut ps = ParamState::new(rule, e.param_len);
-        ps.shape = e.shape.to_vec();
+        ps.shape = e.info.shape.to_vec();
         ps.round_scalars = round;
         ps.reciprocals = reciprocals;
-        state.params.insert(e.name.to_string(), ps);
+        state.params.insert(e.info.name.to_string(), ps);
         if let Some(f) = fresh.as_deref_mut() {
             f[i] = true;
         }

@@ -116,9 +116,7 @@ impl<E: Copy + Default> ParamState<E> {
     where
         E: Float,
     {
-        if self.buffers.len() <= slot {
-            self.buffers.resize_with(slot + 1, Vec::new);
-        }
+        grow(&mut self.buffers, slot, Vec::new);
         if self.buffers[slot].len() == len {
             return false;
         }
@@ -145,12 +143,7 @@ impl<E: Copy + Default> ParamState<E> {
     where
         E: Float,
     {
-        if self.low.len() <= slot {
-            self.low.resize_with(slot + 1, || LowBuf {
-                dtype,
-                bits: Vec::new(),
-            });
-        }
+        grow(&mut self.low, slot, || LowBuf::empty(dtype));
         let low = &mut self.low[slot];
         if low.bits.len() == len && low.dtype == dtype {
             return false;
@@ -197,13 +190,7 @@ impl<E: Copy + Default> ParamState<E> {
     where
         E: Float,
     {
-        if self.q8.len() <= slot {
-            self.q8.resize_with(slot + 1, || Q8Buf {
-                map,
-                codes: Vec::new(),
-                scales: Vec::new(),
-            });
-        }
+        grow(&mut self.q8, slot, || Q8Buf::empty(map));
         let q = &self.q8[slot];
         if q.codes.len() == len && q.map == map && q.is_consistent() {
             return false;
@@ -528,15 +515,7 @@ impl<E: Clone> OptState<E> {
             return Ok(());
         };
         let slots = store.download_slots()?;
-        for (name, k, data) in slots {
-            if let Some(b) = self
-                .params
-                .get_mut(&name)
-                .and_then(|p| p.buffers.get_mut(k))
-            {
-                *b = data;
-            }
-        }
+        put_slots(&mut self.params, slots);
         self.device.0 = None;
         Ok(())
     }
@@ -549,17 +528,10 @@ impl<E: Clone> OptState<E> {
     /// copy; `self` is unchanged.
     pub fn try_clone(&self) -> Result<OptState<E>, crate::OptimError> {
         Ok(OptState {
-            step: self.step,
-            params: self.params.clone(),
-            non_finite: self.non_finite,
-            skipped_steps: self.skipped_steps,
-            shape_change: self.shape_change,
-            scalar_precision: self.scalar_precision,
-            arithmetic: self.arithmetic,
             staging: self.staging.clone(),
             order: self.order.clone(),
             metrics: self.metrics.clone(),
-            device: self.device.try_clone()?,
+            ..self.copy_with(self.device.try_clone()?)
         })
     }
 
@@ -568,7 +540,18 @@ impl<E: Clone> OptState<E> {
     /// # Errors
     /// As [`sync_to_host`](Self::sync_to_host).
     pub(crate) fn to_host(&self) -> Result<OptState<E>, crate::OptimError> {
-        let mut host = OptState {
+        let mut host = self.copy_with(Default::default());
+        if let Some(store) = &self.device.0 {
+            put_slots(&mut host.params, store.download_slots()?);
+        }
+        Ok(host)
+    }
+
+    /// The step count, the parameters' states and the settings, with `device` as the device
+    /// state; the reusable scratch (staging buffers, name order) and the metrics slot start
+    /// empty.
+    fn copy_with(&self, device: crate::cuda::store::DeviceState<E>) -> OptState<E> {
+        OptState {
             step: self.step,
             params: self.params.clone(),
             non_finite: self.non_finite,
@@ -576,22 +559,29 @@ impl<E: Clone> OptState<E> {
             shape_change: self.shape_change,
             scalar_precision: self.scalar_precision,
             arithmetic: self.arithmetic,
-            staging: Default::default(),
-            order: Default::default(),
-            device: Default::default(),
-            metrics: crate::metrics::MetricsSlot::default(),
-        };
-        if let Some(store) = &self.device.0 {
-            for (name, k, data) in store.download_slots()? {
-                if let Some(b) = host
-                    .params
-                    .get_mut(&name)
-                    .and_then(|p| p.buffers.get_mut(k))
-                {
-                    *b = data;
-                }
-            }
+            device,
+            ..OptState::default()
         }
-        Ok(host)
+    }
+}
+
+/// Writes state slots read from a device, `(parameter, slot, values)`, into the host buffers
+/// of `params` (a slot a parameter does not have is dropped).
+fn put_slots<E>(
+    params: &mut BTreeMap<String, ParamState<E>>,
+    slots: impl IntoIterator<Item = (String, usize, Vec<E>)>,
+) {
+    for (name, k, data) in slots {
+        if let Some(b) = params.get_mut(&name).and_then(|p| p.buffers.get_mut(k)) {
+            *b = data;
+        }
+    }
+}
+
+/// Makes sure `bufs` has slot `slot`: any missing slots up to it are added, each made by
+/// `empty` (not allocated).
+pub(crate) fn grow<T>(bufs: &mut Vec<T>, slot: usize, empty: impl FnMut() -> T) {
+    if bufs.len() <= slot {
+        bufs.resize_with(slot + 1, empty);
     }
 }

@@ -12,7 +12,7 @@ use crate::hyper::Hyper;
 use crate::lowp::q8::{self, Q8Buf, Q8Map};
 use crate::lowp::LowBuf;
 use crate::optimizer::{DslOptimizer, Field, OptimizerConfig};
-use crate::state::ParamState;
+use crate::state::{grow, ParamState};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -224,13 +224,7 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
             }
             if let Some(map) = b.q8 {
                 ps.buffers.push(Vec::new());
-                if ps.q8.len() <= slot {
-                    ps.q8.resize_with(slot + 1, || Q8Buf {
-                        map,
-                        codes: Vec::new(),
-                        scales: Vec::new(),
-                    });
-                }
+                grow(&mut ps.q8, slot, || Q8Buf::empty(map));
                 ps.q8[slot] = read_q8(&st, p, b, map)?;
                 continue;
             }
@@ -244,12 +238,7 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
                         mismatch(p, format!("tensor `{}` is missing from the file", b.key))
                     })?;
                     check_view(&t, p, &b.key, b.len, low_dtype(d))?;
-                    if ps.low.len() <= slot {
-                        ps.low.resize_with(slot + 1, || LowBuf {
-                            dtype: d,
-                            bits: Vec::new(),
-                        });
-                    }
+                    grow(&mut ps.low, slot, || LowBuf::empty(d));
                     ps.low[slot] = LowBuf {
                         dtype: d,
                         bits: decode_bits(t.data()),

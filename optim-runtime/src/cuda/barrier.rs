@@ -12,7 +12,7 @@
 use super::link::{DeviceLink, Loc};
 use crate::matrix::{
     run_host, Call, MatView, MatrixWord, Orthogonalize, OrthogonalizeConfig, Phase, Primitive,
-    Report, Src,
+    Report, Site, Src,
 };
 use crate::{Float, ParamInfo, ParamState};
 use std::any::{Any, TypeId};
@@ -102,7 +102,14 @@ pub(crate) fn run_linked<E: Float, P: Primitive<E> + 'static>(
     {
         fetched.slot(link, ps, k);
     }
-    let report = run_host::<E, P>(cfg, phase, call, ps, &param, &grad, info);
+    let site = Site {
+        phase,
+        call,
+        param: &param,
+        grad: &grad,
+        info,
+    };
+    let report = run_host::<E, P>(cfg, site, ps);
 
     // what the primitive wrote goes back to the device; every host copy is freed
     let written_slots: Vec<usize> = call.state.iter().chain(call.rotated).copied().collect();

@@ -119,30 +119,28 @@ pub fn orthogonalize_on<E: Float, B, M: MatOps<E, B> + ?Sized>(
     let (one, zero) = (E::one(), E::zero());
     for i in 0..steps {
         let [ca, cb, cc] = schedule[i.min(schedule.len() - 1)].map(E::of_f64);
-        // A = X Xᵀ
-        if wide {
-            ops.gemm(
-                true, false, d, d, cols, one, &y, cols, &y, cols, zero, &mut a, d,
-            )?;
+        // A = X Xᵀ: `Yᵀ Y` (wide) or `Y Yᵀ`
+        let (ta, tb, inner) = if wide {
+            (true, false, cols)
         } else {
-            ops.gemm(
-                false, true, d, d, rows, one, &y, cols, &y, cols, zero, &mut a, d,
-            )?;
-        }
+            (false, true, rows)
+        };
+        ops.gemm(
+            ta, tb, d, d, inner, one, &y, cols, &y, cols, zero, &mut a, d,
+        )?;
         // B = b A + c A A
         ops.copy(&a, &mut b, d * d)?;
         ops.gemm(false, false, d, d, d, cc, &a, d, &a, d, cb, &mut b, d)?;
-        // X ← a X + B X
+        // X ← a X + B X: `Y ← a Y + Y B` (wide) or `Y ← a Y + B Y`
         ops.copy(&y, &mut yn, n)?;
-        if wide {
-            ops.gemm(
-                false, false, cols, rows, rows, one, &y, cols, &b, d, ca, &mut yn, cols,
-            )?;
+        let ((l, ldl), (r, ldr), inner) = if wide {
+            ((&y, cols), (&b, d), rows)
         } else {
-            ops.gemm(
-                false, false, cols, rows, cols, one, &b, d, &y, cols, ca, &mut yn, cols,
-            )?;
-        }
+            ((&b, d), (&y, cols), cols)
+        };
+        ops.gemm(
+            false, false, cols, rows, inner, one, l, ldl, r, ldr, ca, &mut yn, cols,
+        )?;
         std::mem::swap(&mut y, &mut yn);
     }
     ops.copy(&y, out, n)

@@ -20,10 +20,14 @@ use super::backend::{rows, Backend, StageKernel, StageTensor};
 use super::link::{DeviceLink, LinkCell, Loc};
 use super::store::{Store, Stored};
 use crate::error::OptimError;
-use crate::kernel::{GlobalContribution, GlobalMap, Job, Scalars, MAX_GLOBALS, MAX_REDUCTIONS};
+use crate::kernel::{
+    stage_count, GlobalContribution, GlobalMap, Job, Scalars, MAX_GLOBALS, MAX_REDUCTIONS,
+};
 use crate::matrix::OrthogonalizeConfig;
-use crate::optimizer::{ensure_states, validate, DslOptimizer, Meta, StepSync};
-use crate::state::{NonFinitePolicy, ParamState};
+use crate::optimizer::{
+    agreed, ensure_states, skip_non_finite, validate, DslOptimizer, Meta, StepSync,
+};
+use crate::state::ParamState;
 use crate::{Float, ParamInfo};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -300,38 +304,25 @@ where
     let metas: Vec<Meta<'_>> = entries
         .iter()
         .map(|e| Meta {
-            name: e.name,
-            shape: e.shape,
-            module: e.module,
+            info: ParamInfo {
+                name: e.name,
+                shape: e.shape,
+                module: e.module,
+            },
             param_len: B::len(&e.param),
             grad_len: B::len(&e.grad),
         })
         .collect();
-    let checked = validate(opt, &metas);
-    let agreed = sync.agree(checked.as_ref().map(|_| ()).map_err(Clone::clone));
-    let (values, rules) = match (checked, agreed) {
-        (Ok(v), Ok(())) => v,
-        (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
-    };
+    let (values, rules) = agreed(validate(opt, &metas), sync)?;
 
     // 1b. non-finite gradients (one read of every gradient on the device)
-    let policy = opt.opt_state().non_finite;
-    if policy != NonFinitePolicy::Propagate {
+    let first_bad = || {
         let grads: Vec<&B::Buf> = entries.iter().map(|e| &e.grad).collect();
         let finite = store.backend.all_finite(&grads)?;
-        let bad = finite.iter().position(|f| !f);
-        if sync.any(bad.is_some())? {
-            if policy == NonFinitePolicy::Error {
-                return Err(OptimError::NonFiniteGradient {
-                    param: bad.map_or_else(
-                        || "(another process's parameter)".into(),
-                        |b| entries[b].name.to_string(),
-                    ),
-                });
-            }
-            opt.opt_state_mut().skipped_steps += 1;
-            return Ok(());
-        }
+        Ok(finite.iter().position(|f| !f).map(|b| entries[b].name))
+    };
+    if skip_non_finite(opt, sync, first_bad)? {
+        return Ok(());
     }
 
     // 2. host state (created or restarted; a restarted state drops its device buffers) and one
@@ -374,13 +365,13 @@ where
     // 3. hand every buffer back: the entries' to the caller, state to the store
     let state = opt.opt_state_mut();
     for ((e, link), m) in entries.iter_mut().zip(&links).zip(&metas) {
-        if let Some(ps) = state.params.get_mut(m.name) {
+        if let Some(ps) = state.params.get_mut(m.info.name) {
             ps.device = LinkCell::default();
         }
         let mut b = lock(&link.bufs);
         std::mem::swap(&mut e.param, &mut b.param);
         std::mem::swap(&mut e.grad, &mut b.grad);
-        let stored: &mut Stored<B::Buf> = store.params.entry(m.name.to_string()).or_default();
+        let stored: &mut Stored<B::Buf> = store.params.entry(m.info.name.to_string()).or_default();
         stored.slots = std::mem::take(&mut b.slots);
         stored.temps = std::mem::take(&mut b.temps);
     }
@@ -413,24 +404,19 @@ where
     let mut by_name: HashMap<&str, &mut ParamState<E>> = state
         .params
         .iter_mut()
-        .filter(|(k, _)| metas.iter().any(|m| m.name == k.as_str()))
+        .filter(|(k, _)| metas.iter().any(|m| m.info.name == k.as_str()))
         .map(|(k, v)| (k.as_str(), v))
         .collect();
     let mut jobs: Vec<Job<'_, E>> = Vec::with_capacity(metas.len());
     for ((m, &rule), link) in metas.iter().zip(rules).zip(links) {
-        let Some(ps) = by_name.remove(m.name) else {
+        let Some(ps) = by_name.remove(m.info.name) else {
             continue; // unreachable: every name was inserted by `ensure_states`
         };
         snapshots.push(Snapshot::of(ps));
         ps.rule = rule;
         let dyn_link: Arc<dyn DeviceLink<E>> = link.clone();
         ps.device = LinkCell(Some(dyn_link));
-        let info = ParamInfo {
-            name: m.name,
-            shape: m.shape,
-            module: m.module,
-        };
-        jobs.push(O::prepare(values, rule, ps, info, &mut [], &[]));
+        jobs.push(O::prepare(values, rule, ps, m.info, &mut [], &[]));
     }
     if let Some(e) = links.iter().find_map(|l| l.take_error()) {
         drop(jobs);
@@ -461,7 +447,7 @@ fn undo<E: Float, B: Backend<E>>(
                 .map(|x| link.backend.read(x));
             let host = state
                 .params
-                .get_mut(m.name)
+                .get_mut(m.info.name)
                 .and_then(|p| p.buffers.get_mut(k));
             if let (Some(Ok(v)), Some(h)) = (back, host) {
                 *h = v;
@@ -479,10 +465,31 @@ fn undo<E: Float, B: Backend<E>>(
         }
         drop(b);
         if fresh {
-            state.params.remove(m.name);
-        } else if let Some(ps) = state.params.get_mut(m.name) {
+            state.params.remove(m.info.name);
+        } else if let Some(ps) = state.params.get_mut(m.info.name) {
             snap.restore(ps);
         }
+    }
+}
+
+/// Appends to `bufs` the buffers of `have` at the ascending indices `want` (what a kernel
+/// reads, in its order); `missing(i)` is the error for an index past `have` or not on the device.
+fn lend<'b, T>(
+    have: &'b mut [Option<T>],
+    want: &[usize],
+    bufs: &mut Vec<&'b mut T>,
+    missing: impl Fn(usize) -> OptimError,
+) -> Result<(), OptimError> {
+    let mut want = want.iter().peekable();
+    for (i, s) in have.iter_mut().enumerate() {
+        if want.peek() == Some(&&i) {
+            want.next();
+            bufs.push(s.as_mut().ok_or_else(|| missing(i))?);
+        }
+    }
+    match want.next() {
+        Some(&i) => Err(missing(i)),
+        None => Ok(()),
     }
 }
 
@@ -495,12 +502,7 @@ fn execute<E: Float, B: Backend<E>>(
     max_stages: usize,
     sync: &mut dyn StepSync,
 ) -> Result<(), OptimError> {
-    let stages = jobs
-        .iter()
-        .map(|j| j.stages())
-        .max()
-        .unwrap_or(0)
-        .max(max_stages);
+    let stages = stage_count(jobs, max_stages);
     let check = || {
         links
             .iter()
@@ -521,11 +523,11 @@ fn execute<E: Float, B: Backend<E>>(
                 continue;
             }
             let c = j.kernel(k, &globals);
-            let cuda = c.cuda.ok_or_else(|| no_twin(metas[i].name))?;
+            let cuda = c.cuda.ok_or_else(|| no_twin(metas[i].info.name))?;
             if cuda.n_bufs != c.bufs.len() || cuda.n_reductions != c.reductions {
                 return Err(OptimError::Device(format!(
                     "parameter `{}`: stage {} of {} does not match its CUDA twin",
-                    metas[i].name, cuda.stage, cuda.optimizer
+                    metas[i].info.name, cuda.stage, cuda.optimizer
                 )));
             }
             calls.push(Call {
@@ -605,7 +607,7 @@ fn launch_all<E: Float, B: Backend<E>>(
         let stage = calls[group[0]].stage;
         let cuda = stage
             .cuda
-            .ok_or_else(|| no_twin(metas[calls[group[0]].entry].name))?;
+            .ok_or_else(|| no_twin(metas[calls[group[0]].entry].info.name))?;
         let mut guards: Vec<MutexGuard<'_, Bufs<B::Buf>>> = group
             .iter()
             .map(|&ci| lock(&links[calls[ci].entry].bufs))
@@ -613,7 +615,7 @@ fn launch_all<E: Float, B: Backend<E>>(
         let mut tensors = Vec::with_capacity(group.len());
         let mut lens = Vec::with_capacity(group.len());
         for (g, &ci) in guards.iter_mut().zip(&group) {
-            let name = metas[calls[ci].entry].name;
+            let name = metas[calls[ci].entry].info.name;
             let Bufs {
                 param,
                 grad,
@@ -627,26 +629,10 @@ fn launch_all<E: Float, B: Backend<E>>(
                 ))
             };
             let mut bufs: Vec<&mut B::Buf> = Vec::with_capacity(stage.n_bufs);
-            let mut want = cuda.slots.iter().peekable();
-            for (k, s) in slots.iter_mut().enumerate() {
-                if want.peek() == Some(&&k) {
-                    want.next();
-                    bufs.push(s.as_mut().ok_or_else(|| missing("state slot", k))?);
-                }
-            }
-            if let Some(&k) = want.next() {
-                return Err(missing("state slot", k));
-            }
-            let mut want = cuda.temps.iter().peekable();
-            for (t, s) in temps.iter_mut().enumerate() {
-                if want.peek() == Some(&&t) {
-                    want.next();
-                    bufs.push(s.as_mut().ok_or_else(|| missing("scratch buffer", t))?);
-                }
-            }
-            if let Some(&t) = want.next() {
-                return Err(missing("scratch buffer", t));
-            }
+            lend(slots, cuda.slots, &mut bufs, |k| missing("state slot", k))?;
+            lend(temps, cuda.temps, &mut bufs, |t| {
+                missing("scratch buffer", t)
+            })?;
             lens.push(B::len(param));
             tensors.push(StageTensor {
                 param,

@@ -239,14 +239,7 @@ where
     D: WalkDevice<E>,
     M: TensorCollection<E, D>,
 {
-    let mut visit = Read(f, PhantomData::<(E, D)>);
-    M::iter_tensors(&mut Walker::<Read<E, D, _>, M> {
-        m: model,
-        path: String::new(),
-        module: short_type_name::<M>(),
-        f: &mut visit,
-    })
-    .map(|_| ())
+    walk_with::<Read<E, D, _>, M>(model, &mut Read(f, PhantomData))
 }
 
 /// [`walk_on`] with write access to every tensor.
@@ -262,12 +255,19 @@ where
     D: WalkDevice<E>,
     M: TensorCollection<E, D>,
 {
-    let mut visit = Write(f, PhantomData::<(E, D)>);
-    M::iter_tensors(&mut Walker::<Write<E, D, _>, M> {
+    walk_with::<Write<E, D, _>, M>(model, &mut Write(f, PhantomData))
+}
+
+/// Walks `model` from its root, handing each tensor to `visit`.
+fn walk_with<'a, F: Visit, M: TensorCollection<F::E, F::D>>(
+    model: <F::Viewer as TensorViewer>::View<'a, M>,
+    visit: &'a mut F,
+) -> Result<(), OptimError> {
+    M::iter_tensors(&mut Walker::<F, M> {
         m: model,
         path: String::new(),
         module: short_type_name::<M>(),
-        f: &mut visit,
+        f: visit,
     })
     .map(|_| ())
 }
@@ -347,11 +347,30 @@ trait Visit {
     type Viewer: TensorViewer;
     fn tensor<S: Shape>(
         &mut self,
-        name: &str,
-        module: &'static str,
-        trainable: bool,
+        at: At<'_>,
         t: <Self::Viewer as TensorViewer>::View<'_, Tensor<S, Self::E, Self::D>>,
     ) -> Result<(), OptimError>;
+}
+
+/// Where the walk is at a tensor: everything of its [`TensorInfo`] but the shape, which only
+/// the tensor's view can read.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    name: &'a str,
+    module: &'static str,
+    trainable: bool,
+}
+
+impl<'a> At<'a> {
+    /// The tensor's [`TensorInfo`], given its `shape`.
+    fn info(self, shape: &'a [usize]) -> TensorInfo<'a> {
+        TensorInfo {
+            name: self.name,
+            shape,
+            module: self.module,
+            trainable: self.trainable,
+        }
+    }
 }
 
 struct Read<E, D, F>(F, PhantomData<(E, D)>);
@@ -364,21 +383,9 @@ where
     type E = E;
     type D = D;
     type Viewer = ViewTensorRef;
-    fn tensor<S: Shape>(
-        &mut self,
-        name: &str,
-        module: &'static str,
-        trainable: bool,
-        t: &Tensor<S, E, D>,
-    ) -> Result<(), OptimError> {
+    fn tensor<S: Shape>(&mut self, at: At<'_>, t: &Tensor<S, E, D>) -> Result<(), OptimError> {
         let shape = t.shape().concrete();
-        let info = TensorInfo {
-            name,
-            shape: shape.as_ref(),
-            module,
-            trainable,
-        };
-        (self.0)(&info, D::handle(t))
+        (self.0)(&at.info(shape.as_ref()), D::handle(t))
     }
 }
 
@@ -389,21 +396,9 @@ where
     type E = E;
     type D = D;
     type Viewer = ViewTensorMut;
-    fn tensor<S: Shape>(
-        &mut self,
-        name: &str,
-        module: &'static str,
-        trainable: bool,
-        t: &mut Tensor<S, E, D>,
-    ) -> Result<(), OptimError> {
+    fn tensor<S: Shape>(&mut self, at: At<'_>, t: &mut Tensor<S, E, D>) -> Result<(), OptimError> {
         let shape = t.shape().concrete();
-        let info = TensorInfo {
-            name,
-            shape: shape.as_ref(),
-            module,
-            trainable,
-        };
-        (self.0)(&info, D::handle_mut(t))
+        (self.0)(&at.info(shape.as_ref()), D::handle_mut(t))
     }
 }
 
@@ -455,8 +450,12 @@ impl<F: Visit, T: TensorCollection<F::E, F::D>> ModuleVisitor<T, F::E, F::D> for
     {
         let t = F::Viewer::view_field(&mut self.m, name, &mut get_ref, &mut get_mut);
         let path = join(&self.path, name);
-        self.f
-            .tensor(&path, self.module, opts.do_gradient_update, t)?;
+        let at = At {
+            name: &path,
+            module: self.module,
+            trainable: opts.do_gradient_update,
+        };
+        self.f.tensor(at, t)?;
         Ok(None)
     }
 

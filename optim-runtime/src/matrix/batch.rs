@@ -1,5 +1,5 @@
 //! Batched matrix views: a primitive run once per slice of a parameter's leading batch axes
-//! (the DSL's `batch = k`, [`Call::batch`]).
+//! (the DSL's `batch = k`, [`Call::batch`](super::Call::batch)).
 //!
 //! A parameter of shape `[b0, …, b(k-1), s…]` with `k` batch axes is `B = b0·…·b(k-1)`
 //! independent slices of shape `s…` (each `len = prod(s…)` elements, stored one after another
@@ -9,7 +9,7 @@
 //! of the unbatched call, and each state buffer holds the `B` slices' states one after another
 //! (`B × per-slice length`; checkpoints save it as one buffer).
 
-use super::{put, take, Call, Io, MatrixWord, Phase, Primitive, Report};
+use super::{put, take, Io, MatrixWord, Primitive, Report, Site};
 use crate::{Float, ParamInfo, ParamState};
 
 /// The name slice `index` of parameter `name` is handed to a primitive with under batch axes
@@ -100,13 +100,16 @@ fn part<E>(v: &[E], i: usize, len: usize) -> &[E] {
 /// User-supplied factors and probes ([`crate::KronFactors`]) are not lent to slices.
 pub(crate) fn run_batched<E: Float, P: Primitive<E>>(
     cfg: &P::Config,
-    phase: Phase,
-    call: Call<'_>,
+    site: Site<'_, E>,
     ps: &mut ParamState<E>,
-    param: &[E],
-    grad: &[E],
-    info: ParamInfo<'_>,
 ) -> Report {
+    let Site {
+        phase,
+        call,
+        param,
+        grad,
+        info,
+    } = site;
     let Some((count, len)) = slices(info.shape, call.batch) else {
         return Report::default();
     };

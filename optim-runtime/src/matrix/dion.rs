@@ -2,7 +2,7 @@
 
 use super::linalg::{product, write_row_major};
 use super::probe::next_probe;
-use super::{require, require_nonneg, require_unit, Io, MatrixWord, Primitive, Report};
+use super::{require_arg, Bound, Io, MatrixWord, Primitive, Report};
 use crate::{Float, ParamInfo};
 use faer::{Mat, MatRef};
 
@@ -199,14 +199,10 @@ impl MatrixWord for LowRank {
     fn check(cfg: &LowRankConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         super::check_shape(w, info)?;
-        require_unit(cfg.mu, "mu", w, &info)?;
-        require(
-            cfg.rank_fraction.is_finite() && cfg.rank_fraction > 0.0,
-            w,
-            &info,
-            "rank_fraction must be finite and > 0",
-        )?;
-        require_nonneg(cfg.epsilon, "epsilon", w, &info)
+        require_arg(cfg.mu, "mu", Bound::Unit, w, &info)?;
+        let fraction = cfg.rank_fraction;
+        require_arg(fraction, "rank_fraction", Bound::Positive, w, &info)?;
+        require_arg(cfg.epsilon, "epsilon", Bound::NonNeg, w, &info)
     }
 }
 

@@ -1,8 +1,8 @@
 //! `kron_eigenbasis`, `rotate`, `unrotate`: SOAP's Kronecker eigenbasis.
 
-use super::linalg::{apply_side, par_for, side_gram, write_row_major};
+use super::linalg::{apply_side, par_for, side_gram, view_len, write_row_major};
 use super::{
-    check_shape, require_unit, Io, MatView, MatrixWord, Phase, Primitive, Report, ViewRule,
+    check_shape, require_arg, Bound, Io, MatView, MatrixWord, Phase, Primitive, Report, ViewRule,
 };
 use crate::{Float, ParamInfo};
 use faer::linalg::matmul::matmul;
@@ -147,12 +147,9 @@ pub fn eigenbasis_update<E: Float>(
 ) -> Report {
     let mut report = Report::default();
     let sides = eigen_sides(rows, cols, factored, cfg.max_dim);
-    let Some(n) = rows.checked_mul(cols) else {
+    let Some(n) = view_len(rows, cols, &[x.len()]) else {
         return report;
     };
-    if n == 0 || x.len() < n {
-        return report;
-    }
     let finite = x[..n].iter().all(|v| v.is_finite());
     let g = MatRef::from_row_major_slice(&x[..n], rows, cols);
     let freq = cfg.update_freq.max(1);
@@ -248,12 +245,9 @@ pub fn rotate<E: Float>(
     max_dim: usize,
     inverse: bool,
 ) {
-    let Some(n) = rows.checked_mul(cols) else {
+    let Some(n) = view_len(rows, cols, &[x.len(), out.len()]) else {
         return;
     };
-    if n == 0 || x.len() < n || out.len() < n {
-        return;
-    }
     let sides = eigen_sides(rows, cols, factored, max_dim);
     let mut cur: Mat<E> = MatRef::from_row_major_slice(&x[..n], rows, cols).to_owned();
     let mut offset = 0;
@@ -302,7 +296,7 @@ impl MatrixWord for Eigenbasis {
     /// The shape check, and `beta` in `[0, 1]`.
     fn check(cfg: &EigenbasisConfig, info: ParamInfo<'_>) -> Result<(), String> {
         check_shape(Self::WORD, info)?;
-        require_unit(cfg.beta, "beta", Self::WORD, &info)
+        require_arg(cfg.beta, "beta", Bound::Unit, Self::WORD, &info)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `factored_second_moment`: Adafactor's factored second moment.
 
 use super::{
-    check_shape, require_nonneg, require_unit, Io, MatView, MatrixWord, Primitive, Report, ViewRule,
+    check_shape, require_arg, Bound, Io, MatView, MatrixWord, Primitive, Report, ViewRule,
 };
 use crate::{Float, ParamInfo};
 
@@ -133,8 +133,8 @@ impl MatrixWord for Factored {
     fn check(cfg: &FactoredConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         check_shape(w, info)?;
-        require_unit(cfg.beta, "beta", w, &info)?;
-        require_nonneg(cfg.eps, "eps", w, &info)
+        require_arg(cfg.beta, "beta", Bound::Unit, w, &info)?;
+        require_arg(cfg.eps, "eps", Bound::NonNeg, w, &info)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `kfac_precondition`: K-FAC-style preconditioning with user-supplied Kronecker factors.
 
-use super::linalg::{apply_side, cutoff, pinv_root, write_row_major};
-use super::{check_shape, require, require_nonneg, Io, MatView, MatrixWord, Primitive, Report};
+use super::linalg::{apply_side, cutoff, pinv_root, view_len, write_row_major};
+use super::{check_shape, require_arg, Bound, Io, MatView, MatrixWord, Primitive, Report};
 use crate::{Float, ParamInfo};
 use faer::{Mat, MatRef};
 
@@ -38,12 +38,9 @@ pub fn kfac_precondition<E: Float>(
     rank_rtol: Option<f64>,
 ) -> Report {
     let mut report = Report::default();
-    let Some(n) = rows.checked_mul(cols) else {
+    let Some(n) = view_len(rows, cols, &[x.len(), out.len()]) else {
         return report;
     };
-    if n == 0 || x.len() < n || out.len() < n {
-        return report;
-    }
     // a factor of the wrong size (validated before the step; kept safe here too) is the identity
     let (has_l, has_r) = match &factors {
         Some(f) => (
@@ -138,13 +135,8 @@ impl MatrixWord for Kfac {
     fn check(cfg: &KfacConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         check_shape(w, info)?;
-        require_nonneg(cfg.damping, "damping", w, &info)?;
-        require(
-            cfg.rank_rtol.is_none_or(|r| r.is_finite() && r >= 0.0),
-            w,
-            &info,
-            "rank_rtol must be finite and >= 0",
-        )
+        require_arg(cfg.damping, "damping", Bound::NonNeg, w, &info)?;
+        require_arg(cfg.rank_rtol, "rank_rtol", Bound::NonNeg, w, &info)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `kron_precondition`: Shampoo's Kronecker-factored preconditioner.
 
-use super::linalg::{apply_side, cutoff, pinv_root, side_gram, write_row_major};
-use super::{require, require_nonneg, Io, MatrixWord, Primitive, Report, ViewRule};
+use super::linalg::{apply_side, cutoff, pinv_root, side_gram, view_len, write_row_major};
+use super::{require_arg, Bound, Io, MatrixWord, Primitive, Report, ViewRule};
 use crate::{Float, ParamInfo};
 use faer::{Mat, MatRef};
 
@@ -12,18 +12,18 @@ pub struct KronConfig {
     /// EMA `H = beta H + (1 - beta) G G^T`.
     pub beta: Option<f64>,
     /// Initial statistics `eps * I` (pytorch-optimizer's `matrix_eps`); `0` starts from zero
-    /// statistics, as distributed_shampoo does. Must be finite and `>= 0`.
+    /// statistics, as distributed_shampoo does. Bound be finite and `>= 0`.
     pub eps: f64,
     /// Relative eigenvalue cutoff of the pseudo-inverse roots: eigenvalues `λ <= rank_rtol ·
     /// max(λ_max, 0)` of a factor are dropped (their root is 0). `None` (default): `d · ε(E)`
     /// for a `d × d` factor stored in `E` (1.19e-7·d for `f32`, 2.2e-16·d for `f64`),
-    /// distributed_shampoo's `PseudoInverseConfig(rank_rtol=None)` rule. Must be finite and
+    /// distributed_shampoo's `PseudoInverseConfig(rank_rtol=None)` rule. Bound be finite and
     /// `>= 0` when set.
     pub rank_rtol: Option<f64>,
     /// Recompute the inverse roots every this many steps (and on the first step).
     pub update_freq: u64,
     /// Root exponent override: factors are raised to `-exponent` (default `1 / (2 k)`, k = 2
-    /// factors for matrices and 1 for vectors: `H^{-1/4}` and `H^{-1/2}`). Must be finite and
+    /// factors for matrices and 1 for vectors: `H^{-1/4}` and `H^{-1/2}`). Bound be finite and
     /// `> 0` when set.
     pub exponent: Option<f64>,
     /// Dimensions larger than this are not preconditioned (identity factor).
@@ -94,12 +94,9 @@ pub fn kron_precondition<E: Float>(
     cfg: KronConfig,
 ) -> Report {
     let mut report = Report::default();
-    let Some(n) = rows.checked_mul(cols) else {
+    let Some(n) = view_len(rows, cols, &[x.len(), out.len()]) else {
         return report;
     };
-    if n == 0 || x.len() < n || out.len() < n {
-        return report;
-    }
     let factored = factored && rows > 1 && cols > 1;
     let (vr, vc) = if factored { (rows, cols) } else { (n, 1) };
     // sides: (size, active)
@@ -231,25 +228,10 @@ impl MatrixWord for Kron {
     fn check(cfg: &KronConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         super::check_shape(w, info)?;
-        require_nonneg(cfg.eps, "eps", w, &info)?;
-        require(
-            cfg.beta.is_none_or(|b| (0.0..=1.0).contains(&b)),
-            w,
-            &info,
-            "beta must be in [0, 1]",
-        )?;
-        require(
-            cfg.rank_rtol.is_none_or(|r| r.is_finite() && r >= 0.0),
-            w,
-            &info,
-            "rank_rtol must be finite and >= 0",
-        )?;
-        require(
-            cfg.exponent.is_none_or(|e| e.is_finite() && e > 0.0),
-            w,
-            &info,
-            "exponent must be finite and > 0",
-        )
+        require_arg(cfg.eps, "eps", Bound::NonNeg, w, &info)?;
+        require_arg(cfg.beta, "beta", Bound::Unit, w, &info)?;
+        require_arg(cfg.rank_rtol, "rank_rtol", Bound::NonNeg, w, &info)?;
+        require_arg(cfg.exponent, "exponent", Bound::Positive, w, &info)
     }
 }
 

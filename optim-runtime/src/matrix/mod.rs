@@ -138,26 +138,38 @@ pub(crate) fn require(
     }
 }
 
-/// [`require`] that `v` (argument `what`) is finite and `>= 0`.
-pub(crate) fn require_nonneg(
-    v: f64,
-    what: &str,
-    word: &str,
-    info: &ParamInfo<'_>,
-) -> Result<(), String> {
-    let ok = v.is_finite() && v >= 0.0;
-    require(ok, word, info, &format!("{what} must be finite and >= 0"))
+/// What a numeric argument of a matrix word must be ([`require_arg`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bound {
+    /// In `[0, 1]`.
+    Unit,
+    /// Finite and `>= 0`.
+    NonNeg,
+    /// Finite and `> 0`.
+    Positive,
 }
 
-/// [`require`] that `v` (argument `what`) is in `[0, 1]`.
-pub(crate) fn require_unit(
-    v: f64,
+/// [`require`] that `v` (argument `what`; `None`, an absent optional argument, passes) is
+/// within `bound`.
+pub(crate) fn require_arg(
+    v: impl Into<Option<f64>>,
     what: &str,
+    bound: Bound,
     word: &str,
     info: &ParamInfo<'_>,
 ) -> Result<(), String> {
-    let ok = (0.0..=1.0).contains(&v);
-    require(ok, word, info, &format!("{what} must be in [0, 1]"))
+    let Some(v) = v.into() else {
+        return Ok(());
+    };
+    let (ok, rule) = match bound {
+        Bound::Unit => ((0.0..=1.0).contains(&v), "must be in [0, 1]"),
+        Bound::NonNeg => (v.is_finite() && v >= 0.0, "must be finite and >= 0"),
+        Bound::Positive => (v.is_finite() && v > 0.0, "must be finite and > 0"),
+    };
+    if ok {
+        return Ok(());
+    }
+    require(false, word, info, &format!("{what} {rule}"))
 }
 
 /// Which axes of a parameter a matrix primitive treats as its matrix.
@@ -398,21 +410,40 @@ pub fn run<E: Float, P: Primitive<E> + 'static>(
     if let Some(link) = ps.device.get().cloned() {
         return crate::cuda::barrier::run_linked::<E, P>(&*link, cfg, phase, call, ps, info);
     }
-    run_host::<E, P>(cfg, phase, call, ps, param, grad, info)
+    let site = Site {
+        phase,
+        call,
+        param,
+        grad,
+        info,
+    };
+    run_host::<E, P>(cfg, site, ps)
+}
+
+/// What [`run`] is given of one call of a primitive, but its configuration and the
+/// parameter's state.
+pub(crate) struct Site<'a, E> {
+    /// When it runs.
+    pub phase: Phase,
+    /// The call site: which buffers it uses.
+    pub call: Call<'a>,
+    /// The parameter's values (empty when not read).
+    pub param: &'a [E],
+    /// The gradient (empty when not read).
+    pub grad: &'a [E],
+    /// The parameter.
+    pub info: ParamInfo<'a>,
 }
 
 /// [`run`] on host buffers (per slice when [`Call::batch`] is not 0).
 pub(crate) fn run_host<E: Float, P: Primitive<E>>(
     cfg: &P::Config,
-    phase: Phase,
-    call: Call<'_>,
+    site: Site<'_, E>,
     ps: &mut ParamState<E>,
-    param: &[E],
-    grad: &[E],
-    info: ParamInfo<'_>,
 ) -> Report {
+    let call = site.call;
     if call.batch > 0 {
-        return batch::run_batched::<E, P>(cfg, phase, call, ps, param, grad, info);
+        return batch::run_batched::<E, P>(cfg, site, ps);
     }
     let mut state: Vec<Vec<E>> = call
         .state
@@ -428,17 +459,17 @@ pub(crate) fn run_host<E: Float, P: Primitive<E>>(
     let mut work = std::mem::take(&mut ps.work);
     let mut factors = ps.factors.take();
     let report = {
-        let (input, basis_q) = inputs(&call, ps, param, grad);
+        let (input, basis_q) = inputs(&call, ps, site.param, site.grad);
         P::apply(
             cfg,
             Io {
-                phase,
+                phase: site.phase,
                 input,
                 out: &mut out,
                 state: &mut state,
                 basis_q,
                 rotated: &mut rotated,
-                info,
+                info: site.info,
                 step: ps.step,
                 work: &mut work,
                 factors: factors.as_mut(),

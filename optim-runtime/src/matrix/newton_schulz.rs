@@ -1,11 +1,11 @@
 //! `orthogonalize`: Newton–Schulz orthogonalization (Muon).
 
-use super::linalg::par_for;
-use super::{check_shape, require, require_nonneg, Io, MatView, MatrixWord, Primitive, Report};
+use super::linalg::{par_for, view_len};
+use super::{check_shape, require, require_arg, Bound, Io, MatView, MatrixWord, Primitive, Report};
 use crate::{Float, ParamInfo};
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure as Bs};
-use faer::{Accum, MatMut, MatRef};
+use faer::{Accum, MatMut, MatRef, Par};
 
 /// Default Newton–Schulz iteration count (Muon).
 pub const NS_STEPS: usize = 5;
@@ -57,6 +57,39 @@ fn mirror_lower<E: Float>(mut m: MatMut<'_, E>) {
     for j in 0..d {
         for i in 0..j {
             m[(i, j)] = m[(j, i)];
+        }
+    }
+}
+
+/// `dst = alpha · lhs · rhs` (`Accum::Replace`) or `dst += alpha · lhs · rhs` (`Accum::Add`)
+/// for a product known to be symmetric: its lower half computed, then mirrored.
+fn symmetric_product<E: Float>(
+    mut dst: MatMut<'_, E>,
+    accum: Accum,
+    lhs: MatRef<'_, E>,
+    rhs: MatRef<'_, E>,
+    alpha: E,
+    par: Par,
+) {
+    tri_matmul(
+        dst.as_mut(),
+        Bs::TriangularLower,
+        accum,
+        lhs,
+        Bs::Rectangular,
+        rhs,
+        Bs::Rectangular,
+        alpha,
+        par,
+    );
+    mirror_lower(dst);
+}
+
+/// `dst = c · src`, element by element (`dst` and `src` of the same shape).
+fn scale_into<E: Float>(mut dst: MatMut<'_, E>, c: E, src: MatRef<'_, E>) {
+    for j in 0..dst.ncols() {
+        for i in 0..dst.nrows() {
+            dst[(i, j)] = c * src[(i, j)];
         }
     }
 }
@@ -129,12 +162,9 @@ pub fn orthogonalize_with<E: Float>(
     eps: f64,
     work: &mut Vec<E>,
 ) {
-    let Some(n) = rows.checked_mul(cols) else {
+    let Some(n) = view_len(rows, cols, &[input.len(), output.len()]) else {
         return;
     };
-    if input.len() < n || output.len() < n || n == 0 {
-        return;
-    }
     let transpose = rows > cols;
     let view = MatRef::from_row_major_slice(&input[..n], rows, cols);
     let view = if transpose { view.transpose() } else { view };
@@ -181,42 +211,13 @@ pub fn orthogonalize_with<E: Float>(
     for i in 0..steps {
         let [ca, cb, cc] = coeffs[i.min(last)].map(E::of_f64);
         // A = X X^T is symmetric: compute its lower half, then mirror it
-        tri_matmul(
-            a.as_mut(),
-            Bs::TriangularLower,
-            Accum::Replace,
-            x.as_ref(),
-            Bs::Rectangular,
-            x.as_ref().transpose(),
-            Bs::Rectangular,
-            E::one(),
-            par,
-        );
-        mirror_lower(a.as_mut());
+        let xt = x.as_ref().transpose();
+        symmetric_product(a.as_mut(), Accum::Replace, x.as_ref(), xt, E::one(), par);
         // B = b A + c A A, also symmetric
-        for j in 0..m {
-            for i in 0..m {
-                b[(i, j)] = cb * a[(i, j)];
-            }
-        }
-        tri_matmul(
-            b.as_mut(),
-            Bs::TriangularLower,
-            Accum::Add,
-            a.as_ref(),
-            Bs::Rectangular,
-            a.as_ref(),
-            Bs::Rectangular,
-            cc,
-            par,
-        );
-        mirror_lower(b.as_mut());
+        scale_into(b.as_mut(), cb, a.as_ref());
+        symmetric_product(b.as_mut(), Accum::Add, a.as_ref(), a.as_ref(), cc, par);
         // X <- a X + B X
-        for j in 0..k {
-            for i in 0..m {
-                xn[(i, j)] = ca * x[(i, j)];
-            }
-        }
+        scale_into(xn.as_mut(), ca, x.as_ref());
         matmul(
             xn.as_mut(),
             Accum::Add,
@@ -284,7 +285,7 @@ impl MatrixWord for Orthogonalize {
     fn check(cfg: &OrthogonalizeConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         check_shape(w, info)?;
-        require_nonneg(cfg.eps, "eps", w, &info)?;
+        require_arg(cfg.eps, "eps", Bound::NonNeg, w, &info)?;
         require(
             [cfg.a, cfg.b, cfg.c].iter().all(|v| v.is_finite()),
             w,

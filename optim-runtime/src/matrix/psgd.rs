@@ -3,7 +3,7 @@
 
 use super::linalg::{apply_side, product, write_row_major};
 use super::probe::next_probe;
-use super::{require, require_nonneg, Io, MatrixWord, Primitive, Report};
+use super::{require_arg, Bound, Io, MatrixWord, Primitive, Report};
 use crate::{Float, ParamInfo};
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Mat, MatRef, Par};
@@ -347,13 +347,9 @@ impl MatrixWord for Psgd {
     fn check(cfg: &PsgdConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         super::check_shape(w, info)?;
-        require_nonneg(cfg.precond_lr, "precond_lr", w, &info)?;
-        require(
-            cfg.precond_init_scale.is_finite() && cfg.precond_init_scale > 0.0,
-            w,
-            &info,
-            "precond_init_scale must be finite and > 0",
-        )
+        require_arg(cfg.precond_lr, "precond_lr", Bound::NonNeg, w, &info)?;
+        let scale = cfg.precond_init_scale;
+        require_arg(scale, "precond_init_scale", Bound::Positive, w, &info)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `eigen_sign`: SPlus's sign of a matrix in the eigenbases of the gradient's Gram statistics.
 
 use super::linalg::{apply_side, side_gram, write_row_major};
-use super::{require_nonneg, require_unit, Io, MatrixWord, Phase, Primitive, Report};
+use super::{require_arg, Bound, Io, MatrixWord, Phase, Primitive, Report};
 use crate::{Float, ParamInfo};
 use faer::{Mat, MatRef};
 
@@ -209,8 +209,8 @@ impl MatrixWord for EigenSign {
     fn check(cfg: &EigenSignConfig, info: ParamInfo<'_>) -> Result<(), String> {
         let w = Self::WORD;
         super::check_shape(w, info)?;
-        require_unit(cfg.beta, "beta", w, &info)?;
-        require_nonneg(cfg.eps, "eps", w, &info)
+        require_arg(cfg.beta, "beta", Bound::Unit, w, &info)?;
+        require_arg(cfg.eps, "eps", Bound::NonNeg, w, &info)
     }
 }
 

@@ -4,92 +4,87 @@ use super::{Anneal, Cooldown, CustomSchedule, Knot, Schedule};
 use crate::error::OptimError;
 use std::sync::Arc;
 
-/// The argument checks of one constructor (`schedule` is its name, e.g. `"warmup_cosine"`).
-struct Args {
-    schedule: &'static str,
+/// One argument's rule: the argument's name, its value and what the value must be.
+#[derive(Clone, Copy)]
+enum Rule<'a> {
+    /// Finite.
+    Finite(&'static str, &'a f64),
+    /// Finite and `> 0`.
+    Positive(&'static str, &'a f64),
+    /// Finite and `>= 0`.
+    NonNegative(&'static str, &'a f64),
+    /// In `[0, 1]`.
+    Fraction(&'static str, &'a f64),
+    /// A count of steps that divides: at least 1.
+    Steps(&'static str, &'a u64),
+    /// Global steps in ascending order (a step may repeat).
+    Ascending(&'static str, &'a [u64]),
+    /// Global steps in strictly increasing order.
+    Increasing(&'static str, &'a [u64]),
 }
 
-impl Args {
-    fn error(&self, argument: &'static str, detail: impl Into<String>) -> OptimError {
-        OptimError::InvalidSchedule {
-            schedule: self.schedule,
-            argument,
-            detail: detail.into(),
-        }
-    }
+/// `check!("constructor", Rule(arg, ...), ...)`: [`check`] of the constructor's rules in the
+/// order written, each argument named as it is spelled (`Finite(init, end)` is
+/// `[Rule::Finite("init", &init), Rule::Finite("end", &end)]`).
+macro_rules! check {
+    ($schedule:expr, $($rule:ident($($arg:ident),+)),+ $(,)?) => {
+        check($schedule, &[$($(Rule::$rule(stringify!($arg), &$arg)),+),+])
+    };
+}
 
-    /// `value` is finite.
-    fn finite(&self, argument: &'static str, value: f64) -> Result<(), OptimError> {
-        if value.is_finite() {
-            Ok(())
-        } else {
-            Err(self.error(argument, format!("is {value}; expected a finite number")))
-        }
+/// The error of constructor `schedule` naming `argument`.
+fn error(schedule: &'static str, argument: &'static str, detail: impl Into<String>) -> OptimError {
+    OptimError::InvalidSchedule {
+        schedule,
+        argument,
+        detail: detail.into(),
     }
+}
 
-    /// `value` is finite and `> 0`.
-    fn positive(&self, argument: &'static str, value: f64) -> Result<(), OptimError> {
-        self.finite(argument, value)?;
-        if value > 0.0 {
-            Ok(())
-        } else {
-            Err(self.error(argument, format!("is {value}; expected a number > 0")))
-        }
-    }
-
-    /// `value` is finite and `>= 0`.
-    fn non_negative(&self, argument: &'static str, value: f64) -> Result<(), OptimError> {
-        self.finite(argument, value)?;
-        if value >= 0.0 {
-            Ok(())
-        } else {
-            Err(self.error(argument, format!("is {value}; expected a number >= 0")))
-        }
-    }
-
-    /// `value` is in `[0, 1]`.
-    fn fraction(&self, argument: &'static str, value: f64) -> Result<(), OptimError> {
-        if (0.0..=1.0).contains(&value) {
-            Ok(())
-        } else {
-            Err(self.error(argument, format!("is {value}; expected a number in [0, 1]")))
-        }
-    }
-
-    /// A count of steps that divides: at least 1.
-    fn steps(&self, argument: &'static str, steps: u64) -> Result<(), OptimError> {
-        if steps >= 1 {
-            Ok(())
-        } else {
-            Err(self.error(argument, "is 0; expected at least 1 step"))
-        }
-    }
-
-    /// Global steps in ascending order; `strict` also refuses a step listed twice.
-    fn ascending(
-        &self,
-        argument: &'static str,
-        xs: &[u64],
-        strict: bool,
-    ) -> Result<(), OptimError> {
-        for w in xs.windows(2) {
-            if w[1] < w[0] || (strict && w[1] == w[0]) {
-                let how = if strict {
-                    "strictly increasing"
-                } else {
-                    "ascending"
-                };
-                return Err(self.error(
-                    argument,
-                    format!(
-                        "{xs:?} is not {how} ({} then {}); expected {how} global steps",
-                        w[0], w[1]
-                    ),
-                ));
+/// Applies `rules` in order; the error of constructor `schedule` names the first argument
+/// that breaks its rule.
+fn check(schedule: &'static str, rules: &[Rule<'_>]) -> Result<(), OptimError> {
+    for &rule in rules {
+        let (argument, detail) = match rule {
+            Rule::Finite(a, &v) | Rule::Positive(a, &v) | Rule::NonNegative(a, &v)
+                if !v.is_finite() =>
+            {
+                (a, format!("is {v}; expected a finite number"))
             }
-        }
-        Ok(())
+            Rule::Positive(a, &v) if v <= 0.0 => (a, format!("is {v}; expected a number > 0")),
+            Rule::NonNegative(a, &v) if v < 0.0 => (a, format!("is {v}; expected a number >= 0")),
+            Rule::Fraction(a, &v) if !(0.0..=1.0).contains(&v) => {
+                (a, format!("is {v}; expected a number in [0, 1]"))
+            }
+            Rule::Steps(a, &0) => (a, "is 0; expected at least 1 step".to_string()),
+            Rule::Ascending(a, xs) | Rule::Increasing(a, xs) => {
+                let strict = matches!(rule, Rule::Increasing(..));
+                match out_of_order(xs, strict) {
+                    Some(detail) => (a, detail),
+                    None => continue,
+                }
+            }
+            _ => continue,
+        };
+        return Err(error(schedule, argument, detail));
     }
+    Ok(())
+}
+
+/// Why `xs` is not in ascending order (`strict`: strictly increasing), if it is not.
+fn out_of_order(xs: &[u64], strict: bool) -> Option<String> {
+    let w = xs
+        .windows(2)
+        .find(|w| w[1] < w[0] || (strict && w[1] == w[0]))?;
+    let how = if strict {
+        "strictly increasing"
+    } else {
+        "ascending"
+    };
+    Some(format!(
+        "{xs:?} is not {how} ({} then {}); expected {how} global steps",
+        w[0], w[1]
+    ))
 }
 
 impl Schedule {
@@ -98,10 +93,7 @@ impl Schedule {
     /// # Errors
     /// [`OptimError::InvalidSchedule`] when `value` is not finite.
     pub fn constant(value: f64) -> Result<Self, OptimError> {
-        Args {
-            schedule: "constant",
-        }
-        .finite("value", value)?;
+        check!("constant", Finite(value))?;
         Ok(Schedule::Constant { value })
     }
 
@@ -114,9 +106,7 @@ impl Schedule {
     /// # Errors
     /// [`OptimError::InvalidSchedule`] when `start` or `end` is not finite.
     pub fn linear(start: f64, end: f64, steps: u64) -> Result<Self, OptimError> {
-        let a = Args { schedule: "linear" };
-        a.finite("start", start)?;
-        a.finite("end", end)?;
+        check!("linear", Finite(start, end))?;
         Ok(Schedule::Linear { start, end, steps })
     }
 
@@ -126,9 +116,7 @@ impl Schedule {
     /// # Errors
     /// [`OptimError::InvalidSchedule`] when `init` or `end` is not finite.
     pub fn cosine(init: f64, end: f64, steps: u64) -> Result<Self, OptimError> {
-        let a = Args { schedule: "cosine" };
-        a.finite("init", init)?;
-        a.finite("end", end)?;
+        check!("cosine", Finite(init, end))?;
         Ok(Schedule::Cosine { init, end, steps })
     }
 
@@ -151,14 +139,10 @@ impl Schedule {
         total: u64,
         end: f64,
     ) -> Result<Self, OptimError> {
-        let a = Args {
-            schedule: "warmup_cosine",
-        };
-        a.finite("init", init)?;
-        a.finite("peak", peak)?;
-        a.finite("end", end)?;
+        check!("warmup_cosine", Finite(init, peak, end))?;
         if warmup > total {
-            return Err(a.error(
+            return Err(error(
+                "warmup_cosine",
                 "warmup",
                 format!("is {warmup}, longer than `total` ({total}), which includes the warmup"),
             ));
@@ -192,12 +176,12 @@ impl Schedule {
         t_max: u64,
         end: f64,
     ) -> Result<Self, OptimError> {
-        let a = Args {
-            schedule: "warmup_cosine_torch",
-        };
-        a.finite("lr", lr)?;
-        a.fraction("start_factor", start_factor)?;
-        a.finite("end", end)?;
+        check!(
+            "warmup_cosine_torch",
+            Finite(lr),
+            Fraction(start_factor),
+            Finite(end)
+        )?;
         Ok(Schedule::warmup_then_cosine(
             lr * start_factor,
             lr,
@@ -251,10 +235,7 @@ impl Schedule {
         decay: u64,
         cooldown: Cooldown,
     ) -> Result<Self, OptimError> {
-        let a = Args { schedule: "wsd" };
-        a.finite("init", init)?;
-        a.finite("peak", peak)?;
-        a.finite("end", end)?;
+        check!("wsd", Finite(init, peak, end))?;
         Ok(Schedule::WarmupStableDecay {
             init,
             peak,
@@ -271,10 +252,7 @@ impl Schedule {
     /// # Errors
     /// [`OptimError::InvalidSchedule`] when `init` or `gamma` is not finite or `step_size` is 0.
     pub fn step(init: f64, gamma: f64, step_size: u64) -> Result<Self, OptimError> {
-        let a = Args { schedule: "step" };
-        a.finite("init", init)?;
-        a.finite("gamma", gamma)?;
-        a.steps("step_size", step_size)?;
+        check!("step", Finite(init, gamma), Steps(step_size))?;
         Ok(Schedule::Step {
             init,
             gamma,
@@ -289,12 +267,7 @@ impl Schedule {
     /// [`OptimError::InvalidSchedule`] when `init` or `gamma` is not finite or `milestones` is
     /// not in ascending order.
     pub fn multi_step(init: f64, gamma: f64, milestones: Vec<u64>) -> Result<Self, OptimError> {
-        let a = Args {
-            schedule: "multi_step",
-        };
-        a.finite("init", init)?;
-        a.finite("gamma", gamma)?;
-        a.ascending("milestones", &milestones, false)?;
+        check!("multi_step", Finite(init, gamma), Ascending(milestones))?;
         Ok(Schedule::MultiStep {
             init,
             gamma,
@@ -313,16 +286,15 @@ impl Schedule {
         init: f64,
         boundaries_and_scales: &[(u64, f64)],
     ) -> Result<Self, OptimError> {
-        let a = Args {
-            schedule: "piecewise_constant",
-        };
-        a.finite("init", init)?;
         let boundaries: Vec<u64> = boundaries_and_scales.iter().map(|b| b.0).collect();
         let scales: Vec<f64> = boundaries_and_scales.iter().map(|b| b.1).collect();
-        a.ascending("boundaries_and_scales", &boundaries, true)?;
-        for &s in &scales {
-            a.non_negative("boundaries_and_scales", s)?;
-        }
+        let name = "boundaries_and_scales";
+        let mut rules = vec![
+            Rule::Finite("init", &init),
+            Rule::Increasing(name, &boundaries),
+        ];
+        rules.extend(scales.iter().map(|s| Rule::NonNegative(name, s)));
+        check("piecewise_constant", &rules)?;
         Ok(Schedule::PiecewiseConstant {
             init,
             boundaries,
@@ -345,14 +317,9 @@ impl Schedule {
         staircase: bool,
         end: Option<f64>,
     ) -> Result<Self, OptimError> {
-        let a = Args {
-            schedule: "exponential",
-        };
-        a.finite("init", init)?;
-        a.non_negative("rate", rate)?;
-        a.steps("steps", steps)?;
-        if let Some(e) = end {
-            a.finite("end", e)?;
+        check!("exponential", Finite(init), NonNegative(rate), Steps(steps))?;
+        if let Some(end) = end {
+            check!("exponential", Finite(end))?;
         }
         Ok(Schedule::Exponential {
             init,
@@ -371,12 +338,7 @@ impl Schedule {
     /// [`OptimError::InvalidSchedule`] when `init` or `end` is not finite or `power` is not a
     /// finite number `> 0` (with `power = 0` the value would never leave `init`).
     pub fn polynomial(init: f64, end: f64, power: f64, steps: u64) -> Result<Self, OptimError> {
-        let a = Args {
-            schedule: "polynomial",
-        };
-        a.finite("init", init)?;
-        a.finite("end", end)?;
-        a.positive("power", power)?;
+        check!("polynomial", Finite(init, end), Positive(power))?;
         Ok(Schedule::Polynomial {
             init,
             end,
@@ -394,16 +356,13 @@ impl Schedule {
     /// [`OptimError::InvalidSchedule`] when `knots` is empty or holds a step or value that is not
     /// finite.
     pub fn interpolate(knots: &[(f64, f64)], anneal: Anneal) -> Result<Self, OptimError> {
-        let a = Args {
-            schedule: "interpolate",
-        };
         if knots.is_empty() {
-            return Err(a.error("knots", "is empty; expected at least one (step, value)"));
+            let detail = "is empty; expected at least one (step, value)";
+            return Err(error("interpolate", "knots", detail));
         }
-        for &(step, value) in knots {
-            a.finite("knots", step)?;
-            a.finite("knots", value)?;
-        }
+        let values = knots.iter().flat_map(|(step, value)| [step, value]);
+        let rules: Vec<Rule<'_>> = values.map(|v| Rule::Finite("knots", v)).collect();
+        check("interpolate", &rules)?;
         let mut knots: Vec<Knot> = knots
             .iter()
             .map(|&(step, value)| Knot { step, value })
@@ -436,25 +395,11 @@ impl Schedule {
         final_div_factor: f64,
         three_phase: bool,
     ) -> Result<Self, OptimError> {
-        let a = Args {
-            schedule: "one_cycle",
-        };
-        a.finite("max", max)?;
-        a.steps("total_steps", total_steps)?;
-        a.fraction("pct_start", pct_start)?;
-        a.positive("div_factor", div_factor)?;
-        a.positive("final_div_factor", final_div_factor)?;
-        let initial = max / div_factor;
-        let min = initial / final_div_factor;
-        let ends = torch_one_cycle_ends(total_steps, pct_start, three_phase);
-        let mut knots = vec![(0.0, initial), (ends[0], max)];
-        if three_phase {
-            knots.push((ends[1], initial));
-            knots.push((ends[2], min));
-        } else {
-            knots.push((ends[1], min));
-        }
-        Ok(Schedule::torch_knots(knots, anneal))
+        check!("one_cycle", Finite(max))?;
+        let ends = torch_one_cycle_ends("one_cycle", total_steps, pct_start, three_phase)?;
+        let (initial, min) = one_cycle_range("one_cycle", max, div_factor, final_div_factor)?;
+        let values = [initial, max, initial, min];
+        Ok(Schedule::torch_knots(ends, three_phase, values, anneal))
     }
 
     /// The momentum (or Adam `beta1`) that PyTorch's `OneCycleLR(cycle_momentum = True,
@@ -474,19 +419,15 @@ impl Schedule {
         anneal: Anneal,
         three_phase: bool,
     ) -> Result<Self, OptimError> {
-        let a = Args {
-            schedule: "one_cycle_momentum",
-        };
-        a.finite("base", base)?;
-        a.finite("max", max)?;
-        a.steps("total_steps", total_steps)?;
-        a.fraction("pct_start", pct_start)?;
-        let ends = torch_one_cycle_ends(total_steps, pct_start, three_phase);
-        let mut knots = vec![(0.0, max), (ends[0], base), (ends[1], max)];
-        if three_phase {
-            knots.push((ends[2], max));
-        }
-        Ok(Schedule::torch_knots(knots, anneal))
+        let name = "one_cycle_momentum";
+        check!(name, Finite(base, max))?;
+        let ends = torch_one_cycle_ends(name, total_steps, pct_start, three_phase)?;
+        Ok(Schedule::torch_knots(
+            ends,
+            three_phase,
+            [max, base, max, max],
+            anneal,
+        ))
     }
 
     /// optax's `cosine_onecycle_schedule(transition_steps, peak_value, pct_start, div_factor,
@@ -507,22 +448,13 @@ impl Schedule {
         div_factor: f64,
         final_div_factor: f64,
     ) -> Result<Self, OptimError> {
-        let a = Args {
-            schedule: "one_cycle_optax_cosine",
-        };
-        a.steps("transition_steps", transition_steps)?;
-        a.finite("peak", peak)?;
-        a.fraction("pct_start", pct_start)?;
-        a.positive("div_factor", div_factor)?;
-        a.positive("final_div_factor", final_div_factor)?;
-        let init = peak / div_factor;
-        let t = transition_steps as f64;
-        Schedule::interpolate(
-            &[
-                (0.0, init),
-                ((pct_start * t).floor(), peak),
-                (t, init / final_div_factor),
-            ],
+        optax_one_cycle(
+            "one_cycle_optax_cosine",
+            transition_steps,
+            peak,
+            pct_start,
+            None,
+            [div_factor, final_div_factor],
             Anneal::Cosine,
         )
     }
@@ -546,37 +478,29 @@ impl Schedule {
         div_factor: f64,
         final_div_factor: f64,
     ) -> Result<Self, OptimError> {
-        let a = Args {
-            schedule: "one_cycle_optax_linear",
-        };
-        a.steps("transition_steps", transition_steps)?;
-        a.finite("peak", peak)?;
-        a.fraction("pct_start", pct_start)?;
-        a.fraction("pct_final", pct_final)?;
-        if pct_final < pct_start {
-            return Err(a.error(
-                "pct_final",
-                format!("is {pct_final}, before `pct_start` ({pct_start})"),
-            ));
-        }
-        a.positive("div_factor", div_factor)?;
-        a.positive("final_div_factor", final_div_factor)?;
-        let init = peak / div_factor;
-        let t = transition_steps as f64;
-        Schedule::interpolate(
-            &[
-                (0.0, init),
-                ((pct_start * t).floor(), peak),
-                ((pct_final * t).floor(), init),
-                (t, init / final_div_factor),
-            ],
+        optax_one_cycle(
+            "one_cycle_optax_linear",
+            transition_steps,
+            peak,
+            pct_start,
+            Some(pct_final),
+            [div_factor, final_div_factor],
             Anneal::Linear,
         )
     }
 
-    /// Knots in the given order (PyTorch's phases are already ordered; sorting could reorder
-    /// degenerate phases).
-    fn torch_knots(knots: Vec<(f64, f64)>, anneal: Anneal) -> Self {
+    /// PyTorch's one-cycle knots through the phase values `[start, top, middle, last]`:
+    /// `start` at step 0, `top` at `ends[0]`, then `middle` at `ends[1]` and `last` at `ends[2]`
+    /// (`three_phase`), or `last` at `ends[1]` (two phases: no middle). In the given order
+    /// (PyTorch's phases are already ordered; sorting could reorder degenerate phases).
+    fn torch_knots(ends: [f64; 3], three_phase: bool, values: [f64; 4], anneal: Anneal) -> Self {
+        let [start, top, middle, last] = values;
+        let mut knots = vec![(0.0, start), (ends[0], top)];
+        if three_phase {
+            knots.extend([(ends[1], middle), (ends[2], last)]);
+        } else {
+            knots.push((ends[1], last));
+        }
         Schedule::Interpolate {
             knots: knots
                 .into_iter()
@@ -595,11 +519,7 @@ impl Schedule {
     /// # Errors
     /// [`OptimError::InvalidSchedule`] when `init` or `peak` is not finite.
     pub fn inverse_sqrt(init: f64, peak: f64, warmup: u64) -> Result<Self, OptimError> {
-        let a = Args {
-            schedule: "inverse_sqrt",
-        };
-        a.finite("init", init)?;
-        a.finite("peak", peak)?;
+        check!("inverse_sqrt", Finite(init, peak))?;
         Ok(Schedule::InverseSqrt {
             init,
             peak,
@@ -621,17 +541,10 @@ impl Schedule {
         period: u64,
         mult: u64,
     ) -> Result<Self, OptimError> {
-        let a = Args {
-            schedule: "cosine_restarts",
-        };
-        a.finite("init", init)?;
-        a.finite("end", end)?;
-        a.steps("period", period)?;
+        check!("cosine_restarts", Finite(init, end), Steps(period))?;
         if mult == 0 {
-            return Err(a.error(
-                "mult",
-                "is 0; expected at least 1 (1 keeps every cycle `period` long)",
-            ));
+            let detail = "is 0; expected at least 1 (1 keeps every cycle `period` long)";
+            return Err(error("cosine_restarts", "mult", detail));
         }
         Ok(Schedule::CosineRestarts {
             init,
@@ -649,12 +562,16 @@ impl Schedule {
     /// [`OptimError::InvalidSchedule`] when `parts` is empty, `boundaries` does not have one
     /// element fewer than `parts`, or `boundaries` is not strictly increasing.
     pub fn join(parts: Vec<Schedule>, boundaries: Vec<u64>) -> Result<Self, OptimError> {
-        let a = Args { schedule: "join" };
         if parts.is_empty() {
-            return Err(a.error("parts", "is empty; expected at least one schedule"));
+            return Err(error(
+                "join",
+                "parts",
+                "is empty; expected at least one schedule",
+            ));
         }
         if boundaries.len() + 1 != parts.len() {
-            return Err(a.error(
+            return Err(error(
+                "join",
                 "boundaries",
                 format!(
                     "has {} elements for {} parts; expected {} (one fewer than the parts)",
@@ -664,7 +581,7 @@ impl Schedule {
                 ),
             ));
         }
-        a.ascending("boundaries", &boundaries, true)?;
+        check!("join", Increasing(boundaries))?;
         Ok(Schedule::Join { parts, boundaries })
     }
 
@@ -689,10 +606,7 @@ impl Schedule {
         peak: f64,
         f: impl Fn(u64) -> f64 + Send + Sync + 'static,
     ) -> Result<Self, OptimError> {
-        Args {
-            schedule: "from_fn_with_peak",
-        }
-        .finite("peak", peak)?;
+        check!("from_fn_with_peak", Finite(peak))?;
         Ok(Schedule::Custom(CustomSchedule {
             name,
             f: Arc::new(f),
@@ -702,13 +616,70 @@ impl Schedule {
 }
 
 /// PyTorch `OneCycleLR` phase end steps: `[p1, total - 1]` or `[p1, 2 p1 + ... , total - 1]`
-/// with `p1 = pct_start * total - 1` (three-phase middle end: `2 * pct_start * total - 2`).
-fn torch_one_cycle_ends(total_steps: u64, pct_start: f64, three_phase: bool) -> [f64; 3] {
+/// with `p1 = pct_start * total - 1` (three-phase middle end: `2 * pct_start * total - 2`), once
+/// `total_steps` (at least 1) and `pct_start` (in `[0, 1]`) are checked for constructor
+/// `schedule`.
+fn torch_one_cycle_ends(
+    schedule: &'static str,
+    total_steps: u64,
+    pct_start: f64,
+    three_phase: bool,
+) -> Result<[f64; 3], OptimError> {
+    check!(schedule, Steps(total_steps), Fraction(pct_start))?;
     let total = total_steps as f64;
     let p1 = pct_start * total - 1.0;
-    if three_phase {
+    Ok(if three_phase {
         [p1, 2.0 * pct_start * total - 2.0, total - 1.0]
     } else {
         [p1, total - 1.0, total - 1.0]
+    })
+}
+
+/// The one-cycle schedules' start and end values: `peak / div_factor` and that divided by
+/// `final_div_factor`, once both factors are checked (finite and `> 0`) for constructor
+/// `schedule`.
+fn one_cycle_range(
+    schedule: &'static str,
+    peak: f64,
+    div_factor: f64,
+    final_div_factor: f64,
+) -> Result<(f64, f64), OptimError> {
+    check!(schedule, Positive(div_factor, final_div_factor))?;
+    let start = peak / div_factor;
+    Ok((start, start / final_div_factor))
+}
+
+/// optax's one-cycle schedules (constructor `schedule`): from `peak / div_factor` at step 0 to
+/// `peak` at `floor(pct_start * transition_steps)`, back to `peak / div_factor` at
+/// `floor(pct_final * transition_steps)` when given, to `peak / (div_factor * final_div_factor)`
+/// at `transition_steps`, interpolated with `anneal`. The arguments are checked in the
+/// constructors' documented order (`factors` is `[div_factor, final_div_factor]`).
+fn optax_one_cycle(
+    schedule: &'static str,
+    transition_steps: u64,
+    peak: f64,
+    pct_start: f64,
+    pct_final: Option<f64>,
+    [div_factor, final_div_factor]: [f64; 2],
+    anneal: Anneal,
+) -> Result<Schedule, OptimError> {
+    check!(
+        schedule,
+        Steps(transition_steps),
+        Finite(peak),
+        Fraction(pct_start)
+    )?;
+    if let Some(pct_final) = pct_final {
+        check!(schedule, Fraction(pct_final))?;
+        if pct_final < pct_start {
+            let detail = format!("is {pct_final}, before `pct_start` ({pct_start})");
+            return Err(error(schedule, "pct_final", detail));
+        }
     }
+    let (init, end) = one_cycle_range(schedule, peak, div_factor, final_div_factor)?;
+    let t = transition_steps as f64;
+    let mut knots = vec![(0.0, init), ((pct_start * t).floor(), peak)];
+    knots.extend(pct_final.map(|pct_final| ((pct_final * t).floor(), init)));
+    knots.push((t, end));
+    Schedule::interpolate(&knots, anneal)
 }

@@ -98,23 +98,7 @@ impl Schedule {
                 end,
                 period,
                 mult,
-            } => {
-                let (period, mult) = ((*period).max(1), (*mult).max(1));
-                if init >= end {
-                    // falls inside each cycle; every cycle starts at the same value
-                    let (t, len) = restart_position(a, period, mult);
-                    let next = if t == 0 {
-                        a
-                    } else {
-                        (a - t).saturating_add(len)
-                    };
-                    at(&[next])
-                } else {
-                    // rises inside each cycle; cycles grow, so the last complete one ends highest
-                    let (t, _) = restart_position(b, period, mult);
-                    at(&[(b - t).saturating_sub(1)])
-                }
-            }
+            } => at(&[restart_peak(init >= end, *period, *mult, a, b)]),
             Schedule::Join { parts, boundaries } => join_max(parts, boundaries, a, b)?,
             Schedule::Custom(c) => c.peak.ok_or_else(|| OptimError::InvalidSchedule {
                 schedule: "from_fn",
@@ -127,6 +111,25 @@ impl Schedule {
                 ),
             })?,
         })
+    }
+}
+
+/// The step of steps `a ..= b` where cosine restarts of cycles `period · mult^k` (each at
+/// least 1) peak, besides the window's ends: where a cycle starts (`falls`: every cycle falls
+/// from the same value), or where the last complete cycle ends (it rises; cycles grow, so the
+/// last ends highest).
+fn restart_peak(falls: bool, period: u64, mult: u64, a: u64, b: u64) -> u64 {
+    let (period, mult) = (period.max(1), mult.max(1));
+    if falls {
+        let (t, len) = restart_position(a, period, mult);
+        if t == 0 {
+            a
+        } else {
+            (a - t).saturating_add(len)
+        }
+    } else {
+        let (t, _) = restart_position(b, period, mult);
+        (b - t).saturating_sub(1)
     }
 }
 

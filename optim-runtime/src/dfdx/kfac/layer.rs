@@ -2,9 +2,9 @@
 
 use crate::float::Float;
 use dfdx::nn::modules::Linear;
-use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection, TensorOptions};
+use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection, TensorField, TensorOptions};
 use dfdx::nn::{BuildModule, BuildOnDevice, Module, NonMutableModule};
-use dfdx::shapes::{Const, Dim, Dtype, Rank1, Rank2, Shape};
+use dfdx::shapes::{Const, ConstShape, Dim, Dtype, Rank1, Rank2, Shape};
 use dfdx::tensor::{
     Cpu, CpuError, NoneTape, PutTape, SplitTape, Storage, Tape, Tensor, ZerosTensor,
 };
@@ -111,38 +111,12 @@ where
                     "weight",
                     |s| &s.weight,
                     |s| &mut s.weight,
-                    TensorOptions::reset_with(|t| {
-                        let b: E = E::ONE / E::from_usize(I).unwrap_or(E::ONE).sqrt();
-                        t.try_fill_with_distr(Uniform::new(-b, b))
-                    }),
+                    Self::linear_init(),
                 ),
-                Self::tensor(
-                    "bias",
-                    |s| &s.bias,
-                    |s| &mut s.bias,
-                    TensorOptions::reset_with(|t| {
-                        let b: E = E::ONE / E::from_usize(I).unwrap_or(E::ONE).sqrt();
-                        t.try_fill_with_distr(Uniform::new(-b, b))
-                    }),
-                ),
-                Self::tensor(
-                    "kfac_a",
-                    |s| &s.kfac_a,
-                    |s| &mut s.kfac_a,
-                    TensorOptions::detached(|t| t.try_fill_with_zeros()),
-                ),
-                Self::tensor(
-                    "kfac_g",
-                    |s| &s.kfac_g,
-                    |s| &mut s.kfac_g,
-                    TensorOptions::detached(|t| t.try_fill_with_zeros()),
-                ),
-                Self::tensor(
-                    "kfac_n",
-                    |s| &s.kfac_n,
-                    |s| &mut s.kfac_n,
-                    TensorOptions::detached(|t| t.try_fill_with_zeros()),
-                ),
+                Self::tensor("bias", |s| &s.bias, |s| &mut s.bias, Self::linear_init()),
+                Self::statistic("kfac_a", |s| &s.kfac_a, |s| &mut s.kfac_a),
+                Self::statistic("kfac_g", |s| &s.kfac_g, |s| &mut s.kfac_g),
+                Self::statistic("kfac_n", |s| &s.kfac_n, |s| &mut s.kfac_n),
             ),
             |(weight, bias, kfac_a, kfac_g, kfac_n)| KfacLinear {
                 weight,
@@ -152,6 +126,36 @@ where
                 kfac_n,
             },
         )
+    }
+}
+
+impl<const I: usize, const O: usize, E, D> KfacLinear<I, O, E, D>
+where
+    E: Dtype + num_traits::Float + rand_distr::uniform::SampleUniform,
+    D: Device<E>,
+{
+    /// dfdx `Linear`'s initialisation of its weight and bias (whose expression this repeats):
+    /// uniform in `±1/√I`.
+    fn linear_init<S: ConstShape>() -> TensorOptions<S, E, D> {
+        TensorOptions::reset_with(|t| {
+            let b: E = E::ONE / E::from_usize(I).unwrap_or(E::ONE).sqrt();
+            t.try_fill_with_distr(Uniform::new(-b, b))
+        })
+    }
+
+    /// A statistic buffer: never trained, zero-filled (it draws no random numbers).
+    fn statistic<'a, S, F1, F2>(
+        name: &'a str,
+        get_ref: F1,
+        get_mut: F2,
+    ) -> TensorField<'a, F1, F2, Self, S, E, D>
+    where
+        S: ConstShape,
+        F1: FnMut(&Self) -> &Tensor<S, E, D>,
+        F2: FnMut(&mut Self) -> &mut Tensor<S, E, D>,
+    {
+        let zeros = TensorOptions::detached(|t| t.try_fill_with_zeros());
+        Self::tensor(name, get_ref, get_mut, zeros)
     }
 }
 
