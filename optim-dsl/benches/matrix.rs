@@ -76,6 +76,9 @@ fn muon(c: &mut Criterion) {
     group.finish();
 }
 
+/// One optimizer step on the parameter it is given.
+type StepOnce<'a> = dyn FnMut(&mut [f32]) + 'a;
+
 fn preconditioned(c: &mut Criterion) {
     let mut group = slow_group(c, "preconditioned_10_steps", 8);
     for (rows, cols) in [(256usize, 256usize), (512, 512)] {
@@ -94,7 +97,7 @@ fn preconditioned(c: &mut Criterion) {
             ..Default::default()
         })
         .unwrap();
-        let runs: [(&str, &mut dyn FnMut(&mut [f32])); 3] = [
+        let runs: [(&str, &mut StepOnce<'_>); 3] = [
             ("adamw", &mut |p: &mut [f32]| {
                 step(&mut adamw, &shape, p, &g)
             }),

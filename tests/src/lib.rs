@@ -1149,14 +1149,17 @@ macro_rules! torch_config {
         $config:ident { $($field:ident $(= $key:literal)?),* $(,)? }
         $(, $cb:ident . $bool:ident { $($flag:ident $(= $fkey:literal)?),* $(,)? })?
         $(,)?
-    ) => {
-        $config {
+    ) => {{
+        // a config whose every field is listed makes the update redundant
+        #[allow(clippy::needless_update, clippy::let_and_return)]
+        let config = $config {
             lr: $lr,
             $($field: $c.$num($crate::__torch_key!($field $(, $key)?)).into(),)*
             $($($flag: $cb.$bool($crate::__torch_key!($flag $(, $fkey)?)),)*)?
             ..Default::default()
-        }
-    };
+        };
+        config
+    }};
 }
 
 /// The key of a [`torch_config!`] field: its own name unless one is given.

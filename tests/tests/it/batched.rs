@@ -181,54 +181,21 @@ fn run_fresh<O: DslOptimizer<f64> + Default>(
 #[test]
 fn batched_words_equal_separate_matrices() {
     type Run = fn(&[usize], usize, usize) -> Vec<Vec<f64>>;
+    // one row per word and shape: (what, run, shape, batch axes, steps)
+    #[rustfmt::skip]
     let rows: [(&str, Run, &[usize], usize, usize); 7] = [
         ("orthogonalize", run_fresh::<BMuon<f64>>, &[3, 4, 6], 1, 3),
-        (
-            "orthogonalize, two batch axes",
-            run_fresh::<BMuon2<f64>>,
-            &[2, 3, 4, 5],
-            2,
-            2,
-        ),
-        (
-            "kron_precondition",
-            run_fresh::<BShampoo<f64>>,
-            &[3, 4, 5],
-            1,
-            4,
-        ),
-        (
-            "factored_second_moment",
-            run_fresh::<BAdafactor<f64>>,
-            &[3, 4, 5],
-            1,
-            3,
-        ),
+        ("orthogonalize, two batch axes", run_fresh::<BMuon2<f64>>, &[2, 3, 4, 5], 2, 2),
+        ("kron_precondition", run_fresh::<BShampoo<f64>>, &[3, 4, 5], 1, 4),
+        ("factored_second_moment", run_fresh::<BAdafactor<f64>>, &[3, 4, 5], 1, 3),
         // one batch axis on a rank-4 tensor: each slice [3, 4, 5] is itself factored over its
         // last two axes, as a separate [3, 4, 5] parameter is
-        (
-            "factored_second_moment, rank 4",
-            run_fresh::<BAdafactor<f64>>,
-            &[2, 3, 4, 5],
-            1,
-            3,
-        ),
+        ("factored_second_moment, rank 4", run_fresh::<BAdafactor<f64>>, &[2, 3, 4, 5], 1, 3),
         // 5 steps: the bases are created on step 1 and refreshed (with v permuted) on steps 3
         // and 5
-        (
-            "kron_eigenbasis / rotate / unrotate",
-            run_fresh::<BSoap<f64>>,
-            &[3, 4, 5],
-            1,
-            5,
-        ),
-        (
-            "eigen_sign + psgd_precondition + low_rank_orthonormalize",
-            run_fresh::<BOthers<f64>>,
-            &[2, 6, 4],
-            1,
-            3,
-        ),
+        ("kron_eigenbasis / rotate / unrotate", run_fresh::<BSoap<f64>>, &[3, 4, 5], 1, 5),
+        ("eigen_sign + psgd_precondition + low_rank_orthonormalize", run_fresh::<BOthers<f64>>,
+            &[2, 6, 4], 1, 3),
     ];
     for (what, run, shape, batch, steps) in rows {
         assert_batched_equals_separate(&run(shape, batch, steps), what);

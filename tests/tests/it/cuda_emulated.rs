@@ -188,15 +188,7 @@ optim_tests::for_each_zoo!(zoo_tests);
 #[test]
 fn short_rows_change_only_the_summation_order() {
     fn run<O: DslOptimizer<f64> + Default>(name: &str) {
-        let mut cpu = O::default();
-        let mut dev = O::default();
-        let mut pc = init::<f64>();
-        let mut pd = init::<f64>();
-        for t in 0..3 {
-            let g = grads::<f64>(t);
-            cpu_step(&mut cpu, &mut pc, &g).unwrap();
-            emulated_step(&mut dev, HostBackend::new().with_chunk(7), &mut pd, &g).unwrap();
-        }
+        let (pc, pd) = against_cpu::<O>(|| HostBackend::new().with_chunk(7), |_, _, _| {});
         for (c, d) in pc.iter().flatten().zip(pd.iter().flatten()) {
             assert!(
                 (c - d).abs() <= 1e-12 * c.abs().max(1e-3),
@@ -209,11 +201,11 @@ fn short_rows_change_only_the_summation_order() {
     run::<AdamW<f64>>("AdamW");
 }
 
-/// With the GEMM family on the device, Muon's Newton–Schulz runs as device GEMMs (no copy to
-/// the host); it equals the host iteration up to the GEMMs' summation order.
-/// Three steps of `O` on the CPU and on the emulated device with device GEMMs, from the same
-/// start, calling `after(step, cpu, device)` after each; returns both final parameter sets.
-fn with_device_gemms<O: DslOptimizer<f64> + Default>(
+/// Three steps of `O` on the CPU and on the emulated device with the host backend `backend`,
+/// from the same start, calling `after(step, cpu, device)` after each; returns both final
+/// parameter sets.
+fn against_cpu<O: DslOptimizer<f64> + Default>(
+    backend: fn() -> HostBackend,
     mut after: impl FnMut(usize, &[Vec<f64>], &[Vec<f64>]),
 ) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
     let mut cpu = O::default();
@@ -223,15 +215,22 @@ fn with_device_gemms<O: DslOptimizer<f64> + Default>(
     for t in 0..3 {
         let g = grads::<f64>(t);
         cpu_step(&mut cpu, &mut pc, &g).unwrap();
-        emulated_step(&mut dev, HostBackend::new().with_blas(), &mut pd, &g).unwrap();
+        emulated_step(&mut dev, backend(), &mut pd, &g).unwrap();
         after(t, &pc, &pd);
     }
     (pc, pd)
 }
 
+/// The emulated device with the GEMM family.
+fn with_blas() -> HostBackend {
+    HostBackend::new().with_blas()
+}
+
+/// With the GEMM family on the device, Muon's Newton–Schulz runs as device GEMMs (no copy to
+/// the host); it equals the host iteration up to the GEMMs' summation order.
 #[test]
 fn muon_with_device_gemms_matches_the_cpu() {
-    let (pc, pd) = with_device_gemms::<Muon<f64>>(|_, _, _| {});
+    let (pc, pd) = against_cpu::<Muon<f64>>(with_blas, |_, _, _| {});
     let worst = optim_tests::trajectory::max_gap(&pc, &pd);
     assert!(
         worst <= 1e-12,
@@ -261,7 +260,7 @@ fn batched_matrix_words_step_bit_for_bit_as_on_the_cpu() {
     cpu_and_emulated_agree::<f32, BatchedMix<f32>>("BatchedMix");
     cpu_and_emulated_agree::<f64, BatchedMix<f64>>("BatchedMix");
     // the batched kernel ("conv") never touches the device GEMMs: bit for bit
-    with_device_gemms::<BatchedMix<f64>>(|t, pc, pd| assert_eq!(pc[1], pd[1], "step {t}"));
+    against_cpu::<BatchedMix<f64>>(with_blas, |t, pc, pd| assert_eq!(pc[1], pd[1], "step {t}"));
 }
 
 /// A step that fails validation changes nothing, on the device as on the CPU: not the

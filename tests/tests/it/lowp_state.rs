@@ -9,6 +9,7 @@ use optim_dsl::prelude::*;
 use optim_runtime::state::ParamState;
 
 use crate::common::on_threads;
+use optim_dsl::zoo::AdamW8bit;
 use optim_tests::zoo::{adamw_8bit, adamw_bf16};
 
 optim_tests::adamw_stored! {
@@ -201,28 +202,36 @@ fn low_precision_state_tracks_f32_over_1000_adamw_steps() {
 /// the start); `m`'s gap follows the parameters'.
 const Q8_BOUNDS: [f64; 4] = [1.5, 0.2, 1.0, 0.3];
 
+/// Five steps of `make()` on the fixed problem with `n` parameters, on 1 and on 3 threads: the
+/// parameters must be bit-identical; returns `state(opt)` of both runs.
+fn on_1_and_3_threads<O: DslOptimizer<f32>, S: Send>(
+    n: usize,
+    make: impl Fn() -> O + Sync,
+    state: impl Fn(&O) -> S + Sync,
+) -> (S, S) {
+    let pb = Problem::new(n);
+    let go = |threads: usize| {
+        on_threads(threads, || {
+            let mut opt = make();
+            let mut w = vec![0.0f32; n];
+            run(&mut opt, &pb, &mut w, 0, 5);
+            (w, state(&opt))
+        })
+    };
+    let (w1, s1) = go(1);
+    let (w3, s3) = go(3);
+    assert!(w1.iter().zip(&w3).all(|(a, b)| a.to_bits() == b.to_bits()));
+    (s1, s3)
+}
+
 /// Quantisation is deterministic and block-local: the same q8 run on 1 thread and on 3 threads
 /// (chunks of 32 Ki elements, whole blocks) is bit-identical, parameters, codes and scales,
 /// with a tail block of 200,003 mod 256 = 67 elements.
 #[test]
 fn q8_is_independent_of_thread_count() {
     let n = 200_003;
-    let pb = Problem::new(n);
-    let go = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let mut opt = adamw_8bit(LR);
-            let mut w = vec![0.0f32; n];
-            run(&mut opt, &pb, &mut w, 0, 5);
-            (w, opt.opt_state().param("w").unwrap().q8.clone())
-        })
-    };
-    let (w1, s1) = go(1);
-    let (w3, s3) = go(3);
-    assert!(w1.iter().zip(&w3).all(|(a, b)| a.to_bits() == b.to_bits()));
+    let q8 = |o: &AdamW8bit<f32>| o.opt_state().param("w").unwrap().q8.clone();
+    let (s1, s3) = on_1_and_3_threads(n, || adamw_8bit(LR), q8);
     assert_eq!(s1.len(), 2);
     for (a, b) in s1.iter().zip(&s3) {
         assert_eq!(a.codes, b.codes);
@@ -241,18 +250,8 @@ fn q8_is_independent_of_thread_count() {
 #[test]
 fn stochastic_rounding_is_independent_of_thread_count() {
     let n = 200_003;
-    let pb = Problem::new(n);
-    let go = |threads: usize| {
-        on_threads(threads, || {
-            let mut opt = AdamWBf16Sr::<f32>::default();
-            let mut w = vec![0.0f32; n];
-            run(&mut opt, &pb, &mut w, 0, 5);
-            (w, opt.opt_state().param("w").unwrap().low.clone())
-        })
-    };
-    let (w1, s1) = go(1);
-    let (w3, s3) = go(3);
-    assert!(w1.iter().zip(&w3).all(|(a, b)| a.to_bits() == b.to_bits()));
+    let low = |o: &AdamWBf16Sr<f32>| o.opt_state().param("w").unwrap().low.clone();
+    let (s1, s3) = on_1_and_3_threads(n, AdamWBf16Sr::<f32>::default, low);
     assert_eq!(s1, s3);
     assert_eq!(s1.iter().filter(|l| l.bits.len() == n).count(), 2);
 }
