@@ -77,14 +77,16 @@ struct Outcome {
     total: Duration,
 }
 
-/// `STEPS` steps of batch `BATCH` over `train` (epochs reshuffled as `compare` does), calling
-/// `step` after each backward.
+/// The training and the test set.
+type Data<'a> = (&'a Dataset, &'a Dataset);
+
+/// `STEPS` steps of batch `BATCH` over the training set of `data` (epochs reshuffled as
+/// `compare` does), calling `step` after each backward; then the evaluation on its test set.
 fn train<M>(
     dev: &Cpu,
     model: &mut M,
     mut grads: Gradients<f32, Cpu>,
-    train: &Dataset,
-    test: &Dataset,
+    (train, test): Data<'_>,
     label: String,
     mut step: impl FnMut(&mut M, &mut Gradients<f32, Cpu>, &Inputs<64>) -> Result<(), OptimError>,
 ) -> Result<Outcome, OptimError>
@@ -140,51 +142,39 @@ fn schedule(peak: f64) -> Result<Schedule, OptimError> {
     Schedule::warmup_cosine(0.0, peak, WARMUP, STEPS as u64, peak * FINAL_LR)
 }
 
-fn adamw_run(train_set: &Dataset, test: &Dataset, peak: f64) -> Result<Outcome, OptimError> {
+fn adamw_run(data: Data<'_>, peak: f64) -> Result<Outcome, OptimError> {
     let (dev, mut net) = model::build::<PlainMlp>(SEED);
     let grads = net.alloc_grads();
     let mut opt = AdamW::<f32>::new(AdamWConfig {
         lr: schedule(peak)?.into(),
         ..Default::default()
     })?;
-    train(
-        &dev,
-        &mut net,
-        grads,
-        train_set,
-        test,
-        format!("AdamW lr {peak:e}"),
-        |m, g, _| opt.update(m, g),
-    )
+    let label = format!("AdamW lr {peak:e}");
+    train(&dev, &mut net, grads, data, label, |m, g, _| {
+        opt.update(m, g)
+    })
 }
 
-fn kfac_run(
-    train_set: &Dataset,
-    test: &Dataset,
-    peak: f64,
-    damping: f64,
-) -> Result<Outcome, OptimError> {
+/// The zoo's `KFac` with the warmup-cosine schedule to `peak` and Tikhonov `damping`.
+fn kfac(peak: f64, damping: f64) -> Result<KFac<f32>, OptimError> {
+    KFac::<f32>::new(KFacConfig {
+        lr: schedule(peak)?.into(),
+        damping: damping.into(),
+        ..Default::default()
+    })
+}
+
+fn kfac_run(data: Data<'_>, peak: f64, damping: f64) -> Result<Outcome, OptimError> {
     let (dev, mut net) = model::build::<KfacMlp>(SEED);
     let mut grads = net.alloc_grads();
     let mut stats = KfacStats::new(KfacStatsConfig::default())?;
     stats.watch(&net, &mut grads)?;
-    let mut opt = KFac::<f32>::new(KFacConfig {
-        lr: schedule(peak)?.into(),
-        damping: damping.into(),
-        ..Default::default()
-    })?;
-    train(
-        &dev,
-        &mut net,
-        grads,
-        train_set,
-        test,
-        format!("K-FAC emp. lr {peak:e} damp {damping:e}"),
-        |m, g, _| {
-            stats.update(m, g, &mut opt)?;
-            opt.update(m, g)
-        },
-    )
+    let mut opt = kfac(peak, damping)?;
+    let label = format!("K-FAC emp. lr {peak:e} damp {damping:e}");
+    train(&dev, &mut net, grads, data, label, |m, g, _| {
+        stats.update(m, g, &mut opt)?;
+        opt.update(m, g)
+    })
 }
 
 /// K-FAC with the Fisher of Martens & Grosse: after the usual backward (real labels: the
@@ -192,42 +182,26 @@ fn kfac_run(
 /// softmax, backpropagated into a second `Gradients` that is the only one registered with
 /// `KfacStats::watch` (the captures of the real pass are dropped by dfdx at the end of its
 /// backward, unused). About twice the forward/backward work of the empirical-Fisher run.
-fn kfac_fisher_run(
-    train_set: &Dataset,
-    test: &Dataset,
-    peak: f64,
-    damping: f64,
-) -> Result<Outcome, OptimError> {
+fn kfac_fisher_run(data: Data<'_>, peak: f64, damping: f64) -> Result<Outcome, OptimError> {
     let (dev, mut net) = model::build::<KfacMlp>(SEED);
     let grads = net.alloc_grads();
     let mut stats_grads = net.alloc_grads();
     let mut stats = KfacStats::new(KfacStatsConfig::default())?;
     stats.watch(&net, &mut stats_grads)?;
-    let mut opt = KFac::<f32>::new(KFacConfig {
-        lr: schedule(peak)?.into(),
-        damping: damping.into(),
-        ..Default::default()
-    })?;
+    let mut opt = kfac(peak, damping)?;
     let mut rng = SplitMix64::new(SEED ^ 0xF15E);
     let sample_dev = dev.clone();
-    train(
-        &dev,
-        &mut net,
-        grads,
-        train_set,
-        test,
-        format!("K-FAC Fisher lr {peak:e} damp {damping:e}"),
-        |m, g, x| {
-            let taken = std::mem::replace(&mut stats_grads, Gradients::leaky());
-            let logits = m.forward_mut(x.clone().traced(taken));
-            let sampled = sample_labels(&logits.as_vec(), &mut rng);
-            let (_, y) = batch_tensors::<64, 10>(&sample_dev, x.as_vec(), &sampled);
-            stats_grads = cross_entropy_with_logits_loss(logits, y).backward();
-            stats.update(m, &mut stats_grads, &mut opt)?;
-            m.zero_grads(&mut stats_grads);
-            opt.update(m, g)
-        },
-    )
+    let label = format!("K-FAC Fisher lr {peak:e} damp {damping:e}");
+    train(&dev, &mut net, grads, data, label, |m, g, x| {
+        let taken = std::mem::replace(&mut stats_grads, Gradients::leaky());
+        let logits = m.forward_mut(x.clone().traced(taken));
+        let sampled = sample_labels(&logits.as_vec(), &mut rng);
+        let (_, y) = batch_tensors::<64, 10>(&sample_dev, x.as_vec(), &sampled);
+        stats_grads = cross_entropy_with_logits_loss(logits, y).backward();
+        stats.update(m, &mut stats_grads, &mut opt)?;
+        m.zero_grads(&mut stats_grads);
+        opt.update(m, g)
+    })
 }
 
 /// One label per row of `logits` (`rows × 10`), drawn from its softmax.
@@ -259,16 +233,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut runs = Vec::new();
     for peak in [1e-2, 3e-3] {
-        runs.push(adamw_run(&train_set, &test, peak)?);
+        runs.push(adamw_run((&train_set, &test), peak)?);
     }
     for damping in [1e-2, 1e-1, 1.0] {
         for peak in [0.03, 0.1, 0.3] {
-            runs.push(kfac_run(&train_set, &test, peak, damping)?);
+            runs.push(kfac_run((&train_set, &test), peak, damping)?);
         }
     }
     for damping in [1e-1, 1.0] {
         for peak in [0.03, 0.1, 0.3] {
-            runs.push(kfac_fisher_run(&train_set, &test, peak, damping)?);
+            runs.push(kfac_fisher_run((&train_set, &test), peak, damping)?);
         }
     }
     println!(

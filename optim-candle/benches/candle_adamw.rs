@@ -34,46 +34,20 @@ use candle_core::{Device, Tensor, Var};
 use candle_nn::{Optimizer, ParamsAdamW};
 use criterion::{criterion_main, Bencher, Criterion, SamplingMode, Throughput};
 use optim_candle::{CandleConfig, CandleOptimizer};
-use optim_dsl::__private::{dispatch, Kernel, CHUNK, PARALLEL_THRESHOLD};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{AdamW, AdamWConfig};
-use rayon::prelude::*;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Samples per variant (criterion's `sample_size`).
-const SAMPLES: usize = 10;
+// The memory-bound baseline and criterion's settings, shared with optim-dsl's AdamW benches.
+#[path = "../../optim-dsl/benches/common/mod.rs"]
+mod common;
+use common::SAMPLES;
 
 // ---------------------------------------------------------------------------------------------
 // The memory-bound baseline.
-
-/// Reads `p, g, m, v` and writes `p, m, v` once per element, with one multiply-add per stream.
-struct BoundKernel;
-
-impl Kernel<f32> for BoundKernel {
-    #[inline(always)]
-    fn run(s: &[f32], p: &mut [f32], g: &[f32], st: &mut [&mut [f32]], _red: &mut [f64]) {
-        let [m, v] = st else {
-            panic!("bound kernel takes two state buffers")
-        };
-        let n = p.len();
-        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-        let (a, b, c, d, e, f) = (s[0], s[1], s[2], s[3], s[4], s[5]);
-        for i in 0..n {
-            let gi = g[i];
-            let mi = m[i] * a + gi * b;
-            let vi = v[i] * c + gi * gi * d;
-            m[i] = mi;
-            v[i] = vi;
-            p[i] = p[i] - mi * e + vi * f;
-        }
-    }
-}
-
-/// Scalars of the bound kernel: EMAs of `g` and `g²` and a small step (values stay finite).
-const BOUND_SCALARS: [f32; 6] = [0.9, 0.1, 0.999, 0.001, 1e-3, -1e-3];
 
 /// Plain buffers for the bound: parameter, gradient and two state buffers per tensor.
 struct BoundBuffers {
@@ -104,30 +78,7 @@ impl BoundBuffers {
 
     /// One bound step over all tensors, threaded like the runtime's executor.
     fn step(&mut self) {
-        let s = &BOUND_SCALARS[..];
-        let total: usize = self.p.iter().map(Vec::len).sum();
-        let tensors = self
-            .p
-            .iter_mut()
-            .zip(&self.g)
-            .zip(self.m.iter_mut().zip(self.v.iter_mut()));
-        if total < PARALLEL_THRESHOLD || rayon::current_num_threads() <= 1 {
-            for ((p, g), (m, v)) in tensors {
-                dispatch::<f32, BoundKernel>(s, p, g, &mut [m, v], &mut []);
-            }
-            return;
-        }
-        let mut items = Vec::with_capacity(total / CHUNK + self.g.len());
-        for ((p, g), (m, v)) in tensors {
-            let pieces = p
-                .chunks_mut(CHUNK)
-                .zip(g.chunks(CHUNK))
-                .zip(m.chunks_mut(CHUNK).zip(v.chunks_mut(CHUNK)));
-            items.extend(pieces);
-        }
-        items.into_par_iter().for_each(|((p, g), (m, v))| {
-            dispatch::<f32, BoundKernel>(s, p, g, &mut [m, v], &mut []);
-        });
+        common::bound_step(&mut self.p, &self.g, &mut self.m, &mut self.v);
     }
 }
 
@@ -307,11 +258,7 @@ fn bench_group(c: &mut Criterion, label: &str, total: usize) {
 
 /// Runs the groups (what `criterion_group!` would generate, with a doc comment).
 fn benches() {
-    let mut c = Criterion::default()
-        .sample_size(SAMPLES)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
-        .configure_from_args();
+    let mut c = common::criterion();
     bench_group(&mut c, "candle_1M", 1_000_000);
     bench_group(&mut c, "candle_10M", 10_000_000);
 }

@@ -12,10 +12,11 @@
 //! - `bound`: a hand-written single-pass loop with AdamW's access pattern (reads `p, g, m, v`,
 //!   writes `p, m, v`: 28 bytes per parameter) and trivial math, run exactly like the library
 //!   runs its kernels: run-time SIMD dispatch through `optim_dsl::__private::dispatch`, one
-//!   rayon dispatch over [`CHUNK`]-element pieces of every tensor when the step has at least
-//!   [`PARALLEL_THRESHOLD`] elements. It runs over exactly the buffers `dsl_slices` touches:
-//!   the same `p` and `g`, and that optimizer's own `m` and `v` state (its math is AdamW's
-//!   moment update, so the state stays valid).
+//!   rayon dispatch over `CHUNK`-element pieces of every tensor when the step has at least
+//!   `PARALLEL_THRESHOLD` elements (`common::bound_step`, shared with `lowp.rs` and
+//!   optim-candle's bench). It runs over exactly the buffers `dsl_slices` touches: the same `p`
+//!   and `g`, and that optimizer's own `m` and `v` state (its math is AdamW's moment update, so
+//!   the state stays valid).
 //! - `dsl_slices`: `AdamW::<f32>::default()` through `update_slices` (the default, exact
 //!   arithmetic: agrees with PyTorch).
 //! - `dsl_slices_recip`: the same with `set_arithmetic(Arithmetic::Reciprocal)` (the opt-in
@@ -51,43 +52,13 @@ use dfdx::nn::{DeviceBuildExt, ZeroGrads};
 use dfdx::optim::{Adam, AdamConfig, Optimizer, WeightDecay};
 use dfdx::shapes::{HasShape, Rank1, Shape};
 use dfdx::tensor::{Cpu, CpuError, Gradients, Tensor, TensorFrom, ZerosTensor};
-use optim_dsl::__private::{dispatch, Kernel, CHUNK, PARALLEL_THRESHOLD};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::AdamW;
 use optim_dsl::{Arithmetic, RuleBody};
-use rayon::prelude::*;
 use std::collections::HashMap;
-use std::time::Duration;
 
-// ---------------------------------------------------------------------------------------------
-// The bound: AdamW's memory traffic with trivial arithmetic.
-
-/// Reads `p, g, m, v` and writes `p, m, v` once per element, with one multiply-add per stream.
-struct BoundKernel;
-
-impl Kernel<f32> for BoundKernel {
-    #[inline(always)]
-    fn run(s: &[f32], p: &mut [f32], g: &[f32], st: &mut [&mut [f32]], _red: &mut [f64]) {
-        let [m, v] = st else {
-            panic!("bound kernel takes two state buffers")
-        };
-        let n = p.len();
-        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-        let (a, b, c, d, e, f) = (s[0], s[1], s[2], s[3], s[4], s[5]);
-        for i in 0..n {
-            let gi = g[i];
-            let mi = m[i] * a + gi * b;
-            let vi = v[i] * c + gi * gi * d;
-            m[i] = mi;
-            v[i] = vi;
-            p[i] = p[i] - mi * e + vi * f;
-        }
-    }
-}
-
-/// Scalars of the bound kernel: an EMA of `g` and of `g²` (AdamW's own moment updates, so
-/// running it over AdamW's state buffers leaves valid moments there), and a small step.
-const BOUND_SCALARS: [f32; 6] = [0.9, 0.1, 0.999, 0.001, 1e-3, -1e-3];
+mod common;
+use common::bound_step;
 
 /// Slots of AdamW's first and second moment (`m`, `v`) in its per-parameter state, read from
 /// its plan; also checks that the plan is one loop moving 28 bytes per `f32` parameter.
@@ -141,41 +112,6 @@ fn moments<'a>(
                 .unwrap_or_else(|| panic!("no AdamW state for `{n}`"))
         })
         .unzip()
-}
-
-/// One bound step over all tensors, threaded like the runtime's executor: sequential
-/// below [`PARALLEL_THRESHOLD`] elements, otherwise one `into_par_iter` over [`CHUNK`]-element
-/// pieces of every tensor.
-fn bound_step(
-    params: &mut [Vec<f32>],
-    grads: &[Vec<f32>],
-    m: &mut [&mut [f32]],
-    v: &mut [&mut [f32]],
-) {
-    let s = &BOUND_SCALARS[..];
-    let total: usize = params.iter().map(Vec::len).sum();
-    let count = params.len();
-    let tensors = params
-        .iter_mut()
-        .zip(grads)
-        .zip(m.iter_mut().zip(v.iter_mut()));
-    if total < PARALLEL_THRESHOLD || rayon::current_num_threads() <= 1 {
-        for ((p, g), (m, v)) in tensors {
-            dispatch::<f32, BoundKernel>(s, p, g, &mut [m, v], &mut []);
-        }
-        return;
-    }
-    let mut items = Vec::with_capacity(total / CHUNK + count);
-    for ((p, g), (m, v)) in tensors {
-        let pieces = p
-            .chunks_mut(CHUNK)
-            .zip(g.chunks(CHUNK))
-            .zip(m.chunks_mut(CHUNK).zip(v.chunks_mut(CHUNK)));
-        items.extend(pieces);
-    }
-    items.into_par_iter().for_each(|((p, g), (m, v))| {
-        dispatch::<f32, BoundKernel>(s, p, g, &mut [m, v], &mut []);
-    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -518,12 +454,7 @@ fn adamw(c: &mut Criterion) {
 
 /// Runs every group (what `criterion_group!` would generate, with a doc comment).
 fn benches() {
-    let mut c = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
-        .configure_from_args();
-    adamw(&mut c);
+    adamw(&mut common::criterion());
 }
 
 criterion_main!(benches);

@@ -10,11 +10,11 @@
 //! | `bound_f32` | hand-written loop: reads `p, g, m, v`, writes `p, m, v`, trivial math | 28 |
 //! | `bound_16` | the same with `m`, `v` as 16-bit bits (bf16 by truncation) | 20 |
 //! | `dsl_f32` | AdamW, `f32` moments (the zoo's `AdamW`) | 28 |
-//! | `dsl_bf16` | AdamW, `bf16` moments, round to nearest | 20 |
+//! | `dsl_bf16` | AdamW, `bf16` moments, round to nearest (the zoo's `AdamWBf16`) | 20 |
 //! | `dsl_bf16_sr` | AdamW, `bf16` moments, stochastic rounding | 20 |
 //! | `dsl_f16` | AdamW, `f16` moments, round to nearest | 20 |
 //! | `bound_8` | the same with `m`, `v` as 8-bit codes and one `f32` scale per 256 (linear codes, block absmax) | 16.0625 |
-//! | `dsl_q8` | AdamW, `q8`/`uq8` moments (8-bit block-wise, dynamic maps) | 16.0625 |
+//! | `dsl_q8` | AdamW, `q8`/`uq8` moments (8-bit block-wise, dynamic maps; the zoo's `AdamW8bit`) | 16.0625 |
 //! | `bound_16_again` | `bound_16` again, after the others (drift check) | 20 |
 //!
 //! Each DSL variant is compared with the bound of the same byte count (`dsl_bf16 / bound_16`,
@@ -31,75 +31,41 @@ use optim_dsl::__private::{
     dispatch, dispatch_low,
     lowp::q8::{self, Q8Map, Q8Mut},
     lowp::Bits,
-    Kernel, LowAt, LowKernel, CHUNK, PARALLEL_THRESHOLD,
+    LowAt, LowKernel, CHUNK, PARALLEL_THRESHOLD,
 };
 use optim_dsl::prelude::*;
-use optim_dsl::zoo::AdamW;
+use optim_dsl::zoo::{AdamW, AdamW8bit, AdamWBf16};
 use optim_dsl::RuleBody;
 use rayon::prelude::*;
-use std::time::Duration;
 
-optimizer! {
-    /// AdamW with both moments in bf16 (round to nearest).
-    pub AdamWBf16<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
-        let m: bf16 = momentum(grad, beta1);
-        let v: bf16 = second_moment(grad, beta2);
-        param = param * (1.0 - lr * weight_decay)
-            - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
-    }
-}
+mod common;
+// the scalars of every bound loop here: EMAs of `g` and `g²` and a small step
+use common::BOUND_SCALARS as S;
 
-optimizer! {
-    /// AdamW with both moments in bf16 (stochastic rounding).
-    pub AdamWBf16Sr<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
-        let m: bf16_sr = momentum(grad, beta1);
-        let v: bf16_sr = second_moment(grad, beta2);
-        param = param * (1.0 - lr * weight_decay)
-            - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
-    }
-}
-
-optimizer! {
-    /// AdamW with both moments in f16 (round to nearest).
-    pub AdamWF16<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
-        let m: f16 = momentum(grad, beta1);
-        let v: f16 = second_moment(grad, beta2);
-        param = param * (1.0 - lr * weight_decay)
-            - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
-    }
-}
-
-optimizer! {
-    /// AdamW with 8-bit block-quantised moments (signed map for `m`, unsigned for `v`).
-    pub AdamWQ8<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
-        let m: q8 = momentum(grad, beta1);
-        let v: uq8 = second_moment(grad, beta2);
-        param = param * (1.0 - lr * weight_decay)
-            - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
-    }
-}
-
-/// Scalars of the bound loops: EMAs of `g` and `g²` and a small step.
-const S: [f32; 6] = [0.9, 0.1, 0.999, 0.001, 1e-3, -1e-3];
-
-/// `p, g, m, v` in `f32`: 28 B/param.
-struct Bound32;
-
-impl Kernel<f32> for Bound32 {
-    #[inline(always)]
-    fn run(s: &[f32], p: &mut [f32], g: &[f32], st: &mut [&mut [f32]], _: &mut [f64]) {
-        let [m, v] = st else { return };
-        let n = p.len();
-        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-        for i in 0..n {
-            let gi = g[i];
-            let mi = m[i] * s[0] + gi * s[1];
-            let vi = v[i] * s[2] + gi * gi * s[3];
-            m[i] = mi;
-            v[i] = vi;
-            p[i] = p[i] - mi * s[4] + vi * s[5];
+/// Declares `pub $name`, the zoo's AdamW rule (and defaults) with the moments stored as named,
+/// for the storages the zoo has no optimizer for.
+macro_rules! adamw_stored {
+    ($(#[doc = $doc:tt])* pub $name:ident: $m:ident, $v:ident) => {
+        optimizer! {
+            $(#[doc = $doc])*
+            pub $name<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
+                let m: $m = momentum(grad, beta1);
+                let v: $v = second_moment(grad, beta2);
+                param = decoupled_decay(param, lr, weight_decay)
+                    - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
+            }
         }
-    }
+    };
+}
+
+adamw_stored! {
+    /// AdamW with both moments in bf16 (stochastic rounding).
+    pub AdamWBf16Sr: bf16_sr, bf16_sr
+}
+
+adamw_stored! {
+    /// AdamW with both moments in f16 (round to nearest).
+    pub AdamWF16: f16, f16
 }
 
 /// `p, g` in `f32`, `m, v` as bf16 bits (widened by a shift, narrowed by truncation): 20 B/param.
@@ -298,7 +264,7 @@ fn bench_case(c: &mut Criterion, label: &str, n: usize) {
     let (mut m32, mut v32) = (vec![0.0f32; n], vec![0.0f32; n]);
     let (mut m16, mut v16) = (vec![0 as Bits; n], vec![0 as Bits; n]);
     let run32 = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
-        dispatch::<f32, Bound32>(&S, p, g, &mut [m, v], &mut []);
+        dispatch::<f32, common::BoundKernel>(&S, p, g, &mut [m, v], &mut []);
     };
     let run16 = |p: &mut [f32], g: &[f32], m: &mut [Bits], v: &mut [Bits]| {
         dispatch_low::<f32, Bound16>(
@@ -338,7 +304,7 @@ fn bench_case(c: &mut Criterion, label: &str, n: usize) {
         b.iter(|| bound_step8(&mut p, &g, &mut m8, &mut v8))
     });
     drop((m8, v8));
-    let mut q8s = Slices::new(AdamWQ8::<f32>::default(), n, 16);
+    let mut q8s = Slices::new(AdamW8bit::<f32>::default(), n, 16);
     group.bench_function("dsl_q8", |b| b.iter(|| q8s.step()));
     drop(q8s);
     group.bench_function("bound_16_again", |b| {
@@ -349,11 +315,7 @@ fn bench_case(c: &mut Criterion, label: &str, n: usize) {
 
 /// Runs every group (what `criterion_group!` would generate, with a doc comment).
 fn benches() {
-    let mut c = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
-        .configure_from_args();
+    let mut c = common::criterion();
     bench_case(&mut c, "flat_1M", 1_000_000);
     bench_case(&mut c, "flat_10M", 10_000_000);
 }

@@ -10,20 +10,19 @@
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
+use optim_dsl::lowp::mix64;
 use optim_dsl::matrix::{orthogonalize, NS_COEFFS, NS_EPS, NS_STEPS};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{AdamW, Muon, Shampoo, ShampooConfig, Soap, SoapConfig};
 use std::hint::black_box;
 use std::time::Duration;
 
+/// `n` values uniform in [-0.01, 0.01) from `(seed, i)` (the runtime's splitmix64 mixer).
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02
+    (0..n as u64)
+        .map(|i| {
+            let r = mix64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ mix64(i));
+            ((r >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02
         })
         .collect()
 }
@@ -77,6 +76,9 @@ fn muon(c: &mut Criterion) {
     group.finish();
 }
 
+/// One optimizer step on the parameter it is given.
+type StepOnce<'a> = dyn FnMut(&mut [f32]) + 'a;
+
 fn preconditioned(c: &mut Criterion) {
     let mut group = slow_group(c, "preconditioned_10_steps", 8);
     for (rows, cols) in [(256usize, 256usize), (512, 512)] {
@@ -84,8 +86,29 @@ fn preconditioned(c: &mut Criterion) {
         let shape = [rows, cols];
         let g = data(rows * cols, 3);
         let mut p = data(rows * cols, 4);
-        // 10 steps per iteration = one refresh of the preconditioner per iteration
-        let mut ten_steps = |name: &str, step_once: &mut dyn FnMut(&mut [f32])| {
+        let mut adamw = AdamW::<f32>::default();
+        let mut shampoo = Shampoo::<f32>::new(ShampooConfig {
+            update_freq: 10.0.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut soap = Soap::<f32>::new(SoapConfig {
+            precondition_frequency: 10.0.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let runs: [(&str, &mut StepOnce<'_>); 3] = [
+            ("adamw", &mut |p: &mut [f32]| {
+                step(&mut adamw, &shape, p, &g)
+            }),
+            ("shampoo", &mut |p: &mut [f32]| {
+                step(&mut shampoo, &shape, p, &g)
+            }),
+            ("soap", &mut |p: &mut [f32]| step(&mut soap, &shape, p, &g)),
+        ];
+        // one warm-up step, then 10 steps per iteration = one refresh of the preconditioner
+        // per iteration
+        for (name, step_once) in runs {
             step_once(&mut p);
             group.bench_function(BenchmarkId::new(name, &id), |b| {
                 b.iter(|| {
@@ -94,25 +117,7 @@ fn preconditioned(c: &mut Criterion) {
                     }
                 })
             });
-        };
-        let mut adamw = AdamW::<f32>::default();
-        ten_steps("adamw", &mut |p: &mut [f32]| {
-            step(&mut adamw, &shape, p, &g)
-        });
-        let mut shampoo = Shampoo::<f32>::new(ShampooConfig {
-            update_freq: 10.0.into(),
-            ..Default::default()
-        })
-        .unwrap();
-        ten_steps("shampoo", &mut |p: &mut [f32]| {
-            step(&mut shampoo, &shape, p, &g)
-        });
-        let mut soap = Soap::<f32>::new(SoapConfig {
-            precondition_frequency: 10.0.into(),
-            ..Default::default()
-        })
-        .unwrap();
-        ten_steps("soap", &mut |p: &mut [f32]| step(&mut soap, &shape, p, &g));
+        }
     }
     group.finish();
 }

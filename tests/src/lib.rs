@@ -8,8 +8,11 @@
 //! - [`zoo`]: zoo optimizers configured as several tests need them.
 //! - [`state`]: optimizer states compared bit for bit.
 //! - [`params`]: [`ParamSlice`](optim_dsl::ParamSlice)s from parallel lists.
+//! - [`values`]: deterministic pseudo-random values (xorshift64).
 //! - [`runner`]: teacher-forced runs of a case through the slice and the dfdx path, the
 //!   final-state comparison, and the [`conformance!`] macro that defines one test per case.
+//! - [`adamw_stored!`]: AdamW declared with its moments in a chosen storage, for the
+//!   low-precision state tests.
 
 /// Invokes `$m!` with the type name of every optimizer of the zoo (`optim_dsl::zoo`), in zoo
 /// order, so that the tests that must cover the whole zoo (`zoo_no_panic`, `cuda_source`,
@@ -53,6 +56,40 @@ macro_rules! for_each_zoo {
             Prodigy
         }
     };
+}
+
+/// Declares `pub $name`, AdamW (`torch.optim.AdamW`'s update, the rule of the zoo's `AdamW`,
+/// `AdamWBf16` and `AdamW8bit`) with default `lr = 1e-2`, `beta1 = 0.9`, `beta2 = 0.999`,
+/// `eps = 1e-8`, `weight_decay = 1e-2`, and its moments `m`, `v` stored as named
+/// (`pub Name: bf16_sr, f16` -> `let m: bf16_sr = ...; let v: f16 = ...`; no types: `f32`
+/// state). The low-precision tests (`lowp_state`, `q8_state`) compare storages under one
+/// update rule; the storages the zoo has (`bf16`, `q8`/`uq8`) come from the zoo.
+#[macro_export]
+macro_rules! adamw_stored {
+    ($(#[doc = $doc:tt])* pub $name:ident $(: $m:ident, $v:ident)?) => {
+        ::optim_dsl::optimizer! {
+            $(#[doc = $doc])*
+            pub $name<lr = 1e-2, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
+                let m $(: $m)? = momentum(grad, beta1);
+                let v $(: $v)? = second_moment(grad, beta2);
+                param = decoupled_decay(param, lr, weight_decay)
+                    - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
+            }
+        }
+    };
+}
+
+/// The message of `result`'s error, after asserting that it is an error whose message contains
+/// every one of `words` (the message is shown when it does not).
+pub fn assert_err_has<T: std::fmt::Debug, E: std::fmt::Display>(
+    result: Result<T, E>,
+    words: &[&str],
+) -> String {
+    let err = result.expect_err("an error").to_string();
+    for w in words {
+        assert!(err.contains(w), "the error does not name {w:?}: {err}");
+    }
+    err
 }
 
 pub mod fixtures {
@@ -328,6 +365,21 @@ pub mod fixtures {
             x.unwrap_or_else(|| panic!("{}: lr[{t}] is not a number: {v}", self.case))
         }
 
+        /// The constructor's `lr`, after asserting that every step ran with it (no schedule).
+        pub fn constant_lr(&self) -> f64 {
+            let lr = self.hyper_f64("lr");
+            for t in 0..self.steps {
+                assert_eq!(
+                    self.lr_at(t),
+                    lr,
+                    "{}: lr changes at step {}",
+                    self.case,
+                    t + 1
+                );
+            }
+            lr
+        }
+
         /// Hyper-parameter `key` of the reference constructor, as `f64`. `key` may be a dotted
         /// path into nested objects/arrays (`"betas.0"`, `"adamw.weight_decay"`).
         /// Panics if absent or not a number.
@@ -371,6 +423,14 @@ pub mod fixtures {
                     self.case
                 )
             })
+        }
+
+        /// Hyper-parameter `key` (dotted path allowed) of the reference constructor as `bool`.
+        /// Panics if absent or not a boolean.
+        pub fn hyper_bool(&self, key: &str) -> bool {
+            lookup(&self.hyperparameters, key)
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or_else(|| panic!("{}: hyperparameter {key} is not a bool", self.case))
         }
 
         /// Initial value of parameter `name`, cast to `f32`.
@@ -901,13 +961,23 @@ pub mod runner {
         for t in 0..case.steps {
             model.set_grads(&mut grads, &case.grads[t]);
             step(&mut model, &mut grads);
-            for name in &case.param_order {
-                let p = model.flat(name);
-                case.assert_params_at("dfdx path", t, name, &p);
-                worst = worst.max(max_ratio(&p, &case.params[t][name], &case.tolerance));
-            }
+            worst = worst.max(check_step(case, "dfdx path", t, |name| model.flat(name)));
         }
         worst
+    }
+
+    /// Asserts every parameter after step `t + 1` (`read(name)`) against the reference under
+    /// the case tolerance (`what` names the path); returns the largest error as a fraction of
+    /// the tolerance.
+    fn check_step(case: &Case, what: &str, t: usize, read: impl Fn(&str) -> Vec<f32>) -> f64 {
+        case.param_order
+            .iter()
+            .map(|name| {
+                let p = read(name);
+                case.assert_params_at(what, t, name, &p);
+                max_ratio(&p, &case.params[t][name], &case.tolerance)
+            })
+            .fold(0.0, f64::max)
     }
 
     /// [`run_dfdx`] on a dfdx `Cuda` device (feature `cuda`; needs a GPU): the case's
@@ -946,11 +1016,8 @@ pub mod runner {
                     .expect("uploading a gradient");
             }
             step(&mut model, &mut grads);
-            for name in &case.param_order {
-                let p = model.params_flat(name);
-                case.assert_params_at("dfdx Cuda path", t, name, &p);
-                worst = worst.max(max_ratio(&p, &case.params[t][name], &case.tolerance));
-            }
+            let read = |name: &str| model.params_flat(name);
+            worst = worst.max(check_step(case, "dfdx Cuda path", t, read));
         }
         worst
     }
@@ -1063,6 +1130,50 @@ pub mod runner {
     }
 }
 
+/// A zoo config read from a reference case `c` (a `&Case`). Written
+///
+/// ```text
+/// torch_config! { c.group_f64, lr, AdamConfig { beta1 = "betas.0", eps }, c.group_bool { amsgrad } }
+/// ```
+///
+/// it is `AdamConfig { lr, beta1: c.group_f64("betas.0").into(), eps: c.group_f64("eps").into(),
+/// amsgrad: c.group_bool("amsgrad"), ..Default::default() }`: each field is read with the first
+/// reader (`Case::group_f64`: `final_param_groups[0]`, where torch records every value;
+/// `Case::hyper_f64`: the constructor's kwargs) under its own name, or under the key given, and
+/// converted into the config's type (`Hyper`); each flag likewise with the second reader
+/// (`Case::group_bool`, `Case::hyper_bool`). The fields not listed keep their defaults.
+#[macro_export]
+macro_rules! torch_config {
+    (
+        $c:ident . $num:ident, $lr:expr,
+        $config:ident { $($field:ident $(= $key:literal)?),* $(,)? }
+        $(, $cb:ident . $bool:ident { $($flag:ident $(= $fkey:literal)?),* $(,)? })?
+        $(,)?
+    ) => {{
+        // a config whose every field is listed makes the update redundant
+        #[allow(clippy::needless_update, clippy::let_and_return)]
+        let config = $config {
+            lr: $lr,
+            $($field: $c.$num($crate::__torch_key!($field $(, $key)?)).into(),)*
+            $($($flag: $cb.$bool($crate::__torch_key!($flag $(, $fkey)?)),)*)?
+            ..Default::default()
+        };
+        config
+    }};
+}
+
+/// The key of a [`torch_config!`] field: its own name unless one is given.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __torch_key {
+    ($field:ident) => {
+        stringify!($field)
+    };
+    ($field:ident, $key:literal) => {
+        $key
+    };
+}
+
 /// The model a [`conformance!`] case runs on the dfdx path: [`model::CaseModel`] unless the
 /// case names another.
 #[doc(hidden)]
@@ -1105,8 +1216,19 @@ macro_rules! __cuda_case {
 /// the `(parameter, key)` pairs we do not keep (`not_kept { "b_8": "last_grad" }`), and may name
 /// the dfdx model (`model = MarsModel<f32, Cpu>`; default [`model::CaseModel`]). Prints the
 /// largest error of each path as a fraction of the tolerance (`cargo test -- --nocapture`).
+/// `conformance!([case_a, case_b], |c| ..., state { ... })` defines one such test per case
+/// for cases that share the constructor and the state table.
 #[macro_export]
 macro_rules! conformance {
+    ([$($name:ident),+ $(,)?], $($rest:tt)*) => {
+        $crate::conformance!(@each [$($name)+] ($($rest)*));
+    };
+    (@each [$($name:ident)+] $rest:tt) => {
+        $($crate::conformance!(@one $name $rest);)+
+    };
+    (@one $name:ident ($($rest:tt)*)) => {
+        $crate::conformance!($name, $($rest)*);
+    };
     (
         $name:ident,
         |$c:ident| $make:expr,
@@ -1219,6 +1341,16 @@ pub mod trajectory {
         w.iter().chain(&b).map(|x| x.to_bits()).collect()
     }
 
+    /// The largest `|a - b|` over the elements of two parameter sets (tensor by tensor,
+    /// element by element), in `f64` (0 for empty sets).
+    pub fn max_gap<E: Copy + Into<f64>>(a: &[Vec<E>], b: &[Vec<E>]) -> f64 {
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .map(|(&x, &y)| (x.into() - y.into()).abs())
+            .fold(0.0, f64::max)
+    }
+
     /// The largest `|got[i] - want[i]|`, in `f64` (0 for empty slices).
     pub fn max_abs_diff(got: &[f32], want: &[f64]) -> f64 {
         got.iter()
@@ -1233,7 +1365,8 @@ pub mod zoo {
 
     use crate::fixtures::Case;
     use optim_dsl::zoo::{
-        Adafactor, AdafactorConfig, AdamWConfig, Sgd, SgdConfig, Shampoo, ShampooConfig,
+        Adafactor, AdafactorConfig, AdamW8bit, AdamW8bitConfig, AdamWBf16, AdamWBf16Config,
+        AdamWConfig, Muon, MuonConfig, Sgd, SgdConfig, Shampoo, ShampooConfig,
     };
     use optim_dsl::Hyper;
 
@@ -1274,6 +1407,16 @@ pub mod zoo {
         .unwrap()
     }
 
+    /// [`Muon`] with the `lr`, `weight_decay` and `momentum` of a case of Keller Jordan's
+    /// single-device Muon (`muon_keller_f32`), the rest at their defaults.
+    pub fn keller_muon(case: &Case) -> Muon<f32> {
+        let lr = case.hyper_f64("lr").into();
+        Muon::<f32>::new(crate::torch_config! {
+            case.hyper_f64, lr, MuonConfig { weight_decay, momentum }
+        })
+        .unwrap()
+    }
+
     /// [`Adafactor`] with the hyperparameters of a `torch.optim.Adafactor` case (`lr`,
     /// `beta2_decay`, `eps[1]` as `eps2`, `d`, `weight_decay`; the rest default).
     pub fn torch_adafactor(case: &Case) -> Adafactor<f32> {
@@ -1286,6 +1429,44 @@ pub mod zoo {
             ..Default::default()
         })
         .unwrap()
+    }
+
+    /// The zoo's [`AdamWBf16`] (bf16 moments) with learning rate `lr`, the other
+    /// hyperparameters at their defaults.
+    pub fn adamw_bf16(lr: f64) -> AdamWBf16<f32> {
+        AdamWBf16::<f32>::new(AdamWBf16Config {
+            lr: lr.into(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// The zoo's [`AdamW8bit`] (8-bit block-quantised moments) with learning rate `lr`, the
+    /// other hyperparameters at their defaults.
+    pub fn adamw_8bit(lr: f64) -> AdamW8bit<f32> {
+        AdamW8bit::<f32>::new(AdamW8bitConfig {
+            lr: lr.into(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// [`AdamWConfig`] with learning rate `lr` (constant or scheduled) and `weight_decay`, the
+    /// other fields at their defaults.
+    pub fn adamw_config(lr: impl Into<Hyper>, weight_decay: f64) -> AdamWConfig {
+        AdamWConfig {
+            lr: lr.into(),
+            weight_decay: weight_decay.into(),
+            ..Default::default()
+        }
+    }
+
+    optim_dsl::optimizer! {
+        /// SGD on gradients clipped to a global norm of `max_norm` (`clip_grad_norm_` then SGD,
+        /// as one optimizer).
+        pub ClipSgd<lr = 1.0, max_norm = 1.0> {
+            param -= lr * clip_global_norm(grad, max_norm);
+        }
     }
 
     /// Plain SGD (no momentum, no weight decay) with learning rate `lr`.
@@ -1342,6 +1523,27 @@ pub mod state {
             })
             .collect();
         (s.step, s.skipped_steps, s.non_finite, params)
+    }
+}
+
+pub mod values {
+    //! Deterministic pseudo-random test values.
+
+    /// `n` values in `[-1, 1)` from the xorshift64 (13, 7, 17) sequence started at state `s`
+    /// (non-zero): after each shift round, the state's top 53 bits as a fraction of `2^52`,
+    /// minus 1.
+    pub fn xorshift(mut s: u64, n: usize) -> impl Iterator<Item = f64> {
+        (0..n).map(move |_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        })
+    }
+
+    /// [`xorshift`] from the state `seed · 0x9e3779b97f4a7c15 | 1` (any `seed`).
+    pub fn seeded(seed: u64, n: usize) -> impl Iterator<Item = f64> {
+        xorshift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, n)
     }
 }
 

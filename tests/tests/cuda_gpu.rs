@@ -155,17 +155,22 @@ fn every_zoo_kernel_matches_the_cpu_in_f64() {
     conformance::<f64>();
 }
 
-/// AdamW's stage on 64 Mi `f32` elements: effective bandwidth (28 bytes per element).
-#[test]
-#[ignore = "benchmark; run by scripts/gpu-check.sh"]
-fn gpu_bench_adamw_bandwidth() {
-    let dev = device();
+/// AdamW's `f32` stage (every flag off) loaded on `dev`, with the scalars of its Rust twin.
+fn adamw_stage(dev: &Arc<CudaDevice>) -> (CudaStage<f32>, Vec<f32>) {
     let k = <AdamW<f32> as DslOptimizer<f32>>::cuda_sources()
         .iter()
         .find(|k| k.flags.iter().all(|(_, v)| !v))
         .unwrap();
     let (_, scalars) = rust_stage::<f32, AdamW<f32>>(k);
-    let stage = CudaStage::<f32>::load(&dev, k).unwrap();
+    (CudaStage::<f32>::load(dev, k).unwrap(), scalars)
+}
+
+/// AdamW's stage on 64 Mi `f32` elements: effective bandwidth (28 bytes per element).
+#[test]
+#[ignore = "benchmark; run by scripts/gpu-check.sh"]
+fn gpu_bench_adamw_bandwidth() {
+    let dev = device();
+    let (stage, scalars) = adamw_stage(&dev);
     let n = 1usize << 26;
     let mut p: CudaSlice<f32> = dev.alloc_zeros(n).unwrap();
     let g: CudaSlice<f32> = dev.alloc_zeros(n).unwrap();
@@ -201,12 +206,7 @@ fn gpu_bench_adamw_bandwidth() {
 #[ignore = "benchmark; run by scripts/gpu-check.sh"]
 fn gpu_bench_multi_tensor() {
     let dev = device();
-    let k = <AdamW<f32> as DslOptimizer<f32>>::cuda_sources()
-        .iter()
-        .find(|k| k.flags.iter().all(|(_, v)| !v))
-        .unwrap();
-    let (_, scalars) = rust_stage::<f32, AdamW<f32>>(k);
-    let stage = CudaStage::<f32>::load(&dev, k).unwrap();
+    let (stage, scalars) = adamw_stage(&dev);
     let (count, n) = (100usize, 16_384usize);
     let mut ps: Vec<CudaSlice<f32>> = (0..count).map(|_| dev.alloc_zeros(n).unwrap()).collect();
     let gs: Vec<CudaSlice<f32>> = (0..count).map(|_| dev.alloc_zeros(n).unwrap()).collect();
@@ -265,14 +265,8 @@ type NetOn<D> = <Net as BuildOnDevice<D, f32>>::Built;
 
 /// Deterministic values in [-1, 1) (xorshift64).
 fn vals(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 11) as f64 / (1u64 << 52) as f64 - 1.0) as f32
-        })
+    optim_tests::values::seeded(seed, n)
+        .map(|x| x as f32)
         .collect()
 }
 

@@ -357,19 +357,13 @@ mod tests {
     }
 
     #[test]
-    fn loads_gzipped_files() {
-        let dir = TempDir::new("gz");
-        write_set(&dir.0, true);
-        let (train, test) = load_fashion_mnist(&dir.0).unwrap();
-        check_set(&train, &test);
-    }
-
-    #[test]
-    fn loads_plain_files() {
-        let dir = TempDir::new("plain");
-        write_set(&dir.0, false);
-        let (train, test) = load_fashion_mnist(&dir.0).unwrap();
-        check_set(&train, &test);
+    fn loads_gzipped_and_plain_files() {
+        for (tag, gzipped) in [("gz", true), ("plain", false)] {
+            let dir = TempDir::new(tag);
+            write_set(&dir.0, gzipped);
+            let (train, test) = load_fashion_mnist(&dir.0).unwrap();
+            check_set(&train, &test);
+        }
     }
 
     #[test]

@@ -17,6 +17,17 @@ use optim_dsl::prelude::Hyper;
 const BATCH: usize = 8;
 const STEPS: u64 = 30;
 
+/// The six projection weights of the tiny transformer's one block: the matrices K-FAC
+/// preconditions and Muon orthogonalizes.
+const PROJECTIONS: [&str; 6] = [
+    "blocks.0.attn.wq.weight",
+    "blocks.0.attn.wk.weight",
+    "blocks.0.attn.wv.weight",
+    "blocks.0.attn.proj.weight",
+    "blocks.0.mlp.fc.weight",
+    "blocks.0.mlp.proj.weight",
+];
+
 /// `TinyLm` with block projections of kind `K`.
 type Tiny<K> = CharTransformer<16, 2, 32, 1, 16, f32, Cpu, K>;
 
@@ -105,14 +116,7 @@ fn kfac_preconditions_the_projections_and_sends_the_rest_to_adamw() {
         .filter(|r| r.1 == 0)
         .map(|r| r.0.as_str())
         .collect();
-    let mut expected = [
-        "blocks.0.attn.wq.weight",
-        "blocks.0.attn.wk.weight",
-        "blocks.0.attn.wv.weight",
-        "blocks.0.attn.proj.weight",
-        "blocks.0.mlp.fc.weight",
-        "blocks.0.mlp.proj.weight",
-    ];
+    let mut expected = PROJECTIONS;
     let mut kfac = kfac;
     kfac.sort_unstable();
     expected.sort_unstable();
@@ -162,14 +166,7 @@ fn muon_sends_embeddings_and_head_to_adamw_and_hidden_matrices_to_newton_schulz(
         "blocks.0.attn.wq.bias",
         "blocks.0.mlp.fc.bias",
     ];
-    let newton_schulz = [
-        "blocks.0.attn.wq.weight",
-        "blocks.0.attn.wk.weight",
-        "blocks.0.attn.wv.weight",
-        "blocks.0.attn.proj.weight",
-        "blocks.0.mlp.fc.weight",
-        "blocks.0.mlp.proj.weight",
-    ];
+
     for name in adamw {
         let (_, rule, states) = rule_of(name);
         assert_eq!(*rule, 1, "{name} should go to AdamW; states {states:?}");
@@ -178,7 +175,7 @@ fn muon_sends_embeddings_and_head_to_adamw_and_hidden_matrices_to_newton_schulz(
             "{name}: {states:?}"
         );
     }
-    for name in newton_schulz {
+    for name in PROJECTIONS {
         let (_, rule, states) = rule_of(name);
         assert_eq!(
             *rule, 0,
@@ -188,7 +185,7 @@ fn muon_sends_embeddings_and_head_to_adamw_and_hidden_matrices_to_newton_schulz(
     // Every parameter was routed: 6 hidden matrices to Newton–Schulz, the rest to AdamW.
     assert_eq!(
         routing.iter().filter(|r| r.1 == 0).count(),
-        newton_schulz.len()
+        PROJECTIONS.len()
     );
     // The plan names both rules.
     let plan = opt.plan().to_string();

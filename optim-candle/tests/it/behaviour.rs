@@ -56,6 +56,18 @@ fn store(var: &Var, grad: Tensor) -> GradStore {
     g
 }
 
+/// One `opt.step` on `var` per gradient of `grads` (of shape [`SHAPE`]).
+fn step_each<O: DslOptimizer<f32>, T: candle_core::WithDType>(
+    opt: &mut CandleOptimizer<O>,
+    var: &Var,
+    grads: &[Vec<T>],
+) {
+    for g in grads {
+        let g = Tensor::from_slice(g, &SHAPE, &Device::Cpu).unwrap();
+        opt.step(&store(var, g)).unwrap();
+    }
+}
+
 #[test]
 fn f32_vars_are_updated_in_their_own_storage_bitwise_as_the_slice_path() {
     let p0: Vec<f32> = data(1, 12).iter().map(|&x| x as f32).collect();
@@ -69,10 +81,7 @@ fn f32_vars_are_updated_in_their_own_storage_bitwise_as_the_slice_path() {
     let alias: Tensor = var.as_tensor().clone();
     let mut opt =
         CandleOptimizer::new(vec![var.clone()], CandleConfig::new(adamw::<f32>())).unwrap();
-    for g in &grads {
-        let g = Tensor::from_slice(g, &SHAPE, &Device::Cpu).unwrap();
-        opt.step(&store(&var, g)).unwrap();
-    }
+    step_each(&mut opt, &var, &grads);
     let got = alias.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(got, want);
     assert_ne!(got, p0);
@@ -123,10 +132,7 @@ fn narrow_case<T: candle_core::WithDType + std::fmt::Debug>(to: fn(f32) -> T, fr
         CandleConfig::new(adamw::<f32>()).with_names(["w"]),
     )
     .unwrap();
-    for g in &grads {
-        let g = Tensor::from_slice(g, &SHAPE, &Device::Cpu).unwrap();
-        opt.step(&store(&var, g)).unwrap();
-    }
+    step_each(&mut opt, &var, &grads);
     let got = var.flatten_all().unwrap().to_vec1::<T>().unwrap();
     assert_eq!(got, want);
     assert_ne!(got, p0);

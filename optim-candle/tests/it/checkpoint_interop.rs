@@ -111,9 +111,15 @@ fn slice_steps(
             })
             .collect();
         opt.update_slices(&mut slices).unwrap();
-        for n in &case.param_order {
-            case.assert_params_at("slice path after resuming", t, n, &params[n]);
-        }
+        assert_at(case, "slice path after resuming", t, params);
+    }
+}
+
+/// Asserts every parameter of `values` after step `t + 1` against the reference (`what` names
+/// the path).
+fn assert_at(case: &Case, what: &str, t: usize, values: &BTreeMap<String, Vec<f32>>) {
+    for n in &case.param_order {
+        case.assert_params_at(what, t, n, &values[n]);
     }
 }
 
@@ -122,9 +128,7 @@ fn a_candle_checkpoint_resumes_on_the_slice_and_dfdx_paths() {
     let case = fixtures::load("adamw");
     let (map, mut opt) = candle_adamw(&case, &initial(&case));
     let halfway = candle_steps(&case, &map, &mut opt, 0..K);
-    for n in &case.param_order {
-        case.assert_params_at("candle path", K - 1, n, &halfway[n]);
-    }
+    assert_at(&case, "candle path", K - 1, &halfway);
     let path = file("candle-to-others");
     opt.save_checkpoint(&path).unwrap();
 
@@ -165,9 +169,7 @@ fn a_slice_checkpoint_resumes_on_the_candle_path() {
     opt.load_checkpoint(&path).unwrap();
     for t in K..case.steps {
         let values = candle_steps(&case, &map, &mut opt, t..t + 1);
-        for n in &case.param_order {
-            case.assert_params_at("candle path after resuming", t, n, &values[n]);
-        }
+        assert_at(&case, "candle path after resuming", t, &values);
     }
 }
 

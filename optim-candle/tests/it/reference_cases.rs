@@ -6,10 +6,6 @@
 //! steps them; the `Var`s are compared with `params[t]` after every step under the case's
 //! tolerance, and the optimizer state after the last step with the reference's `final_state`.
 
-// Configs list every field the reference sets, with `..Default::default()` for the rest; for
-// configs whose every field is listed that update is redundant (as in tests/tests/it/conformance.rs).
-#![allow(clippy::needless_update)]
-
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::{Optimizer, VarMap};
@@ -17,6 +13,7 @@ use optim_candle::{CandleConfig, CandleOptimizer, CandleUpdate};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::AdamW;
 use optim_tests::fixtures::{self, assert_close, Case};
+use optim_tests::torch_config;
 use optim_tests::zoo::torch_adamw_config;
 
 /// The case's parameters as `Var`s of a fresh `VarMap`, keyed by the case's names.
@@ -95,23 +92,13 @@ fn check_state<O: DslOptimizer<f32>>(case: &Case, opt: &O, names: &[(&str, &str)
     }
 }
 
-/// `final_param_groups[0][key]` as a hyperparameter.
-fn g(c: &Case, key: &str) -> Hyper {
-    c.group_f64(key).into()
-}
-
 /// torch SGD with the hyperparameters of `case` (momentum, dampening, weight decay, Nesterov,
 /// maximize) and its constant learning rate.
 fn torch_sgd(case: &Case) -> optim_dsl::zoo::Sgd<f32> {
     use optim_dsl::zoo::{Sgd, SgdConfig};
-    Sgd::<f32>::new(SgdConfig {
-        lr: case.hyper_f64("lr").into(),
-        momentum: g(case, "momentum"),
-        dampening: g(case, "dampening"),
-        weight_decay: g(case, "weight_decay"),
-        nesterov: case.group_bool("nesterov"),
-        maximize: case.group_bool("maximize"),
-        ..Default::default()
+    Sgd::<f32>::new(torch_config! {
+        case.group_f64, case.hyper_f64("lr").into(),
+        SgdConfig { momentum, dampening, weight_decay }, case.group_bool { nesterov, maximize }
     })
     .unwrap()
 }
@@ -166,19 +153,12 @@ fn adamw_warmup_cosine_schedule_and_learning_rate() {
 }
 
 #[test]
-fn sgd_momentum_matches_torch() {
-    let case = fixtures::load("sgd_momentum");
-    let opt = torch_sgd(&case);
-    let opt = run(&case, opt, |_, _| {});
-    check_state(&case, opt.inner(), &[("momentum_buffer", "buf")]);
-}
-
-#[test]
-fn sgd_nesterov_matches_torch() {
-    let case = fixtures::load("sgd_nesterov");
-    let opt = torch_sgd(&case);
-    let opt = run(&case, opt, |_, _| {});
-    check_state(&case, opt.inner(), &[("momentum_buffer", "buf")]);
+fn sgd_momentum_and_nesterov_match_torch() {
+    for name in ["sgd_momentum", "sgd_nesterov"] {
+        let case = fixtures::load(name);
+        let opt = run(&case, torch_sgd(&case), |_, _| {});
+        check_state(&case, opt.inner(), &[("momentum_buffer", "buf")]);
+    }
 }
 
 #[test]
@@ -186,12 +166,9 @@ fn lion_matches_pytorch_optimizer() {
     use optim_dsl::zoo::{Lion, LionConfig};
     let case = fixtures::load("lion");
     assert!(case.group_bool("weight_decouple") && !case.group_bool("fixed_decay"));
-    let opt = Lion::<f32>::new(LionConfig {
-        lr: case.hyper_f64("lr").into(),
-        beta1: g(&case, "betas.0"),
-        beta2: g(&case, "betas.1"),
-        weight_decay: g(&case, "weight_decay"),
-        ..Default::default()
+    let opt = Lion::<f32>::new(torch_config! {
+        case.group_f64, case.hyper_f64("lr").into(),
+        LionConfig { beta1 = "betas.0", beta2 = "betas.1", weight_decay }
     })
     .unwrap();
     let opt = run(&case, opt, |_, _| {});
@@ -202,16 +179,8 @@ fn lion_matches_pytorch_optimizer() {
 /// fallback for vectors, routed by shape.
 #[test]
 fn muon_matches_keller_single_device_muon() {
-    use optim_dsl::zoo::{Muon, MuonConfig};
     let case = fixtures::load("muon_keller_f32");
-    let opt = Muon::<f32>::new(MuonConfig {
-        lr: case.hyper_f64("lr").into(),
-        weight_decay: case.hyper_f64("weight_decay").into(),
-        momentum: case.hyper_f64("momentum").into(),
-        ..Default::default()
-    })
-    .unwrap();
-    let opt = run(&case, opt, |_, _| {});
+    let opt = run(&case, optim_tests::zoo::keller_muon(&case), |_, _| {});
     let state = opt.inner().opt_state();
     assert_eq!(state.param("w_16x8").unwrap().rule, 0, "orthogonalized");
     assert_eq!(state.param("w_8x16").unwrap().rule, 0, "orthogonalized");

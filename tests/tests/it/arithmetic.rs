@@ -58,17 +58,7 @@ fn step(opt: &mut AdamW<f32>, params: &mut [Vec<f32>], step: u64) {
     let g = grads(params, step);
     let names = ["a", "b", "c"];
     let shapes: Vec<[usize; 1]> = SIZES.iter().map(|&n| [n]).collect();
-    let mut slices: Vec<ParamSlice<'_, f32>> = params
-        .iter_mut()
-        .zip(&g)
-        .zip(names.iter().zip(&shapes))
-        .map(|((p, g), (name, shape))| ParamSlice {
-            name,
-            shape,
-            param: p,
-            grad: g,
-        })
-        .collect();
+    let mut slices = optim_tests::params::slices(&names, &shapes, params, &g);
     opt.update_slices(&mut slices).expect("step");
 }
 
@@ -87,13 +77,25 @@ fn pair() -> (AdamW<f32>, AdamW<f32>) {
     (exact, recip)
 }
 
-#[test]
-fn one_step_is_within_two_ulp_of_exact() {
+/// Runs the exact and the reciprocal mode from the same start for `steps` steps, calling
+/// `after(step, exact, reciprocal)` after each; returns both final parameter sets.
+fn run_pair(
+    steps: u64,
+    mut after: impl FnMut(u64, &[Vec<f32>], &mut [Vec<f32>]),
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let (mut exact, mut recip) = pair();
     let (mut pe, mut pr) = (init(), init());
-    for s in 0..3 {
+    for s in 0..steps {
         step(&mut exact, &mut pe, s);
         step(&mut recip, &mut pr, s);
+        after(s, &pe, &mut pr);
+    }
+    (pe, pr)
+}
+
+#[test]
+fn one_step_is_within_two_ulp_of_exact() {
+    run_pair(3, |s, pe, pr| {
         let mut differ = 0;
         for (a, b) in pe.iter().flatten().zip(pr.iter_mut().flatten()) {
             // 2 ulp of 4 lr, and 1 ulp of the parameter
@@ -107,23 +109,13 @@ fn one_step_is_within_two_ulp_of_exact() {
         }
         // the mode is in effect: some results differ by a rounding
         assert!(differ > 0, "step {s}: reciprocal mode changed nothing");
-    }
+    });
 }
 
 #[test]
 fn thousand_steps_track_the_exact_trajectory() {
-    let (mut exact, mut recip) = pair();
-    let (mut pe, mut pr) = (init(), init());
-    for s in 0..1000 {
-        step(&mut exact, &mut pe, s);
-        step(&mut recip, &mut pr, s);
-    }
-    let worst = pe
-        .iter()
-        .flatten()
-        .zip(pr.iter().flatten())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let (pe, pr) = run_pair(1000, |_, _, _| {});
+    let worst = optim_tests::trajectory::max_gap(&pe, &pr);
     eprintln!("largest difference after 1000 steps: {worst:e}");
     assert!(worst <= 1e-6, "largest difference {worst:e}");
     assert!(worst > 0.0, "the two modes never differed");

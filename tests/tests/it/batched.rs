@@ -167,44 +167,39 @@ fn assert_batched_equals_separate(params: &[Vec<f64>], what: &str) {
     assert_ne!(params[0], init, "{what}: the parameter did not move");
 }
 
-#[test]
-fn orthogonalize_per_slice_equals_separate_matrices() {
-    let p = run(&mut BMuon::<f64>::default(), &[3, 4, 6], 1, 3);
-    assert_batched_equals_separate(&p, "orthogonalize");
-    let p = run(&mut BMuon2::<f64>::default(), &[2, 3, 4, 5], 2, 2);
-    assert_batched_equals_separate(&p, "orthogonalize, two batch axes");
+/// `steps` steps of a fresh `O` ([`run`]).
+fn run_fresh<O: DslOptimizer<f64> + Default>(
+    shape: &[usize],
+    batch: usize,
+    steps: usize,
+) -> Vec<Vec<f64>> {
+    run(&mut O::default(), shape, batch, steps)
 }
 
+/// Every batched word computes per slice: after `steps` steps the batched parameter equals its
+/// separate twins bit for bit ([`assert_batched_equals_separate`]); one row per word and shape.
 #[test]
-fn kron_precondition_per_slice_equals_separate_matrices() {
-    let p = run(&mut BShampoo::<f64>::default(), &[3, 4, 5], 1, 4);
-    assert_batched_equals_separate(&p, "kron_precondition");
-}
-
-#[test]
-fn factored_second_moment_per_slice_equals_separate_matrices() {
-    let p = run(&mut BAdafactor::<f64>::default(), &[3, 4, 5], 1, 3);
-    assert_batched_equals_separate(&p, "factored_second_moment");
-    // one batch axis on a rank-4 tensor: each slice [3, 4, 5] is itself factored over its
-    // last two axes, as a separate [3, 4, 5] parameter is
-    let p = run(&mut BAdafactor::<f64>::default(), &[2, 3, 4, 5], 1, 3);
-    assert_batched_equals_separate(&p, "factored_second_moment, rank 4");
-}
-
-#[test]
-fn soap_eigenbasis_per_slice_equals_separate_matrices() {
-    // 5 steps: the bases are created on step 1 and refreshed (with v permuted) on steps 3 and 5
-    let p = run(&mut BSoap::<f64>::default(), &[3, 4, 5], 1, 5);
-    assert_batched_equals_separate(&p, "kron_eigenbasis / rotate / unrotate");
-}
-
-#[test]
-fn eigen_sign_psgd_and_low_rank_per_slice_equal_separate_matrices() {
-    let p = run(&mut BOthers::<f64>::default(), &[2, 6, 4], 1, 3);
-    assert_batched_equals_separate(
-        &p,
-        "eigen_sign + psgd_precondition + low_rank_orthonormalize",
-    );
+fn batched_words_equal_separate_matrices() {
+    type Run = fn(&[usize], usize, usize) -> Vec<Vec<f64>>;
+    // one row per word and shape: (what, run, shape, batch axes, steps)
+    #[rustfmt::skip]
+    let rows: [(&str, Run, &[usize], usize, usize); 7] = [
+        ("orthogonalize", run_fresh::<BMuon<f64>>, &[3, 4, 6], 1, 3),
+        ("orthogonalize, two batch axes", run_fresh::<BMuon2<f64>>, &[2, 3, 4, 5], 2, 2),
+        ("kron_precondition", run_fresh::<BShampoo<f64>>, &[3, 4, 5], 1, 4),
+        ("factored_second_moment", run_fresh::<BAdafactor<f64>>, &[3, 4, 5], 1, 3),
+        // one batch axis on a rank-4 tensor: each slice [3, 4, 5] is itself factored over its
+        // last two axes, as a separate [3, 4, 5] parameter is
+        ("factored_second_moment, rank 4", run_fresh::<BAdafactor<f64>>, &[2, 3, 4, 5], 1, 3),
+        // 5 steps: the bases are created on step 1 and refreshed (with v permuted) on steps 3
+        // and 5
+        ("kron_eigenbasis / rotate / unrotate", run_fresh::<BSoap<f64>>, &[3, 4, 5], 1, 5),
+        ("eigen_sign + psgd_precondition + low_rank_orthonormalize", run_fresh::<BOthers<f64>>,
+            &[2, 6, 4], 1, 3),
+    ];
+    for (what, run, shape, batch, steps) in rows {
+        assert_batched_equals_separate(&run(shape, batch, steps), what);
+    }
 }
 
 #[test]

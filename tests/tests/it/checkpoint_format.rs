@@ -95,13 +95,8 @@ fn three_steps<E: optim_dsl::Float, O: DslOptimizer<E>>(mut opt: O) -> O {
 }
 
 fn adamw_config() -> AdamWConfig {
-    AdamWConfig {
-        lr: Schedule::warmup_cosine(1e-3, 1e-2, 2, 10, 1e-4)
-            .unwrap()
-            .into(),
-        weight_decay: 0.05.into(),
-        ..Default::default()
-    }
+    let lr = Schedule::warmup_cosine(1e-3, 1e-2, 2, 10, 1e-4).unwrap();
+    optim_tests::zoo::adamw_config(lr, 0.05)
 }
 
 /// AdamW (`f32`) with a warmup-cosine `lr`, the `SkipStep` policy and a weight EMA (decay 0.9):
@@ -190,16 +185,27 @@ fn read_fixture(version: u32, case: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
+/// Fixture `case` of format `version` loaded into a default `O` (and its EMA into `ema`),
+/// after asserting that it holds exactly the state and config of the recomputed run `want`.
+fn loads_exactly<E, O>(version: u32, case: &str, want: &O, ema: Option<&mut WeightEma<E>>) -> O
+where
+    E: optim_dsl::Float + ExactBits,
+    O: DslOptimizer<E> + Checkpoint<E> + Default,
+{
+    let mut opt = O::default();
+    opt.load_checkpoint_bytes(&read_fixture(version, case), ema)
+        .unwrap();
+    assert_same(&opt, want);
+    opt
+}
+
 /// Format 1: AdamW with a warmup-cosine schedule, a skipped step and an EMA. Loaded into a
 /// default optimizer and EMA, everything comes from the file.
 #[test]
 fn v1_adamw_with_ema_loads_exactly() {
     let (want, want_ema) = adamw_run();
-    let mut opt = AdamW::<f32>::default();
     let mut ema = WeightEma::<f32>::new(0.5).unwrap();
-    opt.load_checkpoint_bytes(&read_fixture(1, "adamw_ema"), Some(&mut ema))
-        .unwrap();
-    assert_same(&opt, &want);
+    let opt = loads_exactly(1, "adamw_ema", &want, Some(&mut ema));
     let s = opt.opt_state();
     assert_eq!((s.step, s.skipped_steps), (3, 1));
     assert_eq!(s.non_finite, NonFinitePolicy::SkipStep);
@@ -226,11 +232,7 @@ fn v1_adamw_with_ema_loads_exactly() {
 /// Format 1: Shampoo in `f64` (Kronecker statistics, inverse roots, momentum).
 #[test]
 fn v1_shampoo_f64_loads_exactly() {
-    let want = shampoo_run();
-    let mut opt = Shampoo::<f64>::default();
-    opt.load_checkpoint_bytes(&read_fixture(1, "shampoo_f64"), None)
-        .unwrap();
-    assert_same(&opt, &want);
+    let opt = loads_exactly(1, "shampoo_f64", &shampoo_run(), None);
     assert_eq!(opt.opt_state().step, 3);
     assert_eq!(opt.config().fields(), shampoo_config().fields());
 }
@@ -238,11 +240,7 @@ fn v1_shampoo_f64_loads_exactly() {
 /// Format 1: NAdam, whose `mu_product` is a scalar state.
 #[test]
 fn v1_nadam_loads_exactly() {
-    let want = nadam_run();
-    let mut opt = NAdam::<f32>::default();
-    opt.load_checkpoint_bytes(&read_fixture(1, "nadam"), None)
-        .unwrap();
-    assert_same(&opt, &want);
+    let opt = loads_exactly(1, "nadam", &nadam_run(), None);
     assert!(opt.opt_state().params["w"]
         .scalars
         .iter()
@@ -257,20 +255,11 @@ fn v1_nadam_loads_exactly() {
 #[test]
 fn v2_fixtures_load_exactly() {
     let (want, want_ema) = adamw_run();
-    let mut opt = AdamW::<f32>::default();
     let mut ema = WeightEma::<f32>::new(0.5).unwrap();
-    opt.load_checkpoint_bytes(&read_fixture(2, "adamw_ema"), Some(&mut ema))
-        .unwrap();
-    assert_same(&opt, &want);
+    loads_exactly(2, "adamw_ema", &want, Some(&mut ema));
     assert_eq!(ema, want_ema);
-    let mut opt = Shampoo::<f64>::default();
-    opt.load_checkpoint_bytes(&read_fixture(2, "shampoo_f64"), None)
-        .unwrap();
-    assert_same(&opt, &shampoo_run());
-    let mut opt = NAdam::<f32>::default();
-    opt.load_checkpoint_bytes(&read_fixture(2, "nadam"), None)
-        .unwrap();
-    assert_same(&opt, &nadam_run());
+    loads_exactly(2, "shampoo_f64", &shampoo_run(), None);
+    loads_exactly(2, "nadam", &nadam_run(), None);
 }
 
 /// The metadata document of a checkpoint file.

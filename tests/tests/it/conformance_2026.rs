@@ -13,28 +13,13 @@
 //! reference's own float32 and float64 runs.
 
 use optim_dsl::prelude::*;
-use optim_tests::conformance;
 use optim_tests::fixtures::Case;
+use optim_tests::{conformance, torch_config};
 
-/// The constant learning rate of the case (checked against every step's recorded `lr`).
+/// The constant learning rate of the case ([`Case::constant_lr`]: checked against every
+/// step's recorded `lr`).
 fn constant_lr(c: &Case) -> Hyper {
-    let lr = c.hyper_f64("lr");
-    for t in 0..c.steps {
-        assert_eq!(c.lr_at(t), lr, "{}: lr changes at step {}", c.case, t + 1);
-    }
-    lr.into()
-}
-
-/// Constructor kwarg `key` (dotted path: `"betas.1"`) as a [`Hyper`].
-fn h(c: &Case, key: &str) -> Hyper {
-    c.hyper_f64(key).into()
-}
-
-/// Constructor kwarg `key` as a flag.
-fn hflag(c: &Case, key: &str) -> bool {
-    c.hyperparameters[key]
-        .as_bool()
-        .unwrap_or_else(|| panic!("{}: hyperparameter {key} is not a bool", c.case))
+    c.constant_lr().into()
 }
 
 /// Constructor kwarg `key` as a string.
@@ -49,37 +34,17 @@ mod cautious {
     use super::*;
     use optim_dsl::zoo::{CautiousAdamW, CautiousAdamWConfig, CautiousLion, CautiousLionConfig};
 
-    conformance!(
-        cautious_adamw,
-        |c| {
-            assert!(
-                hflag(c, "correct_bias"),
-                "only correct_bias=True is provided"
-            );
-            CautiousAdamW::<f32>::new(CautiousAdamWConfig {
-                lr: constant_lr(c),
-                beta1: h(c, "betas.0"),
-                beta2: h(c, "betas.1"),
-                eps: h(c, "eps"),
-                weight_decay: h(c, "weight_decay"),
-            })
-        },
-        state {
-            exp_avg: "m",
-            exp_avg_sq: "v"
-        }
-    );
+    conformance! { cautious_adamw, |c| {
+        assert!(c.hyper_bool("correct_bias"), "only correct_bias=True is provided");
+        CautiousAdamW::<f32>::new(torch_config! { c.hyper_f64, constant_lr(c),
+            CautiousAdamWConfig { beta1 = "betas.0", beta2 = "betas.1", eps, weight_decay } })
+    },
+    state { exp_avg: "m", exp_avg_sq: "v" } }
 
-    conformance!(
-        cautious_lion,
-        |c| CautiousLion::<f32>::new(CautiousLionConfig {
-            lr: constant_lr(c),
-            beta1: h(c, "betas.0"),
-            beta2: h(c, "betas.1"),
-            weight_decay: h(c, "weight_decay"),
-        }),
-        state { exp_avg: "m" }
-    );
+    conformance! { cautious_lion, |c| CautiousLion::<f32>::new(torch_config! {
+        c.hyper_f64, constant_lr(c),
+        CautiousLionConfig { beta1 = "betas.0", beta2 = "betas.1", weight_decay } }),
+    state { exp_avg: "m" } }
 }
 
 /// Authors' MARS (`mars_type="mars-adamw"`, `is_approx=True`, `optimize_1d=False`).
@@ -93,22 +58,14 @@ mod mars {
         mars_adamw,
         |c| {
             assert_eq!(hstr(c, "mars_type"), "mars-adamw");
-            assert!(hflag(c, "is_approx"), "only the approximate form is provided");
-            assert!(!hflag(c, "optimize_1d"), "1-D parameters take AdamW");
-            assert!(!hflag(c, "amsgrad"), "amsgrad is not provided");
+            assert!(c.hyper_bool("is_approx"), "only the approximate form is provided");
+            assert!(!c.hyper_bool("optimize_1d"), "1-D parameters take AdamW");
+            assert!(!c.hyper_bool("amsgrad"), "amsgrad is not provided");
             // the reference's 1-D rate is lr * (lr_1d / lr): lr_1d for a constant lr
-            MarsAdamW::<f32>::new(MarsAdamWConfig {
-                lr: constant_lr(c),
-                beta1: h(c, "betas.0"),
-                beta2: h(c, "betas.1"),
-                eps: h(c, "eps"),
-                weight_decay: h(c, "weight_decay"),
-                gamma: h(c, "gamma"),
-                lr_1d: h(c, "lr_1d"),
-                beta1_1d: h(c, "betas_1d.0"),
-                beta2_1d: h(c, "betas_1d.1"),
-                weight_decay_1d: h(c, "weight_decay_1d"),
-            })
+            MarsAdamW::<f32>::new(torch_config! { c.hyper_f64, constant_lr(c), MarsAdamWConfig {
+                beta1 = "betas.0", beta2 = "betas.1", eps, weight_decay, gamma, lr_1d,
+                beta1_1d = "betas_1d.0", beta2_1d = "betas_1d.1", weight_decay_1d
+            } })
         },
         state {
             exp_avg: "m",
@@ -148,16 +105,14 @@ mod adan {
     conformance!(
         adan,
         |c| {
-            assert!(!hflag(c, "no_prox"), "only the proximal decay is provided");
+            assert!(
+                !c.hyper_bool("no_prox"),
+                "only the proximal decay is provided"
+            );
             assert_eq!(c.hyper_f64("max_grad_norm"), 0.0, "no global clip");
-            Adan::<f32>::new(AdanConfig {
-                lr: constant_lr(c),
-                beta1: h(c, "betas.0"),
-                beta2: h(c, "betas.1"),
-                beta3: h(c, "betas.2"),
-                eps: h(c, "eps"),
-                weight_decay: h(c, "weight_decay"),
-            })
+            Adan::<f32>::new(torch_config! { c.hyper_f64, constant_lr(c), AdanConfig {
+                beta1 = "betas.0", beta2 = "betas.1", beta3 = "betas.2", eps, weight_decay
+            } })
         },
         state {
             exp_avg: "m",
@@ -174,21 +129,10 @@ mod adopt {
     use optim_dsl::zoo::{Adopt, AdoptConfig};
     use optim_dsl::ParamSlice;
 
-    conformance!(
-        adopt,
-        |c| Adopt::<f32>::new(AdoptConfig {
-            lr: constant_lr(c),
-            beta1: h(c, "betas.0"),
-            beta2: h(c, "betas.1"),
-            eps: h(c, "eps"),
-            weight_decay: h(c, "weight_decay"),
-            decoupled_weight_decay: hflag(c, "decouple"),
-        }),
-        state {
-            exp_avg: "m",
-            exp_avg_sq: "v"
-        }
-    );
+    conformance! { adopt, |c| Adopt::<f32>::new(torch_config! { c.hyper_f64, constant_lr(c),
+        AdoptConfig { beta1 = "betas.0", beta2 = "betas.1", eps, weight_decay },
+        c.hyper_bool { decoupled_weight_decay = "decouple" } }),
+    state { exp_avg: "m", exp_avg_sq: "v" } }
 
     /// The default (coupled) decay, which the fixture does not cover, against three steps
     /// worked out by hand in `f64` from the authors' `_single_tensor_adopt` with
@@ -270,17 +214,12 @@ mod laprop {
     conformance!(
         laprop,
         |c| {
-            assert!(!hflag(c, "centered"), "centered is not provided");
-            assert!(!hflag(c, "ams_bound"), "ams_bound is not provided");
-            assert!(hflag(c, "weight_decouple"), "decoupled decay only");
-            assert!(!hflag(c, "fixed_decay"), "fixed_decay is not provided");
-            LaProp::<f32>::new(LaPropConfig {
-                lr: constant_lr(c),
-                beta1: h(c, "betas.0"),
-                beta2: h(c, "betas.1"),
-                eps: h(c, "eps"),
-                weight_decay: h(c, "weight_decay"),
-            })
+            assert!(!c.hyper_bool("centered"), "centered is not provided");
+            assert!(!c.hyper_bool("ams_bound"), "ams_bound is not provided");
+            assert!(c.hyper_bool("weight_decouple"), "decoupled decay only");
+            assert!(!c.hyper_bool("fixed_decay"), "fixed_decay is not provided");
+            LaProp::<f32>::new(torch_config! { c.hyper_f64, constant_lr(c),
+                LaPropConfig { beta1 = "betas.0", beta2 = "betas.1", eps, weight_decay } })
         },
         state {
             exp_avg: "m",
@@ -307,18 +246,18 @@ mod prodigy {
         let hp = &c.hyperparameters;
         assert!(hp["beta3"].is_null(), "beta3 = sqrt(beta2) only");
         assert_eq!(hp["growth_rate"], "inf", "growth_rate = inf only");
-        assert!(hflag(c, "decouple"), "decoupled decay only");
-        assert!(!hflag(c, "use_bias_correction"), "no bias correction only");
-        assert!(!hflag(c, "safeguard_warmup"), "no safeguard warmup only");
-        Prodigy::<f32>::new(ProdigyConfig {
-            lr: constant_lr(c),
-            beta1: h(c, "betas.0"),
-            beta2: h(c, "betas.1"),
-            eps: h(c, "eps"),
-            weight_decay: h(c, "weight_decay"),
-            d0: h(c, "d0"),
-            d_coef: h(c, "d_coef"),
-        })
+        assert!(c.hyper_bool("decouple"), "decoupled decay only");
+        assert!(
+            !c.hyper_bool("use_bias_correction"),
+            "no bias correction only"
+        );
+        assert!(
+            !c.hyper_bool("safeguard_warmup"),
+            "no safeguard warmup only"
+        );
+        Prodigy::<f32>::new(torch_config! { c.hyper_f64, constant_lr(c), ProdigyConfig {
+            beta1 = "betas.0", beta2 = "betas.1", eps, weight_decay, d0, d_coef
+        } })
     }
 
     conformance!(

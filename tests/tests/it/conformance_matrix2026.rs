@@ -18,6 +18,7 @@ use optim_tests::fixtures::{self, max_ratio, raw, Case};
 use optim_tests::model::CaseModel;
 use optim_tests::params::slices;
 use optim_tests::runner::{self, Cpu};
+use optim_tests::torch_config;
 use optim_tests::trajectory::resume_bits;
 
 /// Asserts `got` within the case tolerance of `want` and returns the deviation ratio.
@@ -119,21 +120,52 @@ fn extra(case_file: &serde_json::Value, key: &str, t: Option<usize>, name: &str)
         .collect()
 }
 
+/// Case `name`, its whole file (for `extra` and `checks`), and the optimizer `make` builds
+/// for it.
+fn load<O>(name: &str, make: fn(&Case) -> O) -> (Case, serde_json::Value, O) {
+    let case = fixtures::load(name);
+    let opt = make(&case);
+    (case, raw(name), opt)
+}
+
+/// The reference's `checks.f32_vs_f64_same_reference.ratio_to_tolerance`: how far its own
+/// float32 and float64 runs lie apart, as a fraction of the tolerance.
+fn spread(file: &serde_json::Value) -> f64 {
+    file["checks"]["f32_vs_f64_same_reference"]["ratio_to_tolerance"]
+        .as_f64()
+        .unwrap()
+}
+
+/// Our state buffer `ours` of parameter `name` against the reference's final state `key`
+/// ([`check`]); returns the deviation ratio.
+#[track_caller]
+fn check_final<O: DslOptimizer<f32>>(
+    case: &Case,
+    opt: &O,
+    name: &str,
+    ours: &str,
+    key: &str,
+) -> f64 {
+    let got = opt
+        .state_buffer(name, ours)
+        .unwrap_or_else(|| panic!("no state buffer {ours} for {name}"));
+    check(
+        case,
+        &format!("final {key} [{name}]"),
+        got,
+        &final_state(case, name, key),
+    )
+}
+
 fn splus_config(case: &Case) -> SplusConfig {
-    let h = |k: &str| case.hyper_f64(k);
-    assert!(case.hyperparameters["weight_decouple"].as_bool().unwrap());
-    assert!(!case.hyperparameters["fixed_decay"].as_bool().unwrap());
+    assert!(case.hyper_bool("weight_decouple"));
+    assert!(!case.hyper_bool("fixed_decay"));
     SplusConfig {
-        lr: h("lr").into(),
-        beta1: h("betas.0").into(),
-        beta2: h("betas.1").into(),
-        weight_decay: h("weight_decay").into(),
-        ema_rate: h("ema_rate").into(),
-        inverse_steps: h("inverse_steps").into(),
-        nonstandard_constant: h("nonstandard_constant").into(),
-        max_dim: h("max_dim").into(),
-        eps: h("eps").into(),
         maximize: false,
+        ..torch_config! { case.hyper_f64, case.hyper_f64("lr").into(), SplusConfig {
+            beta1 = "betas.0", beta2 = "betas.1", weight_decay, ema_rate, inverse_steps,
+            nonstandard_constant, max_dim, eps
+        } }
     }
 }
 
@@ -147,34 +179,18 @@ fn splus_config(case: &Case) -> SplusConfig {
 #[test]
 fn splus_matches_pytorch_optimizer_within_its_f32_f64_spread() {
     let case = fixtures::load("splus");
-    let spread = raw("splus")["checks"]["f32_vs_f64_same_reference"]["ratio_to_tolerance"]
-        .as_f64()
-        .unwrap();
+    let spread = spread(&raw("splus"));
     let mut opt = Splus::<f32>::new(splus_config(&case)).unwrap();
     let params = run_slices(&case, &mut opt, |_, _| {});
     let mut state = 0.0f64;
     for name in &case.param_order {
         for (ours, key) in [("m", "momentum"), ("ema", "ema")] {
-            let got = opt.state_buffer(name, ours).unwrap();
-            let w = check(
-                &case,
-                &format!("final {key} [{name}]"),
-                got,
-                &final_state(&case, name, key),
-            );
-            state = state.max(w);
+            state = state.max(check_final(&case, &opt, name, ours, key));
         }
     }
     // the Gram statistics of the rotated sides: w_16x8 only its 8-side, w_8x8 both
     for name in ["w_16x8", "w_8x8"] {
-        let got = opt.state_buffer(name, "u.stats").unwrap();
-        let w = check(
-            &case,
-            &format!("final sides [{name}]"),
-            got,
-            &final_state(&case, name, "sides"),
-        );
-        state = state.max(w);
+        state = state.max(check_final(&case, &opt, name, "u.stats", "sides"));
     }
     assert!(opt.state_buffer("b_8", "u.stats").is_none());
     // 20 steps refresh at t = 1, 5, 10, 15, 20 once per rotated side: 1 + 2 sides
@@ -198,23 +214,16 @@ fn splus_matches_pytorch_optimizer_within_its_f32_f64_spread() {
 
 /// `psgd_kron.json` recorded `extra.probes[t][name]`; they are supplied before every step.
 fn psgd_from_case(case: &Case) -> PsgdKron<f32> {
-    let h = |k: &str| case.hyper_f64(k);
-    assert_eq!(h("preconditioner_update_probability"), 1.0);
+    assert_eq!(case.hyper_f64("preconditioner_update_probability"), 1.0);
     assert!(case.hyperparameters["memory_save_mode"].is_null());
-    assert!(case.hyperparameters["momentum_into_precond_update"]
-        .as_bool()
-        .unwrap());
+    assert!(case.hyper_bool("momentum_into_precond_update"));
     PsgdKron::<f32>::new(PsgdKronConfig {
-        lr: h("lr").into(),
-        b1: h("b1").into(),
-        weight_decay: h("weight_decay").into(),
-        precond_lr: h("precond_lr").into(),
-        precond_init_scale: h("precond_init_scale").into(),
-        max_size_triangular: h("max_size_triangular").into(),
-        min_ndim_triangular: h("min_ndim_triangular").into(),
         // a constant update probability of 1: fit every step
         min_prob: 1.0.into(),
-        ..Default::default()
+        ..torch_config! { case.hyper_f64, case.hyper_f64("lr").into(), PsgdKronConfig {
+            b1, weight_decay, precond_lr, precond_init_scale, max_size_triangular,
+            min_ndim_triangular
+        } }
     })
     .unwrap()
 }
@@ -233,28 +242,12 @@ fn psgd_probes(file: &serde_json::Value, case: &Case) -> impl FnMut(usize, &mut 
 
 #[test]
 fn psgd_kron_matches_kron_torch_with_its_recorded_probes() {
-    let case = fixtures::load("psgd_kron");
-    let file = raw("psgd_kron");
-    let mut opt = psgd_from_case(&case);
+    let (case, file, mut opt) = load("psgd_kron", psgd_from_case);
     let mut worst = run_slices(&case, &mut opt, psgd_probes(&file, &case));
     for name in &case.param_order {
-        let got = opt.state_buffer(name, "mb").unwrap();
-        let w = check(
-            &case,
-            &format!("final momentum_buffer [{name}]"),
-            got,
-            &final_state(&case, name, "momentum_buffer"),
-        );
-        worst = worst.max(w);
+        worst = worst.max(check_final(&case, &opt, name, "mb", "momentum_buffer"));
         // the factors: Q_L then Q_R (triangular, row-major) for matrices, the diagonal otherwise
-        let got = opt.state_buffer(name, "pg.q").unwrap();
-        let w = check(
-            &case,
-            &format!("final Q [{name}]"),
-            got,
-            &final_state(&case, name, "Q"),
-        );
-        worst = worst.max(w);
+        worst = worst.max(check_final(&case, &opt, name, "pg.q", "Q"));
         let stats = opt.state().param(name).unwrap().matrix;
         let factors = if name.starts_with('w') { 2 } else { 1 };
         assert_eq!(
@@ -272,35 +265,24 @@ fn psgd_kron_matches_kron_torch_with_its_recorded_probes() {
         .factors
         .as_ref()
         .is_some_and(|f| f.probe.is_none()));
-    let spread = file["checks"]["f32_vs_f64_same_reference"]["ratio_to_tolerance"]
-        .as_f64()
-        .unwrap();
+    let spread = spread(&file);
     println!("psgd_kron slices: max deviation {worst:.4} of the tolerance (reference f32 vs f64: {spread:.4})");
 }
 
 #[test]
 fn psgd_kron_matches_kron_torch_on_the_dfdx_path() {
-    let case = fixtures::load("psgd_kron");
-    let file = raw("psgd_kron");
-    let mut opt = psgd_from_case(&case);
+    let (case, file, mut opt) = load("psgd_kron", psgd_from_case);
     let worst = run_dfdx(&case, &mut opt, psgd_probes(&file, &case));
     println!("psgd_kron dfdx: max deviation {worst:.4} of the tolerance");
 }
 
 fn dion_from_case(case: &Case) -> Dion<f32> {
-    let h = |k: &str| case.hyper_f64(k);
-    Dion::<f32>::new(DionConfig {
-        lr: h("lr").into(),
-        mu: h("mu").into(),
-        weight_decay: h("weight_decay").into(),
-        rank_fraction: h("rank_fraction").into(),
-        rank_multiple_of: h("rank_multiple_of").into(),
-        power_iters: h("power_iters").into(),
-        epsilon: h("epsilon").into(),
-        beta1: h("betas.0").into(),
-        beta2: h("betas.1").into(),
-        ..Default::default()
-    })
+    Dion::<f32>::new(
+        torch_config! { case.hyper_f64, case.hyper_f64("lr").into(), DionConfig {
+            mu, weight_decay, rank_fraction, rank_multiple_of, power_iters, epsilon,
+            beta1 = "betas.0", beta2 = "betas.1"
+        } },
+    )
     .unwrap()
 }
 
@@ -332,15 +314,11 @@ fn dion_final_state(case: &Case, file: &serde_json::Value, opt: &Dion<f32>) -> f
     for name in &case.param_order {
         if case.shape(name).len() != 2 {
             for (ours, key) in [("m", "exp_avg"), ("v", "exp_avg_sq")] {
-                let got = opt.state_buffer(name, ours).unwrap();
-                let want = final_state(case, name, key);
-                worst = worst.max(check(case, &format!("final {key} [{name}]"), got, &want));
+                worst = worst.max(check_final(case, opt, name, ours, key));
             }
             continue;
         }
-        let got = opt.state_buffer(name, "o.momentum").unwrap();
-        let want = final_state(case, name, "momentum");
-        worst = worst.max(check(case, &format!("final momentum [{name}]"), got, &want));
+        worst = worst.max(check_final(case, opt, name, "o.momentum", "momentum"));
         let r = file["extra"]["rank"][name].as_u64().unwrap() as usize;
         let got = opt.state_buffer(name, "o.q").unwrap();
         let want = final_state(case, name, "Q");
@@ -372,9 +350,7 @@ fn dion_final_state(case: &Case, file: &serde_json::Value, opt: &Dion<f32>) -> f
 
 #[test]
 fn dion_matches_the_numpy_reference_at_low_rank() {
-    let case = fixtures::load("dion");
-    let file = raw("dion");
-    let mut opt = dion_from_case(&case);
+    let (case, file, mut opt) = load("dion", dion_from_case);
     let mut worst = run_slices(&case, &mut opt, dion_probes(&file, &case));
     worst = worst.max(dion_final_state(&case, &file, &opt));
     // the ranks the fixture used: Q is min(rows, cols) × r
@@ -382,17 +358,13 @@ fn dion_matches_the_numpy_reference_at_low_rank() {
         let r = file["extra"]["rank"][name].as_u64().unwrap() as usize;
         assert_eq!(opt.state_buffer(name, "o.q").unwrap().len(), k * r);
     }
-    let spread = file["checks"]["f32_vs_f64_same_reference"]["ratio_to_tolerance"]
-        .as_f64()
-        .unwrap();
+    let spread = spread(&file);
     println!("dion slices: max deviation {worst:.4} of the tolerance (reference f32 vs f64: {spread:.4})");
 }
 
 #[test]
 fn dion_matches_the_numpy_reference_at_full_rank_on_both_paths() {
-    let case = fixtures::load("dion_full");
-    let file = raw("dion_full");
-    let mut opt = dion_from_case(&case);
+    let (case, file, mut opt) = load("dion_full", dion_from_case);
     let mut worst = run_slices(&case, &mut opt, dion_probes(&file, &case));
     worst = worst.max(dion_final_state(&case, &file, &opt));
     let mut opt = dion_from_case(&case);
@@ -447,25 +419,21 @@ fn default_probes_are_deterministic_and_resume_safe() {
     let psgd = || PsgdKron::<f32>::new(PsgdKronConfig::default()).unwrap();
     assert_eq!(run(psgd, None), run(psgd, None));
     assert_eq!(run(psgd, None), run(psgd, Some(5)));
-    let seeded = || {
-        PsgdKron::<f32>::new(PsgdKronConfig {
-            seed: 3.0.into(),
-            ..Default::default()
-        })
-        .unwrap()
+    let seeded = PsgdKronConfig {
+        seed: 3.0.into(),
+        ..Default::default()
     };
+    let seeded = || PsgdKron::<f32>::new(seeded.clone()).unwrap();
     assert_ne!(
         run(psgd, None),
         run(seeded, None),
         "the seed changes the probes"
     );
-    let dion = || {
-        Dion::<f32>::new(DionConfig {
-            rank_fraction: 0.5.into(),
-            ..Default::default()
-        })
-        .unwrap()
+    let dion = DionConfig {
+        rank_fraction: 0.5.into(),
+        ..Default::default()
     };
+    let dion = || Dion::<f32>::new(dion.clone()).unwrap();
     assert_eq!(run(dion, None), run(dion, Some(5)));
     let splus = || Splus::<f32>::new(SplusConfig::default()).unwrap();
     assert_eq!(run(splus, None), run(splus, Some(5)));

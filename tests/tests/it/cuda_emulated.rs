@@ -30,14 +30,8 @@ fn numel(shape: &[usize]) -> usize {
 
 /// Deterministic values in [-1, 1) (xorshift64).
 fn values<E: Float>(seed: u64, n: usize) -> Vec<E> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            E::of_f64((s >> 11) as f64 / (1u64 << 52) as f64 - 1.0)
-        })
+    optim_tests::values::seeded(seed, n)
+        .map(E::of_f64)
         .collect()
 }
 
@@ -194,15 +188,7 @@ optim_tests::for_each_zoo!(zoo_tests);
 #[test]
 fn short_rows_change_only_the_summation_order() {
     fn run<O: DslOptimizer<f64> + Default>(name: &str) {
-        let mut cpu = O::default();
-        let mut dev = O::default();
-        let mut pc = init::<f64>();
-        let mut pd = init::<f64>();
-        for t in 0..3 {
-            let g = grads::<f64>(t);
-            cpu_step(&mut cpu, &mut pc, &g).unwrap();
-            emulated_step(&mut dev, HostBackend::new().with_chunk(7), &mut pd, &g).unwrap();
-        }
+        let (pc, pd) = against_cpu::<O>(|| HostBackend::new().with_chunk(7), |_, _, _| {});
         for (c, d) in pc.iter().flatten().zip(pd.iter().flatten()) {
             assert!(
                 (c - d).abs() <= 1e-12 * c.abs().max(1e-3),
@@ -215,25 +201,37 @@ fn short_rows_change_only_the_summation_order() {
     run::<AdamW<f64>>("AdamW");
 }
 
-/// With the GEMM family on the device, Muon's Newton–Schulz runs as device GEMMs (no copy to
-/// the host); it equals the host iteration up to the GEMMs' summation order.
-#[test]
-fn muon_with_device_gemms_matches_the_cpu() {
-    let mut cpu = Muon::<f64>::default();
-    let mut dev = Muon::<f64>::default();
+/// Three steps of `O` on the CPU and on the emulated device with the host backend `backend`,
+/// from the same start, calling `after(step, cpu, device)` after each; returns both final
+/// parameter sets.
+fn against_cpu<O: DslOptimizer<f64> + Default>(
+    backend: fn() -> HostBackend,
+    mut after: impl FnMut(usize, &[Vec<f64>], &[Vec<f64>]),
+) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let mut cpu = O::default();
+    let mut dev = O::default();
     let mut pc = init::<f64>();
     let mut pd = init::<f64>();
     for t in 0..3 {
         let g = grads::<f64>(t);
         cpu_step(&mut cpu, &mut pc, &g).unwrap();
-        emulated_step(&mut dev, HostBackend::new().with_blas(), &mut pd, &g).unwrap();
+        emulated_step(&mut dev, backend(), &mut pd, &g).unwrap();
+        after(t, &pc, &pd);
     }
-    let worst = pc
-        .iter()
-        .flatten()
-        .zip(pd.iter().flatten())
-        .map(|(c, d)| (c - d).abs())
-        .fold(0.0f64, f64::max);
+    (pc, pd)
+}
+
+/// The emulated device with the GEMM family.
+fn with_blas() -> HostBackend {
+    HostBackend::new().with_blas()
+}
+
+/// With the GEMM family on the device, Muon's Newton–Schulz runs as device GEMMs (no copy to
+/// the host); it equals the host iteration up to the GEMMs' summation order.
+#[test]
+fn muon_with_device_gemms_matches_the_cpu() {
+    let (pc, pd) = against_cpu::<Muon<f64>>(with_blas, |_, _, _| {});
+    let worst = optim_tests::trajectory::max_gap(&pc, &pd);
     assert!(
         worst <= 1e-12,
         "Muon on device GEMMs: worst difference {worst}"
@@ -261,17 +259,8 @@ optim_dsl::optimizer! {
 fn batched_matrix_words_step_bit_for_bit_as_on_the_cpu() {
     cpu_and_emulated_agree::<f32, BatchedMix<f32>>("BatchedMix");
     cpu_and_emulated_agree::<f64, BatchedMix<f64>>("BatchedMix");
-    let mut cpu = BatchedMix::<f64>::default();
-    let mut dev = BatchedMix::<f64>::default();
-    let mut pc = init::<f64>();
-    let mut pd = init::<f64>();
-    for t in 0..3 {
-        let g = grads::<f64>(t);
-        cpu_step(&mut cpu, &mut pc, &g).unwrap();
-        emulated_step(&mut dev, HostBackend::new().with_blas(), &mut pd, &g).unwrap();
-        // the batched kernel ("conv") never touches the device GEMMs: bit for bit
-        assert_eq!(pc[1], pd[1], "step {t}");
-    }
+    // the batched kernel ("conv") never touches the device GEMMs: bit for bit
+    against_cpu::<BatchedMix<f64>>(with_blas, |t, pc, pd| assert_eq!(pc[1], pd[1], "step {t}"));
 }
 
 /// A step that fails validation changes nothing, on the device as on the CPU: not the

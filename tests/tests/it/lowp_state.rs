@@ -9,56 +9,26 @@ use optim_dsl::prelude::*;
 use optim_runtime::state::ParamState;
 
 use crate::common::on_threads;
+use optim_dsl::zoo::AdamW8bit;
+use optim_tests::zoo::{adamw_8bit, adamw_bf16};
 
-optimizer! {
+optim_tests::adamw_stored! {
     /// AdamW with `f32` state (the reference).
-    pub AdamWF32<lr = 1e-2, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
-        let m = momentum(grad, beta1);
-        let v = second_moment(grad, beta2);
-        param = param * (1.0 - lr * weight_decay)
-            - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
-    }
+    pub AdamWF32
 }
 
-optimizer! {
-    /// AdamW with both moments stored in bf16, rounded to nearest.
-    pub AdamWBf16<lr = 1e-2, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
-        let m: bf16 = momentum(grad, beta1);
-        let v: bf16 = second_moment(grad, beta2);
-        param = param * (1.0 - lr * weight_decay)
-            - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
-    }
-}
-
-optimizer! {
+optim_tests::adamw_stored! {
     /// AdamW with both moments stored in bf16, rounded stochastically.
-    pub AdamWBf16Sr<lr = 1e-2, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
-        let m: bf16_sr = momentum(grad, beta1);
-        let v: bf16_sr = second_moment(grad, beta2);
-        param = param * (1.0 - lr * weight_decay)
-            - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
-    }
+    pub AdamWBf16Sr: bf16_sr, bf16_sr
 }
 
-optimizer! {
+optim_tests::adamw_stored! {
     /// AdamW with the first moment in f16 and the second in f32 (mixed storages in one loop).
-    pub AdamWF16<lr = 1e-2, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
-        let m: f16 = momentum(grad, beta1);
-        let v: f16_sr = second_moment(grad, beta2);
-        param = param * (1.0 - lr * weight_decay)
-            - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
-    }
+    pub AdamWF16: f16, f16_sr
 }
 
-optimizer! {
-    /// AdamW with 8-bit block-quantised moments (signed map for `m`, unsigned for `v`).
-    pub AdamWQ8<lr = 1e-2, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
-        let m: q8 = momentum(grad, beta1);
-        let v: uq8 = second_moment(grad, beta2);
-        param = param * (1.0 - lr * weight_decay)
-            - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
-    }
-}
+/// The learning rate of every run here (the zoo's `AdamWBf16`/`AdamW8bit` default to 1e-3).
+const LR: f64 = 1e-2;
 
 /// A uniform number in [-1, 1) from `(seed, i)`.
 fn noise(seed: u64, i: u64) -> f32 {
@@ -139,11 +109,11 @@ struct Gap {
     v: f64,
 }
 
-fn gap<O: DslOptimizer<f32> + Default>(
+fn gap<O: DslOptimizer<f32>>(
+    mut opt: O,
     pb: &Problem,
     reference: &(Vec<f32>, Vec<f64>, Vec<f64>),
 ) -> Gap {
-    let mut opt = O::default();
     let mut w = vec![0.0f32; pb.a.len()];
     run(&mut opt, pb, &mut w, 0, 1000);
     let (rw, rm, rv) = reference;
@@ -182,10 +152,10 @@ fn low_precision_state_tracks_f32_over_1000_adamw_steps() {
         "the f32 run converges: {loss} vs {loss0}"
     );
 
-    let rne = gap::<AdamWBf16<f32>>(&pb, &reference);
-    let sr = gap::<AdamWBf16Sr<f32>>(&pb, &reference);
-    let half = gap::<AdamWF16<f32>>(&pb, &reference);
-    let q8 = gap::<AdamWQ8<f32>>(&pb, &reference);
+    let rne = gap(adamw_bf16(LR), &pb, &reference);
+    let sr = gap(AdamWBf16Sr::<f32>::default(), &pb, &reference);
+    let half = gap(AdamWF16::<f32>::default(), &pb, &reference);
+    let q8 = gap(adamw_8bit(LR), &pb, &reference);
     // [loss, param, m, v] bounds; measured on x86-64:
     // bf16:        2.1e-2, 1.0e-2, 1.7e-1, 1.02
     // bf16_sr:     4.0e-4, 2.5e-3, 3.6e-2, 1.3e-1
@@ -214,7 +184,7 @@ fn low_precision_state_tracks_f32_over_1000_adamw_steps() {
         }
     }
     // the 8-bit run converges as the f32 one does (to 0.2% of the initial loss)
-    let mut opt = AdamWQ8::<f32>::default();
+    let mut opt = adamw_8bit(LR);
     let mut w = vec![0.0f32; 4096];
     run(&mut opt, &pb, &mut w, 0, 1000);
     assert!(pb.loss(&w) < 0.005 * loss0, "{} vs {loss0}", pb.loss(&w));
@@ -232,28 +202,36 @@ fn low_precision_state_tracks_f32_over_1000_adamw_steps() {
 /// the start); `m`'s gap follows the parameters'.
 const Q8_BOUNDS: [f64; 4] = [1.5, 0.2, 1.0, 0.3];
 
+/// Five steps of `make()` on the fixed problem with `n` parameters, on 1 and on 3 threads: the
+/// parameters must be bit-identical; returns `state(opt)` of both runs.
+fn on_1_and_3_threads<O: DslOptimizer<f32>, S: Send>(
+    n: usize,
+    make: impl Fn() -> O + Sync,
+    state: impl Fn(&O) -> S + Sync,
+) -> (S, S) {
+    let pb = Problem::new(n);
+    let go = |threads: usize| {
+        on_threads(threads, || {
+            let mut opt = make();
+            let mut w = vec![0.0f32; n];
+            run(&mut opt, &pb, &mut w, 0, 5);
+            (w, state(&opt))
+        })
+    };
+    let (w1, s1) = go(1);
+    let (w3, s3) = go(3);
+    assert!(w1.iter().zip(&w3).all(|(a, b)| a.to_bits() == b.to_bits()));
+    (s1, s3)
+}
+
 /// Quantisation is deterministic and block-local: the same q8 run on 1 thread and on 3 threads
 /// (chunks of 32 Ki elements, whole blocks) is bit-identical, parameters, codes and scales,
 /// with a tail block of 200,003 mod 256 = 67 elements.
 #[test]
 fn q8_is_independent_of_thread_count() {
     let n = 200_003;
-    let pb = Problem::new(n);
-    let go = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let mut opt = AdamWQ8::<f32>::default();
-            let mut w = vec![0.0f32; n];
-            run(&mut opt, &pb, &mut w, 0, 5);
-            (w, opt.opt_state().param("w").unwrap().q8.clone())
-        })
-    };
-    let (w1, s1) = go(1);
-    let (w3, s3) = go(3);
-    assert!(w1.iter().zip(&w3).all(|(a, b)| a.to_bits() == b.to_bits()));
+    let q8 = |o: &AdamW8bit<f32>| o.opt_state().param("w").unwrap().q8.clone();
+    let (s1, s3) = on_1_and_3_threads(n, || adamw_8bit(LR), q8);
     assert_eq!(s1.len(), 2);
     for (a, b) in s1.iter().zip(&s3) {
         assert_eq!(a.codes, b.codes);
@@ -272,18 +250,8 @@ fn q8_is_independent_of_thread_count() {
 #[test]
 fn stochastic_rounding_is_independent_of_thread_count() {
     let n = 200_003;
-    let pb = Problem::new(n);
-    let go = |threads: usize| {
-        on_threads(threads, || {
-            let mut opt = AdamWBf16Sr::<f32>::default();
-            let mut w = vec![0.0f32; n];
-            run(&mut opt, &pb, &mut w, 0, 5);
-            (w, opt.opt_state().param("w").unwrap().low.clone())
-        })
-    };
-    let (w1, s1) = go(1);
-    let (w3, s3) = go(3);
-    assert!(w1.iter().zip(&w3).all(|(a, b)| a.to_bits() == b.to_bits()));
+    let low = |o: &AdamWBf16Sr<f32>| o.opt_state().param("w").unwrap().low.clone();
+    let (s1, s3) = on_1_and_3_threads(n, AdamWBf16Sr::<f32>::default, low);
     assert_eq!(s1, s3);
     assert_eq!(s1.iter().filter(|l| l.bits.len() == n).count(), 2);
 }
@@ -291,12 +259,13 @@ fn stochastic_rounding_is_independent_of_thread_count() {
 /// A checkpoint keeps the stored type (a `BF16`/`F16` tensor, format 3, `dtype` in the
 /// metadata), loads back bit-identically, and the resumed run is bit-identical to one that
 /// never stopped (stochastic rounding included).
-fn round_trip<O: DslOptimizer<f32> + Default + Checkpoint<f32>>(
+fn round_trip<O: DslOptimizer<f32> + Checkpoint<f32>>(
+    make: impl Fn() -> O,
     m: (StateDtype, safetensors::Dtype),
     v: (StateDtype, safetensors::Dtype),
 ) {
     let pb = Problem::new(1000);
-    let mut a = O::default();
+    let mut a = make();
     let mut wa = vec![0.0f32; 1000];
     run(&mut a, &pb, &mut wa, 0, 20);
     let bytes = a.to_checkpoint_bytes(None).unwrap();
@@ -311,7 +280,7 @@ fn round_trip<O: DslOptimizer<f32> + Default + Checkpoint<f32>>(
     assert_eq!(meta["params"][0]["buffers"][0]["dtype"], m.0.name());
     assert_eq!(meta["params"][0]["buffers"][1]["dtype"], v.0.name());
 
-    let mut b = O::default();
+    let mut b = make();
     b.load_checkpoint_bytes(&bytes, None).unwrap();
     assert_eq!(a.opt_state().params, b.opt_state().params);
     assert_eq!(b.opt_state().param("w").unwrap().slot_dtype(0), Some(m.0));
@@ -330,14 +299,14 @@ fn round_trip<O: DslOptimizer<f32> + Default + Checkpoint<f32>>(
 #[test]
 fn checkpoint_round_trip_bf16() {
     let bf = (StateDtype::Bf16, safetensors::Dtype::BF16);
-    round_trip::<AdamWBf16<f32>>(bf, bf);
-    round_trip::<AdamWBf16Sr<f32>>(bf, bf);
+    round_trip(|| adamw_bf16(LR), bf, bf);
+    round_trip(AdamWBf16Sr::<f32>::default, bf, bf);
 }
 
 #[test]
 fn checkpoint_round_trip_f16() {
     let h = (StateDtype::F16, safetensors::Dtype::F16);
-    round_trip::<AdamWF16<f32>>(h, h);
+    round_trip(AdamWF16::<f32>::default, h, h);
 }
 
 /// f32 state is still written as format 2 with `F32` tensors and no `dtype`.
@@ -379,7 +348,7 @@ fn storage_conversion_between_f32_and_16_bits() {
 /// `explain()` counts 2 bytes per 16-bit stream: AdamW with bf16 moments moves 20 B/param.
 #[test]
 fn explain_counts_16_bit_streams() {
-    let plan = AdamWBf16::<f32>::default().explain();
+    let plan = adamw_bf16(LR).explain();
     let optim_dsl::RuleBody::Fused { kernels, .. } = &plan.rules[0].body else {
         panic!("fused rule expected");
     };

@@ -4,10 +4,11 @@
 
 use optim_dsl::matrix::{orthogonalize, NS_COEFFS, NS_EPS, NS_EPS_KELLER, NS_STEPS};
 use optim_dsl::prelude::*;
-use optim_dsl::zoo::{Muon, MuonConfig};
+use optim_dsl::zoo::Muon;
 use optim_dsl::RuleBody;
 use optim_tests::fixtures::{self, Tolerance};
 use optim_tests::params::slice;
+use optim_tests::torch_config;
 use optim_tests::trajectory::resume_bits;
 use optim_tests::zoo::pytorch_optimizer_shampoo;
 use serde_json::Value;
@@ -71,13 +72,7 @@ fn newton_schulz_matches_keller_f32_on_every_matrix() {
 #[test]
 fn muon_matches_keller_single_device_muon_f32() {
     let case = fixtures::load("muon_keller_f32");
-    let mut opt = Muon::<f32>::new(MuonConfig {
-        lr: case.hyper_f64("lr").into(),
-        weight_decay: case.hyper_f64("weight_decay").into(),
-        momentum: case.hyper_f64("momentum").into(),
-        ..Default::default()
-    })
-    .unwrap();
+    let mut opt = optim_tests::zoo::keller_muon(&case);
     run_case(&case, &mut opt, "muon slices");
     // both matrices went through the orthogonalized rule, not the AdamW fallback
     let plan = opt.explain();
@@ -92,12 +87,9 @@ fn muon_matches_keller_single_device_muon_f32() {
 fn normuon_matches_the_authors_single_device_normuon() {
     use optim_dsl::zoo::{NorMuon, NorMuonConfig};
     let case = fixtures::load("normuon");
-    let mut opt = NorMuon::<f32>::new(NorMuonConfig {
-        lr: case.hyper_f64("lr").into(),
-        weight_decay: case.hyper_f64("weight_decay").into(),
-        momentum: case.hyper_f64("momentum").into(),
-        beta2: case.hyper_f64("beta2").into(),
-        ..Default::default()
+    let lr = case.hyper_f64("lr").into();
+    let mut opt = NorMuon::<f32>::new(torch_config! {
+        case.hyper_f64, lr, NorMuonConfig { weight_decay, momentum, beta2 }
     })
     .unwrap();
     run_case(&case, &mut opt, "normuon slices");
@@ -484,22 +476,18 @@ fn matrix_optimizers_resume_bit_identically_from_a_checkpoint() {
     fn run<O: DslOptimizer<f32>>(make: impl FnMut() -> O, split: Option<usize>) -> Vec<u32> {
         resume_bits(make, (4, 3), 20, split)
     }
-    let shampoo = || {
-        Shampoo::<f32>::new(ShampooConfig {
-            lr: 0.01.into(),
-            update_freq: 3.0.into(),
-            ..Default::default()
-        })
-        .unwrap()
+    let shampoo = ShampooConfig {
+        lr: 0.01.into(),
+        update_freq: 3.0.into(),
+        ..Default::default()
     };
+    let soap = SoapConfig {
+        precondition_frequency: 4.0.into(),
+        ..Default::default()
+    };
+    let shampoo = || Shampoo::<f32>::new(shampoo.clone()).unwrap();
+    let soap = || Soap::<f32>::new(soap.clone()).unwrap();
     assert_eq!(run(shampoo, None), run(shampoo, Some(10)));
-    let soap = || {
-        Soap::<f32>::new(SoapConfig {
-            precondition_frequency: 4.0.into(),
-            ..Default::default()
-        })
-        .unwrap()
-    };
     assert_eq!(run(soap, None), run(soap, Some(10)));
 }
 

@@ -6,7 +6,8 @@
 //! stored), and finite moderate gradients give finite outputs.
 
 use optim_dsl::matrix::{
-    run, EigenSign, EigenSignConfig, LowRank, LowRankConfig, MatrixWord, Phase, Psgd, PsgdConfig,
+    run, EigenSign, EigenSignConfig, LowRank, LowRankConfig, MatrixWord, Phase, Primitive, Psgd,
+    PsgdConfig,
 };
 use optim_dsl::{Float, ParamInfo, ParamState};
 use proptest::prelude::*;
@@ -104,75 +105,56 @@ fn fresh<E: Float, W: MatrixWord>(n: usize) -> ParamState<E> {
     ps
 }
 
+/// Word `W` (`cfg`, state slots `slots`) on fresh state for every step of `grads`: each of
+/// `phases` in turn, `check(phase, state)` after each.
+fn exercise_word<E: Float, W: Primitive<E> + 'static>(
+    cfg: &W::Config,
+    slots: &[usize],
+    phases: &[Phase],
+    (grads, info): (&[Vec<E>], ParamInfo<'_>),
+    mut check: impl FnMut(Phase, &ParamState<E>),
+) {
+    let mut ps = fresh::<E, W>(grads[0].len());
+    for (t, g) in grads.iter().enumerate() {
+        ps.step = t as u64 + 1;
+        for &phase in phases {
+            run::<E, W>(cfg, phase, call(slots), &mut ps, &[], g, info);
+            check(phase, &ps);
+        }
+    }
+}
+
 /// Each primitive for every step of `grads` on fresh state (`eigen_sign` also after the step,
 /// on the gradient, as the generated code calls it). Asserts finite state after every step
 /// when `expect.finite_state`, and finite outputs when `expect.finite_outputs`.
 fn exercise<E: Float>(cfg: &Configs, shape: &[usize], grads: &[Vec<E>], expect: Expect) {
-    let (expect_finite, sane_cfg) = (expect.finite_outputs, expect.finite_state);
-    let n = grads[0].len();
-    let info = ParamInfo::new("p", shape);
-    let states = |ps: &ParamState<E>| ps.buffers.iter().all(|b| finite(b));
+    let input = (grads, ParamInfo::new("p", shape));
+    let output_ok = |ps: &ParamState<E>| !expect.finite_outputs || finite(&ps.temps[0]);
+    let state_ok =
+        |ps: &ParamState<E>| !expect.finite_state || ps.buffers.iter().all(|b| finite(b));
+    let phases = [Phase::Barrier, Phase::Finish];
+    exercise_word::<E, EigenSign>(&cfg.sign, &[0, 1], &phases, input, |phase, ps| {
+        if phase == Phase::Barrier {
+            assert!(output_ok(ps), "eigen_sign {shape:?} {cfg:?}");
+        } else {
+            assert!(state_ok(ps), "eigen_sign state {shape:?} {cfg:?}");
+        }
+    });
+    exercise_word::<E, Psgd>(&cfg.psgd, &[0], &phases[..1], input, |_, ps| {
+        assert!(state_ok(ps), "psgd factors {shape:?} {cfg:?}");
+        assert!(output_ok(ps), "psgd {shape:?} {cfg:?}");
+    });
+    exercise_word::<E, LowRank>(&cfg.low_rank, &[0, 1], &phases[..1], input, |_, ps| {
+        assert!(state_ok(ps), "low_rank state {shape:?} {cfg:?}");
+        assert!(output_ok(ps), "low_rank {shape:?} {cfg:?}");
+    });
+}
 
-    let mut ps = fresh::<E, EigenSign>(n);
-    for (t, g) in grads.iter().enumerate() {
-        ps.step = t as u64 + 1;
-        run::<E, EigenSign>(
-            &cfg.sign,
-            Phase::Barrier,
-            call(&[0, 1]),
-            &mut ps,
-            &[],
-            g,
-            info,
-        );
-        assert!(
-            !expect_finite || finite(&ps.temps[0]),
-            "eigen_sign {shape:?} {cfg:?}"
-        );
-        run::<E, EigenSign>(
-            &cfg.sign,
-            Phase::Finish,
-            call(&[0, 1]),
-            &mut ps,
-            &[],
-            g,
-            info,
-        );
-        assert!(
-            !sane_cfg || states(&ps),
-            "eigen_sign state {shape:?} {cfg:?}"
-        );
-    }
-
-    let mut ps = fresh::<E, Psgd>(n);
-    for (t, g) in grads.iter().enumerate() {
-        ps.step = t as u64 + 1;
-        run::<E, Psgd>(&cfg.psgd, Phase::Barrier, call(&[0]), &mut ps, &[], g, info);
-        assert!(!sane_cfg || states(&ps), "psgd factors {shape:?} {cfg:?}");
-        assert!(
-            !expect_finite || finite(&ps.temps[0]),
-            "psgd {shape:?} {cfg:?}"
-        );
-    }
-
-    let mut ps = fresh::<E, LowRank>(n);
-    for (t, g) in grads.iter().enumerate() {
-        ps.step = t as u64 + 1;
-        run::<E, LowRank>(
-            &cfg.low_rank,
-            Phase::Barrier,
-            call(&[0, 1]),
-            &mut ps,
-            &[],
-            g,
-            info,
-        );
-        assert!(!sane_cfg || states(&ps), "low_rank state {shape:?} {cfg:?}");
-        assert!(
-            !expect_finite || finite(&ps.temps[0]),
-            "low_rank {shape:?} {cfg:?}"
-        );
-    }
+/// `C::default()` changed by `f`.
+fn with<C: Default>(f: fn(&mut C)) -> C {
+    let mut c = C::default();
+    f(&mut c);
+    c
 }
 
 fn case(hostile: bool, sane: bool) -> impl Strategy<Value = (Vec<usize>, Vec<Vec<f64>>, Configs)> {
@@ -239,60 +221,32 @@ fn check_refuses_zero_size_shapes_and_bad_configurations() {
         assert!(LowRank::check(&Default::default(), info(shape)).is_ok());
     }
     let w = info(&[3, 4]);
-    let bad_sign = EigenSignConfig {
-        beta: 1.5,
-        ..Default::default()
-    };
-    let err = EigenSign::check(&bad_sign, w).unwrap_err();
-    assert!(err.contains("eigen_sign") && err.contains("beta"), "{err}");
-    let bad_sign = EigenSignConfig {
-        eps: f64::NAN,
-        ..Default::default()
-    };
-    assert!(EigenSign::check(&bad_sign, w).unwrap_err().contains("eps"));
-    let bad_psgd = PsgdConfig {
-        precond_init_scale: 0.0,
-        ..Default::default()
-    };
-    let err = Psgd::check(&bad_psgd, w).unwrap_err();
-    assert!(
-        err.contains("psgd_precondition") && err.contains("precond_init_scale"),
-        "{err}"
-    );
-    let bad_psgd = PsgdConfig {
-        precond_lr: -0.1,
-        ..Default::default()
-    };
-    assert!(Psgd::check(&bad_psgd, w)
-        .unwrap_err()
-        .contains("precond_lr"));
-    for (cfg, arg) in [
+    // the default configuration with one bad value: the error names the word and the argument
+    let sign = |f: fn(&mut EigenSignConfig)| EigenSign::check(&with(f), w);
+    let psgd = |f: fn(&mut PsgdConfig)| Psgd::check(&with(f), w);
+    let low_rank = |f: fn(&mut LowRankConfig)| LowRank::check(&with(f), w);
+    let rejected: [(Result<(), String>, &[&str]); 7] = [
+        (sign(|c| c.beta = 1.5), &["eigen_sign", "beta"]),
+        (sign(|c| c.eps = f64::NAN), &["eps"]),
         (
-            LowRankConfig {
-                mu: -0.5,
-                ..Default::default()
-            },
-            "mu",
+            psgd(|c| c.precond_init_scale = 0.0),
+            &["psgd_precondition", "precond_init_scale"],
+        ),
+        (psgd(|c| c.precond_lr = -0.1), &["precond_lr"]),
+        (
+            low_rank(|c| c.mu = -0.5),
+            &["low_rank_orthonormalize", "mu"],
         ),
         (
-            LowRankConfig {
-                rank_fraction: 0.0,
-                ..Default::default()
-            },
-            "rank_fraction",
+            low_rank(|c| c.rank_fraction = 0.0),
+            &["low_rank_orthonormalize", "rank_fraction"],
         ),
         (
-            LowRankConfig {
-                epsilon: f64::INFINITY,
-                ..Default::default()
-            },
-            "epsilon",
+            low_rank(|c| c.epsilon = f64::INFINITY),
+            &["low_rank_orthonormalize", "epsilon"],
         ),
-    ] {
-        let err = LowRank::check(&cfg, w).unwrap_err();
-        assert!(
-            err.contains("low_rank_orthonormalize") && err.contains(arg),
-            "{err}"
-        );
+    ];
+    for (err, words) in rejected {
+        optim_tests::assert_err_has(err, words);
     }
 }

@@ -90,14 +90,9 @@ fn matmul(a: &[f64], b: &[f64], n: usize, k: usize, m: usize) -> Vec<f64> {
 
 /// The `rows × cols` gradient of step `t` of a fixed pseudo-random sequence (xorshift).
 fn grad(rows: usize, cols: usize, t: u64) -> Vec<f32> {
-    let mut s = 0x9E37_79B9_7F4A_7C15u64 ^ (t.wrapping_mul(0x2545_F491_4F6C_DD1D));
-    (0..rows * cols)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
-        })
+    let s = 0x9E37_79B9_7F4A_7C15u64 ^ (t.wrapping_mul(0x2545_F491_4F6C_DD1D));
+    optim_tests::values::xorshift(s, rows * cols)
+        .map(|x| x as f32)
         .collect()
 }
 

@@ -5,16 +5,10 @@ use optim_dsl::prelude::*;
 use optim_dsl::zoo::{Sgd, SgdConfig, Shampoo};
 use optim_dsl::{NonFinitePolicy, StepMetrics};
 use optim_tests::params::slice;
+use optim_tests::zoo::ClipSgd;
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-14 * b.abs().max(1.0)
-}
-
-optimizer! {
-    /// SGD on gradients clipped to a global norm of `max_norm`.
-    ClipSgd<lr = 1.0, max_norm = 1.0> {
-        param -= lr * clip_global_norm(grad, max_norm);
-    }
 }
 
 #[test]
@@ -125,27 +119,27 @@ fn kronecker_refreshes_and_refused_refreshes_per_step() {
     opt.set_metrics(true);
     let mut w = [0.5f32, -1.0, 0.25, 2.0, 1.0, -0.5];
     let g = [1.0f32, -0.5, 0.25, 2.0, -1.0, 0.5];
-    opt.update_slices(&mut [slice("w", &[3, 2], &mut w, &g)])
-        .unwrap();
-    let m = opt.metrics().unwrap();
-    assert_eq!(
-        (m.refreshes, m.failed_refreshes, m.skipped_inputs),
-        (2, 0, 0)
-    );
-    assert_eq!(m.params["w"].refreshes, 2);
+    // one step; the step's (refreshes, failed refreshes, skipped inputs) and `w`'s metrics
+    let mut step = |opt: &mut Shampoo<f32>| {
+        opt.update_slices(&mut [slice("w", &[3, 2], &mut w, &g)])
+            .unwrap();
+        let m = opt.metrics().unwrap();
+        (
+            (m.refreshes, m.failed_refreshes, m.skipped_inputs),
+            m.params["w"],
+        )
+    };
+    let (counts, pw) = step(&mut opt);
+    assert_eq!(counts, (2, 0, 0));
+    assert_eq!(pw.refreshes, 2);
     let stats = Shampoo::<f32>::state_names(0)
         .iter()
         .position(|s| *s == "u.stats")
         .unwrap();
     opt.opt_state_mut().params.get_mut("w").unwrap().buffers[stats][1] = f32::NAN;
-    opt.update_slices(&mut [slice("w", &[3, 2], &mut w, &g)])
-        .unwrap();
-    let m = opt.metrics().unwrap();
-    assert_eq!(
-        (m.refreshes, m.failed_refreshes, m.skipped_inputs),
-        (1, 1, 2)
-    );
-    assert_eq!(m.params["w"].failed_refreshes, 1);
+    let (counts, pw) = step(&mut opt);
+    assert_eq!(counts, (1, 1, 2));
+    assert_eq!(pw.failed_refreshes, 1);
     // the running totals in the parameter's state agree
     let st = opt.state().param("w").unwrap().matrix;
     assert_eq!((st.refreshes, st.failed_refreshes), (3, 1));

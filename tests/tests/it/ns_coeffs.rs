@@ -214,17 +214,15 @@ fn primitive_rejects_an_empty_or_non_finite_schedule() {
         coeffs: Some(&[]),
         ..Default::default()
     };
-    let err = Orthogonalize::check(&empty, info).unwrap_err();
-    assert!(
-        err.contains("`orthogonalize`") && err.contains("at least one"),
-        "{err}"
+    optim_tests::assert_err_has(
+        Orthogonalize::check(&empty, info),
+        &["`orthogonalize`", "at least one"],
     );
     let nan = OrthogonalizeConfig {
         coeffs: Some(&[[1.5, f64::NAN, 0.0]]),
         ..Default::default()
     };
-    let err = Orthogonalize::check(&nan, info).unwrap_err();
-    assert!(err.contains("finite"), "{err}");
+    optim_tests::assert_err_has(Orthogonalize::check(&nan, info), &["finite"]);
 }
 
 optimizer! {

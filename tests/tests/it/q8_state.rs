@@ -8,24 +8,14 @@
 use optim_dsl::lowp::q8::{Q8Map, BLOCK};
 use optim_dsl::prelude::*;
 
-optimizer! {
+optim_tests::adamw_stored! {
     /// AdamW with f32 state (for checkpoints of another storage).
-    pub AdamWRef<lr = 1e-2, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
-        let m = momentum(grad, beta1);
-        let v = second_moment(grad, beta2);
-        param = param * (1.0 - lr * weight_decay)
-            - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
-    }
+    pub AdamWRef
 }
 
-optimizer! {
-    /// AdamW with 8-bit moments.
-    pub AdamW8<lr = 1e-2, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
-        let m: q8 = momentum(grad, beta1);
-        let v: uq8 = second_moment(grad, beta2);
-        param = param * (1.0 - lr * weight_decay)
-            - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
-    }
+/// The zoo's `AdamW8bit` at the learning rate of [`AdamWRef`] (1e-2).
+fn adamw8() -> optim_dsl::zoo::AdamW8bit<f32> {
+    optim_tests::zoo::adamw_8bit(1e-2)
 }
 
 /// The runtime's maps are bit-identical to the table `tests/refgen/q8_maps.py` writes
@@ -76,7 +66,7 @@ fn step<O: DslOptimizer<f32>>(opt: &mut O, w: &mut [f32], g: &[f32]) {
 /// those values: its update matches AdamW computed in f64 from them.
 #[test]
 fn first_steps_by_hand() {
-    let mut opt = AdamW8::<f32>::default();
+    let mut opt = adamw8();
     let mut reference = AdamWRef::<f32>::default();
     let mut w = vec![0.5f32, -1.0, 2.0];
     let mut wr = w.clone();
@@ -121,7 +111,7 @@ fn first_steps_by_hand() {
 /// empty tensors have no codes and no scales; several tensors in one step stay separate.
 #[test]
 fn tails_and_empty_tensors() {
-    let mut opt = AdamW8::<f32>::default();
+    let mut opt = adamw8();
     let mut reference = AdamWRef::<f32>::default();
     let (na, nb) = (2 * BLOCK + 5, 0);
     let mut a = vec![0.0f32; na];
@@ -181,7 +171,7 @@ fn tails_and_empty_tensors() {
 #[test]
 fn checkpoint_round_trip_q8() {
     let n = 1000;
-    let mut a = AdamW8::<f32>::default();
+    let mut a = adamw8();
     let mut wa = vec![0.0f32; n];
     for s in 0..7 {
         step(&mut a, &mut wa, &grads(n, s));
@@ -203,7 +193,7 @@ fn checkpoint_round_trip_q8() {
     assert_eq!(bufs[1]["q8"], "unsigned");
     assert_eq!(bufs[1]["scales"], "w/v#absmax");
 
-    let mut b = AdamW8::<f32>::default();
+    let mut b = adamw8();
     b.load_checkpoint_bytes(&bytes, None).unwrap();
     assert_eq!(a.opt_state().params, b.opt_state().params);
     let mut wb = wa.clone();
@@ -221,27 +211,15 @@ fn checkpoint_round_trip_q8() {
 
 /// The same optimizer (same name) before and after its moments were declared 8-bit.
 mod before {
-    use optim_dsl::prelude::*;
-    optimizer! {
+    optim_tests::adamw_stored! {
         /// AdamW with f32 moments.
-        pub AdamWX<lr = 1e-2, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
-            let m = momentum(grad, beta1);
-            let v = second_moment(grad, beta2);
-            param = param * (1.0 - lr * weight_decay)
-                - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
-        }
+        pub AdamWX
     }
 }
 mod after {
-    use optim_dsl::prelude::*;
-    optimizer! {
+    optim_tests::adamw_stored! {
         /// AdamW with 8-bit moments.
-        pub AdamWX<lr = 1e-2, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
-            let m: q8 = momentum(grad, beta1);
-            let v: uq8 = second_moment(grad, beta2);
-            param = param * (1.0 - lr * weight_decay)
-                - lr / (1.0 - pow(beta1, step)) * m / (sqrt(v) / sqrt(1.0 - pow(beta2, step)) + eps);
-        }
+        pub AdamWX: q8, uq8
     }
 }
 
@@ -288,7 +266,7 @@ fn checkpoints_of_other_storages_load() {
 /// the block scales (4 accesses of 4/256 bytes).
 #[test]
 fn explain_counts_8_bit_streams() {
-    let plan = AdamW8::<f32>::default().explain();
+    let plan = adamw8().explain();
     let optim_dsl::RuleBody::Fused { kernels, .. } = &plan.rules[0].body else {
         panic!("fused rule expected");
     };

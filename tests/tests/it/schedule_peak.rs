@@ -10,6 +10,17 @@ fn scan(s: &Schedule, n: u64) -> f64 {
         .fold(f64::NEG_INFINITY, f64::max)
 }
 
+/// `join` of a constant 1, a ramp from 2 to 6 over `ramp` steps and a constant 0.5, at the
+/// boundaries `at`.
+fn ramp_between(ramp: u64, at: Vec<u64>) -> Schedule {
+    let parts = vec![
+        Schedule::constant(1.0).unwrap(),
+        Schedule::linear(2.0, 6.0, ramp).unwrap(),
+        Schedule::constant(0.5).unwrap(),
+    ];
+    Schedule::join(parts, at).unwrap()
+}
+
 #[test]
 fn peaks_by_hand() {
     let cases: Vec<(&str, Schedule, f64)> = vec![
@@ -97,31 +108,11 @@ fn peaks_by_hand() {
             4.0,
         ),
         // the second part counts its own steps: its peak 6 at its step 2 = global step 7
-        (
-            "join shifted",
-            Schedule::join(
-                vec![
-                    Schedule::constant(1.0).unwrap(),
-                    Schedule::linear(2.0, 6.0, 2).unwrap(),
-                    Schedule::constant(0.5).unwrap(),
-                ],
-                vec![5, 8],
-            )
-            .unwrap(),
-            6.0,
-        ),
+        ("join shifted", ramp_between(2, vec![5, 8]), 6.0),
         // the middle part runs its local steps 0 and 1 only (values 2 and 3)
         (
             "join cuts before the peak",
-            Schedule::join(
-                vec![
-                    Schedule::constant(1.0).unwrap(),
-                    Schedule::linear(2.0, 6.0, 4).unwrap(),
-                    Schedule::constant(0.5).unwrap(),
-                ],
-                vec![5, 7],
-            )
-            .unwrap(),
+            ramp_between(4, vec![5, 7]),
             3.0,
         ),
     ];

@@ -7,6 +7,7 @@ use optim_dsl::zoo::{ScheduleFreeAdamW, ScheduleFreeAdamWConfig};
 use optim_dsl::RuleBody;
 use optim_tests::fixtures::{self, Case};
 use optim_tests::params::slice;
+use optim_tests::torch_config;
 
 optimizer! {
     /// `clip_grad_norm_` then SGD, as one optimizer: the global norm is a barrier over all
@@ -31,11 +32,9 @@ fn run<O: DslOptimizer<f32>>(case: &Case, opt: &mut O, what: &str, after: impl F
 #[test]
 fn global_norm_clipping_matches_torch() {
     let case = fixtures::load("clip_grad_norm_sgd");
-    let mut opt = ClippedSgd::<f32>::new(ClippedSgdConfig {
-        lr: case.hyperparameters["sgd"]["lr"].as_f64().unwrap().into(),
-        max_norm: case.hyper_f64("max_norm").into(),
-    })
-    .unwrap();
+    let lr = case.hyper_f64("sgd.lr").into();
+    let config = torch_config! { case.hyper_f64, lr, ClippedSgdConfig { max_norm } };
+    let mut opt = ClippedSgd::<f32>::new(config).unwrap();
     run(&case, &mut opt, "clip_grad_norm", |_, _| {});
     // one barrier (the global reduction), two loops
     let plan = opt.explain();
@@ -72,12 +71,15 @@ fn global_norm_does_not_overflow_on_huge_finite_gradients() {
 #[test]
 fn value_clipping_matches_torch() {
     let case = fixtures::load("clip_grad_value_sgd");
-    let mut opt = ValueClippedSgd::<f32>::new(ValueClippedSgdConfig {
-        lr: case.hyperparameters["sgd"]["lr"].as_f64().unwrap().into(),
-        clip: case.hyper_f64("clip_value").into(),
-    })
-    .unwrap();
-    run(&case, &mut opt, "clip_grad_value", |_, _| {});
+    let lr = case.hyper_f64("sgd.lr").into();
+    let config =
+        torch_config! { case.hyper_f64, lr, ValueClippedSgdConfig { clip = "clip_value" } };
+    run(
+        &case,
+        &mut ValueClippedSgd::<f32>::new(config).unwrap(),
+        "clip_grad_value",
+        |_, _| {},
+    );
 }
 
 #[test]
@@ -87,15 +89,11 @@ fn schedule_free_adamw_matches_the_reference_including_x_and_z() {
         case.hyperparameters["decay_at_z"],
         serde_json::Value::Bool(false)
     );
-    let mut opt = ScheduleFreeAdamW::<f32>::new(ScheduleFreeAdamWConfig {
-        lr: case.hyper_f64("lr").into(),
-        beta1: case.hyperparameters["betas"][0].as_f64().unwrap().into(),
-        beta2: case.hyperparameters["betas"][1].as_f64().unwrap().into(),
-        eps: case.hyper_f64("eps").into(),
-        weight_decay: case.hyper_f64("weight_decay").into(),
-        warmup_steps: case.hyper_f64("warmup_steps").into(),
-        r: case.hyper_f64("r").into(),
-        weight_lr_power: case.hyper_f64("weight_lr_power").into(),
+    let mut opt = ScheduleFreeAdamW::<f32>::new(torch_config! {
+        case.hyper_f64, case.hyper_f64("lr").into(), ScheduleFreeAdamWConfig {
+            beta1 = "betas.0", beta2 = "betas.1", eps, weight_decay, warmup_steps, r,
+            weight_lr_power
+        }
     })
     .unwrap();
     let plan = opt.explain();

@@ -16,7 +16,7 @@ use optim_tests::fixtures::{self, assert_close, Case};
 use optim_tests::model::CaseModel;
 use optim_tests::params::{slice, slices};
 use optim_tests::state::state_bits;
-use optim_tests::zoo::sgd;
+use optim_tests::zoo::{sgd, ClipSgd, ClipSgdConfig};
 use std::collections::BTreeMap;
 
 // ---------------------------------------------------------------- helpers
@@ -108,13 +108,18 @@ fn ema_bits(e: &WeightEma<f32>) -> Vec<(String, Vec<u32>)> {
 }
 
 fn adamw_config() -> AdamWConfig {
-    AdamWConfig {
-        lr: Schedule::warmup_cosine(1e-4, 1e-2, 5, 20, 1e-4)
-            .unwrap()
-            .into(),
-        weight_decay: 0.1.into(),
-        ..Default::default()
-    }
+    let lr = Schedule::warmup_cosine(1e-4, 1e-2, 5, 20, 1e-4).unwrap();
+    optim_tests::zoo::adamw_config(lr, 0.1)
+}
+
+/// The `adamw` case, AdamW with the non-finite `policy`, and the case's parameters after its
+/// first step.
+fn after_first_step(policy: NonFinitePolicy) -> (Case, AdamW<f32>, Params) {
+    let case = fixtures::load("adamw");
+    let mut opt = adamw_with(policy);
+    let mut p = Params::of(&case);
+    p.step(&mut opt, &grads_at(&case, 0)).unwrap();
+    (case, opt, p)
 }
 
 /// A [`DslOptimizer`] running `O`'s rules with its own config and state, exposing
@@ -235,10 +240,7 @@ fn skip_step_leaves_every_buffer_bit_identical_and_does_not_advance() {
 #[test]
 fn skip_step_state_is_bit_identical_snapshot() {
     // The same, compared against a snapshot taken before the bad step (buffers, scalars, steps).
-    let case = fixtures::load("adamw");
-    let mut opt = adamw_with(NonFinitePolicy::SkipStep);
-    let mut p = Params::of(&case);
-    p.step(&mut opt, &grads_at(&case, 0)).unwrap();
+    let (case, mut opt, mut p) = after_first_step(NonFinitePolicy::SkipStep);
     p.step(&mut opt, &grads_at(&case, 1)).unwrap();
     let mut snapshot = opt.opt_state().clone();
     let mut g = grads_at(&case, 2);
@@ -274,10 +276,7 @@ fn skip_step_on_the_dfdx_path_leaves_the_model_alone() {
 
 #[test]
 fn error_policy_names_the_first_bad_parameter_and_changes_nothing() {
-    let case = fixtures::load("adamw");
-    let mut opt = adamw_with(NonFinitePolicy::Error);
-    let mut p = Params::of(&case);
-    p.step(&mut opt, &grads_at(&case, 0)).unwrap();
+    let (case, mut opt, mut p) = after_first_step(NonFinitePolicy::Error);
     let before_p = p.bits();
     let before_s = state_bits(opt.opt_state());
     let mut g = grads_at(&case, 1);
@@ -345,19 +344,16 @@ fn accumulated_step_equals_one_step_on_the_mean() {
     assert_eq!(a.opt_state().step, 4, "one optimizer step per accumulation");
 }
 
-optimizer! {
-    /// `clip_grad_norm_(max_norm)` then SGD, as one optimizer.
-    ClipSgd<lr = 0.5, max_norm = 1.0> {
-        param -= lr * clip_global_norm(grad, max_norm);
-    }
-}
-
 /// Clipping declared in the optimizer applies once, to the averaged gradient: two
 /// micro-batches with large opposite gradients average to a small one that is not clipped,
 /// where clipping each micro-batch first would have shrunk them.
 #[test]
 fn clipping_sees_the_average_once() {
-    let mut opt = ClipSgd::<f32>::default();
+    let mut opt = ClipSgd::<f32>::new(ClipSgdConfig {
+        lr: 0.5.into(),
+        ..Default::default()
+    })
+    .unwrap();
     let mut acc = GradAccumulator::<f32>::new();
     acc.add_slices(&[("w", &[10.0, 0.0]), ("b", &[0.0])])
         .unwrap();
