@@ -1365,8 +1365,8 @@ pub mod zoo {
 
     use crate::fixtures::Case;
     use optim_dsl::zoo::{
-        Adafactor, AdafactorConfig, AdamW8bit, AdamW8bitConfig, AdamWBf16, AdamWBf16Config,
-        AdamWConfig, Muon, MuonConfig, Sgd, SgdConfig, Shampoo, ShampooConfig,
+        Adafactor, AdafactorConfig, AdamWBf16, AdamWBf16Config, AdamWConfig, Muon, MuonConfig, Sgd,
+        SgdConfig, Shampoo, ShampooConfig,
     };
     use optim_dsl::Hyper;
 
@@ -1441,10 +1441,18 @@ pub mod zoo {
         .unwrap()
     }
 
-    /// The zoo's [`AdamW8bit`] (8-bit block-quantised moments) with learning rate `lr`, the
-    /// other hyperparameters at their defaults.
-    pub fn adamw_8bit(lr: f64) -> AdamW8bit<f32> {
-        AdamW8bit::<f32>::new(AdamW8bitConfig {
+    crate::adamw_stored! {
+        /// AdamW with 8-bit block-quantised moments (`q8`/`uq8`) on every tensor: the zoo's
+        /// [`optim_dsl::zoo::AdamW8bit`] keeps `f32` moments for tensors under 4,096 elements (bitsandbytes'
+        /// `min_8bit_size`), and the 8-bit tests run on smaller ones too.
+        pub AdamWQ8: q8, uq8
+    }
+
+    /// [`AdamWQ8`] (8-bit block-quantised moments on every tensor, the zoo's
+    /// [`optim_dsl::zoo::AdamW8bit`] rule without its 4,096-element minimum) with learning rate `lr`, the other
+    /// hyperparameters at their defaults.
+    pub fn adamw_8bit(lr: f64) -> AdamWQ8<f32> {
+        AdamWQ8::<f32>::new(AdamWQ8Config {
             lr: lr.into(),
             ..Default::default()
         })

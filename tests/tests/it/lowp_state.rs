@@ -9,8 +9,7 @@ use optim_dsl::prelude::*;
 use optim_runtime::state::ParamState;
 
 use crate::common::on_threads;
-use optim_dsl::zoo::AdamW8bit;
-use optim_tests::zoo::{adamw_8bit, adamw_bf16};
+use optim_tests::zoo::{adamw_8bit, adamw_bf16, AdamWQ8};
 
 optim_tests::adamw_stored! {
     /// AdamW with `f32` state (the reference).
@@ -230,7 +229,7 @@ fn on_1_and_3_threads<O: DslOptimizer<f32>, S: Send>(
 #[test]
 fn q8_is_independent_of_thread_count() {
     let n = 200_003;
-    let q8 = |o: &AdamW8bit<f32>| o.opt_state().param("w").unwrap().q8.clone();
+    let q8 = |o: &AdamWQ8<f32>| o.opt_state().param("w").unwrap().q8.clone();
     let (s1, s3) = on_1_and_3_threads(n, || adamw_8bit(LR), q8);
     assert_eq!(s1.len(), 2);
     for (a, b) in s1.iter().zip(&s3) {

@@ -13,8 +13,10 @@ optim_tests::adamw_stored! {
     pub AdamWRef
 }
 
-/// The zoo's `AdamW8bit` at the learning rate of [`AdamWRef`] (1e-2).
-fn adamw8() -> optim_dsl::zoo::AdamW8bit<f32> {
+/// AdamW with 8-bit moments on every tensor (`optim_tests::zoo::AdamWQ8`, the zoo's
+/// `AdamW8bit` rule without its 4,096-element minimum) at the learning rate of [`AdamWRef`]
+/// (1e-2).
+fn adamw8() -> optim_tests::zoo::AdamWQ8<f32> {
     optim_tests::zoo::adamw_8bit(1e-2)
 }
 
