@@ -22,9 +22,10 @@ optimizer! {
     /// ```
     /// Moves 20 bytes per `f32` parameter per step on the slice path (param and grad 4 + 4, read
     /// and write; each moment 2 + 2) instead of AdamW's 28. No `amsgrad`/`maximize` (use the
-    /// DSL directly for those). Differs from PyTorch AdamW only by the rounding of the stored
-    /// moments; torchao's bf16-state AdamW rounds stochastically by default (write
-    /// `let m: bf16_sr = ...` for that). Source: Loshchilov & Hutter (ICLR 2019), Algorithm 2.
+    /// DSL directly for those). Differs from PyTorch AdamW (which keeps the moments in the
+    /// parameter's dtype) only by the rounding of the stored moments; for stochastic rounding
+    /// write `let m: bf16_sr = ...` in a rule of your own. Source: Loshchilov & Hutter
+    /// (ICLR 2019), Algorithm 2.
     pub AdamWBf16<lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2> {
         let m: bf16 = momentum(grad, beta1);
         let v: bf16 = second_moment(grad, beta2);
