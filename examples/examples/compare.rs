@@ -1299,8 +1299,9 @@ fn validate_common(args: &Args) -> Result<(), Box<dyn Error>> {
 
 /// Prints `table` for `--list`.
 fn print_list(table: &[OptimizerSpec]) {
+    let w = table.iter().map(|s| s.name.len()).max().unwrap_or(0).max(4);
     println!(
-        "{:<8}  {:>7}  summary [non-default settings]",
+        "{:<w$}  {:>7}  summary [non-default settings]",
         "name", "peak lr"
     );
     for s in table {
@@ -1309,7 +1310,7 @@ fn print_list(table: &[OptimizerSpec]) {
         } else {
             format!("  [{}]", s.settings)
         };
-        println!("{:<8}  {:>7e}  {}{settings}", s.name, s.peak_lr, s.summary);
+        println!("{:<w$}  {:>7e}  {}{settings}", s.name, s.peak_lr, s.summary);
     }
 }
 
