@@ -35,29 +35,50 @@ pub trait Kernel<E: Float> {
 /// A type-erased kernel entry point: `dispatch::<E, K>` for some kernel `K`.
 pub type KernelFn<E> = fn(&[E], &mut [E], &[E], &mut [&mut [E]], &mut [f64]);
 
-/// Runs kernel `K` with the widest SIMD instruction set this CPU supports.
-#[inline]
-pub fn dispatch<E: Float, K: Kernel<E>>(
-    s: &[E],
-    p: &mut [E],
-    g: &[E],
-    st: &mut [&mut [E]],
-    red: &mut [f64],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked on the line above).
-            return unsafe { x86::run_avx512::<E, K>(s, p, g, st, red) };
+/// Defines `$name`, which runs kernel `K: $tr<E>` with the widest SIMD instruction set this CPU
+/// supports: `K::run` (an `#[inline(always)]` loop) is instantiated inside one
+/// `#[target_feature]` wrapper per instruction set (AVX-512, AVX2+FMA) and the baseline, and
+/// the best is chosen at run time (`is_x86_feature_detected!`, cached by std).
+macro_rules! simd_dispatch {
+    ($(#[$doc:meta])* $name:ident, $tr:ident, ($($a:ident: $t:ty),* $(,)?)) => {
+        $(#[$doc])*
+        #[inline]
+        #[allow(clippy::too_many_arguments)]
+        pub fn $name<E: Float, K: $tr<E>>($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn avx512<E: Float, K: $tr<E>>($($a: $t),*) {
+                    K::run($($a),*);
+                }
+
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<E: Float, K: $tr<E>>($($a: $t),*) {
+                    K::run($($a),*);
+                }
+
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F (checked on the line above).
+                    return unsafe { avx512::<E, K>($($a),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked on the line above).
+                    return unsafe { avx2::<E, K>($($a),*) };
+                }
+            }
+            K::run($($a),*);
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA (checked on the line above).
-            return unsafe { x86::run_avx2::<E, K>(s, p, g, st, red) };
-        }
-    }
-    K::run(s, p, g, st, red);
+    };
 }
+
+simd_dispatch!(
+    /// Runs kernel `K` with the widest SIMD instruction set this CPU supports.
+    dispatch,
+    Kernel,
+    (s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], red: &mut [f64])
+);
 
 /// Where a loop over low-precision streams runs: the key of this parameter's step (from
 /// [`crate::lowp::param_key`]) and the index, in the whole parameter, of the first element of
@@ -103,91 +124,24 @@ pub type LowKernelFn<E> = fn(
     &mut [f64],
 );
 
-/// Runs low-precision kernel `K` with the widest SIMD instruction set this CPU supports.
-#[inline]
-pub fn dispatch_low<E: Float, K: LowKernel<E>>(
-    s: &[E],
-    p: &mut [E],
-    g: &[E],
-    st: &mut [&mut [E]],
-    lo: &mut [&mut [crate::lowp::Bits]],
-    q: &mut [Q8Mut<'_>],
-    at: LowAt,
-    red: &mut [f64],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked on the line above).
-            return unsafe { x86::run_low_avx512::<E, K>(s, p, g, st, lo, q, at, red) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA (checked on the line above).
-            return unsafe { x86::run_low_avx2::<E, K>(s, p, g, st, lo, q, at, red) };
-        }
-    }
-    K::run(s, p, g, st, lo, q, at, red);
-}
+simd_dispatch!(
+    /// Runs low-precision kernel `K` with the widest SIMD instruction set this CPU supports.
+    dispatch_low,
+    LowKernel,
+    (
+        s: &[E],
+        p: &mut [E],
+        g: &[E],
+        st: &mut [&mut [E]],
+        lo: &mut [&mut [crate::lowp::Bits]],
+        q: &mut [Q8Mut<'_>],
+        at: LowAt,
+        red: &mut [f64],
+    )
+);
 
 /// The `kernel` of a [`KernelCall`] whose loop is its [`LowCall`]: never called.
 pub fn no_kernel<E>(_: &[E], _: &mut [E], _: &[E], _: &mut [&mut [E]], _: &mut [f64]) {}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::{Float, Kernel, LowAt, LowKernel, Q8Mut};
-    use crate::lowp::Bits;
-
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    pub(super) unsafe fn run_low_avx512<E: Float, K: LowKernel<E>>(
-        s: &[E],
-        p: &mut [E],
-        g: &[E],
-        st: &mut [&mut [E]],
-        lo: &mut [&mut [Bits]],
-        q: &mut [Q8Mut<'_>],
-        at: LowAt,
-        red: &mut [f64],
-    ) {
-        K::run(s, p, g, st, lo, q, at, red);
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn run_low_avx2<E: Float, K: LowKernel<E>>(
-        s: &[E],
-        p: &mut [E],
-        g: &[E],
-        st: &mut [&mut [E]],
-        lo: &mut [&mut [Bits]],
-        q: &mut [Q8Mut<'_>],
-        at: LowAt,
-        red: &mut [f64],
-    ) {
-        K::run(s, p, g, st, lo, q, at, red);
-    }
-
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    pub(super) unsafe fn run_avx512<E: Float, K: Kernel<E>>(
-        s: &[E],
-        p: &mut [E],
-        g: &[E],
-        st: &mut [&mut [E]],
-        red: &mut [f64],
-    ) {
-        K::run(s, p, g, st, red);
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn run_avx2<E: Float, K: Kernel<E>>(
-        s: &[E],
-        p: &mut [E],
-        g: &[E],
-        st: &mut [&mut [E]],
-        red: &mut [f64],
-    ) {
-        K::run(s, p, g, st, red);
-    }
-}
 
 /// A hoisted scalar as generated code stores it: `v` itself, or, when `round` (the optimizer's
 /// `ScalarPrecision::Param`), `v` rounded to the parameter's type, so that every host
