@@ -2,10 +2,10 @@
 //! (item 9): values computed by hand.
 
 use optim_dsl::prelude::*;
-use optim_dsl::zoo::{Sgd, SgdConfig, Shampoo};
+use optim_dsl::zoo::Shampoo;
 use optim_dsl::{NonFinitePolicy, StepMetrics};
 use optim_tests::params::slice;
-use optim_tests::zoo::ClipSgd;
+use optim_tests::zoo::{sgd, ClipSgd};
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-14 * b.abs().max(1.0)
@@ -69,11 +69,7 @@ fn global_norm_clip_factor_and_update_rms_by_hand() {
 
 #[test]
 fn an_optimizer_without_global_reductions_still_reports_the_gradient_norm() {
-    let mut opt = Sgd::<f32>::new(SgdConfig {
-        lr: 0.5.into(),
-        ..Default::default()
-    })
-    .unwrap();
+    let mut opt = sgd(0.5);
     opt.set_metrics(true);
     // f32: p = 1 - 0.5 * 0.5 = 0.75 and 2 - 0.5 * (-1) = 2.5 exactly
     let (mut p, g) = ([1.0f32, 2.0], [0.5f32, -1.0]);
