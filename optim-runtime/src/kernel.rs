@@ -20,28 +20,35 @@ use crate::Float;
 use rayon::prelude::*;
 use smallvec::SmallVec;
 
-/// A fused element-wise loop, implemented by code that `optimizer!` generates.
-///
-/// `s`: hoisted scalars (already converted from `f64`); `p`: the parameter; `g`: the gradient;
-/// `st`: the other streams (state buffers and temporaries) in the order the stage was planned
-/// with; `red`: per-tensor reduction accumulators, added to (not overwritten). All slices have
-/// the same length (one chunk of one parameter).
-pub trait Kernel<E: Float> {
-    /// Runs the loop. Must be `#[inline(always)]` so that [`dispatch`] can compile it per SIMD
-    /// level.
-    fn run(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], red: &mut [f64]);
-}
+/// Declares a kind of fused loop from one parameter list: the trait `$tr` that generated code
+/// implements (`fn run`, an `#[inline(always)]` loop), the type-erased entry point `$alias`
+/// and the dispatcher `$name`, which runs `K: $tr<E>` with the widest SIMD instruction set
+/// this CPU supports: `K::run` is instantiated inside one `#[target_feature]` wrapper per
+/// instruction set (AVX-512, AVX2+FMA) and the baseline, and the best is chosen at run time
+/// (`is_x86_feature_detected!`, cached by std).
+macro_rules! fused_loop {
+    (
+        $(#[$tdoc:meta])*
+        pub trait $tr:ident {
+            $(#[$rdoc:meta])*
+            fn run($($a:ident: $t:ty),* $(,)?);
+        }
+        $(#[$fdoc:meta])*
+        pub type $alias:ident;
+        $(#[$ddoc:meta])*
+        pub fn $name:ident;
+    ) => {
+        $(#[$tdoc])*
+        pub trait $tr<E: Float> {
+            $(#[$rdoc])*
+            #[allow(clippy::too_many_arguments)]
+            fn run($($a: $t),*);
+        }
 
-/// A type-erased kernel entry point: `dispatch::<E, K>` for some kernel `K`.
-pub type KernelFn<E> = fn(&[E], &mut [E], &[E], &mut [&mut [E]], &mut [f64]);
+        $(#[$fdoc])*
+        pub type $alias<E> = fn($($t),*);
 
-/// Defines `$name`, which runs kernel `K: $tr<E>` with the widest SIMD instruction set this CPU
-/// supports: `K::run` (an `#[inline(always)]` loop) is instantiated inside one
-/// `#[target_feature]` wrapper per instruction set (AVX-512, AVX2+FMA) and the baseline, and
-/// the best is chosen at run time (`is_x86_feature_detected!`, cached by std).
-macro_rules! simd_dispatch {
-    ($(#[$doc:meta])* $name:ident, $tr:ident, ($($a:ident: $t:ty),* $(,)?)) => {
-        $(#[$doc])*
+        $(#[$ddoc])*
         #[inline]
         #[allow(clippy::too_many_arguments)]
         pub fn $name<E: Float, K: $tr<E>>($($a: $t),*) {
@@ -73,12 +80,23 @@ macro_rules! simd_dispatch {
     };
 }
 
-simd_dispatch!(
+fused_loop! {
+    /// A fused element-wise loop, implemented by code that `optimizer!` generates.
+    ///
+    /// `s`: hoisted scalars (already converted from `f64`); `p`: the parameter; `g`: the gradient;
+    /// `st`: the other streams (state buffers and temporaries) in the order the stage was planned
+    /// with; `red`: per-tensor reduction accumulators, added to (not overwritten). All slices have
+    /// the same length (one chunk of one parameter).
+    pub trait Kernel {
+        /// Runs the loop. Must be `#[inline(always)]` so that [`dispatch`] can compile it per SIMD
+        /// level.
+        fn run(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], red: &mut [f64]);
+    }
+    /// A type-erased kernel entry point: `dispatch::<E, K>` for some kernel `K`.
+    pub type KernelFn;
     /// Runs kernel `K` with the widest SIMD instruction set this CPU supports.
-    dispatch,
-    Kernel,
-    (s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], red: &mut [f64])
-);
+    pub fn dispatch;
+}
 
 /// Where a loop over low-precision streams runs: the key of this parameter's step (from
 /// [`crate::lowp::param_key`]) and the index, in the whole parameter, of the first element of
@@ -92,53 +110,31 @@ pub struct LowAt {
     pub base: u64,
 }
 
-/// A fused loop some of whose streams are stored in 16 bits (`bf16`/`f16` state, see
-/// [`crate::lowp`]) or 8 bits (`q8`/`uq8`, see [`crate::lowp::q8`]), implemented by code that
-/// `optimizer!` generates: as [`Kernel`], plus `lo`, the 16-bit streams, and `q`, the 8-bit
-/// ones (their codes and block scales), in the order the stage was planned with, and `at`.
-/// The slices start at a multiple of [`q8::BLOCK`] in the parameter, so the loop quantises
-/// whole blocks (the last one of a parameter may be shorter).
-pub trait LowKernel<E: Float> {
-    /// Runs the loop. Must be `#[inline(always)]` (see [`Kernel::run`]).
-    fn run(
-        s: &[E],
-        p: &mut [E],
-        g: &[E],
-        st: &mut [&mut [E]],
-        lo: &mut [&mut [crate::lowp::Bits]],
-        q: &mut [Q8Mut<'_>],
-        at: LowAt,
-        red: &mut [f64],
-    );
-}
-
-/// A type-erased low-precision kernel entry point: `dispatch_low::<E, K>` for some `K`.
-pub type LowKernelFn<E> = fn(
-    &[E],
-    &mut [E],
-    &[E],
-    &mut [&mut [E]],
-    &mut [&mut [crate::lowp::Bits]],
-    &mut [Q8Mut<'_>],
-    LowAt,
-    &mut [f64],
-);
-
-simd_dispatch!(
+fused_loop! {
+    /// A fused loop some of whose streams are stored in 16 bits (`bf16`/`f16` state, see
+    /// [`crate::lowp`]) or 8 bits (`q8`/`uq8`, see [`crate::lowp::q8`]), implemented by code that
+    /// `optimizer!` generates: as [`Kernel`], plus `lo`, the 16-bit streams, and `q`, the 8-bit
+    /// ones (their codes and block scales), in the order the stage was planned with, and `at`.
+    /// The slices start at a multiple of [`q8::BLOCK`] in the parameter, so the loop quantises
+    /// whole blocks (the last one of a parameter may be shorter).
+    pub trait LowKernel {
+        /// Runs the loop. Must be `#[inline(always)]` (see [`Kernel::run`]).
+        fn run(
+            s: &[E],
+            p: &mut [E],
+            g: &[E],
+            st: &mut [&mut [E]],
+            lo: &mut [&mut [crate::lowp::Bits]],
+            q: &mut [Q8Mut<'_>],
+            at: LowAt,
+            red: &mut [f64],
+        );
+    }
+    /// A type-erased low-precision kernel entry point: `dispatch_low::<E, K>` for some `K`.
+    pub type LowKernelFn;
     /// Runs low-precision kernel `K` with the widest SIMD instruction set this CPU supports.
-    dispatch_low,
-    LowKernel,
-    (
-        s: &[E],
-        p: &mut [E],
-        g: &[E],
-        st: &mut [&mut [E]],
-        lo: &mut [&mut [crate::lowp::Bits]],
-        q: &mut [Q8Mut<'_>],
-        at: LowAt,
-        red: &mut [f64],
-    )
-);
+    pub fn dispatch_low;
+}
 
 /// The `kernel` of a [`KernelCall`] whose loop is its [`LowCall`]: never called.
 pub fn no_kernel<E>(_: &[E], _: &mut [E], _: &[E], _: &mut [&mut [E]], _: &mut [f64]) {}
