@@ -322,6 +322,14 @@ fn parse_binding_value(input: ParseStream) -> syn::Result<Expr> {
     })
 }
 
+/// The right-hand side of a `let` or an update, after its `=` (or `-=`, ...): the expression
+/// and the closing `;`.
+fn parse_rhs(input: ParseStream) -> syn::Result<Expr> {
+    let expr = input.parse()?;
+    input.parse::<Token![;]>()?;
+    Ok(expr)
+}
+
 fn parse_stmts(input: ParseStream) -> syn::Result<Vec<Stmt>> {
     let mut stmts = Vec::new();
     while !input.is_empty() {
@@ -340,8 +348,7 @@ fn parse_stmts(input: ParseStream) -> syn::Result<Vec<Stmt>> {
                 None
             };
             input.parse::<Token![=]>()?;
-            let expr: Expr = input.parse()?;
-            input.parse::<Token![;]>()?;
+            let expr = parse_rhs(input)?;
             stmts.push(Stmt::Let {
                 name,
                 storage,
@@ -374,8 +381,7 @@ fn parse_stmts(input: ParseStream) -> syn::Result<Vec<Stmt>> {
                 "expected `=`, `-=`, `+=`, `*=` or `/=` after `{target}`; statements are `let name = ...;` or updates such as `param -= ...;`"
             )));
         };
-        let expr: Expr = input.parse()?;
-        input.parse::<Token![;]>()?;
+        let expr = parse_rhs(input)?;
         stmts.push(Stmt::Assign {
             target,
             op,

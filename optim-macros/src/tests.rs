@@ -80,11 +80,18 @@ fn flags_specialise_and_drop_dead_state() {
     );
 }
 
+/// The expansion of `src`, which must be a `compile_error!` (the assertion names `src`).
+#[track_caller]
+fn expand_error(src: &str) -> String {
+    let out = optimizer(src.parse().unwrap()).to_string();
+    assert!(out.contains("compile_error"), "{src:?} gave {out}");
+    out
+}
+
 #[test]
 fn errors_expand_to_compile_error_and_a_stub() {
     let src = "pub Bad<lr = 1e-3> { let m = momentun(grad, 0.9); param -= lr * m; }";
-    let out = optimizer(src.parse().unwrap()).to_string();
-    assert!(out.contains("compile_error"), "{out}");
+    let out = expand_error(src);
     assert!(out.contains("did you mean `momentum`?"), "{out}");
     assert!(
         out.contains("struct Bad"),
@@ -103,8 +110,7 @@ fn garbage_input_never_panics() {
         "X { _ => }",
         "pub X<a = 1> { matrix => Y<, _ => { param = 1.0; } }",
     ] {
-        let out = optimizer(src.parse().unwrap()).to_string();
-        assert!(out.contains("compile_error"), "{src:?} gave {out}");
+        expand_error(src);
     }
 }
 
@@ -155,8 +161,7 @@ fn storage_type_errors() {
             "state `m` is stored in 16 bits, but a whole-tensor primitive",
         ),
     ] {
-        let out = optimizer(src.parse().unwrap()).to_string();
-        assert!(out.contains("compile_error"), "{src}: {out}");
+        let out = expand_error(src);
         assert!(out.contains(want), "{src}: {out}");
     }
 }

@@ -20,43 +20,82 @@ use crate::Float;
 use rayon::prelude::*;
 use smallvec::SmallVec;
 
-/// A fused element-wise loop, implemented by code that `optimizer!` generates.
-///
-/// `s`: hoisted scalars (already converted from `f64`); `p`: the parameter; `g`: the gradient;
-/// `st`: the other streams (state buffers and temporaries) in the order the stage was planned
-/// with; `red`: per-tensor reduction accumulators, added to (not overwritten). All slices have
-/// the same length (one chunk of one parameter).
-pub trait Kernel<E: Float> {
-    /// Runs the loop. Must be `#[inline(always)]` so that [`dispatch`] can compile it per SIMD
-    /// level.
-    fn run(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], red: &mut [f64]);
+/// Declares a kind of fused loop from one parameter list: the trait `$tr` that generated code
+/// implements (`fn run`, an `#[inline(always)]` loop), the type-erased entry point `$alias`
+/// and the dispatcher `$name`, which runs `K: $tr<E>` with the widest SIMD instruction set
+/// this CPU supports: `K::run` is instantiated inside one `#[target_feature]` wrapper per
+/// instruction set (AVX-512, AVX2+FMA) and the baseline, and the best is chosen at run time
+/// (`is_x86_feature_detected!`, cached by std).
+macro_rules! fused_loop {
+    (
+        $(#[$tdoc:meta])*
+        pub trait $tr:ident {
+            $(#[$rdoc:meta])*
+            fn run($($a:ident: $t:ty),* $(,)?);
+        }
+        $(#[$fdoc:meta])*
+        pub type $alias:ident;
+        $(#[$ddoc:meta])*
+        pub fn $name:ident;
+    ) => {
+        $(#[$tdoc])*
+        pub trait $tr<E: Float> {
+            $(#[$rdoc])*
+            #[allow(clippy::too_many_arguments)]
+            fn run($($a: $t),*);
+        }
+
+        $(#[$fdoc])*
+        pub type $alias<E> = fn($($t),*);
+
+        $(#[$ddoc])*
+        #[inline]
+        #[allow(clippy::too_many_arguments)]
+        pub fn $name<E: Float, K: $tr<E>>($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn avx512<E: Float, K: $tr<E>>($($a: $t),*) {
+                    K::run($($a),*);
+                }
+
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<E: Float, K: $tr<E>>($($a: $t),*) {
+                    K::run($($a),*);
+                }
+
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F (checked on the line above).
+                    return unsafe { avx512::<E, K>($($a),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked on the line above).
+                    return unsafe { avx2::<E, K>($($a),*) };
+                }
+            }
+            K::run($($a),*);
+        }
+    };
 }
 
-/// A type-erased kernel entry point: `dispatch::<E, K>` for some kernel `K`.
-pub type KernelFn<E> = fn(&[E], &mut [E], &[E], &mut [&mut [E]], &mut [f64]);
-
-/// Runs kernel `K` with the widest SIMD instruction set this CPU supports.
-#[inline]
-pub fn dispatch<E: Float, K: Kernel<E>>(
-    s: &[E],
-    p: &mut [E],
-    g: &[E],
-    st: &mut [&mut [E]],
-    red: &mut [f64],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked on the line above).
-            return unsafe { x86::run_avx512::<E, K>(s, p, g, st, red) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA (checked on the line above).
-            return unsafe { x86::run_avx2::<E, K>(s, p, g, st, red) };
-        }
+fused_loop! {
+    /// A fused element-wise loop, implemented by code that `optimizer!` generates.
+    ///
+    /// `s`: hoisted scalars (already converted from `f64`); `p`: the parameter; `g`: the gradient;
+    /// `st`: the other streams (state buffers and temporaries) in the order the stage was planned
+    /// with; `red`: per-tensor reduction accumulators, added to (not overwritten). All slices have
+    /// the same length (one chunk of one parameter).
+    pub trait Kernel {
+        /// Runs the loop. Must be `#[inline(always)]` so that [`dispatch`] can compile it per SIMD
+        /// level.
+        fn run(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], red: &mut [f64]);
     }
-    K::run(s, p, g, st, red);
+    /// A type-erased kernel entry point: `dispatch::<E, K>` for some kernel `K`.
+    pub type KernelFn;
+    /// Runs kernel `K` with the widest SIMD instruction set this CPU supports.
+    pub fn dispatch;
 }
 
 /// Where a loop over low-precision streams runs: the key of this parameter's step (from
@@ -71,123 +110,34 @@ pub struct LowAt {
     pub base: u64,
 }
 
-/// A fused loop some of whose streams are stored in 16 bits (`bf16`/`f16` state, see
-/// [`crate::lowp`]) or 8 bits (`q8`/`uq8`, see [`crate::lowp::q8`]), implemented by code that
-/// `optimizer!` generates: as [`Kernel`], plus `lo`, the 16-bit streams, and `q`, the 8-bit
-/// ones (their codes and block scales), in the order the stage was planned with, and `at`.
-/// The slices start at a multiple of [`q8::BLOCK`] in the parameter, so the loop quantises
-/// whole blocks (the last one of a parameter may be shorter).
-pub trait LowKernel<E: Float> {
-    /// Runs the loop. Must be `#[inline(always)]` (see [`Kernel::run`]).
-    fn run(
-        s: &[E],
-        p: &mut [E],
-        g: &[E],
-        st: &mut [&mut [E]],
-        lo: &mut [&mut [crate::lowp::Bits]],
-        q: &mut [Q8Mut<'_>],
-        at: LowAt,
-        red: &mut [f64],
-    );
-}
-
-/// A type-erased low-precision kernel entry point: `dispatch_low::<E, K>` for some `K`.
-pub type LowKernelFn<E> = fn(
-    &[E],
-    &mut [E],
-    &[E],
-    &mut [&mut [E]],
-    &mut [&mut [crate::lowp::Bits]],
-    &mut [Q8Mut<'_>],
-    LowAt,
-    &mut [f64],
-);
-
-/// Runs low-precision kernel `K` with the widest SIMD instruction set this CPU supports.
-#[inline]
-pub fn dispatch_low<E: Float, K: LowKernel<E>>(
-    s: &[E],
-    p: &mut [E],
-    g: &[E],
-    st: &mut [&mut [E]],
-    lo: &mut [&mut [crate::lowp::Bits]],
-    q: &mut [Q8Mut<'_>],
-    at: LowAt,
-    red: &mut [f64],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked on the line above).
-            return unsafe { x86::run_low_avx512::<E, K>(s, p, g, st, lo, q, at, red) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA (checked on the line above).
-            return unsafe { x86::run_low_avx2::<E, K>(s, p, g, st, lo, q, at, red) };
-        }
+fused_loop! {
+    /// A fused loop some of whose streams are stored in 16 bits (`bf16`/`f16` state, see
+    /// [`crate::lowp`]) or 8 bits (`q8`/`uq8`, see [`crate::lowp::q8`]), implemented by code that
+    /// `optimizer!` generates: as [`Kernel`], plus `lo`, the 16-bit streams, and `q`, the 8-bit
+    /// ones (their codes and block scales), in the order the stage was planned with, and `at`.
+    /// The slices start at a multiple of [`q8::BLOCK`] in the parameter, so the loop quantises
+    /// whole blocks (the last one of a parameter may be shorter).
+    pub trait LowKernel {
+        /// Runs the loop. Must be `#[inline(always)]` (see [`Kernel::run`]).
+        fn run(
+            s: &[E],
+            p: &mut [E],
+            g: &[E],
+            st: &mut [&mut [E]],
+            lo: &mut [&mut [crate::lowp::Bits]],
+            q: &mut [Q8Mut<'_>],
+            at: LowAt,
+            red: &mut [f64],
+        );
     }
-    K::run(s, p, g, st, lo, q, at, red);
+    /// A type-erased low-precision kernel entry point: `dispatch_low::<E, K>` for some `K`.
+    pub type LowKernelFn;
+    /// Runs low-precision kernel `K` with the widest SIMD instruction set this CPU supports.
+    pub fn dispatch_low;
 }
 
 /// The `kernel` of a [`KernelCall`] whose loop is its [`LowCall`]: never called.
 pub fn no_kernel<E>(_: &[E], _: &mut [E], _: &[E], _: &mut [&mut [E]], _: &mut [f64]) {}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::{Float, Kernel, LowAt, LowKernel, Q8Mut};
-    use crate::lowp::Bits;
-
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    pub(super) unsafe fn run_low_avx512<E: Float, K: LowKernel<E>>(
-        s: &[E],
-        p: &mut [E],
-        g: &[E],
-        st: &mut [&mut [E]],
-        lo: &mut [&mut [Bits]],
-        q: &mut [Q8Mut<'_>],
-        at: LowAt,
-        red: &mut [f64],
-    ) {
-        K::run(s, p, g, st, lo, q, at, red);
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn run_low_avx2<E: Float, K: LowKernel<E>>(
-        s: &[E],
-        p: &mut [E],
-        g: &[E],
-        st: &mut [&mut [E]],
-        lo: &mut [&mut [Bits]],
-        q: &mut [Q8Mut<'_>],
-        at: LowAt,
-        red: &mut [f64],
-    ) {
-        K::run(s, p, g, st, lo, q, at, red);
-    }
-
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    pub(super) unsafe fn run_avx512<E: Float, K: Kernel<E>>(
-        s: &[E],
-        p: &mut [E],
-        g: &[E],
-        st: &mut [&mut [E]],
-        red: &mut [f64],
-    ) {
-        K::run(s, p, g, st, red);
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn run_avx2<E: Float, K: Kernel<E>>(
-        s: &[E],
-        p: &mut [E],
-        g: &[E],
-        st: &mut [&mut [E]],
-        red: &mut [f64],
-    ) {
-        K::run(s, p, g, st, red);
-    }
-}
 
 /// A hoisted scalar as generated code stores it: `v` itself, or, when `round` (the optimizer's
 /// `ScalarPrecision::Param`), `v` rounded to the parameter's type, so that every host

@@ -23,7 +23,7 @@
 
 use super::backend::{Backend, Row, StageKernel, StageTensor};
 use super::device::{CudaDevice, CudaSlice, CudaStage};
-use super::ns::MatOps;
+use super::ns::{GemmShape, MatOps};
 use crate::error::OptimError;
 use crate::Float;
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
@@ -326,19 +326,12 @@ fn dim(x: usize) -> Result<i32, OptimError> {
 impl<E: CudaFloat> MatOps<E, CudaSlice<E>> for CudaBackend {
     fn gemm(
         &self,
-        ta: bool,
-        tb: bool,
-        m: usize,
-        n: usize,
-        k: usize,
+        s: GemmShape,
         alpha: E,
         a: &CudaSlice<E>,
-        lda: usize,
         b: &CudaSlice<E>,
-        ldb: usize,
         beta: E,
         c: &mut CudaSlice<E>,
-        ldc: usize,
     ) -> Result<(), OptimError> {
         let op = |t: bool| {
             if t {
@@ -348,34 +341,27 @@ impl<E: CudaFloat> MatOps<E, CudaSlice<E>> for CudaBackend {
             }
         };
         // what each operand addresses (column-major, leading dimension ld)
-        let (ar, ac) = if ta { (k, m) } else { (m, k) };
-        let (br, bc) = if tb { (n, k) } else { (k, n) };
-        let need = |rows: usize, cols: usize, ld: usize| {
-            if cols == 0 {
-                0
-            } else {
-                ld * (cols - 1) + rows
-            }
-        };
-        if ld_short(lda, ar) || ld_short(ldb, br) || ld_short(ldc, m) {
+        let [(ar, _), (br, _)] = s.stored();
+        let [na, nb, nc] = s.extents();
+        if ld_short(s.lda, ar) || ld_short(s.ldb, br) || ld_short(s.ldc, s.m) {
             return Err(OptimError::Device(
                 "GEMM leading dimension too small".into(),
             ));
         }
-        if a.len() < need(ar, ac, lda) || b.len() < need(br, bc, ldb) || c.len() < need(m, n, ldc) {
-            return Err(short(c.len(), need(m, n, ldc)));
+        if a.len() < na || b.len() < nb || c.len() < nc {
+            return Err(short(c.len(), nc));
         }
         let cfg = GemmConfig {
-            transa: op(ta),
-            transb: op(tb),
-            m: dim(m)?,
-            n: dim(n)?,
-            k: dim(k)?,
+            transa: op(s.ta),
+            transb: op(s.tb),
+            m: dim(s.m)?,
+            n: dim(s.n)?,
+            k: dim(s.k)?,
             alpha,
-            lda: dim(lda)?,
-            ldb: dim(ldb)?,
+            lda: dim(s.lda)?,
+            ldb: dim(s.ldb)?,
             beta,
-            ldc: dim(ldc)?,
+            ldc: dim(s.ldc)?,
         };
         // SAFETY: every operand holds what `cfg` addresses (checked above) and the handle runs
         // on the device's stream, after the writes that produced the operands.

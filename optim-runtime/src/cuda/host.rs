@@ -14,7 +14,7 @@
 //! `orthogonalize` takes the device route ([`super::ns`]) instead of the host fallback.
 
 use super::backend::{Backend, Row, StageKernel, StageTensor};
-use super::ns::MatOps;
+use super::ns::{GemmShape, MatOps};
 use crate::error::OptimError;
 use crate::kernel::{StateRefs, CHUNK};
 use crate::Float;
@@ -163,37 +163,24 @@ impl<E: Float> Backend<E> for HostBackend {
 impl<E: Float> MatOps<E, Vec<E>> for HostBackend {
     fn gemm(
         &self,
-        ta: bool,
-        tb: bool,
-        m: usize,
-        n: usize,
-        k: usize,
+        s: GemmShape,
         alpha: E,
         a: &Vec<E>,
-        lda: usize,
         b: &Vec<E>,
-        ldb: usize,
         beta: E,
         c: &mut Vec<E>,
-        ldc: usize,
     ) -> Result<(), OptimError> {
-        let (ar, ac) = if ta { (k, m) } else { (m, k) };
-        let (br, bc) = if tb { (n, k) } else { (k, n) };
-        let need = |rows: usize, cols: usize, ld: usize| {
-            if cols == 0 {
-                0
-            } else {
-                (cols - 1) * ld + rows
-            }
-        };
-        if a.len() < need(ar, ac, lda) || b.len() < need(br, bc, ldb) || c.len() < need(m, n, ldc) {
+        let (m, n) = (s.m, s.n);
+        let [(ar, ac), (br, bc)] = s.stored();
+        let [na, nb, nc] = s.extents();
+        if a.len() < na || b.len() < nb || c.len() < nc {
             return Err(mismatch("gemm operand too short".into()));
         }
-        let av = MatRef::from_column_major_slice_with_stride(&a[..], ar, ac, lda);
-        let bv = MatRef::from_column_major_slice_with_stride(&b[..], br, bc, ldb);
-        let av = if ta { av.transpose() } else { av };
-        let bv = if tb { bv.transpose() } else { bv };
-        let mut cv = MatMut::from_column_major_slice_with_stride_mut(&mut c[..], m, n, ldc);
+        let av = MatRef::from_column_major_slice_with_stride(&a[..], ar, ac, s.lda);
+        let bv = MatRef::from_column_major_slice_with_stride(&b[..], br, bc, s.ldb);
+        let av = if s.ta { av.transpose() } else { av };
+        let bv = if s.tb { bv.transpose() } else { bv };
+        let mut cv = MatMut::from_column_major_slice_with_stride_mut(&mut c[..], m, n, s.ldc);
         for j in 0..n {
             for i in 0..m {
                 cv[(i, j)] = if beta == E::zero() {
@@ -271,6 +258,28 @@ mod tests {
             .collect()
     }
 
+    /// Asserts that the device form of Newton–Schulz ([`orthogonalize_on`] on the host
+    /// backend) agrees with the host primitive ([`orthogonalize`] with schedule `coeffs`) on the
+    /// `rows × cols` matrix `x`, element by element within `tol` (compared in `E`).
+    #[track_caller]
+    fn assert_device_ns_matches<E: Float>(
+        x: &[E],
+        (rows, cols): (usize, usize),
+        cfg: &OrthogonalizeConfig,
+        coeffs: &[[f64; 3]],
+        tol: f64,
+    ) {
+        let mut want = vec![E::of_f64(0.0); x.len()];
+        orthogonalize(x, &mut want, rows, cols, cfg.steps, coeffs, cfg.eps);
+        let mut got = vec![E::of_f64(0.0); x.len()];
+        let x = x.to_vec();
+        orthogonalize_on(&HostBackend::new(), &x, &mut got, rows, cols, cfg).unwrap();
+        for (&g, &w) in got.iter().zip(&want) {
+            let gap = num_traits::Float::abs(g - w).as_f64();
+            assert!(gap <= tol, "{rows}x{cols} {}: {g} vs {w}", E::NAME);
+        }
+    }
+
     #[test]
     fn gemm_matches_a_hand_computed_product() {
         // A = [[1, 2], [3, 4]] (column-major [1, 3, 2, 4]), B = I, C = 10: C = 2 A^T B + 1 C
@@ -278,8 +287,17 @@ mod tests {
         let b = vec![1.0f64, 0.0, 0.0, 1.0];
         let mut c = vec![10.0f64; 4];
         let h = HostBackend::new();
-        h.gemm(true, false, 2, 2, 2, 2.0, &a, 2, &b, 2, 1.0, &mut c, 2)
-            .unwrap();
+        let s = GemmShape {
+            ta: true,
+            tb: false,
+            m: 2,
+            n: 2,
+            k: 2,
+            lda: 2,
+            ldb: 2,
+            ldc: 2,
+        };
+        h.gemm(s, 2.0, &a, &b, 1.0, &mut c).unwrap();
         // A^T = [[1, 3], [2, 4]] → column-major [1, 2, 3, 4]; 2 A^T + 10
         assert_eq!(c, [12.0, 14.0, 16.0, 18.0]);
     }
@@ -295,64 +313,22 @@ mod tests {
             steps: 10,
             ..OrthogonalizeConfig::default()
         };
-        let h = HostBackend::new();
         for (rows, cols) in [(6usize, 10usize), (10, 6), (7, 7)] {
             let x = rand(rows * cols, (rows * 17 + cols) as u64);
-            let mut want = vec![0.0f64; x.len()];
-            orthogonalize(
-                &x,
-                &mut want,
-                rows,
-                cols,
-                cfg.steps,
-                crate::matrix::NS_POLAR_EXPRESS,
-                cfg.eps,
-            );
-            let mut got = vec![0.0f64; x.len()];
-            orthogonalize_on(&h, &x, &mut got, rows, cols, &cfg).unwrap();
-            for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 1e-12, "{rows}x{cols}: {g} vs {w}");
-            }
+            let schedule = crate::matrix::NS_POLAR_EXPRESS;
+            assert_device_ns_matches(&x, (rows, cols), &cfg, schedule, 1e-12);
         }
     }
 
     #[test]
     fn device_newton_schulz_matches_the_host_primitive() {
         let cfg = OrthogonalizeConfig::default();
-        let h = HostBackend::new();
+        let fixed = [[cfg.a, cfg.b, cfg.c]];
         for (rows, cols) in [(6usize, 10usize), (10, 6), (7, 7), (1, 5), (5, 1)] {
             let x = rand(rows * cols, (rows * 31 + cols) as u64);
-            let mut want = vec![0.0f64; x.len()];
-            orthogonalize(
-                &x,
-                &mut want,
-                rows,
-                cols,
-                cfg.steps,
-                &[[cfg.a, cfg.b, cfg.c]],
-                cfg.eps,
-            );
-            let mut got = vec![0.0f64; x.len()];
-            orthogonalize_on(&h, &x, &mut got, rows, cols, &cfg).unwrap();
-            for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 1e-12, "{rows}x{cols}: {g} vs {w}");
-            }
+            assert_device_ns_matches(&x, (rows, cols), &cfg, &fixed, 1e-12);
             let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-            let mut want = vec![0.0f32; x.len()];
-            orthogonalize(
-                &x32,
-                &mut want,
-                rows,
-                cols,
-                cfg.steps,
-                &[[cfg.a, cfg.b, cfg.c]],
-                cfg.eps,
-            );
-            let mut got = vec![0.0f32; x.len()];
-            orthogonalize_on(&h, &x32, &mut got, rows, cols, &cfg).unwrap();
-            for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 1e-5, "{rows}x{cols} f32: {g} vs {w}");
-            }
+            assert_device_ns_matches(&x32, (rows, cols), &cfg, &fixed, 1e-5);
         }
     }
 

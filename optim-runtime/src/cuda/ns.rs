@@ -16,30 +16,73 @@ use crate::error::OptimError;
 use crate::matrix::OrthogonalizeConfig;
 use crate::Float;
 
+/// The layout of one GEMM `c = alpha · op(a) · op(b) + beta · c` ([`MatOps::gemm`]), in BLAS's
+/// conventions: `op(x) = xᵀ` when `ta` / `tb`; `op(a)` is `m × k`, `op(b)` is `k × n`, `c` is
+/// `m × n`; each operand is column-major with leading dimension `lda` / `ldb` / `ldc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmShape {
+    /// Whether `a` is transposed.
+    pub ta: bool,
+    /// Whether `b` is transposed.
+    pub tb: bool,
+    /// Rows of `op(a)` and `c`.
+    pub m: usize,
+    /// Columns of `op(b)` and `c`.
+    pub n: usize,
+    /// Columns of `op(a)`, rows of `op(b)`.
+    pub k: usize,
+    /// Leading dimension of `a`.
+    pub lda: usize,
+    /// Leading dimension of `b`.
+    pub ldb: usize,
+    /// Leading dimension of `c`.
+    pub ldc: usize,
+}
+
+impl GemmShape {
+    /// `(rows, cols)` of `a` and of `b` as stored (before `op`).
+    pub fn stored(&self) -> [(usize, usize); 2] {
+        let (m, n, k) = (self.m, self.n, self.k);
+        [
+            if self.ta { (k, m) } else { (m, k) },
+            if self.tb { (n, k) } else { (k, n) },
+        ]
+    }
+
+    /// How many elements `a`, `b` and `c` address: `ld · (cols - 1) + rows` each (0 for an
+    /// operand without columns). A buffer shorter than that is refused.
+    pub fn extents(&self) -> [usize; 3] {
+        let need = |(rows, cols): (usize, usize), ld: usize| {
+            if cols == 0 {
+                0
+            } else {
+                ld * (cols - 1) + rows
+            }
+        };
+        let [a, b] = self.stored();
+        [
+            need(a, self.lda),
+            need(b, self.ldb),
+            need((self.m, self.n), self.ldc),
+        ]
+    }
+}
+
 /// The device operations [`orthogonalize_on`] needs. Matrices are column-major with a leading
 /// dimension, as in BLAS; buffers hold at least what each call addresses.
 pub trait MatOps<E: Float, B> {
-    /// `c = alpha · op(a) · op(b) + beta · c`, `op(x) = xᵀ` when `ta` / `tb`; `op(a)` is
-    /// `m × k`, `op(b)` is `k × n`, `c` is `m × n`.
+    /// `c = alpha · op(a) · op(b) + beta · c` in the layout `s` (see [`GemmShape`]).
     ///
     /// # Errors
     /// [`OptimError::Device`].
-    #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
-        ta: bool,
-        tb: bool,
-        m: usize,
-        n: usize,
-        k: usize,
+        s: GemmShape,
         alpha: E,
         a: &B,
-        lda: usize,
         b: &B,
-        ldb: usize,
         beta: E,
         c: &mut B,
-        ldc: usize,
     ) -> Result<(), OptimError>;
     /// `(max |x_i|, every x_i finite)` over the first `n` elements.
     ///
@@ -125,12 +168,30 @@ pub fn orthogonalize_on<E: Float, B, M: MatOps<E, B> + ?Sized>(
         } else {
             (false, true, rows)
         };
-        ops.gemm(
-            ta, tb, d, d, inner, one, &y, cols, &y, cols, zero, &mut a, d,
-        )?;
+        let gram = GemmShape {
+            ta,
+            tb,
+            m: d,
+            n: d,
+            k: inner,
+            lda: cols,
+            ldb: cols,
+            ldc: d,
+        };
+        ops.gemm(gram, one, &y, &y, zero, &mut a)?;
         // B = b A + c A A
         ops.copy(&a, &mut b, d * d)?;
-        ops.gemm(false, false, d, d, d, cc, &a, d, &a, d, cb, &mut b, d)?;
+        let square = GemmShape {
+            ta: false,
+            tb: false,
+            m: d,
+            n: d,
+            k: d,
+            lda: d,
+            ldb: d,
+            ldc: d,
+        };
+        ops.gemm(square, cc, &a, &a, cb, &mut b)?;
         // X ← a X + B X: `Y ← a Y + Y B` (wide) or `Y ← a Y + B Y`
         ops.copy(&y, &mut yn, n)?;
         let ((l, ldl), (r, ldr), inner) = if wide {
@@ -138,9 +199,17 @@ pub fn orthogonalize_on<E: Float, B, M: MatOps<E, B> + ?Sized>(
         } else {
             ((&b, d), (&y, cols), cols)
         };
-        ops.gemm(
-            false, false, cols, rows, inner, one, l, ldl, r, ldr, ca, &mut yn, cols,
-        )?;
+        let step = GemmShape {
+            ta: false,
+            tb: false,
+            m: cols,
+            n: rows,
+            k: inner,
+            lda: ldl,
+            ldb: ldr,
+            ldc: cols,
+        };
+        ops.gemm(step, one, l, r, ca, &mut yn)?;
         std::mem::swap(&mut y, &mut yn);
     }
     ops.copy(&y, out, n)

@@ -5,7 +5,7 @@
 //! and RMS from them, and [`broadcast`] brings per-row or per-column values back to the elements
 //! that use them.
 
-use super::{Io, MatrixWord, Primitive, Report};
+use super::{Io, Primitive, Report};
 use crate::Float;
 
 /// What is accumulated along a line.
@@ -50,15 +50,9 @@ fn reduce<E: Float>(input: &[E], out: &mut [E], rows: usize, cols: usize, row: b
 
 macro_rules! axis_primitive {
     ($(#[$doc:meta])* $name:ident, $word:literal, $row:expr, $kind:ident) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy)]
-        pub struct $name;
-
-        impl MatrixWord for $name {
-            type Config = ();
-            const STATE: &'static [&'static str] = &[];
-            const WORD: &'static str = $word;
-            const BATCHED: bool = false;
+        matrix_word! {
+            $(#[$doc])*
+            pub struct $name($word, (), state [], batched false);
         }
 
         impl<E: Float> Primitive<E> for $name {

@@ -2,8 +2,8 @@
 
 use super::linalg::{product, write_row_major};
 use super::probe::next_probe;
-use super::{require_arg, Bound, Io, MatrixWord, Primitive, Report};
-use crate::{Float, ParamInfo};
+use super::{Io, Primitive, Report};
+use crate::Float;
 use faer::{Mat, MatRef};
 
 /// Default momentum of the error feedback (Dion's `mu`).
@@ -181,29 +181,14 @@ pub fn low_rank_orthonormalize<E: Float>(
     report
 }
 
-/// The `low_rank_orthonormalize` primitive ([`low_rank_orthonormalize`]); state `.momentum`
-/// and `.q`. The initial `Q` comes from the probe supplied with
-/// [`crate::DslOptimizer::set_probe`] before the first step, else from
-/// [`super::standard_normal_probe`]`(seed, name, step)`. Rank < 2 parameters are the
-/// `rows × 1` column (the word is for `matrix`/`tensor` rules).
-#[derive(Debug, Clone, Copy)]
-pub struct LowRank;
-
-impl MatrixWord for LowRank {
-    type Config = LowRankConfig;
-    const STATE: &'static [&'static str] = &["momentum", "q"];
-    const WORD: &'static str = "low_rank_orthonormalize";
-
-    /// The shape check, and: `mu` in `[0, 1]`; `rank_fraction` finite and `> 0`; `epsilon`
-    /// finite and `>= 0`.
-    fn check(cfg: &LowRankConfig, info: ParamInfo<'_>) -> Result<(), String> {
-        let w = Self::WORD;
-        super::check_shape(w, info)?;
-        require_arg(cfg.mu, "mu", Bound::Unit, w, &info)?;
-        let fraction = cfg.rank_fraction;
-        require_arg(fraction, "rank_fraction", Bound::Positive, w, &info)?;
-        require_arg(cfg.epsilon, "epsilon", Bound::NonNeg, w, &info)
-    }
+matrix_word! {
+    /// The `low_rank_orthonormalize` primitive ([`low_rank_orthonormalize`]); state `.momentum`
+    /// and `.q`. The initial `Q` comes from the probe supplied with
+    /// [`crate::DslOptimizer::set_probe`] before the first step, else from
+    /// [`super::standard_normal_probe`]`(seed, name, step)`. Rank < 2 parameters are the
+    /// `rows × 1` column (the word is for `matrix`/`tensor` rules).
+    pub struct LowRank("low_rank_orthonormalize", LowRankConfig, state ["momentum", "q"]);
+    check [mu: Unit, rank_fraction: Positive, epsilon: NonNeg];
 }
 
 impl<E: Float> Primitive<E> for LowRank {

@@ -1,10 +1,8 @@
 //! `kron_eigenbasis`, `rotate`, `unrotate`: SOAP's Kronecker eigenbasis.
 
 use super::linalg::{apply_side, par_for, side_gram, view_len, write_row_major};
-use super::{
-    check_shape, require_arg, Bound, Io, MatView, MatrixWord, Phase, Primitive, Report, ViewRule,
-};
-use crate::{Float, ParamInfo};
+use super::{Io, MatView, MatrixWord, Phase, Primitive, Report, ViewRule};
+use crate::Float;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
 
@@ -282,22 +280,12 @@ impl Default for EigenbasisConfig {
     }
 }
 
-/// The `kron_eigenbasis` primitive: [`eigenbasis_init`] in [`Phase::Init`] (reports
-/// `initialised` on the parameter's first step), [`eigenbasis_update`] in [`Phase::Finish`]
-/// (permuting the states that live in the basis). State `.stats` and `.q`.
-#[derive(Debug, Clone, Copy)]
-pub struct Eigenbasis;
-
-impl MatrixWord for Eigenbasis {
-    type Config = EigenbasisConfig;
-    const STATE: &'static [&'static str] = &["stats", "q"];
-    const WORD: &'static str = "kron_eigenbasis";
-
-    /// The shape check, and `beta` in `[0, 1]`.
-    fn check(cfg: &EigenbasisConfig, info: ParamInfo<'_>) -> Result<(), String> {
-        check_shape(Self::WORD, info)?;
-        require_arg(cfg.beta, "beta", Bound::Unit, Self::WORD, &info)
-    }
+matrix_word! {
+    /// The `kron_eigenbasis` primitive: [`eigenbasis_init`] in [`Phase::Init`] (reports
+    /// `initialised` on the parameter's first step), [`eigenbasis_update`] in [`Phase::Finish`]
+    /// (permuting the states that live in the basis). State `.stats` and `.q`.
+    pub struct Eigenbasis("kron_eigenbasis", EigenbasisConfig, state ["stats", "q"]);
+    check [beta: Unit];
 }
 
 impl<E: Float> Primitive<E> for Eigenbasis {
@@ -336,24 +324,14 @@ impl Default for RotateConfig {
     }
 }
 
-/// The `rotate` primitive: `Q_L^T X Q_R` ([`rotate`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Rotate;
-
-/// The `unrotate` primitive: `Q_L X Q_R^T` ([`rotate`] with `inverse`).
-#[derive(Debug, Clone, Copy)]
-pub struct Unrotate;
-
-impl MatrixWord for Rotate {
-    type Config = RotateConfig;
-    const STATE: &'static [&'static str] = &[];
-    const WORD: &'static str = "rotate";
+matrix_word! {
+    /// The `rotate` primitive: `Q_L^T X Q_R` ([`rotate`]).
+    pub struct Rotate("rotate", RotateConfig, state []);
 }
 
-impl MatrixWord for Unrotate {
-    type Config = RotateConfig;
-    const STATE: &'static [&'static str] = &[];
-    const WORD: &'static str = "unrotate";
+matrix_word! {
+    /// The `unrotate` primitive: `Q_L X Q_R^T` ([`rotate`] with `inverse`).
+    pub struct Unrotate("unrotate", RotateConfig, state []);
 }
 
 fn rotation<E: Float>(cfg: &RotateConfig, io: Io<'_, E>, inverse: bool) -> Report {

@@ -1,9 +1,7 @@
 //! `factored_second_moment`: Adafactor's factored second moment.
 
-use super::{
-    check_shape, require_arg, Bound, Io, MatView, MatrixWord, Primitive, Report, ViewRule,
-};
-use crate::{Float, ParamInfo};
+use super::{Io, MatView, MatrixWord, Primitive, Report};
+use crate::Float;
 
 /// Default epsilon of [`factored_second_moment`]: `f32::EPSILON`, PyTorch Adafactor's
 /// `eps1 = None` for `float32`.
@@ -117,25 +115,12 @@ impl Default for FactoredConfig {
     }
 }
 
-/// The `factored_second_moment` primitive ([`factored_second_moment`] on the
-/// [`ViewRule::LastTwo`] view, factored for rank ≥ 2); one state buffer, named after the
-/// binding.
-#[derive(Debug, Clone, Copy)]
-pub struct Factored;
-
-impl MatrixWord for Factored {
-    type Config = FactoredConfig;
-    const STATE: &'static [&'static str] = &[""];
-    const WORD: &'static str = "factored_second_moment";
-    const VIEW: ViewRule = ViewRule::LastTwo;
-
-    /// The shape check, and: `beta` in `[0, 1]`, `eps` finite and `>= 0`.
-    fn check(cfg: &FactoredConfig, info: ParamInfo<'_>) -> Result<(), String> {
-        let w = Self::WORD;
-        check_shape(w, info)?;
-        require_arg(cfg.beta, "beta", Bound::Unit, w, &info)?;
-        require_arg(cfg.eps, "eps", Bound::NonNeg, w, &info)
-    }
+matrix_word! {
+    /// The `factored_second_moment` primitive ([`factored_second_moment`] on the
+    /// [`ViewRule::LastTwo`] view, factored for rank ≥ 2); one state buffer, named after the
+    /// binding.
+    pub struct Factored("factored_second_moment", FactoredConfig, state [""], view LastTwo);
+    check [beta: Unit, eps: NonNeg];
 }
 
 impl<E: Float> Primitive<E> for Factored {

@@ -1,8 +1,8 @@
 //! `kfac_precondition`: K-FAC-style preconditioning with user-supplied Kronecker factors.
 
 use super::linalg::{apply_side, cutoff, pinv_root, view_len, write_row_major};
-use super::{check_shape, require_arg, Bound, Io, MatView, MatrixWord, Primitive, Report};
-use crate::{Float, ParamInfo};
+use super::{Io, MatView, MatrixWord, Primitive, Report};
+use crate::Float;
 use faer::{Mat, MatRef};
 
 /// Default damping of [`kfac_precondition`].
@@ -119,25 +119,12 @@ impl Default for KfacConfig {
     }
 }
 
-/// The `kfac_precondition` primitive ([`kfac_precondition`] on the
-/// [`super::ViewRule::Flatten`] view, the one [`crate::KronFactors`] are sized for); state `.inverses` (the cached
-/// damped inverses of the parameter's [`crate::KronFactors`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Kfac;
-
-impl MatrixWord for Kfac {
-    type Config = KfacConfig;
-    const STATE: &'static [&'static str] = &["inverses"];
-    const WORD: &'static str = "kfac_precondition";
-    const BATCHED: bool = false;
-
-    /// The shape check, and: `damping` finite and `>= 0`; `rank_rtol` finite and `>= 0`.
-    fn check(cfg: &KfacConfig, info: ParamInfo<'_>) -> Result<(), String> {
-        let w = Self::WORD;
-        check_shape(w, info)?;
-        require_arg(cfg.damping, "damping", Bound::NonNeg, w, &info)?;
-        require_arg(cfg.rank_rtol, "rank_rtol", Bound::NonNeg, w, &info)
-    }
+matrix_word! {
+    /// The `kfac_precondition` primitive ([`kfac_precondition`] on the
+    /// [`super::ViewRule::Flatten`] view, the one [`crate::KronFactors`] are sized for); state `.inverses` (the cached
+    /// damped inverses of the parameter's [`crate::KronFactors`]).
+    pub struct Kfac("kfac_precondition", KfacConfig, state ["inverses"], batched false);
+    check [damping: NonNeg, rank_rtol: NonNeg];
 }
 
 impl<E: Float> Primitive<E> for Kfac {

@@ -1,8 +1,8 @@
 //! `kron_precondition`: Shampoo's Kronecker-factored preconditioner.
 
 use super::linalg::{apply_side, cutoff, pinv_root, side_gram, view_len, write_row_major};
-use super::{require_arg, Bound, Io, MatrixWord, Primitive, Report, ViewRule};
-use crate::{Float, ParamInfo};
+use super::{Io, MatrixWord, Primitive, Report};
+use crate::Float;
 use faer::{Mat, MatRef};
 
 /// Configuration of [`kron_precondition`].
@@ -211,28 +211,12 @@ impl Default for KronConfig {
     }
 }
 
-/// The `kron_precondition` primitive ([`kron_precondition`] on the [`ViewRule::Squeeze`]
-/// view, factored when two or more axes are longer than 1); state `.stats` (the factors) and
-/// `.roots` (their inverse roots).
-#[derive(Debug, Clone, Copy)]
-pub struct Kron;
-
-impl MatrixWord for Kron {
-    type Config = KronConfig;
-    const STATE: &'static [&'static str] = &["stats", "roots"];
-    const WORD: &'static str = "kron_precondition";
-    const VIEW: ViewRule = ViewRule::Squeeze;
-
-    /// The shape check, and: `eps` finite and `>= 0`; `beta` in `[0, 1]`; `rank_rtol` finite
-    /// and `>= 0`; `exponent` finite and `> 0`.
-    fn check(cfg: &KronConfig, info: ParamInfo<'_>) -> Result<(), String> {
-        let w = Self::WORD;
-        super::check_shape(w, info)?;
-        require_arg(cfg.eps, "eps", Bound::NonNeg, w, &info)?;
-        require_arg(cfg.beta, "beta", Bound::Unit, w, &info)?;
-        require_arg(cfg.rank_rtol, "rank_rtol", Bound::NonNeg, w, &info)?;
-        require_arg(cfg.exponent, "exponent", Bound::Positive, w, &info)
-    }
+matrix_word! {
+    /// The `kron_precondition` primitive ([`kron_precondition`] on the [`ViewRule::Squeeze`]
+    /// view, factored when two or more axes are longer than 1); state `.stats` (the factors) and
+    /// `.roots` (their inverse roots).
+    pub struct Kron("kron_precondition", KronConfig, state ["stats", "roots"], view Squeeze);
+    check [eps: NonNeg, beta: Unit, rank_rtol: NonNeg, exponent: Positive];
 }
 
 impl<E: Float> Primitive<E> for Kron {

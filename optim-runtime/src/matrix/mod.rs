@@ -27,6 +27,52 @@
 //! The free functions ([`orthogonalize`], [`kron_precondition`], ...) are the same numerics on
 //! plain buffers, for direct use.
 
+/// Declares a matrix primitive: its unit struct (with `$doc`) and its [`MatrixWord`] impl, the
+/// word's configuration plumbing. `pub struct Name("word", Config, state [...], view V,
+/// batched b);` gives [`MatrixWord::WORD`], [`MatrixWord::Config`], [`MatrixWord::STATE`] and,
+/// when given, [`MatrixWord::VIEW`] and [`MatrixWord::BATCHED`] (else their defaults). With
+/// `check [field: Bound, ...] then f;`, [`MatrixWord::check`] is [`check_shape`], then
+/// [`require_arg`] on each field in order, then `f` (`fn(&Config, &str, &ParamInfo) ->
+/// Result<(), String>`), if given; without `check`, the trait's default.
+macro_rules! matrix_word {
+    (
+        $(#[$doc:meta])*
+        pub struct $name:ident($word:literal, $cfg:ty, state [$($state:literal),*]
+            $(, view $view:ident)? $(, batched $batched:literal)?);
+        $(check [$($field:ident: $bound:ident),*] $(then $extra:path)?;)?
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name;
+
+        impl $crate::matrix::MatrixWord for $name {
+            type Config = $cfg;
+            const STATE: &'static [&'static str] = &[$($state),*];
+            const WORD: &'static str = $word;
+            $(const VIEW: $crate::matrix::ViewRule = $crate::matrix::ViewRule::$view;)?
+            $(const BATCHED: bool = $batched;)?
+            $(
+                #[doc = concat!(
+                    "The shape check, then the bounds (`Unit`: in `[0, 1]`; `NonNeg`: finite and ",
+                    "`>= 0`; `Positive`: finite and `> 0`; an absent optional argument passes):",
+                    $(" `", stringify!($field), "` ", stringify!($bound), ";",)*
+                    $(" then `", stringify!($extra), "`.",)?
+                )]
+                fn check(cfg: &$cfg, info: $crate::ParamInfo<'_>) -> Result<(), String> {
+                    let w = <Self as $crate::matrix::MatrixWord>::WORD;
+                    $crate::matrix::check_shape(w, info)?;
+                    $(
+                        let bound = $crate::matrix::Bound::$bound;
+                        $crate::matrix::require_arg(cfg.$field, stringify!($field), bound, w, &info)?;
+                    )*
+                    $($extra(cfg, w, &info)?;)?
+                    Ok(())
+                }
+            )?
+        }
+    };
+}
+
 mod axis;
 mod batch;
 mod dion;

@@ -1,7 +1,7 @@
 //! `orthogonalize`: Newton–Schulz orthogonalization (Muon).
 
 use super::linalg::{par_for, view_len};
-use super::{check_shape, require, require_arg, Bound, Io, MatView, MatrixWord, Primitive, Report};
+use super::{require, Io, MatView, MatrixWord, Primitive, Report};
 use crate::{Float, ParamInfo};
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure as Bs};
@@ -269,43 +269,40 @@ impl Default for OrthogonalizeConfig {
     }
 }
 
-/// The `orthogonalize` primitive ([`orthogonalize`] on the [`super::ViewRule::Flatten`] view:
-/// a conv weight `[out, in, kh, kw]` is the `out × (in·kh·kw)` matrix); no state, its workspace
-/// is the parameter's.
-#[derive(Debug, Clone, Copy)]
-pub struct Orthogonalize;
+matrix_word! {
+    /// The `orthogonalize` primitive ([`orthogonalize`] on the [`super::ViewRule::Flatten`] view:
+    /// a conv weight `[out, in, kh, kw]` is the `out × (in·kh·kw)` matrix); no state, its workspace
+    /// is the parameter's.
+    pub struct Orthogonalize("orthogonalize", OrthogonalizeConfig, state []);
+    check [eps: NonNeg] then check_coefficients;
+}
 
-impl MatrixWord for Orthogonalize {
-    type Config = OrthogonalizeConfig;
-    const STATE: &'static [&'static str] = &[];
-    const WORD: &'static str = "orthogonalize";
-
-    /// The shape check, and: `eps` finite and `>= 0`; `a`, `b`, `c` finite; `coeffs`, when
-    /// given, not empty and finite.
-    fn check(cfg: &OrthogonalizeConfig, info: ParamInfo<'_>) -> Result<(), String> {
-        let w = Self::WORD;
-        check_shape(w, info)?;
-        require_arg(cfg.eps, "eps", Bound::NonNeg, w, &info)?;
-        require(
-            [cfg.a, cfg.b, cfg.c].iter().all(|v| v.is_finite()),
-            w,
-            &info,
-            "the coefficients a, b, c must be finite",
-        )?;
-        let schedule = cfg.coeffs.unwrap_or(&[]);
-        require(
-            cfg.coeffs.is_none() || !schedule.is_empty(),
-            w,
-            &info,
-            "the coefficient schedule `coeffs` must hold at least one (a, b, c) triple",
-        )?;
-        require(
-            schedule.iter().flatten().all(|v| v.is_finite()),
-            w,
-            &info,
-            "the coefficient schedule `coeffs` must be finite",
-        )
-    }
+/// [`Orthogonalize`]'s checks beyond `eps`: `a`, `b`, `c` finite; `coeffs`, when given, not
+/// empty and finite.
+fn check_coefficients(
+    cfg: &OrthogonalizeConfig,
+    w: &str,
+    info: &ParamInfo<'_>,
+) -> Result<(), String> {
+    require(
+        [cfg.a, cfg.b, cfg.c].iter().all(|v| v.is_finite()),
+        w,
+        info,
+        "the coefficients a, b, c must be finite",
+    )?;
+    let schedule = cfg.coeffs.unwrap_or(&[]);
+    require(
+        cfg.coeffs.is_none() || !schedule.is_empty(),
+        w,
+        info,
+        "the coefficient schedule `coeffs` must hold at least one (a, b, c) triple",
+    )?;
+    require(
+        schedule.iter().flatten().all(|v| v.is_finite()),
+        w,
+        info,
+        "the coefficient schedule `coeffs` must be finite",
+    )
 }
 
 impl<E: Float> Primitive<E> for Orthogonalize {

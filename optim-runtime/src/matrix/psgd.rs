@@ -3,8 +3,8 @@
 
 use super::linalg::{apply_side, product, write_row_major};
 use super::probe::next_probe;
-use super::{require_arg, Bound, Io, MatrixWord, Primitive, Report};
-use crate::{Float, ParamInfo};
+use super::{Io, Primitive, Report};
+use crate::Float;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Mat, MatRef, Par};
 
@@ -330,27 +330,14 @@ pub fn psgd_precondition<E: Float>(
     report
 }
 
-/// The `psgd_precondition` primitive ([`psgd_precondition`]); state `.q` (the factors, in
-/// order rows then columns, each `d × d` row-major or `d` values). The probe of a fitting step
-/// is the one supplied with [`crate::DslOptimizer::set_probe`] for this step, else drawn from
-/// [`super::standard_normal_probe`]`(seed, name, step)`.
-#[derive(Debug, Clone, Copy)]
-pub struct Psgd;
-
-impl MatrixWord for Psgd {
-    type Config = PsgdConfig;
-    const STATE: &'static [&'static str] = &["q"];
-    const WORD: &'static str = "psgd_precondition";
-
-    /// The shape check, and: `precond_lr` finite and `>= 0`; `precond_init_scale` finite and
-    /// `> 0` (the factors must start invertible).
-    fn check(cfg: &PsgdConfig, info: ParamInfo<'_>) -> Result<(), String> {
-        let w = Self::WORD;
-        super::check_shape(w, info)?;
-        require_arg(cfg.precond_lr, "precond_lr", Bound::NonNeg, w, &info)?;
-        let scale = cfg.precond_init_scale;
-        require_arg(scale, "precond_init_scale", Bound::Positive, w, &info)
-    }
+matrix_word! {
+    /// The `psgd_precondition` primitive ([`psgd_precondition`]); state `.q` (the factors, in
+    /// order rows then columns, each `d × d` row-major or `d` values). The probe of a fitting step
+    /// is the one supplied with [`crate::DslOptimizer::set_probe`] for this step, else drawn from
+    /// [`super::standard_normal_probe`]`(seed, name, step)`. `precond_init_scale` must be `> 0`:
+    /// the factors must start invertible.
+    pub struct Psgd("psgd_precondition", PsgdConfig, state ["q"]);
+    check [precond_lr: NonNeg, precond_init_scale: Positive];
 }
 
 impl<E: Float> Primitive<E> for Psgd {

@@ -1,8 +1,8 @@
 //! `eigen_sign`: SPlus's sign of a matrix in the eigenbases of the gradient's Gram statistics.
 
 use super::linalg::{apply_side, side_gram, write_row_major};
-use super::{require_arg, Bound, Io, MatrixWord, Phase, Primitive, Report};
-use crate::{Float, ParamInfo};
+use super::{Io, Phase, Primitive, Report};
+use crate::Float;
 use faer::{Mat, MatRef};
 
 /// Default EMA coefficient of the Gram statistics (SPlus's `beta2`).
@@ -193,25 +193,13 @@ pub fn eigen_sign_update<E: Float>(
     report
 }
 
-/// The `eigen_sign` primitive: [`eigen_sign`] at its barrier, [`eigen_sign_update`] after the
-/// step (on the gradient). State `.stats` and `.q`. Parameters of rank < 2 (vectors, scalars)
-/// get `sign(x)` and keep no state, as SPlus does for non-matrices; rank > 2 (a `tensor`
-/// rule) works on the `rows × cols` view.
-#[derive(Debug, Clone, Copy)]
-pub struct EigenSign;
-
-impl MatrixWord for EigenSign {
-    type Config = EigenSignConfig;
-    const STATE: &'static [&'static str] = &["stats", "q"];
-    const WORD: &'static str = "eigen_sign";
-
-    /// The shape check, and: `beta` in `[0, 1]`; `eps` finite and `>= 0`.
-    fn check(cfg: &EigenSignConfig, info: ParamInfo<'_>) -> Result<(), String> {
-        let w = Self::WORD;
-        super::check_shape(w, info)?;
-        require_arg(cfg.beta, "beta", Bound::Unit, w, &info)?;
-        require_arg(cfg.eps, "eps", Bound::NonNeg, w, &info)
-    }
+matrix_word! {
+    /// The `eigen_sign` primitive: [`eigen_sign`] at its barrier, [`eigen_sign_update`] after the
+    /// step (on the gradient). State `.stats` and `.q`. Parameters of rank < 2 (vectors, scalars)
+    /// get `sign(x)` and keep no state, as SPlus does for non-matrices; rank > 2 (a `tensor`
+    /// rule) works on the `rows × cols` view.
+    pub struct EigenSign("eigen_sign", EigenSignConfig, state ["stats", "q"]);
+    check [beta: Unit, eps: NonNeg];
 }
 
 impl<E: Float> Primitive<E> for EigenSign {

@@ -28,35 +28,38 @@ fn check(case: &Case, what: &str, got: &[f32], want: &[f64]) -> f64 {
     max_ratio(got, want, &case.tolerance)
 }
 
-/// Teacher-forced run on the slice path ([`runner::run_slices`]): `before(t, opt)` runs before
-/// step `t + 1` (to supply probes); every step's parameters are checked. Returns the worst
-/// ratio.
-fn run_slices<O: DslOptimizer<f32>>(
-    case: &Case,
-    opt: &mut O,
-    mut before: impl FnMut(usize, &mut O),
-) -> f64 {
-    let mut t = 0;
-    runner::run_slices(case, |slices| {
-        before(t, opt);
-        t += 1;
-        opt.update_slices(slices).unwrap();
-    })
+/// Which path a teacher-forced [`run`] takes.
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    /// The slice path ([`runner::run_slices`]).
+    Slices,
+    /// The dfdx path with the shared four-parameter `CaseModel` ([`runner::run_dfdx`]).
+    Dfdx,
 }
 
-/// The same on the dfdx path with the shared four-parameter `CaseModel`
-/// ([`runner::run_dfdx`]).
-fn run_dfdx<O: DslOptimizer<f32>>(
+/// Teacher-forced run on `path`: `before(t, opt)` runs before step `t + 1` (to supply probes);
+/// every step's parameters are checked. Returns the worst ratio.
+fn run<O: DslOptimizer<f32>>(
+    path: Path,
     case: &Case,
     opt: &mut O,
     mut before: impl FnMut(usize, &mut O),
 ) -> f64 {
     let mut t = 0;
-    runner::run_dfdx::<CaseModel<f32, Cpu>>(case, |model, grads| {
+    let mut next = |opt: &mut O| {
         before(t, opt);
         t += 1;
-        opt.update(model, grads).unwrap();
-    })
+    };
+    match path {
+        Path::Slices => runner::run_slices(case, |slices| {
+            next(opt);
+            opt.update_slices(slices).unwrap();
+        }),
+        Path::Dfdx => runner::run_dfdx::<CaseModel<f32, Cpu>>(case, |model, grads| {
+            next(opt);
+            opt.update(model, grads).unwrap();
+        }),
+    }
 }
 
 /// Teacher-forced run of an `f64` optimizer from the case's `f32` inputs (cast, as the
@@ -181,7 +184,7 @@ fn splus_matches_pytorch_optimizer_within_its_f32_f64_spread() {
     let case = fixtures::load("splus");
     let spread = spread(&raw("splus"));
     let mut opt = Splus::<f32>::new(splus_config(&case)).unwrap();
-    let params = run_slices(&case, &mut opt, |_, _| {});
+    let params = run(Path::Slices, &case, &mut opt, |_, _| {});
     let mut state = 0.0f64;
     for name in &case.param_order {
         for (ours, key) in [("m", "momentum"), ("ema", "ema")] {
@@ -243,7 +246,7 @@ fn psgd_probes(file: &serde_json::Value, case: &Case) -> impl FnMut(usize, &mut 
 #[test]
 fn psgd_kron_matches_kron_torch_with_its_recorded_probes() {
     let (case, file, mut opt) = load("psgd_kron", psgd_from_case);
-    let mut worst = run_slices(&case, &mut opt, psgd_probes(&file, &case));
+    let mut worst = run(Path::Slices, &case, &mut opt, psgd_probes(&file, &case));
     for name in &case.param_order {
         worst = worst.max(check_final(&case, &opt, name, "mb", "momentum_buffer"));
         // the factors: Q_L then Q_R (triangular, row-major) for matrices, the diagonal otherwise
@@ -272,7 +275,7 @@ fn psgd_kron_matches_kron_torch_with_its_recorded_probes() {
 #[test]
 fn psgd_kron_matches_kron_torch_on_the_dfdx_path() {
     let (case, file, mut opt) = load("psgd_kron", psgd_from_case);
-    let worst = run_dfdx(&case, &mut opt, psgd_probes(&file, &case));
+    let worst = run(Path::Dfdx, &case, &mut opt, psgd_probes(&file, &case));
     println!("psgd_kron dfdx: max deviation {worst:.4} of the tolerance");
 }
 
@@ -351,7 +354,7 @@ fn dion_final_state(case: &Case, file: &serde_json::Value, opt: &Dion<f32>) -> f
 #[test]
 fn dion_matches_the_numpy_reference_at_low_rank() {
     let (case, file, mut opt) = load("dion", dion_from_case);
-    let mut worst = run_slices(&case, &mut opt, dion_probes(&file, &case));
+    let mut worst = run(Path::Slices, &case, &mut opt, dion_probes(&file, &case));
     worst = worst.max(dion_final_state(&case, &file, &opt));
     // the ranks the fixture used: Q is min(rows, cols) × r
     for (name, k) in [("w_16x8", 8), ("w_8x16", 8), ("w_6x6", 6), ("z_4x4", 4)] {
@@ -365,10 +368,10 @@ fn dion_matches_the_numpy_reference_at_low_rank() {
 #[test]
 fn dion_matches_the_numpy_reference_at_full_rank_on_both_paths() {
     let (case, file, mut opt) = load("dion_full", dion_from_case);
-    let mut worst = run_slices(&case, &mut opt, dion_probes(&file, &case));
+    let mut worst = run(Path::Slices, &case, &mut opt, dion_probes(&file, &case));
     worst = worst.max(dion_final_state(&case, &file, &opt));
     let mut opt = dion_from_case(&case);
-    let dfdx = run_dfdx(&case, &mut opt, dion_probes(&file, &case));
+    let dfdx = run(Path::Dfdx, &case, &mut opt, dion_probes(&file, &case));
     println!("dion_full: max deviation {worst:.4} (slices), {dfdx:.4} (dfdx) of the tolerance");
 }
 

@@ -295,6 +295,7 @@ use dfdx::prelude::{BuildOnDevice, Cpu, DeviceBuildExt, Linear, ZeroGrads};
 use dfdx::tensor::{Gradients, TensorFrom};
 use optim_dsl::cuda::emulate::update_emulated_model;
 use optim_dsl::DfdxUpdate;
+use optim_tests::zoo::sgd;
 
 type Net = (Linear<6, 10>, Linear<10, 3>);
 type NetOn = <Net as BuildOnDevice<Cpu, f32>>::Built;
@@ -374,11 +375,7 @@ fn master_copies_are_kept_resynced_and_follow_replaced_tensors() {
     let mut m = dev.build_module::<Linear<2, 1>, f32>();
     m.weight.copy_from(&[1.0, 2.0]);
     m.bias.copy_from(&[0.5]);
-    let mut opt = Sgd::<f32>::new(SgdConfig {
-        lr: 0.5.into(),
-        ..Default::default()
-    })
-    .unwrap();
+    let mut opt = sgd(0.5);
     let ones = |m: &<Linear<2, 1> as BuildOnDevice<Cpu, f32>>::Built| {
         let mut g = m.alloc_grads();
         g.get_or_alloc_mut(&m.weight).unwrap().fill(1.0);
@@ -421,11 +418,7 @@ fn a_refused_model_step_changes_nothing() {
     let dev: Cpu = Default::default();
     let mut m = dev.build_module::<Linear<2, 1>, f32>();
     let w0 = m.weight.as_vec();
-    let mut opt = Sgd::<f32>::new(SgdConfig {
-        lr: 0.5.into(),
-        ..Default::default()
-    })
-    .unwrap();
+    let mut opt = sgd(0.5);
     opt.opt_state_mut().non_finite = optim_dsl::NonFinitePolicy::Error;
     let mut g = m.alloc_grads();
     g.get_or_alloc_mut(&m.weight)

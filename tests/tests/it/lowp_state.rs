@@ -139,10 +139,8 @@ fn gap<O: DslOptimizer<f32>>(
 /// expectation and tracks `v` within 40%; f16's 3 extra mantissa bits track within 5%.
 #[test]
 fn low_precision_state_tracks_f32_over_1000_adamw_steps() {
-    let pb = Problem::new(4096);
     let mut opt = AdamWF32::<f32>::default();
-    let mut w = vec![0.0f32; 4096];
-    run(&mut opt, &pb, &mut w, 0, 1000);
+    let (pb, w) = trained(&mut opt, 4096, 1000);
     let reference = (w, state(&opt, "w", "m"), state(&opt, "w", "v"));
     let loss0 = pb.loss(&vec![0.0; 4096]);
     let loss = pb.loss(&reference.0);
@@ -255,6 +253,21 @@ fn stochastic_rounding_is_independent_of_thread_count() {
     assert_eq!(s1.iter().filter(|l| l.bits.len() == n).count(), 2);
 }
 
+/// `opt` after `steps` steps ([`run`]) on a fresh [`Problem`] of `n` elements from `w = 0`:
+/// the problem and the weights.
+fn trained<O: DslOptimizer<f32>>(opt: &mut O, n: usize, steps: u64) -> (Problem, Vec<f32>) {
+    let pb = Problem::new(n);
+    let mut w = vec![0.0f32; n];
+    run(opt, &pb, &mut w, 0, steps);
+    (pb, w)
+}
+
+/// The `optim_dsl` metadata of checkpoint `bytes`, as JSON.
+fn checkpoint_meta(bytes: &[u8]) -> serde_json::Value {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    serde_json::from_str(&header.metadata().as_ref().unwrap()["optim_dsl"]).unwrap()
+}
+
 /// A checkpoint keeps the stored type (a `BF16`/`F16` tensor, format 3, `dtype` in the
 /// metadata), loads back bit-identically, and the resumed run is bit-identical to one that
 /// never stopped (stochastic rounding included).
@@ -263,18 +276,14 @@ fn round_trip<O: DslOptimizer<f32> + Checkpoint<f32>>(
     m: (StateDtype, safetensors::Dtype),
     v: (StateDtype, safetensors::Dtype),
 ) {
-    let pb = Problem::new(1000);
     let mut a = make();
-    let mut wa = vec![0.0f32; 1000];
-    run(&mut a, &pb, &mut wa, 0, 20);
+    let (pb, mut wa) = trained(&mut a, 1000, 20);
     let bytes = a.to_checkpoint_bytes(None).unwrap();
 
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(st.tensor("w/m").unwrap().dtype(), m.1);
     assert_eq!(st.tensor("w/v").unwrap().dtype(), v.1);
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let meta: serde_json::Value =
-        serde_json::from_str(&header.metadata().as_ref().unwrap()["optim_dsl"]).unwrap();
+    let meta = checkpoint_meta(&bytes);
     assert_eq!(meta["format"], 3);
     assert_eq!(meta["params"][0]["buffers"][0]["dtype"], m.0.name());
     assert_eq!(meta["params"][0]["buffers"][1]["dtype"], v.0.name());
@@ -311,14 +320,10 @@ fn checkpoint_round_trip_f16() {
 /// f32 state is still written as format 2 with `F32` tensors and no `dtype`.
 #[test]
 fn checkpoint_without_low_state_is_format_2() {
-    let pb = Problem::new(10);
     let mut a = AdamWF32::<f32>::default();
-    let mut w = vec![0.0f32; 10];
-    run(&mut a, &pb, &mut w, 0, 2);
+    trained(&mut a, 10, 2);
     let bytes = a.to_checkpoint_bytes(None).unwrap();
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let meta: serde_json::Value =
-        serde_json::from_str(&header.metadata().as_ref().unwrap()["optim_dsl"]).unwrap();
+    let meta = checkpoint_meta(&bytes);
     assert_eq!(meta["format"], 2);
     assert!(meta["params"][0]["buffers"][0].get("dtype").is_none());
 }

@@ -20,13 +20,7 @@ fn tensor(v: &Value) -> (Vec<usize>, Vec<f32>) {
         .iter()
         .map(|x| x.as_u64().unwrap() as usize)
         .collect();
-    let data = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect();
-    (shape, data)
+    (shape, fixtures::to_f32(&fixtures::floats(&v["data"])))
 }
 
 #[test]

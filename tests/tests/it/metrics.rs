@@ -2,10 +2,10 @@
 //! (item 9): values computed by hand.
 
 use optim_dsl::prelude::*;
-use optim_dsl::zoo::{Sgd, SgdConfig, Shampoo};
+use optim_dsl::zoo::Shampoo;
 use optim_dsl::{NonFinitePolicy, StepMetrics};
 use optim_tests::params::slice;
-use optim_tests::zoo::ClipSgd;
+use optim_tests::zoo::{sgd, ClipSgd};
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-14 * b.abs().max(1.0)
@@ -69,11 +69,7 @@ fn global_norm_clip_factor_and_update_rms_by_hand() {
 
 #[test]
 fn an_optimizer_without_global_reductions_still_reports_the_gradient_norm() {
-    let mut opt = Sgd::<f32>::new(SgdConfig {
-        lr: 0.5.into(),
-        ..Default::default()
-    })
-    .unwrap();
+    let mut opt = sgd(0.5);
     opt.set_metrics(true);
     // f32: p = 1 - 0.5 * 0.5 = 0.75 and 2 - 0.5 * (-1) = 2.5 exactly
     let (mut p, g) = ([1.0f32, 2.0], [0.5f32, -1.0]);
@@ -145,6 +141,17 @@ fn kronecker_refreshes_and_refused_refreshes_per_step() {
     assert_eq!((st.refreshes, st.failed_refreshes), (3, 1));
 }
 
+/// `ClipSgd` (lr 1, metrics on) after one step from `p = 0` on gradient `g` of parameter `w`:
+/// the optimizer and `p`, the clipped gradient negated.
+fn clipped_step(g: [f64; 3]) -> (ClipSgd<f64>, [f64; 3]) {
+    let mut opt = ClipSgd::<f64>::default();
+    opt.set_metrics(true);
+    let mut p = [0.0; 3];
+    opt.update_slices(&mut [slice("w", &[3], &mut p, &g)])
+        .unwrap();
+    (opt, p)
+}
+
 /// `clip_global_norm` with a non-finite gradient under the default `Propagate` policy does what
 /// PyTorch's `clip_grad_norm_(error_if_nonfinite=False)` does: an infinite total norm gives the
 /// factor `max_norm / (inf + 1e-6) = 0`, so finite elements become 0 and infinite ones NaN
@@ -152,12 +159,7 @@ fn kronecker_refreshes_and_refused_refreshes_per_step() {
 /// every element becomes NaN. SGD with lr = 1 from p = 0 shows the clipped gradient.
 #[test]
 fn clip_global_norm_with_non_finite_gradients_follows_pytorch() {
-    let mut opt = ClipSgd::<f64>::default();
-    opt.set_metrics(true);
-    let mut p = [0.0; 3];
-    let g = [f64::INFINITY, 2.0, -1.0];
-    opt.update_slices(&mut [slice("w", &[3], &mut p, &g)])
-        .unwrap();
+    let (opt, p) = clipped_step([f64::INFINITY, 2.0, -1.0]);
     assert!(p[0].is_nan(), "{p:?}");
     assert_eq!(p[1..], [0.0, 0.0]);
     let m = opt.metrics().unwrap();
@@ -172,12 +174,8 @@ fn clip_global_norm_with_non_finite_gradients_follows_pytorch() {
     assert!(p[0].is_nan(), "{p:?}");
     assert_eq!(p[1..], [0.0, 0.0]);
 
-    let mut opt = ClipSgd::<f64>::default();
-    opt.set_metrics(true);
-    let mut p = [0.0; 3];
     let g = [f64::NAN, 2.0, -1.0];
-    opt.update_slices(&mut [slice("w", &[3], &mut p, &g)])
-        .unwrap();
+    let (opt, p) = clipped_step(g);
     assert!(p.iter().all(|x| x.is_nan()), "{p:?}");
     assert!(opt.metrics().unwrap().clip_factor(1.0).unwrap().is_nan());
 

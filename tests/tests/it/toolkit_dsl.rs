@@ -106,18 +106,8 @@ fn schedule_free_adamw_matches_the_reference_including_x_and_z() {
     run(&case, &mut opt, "schedule_free", |t, opt| {
         for name in &case.param_order {
             let st = opt.state().param(name).unwrap();
-            let want_x: Vec<f64> = extra["x"][t][name]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect();
-            let want_z: Vec<f64> = extra["z"][t][name]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect();
+            let want_x = fixtures::floats(&extra["x"][t][name]);
+            let want_z = fixtures::floats(&extra["z"][t][name]);
             fixtures::assert_close(
                 "schedule_free_adamw",
                 &format!("x[{t}][{name}]"),

@@ -299,16 +299,21 @@ fn error_policy_names_the_first_bad_parameter_and_changes_nothing() {
 
 // ---------------------------------------------------------------- gradient accumulation
 
-#[test]
-fn accumulated_step_equals_one_step_on_the_mean() {
-    let case = fixtures::load("sgd_momentum");
+/// Two fresh `Sgd`s with the `sgd_momentum` cases' settings (torch `SGD(lr=0.05,
+/// momentum=0.9)`), one for each of the two paths a test compares.
+fn sgd_momentum_pair() -> (Sgd<f32>, Sgd<f32>) {
     let config = SgdConfig {
         lr: 0.05.into(),
         momentum: 0.9.into(),
         ..Default::default()
     };
-    let mut a = Sgd::<f32>::new(config.clone()).unwrap();
-    let mut b = Sgd::<f32>::new(config).unwrap();
+    (Sgd::new(config.clone()).unwrap(), Sgd::new(config).unwrap())
+}
+
+#[test]
+fn accumulated_step_equals_one_step_on_the_mean() {
+    let case = fixtures::load("sgd_momentum");
+    let (mut a, mut b) = sgd_momentum_pair();
     let mut pa = Params::of(&case);
     let mut pb = Params::of(&case);
     let mut acc = GradAccumulator::<f32>::new();
@@ -509,13 +514,7 @@ fn ema_on_a_dfdx_model_matches_slices_and_swaps_back() {
     let case = fixtures::load("ema_sgd_momentum");
     let dev = Cpu::default();
     let mut model = CaseModel::<f32, Cpu>::from_case(&dev, &case);
-    let config = SgdConfig {
-        lr: 0.05.into(),
-        momentum: 0.9.into(),
-        ..Default::default()
-    };
-    let mut opt = Sgd::<f32>::new(config.clone()).unwrap();
-    let mut sl_opt = Sgd::<f32>::new(config).unwrap();
+    let (mut opt, mut sl_opt) = sgd_momentum_pair();
     let mut ema = WeightEma::<f32>::new(0.99).unwrap();
     let mut sl_ema = WeightEma::<f32>::new(0.99).unwrap();
     let mut p = Params::of(&case);
