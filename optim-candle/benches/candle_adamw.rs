@@ -31,6 +31,13 @@
 //! ratio to the mean of the `bound` and `bound_again` medians. `python3 scripts/bench-report.py`
 //! makes the same table from criterion's files.
 //!
+//! Interleaved mode: with `CANDLE_BENCH_INTERLEAVED=<rounds>` set, each group skips criterion
+//! and runs `bound`, `optim_candle` and `slice_path` round-robin (one step each per round, the
+//! order rotating), then prints each variant's median time and the median of its per-round ratio
+//! to the same round's `bound`. Sequential criterion runs see the machine's bandwidth drift
+//! between variants (`bound_again / bound`); paired rounds see the same drift in both terms of
+//! a ratio. `CANDLE_BENCH_INTERLEAVED=40 cargo bench -p optim-candle --bench candle_adamw`.
+//!
 //! Run on a quiet machine: `cargo bench -p optim-candle --bench candle_adamw`. A smoke run:
 //! `cargo bench -p optim-candle --bench candle_adamw -- --warm-up-time 1 --measurement-time 2
 //! candle_1M/optim_candle`.
@@ -293,6 +300,26 @@ fn bench_group(c: &mut Criterion, label: &str, total: usize) {
             .expect("slice step")
     };
 
+    if let Some(rounds) = interleaved_rounds() {
+        let mut t: [Vec<f64>; 3] = Default::default();
+        for r in 0..rounds {
+            for k in 0..3 {
+                let which = (r + k) % 3;
+                let start = Instant::now();
+                match which {
+                    0 => {
+                        let (mut m, mut v) = common::moments(ours.inner_mut(), &bound_names);
+                        with_storage(&pairs, &mut |p, g| common::bound_step(p, g, &mut m, &mut v));
+                    }
+                    1 => ours.step(black_box(&grads)).expect("optim-candle step"),
+                    _ => slice_step(),
+                }
+                t[which].push(start.elapsed().as_secs_f64());
+            }
+        }
+        report_interleaved(label, numel, &t);
+        return;
+    }
     let times = Times::default();
     let mut group = c.benchmark_group(label);
     group.sampling_mode(SamplingMode::Flat);
@@ -326,6 +353,40 @@ fn bench_group(c: &mut Criterion, label: &str, total: usize) {
     });
     group.finish();
     times.report(label, numel);
+}
+
+/// The rounds of the interleaved mode (environment variable `CANDLE_BENCH_INTERLEAVED`), if set.
+fn interleaved_rounds() -> Option<usize> {
+    let rounds = std::env::var("CANDLE_BENCH_INTERLEAVED").ok()?;
+    Some(
+        rounds
+            .parse()
+            .expect("CANDLE_BENCH_INTERLEAVED: a number of rounds"),
+    )
+}
+
+/// Prints the interleaved mode's medians (`t[0]`: bound, `t[1]`: optim_candle, `t[2]`:
+/// slice_path; one time per round each) and the medians of each round's ratio to that round's
+/// bound.
+fn report_interleaved(label: &str, numel: usize, t: &[Vec<f64>; 3]) {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "\n{label}: {numel} f32 parameters, interleaved, {} rounds (28 B/param)",
+        t[0].len()
+    );
+    eprintln!(
+        "  {:<14} {:>12} {:>9} {:>16}",
+        "variant", "time/step", "GB/s", "÷ bound (paired)"
+    );
+    for (id, ts) in ["bound", "optim_candle", "slice_path"].iter().zip(t) {
+        let med = median(ts.clone());
+        let paired = median(ts.iter().zip(&t[0]).map(|(a, b)| a / b).collect());
+        let gbs = 28.0 * numel as f64 / med / 1e9;
+        eprintln!("  {id:<14} {:>9.3} ms {gbs:>9.2} {paired:>16.3}", med * 1e3);
+    }
 }
 
 /// Runs the groups (what `criterion_group!` would generate, with a doc comment).
