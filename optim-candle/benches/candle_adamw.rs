@@ -7,16 +7,22 @@
 //!
 //! - `bound`: the memory-bound baseline, a hand-written single pass with AdamW's access pattern
 //!   (reads `p, g, m, v`, writes `p, m, v`: 28 bytes per parameter, the bytes the fused AdamW
-//!   moves) and trivial arithmetic, over plain buffers of the same shapes, run as the runtime
-//!   runs its kernels (run-time SIMD dispatch through `optim_dsl::__private::dispatch`, one rayon
-//!   dispatch over `CHUNK`-element pieces of every tensor above `PARALLEL_THRESHOLD` elements).
-//!   The same bound as `optim-dsl`'s `adamw` bench.
+//!   moves) and trivial arithmetic, run as the runtime runs its kernels (run-time SIMD dispatch
+//!   through `optim_dsl::__private::dispatch`, one rayon dispatch over `CHUNK`-element pieces of
+//!   every tensor above `PARALLEL_THRESHOLD` elements: `common::bound_step`, the same bound as
+//!   `optim-dsl`'s `adamw` bench). It runs over exactly the buffers `optim_candle` touches, as
+//!   the `adamw` bench runs its bound over `dsl_slices`'s: the `Var`s' own storage (locked by
+//!   the same nested in-place ops as optim-candle's step), the gradients' storage, and
+//!   `optim_candle`'s own `m` and `v` (its math is AdamW's moment update, so that state stays
+//!   valid): the ratio compares two passes over the same memory.
 //! - `optim_candle`: the zoo's `AdamW` through [`CandleOptimizer`] (one fused pass over each
 //!   `Var`'s own storage). The target: within 1.05× `bound` at 10M.
 //! - `candle_nn`: candle-nn's `AdamW` (tensor ops, a new tensor per intermediate) on the same
 //!   `Var`s and gradients.
 //! - `slice_path`: the zoo's `AdamW` through `update_slices` over plain `Vec`s (the fused kernel
-//!   without candle).
+//!   without candle), copies of the `Var`s and gradients with state of its own: other buffers
+//!   than the bound's (`optim-dsl`'s `adamw` bench measures the slice path against a bound over
+//!   its own buffers).
 //! - `bound_again`: `bound` once more after the others: memory bandwidth on a shared machine
 //!   drifts, and `bound_again / bound` far from 1 discredits the group's ratios.
 //!
@@ -25,12 +31,19 @@
 //! ratio to the mean of the `bound` and `bound_again` medians. `python3 scripts/bench-report.py`
 //! makes the same table from criterion's files.
 //!
+//! Interleaved mode: with `CANDLE_BENCH_INTERLEAVED=<rounds>` set, each group skips criterion
+//! and runs `bound`, `optim_candle` and `slice_path` round-robin (one step each per round, the
+//! order rotating), then prints each variant's median time and the median of its per-round ratio
+//! to the same round's `bound`. Sequential criterion runs see the machine's bandwidth drift
+//! between variants (`bound_again / bound`); paired rounds see the same drift in both terms of
+//! a ratio. `CANDLE_BENCH_INTERLEAVED=40 cargo bench -p optim-candle --bench candle_adamw`.
+//!
 //! Run on a quiet machine: `cargo bench -p optim-candle --bench candle_adamw`. A smoke run:
 //! `cargo bench -p optim-candle --bench candle_adamw -- --warm-up-time 1 --measurement-time 2
 //! candle_1M/optim_candle`.
 
 use candle_core::backprop::GradStore;
-use candle_core::{Device, Tensor, Var};
+use candle_core::{CpuStorage, Device, InplaceOp2, Layout, Tensor, Var};
 use candle_nn::{Optimizer, ParamsAdamW};
 use criterion::{criterion_main, Bencher, Criterion, SamplingMode, Throughput};
 use optim_candle::{CandleConfig, CandleOptimizer};
@@ -47,39 +60,75 @@ mod common;
 use common::SAMPLES;
 
 // ---------------------------------------------------------------------------------------------
-// The memory-bound baseline.
+// The memory-bound baseline over the candle path's own buffers.
 
-/// Plain buffers for the bound: parameter, gradient and two state buffers per tensor.
-struct BoundBuffers {
-    p: Vec<Vec<f32>>,
-    g: Vec<Vec<f32>>,
-    m: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+/// The parameters and gradients of a bound step: each `Var` (as a tensor) and its gradient.
+type Pairs = [(Tensor, Tensor)];
+
+/// What the innermost level of [`with_storage`] runs: the `f32` elements of every `Var`
+/// (mutable) and of every gradient.
+type Body<'f> = dyn FnMut(&mut [&mut [f32]], &[&[f32]]) + 'f;
+
+/// The storages locked by the outer levels of [`with_storage`]: `Var`s and gradients.
+type Locked<'a> = (Vec<&'a mut [f32]>, Vec<&'a [f32]>);
+
+/// One level of [`with_storage`]: the in-place op of one `Var`, which locks its storage and the
+/// gradient's and descends to the next `Var` (as optim-candle's own step does).
+struct Nest<'s, 'a, 'f> {
+    rest: &'s Pairs,
+    acc: RefCell<Option<Locked<'a>>>,
+    body: &'s RefCell<&'f mut Body<'f>>,
 }
 
-impl BoundBuffers {
-    fn new(shapes: &[Vec<usize>]) -> Self {
-        let sizes: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
-        let fill = |seed: u32| -> Vec<Vec<f32>> {
-            sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| filled(n, seed + i as u32))
-                .collect()
-        };
-        let zeros = || sizes.iter().map(|&n| vec![0f32; n]).collect();
-        BoundBuffers {
-            p: fill(0),
-            g: fill(100),
-            m: zeros(),
-            v: zeros(),
-        }
+impl InplaceOp2 for Nest<'_, '_, '_> {
+    fn name(&self) -> &'static str {
+        "bound"
     }
 
-    /// One bound step over all tensors, threaded like the runtime's executor.
-    fn step(&mut self) {
-        common::bound_step(&mut self.p, &self.g, &mut self.m, &mut self.v);
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let (mut ps, mut gs): Locked<'_> = self.acc.borrow_mut().take().unwrap_or_default();
+        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (s1, s2) else {
+            candle_core::bail!("the bound takes f32 Vars and gradients")
+        };
+        let (Some((pa, pb)), Some((ga, gb))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("the bound takes contiguous Vars and gradients")
+        };
+        ps.push(&mut p[pa..pb]);
+        gs.push(&g[ga..gb]);
+        descend(self.rest, ps, gs, self.body)
     }
+}
+
+/// Locks the next `Var` of `rest`, or runs the body when every one is locked.
+fn descend<'a, 'f>(
+    rest: &Pairs,
+    mut ps: Vec<&'a mut [f32]>,
+    gs: Vec<&'a [f32]>,
+    body: &RefCell<&'f mut Body<'f>>,
+) -> candle_core::Result<()> {
+    let Some(((var, grad), tail)) = rest.split_first() else {
+        (body.borrow_mut())(&mut ps, &gs);
+        return Ok(());
+    };
+    let nest = Nest {
+        rest: tail,
+        acc: RefCell::new(Some((ps, gs))),
+        body,
+    };
+    var.inplace_op2(grad, &nest)
+}
+
+/// Runs `body` once over the storages of every `Var` and gradient of `pairs`, all locked, as
+/// optim-candle's step does (without `unsafe`).
+fn with_storage<'f>(pairs: &Pairs, body: &'f mut Body<'f>) {
+    descend(pairs, Vec::new(), Vec::new(), &RefCell::new(body)).expect("bound: storage access");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -100,6 +149,13 @@ fn filled(n: usize, seed: u32) -> Vec<f32> {
             ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 * 1e-3 - 0.5
         })
         .collect()
+}
+
+/// A tensor's elements, flattened.
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all()
+        .and_then(|t| t.to_vec1())
+        .expect("f32 elements")
 }
 
 fn adamw() -> AdamW<f32> {
@@ -206,11 +262,26 @@ fn bench_group(c: &mut Criterion, label: &str, total: usize) {
     };
     let mut candle_nn_adamw = candle_nn::AdamW::new(vars.clone(), params).expect("candle-nn");
     let mut ours = CandleOptimizer::new(vars.clone(), CandleConfig::new(adamw())).expect("ours");
-    let mut bound = BoundBuffers::new(&shapes);
+    // One step creates `ours`'s state: the bound runs over it.
+    ours.step(&grads).expect("optim-candle step");
+    let pairs: Vec<(Tensor, Tensor)> = ours
+        .vars()
+        .iter()
+        .map(|(_, v)| {
+            (
+                v.as_tensor().clone(),
+                grads.get(v).expect("gradient").clone(),
+            )
+        })
+        .collect();
+    let bound_names: Vec<String> = ours.vars().iter().map(|(n, _)| n.clone()).collect();
     let mut slice_opt = adamw();
     let names: Vec<String> = (0..shapes.len()).map(|i| format!("var{i}")).collect();
-    let mut ps = bound.p.clone();
-    let gs = bound.g.clone();
+    let mut ps: Vec<Vec<f32>> = vars.iter().map(|v| flat(v.as_tensor())).collect();
+    let gs: Vec<Vec<f32>> = vars
+        .iter()
+        .map(|v| flat(grads.get(v).expect("gradient")))
+        .collect();
     let mut slice_step = || {
         let mut slices: Vec<ParamSlice<'_, f32>> = names
             .iter()
@@ -229,11 +300,36 @@ fn bench_group(c: &mut Criterion, label: &str, total: usize) {
             .expect("slice step")
     };
 
+    if let Some(rounds) = interleaved_rounds() {
+        let mut t: [Vec<f64>; 3] = Default::default();
+        for r in 0..rounds {
+            for k in 0..3 {
+                let which = (r + k) % 3;
+                let start = Instant::now();
+                match which {
+                    0 => {
+                        let (mut m, mut v) = common::moments(ours.inner_mut(), &bound_names);
+                        with_storage(&pairs, &mut |p, g| common::bound_step(p, g, &mut m, &mut v));
+                    }
+                    1 => ours.step(black_box(&grads)).expect("optim-candle step"),
+                    _ => slice_step(),
+                }
+                t[which].push(start.elapsed().as_secs_f64());
+            }
+        }
+        report_interleaved(label, numel, &t);
+        return;
+    }
     let times = Times::default();
     let mut group = c.benchmark_group(label);
     group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Bytes(28 * numel as u64));
-    group.bench_function("bound", |b| times.run(b, "bound", || bound.step()));
+    group.bench_function("bound", |b| {
+        let (mut m, mut v) = common::moments(ours.inner_mut(), &bound_names);
+        times.run(b, "bound", || {
+            with_storage(&pairs, &mut |p, g| common::bound_step(p, g, &mut m, &mut v))
+        })
+    });
     group.bench_function("optim_candle", |b| {
         times.run(b, "optim_candle", || {
             ours.step(black_box(&grads)).expect("optim-candle step")
@@ -250,10 +346,47 @@ fn bench_group(c: &mut Criterion, label: &str, total: usize) {
         times.run(b, "slice_path", &mut slice_step)
     });
     group.bench_function("bound_again", |b| {
-        times.run(b, "bound_again", || bound.step())
+        let (mut m, mut v) = common::moments(ours.inner_mut(), &bound_names);
+        times.run(b, "bound_again", || {
+            with_storage(&pairs, &mut |p, g| common::bound_step(p, g, &mut m, &mut v))
+        })
     });
     group.finish();
     times.report(label, numel);
+}
+
+/// The rounds of the interleaved mode (environment variable `CANDLE_BENCH_INTERLEAVED`), if set.
+fn interleaved_rounds() -> Option<usize> {
+    let rounds = std::env::var("CANDLE_BENCH_INTERLEAVED").ok()?;
+    Some(
+        rounds
+            .parse()
+            .expect("CANDLE_BENCH_INTERLEAVED: a number of rounds"),
+    )
+}
+
+/// Prints the interleaved mode's medians (`t[0]`: bound, `t[1]`: optim_candle, `t[2]`:
+/// slice_path; one time per round each) and the medians of each round's ratio to that round's
+/// bound.
+fn report_interleaved(label: &str, numel: usize, t: &[Vec<f64>; 3]) {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "\n{label}: {numel} f32 parameters, interleaved, {} rounds (28 B/param)",
+        t[0].len()
+    );
+    eprintln!(
+        "  {:<14} {:>12} {:>9} {:>16}",
+        "variant", "time/step", "GB/s", "÷ bound (paired)"
+    );
+    for (id, ts) in ["bound", "optim_candle", "slice_path"].iter().zip(t) {
+        let med = median(ts.clone());
+        let paired = median(ts.iter().zip(&t[0]).map(|(a, b)| a / b).collect());
+        let gbs = 28.0 * numel as f64 / med / 1e9;
+        eprintln!("  {id:<14} {:>9.3} ms {gbs:>9.2} {paired:>16.3}", med * 1e3);
+    }
 }
 
 /// Runs the groups (what `criterion_group!` would generate, with a doc comment).

@@ -54,65 +54,10 @@ use dfdx::shapes::{HasShape, Rank1, Shape};
 use dfdx::tensor::{Cpu, CpuError, Gradients, Tensor, TensorFrom, ZerosTensor};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::AdamW;
-use optim_dsl::{Arithmetic, RuleBody};
-use std::collections::HashMap;
+use optim_dsl::Arithmetic;
 
 mod common;
-use common::bound_step;
-
-/// Slots of AdamW's first and second moment (`m`, `v`) in its per-parameter state, read from
-/// its plan; also checks that the plan is one loop moving 28 bytes per `f32` parameter.
-fn moment_slots(opt: &AdamW<f32>) -> (usize, usize) {
-    let plan = opt.explain();
-    let RuleBody::Fused { kernels, state, .. } = &plan.rules[0].body else {
-        panic!("AdamW is expected to be a fused rule: {plan:?}")
-    };
-    assert_eq!(
-        kernels.len(),
-        1,
-        "AdamW is expected to be one loop: {plan:?}"
-    );
-    assert_eq!(
-        kernels[0].bytes_per_param(4),
-        28,
-        "AdamW is expected to move 28 B/param: {plan:?}"
-    );
-    let slot = |n: &str| {
-        state
-            .iter()
-            .position(|s| *s == n)
-            .unwrap_or_else(|| panic!("no state `{n}` in AdamW's plan: {plan:?}"))
-    };
-    (slot("m"), slot("v"))
-}
-
-/// AdamW's `m` and `v` buffers of every parameter, in the order of `names`.
-fn moments<'a>(
-    opt: &'a mut AdamW<f32>,
-    names: &[String],
-) -> (Vec<&'a mut [f32]>, Vec<&'a mut [f32]>) {
-    let (ms, vs) = moment_slots(opt);
-    assert_ne!(ms, vs);
-    let mut by_name: HashMap<&str, (&mut [f32], &mut [f32])> = opt
-        .opt_state_mut()
-        .params
-        .iter_mut()
-        .map(|(name, ps)| {
-            let (lo, hi) = ps.buffers.split_at_mut(ms.max(vs));
-            let (a, b) = (&mut lo[ms.min(vs)], &mut hi[0]);
-            let (m, v) = if ms < vs { (a, b) } else { (b, a) };
-            (name.as_str(), (m.as_mut_slice(), v.as_mut_slice()))
-        })
-        .collect();
-    names
-        .iter()
-        .map(|n| {
-            by_name
-                .remove(n.as_str())
-                .unwrap_or_else(|| panic!("no AdamW state for `{n}`"))
-        })
-        .unzip()
-}
+use common::{bound_step, moments};
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic data.
