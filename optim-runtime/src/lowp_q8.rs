@@ -113,11 +113,49 @@ impl Q8Map {
     }
 }
 
+/// Mantissa bits of `|y|` in a bucket key (64 buckets per binary octave).
+const KEY_MAN: u32 = 6;
+/// The smallest binary exponent with buckets of its own: `|y| < 2^-23` (below every map entry
+/// but 0 and every midpoint but none) shares bucket 0.
+const KEY_EXP_MIN: i64 = -23;
+/// Buckets per sign: octaves `2^-23 ..= 2^0`, 64 each; the last also takes `|y| >= 2`.
+const BUCKETS: usize = ((1 - KEY_EXP_MIN) as usize) << KEY_MAN;
+/// The most midpoints one bucket holds (per map; asserted by the tests).
+const CAND: usize = 3;
+
 /// A map's entries and the midpoints between neighbours (for the nearest-entry search).
 struct Tables {
     values: [f32; 256],
-    mids: [f64; 255],
+    /// The 255 midpoints, then `+∞` (so that `start + j` never reads past them).
+    mids: [f64; 255 + CAND],
     zero: u8,
+    /// Per sign of `y` and bucket of `|y|` (see [`bucket`]): how many midpoints lie below
+    /// every `y` of the bucket; the others below `y` are among the next [`CAND`].
+    start: [[u8; BUCKETS]; 2],
+}
+
+/// The bucket of `|y|` (for `y` of either sign): its binary exponent and top [`KEY_MAN`]
+/// mantissa bits, clamped to `0..BUCKETS` (all `|y| < 2^-23` in bucket 0, all `|y| >= 2` in
+/// the last). Each bucket is an interval of `|y|`, monotone in `|y|`.
+#[inline(always)]
+fn bucket(y: f64) -> usize {
+    let mag = (y.to_bits() & !(1u64 << 63)) >> (52 - KEY_MAN);
+    let k = mag as i64 - ((1023 + KEY_EXP_MIN) << KEY_MAN);
+    k.clamp(0, BUCKETS as i64 - 1) as usize
+}
+
+/// The interval `[lo, hi)` of `|y|` that bucket `k` holds.
+fn bucket_range(k: usize) -> (f64, f64) {
+    let edge = |k: usize| {
+        f64::from_bits((k as u64 + (((1023 + KEY_EXP_MIN) as u64) << KEY_MAN)) << (52 - KEY_MAN))
+    };
+    let lo = if k == 0 { 0.0 } else { edge(k) };
+    let hi = if k + 1 == BUCKETS {
+        f64::INFINITY
+    } else {
+        edge(k + 1)
+    };
+    (lo, hi)
 }
 
 impl Tables {
@@ -145,17 +183,62 @@ impl Tables {
         data.sort_by(f32::total_cmp);
         let mut values = [0.0f32; 256];
         values.copy_from_slice(&data);
-        let mut mids = [0.0f64; 255];
+        let mut mids = [f64::INFINITY; 255 + CAND];
         for (m, w) in mids.iter_mut().zip(values.windows(2)) {
             *m = (f64::from(w[0]) + f64::from(w[1])) / 2.0;
         }
         let zero = values.iter().position(|&v| v == 0.0).unwrap_or(0) as u8;
-        Tables { values, mids, zero }
+        let mut start = [[0u8; BUCKETS]; 2];
+        let below = |t: &dyn Fn(f64) -> bool| mids[..255].iter().filter(|&&m| t(m)).count() as u8;
+        for k in 0..BUCKETS {
+            let (lo, hi) = bucket_range(k);
+            // y >= 0 with |y| in [lo, hi): the midpoints below lo are below y
+            start[0][k] = below(&|m| m < lo);
+            // y <= 0 with |y| in [lo, hi), so y in (-hi, -lo]: those at or below -hi are
+            start[1][k] = below(&|m| m <= -hi);
+        }
+        Tables {
+            values,
+            mids,
+            zero,
+            start,
+        }
+    }
+
+    /// The most midpoints any bucket's `y` can have to compare with (at most [`CAND`]).
+    #[cfg(test)]
+    fn most_candidates(&self) -> usize {
+        let mids = &self.mids[..255];
+        (0..BUCKETS)
+            .flat_map(|k| {
+                let (lo, hi) = bucket_range(k);
+                [
+                    mids.iter().filter(|&&m| lo <= m && m < hi).count(),
+                    mids.iter().filter(|&&m| -hi < m && m <= -lo).count(),
+                ]
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// The number of midpoints below `y`: the nearest entry's index (ties to the lower one).
+    /// The midpoints below `y`'s bucket, from [`Tables::start`], plus those of the next
+    /// [`CAND`] that are below `y`: no data-dependent branch or search, so loops vectorise
+    /// (gathers). `y` is not NaN (the callers quantise finite values).
     #[inline(always)]
     fn encode(&self, y: f64) -> u8 {
+        let c0 = self.start[usize::from(y.is_sign_negative())][bucket(y)];
+        let mut c = c0;
+        for j in 0..CAND {
+            c += u8::from(self.mids[usize::from(c0) + j] < y);
+        }
+        c
+    }
+
+    /// [`Tables::encode`] by binary search over the midpoints (the encoder before the bucket
+    /// tables; the tests' reference).
+    #[cfg(test)]
+    fn encode_search(&self, y: f64) -> u8 {
         // branch-free binary search over the 255 midpoints (8 halvings)
         let mut lo = 0usize;
         let mut half = 128usize;
@@ -276,14 +359,13 @@ pub fn load<E: Float>(q: &[f32; 256], c: u8, s: f32) -> E {
 /// Quantises one block `x` (at most [`BLOCK`] values) into `codes` and its scale `scale`.
 #[inline(always)]
 pub fn store_block<E: Float>(map: Q8Map, x: &[E], codes: &mut [u8], scale: &mut f32) {
-    let mut amax = 0.0f64;
+    // the largest |x| as the largest magnitude bit pattern (which orders non-negative floats,
+    // above them infinity and NaN): an integer maximum, which vectorises
+    let mut abits = 0u64;
     for v in x {
-        let a = v.as_f64().abs();
-        // NaN propagates
-        if a > amax || a.is_nan() {
-            amax = a;
-        }
+        abits = abits.max(v.as_f64().to_bits() & !(1u64 << 63));
     }
+    let amax = f64::from_bits(abits);
     let t = map.tables();
     if !amax.is_finite() {
         *scale = f32::NAN;
