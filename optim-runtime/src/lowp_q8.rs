@@ -113,25 +113,28 @@ impl Q8Map {
     }
 }
 
-/// Mantissa bits of `|y|` in a bucket key (64 buckets per binary octave).
-const KEY_MAN: u32 = 6;
+/// Mantissa bits of `|y|` in a bucket key (128 buckets per binary octave).
+const KEY_MAN: u32 = 7;
 /// The smallest binary exponent with buckets of its own: `|y| < 2^-23` (below every map entry
 /// but 0 and every midpoint but none) shares bucket 0.
 const KEY_EXP_MIN: i64 = -23;
-/// Buckets per sign: octaves `2^-23 ..= 2^0`, 64 each; the last also takes `|y| >= 2`.
+/// Buckets per sign: octaves `2^-23 ..= 2^0`, 128 each; the last also takes `|y| >= 2`.
 const BUCKETS: usize = ((1 - KEY_EXP_MIN) as usize) << KEY_MAN;
-/// The most midpoints one bucket holds (per map; asserted by the tests).
-const CAND: usize = 3;
 
 /// A map's entries and the midpoints between neighbours (for the nearest-entry search).
 struct Tables {
     values: [f32; 256],
-    /// The 255 midpoints, then `+∞` (so that `start + j` never reads past them).
-    mids: [f64; 255 + CAND],
+    /// The 255 midpoints.
+    #[cfg_attr(not(test), allow(dead_code))]
+    mids: [f64; 255],
     zero: u8,
-    /// Per sign of `y` and bucket of `|y|` (see [`bucket`]): how many midpoints lie below
-    /// every `y` of the bucket; the others below `y` are among the next [`CAND`].
-    start: [[u8; BUCKETS]; 2],
+    /// Per sign of `y` and bucket of `|y|` (index `sign · BUCKETS + bucket`, see [`bucket`]):
+    /// how many midpoints lie below every `y` of the bucket.
+    start: [u32; 2 * BUCKETS],
+    /// Per sign and bucket: the bucket's one midpoint (`mids[start]`; a bucket holds at most
+    /// one, asserted by the tests), `+∞` if it holds none. `y`'s code is `start`, plus one if
+    /// this midpoint is below `y`.
+    next: [f64; 2 * BUCKETS],
 }
 
 /// The bucket of `|y|` (for `y` of either sign): its binary exponent and top [`KEY_MAN`]
@@ -144,11 +147,16 @@ fn bucket(y: f64) -> usize {
     k.clamp(0, BUCKETS as i64 - 1) as usize
 }
 
+/// The smallest `|y|` of bucket `k` for `0 < k < BUCKETS`: `2^e · (1 + j / 128)` (8
+/// significant bits).
+#[inline(always)]
+fn edge(k: i64) -> f64 {
+    f64::from_bits(((k + ((1023 + KEY_EXP_MIN) << KEY_MAN)) as u64) << (52 - KEY_MAN))
+}
+
 /// The interval `[lo, hi)` of `|y|` that bucket `k` holds.
 fn bucket_range(k: usize) -> (f64, f64) {
-    let edge = |k: usize| {
-        f64::from_bits((k as u64 + (((1023 + KEY_EXP_MIN) as u64) << KEY_MAN)) << (52 - KEY_MAN))
-    };
+    let edge = |k: usize| edge(k as i64);
     let lo = if k == 0 { 0.0 } else { edge(k) };
     let hi = if k + 1 == BUCKETS {
         f64::INFINITY
@@ -183,32 +191,39 @@ impl Tables {
         data.sort_by(f32::total_cmp);
         let mut values = [0.0f32; 256];
         values.copy_from_slice(&data);
-        let mut mids = [f64::INFINITY; 255 + CAND];
+        let mut mids = [0.0f64; 255];
         for (m, w) in mids.iter_mut().zip(values.windows(2)) {
             *m = (f64::from(w[0]) + f64::from(w[1])) / 2.0;
         }
         let zero = values.iter().position(|&v| v == 0.0).unwrap_or(0) as u8;
-        let mut start = [[0u8; BUCKETS]; 2];
-        let below = |t: &dyn Fn(f64) -> bool| mids[..255].iter().filter(|&&m| t(m)).count() as u8;
+        let mut start = [0u32; 2 * BUCKETS];
+        let mut next = [f64::INFINITY; 2 * BUCKETS];
+        let below = |t: &dyn Fn(f64) -> bool| mids.iter().filter(|&&m| t(m)).count() as u32;
         for k in 0..BUCKETS {
             let (lo, hi) = bucket_range(k);
             // y >= 0 with |y| in [lo, hi): the midpoints below lo are below y
-            start[0][k] = below(&|m| m < lo);
+            start[k] = below(&|m| m < lo);
             // y <= 0 with |y| in [lo, hi), so y in (-hi, -lo]: those at or below -hi are
-            start[1][k] = below(&|m| m <= -hi);
+            start[BUCKETS + k] = below(&|m| m <= -hi);
+            for i in [k, BUCKETS + k] {
+                if let Some(&m) = mids.get(start[i] as usize) {
+                    next[i] = m;
+                }
+            }
         }
         Tables {
             values,
             mids,
             zero,
             start,
+            next,
         }
     }
 
-    /// The most midpoints any bucket's `y` can have to compare with (at most [`CAND`]).
+    /// The most midpoints any bucket holds, per sign (`encode` needs at most one).
     #[cfg(test)]
     fn most_candidates(&self) -> usize {
-        let mids = &self.mids[..255];
+        let mids = &self.mids;
         (0..BUCKETS)
             .flat_map(|k| {
                 let (lo, hi) = bucket_range(k);
@@ -222,17 +237,13 @@ impl Tables {
     }
 
     /// The number of midpoints below `y`: the nearest entry's index (ties to the lower one).
-    /// The midpoints below `y`'s bucket, from [`Tables::start`], plus those of the next
-    /// [`CAND`] that are below `y`: no data-dependent branch or search, so loops vectorise
-    /// (gathers). `y` is not NaN (the callers quantise finite values).
+    /// The midpoints below `y`'s bucket ([`Tables::start`]), plus one if the bucket's own
+    /// midpoint ([`Tables::next`]) is below `y`: two independent table lookups, no
+    /// data-dependent branch or search. `y` is not NaN (the callers quantise finite values).
     #[inline(always)]
     fn encode(&self, y: f64) -> u8 {
-        let c0 = self.start[usize::from(y.is_sign_negative())][bucket(y)];
-        let mut c = c0;
-        for j in 0..CAND {
-            c += u8::from(self.mids[usize::from(c0) + j] < y);
-        }
-        c
+        let i = usize::from(y.is_sign_negative()) * BUCKETS + bucket(y);
+        (self.start[i] + u32::from(self.next[i] < y)) as u8
     }
 
     /// [`Tables::encode`] by binary search over the midpoints (the encoder before the bucket
@@ -379,8 +390,59 @@ pub fn store_block<E: Float>(map: Q8Map, x: &[E], codes: &mut [u8], scale: &mut 
         return;
     }
     let inv = f64::from(s);
-    for (c, v) in codes.iter_mut().zip(x) {
-        *c = t.encode(v.as_f64() / inv);
+    if E::BYTES == 4 {
+        return encode_f32(t, x, inv, codes);
+    }
+    // the quotients first (a loop of divisions, which vectorises), then the table lookups
+    let mut ys = [0.0f64; BLOCK];
+    for (c, x) in codes.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+        let ys = &mut ys[..x.len()];
+        for (y, v) in ys.iter_mut().zip(x) {
+            *y = v.as_f64() / inv;
+        }
+        for (c, &y) in c.iter_mut().zip(ys.iter()) {
+            *c = t.encode(y);
+        }
+    }
+}
+
+/// [`Tables::encode`]`(x / s)` for each `x` of a block of `f32` values (as `E`), without the
+/// division: with `x`, `s` in `f32` and the midpoints and bucket edges of at most 29
+/// significant bits (asserted by the tests), each product `m · s` is exact in `f64`, and
+/// `m < x / s` rounded ⇔ `m < x / s` ⇔ `m · s < x` (`x / s` is either exactly `m` or farther
+/// from it than half an `f64` ulp). So the bucket is estimated from `|x| · (1 / s)` (off by at
+/// most a few ulps, so by at most one bucket, at an edge) and corrected by comparing `|x|`
+/// with its edges times `s`, and the bucket's midpoint is compared as `m · s < x`. A first,
+/// vectorised loop computes the table indices; a second does the lookups.
+#[inline(always)]
+fn encode_f32<E: Float>(t: &Tables, x: &[E], s: f64, codes: &mut [u8]) {
+    let inv = 1.0 / s;
+    let mut idx = [0u32; BLOCK];
+    let last = BUCKETS as i64 - 1;
+    for (c, x) in codes.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+        let idx = &mut idx[..x.len()];
+        for (i, v) in idx.iter_mut().zip(x) {
+            let a = v.as_f64().abs();
+            let k = bucket(a * inv) as i64;
+            let (lo, hi) = (edge(k), edge(k + 1));
+            let lo = if k == 0 { 0.0 } else { lo };
+            let hi = if k == last { f64::INFINITY } else { hi };
+            let k = k - i64::from(a < lo * s) + i64::from(a >= hi * s);
+            *i = u32::from(v.as_f64().is_sign_negative()) * BUCKETS as u32 + k as u32;
+        }
+        for ((c, v), &i) in c.iter_mut().zip(x).zip(idx.iter()) {
+            let i = (i as usize).min(2 * BUCKETS - 1);
+            *c = (t.start[i] + u32::from(t.next[i] * s < v.as_f64())) as u8;
+        }
+    }
+}
+
+/// Dequantises one block's `codes` under scale `s` into `out` (as [`load`] each; `out` and
+/// `codes` of the same length, at most [`BLOCK`] in the generated loops).
+#[inline(always)]
+pub fn load_block<E: Float>(q: &[f32; 256], codes: &[u8], s: f32, out: &mut [E]) {
+    for (o, &c) in out.iter_mut().zip(codes) {
+        *o = load::<E>(q, c, s);
     }
 }
 

@@ -147,12 +147,12 @@ fn tails_empty_zero_and_non_finite_blocks() {
     assert!(f.to_values::<f64>().iter().all(|&v| v == 0.125));
 }
 
-/// The bucket tables leave at most `CAND` midpoints to compare with, per bucket and sign.
+/// A bucket holds at most one midpoint (what `encode` relies on), per map and sign.
 #[test]
-fn buckets_hold_few_midpoints() {
+fn buckets_hold_at_most_one_midpoint() {
     for map in [Q8Map::Signed, Q8Map::Unsigned] {
         let n = map.tables().most_candidates();
-        assert!(n <= CAND, "{map:?}: a bucket holds {n} midpoints");
+        assert!(n <= 1, "{map:?}: a bucket holds {n} midpoints");
     }
 }
 
@@ -170,7 +170,7 @@ fn encode_inputs(t: &Tables) -> Vec<f64> {
             }
         }
     };
-    for &m in &t.mids[..255] {
+    for &m in &t.mids {
         near(m, &mut ys);
     }
     for k in 0..BUCKETS {
@@ -263,6 +263,59 @@ fn store_block_equals_reference() {
         for map in [Q8Map::Signed, Q8Map::Unsigned] {
             check(map, &xs);
             check(map, &x32);
+        }
+    }
+}
+
+/// Every midpoint and bucket edge has at most 29 significant bits, so that its product with
+/// an `f32` scale is exact in `f64` (what `encode_f32` relies on).
+#[test]
+fn midpoints_and_edges_are_short() {
+    let short = |m: f64| m.to_bits() & ((1 << 24) - 1) == 0;
+    for map in [Q8Map::Signed, Q8Map::Unsigned] {
+        assert!(map.tables().mids.iter().all(|&m| short(m)), "{map:?}");
+    }
+    assert!((1..BUCKETS).all(|k| short(bucket_range(k).0)));
+}
+
+/// `f32` blocks whose values sit on and around `scale · midpoint` and `scale · bucket edge`
+/// (exact ties where the product is an `f32`), for scales with short and full mantissas: the
+/// division-free `f32` encoder gives the codes of the division and binary search.
+#[test]
+fn store_block_f32_ties_and_edges() {
+    for map in [Q8Map::Signed, Q8Map::Unsigned] {
+        let t = map.tables();
+        let mut points: Vec<f64> = t.mids.to_vec();
+        points.extend((1..BUCKETS).map(|k| bucket_range(k).0));
+        for s in [
+            1.0f32,
+            0.75,
+            3.0 * 2f32.powi(-20),
+            0.1,
+            1.7e-3,
+            6.0e4,
+            f32::from_bits(0x3f7f_ffff),
+        ] {
+            let mut xs: Vec<f32> = Vec::new();
+            for &m in &points {
+                for sign in [1.0f64, -1.0] {
+                    let x = (sign * m * f64::from(s)) as f32;
+                    for d in 0..3u32 {
+                        xs.push(f32::from_bits(x.to_bits().wrapping_add(d)));
+                        xs.push(f32::from_bits(x.to_bits().wrapping_sub(d)));
+                    }
+                }
+            }
+            xs.retain(|x| x.is_finite() && x.abs() <= s);
+            for block in xs.chunks(255) {
+                let mut b = block.to_vec();
+                b.push(if block.len() % 2 == 0 { s } else { -s });
+                let (mut c1, mut c2) = (vec![0u8; b.len()], vec![1u8; b.len()]);
+                let (mut s1, mut s2) = (0.0f32, 1.0f32);
+                store_block(map, &b, &mut c1, &mut s1);
+                store_block_ref(map, &b, &mut c2, &mut s2);
+                assert_eq!((c1, s1.to_bits()), (c2, s2.to_bits()), "{map:?} scale {s}");
+            }
         }
     }
 }
