@@ -116,27 +116,40 @@ impl LowKernel<f32> for Bound8 {
     ) {
         let [m, v] = q else { return };
         let n = p.len();
+        if g.len() < n || m.codes.len() < n || v.codes.len() < n {
+            return;
+        }
         let mut i0 = 0;
         while i0 < n {
             let i1 = (i0 + q8::BLOCK).min(n);
             let b = i0 / q8::BLOCK;
             let (sm, sv) = (m.scales[b] / 127.0, v.scales[b] / 127.0);
+            // every stream re-sliced to the block, so that the loops vectorise
+            let (p, g) = (&mut p[i0..i1], &g[i0..i1]);
+            let (mc, vc) = (&mut m.codes[i0..i1], &mut v.codes[i0..i1]);
+            let len = i1 - i0;
             let (mut qm, mut qv) = ([0.0f32; q8::BLOCK], [0.0f32; q8::BLOCK]);
-            let (mut am, mut av) = (0.0f32, 0.0f32);
-            for i in i0..i1 {
+            let (qm, qv) = (&mut qm[..len], &mut qv[..len]);
+            // absmax as the largest magnitude bit pattern (an integer maximum vectorises)
+            let (mut am, mut av) = (0u32, 0u32);
+            for i in 0..len {
                 let gi = g[i];
-                let mi = (f32::from(m.codes[i]) - 128.0) * sm * s[0] + gi * s[1];
-                let vi = (f32::from(v.codes[i]) - 128.0) * sv * s[2] + gi * gi * s[3];
-                qm[i - i0] = mi;
-                qv[i - i0] = vi;
-                am = am.max(mi.abs());
-                av = av.max(vi.abs());
+                let mi = (f32::from(mc[i]) - 128.0) * sm * s[0] + gi * s[1];
+                let vi = (f32::from(vc[i]) - 128.0) * sv * s[2] + gi * gi * s[3];
+                qm[i] = mi;
+                qv[i] = vi;
+                am = am.max(mi.abs().to_bits());
+                av = av.max(vi.abs().to_bits());
                 p[i] = p[i] - mi * s[4] + vi * s[5];
             }
+            let (am, av) = (f32::from_bits(am), f32::from_bits(av));
             let (rm, rv) = (127.0 / am.max(1e-30), 127.0 / av.max(1e-30));
-            for i in i0..i1 {
-                m.codes[i] = (qm[i - i0] * rm + 128.0) as u8;
-                v.codes[i] = (qv[i - i0] * rv + 128.0) as u8;
+            // the nearest integer as the low bits of `x + 2^23` (saturating float-to-int casts
+            // do not vectorise)
+            let code = |x: f32| (x.clamp(0.0, 255.0) + 8_388_608.0).to_bits() as u8;
+            for i in 0..len {
+                mc[i] = code(qm[i] * rm + 128.0);
+                vc[i] = code(qv[i] * rv + 128.0);
             }
             m.scales[b] = am;
             v.scales[b] = av;

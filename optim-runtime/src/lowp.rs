@@ -54,6 +54,9 @@ use crate::float::Float;
 #[path = "lowp_q8.rs"]
 pub mod q8;
 
+#[path = "lowp_conv.rs"]
+mod conv;
+
 /// The 16 raw bits of one stored element (a `bf16` or an `f16`, per its buffer's
 /// [`StateDtype`]).
 pub type Bits = u16;
@@ -147,22 +150,21 @@ impl LowBuf {
 /// A 16-bit float type of the `half` crate.
 trait Half: Copy {
     fn from_f32(x: f32) -> Self;
-    fn to_f32(self) -> f32;
     fn to_f64(self) -> f64;
     fn from_bits(b: Bits) -> Self;
     fn to_bits(self) -> Bits;
+    /// `half`'s `from_f32(x).to_bits()`, branch-free (so that loops vectorise).
+    fn f32_to_bits(x: f32) -> Bits;
+    /// `half`'s `from_bits(b).to_f32()`, branch-free.
+    fn bits_to_f32(b: Bits) -> f32;
 }
 
 macro_rules! half_impl {
-    ($t:ty) => {
+    ($t:ty, $to:ident, $of:ident) => {
         impl Half for $t {
             #[inline(always)]
             fn from_f32(x: f32) -> Self {
                 <$t>::from_f32(x)
-            }
-            #[inline(always)]
-            fn to_f32(self) -> f32 {
-                <$t>::to_f32(self)
             }
             #[inline(always)]
             fn to_f64(self) -> f64 {
@@ -176,11 +178,19 @@ macro_rules! half_impl {
             fn to_bits(self) -> Bits {
                 <$t>::to_bits(self)
             }
+            #[inline(always)]
+            fn f32_to_bits(x: f32) -> Bits {
+                conv::$to(x)
+            }
+            #[inline(always)]
+            fn bits_to_f32(b: Bits) -> f32 {
+                conv::$of(b)
+            }
         }
     };
 }
-half_impl!(half::bf16);
-half_impl!(half::f16);
+half_impl!(half::bf16, f32_to_bf16, bf16_to_f32);
+half_impl!(half::f16, f32_to_f16, f16_to_f32);
 
 /// `x` rounded to `f32` with round-to-odd: exact values stay, others become the neighbour
 /// toward zero with its last bit set. Rounding that to a format at least 2 bits narrower (bf16:
@@ -210,14 +220,13 @@ fn from_f64<H: Half>(x: f64) -> H {
     H::from_f32(f32_round_to_odd(x))
 }
 
-/// Stored bits `b` widened (exactly) to `E`.
+/// Stored bits `b` widened (exactly) to `E` (`f64` through `half`; `f32` by [`Half::bits_to_f32`]).
 #[inline(always)]
 fn load<H: Half, E: Float>(b: Bits) -> E {
-    let h = H::from_bits(b);
     if E::BYTES == 4 {
-        E::of_f64(f64::from(h.to_f32()))
+        E::of_f64(f64::from(H::bits_to_f32(b)))
     } else {
-        E::of_f64(h.to_f64())
+        E::of_f64(H::from_bits(b).to_f64())
     }
 }
 
@@ -226,7 +235,7 @@ fn load<H: Half, E: Float>(b: Bits) -> E {
 fn store<H: Half, E: Float>(x: E) -> Bits {
     if E::BYTES == 4 {
         // exact round trip through f64 for f32
-        H::from_f32(x.as_f64() as f32).to_bits()
+        H::f32_to_bits(x.as_f64() as f32)
     } else {
         from_f64::<H>(x.as_f64()).to_bits()
     }
@@ -290,7 +299,12 @@ pub fn store_f16<E: Float>(x: E) -> Bits {
 /// `x` as `bf16`, rounded stochastically with the random bits `r` (from [`counter_bits`]).
 #[inline(always)]
 pub fn store_bf16_sr<E: Float>(x: E, r: u64) -> Bits {
-    store_sr::<half::bf16>(x.as_f64(), r)
+    if E::BYTES == 4 {
+        // the same choice, in integers (branch-free)
+        conv::f32_to_bf16_sr(x.as_f64() as f32, r)
+    } else {
+        store_sr::<half::bf16>(x.as_f64(), r)
+    }
 }
 
 /// `x` as `f16`, rounded stochastically with the random bits `r` (from [`counter_bits`]).
@@ -337,3 +351,7 @@ pub fn counter_bits(key: u64, index: u64) -> u64 {
 #[cfg(test)]
 #[path = "tests_lowp.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "tests_lowp_exact.rs"]
+mod tests_exact;

@@ -113,11 +113,57 @@ impl Q8Map {
     }
 }
 
+/// Mantissa bits of `|y|` in a bucket key (128 buckets per binary octave).
+const KEY_MAN: u32 = 7;
+/// The smallest binary exponent with buckets of its own: `|y| < 2^-23` (below every map entry
+/// but 0 and every midpoint but none) shares bucket 0.
+const KEY_EXP_MIN: i64 = -23;
+/// Buckets per sign: octaves `2^-23 ..= 2^0`, 128 each; the last also takes `|y| >= 2`.
+const BUCKETS: usize = ((1 - KEY_EXP_MIN) as usize) << KEY_MAN;
+
 /// A map's entries and the midpoints between neighbours (for the nearest-entry search).
 struct Tables {
     values: [f32; 256],
+    /// The 255 midpoints.
+    #[cfg_attr(not(test), allow(dead_code))]
     mids: [f64; 255],
     zero: u8,
+    /// Per sign of `y` and bucket of `|y|` (index `sign · BUCKETS + bucket`, see [`bucket`]):
+    /// how many midpoints lie below every `y` of the bucket.
+    start: [u32; 2 * BUCKETS],
+    /// Per sign and bucket: the bucket's one midpoint (`mids[start]`; a bucket holds at most
+    /// one, asserted by the tests), `+∞` if it holds none. `y`'s code is `start`, plus one if
+    /// this midpoint is below `y`.
+    next: [f64; 2 * BUCKETS],
+}
+
+/// The bucket of `|y|` (for `y` of either sign): its binary exponent and top [`KEY_MAN`]
+/// mantissa bits, clamped to `0..BUCKETS` (all `|y| < 2^-23` in bucket 0, all `|y| >= 2` in
+/// the last). Each bucket is an interval of `|y|`, monotone in `|y|`.
+#[inline(always)]
+fn bucket(y: f64) -> usize {
+    let mag = (y.to_bits() & !(1u64 << 63)) >> (52 - KEY_MAN);
+    let k = mag as i64 - ((1023 + KEY_EXP_MIN) << KEY_MAN);
+    k.clamp(0, BUCKETS as i64 - 1) as usize
+}
+
+/// The smallest `|y|` of bucket `k` for `0 < k < BUCKETS`: `2^e · (1 + j / 128)` (8
+/// significant bits).
+#[inline(always)]
+fn edge(k: i64) -> f64 {
+    f64::from_bits(((k + ((1023 + KEY_EXP_MIN) << KEY_MAN)) as u64) << (52 - KEY_MAN))
+}
+
+/// The interval `[lo, hi)` of `|y|` that bucket `k` holds.
+fn bucket_range(k: usize) -> (f64, f64) {
+    let edge = |k: usize| edge(k as i64);
+    let lo = if k == 0 { 0.0 } else { edge(k) };
+    let hi = if k + 1 == BUCKETS {
+        f64::INFINITY
+    } else {
+        edge(k + 1)
+    };
+    (lo, hi)
 }
 
 impl Tables {
@@ -150,12 +196,60 @@ impl Tables {
             *m = (f64::from(w[0]) + f64::from(w[1])) / 2.0;
         }
         let zero = values.iter().position(|&v| v == 0.0).unwrap_or(0) as u8;
-        Tables { values, mids, zero }
+        let mut start = [0u32; 2 * BUCKETS];
+        let mut next = [f64::INFINITY; 2 * BUCKETS];
+        let below = |t: &dyn Fn(f64) -> bool| mids.iter().filter(|&&m| t(m)).count() as u32;
+        for k in 0..BUCKETS {
+            let (lo, hi) = bucket_range(k);
+            // y >= 0 with |y| in [lo, hi): the midpoints below lo are below y
+            start[k] = below(&|m| m < lo);
+            // y <= 0 with |y| in [lo, hi), so y in (-hi, -lo]: those at or below -hi are
+            start[BUCKETS + k] = below(&|m| m <= -hi);
+            for i in [k, BUCKETS + k] {
+                if let Some(&m) = mids.get(start[i] as usize) {
+                    next[i] = m;
+                }
+            }
+        }
+        Tables {
+            values,
+            mids,
+            zero,
+            start,
+            next,
+        }
+    }
+
+    /// The most midpoints any bucket holds, per sign (`encode` needs at most one).
+    #[cfg(test)]
+    fn most_candidates(&self) -> usize {
+        let mids = &self.mids;
+        (0..BUCKETS)
+            .flat_map(|k| {
+                let (lo, hi) = bucket_range(k);
+                [
+                    mids.iter().filter(|&&m| lo <= m && m < hi).count(),
+                    mids.iter().filter(|&&m| -hi < m && m <= -lo).count(),
+                ]
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// The number of midpoints below `y`: the nearest entry's index (ties to the lower one).
+    /// The midpoints below `y`'s bucket ([`Tables::start`]), plus one if the bucket's own
+    /// midpoint ([`Tables::next`]) is below `y`: two independent table lookups, no
+    /// data-dependent branch or search. `y` is not NaN (the callers quantise finite values).
     #[inline(always)]
     fn encode(&self, y: f64) -> u8 {
+        let i = usize::from(y.is_sign_negative()) * BUCKETS + bucket(y);
+        (self.start[i] + u32::from(self.next[i] < y)) as u8
+    }
+
+    /// [`Tables::encode`] by binary search over the midpoints (the encoder before the bucket
+    /// tables; the tests' reference).
+    #[cfg(test)]
+    fn encode_search(&self, y: f64) -> u8 {
         // branch-free binary search over the 255 midpoints (8 halvings)
         let mut lo = 0usize;
         let mut half = 128usize;
@@ -276,14 +370,13 @@ pub fn load<E: Float>(q: &[f32; 256], c: u8, s: f32) -> E {
 /// Quantises one block `x` (at most [`BLOCK`] values) into `codes` and its scale `scale`.
 #[inline(always)]
 pub fn store_block<E: Float>(map: Q8Map, x: &[E], codes: &mut [u8], scale: &mut f32) {
-    let mut amax = 0.0f64;
+    // the largest |x| as the largest magnitude bit pattern (which orders non-negative floats,
+    // above them infinity and NaN): an integer maximum, which vectorises
+    let mut abits = 0u64;
     for v in x {
-        let a = v.as_f64().abs();
-        // NaN propagates
-        if a > amax || a.is_nan() {
-            amax = a;
-        }
+        abits = abits.max(v.as_f64().to_bits() & !(1u64 << 63));
     }
+    let amax = f64::from_bits(abits);
     let t = map.tables();
     if !amax.is_finite() {
         *scale = f32::NAN;
@@ -297,8 +390,59 @@ pub fn store_block<E: Float>(map: Q8Map, x: &[E], codes: &mut [u8], scale: &mut 
         return;
     }
     let inv = f64::from(s);
-    for (c, v) in codes.iter_mut().zip(x) {
-        *c = t.encode(v.as_f64() / inv);
+    if E::BYTES == 4 {
+        return encode_f32(t, x, inv, codes);
+    }
+    // the quotients first (a loop of divisions, which vectorises), then the table lookups
+    let mut ys = [0.0f64; BLOCK];
+    for (c, x) in codes.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+        let ys = &mut ys[..x.len()];
+        for (y, v) in ys.iter_mut().zip(x) {
+            *y = v.as_f64() / inv;
+        }
+        for (c, &y) in c.iter_mut().zip(ys.iter()) {
+            *c = t.encode(y);
+        }
+    }
+}
+
+/// [`Tables::encode`]`(x / s)` for each `x` of a block of `f32` values (as `E`), without the
+/// division: with `x`, `s` in `f32` and the midpoints and bucket edges of at most 29
+/// significant bits (asserted by the tests), each product `m · s` is exact in `f64`, and
+/// `m < x / s` rounded ⇔ `m < x / s` ⇔ `m · s < x` (`x / s` is either exactly `m` or farther
+/// from it than half an `f64` ulp). So the bucket is estimated from `|x| · (1 / s)` (off by at
+/// most a few ulps, so by at most one bucket, at an edge) and corrected by comparing `|x|`
+/// with its edges times `s`, and the bucket's midpoint is compared as `m · s < x`. A first,
+/// vectorised loop computes the table indices; a second does the lookups.
+#[inline(always)]
+fn encode_f32<E: Float>(t: &Tables, x: &[E], s: f64, codes: &mut [u8]) {
+    let inv = 1.0 / s;
+    let mut idx = [0u32; BLOCK];
+    let last = BUCKETS as i64 - 1;
+    for (c, x) in codes.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+        let idx = &mut idx[..x.len()];
+        for (i, v) in idx.iter_mut().zip(x) {
+            let a = v.as_f64().abs();
+            let k = bucket(a * inv) as i64;
+            let (lo, hi) = (edge(k), edge(k + 1));
+            let lo = if k == 0 { 0.0 } else { lo };
+            let hi = if k == last { f64::INFINITY } else { hi };
+            let k = k - i64::from(a < lo * s) + i64::from(a >= hi * s);
+            *i = u32::from(v.as_f64().is_sign_negative()) * BUCKETS as u32 + k as u32;
+        }
+        for ((c, v), &i) in c.iter_mut().zip(x).zip(idx.iter()) {
+            let i = (i as usize).min(2 * BUCKETS - 1);
+            *c = (t.start[i] + u32::from(t.next[i] * s < v.as_f64())) as u8;
+        }
+    }
+}
+
+/// Dequantises one block's `codes` under scale `s` into `out` (as [`load`] each; `out` and
+/// `codes` of the same length, at most [`BLOCK`] in the generated loops).
+#[inline(always)]
+pub fn load_block<E: Float>(q: &[f32; 256], codes: &[u8], s: f32, out: &mut [E]) {
+    for (o, &c) in out.iter_mut().zip(codes) {
+        *o = load::<E>(q, c, s);
     }
 }
 

@@ -146,3 +146,176 @@ fn tails_empty_zero_and_non_finite_blocks() {
     assert_eq!(f.scales, vec![0.125; 3]);
     assert!(f.to_values::<f64>().iter().all(|&v| v == 0.125));
 }
+
+/// A bucket holds at most one midpoint (what `encode` relies on), per map and sign.
+#[test]
+fn buckets_hold_at_most_one_midpoint() {
+    for map in [Q8Map::Signed, Q8Map::Unsigned] {
+        let n = map.tables().most_candidates();
+        assert!(n <= 1, "{map:?}: a bucket holds {n} midpoints");
+    }
+}
+
+/// Values `y` to encode: every midpoint and its neighbours a few `f64` ulps away (the ties),
+/// every bucket edge and its neighbours, ±0, ±2, subnormals, and a stride through the `f32`s
+/// in `[-1, 1]` and beyond, as `f64`.
+fn encode_inputs(t: &Tables) -> Vec<f64> {
+    let mut ys = Vec::new();
+    let near = |y: f64, ys: &mut Vec<f64>| {
+        for d in 0..4u64 {
+            for s in [1.0, -1.0] {
+                let b = (s * y).to_bits();
+                ys.push(f64::from_bits(b.wrapping_add(d)));
+                ys.push(f64::from_bits(b.wrapping_sub(d)));
+            }
+        }
+    };
+    for &m in &t.mids {
+        near(m, &mut ys);
+    }
+    for k in 0..BUCKETS {
+        near(bucket_range(k).0, &mut ys);
+    }
+    for &v in &t.values {
+        near(f64::from(v), &mut ys);
+    }
+    near(2.0, &mut ys);
+    near(f64::MIN_POSITIVE, &mut ys);
+    ys.extend([f64::MAX, -f64::MAX, 1e300, -1e-300, 5e-324, -5e-324]);
+    ys.extend((0..=u32::MAX / 257).map(|k| f64::from(f32::from_bits(k.wrapping_mul(257)))));
+    ys.retain(|y| !y.is_nan());
+    ys
+}
+
+/// The bucket encoder gives the binary search's code (the encoder it replaced) for every
+/// input: ties, bucket edges, both signs, a sweep of the `f32`s, pseudo-random `f64`s.
+#[test]
+fn encode_equals_binary_search() {
+    for map in [Q8Map::Signed, Q8Map::Unsigned] {
+        let t = map.tables();
+        let mut ys = encode_inputs(t);
+        ys.extend((0..1_000_000u64).map(|i| {
+            let r = crate::lowp::counter_bits(0x98, i);
+            // magnitudes 2^-40 ..= 2^1 with random mantissas and signs
+            let e = (r % 42) as i32 - 40;
+            f64::from_bits(r >> 12 | ((1023 + e) as u64) << 52 | r << 63)
+        }));
+        for y in ys {
+            assert_eq!(t.encode(y), t.encode_search(y), "{map:?} {y:e}");
+        }
+    }
+}
+
+/// `store_block` as it was: `f64` absmax by comparison (NaN kept), binary search.
+fn store_block_ref<E: Float>(map: Q8Map, x: &[E], codes: &mut [u8], scale: &mut f32) {
+    let mut amax = 0.0f64;
+    for v in x {
+        let a = v.as_f64().abs();
+        if a > amax || a.is_nan() {
+            amax = a;
+        }
+    }
+    let t = map.tables();
+    if !amax.is_finite() {
+        *scale = f32::NAN;
+        codes.fill(t.zero);
+        return;
+    }
+    let s = amax as f32;
+    *scale = s;
+    if s == 0.0 {
+        codes.fill(t.zero);
+        return;
+    }
+    for (c, v) in codes.iter_mut().zip(x) {
+        *c = t.encode_search(v.as_f64() / f64::from(s));
+    }
+}
+
+/// Whole blocks (random lengths, magnitudes, signs, NaN, infinities, zeros, `f32` and `f64`)
+/// give the same codes and scale bits as before.
+#[test]
+fn store_block_equals_reference() {
+    fn check<E: Float>(map: Q8Map, x: &[E]) {
+        let (mut c1, mut c2) = (vec![0u8; x.len()], vec![1u8; x.len()]);
+        let (mut s1, mut s2) = (0.0f32, 1.0f32);
+        store_block(map, x, &mut c1, &mut s1);
+        store_block_ref(map, x, &mut c2, &mut s2);
+        assert_eq!((c1, s1.to_bits()), (c2, s2.to_bits()), "{map:?}");
+    }
+    for b in 0..3_000u64 {
+        let len = 1 + (crate::lowp::counter_bits(1, b) % 256) as usize;
+        let xs: Vec<f64> = (0..len as u64)
+            .map(|i| {
+                let r = crate::lowp::counter_bits(b + 2, i);
+                let e = (r % 30) as i32 - 20 - (b % 5) as i32;
+                let x = f64::from_bits(r >> 12 | ((1023 + e) as u64) << 52 | r << 63);
+                match (b % 7, r % 97) {
+                    (0, 0) => f64::NAN,
+                    (1, 0) => f64::NEG_INFINITY,
+                    (2, _) => 0.0,
+                    (3, 1) => -0.0,
+                    _ => x,
+                }
+            })
+            .collect();
+        let x32: Vec<f32> = xs.iter().map(|&x| x as f32).collect();
+        for map in [Q8Map::Signed, Q8Map::Unsigned] {
+            check(map, &xs);
+            check(map, &x32);
+        }
+    }
+}
+
+/// Every midpoint and bucket edge has at most 29 significant bits, so that its product with
+/// an `f32` scale is exact in `f64` (what `encode_f32` relies on).
+#[test]
+fn midpoints_and_edges_are_short() {
+    let short = |m: f64| m.to_bits() & ((1 << 24) - 1) == 0;
+    for map in [Q8Map::Signed, Q8Map::Unsigned] {
+        assert!(map.tables().mids.iter().all(|&m| short(m)), "{map:?}");
+    }
+    assert!((1..BUCKETS).all(|k| short(bucket_range(k).0)));
+}
+
+/// `f32` blocks whose values sit on and around `scale · midpoint` and `scale · bucket edge`
+/// (exact ties where the product is an `f32`), for scales with short and full mantissas: the
+/// division-free `f32` encoder gives the codes of the division and binary search.
+#[test]
+fn store_block_f32_ties_and_edges() {
+    for map in [Q8Map::Signed, Q8Map::Unsigned] {
+        let t = map.tables();
+        let mut points: Vec<f64> = t.mids.to_vec();
+        points.extend((1..BUCKETS).map(|k| bucket_range(k).0));
+        for s in [
+            1.0f32,
+            0.75,
+            3.0 * 2f32.powi(-20),
+            0.1,
+            1.7e-3,
+            6.0e4,
+            f32::from_bits(0x3f7f_ffff),
+        ] {
+            let mut xs: Vec<f32> = Vec::new();
+            for &m in &points {
+                for sign in [1.0f64, -1.0] {
+                    let x = (sign * m * f64::from(s)) as f32;
+                    for d in 0..3u32 {
+                        xs.push(f32::from_bits(x.to_bits().wrapping_add(d)));
+                        xs.push(f32::from_bits(x.to_bits().wrapping_sub(d)));
+                    }
+                }
+            }
+            xs.retain(|x| x.is_finite() && x.abs() <= s);
+            for block in xs.chunks(255) {
+                let mut b = block.to_vec();
+                b.push(if block.len() % 2 == 0 { s } else { -s });
+                let (mut c1, mut c2) = (vec![0u8; b.len()], vec![1u8; b.len()]);
+                let (mut s1, mut s2) = (0.0f32, 1.0f32);
+                store_block(map, &b, &mut c1, &mut s1);
+                store_block_ref(map, &b, &mut c2, &mut s2);
+                assert_eq!((c1, s1.to_bits()), (c2, s2.to_bits()), "{map:?} scale {s}");
+            }
+        }
+    }
+}

@@ -89,10 +89,13 @@ pub(crate) fn stmt(s: &LStmt) -> TokenStream {
 /// One statement of loop `l`'s body: as [`stmt`], with loads from and stores to 16-bit
 /// streams converted (`optim_runtime::lowp`; stochastic stores draw from the element's counter,
 /// keyed by the stream key `k{j}` and the element's index in the parameter), and 8-bit streams
-/// dequantised with their block's scale `c{j}` on load and staged in the block's `q{j}` on
-/// store (quantised after the block, see [`kernel`]).
+/// read from the block's dequantised values `d{j}` on load and staged in the
+/// block's `q{j}` on store (quantised after the block, see [`element_loop`]). In a loop with
+/// 8-bit streams `i` counts within the block, which starts at element `i0`.
 fn stmt_in(s: &LStmt, l: &LoopIr) -> TokenStream {
     let p = Private;
+    let blocked = l.bufs.iter().any(|b| b.elem.is_q8());
+    let at = if blocked { quote!((i0 + i)) } else { quote!(i) };
     let low = |to: &LStream| match *to {
         LStream::Buf(j) => l
             .bufs
@@ -105,12 +108,8 @@ fn stmt_in(s: &LStmt, l: &LoopIr) -> TokenStream {
         LStmt::Load { var, from } => match low(from) {
             Some((j, b)) if b.elem.is_q8() => {
                 let x = format_ident!("x{}", var);
-                let (bj, mj, cj) = (
-                    format_ident!("b{}", j),
-                    format_ident!("m{}", j),
-                    format_ident!("c{}", j),
-                );
-                quote!(let #x: E = #p::lowp::q8::load::<E>(#mj, #bj.codes[i], #cj);)
+                let dj = format_ident!("d{}", j);
+                quote!(let #x: E = #dj[i];)
             }
             Some((j, b)) => {
                 let x = format_ident!("x{}", var);
@@ -124,7 +123,7 @@ fn stmt_in(s: &LStmt, l: &LoopIr) -> TokenStream {
             Some((j, b)) if b.elem.is_q8() => {
                 let x = val(*value);
                 let qj = format_ident!("q{}", j);
-                quote!(#qj[i - i0] = #x;)
+                quote!(#qj[i] = #x;)
             }
             Some((j, b)) => {
                 let x = val(*value);
@@ -132,7 +131,7 @@ fn stmt_in(s: &LStmt, l: &LoopIr) -> TokenStream {
                 if b.stochastic {
                     let f = format_ident!("store_{}_sr", elem_name(b.elem));
                     let kj = format_ident!("k{}", j);
-                    quote!(#bj[i] = #p::lowp::#f::<E>(#x, #p::lowp::counter_bits(#kj, at.base + i as #p::U64));)
+                    quote!(#bj[i] = #p::lowp::#f::<E>(#x, #p::lowp::counter_bits(#kj, at.base + #at as #p::U64));)
                 } else {
                     let f = format_ident!("store_{}", elem_name(b.elem));
                     quote!(#bj[i] = #p::lowp::#f::<E>(#x);)
@@ -192,10 +191,14 @@ fn elem_name(e: Elem) -> &'static str {
 
 /// The element loop over `0..n` running `body`. With 8-bit streams it runs block by block
 /// (`optim_runtime::lowp::q8::BLOCK` elements; the executor hands each call whole blocks but
-/// the parameter's last): each loaded 8-bit stream `b{j}` reads its block scale `c{j}` before
-/// the block, each stored one stages the block's new values in `q{j}` (on the stack, in `E`)
-/// and quantises them after it (block absmax, then codes), so the fused loop reads and writes
-/// each stream once and the per-block absmax is a block-local reduction before the store.
+/// the parameter's last): each loaded 8-bit stream `b{j}` is dequantised (codes and block
+/// scale) into `d{j}` before the block, on the stack in `E` (the table lookups, which do not
+/// vectorise, stay out of the arithmetic loop); each stored one stages the block's new values
+/// in `q{j}` (on the stack, in `E`) and quantises them after it (block absmax, then codes), so
+/// the fused loop reads and writes each stream once and the per-block absmax is a block-local
+/// reduction before the store. Inside a block
+/// every stream is re-sliced to the block (`p`, `g`, the other buffers, `d{j}`, `q{j}`), all
+/// of the block's length, so that the loop has no bounds checks and vectorises.
 fn element_loop(l: &LoopIr, body: &[TokenStream]) -> TokenStream {
     let p = Private;
     let q8: Vec<usize> = (0..l.bufs.len())
@@ -216,29 +219,39 @@ fn element_loop(l: &LoopIr, body: &[TokenStream]) -> TokenStream {
         })
     };
     let id = |c: &str, j: usize| format_ident!("{}{}", c, j);
+    let ids = |c: &str, js: &[usize]| js.iter().map(|&j| id(c, j)).collect::<Vec<_>>();
     let loaded: Vec<usize> = q8.iter().copied().filter(|&j| touches(j, false)).collect();
     let stored: Vec<usize> = q8.iter().copied().filter(|&j| touches(j, true)).collect();
-    let (lb, lm, lc) = (
-        loaded.iter().map(|&j| id("b", j)).collect::<Vec<_>>(),
-        loaded.iter().map(|&j| id("m", j)).collect::<Vec<_>>(),
-        loaded.iter().map(|&j| id("c", j)),
-    );
-    let (sb, sq) = (
-        stored.iter().map(|&j| id("b", j)).collect::<Vec<_>>(),
-        stored.iter().map(|&j| id("q", j)).collect::<Vec<_>>(),
-    );
+    let others: Vec<usize> = (0..l.bufs.len()).filter(|j| !q8.contains(j)).collect();
+    let (lb, lm, ld) = (ids("b", &loaded), ids("m", &loaded), ids("d", &loaded));
+    let (sb, sq) = (ids("b", &stored), ids("q", &stored));
+    let ob = ids("b", &others);
+    let g_block = if l.reads_grad {
+        quote!(let g = &g[i0..i1];)
+    } else {
+        quote!()
+    };
     quote! {
         #(let #lm: &[f32; 256] = #lb.map.values();)*
         let mut i0 = 0usize;
         while i0 < n {
             let i1 = if n - i0 < #p::lowp::q8::BLOCK { n } else { i0 + #p::lowp::q8::BLOCK };
             let blk = i0 / #p::lowp::q8::BLOCK;
-            #(let #lc: f32 = #lb.scales[blk];)*
+            let len = i1 - i0;
+            #(let mut #ld = [<E as #p::Float>::of_f64(0.0); #p::lowp::q8::BLOCK];)*
+            #(#p::lowp::q8::load_block::<E>(#lm, &#lb.codes[i0..i1], #lb.scales[blk], &mut #ld[..len]);)*
             #(let mut #sq = [<E as #p::Float>::of_f64(0.0); #p::lowp::q8::BLOCK];)*
-            for i in i0..i1 {
-                #(#body)*
+            {
+                let p = &mut p[i0..i1];
+                #g_block
+                #(let #ob = &mut #ob[i0..i1];)*
+                #(let #ld: &[E] = &#ld[..len];)*
+                #(let #sq = &mut #sq[..len];)*
+                for i in 0..len {
+                    #(#body)*
+                }
             }
-            #(#p::lowp::q8::store_block::<E>(#sb.map, &#sq[..i1 - i0], &mut #sb.codes[i0..i1], &mut #sb.scales[blk]);)*
+            #(#p::lowp::q8::store_block::<E>(#sb.map, &#sq[..len], &mut #sb.codes[i0..i1], &mut #sb.scales[blk]);)*
             i0 = i1;
         }
     }

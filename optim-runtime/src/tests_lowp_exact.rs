@@ -1,0 +1,146 @@
+//! The branch-free conversions give exactly the bits of the code they replaced: `half`'s
+//! conversions (round to nearest) and the `f64` formula of `store_sr` (stochastic rounding),
+//! over every 16-bit pattern, a strided sweep of `f32` patterns with every rounding edge, and
+//! pseudo-random inputs. `exhaustive_f32` (ignored; run it in release) covers all 2^32 `f32`s.
+
+use super::*;
+
+/// `f32` patterns: a stride through all 2^32 plus, for every sign and exponent, the mantissas
+/// at and around each rounding point of bf16 (16 dropped bits) and f16 (13, and more below
+/// 2^-14).
+fn f32_patterns() -> impl Iterator<Item = u32> {
+    let stride = (0..=u32::MAX / 4099).map(|k| k.wrapping_mul(4099));
+    let edges = (0..512u32).flat_map(|se| {
+        let top = se << 23;
+        let mut v = Vec::new();
+        for sh in 0..=23u32 {
+            let half = 1u32 << sh >> 1;
+            for base in [
+                0u32,
+                1 << sh,
+                2 << sh,
+                3 << sh,
+                0x7f_ffff & !((1 << sh) - 1),
+            ] {
+                for d in [0u32, 1, 2] {
+                    for m in [
+                        (base + half).wrapping_sub(d),
+                        base + half + d,
+                        base + d,
+                        base.wrapping_sub(d),
+                    ] {
+                        v.push(top | (m & 0x7f_ffff));
+                    }
+                }
+            }
+        }
+        v
+    });
+    stride.chain(edges)
+}
+
+/// The old stochastic store of an `f32`: the `f64` formula.
+fn sr_ref(x: f32, r: u64) -> Bits {
+    store_sr::<half::bf16>(f64::from(x), r)
+}
+
+#[test]
+fn decode_every_16_bit_pattern() {
+    for b in 0..=u16::MAX {
+        let want = half::bf16::from_bits(b).to_f32().to_bits();
+        assert_eq!(conv::bf16_to_f32(b).to_bits(), want, "bf16 {b:#06x}");
+        assert_eq!(load_bf16::<f32>(b).to_bits(), want, "bf16 {b:#06x}");
+        let want = half::f16::from_bits(b).to_f32().to_bits();
+        assert_eq!(conv::f16_to_f32(b).to_bits(), want, "f16 {b:#06x}");
+        assert_eq!(load_f16::<f32>(b).to_bits(), want, "f16 {b:#06x}");
+        // f64 loads are unchanged: exact
+        let w = load_f16::<f64>(b);
+        assert!(w.to_bits() == half::f16::from_bits(b).to_f64().to_bits());
+    }
+}
+
+/// One `f32` against every replaced conversion (`r`: random bits for the stochastic store).
+fn check_f32(u: u32, rs: &[u64]) {
+    let x = f32::from_bits(u);
+    assert_eq!(
+        store_bf16(x),
+        half::bf16::from_f32(x).to_bits(),
+        "bf16 {u:#010x}"
+    );
+    assert_eq!(
+        store_f16(x),
+        half::f16::from_f32(x).to_bits(),
+        "f16 {u:#010x}"
+    );
+    let d = u32::from(u as u16);
+    // the random draws at and around the threshold of this x, and the given ones
+    for &r in [
+        u64::from(d) << 48,
+        u64::from(d.wrapping_sub(1)) << 48 | 0xffff_ffff_ffff,
+        u64::from(d.wrapping_add(1)) << 48,
+        0,
+        u64::MAX,
+    ]
+    .iter()
+    .chain(rs)
+    {
+        assert_eq!(
+            store_bf16_sr(x, r),
+            sr_ref(x, r),
+            "bf16_sr {u:#010x} r {r:#018x}"
+        );
+    }
+}
+
+#[test]
+fn encode_f32_sweep_and_edges() {
+    let mut n = 0u64;
+    for u in f32_patterns() {
+        check_f32(u, &[counter_bits(3, n)]);
+        n += 1;
+    }
+    assert!(n > 1_000_000);
+    for x in [
+        0.0f32,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+    ] {
+        check_f32(x.to_bits(), &[1, 1 << 63]);
+    }
+    // signalling NaNs and payloads
+    for u in [
+        0x7f80_0001u32,
+        0xff80_0001,
+        0x7fbf_ffff,
+        0x7f80_2000,
+        0xffc0_0000,
+    ] {
+        check_f32(u, &[]);
+    }
+}
+
+/// Pseudo-random `f32` bit patterns and random draws (a property test with a fixed seed).
+#[test]
+fn encode_f32_random() {
+    for i in 0..2_000_000u64 {
+        let r = counter_bits(0x5eed, i);
+        check_f32((r >> 32) as u32, &[counter_bits(0x5eed ^ 1, i)]);
+    }
+}
+
+/// All 2^32 `f32`s (5 minutes in release on 2 loaded cores:
+/// `cargo test --release -p optim-runtime --lib exhaustive_f32 -- --ignored`).
+#[test]
+#[ignore]
+fn exhaustive_f32() {
+    use rayon::prelude::*;
+    (0..=u32::MAX >> 16).into_par_iter().for_each(|hi| {
+        for lo in 0..=u16::MAX as u32 {
+            let u = hi << 16 | lo;
+            check_f32(u, &[counter_bits(9, u64::from(u))]);
+        }
+    });
+}
