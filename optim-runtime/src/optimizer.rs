@@ -395,7 +395,10 @@ pub(crate) struct Entry<'a, E> {
 fn each_entry<E: Float>(entries: &mut [Entry<'_, E>], f: impl Fn(usize, &mut Entry<'_, E>) + Sync) {
     use rayon::prelude::*;
     if entries.len() > 1 && rayon::current_num_threads() > 1 {
-        entries.par_iter_mut().enumerate().for_each(|(i, e)| f(i, e));
+        entries
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(i, e)| f(i, e));
     } else {
         entries.iter_mut().enumerate().for_each(|(i, e)| f(i, e));
     }
