@@ -193,3 +193,67 @@ fn clip_global_norm_with_non_finite_gradients_follows_pytorch() {
     );
     assert_eq!(p, [0.0; 3]);
 }
+
+#[test]
+fn metrics_on_the_dfdx_path_see_the_model_values_before_the_step() {
+    // the dfdx driver copies each tensor into its host buffer inside the step; with metrics on
+    // that copy must come before they capture the parameters (else `update_rms` would measure
+    // the distance from an empty buffer)
+    use dfdx::nn::ZeroGrads;
+    use dfdx::shapes::Rank1;
+    use dfdx::tensor::{AsArray, Cpu, Tensor, TensorFrom};
+    let dev = Cpu::default();
+    let mut model: (Tensor<Rank1<2>, f64, Cpu>, Tensor<Rank1<1>, f64, Cpu>) =
+        (dev.tensor([1.0, -1.0]), dev.tensor([0.5]));
+    let mut grads = model.alloc_grads();
+    grads
+        .get_or_alloc_mut(&model.0)
+        .unwrap()
+        .copy_from_slice(&[3.0, 4.0]);
+    grads.get_or_alloc_mut(&model.1).unwrap()[0] = 12.0;
+    let mut opt = ClipSgd::<f64>::default();
+    opt.set_metrics(true);
+    opt.update(&mut model, &mut grads).unwrap();
+    // as `global_norm_clip_factor_and_update_rms_by_hand`: ‖g‖ = 13, factor 1 / (13 + 1e-6)
+    let factor = 1.0 / (13.0 + 1e-6);
+    let m = opt.metrics().unwrap();
+    assert_eq!(m.grad_norm, 13.0);
+    // by name: the tuple's first tensor, then its second
+    let rms: Vec<f64> = m.params.values().map(|p| p.update_rms).collect();
+    assert_eq!(rms.len(), 2, "{m:?}");
+    assert!(close(rms[0], 12.5f64.sqrt() * factor), "{m:?}");
+    assert!(close(rms[1], 12.0 * factor), "{m:?}");
+    let w = model.0.array();
+    assert!(close(1.0 - w[0], 3.0 * factor), "{w:?}");
+    assert!(close(-1.0 - w[1], 4.0 * factor), "{w:?}");
+    assert!(close(0.5 - model.1.array()[0], 12.0 * factor));
+}
+
+#[test]
+fn metrics_of_a_one_loop_rule_on_the_dfdx_path_see_the_model_values() {
+    // one loop: without metrics the driver would copy each tensor in just before its loop,
+    // after the metrics' capture; with metrics on it copies them all first
+    use dfdx::nn::ZeroGrads;
+    use dfdx::shapes::Rank1;
+    use dfdx::tensor::{AsArray, Cpu, Tensor, TensorFrom};
+    let dev = Cpu::default();
+    let mut model: (Tensor<Rank1<2>, f64, Cpu>,) = (dev.tensor([1.0, -1.0]),);
+    let mut grads = model.alloc_grads();
+    grads
+        .get_or_alloc_mut(&model.0)
+        .unwrap()
+        .copy_from_slice(&[3.0, 4.0]);
+    let mut opt = Sgd::<f64>::new(SgdConfig {
+        lr: 0.5.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    opt.set_metrics(true);
+    opt.update(&mut model, &mut grads).unwrap();
+    // p -= 0.5 g: moved by (1.5, 2), RMS sqrt((2.25 + 4) / 2) = 1.25 * sqrt(2)
+    assert_eq!(model.0.array(), [-0.5, -3.0]);
+    let m = opt.metrics().unwrap();
+    let rms: Vec<f64> = m.params.values().map(|p| p.update_rms).collect();
+    assert_eq!(rms.len(), 1, "{m:?}");
+    assert!(close(rms[0], 1.25 * 2f64.sqrt()), "{m:?}");
+}
