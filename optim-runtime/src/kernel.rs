@@ -20,9 +20,6 @@ use crate::Float;
 use rayon::prelude::*;
 use smallvec::SmallVec;
 
-mod hooked;
-pub(crate) use hooked::{execute_hooked, ParamHooks};
-
 /// Declares a kind of fused loop from one parameter list: the trait `$tr` that generated code
 /// implements (`fn run`, an `#[inline(always)]` loop), the type-erased entry point `$alias`
 /// and the dispatcher `$name`, which runs `K: $tr<E>` with the widest SIMD instruction set
@@ -213,9 +210,6 @@ pub struct KernelCall<'a, E> {
 pub trait StagedJob<E: Float>: Send {
     /// Number of stages (loops) of this rule.
     fn stages(&self) -> usize;
-    /// The parameter buffer the job updates (for a driver that fills it just before the job
-    /// runs and takes its values right after, see [`ParamHooks`]).
-    fn param(&mut self) -> &mut [E];
     /// Stage `k`'s loop. `globals` holds the global reduction totals of earlier stages.
     fn kernel(&mut self, k: usize, globals: &[f64]) -> KernelCall<'_, E>;
     /// Receives this parameter's reduction totals of stage `k`.
@@ -257,14 +251,11 @@ impl<'a, E: Float> KernelCall<'a, E> {
     }
 }
 
-struct EmptyJob<'a, E>(&'a mut [E]);
+struct EmptyJob;
 
-impl<E: Float> StagedJob<E> for EmptyJob<'_, E> {
+impl<E: Float> StagedJob<E> for EmptyJob {
     fn stages(&self) -> usize {
         0
-    }
-    fn param(&mut self) -> &mut [E] {
-        self.0
     }
     fn kernel(&mut self, _: usize, _: &[f64]) -> KernelCall<'_, E> {
         KernelCall::noop(&mut [], &[])
@@ -275,8 +266,8 @@ impl<E: Float> StagedJob<E> for EmptyJob<'_, E> {
 }
 
 /// A job that does nothing (a parameter routed to no rule; cannot happen with a catch-all).
-pub fn empty_job<'a, E: Float>(param: &'a mut [E], _grad: &'a [E]) -> Job<'a, E> {
-    Box::new(EmptyJob(param))
+pub fn empty_job<'a, E: Float>(_param: &'a mut [E], _grad: &'a [E]) -> Job<'a, E> {
+    Box::new(EmptyJob)
 }
 
 /// Elements per work item when a stage is split over threads: 32 Ki elements keeps every

@@ -9,9 +9,7 @@ use crate::cuda::CudaKernelSource;
 use crate::error::OptimError;
 use crate::float::Float;
 use crate::hyper::Hyper;
-use crate::kernel::{
-    execute_hooked, execute_with, sum_in_order, GlobalContribution, Job, ParamHooks,
-};
+use crate::kernel::{execute_with, sum_in_order, GlobalContribution, Job};
 use crate::lookup::{self, NameOrder};
 use crate::metrics::{Before, StepMetrics};
 use crate::param::{ParamInfo, ParamSlice};
@@ -270,7 +268,7 @@ pub trait DslOptimizer<E: Float>: Sized {
                 grad: p.grad,
             })
             .collect();
-        step_entries(self, entries, sync, None)
+        step_entries(self, entries, sync)
     }
 
     /// [`update_slices`](Self::update_slices) with the module of each parameter
@@ -304,7 +302,7 @@ pub trait DslOptimizer<E: Float>: Sized {
                 grad: p.grad,
             })
             .collect();
-        step_entries(self, entries, &mut LocalSync, None)
+        step_entries(self, entries, &mut LocalSync)
     }
 
     /// Advances the global step count (the step at which schedules are evaluated) without
@@ -388,20 +386,6 @@ pub(crate) struct Entry<'a, E> {
     pub module: &'a str,
     pub param: &'a mut [E],
     pub grad: &'a [E],
-}
-
-/// Runs `f(i, entry)` on every entry, across rayon's threads (the staging copies of
-/// [`step_entries`]' hooks).
-fn each_entry<E: Float>(entries: &mut [Entry<'_, E>], f: impl Fn(usize, &mut Entry<'_, E>) + Sync) {
-    use rayon::prelude::*;
-    if entries.len() > 1 && rayon::current_num_threads() > 1 {
-        entries
-            .par_iter_mut()
-            .enumerate()
-            .for_each(|(i, e)| f(i, e));
-    } else {
-        entries.iter_mut().enumerate().for_each(|(i, e)| f(i, e));
-    }
 }
 
 /// Whole-step decisions of a data-parallel step, shared by every process (see
@@ -675,15 +659,10 @@ fn validate_ordered<E: Float, O: DslOptimizer<E>>(
 /// nothing up in a map and allocates only the parameter's staged job: the names' sorted order
 /// is the last step's ([`NameOrder`]) and every state is found in one ordered walk over the
 /// state map (`crate::lookup`).
-///
-/// With `hooks` (the dfdx driver's staging), the parameter buffers hold nothing yet: each is
-/// filled by `hooks.load` before anything of the step reads it and handed to `hooks.store`
-/// after its last write; a step that returns early (skipped, or an error) calls neither.
 pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     opt: &mut O,
     entries: Vec<Entry<'_, E>>,
     sync: &mut dyn StepSync,
-    hooks: Option<&dyn ParamHooks<E>>,
 ) -> Result<(), OptimError> {
     // 0. state a device step left on the device comes back to the host first (its values do
     // not change).
@@ -702,13 +681,6 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     if skip_non_finite(opt, sync, first_bad)? {
         return Ok(());
     }
-    // 1c. staged parameters are loaded here when something reads them before the loops
-    // (metrics, matrix primitives of a several-loop rule), else per job (`execute_hooked`).
-    let early = hooks.filter(|_| opt.opt_state().metrics.enabled || O::max_stages() > 1);
-    let mut entries = entries;
-    if let Some(h) = early {
-        each_entry(&mut entries, |i, e| h.load(i, e.param));
-    }
 
     // 2. state creation (a reshaped parameter under `ShapeChange::Reset` starts afresh) and
     // per-parameter preparation. Opt-in metrics read the gradients and copy the parameters
@@ -719,6 +691,7 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
         .metrics
         .enabled
         .then(|| Before::capture(entries.iter().map(|e| (&*e.param, e.grad))));
+    let mut entries = entries;
     let advance = !entries.is_empty();
     let state = opt.opt_state_mut();
     let mut order = std::mem::take(&mut state.order);
@@ -733,7 +706,6 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
             m.matrix_before(ps.matrix);
         }
     }
-    let stored;
     {
         let found = lookup::states_mut(&mut state.params, sorted, name);
         let mut jobs = Vec::with_capacity(entries.len());
@@ -755,16 +727,7 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
             }
             Ok(total)
         };
-        stored = match hooks.filter(|_| early.is_none()) {
-            Some(h) => execute_hooked(jobs, O::max_stages(), &mut sums, h)?,
-            None => {
-                execute_with(jobs, O::max_stages(), &mut sums)?;
-                false
-            }
-        };
-    }
-    if let (Some(h), false) = (hooks, stored) {
-        each_entry(&mut entries, |i, e| h.store(i, e.param));
+        execute_with(jobs, O::max_stages(), &mut sums)?;
     }
     if let Some(m) = metrics {
         let found = lookup::states(&state.params, sorted, name);

@@ -804,9 +804,6 @@ impl VariantEmitter<'_> {
                 fn stages(&self) -> #p::Usize {
                     #nstages
                 }
-                fn param(&mut self) -> &mut [E] {
-                    &mut *self.p
-                }
                 fn kernel(&mut self, k: #p::Usize, globals: &[#p::F64]) -> #p::KernelCall<'_, E> {
                     #bind
                     let t: #p::F64 = ps.step as #p::F64;

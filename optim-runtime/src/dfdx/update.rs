@@ -3,14 +3,13 @@
 use super::walk::{walk, walk_mut, Shared};
 use crate::error::OptimError;
 use crate::float::Float;
-use crate::kernel::ParamHooks;
 use crate::optimizer::{step_entries, DslOptimizer, Entry, LocalSync};
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::tensor::{Cpu, Gradients};
 use dfdx::tensor_ops::Device;
+use rayon::prelude::*;
 use std::any::Any;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
 
 /// A dfdx device a module can be stepped on: `Cpu`, and `Cuda` with feature `cuda` (`f32`,
 /// `f64`). The device of [`DfdxUpdate::update`]'s `grads` picks the driver.
@@ -69,10 +68,9 @@ pub trait DfdxUpdate<E: Float>: DslOptimizer<E> {
     /// On `Cpu`: dfdx 0.13 gives no mutable view of a tensor's storage, so each parameter is
     /// copied to a reusable host buffer, updated there by the same fused kernels as
     /// [`update_slices`](DslOptimizer::update_slices), and copied back (16 extra bytes per
-    /// `f32` parameter, the copy back into a spare tensor that is then swapped into the model,
-    /// so the optimizer holds two extra copies of the parameters). For a one-loop rule such as
-    /// AdamW each tensor is copied in just before its loop and out right after, tensors in
-    /// parallel, so the host copy is still in cache for both.
+    /// `f32` parameter; both copies run across tensors in parallel, the copy back into a spare
+    /// tensor that is then swapped into the model, so the optimizer holds two extra copies of
+    /// the parameters).
     ///
     /// On `Cuda` (feature `cuda`): the generated CUDA stages run on the GPU, state stays there,
     /// and the optimizer keeps a device copy of each parameter that it publishes into the
@@ -144,8 +142,7 @@ impl<E: Float, O: DslOptimizer<E>> DfdxUpdate<E> for O {}
 /// host buffer (`bufs`), updates it there and copies it back. The copy back goes into a *spare*
 /// tensor (`spares`: a handle with the parameter's id and a storage of its own, the tensor the
 /// model held before the last step), which is then swapped into the model: so both copies run
-/// inside the step on rayon's threads (per tensor, around its loop, see [`Hooks`]), off dfdx's
-/// sequential walk. Costs one more copy of every parameter
+/// on rayon across tensors, off dfdx's sequential walk. Costs one more copy of every parameter
 /// in memory.
 pub(crate) struct Staging<E> {
     /// Host copy of each parameter, by name.
@@ -191,50 +188,28 @@ struct Staged<E: Float> {
     module: &'static str,
     /// Its gradient buffer, borrowed from `grads` (returned after the step).
     grad: Vec<E>,
-    /// The host copy the step updates (its length set before the step, its values loaded by
-    /// the step, see [`Hooks`]).
+    /// The host copy the step updates.
     buf: Vec<E>,
+    /// The model's tensor, shared until it has been read into `buf`.
+    source: Option<Shared<E>>,
+    /// The spare tensor the new values go to (see [`Staging`]).
+    spare: Option<Shared<E>>,
 }
 
-/// Where each staged tensor's values come from and go to, by staged index: the step calls
-/// [`ParamHooks::load`] on a host copy just before its loop and [`ParamHooks::store`] right
-/// after, so that the copy is still in cache for the loop and for the copy out.
-struct Hooks<E: Float> {
-    /// The model's tensors, shared until the step is over.
-    sources: Vec<Shared<E>>,
-    /// The spare tensors the new values go to (see [`Staging`]).
-    spares: Vec<Mutex<Spare<E>>>,
-}
-
-/// A staged tensor's spare, and whether the step stored its new values (a skipped or failed
-/// step stores none; then nothing is committed).
-struct Spare<E: Float> {
-    tensor: Option<Shared<E>>,
-    stored: bool,
-}
-
-impl<E: Float> ParamHooks<E> for Hooks<E> {
-    fn load(&self, i: usize, param: &mut [E]) {
-        self.sources[i].read_into(param);
-    }
-
-    fn store(&self, i: usize, param: &[E]) {
-        let mut s = self.spares[i]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(sp) = s.tensor.as_mut().filter(|sp| sp.len() == param.len()) {
-            sp.write(param);
-        }
-        s.stored = true;
+/// Runs `f` on every staged tensor, across rayon's threads.
+fn each_tensor<E: Float>(staged: &mut [Staged<E>], f: impl Fn(&mut Staged<E>) + Sync + Send) {
+    if staged.len() > 1 && rayon::current_num_threads() > 1 {
+        staged.par_iter_mut().for_each(f);
+    } else {
+        staged.iter_mut().for_each(f);
     }
 }
 
-/// Stages every trainable tensor (gradients borrowed from `grads`, host copies sized), runs
-/// the shared step, which copies each tensor in just before its loop and its new values out
-/// into its spare tensor right after ([`Hooks`]), then returns every gradient buffer and, when
-/// the step succeeded, commits: each spare is swapped into the model (a spare that does not
-/// fit, at the first steps or after the model changed, is replaced and the values are written
-/// into the model's tensor directly).
+/// Stages every trainable tensor (host copies read in parallel, gradients borrowed from
+/// `grads`), runs the shared step, then returns every gradient buffer and, when the step
+/// succeeded, commits the new values: written into the spare tensors in parallel, then swapped
+/// into the model (a spare that does not fit, at the first steps or after the model changed,
+/// is replaced and the values are written into the model's tensor directly).
 fn update<E, O, M>(
     opt: &mut O,
     model: &mut M,
@@ -249,8 +224,6 @@ where
 {
     let mut staging = std::mem::take(&mut opt.opt_state_mut().staging);
     let mut staged: Vec<Staged<E>> = Vec::new();
-    let mut sources = Vec::new();
-    let mut spares = Vec::new();
     let walked = walk::<E, M>(model, |t, h| {
         if !t.trainable || !has_grad(t.name) {
             return Ok(());
@@ -261,24 +234,27 @@ where
             .remove(t.name)
             .and_then(|b| b.downcast::<Shared<E>>().ok())
             .map(|b| *b);
-        let mut buf = staging.bufs.remove(t.name).unwrap_or_default();
-        buf.resize(h.len(), E::zero()); // only the length matters: the step loads the values
         staged.push(Staged {
             name: t.name.to_string(),
             shape: t.shape.to_vec(),
             module: t.module,
             grad,
-            buf,
+            buf: staging.bufs.remove(t.name).unwrap_or_default(),
+            source: Some(h.share()),
+            spare,
         });
-        sources.push(h.share());
-        spares.push(Mutex::new(Spare {
-            tensor: spare,
-            stored: false,
-        }));
         Ok(())
     });
+    // the reads, in parallel; the shared handles are dropped here, so that each model tensor's
+    // storage is its own again before the commit
+    each_tensor(&mut staged, |s| {
+        if let Some(src) = s.source.take() {
+            if walked.is_ok() {
+                src.read(&mut s.buf);
+            }
+        }
+    });
 
-    let hooks = Hooks { sources, spares };
     let result = walked.and_then(|()| {
         let entries: Vec<Entry<'_, E>> = staged
             .iter_mut()
@@ -290,18 +266,18 @@ where
                 grad: &s.grad,
             })
             .collect();
-        step_entries(opt, entries, &mut LocalSync, Some(&hooks))
+        step_entries(opt, entries, &mut LocalSync)
     });
-    // the shared handles go first, so that each model tensor's storage is its own again
-    let Hooks { sources, spares } = hooks;
-    drop(sources);
-    let mut spares: Vec<Spare<E>> = spares
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
-        .collect();
 
     // Return every borrowed gradient (also after a failed step or walk), then commit.
     let commit = result.is_ok();
+    if commit {
+        each_tensor(&mut staged, |s| {
+            if let Some(sp) = s.spare.as_mut().filter(|sp| sp.len() == s.buf.len()) {
+                sp.write(&s.buf);
+            }
+        });
+    }
     let mut next = 0;
     let restored = walk_mut::<E, M>(model, |t, h| {
         // `staged` is in walk order: the next staged tensor is this one or a later one
@@ -311,25 +287,24 @@ where
         else {
             return Ok(()); // not stepped
         };
-        let sp = &mut spares[next];
         next += 1;
         h.put_grad(grads, std::mem::take(&mut s.grad))?;
-        if commit && sp.stored {
-            let fits = |x: &Shared<E>| x.len() == s.buf.len() && x.id() == h.id();
-            let swapped = match sp.tensor.as_mut() {
-                Some(x) if fits(x) => h.swap_with(&mut **x),
+        if commit {
+            let fits = |sp: &Shared<E>| sp.len() == s.buf.len() && sp.id() == h.id();
+            let swapped = match s.spare.as_mut() {
+                Some(sp) if fits(sp) => h.swap_with(&mut **sp),
                 _ => false,
             };
             if !swapped {
                 h.write(&s.buf);
-                sp.tensor = Some(h.share()); // storage of its own from its first write
+                s.spare = Some(h.share()); // storage of its own from its first write
             }
         }
         Ok(())
     });
-    for (s, sp) in staged.into_iter().zip(spares) {
-        if let Some(t) = sp.tensor {
-            staging.spares.insert(s.name.clone(), Box::new(t));
+    for s in staged {
+        if let Some(sp) = s.spare {
+            staging.spares.insert(s.name.clone(), Box::new(sp));
         }
         staging.bufs.insert(s.name, s.buf);
     }

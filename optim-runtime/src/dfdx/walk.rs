@@ -49,9 +49,6 @@ impl TensorInfo<'_> {
 pub(crate) trait HostTensor<E: Float> {
     /// Replaces `out` with the tensor's values (flat, row-major).
     fn read(&self, out: &mut Vec<E>);
-    /// Copies the tensor's values (flat, row-major) into `out`, which has exactly its length
-    /// (dfdx panics otherwise).
-    fn read_into(&self, out: &mut [E]);
     /// Moves the tensor's gradient buffer out of `grads` (a zero buffer is allocated when it has
     /// none), leaving an empty one in its place: return it with [`HostTensor::put_grad`].
     fn take_grad(&self, grads: &mut Gradients<E, Cpu>) -> Result<Vec<E>, OptimError>;
@@ -107,10 +104,6 @@ where
             out.clear();
             out.resize(n, E::zero());
         }
-        self.copy_into(out);
-    }
-
-    fn read_into(&self, out: &mut [E]) {
         self.copy_into(out);
     }
 
