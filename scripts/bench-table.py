@@ -8,7 +8,8 @@ point estimates) of `cargo bench -p optim-dsl --bench adamw` and `--bench lowp` 
 groups `flat_1M`, `flat_10M`, ...; their function ids differ). Every ratio divides a variant's
 median by its own group's bound, measured in the same run: the mean of `bound` and
 `bound_again` (adamw) or of `bound_16` and `bound_16_again` (lowp, 16-bit state), and
-`bound_f32` for lowp's `dsl_f32`. `drift` is `bound_again / bound`: far from 1.00, the group's
+`bound_f32` for lowp's `dsl_f32` and `bound_8` (16 B/param with the block scales) for
+`dsl_q8`. `drift` is `bound_again / bound`: far from 1.00, the group's
 ratios are unreliable (memory bandwidth on a shared machine moves). Run `scripts/bench-table.sh`
 to measure and print in one go. No dependencies beyond python3.
 """
@@ -35,6 +36,7 @@ LOWP = [
     ("dsl_bf16", "bf16 state", 20, "bound_16"),
     ("dsl_bf16_sr", "bf16 state, stochastic rounding", 20, "bound_16"),
     ("dsl_f16", "f16 state", 20, "bound_16"),
+    ("dsl_q8", "8-bit moments", 16, "bound_8"),
 ]
 
 
@@ -74,10 +76,10 @@ def main():
         for g in lowp:
             rows = groups[g]
             b16, drift = mean_bound(rows, "bound_16", "bound_16_again")
-            b32 = rows.get("bound_f32", {}).get("median")
+            other = {b: rows.get(b, {}).get("median") for b in ("bound_f32", "bound_8")}
             cells = []
             for f, _, _, b in LOWP:
-                base = b32 if b == "bound_f32" else b16
+                base = other.get(b, b16)
                 cells.append(f"{rows[f]['median'] / base:.2f}×" if f in rows and base else "–")
             d = f"{drift:.2f}" if drift else "–"
             print(f"| {g} | " + " | ".join(cells) + f" | {d} |")
