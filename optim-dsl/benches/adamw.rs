@@ -30,7 +30,8 @@
 //!   machine drifts; `bound_again / bound` far from 1 means the group's ratios are unreliable.
 //!
 //! The dfdx models: the flat layout is a 1-tuple `(Tensor<Rank1<N>, f32, Cpu>,)` (its one tensor
-//! is named `"0"`); the layered layout is dfdx's own
+//! is named `"0."`: the tuple field `0` joined with the tensor's own empty name, as dfdx joins
+//! paths); the layered layout is dfdx's own
 //! `(Embedding<V, D>, Repeated<TransformerEncoderBlock<D, H, 4D>, 6>, LayerNorm1D<D>)`: per block
 //! four `D×D` attention weights and their biases, `D×4D` and `4D×D` MLP weights and biases, and
 //! two layer norms (16 tensors), so `6 (12 D² + 13 D) + 2 D + V D` parameters in 99 tensors.
