@@ -2,7 +2,7 @@
 //! (item 9): values computed by hand.
 
 use optim_dsl::prelude::*;
-use optim_dsl::zoo::Shampoo;
+use optim_dsl::zoo::{Sgd, SgdConfig, Shampoo};
 use optim_dsl::{NonFinitePolicy, StepMetrics};
 use optim_tests::params::slice;
 use optim_tests::zoo::{sgd, ClipSgd};
