@@ -11,7 +11,7 @@
 use criterion::measurement::WallTime;
 use criterion::{criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use optim_dsl::lowp::mix64;
-use optim_dsl::matrix::{orthogonalize, NS_COEFFS, NS_EPS, NS_STEPS};
+use optim_dsl::matrix::{orthogonalize, MatInOut, NS_COEFFS, NS_EPS, NS_STEPS};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{AdamW, Muon, Shampoo, ShampooConfig, Soap, SoapConfig};
 use std::hint::black_box;
@@ -55,15 +55,8 @@ fn muon(c: &mut Criterion) {
         let mut out = vec![0.0f32; rows * cols];
         group.bench_function(BenchmarkId::new("newton_schulz", &id), |b| {
             b.iter(|| {
-                orthogonalize(
-                    black_box(&g),
-                    &mut out,
-                    rows,
-                    cols,
-                    NS_STEPS,
-                    &[NS_COEFFS],
-                    NS_EPS,
-                )
+                let io = MatInOut::new(black_box(&g), &mut out, rows, cols).unwrap();
+                orthogonalize(io, NS_STEPS, &[NS_COEFFS], NS_EPS)
             })
         });
         let mut p = data(rows * cols, 2);

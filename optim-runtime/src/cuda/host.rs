@@ -244,7 +244,7 @@ impl<E: Float> MatOps<E, Vec<E>> for HostBackend {
 mod tests {
     use super::*;
     use crate::cuda::ns::orthogonalize_on;
-    use crate::matrix::{orthogonalize, OrthogonalizeConfig};
+    use crate::matrix::{orthogonalize, MatInOut, OrthogonalizeConfig};
 
     fn rand(n: usize, seed: u64) -> Vec<f64> {
         let mut s = seed;
@@ -270,7 +270,8 @@ mod tests {
         tol: f64,
     ) {
         let mut want = vec![E::of_f64(0.0); x.len()];
-        orthogonalize(x, &mut want, rows, cols, cfg.steps, coeffs, cfg.eps);
+        let m = MatInOut::new(x, &mut want, rows, cols).unwrap();
+        orthogonalize(m, cfg.steps, coeffs, cfg.eps);
         let mut got = vec![E::of_f64(0.0); x.len()];
         let x = x.to_vec();
         orthogonalize_on(&HostBackend::new(), &x, &mut got, rows, cols, cfg).unwrap();

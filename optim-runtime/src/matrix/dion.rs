@@ -2,7 +2,7 @@
 
 use super::linalg::{product, write_row_major};
 use super::probe::next_probe;
-use super::{Io, Primitive, Report};
+use super::{Io, MatInOut, Primitive, Report};
 use crate::Float;
 use faer::{Mat, MatRef};
 
@@ -80,23 +80,19 @@ pub fn dion_rank(rows: usize, cols: usize, cfg: &LowRankConfig) -> usize {
 /// Bad input is skipped, never stored: a non-finite `x` leaves `M` and `Q` unchanged and
 /// writes `out = 0` (one skipped input); a step whose `B = M + X` overflows keeps `M` and `Q`,
 /// and one whose `P` or `R` is not finite stores `M = B` and keeps `Q`; both write `out = 0`
-/// (a refused refresh). Every other step is one refresh. An empty matrix has nothing to do.
-#[allow(clippy::too_many_arguments)]
+/// (a refused refresh). Every other step is one refresh. `m` holds the `rows × cols` input `X`
+/// and the output.
 pub fn low_rank_orthonormalize<E: Float>(
-    x: &[E],
-    out: &mut [E],
+    m: MatInOut<'_, E>,
     momentum: &mut Vec<E>,
     q: &mut Vec<E>,
     probe: &[E],
-    rows: usize,
-    cols: usize,
     cfg: &LowRankConfig,
 ) -> Report {
     let mut report = Report::default();
-    let n = rows * cols;
-    if x.len() < n || out.len() < n || n == 0 {
-        return report;
-    }
+    let (x, out) = m.split();
+    let (rows, cols) = x.shape();
+    let n = x.len();
     let transposed = rows < cols;
     let (a, k) = if transposed {
         (cols, rows)
@@ -113,13 +109,16 @@ pub fn low_rank_orthonormalize<E: Float>(
         q.extend((0..k * r).map(|i| probe.get(i).copied().unwrap_or_else(E::zero)));
         report.initialised = true;
     }
-    let out = &mut out[..n];
-    if !x[..n].iter().all(|v| v.is_finite()) {
+    if !x.is_finite() {
         report.skipped_inputs += 1;
         out.fill(E::zero());
         return report;
     }
-    let b: Vec<E> = momentum.iter().zip(&x[..n]).map(|(&m, &g)| m + g).collect();
+    let b: Vec<E> = momentum
+        .iter()
+        .zip(x.data())
+        .map(|(&m, &g)| m + g)
+        .collect();
     if !b.iter().all(|v| v.is_finite()) {
         // M + X overflowed: nothing is stored
         report.failed_refreshes += 1;
@@ -204,6 +203,9 @@ impl<E: Float> Primitive<E> for LowRank {
             probe.resize(n, E::zero());
             next_probe(io.factors, cfg.seed, io.info.name, step, &mut probe);
         }
-        low_rank_orthonormalize(io.input, io.out, momentum, q, &probe, rows, cols, cfg)
+        match MatInOut::prefix(io.input, io.out, rows, cols) {
+            Some(m) => low_rank_orthonormalize(m, momentum, q, &probe, cfg),
+            None => Report::default(),
+        }
     }
 }

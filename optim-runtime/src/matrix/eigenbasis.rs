@@ -1,7 +1,7 @@
 //! `kron_eigenbasis`, `rotate`, `unrotate`: SOAP's Kronecker eigenbasis.
 
-use super::linalg::{apply_side, par_for, side_gram, view_len, write_row_major};
-use super::{Io, MatView, MatrixWord, Phase, Primitive, Report, ViewRule};
+use super::linalg::{apply_side, par_for, side_gram, write_row_major};
+use super::{Io, MatIn, MatInOut, MatView, MatrixWord, Phase, Primitive, Report, ViewRule};
 use crate::Float;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
@@ -22,14 +22,11 @@ pub struct EigenbasisConfig {
     pub max_dim: usize,
 }
 
-fn eigen_sides(rows: usize, cols: usize, factored: bool, max_dim: usize) -> Vec<(usize, bool)> {
+/// The two sides `(d, has a basis)` of a `rows × cols` matrix: a side has a basis when
+/// `d <= max_dim` (and `d²` fits in `usize`).
+fn eigen_sides(rows: usize, cols: usize, max_dim: usize) -> [(usize, bool); 2] {
     let fits = |d: usize| d <= max_dim && d.checked_mul(d).is_some();
-    if factored {
-        vec![(rows, fits(rows)), (cols, fits(cols))]
-    } else {
-        // vectors keep the identity basis (SOAP's precondition_1d = False)
-        vec![(rows.saturating_mul(cols), false)]
-    }
+    [(rows, fits(rows)), (cols, fits(cols))]
 }
 
 /// `kron_eigenbasis(x)`, first use: `GG_i = (1 - beta) G_(i) G_(i)^T` for each active side and
@@ -37,20 +34,19 @@ fn eigen_sides(rows: usize, cols: usize, factored: bool, max_dim: usize) -> Vec<
 /// Improving and Stabilizing Shampoo using Adam", ICLR 2025, Alg. 1; pytorch-optimizer port).
 /// The eigendecomposition of `GG_i + 1e-30 I` (the reference's regulariser) runs in `f64`
 /// whatever `E` is (the reference: in the parameter dtype). Returns `true` when it initialised
-/// the state (the parameter's first step), `false` when the state already existed, no side has
-/// a basis or the matrix is empty (nothing is done). A non-finite `x`, or one shorter than
-/// `rows · cols`, initialises the identity basis (and zero statistics, as does a Gram that
-/// overflows). Never panics.
+/// the state (the parameter's first step), `false` when the state already existed or no side has
+/// a basis (nothing is done). `x` is the `rows × cols` gradient (the [`Eigenbasis`] primitive
+/// gives vectors no basis at all, as SOAP's `precondition_1d = False`). A non-finite `x`
+/// initialises the identity basis (and zero statistics, as does a Gram that overflows). Never
+/// panics.
 pub fn eigenbasis_init<E: Float>(
-    x: &[E],
+    x: MatIn<'_, E>,
     gg: &mut Vec<E>,
     q: &mut Vec<E>,
-    rows: usize,
-    cols: usize,
-    factored: bool,
     cfg: EigenbasisConfig,
 ) -> bool {
-    let sides = eigen_sides(rows, cols, factored, cfg.max_dim);
+    let (rows, cols) = x.shape();
+    let sides = eigen_sides(rows, cols, cfg.max_dim);
     let total: usize = sides
         .iter()
         .filter(|s| s.1)
@@ -58,21 +54,10 @@ pub fn eigenbasis_init<E: Float>(
     if total == 0 || (gg.len() == total && q.len() == total) {
         return false;
     }
-    let Some(n) = rows.checked_mul(cols) else {
-        return false;
-    };
-    if n == 0 {
-        return false;
-    }
     gg.clear();
     q.clear();
-    // an input shorter than the matrix is treated like a non-finite one: identity basis
-    let finite = x.len() >= n && x[..n].iter().all(|v| v.is_finite());
-    let g = MatRef::from_row_major_slice(
-        if finite { &x[..n] } else { &[] },
-        rows,
-        if finite { cols } else { 0 },
-    );
+    let finite = x.is_finite();
+    let g = x.faer();
     for (side, &(d, active)) in sides.iter().enumerate() {
         if !active {
             continue;
@@ -131,25 +116,20 @@ fn descending_eigenvectors<E: Float>(h: MatRef<'_, E>) -> Option<Mat<E>> {
 /// `Q = qr(GG Q).Q`. A non-finite `x`, or a side whose statistics would overflow, is skipped
 /// (that side's statistics unchanged); a refresh producing a non-finite basis keeps the old one. The [`Report`] counts skipped inputs, refreshes and
 /// refused refreshes.
-#[allow(clippy::too_many_arguments)]
 pub fn eigenbasis_update<E: Float>(
-    x: &[E],
+    x: MatIn<'_, E>,
     gg: &mut [E],
     q: &mut [E],
-    rows: usize,
-    cols: usize,
-    factored: bool,
+    rotated: &mut [&mut Vec<E>],
     step: u64,
     cfg: EigenbasisConfig,
-    rotated: &mut [&mut Vec<E>],
 ) -> Report {
     let mut report = Report::default();
-    let sides = eigen_sides(rows, cols, factored, cfg.max_dim);
-    let Some(n) = view_len(rows, cols, &[x.len()]) else {
-        return report;
-    };
-    let finite = x[..n].iter().all(|v| v.is_finite());
-    let g = MatRef::from_row_major_slice(&x[..n], rows, cols);
+    let (rows, cols) = x.shape();
+    let n = x.len();
+    let sides = eigen_sides(rows, cols, cfg.max_dim);
+    let finite = x.is_finite();
+    let g = x.faer();
     let freq = cfg.update_freq.max(1);
     let refresh = step > 1 && (step - 1) % freq == 0;
     let mut offset = 0;
@@ -231,23 +211,15 @@ fn permute_side<E: Float>(buf: &mut [E], rows: usize, cols: usize, side: usize, 
 }
 
 /// `rotate(x, basis)` (`inverse = false`): `Q_L^T X Q_R`; `unrotate(x, basis)`
-/// (`inverse = true`): `Q_L X Q_R^T`. Sides without a basis (longer than `max_dim`, or
-/// vectors) use the identity. `q` is the state written by [`eigenbasis_init`].
-pub fn rotate<E: Float>(
-    x: &[E],
-    out: &mut [E],
-    q: &[E],
-    rows: usize,
-    cols: usize,
-    factored: bool,
-    max_dim: usize,
-    inverse: bool,
-) {
-    let Some(n) = view_len(rows, cols, &[x.len(), out.len()]) else {
-        return;
-    };
-    let sides = eigen_sides(rows, cols, factored, max_dim);
-    let mut cur: Mat<E> = MatRef::from_row_major_slice(&x[..n], rows, cols).to_owned();
+/// (`inverse = true`): `Q_L X Q_R^T`. Sides without a basis (longer than `max_dim`) use the
+/// identity. `q` is the state written by [`eigenbasis_init`]; `m` holds the `rows × cols` input
+/// `X` and the output. (The [`Rotate`] and [`Unrotate`] primitives copy vectors, which have no
+/// basis.)
+pub fn rotate<E: Float>(m: MatInOut<'_, E>, q: &[E], max_dim: usize, inverse: bool) {
+    let (x, out) = m.split();
+    let (rows, cols) = x.shape();
+    let sides = eigen_sides(rows, cols, max_dim);
+    let mut cur: Mat<E> = x.faer().to_owned();
     let mut offset = 0;
     for (side, &(d, active)) in sides.iter().enumerate() {
         if !active {
@@ -283,7 +255,9 @@ impl Default for EigenbasisConfig {
 matrix_word! {
     /// The `kron_eigenbasis` primitive: [`eigenbasis_init`] in [`Phase::Init`] (reports
     /// `initialised` on the parameter's first step), [`eigenbasis_update`] in [`Phase::Finish`]
-    /// (permuting the states that live in the basis). State `.stats` and `.q`.
+    /// (permuting the states that live in the basis). State `.stats` and `.q`. Parameters of
+    /// rank < 2 have no basis (SOAP's `precondition_1d = False`): no state, and [`Rotate`] and
+    /// [`Unrotate`] copy them.
     pub struct Eigenbasis("kron_eigenbasis", EigenbasisConfig, state ["stats", "q"]);
     check [beta: Unit];
 }
@@ -292,17 +266,20 @@ impl<E: Float> Primitive<E> for Eigenbasis {
     fn apply(cfg: &EigenbasisConfig, io: Io<'_, E>) -> Report {
         let MatView { rows, cols, .. } = io.view(Self::VIEW);
         let (matrix, step) = (io.is_matrix(), io.step);
-        let [gg, q] = io.state else {
+        // an input shorter than the view (a broken call site) does nothing
+        let (Some(x), [gg, q]) = (MatIn::prefix(io.input, rows, cols), io.state) else {
             return Report::default();
         };
         match io.phase {
+            // vectors keep the identity basis (SOAP's precondition_1d = False): no state
+            _ if !matrix => Report::default(),
             Phase::Init => Report {
-                initialised: eigenbasis_init(io.input, gg, q, rows, cols, matrix, *cfg),
+                initialised: eigenbasis_init(x, gg, q, *cfg),
                 ..Report::default()
             },
             Phase::Finish => {
                 let mut refs: Vec<&mut Vec<E>> = io.rotated.iter_mut().collect();
-                eigenbasis_update(io.input, gg, q, rows, cols, matrix, step, *cfg, &mut refs)
+                eigenbasis_update(x, gg, q, &mut refs, step, *cfg)
             }
             Phase::Barrier => Report::default(),
         }
@@ -337,16 +314,15 @@ matrix_word! {
 fn rotation<E: Float>(cfg: &RotateConfig, io: Io<'_, E>, inverse: bool) -> Report {
     let MatView { rows, cols, .. } = io.view(ViewRule::Flatten);
     let matrix = io.is_matrix();
-    rotate(
-        io.input,
-        io.out,
-        io.basis_q,
-        rows,
-        cols,
-        matrix,
-        cfg.max_dim,
-        inverse,
-    );
+    if let Some(mut m) = MatInOut::prefix(io.input, io.out, rows, cols) {
+        if matrix {
+            rotate(m, io.basis_q, cfg.max_dim, inverse);
+        } else {
+            // a vector has no basis: the identity
+            let x = m.input().data();
+            m.out().copy_from_slice(x);
+        }
+    }
     Report::default()
 }
 

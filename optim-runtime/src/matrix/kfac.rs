@@ -1,7 +1,7 @@
 //! `kfac_precondition`: K-FAC-style preconditioning with user-supplied Kronecker factors.
 
-use super::linalg::{apply_side, cutoff, pinv_root, view_len, write_row_major};
-use super::{Io, MatView, MatrixWord, Primitive, Report};
+use super::linalg::{apply_side, cutoff, pinv_root, write_row_major};
+use super::{Io, MatInOut, MatView, MatrixWord, Primitive, Report};
 use crate::Float;
 use faer::{Mat, MatRef};
 
@@ -24,23 +24,19 @@ pub const KFAC_DAMPING: f64 = 1e-3;
 /// if `λ_i <= rank_rtol · max(λ_max, 0)` else `1 / λ_i` (`rank_rtol = None`: `d · ε(E)`), so a
 /// singular or slightly indefinite factor (rounding) is inverted on its numerical range
 /// instead of failing. A factor with a non-finite entry, or whose decomposition fails, is
-/// treated as the identity and counted as a refused refresh in the [`Report`]. Never panics:
-/// inputs shorter than `rows · cols`, or an empty matrix, leave `out` as it is.
-#[allow(clippy::too_many_arguments)]
+/// treated as the identity and counted as a refused refresh in the [`Report`]. `m` holds the
+/// `rows × cols` input `G` and the output; `damping` and `rank_rtol` come from `cfg`. Never
+/// panics.
 pub fn kfac_precondition<E: Float>(
-    x: &[E],
-    out: &mut [E],
+    m: MatInOut<'_, E>,
     factors: Option<&mut crate::KronFactors<E>>,
     inv: &mut Vec<E>,
-    rows: usize,
-    cols: usize,
-    damping: f64,
-    rank_rtol: Option<f64>,
+    cfg: &KfacConfig,
 ) -> Report {
     let mut report = Report::default();
-    let Some(n) = view_len(rows, cols, &[x.len(), out.len()]) else {
-        return report;
-    };
+    let (x, out) = m.split();
+    let (rows, cols) = x.shape();
+    let KfacConfig { damping, rank_rtol } = *cfg;
     // a factor of the wrong size (validated before the step; kept safe here too) is the identity
     let (has_l, has_r) = match &factors {
         Some(f) => (
@@ -85,7 +81,7 @@ pub fn kfac_precondition<E: Float>(
     } else {
         inv.clear();
     }
-    let mut cur: Mat<E> = MatRef::from_row_major_slice(&x[..n], rows, cols).to_owned();
+    let mut cur: Mat<E> = x.faer().to_owned();
     let mut offset = 0;
     if has_l {
         let l = MatRef::from_row_major_slice(&inv[..rows * rows], rows, rows);
@@ -130,18 +126,9 @@ matrix_word! {
 impl<E: Float> Primitive<E> for Kfac {
     fn apply(cfg: &KfacConfig, io: Io<'_, E>) -> Report {
         let MatView { rows, cols, .. } = io.view(Self::VIEW);
-        let [inv] = io.state else {
+        let (Some(m), [inv]) = (MatInOut::prefix(io.input, io.out, rows, cols), io.state) else {
             return Report::default();
         };
-        kfac_precondition(
-            io.input,
-            io.out,
-            io.factors,
-            inv,
-            rows,
-            cols,
-            cfg.damping,
-            cfg.rank_rtol,
-        )
+        kfac_precondition(m, io.factors, inv, cfg)
     }
 }

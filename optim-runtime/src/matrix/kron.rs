@@ -1,7 +1,7 @@
 //! `kron_precondition`: Shampoo's Kronecker-factored preconditioner.
 
-use super::linalg::{apply_side, cutoff, pinv_root, side_gram, view_len, write_row_major};
-use super::{Io, MatrixWord, Primitive, Report};
+use super::linalg::{apply_side, cutoff, pinv_root, side_gram, write_row_major};
+use super::{Io, MatInOut, MatrixWord, Primitive, Report};
 use crate::Float;
 use faer::{Mat, MatRef};
 
@@ -47,16 +47,17 @@ pub const KRON_DEFAULT: KronConfig = KronConfig {
 /// PyTorch Implementation of the Distributed Shampoo Optimizer", 2023;
 /// github.com/facebookresearch/optimizers).
 ///
-/// `x` is `rows × cols` row-major. With `factored` and both `rows > 1` and `cols > 1` it is
-/// the matrix `G` (k = 2 factors):
+/// `m` holds the `rows × cols` input `x` and the output (row-major). With both `rows > 1` and
+/// `cols > 1`, `x` is the matrix `G` (k = 2 factors):
 /// ```text
 /// L = L + G G^T,  R = R + G^T G          (beta = None; else L = beta L + (1 - beta) G G^T, ...)
 /// out = L^{+(-e)} G R^{+(-e)}            e = exponent, default 1/(2k) = 1/4
 /// ```
-/// otherwise (`!factored`, or a side of length 1) it is the vector `g` of `rows · cols`
-/// elements (k = 1): `H = H + g g^T`, `out = H^{+(-e)} g`, default `e = 1/2`. So a `1 × n` or
-/// `n × 1` matrix gets exactly the update of the vector `n` (distributed_shampoo squeezes unit
-/// dimensions); generated code passes the [`ViewRule::Squeeze`] view of the parameter.
+/// otherwise (a side of length 1) it is the vector `g` of `rows · cols` elements (k = 1):
+/// `H = H + g g^T`, `out = H^{+(-e)} g`, default `e = 1/2`. So a `1 × n` or `n × 1` matrix gets
+/// exactly the update of the vector `n` (distributed_shampoo squeezes unit dimensions); pass
+/// the `n × 1` view for the vector treatment of any buffer. Generated code passes the
+/// [`ViewRule::Squeeze`] view of the parameter.
 ///
 /// `H^{+(-e)}` is the pseudo-inverse root of `linalg::pinv_root`: eigendecomposition in `f64`
 /// whatever `E` is, eigenvalues `λ <= rank_rtol · max(λ_max, 0)` dropped (root 0), the others
@@ -79,25 +80,19 @@ pub const KRON_DEFAULT: KronConfig = KronConfig {
 /// Bad input is skipped, never stored: a gradient with a non-finite entry, or whose statistics
 /// would overflow, leaves every factor unchanged (one skipped input per side in the
 /// [`Report`]); a refresh that fails (non-finite factor, failed decomposition, non-finite
-/// root) keeps the previous root and is counted in `failed_refreshes`. Never panics: inputs
-/// shorter than `rows · cols` or an empty view leave `out` as it is.
-#[allow(clippy::too_many_arguments)]
+/// root) keeps the previous root and is counted in `failed_refreshes`. Never panics.
 pub fn kron_precondition<E: Float>(
-    x: &[E],
-    out: &mut [E],
+    m: MatInOut<'_, E>,
     stats: &mut Vec<E>,
     roots: &mut Vec<E>,
-    rows: usize,
-    cols: usize,
-    factored: bool,
     step: u64,
     cfg: KronConfig,
 ) -> Report {
     let mut report = Report::default();
-    let Some(n) = view_len(rows, cols, &[x.len(), out.len()]) else {
-        return report;
-    };
-    let factored = factored && rows > 1 && cols > 1;
+    let (x, out) = m.split();
+    let (rows, cols) = x.shape();
+    let n = x.len();
+    let factored = rows > 1 && cols > 1;
     let (vr, vc) = if factored { (rows, cols) } else { (n, 1) };
     // sides: (size, active)
     let fits = |d: usize| d <= cfg.max_dim && d.checked_mul(d).is_some();
@@ -133,10 +128,10 @@ pub fn kron_precondition<E: Float>(
             }
         }
     }
-    let g = MatRef::from_row_major_slice(&x[..n], vr, vc);
+    let g = MatRef::from_row_major_slice(x.data(), vr, vc);
     // the new statistics of every side, committed only if all are finite
     let mut next: Vec<Vec<E>> = Vec::new();
-    if x[..n].iter().all(|v| v.is_finite()) {
+    if x.is_finite() {
         let mut offset = 0;
         for (side, &(d, active)) in sides.iter().enumerate() {
             if !active {
@@ -201,7 +196,7 @@ pub fn kron_precondition<E: Float>(
         cur = apply_side(cur.as_ref(), r, side);
         offset += d * d;
     }
-    write_row_major(cur.as_ref(), &mut out[..n]);
+    write_row_major(cur.as_ref(), out);
     report
 }
 
@@ -222,11 +217,11 @@ matrix_word! {
 impl<E: Float> Primitive<E> for Kron {
     fn apply(cfg: &KronConfig, io: Io<'_, E>) -> Report {
         let v = io.view(Self::VIEW);
-        let [stats, roots] = io.state else {
+        let (Some(m), [stats, roots]) =
+            (MatInOut::prefix(io.input, io.out, v.rows, v.cols), io.state)
+        else {
             return Report::default();
         };
-        kron_precondition(
-            io.input, io.out, stats, roots, v.rows, v.cols, true, io.step, *cfg,
-        )
+        kron_precondition(m, stats, roots, io.step, *cfg)
     }
 }

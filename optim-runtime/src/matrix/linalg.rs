@@ -121,11 +121,3 @@ pub(super) fn pinv_root<E: Float>(
         .all(|j| (0..d).all(|i| out[(i, j)].is_finite()))
         .then_some(out)
 }
-
-/// The element count `rows · cols` of a matrix view when every buffer of `lens` holds at least
-/// that many elements; `None` (nothing to do) for an empty view, a shorter buffer or a product
-/// that overflows.
-pub(crate) fn view_len(rows: usize, cols: usize, lens: &[usize]) -> Option<usize> {
-    rows.checked_mul(cols)
-        .filter(|&n| n > 0 && lens.iter().all(|&len| len >= n))
-}

@@ -25,7 +25,12 @@
 //! | `row_*`, `col_*` | [`RowSum`], [`RowSumSq`], [`RowMax`], [`ColSum`], ... | `Flatten` | — | `axis.rs` |
 //!
 //! The free functions ([`orthogonalize`], [`kron_precondition`], ...) are the same numerics on
-//! plain buffers, for direct use.
+//! plain buffers, for direct use. They take their matrices as [`MatIn`] (an input) or
+//! [`MatInOut`] (an input and an output of the same shape), whose constructors refuse a buffer
+//! that does not hold `rows · cols` elements with [`crate::OptimError::ShapeMismatch`]: past
+//! them a length mismatch cannot happen. [`run`] builds these views from the parameter's
+//! [`MatView`]; a lent buffer shorter than the view (a broken call site) makes the primitive do
+//! nothing.
 
 /// Declares a matrix primitive: its unit struct (with `$doc`) and its [`MatrixWord`] impl, the
 /// word's configuration plumbing. `pub struct Name("word", Config, state [...], view V,
@@ -85,6 +90,7 @@ mod newton_schulz;
 mod probe;
 mod psgd;
 mod splus;
+mod view;
 
 pub use axis::{broadcast, ColMax, ColSum, ColSumSq, RowMax, RowSum, RowSumSq};
 pub use batch::{check_call, slice_name};
@@ -106,6 +112,7 @@ pub use splus::{
     eigen_sign, eigen_sign_update, EigenSign, EigenSignConfig, EIGEN_SIGN_BETA, EIGEN_SIGN_EPS,
     EIGEN_SIGN_MAX_DIM, EIGEN_SIGN_UPDATE_FREQ,
 };
+pub use view::{MatIn, MatInOut};
 
 use crate::{Float, KronFactors, ParamInfo, ParamState};
 

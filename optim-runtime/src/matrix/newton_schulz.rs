@@ -1,7 +1,7 @@
 //! `orthogonalize`: Newton–Schulz orthogonalization (Muon).
 
-use super::linalg::{par_for, view_len};
-use super::{require, Io, MatView, MatrixWord, Primitive, Report};
+use super::linalg::par_for;
+use super::{require, Io, MatInOut, MatView, MatrixWord, Primitive, Report};
 use crate::{Float, ParamInfo};
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure as Bs};
@@ -115,12 +115,11 @@ fn scale_into<E: Float>(mut dst: MatMut<'_, E>, c: E, src: MatRef<'_, E>) {
 /// [`NS_CUBIC`] the classic cubic iteration. An empty `coeffs` runs no iteration (the output is
 /// the normalised input); the [`Orthogonalize`] primitive rejects it.
 ///
-/// `input` and `output` are `rows × cols` row-major; they may not alias. With the default
+/// `m` holds the `rows × cols` input and output (row-major, distinct buffers). With the default
 /// `eps = 0` ([`NS_EPS`]) the normalisation is exact and scale-invariant over the whole range
 /// of `E` (the norm neither underflows nor overflows), so a gradient of norm `1e-20` is
 /// orthogonalized like the same gradient scaled to norm 1; a zero input gives a zero output.
-/// An input with a non-finite entry gives an all-NaN output. Inputs shorter than `rows ·
-/// cols` or an empty matrix leave `output` as it is.
+/// An input with a non-finite entry gives an all-NaN output.
 ///
 /// Differences from Keller's reference: his normalisation is `X / (||X||_F + 1e-7)` in the
 /// compute dtype ([`NS_EPS_KELLER`] reproduces it; it shrinks small inputs: a norm of `1e-5`
@@ -128,45 +127,24 @@ fn scale_into<E: Float>(mut dst: MatMut<'_, E>, c: E, src: MatRef<'_, E>) {
 /// `X / max(||X||_F, 1e-7)` (scale-invariant only above `1e-7`); the normalisation here is in
 /// `f64`, the iteration in `E` (his default is bfloat16; his `f32` variant is what the
 /// conformance test matches).
-pub fn orthogonalize<E: Float>(
-    input: &[E],
-    output: &mut [E],
-    rows: usize,
-    cols: usize,
-    steps: usize,
-    coeffs: &[[f64; 3]],
-    eps: f64,
-) {
-    orthogonalize_with(
-        input,
-        output,
-        rows,
-        cols,
-        steps,
-        coeffs,
-        eps,
-        &mut Vec::new(),
-    );
+pub fn orthogonalize<E: Float>(m: MatInOut<'_, E>, steps: usize, coeffs: &[[f64; 3]], eps: f64) {
+    orthogonalize_with(m, steps, coeffs, eps, &mut Vec::new());
 }
 
 /// [`orthogonalize`] with a caller-owned workspace (`2·m·k + 2·m²` elements for the `m × k`
 /// orientation, `m <= k`), grown on first use and reused after: no allocation per step in the
 /// steady state. Generated code passes the parameter's own workspace.
 pub fn orthogonalize_with<E: Float>(
-    input: &[E],
-    output: &mut [E],
-    rows: usize,
-    cols: usize,
+    m: MatInOut<'_, E>,
     steps: usize,
     coeffs: &[[f64; 3]],
     eps: f64,
     work: &mut Vec<E>,
 ) {
-    let Some(n) = view_len(rows, cols, &[input.len(), output.len()]) else {
-        return;
-    };
+    let (input, output) = m.split();
+    let (rows, cols) = input.shape();
     let transpose = rows > cols;
-    let view = MatRef::from_row_major_slice(&input[..n], rows, cols);
+    let view = input.faer();
     let view = if transpose { view.transpose() } else { view };
     let (m, k) = (view.nrows(), view.ncols());
     let need = 2 * m * k + 2 * m * m;
@@ -182,19 +160,20 @@ pub fn orthogonalize_with<E: Float>(
     let mut b = MatMut::from_column_major_slice_mut(&mut bs[..m * m], m, m);
     // X / (||X||_F + eps) = (X / a) / (s + eps / a): exact and free of under/overflow
     let mut amax = 0.0f64;
-    for v in &input[..n] {
+    for v in input.data() {
         let v = v.as_f64();
         if !v.is_finite() {
-            output[..n].iter_mut().for_each(|o| *o = E::nan());
+            output.fill(E::nan());
             return;
         }
         amax = amax.max(v.abs());
     }
     if amax == 0.0 {
-        output[..n].iter_mut().for_each(|o| *o = E::zero());
+        output.fill(E::zero());
         return;
     }
-    let s = input[..n]
+    let s = input
+        .data()
         .iter()
         .map(|&v| (v.as_f64() / amax).powi(2))
         .sum::<f64>()
@@ -309,16 +288,10 @@ impl<E: Float> Primitive<E> for Orthogonalize {
     fn apply(cfg: &OrthogonalizeConfig, io: Io<'_, E>) -> Report {
         let MatView { rows, cols, .. } = io.view(Self::VIEW);
         let fixed = [[cfg.a, cfg.b, cfg.c]];
-        orthogonalize_with(
-            io.input,
-            io.out,
-            rows,
-            cols,
-            cfg.steps,
-            cfg.coeffs.unwrap_or(&fixed),
-            cfg.eps,
-            io.work,
-        );
+        let coeffs = cfg.coeffs.unwrap_or(&fixed);
+        if let Some(m) = MatInOut::prefix(io.input, io.out, rows, cols) {
+            orthogonalize_with(m, cfg.steps, coeffs, cfg.eps, io.work);
+        }
         Report::default()
     }
 }

@@ -3,7 +3,7 @@
 
 use super::linalg::{apply_side, product, write_row_major};
 use super::probe::next_probe;
-use super::{Io, Primitive, Report};
+use super::{Io, MatInOut, Primitive, Report};
 use crate::Float;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Mat, MatRef, Par};
@@ -173,6 +173,31 @@ fn norm_lower_bound<E: Float>(h: &[E], d: usize, max_abs: E) -> E {
     y.fold(E::zero(), |s, v| s + v * v).sqrt() * max_abs
 }
 
+/// Creates the factors `fs` in `q` as `precond_init_scale^(1/k) · I` (`k` = 2 for a matrix view,
+/// the tensor rank `rank` otherwise; a scalar's factor is `precond_init_scale`) unless `q`
+/// already has their length; returns whether it created them.
+fn init_factors<E: Float>(q: &mut Vec<E>, fs: &[Factor], rank: usize, cfg: &PsgdConfig) -> bool {
+    let total: usize = fs.iter().map(Factor::len).sum();
+    if q.len() == total {
+        return false;
+    }
+    let k = if rank >= 2 { 2 } else { rank };
+    let scale = E::of_f64(if k == 0 {
+        cfg.precond_init_scale
+    } else {
+        cfg.precond_init_scale.powf(1.0 / k as f64)
+    });
+    q.clear();
+    for f in fs {
+        if f.dense {
+            q.extend((0..f.d * f.d).map(|k| if k / f.d == k % f.d { scale } else { E::zero() }));
+        } else {
+            q.extend((0..f.d).map(|_| scale));
+        }
+    }
+    true
+}
+
 /// One fitting step of factor `f` (values `q`) from the contractions `t1 = A_(i) A_(i)^T` and
 /// `t2 = B_(i) B_(i)^T` (kron_torch `_update_precond`): with `u = precond_lr (t1 - t2)` and
 /// `s = t1 + t2`,
@@ -237,58 +262,37 @@ fn fit_factor<E: Float>(q: &mut [E], t1: &[E], t2: &[E], f: Factor, precond_lr: 
 /// is `f32::EPSILON` for both element types, as in the reference; `mean(|G|)` is accumulated in
 /// `f64`. The probe is `probe` (one standard normal value per element; the [`Psgd`] primitive
 /// passes the user-supplied one or [`super::standard_normal_probe`]'s, keyed by `(seed, name,
-/// step)`); with fewer than `rows·cols` values there is no fit. `q` (the state) is created on
-/// first use (and re-created if its length does not match the factors).
+/// step)`); with fewer than `rows·cols` values there is no fit. `m` holds the `rows × cols`
+/// input `x` and the output; `rank` is the parameter's tensor rank. `q` (the state) is created
+/// on first use (and re-created if its length does not match the factors).
 ///
 /// Bad input is skipped: a non-finite `x` neither damps nor fits (one skipped input), and a
 /// fit whose result is not finite (a singular factor, an overflow) keeps the factor (a refused
-/// refresh); every fitted factor is one refresh. An empty tensor has nothing to do.
-#[allow(clippy::too_many_arguments)]
+/// refresh); every fitted factor is one refresh.
 pub fn psgd_precondition<E: Float>(
-    x: &[E],
-    out: &mut [E],
+    m: MatInOut<'_, E>,
     q: &mut Vec<E>,
     probe: &[E],
-    rows: usize,
-    cols: usize,
     rank: usize,
     cfg: &PsgdConfig,
 ) -> Report {
-    let mut report = Report::default();
-    let n = rows * cols;
-    if x.len() < n || out.len() < n || n == 0 {
-        return report;
-    }
+    let (x, out) = m.split();
+    let (rows, cols) = x.shape();
+    let n = x.len();
     let fs = factors(rows, cols, rank, cfg);
-    let total: usize = fs.iter().map(Factor::len).sum();
-    if q.len() != total {
-        let k = if rank >= 2 { 2 } else { rank };
-        let scale = E::of_f64(if k == 0 {
-            cfg.precond_init_scale
-        } else {
-            cfg.precond_init_scale.powf(1.0 / k as f64)
-        });
-        q.clear();
-        for f in &fs {
-            if f.dense {
-                q.extend(
-                    (0..f.d * f.d).map(|k| if k / f.d == k % f.d { scale } else { E::zero() }),
-                );
-            } else {
-                q.extend((0..f.d).map(|_| scale));
-            }
-        }
-        report.initialised = true;
-    }
+    let mut report = Report {
+        initialised: init_factors(q, &fs, rank, cfg),
+        ..Report::default()
+    };
     let (a, b) = if rank >= 2 { (rows, cols) } else { (n, 1) };
-    let mut g: Mat<E> = MatRef::from_row_major_slice(&x[..n], a, b).to_owned();
-    let finite = x[..n].iter().all(|v| v.is_finite());
+    let mut g: Mat<E> = MatRef::from_row_major_slice(x.data(), a, b).to_owned();
+    let finite = x.is_finite();
     if cfg.update && !finite {
         report.skipped_inputs += 1;
     }
     if cfg.update && finite && probe.len() >= n {
         let v = MatRef::from_row_major_slice(&probe[..n], a, b);
-        let mean_abs = x[..n].iter().map(|v| v.as_f64().abs()).sum::<f64>() / n as f64;
+        let mean_abs = x.data().iter().map(|v| v.as_f64().abs()).sum::<f64>() / n as f64;
         let damp = E::of_f64(f64::from(f32::EPSILON)).sqrt() * E::of_f64(mean_abs);
         for j in 0..b {
             for i in 0..a {
@@ -326,7 +330,7 @@ pub fn psgd_precondition<E: Float>(
         g = apply_factor(g.as_ref(), qf, f, true);
         offset += f.len();
     }
-    write_row_major(g.as_ref(), &mut out[..n]);
+    write_row_major(g.as_ref(), out);
     report
 }
 
@@ -352,6 +356,9 @@ impl<E: Float> Primitive<E> for Psgd {
             probe.resize(n, E::zero());
             next_probe(io.factors, cfg.seed, io.info.name, step, &mut probe);
         }
-        psgd_precondition(io.input, io.out, q, &probe, rows, cols, rank, cfg)
+        match MatInOut::prefix(io.input, io.out, rows, cols) {
+            Some(m) => psgd_precondition(m, q, &probe, rank, cfg),
+            None => Report::default(),
+        }
     }
 }

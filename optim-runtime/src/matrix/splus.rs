@@ -1,7 +1,7 @@
 //! `eigen_sign`: SPlus's sign of a matrix in the eigenbases of the gradient's Gram statistics.
 
 use super::linalg::{apply_side, side_gram, write_row_major};
-use super::{Io, Phase, Primitive, Report};
+use super::{Io, MatIn, MatInOut, Phase, Primitive, Report};
 use crate::Float;
 use faer::{Mat, MatRef};
 
@@ -67,21 +67,15 @@ fn state_len(rows: usize, cols: usize, max_dim: usize) -> usize {
 /// side has a basis when its length is `< max_dim`. `stats` and `q` hold, for each such side in
 /// order (rows, then columns), the `d × d` statistics and basis (row-major); they are created
 /// here on first use (zeros and the identity), and re-created if their length no longer
-/// matches (a changed `max_dim`). `x` and `out` have `rows · cols` elements; with a
-/// wrong length nothing is written. An empty matrix has nothing to do.
+/// matches (a changed `max_dim`). `m` holds the `rows × cols` input `X` and the output.
 pub fn eigen_sign<E: Float>(
-    x: &[E],
-    out: &mut [E],
+    m: MatInOut<'_, E>,
     stats: &mut Vec<E>,
     q: &mut Vec<E>,
-    rows: usize,
-    cols: usize,
     max_dim: usize,
 ) {
-    let n = rows * cols;
-    if x.len() < n || out.len() < n || n == 0 {
-        return;
-    }
+    let (x, out) = m.split();
+    let (rows, cols) = x.shape();
     let total = state_len(rows, cols, max_dim);
     if stats.len() != total || q.len() != total {
         stats.clear();
@@ -91,7 +85,7 @@ pub fn eigen_sign<E: Float>(
             q.extend((0..d * d).map(|k| if k / d == k % d { E::one() } else { E::zero() }));
         }
     }
-    let mut cur: Mat<E> = MatRef::from_row_major_slice(&x[..n], rows, cols).to_owned();
+    let mut cur: Mat<E> = x.faer().to_owned();
     // rotate: Q_L^T X Q_R
     let mut offset = 0;
     for (side, d) in active_sides(rows, cols, max_dim) {
@@ -128,24 +122,23 @@ pub fn eigen_sign<E: Float>(
 /// a non-finite entry, or whose new statistics would not be finite (an overflow of `G G^T`),
 /// leaves the statistics unchanged (one skipped input per side); a
 /// decomposition that fails or is not finite keeps the previous basis (a refused refresh).
-/// Does nothing before [`eigen_sign`] created the state.
+/// Does nothing before [`eigen_sign`] created the state. `grad` is the `rows × cols` gradient
+/// `G`.
 pub fn eigen_sign_update<E: Float>(
-    grad: &[E],
+    grad: MatIn<'_, E>,
     stats: &mut [E],
     q: &mut [E],
-    rows: usize,
-    cols: usize,
     step: u64,
     cfg: EigenSignConfig,
 ) -> Report {
     let mut report = Report::default();
-    let n = rows * cols;
+    let (rows, cols) = grad.shape();
     let total = state_len(rows, cols, cfg.max_dim);
-    if grad.len() < n || n == 0 || stats.len() != total || q.len() != total {
+    if stats.len() != total || q.len() != total {
         return report;
     }
-    let finite = grad[..n].iter().all(|v| v.is_finite());
-    let g = MatRef::from_row_major_slice(&grad[..n], rows, cols);
+    let finite = grad.is_finite();
+    let g = grad.faer();
     let refresh = step == 1 || step % cfg.update_freq.max(1) == 0;
     let w = E::of_f64(1.0 - cfg.beta);
     let half = E::of_f64(0.5);
@@ -211,7 +204,9 @@ impl<E: Float> Primitive<E> for EigenSign {
         match io.phase {
             Phase::Barrier if matrix => {
                 let created = stats.is_empty() && q.is_empty();
-                eigen_sign(io.input, io.out, stats, q, rows, cols, cfg.max_dim);
+                if let Some(m) = MatInOut::prefix(io.input, io.out, rows, cols) {
+                    eigen_sign(m, stats, q, cfg.max_dim);
+                }
                 Report {
                     initialised: created && !q.is_empty(),
                     ..Report::default()
@@ -223,9 +218,10 @@ impl<E: Float> Primitive<E> for EigenSign {
                 }
                 Report::default()
             }
-            Phase::Finish if matrix => {
-                eigen_sign_update(io.input, stats, q, rows, cols, step, *cfg)
-            }
+            Phase::Finish if matrix => match MatIn::prefix(io.input, rows, cols) {
+                Some(g) => eigen_sign_update(g, stats, q, step, *cfg),
+                None => Report::default(),
+            },
             _ => Report::default(),
         }
     }

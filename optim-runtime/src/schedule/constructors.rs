@@ -1,6 +1,6 @@
 //! The constructors: each checks its arguments and names the first bad one.
 
-use super::{Anneal, Cooldown, CustomSchedule, Knot, Schedule};
+use super::{Anneal, Cooldown, CustomSchedule, Knot, Schedule, Wsd};
 use crate::error::OptimError;
 use std::sync::Arc;
 
@@ -236,7 +236,7 @@ impl Schedule {
         cooldown: Cooldown,
     ) -> Result<Self, OptimError> {
         check!("wsd", Finite(init, peak, end))?;
-        Ok(Schedule::WarmupStableDecay {
+        Ok(Schedule::WarmupStableDecay(Wsd {
             init,
             peak,
             end,
@@ -244,7 +244,7 @@ impl Schedule {
             stable,
             decay,
             cooldown,
-        })
+        }))
     }
 
     /// `init * gamma^floor(i / step_size)` (torch `StepLR(step_size, gamma)` on base `init`).

@@ -19,18 +19,7 @@ impl fmt::Debug for Schedule {
                 .field("parts", parts)
                 .field("boundaries", boundaries)
                 .finish(),
-            Schedule::WarmupStableDecay {
-                init,
-                peak,
-                end,
-                warmup,
-                stable,
-                decay,
-                cooldown,
-            } => write!(
-                f,
-                "wsd({init} -> {peak} over {warmup}, {stable} stable, {cooldown:?} -> {end} over {decay})"
-            ),
+            Schedule::WarmupStableDecay(wsd) => wsd.fmt(f),
             Schedule::Step {
                 init,
                 gamma,
@@ -45,7 +34,10 @@ impl fmt::Debug for Schedule {
                 init,
                 boundaries,
                 scales,
-            } => write!(f, "piecewise_constant({init}, at {boundaries:?} x {scales:?})"),
+            } => write!(
+                f,
+                "piecewise_constant({init}, at {boundaries:?} x {scales:?})"
+            ),
             Schedule::Exponential {
                 init,
                 rate,
@@ -63,7 +55,10 @@ impl fmt::Debug for Schedule {
                 end,
                 power,
                 steps,
-            } => write!(f, "polynomial({init} -> {end}, power {power}, {steps} steps)"),
+            } => write!(
+                f,
+                "polynomial({init} -> {end}, power {power}, {steps} steps)"
+            ),
             Schedule::Interpolate { knots, anneal } => {
                 write!(f, "interpolate({anneal:?}")?;
                 for k in knots {

@@ -1,6 +1,6 @@
 //! Evaluation: the value of a schedule at a step.
 
-use super::{Cooldown, Schedule};
+use super::Schedule;
 
 impl Schedule {
     /// Whether this schedule (or any part of a [`Schedule::Join`]) is a [`Schedule::Custom`]
@@ -43,38 +43,7 @@ impl Schedule {
                 }
                 parts.get(k).map_or(f64::NAN, |p| p.value(step - start))
             }
-            Schedule::WarmupStableDecay {
-                init,
-                peak,
-                end,
-                warmup,
-                stable,
-                decay,
-                cooldown,
-            } => {
-                if step < *warmup {
-                    return ramp(*init, *peak, step, *warmup);
-                }
-                let decay_start = warmup.saturating_add(*stable);
-                if step < decay_start {
-                    return *peak;
-                }
-                let into = step - decay_start;
-                if into >= *decay {
-                    return *end;
-                }
-                if into == 0 {
-                    return *peak; // every cool-down starts exactly at peak
-                }
-                let q = into as f64 / *decay as f64;
-                match cooldown {
-                    Cooldown::Linear => peak + (end - peak) * q,
-                    Cooldown::Cosine => {
-                        end + (peak - end) * 0.5 * (1.0 + (std::f64::consts::PI * q).cos())
-                    }
-                    Cooldown::OneMinusSqrt => end + (peak - end) * (1.0 - q.sqrt()),
-                }
-            }
+            Schedule::WarmupStableDecay(wsd) => wsd.value(step),
             Schedule::Step {
                 init,
                 gamma,
@@ -189,7 +158,7 @@ impl Schedule {
 
 /// The straight line from `from` (at step 0) to `to` (at step `steps`), at `step < steps`: the
 /// linear schedule and the linear warmups of WSD and inverse-sqrt.
-fn ramp(from: f64, to: f64, step: u64, steps: u64) -> f64 {
+pub(super) fn ramp(from: f64, to: f64, step: u64, steps: u64) -> f64 {
     from + (to - from) * (step as f64 / steps as f64)
 }
 

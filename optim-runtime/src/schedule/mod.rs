@@ -79,6 +79,9 @@ mod constructors;
 mod debug;
 mod eval;
 mod peak;
+mod wsd;
+
+pub use wsd::Wsd;
 #[cfg(test)]
 mod tests;
 
@@ -145,39 +148,15 @@ pub enum Schedule {
         boundaries: Vec<u64>,
     },
     /// Warmup-stable-decay ("trapezoidal", MiniCPM / pytorch-optimizer `get_wsd_schedule`):
-    ///
-    /// ```text
-    /// i < warmup:                    init + (peak - init) * i / warmup
-    /// i < warmup + stable:           peak
-    /// i < warmup + stable + decay:   q = (i - warmup - stable) / decay
-    ///     Linear:        peak + (end - peak) * q
-    ///     Cosine:        end + (peak - end) * (1 + cos(pi q)) / 2
-    ///     OneMinusSqrt:  end + (peak - end) * (1 - sqrt(q))
-    /// later:                         end
-    /// ```
+    /// linear warmup from `init` to `peak`, `peak` for the stable phase, then a cool-down to
+    /// `end` (the rule and the arguments: [`Wsd`]).
     ///
     /// Continuous at every phase boundary. pytorch-optimizer's linear and `1-sqrt` cool-downs
     /// head to `0` regardless of `min_lr_ratio` and then jump to `min_lr_ratio * lr` after the
     /// decay; reproduce that with `end = 0` joined to a constant (see [`Schedule::wsd`]).
-    WarmupStableDecay {
-        /// Value at `i = 0` (start of the warmup).
-        #[serde(with = "fin")]
-        init: f64,
-        /// Value at the end of the warmup and during the stable phase.
-        #[serde(with = "fin")]
-        peak: f64,
-        /// Value at the end of the cool-down and after it.
-        #[serde(with = "fin")]
-        end: f64,
-        /// Warmup length in steps.
-        warmup: u64,
-        /// Stable-phase length in steps.
-        stable: u64,
-        /// Cool-down length in steps.
-        decay: u64,
-        /// Shape of the cool-down.
-        cooldown: Cooldown,
-    },
+    /// Serialised exactly as the struct variant it was before issue 9 (the map of [`Wsd`]'s
+    /// fields under `"warmup_stable_decay"`), so older checkpoints load.
+    WarmupStableDecay(Wsd),
     /// `init * gamma^floor(i / step_size)` (torch `StepLR`; optax `exponential_decay` with
     /// `staircase = True`). `step_size = 0` gives `init`.
     Step {

@@ -66,14 +66,13 @@ impl Schedule {
             Schedule::Linear { steps, .. }
             | Schedule::Cosine { steps, .. }
             | Schedule::Polynomial { steps, .. } => at(&[*steps]),
-            Schedule::WarmupStableDecay {
-                warmup,
-                stable,
-                decay,
-                ..
-            } => {
-                let decay_start = warmup.saturating_add(*stable);
-                at(&[*warmup, decay_start, decay_start.saturating_add(*decay)])
+            Schedule::WarmupStableDecay(wsd) => {
+                let decay_start = wsd.decay_start();
+                at(&[
+                    wsd.warmup,
+                    decay_start,
+                    decay_start.saturating_add(wsd.decay),
+                ])
             }
             Schedule::InverseSqrt { warmup, .. } => at(&[*warmup]),
             Schedule::Step { step_size, .. } => {

@@ -87,3 +87,19 @@ fn exponential_is_bounded_by_end() {
     assert_eq!(st.value(1), 1.0);
     assert_eq!(st.value(2), 0.5);
 }
+
+/// The checkpoint form of a warmup-stable-decay schedule is the one written before its fields
+/// became [`super::Wsd`] (issue 9): the same JSON text, and that text loads back.
+#[test]
+fn wsd_serialises_as_the_former_struct_variant() {
+    let s = Schedule::wsd(0.0, 1.0, 0.1, 5, 25, 20, super::Cooldown::OneMinusSqrt).unwrap();
+    let old = r#"{"warmup_stable_decay":{"init":0.0,"peak":1.0,"end":0.1,"warmup":5,"stable":25,"decay":20,"cooldown":"one_minus_sqrt"}}"#;
+    assert_eq!(serde_json::to_string(&s).unwrap(), old);
+    let back: Schedule = serde_json::from_str(old).unwrap();
+    assert_eq!(format!("{back:?}"), format!("{s:?}"));
+    assert_eq!(
+        format!("{s:?}"),
+        "wsd(0 -> 1 over 5, 25 stable, OneMinusSqrt -> 0.1 over 20)"
+    );
+    assert_eq!(back.value(17), 1.0);
+}

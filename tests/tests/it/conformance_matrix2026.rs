@@ -10,7 +10,7 @@
 
 use optim_dsl::matrix::{
     eigen_sign, eigen_sign_update, low_rank_orthonormalize, psgd_precondition,
-    standard_normal_probe, EigenSignConfig, LowRankConfig, PsgdConfig,
+    standard_normal_probe, EigenSignConfig, LowRankConfig, MatIn, MatInOut, PsgdConfig,
 };
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{Dion, DionConfig, PsgdKron, PsgdKronConfig, Splus, SplusConfig};
@@ -467,8 +467,18 @@ fn set_probe_refuses_bad_probes_and_changes_nothing() {
 
 // ---------------------------------------------------------------- edge shapes and bad input
 
+/// `x` and `out` as the `rows × cols` input and output of a primitive.
+fn io<'a>(x: &'a [f64], out: &'a mut [f64], rows: usize, cols: usize) -> MatInOut<'a, f64> {
+    MatInOut::new(x, out, rows, cols).unwrap()
+}
+
+/// `x` as the `rows × cols` input of a primitive.
+fn mat(x: &[f64], rows: usize, cols: usize) -> MatIn<'_, f64> {
+    MatIn::new(x, rows, cols).unwrap()
+}
+
 /// Every primitive on every small or degenerate shape: no panic, finite outputs for finite
-/// input, nothing written for an empty matrix.
+/// input; an empty matrix cannot even be handed to one (its views refuse it).
 #[test]
 fn primitives_handle_empty_and_one_sided_shapes() {
     let shapes: [(usize, usize, usize); 8] = [
@@ -486,26 +496,41 @@ fn primitives_handle_empty_and_one_sided_shapes() {
         let x: Vec<f64> = (0..n).map(|i| ((i * 5 % 7) as f64 - 3.0) / 4.0).collect();
         let probe: Vec<f64> = (0..n).map(|i| ((i * 3 % 5) as f64 - 2.0) / 2.0).collect();
         let what = format!("{rows}x{cols} rank {rank}");
+        if n == 0 {
+            let mut out = Vec::new();
+            assert!(MatInOut::new(&x, &mut out, rows, cols).is_err(), "{what}");
+            assert!(MatIn::new(&x, rows, cols).is_err(), "{what}");
+            continue;
+        }
         // eigen_sign: the identity basis at first, then refreshed bases
         let ecfg = EigenSignConfig {
             max_dim: 10,
             ..Default::default()
         };
         let (mut stats, mut q, mut out) = (Vec::new(), Vec::new(), vec![0.0; n]);
-        eigen_sign(&x, &mut out, &mut stats, &mut q, rows, cols, ecfg.max_dim);
+        eigen_sign(
+            io(&x, &mut out, rows, cols),
+            &mut stats,
+            &mut q,
+            ecfg.max_dim,
+        );
         let want: Vec<f64> = x.iter().map(|&v| optim_dsl::ops::sign(v)).collect();
         assert_eq!(out, want, "{what}: step 1 is sign(x)");
-        let r = eigen_sign_update(&x, &mut stats, &mut q, rows, cols, 1, ecfg);
-        let sides = u32::from(n > 0) * 2;
-        assert_eq!((r.refreshes, r.failed_refreshes), (sides, 0), "{what}");
-        eigen_sign(&x, &mut out, &mut stats, &mut q, rows, cols, ecfg.max_dim);
+        let r = eigen_sign_update(mat(&x, rows, cols), &mut stats, &mut q, 1, ecfg);
+        assert_eq!((r.refreshes, r.failed_refreshes), (2, 0), "{what}");
+        eigen_sign(
+            io(&x, &mut out, rows, cols),
+            &mut stats,
+            &mut q,
+            ecfg.max_dim,
+        );
         assert!(out.iter().all(|v| v.is_finite()), "{what}");
         // psgd_precondition: fitted and applied
         let mut q = Vec::new();
         let mut out = vec![0.0; n];
         let cfg = PsgdConfig::default();
         for _ in 0..3 {
-            let r = psgd_precondition(&x, &mut out, &mut q, &probe, rows, cols, rank, &cfg);
+            let r = psgd_precondition(io(&x, &mut out, rows, cols), &mut q, &probe, rank, &cfg);
             assert_eq!(r.failed_refreshes, 0, "{what}");
             assert!(out.iter().all(|v| v.is_finite()), "{what}");
         }
@@ -513,17 +538,9 @@ fn primitives_handle_empty_and_one_sided_shapes() {
         if rank == 2 {
             let (mut m, mut q, mut out) = (Vec::new(), Vec::new(), vec![0.0; n]);
             for _ in 0..3 {
-                let r = low_rank_orthonormalize(
-                    &x,
-                    &mut out,
-                    &mut m,
-                    &mut q,
-                    &probe,
-                    rows,
-                    cols,
-                    &LowRankConfig::default(),
-                );
-                assert_eq!(r.refreshes, u32::from(n > 0), "{what}");
+                let xo = io(&x, &mut out, rows, cols);
+                let r = low_rank_orthonormalize(xo, &mut m, &mut q, &probe, &Default::default());
+                assert_eq!(r.refreshes, 1, "{what}");
                 assert!(out.iter().all(|v| v.is_finite()), "{what}");
             }
             // full rank by default: Q is min(rows, cols) × min(rows, cols)
@@ -543,47 +560,50 @@ fn non_finite_inputs_are_skipped_and_reported() {
     let probe = [1.0f64, -0.5, 0.25, 2.0, -1.0, 0.5];
     // eigen_sign: statistics unchanged
     let (mut stats, mut q, mut out) = (Vec::new(), Vec::new(), vec![0.0; 6]);
-    eigen_sign(&good, &mut out, &mut stats, &mut q, rows, cols, 10);
-    eigen_sign_update(
-        &good,
-        &mut stats,
-        &mut q,
-        rows,
-        cols,
-        1,
-        EigenSignConfig::default(),
-    );
+    let ecfg = EigenSignConfig::default();
+    eigen_sign(io(&good, &mut out, rows, cols), &mut stats, &mut q, 10);
+    eigen_sign_update(mat(&good, rows, cols), &mut stats, &mut q, 1, ecfg);
     let (s0, q0) = (stats.clone(), q.clone());
-    let r = eigen_sign_update(
-        &bad,
-        &mut stats,
-        &mut q,
-        rows,
-        cols,
-        2,
-        EigenSignConfig::default(),
-    );
+    let r = eigen_sign_update(mat(&bad, rows, cols), &mut stats, &mut q, 2, ecfg);
     assert_eq!((r.skipped_inputs, r.refreshes), (2, 0));
     assert_eq!((&stats, &q), (&s0, &q0));
     // psgd: factors unchanged
     let mut q = Vec::new();
     let cfg = PsgdConfig::default();
-    psgd_precondition(&good, &mut out, &mut q, &probe, rows, cols, 2, &cfg);
+    psgd_precondition(io(&good, &mut out, rows, cols), &mut q, &probe, 2, &cfg);
     let q0 = q.clone();
-    let r = psgd_precondition(&bad, &mut out, &mut q, &probe, rows, cols, 2, &cfg);
+    let r = psgd_precondition(io(&bad, &mut out, rows, cols), &mut q, &probe, 2, &cfg);
     assert_eq!((r.skipped_inputs, r.refreshes), (1, 0));
     assert_eq!(q, q0);
     // a singular (zero) factor: the fit would not be finite and is refused
     let mut zero_q = vec![0.0; q.len()];
-    let r = psgd_precondition(&good, &mut out, &mut zero_q, &probe, rows, cols, 2, &cfg);
+    let r = psgd_precondition(
+        io(&good, &mut out, rows, cols),
+        &mut zero_q,
+        &probe,
+        2,
+        &cfg,
+    );
     assert_eq!((r.refreshes, r.failed_refreshes), (0, 2));
     assert!(zero_q.iter().all(|&v| v == 0.0));
     // dion: momentum and Q unchanged, zero output
     let (mut m, mut q) = (Vec::new(), Vec::new());
     let lcfg = LowRankConfig::default();
-    low_rank_orthonormalize(&good, &mut out, &mut m, &mut q, &probe, rows, cols, &lcfg);
+    low_rank_orthonormalize(
+        io(&good, &mut out, rows, cols),
+        &mut m,
+        &mut q,
+        &probe,
+        &lcfg,
+    );
     let (m0, q0) = (m.clone(), q.clone());
-    let r = low_rank_orthonormalize(&bad, &mut out, &mut m, &mut q, &probe, rows, cols, &lcfg);
+    let r = low_rank_orthonormalize(
+        io(&bad, &mut out, rows, cols),
+        &mut m,
+        &mut q,
+        &probe,
+        &lcfg,
+    );
     assert_eq!((r.skipped_inputs, r.refreshes), (1, 0));
     assert_eq!((&m, &q), (&m0, &q0));
     assert!(out.iter().all(|&v| v == 0.0));
@@ -602,7 +622,7 @@ fn psgd_diagonal_step_by_hand() {
     };
     let mut q = Vec::new();
     let mut out = [0.0f64; 2];
-    psgd_precondition(&x, &mut out, &mut q, &v, 2, 1, 1, &cfg);
+    psgd_precondition(io(&x, &mut out, 2, 1), &mut q, &v, 1, &cfg);
     let s = f64::from(f32::EPSILON).sqrt() * 1.5;
     let g = [2.0 + s * 0.5, -1.0 + s];
     let (t1, t2) = ([g[0] * g[0], g[1] * g[1]], [0.25, 1.0]);
@@ -635,7 +655,7 @@ fn dion_full_rank_step_by_hand() {
         ..Default::default()
     };
     let (mut m, mut q, mut out) = (Vec::new(), Vec::new(), [0.0f64; 4]);
-    low_rank_orthonormalize(&x, &mut out, &mut m, &mut q, &probe, 2, 2, &cfg);
+    low_rank_orthonormalize(io(&x, &mut out, 2, 2), &mut m, &mut q, &probe, &cfg);
     let close = |a: &[f64], b: &[f64]| {
         a.iter()
             .zip(b)

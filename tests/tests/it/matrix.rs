@@ -2,7 +2,7 @@
 //! `zeropower_via_newtonschulz5` in float32, including the rank-1, all-zero and 1e-20 inputs)
 //! and Muon trajectories, plus properties of the orthogonalization.
 
-use optim_dsl::matrix::{orthogonalize, NS_COEFFS, NS_EPS, NS_EPS_KELLER, NS_STEPS};
+use optim_dsl::matrix::{orthogonalize, MatInOut, NS_COEFFS, NS_EPS, NS_EPS_KELLER, NS_STEPS};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::Muon;
 use optim_dsl::RuleBody;
@@ -42,15 +42,8 @@ fn newton_schulz_matches_keller_f32_on_every_matrix() {
         let (_, want) = tensor(&m["keller_f32"]);
         let mut out = vec![f32::NAN; input.len()];
         // Keller's `+ 1e-7` on the norm (not the default): it maps the 1e-20 input to ~0
-        orthogonalize(
-            &input,
-            &mut out,
-            shape[0],
-            shape[1],
-            NS_STEPS,
-            &[NS_COEFFS],
-            NS_EPS_KELLER,
-        );
+        let io = MatInOut::new(&input, &mut out, shape[0], shape[1]).unwrap();
+        orthogonalize(io, NS_STEPS, &[NS_COEFFS], NS_EPS_KELLER);
         assert!(
             out.iter().all(|x| x.is_finite()),
             "{name}: non-finite output"
@@ -183,7 +176,8 @@ fn orthogonalize_puts_singular_values_in_the_quintic_band() {
             .map(|i| (if i / cols == i % cols { 1.0 } else { 0.0 }) + 0.2 * rnd() as f32)
             .collect();
         let mut out = vec![0.0f32; rows * cols];
-        orthogonalize(&x, &mut out, rows, cols, NS_STEPS, &[NS_COEFFS], NS_EPS);
+        let io = MatInOut::new(&x, &mut out, rows, cols).unwrap();
+        orthogonalize(io, NS_STEPS, &[NS_COEFFS], NS_EPS);
         let k = rows.min(cols);
         let sv = if rows >= cols {
             singular_values(&out, rows, cols)
@@ -331,7 +325,7 @@ fn soap_matches_pytorch_optimizer() {
 /// of Q (with the matching state) or permuting columns leaves the trajectory unchanged.
 #[test]
 fn soap_update_is_invariant_to_eigenvector_sign_and_order() {
-    use optim_dsl::matrix::{eigenbasis_init, rotate, EigenbasisConfig};
+    use optim_dsl::matrix::{eigenbasis_init, rotate, EigenbasisConfig, MatIn, MatInOut};
     let (rows, cols) = (4usize, 3usize);
     let g: Vec<f32> = (0..12).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
     let cfg = EigenbasisConfig {
@@ -340,22 +334,25 @@ fn soap_update_is_invariant_to_eigenvector_sign_and_order() {
         max_dim: 100,
     };
     let (mut gg, mut q) = (Vec::new(), Vec::new());
-    assert!(eigenbasis_init(&g, &mut gg, &mut q, rows, cols, true, cfg));
+    let gm = MatIn::new(&g, rows, cols).unwrap();
+    assert!(eigenbasis_init(gm, &mut gg, &mut q, cfg));
     let m: Vec<f32> = (0..12).map(|i| (i as f32 * 0.37).sin()).collect();
     // u = Q_L ((Q_L^T M Q_R) / (sqrt(v) + eps)) Q_R^T with v = (Q_L^T G Q_R)^2
+    let rot = |x: &[f32], q: &[f32], inverse: bool| {
+        let mut out = vec![0.0f32; 12];
+        let io = MatInOut::new(x, &mut out, rows, cols).unwrap();
+        rotate(io, q, 100, inverse);
+        out
+    };
     let update = |q: &[f32]| {
-        let mut gr = vec![0.0f32; 12];
-        rotate(&g, &mut gr, q, rows, cols, true, 100, false);
-        let mut mr = vec![0.0f32; 12];
-        rotate(&m, &mut mr, q, rows, cols, true, 100, false);
+        let gr = rot(&g, q, false);
+        let mr = rot(&m, q, false);
         let w: Vec<f32> = mr
             .iter()
             .zip(&gr)
             .map(|(a, b)| a / (b.abs() + 1e-8))
             .collect();
-        let mut u = vec![0.0f32; 12];
-        rotate(&w, &mut u, q, rows, cols, true, 100, true);
-        u
+        rot(&w, q, true)
     };
     let base = update(&q);
     // flip the sign of every other column of both factors
@@ -490,7 +487,7 @@ fn matrix_optimizers_resume_bit_identically_from_a_checkpoint() {
 /// the bad one had never arrived.
 #[test]
 fn non_finite_gradients_do_not_enter_kronecker_statistics() {
-    use optim_dsl::matrix::{kron_precondition, KronConfig, KRON_DEFAULT};
+    use optim_dsl::matrix::{kron_precondition, KronConfig, MatInOut, KRON_DEFAULT};
     let cfg = KronConfig {
         eps: 1e-3,
         ..KRON_DEFAULT
@@ -501,13 +498,16 @@ fn non_finite_gradients_do_not_enter_kronecker_statistics() {
     bad[3] = f64::NAN;
     let run = |with_bad: bool| {
         let (mut stats, mut roots, mut out) = (Vec::new(), Vec::new(), vec![0.0; 6]);
-        let first = kron_precondition(&g1, &mut out, &mut stats, &mut roots, 2, 3, true, 1, cfg);
-        let mut skips = first.skipped_inputs + first.failed_refreshes;
+        let mut step = |g: &[f64], t: u64| {
+            let io = MatInOut::new(g, &mut out, 2, 3).unwrap();
+            let r = kron_precondition(io, &mut stats, &mut roots, t, cfg);
+            r.skipped_inputs + r.failed_refreshes
+        };
+        let mut skips = step(&g1, 1);
         if with_bad {
-            let r = kron_precondition(&bad, &mut out, &mut stats, &mut roots, 2, 3, true, 2, cfg);
-            skips += r.skipped_inputs + r.failed_refreshes;
+            skips += step(&bad, 2);
         }
-        kron_precondition(&g2, &mut out, &mut stats, &mut roots, 2, 3, true, 3, cfg);
+        step(&g2, 3);
         (out, stats, skips)
     };
     let (clean_out, clean_stats, _) = run(false);

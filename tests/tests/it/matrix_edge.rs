@@ -6,7 +6,8 @@
 
 use optim_dsl::matrix::{
     factored_second_moment, kron_precondition, orthogonalize, run, Call, Factored, FactoredConfig,
-    Kron, KronConfig, MatView, Phase, Src, ViewRule, KRON_DEFAULT, NS_COEFFS, NS_EPS, NS_STEPS,
+    Kron, KronConfig, MatInOut, MatView, Phase, Src, ViewRule, KRON_DEFAULT, NS_COEFFS, NS_EPS,
+    NS_STEPS,
 };
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{Shampoo, ShampooConfig};
@@ -116,15 +117,20 @@ fn kron_directions(name: &str, factored: bool) {
     };
     for p in &case.param_order {
         let v = MatView::of(case.shape(p), ViewRule::Squeeze);
+        // the vector treatment is the `n × 1` view
+        let (rows, cols) = if factored {
+            (v.rows, v.cols)
+        } else {
+            (v.len(), 1)
+        };
         let (mut stats, mut roots) = (Vec::new(), Vec::new());
         let mut worst = 0.0f64;
         for t in 0..case.steps {
             let g = case.grad_f32(t, p);
             let mut out = vec![f32::NAN; g.len()];
             let step = t as u64 + 1;
-            let r = kron_precondition(
-                &g, &mut out, &mut stats, &mut roots, v.rows, v.cols, factored, step, cfg,
-            );
+            let io = MatInOut::new(&g, &mut out, rows, cols).unwrap();
+            let r = kron_precondition(io, &mut stats, &mut roots, step, cfg);
             assert_eq!(r.failed_refreshes, 0, "{p} step {step}");
             let want = floats(&extra["directions"][t][p.as_str()]);
             let what = format!("{p}: direction of step {step}");
@@ -199,7 +205,8 @@ fn kron_default_cutoff_drops_the_rounding_noise_of_f32_statistics() {
             };
             let mut out = vec![0.0f32; n];
             let (stats, roots) = &mut st[k];
-            kron_precondition(&g, &mut out, stats, roots, n, 1, true, t as u64 + 1, cfg);
+            let io = MatInOut::new(&g, &mut out, n, 1).unwrap();
+            kron_precondition(io, stats, roots, t as u64 + 1, cfg);
             worst[k] = worst[k].max(max_abs_diff(&out, &want));
         }
     }
@@ -468,7 +475,8 @@ fn orthogonalize_default_matches_the_scale_invariant_reference() {
             .collect();
         let want = floats(&m["ns_unit_f32"]);
         let mut out = vec![f32::NAN; input.len()];
-        orthogonalize(&input, &mut out, rows, cols, NS_STEPS, &[NS_COEFFS], NS_EPS);
+        let io = MatInOut::new(&input, &mut out, rows, cols).unwrap();
+        orthogonalize(io, NS_STEPS, &[NS_COEFFS], NS_EPS);
         fixtures::assert_close("newton_schulz_scale", name, &out, &want, &tol);
         worst = worst.max(max_abs_diff(&out, &want));
     }
@@ -493,8 +501,10 @@ proptest! {
         let s = 10f64.powf(log_s);
         let xs: Vec<f64> = x.iter().map(|v| v * s).collect();
         let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
-        orthogonalize(x, &mut a, rows, cols, NS_STEPS, &[NS_COEFFS], NS_EPS);
-        orthogonalize(&xs, &mut b, rows, cols, NS_STEPS, &[NS_COEFFS], NS_EPS);
+        for (x, out) in [(x, &mut a), (&xs[..], &mut b)] {
+            let io = MatInOut::new(x, out, rows, cols).unwrap();
+            orthogonalize(io, NS_STEPS, &[NS_COEFFS], NS_EPS);
+        }
         let dev = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
         prop_assert!(dev <= 1e-12, "s = {s:e}: deviation {dev:e}");
         prop_assert!(a.iter().any(|v| v.abs() > 0.1), "not orthogonalized: {a:?}");

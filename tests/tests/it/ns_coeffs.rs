@@ -7,7 +7,7 @@
 //! singular values; the primitive's checks of a bad schedule.
 
 use optim_dsl::matrix::{
-    orthogonalize, MatrixWord, Orthogonalize, OrthogonalizeConfig, NS_COEFFS, NS_CUBIC,
+    orthogonalize, MatInOut, MatrixWord, Orthogonalize, OrthogonalizeConfig, NS_COEFFS, NS_CUBIC,
     NS_EPS_KELLER, NS_KELLER, NS_POLAR_EXPRESS,
 };
 use optim_dsl::prelude::*;
@@ -92,7 +92,8 @@ fn free_function_matches_every_reference_variant() {
         for (key, coeffs, eps) in variants {
             let want = floats(&case["matrices"][&name][format!("{key}_f32")]);
             let mut out = vec![f32::NAN; input.len()];
-            orthogonalize(&input, &mut out, rows, cols, 5, coeffs, eps);
+            let io = MatInOut::new(&input, &mut out, rows, cols).unwrap();
+            orthogonalize(io, 5, coeffs, eps);
             fixtures::assert_close(
                 "newton_schulz_coeffs",
                 &format!("{name} {key}"),
@@ -170,7 +171,8 @@ fn iteration_i_uses_triple_min_i_len_minus_1() {
             (NS_CUBIC, 25),
         ] {
             let mut out = vec![f64::NAN; x.len()];
-            orthogonalize(&x, &mut out, rows, cols, steps, coeffs, 0.0);
+            let io = MatInOut::new(&x, &mut out, rows, cols).unwrap();
+            orthogonalize(io, steps, coeffs, 0.0);
             let want = recursion(&s, steps, coeffs);
             for (i, w) in want.iter().enumerate() {
                 let got = out[i * cols + i];
@@ -197,7 +199,7 @@ fn iteration_i_uses_triple_min_i_len_minus_1() {
 fn empty_schedule_runs_no_iteration() {
     let x = [3.0f64, 0.0, 0.0, 4.0];
     let mut out = [f64::NAN; 4];
-    orthogonalize(&x, &mut out, 2, 2, 5, &[], 0.0);
+    orthogonalize(MatInOut::new(&x, &mut out, 2, 2).unwrap(), 5, &[], 0.0);
     assert_eq!(out, [0.6, 0.0, 0.0, 0.8]);
 }
 
