@@ -12,9 +12,10 @@
 //!   every tensor above `PARALLEL_THRESHOLD` elements: `common::bound_step`, the same bound as
 //!   `optim-dsl`'s `adamw` bench). It runs over exactly the buffers `optim_candle` touches, as
 //!   the `adamw` bench runs its bound over `dsl_slices`'s: the `Var`s' own storage (locked by
-//!   the same nested in-place ops as optim-candle's step), the gradients' storage, and
-//!   `optim_candle`'s own `m` and `v` (its math is AdamW's moment update, so that state stays
-//!   valid): the ratio compares two passes over the same memory.
+//!   optim-candle's own access path, `optim_candle::with_storage`: the nested in-place ops of
+//!   its step), the gradients' storage, and `optim_candle`'s own `m` and `v` (its math is
+//!   AdamW's moment update, so that state stays valid): the ratio compares two passes over the
+//!   same memory.
 //! - `optim_candle`: the zoo's `AdamW` through [`CandleOptimizer`] (one fused pass over each
 //!   `Var`'s own storage). The target: within 1.05× `bound` at 10M.
 //! - `candle_nn`: candle-nn's `AdamW` (tensor ops, a new tensor per intermediate) on the same
@@ -43,7 +44,7 @@
 //! candle_1M/optim_candle`.
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, Device, InplaceOp2, Layout, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::{Optimizer, ParamsAdamW};
 use criterion::{criterion_main, Bencher, Criterion, SamplingMode, Throughput};
 use optim_candle::{CandleConfig, CandleOptimizer};
@@ -62,73 +63,18 @@ use common::SAMPLES;
 // ---------------------------------------------------------------------------------------------
 // The memory-bound baseline over the candle path's own buffers.
 
-/// The parameters and gradients of a bound step: each `Var` (as a tensor) and its gradient.
-type Pairs = [(Tensor, Tensor)];
-
-/// What the innermost level of [`with_storage`] runs: the `f32` elements of every `Var`
-/// (mutable) and of every gradient.
-type Body<'f> = dyn FnMut(&mut [&mut [f32]], &[&[f32]]) + 'f;
-
-/// The storages locked by the outer levels of [`with_storage`]: `Var`s and gradients.
-type Locked<'a> = (Vec<&'a mut [f32]>, Vec<&'a [f32]>);
-
-/// One level of [`with_storage`]: the in-place op of one `Var`, which locks its storage and the
-/// gradient's and descends to the next `Var` (as optim-candle's own step does).
-struct Nest<'s, 'a, 'f> {
-    rest: &'s Pairs,
-    acc: RefCell<Option<Locked<'a>>>,
-    body: &'s RefCell<&'f mut Body<'f>>,
-}
-
-impl InplaceOp2 for Nest<'_, '_, '_> {
-    fn name(&self) -> &'static str {
-        "bound"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        let (mut ps, mut gs): Locked<'_> = self.acc.borrow_mut().take().unwrap_or_default();
-        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (s1, s2) else {
-            candle_core::bail!("the bound takes f32 Vars and gradients")
-        };
-        let (Some((pa, pb)), Some((ga, gb))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("the bound takes contiguous Vars and gradients")
-        };
-        ps.push(&mut p[pa..pb]);
-        gs.push(&g[ga..gb]);
-        descend(self.rest, ps, gs, self.body)
-    }
-}
-
-/// Locks the next `Var` of `rest`, or runs the body when every one is locked.
-fn descend<'a, 'f>(
-    rest: &Pairs,
-    mut ps: Vec<&'a mut [f32]>,
-    gs: Vec<&'a [f32]>,
-    body: &RefCell<&'f mut Body<'f>>,
-) -> candle_core::Result<()> {
-    let Some(((var, grad), tail)) = rest.split_first() else {
-        (body.borrow_mut())(&mut ps, &gs);
-        return Ok(());
-    };
-    let nest = Nest {
-        rest: tail,
-        acc: RefCell::new(Some((ps, gs))),
-        body,
-    };
-    var.inplace_op2(grad, &nest)
-}
-
-/// Runs `body` once over the storages of every `Var` and gradient of `pairs`, all locked, as
-/// optim-candle's step does (without `unsafe`).
-fn with_storage<'f>(pairs: &Pairs, body: &'f mut Body<'f>) {
-    descend(pairs, Vec::new(), Vec::new(), &RefCell::new(body)).expect("bound: storage access");
+/// One bound step over the storages of the `Var`s `vars` and of their gradients, locked by
+/// optim-candle's own access path (`optim_candle::with_storage`: the nested in-place ops of
+/// its step), with the moments `m` and `v`.
+fn bound_on_vars(
+    vars: &[(String, Var)],
+    grads: &GradStore,
+    m: &mut [&mut [f32]],
+    v: &mut [&mut [f32]],
+) {
+    let named = vars.iter().map(|(n, var)| (n.as_str(), var));
+    optim_candle::with_storage::<f32>(named, grads, &mut |p, g| common::bound_step(p, g, m, v))
+        .expect("bound: storage access");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,16 +210,7 @@ fn bench_group(c: &mut Criterion, label: &str, total: usize) {
     let mut ours = CandleOptimizer::new(vars.clone(), CandleConfig::new(adamw())).expect("ours");
     // One step creates `ours`'s state: the bound runs over it.
     ours.step(&grads).expect("optim-candle step");
-    let pairs: Vec<(Tensor, Tensor)> = ours
-        .vars()
-        .iter()
-        .map(|(_, v)| {
-            (
-                v.as_tensor().clone(),
-                grads.get(v).expect("gradient").clone(),
-            )
-        })
-        .collect();
+    let bound_vars: Vec<(String, Var)> = ours.vars().to_vec();
     let bound_names: Vec<String> = ours.vars().iter().map(|(n, _)| n.clone()).collect();
     let mut slice_opt = adamw();
     let names: Vec<String> = (0..shapes.len()).map(|i| format!("var{i}")).collect();
@@ -309,7 +246,7 @@ fn bench_group(c: &mut Criterion, label: &str, total: usize) {
                 match which {
                     0 => {
                         let (mut m, mut v) = common::moments(ours.inner_mut(), &bound_names);
-                        with_storage(&pairs, &mut |p, g| common::bound_step(p, g, &mut m, &mut v));
+                        bound_on_vars(&bound_vars, &grads, &mut m, &mut v);
                     }
                     1 => ours.step(black_box(&grads)).expect("optim-candle step"),
                     _ => slice_step(),
@@ -327,7 +264,7 @@ fn bench_group(c: &mut Criterion, label: &str, total: usize) {
     group.bench_function("bound", |b| {
         let (mut m, mut v) = common::moments(ours.inner_mut(), &bound_names);
         times.run(b, "bound", || {
-            with_storage(&pairs, &mut |p, g| common::bound_step(p, g, &mut m, &mut v))
+            bound_on_vars(&bound_vars, &grads, &mut m, &mut v)
         })
     });
     group.bench_function("optim_candle", |b| {
@@ -348,7 +285,7 @@ fn bench_group(c: &mut Criterion, label: &str, total: usize) {
     group.bench_function("bound_again", |b| {
         let (mut m, mut v) = common::moments(ours.inner_mut(), &bound_names);
         times.run(b, "bound_again", || {
-            with_storage(&pairs, &mut |p, g| common::bound_step(p, g, &mut m, &mut v))
+            bound_on_vars(&bound_vars, &grads, &mut m, &mut v)
         })
     });
     group.finish();

@@ -263,6 +263,41 @@ pub(crate) fn with_views<'f, E: Float>(
     }
 }
 
+/// Runs `body` once over the elements of every named `Var` that has a gradient in `grads`
+/// (mutable, in order) and of their gradients, every storage locked exactly as in a step: the
+/// same [`pending`] checks and the same nested in-place ops ([`with_views`]). For benchmarks
+/// that time a baseline over the `Var`s' own storage (`benches/candle_adamw.rs`); not part of
+/// the API.
+///
+/// # Errors
+/// As [`pending`] and [`with_views`]; [`OptimError::InvalidUse`] when a `Var` is not of element
+/// type `E` itself (a dtype a step would stage through `E`).
+#[doc(hidden)]
+pub fn with_storage<'v, E: Float>(
+    vars: impl IntoIterator<Item = (&'v str, &'v Var)>,
+    grads: &GradStore,
+    body: &mut dyn FnMut(&mut [&mut [E]], &[&[E]]),
+) -> Result<(), OptimError> {
+    let params = pending(vars, grads)?;
+    with_views(&params, &mut |views| {
+        let mut ps: Vec<&mut [E]> = Vec::with_capacity(views.len());
+        let mut gs: Vec<&[E]> = Vec::with_capacity(views.len());
+        for (view, p) in views.iter_mut().zip(&params) {
+            let (HostParam::Same(pv), HostGrad::Same(gv)) = (&mut view.param, &view.grad) else {
+                return Err(OptimError::InvalidUse(format!(
+                    "`{}` is not of element type {}",
+                    p.name,
+                    E::NAME
+                )));
+            };
+            ps.push(pv);
+            gs.push(gv);
+        }
+        body(&mut ps, &gs);
+        Ok(())
+    })
+}
+
 /// The address of the storage behind `t` (its lock's contents): equal for two tensors exactly
 /// when they share a storage. Takes the read lock only for the comparison.
 fn storage_addr(t: &Tensor) -> usize {

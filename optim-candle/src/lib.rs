@@ -5,5 +5,7 @@ mod host;
 mod names;
 mod optimizer;
 
+#[doc(hidden)]
+pub use access::with_storage;
 pub use names::{module_of, varmap_entries, VarNames};
 pub use optimizer::{CandleConfig, CandleOptimizer, CandleUpdate, HyperOrFlag};
