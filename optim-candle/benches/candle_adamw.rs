@@ -66,11 +66,11 @@ use common::SAMPLES;
 /// One bound step over the storages of the `Var`s `vars` and of their gradients, locked by
 /// optim-candle's own access path (`optim_candle::with_storage`: the nested in-place ops of
 /// its step), with the moments `m` and `v`.
-fn bound_on_vars(
+fn bound_on_vars<'s>(
     vars: &[(String, Var)],
     grads: &GradStore,
-    m: &mut [&mut [f32]],
-    v: &mut [&mut [f32]],
+    m: &mut [&'s mut [f32]],
+    v: &mut [&'s mut [f32]],
 ) {
     let named = vars.iter().map(|(n, var)| (n.as_str(), var));
     optim_candle::with_storage::<f32>(named, grads, &mut |p, g| common::bound_step(p, g, m, v))

@@ -263,6 +263,10 @@ pub(crate) fn with_views<'f, E: Float>(
     }
 }
 
+/// What [`with_storage`] runs: the elements of every `Var` (mutable) and of every gradient.
+#[doc(hidden)]
+pub type StorageBody<'f, E> = dyn FnMut(&mut [&mut [E]], &[&[E]]) + 'f;
+
 /// Runs `body` once over the elements of every named `Var` that has a gradient in `grads`
 /// (mutable, in order) and of their gradients, every storage locked exactly as in a step: the
 /// same [`pending`] checks and the same nested in-place ops ([`with_views`]). For benchmarks
@@ -276,7 +280,7 @@ pub(crate) fn with_views<'f, E: Float>(
 pub fn with_storage<'v, E: Float>(
     vars: impl IntoIterator<Item = (&'v str, &'v Var)>,
     grads: &GradStore,
-    body: &mut dyn FnMut(&mut [&mut [E]], &[&[E]]),
+    body: &mut StorageBody<'_, E>,
 ) -> Result<(), OptimError> {
     let params = pending(vars, grads)?;
     with_views(&params, &mut |views| {

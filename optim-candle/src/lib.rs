@@ -6,6 +6,6 @@ mod names;
 mod optimizer;
 
 #[doc(hidden)]
-pub use access::with_storage;
+pub use access::{with_storage, StorageBody};
 pub use names::{module_of, varmap_entries, VarNames};
 pub use optimizer::{CandleConfig, CandleOptimizer, CandleUpdate, HyperOrFlag};
