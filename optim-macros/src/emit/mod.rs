@@ -6,16 +6,18 @@
 //! - `__NameValues`: the hyperparameters evaluated for one step (hidden, used by reuse rules);
 //! - `Name<E = f32>`: the optimizer (config + state) with `new`, `set_*`, `with_*`;
 //! - inside `const _: () = { ... }`: per rule and flag combination, the loops (printed from the
-//!   loop IR by `rust_loop`), the job and `prepare` function (`host`), and the `DslOptimizer`
-//!   impl that routes parameters to them, with the CUDA twins (`cuda`) and `explain` (`explain`).
+//!   loop IR by `rust_loop`), the job and `prepare` function (`host`), the enum of those jobs
+//!   (`jobs`, the impl's `Job` type), and the `DslOptimizer` impl that routes parameters to
+//!   them, with the CUDA twins (`cuda`) and `explain` (`explain`).
 //!
-//! Files: `mod.rs` (the optimizer's items), `host.rs`, `rust_loop.rs`, `cuda.rs`,
+//! Files: `mod.rs` (the optimizer's items), `host.rs`, `jobs.rs`, `rust_loop.rs`, `cuda.rs`,
 //! `explain.rs`, `exprs.rs` (shared token helpers).
 
 pub(crate) mod cuda;
 mod explain;
 mod exprs;
 mod host;
+mod jobs;
 mod rust_loop;
 
 use crate::ir::{self, RuleBody};
@@ -377,6 +379,8 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
     let values = format_ident!("__{}Values", name);
     let mut items = Vec::new();
     let mut prepare_arms = Vec::new();
+    let jobs = jobs::enum_name();
+    let mut job_variants = Vec::new();
     // index of the next stage in `__OPTIM_CUDA_SOURCES` (rule, variant, stage order)
     let mut cuda_index = 0;
     for (ri, (rule, rule_plan)) in opt.rules.iter().zip(&plan.rules).enumerate() {
@@ -397,18 +401,26 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
                     }
                     items.push(emitter.emit());
                     let pname = format_ident!("__prepare_{}_{}", ri, vi);
+                    let jname = format_ident!("__Job{}_{}", ri, vi);
+                    let variant = jobs::fused_variant(ri, vi);
+                    job_variants.push((variant.clone(), quote!(#jname<'a, E>)));
                     let pat = flag_pattern(v);
-                    arms.push(quote!(#pat => #pname(values, ps, info, param, grad)));
+                    arms.push(
+                        quote!(#pat => #jobs::#variant(#pname(values, ps, info, param, grad))),
+                    );
                 }
                 let scrut = flag_scrutinee(opt, rp, quote!(values));
                 prepare_arms.push(quote!(#ri => match #scrut { #(#arms,)* }));
             }
             (RuleBody::Reuse { name: inner, .. }, _) => {
                 let field = format_ident!("__r{}", ri);
+                let variant = jobs::reuse_variant(ri);
+                let ty = quote!(<#inner<E> as #p::DslOptimizer<E>>::Job<'a>);
+                job_variants.push((variant.clone(), ty));
                 prepare_arms.push(quote! {
                     #ri => {
                         let r = <#inner<E> as #p::DslOptimizer<E>>::route(&info);
-                        <#inner<E> as #p::DslOptimizer<E>>::prepare(&values.#field, r, ps, info, param, grad)
+                        #jobs::#variant(<#inner<E> as #p::DslOptimizer<E>>::prepare(&values.#field, r, ps, info, param, grad))
                     }
                 });
             }
@@ -455,11 +467,13 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
     let contracts = state_contracts(opt);
     let unused = unused_check(opt, plan);
     let check_param = check_param(opt, plan, &values);
+    let job_enum = jobs::job_enum(&job_variants);
     quote! {
         #(#contracts)*
         #unused
         #cuda_table
         #(#items)*
+        #job_enum
 
         impl<E: #p::Float> #p::DslOptimizer<E> for #name<E> {
             type Config = #config;
@@ -496,6 +510,7 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
                 }
             }
             #check_param
+            type Job<'a> = #jobs<'a, E>;
             fn prepare<'a>(
                 values: &'a #values,
                 rule: #p::Usize,
@@ -503,10 +518,10 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
                 info: #p::ParamInfo<'a>,
                 param: &'a mut [E],
                 grad: &'a [E],
-            ) -> #p::Job<'a, E> {
+            ) -> #jobs<'a, E> {
                 match rule {
                     #(#prepare_arms,)*
-                    _ => #p::empty_job(param, grad),
+                    _ => #jobs::Empty(#p::EmptyJob, ::core::marker::PhantomData),
                 }
             }
         }
