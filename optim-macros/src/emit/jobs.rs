@@ -4,10 +4,81 @@
 //! step keeps its jobs in one list by value: no allocation per parameter (a boxed trait object
 //! would cost one each step).
 
+use super::exprs::{flag_pattern, flag_scrutinee};
+use crate::ir::{self, RuleBody};
+use crate::plan::Plan;
 use crate::private::Private;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::Ident;
+
+/// Every variant's items (kernels, job type, `prepare` function), `DslOptimizer::prepare`'s
+/// match arm per rule, and the job enum over all of them.
+pub(crate) struct RuleJobs {
+    pub items: Vec<TokenStream>,
+    pub prepare_arms: Vec<TokenStream>,
+    pub job_enum: TokenStream,
+}
+
+/// The [`RuleJobs`] of `opt` under `plan`; `values` is the optimizer's `__NameValues` type.
+pub(crate) fn rule_jobs(opt: &ir::Optimizer, plan: &Plan, values: &Ident) -> RuleJobs {
+    let p = Private;
+    let mut items = Vec::new();
+    let mut prepare_arms = Vec::new();
+    let jobs = enum_name();
+    let mut job_variants = Vec::new();
+    // index of the next stage in `__OPTIM_CUDA_SOURCES` (rule, variant, stage order)
+    let mut cuda_index = 0;
+    for (ri, (rule, rule_plan)) in opt.rules.iter().zip(&plan.rules).enumerate() {
+        match (&rule.body, rule_plan) {
+            (RuleBody::Fused(f), Some(rp)) => {
+                let mut arms = Vec::new();
+                for (vi, v) in rp.variants.iter().enumerate() {
+                    let emitter = super::host::VariantEmitter {
+                        opt,
+                        f,
+                        v,
+                        prefix: format!("{ri}_{vi}"),
+                        values,
+                        cuda_index,
+                    };
+                    if !crate::loop_ir::has_low_state(&v.loops) {
+                        cuda_index += v.loops.len();
+                    }
+                    items.push(emitter.emit());
+                    let pname = format_ident!("__prepare_{}_{}", ri, vi);
+                    let jname = format_ident!("__Job{}_{}", ri, vi);
+                    let variant = fused_variant(ri, vi);
+                    job_variants.push((variant.clone(), quote!(#jname<'a, E>)));
+                    let pat = flag_pattern(v);
+                    arms.push(
+                        quote!(#pat => #jobs::#variant(#pname(values, ps, info, param, grad))),
+                    );
+                }
+                let scrut = flag_scrutinee(opt, rp, quote!(values));
+                prepare_arms.push(quote!(#ri => match #scrut { #(#arms,)* }));
+            }
+            (RuleBody::Reuse { name: inner, .. }, _) => {
+                let field = format_ident!("__r{}", ri);
+                let variant = reuse_variant(ri);
+                let ty = quote!(<#inner<E> as #p::DslOptimizer<E>>::Job<'a>);
+                job_variants.push((variant.clone(), ty));
+                prepare_arms.push(quote! {
+                    #ri => {
+                        let r = <#inner<E> as #p::DslOptimizer<E>>::route(&info);
+                        #jobs::#variant(<#inner<E> as #p::DslOptimizer<E>>::prepare(&values.#field, r, ps, info, param, grad))
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+    RuleJobs {
+        items,
+        prepare_arms,
+        job_enum: job_enum(&job_variants),
+    }
+}
 
 /// Name of the job enum (inside the optimizer's `const _` block, so one per optimizer).
 pub(crate) fn enum_name() -> Ident {

@@ -377,56 +377,12 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
     let name = &opt.name;
     let config = format_ident!("{}Config", name);
     let values = format_ident!("__{}Values", name);
-    let mut items = Vec::new();
-    let mut prepare_arms = Vec::new();
     let jobs = jobs::enum_name();
-    let mut job_variants = Vec::new();
-    // index of the next stage in `__OPTIM_CUDA_SOURCES` (rule, variant, stage order)
-    let mut cuda_index = 0;
-    for (ri, (rule, rule_plan)) in opt.rules.iter().zip(&plan.rules).enumerate() {
-        match (&rule.body, rule_plan) {
-            (RuleBody::Fused(f), Some(rp)) => {
-                let mut arms = Vec::new();
-                for (vi, v) in rp.variants.iter().enumerate() {
-                    let emitter = host::VariantEmitter {
-                        opt,
-                        f,
-                        v,
-                        prefix: format!("{ri}_{vi}"),
-                        values: &values,
-                        cuda_index,
-                    };
-                    if !crate::loop_ir::has_low_state(&v.loops) {
-                        cuda_index += v.loops.len();
-                    }
-                    items.push(emitter.emit());
-                    let pname = format_ident!("__prepare_{}_{}", ri, vi);
-                    let jname = format_ident!("__Job{}_{}", ri, vi);
-                    let variant = jobs::fused_variant(ri, vi);
-                    job_variants.push((variant.clone(), quote!(#jname<'a, E>)));
-                    let pat = flag_pattern(v);
-                    arms.push(
-                        quote!(#pat => #jobs::#variant(#pname(values, ps, info, param, grad))),
-                    );
-                }
-                let scrut = flag_scrutinee(opt, rp, quote!(values));
-                prepare_arms.push(quote!(#ri => match #scrut { #(#arms,)* }));
-            }
-            (RuleBody::Reuse { name: inner, .. }, _) => {
-                let field = format_ident!("__r{}", ri);
-                let variant = jobs::reuse_variant(ri);
-                let ty = quote!(<#inner<E> as #p::DslOptimizer<E>>::Job<'a>);
-                job_variants.push((variant.clone(), ty));
-                prepare_arms.push(quote! {
-                    #ri => {
-                        let r = <#inner<E> as #p::DslOptimizer<E>>::route(&info);
-                        #jobs::#variant(<#inner<E> as #p::DslOptimizer<E>>::prepare(&values.#field, r, ps, info, param, grad))
-                    }
-                });
-            }
-            _ => {}
-        }
-    }
+    let jobs::RuleJobs {
+        items,
+        prepare_arms,
+        job_enum,
+    } = jobs::rule_jobs(opt, plan, &values);
     let route_arms = opt
         .rules
         .iter()
@@ -467,7 +423,6 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
     let contracts = state_contracts(opt);
     let unused = unused_check(opt, plan);
     let check_param = check_param(opt, plan, &values);
-    let job_enum = jobs::job_enum(&job_variants);
     quote! {
         #(#contracts)*
         #unused
