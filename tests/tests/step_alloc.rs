@@ -10,10 +10,10 @@
 //! list of the step (entries, rules, states, jobs, each loop's calls and totals) reuses the
 //! memory the last step left (`optim_runtime`'s `scratch`). Checked for 1 and 99 parameters,
 //! for `f32`, `bf16` and 8-bit state, a scheduled learning rate, a reuse rule, per-tensor and
-//! global reductions (two loops per step).
+//! global reductions (two loops per step) and matrix work between loops (Muon).
 
 use optim_dsl::prelude::*;
-use optim_dsl::zoo::{AdamW, AdamW8bit, AdamWBf16, AdamWConfig, Lamb, Prodigy};
+use optim_dsl::zoo::{AdamW, AdamW8bit, AdamWBf16, AdamWConfig, Lamb, Muon, Prodigy};
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -59,10 +59,11 @@ fn allocs() -> usize {
     ALLOCS.with(Cell::get)
 }
 
-/// One parameter of `numel` elements per entry of `sizes`, named `layer.{i}.weight`.
+/// One parameter of `numel` elements per entry of `sizes`, named `layer.{i}.weight`: an
+/// `8 × numel/8` matrix when 8 divides `numel`, else a vector.
 struct Model {
     names: Vec<String>,
-    shapes: Vec<[usize; 1]>,
+    shapes: Vec<Vec<usize>>,
     params: Vec<Vec<f32>>,
     grads: Vec<Vec<f32>>,
 }
@@ -72,7 +73,10 @@ impl Model {
         let n = sizes.len();
         Model {
             names: (0..n).map(|i| format!("layer.{i}.weight")).collect(),
-            shapes: sizes.iter().map(|&s| [s]).collect(),
+            shapes: sizes
+                .iter()
+                .map(|&s| if s % 8 == 0 { vec![8, s / 8] } else { vec![s] })
+                .collect(),
             params: sizes
                 .iter()
                 .enumerate()
@@ -189,6 +193,13 @@ fn an_8bit_state_step_allocates_nothing_with_its_reuse_rule() {
 fn a_step_with_reductions_allocates_nothing() {
     allocates_nothing(Lamb::<f32>::default, |_| 64);
     allocates_nothing(Prodigy::<f32>::default, |_| 64);
+}
+
+/// A barrier between loops: Muon's Newton–Schulz orthogonalisation of each 8 × 8 momentum
+/// (its workspace lives in the parameter's state).
+#[test]
+fn a_step_with_matrix_work_allocates_nothing() {
+    allocates_nothing(Muon::<f32>::default, |_| 64);
 }
 
 /// Another set of names costs a new order (and state), then the steps are steady again.
