@@ -541,6 +541,7 @@ pub(crate) fn execute_with<E: Float, J: StagedJob<E>>(
         sums.resize(jobs.len(), [0.0; MAX_REDUCTIONS]);
         {
             let mut calls: Vec<(usize, KernelCall<'_, E>)> = scratch.take(List::Calls);
+            calls.reserve(jobs.len()); // a filtered `extend` would grow it step by step
             calls.extend(
                 jobs.iter_mut()
                     .enumerate()

@@ -659,6 +659,7 @@ fn validate_ordered<E: Float, O: DslOptimizer<E>>(
         .map_err(|dup| OptimError::DuplicateParam(dup.to_string()))?;
     let found = lookup::states(&state.params, sorted, name, scratch.take(List::Found));
     rules.clear();
+    rules.reserve(entries.len());
     let mut failed = None;
     for (e, ps) in entries.iter().zip(&found) {
         match check_entry::<E, O>(state.shape_change, &values, e, *ps) {
@@ -747,6 +748,7 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
         let mut found =
             lookup::states_mut(&mut state.params, sorted, name, scratch.take(List::Found));
         let mut jobs: Vec<O::Job<'_>> = scratch.take(List::Jobs);
+        jobs.reserve(entries.len());
         let each = entries
             .iter_mut()
             .zip(&metas)
