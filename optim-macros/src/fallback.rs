@@ -189,7 +189,8 @@ fn stub(vis: &syn::Visibility, name: &syn::Ident, fields: &[(syn::Ident, bool)])
             fn opt_state_mut(&mut self) -> &mut #p::OptState<E> { &mut self.state }
             fn route(_: &#p::ParamInfo<'_>) -> #p::Usize { 0 }
             fn rule_count() -> #p::Usize { 0 }
-            fn prepare<'a>(_: &'a #values, _: #p::Usize, _: &'a mut #p::ParamState<E>, _: #p::ParamInfo<'a>, param: &'a mut [E], grad: &'a [E]) -> #p::Job<'a, E> { #p::empty_job(param, grad) }
+            type Job<'a> = #p::EmptyJob;
+            fn prepare<'a>(_: &'a #values, _: #p::Usize, _: &'a mut #p::ParamState<E>, _: #p::ParamInfo<'a>, _: &'a mut [E], _: &'a [E]) -> #p::EmptyJob { #p::EmptyJob }
         }
     }
 }

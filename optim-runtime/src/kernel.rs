@@ -16,6 +16,7 @@
 //! (in parallel across parameters); then stage `k + 1`.
 
 use crate::lowp::q8::{self, Q8Mut};
+use crate::scratch::{List, Scratch};
 use crate::Float;
 use rayon::prelude::*;
 use smallvec::SmallVec;
@@ -136,6 +137,19 @@ fused_loop! {
     pub fn dispatch_low;
 }
 
+/// The elements of `bufs` at the distinct indices `ks`, in `ks`' order (`None` for an index
+/// past the end): several state buffers of one parameter borrowed at once, in a kernel's
+/// stream order, without allocating. `O(bufs.len() × N)`.
+pub fn pick_mut<T, const N: usize>(bufs: &mut [T], ks: [usize; N]) -> [Option<&mut T>; N] {
+    let mut out: [Option<&mut T>; N] = std::array::from_fn(|_| None);
+    for (i, b) in bufs.iter_mut().enumerate() {
+        if let Some(pos) = ks.iter().position(|&k| k == i) {
+            out[pos] = Some(b);
+        }
+    }
+    out
+}
+
 /// The `kernel` of a [`KernelCall`] whose loop is its [`LowCall`]: never called.
 pub fn no_kernel<E>(_: &[E], _: &mut [E], _: &[E], _: &mut [&mut [E]], _: &mut [f64]) {}
 
@@ -227,8 +241,34 @@ pub trait StagedJob<E: Float>: Send {
     fn finish(&mut self);
 }
 
-/// A boxed job.
+/// A boxed job: what a hand-written [`DslOptimizer`](crate::DslOptimizer) may name as its
+/// `Job` type (generated optimizers name an enum of their rules' jobs, which a step keeps in
+/// a list without allocating per parameter).
 pub type Job<'a, E> = Box<dyn StagedJob<E> + 'a>;
+
+impl<E: Float, J: StagedJob<E> + ?Sized> StagedJob<E> for Box<J> {
+    fn stages(&self) -> usize {
+        (**self).stages()
+    }
+    fn kernel(&mut self, k: usize, globals: &[f64]) -> KernelCall<'_, E> {
+        (**self).kernel(k, globals)
+    }
+    fn reduced(&mut self, k: usize, sums: &[f64]) {
+        (**self).reduced(k, sums);
+    }
+    fn has_pre_barrier(&self) -> bool {
+        (**self).has_pre_barrier()
+    }
+    fn pre_barrier(&mut self) {
+        (**self).pre_barrier();
+    }
+    fn barrier(&mut self, k: usize) {
+        (**self).barrier(k);
+    }
+    fn finish(&mut self) {
+        (**self).finish();
+    }
+}
 
 /// Global reduction map of a [`KernelCall`].
 pub type GlobalMap = SmallVec<[(usize, usize); 2]>;
@@ -251,7 +291,9 @@ impl<'a, E: Float> KernelCall<'a, E> {
     }
 }
 
-struct EmptyJob;
+/// A job that does nothing (a parameter routed to no rule; cannot happen with a catch-all).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmptyJob;
 
 impl<E: Float> StagedJob<E> for EmptyJob {
     fn stages(&self) -> usize {
@@ -263,11 +305,6 @@ impl<E: Float> StagedJob<E> for EmptyJob {
     fn reduced(&mut self, _: usize, _: &[f64]) {}
     fn barrier(&mut self, _: usize) {}
     fn finish(&mut self) {}
-}
-
-/// A job that does nothing (a parameter routed to no rule; cannot happen with a catch-all).
-pub fn empty_job<'a, E: Float>(_param: &'a mut [E], _grad: &'a [E]) -> Job<'a, E> {
-    Box::new(EmptyJob)
 }
 
 /// Elements per work item when a stage is split over threads: 32 Ki elements keeps every
@@ -345,12 +382,13 @@ fn split_each<'a, T: 'a, A: smallvec::Array<Item = &'a mut [T]>>(
     (heads, tails)
 }
 
-/// Cuts call `ci` into work items of at most `chunk` elements (in order), appended to `items`.
+/// Cuts call `ci` into work items of at most `chunk` elements and hands them to `sink`, in
+/// order.
 fn cut<'a, E: Float>(
     ci: usize,
     c: &'a mut KernelCall<'_, E>,
     chunk: usize,
-    items: &mut Vec<Item<'a, E>>,
+    sink: &mut impl FnMut(Item<'a, E>),
 ) {
     let nred = c.reductions.min(MAX_REDUCTIONS);
     let (kernel, scalars) = (c.kernel, &c.scalars[..]);
@@ -375,7 +413,7 @@ fn cut<'a, E: Float>(
     loop {
         let n = param.len().min(chunk);
         if n == param.len() {
-            items.push(Item {
+            sink(Item {
                 call: ci,
                 kernel,
                 low,
@@ -413,7 +451,7 @@ fn cut<'a, E: Float>(
                 scales: srest,
             });
         }
-        items.push(Item {
+        sink(Item {
             call: ci,
             kernel,
             low,
@@ -467,18 +505,9 @@ pub fn sum_in_order(contributions: &[GlobalContribution]) -> GlobalContribution 
     total
 }
 
-/// Runs one step's jobs: stage by stage across all parameters, summing global reductions in
-/// the jobs' order.
-pub fn execute<E: Float>(jobs: Vec<Job<'_, E>>) {
-    let stages = stage_count(&jobs, 0);
-    let mut local = |c: &[GlobalContribution]| Ok(sum_in_order(c));
-    // summing in order cannot fail
-    let _ = execute_with(jobs, stages, &mut local);
-}
-
 /// The loops a step runs: the most stages of any of `jobs`, and at least `at_least` (the count
 /// every process of a data-parallel step agreed on).
-pub(crate) fn stage_count<E: Float>(jobs: &[Job<'_, E>], at_least: usize) -> usize {
+pub(crate) fn stage_count<E: Float, J: StagedJob<E>>(jobs: &[J], at_least: usize) -> usize {
     jobs.iter()
         .map(|j| j.stages())
         .max()
@@ -486,42 +515,41 @@ pub(crate) fn stage_count<E: Float>(jobs: &[Job<'_, E>], at_least: usize) -> usi
         .max(at_least)
 }
 
-/// [`execute`] with the global totals combined by `global_sums` after each of `stages` loops
-/// (at least the jobs' own count; every process of a data-parallel step passes the same
-/// number, so that each combines the same number of times, also with no jobs).
+/// Runs one step's jobs: stage by stage across all parameters, with the global totals
+/// combined by `global_sums` after each of `stages` loops (at least the jobs' own count; every
+/// process of a data-parallel step passes the same number, so that each combines the same
+/// number of times, also with no jobs). The step's lists live in `scratch`'s memory: a step
+/// like the last one allocates nothing here.
 ///
 /// # Errors
 /// What `global_sums` returns; the step is then incomplete (earlier loops have run).
-pub fn execute_with<E: Float>(
-    mut jobs: Vec<Job<'_, E>>,
+pub(crate) fn execute_with<E: Float, J: StagedJob<E>>(
+    jobs: &mut [J],
     stages: usize,
     global_sums: GlobalSums<'_>,
+    scratch: &mut Scratch,
 ) -> Result<(), crate::OptimError> {
-    let max_stages = stage_count(&jobs, stages);
+    let max_stages = stage_count(jobs, stages);
     let mut globals = [0.0f64; MAX_GLOBALS];
-    let pending: Vec<&mut Job<'_, E>> = jobs.iter_mut().filter(|j| j.has_pre_barrier()).collect();
-    if pending.len() > 1 {
-        pending.into_par_iter().for_each(|j| j.pre_barrier());
-    } else {
-        for j in pending {
-            j.pre_barrier();
-        }
-    }
+    barriers(jobs, None, scratch);
     for k in 0..max_stages {
         // one per job, in the jobs' order (empty for a job with fewer loops), so that the
         // combiner sees every parameter at every loop
-        let mut contributions = vec![GlobalContribution::default(); jobs.len()];
-        let mut sums: Vec<[f64; MAX_REDUCTIONS]> = vec![[0.0; MAX_REDUCTIONS]; jobs.len()];
+        let mut contributions: Vec<GlobalContribution> = scratch.take(List::Contributions);
+        contributions.resize(jobs.len(), GlobalContribution::default());
+        let mut sums: Vec<[f64; MAX_REDUCTIONS]> = scratch.take(List::Sums);
+        sums.resize(jobs.len(), [0.0; MAX_REDUCTIONS]);
         {
-            // sized once (a filtered `collect` would grow it step by step)
-            let mut calls: Vec<(usize, KernelCall<'_, E>)> = Vec::with_capacity(jobs.len());
+            let mut calls: Vec<(usize, KernelCall<'_, E>)> = scratch.take(List::Calls);
+            calls.reserve(jobs.len()); // a filtered `extend` would grow it step by step
             calls.extend(
                 jobs.iter_mut()
                     .enumerate()
                     .filter(|(_, j)| j.stages() > k)
                     .map(|(i, j)| (i, j.kernel(k, &globals))),
             );
-            let per_call = run_calls(&mut calls);
+            let mut per_call: Vec<[f64; MAX_REDUCTIONS]> = scratch.take(List::Totals);
+            run_calls(&mut calls, &mut per_call, scratch);
             for ((i, call), red) in calls.iter().zip(&per_call) {
                 let c = &mut contributions[*i];
                 for &(l, g) in &call.globals {
@@ -532,34 +560,56 @@ pub fn execute_with<E: Float>(
                 }
                 sums[*i] = *red;
             }
+            scratch.give(List::Totals, per_call);
+            scratch.give(List::Calls, calls);
         }
-        let total = global_sums(&contributions)?;
-        for (i, j) in jobs.iter_mut().enumerate() {
+        let total = global_sums(&contributions);
+        scratch.give(List::Contributions, contributions);
+        let total = total?;
+        for (j, s) in jobs.iter_mut().zip(&sums) {
             if j.stages() > k {
-                j.reduced(k, &sums[i]);
+                j.reduced(k, s);
             }
         }
+        scratch.give(List::Sums, sums);
         for g in 0..MAX_GLOBALS {
             if total.produced[g] {
                 globals[g] = total.sums[g];
             }
         }
         if k + 1 < max_stages {
-            let pending: Vec<&mut Job<'_, E>> =
-                jobs.iter_mut().filter(|j| j.stages() > k + 1).collect();
-            if pending.len() > 1 {
-                pending.into_par_iter().for_each(|j| j.barrier(k));
-            } else {
-                for j in pending {
-                    j.barrier(k);
-                }
-            }
+            barriers(jobs, Some(k), scratch);
         }
     }
-    for j in &mut jobs {
+    for j in jobs.iter_mut() {
         j.finish();
     }
     Ok(())
+}
+
+/// The whole-tensor work of every job that has some: before the first loop (`after` is
+/// `None`), or after loop `k` for the jobs with a later loop. In parallel across parameters
+/// when more than one has work.
+fn barriers<E: Float, J: StagedJob<E>>(
+    jobs: &mut [J],
+    after: Option<usize>,
+    scratch: &mut Scratch,
+) {
+    let mut pending: Vec<&mut J> = scratch.take(List::Pending);
+    pending.extend(jobs.iter_mut().filter(|j| match after {
+        None => j.has_pre_barrier(),
+        Some(k) => j.stages() > k + 1,
+    }));
+    let work = |j: &mut &mut J| match after {
+        None => j.pre_barrier(),
+        Some(k) => j.barrier(k),
+    };
+    if pending.len() > 1 {
+        pending.par_iter_mut().for_each(work);
+    } else {
+        pending.iter_mut().for_each(work);
+    }
+    scratch.give(List::Pending, pending);
 }
 
 /// Runs one call on this thread. A loop with reductions runs in [`CHUNK`]-element pieces whose
@@ -571,29 +621,33 @@ fn run_inline<E: Float>(c: &mut KernelCall<'_, E>, red: &mut [f64; MAX_REDUCTION
         return;
     }
     let chunk = if n == 0 { usize::MAX } else { CHUNK };
-    let mut items = Vec::new();
-    cut(0, c, chunk, &mut items);
-    for it in &mut items {
+    cut(0, c, chunk, &mut |mut it: Item<'_, E>| {
         it.run();
         for (r, p) in red.iter_mut().zip(&it.red) {
             *r += p;
         }
-    }
+    });
 }
 
-/// Runs one stage's loops for several parameters; returns each call's reduction totals.
-fn run_calls<E: Float>(calls: &mut [(usize, KernelCall<'_, E>)]) -> Vec<[f64; MAX_REDUCTIONS]> {
+/// Runs one stage's loops for several parameters; `out` gets each call's reduction totals.
+fn run_calls<E: Float>(
+    calls: &mut [(usize, KernelCall<'_, E>)],
+    out: &mut Vec<[f64; MAX_REDUCTIONS]>,
+    scratch: &mut Scratch,
+) {
     let total: usize = calls.iter().map(|(_, c)| c.param.len()).sum();
-    let mut out = vec![[0.0f64; MAX_REDUCTIONS]; calls.len()];
+    out.clear();
+    out.resize(calls.len(), [0.0f64; MAX_REDUCTIONS]);
     if total < PARALLEL_THRESHOLD || rayon::current_num_threads() <= 1 {
-        for ((_, c), red) in calls.iter_mut().zip(&mut out) {
+        for ((_, c), red) in calls.iter_mut().zip(out.iter_mut()) {
             run_inline(c, red);
         }
-        return out;
+        return;
     }
-    let mut items: Vec<Item<'_, E>> = Vec::with_capacity(total / CHUNK + calls.len());
+    let mut items: Vec<Item<'_, E>> = scratch.take(List::Items);
+    items.reserve(total / CHUNK + calls.len());
     for (ci, (_, c)) in calls.iter_mut().enumerate() {
-        cut(ci, c, CHUNK, &mut items);
+        cut(ci, c, CHUNK, &mut |it| items.push(it));
     }
     items.par_iter_mut().for_each(Item::run);
     for it in &items {
@@ -601,5 +655,22 @@ fn run_calls<E: Float>(calls: &mut [(usize, KernelCall<'_, E>)]) -> Vec<[f64; MA
             *o += r;
         }
     }
-    out
+    scratch.give(List::Items, items);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pick_mut_lends_the_asked_elements_in_the_asked_order() {
+        let mut bufs = [10, 11, 12, 13];
+        let [a, b, c] = pick_mut(&mut bufs, [3, 0, 7]);
+        assert_eq!((a.copied(), b.copied(), c), (Some(13), Some(10), None));
+        for x in pick_mut(&mut bufs, [2, 1]).into_iter().flatten() {
+            *x += 100;
+        }
+        assert_eq!(bufs, [10, 111, 112, 13]);
+        assert!(pick_mut::<u8, 0>(&mut [], []).is_empty());
+    }
 }

@@ -96,13 +96,16 @@ fn merge<'k, 'n, V>(
 }
 
 /// The state of each of the step's parameters (`None` where it has none yet), indexed like
-/// the step's names; `order` from [`NameOrder::order`].
+/// the step's names; `order` from [`NameOrder::order`]. The list is `out`, emptied first (a
+/// list whose memory is reused, see `crate::scratch`).
 pub(crate) fn states<'s, 'n, E>(
     params: &'s BTreeMap<String, ParamState<E>>,
     order: &[usize],
     name: impl Fn(usize) -> &'n str,
+    mut out: Vec<Option<&'s ParamState<E>>>,
 ) -> Vec<Option<&'s ParamState<E>>> {
-    let mut out: Vec<Option<&ParamState<E>>> = vec![None; order.len()];
+    out.clear();
+    out.resize(order.len(), None);
     if let Some((lo, hi)) = span(order, &name) {
         let range = params.range::<str, _>((Bound::Included(lo), Bound::Included(hi)));
         merge(range.map(|(k, v)| (k.as_str(), v)), order, &name, |i, v| {
@@ -117,8 +120,10 @@ pub(crate) fn states_mut<'s, 'n, E>(
     params: &'s mut BTreeMap<String, ParamState<E>>,
     order: &[usize],
     name: impl Fn(usize) -> &'n str,
+    mut out: Vec<Option<&'s mut ParamState<E>>>,
 ) -> Vec<Option<&'s mut ParamState<E>>> {
-    let mut out: Vec<Option<&mut ParamState<E>>> = (0..order.len()).map(|_| None).collect();
+    out.clear();
+    out.resize_with(order.len(), || None);
     if let Some((lo, hi)) = span(order, &name) {
         let range = params.range_mut::<str, _>((Bound::Included(lo), Bound::Included(hi)));
         merge(range.map(|(k, v)| (k.as_str(), v)), order, &name, |i, v| {
@@ -146,13 +151,13 @@ mod tests {
         let mut cache = NameOrder::default();
         let order = cache.order(names.len(), |i| names[i]).unwrap().to_vec();
         assert_eq!(order, vec![2, 4, 0, 1, 3]);
-        let lens: Vec<Option<usize>> = states(&params, &order, |i| names[i])
+        let lens: Vec<Option<usize>> = states(&params, &order, |i| names[i], Vec::new())
             .iter()
             .map(|s| s.map(|s| s.len))
             .collect();
         assert_eq!(lens, vec![Some(4), None, Some(1), Some(5), Some(3)]);
         let mut params = params;
-        for s in states_mut(&mut params, &order, |i| names[i])
+        for s in states_mut(&mut params, &order, |i| names[i], Vec::new())
             .into_iter()
             .flatten()
         {
@@ -172,6 +177,6 @@ mod tests {
         assert_eq!(cache.order(2, |i| first[i]).unwrap(), &[1, 0]);
         let second = ["a", "b", "c"];
         assert_eq!(cache.order(3, |i| second[i]).unwrap(), &[0, 1, 2]);
-        assert!(states::<f32>(&BTreeMap::new(), &[], |_| "").is_empty());
+        assert!(states::<f32>(&BTreeMap::new(), &[], |_| "", vec![None]).is_empty());
     }
 }

@@ -9,11 +9,12 @@ use crate::cuda::CudaKernelSource;
 use crate::error::OptimError;
 use crate::float::Float;
 use crate::hyper::Hyper;
-use crate::kernel::{execute_with, sum_in_order, GlobalContribution, Job};
+use crate::kernel::{execute_with, sum_in_order, GlobalContribution, StagedJob};
 use crate::lookup::{self, NameOrder};
 use crate::metrics::{Before, StepMetrics};
 use crate::param::{ParamInfo, ParamSlice};
 use crate::plan::Plan;
+use crate::scratch::{List, Scratch};
 use crate::state::{
     Arithmetic, KronFactors, NonFinitePolicy, OptState, ParamState, ScalarPrecision, ShapeChange,
 };
@@ -107,6 +108,14 @@ pub trait DslOptimizer<E: Float>: Sized {
             .filter(|b| !b.is_empty())
             .map(Vec::as_slice)
     }
+    /// What [`prepare`](Self::prepare) returns: one parameter's staged job. `optimizer!`
+    /// names an enum of its rules' job types, so that a step keeps its jobs in one list whose
+    /// memory it reuses (no allocation per parameter); a hand-written impl may name
+    /// `Box<dyn StagedJob<E> + 'a>`. Not for use outside generated code.
+    #[doc(hidden)]
+    type Job<'a>: StagedJob<E> + 'a
+    where
+        Self: 'a;
     /// Prepares one parameter's share of a step under `rule`: advances the parameter's step
     /// count, creates missing state, and returns the staged job that runs the rule's loops and
     /// barriers. Infallible (everything was validated before). Called by the step driver; not
@@ -119,7 +128,7 @@ pub trait DslOptimizer<E: Float>: Sized {
         info: ParamInfo<'a>,
         param: &'a mut [E],
         grad: &'a [E],
-    ) -> Job<'a, E>;
+    ) -> Self::Job<'a>;
     /// Whether rule `rule`, under `values`' flags, can run on the parameter `info` describes:
     /// each whole-tensor primitive of the rule checks the shape (`MatrixWord::check`; no
     /// dimension of size 0). Called for every parameter before anything is written.
@@ -258,16 +267,14 @@ pub trait DslOptimizer<E: Float>: Sized {
         params: &mut [ParamSlice<'_, E>],
         sync: &mut dyn StepSync,
     ) -> Result<(), OptimError> {
-        let entries: Vec<Entry<'_, E>> = params
-            .iter_mut()
-            .map(|p| Entry {
-                name: p.name,
-                shape: p.shape,
-                module: "",
-                param: &mut *p.param,
-                grad: p.grad,
-            })
-            .collect();
+        let mut entries: Vec<Entry<'_, E>> = self.opt_state_mut().scratch.take(List::Entries);
+        entries.extend(params.iter_mut().map(|p| Entry {
+            name: p.name,
+            shape: p.shape,
+            module: "",
+            param: &mut *p.param,
+            grad: p.grad,
+        }));
         step_entries(self, entries, sync)
     }
 
@@ -291,17 +298,14 @@ pub trait DslOptimizer<E: Float>: Sized {
                 params.len()
             )));
         }
-        let entries: Vec<Entry<'_, E>> = params
-            .iter_mut()
-            .zip(modules)
-            .map(|(p, module)| Entry {
-                name: p.name,
-                shape: p.shape,
-                module,
-                param: &mut *p.param,
-                grad: p.grad,
-            })
-            .collect();
+        let mut entries: Vec<Entry<'_, E>> = self.opt_state_mut().scratch.take(List::Entries);
+        entries.extend(params.iter_mut().zip(modules).map(|(p, module)| Entry {
+            name: p.name,
+            shape: p.shape,
+            module,
+            param: &mut *p.param,
+            grad: p.grad,
+        }));
         step_entries(self, entries, &mut LocalSync)
     }
 
@@ -627,42 +631,75 @@ pub(crate) fn validate<E: Float, O: DslOptimizer<E>>(
     opt: &O,
     entries: &[Meta<'_>],
 ) -> Result<(<O::Config as OptimizerConfig>::Values, Vec<usize>), OptimError> {
-    let mut order = NameOrder::default();
-    validate_ordered(opt, entries, &mut order)
+    let mut rules = Vec::new();
+    let values = validate_ordered(
+        opt,
+        entries,
+        &mut NameOrder::default(),
+        &mut rules,
+        &mut Scratch::default(),
+    )?;
+    Ok((values, rules))
 }
 
 /// [`validate`] with the sorted order of the names kept in `order` (reused when the names are
-/// the last step's).
+/// the last step's) and each entry's rule pushed to `rules` (emptied first).
 fn validate_ordered<E: Float, O: DslOptimizer<E>>(
     opt: &O,
     entries: &[Meta<'_>],
     order: &mut NameOrder,
-) -> Result<(<O::Config as OptimizerConfig>::Values, Vec<usize>), OptimError> {
+    rules: &mut Vec<usize>,
+    scratch: &mut Scratch,
+) -> Result<<O::Config as OptimizerConfig>::Values, OptimError> {
     let state = opt.opt_state();
     let values = opt.config().values(state.step)?;
     let name = |i: usize| entries[i].info.name;
     let sorted = order
         .order(entries.len(), name)
         .map_err(|dup| OptimError::DuplicateParam(dup.to_string()))?;
-    let found = lookup::states(&state.params, sorted, name);
-    let mut rules = Vec::with_capacity(entries.len()); // sized once, not grown
-    for (e, ps) in entries.iter().zip(found) {
-        rules.push(check_entry::<E, O>(state.shape_change, &values, e, ps)?);
+    let found = lookup::states(&state.params, sorted, name, scratch.take(List::Found));
+    rules.clear();
+    rules.reserve(entries.len());
+    let mut failed = None;
+    for (e, ps) in entries.iter().zip(&found) {
+        match check_entry::<E, O>(state.shape_change, &values, e, *ps) {
+            Ok(rule) => rules.push(rule),
+            Err(err) => {
+                failed = Some(err);
+                break;
+            }
+        }
     }
-    Ok((values, rules))
+    scratch.give(List::Found, found);
+    failed.map_or(Ok(values), Err)
 }
 
 /// Validates, then runs one step over `entries`. Nothing is written unless validation passes
 /// on every process.
 ///
-/// Per parameter, a steady-state step (the same names as the last step) hashes nothing, looks
-/// nothing up in a map and allocates only the parameter's staged job: the names' sorted order
-/// is the last step's ([`NameOrder`]) and every state is found in one ordered walk over the
-/// state map (`crate::lookup`).
+/// A steady-state step (the same names as the last step) allocates nothing, and per parameter
+/// it hashes nothing and looks nothing up in a map: the names' sorted order is the last
+/// step's ([`NameOrder`]), every state is found in one ordered walk over the state map
+/// (`crate::lookup`), and the step's per-parameter lists (`entries` among them) reuse the
+/// last step's memory (`crate::scratch`), given back here on every path.
 pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     opt: &mut O,
-    entries: Vec<Entry<'_, E>>,
+    mut entries: Vec<Entry<'_, E>>,
     sync: &mut dyn StepSync,
+) -> Result<(), OptimError> {
+    let mut scratch = std::mem::take(&mut opt.opt_state_mut().scratch);
+    let done = step_with(opt, &mut entries, sync, &mut scratch);
+    scratch.give(List::Entries, entries);
+    opt.opt_state_mut().scratch = scratch;
+    done
+}
+
+/// [`step_entries`] with the lists' memory in `scratch`.
+fn step_with<E: Float, O: DslOptimizer<E>>(
+    opt: &mut O,
+    entries: &mut [Entry<'_, E>],
+    sync: &mut dyn StepSync,
+    scratch: &mut Scratch,
 ) -> Result<(), OptimError> {
     // 0. state a device step left on the device comes back to the host first (its values do
     // not change).
@@ -670,11 +707,13 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
         opt.opt_state_mut().sync_to_host()?;
     }
     // 1. validation, agreed by every process: nothing is modified until this has passed.
-    let metas: Vec<Meta<'_>> = entries.iter().map(Meta::from).collect();
+    let mut metas: Vec<Meta<'_>> = scratch.take(List::Metas);
+    metas.extend(entries.iter().map(Meta::from));
+    let mut rules: Vec<usize> = scratch.take(List::Rules);
     let mut order = std::mem::take(&mut opt.opt_state_mut().order);
-    let checked = validate_ordered(opt, &metas, &mut order);
+    let checked = validate_ordered(opt, &metas, &mut order, &mut rules, scratch);
     opt.opt_state_mut().order = order;
-    let (values, rules) = agreed(checked, sync)?;
+    let values = agreed(checked, sync)?;
 
     // 1b. non-finite gradients under the optimizer's policy (still nothing written).
     let first_bad = || Ok(entries.iter().find(|e| !all_finite(e.grad)).map(|e| e.name));
@@ -691,15 +730,14 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
         .metrics
         .enabled
         .then(|| Before::capture(entries.iter().map(|e| (&*e.param, e.grad))));
-    let mut entries = entries;
     let advance = !entries.is_empty();
     let state = opt.opt_state_mut();
     let mut order = std::mem::take(&mut state.order);
     let name = |i: usize| metas[i].info.name;
     let sorted = order.order(metas.len(), name).unwrap_or(&[]); // validated: no duplicates
-    ensure_states_ordered(state, &metas, &rules, sorted, None);
+    ensure_states_ordered(state, &metas, &rules, sorted, None, scratch);
     if let Some(m) = &mut metrics {
-        for ps in lookup::states(&state.params, sorted, name)
+        for ps in lookup::states(&state.params, sorted, name, Vec::new())
             .into_iter()
             .flatten()
         {
@@ -707,9 +745,15 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
         }
     }
     {
-        let found = lookup::states_mut(&mut state.params, sorted, name);
-        let mut jobs = Vec::with_capacity(entries.len());
-        let each = entries.iter_mut().zip(&metas).zip(&rules).zip(found);
+        let mut found =
+            lookup::states_mut(&mut state.params, sorted, name, scratch.take(List::Found));
+        let mut jobs: Vec<O::Job<'_>> = scratch.take(List::Jobs);
+        jobs.reserve(entries.len());
+        let each = entries
+            .iter_mut()
+            .zip(&metas)
+            .zip(&rules)
+            .zip(found.drain(..));
         for (((e, m), &rule), ps) in each {
             let Some(ps) = ps else {
                 continue; // unreachable: every state was created above
@@ -717,6 +761,7 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
             ps.rule = rule;
             jobs.push(O::prepare(&values, rule, ps, m.info, &mut *e.param, e.grad));
         }
+        scratch.give(List::Found, found);
 
         // 3. the fused loops, stage by stage, one dispatch per stage for the whole step; global
         // reductions combined by `sync` after each loop.
@@ -727,10 +772,12 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
             }
             Ok(total)
         };
-        execute_with(jobs, O::max_stages(), &mut sums)?;
+        let ran = execute_with(&mut jobs, O::max_stages(), &mut sums, scratch);
+        scratch.give(List::Jobs, jobs);
+        ran?;
     }
     if let Some(m) = metrics {
-        let found = lookup::states(&state.params, sorted, name);
+        let found = lookup::states(&state.params, sorted, name, Vec::new());
         let after = entries.iter().zip(found).map(|(e, ps)| {
             (
                 e.name,
@@ -744,6 +791,8 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     if advance {
         state.step += 1;
     }
+    scratch.give(List::Rules, rules);
+    scratch.give(List::Metas, metas);
     Ok(())
 }
 
@@ -758,26 +807,30 @@ pub(crate) fn ensure_states<E: Float>(
     let mut order = NameOrder::default();
     let mut fresh = vec![false; metas.len()];
     if let Ok(sorted) = order.order(metas.len(), |i| metas[i].info.name) {
-        ensure_states_ordered(state, metas, rules, sorted, Some(&mut fresh));
+        let scratch = &mut Scratch::default();
+        ensure_states_ordered(state, metas, rules, sorted, Some(&mut fresh), scratch);
     }
     fresh
 }
 
 /// [`ensure_states`] with the names' sorted order `sorted` (from [`NameOrder::order`]); sets
 /// `fresh[i]` when parameter `i`'s state was created or restarted. Existing states are found
-/// in one ordered walk; only a missing or stale state costs a map insertion.
+/// in one ordered walk (its list in `scratch`'s memory); only a missing or stale state costs a
+/// map insertion.
 fn ensure_states_ordered<E: Float>(
     state: &mut OptState<E>,
     metas: &[Meta<'_>],
     rules: &[usize],
     sorted: &[usize],
     mut fresh: Option<&mut Vec<bool>>,
+    scratch: &mut Scratch,
 ) {
     let round = state.scalar_precision == ScalarPrecision::Param;
     let reciprocals = state.arithmetic == Arithmetic::Reciprocal;
     let mut missing = Vec::new();
-    let found = lookup::states_mut(&mut state.params, sorted, |i| metas[i].info.name);
-    for (i, ps) in found.into_iter().enumerate() {
+    let name = |i: usize| metas[i].info.name;
+    let mut found = lookup::states_mut(&mut state.params, sorted, name, scratch.take(List::Found));
+    for (i, ps) in found.drain(..).enumerate() {
         match ps {
             Some(ps) if !stale(ps, &metas[i]) => {
                 if ps.shape.is_empty() {
@@ -789,6 +842,7 @@ fn ensure_states_ordered<E: Float>(
             _ => missing.push(i),
         }
     }
+    scratch.give(List::Found, found);
     for i in missing {
         let (e, rule) = (&metas[i], rules[i]);
         let mut ps = ParamState::new(rule, e.param_len);

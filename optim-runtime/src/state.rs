@@ -445,6 +445,9 @@ pub struct OptState<E> {
     /// The sorted order of the last step's parameter names, reused while they stay the same
     /// (see `crate::lookup`; a cache, not saved).
     pub(crate) order: crate::lookup::NameOrder,
+    /// The memory of the step's per-parameter lists, reused by the next step (see
+    /// `crate::scratch`; a cache, not saved).
+    pub(crate) scratch: crate::scratch::Scratch,
     /// Opt-in step metrics: whether on, and the last step's (not saved in checkpoints).
     pub(crate) metrics: crate::metrics::MetricsSlot,
     /// Buffers on a device after a device step (dfdx `Cuda`, see `docs/gpu.md`): element-wise
@@ -464,6 +467,7 @@ impl<E> Default for OptState<E> {
             arithmetic: Arithmetic::Exact,
             staging: Default::default(),
             order: Default::default(),
+            scratch: Default::default(),
             metrics: crate::metrics::MetricsSlot::default(),
             device: Default::default(),
         }

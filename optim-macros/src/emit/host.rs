@@ -114,26 +114,18 @@ impl VariantEmitter<'_> {
         let dispatch_low = inst(quote!(#p::dispatch_low));
         let low = quote! {{
             let mut lo: #p::LowRefs<'_> = #p::LowRefs::new();
-            let mut by_slot: ::std::vec::Vec<::core::option::Option<&mut #p::lowp::LowBuf>> =
-                ps.low.iter_mut().map(::core::option::Option::Some).collect();
             let ks: [usize; #nlow] = [#(#low_slots),*];
-            for k in ks {
-                if let ::core::option::Option::Some(b) = by_slot.get_mut(k).and_then(|b| b.take()) {
-                    lo.push(&mut b.bits[..]);
-                }
+            for b in #p::pick_mut(&mut ps.low[..], ks).into_iter().flatten() {
+                lo.push(&mut b.bits[..]);
             }
             let mut qs: #p::Q8Refs<'_> = #p::Q8Refs::new();
-            let mut by_slot: ::std::vec::Vec<::core::option::Option<&mut #p::lowp::q8::Q8Buf>> =
-                ps.q8.iter_mut().map(::core::option::Option::Some).collect();
             let ks: [usize; #nq8] = [#(#q8_slots),*];
-            for k in ks {
-                if let ::core::option::Option::Some(b) = by_slot.get_mut(k).and_then(|b| b.take()) {
-                    qs.push(#p::lowp::q8::Q8Mut {
-                        map: b.map,
-                        codes: &mut b.codes[..],
-                        scales: &mut b.scales[..],
-                    });
-                }
+            for b in #p::pick_mut(&mut ps.q8[..], ks).into_iter().flatten() {
+                qs.push(#p::lowp::q8::Q8Mut {
+                    map: b.map,
+                    codes: &mut b.codes[..],
+                    scales: &mut b.scales[..],
+                });
             }
             ::core::option::Option::Some(#p::LowCall {
                 kernel: #dispatch_low,
@@ -696,7 +688,9 @@ impl VariantEmitter<'_> {
         quote! {
             #(#kernels)*
 
-            struct #job<'a, E: #p::Float> {
+            #[doc(hidden)]
+            #[allow(missing_docs)]
+            pub struct #job<'a, E: #p::Float> {
                 values: &'a #values,
                 ps: &'a mut #p::ParamState<E>,
                 p: &'a mut [E],
@@ -712,7 +706,7 @@ impl VariantEmitter<'_> {
                 info: #p::ParamInfo<'a>,
                 p: &'a mut [E],
                 g: &'a [E],
-            ) -> #p::Job<'a, E> {
+            ) -> #job<'a, E> {
                 ps.step += 1;
                 let t: #p::F64 = ps.step as #p::F64;
                 let mut h = [0.0f64; #nh];
@@ -720,7 +714,7 @@ impl VariantEmitter<'_> {
                 #ensure
                 #basis_init
                 #(#post)*
-                ::std::boxed::Box::new(#job { values, ps, p, g, info, h })
+                #job { values, ps, p, g, info, h }
             }
 
             #job_impl

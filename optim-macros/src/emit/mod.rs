@@ -6,16 +6,18 @@
 //! - `__NameValues`: the hyperparameters evaluated for one step (hidden, used by reuse rules);
 //! - `Name<E = f32>`: the optimizer (config + state) with `new`, `set_*`, `with_*`;
 //! - inside `const _: () = { ... }`: per rule and flag combination, the loops (printed from the
-//!   loop IR by `rust_loop`), the job and `prepare` function (`host`), and the `DslOptimizer`
-//!   impl that routes parameters to them, with the CUDA twins (`cuda`) and `explain` (`explain`).
+//!   loop IR by `rust_loop`), the job and `prepare` function (`host`), the enum of those jobs
+//!   (`jobs`, the impl's `Job` type), and the `DslOptimizer` impl that routes parameters to
+//!   them, with the CUDA twins (`cuda`) and `explain` (`explain`).
 //!
-//! Files: `mod.rs` (the optimizer's items), `host.rs`, `rust_loop.rs`, `cuda.rs`,
+//! Files: `mod.rs` (the optimizer's items), `host.rs`, `jobs.rs`, `rust_loop.rs`, `cuda.rs`,
 //! `explain.rs`, `exprs.rs` (shared token helpers).
 
 pub(crate) mod cuda;
 mod explain;
 mod exprs;
 mod host;
+mod jobs;
 mod rust_loop;
 
 use crate::ir::{self, RuleBody};
@@ -375,46 +377,12 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
     let name = &opt.name;
     let config = format_ident!("{}Config", name);
     let values = format_ident!("__{}Values", name);
-    let mut items = Vec::new();
-    let mut prepare_arms = Vec::new();
-    // index of the next stage in `__OPTIM_CUDA_SOURCES` (rule, variant, stage order)
-    let mut cuda_index = 0;
-    for (ri, (rule, rule_plan)) in opt.rules.iter().zip(&plan.rules).enumerate() {
-        match (&rule.body, rule_plan) {
-            (RuleBody::Fused(f), Some(rp)) => {
-                let mut arms = Vec::new();
-                for (vi, v) in rp.variants.iter().enumerate() {
-                    let emitter = host::VariantEmitter {
-                        opt,
-                        f,
-                        v,
-                        prefix: format!("{ri}_{vi}"),
-                        values: &values,
-                        cuda_index,
-                    };
-                    if !crate::loop_ir::has_low_state(&v.loops) {
-                        cuda_index += v.loops.len();
-                    }
-                    items.push(emitter.emit());
-                    let pname = format_ident!("__prepare_{}_{}", ri, vi);
-                    let pat = flag_pattern(v);
-                    arms.push(quote!(#pat => #pname(values, ps, info, param, grad)));
-                }
-                let scrut = flag_scrutinee(opt, rp, quote!(values));
-                prepare_arms.push(quote!(#ri => match #scrut { #(#arms,)* }));
-            }
-            (RuleBody::Reuse { name: inner, .. }, _) => {
-                let field = format_ident!("__r{}", ri);
-                prepare_arms.push(quote! {
-                    #ri => {
-                        let r = <#inner<E> as #p::DslOptimizer<E>>::route(&info);
-                        <#inner<E> as #p::DslOptimizer<E>>::prepare(&values.#field, r, ps, info, param, grad)
-                    }
-                });
-            }
-            _ => {}
-        }
-    }
+    let jobs = jobs::enum_name();
+    let jobs::RuleJobs {
+        items,
+        prepare_arms,
+        job_enum,
+    } = jobs::rule_jobs(opt, plan, &values);
     let route_arms = opt
         .rules
         .iter()
@@ -460,6 +428,7 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
         #unused
         #cuda_table
         #(#items)*
+        #job_enum
 
         impl<E: #p::Float> #p::DslOptimizer<E> for #name<E> {
             type Config = #config;
@@ -496,6 +465,7 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
                 }
             }
             #check_param
+            type Job<'a> = #jobs<'a, E>;
             fn prepare<'a>(
                 values: &'a #values,
                 rule: #p::Usize,
@@ -503,10 +473,10 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
                 info: #p::ParamInfo<'a>,
                 param: &'a mut [E],
                 grad: &'a [E],
-            ) -> #p::Job<'a, E> {
+            ) -> #jobs<'a, E> {
                 match rule {
                     #(#prepare_arms,)*
-                    _ => #p::empty_job(param, grad),
+                    _ => #jobs::Empty(#p::EmptyJob, ::core::marker::PhantomData),
                 }
             }
         }

@@ -21,7 +21,7 @@ use super::link::{DeviceLink, LinkCell, Loc};
 use super::store::{Store, Stored};
 use crate::error::OptimError;
 use crate::kernel::{
-    stage_count, GlobalContribution, GlobalMap, Job, Scalars, MAX_GLOBALS, MAX_REDUCTIONS,
+    stage_count, GlobalContribution, GlobalMap, Scalars, StagedJob, MAX_GLOBALS, MAX_REDUCTIONS,
 };
 use crate::matrix::OrthogonalizeConfig;
 use crate::optimizer::{
@@ -407,7 +407,7 @@ where
         .filter(|(k, _)| metas.iter().any(|m| m.info.name == k.as_str()))
         .map(|(k, v)| (k.as_str(), v))
         .collect();
-    let mut jobs: Vec<Job<'_, E>> = Vec::with_capacity(metas.len());
+    let mut jobs: Vec<O::Job<'_>> = Vec::with_capacity(metas.len());
     for ((m, &rule), link) in metas.iter().zip(rules).zip(links) {
         let Some(ps) = by_name.remove(m.info.name) else {
             continue; // unreachable: every name was inserted by `ensure_states`
@@ -495,8 +495,8 @@ fn lend<'b, T>(
 
 /// The stages of every job, stage by stage across all parameters (as the CPU executor), each
 /// loop as one multi-tensor launch.
-fn execute<E: Float, B: Backend<E>>(
-    jobs: &mut [Job<'_, E>],
+fn execute<E: Float, B: Backend<E>, J: StagedJob<E>>(
+    jobs: &mut [J],
     links: &[Arc<Link<E, B>>],
     metas: &[Meta<'_>],
     max_stages: usize,

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use optim_dsl::__private::KernelFn;
+use optim_dsl::__private::{KernelFn, StagedJob};
 use optim_dsl::zoo::{
     AdEMAMix, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Adopt, CautiousAdamW,
     CautiousLion, Dion, KFac, LaProp, Lamb, Lion, MarsAdamW, Muon, NAdam, NorMuon, PsgdKron, RAdam,

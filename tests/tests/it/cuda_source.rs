@@ -8,6 +8,7 @@
 //! `scripts/check-cuda-sources.sh`, which compiles them with NVRTC (no GPU needed). On a GPU,
 //! `tests/cuda_gpu.rs` (feature `cuda`) runs each kernel against its Rust twin.
 
+use optim_dsl::__private::StagedJob;
 use optim_dsl::zoo::*;
 // issue 11 (branch ns-coeffs)
 use optim_dsl::{

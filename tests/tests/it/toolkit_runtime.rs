@@ -6,7 +6,6 @@
 //! "Bit-identical" comparisons compare `f32::to_bits` of every element.
 
 use dfdx::tensor::{Cpu, Gradients};
-use optim_dsl::__private::Job;
 use optim_dsl::prelude::*;
 use optim_dsl::state::NonFinitePolicy;
 use optim_dsl::zoo::{AdamW, AdamWConfig, Sgd, SgdConfig};
@@ -156,6 +155,10 @@ impl<O: DslOptimizer<f32>> DslOptimizer<f32> for Open<O> {
     fn rule_count() -> usize {
         O::rule_count()
     }
+    type Job<'a>
+        = O::Job<'a>
+    where
+        Self: 'a;
     fn prepare<'a>(
         values: &'a <O::Config as OptimizerConfig>::Values,
         rule: usize,
@@ -163,7 +166,7 @@ impl<O: DslOptimizer<f32>> DslOptimizer<f32> for Open<O> {
         info: ParamInfo<'a>,
         param: &'a mut [f32],
         grad: &'a [f32],
-    ) -> Job<'a, f32> {
+    ) -> O::Job<'a> {
         O::prepare(values, rule, ps, info, param, grad)
     }
     fn config_mut(&mut self) -> Option<&mut O::Config> {
