@@ -197,7 +197,9 @@ struct Staged<E: Float> {
 }
 
 /// Runs `f` on every staged tensor, across rayon's threads.
-fn each_tensor<E: Float>(staged: &mut [Staged<E>], f: impl Fn(&mut Staged<E>) + Sync + Send) {
+/// (`f` is a trait object so that rayon's plumbing is compiled once per element type, not
+/// once per optimizer.)
+fn each_tensor<E: Float>(staged: &mut [Staged<E>], f: &(dyn Fn(&mut Staged<E>) + Sync + Send)) {
     if staged.len() > 1 && rayon::current_num_threads() > 1 {
         staged.par_iter_mut().for_each(f);
     } else {
@@ -210,6 +212,9 @@ fn each_tensor<E: Float>(staged: &mut [Staged<E>], f: impl Fn(&mut Staged<E>) + 
 /// succeeded, commits the new values: written into the spare tensors in parallel, then swapped
 /// into the model (a spare that does not fit, at the first steps or after the model changed,
 /// is replaced and the values are written into the model's tensor directly).
+///
+/// Only the step itself depends on the optimizer type: staging and commit ([`stage`],
+/// [`commit`]) are compiled once per model type.
 fn update<E, O, M>(
     opt: &mut O,
     model: &mut M,
@@ -223,6 +228,41 @@ where
     Cpu: Device<E>,
 {
     let mut staging = std::mem::take(&mut opt.opt_state_mut().staging);
+    let (mut staged, walked) = stage(model, grads, has_grad, &mut staging);
+    let result = walked.and_then(|()| {
+        let entries: Vec<Entry<'_, E>> = staged
+            .iter_mut()
+            .map(|s| Entry {
+                name: &s.name,
+                shape: &s.shape,
+                module: s.module,
+                param: s.buf.as_mut_slice(),
+                grad: &s.grad,
+            })
+            .collect();
+        step_entries(opt, entries, &mut LocalSync)
+    });
+    let restored = commit(model, grads, staged, &mut staging, result.is_ok());
+    opt.opt_state_mut().staging = staging;
+    result?;
+    restored
+}
+
+/// The first half of [`update`]: every stepped tensor of `model` with its gradient (taken from
+/// `grads`) and its current values (read into its host buffer, in parallel), in walk order,
+/// and the walk's result (on an error, the tensors staged so far, whose gradients must still
+/// be returned).
+fn stage<E, M>(
+    model: &mut M,
+    grads: &mut Gradients<E, Cpu>,
+    has_grad: &dyn Fn(&str) -> bool,
+    staging: &mut Staging<E>,
+) -> (Vec<Staged<E>>, Result<(), OptimError>)
+where
+    E: Float,
+    M: TensorCollection<E, Cpu>,
+    Cpu: Device<E>,
+{
     let mut staged: Vec<Staged<E>> = Vec::new();
     let walked = walk::<E, M>(model, |t, h| {
         if !t.trainable || !has_grad(t.name) {
@@ -247,32 +287,33 @@ where
     });
     // the reads, in parallel; the shared handles are dropped here, so that each model tensor's
     // storage is its own again before the commit
-    each_tensor(&mut staged, |s| {
+    let read = walked.is_ok();
+    each_tensor(&mut staged, &|s| {
         if let Some(src) = s.source.take() {
-            if walked.is_ok() {
+            if read {
                 src.read(&mut s.buf);
             }
         }
     });
+    (staged, walked)
+}
 
-    let result = walked.and_then(|()| {
-        let entries: Vec<Entry<'_, E>> = staged
-            .iter_mut()
-            .map(|s| Entry {
-                name: &s.name,
-                shape: &s.shape,
-                module: s.module,
-                param: s.buf.as_mut_slice(),
-                grad: &s.grad,
-            })
-            .collect();
-        step_entries(opt, entries, &mut LocalSync)
-    });
-
-    // Return every borrowed gradient (also after a failed step or walk), then commit.
-    let commit = result.is_ok();
-    if commit {
-        each_tensor(&mut staged, |s| {
+/// The second half of [`update`]: returns every borrowed gradient (also after a failed step or
+/// walk) and, when `ok`, commits the new values; keeps the buffers and spares in `staging`.
+fn commit<E, M>(
+    model: &mut M,
+    grads: &mut Gradients<E, Cpu>,
+    mut staged: Vec<Staged<E>>,
+    staging: &mut Staging<E>,
+    ok: bool,
+) -> Result<(), OptimError>
+where
+    E: Float,
+    M: TensorCollection<E, Cpu>,
+    Cpu: Device<E>,
+{
+    if ok {
+        each_tensor(&mut staged, &|s| {
             if let Some(sp) = s.spare.as_mut().filter(|sp| sp.len() == s.buf.len()) {
                 sp.write(&s.buf);
             }
@@ -289,7 +330,7 @@ where
         };
         next += 1;
         h.put_grad(grads, std::mem::take(&mut s.grad))?;
-        if commit {
+        if ok {
             let fits = |sp: &Shared<E>| sp.len() == s.buf.len() && sp.id() == h.id();
             let swapped = match s.spare.as_mut() {
                 Some(sp) if fits(sp) => h.swap_with(&mut **sp),
@@ -308,8 +349,6 @@ where
         }
         staging.bufs.insert(s.name, s.buf);
     }
-    opt.opt_state_mut().staging = staging;
-    result?;
     restored
 }
 
