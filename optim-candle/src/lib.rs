@@ -1,9 +1,13 @@
 #![doc = include_str!("../README.md")]
 
 mod access;
+#[cfg(feature = "candle-cuda")]
+mod cuda;
 mod host;
 mod names;
 mod optimizer;
 
 pub use names::{module_of, varmap_entries, VarNames};
-pub use optimizer::{CandleConfig, CandleOptimizer, CandleUpdate, HyperOrFlag};
+pub use optimizer::{
+    compile_cuda_kernels, cuda_device, CandleConfig, CandleOptimizer, CandleUpdate, HyperOrFlag,
+};
