@@ -16,7 +16,7 @@
 mod backend;
 
 use crate::access::{check_distinct, Pending, STACK_GROW, STACK_RED_ZONE};
-use backend::{device_err, CandleCuda, DevBuf};
+use backend::{CandleCuda, DevBuf};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, DType, Device, InplaceOp2, Layout};
 use cudarc::driver::sys::CUdeviceptr;
@@ -31,7 +31,8 @@ use std::marker::PhantomData;
 /// # Errors
 /// [`OptimError::Device`] with candle's error (no GPU, no such ordinal, a driver too old).
 pub(crate) fn cuda_device(ordinal: usize) -> Result<Device, OptimError> {
-    Device::new_cuda(ordinal).map_err(|e| device_err(&format!("CUDA device {ordinal}"), e))
+    // candle's `Display` (its `Debug` carries a backtrace)
+    Device::new_cuda(ordinal).map_err(|e| OptimError::Device(format!("CUDA device {ordinal}: {e}")))
 }
 
 /// Compiles every CUDA kernel of `O` for element type `E` with NVRTC (see

@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub(crate) fn device_err(what: &str, e: impl std::fmt::Debug) -> OptimError {
+fn device_err(what: &str, e: impl std::fmt::Debug) -> OptimError {
     OptimError::Device(format!("{what}: {e:?}"))
 }
 
