@@ -15,14 +15,14 @@
 #   1 toolkit  pip-installs the pinned CUDA 13.0 wheels (as /work/shared/gpu/build-gpu-binaries.sh
 #              does: `--no-deps`, 13.0 so a 580 driver can load the PTX) into a venv under
 #              target/cuda-tools: nvcc, cicc (nvvm), crt and cccl headers, the runtime (cudart,
-#              linked by candle-kernels) and NVRTC (loaded at run time by the GPU-free tests). No
-#              cuBLAS: candle loads it at run time, and the optimizer step does not use it.
+#              linked by candle-kernels) and NVRTC (linked; the GPU-free tests compile with it). No
+#              cuBLAS/cuRAND wheels: link-time stubs stand in for them (1b).
 #   2 build    `cargo test -p optim-candle --features candle-cuda --no-run` for the test target
 #              `it` (CUDA_COMPUTE_CAP=90: H100/H200; CUDARC_CUDA_VERSION=13000).
 #   3 local    the GPU-free tests of module `cuda` of that binary here: every zoo kernel tested
 #              compiles with NVRTC 13.0 (the wheel's) through cudarc 0.19, and with the stub
 #              libcuda `cuda_device` is a clear error (CUDA_ERROR_NO_DEVICE); `--list` of the rest.
-#   4 bundle   target/candle-cuda-bundle/: the stripped test binary (candle_it), lib/libcudart.so.13
+#   4 bundle   target/candle-cuda-bundle/: the stripped test binary (candle_it.xz), lib/libcudart.so.13
 #              and run-on-gpu.sh (scripts/candle-cuda-run-on-gpu.sh); carry target/candle-cuda-bundle
 #              to the GPU machine and run target/candle-cuda-bundle/run-on-gpu.sh there (or
 #              scripts/gpu-check.sh, which runs it as its `candle` step).
@@ -143,14 +143,15 @@ echo "== 4 bundle: $bundle"
 rm -rf "$bundle"
 mkdir -p "$bundle"
 objcopy --strip-debug "$exe" "$bundle/candle_it"
+# ~62 MB stripped of debug info, ~9 MB as xz: small enough to carry next to target/gpu-bundle
+xz -T2 -3 -f "$bundle/candle_it"
 cp "$root/scripts/candle-cuda-run-on-gpu.sh" "$bundle/run-on-gpu.sh"
 mkdir -p "$bundle/lib"
 cp -L "$cuda/lib/libcudart.so.13" "$bundle/lib/" # DT_NEEDED of the binary (candle-kernels)
 chmod +x "$bundle/run-on-gpu.sh"
 {
     echo "built $(date -u +%FT%TZ) from $(git -C "$root" rev-parse --short HEAD) for sm_$cap with $("$cuda/bin/nvcc" --version | tail -n 1)"
-    f="$bundle/candle_it"
-    echo "candle_it $(stat -c %s "$f") bytes; NEEDED: $(readelf -d "$f" | grep NEEDED | grep -oE '\[[^]]*\]' | tr -d '[]' | tr '\n' ' ')"
+    echo "candle_it.xz $(stat -c %s "$bundle/candle_it.xz") bytes (xz of the debug-stripped binary); NEEDED: $(readelf -d "$exe" | grep NEEDED | grep -oE '\[[^]]*\]' | tr -d '[]' | tr '\n' ' ')"
     echo "total: $(du -sb "$bundle" | cut -f1) bytes"
 } >"$bundle/MANIFEST"
 cat "$bundle/MANIFEST"

@@ -2,8 +2,8 @@
 # Runs optim-candle's CUDA tests from a bundle built without a GPU by scripts/build-candle-cuda.sh
 # (copied there as run-on-gpu.sh next to `candle_it`, the stripped `optim-candle --test it`
 # binary built with `--features candle-cuda`). Needs the NVIDIA driver (libcuda.so.1, >= 580 for
-# the PTX ISA of CUDA 13.0) and CUDA 13 libnvrtc, libcublas(Lt) and libcurand, which cudarc 0.19
-# loads at run time: found via CUDA13_LIB, else the loader's path, /usr/local/cuda/lib64 or a pip
+# the PTX ISA of CUDA 13.0) and CUDA 13 libnvrtc.so.13, libcublas.so.13 and libcurand.so.10, which
+# the binary links (cudarc 0.19 `dynamic-linking`, as candle-core selects it): found via CUDA13_LIB, else the loader's path, /usr/local/cuda/lib64 or a pip
 # site-packages nvidia/cu13/lib (PyTorch's cu13 wheels). libcudart.so.13 (linked by
 # candle-kernels) is carried in lib/.
 #   target/candle-cuda-bundle/run-on-gpu.sh        # prints CANDLE CUDA OK when every test passed
@@ -27,10 +27,19 @@ export OPTIM_FIXTURES="${OPTIM_FIXTURES:-$here/../../tests/fixtures}"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 echo "OPTIM_FIXTURES=$OPTIM_FIXTURES"
 nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader || true
-ldd "$here/candle_it" | grep -E 'cuda|nvrtc|not found'
+exe="$here/candle_it"
+if [[ -f "$here/candle_it.xz" ]]; then # unpacked under TMPDIR
+    exe="${TMPDIR:-/tmp}/optim-candle-cuda/candle_it"
+    mkdir -p "$(dirname "$exe")"
+    xz -dc "$here/candle_it.xz" >"$exe" 2>/dev/null ||
+        python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+            "$here/candle_it.xz" "$exe"
+    chmod +x "$exe"
+fi
+ldd "$exe" | grep -E 'cuda|nvrtc|cublas|curand|not found'
 cd "$here" || exit 1
 # every test of module `cuda` (device selection, then the GPU tests), one thread: one device
-if "$here/candle_it" cuda:: --include-ignored --test-threads=1 --nocapture; then
+if "$exe" cuda:: --include-ignored --test-threads=1 --nocapture; then
     echo "CANDLE CUDA OK"
 else
     echo "CANDLE CUDA FAILED"
