@@ -26,6 +26,8 @@
 #              tolerance, final state checked (OPTIM_GPU=1 turns that leg on)
 #   models     every zoo optimizer stepping a `Cuda` model as the CPU driver steps it on `Cpu`
 #   checkpoint state saved from `Cuda` loads on `Cpu` with identical bytes, and back
+#   candle     optim-candle `candle-cuda`: the shared reference cases stepping candle CUDA `Var`s
+#              (target/candle-cuda-bundle/run-on-gpu.sh, built by scripts/build-candle-cuda.sh)
 #   bench      (release, fixed iterations) AdamW via `opt.update` at 10 M / 100 M parameters
 #              against a device-to-device copy and dfdx's `Adam`; 100 small tensors, one launch
 #              each against one multi-tensor launch; Muon 4096 x 4096 against direct cuBLAS
@@ -111,6 +113,20 @@ else
         step bench cargo test --release -p optim-tests --features cuda --test cuda_gpu -- \
             --ignored gpu_bench --test-threads=1 --nocapture
     fi
+fi
+
+# optim-candle's `candle-cuda` feature: DSL optimizers stepping candle CUDA `Var`s (the shared
+# reference cases against the trajectories and the candle CPU path). From its own bundle
+# (scripts/build-candle-cuda.sh, carried as target/candle-cuda-bundle) or, in cargo mode, built
+# here (needs nvcc for candle-kernels).
+candle_bundle="${CANDLE_BUNDLE_DIR:-$root/target/candle-cuda-bundle}"
+if [[ -x "$candle_bundle/run-on-gpu.sh" ]]; then
+    step candle "$candle_bundle/run-on-gpu.sh"
+elif [[ $mode == cargo ]]; then
+    limit=$((limit * 3)) step candle cargo test -p optim-candle --features candle-cuda --test it -- \
+        cuda:: --include-ignored --test-threads=1
+else
+    report+=("$(printf 'SKIP  %-9s no %s (scripts/build-candle-cuda.sh builds it)' candle "$candle_bundle")")
 fi
 
 echo

@@ -33,7 +33,7 @@ use std::cell::RefCell;
 pub(crate) const STACK_RED_ZONE: usize = 128 * 1024;
 
 /// Stack allocated on the heap when less than [`STACK_RED_ZONE`] is left (bytes).
-const STACK_GROW: usize = 4 * 1024 * 1024;
+pub(crate) const STACK_GROW: usize = 4 * 1024 * 1024;
 
 /// A parameter's elements on the host: the optimizer's element type itself (updated in place),
 /// or a narrower float type that the step converts to `E` and back.

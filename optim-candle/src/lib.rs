@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod access;
+#[cfg(feature = "candle-cuda")]
+mod cuda;
 mod host;
 mod names;
 mod optimizer;
@@ -8,4 +10,6 @@ mod optimizer;
 #[doc(hidden)]
 pub use access::{with_storage, StorageBody};
 pub use names::{module_of, varmap_entries, VarNames};
-pub use optimizer::{CandleConfig, CandleOptimizer, CandleUpdate, HyperOrFlag};
+pub use optimizer::{
+    compile_cuda_kernels, cuda_device, CandleConfig, CandleOptimizer, CandleUpdate, HyperOrFlag,
+};

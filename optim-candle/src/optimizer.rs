@@ -5,13 +5,14 @@ use crate::access::{self, Pending};
 use crate::host::{self, Staging};
 use crate::names::{varmap_entries, VarNames};
 use candle_core::backprop::GradStore;
-use candle_core::Var;
+use candle_core::{Device, Var};
 use candle_nn::VarMap;
 use optim_runtime::{Checkpoint, DslOptimizer, Field, Float, Hyper, OptimError, OptimizerConfig};
 use std::collections::HashSet;
 use std::path::Path;
 
-/// Stepping candle `Var`s on the CPU with any [`DslOptimizer`]. Implemented for every optimizer
+/// Stepping candle `Var`s with any [`DslOptimizer`]: on the CPU, and (feature `candle-cuda`)
+/// on a CUDA device (see the README's "CUDA"). Implemented for every optimizer
 /// (blanket impl). As a `candle_nn::Optimizer`, use [`CandleOptimizer`], which also keeps the
 /// conversion buffers of `bf16`/`f16` parameters between steps.
 pub trait CandleUpdate<E: Float>: DslOptimizer<E> {
@@ -27,10 +28,12 @@ pub trait CandleUpdate<E: Float>: DslOptimizer<E> {
     ///
     /// # Errors
     /// As [`DslOptimizer::update_slices`] (names, shapes, hyperparameters, non-finite
-    /// gradients); [`OptimError::InvalidUse`] for a `Var` on a device other than the CPU, a
-    /// dtype the optimizer cannot update (an integer, or `f64` under an `f32` optimizer), two
-    /// names for one `Var`, or a gradient that shares a `Var`'s storage. Nothing is modified
-    /// on error.
+    /// gradients); [`OptimError::InvalidUse`] for a `Var` on a device other than the CPU (or
+    /// CUDA, with feature `candle-cuda`), `Var`s on two devices, a dtype the optimizer cannot
+    /// update (on CUDA: any other than `E`) (an integer, or `f64` under an `f32` optimizer), two
+    /// names for one `Var`, or a gradient that shares a `Var`'s storage;
+    /// [`OptimError::Device`] for a CUDA driver or NVRTC failure. Nothing is modified on error,
+    /// except by a device failure once the CUDA kernels run (the step is then half done).
     fn update_vars<'v>(
         &mut self,
         vars: impl IntoIterator<Item = (&'v str, &'v Var)>,
@@ -53,22 +56,72 @@ pub trait CandleUpdate<E: Float>: DslOptimizer<E> {
 
 impl<E: Float, O: DslOptimizer<E>> CandleUpdate<E> for O {}
 
-/// One CPU step over `pending`.
+/// One step over `pending` on its device: the CPU path, or (feature `candle-cuda`) the CUDA
+/// path. `pending` is on one device ([`access::pending`] checks it).
 fn step_host<E: Float, O: DslOptimizer<E>>(
     opt: &mut O,
     pending: &[Pending],
     staging: &mut Staging<E>,
 ) -> Result<(), OptimError> {
-    if let Some(p) = pending.iter().find(|p| !p.var.device().is_cpu()) {
-        return Err(OptimError::InvalidUse(format!(
-            "`{}` is on {:?}: optim-candle steps CPU Vars only (CUDA is not implemented yet)",
-            p.name,
-            p.var.device()
-        )));
+    match pending.first().map(|p| (p, p.var.device())) {
+        None | Some((_, Device::Cpu)) => access::with_views(pending, &mut |views| {
+            host::step(opt, pending, views, staging)
+        }),
+        #[cfg(feature = "candle-cuda")]
+        Some((_, Device::Cuda(_))) => crate::cuda::step(opt, pending),
+        #[cfg(not(feature = "candle-cuda"))]
+        Some((p, d @ Device::Cuda(_))) => Err(OptimError::InvalidUse(format!(
+            "`{}` is on {d:?}: this build of optim-candle steps CPU Vars only (enable its \
+             feature `candle-cuda` to step CUDA Vars)",
+            p.name
+        ))),
+        Some((p, d)) => Err(OptimError::InvalidUse(format!(
+            "`{}` is on {d:?}: optim-candle steps CPU and CUDA Vars only",
+            p.name
+        ))),
     }
-    access::with_views(pending, &mut |views| {
-        host::step(opt, pending, views, staging)
-    })
+}
+
+/// The candle CUDA device `ordinal` (`Device::new_cuda`), with its error as an
+/// [`OptimError`]: on a machine with the CUDA libraries but no GPU, an error, not a panic.
+/// (With feature `candle-cuda` the program links libcuda, libnvrtc, cuBLAS and cuRAND, as
+/// candle-core's `cuda` feature makes cudarc do: it does not start without them.)
+///
+/// # Errors
+/// [`OptimError::Device`] for no GPU or no such ordinal (candle's error).
+#[cfg(feature = "candle-cuda")]
+pub fn cuda_device(ordinal: usize) -> Result<Device, OptimError> {
+    crate::cuda::cuda_device(ordinal)
+}
+
+/// The candle CUDA device `ordinal`: without feature `candle-cuda`, always an error.
+///
+/// # Errors
+/// [`OptimError::InvalidUse`]: optim-candle was built without feature `candle-cuda`.
+#[cfg(not(feature = "candle-cuda"))]
+pub fn cuda_device(ordinal: usize) -> Result<Device, OptimError> {
+    Err(OptimError::InvalidUse(format!(
+        "CUDA device {ordinal}: optim-candle was built without feature `candle-cuda`"
+    )))
+}
+
+/// Compiles every CUDA kernel of optimizer `O` for element type `E` with NVRTC now (no GPU
+/// needed), so that a missing or broken NVRTC shows at start-up rather than at the first CUDA
+/// step; the PTX is cached for the process, so later CUDA steps compile nothing. Returns the
+/// number of kernels (one per rule, flag combination and stage: `O::cuda_sources().len()`).
+///
+/// # Errors
+/// [`OptimError::Device`] when a source does not compile or its PTX lacks an entry point; [`OptimError::InvalidUse`] without feature `candle-cuda`.
+#[allow(clippy::let_and_return)] // `r` is one of two values, by feature
+pub fn compile_cuda_kernels<E: Float, O: DslOptimizer<E>>() -> Result<usize, OptimError> {
+    #[cfg(feature = "candle-cuda")]
+    let r = crate::cuda::compile_kernels::<E, O>();
+    #[cfg(not(feature = "candle-cuda"))]
+    let r = Err(OptimError::InvalidUse(format!(
+        "compiling the CUDA kernels of {}: optim-candle was built without feature `candle-cuda`",
+        O::Config::NAME
+    )));
+    r
 }
 
 /// The config of a [`CandleOptimizer`]: the DSL optimizer itself (built with its own config,
@@ -104,8 +157,8 @@ impl<O> CandleConfig<O> {
 }
 
 /// A DSL optimizer as a `candle_nn::Optimizer`: drops into candle training loops
-/// (`opt.backward_step(&loss)?`), updating its `Var`s in place on the CPU (CUDA `Var`s are
-/// refused with an error: not implemented yet).
+/// (`opt.backward_step(&loss)?`), updating its `Var`s in place on the CPU, and with feature
+/// `candle-cuda` on a CUDA device (without it, CUDA `Var`s are refused with an error).
 ///
 /// `E` is the optimizer's element type (its state and arithmetic): `f32` (the default) updates
 /// `f32`, `bf16` and `f16` `Var`s; `f64` updates `f64` and `f32` `Var`s. Parameters of the

@@ -271,6 +271,46 @@ pub mod ns;
 pub(crate) mod step;
 pub(crate) mod store;
 
+/// For backend crates only (optim-candle's `candle-cuda`): the device step driver over a
+/// [`Backend`](backend::Backend) implemented outside this crate. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    use super::backend::Backend;
+    use super::step::step_device;
+    pub use super::step::DevEntry;
+    use super::store::take_store;
+    use crate::error::OptimError;
+    use crate::optimizer::{DslOptimizer, LocalSync};
+    use crate::Float;
+
+    /// One step of `opt` over `entries` on `backend` through the device step driver (as
+    /// [`update_emulated`](super::emulate::update_emulated) runs it on the emulated device): the
+    /// optimizer's device store is reused when it is of type `B` and `same(its backend)`, else
+    /// the state held elsewhere is brought back to the host first and a new store starts on
+    /// `backend`; the store stays in the optimizer's state after the step. Every entry's
+    /// buffers are handed back in it, also on error.
+    ///
+    /// # Errors
+    /// As [`DslOptimizer::update_slices`]; [`OptimError::Device`] for a device failure or a
+    /// loop without a CUDA twin. Validation errors modify nothing.
+    pub fn step_on_backend<E, O, B>(
+        opt: &mut O,
+        backend: B,
+        same: impl Fn(&B) -> bool,
+        entries: &mut [DevEntry<'_, B::Buf>],
+    ) -> Result<(), OptimError>
+    where
+        E: Float,
+        O: DslOptimizer<E>,
+        B: Backend<E>,
+    {
+        let mut store = take_store(opt.opt_state_mut(), backend, same)?;
+        let result = step_device(opt, &mut store, entries, &mut LocalSync);
+        opt.opt_state_mut().device.0 = Some(Box::new(store));
+        result
+    }
+}
+
 #[cfg(feature = "cuda")]
 pub mod device;
 #[cfg(feature = "cuda")]

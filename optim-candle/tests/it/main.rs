@@ -8,5 +8,6 @@
 
 mod behaviour;
 mod checkpoint_interop;
+mod cuda;
 mod example_digits;
 mod reference_cases;

@@ -16,32 +16,38 @@ use optim_tests::fixtures::{self, assert_close, Case};
 use optim_tests::torch_config;
 use optim_tests::zoo::torch_adamw_config;
 
-/// The case's parameters as `Var`s of a fresh `VarMap`, keyed by the case's names.
-fn varmap_of(case: &Case) -> VarMap {
+/// The case's parameters as `Var`s of a fresh `VarMap` on `dev`, keyed by the case's names.
+pub(crate) fn varmap_on(case: &Case, dev: &Device) -> VarMap {
     let map = VarMap::new();
     {
         let mut data = map.data().lock().unwrap();
         for n in &case.param_order {
-            let v = Var::from_slice(&case.init_f32(n), case.shape(n), &Device::Cpu).unwrap();
+            let v = Var::from_slice(&case.init_f32(n), case.shape(n), dev).unwrap();
             data.insert(n.clone(), v);
         }
     }
     map
 }
 
-/// The reference gradients of step `t + 1` for the `Var`s of `map`.
+/// [`varmap_on`] the CPU.
+fn varmap_of(case: &Case) -> VarMap {
+    varmap_on(case, &Device::Cpu)
+}
+
+/// The reference gradients of step `t + 1` for the `Var`s of `map` (on the `Var`s' device).
 fn grads_at(case: &Case, map: &VarMap, t: usize) -> GradStore {
     let data = map.data().lock().unwrap();
     let mut grads = GradStore::default();
     for n in &case.param_order {
-        let g = Tensor::from_slice(&case.grad_f32(t, n), case.shape(n), &Device::Cpu).unwrap();
+        let dev = data[n].device();
+        let g = Tensor::from_slice(&case.grad_f32(t, n), case.shape(n), dev).unwrap();
         grads.insert(&data[n], g);
     }
     grads
 }
 
 /// `var`'s elements, row-major.
-fn values(var: &Var) -> Vec<f32> {
+pub(crate) fn values(var: &Var) -> Vec<f32> {
     var.flatten_all().unwrap().to_vec1::<f32>().unwrap()
 }
 
@@ -50,9 +56,19 @@ fn values(var: &Var) -> Vec<f32> {
 fn run<O: DslOptimizer<f32>>(
     case: &Case,
     optimizer: O,
-    mut before: impl FnMut(usize, &CandleOptimizer<O>),
+    before: impl FnMut(usize, &CandleOptimizer<O>),
 ) -> CandleOptimizer<O> {
-    let map = varmap_of(case);
+    run_on(&Device::Cpu, case, optimizer, before).0
+}
+
+/// [`run`] with the `Var`s on `dev`; also returns the `VarMap`.
+pub(crate) fn run_on<O: DslOptimizer<f32>>(
+    dev: &Device,
+    case: &Case,
+    optimizer: O,
+    mut before: impl FnMut(usize, &CandleOptimizer<O>),
+) -> (CandleOptimizer<O>, VarMap) {
+    let map = varmap_on(case, dev);
     // `all_vars` comes in HashMap order: the names come from the VarMap, not the order.
     let mut opt = CandleOptimizer::new(
         map.all_vars(),
@@ -65,15 +81,15 @@ fn run<O: DslOptimizer<f32>>(
         opt.step(&grads).unwrap();
         let data = map.data().lock().unwrap();
         for n in &case.param_order {
-            case.assert_params_at("candle path", t, n, &values(&data[n]));
+            case.assert_params_at(&format!("candle path ({dev:?})"), t, n, &values(&data[n]));
         }
     }
-    opt
+    (opt, map)
 }
 
 /// Compares our state buffer `ours` of every parameter with the reference's `theirs`, and the
 /// per-parameter step counts with the case's step count.
-fn check_state<O: DslOptimizer<f32>>(case: &Case, opt: &O, names: &[(&str, &str)]) {
+pub(crate) fn check_state<O: DslOptimizer<f32>>(case: &Case, opt: &O, names: &[(&str, &str)]) {
     assert_eq!(opt.opt_state().step, case.steps as u64, "global step");
     for p in &case.param_order {
         let ps = opt
@@ -94,7 +110,7 @@ fn check_state<O: DslOptimizer<f32>>(case: &Case, opt: &O, names: &[(&str, &str)
 
 /// torch SGD with the hyperparameters of `case` (momentum, dampening, weight decay, Nesterov,
 /// maximize) and its constant learning rate.
-fn torch_sgd(case: &Case) -> optim_dsl::zoo::Sgd<f32> {
+pub(crate) fn torch_sgd(case: &Case) -> optim_dsl::zoo::Sgd<f32> {
     use optim_dsl::zoo::{Sgd, SgdConfig};
     Sgd::<f32>::new(torch_config! {
         case.group_f64, case.hyper_f64("lr").into(),
@@ -161,17 +177,21 @@ fn sgd_momentum_and_nesterov_match_torch() {
     }
 }
 
-#[test]
-fn lion_matches_pytorch_optimizer() {
+/// pytorch-optimizer's Lion with the hyperparameters of `case`.
+pub(crate) fn torch_lion(case: &Case) -> optim_dsl::zoo::Lion<f32> {
     use optim_dsl::zoo::{Lion, LionConfig};
-    let case = fixtures::load("lion");
     assert!(case.group_bool("weight_decouple") && !case.group_bool("fixed_decay"));
-    let opt = Lion::<f32>::new(torch_config! {
+    Lion::<f32>::new(torch_config! {
         case.group_f64, case.hyper_f64("lr").into(),
         LionConfig { beta1 = "betas.0", beta2 = "betas.1", weight_decay }
     })
-    .unwrap();
-    let opt = run(&case, opt, |_, _| {});
+    .unwrap()
+}
+
+#[test]
+fn lion_matches_pytorch_optimizer() {
+    let case = fixtures::load("lion");
+    let opt = run(&case, torch_lion(&case), |_, _| {});
     check_state(&case, opt.inner(), &[("exp_avg", "m")]);
 }
 

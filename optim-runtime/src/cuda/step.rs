@@ -33,10 +33,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// One parameter of a device step: its name, shape and module, and its value and gradient
-/// buffers on the device (moved in for the step and handed back after it).
-pub(crate) struct DevEntry<'a, B> {
+/// buffers on the device (moved in for the step and handed back after it). Public only for
+/// backend crates, through [`crate::cuda::__private`].
+pub struct DevEntry<'a, B> {
+    /// Unique name; the state is keyed by it.
     pub name: &'a str,
+    /// Logical shape (as [`ParamSlice::shape`](crate::ParamSlice::shape)).
     pub shape: &'a [usize],
+    /// The module the parameter belongs to, for `module == ...` routing guards (`""` for none).
     pub module: &'a str,
     /// The parameter's values; the last stage updates them in place.
     pub param: B,
