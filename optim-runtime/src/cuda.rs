@@ -162,6 +162,44 @@ pub fn grid_blocks(n: usize, max_blocks: u32) -> u32 {
     want.min(max_blocks.max(1) as usize) as u32
 }
 
+/// The launch geometry of a stage's multi-tensor entry point (`multi_name`): one row of the
+/// launch table per `gridDim.y`, [`grid_blocks`] blocks of [`BLOCK`] threads per row, and one
+/// `f64` partial per reduction, block and row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableGeometry {
+    /// Blocks per row (`gridDim.x`).
+    pub blocks: u32,
+    /// Partials per row: reductions × blocks.
+    pub width: usize,
+    /// Length of the partials buffer (`width × rows`, at least 1: a device allocation is never
+    /// empty).
+    pub partials: usize,
+    /// `gridDim` (blocks, rows, 1).
+    pub grid: (u32, u32, u32),
+    /// `blockDim` ([`BLOCK`], 1, 1).
+    pub block: (u32, u32, u32),
+}
+
+/// [`TableGeometry`] for `rows` table rows of at most `nmax` elements each, for a source with
+/// `n_reductions` reductions, on a device that runs at most `max_blocks` blocks per row.
+/// `rows` is at most [`MAX_MULTI_TENSORS`] (the caller chunks the table).
+pub fn table_geometry(
+    n_reductions: usize,
+    nmax: usize,
+    rows: usize,
+    max_blocks: u32,
+) -> TableGeometry {
+    let blocks = grid_blocks(nmax, max_blocks);
+    let width = n_reductions * blocks as usize;
+    TableGeometry {
+        blocks,
+        width,
+        partials: (width * rows).max(1),
+        grid: (blocks, rows as u32, 1),
+        block: (BLOCK, 1, 1),
+    }
+}
+
 /// Bytes of one `Params` record: `n` (8 bytes), then `max(n_scalars, 1)` elements, rounded up
 /// to 8 bytes.
 pub fn params_stride(n_scalars: usize, elem_bytes: usize) -> usize {
@@ -366,6 +404,11 @@ mod tests {
         assert_eq!(grid_blocks(0, MAX_BLOCKS), 1);
         assert_eq!(grid_blocks(257, MAX_BLOCKS), 2);
         assert_eq!(grid_blocks(1 << 30, MAX_BLOCKS), MAX_BLOCKS);
+        // 3 rows of at most 300 elements: 2 blocks of 256 threads per row, 2 reductions
+        let g = table_geometry(2, 300, 3, MAX_BLOCKS);
+        assert_eq!((g.blocks, g.width, g.partials), (2, 4, 12));
+        assert_eq!((g.grid, g.block), ((2, 3, 1), (256, 1, 1)));
+        assert_eq!(table_geometry(0, 300, 3, MAX_BLOCKS).partials, 1);
         let (singles, groups) = multi_tensor_groups(&[1 << 20, 10, 1 << 17, 300, 5]);
         assert_eq!(singles, [0, 2]);
         assert_eq!(groups, [vec![4, 1, 3]]);

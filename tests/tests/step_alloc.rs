@@ -89,6 +89,29 @@ impl Model {
                 .collect(),
         }
     }
+
+    /// The model as the slice path's parameters.
+    fn slices(&mut self) -> Vec<ParamSlice<'_, f32>> {
+        self.params
+            .iter_mut()
+            .zip(&self.grads)
+            .zip(&self.names)
+            .zip(&self.shapes)
+            .map(|(((p, g), name), shape)| ParamSlice {
+                name,
+                shape,
+                param: p,
+                grad: g,
+            })
+            .collect()
+    }
+}
+
+/// One step of `opt` over `slices`; returns what it allocated on this thread.
+fn counted_step<O: DslOptimizer<f32>>(opt: &mut O, slices: &mut [ParamSlice<'_, f32>]) -> usize {
+    let before = allocs();
+    opt.update_slices(slices).expect("step");
+    allocs() - before
 }
 
 /// What `steps` steps of `opt` allocate on this thread: the first step (which creates the
@@ -97,24 +120,8 @@ impl Model {
 fn per_step<O: DslOptimizer<f32>>(mut opt: O, sizes: &[usize]) -> (usize, Vec<usize>) {
     let mut m = Model::new(sizes);
     let start = m.params.clone();
-    let mut slices: Vec<ParamSlice<'_, f32>> = m
-        .params
-        .iter_mut()
-        .zip(&m.grads)
-        .zip(&m.names)
-        .zip(&m.shapes)
-        .map(|(((p, g), name), shape)| ParamSlice {
-            name,
-            shape,
-            param: p,
-            grad: g,
-        })
-        .collect();
-    let mut step = || {
-        let before = allocs();
-        opt.update_slices(&mut slices).expect("step");
-        allocs() - before
-    };
+    let mut slices = m.slices();
+    let mut step = || counted_step(&mut opt, &mut slices);
     let first = step();
     for _ in 0..2 {
         step();
@@ -209,24 +216,8 @@ fn new_names_allocate_once_then_nothing() {
     let (a, b) = (Model::new(&[64; 3]), Model::new(&[64; 5]));
     for m in [a, b] {
         let mut m = m;
-        let mut slices: Vec<ParamSlice<'_, f32>> = m
-            .params
-            .iter_mut()
-            .zip(&m.grads)
-            .zip(&m.names)
-            .zip(&m.shapes)
-            .map(|(((p, g), name), shape)| ParamSlice {
-                name,
-                shape,
-                param: p,
-                grad: g,
-            })
-            .collect();
-        let mut step = || {
-            let before = allocs();
-            opt.update_slices(&mut slices).expect("step");
-            allocs() - before
-        };
+        let mut slices = m.slices();
+        let mut step = || counted_step(&mut opt, &mut slices);
         assert!(step() > 0);
         assert_eq!([step(), step(), step()], [0; 3]);
     }

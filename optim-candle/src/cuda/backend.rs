@@ -29,19 +29,17 @@
 use candle_core::CudaDevice;
 use cudarc::driver::sys::{CUdevice_attribute, CUdeviceptr};
 use cudarc::driver::{result, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
-use optim_runtime::cuda::backend::{Backend, Row, StageKernel, StageTensor};
+use optim_runtime::cuda::backend::{
+    device_err, is_pos_zero, short_buffer as short, Backend, Row, StageKernel, StageTensor,
+};
 use optim_runtime::cuda::{
-    grid_blocks, pack_params, pack_table_entry, source_hash, sum_partials, CudaKernelSource, BLOCK,
+    pack_params, pack_table_entry, source_hash, sum_partials, table_geometry, CudaKernelSource,
     MAX_BLOCKS, MAX_BUFS, MAX_MULTI_TENSORS,
 };
 use optim_runtime::{Float, OptimError};
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, OnceLock};
-
-fn device_err(what: &str, e: impl std::fmt::Debug) -> OptimError {
-    OptimError::Device(format!("{what}: {e:?}"))
-}
 
 /// Rows of at most 1 Mi elements (as the dfdx backend's `GPU_CHUNK`).
 const CHUNK: usize = 1 << 20;
@@ -202,15 +200,14 @@ impl CandleCuda {
                 .map_err(|e| device_err("upload launch table", e))
         };
         let (prm, tab) = (upload(prm)?, upload(tab)?);
-        let blocks = grid_blocks(nmax, self.max_blocks);
-        let width = source.n_reductions * blocks as usize;
+        let g = table_geometry(source.n_reductions, nmax, entries, self.max_blocks);
         let red = self
             .stream
-            .alloc_zeros::<f64>((width * entries).max(1))
+            .alloc_zeros::<f64>(g.partials)
             .map_err(|e| device_err("alloc reductions", e))?;
         let cfg = LaunchConfig {
-            grid_dim: (blocks, entries as u32, 1),
-            block_dim: (BLOCK, 1, 1),
+            grid_dim: g.grid,
+            block_dim: g.block,
             shared_mem_bytes: 0,
         };
         let mut args = func.builder();
@@ -226,14 +223,7 @@ impl CandleCuda {
             .stream
             .clone_dtoh(&red)
             .map_err(|e| device_err("read reductions", e))?;
-        Ok(Some((partials, width, blocks as usize)))
-    }
-}
-
-fn short(len: usize, want: usize) -> OptimError {
-    OptimError::ShapeMismatch {
-        param: "(device buffer)".into(),
-        detail: format!("a buffer of {len} elements, {want} needed"),
+        Ok(Some((partials, g.width, g.blocks as usize)))
     }
 }
 
@@ -304,11 +294,6 @@ fn check<E: Float>(
         }
     }
     Ok(())
-}
-
-fn is_pos_zero<E: Float>(v: E) -> bool {
-    let x = v.as_f64();
-    x == 0.0 && x.is_sign_positive()
 }
 
 impl<E: Float> Backend<E> for CandleCuda {

@@ -12,6 +12,27 @@ use crate::error::OptimError;
 use crate::kernel::KernelFn;
 use crate::Float;
 
+/// [`OptimError::Device`] for a failed device call: `what` was being done, `e` is the driver's
+/// error.
+pub fn device_err(what: &str, e: impl core::fmt::Debug) -> OptimError {
+    OptimError::Device(format!("{what}: {e:?}"))
+}
+
+/// [`OptimError::ShapeMismatch`] for a device buffer of `len` elements where `want` are needed.
+pub fn short_buffer(len: usize, want: usize) -> OptimError {
+    OptimError::ShapeMismatch {
+        param: "(device buffer)".into(),
+        detail: format!("a buffer of {len} elements, {want} needed"),
+    }
+}
+
+/// Whether a fill value is `+0.0`, whose bytes are all zero (a zeroing allocation or memset
+/// serves it; `-0.0` does not).
+pub fn is_pos_zero<E: Float>(v: E) -> bool {
+    let x = v.as_f64();
+    x == 0.0 && x.is_sign_positive()
+}
+
 /// The loop of one stage, in both forms: the Rust twin and the CUDA source.
 #[derive(Clone, Copy)]
 pub struct StageKernel<E> {

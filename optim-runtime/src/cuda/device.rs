@@ -17,9 +17,10 @@
 //! `DslOptimizer::update` on dfdx `Cuda` modules goes through the step driver (`super::step`)
 //! on a [`CudaBackend`](super::gpu::CudaBackend); see `crate::dfdx` and `docs/gpu.md`.
 
+use super::backend::device_err;
 use super::{
-    grid_blocks, pack_params, pack_table_entry, source_hash, sum_partials, CudaKernelSource, BLOCK,
-    MAX_BLOCKS, MAX_BUFS, MAX_MULTI_TENSORS,
+    grid_blocks, pack_params, pack_table_entry, source_hash, sum_partials, table_geometry,
+    CudaKernelSource, BLOCK, MAX_BLOCKS, MAX_BUFS, MAX_MULTI_TENSORS,
 };
 use crate::{Float, OptimError};
 use cudarc::driver::sys::CUdevice_attribute;
@@ -31,10 +32,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 pub use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
 pub use cudarc::driver::{CudaDevice, CudaFunction, CudaSlice};
-
-fn device_err(what: &str, e: impl std::fmt::Debug) -> OptimError {
-    OptimError::Device(format!("{what}: {e:?}"))
-}
 
 /// PTX of `source`, compiled with NVRTC the first time this process asks for it (default
 /// options: IEEE division and square root, no FMA contraction issue since the sources use
@@ -344,15 +341,14 @@ impl<E: Float> CudaStage<E> {
             .dev
             .htod_copy(tab)
             .map_err(|e| device_err("upload table", e))?;
-        let blocks = grid_blocks(nmax, self.max_blocks);
-        let width = s.n_reductions * blocks as usize;
+        let g = table_geometry(s.n_reductions, nmax, entries, self.max_blocks);
         let red = self
             .dev
-            .alloc_zeros::<f64>((width * entries).max(1))
+            .alloc_zeros::<f64>(g.partials)
             .map_err(|e| device_err("alloc reductions", e))?;
         let cfg = LaunchConfig {
-            grid_dim: (blocks, entries as u32, 1),
-            block_dim: (BLOCK, 1, 1),
+            grid_dim: g.grid,
+            block_dim: g.block,
             shared_mem_bytes: 0,
         };
         let args = [*prm.device_ptr(), *tab.device_ptr(), *red.device_ptr()];
@@ -367,7 +363,7 @@ impl<E: Float> CudaStage<E> {
             .dev
             .dtoh_sync_copy(&red)
             .map_err(|e| device_err("read reductions", e))?;
-        Ok(Some((partials, width, blocks as usize)))
+        Ok(Some((partials, g.width, g.blocks as usize)))
     }
 
     fn check(

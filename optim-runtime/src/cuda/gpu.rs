@@ -21,7 +21,9 @@
 //! Every call returns [`OptimError::Device`] on a driver, NVRTC or cuBLAS error; nothing
 //! panics. Buffer lengths are checked before cudarc would assert on them.
 
-use super::backend::{Backend, Row, StageKernel, StageTensor};
+use super::backend::{
+    device_err, is_pos_zero, short_buffer as short, Backend, Row, StageKernel, StageTensor,
+};
 use super::device::{CudaDevice, CudaSlice, CudaStage};
 use super::ns::{GemmShape, MatOps};
 use crate::error::OptimError;
@@ -31,10 +33,6 @@ use cudarc::driver::{DeviceRepr, DeviceSlice, ValidAsZeroBits};
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-
-fn device_err(what: &str, e: impl std::fmt::Debug) -> OptimError {
-    OptimError::Device(format!("{what}: {e:?}"))
-}
 
 /// Element types the GPU backend runs (`f32`, `f64`).
 pub trait CudaFloat: Float + DeviceRepr + ValidAsZeroBits + Unpin + dfdx::dtypes::Unit {
@@ -217,18 +215,6 @@ impl CudaBackend {
             .map_err(|e| device_err("download", e))?;
         Ok(out)
     }
-}
-
-fn short(len: usize, want: usize) -> OptimError {
-    OptimError::ShapeMismatch {
-        param: "(device buffer)".into(),
-        detail: format!("a buffer of {len} elements, {want} needed"),
-    }
-}
-
-fn is_pos_zero<E: Float>(v: E) -> bool {
-    let x = v.as_f64();
-    x == 0.0 && x.is_sign_positive()
 }
 
 impl<E: CudaFloat> Backend<E> for CudaBackend {
