@@ -20,7 +20,7 @@ use backend::{CandleCuda, DevBuf};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, DType, Device, InplaceOp2, Layout};
 use cudarc::driver::sys::CUdeviceptr;
-use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, SyncOnDrop};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, SyncOnDrop};
 use optim_runtime::cuda::__private::{step_on_backend, DevEntry};
 use optim_runtime::{DslOptimizer, Float, OptimError};
 use std::cell::RefCell;
@@ -89,48 +89,63 @@ fn range(what: &str, name: &str, l: &Layout, len: usize) -> candle_core::Result<
     }
 }
 
-/// The device address of the `Var`'s elements, their number, and the guard that records the
-/// write on the stream when dropped (after the step).
+/// A lent device range: the address of its first element, its number of elements, and the
+/// guard that records the access on the stream when dropped (after the step).
+type Lend<'a> = (CUdeviceptr, usize, SyncOnDrop<'a>);
+
+/// The `Var`'s elements (written by the step).
 fn param_ptr<'a, E: Float>(
     name: &str,
     s: &'a mut CudaStorage,
     l: &Layout,
     stream: &'a CudaStream,
-) -> candle_core::Result<(CUdeviceptr, usize, SyncOnDrop<'a>)> {
+) -> candle_core::Result<Lend<'a>> {
     check_dtype::<E>(name, s.dtype())?;
-    let (base, len, guard) = if E::BYTES == 4 {
-        let x = s.as_cuda_slice_mut::<f32>()?;
-        let len = x.len();
-        let (p, g) = x.device_ptr_mut(stream);
-        (p, len, g)
+    let whole = if E::BYTES == 4 {
+        whole_mut(s.as_cuda_slice_mut::<f32>()?, stream)
     } else {
-        let x = s.as_cuda_slice_mut::<f64>()?;
-        let len = x.len();
-        let (p, g) = x.device_ptr_mut(stream);
-        (p, len, g)
+        whole_mut(s.as_cuda_slice_mut::<f64>()?, stream)
     };
-    let (a, b) = range("parameter", name, l, len)?;
-    Ok((base + (a * E::BYTES) as u64, b - a, guard))
+    in_layout::<E>("parameter", name, l, whole)
 }
 
-/// As [`param_ptr`], for the gradient (read only).
+/// The gradient's elements (read only).
 fn grad_ptr<'a, E: Float>(
     name: &str,
     s: &'a CudaStorage,
     l: &Layout,
     stream: &'a CudaStream,
-) -> candle_core::Result<(CUdeviceptr, usize, SyncOnDrop<'a>)> {
+) -> candle_core::Result<Lend<'a>> {
     check_dtype::<E>(name, s.dtype())?;
-    let (base, len, guard) = if E::BYTES == 4 {
-        let x = s.as_cuda_slice::<f32>()?;
-        let (p, g) = x.device_ptr(stream);
-        (p, x.len(), g)
+    let whole = if E::BYTES == 4 {
+        whole_ref(s.as_cuda_slice::<f32>()?, stream)
     } else {
-        let x = s.as_cuda_slice::<f64>()?;
-        let (p, g) = x.device_ptr(stream);
-        (p, x.len(), g)
+        whole_ref(s.as_cuda_slice::<f64>()?, stream)
     };
-    let (a, b) = range("gradient", name, l, len)?;
+    in_layout::<E>("gradient", name, l, whole)
+}
+
+/// All of `x`, for writing.
+fn whole_mut<'a, T>(x: &'a mut CudaSlice<T>, stream: &'a CudaStream) -> Lend<'a> {
+    let len = x.len();
+    let (p, g) = x.device_ptr_mut(stream);
+    (p, len, g)
+}
+
+/// All of `x`, for reading.
+fn whole_ref<'a, T>(x: &'a CudaSlice<T>, stream: &'a CudaStream) -> Lend<'a> {
+    let (p, g) = x.device_ptr(stream);
+    (p, x.len(), g)
+}
+
+/// The part of a storage's elements `whole` that layout `l` addresses (contiguous only).
+fn in_layout<'a, E: Float>(
+    what: &str,
+    name: &str,
+    l: &Layout,
+    (base, len, guard): Lend<'a>,
+) -> candle_core::Result<Lend<'a>> {
+    let (a, b) = range(what, name, l, len)?;
     Ok((base + (a * E::BYTES) as u64, b - a, guard))
 }
 

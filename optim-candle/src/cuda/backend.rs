@@ -30,7 +30,8 @@ use candle_core::CudaDevice;
 use cudarc::driver::sys::{CUdevice_attribute, CUdeviceptr};
 use cudarc::driver::{result, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use optim_runtime::cuda::backend::{
-    device_err, is_pos_zero, short_buffer as short, Backend, Row, StageKernel, StageTensor,
+    device_err, is_pos_zero, short_buffer as short, totals_per_row, Backend, Row, StageKernel,
+    StageTensor,
 };
 use optim_runtime::cuda::{
     pack_params, pack_table_entry, source_hash, sum_partials, table_geometry, CudaKernelSource,
@@ -410,15 +411,11 @@ impl<E: Float> Backend<E> for CandleCuda {
                 }
             }
         }
-        // the driver reads `stage.reductions` per row; the launch produced `n_reductions`
-        let per = s.n_reductions;
-        if per == stage.reductions {
-            return Ok(out);
-        }
-        Ok(out
-            .chunks(per.max(1))
-            .take(rows.len())
-            .flat_map(|r| (0..stage.reductions).map(move |j| r.get(j).copied().unwrap_or(0.0)))
-            .collect())
+        Ok(totals_per_row(
+            out,
+            s.n_reductions,
+            stage.reductions,
+            rows.len(),
+        ))
     }
 }

@@ -33,6 +33,20 @@ pub fn is_pos_zero<E: Float>(v: E) -> bool {
     x == 0.0 && x.is_sign_positive()
 }
 
+/// A launch's reduction totals, `per` per row (the CUDA source's `n_reductions`), as the step
+/// driver reads them: `want` per row (the stage's generated count, at most `MAX_REDUCTIONS`)
+/// for `rows` rows, a missing total read as 0.
+pub fn totals_per_row(totals: Vec<f64>, per: usize, want: usize, rows: usize) -> Vec<f64> {
+    if per == want {
+        return totals;
+    }
+    totals
+        .chunks(per.max(1))
+        .take(rows)
+        .flat_map(|r| (0..want).map(move |j| r.get(j).copied().unwrap_or(0.0)))
+        .collect()
+}
+
 /// The loop of one stage, in both forms: the Rust twin and the CUDA source.
 #[derive(Clone, Copy)]
 pub struct StageKernel<E> {
@@ -217,5 +231,24 @@ mod tests {
         ];
         assert_eq!(r, want);
         assert_eq!(rows(&[3], 0).len(), 3, "a chunk of 0 is taken as 1");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_are_regrouped_per_row() {
+        // 3 totals per row from the launch, the driver reads 2: the third is dropped
+        let t = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        assert_eq!(totals_per_row(t.clone(), 3, 2, 2), [1.0, 2.0, 4.0, 5.0]);
+        // 1 per row, 2 read: the missing one is 0
+        assert_eq!(
+            totals_per_row(vec![1.0, 2.0], 1, 2, 2),
+            [1.0, 0.0, 2.0, 0.0]
+        );
+        // same count: unchanged
+        assert_eq!(totals_per_row(t.clone(), 3, 3, 2), t);
     }
 }

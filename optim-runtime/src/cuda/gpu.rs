@@ -22,7 +22,8 @@
 //! panics. Buffer lengths are checked before cudarc would assert on them.
 
 use super::backend::{
-    device_err, is_pos_zero, short_buffer as short, Backend, Row, StageKernel, StageTensor,
+    device_err, is_pos_zero, short_buffer as short, totals_per_row, Backend, Row, StageKernel,
+    StageTensor,
 };
 use super::device::{CudaDevice, CudaSlice, CudaStage};
 use super::ns::{GemmShape, MatOps};
@@ -288,17 +289,8 @@ impl<E: CudaFloat> Backend<E> for CudaBackend {
     ) -> Result<Vec<f64>, OptimError> {
         let loaded = self.stage(stage)?;
         let totals = loaded.run_rows(rows, tensors)?;
-        // the driver reads `stage.reductions` per row (the generated count, at most
-        // `MAX_REDUCTIONS`); the launch produced the source's `n_reductions`
         let per = loaded.source().n_reductions;
-        if per == stage.reductions {
-            return Ok(totals);
-        }
-        Ok(totals
-            .chunks(per.max(1))
-            .take(rows.len())
-            .flat_map(|r| (0..stage.reductions).map(move |j| r.get(j).copied().unwrap_or(0.0)))
-            .collect())
+        Ok(totals_per_row(totals, per, stage.reductions, rows.len()))
     }
     fn blas(&self) -> Option<&dyn MatOps<E, CudaSlice<E>>> {
         Some(self)
