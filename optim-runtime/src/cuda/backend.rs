@@ -232,11 +232,6 @@ mod tests {
         assert_eq!(r, want);
         assert_eq!(rows(&[3], 0).len(), 3, "a chunk of 0 is taken as 1");
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn totals_are_regrouped_per_row() {
