@@ -92,7 +92,7 @@ pub(crate) struct Pending {
 }
 
 /// `(start, end)` of a contiguous layout's elements in its storage.
-fn range(what: &str, name: &str, l: &Layout) -> candle_core::Result<(usize, usize)> {
+pub(crate) fn range(what: &str, name: &str, l: &Layout) -> candle_core::Result<(usize, usize)> {
     l.contiguous_offsets().ok_or_else(|| {
         candle_core::Error::msg(format!(
             "the {what} of `{name}` is not contiguous (layout {l:?})"

@@ -79,14 +79,16 @@ fn check_dtype<E: Float>(name: &str, dtype: DType) -> candle_core::Result<()> {
     )))
 }
 
-/// `(start, end)` of a contiguous layout, inside a slice of `len` elements.
+/// `(start, end)` of a contiguous layout (as on the CPU path, [`crate::access::range`]), inside
+/// a device slice of `len` elements.
 fn range(what: &str, name: &str, l: &Layout, len: usize) -> candle_core::Result<(usize, usize)> {
-    match l.contiguous_offsets() {
-        Some((a, b)) if a <= b && b <= len => Ok((a, b)),
-        _ => Err(candle_core::Error::msg(format!(
-            "the {what} of `{name}` is not a contiguous range of its storage (layout {l:?})"
-        ))),
+    let (a, b) = crate::access::range(what, name, l)?;
+    if a <= b && b <= len {
+        return Ok((a, b));
     }
+    Err(candle_core::Error::msg(format!(
+        "the {what} of `{name}` (elements {a}..{b}) lies outside its storage of {len} elements"
+    )))
 }
 
 /// A lent device range: the address of its first element, its number of elements, and the
