@@ -32,6 +32,33 @@
 //! [`MatView`]; a lent buffer shorter than the view (a broken call site) makes the primitive do
 //! nothing.
 
+/// Declares a matrix primitive's configuration: the struct (with `$doc`, deriving `Debug`,
+/// `Clone`, `Copy`, `PartialEq`) and its `Default`, each field written once with its default
+/// (`pub field: Type = default,`), so the default stands beside the field it belongs to and
+/// nowhere else.
+macro_rules! matrix_config {
+    (
+        $(#[$doc:meta])*
+        pub struct $name:ident {
+            $($(#[$fdoc:meta])* pub $field:ident: $ty:ty = $default:expr,)*
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub struct $name {
+            $($(#[$fdoc])* pub $field: $ty,)*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    $($field: $default,)*
+                }
+            }
+        }
+    };
+}
+
 /// Declares a matrix primitive: its unit struct (with `$doc`) and its [`MatrixWord`] impl, the
 /// word's configuration plumbing. `pub struct Name("word", Config, state [...], view V,
 /// batched b);` gives [`MatrixWord::WORD`], [`MatrixWord::Config`], [`MatrixWord::STATE`] and,
