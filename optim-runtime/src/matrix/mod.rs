@@ -3,8 +3,9 @@
 //! on faer.
 //!
 //! Each DSL word is one type implementing [`Primitive`]: its configuration (the word's named
-//! arguments, with their defaults in the config's `Default` — the only place they live), the
-//! names of its state buffers ([`MatrixWord::STATE`]), which axes form its matrix
+//! arguments, with their defaults in the config's `Default` — the only place they live,
+//! declared beside each field by `matrix_config!`), the names of its state buffers
+//! ([`MatrixWord::STATE`]), which axes form its matrix
 //! ([`MatrixWord::VIEW`], a [`ViewRule`] giving a [`MatView`]), which parameters and
 //! configurations it accepts ([`MatrixWord::check`], to be called before a step writes
 //! anything) and what it does. Generated code calls every primitive through one path, [`run`],
