@@ -73,7 +73,7 @@ pub use metrics::{ParamMetrics, StepMetrics};
 pub use optimizer::{DslOptimizer, Field, LocalSync, OptimizerConfig, StepSync};
 pub use param::{ParamInfo, ParamSlice};
 pub use plan::{KernelPlan, Plan, RuleBody, RulePlan};
-pub use schedule::{Anneal, Cooldown, Knot, Schedule, Wsd};
+pub use schedule::{Anneal, Cooldown, ExponentialDecay, Knot, Schedule, Wsd};
 pub use state::{
     Arithmetic, KronFactors, NonFinitePolicy, OptState, ParamState, ScalarPrecision, ShapeChange,
 };

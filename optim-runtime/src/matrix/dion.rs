@@ -11,37 +11,25 @@ pub const DION_MU: f64 = 0.95;
 /// Default added to the column norms of `R` (Dion's `epsilon`).
 pub const DION_EPSILON: f64 = 1e-8;
 
-/// Arguments of `low_rank_orthonormalize` (names of the official `dion.Dion`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LowRankConfig {
-    /// Momentum: `M = B - (1 - mu) P R^T` keeps what the rank-r update did not use (default
-    /// [`DION_MU`]).
-    pub mu: f64,
-    /// `r = rank_fraction · min(rows, cols)`, rounded up to a multiple of `rank_multiple_of`,
-    /// clamped to `[1, min(rows, cols)]` (default 1: full rank).
-    pub rank_fraction: f64,
-    /// See `rank_fraction` (default 1).
-    pub rank_multiple_of: usize,
-    /// Power iterations per step (default 1, the paper's `PowerIter1`).
-    pub power_iters: u64,
-    /// Added to the column norms when `R` is normalised into the next `Q` (default
-    /// [`DION_EPSILON`]).
-    pub epsilon: f64,
-    /// Seed of the initial right factor when no probe was supplied (default 0; see
-    /// [`super::standard_normal_probe`]).
-    pub seed: u64,
-}
-
-impl Default for LowRankConfig {
-    fn default() -> Self {
-        LowRankConfig {
-            mu: DION_MU,
-            rank_fraction: 1.0,
-            rank_multiple_of: 1,
-            power_iters: 1,
-            epsilon: DION_EPSILON,
-            seed: 0,
-        }
+matrix_config! {
+    /// Arguments of `low_rank_orthonormalize` (names of the official `dion.Dion`).
+    pub struct LowRankConfig {
+        /// Momentum: `M = B - (1 - mu) P R^T` keeps what the rank-r update did not use (default
+        /// [`DION_MU`]).
+        pub mu: f64 = DION_MU,
+        /// `r = rank_fraction · min(rows, cols)`, rounded up to a multiple of `rank_multiple_of`,
+        /// clamped to `[1, min(rows, cols)]` (default 1: full rank).
+        pub rank_fraction: f64 = 1.0,
+        /// See `rank_fraction` (default 1).
+        pub rank_multiple_of: usize = 1,
+        /// Power iterations per step (default 1, the paper's `PowerIter1`).
+        pub power_iters: u64 = 1,
+        /// Added to the column norms when `R` is normalised into the next `Q` (default
+        /// [`DION_EPSILON`]).
+        pub epsilon: f64 = DION_EPSILON,
+        /// Seed of the initial right factor when no probe was supplied (default 0; see
+        /// [`super::standard_normal_probe`]).
+        pub seed: u64 = 0,
     }
 }
 

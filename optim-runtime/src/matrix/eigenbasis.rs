@@ -11,15 +11,16 @@ pub const EIGENBASIS_UPDATE_FREQ: u64 = 10;
 /// Default largest side with an eigenbasis (SOAP's `max_precondition_dim`).
 pub const EIGENBASIS_MAX_DIM: usize = 10000;
 
-/// Configuration of a Kronecker eigenbasis (SOAP).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EigenbasisConfig {
-    /// EMA coefficient of the statistics `GG = beta GG + (1 - beta) G G^T`.
-    pub beta: f64,
-    /// Refresh the basis every this many updates after the first.
-    pub update_freq: u64,
-    /// Sides longer than this keep the identity basis.
-    pub max_dim: usize,
+matrix_config! {
+    /// Configuration of a Kronecker eigenbasis (SOAP).
+    pub struct EigenbasisConfig {
+        /// EMA coefficient of the statistics `GG = beta GG + (1 - beta) G G^T`.
+        pub beta: f64 = 0.0,
+        /// Refresh the basis every this many updates after the first.
+        pub update_freq: u64 = EIGENBASIS_UPDATE_FREQ,
+        /// Sides longer than this keep the identity basis.
+        pub max_dim: usize = EIGENBASIS_MAX_DIM,
+    }
 }
 
 /// The two sides `(d, has a basis)` of a `rows × cols` matrix: a side has a basis when
@@ -242,16 +243,6 @@ pub fn rotate<E: Float>(m: MatInOut<'_, E>, q: &[E], max_dim: usize, inverse: bo
     write_row_major(cur.as_ref(), out);
 }
 
-impl Default for EigenbasisConfig {
-    fn default() -> Self {
-        EigenbasisConfig {
-            beta: 0.0,
-            update_freq: EIGENBASIS_UPDATE_FREQ,
-            max_dim: EIGENBASIS_MAX_DIM,
-        }
-    }
-}
-
 matrix_word! {
     /// The `kron_eigenbasis` primitive: [`eigenbasis_init`] in [`Phase::Init`] (reports
     /// `initialised` on the parameter's first step), [`eigenbasis_update`] in [`Phase::Finish`]
@@ -286,18 +277,11 @@ impl<E: Float> Primitive<E> for Eigenbasis {
     }
 }
 
-/// Arguments of `rotate` / `unrotate` (taken from their eigenbasis).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RotateConfig {
-    /// Sides longer than this have no basis (default [`EIGENBASIS_MAX_DIM`]).
-    pub max_dim: usize,
-}
-
-impl Default for RotateConfig {
-    fn default() -> Self {
-        RotateConfig {
-            max_dim: EIGENBASIS_MAX_DIM,
-        }
+matrix_config! {
+    /// Arguments of `rotate` / `unrotate` (taken from their eigenbasis).
+    pub struct RotateConfig {
+        /// Sides longer than this have no basis (default [`EIGENBASIS_MAX_DIM`]).
+        pub max_dim: usize = EIGENBASIS_MAX_DIM,
     }
 }
 

@@ -97,21 +97,13 @@ pub fn factored_second_moment<E: Float>(
     }
 }
 
-/// Arguments of `factored_second_moment`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FactoredConfig {
-    /// EMA coefficient of the statistics (a required argument of the word; default 0).
-    pub beta: f64,
-    /// Floor of the row mean in the denominator (default [`FACTORED_EPS`]).
-    pub eps: f64,
-}
-
-impl Default for FactoredConfig {
-    fn default() -> Self {
-        FactoredConfig {
-            beta: 0.0,
-            eps: FACTORED_EPS,
-        }
+matrix_config! {
+    /// Arguments of `factored_second_moment`.
+    pub struct FactoredConfig {
+        /// EMA coefficient of the statistics (a required argument of the word; default 0).
+        pub beta: f64 = 0.0,
+        /// Floor of the row mean in the denominator (default [`FACTORED_EPS`]).
+        pub eps: f64 = FACTORED_EPS,
     }
 }
 

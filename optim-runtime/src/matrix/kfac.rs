@@ -96,22 +96,14 @@ pub fn kfac_precondition<E: Float>(
     report
 }
 
-/// Arguments of `kfac_precondition`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct KfacConfig {
-    /// Added to each factor's diagonal before inversion (default [`KFAC_DAMPING`]).
-    pub damping: f64,
-    /// Relative eigenvalue cutoff of the pseudo-inverses (default `None`: `d · ε(E)` for a
-    /// `d × d` factor; see [`kfac_precondition`]).
-    pub rank_rtol: Option<f64>,
-}
-
-impl Default for KfacConfig {
-    fn default() -> Self {
-        KfacConfig {
-            damping: KFAC_DAMPING,
-            rank_rtol: None,
-        }
+matrix_config! {
+    /// Arguments of `kfac_precondition`.
+    pub struct KfacConfig {
+        /// Added to each factor's diagonal before inversion (default [`KFAC_DAMPING`]).
+        pub damping: f64 = KFAC_DAMPING,
+        /// Relative eigenvalue cutoff of the pseudo-inverses (default `None`: `d · ε(E)` for a
+        /// `d × d` factor; see [`kfac_precondition`]).
+        pub rank_rtol: Option<f64> = None,
     }
 }
 

@@ -3,8 +3,9 @@
 //! on faer.
 //!
 //! Each DSL word is one type implementing [`Primitive`]: its configuration (the word's named
-//! arguments, with their defaults in the config's `Default` — the only place they live), the
-//! names of its state buffers ([`MatrixWord::STATE`]), which axes form its matrix
+//! arguments, with their defaults in the config's `Default` — the only place they live,
+//! declared beside each field by `matrix_config!`), the names of its state buffers
+//! ([`MatrixWord::STATE`]), which axes form its matrix
 //! ([`MatrixWord::VIEW`], a [`ViewRule`] giving a [`MatView`]), which parameters and
 //! configurations it accepts ([`MatrixWord::check`], to be called before a step writes
 //! anything) and what it does. Generated code calls every primitive through one path, [`run`],
@@ -31,6 +32,33 @@
 //! them a length mismatch cannot happen. [`run`] builds these views from the parameter's
 //! [`MatView`]; a lent buffer shorter than the view (a broken call site) makes the primitive do
 //! nothing.
+
+/// Declares a matrix primitive's configuration: the struct (with `$doc`, deriving `Debug`,
+/// `Clone`, `Copy`, `PartialEq`) and its `Default`, each field written once with its default
+/// (`pub field: Type = default,`), so the default stands beside the field it belongs to and
+/// nowhere else.
+macro_rules! matrix_config {
+    (
+        $(#[$doc:meta])*
+        pub struct $name:ident {
+            $($(#[$fdoc:meta])* pub $field:ident: $ty:ty = $default:expr,)*
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub struct $name {
+            $($(#[$fdoc])* pub $field: $ty,)*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    $($field: $default,)*
+                }
+            }
+        }
+    };
+}
 
 /// Declares a matrix primitive: its unit struct (with `$doc`) and its [`MatrixWord`] impl, the
 /// word's configuration plumbing. `pub struct Name("word", Config, state [...], view V,

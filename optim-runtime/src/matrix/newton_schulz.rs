@@ -214,37 +214,25 @@ pub fn orthogonalize_with<E: Float>(
     }
 }
 
-/// Arguments of `orthogonalize` (defaults: Muon's).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct OrthogonalizeConfig {
-    /// Newton–Schulz iterations (default [`NS_STEPS`]).
-    pub steps: usize,
-    /// Quintic coefficient `a` at every iteration when `coeffs` is `None` (default
-    /// [`NS_COEFFS`]`[0]`).
-    pub a: f64,
-    /// Quintic coefficient `b` (default [`NS_COEFFS`]`[1]`), as `a`.
-    pub b: f64,
-    /// Quintic coefficient `c` (default [`NS_COEFFS`]`[2]`), as `a`.
-    pub c: f64,
-    /// A per-iteration schedule of `(a, b, c)` triples replacing `a`, `b`, `c` (the DSL's
-    /// `coeffs = polar_express` or `coeffs = [(a, b, c), ...]`; see [`orthogonalize`] for how it
-    /// maps to iterations). Default `None`: the fixed triple `(a, b, c)`.
-    pub coeffs: Option<&'static [[f64; 3]]>,
-    /// Added to the Frobenius norm before normalising (default [`NS_EPS`] = 0: scale-invariant;
-    /// [`NS_EPS_KELLER`] reproduces Keller's reference).
-    pub eps: f64,
-}
-
-impl Default for OrthogonalizeConfig {
-    fn default() -> Self {
-        OrthogonalizeConfig {
-            steps: NS_STEPS,
-            a: NS_COEFFS[0],
-            b: NS_COEFFS[1],
-            c: NS_COEFFS[2],
-            coeffs: None,
-            eps: NS_EPS,
-        }
+matrix_config! {
+    /// Arguments of `orthogonalize` (defaults: Muon's).
+    pub struct OrthogonalizeConfig {
+        /// Newton–Schulz iterations (default [`NS_STEPS`]).
+        pub steps: usize = NS_STEPS,
+        /// Quintic coefficient `a` at every iteration when `coeffs` is `None` (default
+        /// [`NS_COEFFS`]`[0]`).
+        pub a: f64 = NS_COEFFS[0],
+        /// Quintic coefficient `b` (default [`NS_COEFFS`]`[1]`), as `a`.
+        pub b: f64 = NS_COEFFS[1],
+        /// Quintic coefficient `c` (default [`NS_COEFFS`]`[2]`), as `a`.
+        pub c: f64 = NS_COEFFS[2],
+        /// A per-iteration schedule of `(a, b, c)` triples replacing `a`, `b`, `c` (the DSL's
+        /// `coeffs = polar_express` or `coeffs = [(a, b, c), ...]`; see [`orthogonalize`] for how
+        /// it maps to iterations). Default `None`: the fixed triple `(a, b, c)`.
+        pub coeffs: Option<&'static [[f64; 3]]> = None,
+        /// Added to the Frobenius norm before normalising (default [`NS_EPS`] = 0: scale-invariant;
+        /// [`NS_EPS_KELLER`] reproduces Keller's reference).
+        pub eps: f64 = NS_EPS,
     }
 }
 

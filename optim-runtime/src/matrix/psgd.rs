@@ -13,36 +13,24 @@ pub const PSGD_PRECOND_LR: f64 = 0.1;
 /// Default largest side with a triangular (dense) factor (kron_torch's `max_size_triangular`).
 pub const PSGD_MAX_SIZE_TRIANGULAR: usize = 8192;
 
-/// Arguments of `psgd_precondition` (kron_torch's names).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PsgdConfig {
-    /// Step size of the fit on the Lie group (default [`PSGD_PRECOND_LR`]).
-    pub precond_lr: f64,
-    /// The factors start as `precond_init_scale^(1/k) · I` for a tensor of `k >= 1` dimensions
-    /// (`precond_init_scale` for a scalar; default 1).
-    pub precond_init_scale: f64,
-    /// Sides longer than this get a diagonal factor (default [`PSGD_MAX_SIZE_TRIANGULAR`]).
-    pub max_size_triangular: usize,
-    /// Tensors with fewer dimensions get diagonal factors only (default 2: vectors are
-    /// diagonal, matrices triangular).
-    pub min_ndim_triangular: usize,
-    /// Whether this step fits the preconditioner (default `true`); `false` only applies it.
-    pub update: bool,
-    /// Seed of the probes drawn when none was supplied (default 0; see
-    /// [`super::standard_normal_probe`]).
-    pub seed: u64,
-}
-
-impl Default for PsgdConfig {
-    fn default() -> Self {
-        PsgdConfig {
-            precond_lr: PSGD_PRECOND_LR,
-            precond_init_scale: 1.0,
-            max_size_triangular: PSGD_MAX_SIZE_TRIANGULAR,
-            min_ndim_triangular: 2,
-            update: true,
-            seed: 0,
-        }
+matrix_config! {
+    /// Arguments of `psgd_precondition` (kron_torch's names).
+    pub struct PsgdConfig {
+        /// Step size of the fit on the Lie group (default [`PSGD_PRECOND_LR`]).
+        pub precond_lr: f64 = PSGD_PRECOND_LR,
+        /// The factors start as `precond_init_scale^(1/k) · I` for a tensor of `k >= 1` dimensions
+        /// (`precond_init_scale` for a scalar; default 1).
+        pub precond_init_scale: f64 = 1.0,
+        /// Sides longer than this get a diagonal factor (default [`PSGD_MAX_SIZE_TRIANGULAR`]).
+        pub max_size_triangular: usize = PSGD_MAX_SIZE_TRIANGULAR,
+        /// Tensors with fewer dimensions get diagonal factors only (default 2: vectors are
+        /// diagonal, matrices triangular).
+        pub min_ndim_triangular: usize = 2,
+        /// Whether this step fits the preconditioner (default `true`); `false` only applies it.
+        pub update: bool = true,
+        /// Seed of the probes drawn when none was supplied (default 0; see
+        /// [`super::standard_normal_probe`]).
+        pub seed: u64 = 0,
     }
 }
 

@@ -14,30 +14,20 @@ pub const EIGEN_SIGN_MAX_DIM: usize = 10000;
 /// Default diagonal shift before the eigendecomposition (SPlus's `eps`).
 pub const EIGEN_SIGN_EPS: f64 = 1e-30;
 
-/// Arguments of `eigen_sign`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EigenSignConfig {
-    /// EMA coefficient of the statistics `S = lerp(S, G G^T, 1 - beta)` (default
-    /// [`EIGEN_SIGN_BETA`]).
-    pub beta: f64,
-    /// Refresh the bases at step 1 and every step `t` with `t % update_freq == 0` (default
-    /// [`EIGEN_SIGN_UPDATE_FREQ`]; 0 is treated as 1).
-    pub update_freq: u64,
-    /// Only sides of length `d < max_dim` have a basis (default [`EIGEN_SIGN_MAX_DIM`]).
-    pub max_dim: usize,
-    /// Added to the diagonal of the statistics before their eigendecomposition (default
-    /// [`EIGEN_SIGN_EPS`]).
-    pub eps: f64,
-}
-
-impl Default for EigenSignConfig {
-    fn default() -> Self {
-        EigenSignConfig {
-            beta: EIGEN_SIGN_BETA,
-            update_freq: EIGEN_SIGN_UPDATE_FREQ,
-            max_dim: EIGEN_SIGN_MAX_DIM,
-            eps: EIGEN_SIGN_EPS,
-        }
+matrix_config! {
+    /// Arguments of `eigen_sign`.
+    pub struct EigenSignConfig {
+        /// EMA coefficient of the statistics `S = lerp(S, G G^T, 1 - beta)` (default
+        /// [`EIGEN_SIGN_BETA`]).
+        pub beta: f64 = EIGEN_SIGN_BETA,
+        /// Refresh the bases at step 1 and every step `t` with `t % update_freq == 0` (default
+        /// [`EIGEN_SIGN_UPDATE_FREQ`]; 0 is treated as 1).
+        pub update_freq: u64 = EIGEN_SIGN_UPDATE_FREQ,
+        /// Only sides of length `d < max_dim` have a basis (default [`EIGEN_SIGN_MAX_DIM`]).
+        pub max_dim: usize = EIGEN_SIGN_MAX_DIM,
+        /// Added to the diagonal of the statistics before their eigendecomposition (default
+        /// [`EIGEN_SIGN_EPS`]).
+        pub eps: f64 = EIGEN_SIGN_EPS,
     }
 }
 

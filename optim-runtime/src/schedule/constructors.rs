@@ -1,6 +1,6 @@
 //! The constructors: each checks its arguments and names the first bad one.
 
-use super::{Anneal, Cooldown, CustomSchedule, Knot, Schedule, Wsd};
+use super::{Anneal, Cooldown, CustomSchedule, ExponentialDecay, Knot, Schedule, Wsd};
 use crate::error::OptimError;
 use std::sync::Arc;
 
@@ -321,13 +321,13 @@ impl Schedule {
         if let Some(end) = end {
             check!("exponential", Finite(end))?;
         }
-        Ok(Schedule::Exponential {
+        Ok(Schedule::Exponential(ExponentialDecay {
             init,
             rate,
             steps,
             staircase,
             end,
-        })
+        }))
     }
 
     /// `end + (init - end) * (1 - min(i, steps) / steps)^power` (optax `polynomial_schedule`;

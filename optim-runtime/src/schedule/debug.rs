@@ -38,18 +38,7 @@ impl fmt::Debug for Schedule {
                 f,
                 "piecewise_constant({init}, at {boundaries:?} x {scales:?})"
             ),
-            Schedule::Exponential {
-                init,
-                rate,
-                steps,
-                staircase,
-                end,
-            } => write!(
-                f,
-                "exponential({init} x {rate} per {steps} steps{}{})",
-                if *staircase { ", staircase" } else { "" },
-                end.map_or(String::new(), |e| format!(", bound {e}"))
-            ),
+            Schedule::Exponential(e) => e.fmt(f),
             Schedule::Polynomial {
                 init,
                 end,

@@ -71,28 +71,7 @@ impl Schedule {
                 .zip(scales)
                 .filter(|(&b, _)| b <= step)
                 .fold(*init, |v, (_, &s)| v * s),
-            Schedule::Exponential {
-                init,
-                rate,
-                steps,
-                staircase,
-                end,
-            } => {
-                if *steps == 0 {
-                    return *init;
-                }
-                let p = if *staircase {
-                    (step / steps) as f64
-                } else {
-                    step as f64 / *steps as f64
-                };
-                let v = init * rate.powf(p);
-                match end {
-                    Some(e) if *rate < 1.0 => v.max(*e),
-                    Some(e) => v.min(*e),
-                    None => v,
-                }
-            }
+            Schedule::Exponential(e) => e.value(step),
             Schedule::Polynomial {
                 init,
                 end,

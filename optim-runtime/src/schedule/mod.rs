@@ -71,16 +71,18 @@
 //! survive JSON. [`Schedule::Custom`] holds a closure and cannot be serialised: serialising it
 //! returns an error naming the custom schedule, and it never appears in deserialised data.
 
-use crate::serde_fin::{fin, fin_opt, fin_vec};
+use crate::serde_fin::{fin, fin_vec};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 mod constructors;
 mod debug;
 mod eval;
+mod exponential;
 mod peak;
 mod wsd;
 
+pub use exponential::ExponentialDecay;
 pub use wsd::Wsd;
 #[cfg(test)]
 mod tests;
@@ -196,22 +198,11 @@ pub enum Schedule {
     },
     /// `init * rate^(i / steps)`, with `floor(i / steps)` when `staircase`, clipped at `end`
     /// (a floor when `rate < 1`, a ceiling when `rate > 1`) (optax `exponential_decay`; torch
-    /// `ExponentialLR(gamma)` is `rate = gamma, steps = 1`). `steps = 0` gives `init`.
-    Exponential {
-        /// Value at `i = 0`.
-        #[serde(with = "fin")]
-        init: f64,
-        /// Decay factor per `steps` steps.
-        #[serde(with = "fin")]
-        rate: f64,
-        /// Steps over which the value is multiplied by `rate`.
-        steps: u64,
-        /// Whether the exponent is `floor(i / steps)`.
-        staircase: bool,
-        /// Optional bound the value never passes.
-        #[serde(with = "fin_opt", default)]
-        end: Option<f64>,
-    },
+    /// `ExponentialLR(gamma)` is `rate = gamma, steps = 1`). `steps = 0` gives `init` (the
+    /// arguments: [`ExponentialDecay`]). Serialised exactly as the struct variant it was before
+    /// (the map of [`ExponentialDecay`]'s fields under `"exponential"`), so older checkpoints
+    /// load.
+    Exponential(ExponentialDecay),
     /// `end + (init - end) * (1 - min(i, steps) / steps)^power` (optax `polynomial_schedule`;
     /// torch `PolynomialLR(total_iters = steps, power)` with `end = 0`). `steps = 0` gives `end`.
     Polynomial {

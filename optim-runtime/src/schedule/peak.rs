@@ -62,7 +62,7 @@ impl Schedule {
                 .fold(f64::NEG_INFINITY, nan_max)
         };
         Ok(match self {
-            Schedule::Constant { .. } | Schedule::Exponential { .. } => at(&[]),
+            Schedule::Constant { .. } | Schedule::Exponential(_) => at(&[]),
             Schedule::Linear { steps, .. }
             | Schedule::Cosine { steps, .. }
             | Schedule::Polynomial { steps, .. } => at(&[*steps]),

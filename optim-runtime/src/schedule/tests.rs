@@ -103,3 +103,26 @@ fn wsd_serialises_as_the_former_struct_variant() {
     );
     assert_eq!(back.value(17), 1.0);
 }
+
+/// The exponential schedule's own struct serialises and prints as its former struct variant,
+/// and a non-finite `end` survives JSON.
+#[test]
+fn exponential_serialises_as_the_former_struct_variant() {
+    let s = Schedule::exponential(2.0, 0.5, 4, true, Some(0.25)).unwrap();
+    let old = r#"{"exponential":{"init":2.0,"rate":0.5,"steps":4,"staircase":true,"end":0.25}}"#;
+    assert_eq!(serde_json::to_string(&s).unwrap(), old);
+    let back: Schedule = serde_json::from_str(old).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(
+        format!("{s:?}"),
+        "exponential(2 x 0.5 per 4 steps, staircase, bound 0.25)"
+    );
+    // staircase: floor(9 / 4) = 2 halvings; then the floor 0.25 from step 12 on
+    assert_eq!(back.value(9), 0.5);
+    assert_eq!(back.value(40), 0.25);
+    // `end` may be absent in old data, and non-finite values are strings
+    let bare = r#"{"exponential":{"init":"inf","rate":1.0,"steps":1,"staircase":false}}"#;
+    let b: Schedule = serde_json::from_str(bare).unwrap();
+    assert_eq!(format!("{b:?}"), "exponential(inf x 1 per 1 steps)");
+    assert_eq!(b.value(3), f64::INFINITY);
+}
