@@ -4,7 +4,7 @@
 //! [`HostBackend`](super::host::HostBackend) emulates a device on the host (buffers are `Vec`s,
 //! a stage runs its Rust twin), so that the driver, the launch plan and the state store are
 //! tested on any machine, bit for bit against the CPU path.
-//! [`CudaBackend`](super::gpu::CudaBackend) (feature `cuda`) is the GPU implementation: a thin
+//! `CudaBackend` (feature `cuda`) is the GPU implementation: a thin
 //! layer over cudarc launching the CUDA twins.
 
 use super::CudaKernelSource;

@@ -12,10 +12,10 @@
 //!   dfdx runs on ([`CudaSlice::device`]).
 //!
 //! - [`CudaStage::run_rows`]: the device step driver's launch (rows of a multi-tensor plan),
-//!   used by [`CudaBackend`](super::gpu::CudaBackend).
+//!   used by `CudaBackend`.
 //!
 //! `DslOptimizer::update` on dfdx `Cuda` modules goes through the step driver (`super::step`)
-//! on a [`CudaBackend`](super::gpu::CudaBackend); see `crate::dfdx` and `docs/gpu.md`.
+//! on a `CudaBackend`; see `crate::dfdx` and `docs/gpu.md`.
 
 use super::backend::device_err;
 use super::{

@@ -3,7 +3,7 @@
 //!
 //! Buffers are `Vec`s and a stage runs its Rust twin row by row, each row on its own slices of
 //! the tensor, with the row's reduction totals starting from zero: with rows of
-//! [`CHUNK`](crate::kernel::CHUNK) elements a tensor's totals are added exactly as the CPU
+//! [`CHUNK`] elements a tensor's totals are added exactly as the CPU
 //! executor adds its chunks, so the emulated device path is bit for bit the CPU path. What it
 //! checks: the driver (validation, state creation on the device, the multi-tensor rows, per-step
 //! scalars, reductions, barriers through the link, the commit), the device state store and

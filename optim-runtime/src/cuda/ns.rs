@@ -1,6 +1,6 @@
 //! Newton–Schulz (`orthogonalize`) on a device, written once against a small GEMM interface
 //! ([`MatOps`]): cuBLAS implements it on a GPU
-//! ([`CudaBackend`](super::gpu::CudaBackend), feature `cuda`), faer on the host
+//! (`CudaBackend`, feature `cuda`), faer on the host
 //! ([`HostBackend`](super::host::HostBackend), for tests).
 //!
 //! The same iteration as [`crate::matrix::orthogonalize`], without any transposition copy: a

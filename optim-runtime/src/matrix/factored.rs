@@ -13,7 +13,7 @@ pub const FACTORED_EPS: f64 = f32::EPSILON as f64;
 ///
 /// With `factored` (a parameter of rank ≥ 2) `x` is `view.batch` independent
 /// `view.rows × view.cols` matrices — the last two axes of the parameter, the leading ones a
-/// batch ([`ViewRule::LastTwo`]) — and the state is one row vector `r_b` (`rows`) and one
+/// batch ([`ViewRule::LastTwo`](super::ViewRule::LastTwo)) — and the state is one row vector `r_b` (`rows`) and one
 /// column vector `c_b` (`cols`) per matrix `b`, stored as all the `r_b` then all the `c_b`
 /// (`batch · (rows + cols)` elements: torch's `row_var` `[B…, R, 1]` then `col_var`
 /// `[B…, 1, C]`, flattened). Per matrix `X_b`:
@@ -109,7 +109,7 @@ matrix_config! {
 
 matrix_word! {
     /// The `factored_second_moment` primitive ([`factored_second_moment`] on the
-    /// [`ViewRule::LastTwo`] view, factored for rank ≥ 2); one state buffer, named after the
+    /// [`ViewRule::LastTwo`](super::ViewRule::LastTwo) view, factored for rank ≥ 2); one state buffer, named after the
     /// binding.
     pub struct Factored("factored_second_moment", FactoredConfig, state [""], view LastTwo);
     check [beta: Unit, eps: NonNeg];

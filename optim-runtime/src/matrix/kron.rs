@@ -57,7 +57,7 @@ pub const KRON_DEFAULT: KronConfig = KronConfig {
 /// `H = H + g g^T`, `out = H^{+(-e)} g`, default `e = 1/2`. So a `1 × n` or `n × 1` matrix gets
 /// exactly the update of the vector `n` (distributed_shampoo squeezes unit dimensions); pass
 /// the `n × 1` view for the vector treatment of any buffer. Generated code passes the
-/// [`ViewRule::Squeeze`] view of the parameter.
+/// [`ViewRule::Squeeze`](super::ViewRule::Squeeze) view of the parameter.
 ///
 /// `H^{+(-e)}` is the pseudo-inverse root of `linalg::pinv_root`: eigendecomposition in `f64`
 /// whatever `E` is, eigenvalues `λ <= rank_rtol · max(λ_max, 0)` dropped (root 0), the others
@@ -207,7 +207,7 @@ impl Default for KronConfig {
 }
 
 matrix_word! {
-    /// The `kron_precondition` primitive ([`kron_precondition`] on the [`ViewRule::Squeeze`]
+    /// The `kron_precondition` primitive ([`kron_precondition`] on the [`ViewRule::Squeeze`](super::ViewRule::Squeeze)
     /// view, factored when two or more axes are longer than 1); state `.stats` (the factors) and
     /// `.roots` (their inverse roots).
     pub struct Kron("kron_precondition", KronConfig, state ["stats", "roots"], view Squeeze);
