@@ -5,7 +5,7 @@
 //!
 //! A directory with:
 //! - `rank-00000.ckpt`, `rank-00001.ckpt`, …: rank `r`'s optimizer state as written by the
-//!   runtime ([`DslOptimizer::to_checkpoint_bytes`]: safetensors, state keyed by parameter
+//!   runtime ([`Checkpoint::to_checkpoint_bytes`]: safetensors, state keyed by parameter
 //!   name, config and step included). A parameter split into row blocks has, on each owning
 //!   rank, the state of its block under the parameter's name.
 //! - `manifest.json`: `format` (1), `optimizer` (type name), `world` (ranks at save),
