@@ -34,10 +34,10 @@ use optim_dsl::zoo::{
 
 /// A DSL optimizer for models of type `M`, usable as a trait object.
 ///
-/// Implemented for every [`DslOptimizer<f32>`]; `step` is [`DslOptimizer::update`].
+/// Implemented for every [`DslOptimizer<f32>`]; `step` is [`DfdxUpdate::update`].
 pub trait ModelOptimizer<M> {
     /// One optimizer step on `model` with the gradients in `grads` (see
-    /// [`DslOptimizer::update`]; nothing is modified on error).
+    /// [`DfdxUpdate::update`]; nothing is modified on error).
     fn step(&mut self, model: &mut M, grads: &mut Gradients<f32, Cpu>) -> Result<(), OptimError>;
     /// The optimizer's type name (`"AdamW"`).
     fn name(&self) -> &'static str;
