@@ -87,14 +87,14 @@ pub(super) fn f16_to_f32(h: Bits) -> f32 {
 
 /// `f32` `x` to `bf16` with stochastic rounding by the random bits `r`: exactly
 /// [`super::store_sr`]'s choice for `x` (its `f64` test `u·(hi − lo) < |x| − lo` with
-/// `u = (r >> 11)·2^-53`, `hi − lo = 2^16` ulps of `x` and `|x| − lo` = the 16 dropped bits
-/// `d`, is `(r >> 48) < d`), branch-free. NaN, infinities and magnitudes from the largest
-/// finite `bf16` up are stored as round-to-nearest stores them.
+/// `u = r·2^-32`, `hi − lo = 2^16` ulps of `x` and `|x| − lo` = the 16 dropped bits `d`, is
+/// `r < d·2^16`, that is `(r >> 16) < d`), branch-free. NaN, infinities and magnitudes from the
+/// largest finite `bf16` up are stored as round-to-nearest stores them.
 #[inline(always)]
-pub(super) fn f32_to_bf16_sr(x: f32, r: u64) -> Bits {
+pub(super) fn f32_to_bf16_sr(x: f32, r: u32) -> Bits {
     let b = x.to_bits();
     let a = b & 0x7fff_ffff;
-    let up = ((r >> 48) as u32) < (a & 0xffff);
+    let up = (r >> 16) < (a & 0xffff);
     let sr = ((b >> 16) & 0x8000) | ((a >> 16) + u32::from(up));
     if a >= 0x7f7f_0000 {
         f32_to_bf16(x)
