@@ -308,6 +308,73 @@ pub fn store_f16<E: Float>(x: E) -> Bits {
     store::<half::f16, E>(x)
 }
 
+/// Whether this CPU converts `f16` in hardware: x86-64 with F16C and AVX, detected at run time
+/// (cached by std). Then [`load_f16_block`] and [`store_f16_block`] convert `f32` with
+/// `vcvtph2ps` / `vcvtps2ph`.
+#[inline(always)]
+pub fn f16_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A block of `f16` elements widened exactly to `E` into `out` (`min(bits.len(), out.len())`
+/// elements): the values of [`load_f16`], for `f32` 8 at a time by F16C where the CPU has it
+/// ([`f16_hardware`]). The generated loops stage each `f16` stream through a block of the
+/// stack per [`q8::BLOCK`] elements (`vcvtph2ps` cannot be reached from the vectorised
+/// element loop itself, which is generic over `E` and compiled per SIMD level).
+#[inline(always)]
+pub fn load_f16_block<E: Float>(bits: &[Bits], out: &mut [E]) {
+    load_f16_block_on(true, bits, out);
+}
+
+/// [`load_f16_block`], with the hardware path only if `hw` (and [`f16_hardware`]).
+#[inline(always)]
+pub(crate) fn load_f16_block_on<E: Float>(hw: bool, bits: &[Bits], out: &mut [E]) {
+    #[cfg(target_arch = "x86_64")]
+    if hw && f16_hardware() {
+        if let Some(o) = E::f32s_mut(out) {
+            // SAFETY: the CPU has F16C and AVX (checked on the line above)
+            unsafe { conv::f16_to_f32_f16c(bits, o) };
+            return;
+        }
+    }
+    let _ = hw;
+    for (o, &b) in out.iter_mut().zip(bits) {
+        *o = load_f16::<E>(b);
+    }
+}
+
+/// `xs` rounded to nearest (ties to even) into a block of `f16` bits `out`
+/// (`min(xs.len(), out.len())` elements): the bits of [`store_f16`], for `f32` 8 at a time by
+/// F16C where the CPU has it ([`f16_hardware`]; see [`load_f16_block`]).
+#[inline(always)]
+pub fn store_f16_block<E: Float>(xs: &[E], out: &mut [Bits]) {
+    store_f16_block_on(true, xs, out);
+}
+
+/// [`store_f16_block`], with the hardware path only if `hw` (and [`f16_hardware`]).
+#[inline(always)]
+pub(crate) fn store_f16_block_on<E: Float>(hw: bool, xs: &[E], out: &mut [Bits]) {
+    #[cfg(target_arch = "x86_64")]
+    if hw && f16_hardware() {
+        if let Some(x) = E::f32s(xs) {
+            // SAFETY: the CPU has F16C and AVX (checked on the line above)
+            unsafe { conv::f32_to_f16_f16c(x, out) };
+            return;
+        }
+    }
+    let _ = hw;
+    for (o, &x) in out.iter_mut().zip(xs) {
+        *o = store_f16::<E>(x);
+    }
+}
+
 /// `x` as `bf16`, rounded stochastically with the random bits `r` (from [`counter_bits`]).
 #[inline(always)]
 pub fn store_bf16_sr<E: Float>(x: E, r: u32) -> Bits {
