@@ -389,7 +389,12 @@ pub fn store_bf16_sr<E: Float>(x: E, r: u32) -> Bits {
 /// `x` as `f16`, rounded stochastically with the random bits `r` (from [`counter_bits`]).
 #[inline(always)]
 pub fn store_f16_sr<E: Float>(x: E, r: u32) -> Bits {
-    store_sr::<half::f16>(x.as_f64(), r)
+    if E::BYTES == 4 {
+        // the same choice, in integers (branch-free)
+        conv::f32_to_f16_sr(x.as_f64() as f32, r)
+    } else {
+        store_sr::<half::f16>(x.as_f64(), r)
+    }
 }
 
 /// The [splitmix64](https://prng.di.unimi.it/splitmix64.c) output function (a bijective 64-bit

@@ -176,3 +176,49 @@ pub(super) unsafe fn f32_to_f16_f16c(xs: &[f32], out: &mut [Bits]) {
         o.copy_from_slice(&ob[..o.len()]);
     }
 }
+
+/// `f32` `x` to `f16` with stochastic rounding by the random bits `r`: exactly
+/// [`super::store_sr`]'s choice for `x` (its `f64` test `u·(hi − lo) < |x| − lo`, `u = r·2^-32`),
+/// branch-free. Normal `f16` range: `hi − lo` is `2^13` ulps of `x` and `|x| − lo` the 13 dropped
+/// bits `d`, so the test is `(r >> 19) < d`. Subnormal range (`|x| < 2^-14`, spacing `2^-24`):
+/// `|x| = M·2^(e − 150)` (`M` the 24-bit significand, `e` the biased exponent, at least 1), the
+/// code is `M >> k` with `k = 126 − e` and the test is `r < dropped·2^(32 − k)`, that is
+/// `r·2^(k − 32) < dropped` for `k > 32` (in 64 bits, the shift capped at 32, which keeps
+/// the comparison's outcome as `dropped < 2^24`). Between the largest finite value 65504 and
+/// the rounding point to infinity (65520) always `lo` (`hi` is infinity); from 65520 up, NaN
+/// and infinities as round-to-nearest stores them.
+#[inline(always)]
+pub(super) fn f32_to_f16_sr(x: f32, r: u32) -> Bits {
+    let b = x.to_bits();
+    let sign = (b >> 16) & 0x8000;
+    let a = b & 0x7fff_ffff;
+    // normal: rebias the exponent (127 → 15), truncate, then up by the draw
+    let t = a.wrapping_sub(112 << 23);
+    let lo_n = t >> 13;
+    let up_n = (r >> 19) < (t & 0x1fff) && lo_n != 0x7bff;
+    let normal = lo_n + u32::from(up_n);
+    // subnormal (and f32 subnormal inputs, e = 0 with no implicit bit)
+    let e = (a >> 23).max(1);
+    let m = (a & 0x007f_ffff) | if a >= 0x0080_0000 { 0x0080_0000 } else { 0 };
+    let k = 126 - e.min(126);
+    let (lo_s, dropped) = if k >= 32 {
+        (0, u64::from(m))
+    } else {
+        (m >> k, u64::from(m & ((1 << k) - 1)))
+    };
+    let r64 = u64::from(r);
+    let up_s = if k <= 32 {
+        r64 < dropped << (32 - k)
+    } else {
+        (r64 << (k - 32).min(32)) < dropped
+    };
+    let sub = lo_s + u32::from(up_s);
+    if a >= 0x477f_f000 {
+        // 65520 and above (infinity), infinities, NaN
+        f32_to_f16(x)
+    } else if a >= 0x3880_0000 {
+        (normal | sign) as Bits
+    } else {
+        (sub | sign) as Bits
+    }
+}

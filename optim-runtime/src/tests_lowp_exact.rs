@@ -1,5 +1,6 @@
 //! The branch-free conversions give exactly the bits of the code they replaced: `half`'s
-//! conversions (round to nearest) and the `f64` formula of `store_sr` (stochastic rounding),
+//! conversions (round to nearest) and the `f64` formula of `store_sr` (stochastic rounding to
+//! `bf16` and to `f16`, at and around each input's threshold draw),
 //! over every 16-bit pattern, a strided sweep of `f32` patterns with every rounding edge, and
 //! pseudo-random inputs. So do the `f16` block conversions the generated loops use
 //! (`load_f16_block`, `store_f16_block`: F16C where this CPU has it, as in the benchmarks) and
@@ -44,6 +45,32 @@ fn f32_patterns() -> impl Iterator<Item = u32> {
 /// The old stochastic store of an `f32`: the `f64` formula.
 fn sr_ref(x: f32, r: u32) -> Bits {
     store_sr::<half::bf16>(f64::from(x), r)
+}
+
+/// The draw at which `f16` stochastic rounding of `x` switches from up to down: `ceil(p·2^32)`
+/// with `p = (|x| − lo) / (hi − lo)` from `half`'s neighbours of `|x|` (exact in `f64`), capped
+/// to `u32`; `None` where `x` is not finite or its neighbour above is infinity.
+fn f16_threshold(x: f32) -> Option<u32> {
+    let ax = f64::from(x.abs());
+    let c = half::f16::from_f32(x.abs());
+    if !ax.is_finite() || c.is_infinite() {
+        return None;
+    }
+    let b = c.to_bits();
+    let (lo, hi) = if c.to_f64() > ax {
+        (b - 1, b)
+    } else {
+        (b, b + 1)
+    };
+    let (lo, hi) = (
+        half::f16::from_bits(lo).to_f64(),
+        half::f16::from_bits(hi).to_f64(),
+    );
+    if hi.is_infinite() {
+        return None;
+    }
+    let q = (ax - lo) / (hi - lo) * 2f64.powi(32);
+    Some(q.ceil().min(f64::from(u32::MAX)) as u32)
 }
 
 /// `store_f16_block` (the loops' path: F16C where this CPU has it) and its portable path
@@ -152,6 +179,18 @@ fn check_f32(u: u32, rs: &[u32]) {
             store_bf16_sr(x, r),
             sr_ref(x, r),
             "bf16_sr {u:#010x} r {r:#018x}"
+        );
+    }
+    // f16: the draws at and around this x's threshold, and the given ones
+    let t = f16_threshold(x).unwrap_or(1 << 31);
+    for &r in [t.wrapping_sub(1), t, t.saturating_add(1), 0, u32::MAX]
+        .iter()
+        .chain(rs)
+    {
+        assert_eq!(
+            store_f16_sr(x, r),
+            store_sr::<half::f16>(f64::from(x), r),
+            "f16_sr {u:#010x} r {r:#010x}"
         );
     }
 }
