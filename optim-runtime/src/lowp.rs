@@ -35,6 +35,12 @@
 //! distribution they are the same), so a run checkpointed by it and resumed by this one is not
 //! bit-identical to one that never stopped; checkpoints themselves did not change.
 //!
+//! **Speed.** With `f32` parameters every conversion is branch-free integer code that the loops
+//! vectorise (`lowp_conv.rs`), except that `f16` streams are widened and rounded to nearest per
+//! block of [`q8::BLOCK`] elements by F16C where the CPU has it ([`load_f16_block`],
+//! [`store_f16_block`]; the same bits either way). `f64` parameters convert through `half` and
+//! the `f64` formula, element by element.
+//!
 //! Bytes moved: a `bf16`/`f16` buffer moves 2 bytes per element each way instead of 4 (`f32`)
 //! or 8 (`f64`); AdamW with both moments in `bf16` and `f32` parameters moves
 //! `4 + 4 + 2·2 (read) + 4 + 2·2 (write) = 20` bytes per parameter instead of 28.
