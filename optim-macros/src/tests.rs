@@ -128,14 +128,19 @@ fn storage_types_make_a_low_precision_kernel() {
     let out = squash(&pretty(optimizer(src.parse().unwrap())));
     assert_eq!(out.matches("LowKernel<E>for__Kernel").count(), 1, "{out}");
     assert!(out.contains("lowp::load_bf16::<E>(b0[i])"), "{out}");
-    assert!(out.contains("lowp::load_f16::<E>(b1[i])"), "{out}");
+    // f16 streams are widened per block (F16C where present) and read from the block
+    assert!(
+        out.contains("lowp::load_f16_block::<E,>(&b1[i0..i1],&mutd1[..len])"),
+        "{out}"
+    );
+    assert!(out.contains(":E=d1[i];"), "{out}");
     assert!(
         out.contains("b0[i]=::optim_dsl::__private::lowp::store_bf16::<E>("),
         "{out}"
     );
     assert!(out.contains("lowp::store_f16_sr::<E,>(x"), "{out}");
     assert!(
-        out.contains("lowp::counter_bits(k1,at.base+ias::optim_dsl::__private::U64"),
+        out.contains("lowp::counter_bits(k1,at.base+(i0+i)as::optim_dsl::__private::U64"),
         "{out}"
     );
     assert!(

@@ -28,6 +28,11 @@ pub trait Float:
     fn of_f64(x: f64) -> Self;
     /// Widens to `f64` (exact).
     fn as_f64(self) -> f64;
+    /// `xs` as `f32`s when `Self` is `f32`, `None` for `f64`: hands a generic slice to
+    /// `f32`-only code (the F16C conversions of [`crate::lowp::load_f16_block`]).
+    fn f32s(xs: &[Self]) -> Option<&[f32]>;
+    /// `xs` as mutable `f32`s when `Self` is `f32`, `None` for `f64`.
+    fn f32s_mut(xs: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 /// What the dfdx driver needs of an element type (feature `dfdx`): a dfdx `Dtype` whose CPU
@@ -95,6 +100,14 @@ impl Float for f32 {
     fn as_f64(self) -> f64 {
         f64::from(self)
     }
+    #[inline(always)]
+    fn f32s(xs: &[Self]) -> Option<&[f32]> {
+        Some(xs)
+    }
+    #[inline(always)]
+    fn f32s_mut(xs: &mut [Self]) -> Option<&mut [f32]> {
+        Some(xs)
+    }
 }
 
 impl Float for f64 {
@@ -107,5 +120,13 @@ impl Float for f64 {
     #[inline(always)]
     fn as_f64(self) -> f64 {
         self
+    }
+    #[inline(always)]
+    fn f32s(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    #[inline(always)]
+    fn f32s_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
     }
 }

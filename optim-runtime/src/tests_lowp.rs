@@ -61,7 +61,7 @@ fn f16_round_to_nearest_even_hand_values() {
 /// random bits.
 #[test]
 fn stochastic_rounding_keeps_exact_values() {
-    for r in [0u64, u64::MAX, 0x1234_5678_9abc_def0] {
+    for r in [0u32, u32::MAX, 0x9abc_def0] {
         assert_eq!(store_bf16_sr(1.0f32, r), 0x3f80);
         assert_eq!(store_f16_sr(-2.0f32, r), 0xc000);
         assert_eq!(store_bf16_sr(f32::INFINITY, r), 0x7f80);
@@ -77,8 +77,8 @@ fn stochastic_rounding_keeps_exact_values() {
 #[test]
 fn stochastic_rounding_threshold() {
     let x = 1.0f32 + 2f32.powi(-9);
-    let below = (1u64 << 62) - (1 << 11); // u just below 1/4
-    let above = 1u64 << 62; // u = 1/4
+    let below = (1u32 << 30) - 1; // u = r·2^-32 just below 1/4
+    let above = 1u32 << 30; // u = 1/4
     assert_eq!(store_bf16_sr(x, below), 0x3f81);
     assert_eq!(store_bf16_sr(x, above), 0x3f80);
     assert_eq!(store_bf16_sr(-x, below), 0xbf81);
@@ -143,7 +143,82 @@ fn counter_bits_depend_on_name_step_slot_index() {
         counter_bits(param_key("w", 3), 12345)
     );
     // splitmix64 from state 0: first output is 0xE220A8397B1DCDAF (reference implementation)
-    assert_eq!(counter_bits(0, 0), 0xe220_a839_7b1d_cdaf);
+    assert_eq!(mix64(GOLDEN), 0xe220_a839_7b1d_cdaf);
+}
+
+/// `murmur3_32` against the published `MurmurHash3_x86_32` test vectors for 4-byte inputs
+/// (SMHasher's verification code as ported in the test-vector table of
+/// <https://stackoverflow.com/a/31929528>, and Wikipedia's MurmurHash article: `"test"`,
+/// `"aaaa"`), and `counter_bits` is it, seeded with the key's low half, below `2^32`.
+#[test]
+fn murmur3_reference_vectors() {
+    // (bytes, seed, hash)
+    for (bytes, seed, want) in [
+        ([0xffu8, 0xff, 0xff, 0xff], 0u32, 0x7629_3b50u32),
+        ([0x21, 0x43, 0x65, 0x87], 0, 0xf55b_516b),
+        ([0x21, 0x43, 0x65, 0x87], 0x5082_edee, 0x2362_f9de),
+        ([0, 0, 0, 0], 0, 0x2362_f9de),
+        (*b"aaaa", 0x9747_b28c, 0x5a97_808a),
+        (*b"test", 0, 0xba6b_d213),
+        (*b"test", 0x9747_b28c, 0x704b_81dc),
+    ] {
+        let block = u32::from_le_bytes(bytes);
+        assert_eq!(murmur3_32(block, seed), want, "{bytes:x?} seed {seed:#x}");
+        // any high key half: the seed is the low half below 2^32 elements
+        for hi in [0u64, 1, 0xdead_beef] {
+            let key = hi << 32 | u64::from(seed);
+            assert_eq!(counter_bits(key, u64::from(block)), want);
+        }
+    }
+    // past 2^32 elements the index's high half h changes the seed to seed ^ h·(key_hi | 1)
+    let key = 0x0000_0006_9747_b28c_u64;
+    let block = u32::from_le_bytes(*b"test");
+    for h in [1u64, 2, 0xffff_ffff] {
+        let seed = 0x9747_b28c ^ (h as u32).wrapping_mul(7);
+        assert_eq!(
+            counter_bits(key, h << 32 | u64::from(block)),
+            murmur3_32(block, seed)
+        );
+        assert_ne!(counter_bits(key, h << 32 | u64::from(block)), 0x704b_81dc);
+    }
+}
+
+/// The draws of one element over consecutive steps (what stochastic rounding of one EMA sees)
+/// and of consecutive elements in one step are uniform: over 65,536 draws each, every one of
+/// 64 equal bins of the top 6 bits holds its share within a chi-square bound (63 degrees of
+/// freedom; 125 is beyond the 99.999th percentile, about 123), and the draws of the two
+/// slots of one element agree no more often than chance in their top 8 bits.
+#[test]
+fn counter_bits_are_uniform_across_steps_and_elements() {
+    let n = 65_536u64;
+    let chi2 = |draws: &mut dyn Iterator<Item = u32>| {
+        let mut bins = [0u64; 64];
+        for r in draws {
+            bins[(r >> 26) as usize] += 1;
+        }
+        let e = n as f64 / 64.0;
+        bins.iter()
+            .map(|&b| (b as f64 - e).powi(2) / e)
+            .sum::<f64>()
+    };
+    for index in [0u64, 1, 4095, 1 << 20] {
+        let over_steps =
+            chi2(&mut (0..n).map(|t| counter_bits(stream_key(param_key("w", t), 0), index)));
+        assert!(over_steps < 125.0, "index {index}: chi2 {over_steps}");
+    }
+    for step in [1u64, 2, 1000] {
+        let key = stream_key(param_key("layer.weight", step), 1);
+        let over_elements = chi2(&mut (0..n).map(|i| counter_bits(key, i)));
+        assert!(over_elements < 125.0, "step {step}: chi2 {over_elements}");
+    }
+    // slots 0 and 1 of one element: equal top bytes about n/256 times (binomial, sd ~ 16)
+    let k = param_key("w", 9);
+    let same = (0..n)
+        .filter(|&i| {
+            counter_bits(stream_key(k, 0), i) >> 24 == counter_bits(stream_key(k, 1), i) >> 24
+        })
+        .count() as f64;
+    assert!((same - n as f64 / 256.0).abs() < 5.0 * 16.0, "{same}");
 }
 
 /// Round to nearest, ties to even, against the definition: over many `f64` values, the result
@@ -152,7 +227,7 @@ fn counter_bits_depend_on_name_step_slot_index() {
 fn round_f64_is_nearest_even() {
     for dtype in [StateDtype::Bf16, StateDtype::F16] {
         for i in 0..20_000u64 {
-            let r = counter_bits(7, i);
+            let r = splitmix64_at(7, i);
             // magnitudes across f16's range (subnormals included) and bf16's
             let e = (r % 40) as i32 - 26;
             let frac = (r >> 8) as f64 / (1u64 << 56) as f64;

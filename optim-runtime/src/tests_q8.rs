@@ -195,7 +195,7 @@ fn encode_equals_binary_search() {
         let t = map.tables();
         let mut ys = encode_inputs(t);
         ys.extend((0..1_000_000u64).map(|i| {
-            let r = crate::lowp::counter_bits(0x98, i);
+            let r = crate::lowp::splitmix64_at(0x98, i);
             // magnitudes 2^-40 ..= 2^1 with random mantissas and signs
             let e = (r % 42) as i32 - 40;
             f64::from_bits(r >> 12 | ((1023 + e) as u64) << 52 | r << 63)
@@ -244,10 +244,10 @@ fn store_block_equals_reference() {
         assert_eq!((c1, s1.to_bits()), (c2, s2.to_bits()), "{map:?}");
     }
     for b in 0..3_000u64 {
-        let len = 1 + (crate::lowp::counter_bits(1, b) % 256) as usize;
+        let len = 1 + (crate::lowp::splitmix64_at(1, b) % 256) as usize;
         let xs: Vec<f64> = (0..len as u64)
             .map(|i| {
-                let r = crate::lowp::counter_bits(b + 2, i);
+                let r = crate::lowp::splitmix64_at(b + 2, i);
                 let e = (r % 30) as i32 - 20 - (b % 5) as i32;
                 let x = f64::from_bits(r >> 12 | ((1023 + e) as u64) << 52 | r << 63);
                 match (b % 7, r % 97) {

@@ -4,7 +4,7 @@
 
 use super::exprs::{bin_tokens, neg_tokens, not_tokens, numbered_ident, select_tokens};
 use crate::ir::{BinOp, RedKind};
-use crate::loop_ir::{Elem, LExpr, LStmt, LStream, LoopIr, Val};
+use crate::loop_ir::{Buf, Elem, LExpr, LStmt, LStream, LoopIr, Val};
 use crate::private::Private;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -86,15 +86,29 @@ pub(crate) fn stmt(s: &LStmt) -> TokenStream {
     }
 }
 
+/// Whether loads of stream `b` read a block staged on the stack (`d{j}`, see
+/// [`element_loop`]): 8-bit streams (dequantised per block) and `f16` ones (widened per block,
+/// by F16C where the CPU has it).
+fn staged_load(b: &Buf) -> bool {
+    b.elem.is_q8() || b.elem == Elem::F16
+}
+
+/// Whether stores to stream `b` go to a block staged on the stack (`q{j}`), converted after the
+/// block: 8-bit streams and round-to-nearest `f16` ones (stochastic stores draw per element).
+fn staged_store(b: &Buf) -> bool {
+    b.elem.is_q8() || (b.elem == Elem::F16 && !b.stochastic)
+}
+
 /// One statement of loop `l`'s body: as [`stmt`], with loads from and stores to 16-bit
 /// streams converted (`optim_runtime::lowp`; stochastic stores draw from the element's counter,
-/// keyed by the stream key `k{j}` and the element's index in the parameter), and 8-bit streams
-/// read from the block's dequantised values `d{j}` on load and staged in the
-/// block's `q{j}` on store (quantised after the block, see [`element_loop`]). In a loop with
-/// 8-bit streams `i` counts within the block, which starts at element `i0`.
+/// keyed by the stream key `k{j}` and the element's index in the parameter), and staged
+/// streams (8-bit, `f16`: [`staged_load`], [`staged_store`]) read from the block's converted
+/// values `d{j}` on load and written to the block's `q{j}` on store (converted after the block,
+/// see [`element_loop`]). In a loop with staged streams `i` counts within the block, which
+/// starts at element `i0`.
 fn stmt_in(s: &LStmt, l: &LoopIr) -> TokenStream {
     let p = Private;
-    let blocked = l.bufs.iter().any(|b| b.elem.is_q8());
+    let blocked = l.bufs.iter().any(staged_load);
     let at = if blocked { quote!((i0 + i)) } else { quote!(i) };
     let low = |to: &LStream| match *to {
         LStream::Buf(j) => l
@@ -106,7 +120,7 @@ fn stmt_in(s: &LStmt, l: &LoopIr) -> TokenStream {
     };
     match s {
         LStmt::Load { var, from } => match low(from) {
-            Some((j, b)) if b.elem.is_q8() => {
+            Some((j, b)) if staged_load(b) => {
                 let x = format_ident!("x{}", var);
                 let dj = format_ident!("d{}", j);
                 quote!(let #x: E = #dj[i];)
@@ -120,7 +134,7 @@ fn stmt_in(s: &LStmt, l: &LoopIr) -> TokenStream {
             None => stmt(s),
         },
         LStmt::Store { to, value } => match low(to) {
-            Some((j, b)) if b.elem.is_q8() => {
+            Some((j, b)) if staged_store(b) => {
                 let x = val(*value);
                 let qj = format_ident!("q{}", j);
                 quote!(#qj[i] = #x;)
@@ -189,22 +203,25 @@ fn elem_name(e: Elem) -> &'static str {
     }
 }
 
-/// The element loop over `0..n` running `body`. With 8-bit streams it runs block by block
-/// (`optim_runtime::lowp::q8::BLOCK` elements; the executor hands each call whole blocks but
-/// the parameter's last): each loaded 8-bit stream `b{j}` is dequantised (codes and block
-/// scale) into `d{j}` before the block, on the stack in `E` (the table lookups, which do not
-/// vectorise, stay out of the arithmetic loop); each stored one stages the block's new values
-/// in `q{j}` (on the stack, in `E`) and quantises them after it (block absmax, then codes), so
-/// the fused loop reads and writes each stream once and the per-block absmax is a block-local
-/// reduction before the store. Inside a block
-/// every stream is re-sliced to the block (`p`, `g`, the other buffers, `d{j}`, `q{j}`), all
-/// of the block's length, so that the loop has no bounds checks and vectorises.
+/// The element loop over `0..n` running `body`. With staged streams (8-bit or `f16`, see
+/// [`staged_load`]) it runs block by block (`optim_runtime::lowp::q8::BLOCK` elements; the
+/// executor hands each call whole blocks but the parameter's last): each loaded staged stream
+/// `b{j}` is converted into `d{j}` before the block, on the stack in `E` (8-bit: codes and
+/// block scale, whose table lookups do not vectorise; `f16`: `lowp::load_f16_block`, F16C's
+/// `vcvtph2ps` where the CPU has it), so the conversions stay out of the arithmetic loop; each
+/// stored one stages the block's new values in `q{j}` (on the stack, in `E`) and converts them
+/// after it (8-bit: block absmax, then codes, so the per-block absmax is a block-local
+/// reduction before the store; `f16`: `lowp::store_f16_block`). The fused loop still reads and
+/// writes each stream once. The stack blocks are set up once per call (each block overwrites
+/// the part it reads). Inside a block every stream is re-sliced to the block (`p`, `g`, the
+/// other buffers, `d{j}`, `q{j}`), all of the block's length, so that the loop has no bounds
+/// checks and vectorises.
 fn element_loop(l: &LoopIr, body: &[TokenStream]) -> TokenStream {
     let p = Private;
     let q8: Vec<usize> = (0..l.bufs.len())
         .filter(|&j| l.bufs[j].elem.is_q8())
         .collect();
-    if q8.is_empty() {
+    if !l.bufs.iter().any(staged_load) {
         return quote! {
             for i in 0..n {
                 #(#body)*
@@ -220,11 +237,24 @@ fn element_loop(l: &LoopIr, body: &[TokenStream]) -> TokenStream {
     };
     let id = |c: &str, j: usize| format_ident!("{}{}", c, j);
     let ids = |c: &str, js: &[usize]| js.iter().map(|&j| id(c, j)).collect::<Vec<_>>();
-    let loaded: Vec<usize> = q8.iter().copied().filter(|&j| touches(j, false)).collect();
-    let stored: Vec<usize> = q8.iter().copied().filter(|&j| touches(j, true)).collect();
+    let pick = |f: &dyn Fn(&Buf) -> bool, store: bool| -> Vec<usize> {
+        (0..l.bufs.len())
+            .filter(|&j| f(&l.bufs[j]) && touches(j, store))
+            .collect()
+    };
+    let loaded = pick(&|b| b.elem.is_q8(), false);
+    let stored = pick(&|b| b.elem.is_q8(), true);
+    let loaded16 = pick(&|b| b.elem == Elem::F16, false);
+    let stored16 = pick(&|b| staged_store(b) && !b.elem.is_q8(), true);
     let others: Vec<usize> = (0..l.bufs.len()).filter(|j| !q8.contains(j)).collect();
     let (lb, lm, ld) = (ids("b", &loaded), ids("m", &loaded), ids("d", &loaded));
     let (sb, sq) = (ids("b", &stored), ids("q", &stored));
+    let (hb, hd) = (ids("b", &loaded16), ids("d", &loaded16));
+    let (tb, tq) = (ids("b", &stored16), ids("q", &stored16));
+    let (all_d, all_q) = (
+        ids("d", &[loaded, loaded16].concat()),
+        ids("q", &[stored, stored16].concat()),
+    );
     let ob = ids("b", &others);
     let g_block = if l.reads_grad {
         quote!(let g = &g[i0..i1];)
@@ -233,25 +263,27 @@ fn element_loop(l: &LoopIr, body: &[TokenStream]) -> TokenStream {
     };
     quote! {
         #(let #lm: &[f32; 256] = #lb.map.values();)*
+        #(let mut #all_d = [<E as #p::Float>::of_f64(0.0); #p::lowp::q8::BLOCK];)*
+        #(let mut #all_q = [<E as #p::Float>::of_f64(0.0); #p::lowp::q8::BLOCK];)*
         let mut i0 = 0usize;
         while i0 < n {
             let i1 = if n - i0 < #p::lowp::q8::BLOCK { n } else { i0 + #p::lowp::q8::BLOCK };
             let blk = i0 / #p::lowp::q8::BLOCK;
             let len = i1 - i0;
-            #(let mut #ld = [<E as #p::Float>::of_f64(0.0); #p::lowp::q8::BLOCK];)*
             #(#p::lowp::q8::load_block::<E>(#lm, &#lb.codes[i0..i1], #lb.scales[blk], &mut #ld[..len]);)*
-            #(let mut #sq = [<E as #p::Float>::of_f64(0.0); #p::lowp::q8::BLOCK];)*
+            #(#p::lowp::load_f16_block::<E>(&#hb[i0..i1], &mut #hd[..len]);)*
             {
                 let p = &mut p[i0..i1];
                 #g_block
                 #(let #ob = &mut #ob[i0..i1];)*
-                #(let #ld: &[E] = &#ld[..len];)*
-                #(let #sq = &mut #sq[..len];)*
+                #(let #all_d: &[E] = &#all_d[..len];)*
+                #(let #all_q = &mut #all_q[..len];)*
                 for i in 0..len {
                     #(#body)*
                 }
             }
             #(#p::lowp::q8::store_block::<E>(#sb.map, &#sq[..len], &mut #sb.codes[i0..i1], &mut #sb.scales[blk]);)*
+            #(#p::lowp::store_f16_block::<E>(&#tq[..len], &mut #tb[i0..i1]);)*
             i0 = i1;
         }
     }
