@@ -515,11 +515,24 @@ pub(crate) fn stage_count<E: Float, J: StagedJob<E>>(jobs: &[J], at_least: usize
         .max(at_least)
 }
 
+/// [`stage_count`] of jobs as trait objects.
+fn stages_of<E: Float>(jobs: &[&mut dyn StagedJob<E>], at_least: usize) -> usize {
+    jobs.iter()
+        .map(|j| j.stages())
+        .max()
+        .unwrap_or(0)
+        .max(at_least)
+}
+
 /// Runs one step's jobs: stage by stage across all parameters, with the global totals
 /// combined by `global_sums` after each of `stages` loops (at least the jobs' own count; every
 /// process of a data-parallel step passes the same number, so that each combines the same
 /// number of times, also with no jobs). The step's lists live in `scratch`'s memory: a step
 /// like the last one allocates nothing here.
+///
+/// The jobs are driven as trait objects (a few calls per parameter and loop): this driver and
+/// its parallel barrier work are compiled once per element type, not once per optimizer; each
+/// loop itself is the job's monomorphic kernel, called through its function pointer as before.
 ///
 /// # Errors
 /// What `global_sums` returns; the step is then incomplete (earlier loops have run).
@@ -529,7 +542,22 @@ pub(crate) fn execute_with<E: Float, J: StagedJob<E>>(
     global_sums: GlobalSums<'_>,
     scratch: &mut Scratch,
 ) -> Result<(), crate::OptimError> {
-    let max_stages = stage_count(jobs, stages);
+    let mut erased: Vec<&mut dyn StagedJob<E>> = scratch.take(List::Erased);
+    erased.reserve(jobs.len());
+    erased.extend(jobs.iter_mut().map(|j| j as &mut dyn StagedJob<E>));
+    let ran = execute_erased(&mut erased, stages, global_sums, scratch);
+    scratch.give(List::Erased, erased);
+    ran
+}
+
+/// [`execute_with`] on the jobs as trait objects.
+fn execute_erased<E: Float>(
+    jobs: &mut [&mut dyn StagedJob<E>],
+    stages: usize,
+    global_sums: GlobalSums<'_>,
+    scratch: &mut Scratch,
+) -> Result<(), crate::OptimError> {
+    let max_stages = stages_of(jobs, stages);
     let mut globals = [0.0f64; MAX_GLOBALS];
     barriers(jobs, None, scratch);
     for k in 0..max_stages {
@@ -590,17 +618,21 @@ pub(crate) fn execute_with<E: Float, J: StagedJob<E>>(
 /// The whole-tensor work of every job that has some: before the first loop (`after` is
 /// `None`), or after loop `k` for the jobs with a later loop. In parallel across parameters
 /// when more than one has work.
-fn barriers<E: Float, J: StagedJob<E>>(
-    jobs: &mut [J],
+fn barriers<'j, E: Float>(
+    jobs: &mut [&'j mut (dyn StagedJob<E> + 'j)],
     after: Option<usize>,
     scratch: &mut Scratch,
 ) {
-    let mut pending: Vec<&mut J> = scratch.take(List::Pending);
-    pending.extend(jobs.iter_mut().filter(|j| match after {
-        None => j.has_pre_barrier(),
-        Some(k) => j.stages() > k + 1,
-    }));
-    let work = |j: &mut &mut J| match after {
+    let mut pending: Vec<&mut (dyn StagedJob<E> + 'j)> = scratch.take(List::Pending);
+    pending.extend(
+        jobs.iter_mut()
+            .filter(|j| match after {
+                None => j.has_pre_barrier(),
+                Some(k) => j.stages() > k + 1,
+            })
+            .map(|j| &mut **j),
+    );
+    let work = |j: &mut &mut (dyn StagedJob<E> + 'j)| match after {
         None => j.pre_barrier(),
         Some(k) => j.barrier(k),
     };
