@@ -507,16 +507,7 @@ pub fn sum_in_order(contributions: &[GlobalContribution]) -> GlobalContribution 
 
 /// The loops a step runs: the most stages of any of `jobs`, and at least `at_least` (the count
 /// every process of a data-parallel step agreed on).
-pub(crate) fn stage_count<E: Float, J: StagedJob<E>>(jobs: &[J], at_least: usize) -> usize {
-    jobs.iter()
-        .map(|j| j.stages())
-        .max()
-        .unwrap_or(0)
-        .max(at_least)
-}
-
-/// [`stage_count`] of jobs as trait objects.
-fn stages_of<E: Float>(jobs: &[&mut dyn StagedJob<E>], at_least: usize) -> usize {
+pub(crate) fn stage_count<E: Float>(jobs: &[&mut dyn StagedJob<E>], at_least: usize) -> usize {
     jobs.iter()
         .map(|j| j.stages())
         .max()
@@ -557,7 +548,7 @@ fn execute_erased<E: Float>(
     global_sums: GlobalSums<'_>,
     scratch: &mut Scratch,
 ) -> Result<(), crate::OptimError> {
-    let max_stages = stages_of(jobs, stages);
+    let max_stages = stage_count(jobs, stages);
     let mut globals = [0.0f64; MAX_GLOBALS];
     barriers(jobs, None, scratch);
     for k in 0..max_stages {

@@ -562,11 +562,19 @@ impl<'a, E> From<&Entry<'a, E>> for Meta<'a> {
     }
 }
 
+/// The optimizer's routing and parameter check (`DslOptimizer::route` and `check_param` with
+/// the step's values), as a step's validation calls them: through a function pointer and a
+/// trait object, so that [`check_entry`] is compiled once per element type.
+struct Rules<'r> {
+    route: fn(&ParamInfo<'_>) -> usize,
+    check: &'r dyn Fn(usize, ParamInfo<'_>) -> Result<(), String>,
+}
+
 /// Checks one entry of a step against itself and its state `ps` (`None`: it has none yet);
 /// returns its rule.
-fn check_entry<E: Float, O: DslOptimizer<E>>(
+fn check_entry<E: Float>(
     shape_change: ShapeChange,
-    values: &<O::Config as OptimizerConfig>::Values,
+    rules: &Rules<'_>,
     e: &Meta<'_>,
     ps: Option<&ParamState<E>>,
 ) -> Result<usize, OptimError> {
@@ -588,8 +596,8 @@ fn check_entry<E: Float, O: DslOptimizer<E>>(
             e.grad_len, e.param_len
         )));
     }
-    let rule = O::route(&info);
-    O::check_param(values, rule, info).map_err(shape_err)?;
+    let rule = (rules.route)(&info);
+    (rules.check)(rule, info).map_err(shape_err)?;
     let Some(ps) = ps else {
         return Ok(rule);
     };
@@ -661,8 +669,13 @@ fn validate_ordered<E: Float, O: DslOptimizer<E>>(
     rules.clear();
     rules.reserve(entries.len());
     let mut failed = None;
+    let check = |rule: usize, info: ParamInfo<'_>| O::check_param(&values, rule, info);
+    let optimizer = Rules {
+        route: O::route,
+        check: &check,
+    };
     for (e, ps) in entries.iter().zip(&found) {
-        match check_entry::<E, O>(state.shape_change, &values, e, *ps) {
+        match check_entry::<E>(state.shape_change, &optimizer, e, *ps) {
             Ok(rule) => rules.push(rule),
             Err(err) => {
                 failed = Some(err);
