@@ -26,12 +26,12 @@ use dfdx::nn::TensorCollection;
 use dfdx::tensor::{Cpu, Gradients};
 use optim_dsl::kfac::{KfacReport, KfacStats};
 use optim_dsl::prelude::*;
-use optim_dsl::OptState;
 use optim_dsl::zoo::{
     Adafactor, AdafactorConfig, Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Lamb,
     LambConfig, Lion, LionConfig, Muon, MuonConfig, RMSprop, RMSpropConfig, Sgd, SgdConfig,
     Shampoo, ShampooConfig, Soap, SoapConfig,
 };
+use optim_dsl::OptState;
 
 /// A DSL optimizer for models of type `M`, usable as a trait object.
 ///
