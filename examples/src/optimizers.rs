@@ -31,6 +31,7 @@ use optim_dsl::zoo::{
     LambConfig, Lion, LionConfig, Muon, MuonConfig, RMSprop, RMSpropConfig, Sgd, SgdConfig,
     Shampoo, ShampooConfig, Soap, SoapConfig,
 };
+use optim_dsl::OptState;
 
 /// A DSL optimizer for models of type `M`, usable as a trait object.
 ///
@@ -84,33 +85,11 @@ where
     }
 
     fn state_bytes(&self) -> usize {
-        let state = self.opt_state();
-        state
-            .params
-            .values()
-            .map(|p| {
-                let full =
-                    p.buffers.iter().map(Vec::len).sum::<usize>() * std::mem::size_of::<f32>();
-                let low: usize = p
-                    .low
-                    .iter()
-                    .map(|b| std::mem::size_of_val(&b.bits[..]))
-                    .sum();
-                let q8: usize =
-                    p.q8.iter()
-                        .map(|b| b.codes.len() + 4 * b.scales.len())
-                        .sum();
-                full + low + q8
-            })
-            .sum()
+        state_bytes(self.opt_state())
     }
 
     fn routing(&self) -> Vec<(String, usize, &'static [&'static str])> {
-        self.opt_state()
-            .params
-            .iter()
-            .map(|(name, p)| (name.clone(), p.rule, O::state_names(p.rule)))
-            .collect()
+        routing(self.opt_state(), O::state_names)
     }
 
     fn kfac_update(
@@ -121,6 +100,41 @@ where
     ) -> Result<KfacReport, OptimError> {
         stats.update(model, grads, self)
     }
+}
+
+/// [`ModelOptimizer::state_bytes`] of an optimizer state (one copy for every optimizer and
+/// model).
+fn state_bytes(state: &OptState<f32>) -> usize {
+    state
+        .params
+        .values()
+        .map(|p| {
+            let full = p.buffers.iter().map(Vec::len).sum::<usize>() * std::mem::size_of::<f32>();
+            let low: usize = p
+                .low
+                .iter()
+                .map(|b| std::mem::size_of_val(&b.bits[..]))
+                .sum();
+            let q8: usize =
+                p.q8.iter()
+                    .map(|b| b.codes.len() + 4 * b.scales.len())
+                    .sum();
+            full + low + q8
+        })
+        .sum()
+}
+
+/// [`ModelOptimizer::routing`] of an optimizer state, with the optimizer's
+/// `DslOptimizer::state_names` (one copy for every optimizer and model).
+fn routing(
+    state: &OptState<f32>,
+    state_names: fn(usize) -> &'static [&'static str],
+) -> Vec<(String, usize, &'static [&'static str])> {
+    state
+        .params
+        .iter()
+        .map(|(name, p)| (name.clone(), p.rule, state_names(p.rule)))
+        .collect()
 }
 
 /// One entry of the comparison's optimizer table.

@@ -507,7 +507,7 @@ pub fn sum_in_order(contributions: &[GlobalContribution]) -> GlobalContribution 
 
 /// The loops a step runs: the most stages of any of `jobs`, and at least `at_least` (the count
 /// every process of a data-parallel step agreed on).
-pub(crate) fn stage_count<E: Float, J: StagedJob<E>>(jobs: &[J], at_least: usize) -> usize {
+pub(crate) fn stage_count<E: Float>(jobs: &[&mut dyn StagedJob<E>], at_least: usize) -> usize {
     jobs.iter()
         .map(|j| j.stages())
         .max()
@@ -521,10 +521,29 @@ pub(crate) fn stage_count<E: Float, J: StagedJob<E>>(jobs: &[J], at_least: usize
 /// number of times, also with no jobs). The step's lists live in `scratch`'s memory: a step
 /// like the last one allocates nothing here.
 ///
+/// The jobs are driven as trait objects (a few calls per parameter and loop): this driver and
+/// its parallel barrier work are compiled once per element type, not once per optimizer; each
+/// loop itself is the job's monomorphic kernel, called through its function pointer as before.
+///
 /// # Errors
 /// What `global_sums` returns; the step is then incomplete (earlier loops have run).
 pub(crate) fn execute_with<E: Float, J: StagedJob<E>>(
     jobs: &mut [J],
+    stages: usize,
+    global_sums: GlobalSums<'_>,
+    scratch: &mut Scratch,
+) -> Result<(), crate::OptimError> {
+    let mut erased: Vec<&mut dyn StagedJob<E>> = scratch.take(List::Erased);
+    erased.reserve(jobs.len());
+    erased.extend(jobs.iter_mut().map(|j| j as &mut dyn StagedJob<E>));
+    let ran = execute_erased(&mut erased, stages, global_sums, scratch);
+    scratch.give(List::Erased, erased);
+    ran
+}
+
+/// [`execute_with`] on the jobs as trait objects.
+fn execute_erased<E: Float>(
+    jobs: &mut [&mut dyn StagedJob<E>],
     stages: usize,
     global_sums: GlobalSums<'_>,
     scratch: &mut Scratch,
@@ -590,17 +609,21 @@ pub(crate) fn execute_with<E: Float, J: StagedJob<E>>(
 /// The whole-tensor work of every job that has some: before the first loop (`after` is
 /// `None`), or after loop `k` for the jobs with a later loop. In parallel across parameters
 /// when more than one has work.
-fn barriers<E: Float, J: StagedJob<E>>(
-    jobs: &mut [J],
+fn barriers<'j, E: Float>(
+    jobs: &mut [&'j mut (dyn StagedJob<E> + 'j)],
     after: Option<usize>,
     scratch: &mut Scratch,
 ) {
-    let mut pending: Vec<&mut J> = scratch.take(List::Pending);
-    pending.extend(jobs.iter_mut().filter(|j| match after {
-        None => j.has_pre_barrier(),
-        Some(k) => j.stages() > k + 1,
-    }));
-    let work = |j: &mut &mut J| match after {
+    let mut pending: Vec<&mut (dyn StagedJob<E> + 'j)> = scratch.take(List::Pending);
+    pending.extend(
+        jobs.iter_mut()
+            .filter(|j| match after {
+                None => j.has_pre_barrier(),
+                Some(k) => j.stages() > k + 1,
+            })
+            .map(|j| &mut **j),
+    );
+    let work = |j: &mut &mut (dyn StagedJob<E> + 'j)| match after {
         None => j.pre_barrier(),
         Some(k) => j.barrier(k),
     };

@@ -37,14 +37,15 @@ impl std::fmt::Debug for NameOrder {
 
 impl NameOrder {
     /// The indices of `names` (`n` of them, `name(i)` the `i`-th) sorted by name: reused when
-    /// the names are the ones of the last call, computed otherwise.
+    /// the names are the ones of the last call, computed otherwise. `name` is a trait object:
+    /// one copy of this (and of the sort) serves every caller, whatever its closure.
     ///
     /// # Errors
     /// The first name (in sorted order) given twice; the cache is then emptied.
     pub(crate) fn order<'n>(
         &mut self,
         n: usize,
-        name: impl Fn(usize) -> &'n str,
+        name: &dyn Fn(usize) -> &'n str,
     ) -> Result<&[usize], &'n str> {
         let same = self.names.len() == n && (0..n).all(|i| self.names[i] == name(i));
         if !same {
@@ -68,7 +69,7 @@ impl NameOrder {
 }
 
 /// The names `order` lists first and last (the range of the map a walk has to cover).
-fn span<'n>(order: &[usize], name: &impl Fn(usize) -> &'n str) -> Option<(&'n str, &'n str)> {
+fn span<'n>(order: &[usize], name: &dyn Fn(usize) -> &'n str) -> Option<(&'n str, &'n str)> {
     Some((name(*order.first()?), name(*order.last()?)))
 }
 
@@ -77,7 +78,7 @@ fn span<'n>(order: &[usize], name: &impl Fn(usize) -> &'n str) -> Option<(&'n st
 fn merge<'k, 'n, V>(
     mut it: impl Iterator<Item = (&'k str, V)>,
     order: &[usize],
-    name: &impl Fn(usize) -> &'n str,
+    name: &dyn Fn(usize) -> &'n str,
     mut found: impl FnMut(usize, V),
 ) {
     let mut cur = it.next();
@@ -101,14 +102,14 @@ fn merge<'k, 'n, V>(
 pub(crate) fn states<'s, 'n, E>(
     params: &'s BTreeMap<String, ParamState<E>>,
     order: &[usize],
-    name: impl Fn(usize) -> &'n str,
+    name: &dyn Fn(usize) -> &'n str,
     mut out: Vec<Option<&'s ParamState<E>>>,
 ) -> Vec<Option<&'s ParamState<E>>> {
     out.clear();
     out.resize(order.len(), None);
-    if let Some((lo, hi)) = span(order, &name) {
+    if let Some((lo, hi)) = span(order, name) {
         let range = params.range::<str, _>((Bound::Included(lo), Bound::Included(hi)));
-        merge(range.map(|(k, v)| (k.as_str(), v)), order, &name, |i, v| {
+        merge(range.map(|(k, v)| (k.as_str(), v)), order, name, |i, v| {
             out[i] = Some(v)
         });
     }
@@ -119,14 +120,14 @@ pub(crate) fn states<'s, 'n, E>(
 pub(crate) fn states_mut<'s, 'n, E>(
     params: &'s mut BTreeMap<String, ParamState<E>>,
     order: &[usize],
-    name: impl Fn(usize) -> &'n str,
+    name: &dyn Fn(usize) -> &'n str,
     mut out: Vec<Option<&'s mut ParamState<E>>>,
 ) -> Vec<Option<&'s mut ParamState<E>>> {
     out.clear();
     out.resize_with(order.len(), || None);
-    if let Some((lo, hi)) = span(order, &name) {
+    if let Some((lo, hi)) = span(order, name) {
         let range = params.range_mut::<str, _>((Bound::Included(lo), Bound::Included(hi)));
-        merge(range.map(|(k, v)| (k.as_str(), v)), order, &name, |i, v| {
+        merge(range.map(|(k, v)| (k.as_str(), v)), order, name, |i, v| {
             out[i] = Some(v)
         });
     }
@@ -149,15 +150,15 @@ mod tests {
         let params = map(&["a", "b.w", "b.x", "c", "z"]);
         let names = ["c", "q", "a", "z", "b.x"];
         let mut cache = NameOrder::default();
-        let order = cache.order(names.len(), |i| names[i]).unwrap().to_vec();
+        let order = cache.order(names.len(), &|i| names[i]).unwrap().to_vec();
         assert_eq!(order, vec![2, 4, 0, 1, 3]);
-        let lens: Vec<Option<usize>> = states(&params, &order, |i| names[i], Vec::new())
+        let lens: Vec<Option<usize>> = states(&params, &order, &|i| names[i], Vec::new())
             .iter()
             .map(|s| s.map(|s| s.len))
             .collect();
         assert_eq!(lens, vec![Some(4), None, Some(1), Some(5), Some(3)]);
         let mut params = params;
-        for s in states_mut(&mut params, &order, |i| names[i], Vec::new())
+        for s in states_mut(&mut params, &order, &|i| names[i], Vec::new())
             .into_iter()
             .flatten()
         {
@@ -171,12 +172,12 @@ mod tests {
     fn reports_a_duplicate_and_recomputes_after_a_change() {
         let mut cache = NameOrder::default();
         let dup = ["x", "y", "x"];
-        assert_eq!(cache.order(3, |i| dup[i]), Err("x"));
+        assert_eq!(cache.order(3, &|i| dup[i]), Err("x"));
         let first = ["b", "a"];
-        assert_eq!(cache.order(2, |i| first[i]).unwrap(), &[1, 0]);
-        assert_eq!(cache.order(2, |i| first[i]).unwrap(), &[1, 0]);
+        assert_eq!(cache.order(2, &|i| first[i]).unwrap(), &[1, 0]);
+        assert_eq!(cache.order(2, &|i| first[i]).unwrap(), &[1, 0]);
         let second = ["a", "b", "c"];
-        assert_eq!(cache.order(3, |i| second[i]).unwrap(), &[0, 1, 2]);
-        assert!(states::<f32>(&BTreeMap::new(), &[], |_| "", vec![None]).is_empty());
+        assert_eq!(cache.order(3, &|i| second[i]).unwrap(), &[0, 1, 2]);
+        assert!(states::<f32>(&BTreeMap::new(), &[], &|_| "", vec![None]).is_empty());
     }
 }

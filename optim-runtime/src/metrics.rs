@@ -99,8 +99,10 @@ pub(crate) struct Before<E> {
 }
 
 impl<E: Float> Before<E> {
-    /// Reads the gradients and copies the parameters (in the step's order).
-    pub fn capture<'x>(entries: impl Iterator<Item = (&'x [E], &'x [E])>) -> Self {
+    /// Reads the gradients and copies the parameters (in the step's order). The iterators here
+    /// and in [`finish`](Self::finish) are trait objects: one copy per element type serves
+    /// every optimizer's step.
+    pub fn capture<'x>(entries: &mut dyn Iterator<Item = (&'x [E], &'x [E])>) -> Self {
         let (mut grad_sq, mut old) = (Vec::new(), Vec::new());
         for (param, grad) in entries {
             grad_sq.push(sum_sq(grad));
@@ -133,7 +135,7 @@ impl<E: Float> Before<E> {
     pub fn finish<'x>(
         self,
         step: u64,
-        after: impl Iterator<Item = (&'x str, &'x [E], MatrixStats)>,
+        after: &mut dyn Iterator<Item = (&'x str, &'x [E], MatrixStats)>,
     ) -> StepMetrics {
         let mut m = StepMetrics {
             step,

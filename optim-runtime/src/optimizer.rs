@@ -562,11 +562,19 @@ impl<'a, E> From<&Entry<'a, E>> for Meta<'a> {
     }
 }
 
+/// The optimizer's routing and parameter check (`DslOptimizer::route` and `check_param` with
+/// the step's values), as a step's validation calls them: through a function pointer and a
+/// trait object, so that [`check_entry`] is compiled once per element type.
+struct Rules<'r> {
+    route: fn(&ParamInfo<'_>) -> usize,
+    check: &'r dyn Fn(usize, ParamInfo<'_>) -> Result<(), String>,
+}
+
 /// Checks one entry of a step against itself and its state `ps` (`None`: it has none yet);
 /// returns its rule.
-fn check_entry<E: Float, O: DslOptimizer<E>>(
+fn check_entry<E: Float>(
     shape_change: ShapeChange,
-    values: &<O::Config as OptimizerConfig>::Values,
+    rules: &Rules<'_>,
     e: &Meta<'_>,
     ps: Option<&ParamState<E>>,
 ) -> Result<usize, OptimError> {
@@ -588,8 +596,8 @@ fn check_entry<E: Float, O: DslOptimizer<E>>(
             e.grad_len, e.param_len
         )));
     }
-    let rule = O::route(&info);
-    O::check_param(values, rule, info).map_err(shape_err)?;
+    let rule = (rules.route)(&info);
+    (rules.check)(rule, info).map_err(shape_err)?;
     let Some(ps) = ps else {
         return Ok(rule);
     };
@@ -655,14 +663,19 @@ fn validate_ordered<E: Float, O: DslOptimizer<E>>(
     let values = opt.config().values(state.step)?;
     let name = |i: usize| entries[i].info.name;
     let sorted = order
-        .order(entries.len(), name)
+        .order(entries.len(), &name)
         .map_err(|dup| OptimError::DuplicateParam(dup.to_string()))?;
-    let found = lookup::states(&state.params, sorted, name, scratch.take(List::Found));
+    let found = lookup::states(&state.params, sorted, &name, scratch.take(List::Found));
     rules.clear();
     rules.reserve(entries.len());
     let mut failed = None;
+    let check = |rule: usize, info: ParamInfo<'_>| O::check_param(&values, rule, info);
+    let optimizer = Rules {
+        route: O::route,
+        check: &check,
+    };
     for (e, ps) in entries.iter().zip(&found) {
-        match check_entry::<E, O>(state.shape_change, &values, e, *ps) {
+        match check_entry::<E>(state.shape_change, &optimizer, e, *ps) {
             Ok(rule) => rules.push(rule),
             Err(err) => {
                 failed = Some(err);
@@ -729,15 +742,15 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
         .opt_state()
         .metrics
         .enabled
-        .then(|| Before::capture(entries.iter().map(|e| (&*e.param, e.grad))));
+        .then(|| Before::capture(&mut entries.iter().map(|e| (&*e.param, e.grad))));
     let advance = !entries.is_empty();
     let state = opt.opt_state_mut();
     let mut order = std::mem::take(&mut state.order);
     let name = |i: usize| metas[i].info.name;
-    let sorted = order.order(metas.len(), name).unwrap_or(&[]); // validated: no duplicates
+    let sorted = order.order(metas.len(), &name).unwrap_or(&[]); // validated: no duplicates
     ensure_states_ordered(state, &metas, &rules, sorted, None, scratch);
     if let Some(m) = &mut metrics {
-        for ps in lookup::states(&state.params, sorted, name, Vec::new())
+        for ps in lookup::states(&state.params, sorted, &name, Vec::new())
             .into_iter()
             .flatten()
         {
@@ -746,7 +759,7 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
     }
     {
         let mut found =
-            lookup::states_mut(&mut state.params, sorted, name, scratch.take(List::Found));
+            lookup::states_mut(&mut state.params, sorted, &name, scratch.take(List::Found));
         let mut jobs: Vec<O::Job<'_>> = scratch.take(List::Jobs);
         jobs.reserve(entries.len());
         let each = entries
@@ -777,15 +790,15 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
         ran?;
     }
     if let Some(m) = metrics {
-        let found = lookup::states(&state.params, sorted, name, Vec::new());
-        let after = entries.iter().zip(found).map(|(e, ps)| {
+        let found = lookup::states(&state.params, sorted, &name, Vec::new());
+        let mut after = entries.iter().zip(found).map(|(e, ps)| {
             (
                 e.name,
                 &*e.param,
                 ps.map(|ps| ps.matrix).unwrap_or_default(),
             )
         });
-        state.metrics.last = Some(m.finish(step, after));
+        state.metrics.last = Some(m.finish(step, &mut after));
     }
     state.order = order;
     if advance {
@@ -806,7 +819,7 @@ pub(crate) fn ensure_states<E: Float>(
 ) -> Vec<bool> {
     let mut order = NameOrder::default();
     let mut fresh = vec![false; metas.len()];
-    if let Ok(sorted) = order.order(metas.len(), |i| metas[i].info.name) {
+    if let Ok(sorted) = order.order(metas.len(), &|i| metas[i].info.name) {
         let scratch = &mut Scratch::default();
         ensure_states_ordered(state, metas, rules, sorted, Some(&mut fresh), scratch);
     }
@@ -829,7 +842,7 @@ fn ensure_states_ordered<E: Float>(
     let reciprocals = state.arithmetic == Arithmetic::Reciprocal;
     let mut missing = Vec::new();
     let name = |i: usize| metas[i].info.name;
-    let mut found = lookup::states_mut(&mut state.params, sorted, name, scratch.take(List::Found));
+    let mut found = lookup::states_mut(&mut state.params, sorted, &name, scratch.take(List::Found));
     for (i, ps) in found.drain(..).enumerate() {
         match ps {
             Some(ps) if !stale(ps, &metas[i]) => {

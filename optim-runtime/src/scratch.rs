@@ -112,6 +112,8 @@ pub(crate) enum List {
     Found,
     /// Their staged jobs.
     Jobs,
+    /// The same jobs as trait objects (what the loops run on).
+    Erased,
     /// One loop's calls.
     Calls,
     /// One loop's reduction totals per call.

@@ -12,7 +12,7 @@ use crate::hyper::Hyper;
 use crate::lowp::q8::{self, Q8Buf, Q8Map};
 use crate::lowp::LowBuf;
 use crate::optimizer::{DslOptimizer, Field, OptimizerConfig};
-use crate::state::{grow, ParamState};
+use crate::state::{grow, OptState, ParamState};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -118,6 +118,65 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
     ema: Option<&mut WeightEma<E>>,
     bytes: &[u8],
 ) -> Result<(), OptimError> {
+    let mut config = opt.config().clone();
+    let target = Target {
+        name: <O::Config as OptimizerConfig>::NAME,
+        rule_count: O::rule_count(),
+        exposes_config: opt.config_mut().is_some(),
+        state: opt.opt_state_mut(),
+    };
+    if load_into(target, &mut config, ema, bytes)? {
+        if let Some(c) = opt.config_mut() {
+            *c = config;
+        }
+    }
+    Ok(())
+}
+
+/// What a load needs of the optimizer besides its config, read through its type once: the
+/// loading below is then compiled once per element type, not once per optimizer.
+struct Target<'o, E> {
+    /// `OptimizerConfig::NAME`.
+    name: &'static str,
+    /// `DslOptimizer::rule_count`.
+    rule_count: usize,
+    /// Whether `DslOptimizer::config_mut` gives access to the config.
+    exposes_config: bool,
+    /// The optimizer state, replaced when the whole file is valid.
+    state: &'o mut OptState<E>,
+}
+
+/// The calls a load makes on the optimizer's config, object-safe (see [`Target`]).
+trait LoadConfig {
+    /// `OptimizerConfig::fields`.
+    fn fields(&self) -> Vec<(&'static str, Field)>;
+    /// `OptimizerConfig::set_field`.
+    fn set_field(&mut self, name: &str, value: Field) -> Result<(), OptimError>;
+    /// `OptimizerConfig::values` at `step`, for its error only.
+    fn check_values(&self, step: u64) -> Result<(), OptimError>;
+}
+
+impl<C: OptimizerConfig> LoadConfig for C {
+    fn fields(&self) -> Vec<(&'static str, Field)> {
+        OptimizerConfig::fields(self)
+    }
+    fn set_field(&mut self, name: &str, value: Field) -> Result<(), OptimError> {
+        OptimizerConfig::set_field(self, name, value)
+    }
+    fn check_values(&self, step: u64) -> Result<(), OptimError> {
+        self.values(step).map(|_| ())
+    }
+}
+
+/// [`load`] into `opt`'s state, with `config` a copy of its config: validates everything, then
+/// swaps the state (and `ema`) in and sets `config` to the checkpoint's. `Ok(true)` when that
+/// config differs from the optimizer's (the caller then stores it through `config_mut`).
+fn load_into<E: Float>(
+    opt: Target<'_, E>,
+    config: &mut dyn LoadConfig,
+    ema: Option<&mut WeightEma<E>>,
+    bytes: &[u8],
+) -> Result<bool, OptimError> {
     let dtype = dtype_of::<E>()?;
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| ck(format!("not a safetensors file: {e}")))?;
@@ -135,7 +194,7 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
     let meta: Meta =
         serde_json::from_str(json).map_err(|e| ck(format!("malformed metadata: {e}")))?;
     check_integrity(bytes, &meta)?;
-    let name = <O::Config as OptimizerConfig>::NAME;
+    let name = opt.name;
     if meta.optimizer != name {
         return Err(ck(format!(
             "written by optimizer `{}`, cannot load into `{name}`",
@@ -155,7 +214,7 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
     }
 
     // Parameters: decode everything into fresh state.
-    let current = &opt.opt_state().params;
+    let current = &opt.state.params;
     let mut new_params: BTreeMap<String, ParamState<E>> = BTreeMap::new();
     for pm in &meta.params {
         let p = pm.name.as_str();
@@ -182,13 +241,12 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
                 Some(_) => {}
             }
         }
-        if pm.rule >= O::rule_count() {
+        if pm.rule >= opt.rule_count {
             return Err(mismatch(
                 p,
                 format!(
                     "rule {} does not exist (`{name}` has {} rules)",
-                    pm.rule,
-                    O::rule_count()
+                    pm.rule, opt.rule_count
                 ),
             ));
         }
@@ -269,7 +327,6 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
     }
 
     // Config: set every field on a copy, then validate it at the checkpoint's step.
-    let mut config = opt.config().clone();
     let fields = config.fields();
     let file_names: Vec<&str> = meta.config.iter().map(|(n, _)| n.as_str()).collect();
     let ours: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
@@ -302,10 +359,10 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
             .map_err(|e| ck(format!("config: {e}")))?;
     }
     config
-        .values(meta.step)
+        .check_values(meta.step)
         .map_err(|e| ck(format!("config: {e}")))?;
-    let config_changed = config.fields() != opt.config().fields();
-    if config_changed && opt.config_mut().is_none() {
+    let config_changed = config.fields() != fields;
+    if config_changed && !opt.exposes_config {
         return Err(ck(format!(
             "the checkpoint's config differs from the optimizer's and `{name}` does not expose \
              `config_mut`; build the optimizer with the checkpoint's config"
@@ -379,13 +436,8 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
         }
     };
 
-    // Everything validated: swap in.
-    if config_changed {
-        if let Some(c) = opt.config_mut() {
-            *c = config;
-        }
-    }
-    let state = opt.opt_state_mut();
+    // Everything validated: swap in (the config through the caller).
+    let state = opt.state;
     state.step = meta.step;
     state.skipped_steps = meta.skipped_steps;
     state.non_finite = meta.non_finite_policy;
@@ -401,5 +453,5 @@ pub(super) fn load<E: Float, O: DslOptimizer<E>>(
     if let (Some(target), Some(new)) = (ema, new_ema) {
         target.restore(new);
     }
-    Ok(())
+    Ok(config_changed)
 }

@@ -12,6 +12,7 @@ use crate::float::Float;
 use crate::hyper::Hyper;
 use crate::optimizer::{DslOptimizer, Field, OptimizerConfig};
 use crate::plan::{Plan, RuleBody};
+use crate::state::OptState;
 use safetensors::tensor::Dtype;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -37,17 +38,45 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
     opt: &O,
     ema: Option<&WeightEma<E>>,
 ) -> Result<Vec<u8>, OptimError> {
+    let described = Described {
+        name: <O::Config as OptimizerConfig>::NAME,
+        plan: opt.explain(),
+        state_names: O::state_names,
+        fields: opt.config().fields(),
+    };
+    state_to_bytes(opt.opt_state(), &described, ema)
+}
+
+/// What a checkpoint records of an optimizer besides its state, read through its type once:
+/// the serialisation below is then compiled once per element type, not once per optimizer.
+struct Described {
+    /// `OptimizerConfig::NAME`.
+    name: &'static str,
+    /// `DslOptimizer::explain`.
+    plan: Plan,
+    /// `DslOptimizer::state_names`.
+    state_names: fn(usize) -> &'static [&'static str],
+    /// `OptimizerConfig::fields` of the current config.
+    fields: Vec<(&'static str, Field)>,
+}
+
+/// [`to_bytes`] of the optimizer state `state` described by `opt`.
+fn state_to_bytes<E: Float>(
+    state: &OptState<E>,
+    opt: &Described,
+    ema: Option<&WeightEma<E>>,
+) -> Result<Vec<u8>, OptimError> {
     let dtype = dtype_of::<E>()?;
     // state held on a device (after a dfdx `Cuda` step) is read back first: a checkpoint holds
     // the same values whichever device the state is on
     let on_host;
-    let state = if opt.opt_state().on_device() {
-        on_host = opt.opt_state().to_host()?;
+    let state = if state.on_device() {
+        on_host = state.to_host()?;
         &on_host
     } else {
-        opt.opt_state()
+        state
     };
-    let plan = opt.explain();
+    let plan = &opt.plan;
     let mut tensors: Vec<(String, Owned)> = Vec::new();
     let mut keys: HashSet<String> = HashSet::new();
     let mut claim = |preferred: String, fallback: String| -> Result<String, OptimError> {
@@ -68,7 +97,7 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
     for (name, ps) in &state.params {
         // Exact names by slot index when the optimizer provides them; otherwise the plan names
         // the live (allocated) buffers in slot order.
-        let exact = O::state_names(ps.rule);
+        let exact = (opt.state_names)(ps.rule);
         // a slot lives in `buffers` or, stored in 16 bits, in `low`
         let nslots = ps.buffers.len().max(ps.low.len()).max(ps.q8.len());
         let full = |k: usize| ps.buffers.get(k).filter(|b| !b.is_empty());
@@ -77,7 +106,7 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
         let names: Vec<&'static str> = if exact.len() >= nslots {
             Vec::new()
         } else {
-            let names = slot_names(&plan, ps.rule);
+            let names = slot_names(plan, ps.rule);
             let live = (0..nslots)
                 .filter(|&k| full(k).is_some() || low(k).is_some() || quant(k).is_some())
                 .count();
@@ -224,9 +253,9 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
     };
 
     let config = opt
-        .config()
-        .fields()
-        .into_iter()
+        .fields
+        .iter()
+        .cloned()
         .map(|(n, f)| {
             let r = match f {
                 Field::Flag(b) => FieldRepr::Flag(b),
@@ -249,7 +278,7 @@ pub(super) fn to_bytes<E: Float, O: DslOptimizer<E>>(
             FORMAT_VERSION
         },
         checksum: Some(checksum::placeholder()),
-        optimizer: <O::Config as OptimizerConfig>::NAME.to_string(),
+        optimizer: opt.name.to_string(),
         dtype: E::NAME.to_string(),
         step: state.step,
         skipped_steps: state.skipped_steps,
@@ -276,10 +305,14 @@ pub(super) fn save_file<E: Float, O: DslOptimizer<E>>(
     ema: Option<&WeightEma<E>>,
     path: &Path,
 ) -> Result<(), OptimError> {
-    let bytes = to_bytes(opt, ema)?;
+    write_file(path, &to_bytes(opt, ema)?)
+}
+
+/// Writes `bytes` to `path` through a sibling temporary file and a rename.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), OptimError> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
-    std::fs::write(&tmp, &bytes).map_err(|e| ck(format!("writing {}: {e}", tmp.display())))?;
+    std::fs::write(&tmp, bytes).map_err(|e| ck(format!("writing {}: {e}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(|e| ck(format!("renaming to {}: {e}", path.display())))
 }

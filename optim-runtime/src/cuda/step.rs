@@ -427,7 +427,11 @@ where
         undo(opt.opt_state_mut(), metas, links, fresh, snapshots);
         return Err(e);
     }
-    execute(&mut jobs, links, metas, max_stages, sync)
+    let mut erased: Vec<&mut dyn StagedJob<E>> = jobs
+        .iter_mut()
+        .map(|j| j as &mut dyn StagedJob<E>)
+        .collect();
+    execute(&mut erased, links, metas, max_stages, sync)
 }
 
 /// Undoes the state creation of a step that could not allocate its device buffers: slots
@@ -498,9 +502,10 @@ fn lend<'b, T>(
 }
 
 /// The stages of every job, stage by stage across all parameters (as the CPU executor), each
-/// loop as one multi-tensor launch.
-fn execute<E: Float, B: Backend<E>, J: StagedJob<E>>(
-    jobs: &mut [J],
+/// loop as one multi-tensor launch. The jobs are trait objects, so that this is compiled once
+/// per element type and backend, not once per optimizer.
+fn execute<E: Float, B: Backend<E>>(
+    jobs: &mut [&mut dyn StagedJob<E>],
     links: &[Arc<Link<E, B>>],
     metas: &[Meta<'_>],
     max_stages: usize,

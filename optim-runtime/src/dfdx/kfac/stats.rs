@@ -259,6 +259,22 @@ impl KfacStats {
         O: DslOptimizer<E>,
         Cpu: Device<E>,
     {
+        self.update_into(model, grads, opt)
+    }
+
+    /// [`update`](Self::update) with the optimizer as a trait object: compiled once per element
+    /// type and model, not once per optimizer too.
+    fn update_into<E, M>(
+        &mut self,
+        model: &mut M,
+        grads: &mut Gradients<E, Cpu>,
+        opt: &mut dyn KronTarget<E>,
+    ) -> Result<KfacReport, OptimError>
+    where
+        E: Float,
+        M: TensorCollection<E, Cpu>,
+        Cpu: Device<E>,
+    {
         let layers = read_layers(model, grads)?;
         if layers.is_empty() {
             return Err(no_layers());
@@ -291,14 +307,13 @@ impl KfacStats {
             // validate against the optimizer's state before writing anything
             for (name, shape, _, _) in &pushes {
                 let numel: usize = shape.iter().product();
-                if let Some(ps) = opt.opt_state().params.get(name.as_str()) {
-                    if ps.len != numel {
+                if let Some(len) = opt.state_len(name) {
+                    if len != numel {
                         return Err(OptimError::ShapeMismatch {
                             param: name.clone(),
                             detail: format!(
                                 "the K-FAC layer has {numel} elements but the optimizer state \
-                                 has {}",
-                                ps.len
+                                 has {len}"
                             ),
                         });
                     }
@@ -307,7 +322,7 @@ impl KfacStats {
         }
         write_layers(model, grads, &layers, &outcomes)?;
         for (name, shape, left, right) in pushes {
-            opt.set_kron_factors(&name, &shape, Some(left), Some(right))?;
+            opt.set_factors(&name, &shape, left, right)?;
         }
         self.updates += 1;
         Ok(KfacReport {
@@ -324,6 +339,35 @@ impl KfacStats {
                 .collect(),
             refreshed: refresh,
         })
+    }
+}
+
+/// What [`KfacStats::update`] uses of the optimizer, object-safe (see `update_into`).
+trait KronTarget<E> {
+    /// The length of parameter `name`'s state, if it has one.
+    fn state_len(&self, name: &str) -> Option<usize>;
+    /// `DslOptimizer::set_kron_factors` with both factors.
+    fn set_factors(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        left: Vec<E>,
+        right: Vec<E>,
+    ) -> Result<(), OptimError>;
+}
+
+impl<E: Float, O: DslOptimizer<E>> KronTarget<E> for O {
+    fn state_len(&self, name: &str) -> Option<usize> {
+        self.opt_state().params.get(name).map(|ps| ps.len)
+    }
+    fn set_factors(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        left: Vec<E>,
+        right: Vec<E>,
+    ) -> Result<(), OptimError> {
+        self.set_kron_factors(name, shape, Some(left), Some(right))
     }
 }
 
