@@ -2,7 +2,8 @@
 
 use super::checksum;
 use super::format::{
-    ck, decode, decode_bits, decode_f64, dtype_of, low_dtype, mismatch, BufferMeta, FieldRepr, Meta,
+    ck, decode, decode_bits, decode_f64, dtype_of, low_dtype, mismatch, BufferMeta, FieldRepr,
+    Meta, ParamMeta,
 };
 use super::{FORMAT_VERSION, FORMAT_VERSION_LOW_PRECISION, FORMAT_VERSION_Q8, METADATA_KEY};
 use crate::ema::{EmaParam, WeightEma};
@@ -178,6 +179,41 @@ fn load_into<E: Float>(
     bytes: &[u8],
 ) -> Result<bool, OptimError> {
     let dtype = dtype_of::<E>()?;
+    let (st, meta) = read_meta(bytes)?;
+    check_identity::<E>(&meta, opt.name)?;
+    let new_params = decode_params(
+        &st,
+        &meta,
+        &opt.state.params,
+        opt.rule_count,
+        opt.name,
+        dtype,
+    )?;
+    let config_changed = decode_config(config, &meta, opt.name, opt.exposes_config)?;
+    let new_ema = decode_ema(&st, &meta, ema.as_deref(), dtype)?;
+
+    // Everything validated: swap in (the config through the caller).
+    let state = opt.state;
+    state.step = meta.step;
+    state.skipped_steps = meta.skipped_steps;
+    state.non_finite = meta.non_finite_policy;
+    state.shape_change = meta.shape_change;
+    state.scalar_precision = meta.scalar_precision;
+    state.arithmetic = meta.arithmetic;
+    state.params = new_params;
+    // device copies of the old state are stale; the next device step uploads the loaded state
+    // (the parameter copies stay: they mirror the model, which a checkpoint does not change)
+    if let Some(store) = state.device.0.as_mut() {
+        store.clear_state();
+    }
+    if let (Some(target), Some(new)) = (ema, new_ema) {
+        target.restore(new);
+    }
+    Ok(config_changed)
+}
+
+/// The file's safetensors view and its metadata, after the format and checksum checks.
+fn read_meta(bytes: &[u8]) -> Result<(SafeTensors<'_>, Meta), OptimError> {
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| ck(format!("not a safetensors file: {e}")))?;
     let (_, header) = SafeTensors::read_metadata(bytes)
@@ -194,7 +230,11 @@ fn load_into<E: Float>(
     let meta: Meta =
         serde_json::from_str(json).map_err(|e| ck(format!("malformed metadata: {e}")))?;
     check_integrity(bytes, &meta)?;
-    let name = opt.name;
+    Ok((st, meta))
+}
+
+/// The file was written by optimizer `name` with state of element type `E`.
+fn check_identity<E: Float>(meta: &Meta, name: &str) -> Result<(), OptimError> {
     if meta.optimizer != name {
         return Err(ck(format!(
             "written by optimizer `{}`, cannot load into `{name}`",
@@ -213,8 +253,19 @@ fn load_into<E: Float>(
         });
     }
 
-    // Parameters: decode everything into fresh state.
-    let current = &opt.state.params;
+    Ok(())
+}
+
+/// Every parameter's state decoded from the file into fresh state, checked against the
+/// optimizer's `current` state (when it has any: names, lengths, buffers) and its rule count.
+fn decode_params<E: Float>(
+    st: &SafeTensors<'_>,
+    meta: &Meta,
+    current: &BTreeMap<String, ParamState<E>>,
+    rule_count: usize,
+    name: &str,
+    dtype: Dtype,
+) -> Result<BTreeMap<String, ParamState<E>>, OptimError> {
     let mut new_params: BTreeMap<String, ParamState<E>> = BTreeMap::new();
     for pm in &meta.params {
         let p = pm.name.as_str();
@@ -241,82 +292,16 @@ fn load_into<E: Float>(
                 Some(_) => {}
             }
         }
-        if pm.rule >= opt.rule_count {
+        if pm.rule >= rule_count {
             return Err(mismatch(
                 p,
                 format!(
                     "rule {} does not exist (`{name}` has {} rules)",
-                    pm.rule, opt.rule_count
+                    pm.rule, rule_count
                 ),
             ));
         }
-        let mut ps = ParamState::new(pm.rule, pm.len);
-        ps.shape = pm.shape.clone();
-        ps.step = pm.step;
-        for (slot, b) in pm.buffers.iter().enumerate() {
-            let Some(b) = b else {
-                ps.buffers.push(Vec::new());
-                continue;
-            };
-            let have = current.get(p).and_then(|c| {
-                c.buffers
-                    .get(slot)
-                    .filter(|x| !x.is_empty())
-                    .map(Vec::len)
-                    .or_else(|| {
-                        c.low
-                            .get(slot)
-                            .filter(|l| !l.bits.is_empty())
-                            .map(|l| l.bits.len())
-                    })
-                    .or_else(|| c.slot_q8(slot).map(|_| c.q8[slot].codes.len()))
-            });
-            if let Some(have) = have.filter(|&h| h != b.len) {
-                return Err(mismatch(
-                    p,
-                    format!(
-                        "state `{}` has {} elements in the checkpoint, {have} in the optimizer",
-                        b.name, b.len
-                    ),
-                ));
-            }
-            if let Some(map) = b.q8 {
-                ps.buffers.push(Vec::new());
-                grow(&mut ps.q8, slot, || Q8Buf::empty(map));
-                ps.q8[slot] = read_q8(&st, p, b, map)?;
-                continue;
-            }
-            match b.dtype {
-                None => ps
-                    .buffers
-                    .push(read_tensor::<E>(&st, p, &b.key, b.len, dtype)?),
-                Some(d) => {
-                    // a 16-bit buffer, kept as stored (format 3)
-                    let t = st.tensor(&b.key).map_err(|_| {
-                        mismatch(p, format!("tensor `{}` is missing from the file", b.key))
-                    })?;
-                    check_view(&t, p, &b.key, b.len, low_dtype(d))?;
-                    grow(&mut ps.low, slot, || LowBuf::empty(d));
-                    ps.low[slot] = LowBuf {
-                        dtype: d,
-                        bits: decode_bits(t.data()),
-                    };
-                    ps.buffers.push(Vec::new());
-                }
-            }
-        }
-        match &pm.scalars {
-            None if pm.scalars_init.is_empty() => {}
-            None => return Err(mismatch(p, "scalar states are missing")),
-            Some(key) => {
-                let t = st
-                    .tensor(key)
-                    .map_err(|_| mismatch(p, format!("tensor `{key}` is missing from the file")))?;
-                check_view(&t, p, key, pm.scalars_init.len(), Dtype::F64)?;
-                ps.scalars = decode_f64(t.data());
-            }
-        }
-        ps.scalars_init = pm.scalars_init.clone();
+        let ps = decode_param(st, pm, current.get(p), dtype)?;
         new_params.insert(pm.name.clone(), ps);
     }
     if let Some(missing) = current.keys().find(|k| !new_params.contains_key(*k)) {
@@ -326,7 +311,96 @@ fn load_into<E: Float>(
         ));
     }
 
-    // Config: set every field on a copy, then validate it at the checkpoint's step.
+    Ok(new_params)
+}
+
+/// One parameter's state (`pm`), checked against the optimizer's state for it, if any.
+fn decode_param<E: Float>(
+    st: &SafeTensors<'_>,
+    pm: &ParamMeta,
+    current: Option<&ParamState<E>>,
+    dtype: Dtype,
+) -> Result<ParamState<E>, OptimError> {
+    let p = pm.name.as_str();
+    let mut ps = ParamState::new(pm.rule, pm.len);
+    ps.shape = pm.shape.clone();
+    ps.step = pm.step;
+    for (slot, b) in pm.buffers.iter().enumerate() {
+        let Some(b) = b else {
+            ps.buffers.push(Vec::new());
+            continue;
+        };
+        let have = current.and_then(|c| {
+            c.buffers
+                .get(slot)
+                .filter(|x| !x.is_empty())
+                .map(Vec::len)
+                .or_else(|| {
+                    c.low
+                        .get(slot)
+                        .filter(|l| !l.bits.is_empty())
+                        .map(|l| l.bits.len())
+                })
+                .or_else(|| c.slot_q8(slot).map(|_| c.q8[slot].codes.len()))
+        });
+        if let Some(have) = have.filter(|&h| h != b.len) {
+            return Err(mismatch(
+                p,
+                format!(
+                    "state `{}` has {} elements in the checkpoint, {have} in the optimizer",
+                    b.name, b.len
+                ),
+            ));
+        }
+        if let Some(map) = b.q8 {
+            ps.buffers.push(Vec::new());
+            grow(&mut ps.q8, slot, || Q8Buf::empty(map));
+            ps.q8[slot] = read_q8(st, p, b, map)?;
+            continue;
+        }
+        match b.dtype {
+            None => ps
+                .buffers
+                .push(read_tensor::<E>(st, p, &b.key, b.len, dtype)?),
+            Some(d) => {
+                // a 16-bit buffer, kept as stored (format 3)
+                let t = st.tensor(&b.key).map_err(|_| {
+                    mismatch(p, format!("tensor `{}` is missing from the file", b.key))
+                })?;
+                check_view(&t, p, &b.key, b.len, low_dtype(d))?;
+                grow(&mut ps.low, slot, || LowBuf::empty(d));
+                ps.low[slot] = LowBuf {
+                    dtype: d,
+                    bits: decode_bits(t.data()),
+                };
+                ps.buffers.push(Vec::new());
+            }
+        }
+    }
+    match &pm.scalars {
+        None if pm.scalars_init.is_empty() => {}
+        None => return Err(mismatch(p, "scalar states are missing")),
+        Some(key) => {
+            let t = st
+                .tensor(key)
+                .map_err(|_| mismatch(p, format!("tensor `{key}` is missing from the file")))?;
+            check_view(&t, p, key, pm.scalars_init.len(), Dtype::F64)?;
+            ps.scalars = decode_f64(t.data());
+        }
+    }
+    ps.scalars_init = pm.scalars_init.clone();
+    Ok(ps)
+}
+
+/// Sets every config field of the file on `config` (a copy of the optimizer's), then validates
+/// it at the checkpoint's step. `Ok(true)` when it differs from the optimizer's config, which
+/// is an error unless the optimizer exposes `config_mut` (`exposes_config`).
+fn decode_config(
+    config: &mut dyn LoadConfig,
+    meta: &Meta,
+    name: &str,
+    exposes_config: bool,
+) -> Result<bool, OptimError> {
     let fields = config.fields();
     let file_names: Vec<&str> = meta.config.iter().map(|(n, _)| n.as_str()).collect();
     let ours: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
@@ -362,15 +436,24 @@ fn load_into<E: Float>(
         .check_values(meta.step)
         .map_err(|e| ck(format!("config: {e}")))?;
     let config_changed = config.fields() != fields;
-    if config_changed && !opt.exposes_config {
+    if config_changed && !exposes_config {
         return Err(ck(format!(
             "the checkpoint's config differs from the optimizer's and `{name}` does not expose \
              `config_mut`; build the optimizer with the checkpoint's config"
         )));
     }
 
-    // EMA.
-    let new_ema = match (ema.as_deref(), &meta.ema) {
+    Ok(config_changed)
+}
+
+/// The file's weight EMA for `ema` (`None` when the caller loads no EMA), checked against it.
+fn decode_ema<E: Float>(
+    st: &SafeTensors<'_>,
+    meta: &Meta,
+    ema: Option<&WeightEma<E>>,
+    dtype: Dtype,
+) -> Result<Option<WeightEma<E>>, OptimError> {
+    Ok(match (ema, &meta.ema) {
         (None, _) => None,
         (Some(_), None) => return Err(ck("the checkpoint has no weight EMA")),
         (Some(target), Some(em)) => {
@@ -400,7 +483,7 @@ fn load_into<E: Float>(
                         Some(_) => {}
                     }
                 }
-                let value = read_tensor::<E>(&st, &p.name, &p.key, p.len, dtype)?;
+                let value = read_tensor::<E>(st, &p.name, &p.key, p.len, dtype)?;
                 if ps
                     .insert(
                         p.name.clone(),
@@ -434,24 +517,5 @@ fn load_into<E: Float>(
                 ps,
             ))
         }
-    };
-
-    // Everything validated: swap in (the config through the caller).
-    let state = opt.state;
-    state.step = meta.step;
-    state.skipped_steps = meta.skipped_steps;
-    state.non_finite = meta.non_finite_policy;
-    state.shape_change = meta.shape_change;
-    state.scalar_precision = meta.scalar_precision;
-    state.arithmetic = meta.arithmetic;
-    state.params = new_params;
-    // device copies of the old state are stale; the next device step uploads the loaded state
-    // (the parameter copies stay: they mirror the model, which a checkpoint does not change)
-    if let Some(store) = state.device.0.as_mut() {
-        store.clear_state();
-    }
-    if let (Some(target), Some(new)) = (ema, new_ema) {
-        target.restore(new);
-    }
-    Ok(config_changed)
+    })
 }
