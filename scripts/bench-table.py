@@ -36,6 +36,7 @@ LOWP = [
     ("dsl_bf16", "bf16 state", 20, "bound_16"),
     ("dsl_bf16_sr", "bf16 state, stochastic rounding", 20, "bound_16"),
     ("dsl_f16", "f16 state", 20, "bound_16"),
+    ("dsl_f16_sr", "f16 state, stochastic rounding", 20, "bound_16"),
     ("dsl_q8", "8-bit moments", 16, "bound_8"),
 ]
 

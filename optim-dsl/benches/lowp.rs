@@ -13,6 +13,7 @@
 //! | `dsl_bf16` | AdamW, `bf16` moments, round to nearest (the zoo's `AdamWBf16`) | 20 |
 //! | `dsl_bf16_sr` | AdamW, `bf16` moments, stochastic rounding | 20 |
 //! | `dsl_f16` | AdamW, `f16` moments, round to nearest | 20 |
+//! | `dsl_f16_sr` | AdamW, `f16` moments, stochastic rounding | 20 |
 //! | `bound_8` | the same with `m`, `v` as 8-bit codes and one `f32` scale per 256 (linear codes, block absmax) | 16.0625 |
 //! | `dsl_q8` | AdamW, `q8`/`uq8` moments (8-bit block-wise, dynamic maps; the zoo's `AdamW8bit`) | 16.0625 |
 //! | `bound_16_again` | `bound_16` again, after the others (drift check) | 20 |
@@ -66,6 +67,11 @@ adamw_stored! {
 adamw_stored! {
     /// AdamW with both moments in f16 (round to nearest).
     pub AdamWF16: f16, f16
+}
+
+adamw_stored! {
+    /// AdamW with both moments in f16 (stochastic rounding).
+    pub AdamWF16Sr: f16_sr, f16_sr
 }
 
 /// `p, g` in `f32`, `m, v` as bf16 bits (widened by a shift, narrowed by truncation): 20 B/param.
@@ -309,6 +315,9 @@ fn bench_case(c: &mut Criterion, label: &str, n: usize) {
     let mut f16 = Slices::new(AdamWF16::<f32>::default(), n, 20);
     group.bench_function("dsl_f16", |b| b.iter(|| f16.step()));
     drop(f16);
+    let mut f16_sr = Slices::new(AdamWF16Sr::<f32>::default(), n, 20);
+    group.bench_function("dsl_f16_sr", |b| b.iter(|| f16_sr.step()));
+    drop(f16_sr);
     let (mut m8, mut v8) = (
         q8::Q8Buf::filled(Q8Map::Signed, n, 0.0),
         q8::Q8Buf::filled(Q8Map::Unsigned, n, 0.0),
