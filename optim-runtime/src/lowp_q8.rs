@@ -51,9 +51,9 @@
 //! parameters moves `16 + 4·4/256 = 16.0625` bytes per parameter
 //! ([`crate::KernelPlan::bytes_per_param_exact`]).
 //!
-//! **How it runs** (all paths give the same codes and values, bit for bit; `tests_q8.rs`
-//! checks each against the division and binary search of the first encoder). The generated
-//! loop dequantises a block into a stack buffer ([`load_block`]), runs the fused update, then
+//! **How it runs** (all paths give the same codes and values, bit for bit; `tests_q8.rs` checks
+//! each against the division and binary search of the first encoder). The generated loop
+//! dequantises a block into a stack buffer ([`load_block`]), runs the fused update, then
 //! quantises the block's new values ([`store_block`]: the absmax as an integer maximum of the
 //! magnitude bits, then the codes). For `f32` on a CPU with AVX-512F ([`q8_hardware`]) the
 //! codes come from a binary search over the block's 255 thresholds `⌊m · s⌋₃₂` (each midpoint
@@ -63,12 +63,14 @@
 //! from the map's 256 entries held in 16 registers, 8 permutes and a blend tree
 //! (`lowp_q8_avx512.rs`). Elsewhere, and for `f64`, the encoder looks the code up in bucket
 //! tables keyed by the exponent and top 7 mantissa bits of `|x / s|` (a bucket holds at most
-//! one midpoint: two independent lookups, [`Tables::encode`]; for `f32`, division-free:
+//! one midpoint: two independent lookups, `Tables::encode`; for `f32`, division-free:
 //! `encode_f32`), and the decoder is one table lookup per element. On the `lowp` bench's
-//! AMD EPYC (Zen 4, 2 cores) the AVX-512 encoder takes SPEED_ENC of the bucket tables' time
-//! and the decoder SPEED_DEC of the gather's (in-cache blocks, one core); the AdamW step
-//! with `q8`/`uq8` moments went from RATIO_BEFORE to RATIO_AFTER the `bound_8` loop that moves
-//! the same bytes with linear codes (README, `--bench lowp`).
+//! machine (AMD EPYC, Zen 4) the AVX-512 encoder takes about 0.45× the time per element of the
+//! bucket tables (whose lookups compile to two gathers per element from 72 KiB of tables per
+//! map) and the decoder about 0.65× that of the gather (blocks in cache, one core); the AdamW
+//! step with `q8`/`uq8` moments went from about 6.9× to 4.5× (1M parameters) and 7.1× to 3.4×
+//! (10M) the `bound_8` loop that moves the same bytes with linear codes (medians of several
+//! runs on a loaded machine; README, `--bench lowp`).
 //!
 //! **Where it differs from bitsandbytes:** bitsandbytes quantises `x · (1 / absmax)` (a
 //! reciprocal) and its CUDA search sends ties alternately up or down; tensors under 4,096
@@ -550,7 +552,11 @@ pub(crate) fn load_block_on<E: Float>(
     }
 }
 
+// The AVX-512 intrinsics are stable since Rust 1.89, as are the AVX-512 target features that
+// the runtime's dispatch (`kernel.rs`, `#[target_feature(enable = "avx512f,...")]`) already
+// enables (rust-lang/rust#138940): this module adds no requirement the crate lacked.
 #[cfg(target_arch = "x86_64")]
+#[clippy::msrv = "1.89"]
 #[path = "lowp_q8_avx512.rs"]
 mod avx512;
 
