@@ -232,16 +232,32 @@ fn store_block_ref<E: Float>(map: Q8Map, x: &[E], codes: &mut [u8], scale: &mut 
     }
 }
 
+/// [`store_block`]'s codes and scale bits against [`store_block_ref`]'s, on both paths: the
+/// portable one and, where the CPU has AVX-512F ([`q8_hardware`]), the AVX-512 one (`f32`).
+fn check_store<E: Float>(map: Q8Map, x: &[E], what: &str) {
+    let (mut c0, mut s0) = (vec![1u8; x.len()], 1.0f32);
+    store_block_ref(map, x, &mut c0, &mut s0);
+    for hw in [false, true] {
+        let (mut c, mut s) = (vec![0u8; x.len()], 0.0f32);
+        store_block_on(hw, map, x, &mut c, &mut s);
+        assert_eq!(s.to_bits(), s0.to_bits(), "{map:?} {what} hw {hw}: scale");
+        if let Some(i) = (0..x.len()).find(|&i| c[i] != c0[i]) {
+            panic!(
+                "{map:?} {what} hw {hw}: x[{i}] = {:e} (scale {s:e}) code {} not {}",
+                x[i].as_f64(),
+                c[i],
+                c0[i]
+            );
+        }
+    }
+}
+
 /// Whole blocks (random lengths, magnitudes, signs, NaN, infinities, zeros, `f32` and `f64`)
 /// give the same codes and scale bits as before.
 #[test]
 fn store_block_equals_reference() {
     fn check<E: Float>(map: Q8Map, x: &[E]) {
-        let (mut c1, mut c2) = (vec![0u8; x.len()], vec![1u8; x.len()]);
-        let (mut s1, mut s2) = (0.0f32, 1.0f32);
-        store_block(map, x, &mut c1, &mut s1);
-        store_block_ref(map, x, &mut c2, &mut s2);
-        assert_eq!((c1, s1.to_bits()), (c2, s2.to_bits()), "{map:?}");
+        check_store(map, x, "random block");
     }
     for b in 0..3_000u64 {
         let len = 1 + (crate::lowp::splitmix64_at(1, b) % 256) as usize;
@@ -310,11 +326,108 @@ fn store_block_f32_ties_and_edges() {
             for block in xs.chunks(255) {
                 let mut b = block.to_vec();
                 b.push(if block.len() % 2 == 0 { s } else { -s });
-                let (mut c1, mut c2) = (vec![0u8; b.len()], vec![1u8; b.len()]);
-                let (mut s1, mut s2) = (0.0f32, 1.0f32);
-                store_block(map, &b, &mut c1, &mut s1);
-                store_block_ref(map, &b, &mut c2, &mut s2);
-                assert_eq!((c1, s1.to_bits()), (c2, s2.to_bits()), "{map:?} scale {s}");
+                check_store(map, &b, &format!("scale {s}"));
+            }
+        }
+    }
+}
+
+/// `f32` blocks built to break a division-free encoder, on both paths against the division
+/// and binary search: each value exactly `m · s` where that product is an `f32` (the ties),
+/// and 1–3 ulps either side, for every midpoint `m` and both signs; scales with short and
+/// full mantissas, subnormal scales (thresholds that underflow `f32`) and scales near
+/// `f32::MAX`; ±0, subnormal values, lengths 1..=256 (every tail of the 64- and 16-lane
+/// loops), and blocks holding a NaN or an infinity.
+#[test]
+fn store_block_f32_adversarial_equals_reference() {
+    let mut rng = 0u64;
+    let mut next = || {
+        rng += 1;
+        crate::lowp::splitmix64_at(0x51, rng)
+    };
+    let scales = [
+        1.0f32,
+        0.3,
+        f32::from_bits(0x3f7f_ffff),
+        2.5e-7,
+        1.0e-38,
+        f32::from_bits(1),
+        f32::from_bits(0x0000_0300),
+        f32::from_bits(0x007f_ffff),
+        3.0e38,
+        f32::MAX,
+    ];
+    for map in [Q8Map::Signed, Q8Map::Unsigned] {
+        let t = map.tables();
+        for &s in &scales {
+            // the ties and their neighbours, as a pool to draw blocks from
+            let mut pool: Vec<f32> = Vec::new();
+            for &m in &t.mids {
+                for sign in [1.0f64, -1.0] {
+                    let p = sign * m * f64::from(s);
+                    let x = p as f32;
+                    for d in 0..4u32 {
+                        pool.push(f32::from_bits(x.to_bits().wrapping_add(d)));
+                        pool.push(f32::from_bits(x.to_bits().wrapping_sub(d)));
+                    }
+                }
+            }
+            pool.extend([0.0, -0.0, f32::from_bits(1), f32::from_bits(0x8000_0001)]);
+            pool.retain(|x| x.is_finite() && x.abs() <= s);
+            for round in 0..40u64 {
+                let len = match round {
+                    0 => 1,
+                    1 => 15,
+                    2 => 17,
+                    3 => 63,
+                    4 => 65,
+                    5 => 256,
+                    _ => 1 + (next() % 256) as usize,
+                };
+                let mut b: Vec<f32> = (0..len)
+                    .map(|_| pool[(next() % pool.len() as u64) as usize])
+                    .collect();
+                // the scale itself, of either sign, somewhere in the block
+                let at = (next() % len as u64) as usize;
+                b[at] = if round % 2 == 0 { s } else { -s };
+                check_store(map, &b, &format!("scale {s:e} round {round}"));
+                if round % 8 == 7 {
+                    b[(next() % len as u64) as usize] =
+                        [f32::NAN, f32::INFINITY][round as usize % 2];
+                    check_store(map, &b, &format!("non-finite, scale {s:e}"));
+                }
+            }
+        }
+    }
+}
+
+/// [`load_block`] on both paths gives the bits of [`load`] for every code, under scales that
+/// are zero, subnormal, ordinary, near `f32::MAX` (products that overflow) and NaN, for every
+/// tail length of the 16-lane loop.
+#[test]
+fn load_block_paths_equal_load() {
+    let codes: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+    for map in [Q8Map::Signed, Q8Map::Unsigned] {
+        let q = map.values();
+        for s in [
+            0.0f32,
+            f32::from_bits(3),
+            1.0e-30,
+            0.731,
+            1.0,
+            6.0e4,
+            f32::MAX,
+            f32::NAN,
+        ] {
+            for len in (1..=40).chain([255, 256]) {
+                let c = &codes[len % 7..len % 7 + len];
+                let want: Vec<u32> = c.iter().map(|&c| load::<f32>(q, c, s).to_bits()).collect();
+                for hw in [false, true] {
+                    let mut out = vec![7.0f32; len];
+                    load_block_on(hw, q, c, s, &mut out);
+                    let got: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(got, want, "{map:?} scale {s:e} len {len} hw {hw}");
+                }
             }
         }
     }
