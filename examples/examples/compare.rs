@@ -791,11 +791,11 @@ impl Progress {
         match &self.bar {
             Some(bar) => {
                 bar.set_position(step as u64);
-                if step % 10 == 0 {
+                if step.is_multiple_of(10) {
                     bar.set_message(msg());
                 }
             }
-            None if step % self.every == 0 && step < self.total => eprintln!(
+            None if step.is_multiple_of(self.every) && step < self.total => eprintln!(
                 "{:>8}  step {step:>w$}/{}  {}  ({:.1} s)",
                 self.name,
                 self.total,

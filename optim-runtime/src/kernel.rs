@@ -315,7 +315,7 @@ impl<E: Float> StagedJob<E> for EmptyJob {
 pub const CHUNK: usize = optim_abi::CHUNK;
 
 // 8-bit state is quantised in blocks; chunks must hold whole blocks
-const _: () = assert!(CHUNK % q8::BLOCK == 0);
+const _: () = assert!(CHUNK.is_multiple_of(q8::BLOCK));
 
 /// Below this many elements in a whole stage, everything runs on the calling thread (waking
 /// the pool costs more than the work).

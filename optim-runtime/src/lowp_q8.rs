@@ -552,11 +552,9 @@ pub(crate) fn load_block_on<E: Float>(
     }
 }
 
-// The AVX-512 intrinsics are stable since Rust 1.89, as are the AVX-512 target features that
-// the runtime's dispatch (`kernel.rs`, `#[target_feature(enable = "avx512f,...")]`) already
-// enables (rust-lang/rust#138940): this module adds no requirement the crate lacked.
+// The AVX-512 intrinsics and target features are stable since Rust 1.89 (the workspace's
+// `rust-version`; the runtime's dispatch in `kernel.rs` enables `avx512f` too).
 #[cfg(target_arch = "x86_64")]
-#[clippy::msrv = "1.89"]
 #[path = "lowp_q8_avx512.rs"]
 mod avx512;
 

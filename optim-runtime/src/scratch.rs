@@ -48,7 +48,7 @@ impl Spare {
         if self.bytes == 0 || size == 0 {
             return Vec::new();
         }
-        if align != self.align || self.bytes % size != 0 {
+        if align != self.align || !self.bytes.is_multiple_of(size) {
             self.free();
             return Vec::new();
         }

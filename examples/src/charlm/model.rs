@@ -297,7 +297,7 @@ impl<
         Self: BuildModule<Cpu, f32>,
     {
         assert!(
-            H > 0 && M % H == 0,
+            H > 0 && M.is_multiple_of(H),
             "width {M} is not a multiple of {H} heads"
         );
         <Self as BuildModule<Cpu, f32>>::build(dev)

@@ -72,7 +72,7 @@ pub fn check_call<P: MatrixWord>(
 /// `B` per-slice vectors cut from `v` when its length is a non-zero multiple of `B`, else
 /// `None` (the buffer is new or does not belong to this batch).
 fn split<E: Float>(v: &[E], count: usize) -> Option<Vec<Vec<E>>> {
-    if v.is_empty() || v.len() % count != 0 {
+    if v.is_empty() || !v.len().is_multiple_of(count) {
         return None;
     }
     Some(v.chunks(v.len() / count).map(<[E]>::to_vec).collect())

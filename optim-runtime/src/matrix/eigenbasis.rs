@@ -132,7 +132,7 @@ pub fn eigenbasis_update<E: Float>(
     let finite = x.is_finite();
     let g = x.faer();
     let freq = cfg.update_freq.max(1);
-    let refresh = step > 1 && (step - 1) % freq == 0;
+    let refresh = step > 1 && (step - 1).is_multiple_of(freq);
     let mut offset = 0;
     for (side, &(d, active)) in sides.iter().enumerate() {
         if !active {

@@ -163,7 +163,7 @@ pub fn kron_precondition<E: Float>(
     } else {
         report.skipped_inputs += active;
     }
-    if fresh || cfg.update_freq <= 1 || step % cfg.update_freq == 0 {
+    if fresh || cfg.update_freq <= 1 || step.is_multiple_of(cfg.update_freq) {
         let mut offset = 0;
         for &(d, active) in &sides {
             if !active {

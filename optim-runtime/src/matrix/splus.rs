@@ -129,7 +129,7 @@ pub fn eigen_sign_update<E: Float>(
     }
     let finite = grad.is_finite();
     let g = grad.faer();
-    let refresh = step == 1 || step % cfg.update_freq.max(1) == 0;
+    let refresh = step == 1 || step.is_multiple_of(cfg.update_freq.max(1));
     let w = E::of_f64(1.0 - cfg.beta);
     let half = E::of_f64(0.5);
     let mut offset = 0;

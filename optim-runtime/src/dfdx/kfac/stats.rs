@@ -292,7 +292,7 @@ impl KfacStats {
                     .to_string(),
             ));
         }
-        let refresh = self.updates % self.config.update_every == 0;
+        let refresh = self.updates.is_multiple_of(self.config.update_every);
         let mut pushes: Vec<Push<E>> = Vec::new();
         if refresh {
             for (l, out) in layers.iter().zip(&outcomes) {
