@@ -16,7 +16,7 @@
 //! (in parallel across parameters); then stage `k + 1`.
 
 use crate::lowp::q8::{self, Q8Mut};
-use crate::narrow::Narrow;
+use crate::lowp::Narrow;
 use crate::scratch::{List, Scratch};
 use crate::Float;
 use rayon::prelude::*;
@@ -402,14 +402,14 @@ impl<E: Float> Item<'_, E> {
 
 impl<E: Float> Item<'_, E> {
     /// [`Item::run`] on a piece of a 16-bit parameter: block by block
-    /// ([`crate::narrow::STAGE`] elements, whole quantisation blocks), the parameter's and the
+    /// ([`crate::lowp::STAGE`] elements, whole quantisation blocks), the parameter's and the
     /// gradient's block is widened exactly into an array on the stack (the streams the loop
     /// reads, [`ParamUse`]), the loop runs on those arrays and the same block of every other
     /// stream (its reductions continuing their running sums, its random draws at the block's
     /// index in the parameter), and the parameter's block is rounded back to nearest (after the
     /// loop that writes it). Bit for bit the loop on widened copies of the whole tensors.
     fn run_narrow(&mut self, nw: Narrow<'_>) {
-        use crate::narrow::{narrow_block, widen_block, STAGE};
+        use crate::lowp::{narrow_block, widen_block, STAGE};
         let n = nw.param.len();
         let mut pb = [E::zero(); STAGE];
         let mut gb = [E::zero(); STAGE];

@@ -3,7 +3,7 @@
 //!
 //! The element type of a parameter and its gradient is a property of their streams, as the
 //! storage of low-precision state is ([`crate::lowp`]): the step's executor runs each loop of
-//! such a parameter block by block ([`STAGE`] elements, whole quantisation blocks): the
+//! such a parameter block by block ([`crate::lowp::STAGE`] elements, whole quantisation blocks): the
 //! parameter's and the gradient's block is widened exactly into an array on the stack, the
 //! generated loop runs on it (computing in `E`, with the same block of every state stream) and
 //! the parameter's block is rounded back to nearest, ties to even, after the loop that writes
@@ -21,84 +21,11 @@
 //! [`update_mixed_in_modules`] refuses it. Muon's `orthogonalize` reads its momentum, a state
 //! buffer, so Muon runs on blocks.
 
-use crate::lowp::{self, Bits, StateDtype};
+use crate::lowp::{Bits, Narrow, StateDtype};
 use crate::optimizer::{step_entries, DslOptimizer, Entry, LocalSync};
 use crate::param::{ParamInfo, ParamSlice};
 use crate::scratch::List;
 use crate::{Float, OptimError};
-
-/// Elements per block a loop of a 16-bit parameter runs on: a multiple of the quantisation
-/// block ([`lowp::q8::BLOCK`]), so 8-bit state stays block-aligned. Two arrays of this many
-/// `f32`s (16 KiB) stay in L1 while the loop runs.
-pub const STAGE: usize = 2048;
-
-const _: () = assert!(STAGE % lowp::q8::BLOCK == 0 && crate::kernel::CHUNK % STAGE == 0);
-
-/// A 16-bit parameter and its gradient as the executor sees them: the raw bits (one chunk of
-/// the parameter, once cut).
-#[derive(Debug)]
-pub(crate) struct Narrow<'a> {
-    pub dtype: StateDtype,
-    pub param: &'a mut [Bits],
-    pub grad: &'a [Bits],
-}
-
-impl<'a> Narrow<'a> {
-    /// The same parameter, borrowed for a shorter time.
-    pub(crate) fn reborrow(&mut self) -> Narrow<'_> {
-        Narrow {
-            dtype: self.dtype,
-            param: &mut *self.param,
-            grad: self.grad,
-        }
-    }
-
-    /// The first `n` elements and the rest (the gradient cut at the same place, or where it
-    /// ends).
-    pub(crate) fn split_at(self, n: usize) -> (Narrow<'a>, Narrow<'a>) {
-        let (p0, p1) = self.param.split_at_mut(n.min(self.param.len()));
-        let (g0, g1) = self.grad.split_at(n.min(self.grad.len()));
-        let d = self.dtype;
-        (
-            Narrow {
-                dtype: d,
-                param: p0,
-                grad: g0,
-            },
-            Narrow {
-                dtype: d,
-                param: p1,
-                grad: g1,
-            },
-        )
-    }
-}
-
-/// 16-bit values widened exactly into `out` (`min` of the two lengths).
-#[inline]
-pub(crate) fn widen_block<E: Float>(dtype: StateDtype, bits: &[Bits], out: &mut [E]) {
-    match dtype {
-        StateDtype::Bf16 => {
-            for (o, &b) in out.iter_mut().zip(bits) {
-                *o = lowp::load_bf16::<E>(b);
-            }
-        }
-        StateDtype::F16 => lowp::load_f16_block::<E>(bits, out),
-    }
-}
-
-/// `xs` rounded to nearest (ties to even) into the 16-bit `out` (`min` of the two lengths).
-#[inline]
-pub(crate) fn narrow_block<E: Float>(dtype: StateDtype, xs: &[E], out: &mut [Bits]) {
-    match dtype {
-        StateDtype::Bf16 => {
-            for (o, &x) in out.iter_mut().zip(xs) {
-                *o = lowp::store_bf16::<E>(x);
-            }
-        }
-        StateDtype::F16 => lowp::store_f16_block::<E>(xs, out),
-    }
-}
 
 /// Whether every element of `xs` is finite. `x - x` is `0` for a finite `x` and NaN for NaN or
 /// an infinity, so eight independent sums of it (which the compiler vectorises) are all zero
@@ -128,19 +55,10 @@ impl<E: Float> Entry<'_, E> {
     /// Whether every element of the gradient is finite.
     pub(crate) fn grad_finite(&self) -> bool {
         match &self.narrow {
-            Some(w) => crate::narrow::all_finite_bits(w.dtype, w.grad),
+            Some(w) => crate::lowp::all_finite_bits(w.dtype, w.grad),
             None => all_finite(self.grad),
         }
     }
-}
-
-/// Whether every element of the 16-bit `bits` is finite (its exponent field is not all ones).
-pub(crate) fn all_finite_bits(dtype: StateDtype, bits: &[Bits]) -> bool {
-    let exp: Bits = match dtype {
-        StateDtype::Bf16 => 0x7f80,
-        StateDtype::F16 => 0x7c00,
-    };
-    bits.iter().fold(true, |ok, &b| ok & (b & exp != exp))
 }
 
 /// A parameter stored in 16 bits and its gradient, of the same type, for

@@ -213,8 +213,8 @@ fn a_schedule_and_reciprocal_arithmetic_on_blocks_are_bitwise_the_staged_step() 
 #[test]
 fn low_precision_state_on_blocks_is_bitwise_the_staged_step() {
     for dtype in [DType::BF16, DType::F16] {
-        blocks_match_staging(|| AdamWBf16::<f32>::default(), dtype, 3, false);
-        blocks_match_staging(|| AdamW8bit::<f32>::default(), dtype, 3, false);
+        blocks_match_staging(AdamWBf16::<f32>::default, dtype, 3, false);
+        blocks_match_staging(AdamW8bit::<f32>::default, dtype, 3, false);
     }
 }
 
@@ -222,20 +222,20 @@ fn low_precision_state_on_blocks_is_bitwise_the_staged_step() {
 fn reductions_on_blocks_are_bitwise_the_staged_step() {
     for dtype in [DType::BF16, DType::F16] {
         // a per-tensor trust ratio: two loops, the first reading the parameter only
-        blocks_match_staging(|| Lamb::<f32>::default(), dtype, 3, false);
+        blocks_match_staging(Lamb::<f32>::default, dtype, 3, false);
         // a global norm over every parameter, then the update, with f16 state
-        blocks_match_staging(|| ClipAdamW::<f32>::default(), dtype, 3, false);
+        blocks_match_staging(ClipAdamW::<f32>::default, dtype, 3, false);
         // the norm of inexact values, computed in f64 and kept in f64 state: the blocks'
         // partial sums continue one running sum, in the staged path's order
-        blocks_match_staging(|| NormScaled::<f64>::default(), dtype, 3, false);
-        blocks_match_staging(|| ClipAdamW::<f64>::default(), dtype, 2, false);
+        blocks_match_staging(NormScaled::<f64>::default, dtype, 3, false);
+        blocks_match_staging(ClipAdamW::<f64>::default, dtype, 2, false);
     }
 }
 
 #[test]
 fn muon_on_blocks_is_bitwise_the_staged_step() {
     for dtype in [DType::BF16, DType::F16] {
-        blocks_match_staging(|| Muon::<f32>::default(), dtype, 3, false);
+        blocks_match_staging(Muon::<f32>::default, dtype, 3, false);
     }
 }
 
@@ -268,7 +268,7 @@ fn rules_say_whether_they_run_on_blocks() {
 /// and refused, changing nothing, when handed 16-bit storage directly.
 #[test]
 fn a_whole_tensor_rule_is_staged_and_refused_on_blocks() {
-    blocks_match_staging(|| Adafactor::<f32>::default(), DType::BF16, 2, false);
+    blocks_match_staging(Adafactor::<f32>::default, DType::BF16, 2, false);
 
     let mut opt = Adafactor::<f32>::default();
     let mut p: Vec<u16> = values(1, 12)
