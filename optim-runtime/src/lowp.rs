@@ -538,9 +538,37 @@ impl<'a> Narrow<'a> {
     }
 }
 
+/// Runs `f` compiled for AVX2 where the CPU has it (the block conversions below are plain
+/// functions, not generated loops inside `dispatch`'s wrappers; the baseline's SSE2 has no
+/// 8-lane integer shifts or unsigned 32-to-16-bit packs).
+#[inline(always)]
+fn on_avx2<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked on the line above).
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
 /// 16-bit values widened exactly into `out` (`min` of the two lengths).
 #[inline]
 pub(crate) fn widen_block<E: Float>(dtype: StateDtype, bits: &[Bits], out: &mut [E]) {
+    on_avx2(
+        #[inline(always)]
+        || widen_block_on(dtype, bits, out),
+    );
+}
+
+/// [`widen_block`] on this CPU's baseline.
+#[inline(always)]
+fn widen_block_on<E: Float>(dtype: StateDtype, bits: &[Bits], out: &mut [E]) {
     match dtype {
         StateDtype::Bf16 => {
             for (o, &b) in out.iter_mut().zip(bits) {
@@ -554,6 +582,15 @@ pub(crate) fn widen_block<E: Float>(dtype: StateDtype, bits: &[Bits], out: &mut 
 /// `xs` rounded to nearest (ties to even) into the 16-bit `out` (`min` of the two lengths).
 #[inline]
 pub(crate) fn narrow_block<E: Float>(dtype: StateDtype, xs: &[E], out: &mut [Bits]) {
+    on_avx2(
+        #[inline(always)]
+        || narrow_block_on(dtype, xs, out),
+    );
+}
+
+/// [`narrow_block`] on this CPU's baseline.
+#[inline(always)]
+fn narrow_block_on<E: Float>(dtype: StateDtype, xs: &[E], out: &mut [Bits]) {
     match dtype {
         StateDtype::Bf16 => {
             for (o, &x) in out.iter_mut().zip(xs) {
