@@ -241,3 +241,26 @@ pub(crate) fn step<E: Float, O: DslOptimizer<E>>(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `0.05366516222856352` lies just above the midpoint `0.0536651611328125` of the `f16`s
+    /// `0x2ade` and `0x2adf`, within half an `f32` ulp of it: rounded through `f32` (as
+    /// `half::f16::from_f64` does) it becomes the tie and then the even `0x2ade`; rounded once
+    /// it is `0x2adf`. The staged path under an `f64` optimizer rounds once.
+    #[test]
+    fn staged_f64_values_round_to_16_bits_once() {
+        let x = 0.05366516222856352f64;
+        assert_eq!(half::f16::from_f64(x).to_bits(), 0x2ade); // the double rounding
+        let mut d = [f16::ZERO];
+        narrow_param::<f64>(&mut HostParam::F16(&mut d), &mut vec![x]);
+        assert_eq!(d[0].to_bits(), 0x2adf);
+        // and bf16: 1 + 2^-8 + 2^-40 is above the tie 1 + 2^-8 between 1 and 1 + 2^-7
+        let y = 1.0 + 2f64.powi(-8) + 2f64.powi(-40);
+        let mut b = [bf16::ZERO];
+        narrow_param::<f64>(&mut HostParam::Bf16(&mut b), &mut vec![y]);
+        assert_eq!(b[0], bf16::from_f32(1.0 + 2f32.powi(-7)));
+    }
+}
