@@ -27,6 +27,22 @@
 //! - `bound_again`: `bound` once more after the others: memory bandwidth on a shared machine
 //!   drifts, and `bound_again / bound` far from 1 discredits the group's ratios.
 //!
+//! Groups `candle_bf16_1M` and `candle_bf16_10M`: the same shapes as `bf16` `Var`s (and
+//! gradients), AdamW with `f32` state. Variants:
+//!
+//! - `bound`: a hand-written single pass over the `Var`s' and gradients' own `bf16` storage
+//!   (`optim_candle::with_storage_16`) and `optim_candle`'s `f32` `m` and `v`, reading `p, g,
+//!   m, v` and writing `p, m, v`: 2 + 2 + 8 + 8 + 2 = 22 bytes per parameter, the bytes the data
+//!   needs; trivial arithmetic, widening by a shift and narrowing by truncation; threaded as
+//!   `common::bound_step` (one rayon dispatch over `CHUNK`-element pieces), its loop compiled
+//!   for AVX2+FMA where the CPU has it.
+//! - `blocks`: the zoo's `AdamW` through [`CandleOptimizer`], the 16-bit storage run on block
+//!   by block (`optim_runtime::narrow`): 22 bytes per parameter.
+//! - `staged`: the same with `set_stage_whole(true)`: the whole parameter and gradient widened
+//!   into `f32` buffers, the `f32` step, the parameter rounded back (about 46 bytes per
+//!   parameter): the path `blocks` replaced.
+//! - `bound_again`: as in the `f32` groups.
+//!
 //! After each group the bench prints, from this run's own samples (criterion's per-sample
 //! times, recorded through `iter_custom`), the median time per step of each variant and its
 //! ratio to the mean of the `bound` and `bound_again` medians. `python3 scripts/bench-report.py`
@@ -142,16 +158,9 @@ impl Times {
         Some(last[last.len() / 2])
     }
 
-    /// Prints the group's medians and their ratios to the bound (the mean of `bound` and
-    /// `bound_again` when both ran) and the bound's drift.
-    fn report(&self, group: &str, numel: usize) {
-        let ids = [
-            "bound",
-            "optim_candle",
-            "candle_nn",
-            "slice_path",
-            "bound_again",
-        ];
+    /// Prints the group's medians of `ids` and their ratios to the bound (the mean of `bound`
+    /// and `bound_again` when both ran), in `bytes` per parameter, and the bound's drift.
+    fn report(&self, group: &str, numel: usize, ids: &[&str], bytes: usize) {
         let bounds: Vec<f64> = ["bound", "bound_again"]
             .iter()
             .filter_map(|id| self.median(id))
@@ -160,14 +169,14 @@ impl Times {
             return; // filtered out
         }
         let bound = (!bounds.is_empty()).then(|| bounds.iter().sum::<f64>() / bounds.len() as f64);
-        eprintln!("\n{group}: {numel} f32 parameters, same-run medians (28 B/param)");
+        eprintln!("\n{group}: {numel} parameters, same-run medians ({bytes} B/param)");
         eprintln!(
             "  {:<14} {:>12} {:>9} {:>10}",
             "variant", "time/step", "GB/s", "÷ bound"
         );
-        for id in ids {
+        for &id in ids {
             let Some(t) = self.median(id) else { continue };
-            let gbs = 28.0 * numel as f64 / t / 1e9;
+            let gbs = (bytes * numel) as f64 / t / 1e9;
             let ratio = bound.map_or("-".to_string(), |b| format!("{:.3}", t / b));
             eprintln!("  {id:<14} {:>9.3} ms {gbs:>9.2} {ratio:>10}", t * 1e3);
         }
@@ -254,7 +263,13 @@ fn bench_group(c: &mut Criterion, label: &str, total: usize) {
                 t[which].push(start.elapsed().as_secs_f64());
             }
         }
-        report_interleaved(label, numel, &t);
+        report_interleaved(
+            label,
+            numel,
+            &t,
+            &["bound", "optim_candle", "slice_path"],
+            28,
+        );
         return;
     }
     let times = Times::default();
@@ -289,7 +304,164 @@ fn bench_group(c: &mut Criterion, label: &str, total: usize) {
         })
     });
     group.finish();
-    times.report(label, numel);
+    let ids = [
+        "bound",
+        "optim_candle",
+        "candle_nn",
+        "slice_path",
+        "bound_again",
+    ];
+    times.report(label, numel, &ids, 28);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bf16 groups.
+
+/// The bf16 bound's loop over one piece: AdamW's access pattern over 16-bit `p` and `g` and
+/// `f32` `m`, `v` (see the module docs).
+#[inline(always)]
+fn bound16_piece(p: &mut [u16], g: &[u16], m: &mut [f32], v: &mut [f32]) {
+    let s = &common::BOUND_SCALARS;
+    let n = p.len().min(g.len()).min(m.len()).min(v.len());
+    let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
+    for i in 0..n {
+        let pf = f32::from_bits(u32::from(p[i]) << 16);
+        let gf = f32::from_bits(u32::from(g[i]) << 16);
+        m[i] = s[0] * m[i] + s[1] * gf;
+        v[i] = s[2] * v[i] + s[3] * gf * gf;
+        p[i] = ((pf + s[5] * m[i]).to_bits() >> 16) as u16;
+    }
+}
+
+/// [`bound16_piece`] compiled for AVX2+FMA where the CPU has it.
+fn bound16_dispatch(p: &mut [u16], g: &[u16], m: &mut [f32], v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(p: &mut [u16], g: &[u16], m: &mut [f32], v: &mut [f32]) {
+            bound16_piece(p, g, m, v);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked on the line above).
+            return unsafe { avx2(p, g, m, v) };
+        }
+    }
+    bound16_piece(p, g, m, v);
+}
+
+/// One bf16 bound step over the `Var`s' own storage (threaded as `common::bound_step`).
+fn bound16_on_vars(
+    vars: &[(String, Var)],
+    grads: &GradStore,
+    m: &mut [&mut [f32]],
+    v: &mut [&mut [f32]],
+) {
+    use rayon::prelude::*;
+    let named = vars.iter().map(|(n, var)| (n.as_str(), var));
+    let chunk = optim_dsl::__private::CHUNK;
+    optim_candle::with_storage_16(named, grads, &mut |ps, gs| {
+        let mut items = Vec::new();
+        for ((p, g), (m, v)) in ps.iter_mut().zip(gs).zip(m.iter_mut().zip(v.iter_mut())) {
+            let pieces = p
+                .chunks_mut(chunk)
+                .zip(g.chunks(chunk))
+                .zip(m.chunks_mut(chunk).zip(v.chunks_mut(chunk)));
+            items.extend(pieces);
+        }
+        items
+            .into_par_iter()
+            .for_each(|((p, g), (m, v))| bound16_dispatch(p, g, m, v));
+    })
+    .expect("bound: storage access");
+}
+
+fn bench_bf16_group(c: &mut Criterion, label: &str, total: usize) {
+    let dev = Device::Cpu;
+    let shapes = shapes(total);
+    let numel: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+    let bf = candle_core::DType::BF16;
+    let vars: Vec<Var> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let t = Tensor::from_vec(filled(s.iter().product(), i as u32), s.as_slice(), &dev)?;
+            Var::from_tensor(&t.to_dtype(bf)?)
+        })
+        .collect::<candle_core::Result<_>>()
+        .expect("Vars");
+    let mut grads = GradStore::default();
+    for (i, (v, s)) in vars.iter().zip(&shapes).enumerate() {
+        let g = Tensor::from_vec(
+            filled(s.iter().product(), 100 + i as u32),
+            s.as_slice(),
+            &dev,
+        )
+        .and_then(|t| t.to_dtype(bf))
+        .expect("gradient");
+        grads.insert(v, g);
+    }
+    let mut blocks = CandleOptimizer::new(vars.clone(), CandleConfig::new(adamw())).expect("ours");
+    let mut staged = CandleOptimizer::new(vars.clone(), CandleConfig::new(adamw())).expect("ours");
+    staged.set_stage_whole(true);
+    blocks.step(&grads).expect("blocks step");
+    staged.step(&grads).expect("staged step");
+    let bound_vars: Vec<(String, Var)> = blocks.vars().to_vec();
+    let bound_names: Vec<String> = blocks.vars().iter().map(|(n, _)| n.clone()).collect();
+
+    if let Some(rounds) = interleaved_rounds() {
+        let mut t: [Vec<f64>; 3] = Default::default();
+        for r in 0..rounds {
+            for k in 0..3 {
+                let which = (r + k) % 3;
+                let start = Instant::now();
+                match which {
+                    0 => {
+                        let (mut m, mut v) = common::moments(blocks.inner_mut(), &bound_names);
+                        bound16_on_vars(&bound_vars, &grads, &mut m, &mut v);
+                    }
+                    1 => blocks.step(black_box(&grads)).expect("blocks step"),
+                    _ => staged.step(black_box(&grads)).expect("staged step"),
+                }
+                t[which].push(start.elapsed().as_secs_f64());
+            }
+        }
+        report_interleaved(label, numel, &t, &["bound", "blocks", "staged"], 22);
+        return;
+    }
+    let times = Times::default();
+    let mut group = c.benchmark_group(label);
+    group.sampling_mode(SamplingMode::Flat);
+    group.throughput(Throughput::Bytes(22 * numel as u64));
+    group.bench_function("bound", |b| {
+        let (mut m, mut v) = common::moments(blocks.inner_mut(), &bound_names);
+        times.run(b, "bound", || {
+            bound16_on_vars(&bound_vars, &grads, &mut m, &mut v)
+        })
+    });
+    group.bench_function("blocks", |b| {
+        times.run(b, "blocks", || {
+            blocks.step(black_box(&grads)).expect("blocks step")
+        })
+    });
+    group.bench_function("staged", |b| {
+        times.run(b, "staged", || {
+            staged.step(black_box(&grads)).expect("staged step")
+        })
+    });
+    group.bench_function("bound_again", |b| {
+        let (mut m, mut v) = common::moments(blocks.inner_mut(), &bound_names);
+        times.run(b, "bound_again", || {
+            bound16_on_vars(&bound_vars, &grads, &mut m, &mut v)
+        })
+    });
+    group.finish();
+    times.report(
+        label,
+        numel,
+        &["bound", "blocks", "staged", "bound_again"],
+        22,
+    );
 }
 
 /// The rounds of the interleaved mode (environment variable `CANDLE_BENCH_INTERLEAVED`), if set.
@@ -302,26 +474,26 @@ fn interleaved_rounds() -> Option<usize> {
     )
 }
 
-/// Prints the interleaved mode's medians (`t[0]`: bound, `t[1]`: optim_candle, `t[2]`:
-/// slice_path; one time per round each) and the medians of each round's ratio to that round's
-/// bound.
-fn report_interleaved(label: &str, numel: usize, t: &[Vec<f64>; 3]) {
+/// Prints the interleaved mode's medians (`t[k]`: variant `ids[k]`, `t[0]` the bound; one time
+/// per round each) and the medians of each round's ratio to that round's bound, in `bytes` per
+/// parameter.
+fn report_interleaved(label: &str, numel: usize, t: &[Vec<f64>; 3], ids: &[&str; 3], bytes: usize) {
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     eprintln!(
-        "\n{label}: {numel} f32 parameters, interleaved, {} rounds (28 B/param)",
+        "\n{label}: {numel} parameters, interleaved, {} rounds ({bytes} B/param)",
         t[0].len()
     );
     eprintln!(
         "  {:<14} {:>12} {:>9} {:>16}",
         "variant", "time/step", "GB/s", "÷ bound (paired)"
     );
-    for (id, ts) in ["bound", "optim_candle", "slice_path"].iter().zip(t) {
+    for (id, ts) in ids.iter().zip(t) {
         let med = median(ts.clone());
         let paired = median(ts.iter().zip(&t[0]).map(|(a, b)| a / b).collect());
-        let gbs = 28.0 * numel as f64 / med / 1e9;
+        let gbs = (bytes * numel) as f64 / med / 1e9;
         eprintln!("  {id:<14} {:>9.3} ms {gbs:>9.2} {paired:>16.3}", med * 1e3);
     }
 }
@@ -331,6 +503,8 @@ fn benches() {
     let mut c = common::criterion();
     bench_group(&mut c, "candle_1M", 1_000_000);
     bench_group(&mut c, "candle_10M", 10_000_000);
+    bench_bf16_group(&mut c, "candle_bf16_1M", 1_000_000);
+    bench_bf16_group(&mut c, "candle_bf16_10M", 10_000_000);
 }
 
 criterion_main!(benches);

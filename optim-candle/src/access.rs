@@ -302,6 +302,51 @@ pub fn with_storage<'v, E: Float>(
     })
 }
 
+/// What [`with_storage_16`] runs: the 16-bit elements (raw bits) of every `Var` (mutable) and
+/// of every gradient.
+#[doc(hidden)]
+pub type StorageBody16<'f> = dyn FnMut(&mut [&mut [u16]], &[&[u16]]) + 'f;
+
+/// [`with_storage`] for `bf16`/`f16` `Var`s: runs `body` once over the raw bits of every named
+/// `Var` that has a gradient in `grads` and of their gradients, every storage locked exactly as
+/// in a step. For benchmarks (`benches/candle_adamw.rs`); not part of the API.
+///
+/// # Errors
+/// As [`with_storage`]; [`OptimError::InvalidUse`] when a `Var` is not `bf16` or `f16`.
+#[doc(hidden)]
+pub fn with_storage_16<'v>(
+    vars: impl IntoIterator<Item = (&'v str, &'v Var)>,
+    grads: &GradStore,
+    body: &mut StorageBody16<'_>,
+) -> Result<(), OptimError> {
+    use half::slice::HalfFloatSliceExt;
+    let params = pending(vars, grads)?;
+    with_views::<f32>(&params, &mut |views| {
+        let mut ps: Vec<&mut [u16]> = Vec::with_capacity(views.len());
+        let mut gs: Vec<&[u16]> = Vec::with_capacity(views.len());
+        for (view, p) in views.iter_mut().zip(&params) {
+            match (&mut view.param, &view.grad) {
+                (HostParam::Bf16(pv), HostGrad::Bf16(gv)) => {
+                    ps.push(pv.reinterpret_cast_mut());
+                    gs.push(gv.reinterpret_cast());
+                }
+                (HostParam::F16(pv), HostGrad::F16(gv)) => {
+                    ps.push(pv.reinterpret_cast_mut());
+                    gs.push(gv.reinterpret_cast());
+                }
+                _ => {
+                    return Err(OptimError::InvalidUse(format!(
+                        "`{}` is not bf16 or f16",
+                        p.name
+                    )))
+                }
+            }
+        }
+        body(&mut ps, &gs);
+        Ok(())
+    })
+}
+
 /// The address of the storage behind `t` (its lock's contents): equal for two tensors exactly
 /// when they share a storage. Takes the read lock only for the comparison.
 fn storage_addr(t: &Tensor) -> usize {

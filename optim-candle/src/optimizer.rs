@@ -22,9 +22,13 @@ pub trait CandleUpdate<E: Float>: DslOptimizer<E> {
     ///
     /// The generated fused loops run on the `Var`s' own storage and the gradients' own
     /// storage: no copy for parameters of the optimizer's element type. A gradient with a
-    /// strided layout is first made contiguous (one copy). `bf16`/`f16` parameters (and `f32`
-    /// ones under an `f64` optimizer) are converted to `E`, updated, and rounded back to
-    /// nearest; here the conversion buffers are allocated per call.
+    /// strided layout is first made contiguous (one copy). `bf16`/`f16` parameters run on
+    /// their own storage too, block by block (widened exactly to `E` per block on the stack,
+    /// computed in `E`, rounded back to nearest, ties to even: `optim_runtime::narrow`), unless
+    /// their rule reads the raw parameter or gradient as a whole tensor or metrics are on;
+    /// those, and `f32` parameters under an `f64` optimizer, are converted to `E` whole,
+    /// updated, and rounded back (here the conversion buffers are allocated per call). Both
+    /// give the same bits.
     ///
     /// # Errors
     /// As [`DslOptimizer::update_slices`] (names, shapes, hyperparameters, non-finite
@@ -251,6 +255,15 @@ impl<E: Float, O: DslOptimizer<E>> CandleOptimizer<O, E> {
         }
         let pending = access::pending(self.vars.iter().map(|(n, v)| (n.as_str(), v)), grads)?;
         step_host(&mut self.opt, &pending, &mut self.staging)
+    }
+
+    /// Stage every `bf16`/`f16` parameter whole through `E` (widened copies of the parameter
+    /// and gradient, the step on those, the parameter rounded back), as optim-candle did before
+    /// 16-bit parameters ran on their own storage: the reference the tests compare against
+    /// (bit for bit) and the benchmarks' "staged" case. Default `false`. Not part of the API.
+    #[doc(hidden)]
+    pub fn set_stage_whole(&mut self, on: bool) {
+        self.staging.whole = on;
     }
 
     /// The DSL optimizer (state, config, `explain()`).

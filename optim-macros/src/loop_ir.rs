@@ -157,6 +157,9 @@ pub(crate) struct LoopIr {
     pub bufs: Vec<Buf>,
     pub body: Vec<LStmt>,
     pub reductions: usize,
+    /// Whether the loop loads `param` (the executor widens a 16-bit parameter's blocks only
+    /// for such loops).
+    pub reads_param: bool,
     pub reads_grad: bool,
     pub writes_param: bool,
 }
@@ -252,6 +255,7 @@ pub(crate) fn build(f: &Fused, v: &Variant, k: usize) -> LoopIr {
             .collect(),
         body,
         reductions: st.reductions.len(),
+        reads_param: st.loads.iter().any(|(_, s)| *s == Stream::Param),
         reads_grad: st.loads.iter().any(|(_, s)| *s == Stream::Grad),
         writes_param: last,
     }

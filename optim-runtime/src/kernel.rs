@@ -16,6 +16,7 @@
 //! (in parallel across parameters); then stage `k + 1`.
 
 use crate::lowp::q8::{self, Q8Mut};
+use crate::lowp::Narrow;
 use crate::scratch::{List, Scratch};
 use crate::Float;
 use rayon::prelude::*;
@@ -86,8 +87,10 @@ fused_loop! {
     ///
     /// `s`: hoisted scalars (already converted from `f64`); `p`: the parameter; `g`: the gradient;
     /// `st`: the other streams (state buffers and temporaries) in the order the stage was planned
-    /// with; `red`: per-tensor reduction accumulators, added to (not overwritten). All slices have
-    /// the same length (one chunk of one parameter).
+    /// with; `red`: per-tensor reduction accumulators, added to (not overwritten: each continues
+    /// the running sum it holds, element by element, so that a chunk run as several calls sums
+    /// in the same order as one call). All slices have the same length (one chunk of one
+    /// parameter, or one block of it for a 16-bit parameter, see [`crate::narrow`]).
     pub trait Kernel {
         /// Runs the loop. Must be `#[inline(always)]` so that [`dispatch`] can compile it per SIMD
         /// level.
@@ -190,6 +193,28 @@ pub struct LowCall<'a, E> {
     pub key: u64,
 }
 
+/// Which of the parameter and gradient streams a stage's loop touches. The executor widens
+/// the blocks of a 16-bit parameter ([`crate::narrow`]) only for the streams the loop reads,
+/// and rounds the parameter back only after the loop that writes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParamUse {
+    /// The loop loads `param`.
+    pub reads_param: bool,
+    /// The loop loads `grad`.
+    pub reads_grad: bool,
+    /// The loop stores `param` (the last stage of a rule).
+    pub writes_param: bool,
+}
+
+impl ParamUse {
+    /// Reads and writes both (a hand-written kernel that does not say).
+    pub const ALL: ParamUse = ParamUse {
+        reads_param: true,
+        reads_grad: true,
+        writes_param: true,
+    };
+}
+
 /// Most reduction accumulators one stage may have (checked by the macro at compile time).
 pub const MAX_REDUCTIONS: usize = optim_abi::MAX_REDUCTIONS;
 
@@ -207,6 +232,8 @@ pub struct KernelCall<'a, E> {
     pub bufs: StateRefs<'a, E>,
     /// Number of reduction accumulators the kernel adds to.
     pub reductions: usize,
+    /// Which of `param` and `grad` the loop reads and writes.
+    pub uses: ParamUse,
     /// `(local, global)`: reduction `local` of this stage contributes to global total `global`
     /// (summed over all parameters before the next stage).
     pub globals: GlobalMap,
@@ -284,6 +311,7 @@ impl<'a, E: Float> KernelCall<'a, E> {
             grad: &grad[..0],
             bufs: SmallVec::new(),
             reductions: 0,
+            uses: ParamUse::default(),
             globals: SmallVec::new(),
             cuda: None,
             low: None,
@@ -337,12 +365,18 @@ struct Item<'a, E> {
     param: &'a mut [E],
     grad: &'a [E],
     bufs: StateRefs<'a, E>,
+    /// The piece of a 16-bit parameter and its gradient (then `param` and `grad` are empty).
+    narrow: Option<Narrow<'a>>,
+    uses: ParamUse,
     red: [f64; MAX_REDUCTIONS],
     nred: usize,
 }
 
 impl<E: Float> Item<'_, E> {
     fn run(&mut self) {
+        if let Some(nw) = self.narrow.take() {
+            return self.run_narrow(nw);
+        }
         let red = &mut self.red[..self.nred];
         match self.low {
             Some((kernel, key)) => {
@@ -366,6 +400,72 @@ impl<E: Float> Item<'_, E> {
     }
 }
 
+impl<E: Float> Item<'_, E> {
+    /// [`Item::run`] on a piece of a 16-bit parameter: block by block
+    /// ([`crate::lowp::STAGE`] elements, whole quantisation blocks), the parameter's and the
+    /// gradient's block is widened exactly into an array on the stack (the streams the loop
+    /// reads, [`ParamUse`]), the loop runs on those arrays and the same block of every other
+    /// stream (its reductions continuing their running sums, its random draws at the block's
+    /// index in the parameter), and the parameter's block is rounded back to nearest (after the
+    /// loop that writes it). Bit for bit the loop on widened copies of the whole tensors.
+    fn run_narrow(&mut self, nw: Narrow<'_>) {
+        use crate::lowp::{narrow_block, widen_block, STAGE};
+        let n = nw.param.len();
+        let mut pb = [E::zero(); STAGE];
+        let mut gb = [E::zero(); STAGE];
+        let span = |o: usize, len: usize, have: usize| o.min(have)..(o + len).min(have);
+        let mut o = 0;
+        while o < n {
+            let len = STAGE.min(n - o);
+            let (p, g) = (&mut pb[..len], &mut gb[..len]);
+            if self.uses.reads_param {
+                widen_block(nw.dtype, &nw.param[o..o + len], p);
+            }
+            if self.uses.reads_grad {
+                widen_block(nw.dtype, &nw.grad[span(o, len, nw.grad.len())], g);
+            }
+            let mut bufs: StateRefs<'_, E> = (self.bufs.iter_mut())
+                .map(|b| {
+                    let r = span(o, len, b.len());
+                    &mut b[r]
+                })
+                .collect();
+            let red = &mut self.red[..self.nred];
+            match self.low {
+                Some((kernel, key)) => {
+                    let mut lo: LowRefs<'_> = (self.lo.iter_mut())
+                        .map(|b| {
+                            let r = span(o, len, b.len());
+                            &mut b[r]
+                        })
+                        .collect();
+                    let (b0, b1) = (o / q8::BLOCK, q8::blocks(o + len));
+                    let mut qs: Q8Refs<'_> = (self.q8.iter_mut())
+                        .map(|b| {
+                            let (rc, ns) = (span(o, len, b.codes.len()), b.scales.len());
+                            Q8Mut {
+                                map: b.map,
+                                codes: &mut b.codes[rc],
+                                scales: &mut b.scales[b0.min(ns)..b1.min(ns)],
+                            }
+                        })
+                        .collect();
+                    let at = LowAt {
+                        key,
+                        base: (self.base + o) as u64,
+                    };
+                    kernel(self.scalars, p, g, &mut bufs, &mut lo, &mut qs, at, red);
+                }
+                None => (self.kernel)(self.scalars, p, g, &mut bufs, red),
+            }
+            if self.uses.writes_param {
+                narrow_block(nw.dtype, p, &mut nw.param[o..o + len]);
+            }
+            o += len;
+        }
+    }
+}
+
 /// Each slice of `bufs` cut after `n` elements (or whole, if shorter): the heads and the
 /// tails, in order.
 fn split_each<'a, T: 'a, A: smallvec::Array<Item = &'a mut [T]>>(
@@ -382,14 +482,16 @@ fn split_each<'a, T: 'a, A: smallvec::Array<Item = &'a mut [T]>>(
     (heads, tails)
 }
 
-/// Cuts call `ci` into work items of at most `chunk` elements and hands them to `sink`, in
-/// order.
+/// Cuts call `ci` (of the 16-bit parameter `narrow`, if any) into work items of at most
+/// `chunk` elements and hands them to `sink`, in order.
 fn cut<'a, E: Float>(
     ci: usize,
     c: &'a mut KernelCall<'_, E>,
+    mut narrow: Option<Narrow<'a>>,
     chunk: usize,
     sink: &mut impl FnMut(Item<'a, E>),
 ) {
+    let uses = c.uses;
     let nred = c.reductions.min(MAX_REDUCTIONS);
     let (kernel, scalars) = (c.kernel, &c.scalars[..]);
     let (low, mut lo, mut qs): (_, LowRefs<'a>, Q8Refs<'a>) = match &mut c.low {
@@ -411,8 +513,9 @@ fn cut<'a, E: Float>(
     let mut bufs: StateRefs<'_, E> = c.bufs.iter_mut().map(|b| &mut **b).collect();
     let mut base = 0;
     loop {
-        let n = param.len().min(chunk);
-        if n == param.len() {
+        let len = narrow.as_ref().map_or(param.len(), |w| w.param.len());
+        let n = len.min(chunk);
+        if n == len {
             sink(Item {
                 call: ci,
                 kernel,
@@ -424,12 +527,21 @@ fn cut<'a, E: Float>(
                 param,
                 grad,
                 bufs,
+                narrow,
+                uses,
                 red: [0.0; MAX_REDUCTIONS],
                 nred,
             });
             return;
         }
-        let (p0, p1) = param.split_at_mut(n);
+        let (w0, w1) = match narrow {
+            Some(w) => {
+                let (a, b) = w.split_at(n);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
+        let (p0, p1) = param.split_at_mut(n.min(param.len()));
         let (g0, g1) = grad.split_at(n.min(grad.len()));
         let (heads, tails) = split_each(bufs, n);
         let (lo_heads, lo_tails) = split_each(lo, n);
@@ -462,9 +574,12 @@ fn cut<'a, E: Float>(
             param: p0,
             grad: g0,
             bufs: heads,
+            narrow: w0,
+            uses,
             red: [0.0; MAX_REDUCTIONS],
             nred,
         });
+        narrow = w1;
         param = p1;
         grad = g1;
         bufs = tails;
@@ -525,10 +640,15 @@ pub(crate) fn stage_count<E: Float>(jobs: &[&mut dyn StagedJob<E>], at_least: us
 /// its parallel barrier work are compiled once per element type, not once per optimizer; each
 /// loop itself is the job's monomorphic kernel, called through its function pointer as before.
 ///
+/// `narrow[i]`, where present and `Some`, is job `i`'s 16-bit parameter and gradient (its job
+/// was prepared with empty `E` slices): its loops run block by block on widened copies (see
+/// `Item::run_narrow`).
+///
 /// # Errors
 /// What `global_sums` returns; the step is then incomplete (earlier loops have run).
 pub(crate) fn execute_with<E: Float, J: StagedJob<E>>(
     jobs: &mut [J],
+    narrow: &mut [Option<Narrow<'_>>],
     stages: usize,
     global_sums: GlobalSums<'_>,
     scratch: &mut Scratch,
@@ -536,7 +656,7 @@ pub(crate) fn execute_with<E: Float, J: StagedJob<E>>(
     let mut erased: Vec<&mut dyn StagedJob<E>> = scratch.take(List::Erased);
     erased.reserve(jobs.len());
     erased.extend(jobs.iter_mut().map(|j| j as &mut dyn StagedJob<E>));
-    let ran = execute_erased(&mut erased, stages, global_sums, scratch);
+    let ran = execute_erased(&mut erased, narrow, stages, global_sums, scratch);
     scratch.give(List::Erased, erased);
     ran
 }
@@ -544,6 +664,7 @@ pub(crate) fn execute_with<E: Float, J: StagedJob<E>>(
 /// [`execute_with`] on the jobs as trait objects.
 fn execute_erased<E: Float>(
     jobs: &mut [&mut dyn StagedJob<E>],
+    narrow: &mut [Option<Narrow<'_>>],
     stages: usize,
     global_sums: GlobalSums<'_>,
     scratch: &mut Scratch,
@@ -568,7 +689,7 @@ fn execute_erased<E: Float>(
                     .map(|(i, j)| (i, j.kernel(k, &globals))),
             );
             let mut per_call: Vec<[f64; MAX_REDUCTIONS]> = scratch.take(List::Totals);
-            run_calls(&mut calls, &mut per_call, scratch);
+            run_calls(&mut calls, &mut per_call, narrow, scratch);
             for ((i, call), red) in calls.iter().zip(&per_call) {
                 let c = &mut contributions[*i];
                 for &(l, g) in &call.globals {
@@ -637,14 +758,18 @@ fn barriers<'j, E: Float>(
 
 /// Runs one call on this thread. A loop with reductions runs in [`CHUNK`]-element pieces whose
 /// totals are added in order, exactly as the parallel path adds its work items' totals.
-fn run_inline<E: Float>(c: &mut KernelCall<'_, E>, red: &mut [f64; MAX_REDUCTIONS]) {
+fn run_inline<'a, E: Float>(
+    c: &'a mut KernelCall<'_, E>,
+    narrow: Option<Narrow<'a>>,
+    red: &mut [f64; MAX_REDUCTIONS],
+) {
     let n = c.reductions.min(MAX_REDUCTIONS);
-    if c.low.is_none() && (n == 0 || c.param.len() <= CHUNK) {
+    if c.low.is_none() && narrow.is_none() && (n == 0 || c.param.len() <= CHUNK) {
         (c.kernel)(&c.scalars, c.param, c.grad, &mut c.bufs, &mut red[..n]);
         return;
     }
     let chunk = if n == 0 { usize::MAX } else { CHUNK };
-    cut(0, c, chunk, &mut |mut it: Item<'_, E>| {
+    cut(0, c, narrow, chunk, &mut |mut it: Item<'_, E>| {
         it.run();
         for (r, p) in red.iter_mut().zip(&it.red) {
             *r += p;
@@ -656,21 +781,33 @@ fn run_inline<E: Float>(c: &mut KernelCall<'_, E>, red: &mut [f64; MAX_REDUCTION
 fn run_calls<E: Float>(
     calls: &mut [(usize, KernelCall<'_, E>)],
     out: &mut Vec<[f64; MAX_REDUCTIONS]>,
+    narrow: &mut [Option<Narrow<'_>>],
     scratch: &mut Scratch,
 ) {
-    let total: usize = calls.iter().map(|(_, c)| c.param.len()).sum();
+    let len = |i: usize, c: &KernelCall<'_, E>| match narrow.get(i) {
+        Some(Some(w)) => w.param.len(),
+        _ => c.param.len(),
+    };
+    let total: usize = calls.iter().map(|(i, c)| len(*i, c)).sum();
     out.clear();
     out.resize(calls.len(), [0.0f64; MAX_REDUCTIONS]);
+    // each call's 16-bit parameter, lent for this loop (a job's calls are in the jobs' order)
+    let mut lent = narrow.iter_mut().enumerate();
+    let mut take = |i: usize| {
+        lent.by_ref()
+            .find(|(j, _)| *j == i)
+            .and_then(|(_, w)| w.as_mut().map(Narrow::reborrow))
+    };
     if total < PARALLEL_THRESHOLD || rayon::current_num_threads() <= 1 {
-        for ((_, c), red) in calls.iter_mut().zip(out.iter_mut()) {
-            run_inline(c, red);
+        for ((i, c), red) in calls.iter_mut().zip(out.iter_mut()) {
+            run_inline(c, take(*i), red);
         }
         return;
     }
     let mut items: Vec<Item<'_, E>> = scratch.take(List::Items);
     items.reserve(total / CHUNK + calls.len());
-    for (ci, (_, c)) in calls.iter_mut().enumerate() {
-        cut(ci, c, CHUNK, &mut |it| items.push(it));
+    for (ci, (i, c)) in calls.iter_mut().enumerate() {
+        cut(ci, c, take(*i), CHUNK, &mut |it| items.push(it));
     }
     items.par_iter_mut().for_each(Item::run);
     for it in &items {

@@ -11,7 +11,9 @@ use crate::float::Float;
 use crate::hyper::Hyper;
 use crate::kernel::{execute_with, sum_in_order, GlobalContribution, StagedJob};
 use crate::lookup::{self, NameOrder};
+use crate::lowp::Narrow;
 use crate::metrics::{Before, StepMetrics};
+pub(crate) use crate::narrow::all_finite;
 use crate::param::{ParamInfo, ParamSlice};
 use crate::plan::Plan;
 use crate::scratch::{List, Scratch};
@@ -145,6 +147,15 @@ pub trait DslOptimizer<E: Float>: Sized {
         let _ = (values, rule, info);
         Ok(())
     }
+    /// Whether rule `rule` reads the parameter and its gradient only inside its fused loops
+    /// (no matrix primitive, axis reduction or eigenbasis takes the raw parameter or gradient
+    /// as a whole tensor) under every flag value, so that a 16-bit parameter can run block by
+    /// block ([`crate::narrow`]); a reuse rule asks the reused optimizer about `info`.
+    /// `optimizer!` overrides it; the default, `false`, makes such parameters be staged whole.
+    fn param_in_loops_only(rule: usize, info: &ParamInfo<'_>) -> bool {
+        let _ = (rule, info);
+        false
+    }
     /// The plan for the current flag values: kernels, barriers, state buffers and bytes moved
     /// per parameter.
     fn explain(&self) -> Plan {
@@ -274,6 +285,7 @@ pub trait DslOptimizer<E: Float>: Sized {
             module: "",
             param: &mut *p.param,
             grad: p.grad,
+            narrow: None,
         }));
         step_entries(self, entries, sync)
     }
@@ -305,6 +317,7 @@ pub trait DslOptimizer<E: Float>: Sized {
             module,
             param: &mut *p.param,
             grad: p.grad,
+            narrow: None,
         }));
         step_entries(self, entries, &mut LocalSync)
     }
@@ -390,6 +403,8 @@ pub(crate) struct Entry<'a, E> {
     pub module: &'a str,
     pub param: &'a mut [E],
     pub grad: &'a [E],
+    /// A 16-bit parameter and gradient (`param` and `grad` are then empty).
+    pub narrow: Option<Narrow<'a>>,
 }
 
 /// Whole-step decisions of a data-parallel step, shared by every process (see
@@ -548,16 +563,17 @@ pub(crate) struct Meta<'a> {
     pub grad_len: usize,
 }
 
-impl<'a, E> From<&Entry<'a, E>> for Meta<'a> {
+impl<'a, E: Float> From<&Entry<'a, E>> for Meta<'a> {
     fn from(e: &Entry<'a, E>) -> Self {
+        let (param_len, grad_len) = e.lens();
         Meta {
             info: ParamInfo {
                 name: e.name,
                 shape: e.shape,
                 module: e.module,
             },
-            param_len: e.param.len(),
-            grad_len: e.grad.len(),
+            param_len,
+            grad_len,
         }
     }
 }
@@ -724,12 +740,13 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
     metas.extend(entries.iter().map(Meta::from));
     let mut rules: Vec<usize> = scratch.take(List::Rules);
     let mut order = std::mem::take(&mut opt.opt_state_mut().order);
-    let checked = validate_ordered(opt, &metas, &mut order, &mut rules, scratch);
+    let checked = validate_ordered(opt, &metas, &mut order, &mut rules, scratch)
+        .and_then(|v| crate::narrow::check(opt, entries, &rules).map(|()| v));
     opt.opt_state_mut().order = order;
     let values = agreed(checked, sync)?;
 
     // 1b. non-finite gradients under the optimizer's policy (still nothing written).
-    let first_bad = || Ok(entries.iter().find(|e| !all_finite(e.grad)).map(|e| e.name));
+    let first_bad = || Ok(entries.iter().find(|e| !e.grad_finite()).map(|e| e.name));
     if skip_non_finite(opt, sync, first_bad)? {
         return Ok(());
     }
@@ -762,6 +779,8 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
             lookup::states_mut(&mut state.params, sorted, &name, scratch.take(List::Found));
         let mut jobs: Vec<O::Job<'_>> = scratch.take(List::Jobs);
         jobs.reserve(entries.len());
+        // the 16-bit parameters, by job (allocated only when the step has one)
+        let mut narrow: Vec<Option<Narrow<'_>>> = Vec::new();
         let each = entries
             .iter_mut()
             .zip(&metas)
@@ -772,6 +791,10 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
                 continue; // unreachable: every state was created above
             };
             ps.rule = rule;
+            if let Some(w) = e.narrow.as_mut() {
+                narrow.resize_with(jobs.len(), || None);
+                narrow.push(Some(w.reborrow()));
+            }
             jobs.push(O::prepare(&values, rule, ps, m.info, &mut *e.param, e.grad));
         }
         scratch.give(List::Found, found);
@@ -785,7 +808,7 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
             }
             Ok(total)
         };
-        let ran = execute_with(&mut jobs, O::max_stages(), &mut sums, scratch);
+        let ran = execute_with(&mut jobs, &mut narrow, O::max_stages(), &mut sums, scratch);
         scratch.give(List::Jobs, jobs);
         ran?;
     }
@@ -867,20 +890,4 @@ fn ensure_states_ordered<E: Float>(
             f[i] = true;
         }
     }
-}
-
-/// Whether every element of `xs` is finite. `x - x` is `0` for a finite `x` and NaN for NaN or
-/// an infinity, so eight independent sums of it (which the compiler vectorises) are all zero
-/// exactly when every element is finite.
-#[allow(clippy::eq_op)] // `x - x` is the point
-pub(crate) fn all_finite<E: Float>(xs: &[E]) -> bool {
-    const LANES: usize = 8;
-    let mut acc = [E::zero(); LANES];
-    let mut chunks = xs.chunks_exact(LANES);
-    for c in &mut chunks {
-        for j in 0..LANES {
-            acc[j] += c[j] - c[j];
-        }
-    }
-    chunks.remainder().iter().all(|x| x.is_finite()) && acc.iter().all(|a| *a == E::zero())
 }

@@ -480,6 +480,12 @@ impl<E> OptState<E> {
         self.params.get(name)
     }
 
+    /// Whether opt-in step metrics are on (`DslOptimizer::set_metrics`): then 16-bit
+    /// parameters must be staged whole ([`crate::narrow`]).
+    pub fn metrics_on(&self) -> bool {
+        self.metrics.enabled
+    }
+
     /// Whether some element-wise state lives on a device (after a step on dfdx `Cuda`): its
     /// host buffers in [`ParamState::buffers`] are then empty. Read it with
     /// [`sync_to_host`](Self::sync_to_host) first; checkpoints and CPU steps do that themselves.

@@ -10,4 +10,5 @@ mod behaviour;
 mod checkpoint_interop;
 mod cuda;
 mod example_digits;
+mod narrow;
 mod reference_cases;

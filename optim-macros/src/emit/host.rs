@@ -562,6 +562,8 @@ impl VariantEmitter<'_> {
             })
             .collect();
         let nred = st.reductions.len();
+        let l = &self.v.loops[k];
+        let (rp, rg, wp) = (l.reads_param, l.reads_grad, l.writes_param);
         let cuda = if crate::loop_ir::has_low_state(&self.v.loops) {
             quote!(::core::option::Option::None)
         } else {
@@ -596,6 +598,7 @@ impl VariantEmitter<'_> {
                     grad: *g,
                     bufs,
                     reductions: #nred,
+                    uses: #p::ParamUse { reads_param: #rp, reads_grad: #rg, writes_param: #wp },
                     globals: globals_map,
                     cuda: #cuda,
                     low,

@@ -423,6 +423,7 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
     let contracts = state_contracts(opt);
     let unused = unused_check(opt, plan);
     let check_param = check_param(opt, plan, &values);
+    let loops_only = loops_only(opt, plan);
     quote! {
         #(#contracts)*
         #unused
@@ -465,6 +466,7 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
                 }
             }
             #check_param
+            #loops_only
             type Job<'a> = #jobs<'a, E>;
             fn prepare<'a>(
                 values: &'a #values,
@@ -736,4 +738,58 @@ fn check_arms(opt: &ir::Optimizer, plan: &Plan) -> Vec<TokenStream> {
             _ => None,
         })
         .collect()
+}
+
+/// Whether variant `v` reads the parameter and the gradient only inside its loops: no matrix
+/// primitive or axis reduction takes either as its input, and no eigenbasis or
+/// after-the-step primitive reads the gradient.
+fn variant_loops_only(f: &ir::Fused, v: &crate::plan::Variant) -> bool {
+    use crate::plan::Stream;
+    let raw = |s: Stream| matches!(s, Stream::Param | Stream::Grad);
+    let mats = v.pre_barriers.iter().chain(v.barriers.iter().flatten());
+    let bases = v
+        .live_nodes()
+        .any(|i| matches!(&f.nodes[i].op, ir::Op::Mat(m) if m.def.phase == ir::MatPhase::Basis));
+    !bases
+        && !mats.clone().any(|c| raw(c.input) || c.def.grad_after_step)
+        && !v.axis_calls.iter().flatten().any(|c| raw(c.input))
+}
+
+/// The `DslOptimizer::param_in_loops_only` override: `true` for the fused rules all of whose
+/// variants read the parameter and gradient only inside loops ([`variant_loops_only`]), the
+/// reused optimizer's answer for a reuse rule; nothing (the default, `false`) when no rule
+/// qualifies.
+fn loops_only(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
+    let p = Private;
+    let arms: Vec<TokenStream> = opt
+        .rules
+        .iter()
+        .zip(&plan.rules)
+        .enumerate()
+        .filter_map(|(ri, (rule, rule_plan))| match (&rule.body, rule_plan) {
+            (RuleBody::Fused(f), Some(rp)) => rp
+                .variants
+                .iter()
+                .all(|v| variant_loops_only(f, v))
+                .then(|| quote!(#ri => true,)),
+            (RuleBody::Reuse { name: inner, .. }, _) => Some(quote! {
+                #ri => {
+                    let r = <#inner<E> as #p::DslOptimizer<E>>::route(info);
+                    <#inner<E> as #p::DslOptimizer<E>>::param_in_loops_only(r, info)
+                }
+            }),
+            _ => None,
+        })
+        .collect();
+    if arms.is_empty() {
+        return TokenStream::new();
+    }
+    quote! {
+        fn param_in_loops_only(rule: #p::Usize, info: &#p::ParamInfo<'_>) -> #p::Bool {
+            match rule {
+                #(#arms)*
+                _ => false,
+            }
+        }
+    }
 }

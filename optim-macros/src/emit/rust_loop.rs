@@ -325,6 +325,8 @@ pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
         let r = format_ident!("inv_s{}", k);
         quote!(let #r: E = if R { E::one() / #s } else { E::zero() };)
     });
+    // each accumulator continues the running sum in `red[j]`, so that a chunk run as several
+    // calls (the executor's blocks of a 16-bit parameter) sums in the same order as one call
     let accs: Vec<syn::Ident> = (0..nred).map(|j| format_ident!("r{}", j)).collect();
     let red_idx: Vec<usize> = (0..nred).collect();
     let g_bind = if l.reads_grad {
@@ -380,9 +382,9 @@ pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
                 #(let #slices: &mut [#belems] = &mut #slices[..n];)*
                 #(#scal_loads)*
                 #(#recips)*
-                #(let mut #accs = 0.0f64;)*
+                #(let mut #accs: #p::F64 = red[#red_idx];)*
                 #looped
-                #(red[#red_idx] += #accs;)*
+                #(red[#red_idx] = #accs;)*
             }
         }
     }

@@ -238,6 +238,7 @@ where
                 module: s.module,
                 param: s.buf.as_mut_slice(),
                 grad: &s.grad,
+                narrow: None,
             })
             .collect();
         step_entries(opt, entries, &mut LocalSync)

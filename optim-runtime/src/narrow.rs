@@ -1,0 +1,174 @@
+//! 16-bit parameters (`bf16`, `f16`) updated in place by an optimizer over `E` (`f32` or
+//! `f64`), without a full-tensor copy in `E`.
+//!
+//! The element type of a parameter and its gradient is a property of their streams, as the
+//! storage of low-precision state is ([`crate::lowp`]): the step's executor runs each loop of
+//! such a parameter block by block ([`crate::lowp::STAGE`] elements, whole quantisation blocks): the
+//! parameter's and the gradient's block is widened exactly into an array on the stack, the
+//! generated loop runs on it (computing in `E`, with the same block of every state stream) and
+//! the parameter's block is rounded back to nearest, ties to even, after the loop that writes
+//! it. The loop itself is the same monomorphic kernel as for an `E` parameter, so the result is
+//! bit for bit the step on widened copies of the whole tensors, rounded once at the end
+//! (reductions continue their running sums across blocks, stochastic rounding draws at each
+//! element's index in the parameter). Memory traffic for AdamW with `f32` state: 2 (read the
+//! parameter) + 2 (read the gradient) + 16 (read and write `m`, `v`) + 2 (write the parameter)
+//! = 22 bytes per parameter, instead of 46 through `f32` copies.
+//!
+//! A rule whose matrix primitives, axis reductions or eigenbases read the raw parameter or
+//! gradient as a whole tensor (`DslOptimizer::param_in_loops_only` is `false`: Adafactor's
+//! `factored_second_moment(grad, …)`, an eigenbasis of the gradient, …) cannot run on blocks:
+//! such a parameter must be staged whole by the caller (the candle backend does), and
+//! [`update_mixed_in_modules`] refuses it. Muon's `orthogonalize` reads its momentum, a state
+//! buffer, so Muon runs on blocks.
+
+use crate::lowp::{Bits, Narrow, StateDtype};
+use crate::optimizer::{step_entries, DslOptimizer, Entry, LocalSync};
+use crate::param::{ParamInfo, ParamSlice};
+use crate::scratch::List;
+use crate::{Float, OptimError};
+
+/// Whether every element of `xs` is finite. `x - x` is `0` for a finite `x` and NaN for NaN or
+/// an infinity, so eight independent sums of it (which the compiler vectorises) are all zero
+/// exactly when every element is finite.
+#[allow(clippy::eq_op)] // `x - x` is the point
+pub(crate) fn all_finite<E: Float>(xs: &[E]) -> bool {
+    const LANES: usize = 8;
+    let mut acc = [E::zero(); LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for j in 0..LANES {
+            acc[j] += c[j] - c[j];
+        }
+    }
+    chunks.remainder().iter().all(|x| x.is_finite()) && acc.iter().all(|a| *a == E::zero())
+}
+
+impl<E: Float> Entry<'_, E> {
+    /// Elements of the parameter and of the gradient.
+    pub(crate) fn lens(&self) -> (usize, usize) {
+        match &self.narrow {
+            Some(w) => (w.param.len(), w.grad.len()),
+            None => (self.param.len(), self.grad.len()),
+        }
+    }
+
+    /// Whether every element of the gradient is finite.
+    pub(crate) fn grad_finite(&self) -> bool {
+        match &self.narrow {
+            Some(w) => crate::lowp::all_finite_bits(w.dtype, w.grad),
+            None => all_finite(self.grad),
+        }
+    }
+}
+
+/// A parameter stored in 16 bits and its gradient, of the same type, for
+/// [`update_mixed_in_modules`]: the raw bits (`half::bf16::to_bits` / `half::f16::to_bits`
+/// of each element), row-major, `shape.iter().product()` elements each.
+#[derive(Debug)]
+pub struct NarrowSlice<'a> {
+    /// Unique name; the optimizer's state for this parameter is keyed by it.
+    pub name: &'a str,
+    /// Logical shape (as [`ParamSlice::shape`]).
+    pub shape: &'a [usize],
+    /// The storage type of both `param` and `grad`.
+    pub dtype: StateDtype,
+    /// The parameter's bits, updated in place (rounded to nearest, ties to even).
+    pub param: &'a mut [Bits],
+    /// The gradient's bits (read only).
+    pub grad: &'a [Bits],
+}
+
+/// One parameter of a step of [`update_mixed_in_modules`]: of the optimizer's element type, or
+/// stored in 16 bits.
+#[derive(Debug)]
+pub enum MixedSlice<'a, E> {
+    /// Of type `E` (as [`DslOptimizer::update_slices`] takes it).
+    Same(ParamSlice<'a, E>),
+    /// `bf16` or `f16`, computed in `E`.
+    Narrow(NarrowSlice<'a>),
+}
+
+/// [`DslOptimizer::update_slices_in_modules`] over parameters some of which are stored in 16
+/// bits (see the [module docs](self)): `modules[i]` is `params[i]`'s module. The result is bit
+/// for bit that of widening every 16-bit parameter and gradient to `E`, stepping, and rounding
+/// the parameters back to nearest, ties to even; the memory traffic is that of the 16-bit
+/// data. Global reductions sum over the parameters in the order given, as the slice path does.
+///
+/// # Errors
+/// As [`DslOptimizer::update_slices`]; [`OptimError::InvalidUse`] when `modules` and `params`
+/// differ in length, when a 16-bit parameter's rule reads the raw parameter or gradient as a
+/// whole tensor (`DslOptimizer::param_in_loops_only` is `false`: widen it and pass it as
+/// [`MixedSlice::Same`]), or when metrics are on (they copy parameters in `E`) and a parameter
+/// is 16-bit. Nothing is modified on error.
+pub fn update_mixed_in_modules<E: Float, O: DslOptimizer<E>>(
+    opt: &mut O,
+    params: &mut [MixedSlice<'_, E>],
+    modules: &[&str],
+) -> Result<(), OptimError> {
+    if modules.len() != params.len() {
+        return Err(OptimError::InvalidUse(format!(
+            "{} modules for {} parameters",
+            modules.len(),
+            params.len()
+        )));
+    }
+    let mut entries: Vec<Entry<'_, E>> = opt.opt_state_mut().scratch.take(List::Entries);
+    entries.extend(params.iter_mut().zip(modules).map(|(p, module)| match p {
+        MixedSlice::Same(p) => Entry {
+            name: p.name,
+            shape: p.shape,
+            module,
+            param: &mut *p.param,
+            grad: p.grad,
+            narrow: None,
+        },
+        MixedSlice::Narrow(p) => Entry {
+            name: p.name,
+            shape: p.shape,
+            module,
+            param: &mut [],
+            grad: &[],
+            narrow: Some(Narrow {
+                dtype: p.dtype,
+                param: &mut *p.param,
+                grad: p.grad,
+            }),
+        },
+    }));
+    step_entries(opt, entries, &mut LocalSync)
+}
+
+/// The step's checks of its 16-bit parameters (none: `Ok`): each one's rule (`rules[i]`) runs
+/// on blocks, and metrics are off.
+///
+/// # Errors
+/// [`OptimError::InvalidUse`] naming the parameter.
+pub(crate) fn check<E: Float, O: DslOptimizer<E>>(
+    opt: &O,
+    entries: &[Entry<'_, E>],
+    rules: &[usize],
+) -> Result<(), OptimError> {
+    for (e, &rule) in entries.iter().zip(rules) {
+        let Some(w) = &e.narrow else { continue };
+        let refuse = |why: &str| {
+            Err(OptimError::InvalidUse(format!(
+                "`{}` is stored as {} and {why}; pass it widened to {}",
+                e.name,
+                w.dtype.name(),
+                E::NAME
+            )))
+        };
+        if opt.opt_state().metrics.enabled {
+            return refuse("metrics are on (they copy the parameters)");
+        }
+        let info = ParamInfo {
+            name: e.name,
+            shape: e.shape,
+            module: e.module,
+        };
+        if !O::param_in_loops_only(rule, &info) {
+            return refuse("its rule reads the raw parameter or gradient as a whole tensor");
+        }
+    }
+    Ok(())
+}
