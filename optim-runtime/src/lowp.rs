@@ -496,7 +496,7 @@ mod tests_exact;
 /// `f32`s (16 KiB) stay in L1 while the loop runs.
 pub const STAGE: usize = 2048;
 
-const _: () = assert!(STAGE % q8::BLOCK == 0 && optim_abi::CHUNK % STAGE == 0);
+const _: () = assert!(STAGE.is_multiple_of(q8::BLOCK) && optim_abi::CHUNK.is_multiple_of(STAGE));
 
 /// A 16-bit parameter and its gradient as the executor sees them: the raw bits (one chunk of
 /// the parameter, once cut).
