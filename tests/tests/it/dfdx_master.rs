@@ -467,10 +467,10 @@ fn master_mode_agrees_on_many_tensors_and_threads() {
             for t in 1..=3 {
                 let mut g = m.alloc_grads();
                 for l in m.0.modules.iter() {
-                    fill(&mut **g.get_or_alloc_mut(&l.0.weight).unwrap());
-                    fill(&mut **g.get_or_alloc_mut(&l.0.bias).unwrap());
+                    fill(g.get_or_alloc_mut(&l.0.weight).unwrap());
+                    fill(g.get_or_alloc_mut(&l.0.bias).unwrap());
                 }
-                fill(&mut **g.get_or_alloc_mut(&m.1.weight).unwrap());
+                fill(g.get_or_alloc_mut(&m.1.weight).unwrap());
                 opt.update(&mut m, &mut g).unwrap();
                 assert_eq!(opt.opt_state().params.len(), 100, "step {t}");
             }
