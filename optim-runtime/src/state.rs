@@ -454,8 +454,9 @@ pub enum ParamSync {
     ///   new dfdx id), or a length that differs;
     /// - this crate's own writes into a model: [`swap_state_with_model`](crate::DfdxUpdate::swap_state_with_model),
     ///   [`WeightEma::copy_to_model`](crate::WeightEma::copy_to_model) and
-    ///   [`WeightEma::swap_with_model`](crate::WeightEma::swap_with_model) make every
-    ///   optimizer's next step read all its parameters again (conservatively: any model).
+    ///   [`WeightEma::swap_with_model`](crate::WeightEma::swap_with_model) record the ids of
+    ///   the tensors they write (process-wide), and every optimizer's next step reads those
+    ///   tensors again.
     ///
     /// The kept copies and other operations:
     /// - [`update_where`](crate::DfdxUpdate::update_where): a parameter it does not step
@@ -466,8 +467,8 @@ pub enum ParamSync {
     ///   rollback usually restores the model's weights in place too);
     /// - a clone of the state ([`OptState`]'s `clone`, [`OptState::try_clone`]) keeps the
     ///   setting but no copies: the first step of an optimizer holding it reads;
-    /// - switching back to [`ParamSync::Read`] keeps the copies' memory; they are not trusted
-    ///   again until a `Master` step has written them into the model.
+    /// - a copy is trusted only after a `Master` step wrote it into the model: the first step
+    ///   after switching from [`ParamSync::Read`] reads every parameter.
     ///
     /// Stepping the same tensor with two optimizers, or two clones of one model with one
     /// optimizer, needs `resync_params` between the steps.

@@ -128,8 +128,6 @@ where
     M: TensorCollection<E, Cpu>,
     Cpu: Device<E>,
 {
-    // optimizers' kept master copies of these tensors are stale from here (`ParamSync::Master`)
-    super::update::note_model_write();
     walk_mut(model, |t, h| {
         if !(t.trainable || include_buffers) {
             return Ok(());
@@ -140,6 +138,8 @@ where
                 h.read(&mut old);
                 b.insert(t.name.to_string(), old);
             }
+            // optimizers' master copies of this tensor are stale from here (`ParamSync::Master`)
+            super::writes::note(h.id());
             h.write(v);
         }
         Ok(())

@@ -2,6 +2,7 @@
 
 use super::master::keeps_master;
 use super::walk::{walk, walk_mut, Shared};
+use super::writes;
 use crate::error::OptimError;
 use crate::float::Float;
 use crate::optimizer::{step_entries, DslOptimizer, Entry, LocalSync};
@@ -12,7 +13,6 @@ use dfdx::tensor_ops::Device;
 use rayon::prelude::*;
 use std::any::Any;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A dfdx device a module can be stepped on: `Cpu`, and `Cuda` with feature `cuda` (`f32`,
 /// `f64`). The device of [`DfdxUpdate::update`]'s `grads` picks the driver.
@@ -160,9 +160,6 @@ impl<E: Float, O: DslOptimizer<E>> DfdxUpdate<E> for O {}
 pub(crate) struct Staging<E> {
     /// What is kept of each parameter, by name.
     kept: BTreeMap<String, Kept<E>>,
-    /// [`model_writes`] when the last step began: a different value at the next step means
-    /// this crate wrote into some model in between, and no copy is trusted.
-    writes_seen: u64,
 }
 
 /// What the driver keeps of one parameter between steps.
@@ -172,17 +169,18 @@ struct Kept<E> {
     /// The spare tensor (a [`Shared`], type-erased so that this type needs no bound on `E`).
     spare: Option<Box<dyn Any + Send + Sync>>,
     /// The id of the tensor `buf` was last written into by a successful step, while nothing
-    /// has invalidated it since (a failed step, [`Staging::forget_masters`], a write counted by
-    /// [`model_writes`]): `buf` then holds exactly that tensor's values, unless the user wrote
-    /// the tensor in place (see [`ParamSync::Master`]).
+    /// has invalidated it since (a failed step, [`Staging::forget_masters`]): `buf` then holds
+    /// exactly that tensor's values, unless the tensor was written in place since (by the
+    /// user: see [`ParamSync::Master`]; by this crate: recorded in `super::writes`).
     mirrors: Option<UniqueId>,
+    /// `super::writes`' sequence number when the step that set `mirrors` began.
+    seen: u64,
 }
 
 impl<E> Default for Staging<E> {
     fn default() -> Self {
         Staging {
             kept: BTreeMap::new(),
-            writes_seen: 0,
         }
     }
 }
@@ -217,22 +215,6 @@ impl<E> std::fmt::Debug for Staging<E> {
     }
 }
 
-/// Number of times this crate has written parameters into a dfdx model in place outside an
-/// optimizer's own commit (`swap_state_with_model`, `WeightEma::copy_to_model`,
-/// `WeightEma::swap_with_model`), process-wide: dfdx ids are process-wide too, and those
-/// functions cannot reach the optimizers whose master copies they make stale.
-static MODEL_WRITES: AtomicU64 = AtomicU64::new(0);
-
-/// Counts one in-place write into a model (see [`MODEL_WRITES`]); call it before writing.
-pub(crate) fn note_model_write() {
-    MODEL_WRITES.fetch_add(1, Ordering::SeqCst);
-}
-
-/// The current count of [`MODEL_WRITES`].
-fn model_writes() -> u64 {
-    MODEL_WRITES.load(Ordering::SeqCst)
-}
-
 /// One trainable tensor staged for the step.
 struct Staged<E: Float> {
     name: String,
@@ -251,6 +233,8 @@ struct Staged<E: Float> {
     spare: Option<Shared<E>>,
     /// Whether the commit wrote `buf` into the model's tensor.
     committed: bool,
+    /// `super::writes`' sequence number when this step began.
+    seen: u64,
 }
 
 /// Runs `f` on every staged tensor, across rayon's threads.
@@ -303,7 +287,7 @@ where
         step_entries(opt, entries, &mut LocalSync)
     });
     let restored = commit(model, grads, &mut staged, result.is_ok());
-    keep(&mut staging, staged);
+    keep(&mut staging, staged, master);
     opt.opt_state_mut().staging = staging;
     result?;
     restored
@@ -326,11 +310,7 @@ where
     M: TensorCollection<E, Cpu>,
     Cpu: Device<E>,
 {
-    let writes = model_writes();
-    if writes != staging.writes_seen {
-        staging.forget_masters(); // this crate wrote into a model in place since the last step
-        staging.writes_seen = writes;
-    }
+    let mut since = writes::Since::new();
     let mut staged: Vec<Staged<E>> = Vec::new();
     let walked = walk::<E, M>(model, |t, h| {
         if !t.trainable || !has_grad(t.name) {
@@ -338,14 +318,19 @@ where
         }
         let grad = h.take_grad(grads)?;
         let id = h.id();
-        let (buf, spare, mirrors) = match staging.kept.get_mut(t.name) {
-            Some(k) => (std::mem::take(&mut k.buf), k.spare.take(), k.mirrors.take()),
-            None => (Vec::new(), None, None),
+        let (buf, spare, mirrors, seen) = match staging.kept.get_mut(t.name) {
+            Some(k) => {
+                let buf = std::mem::take(&mut k.buf);
+                (buf, k.spare.take(), k.mirrors.take(), k.seen)
+            }
+            None => (Vec::new(), None, None, 0),
         };
         let spare = spare
             .and_then(|b| b.downcast::<Shared<E>>().ok())
             .map(|b| *b);
-        let trusted = master && keeps_master(mirrors, id, buf.len(), t.numel());
+        let trusted = master
+            && keeps_master(mirrors, id, buf.len(), t.numel())
+            && !since.written_after(id, seen);
         staged.push(Staged {
             name: t.name.to_string(),
             shape: t.shape.to_vec(),
@@ -356,9 +341,11 @@ where
             source: (!trusted).then(|| h.share()),
             spare,
             committed: false,
+            seen: since.now,
         });
         Ok(())
     });
+    drop(since);
     // the reads, in parallel; the shared handles are dropped here, so that each model tensor's
     // storage is its own again before the commit
     let read = walked.is_ok();
@@ -419,23 +406,26 @@ where
     })
 }
 
-/// Puts the staged tensors' buffers and spares back into `staging`; a committed buffer mirrors
-/// its tensor (see [`Kept::mirrors`]).
-fn keep<E: Float>(staging: &mut Staging<E>, staged: Vec<Staged<E>>) {
+/// Puts the staged tensors' buffers and spares back into `staging`; in `master` mode a committed
+/// buffer mirrors its tensor (see [`Kept::mirrors`]; a step in `ParamSync::Read` mode leaves no
+/// copy trusted, so that writes the user made then are read after switching to `Master`).
+fn keep<E: Float>(staging: &mut Staging<E>, staged: Vec<Staged<E>>, master: bool) {
     for s in staged {
         let spare = s.spare.map(|sp| Box::new(sp) as Box<dyn Any + Send + Sync>);
-        let mirrors = s.committed.then_some(s.id);
+        let mirrors = (master && s.committed).then_some(s.id);
         match staging.kept.get_mut(&s.name) {
             Some(k) => {
                 k.buf = s.buf;
                 k.spare = spare;
                 k.mirrors = mirrors;
+                k.seen = s.seen;
             }
             None => {
                 let k = Kept {
                     buf: s.buf,
                     spare,
                     mirrors,
+                    seen: s.seen,
                 };
                 staging.kept.insert(s.name, k);
             }
@@ -463,13 +453,13 @@ where
         .collect();
     let mut swapped = 0;
     let mut current = Vec::new();
-    note_model_write(); // kept master copies of these tensors are stale from here
     walk_mut::<E, M>(model, |t, h| {
         if !t.trainable {
             return Ok(());
         }
         if let Some(buf) = buffers.get_mut(t.name) {
             if buf.len() == t.numel() {
+                writes::note(h.id()); // kept master copies of this tensor are stale from here
                 h.read(&mut current);
                 h.write(buf);
                 std::mem::swap(&mut current, *buf);

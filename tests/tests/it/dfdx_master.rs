@@ -186,6 +186,23 @@ fn an_in_place_write_is_overwritten_without_resync_and_seen_with_it() {
     }
 }
 
+/// Steps in the default mode leave no copy trusted: writes made then are read by the first step
+/// after switching to `Master`.
+#[test]
+fn switching_to_master_reads_first() {
+    let dev: Cpu = Default::default();
+    let mut p = Pair::new(&dev, adamw);
+    p.master.1.set_param_sync(ParamSync::Read);
+    p.step(1, all);
+    p.step(2, all);
+    p.both(|m| m.1.weight.copy_from(&[0.75; 8]));
+    p.master.1.set_param_sync(ParamSync::Master);
+    for t in 3..=4 {
+        p.step(t, all);
+        p.assert_same(&format!("step {t} after the switch"));
+    }
+}
+
 #[test]
 fn an_in_place_write_with_resync_matches_the_default_mode() {
     let dev: Cpu = Default::default();
