@@ -2,10 +2,10 @@
 //! mode (`ParamSync::Read`, which reads every parameter from the model at each step) over
 //! AdamW steps on a multi-tensor model, and the documented contract around it: an in-place
 //! write is seen after `resync_params` and overwritten without it; a replaced tensor (new id),
-//! `swap_state_with_model`, `WeightEma::copy_to_model`, a checkpoint load, a failed step and a
-//! clone of the optimizer make the next step read the model again; `update_where` keeps the
-//! copies of the tensors it skips. Hand-computed values use SGD (lr 0.5, gradient 1: each step
-//! subtracts 0.5).
+//! `swap_state_with_model`, `WeightEma::copy_to_model`, a checkpoint load, a failed step, a
+//! clone of the optimizer's state and a switch from `Read` make the next step read the model
+//! again; `update_where` keeps the copies of the tensors it skips. Hand-computed values use SGD
+//! (lr 0.5, gradient 1: each step subtracts 0.5).
 
 use dfdx::prelude::*;
 use optim_dsl::prelude::*;
