@@ -21,7 +21,11 @@
 //!   arithmetic: agrees with PyTorch).
 //! - `dsl_slices_recip`: the same with `set_arithmetic(Arithmetic::Reciprocal)` (the opt-in
 //!   cheaper mode: divisions by per-step scalars become multiplications by reciprocals).
-//! - `dsl_dfdx`: the same optimizer through `update(&mut model, &mut grads)` on a dfdx model.
+//! - `dsl_dfdx`: the same optimizer through `update(&mut model, &mut grads)` on a dfdx model
+//!   (the default `ParamSync::Read`: each parameter is read from the model and written back,
+//!   44 bytes per parameter).
+//! - `dsl_dfdx_master`: the same with `set_param_sync(ParamSync::Master)` (the opt-in master
+//!   copy: the read is skipped, 36 bytes per parameter).
 //! - `dfdx_adam`: `dfdx::optim::Adam` with `WeightDecay::Decoupled(1e-2)` (AdamW) on a model with
 //!   the same tensors.
 //! - `dfdx_ops`: AdamW written with dfdx tensor arithmetic (`m * b1 + g * (1 - b1)`, ...), which
@@ -55,7 +59,7 @@ use dfdx::shapes::{HasShape, Rank1, Shape};
 use dfdx::tensor::{Cpu, CpuError, Gradients, Tensor, TensorFrom, ZerosTensor};
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::AdamW;
-use optim_dsl::Arithmetic;
+use optim_dsl::{Arithmetic, ParamSync};
 
 mod common;
 use common::{bound_step, moments};
@@ -280,6 +284,9 @@ where
     let mut recip_params = params.clone();
     let mut dfdx_opt = AdamW::<f32>::default();
     let mut model_dsl = model.clone(); // same tensor ids (so `grads` applies), own storage on write
+    let mut master_opt = AdamW::<f32>::default();
+    master_opt.set_param_sync(ParamSync::Master);
+    let mut model_master = model.clone();
     let mut model_adam = model;
     let mut adam = Adam::new(
         &model_adam,
@@ -312,6 +319,9 @@ where
     dfdx_opt
         .update(&mut model_dsl, &mut grads)
         .expect("dsl_dfdx step");
+    master_opt
+        .update(&mut model_master, &mut grads)
+        .expect("dsl_dfdx_master step");
     adam.update(&mut model_adam, &grads)
         .expect("dfdx_adam step");
     ops.step();
@@ -321,6 +331,11 @@ where
         "dsl_dfdx vs dsl_slices",
         &params,
         &values(snapshot(&model_dsl)),
+    );
+    assert_same(
+        "dsl_dfdx_master vs dsl_slices",
+        &params,
+        &values(snapshot(&model_master)),
     );
     assert_same(
         "dfdx_adam vs dsl_slices",
@@ -349,6 +364,13 @@ where
             dfdx_opt
                 .update(&mut model_dsl, &mut grads)
                 .expect("dsl_dfdx step")
+        })
+    });
+    group.bench_function("dsl_dfdx_master", |b| {
+        b.iter(|| {
+            master_opt
+                .update(&mut model_master, &mut grads)
+                .expect("dsl_dfdx_master step")
         })
     });
     group.bench_function("dfdx_adam", |b| {

@@ -22,8 +22,8 @@ pub use optim_runtime::{
     Arithmetic, Checkpoint, Cooldown, CudaKernelSource, Domain, DslOptimizer, EmaCorrection, Field,
     Float, GlobalContribution, GradAccumulator, Hyper, KernelPlan, Knot, LocalSync,
     NonFinitePolicy, OptState, OptimError, OptimizerConfig, ParamInfo, ParamMetrics, ParamSlice,
-    ParamState, Plan, RuleBody, RulePlan, ScalarPrecision, Schedule, ShapeChange, StateDtype,
-    StepMetrics, StepSync, WeightEma,
+    ParamState, ParamSync, Plan, RuleBody, RulePlan, ScalarPrecision, Schedule, ShapeChange,
+    StateDtype, StepMetrics, StepSync, WeightEma,
 };
 
 pub mod zoo;

@@ -77,5 +77,6 @@ pub use param::{ParamInfo, ParamSlice};
 pub use plan::{KernelPlan, Plan, RuleBody, RulePlan};
 pub use schedule::{Anneal, Cooldown, ExponentialDecay, Knot, Schedule, Wsd};
 pub use state::{
-    Arithmetic, KronFactors, NonFinitePolicy, OptState, ParamState, ScalarPrecision, ShapeChange,
+    Arithmetic, KronFactors, NonFinitePolicy, OptState, ParamState, ParamSync, ScalarPrecision,
+    ShapeChange,
 };

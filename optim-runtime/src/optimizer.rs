@@ -18,7 +18,8 @@ use crate::param::{ParamInfo, ParamSlice};
 use crate::plan::Plan;
 use crate::scratch::{List, Scratch};
 use crate::state::{
-    Arithmetic, KronFactors, NonFinitePolicy, OptState, ParamState, ScalarPrecision, ShapeChange,
+    Arithmetic, KronFactors, NonFinitePolicy, OptState, ParamState, ParamSync, ScalarPrecision,
+    ShapeChange,
 };
 
 /// The hyperparameters of a generated optimizer (the `…Config` struct `optimizer!` emits).
@@ -350,6 +351,14 @@ pub trait DslOptimizer<E: Float>: Sized {
     /// at the next step; saved in checkpoints.
     fn set_arithmetic(&mut self, arithmetic: Arithmetic) {
         self.opt_state_mut().arithmetic = arithmetic;
+    }
+
+    /// Sets where a CPU step on a dfdx model takes the parameters' values from (default
+    /// [`ParamSync::Read`], which reads them from the model every step; [`ParamSync::Master`]
+    /// keeps a master copy and skips the read: cheaper, but after writing parameters in place
+    /// you must call [`OptState::resync_params`]). Takes effect at the next step; not saved.
+    fn set_param_sync(&mut self, sync: ParamSync) {
+        self.opt_state_mut().param_sync = sync;
     }
 
     /// Mutable access to the hyperparameters, used by

@@ -222,3 +222,46 @@ fn new_names_allocate_once_then_nothing() {
         assert_eq!([step(), step(), step()], [0; 3]);
     }
 }
+
+/// The dfdx CPU path allocates per step (dfdx's walk names each tensor, a tensor's id is read
+/// through a `Vec`, the staged list), but the opt-in master copy (`ParamSync::Master`) adds no
+/// allocation to it: it skips the shared read handle of each tensor, so a steady step allocates
+/// at most what the default mode does, and the same every step. Counted on a one-thread rayon
+/// pool, inside it (all of the step's work runs on that thread).
+#[test]
+fn a_master_copy_dfdx_step_allocates_no_more_than_the_default() {
+    use dfdx::prelude::{Cpu, DeviceBuildExt, Linear, ZeroGrads};
+    use optim_dsl::ParamSync;
+    let counts = |sync: ParamSync| -> Vec<usize> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("a rayon pool");
+        pool.install(|| {
+            let dev: Cpu = Default::default();
+            let mut m = dev.build_module::<(Linear<8, 8>, Linear<8, 8>), f32>();
+            let mut g = m.alloc_grads();
+            g.get_or_alloc_mut(&m.0.weight).unwrap().fill(0.25);
+            g.get_or_alloc_mut(&m.1.weight).unwrap().fill(0.25);
+            let w0 = m.0.weight.as_vec();
+            let mut opt = AdamW::<f32>::default();
+            opt.set_param_sync(sync);
+            let mut step = || {
+                let before = allocs();
+                opt.update(&mut m, &mut g).expect("step");
+                allocs() - before
+            };
+            for _ in 0..3 {
+                step();
+            }
+            let steady: Vec<usize> = (0..5).map(|_| step()).collect();
+            assert_ne!(m.0.weight.as_vec(), w0, "the steps ran");
+            steady
+        })
+    };
+    let (read, master) = (counts(ParamSync::Read), counts(ParamSync::Master));
+    eprintln!("dfdx steady steps: read {read:?}, master {master:?}");
+    assert!(read.iter().all(|&c| c == read[0]), "{read:?}");
+    assert!(master.iter().all(|&c| c == master[0]), "{master:?}");
+    assert!(master[0] <= read[0], "master {master:?}, read {read:?}");
+}

@@ -41,7 +41,9 @@ impl<E: Float> WeightEma<E> {
 
     /// Writes the averaged weights into the model (trainable tensors, plus buffers with
     /// [`with_buffers`](Self::with_buffers)). The model's own weights are lost; use
-    /// [`swap_with_model`](Self::swap_with_model) to get them back after evaluation.
+    /// [`swap_with_model`](Self::swap_with_model) to get them back after evaluation. An
+    /// optimizer keeping master copies ([`ParamSync::Master`](crate::ParamSync::Master)) reads
+    /// the written tensors again at its next step.
     ///
     /// # Errors
     /// [`OptimError::InvalidUse`] for a tensor with no average, [`OptimError::ShapeMismatch`]
@@ -60,7 +62,8 @@ impl<E: Float> WeightEma<E> {
     /// Swaps the averaged weights into the model, keeping the model's own weights inside the
     /// EMA; the next call swaps them back (evaluate in between). While swapped, `update_*` is
     /// refused. The averages themselves never change, so a checkpoint taken while swapped is
-    /// the same as one taken before.
+    /// the same as one taken before. Both swaps count as in-place writes, which optimizers
+    /// keeping master copies ([`ParamSync::Master`](crate::ParamSync::Master)) detect.
     ///
     /// ```text
     /// ema.swap_with_model(&mut model)?;   // model now holds the averaged weights
@@ -135,6 +138,8 @@ where
                 h.read(&mut old);
                 b.insert(t.name.to_string(), old);
             }
+            // optimizers' master copies of this tensor are stale from here (`ParamSync::Master`)
+            super::writes::note(h.id());
             h.write(v);
         }
         Ok(())

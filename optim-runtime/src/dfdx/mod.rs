@@ -33,5 +33,6 @@ pub mod kfac;
 mod accumulate;
 mod ema;
 pub(crate) mod update;
+mod writes;
 
 pub use update::{DfdxUpdate, ModelDevice};

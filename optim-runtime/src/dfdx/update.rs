@@ -1,11 +1,14 @@
 //! The dfdx step driver: [`DfdxUpdate`].
 
+use super::master::keeps_master;
 use super::walk::{walk, walk_mut, Shared};
+use super::writes;
 use crate::error::OptimError;
 use crate::float::Float;
 use crate::optimizer::{step_entries, DslOptimizer, Entry, LocalSync};
+use crate::state::ParamSync;
 use dfdx::nn::tensor_collection::TensorCollection;
-use dfdx::tensor::{Cpu, Gradients};
+use dfdx::tensor::{Cpu, Gradients, UniqueId};
 use dfdx::tensor_ops::Device;
 use rayon::prelude::*;
 use std::any::Any;
@@ -66,11 +69,16 @@ pub trait DfdxUpdate<E: Float>: DslOptimizer<E> {
     /// the type name of the module holding each tensor (`module == "Linear"`).
     ///
     /// On `Cpu`: dfdx 0.13 gives no mutable view of a tensor's storage, so each parameter is
-    /// copied to a reusable host buffer, updated there by the same fused kernels as
-    /// [`update_slices`](DslOptimizer::update_slices), and copied back (16 extra bytes per
-    /// `f32` parameter; both copies run across tensors in parallel, the copy back into a spare
-    /// tensor that is then swapped into the model, so the optimizer holds two extra copies of
-    /// the parameters).
+    /// copied to a reusable host buffer (`copy_into`), updated there by the same fused kernels
+    /// as [`update_slices`](DslOptimizer::update_slices), and copied back (`copy_from`): 16
+    /// extra bytes per `f32` parameter, 44 for AdamW instead of 28. Both copies run across
+    /// tensors in parallel, the copy back into a spare tensor that is then swapped into the
+    /// model, so the optimizer holds two extra copies of the parameters. With
+    /// [`set_param_sync(ParamSync::Master)`](DslOptimizer::set_param_sync) the host buffer is
+    /// kept as a master copy and the read is skipped while it mirrors the tensor (8 extra
+    /// bytes, 36 for AdamW); then call
+    /// [`OptState::resync_params`](crate::OptState::resync_params) after writing parameters in
+    /// place, or the write is overwritten (the contract: [`ParamSync::Master`]).
     ///
     /// On `Cuda` (feature `cuda`): the generated CUDA stages run on the GPU, state stays there,
     /// and the optimizer keeps a device copy of each parameter that it publishes into the
@@ -85,7 +93,8 @@ pub trait DfdxUpdate<E: Float>: DslOptimizer<E> {
     /// # Errors
     /// As [`update_slices`](DslOptimizer::update_slices); [`OptimError::Device`] if dfdx or
     /// the GPU fails. Nothing is modified on error (on `Cuda`, a device failure in the middle
-    /// of the stages leaves the state half updated; the model keeps its values).
+    /// of the stages leaves the state half updated; the model keeps its values). The master
+    /// copies of the tensors the failed step staged are dropped: the next step reads them.
     fn update<M, D>(&mut self, model: &mut M, grads: &mut Gradients<E, D>) -> Result<(), OptimError>
     where
         D: ModelDevice<E>,
@@ -99,7 +108,8 @@ pub trait DfdxUpdate<E: Float>: DslOptimizer<E> {
     /// `.grad` is `None`. dfdx's `alloc_grads` gives every parameter a (zero) gradient, so it
     /// cannot tell which parameters had none this step: say it here (a frozen embedding, the
     /// expert layers a batch did not route to). A parameter first updated at a later step is
-    /// bias-corrected from its own first step, as on the slice path.
+    /// bias-corrected from its own first step, as on the slice path. A parameter left alone
+    /// keeps its master copy ([`ParamSync::Master`]): its tensor was not written.
     ///
     /// # Errors
     /// As [`update`](Self::update). Nothing is modified on error.
@@ -120,7 +130,9 @@ pub trait DfdxUpdate<E: Float>: DslOptimizer<E> {
     /// (parameters without that buffer, or whose buffer has another length, are left alone).
     /// Calling it twice restores both: use it to evaluate with an averaged iterate, e.g.
     /// Schedule-Free's `"x"`, then swap back before the next step. Returns the number of
-    /// tensors swapped.
+    /// tensors swapped. The swap writes the model in place, so every optimizer's kept master
+    /// copies ([`ParamSync::Master`]) are read again at its next step (no `resync_params`
+    /// needed).
     ///
     /// # Errors
     /// [`OptimError::Device`] if dfdx fails while walking the model.
@@ -139,24 +151,46 @@ impl<E: Float, O: DslOptimizer<E>> DfdxUpdate<E> for O {}
 /// its state: not saved, and a clone starts without them).
 ///
 /// dfdx 0.13 gives no mutable view of a tensor's storage, so a step copies each parameter to a
-/// host buffer (`bufs`), updates it there and copies it back. The copy back goes into a *spare*
-/// tensor (`spares`: a handle with the parameter's id and a storage of its own, the tensor the
-/// model held before the last step), which is then swapped into the model: so both copies run
-/// on rayon across tensors, off dfdx's sequential walk. Costs one more copy of every parameter
-/// in memory.
+/// host buffer, updates it there and copies it back. The copy back goes into a *spare* tensor
+/// (a handle with the parameter's id and a storage of its own, the tensor the model held
+/// before the last step), which is then swapped into the model: so both copies run on rayon
+/// across tensors, off dfdx's sequential walk. Costs one more copy of every parameter in
+/// memory. In [`ParamSync::Master`] mode the host buffer is the master copy, and the read is
+/// skipped while it mirrors the tensor ([`Kept::mirrors`]).
 pub(crate) struct Staging<E> {
-    /// Host copy of each parameter, by name.
-    bufs: BTreeMap<String, Vec<E>>,
-    /// Spare tensor of each parameter, by name (a [`Shared`], type-erased so that this type
-    /// needs no bound on `E`).
-    spares: BTreeMap<String, Box<dyn Any + Send + Sync>>,
+    /// What is kept of each parameter, by name.
+    kept: BTreeMap<String, Kept<E>>,
+}
+
+/// What the driver keeps of one parameter between steps.
+struct Kept<E> {
+    /// The host copy of the parameter.
+    buf: Vec<E>,
+    /// The spare tensor (a [`Shared`], type-erased so that this type needs no bound on `E`).
+    spare: Option<Box<dyn Any + Send + Sync>>,
+    /// The id of the tensor `buf` was last written into by a successful step, while nothing
+    /// has invalidated it since (a failed step, [`Staging::forget_masters`]): `buf` then holds
+    /// exactly that tensor's values, unless the tensor was written in place since (by the
+    /// user: see [`ParamSync::Master`]; by this crate: recorded in `super::writes`).
+    mirrors: Option<UniqueId>,
+    /// `super::writes`' sequence number when the step that set `mirrors` began.
+    seen: u64,
 }
 
 impl<E> Default for Staging<E> {
     fn default() -> Self {
         Staging {
-            bufs: BTreeMap::new(),
-            spares: BTreeMap::new(),
+            kept: BTreeMap::new(),
+        }
+    }
+}
+
+impl<E> Staging<E> {
+    /// Trusts no kept copy any more: the next step reads every parameter
+    /// ([`OptState::resync_params`](crate::OptState::resync_params), a checkpoint load).
+    pub(crate) fn forget_masters(&mut self) {
+        for k in self.kept.values_mut() {
+            k.mirrors = None;
         }
     }
 }
@@ -186,14 +220,21 @@ struct Staged<E: Float> {
     name: String,
     shape: Vec<usize>,
     module: &'static str,
+    /// The model tensor's id.
+    id: UniqueId,
     /// Its gradient buffer, borrowed from `grads` (returned after the step).
     grad: Vec<E>,
     /// The host copy the step updates.
     buf: Vec<E>,
-    /// The model's tensor, shared until it has been read into `buf`.
+    /// The model's tensor, shared until it has been read into `buf` (`None` when the kept
+    /// master copy is used instead).
     source: Option<Shared<E>>,
     /// The spare tensor the new values go to (see [`Staging`]).
     spare: Option<Shared<E>>,
+    /// Whether the commit wrote `buf` into the model's tensor.
+    committed: bool,
+    /// `super::writes`' sequence number when this step began.
+    seen: u64,
 }
 
 /// Runs `f` on every staged tensor, across rayon's threads.
@@ -207,11 +248,12 @@ fn each_tensor<E: Float>(staged: &mut [Staged<E>], f: &(dyn Fn(&mut Staged<E>) +
     }
 }
 
-/// Stages every trainable tensor (host copies read in parallel, gradients borrowed from
-/// `grads`), runs the shared step, then returns every gradient buffer and, when the step
-/// succeeded, commits the new values: written into the spare tensors in parallel, then swapped
-/// into the model (a spare that does not fit, at the first steps or after the model changed,
-/// is replaced and the values are written into the model's tensor directly).
+/// Stages every trainable tensor (host copies read in parallel, or kept from the last step in
+/// [`ParamSync::Master`] mode; gradients borrowed from `grads`), runs the shared step, then
+/// returns every gradient buffer and, when the step succeeded, commits the new values: written
+/// into the spare tensors in parallel, then swapped into the model (a spare that does not fit,
+/// at the first steps or after the model changed, is replaced and the values are written into
+/// the model's tensor directly).
 ///
 /// Only the step itself depends on the optimizer type: staging and commit ([`stage`],
 /// [`commit`]) are compiled once per model type.
@@ -227,8 +269,10 @@ where
     M: TensorCollection<E, Cpu>,
     Cpu: Device<E>,
 {
-    let mut staging = std::mem::take(&mut opt.opt_state_mut().staging);
-    let (mut staged, walked) = stage(model, grads, has_grad, &mut staging);
+    let state = opt.opt_state_mut();
+    let master = state.param_sync == ParamSync::Master;
+    let mut staging = std::mem::take(&mut state.staging);
+    let (mut staged, walked) = stage(model, grads, has_grad, &mut staging, master);
     let result = walked.and_then(|()| {
         let entries: Vec<Entry<'_, E>> = staged
             .iter_mut()
@@ -243,49 +287,66 @@ where
             .collect();
         step_entries(opt, entries, &mut LocalSync)
     });
-    let restored = commit(model, grads, staged, &mut staging, result.is_ok());
+    let restored = commit(model, grads, &mut staged, result.is_ok());
+    keep(&mut staging, staged, master);
     opt.opt_state_mut().staging = staging;
     result?;
     restored
 }
 
 /// The first half of [`update`]: every stepped tensor of `model` with its gradient (taken from
-/// `grads`) and its current values (read into its host buffer, in parallel), in walk order,
-/// and the walk's result (on an error, the tensors staged so far, whose gradients must still
-/// be returned).
+/// `grads`) and its current values (read into its host buffer, in parallel, unless `master`
+/// and the kept copy mirrors the tensor), in walk order, and the walk's result (on an error,
+/// the tensors staged so far, whose gradients must still be returned). Every staged tensor's
+/// copy stops being trusted here; only a successful commit trusts it again.
 fn stage<E, M>(
     model: &mut M,
     grads: &mut Gradients<E, Cpu>,
     has_grad: &dyn Fn(&str) -> bool,
     staging: &mut Staging<E>,
+    master: bool,
 ) -> (Vec<Staged<E>>, Result<(), OptimError>)
 where
     E: Float,
     M: TensorCollection<E, Cpu>,
     Cpu: Device<E>,
 {
+    let mut since = writes::Since::new();
     let mut staged: Vec<Staged<E>> = Vec::new();
     let walked = walk::<E, M>(model, |t, h| {
         if !t.trainable || !has_grad(t.name) {
             return Ok(());
         }
         let grad = h.take_grad(grads)?;
-        let spare = staging
-            .spares
-            .remove(t.name)
+        let id = h.id();
+        let (buf, spare, mirrors, seen) = match staging.kept.get_mut(t.name) {
+            Some(k) => {
+                let buf = std::mem::take(&mut k.buf);
+                (buf, k.spare.take(), k.mirrors.take(), k.seen)
+            }
+            None => (Vec::new(), None, None, 0),
+        };
+        let spare = spare
             .and_then(|b| b.downcast::<Shared<E>>().ok())
             .map(|b| *b);
+        let trusted = master
+            && keeps_master(mirrors, id, buf.len(), t.numel())
+            && !since.written_after(id, seen);
         staged.push(Staged {
             name: t.name.to_string(),
             shape: t.shape.to_vec(),
             module: t.module,
+            id,
             grad,
-            buf: staging.bufs.remove(t.name).unwrap_or_default(),
-            source: Some(h.share()),
+            buf,
+            source: (!trusted).then(|| h.share()),
             spare,
+            committed: false,
+            seen: since.now,
         });
         Ok(())
     });
+    drop(since);
     // the reads, in parallel; the shared handles are dropped here, so that each model tensor's
     // storage is its own again before the commit
     let read = walked.is_ok();
@@ -300,12 +361,11 @@ where
 }
 
 /// The second half of [`update`]: returns every borrowed gradient (also after a failed step or
-/// walk) and, when `ok`, commits the new values; keeps the buffers and spares in `staging`.
+/// walk) and, when `ok`, commits the new values (marking each tensor written `committed`).
 fn commit<E, M>(
     model: &mut M,
     grads: &mut Gradients<E, Cpu>,
-    mut staged: Vec<Staged<E>>,
-    staging: &mut Staging<E>,
+    staged: &mut [Staged<E>],
     ok: bool,
 ) -> Result<(), OptimError>
 where
@@ -314,14 +374,14 @@ where
     Cpu: Device<E>,
 {
     if ok {
-        each_tensor(&mut staged, &|s| {
+        each_tensor(staged, &|s| {
             if let Some(sp) = s.spare.as_mut().filter(|sp| sp.len() == s.buf.len()) {
                 sp.write(&s.buf);
             }
         });
     }
     let mut next = 0;
-    let restored = walk_mut::<E, M>(model, |t, h| {
+    walk_mut::<E, M>(model, |t, h| {
         // `staged` is in walk order: the next staged tensor is this one or a later one
         let Some(s) = staged
             .get_mut(next)
@@ -332,7 +392,7 @@ where
         next += 1;
         h.put_grad(grads, std::mem::take(&mut s.grad))?;
         if ok {
-            let fits = |sp: &Shared<E>| sp.len() == s.buf.len() && sp.id() == h.id();
+            let fits = |sp: &Shared<E>| sp.len() == s.buf.len() && sp.id() == s.id;
             let swapped = match s.spare.as_mut() {
                 Some(sp) if fits(sp) => h.swap_with(&mut **sp),
                 _ => false,
@@ -341,16 +401,37 @@ where
                 h.write(&s.buf);
                 s.spare = Some(h.share()); // storage of its own from its first write
             }
+            s.committed = true;
         }
         Ok(())
-    });
+    })
+}
+
+/// Puts the staged tensors' buffers and spares back into `staging`; in `master` mode a committed
+/// buffer mirrors its tensor (see [`Kept::mirrors`]; a step in `ParamSync::Read` mode leaves no
+/// copy trusted, so that writes the user made then are read after switching to `Master`).
+fn keep<E: Float>(staging: &mut Staging<E>, staged: Vec<Staged<E>>, master: bool) {
     for s in staged {
-        if let Some(sp) = s.spare {
-            staging.spares.insert(s.name.clone(), Box::new(sp));
+        let spare = s.spare.map(|sp| Box::new(sp) as Box<dyn Any + Send + Sync>);
+        let mirrors = (master && s.committed).then_some(s.id);
+        match staging.kept.get_mut(&s.name) {
+            Some(k) => {
+                k.buf = s.buf;
+                k.spare = spare;
+                k.mirrors = mirrors;
+                k.seen = s.seen;
+            }
+            None => {
+                let k = Kept {
+                    buf: s.buf,
+                    spare,
+                    mirrors,
+                    seen: s.seen,
+                };
+                staging.kept.insert(s.name, k);
+            }
         }
-        staging.bufs.insert(s.name, s.buf);
     }
-    restored
 }
 
 /// Swaps each trainable tensor with its state buffer `slot` (see
@@ -379,6 +460,7 @@ where
         }
         if let Some(buf) = buffers.get_mut(t.name) {
             if buf.len() == t.numel() {
+                writes::note(h.id()); // kept master copies of this tensor are stale from here
                 h.read(&mut current);
                 h.write(buf);
                 std::mem::swap(&mut current, *buf);

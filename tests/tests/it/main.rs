@@ -30,6 +30,7 @@ mod conformance_muon_mini;
 mod cuda_common;
 mod cuda_emulated;
 mod cuda_source;
+mod dfdx_master;
 mod executor;
 mod explain_snapshot;
 mod fixtures;
