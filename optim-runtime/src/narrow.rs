@@ -22,7 +22,7 @@
 //! buffer, so Muon runs on blocks.
 
 use crate::lowp::{Bits, Narrow, StateDtype};
-use crate::optimizer::{step_entries, DslOptimizer, Entry, LocalSync};
+use crate::optimizer::{step_entries, DslOptimizer, Entry, LocalSync, Meta};
 use crate::param::{ParamInfo, ParamSlice};
 use crate::scratch::List;
 use crate::{Float, OptimError};
@@ -41,6 +41,22 @@ pub(crate) fn all_finite<E: Float>(xs: &[E]) -> bool {
         }
     }
     chunks.remainder().iter().all(|x| x.is_finite()) && acc.iter().all(|a| *a == E::zero())
+}
+
+/// What validation sees of an entry, whichever storage (`E` or 16-bit) it has.
+impl<'a, E: Float> From<&Entry<'a, E>> for Meta<'a> {
+    fn from(e: &Entry<'a, E>) -> Self {
+        let (param_len, grad_len) = e.lens();
+        Meta {
+            info: ParamInfo {
+                name: e.name,
+                shape: e.shape,
+                module: e.module,
+            },
+            param_len,
+            grad_len,
+        }
+    }
 }
 
 impl<E: Float> Entry<'_, E> {

@@ -572,21 +572,6 @@ pub(crate) struct Meta<'a> {
     pub grad_len: usize,
 }
 
-impl<'a, E: Float> From<&Entry<'a, E>> for Meta<'a> {
-    fn from(e: &Entry<'a, E>) -> Self {
-        let (param_len, grad_len) = e.lens();
-        Meta {
-            info: ParamInfo {
-                name: e.name,
-                shape: e.shape,
-                module: e.module,
-            },
-            param_len,
-            grad_len,
-        }
-    }
-}
-
 /// The optimizer's routing and parameter check (`DslOptimizer::route` and `check_param` with
 /// the step's values), as a step's validation calls them: through a function pointer and a
 /// trait object, so that [`check_entry`] is compiled once per element type.
