@@ -7,7 +7,7 @@
 
 use dfdx::prelude::*;
 use optim_dsl::prelude::*;
-use optim_dsl::zoo::AdamW;
+use optim_dsl::zoo::{AdamW, AdamW8bit, AdamWBf16};
 use optim_dsl::{Checkpoint, NonFinitePolicy, OptimError, ParamSync, ShapeChange};
 use optim_runtime::{update_mixed_in_modules, MixedSlice, NarrowSlice, StateDtype};
 use optim_tests::values::seeded;
@@ -240,26 +240,57 @@ proptest! {
     }
 
     /// A `bf16` parameter of any length (0 and 1 included, lengths that are no multiple of the
-    /// block) steps bit for bit as its widened `f32` copy on the slice path, rounded to nearest
-    /// even afterwards (rounded here independently), over two steps; the state agrees too.
+    /// 256-element quantisation block or the 2048-element stage) steps bit for bit as its
+    /// widened `f32` copy on the slice path, rounded to nearest even afterwards (rounded here
+    /// independently), over two steps, with `f32`, stochastically rounded `bf16` and 8-bit
+    /// state; the state agrees too.
     #[test]
-    fn bf16_blocks_are_the_widened_step(n in 0usize..4200, seed in 1u64..1000) {
-        let (mut narrow, mut wide) = (adamw(), adamw());
-        let mut p = bf16s(seed, n);
-        let mut w: Vec<f32> = p.iter().map(|&h| widen_bf16(h)).collect();
-        for t in 0..2 {
-            let g = bf16s(seed + 100 + t, n);
-            let gw: Vec<f32> = g.iter().map(|&h| widen_bf16(h)).collect();
-            narrow_step(&mut narrow, "x", &[n], StateDtype::Bf16, &mut p, &g).unwrap();
-            wide.update_slices(&mut [slice("x", &[n], &mut w, &gw)]).unwrap();
-            let want: Vec<u16> = w.iter().map(|&x| bf16_of(x)).collect();
-            prop_assert_eq!(&p, &want, "step {}", t);
-            // the f32 run goes on from the rounded values, as the 16-bit one does
-            w = p.iter().map(|&h| widen_bf16(h)).collect();
+    fn bf16_blocks_are_the_widened_step(n in 0usize..4200, seed in 1u64..1000, which in 0usize..3) {
+        match which {
+            0 => widened_matches(adamw, n, seed)?,
+            1 => widened_matches(AdamWBf16::<f32>::default, n, seed)?,
+            _ => widened_matches(AdamW8bit::<f32>::default, n, seed)?,
         }
-        prop_assert_eq!(state_text(&narrow), state_text(&wide));
-        prop_assert_eq!(narrow.opt_state().step, 2);
     }
+}
+
+/// The property of `bf16_blocks_are_the_widened_step` for the optimizer `make()` builds.
+fn widened_matches<O: DslOptimizer<f32>>(
+    make: impl Fn() -> O,
+    n: usize,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let (mut narrow, mut wide) = (make(), make());
+    let mut p = bf16s(seed, n);
+    let mut w: Vec<f32> = p.iter().map(|&h| widen_bf16(h)).collect();
+    for t in 0..2 {
+        let g = bf16s(seed + 100 + t, n);
+        let gw: Vec<f32> = g.iter().map(|&h| widen_bf16(h)).collect();
+        update_mixed_in_modules::<f32, _>(
+            &mut narrow,
+            &mut [MixedSlice::Narrow(NarrowSlice {
+                name: "x",
+                shape: &[n],
+                dtype: StateDtype::Bf16,
+                param: &mut p,
+                grad: &g,
+            })],
+            &[""],
+        )
+        .unwrap();
+        wide.update_slices(&mut [slice("x", &[n], &mut w, &gw)])
+            .unwrap();
+        let want: Vec<u16> = w.iter().map(|&x| bf16_of(x)).collect();
+        prop_assert_eq!(&p, &want, "step {}", t);
+        // the f32 run goes on from the rounded values, as the 16-bit one does
+        w = p.iter().map(|&h| widen_bf16(h)).collect();
+    }
+    prop_assert_eq!(
+        format!("{:?}", narrow.opt_state()),
+        format!("{:?}", wide.opt_state())
+    );
+    prop_assert_eq!(narrow.opt_state().step, 2);
+    Ok(())
 }
 
 /// Length 0 and length 1 (a scalar `[]` and `[1]`), by hand with SGD (lr 0.5): `bf16` 1.0 with
