@@ -845,3 +845,33 @@ fn an_update_that_steps_nothing_in_master_mode() {
     .unwrap();
     assert_eq!(values(&m), (vec![0.0, 1.0], vec![-1.0]));
 }
+
+/// A NaN gradient under `Propagate` in `Master` mode: the NaN reaches the parameter, the kept
+/// copy carries it on, and the run is bit for bit the default mode's (by hand: the finite
+/// element moves by 0.5 a step, the other stays NaN).
+#[test]
+fn a_propagated_nan_in_master_mode_is_the_default_modes() {
+    let dev: Cpu = Default::default();
+    let run = |sync: ParamSync| {
+        let mut m = one(&dev, [1.0, 2.0], 0.0);
+        let mut opt = sgd(0.5);
+        opt.set_param_sync(sync);
+        let mut gr = filled(&m, 1.0);
+        gr.get_or_alloc_mut(&m.weight)
+            .unwrap()
+            .copy_from_slice(&[1.0, f32::NAN]);
+        opt.update(&mut m, &mut gr).unwrap();
+        for _ in 0..2 {
+            let mut gr = filled(&m, 1.0);
+            opt.update(&mut m, &mut gr).unwrap();
+        }
+        let (w, b) = values(&m);
+        assert_eq!((w[0], b[0]), (-0.5, -1.5), "{sync:?}");
+        assert!(w[1].is_nan(), "{sync:?}");
+        w.iter()
+            .chain(&b)
+            .map(|x| x.to_bits())
+            .collect::<Vec<u32>>()
+    };
+    assert_eq!(run(ParamSync::Master), run(ParamSync::Read));
+}
