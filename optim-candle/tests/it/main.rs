@@ -10,5 +10,6 @@ mod behaviour;
 mod checkpoint_interop;
 mod cuda;
 mod example_digits;
+mod hostile16;
 mod narrow;
 mod reference_cases;

@@ -34,6 +34,7 @@ mod dfdx_master;
 mod executor;
 mod explain_snapshot;
 mod fixtures;
+mod hostile16;
 mod kfac_capture;
 mod lowp_state;
 mod matrix;
