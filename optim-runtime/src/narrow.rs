@@ -22,7 +22,7 @@
 //! buffer, so Muon runs on blocks.
 
 use crate::lowp::{Bits, Narrow, StateDtype};
-use crate::optimizer::{step_entries, DslOptimizer, Entry, LocalSync, Meta};
+use crate::optimizer::{check_modules, step_entries, DslOptimizer, Entry, LocalSync, Meta};
 use crate::param::{ParamInfo, ParamSlice};
 use crate::scratch::List;
 use crate::{Float, OptimError};
@@ -121,23 +121,10 @@ pub fn update_mixed_in_modules<E: Float, O: DslOptimizer<E>>(
     params: &mut [MixedSlice<'_, E>],
     modules: &[&str],
 ) -> Result<(), OptimError> {
-    if modules.len() != params.len() {
-        return Err(OptimError::InvalidUse(format!(
-            "{} modules for {} parameters",
-            modules.len(),
-            params.len()
-        )));
-    }
+    check_modules(modules.len(), params.len())?;
     let mut entries: Vec<Entry<'_, E>> = opt.opt_state_mut().scratch.take(List::Entries);
     entries.extend(params.iter_mut().zip(modules).map(|(p, module)| match p {
-        MixedSlice::Same(p) => Entry {
-            name: p.name,
-            shape: p.shape,
-            module,
-            param: &mut *p.param,
-            grad: p.grad,
-            narrow: None,
-        },
+        MixedSlice::Same(p) => Entry::of_slice(p, module),
         MixedSlice::Narrow(p) => Entry {
             name: p.name,
             shape: p.shape,

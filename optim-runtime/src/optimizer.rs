@@ -280,14 +280,7 @@ pub trait DslOptimizer<E: Float>: Sized {
         sync: &mut dyn StepSync,
     ) -> Result<(), OptimError> {
         let mut entries: Vec<Entry<'_, E>> = self.opt_state_mut().scratch.take(List::Entries);
-        entries.extend(params.iter_mut().map(|p| Entry {
-            name: p.name,
-            shape: p.shape,
-            module: "",
-            param: &mut *p.param,
-            grad: p.grad,
-            narrow: None,
-        }));
+        entries.extend(params.iter_mut().map(|p| Entry::of_slice(p, "")));
         step_entries(self, entries, sync)
     }
 
@@ -304,22 +297,14 @@ pub trait DslOptimizer<E: Float>: Sized {
         params: &mut [ParamSlice<'_, E>],
         modules: &[&str],
     ) -> Result<(), OptimError> {
-        if modules.len() != params.len() {
-            return Err(OptimError::InvalidUse(format!(
-                "{} modules for {} parameters",
-                modules.len(),
-                params.len()
-            )));
-        }
+        check_modules(modules.len(), params.len())?;
         let mut entries: Vec<Entry<'_, E>> = self.opt_state_mut().scratch.take(List::Entries);
-        entries.extend(params.iter_mut().zip(modules).map(|(p, module)| Entry {
-            name: p.name,
-            shape: p.shape,
-            module,
-            param: &mut *p.param,
-            grad: p.grad,
-            narrow: None,
-        }));
+        entries.extend(
+            params
+                .iter_mut()
+                .zip(modules)
+                .map(|(p, module)| Entry::of_slice(p, module)),
+        );
         step_entries(self, entries, &mut LocalSync)
     }
 
@@ -414,6 +399,30 @@ pub(crate) struct Entry<'a, E> {
     pub grad: &'a [E],
     /// A 16-bit parameter and gradient (`param` and `grad` are then empty).
     pub narrow: Option<Narrow<'a>>,
+}
+
+impl<'a, E> Entry<'a, E> {
+    /// The entry of a parameter of type `E` in module `module`.
+    pub(crate) fn of_slice(p: &'a mut ParamSlice<'_, E>, module: &'a str) -> Self {
+        Entry {
+            name: p.name,
+            shape: p.shape,
+            module,
+            param: &mut *p.param,
+            grad: p.grad,
+            narrow: None,
+        }
+    }
+}
+
+/// [`OptimError::InvalidUse`] unless there is one module per parameter.
+pub(crate) fn check_modules(modules: usize, params: usize) -> Result<(), OptimError> {
+    if modules == params {
+        return Ok(());
+    }
+    Err(OptimError::InvalidUse(format!(
+        "{modules} modules for {params} parameters"
+    )))
 }
 
 /// Whole-step decisions of a data-parallel step, shared by every process (see
