@@ -157,11 +157,45 @@ pub(crate) struct LoopIr {
     pub bufs: Vec<Buf>,
     pub body: Vec<LStmt>,
     pub reductions: usize,
-    /// Whether the loop loads `param` (the executor widens a 16-bit parameter's blocks only
-    /// for such loops).
-    pub reads_param: bool,
+    /// The element type of the `param` and `grad` streams: `Param` (`E`) as planned; `Bf16` or
+    /// `F16` in the copy [`LoopIr::with_param_elem`] makes for a parameter stored in 16 bits,
+    /// whose loads widen exactly and whose stores round to nearest, ties to even, like those
+    /// of a 16-bit state buffer (`optim_runtime::narrow`).
+    pub param_elem: Elem,
     pub reads_grad: bool,
     pub writes_param: bool,
+}
+
+impl LoopIr {
+    /// How stream `s` is stored (the parameter and the gradient as [`LoopIr::param_elem`],
+    /// rounded to nearest).
+    pub(crate) fn storage(&self, s: LStream) -> Storage {
+        match s {
+            LStream::Param | LStream::Grad => Storage {
+                elem: self.param_elem,
+                stochastic: false,
+            },
+            LStream::Buf(j) => self.bufs.get(j).map_or(Storage::default(), |b| Storage {
+                elem: b.elem,
+                stochastic: b.stochastic,
+            }),
+        }
+    }
+
+    /// Every stream of the loop: `param`, `grad`, then the buffers in order.
+    pub(crate) fn streams(&self) -> impl Iterator<Item = LStream> {
+        [LStream::Param, LStream::Grad]
+            .into_iter()
+            .chain((0..self.bufs.len()).map(LStream::Buf))
+    }
+
+    /// The same loop over a parameter and gradient stored as `elem` (`Bf16` or `F16`).
+    pub(crate) fn with_param_elem(&self, elem: Elem) -> LoopIr {
+        LoopIr {
+            param_elem: elem,
+            ..self.clone()
+        }
+    }
 }
 
 /// Whether any of a variant's loops stores state in 16 or 8 bits. Such variants have no CUDA twin
@@ -255,7 +289,7 @@ pub(crate) fn build(f: &Fused, v: &Variant, k: usize) -> LoopIr {
             .collect(),
         body,
         reductions: st.reductions.len(),
-        reads_param: st.loads.iter().any(|(_, s)| *s == Stream::Param),
+        param_elem: Elem::Param,
         reads_grad: st.loads.iter().any(|(_, s)| *s == Stream::Grad),
         writes_param: last,
     }

@@ -1,25 +1,31 @@
 //! 16-bit parameters (`bf16`, `f16`) updated in place by an optimizer over `E` (`f32` or
 //! `f64`), without a full-tensor copy in `E`.
 //!
-//! The element type of a parameter and its gradient is a property of their streams, as the
-//! storage of low-precision state is ([`crate::lowp`]): the step's executor runs each loop of
-//! such a parameter block by block ([`crate::lowp::STAGE`] elements, whole quantisation blocks): the
-//! parameter's and the gradient's block is widened exactly into an array on the stack, the
-//! generated loop runs on it (computing in `E`, with the same block of every state stream) and
-//! the parameter's block is rounded back to nearest, ties to even, after the loop that writes
-//! it. The loop itself is the same monomorphic kernel as for an `E` parameter, so the result is
-//! bit for bit the step on widened copies of the whole tensors, rounded once at the end
-//! (reductions continue their running sums across blocks, stochastic rounding draws at each
-//! element's index in the parameter). Memory traffic for AdamW with `f32` state: 2 (read the
-//! parameter) + 2 (read the gradient) + 16 (read and write `m`, `v`) + 2 (write the parameter)
-//! = 22 bytes per parameter, instead of 46 through `f32` copies.
+//! The element type of a parameter and its gradient is a property of their streams in the loop
+//! IR, as the storage of low-precision state is ([`crate::lowp`]): `optimizer!` prints every
+//! loop of a rule that reads the parameter and gradient only inside its loops a second time,
+//! as a `NarrowKernel` (hidden, generated code only) per storage type (`bf16`, `f16`),
+//! whose loads of `param` and `grad` widen the bits exactly to `E` (`bf16` per element, `f16`
+//! per staged block of 256 by F16C where the CPU has it) and whose stores of `param` round to
+//! nearest, ties to even. The executor runs those entry points on the bits, chunk by chunk as
+//! any other parameter, with the same chunk of every state stream: no copy of the parameter or
+//! gradient in `E`, not even per block. The arithmetic is the loop's own, so the result is bit
+//! for bit the step on widened copies of the whole tensors, rounded once at the end
+//! (reductions sum per chunk in the same order, stochastic rounding draws at each element's
+//! index in the parameter). Memory traffic for AdamW with `f32` state: 2 (read the
+//! parameter) + 2 (read the gradient) + 16 (read and write `m`, `v`) + 2 (write the
+//! parameter) = 22 bytes per parameter, instead of 46 through `f32` copies.
+//!
+//! Compile cost: the 16-bit instances are reached only through
+//! `DslOptimizer::narrow_kernels`, which only [`update_mixed_in_modules`] names, so they are
+//! compiled only for optimizers stepped with 16-bit parameters.
 //!
 //! A rule whose matrix primitives, axis reductions or eigenbases read the raw parameter or
 //! gradient as a whole tensor (`DslOptimizer::param_in_loops_only` is `false`: Adafactor's
-//! `factored_second_moment(grad, …)`, an eigenbasis of the gradient, …) cannot run on blocks:
-//! such a parameter must be staged whole by the caller (the candle backend does), and
+//! `factored_second_moment(grad, …)`, an eigenbasis of the gradient, …) has no 16-bit entry
+//! points: such a parameter must be staged whole by the caller (the candle backend does), and
 //! [`update_mixed_in_modules`] refuses it. Muon's `orthogonalize` reads its momentum, a state
-//! buffer, so Muon runs on blocks.
+//! buffer, so Muon's loops run on the 16-bit bits.
 
 use crate::lowp::{Bits, Narrow, StateDtype};
 use crate::optimizer::{check_modules, step_entries, DslOptimizer, Entry, LocalSync, Meta};
@@ -138,11 +144,11 @@ pub fn update_mixed_in_modules<E: Float, O: DslOptimizer<E>>(
             }),
         },
     }));
-    step_entries(opt, entries, &mut LocalSync)
+    step_entries(opt, entries, &mut LocalSync, Some(O::narrow_kernels))
 }
 
-/// The step's checks of its 16-bit parameters (none: `Ok`): each one's rule (`rules[i]`) runs
-/// on blocks, and metrics are off.
+/// The step's checks of its 16-bit parameters (none: `Ok`): each one's rule (`rules[i]`) reads
+/// them only inside its loops, and metrics are off.
 ///
 /// # Errors
 /// [`OptimError::InvalidUse`] naming the parameter.

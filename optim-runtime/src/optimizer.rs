@@ -9,7 +9,10 @@ use crate::cuda::CudaKernelSource;
 use crate::error::OptimError;
 use crate::float::Float;
 use crate::hyper::Hyper;
-use crate::kernel::{execute_with, sum_in_order, GlobalContribution, StagedJob};
+use crate::kernel::{
+    execute_with, no_narrow, sum_in_order, GlobalContribution, NarrowJob, NarrowKernels,
+    NarrowPick, StagedJob,
+};
 use crate::lookup::{self, NameOrder};
 use crate::lowp::Narrow;
 use crate::metrics::{Before, StepMetrics};
@@ -157,6 +160,22 @@ pub trait DslOptimizer<E: Float>: Sized {
         let _ = (rule, info);
         false
     }
+    /// The 16-bit entry points ([`crate::__private::NarrowKernel`]) of the loops of rule `rule`
+    /// under `values`' flags for the parameter `info` describes (a reuse rule asks the reused
+    /// optimizer): how a 16-bit parameter's loops run ([`crate::narrow`]). Called only by
+    /// [`crate::update_mixed_in_modules`], so that these instances are compiled only for the
+    /// optimizers stepped with 16-bit parameters. `optimizer!` overrides it for the rules of
+    /// [`param_in_loops_only`](Self::param_in_loops_only); the default has none (an impl that
+    /// overrides `param_in_loops_only` must override this too, else those loops do not run).
+    #[doc(hidden)]
+    fn narrow_kernels(
+        values: &<Self::Config as OptimizerConfig>::Values,
+        rule: usize,
+        info: &ParamInfo<'_>,
+    ) -> NarrowPick<E> {
+        let _ = (values, rule, info);
+        no_narrow::<E>
+    }
     /// The plan for the current flag values: kernels, barriers, state buffers and bytes moved
     /// per parameter.
     fn explain(&self) -> Plan {
@@ -281,7 +300,7 @@ pub trait DslOptimizer<E: Float>: Sized {
     ) -> Result<(), OptimError> {
         let mut entries: Vec<Entry<'_, E>> = self.opt_state_mut().scratch.take(List::Entries);
         entries.extend(params.iter_mut().map(|p| Entry::of_slice(p, "")));
-        step_entries(self, entries, sync)
+        step_entries(self, entries, sync, None)
     }
 
     /// [`update_slices`](Self::update_slices) with the module of each parameter
@@ -305,7 +324,7 @@ pub trait DslOptimizer<E: Float>: Sized {
                 .zip(modules)
                 .map(|(p, module)| Entry::of_slice(p, module)),
         );
-        step_entries(self, entries, &mut LocalSync)
+        step_entries(self, entries, &mut LocalSync, None)
     }
 
     /// Advances the global step count (the step at which schedules are evaluated) without
@@ -714,23 +733,36 @@ fn validate_ordered<E: Float, O: DslOptimizer<E>>(
 /// step's ([`NameOrder`]), every state is found in one ordered walk over the state map
 /// (`crate::lookup`), and the step's per-parameter lists (`entries` among them) reuse the
 /// last step's memory (`crate::scratch`), given back here on every path.
+///
+/// `kernels` finds the 16-bit entry points of a 16-bit entry's loops
+/// (`DslOptimizer::narrow_kernels`, passed only by `update_mixed_in_modules`, so that other
+/// paths do not compile them); `None` where no entry is 16-bit.
 pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     opt: &mut O,
     mut entries: Vec<Entry<'_, E>>,
     sync: &mut dyn StepSync,
+    kernels: Option<NarrowHook<E, O>>,
 ) -> Result<(), OptimError> {
     let mut scratch = std::mem::take(&mut opt.opt_state_mut().scratch);
-    let done = step_with(opt, &mut entries, sync, &mut scratch);
+    let done = step_with(opt, &mut entries, sync, kernels, &mut scratch);
     scratch.give(List::Entries, entries);
     opt.opt_state_mut().scratch = scratch;
     done
 }
+
+/// `DslOptimizer::narrow_kernels` of optimizer `O`.
+pub(crate) type NarrowHook<E, O> = fn(
+    &<<O as DslOptimizer<E>>::Config as OptimizerConfig>::Values,
+    usize,
+    &ParamInfo<'_>,
+) -> NarrowPick<E>;
 
 /// [`step_entries`] with the lists' memory in `scratch`.
 fn step_with<E: Float, O: DslOptimizer<E>>(
     opt: &mut O,
     entries: &mut [Entry<'_, E>],
     sync: &mut dyn StepSync,
+    kernels: Option<NarrowHook<E, O>>,
     scratch: &mut Scratch,
 ) -> Result<(), OptimError> {
     // 0. state a device step left on the device comes back to the host first (its values do
@@ -782,8 +814,9 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
             lookup::states_mut(&mut state.params, sorted, &name, scratch.take(List::Found));
         let mut jobs: Vec<O::Job<'_>> = scratch.take(List::Jobs);
         jobs.reserve(entries.len());
-        // the 16-bit parameters, by job (allocated only when the step has one)
-        let mut narrow: Vec<Option<Narrow<'_>>> = Vec::new();
+        // the 16-bit parameters and their loops' entry points, by job (empty when the step
+        // has none)
+        let mut narrow: Vec<Option<NarrowJob<'_, E>>> = scratch.take(List::Narrow);
         let each = entries
             .iter_mut()
             .zip(&metas)
@@ -795,8 +828,15 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
             };
             ps.rule = rule;
             if let Some(w) = e.narrow.as_mut() {
+                let pick = kernels.map_or(no_narrow::<E> as NarrowPick<E>, |f| {
+                    f(&values, rule, &m.info)
+                });
+                let reciprocal = ps.reciprocals;
                 narrow.resize_with(jobs.len(), || None);
-                narrow.push(Some(w.reborrow()));
+                narrow.push(Some(NarrowJob {
+                    bits: w.reborrow(),
+                    kernels: NarrowKernels { pick, reciprocal },
+                }));
             }
             jobs.push(O::prepare(&values, rule, ps, m.info, &mut *e.param, e.grad));
         }
@@ -812,6 +852,7 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
             Ok(total)
         };
         let ran = execute_with(&mut jobs, &mut narrow, O::max_stages(), &mut sums, scratch);
+        scratch.give(List::Narrow, narrow);
         scratch.give(List::Jobs, jobs);
         ran?;
     }

@@ -26,6 +26,10 @@ pub(crate) struct VariantEmitter<'a> {
     pub values: &'a syn::Ident,
     /// Index of this variant's first stage in the generated `__OPTIM_CUDA_SOURCES` table.
     pub cuda_index: usize,
+    /// Whether the rule's loops alone read the parameter and gradient (every variant of it):
+    /// then each kernel gets its 16-bit-parameter impls and the variant its `__narrow_…` pick
+    /// function (`optim_runtime::narrow`).
+    pub narrow: bool,
 }
 
 /// Host assignments of a variant by when they run.
@@ -562,8 +566,6 @@ impl VariantEmitter<'_> {
             })
             .collect();
         let nred = st.reductions.len();
-        let l = &self.v.loops[k];
-        let (rp, rg, wp) = (l.reads_param, l.reads_grad, l.writes_param);
         let cuda = if crate::loop_ir::has_low_state(&self.v.loops) {
             quote!(::core::option::Option::None)
         } else {
@@ -598,7 +600,6 @@ impl VariantEmitter<'_> {
                     grad: *g,
                     bufs,
                     reductions: #nred,
-                    uses: #p::ParamUse { reads_param: #rp, reads_grad: #rg, writes_param: #wp },
                     globals: globals_map,
                     cuda: #cuda,
                     low,
@@ -630,7 +631,7 @@ impl VariantEmitter<'_> {
         let mut reduced_arms = Vec::new();
         for (k, l) in v.loops.iter().enumerate() {
             let kname = format_ident!("__Kernel{}_{}", self.prefix, k);
-            kernels.push(rust_loop::kernel(l, &kname));
+            kernels.push(rust_loop::kernel(l, &kname, self.narrow));
             let host_k: &[TokenStream] = if k == 0 { &[] } else { &later[k] };
             kernel_arms.push(self.kernel_arm(k, host_k, &kname));
             let sets: Vec<TokenStream> = v.stages[k]
@@ -681,6 +682,7 @@ impl VariantEmitter<'_> {
             #grad_after_step
             #(#swrites)*
         };
+        let narrow_pick = self.narrow_pick();
         let job_impl = self.job_impl(JobParts {
             kernel_arms,
             reduced_arms,
@@ -721,6 +723,54 @@ impl VariantEmitter<'_> {
             }
 
             #job_impl
+            #narrow_pick
+        }
+    }
+
+    /// The variant's `NarrowPick` (`__narrow_{prefix}`): loop `k`'s 16-bit-parameter entry
+    /// point, `dispatch_narrow` of its kernel's `bf16` or `f16` instance, exact or reciprocal
+    /// (as `low_call` picks the `E` instance); nothing unless [`VariantEmitter::narrow`].
+    fn narrow_pick(&self) -> TokenStream {
+        if !self.narrow {
+            return TokenStream::new();
+        }
+        let p = Private;
+        let fname = format_ident!("__narrow_{}", self.prefix);
+        let arms = self.v.loops.iter().enumerate().map(|(k, l)| {
+            let kname = format_ident!("__Kernel{}_{}", self.prefix, k);
+            let inst = |f16: bool| {
+                if rust_loop::scalar_divisors(l).is_empty() {
+                    quote!(#p::dispatch_narrow::<E, #kname<false, #f16>>)
+                } else {
+                    quote! {
+                        if reciprocal {
+                            #p::dispatch_narrow::<E, #kname<true, #f16>>
+                        } else {
+                            #p::dispatch_narrow::<E, #kname<false, #f16>>
+                        }
+                    }
+                }
+            };
+            let (bf16, f16) = (inst(false), inst(true));
+            quote! {
+                #k => ::core::option::Option::Some(match dtype {
+                    #p::lowp::StateDtype::Bf16 => #bf16,
+                    #p::lowp::StateDtype::F16 => #f16,
+                }),
+            }
+        });
+        quote! {
+            #[allow(unused_variables, clippy::all)]
+            fn #fname<E: #p::Float>(
+                k: #p::Usize,
+                dtype: #p::lowp::StateDtype,
+                reciprocal: #p::Bool,
+            ) -> ::core::option::Option<#p::NarrowKernelFn<E>> {
+                match k {
+                    #(#arms)*
+                    _ => ::core::option::Option::None,
+                }
+            }
         }
     }
 

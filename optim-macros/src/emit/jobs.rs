@@ -17,6 +17,9 @@ use syn::Ident;
 pub(crate) struct RuleJobs {
     pub items: Vec<TokenStream>,
     pub prepare_arms: Vec<TokenStream>,
+    /// `DslOptimizer::narrow_kernels`' match arm per rule whose loops alone read the
+    /// parameter and gradient.
+    pub narrow_arms: Vec<TokenStream>,
     pub job_enum: TokenStream,
 }
 
@@ -25,6 +28,7 @@ pub(crate) fn rule_jobs(opt: &ir::Optimizer, plan: &Plan, values: &Ident) -> Rul
     let p = Private;
     let mut items = Vec::new();
     let mut prepare_arms = Vec::new();
+    let mut narrow_arms = Vec::new();
     let jobs = enum_name();
     let mut job_variants = Vec::new();
     // index of the next stage in `__OPTIM_CUDA_SOURCES` (rule, variant, stage order)
@@ -33,6 +37,8 @@ pub(crate) fn rule_jobs(opt: &ir::Optimizer, plan: &Plan, values: &Ident) -> Rul
         match (&rule.body, rule_plan) {
             (RuleBody::Fused(f), Some(rp)) => {
                 let mut arms = Vec::new();
+                let mut picks = Vec::new();
+                let narrow = super::rule_loops_only(f, rp);
                 for (vi, v) in rp.variants.iter().enumerate() {
                     let emitter = super::host::VariantEmitter {
                         opt,
@@ -41,6 +47,7 @@ pub(crate) fn rule_jobs(opt: &ir::Optimizer, plan: &Plan, values: &Ident) -> Rul
                         prefix: format!("{ri}_{vi}"),
                         values,
                         cuda_index,
+                        narrow,
                     };
                     if !crate::loop_ir::has_low_state(&v.loops) {
                         cuda_index += v.loops.len();
@@ -51,12 +58,17 @@ pub(crate) fn rule_jobs(opt: &ir::Optimizer, plan: &Plan, values: &Ident) -> Rul
                     let variant = fused_variant(ri, vi);
                     job_variants.push((variant.clone(), quote!(#jname<'a, E>)));
                     let pat = flag_pattern(v);
+                    let nname = format_ident!("__narrow_{}_{}", ri, vi);
+                    picks.push(quote!(#pat => #nname::<E>));
                     arms.push(
                         quote!(#pat => #jobs::#variant(#pname(values, ps, info, param, grad))),
                     );
                 }
                 let scrut = flag_scrutinee(opt, rp, quote!(values));
                 prepare_arms.push(quote!(#ri => match #scrut { #(#arms,)* }));
+                if narrow {
+                    narrow_arms.push(quote!(#ri => match #scrut { #(#picks,)* }));
+                }
             }
             (RuleBody::Reuse { name: inner, .. }, _) => {
                 let field = format_ident!("__r{}", ri);
@@ -69,6 +81,12 @@ pub(crate) fn rule_jobs(opt: &ir::Optimizer, plan: &Plan, values: &Ident) -> Rul
                         #jobs::#variant(<#inner<E> as #p::DslOptimizer<E>>::prepare(&values.#field, r, ps, info, param, grad))
                     }
                 });
+                narrow_arms.push(quote! {
+                    #ri => {
+                        let r = <#inner<E> as #p::DslOptimizer<E>>::route(info);
+                        <#inner<E> as #p::DslOptimizer<E>>::narrow_kernels(&values.#field, r, info)
+                    }
+                });
             }
             _ => {}
         }
@@ -76,6 +94,7 @@ pub(crate) fn rule_jobs(opt: &ir::Optimizer, plan: &Plan, values: &Ident) -> Rul
     RuleJobs {
         items,
         prepare_arms,
+        narrow_arms,
         job_enum: job_enum(&job_variants),
     }
 }
