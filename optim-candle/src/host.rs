@@ -1,8 +1,8 @@
 //! The CPU step: the generated fused loops run on the `Var`s' and gradients' own storage
 //! (through [`update_mixed_in_modules`], the same driver as every other path). `bf16`/`f16`
 //! parameters run on their own 16-bit storage, through the loops' 16-bit entry points
-//! (`optim_runtime::narrow`: no copy; 22 bytes per parameter for AdamW); those whose rule reads the raw
-//! parameter or gradient as a whole tensor, all of them while metrics are on, and `f32`
+//! (`optim_runtime::narrow`: no copy; 22 bytes per parameter for AdamW); those whose rule reads
+//! the raw parameter or gradient as a whole tensor, all of them while metrics are on, and `f32`
 //! parameters under an `f64` optimizer are staged whole through `E` (converted copies).
 
 use crate::access::{HostGrad, HostParam, Pending, View};

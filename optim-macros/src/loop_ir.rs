@@ -1,8 +1,9 @@
 //! The loop IR: one planned stage as an ordered list of backend-neutral statements — stream
 //! loads, `let`s of element-wise operations, reduction accumulations and stream stores — with
-//! the element types and roles of its streams and scalars. Built by `plan`; printed by
-//! `emit/rust_loop.rs` (the CPU loop) and `emit/cuda.rs` (the CUDA kernel). Another backend is
-//! one more printer.
+//! the element types and roles of its streams and scalars (state buffers by their slot's
+//! storage; the parameter and gradient by [`LoopIr::param_elem`], `E` as planned, 16-bit in the
+//! copies printed for 16-bit parameters). Built by `plan`; printed by `emit/rust_loop.rs` (the
+//! CPU loop) and `emit/cuda.rs` (the CUDA kernel). Another backend is one more printer.
 //!
 //! Names are shared by every printer: value `x{node}`, hoisted scalar `s{k}`, stream `b{j}`
 //! (`p` and `g` for the parameter and the gradient), reduction accumulator `r{j}`.

@@ -46,9 +46,9 @@
 //! `4 + 4 + 2·2 (read) + 4 + 2·2 (write) = 20` bytes per parameter instead of 28.
 //!
 //! The parameter and its gradient may be 16-bit too (`bf16`/`f16` storage, e.g. candle `Var`s):
-//! [`crate::narrow`] runs the same loops on their bits (their 16-bit entry points), so AdamW with `f32`
-//! moments moves `2 + 2 + 8 (read) + 2 + 8 (write) = 22` bytes per parameter, and with `bf16`
-//! moments `2 + 2 + 4 + 2 + 4 = 14`.
+//! [`crate::narrow`] runs the same loops on their bits (through their 16-bit entry points), so
+//! AdamW with `f32` moments moves `2 + 2 + 8 (read) + 2 + 8 (write) = 22` bytes per parameter,
+//! and with `bf16` moments `2 + 2 + 4 + 2 + 4 = 14`.
 //!
 //! Checkpoints keep the stored type (safetensors `BF16`/`F16` tensors, see
 //! [`crate::checkpoint`]).

@@ -27,11 +27,54 @@
 //! [`update_mixed_in_modules`] refuses it. Muon's `orthogonalize` reads its momentum, a state
 //! buffer, so Muon's loops run on the 16-bit bits.
 
+use crate::kernel::NarrowPick;
 use crate::lowp::{Bits, Narrow, StateDtype};
-use crate::optimizer::{check_modules, step_entries, DslOptimizer, Entry, LocalSync, Meta};
+use crate::optimizer::{step_entries, DslOptimizer, LocalSync, Meta, OptimizerConfig};
 use crate::param::{ParamInfo, ParamSlice};
 use crate::scratch::List;
 use crate::{Float, OptimError};
+
+/// One parameter of a step, whichever path it came from.
+pub(crate) struct Entry<'a, E> {
+    pub name: &'a str,
+    pub shape: &'a [usize],
+    pub module: &'a str,
+    pub param: &'a mut [E],
+    pub grad: &'a [E],
+    /// A 16-bit parameter and gradient (`param` and `grad` are then empty).
+    pub narrow: Option<Narrow<'a>>,
+}
+
+impl<'a, E> Entry<'a, E> {
+    /// The entry of a parameter of type `E` in module `module`.
+    pub(crate) fn of_slice(p: &'a mut ParamSlice<'_, E>, module: &'a str) -> Self {
+        Entry {
+            name: p.name,
+            shape: p.shape,
+            module,
+            param: &mut *p.param,
+            grad: p.grad,
+            narrow: None,
+        }
+    }
+}
+
+/// [`OptimError::InvalidUse`] unless there is one module per parameter.
+pub(crate) fn check_modules(modules: usize, params: usize) -> Result<(), OptimError> {
+    if modules == params {
+        return Ok(());
+    }
+    Err(OptimError::InvalidUse(format!(
+        "{modules} modules for {params} parameters"
+    )))
+}
+
+/// `DslOptimizer::narrow_kernels` of optimizer `O`.
+pub(crate) type NarrowHook<E, O> = fn(
+    &<<O as DslOptimizer<E>>::Config as OptimizerConfig>::Values,
+    usize,
+    &ParamInfo<'_>,
+) -> NarrowPick<E>;
 
 /// Whether every element of `xs` is finite. `x - x` is `0` for a finite `x` and NaN for NaN or
 /// an infinity, so eight independent sums of it (which the compiler vectorises) are all zero

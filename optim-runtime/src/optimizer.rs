@@ -14,9 +14,9 @@ use crate::kernel::{
     NarrowPick, StagedJob,
 };
 use crate::lookup::{self, NameOrder};
-use crate::lowp::Narrow;
 use crate::metrics::{Before, StepMetrics};
 pub(crate) use crate::narrow::all_finite;
+pub(crate) use crate::narrow::{check_modules, Entry, NarrowHook};
 use crate::param::{ParamInfo, ParamSlice};
 use crate::plan::Plan;
 use crate::scratch::{List, Scratch};
@@ -409,41 +409,6 @@ pub trait DslOptimizer<E: Float>: Sized {
     }
 }
 
-/// One parameter of a step, whichever path it came from.
-pub(crate) struct Entry<'a, E> {
-    pub name: &'a str,
-    pub shape: &'a [usize],
-    pub module: &'a str,
-    pub param: &'a mut [E],
-    pub grad: &'a [E],
-    /// A 16-bit parameter and gradient (`param` and `grad` are then empty).
-    pub narrow: Option<Narrow<'a>>,
-}
-
-impl<'a, E> Entry<'a, E> {
-    /// The entry of a parameter of type `E` in module `module`.
-    pub(crate) fn of_slice(p: &'a mut ParamSlice<'_, E>, module: &'a str) -> Self {
-        Entry {
-            name: p.name,
-            shape: p.shape,
-            module,
-            param: &mut *p.param,
-            grad: p.grad,
-            narrow: None,
-        }
-    }
-}
-
-/// [`OptimError::InvalidUse`] unless there is one module per parameter.
-pub(crate) fn check_modules(modules: usize, params: usize) -> Result<(), OptimError> {
-    if modules == params {
-        return Ok(());
-    }
-    Err(OptimError::InvalidUse(format!(
-        "{modules} modules for {params} parameters"
-    )))
-}
-
 /// Whole-step decisions of a data-parallel step, shared by every process (see
 /// [`DslOptimizer::update_slices_synced`]). Every method is called the same number of times, in
 /// the same order, on every process: [`agree`](Self::agree) once, [`any`](Self::any) once when
@@ -749,13 +714,6 @@ pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     opt.opt_state_mut().scratch = scratch;
     done
 }
-
-/// `DslOptimizer::narrow_kernels` of optimizer `O`.
-pub(crate) type NarrowHook<E, O> = fn(
-    &<<O as DslOptimizer<E>>::Config as OptimizerConfig>::Values,
-    usize,
-    &ParamInfo<'_>,
-) -> NarrowPick<E>;
 
 /// [`step_entries`] with the lists' memory in `scratch`.
 fn step_with<E: Float, O: DslOptimizer<E>>(

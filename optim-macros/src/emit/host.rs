@@ -27,8 +27,8 @@ pub(crate) struct VariantEmitter<'a> {
     /// Index of this variant's first stage in the generated `__OPTIM_CUDA_SOURCES` table.
     pub cuda_index: usize,
     /// Whether the rule's loops alone read the parameter and gradient (every variant of it):
-    /// then each kernel gets its 16-bit-parameter impls and the variant its `__narrow_…` pick
-    /// function (`optim_runtime::narrow`).
+    /// then each kernel gets its 16-bit-parameter impls (`optim_runtime::narrow`; the variant's
+    /// pick function is `jobs::narrow_pick`'s).
     pub narrow: bool,
 }
 
@@ -682,7 +682,6 @@ impl VariantEmitter<'_> {
             #grad_after_step
             #(#swrites)*
         };
-        let narrow_pick = self.narrow_pick();
         let job_impl = self.job_impl(JobParts {
             kernel_arms,
             reduced_arms,
@@ -723,54 +722,6 @@ impl VariantEmitter<'_> {
             }
 
             #job_impl
-            #narrow_pick
-        }
-    }
-
-    /// The variant's `NarrowPick` (`__narrow_{prefix}`): loop `k`'s 16-bit-parameter entry
-    /// point, `dispatch_narrow` of its kernel's `bf16` or `f16` instance, exact or reciprocal
-    /// (as `low_call` picks the `E` instance); nothing unless [`VariantEmitter::narrow`].
-    fn narrow_pick(&self) -> TokenStream {
-        if !self.narrow {
-            return TokenStream::new();
-        }
-        let p = Private;
-        let fname = format_ident!("__narrow_{}", self.prefix);
-        let arms = self.v.loops.iter().enumerate().map(|(k, l)| {
-            let kname = format_ident!("__Kernel{}_{}", self.prefix, k);
-            let inst = |f16: bool| {
-                if rust_loop::scalar_divisors(l).is_empty() {
-                    quote!(#p::dispatch_narrow::<E, #kname<false, #f16>>)
-                } else {
-                    quote! {
-                        if reciprocal {
-                            #p::dispatch_narrow::<E, #kname<true, #f16>>
-                        } else {
-                            #p::dispatch_narrow::<E, #kname<false, #f16>>
-                        }
-                    }
-                }
-            };
-            let (bf16, f16) = (inst(false), inst(true));
-            quote! {
-                #k => ::core::option::Option::Some(match dtype {
-                    #p::lowp::StateDtype::Bf16 => #bf16,
-                    #p::lowp::StateDtype::F16 => #f16,
-                }),
-            }
-        });
-        quote! {
-            #[allow(unused_variables, clippy::all)]
-            fn #fname<E: #p::Float>(
-                k: #p::Usize,
-                dtype: #p::lowp::StateDtype,
-                reciprocal: #p::Bool,
-            ) -> ::core::option::Option<#p::NarrowKernelFn<E>> {
-                match k {
-                    #(#arms)*
-                    _ => ::core::option::Option::None,
-                }
-            }
         }
     }
 

@@ -5,8 +5,9 @@
 //! would cost one each step).
 
 use super::exprs::{flag_pattern, flag_scrutinee};
+use super::rust_loop;
 use crate::ir::{self, RuleBody};
-use crate::plan::Plan;
+use crate::plan::{Plan, Variant};
 use crate::private::Private;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -53,6 +54,9 @@ pub(crate) fn rule_jobs(opt: &ir::Optimizer, plan: &Plan, values: &Ident) -> Rul
                         cuda_index += v.loops.len();
                     }
                     items.push(emitter.emit());
+                    if narrow {
+                        items.push(narrow_pick(v, &format!("{ri}_{vi}")));
+                    }
                     let pname = format_ident!("__prepare_{}_{}", ri, vi);
                     let jname = format_ident!("__Job{}_{}", ri, vi);
                     let variant = fused_variant(ri, vi);
@@ -166,6 +170,51 @@ pub(crate) fn job_enum(variants: &[(Ident, TokenStream)]) -> TokenStream {
             }
             fn finish(&mut self) {
                 #finish
+            }
+        }
+    }
+}
+
+/// The `NarrowPick` of variant `v` (`__narrow_{prefix}`): loop `k`'s 16-bit-parameter entry
+/// point, `dispatch_narrow` of its kernel's `bf16` or `f16` instance, exact or reciprocal (as
+/// `host::VariantEmitter::low_call` picks the `E` instance). For the variants of rules whose
+/// loops alone read the parameter and gradient; `DslOptimizer::narrow_kernels` names it.
+fn narrow_pick(v: &Variant, prefix: &str) -> TokenStream {
+    let p = Private;
+    let fname = format_ident!("__narrow_{}", prefix);
+    let arms = v.loops.iter().enumerate().map(|(k, l)| {
+        let kname = format_ident!("__Kernel{}_{}", prefix, k);
+        let inst = |f16: bool| {
+            if rust_loop::scalar_divisors(l).is_empty() {
+                quote!(#p::dispatch_narrow::<E, #kname<false, #f16>>)
+            } else {
+                quote! {
+                    if reciprocal {
+                        #p::dispatch_narrow::<E, #kname<true, #f16>>
+                    } else {
+                        #p::dispatch_narrow::<E, #kname<false, #f16>>
+                    }
+                }
+            }
+        };
+        let (bf16, f16) = (inst(false), inst(true));
+        quote! {
+            #k => ::core::option::Option::Some(match dtype {
+                #p::lowp::StateDtype::Bf16 => #bf16,
+                #p::lowp::StateDtype::F16 => #f16,
+            }),
+        }
+    });
+    quote! {
+        #[allow(unused_variables, clippy::all)]
+        fn #fname<E: #p::Float>(
+            k: #p::Usize,
+            dtype: #p::lowp::StateDtype,
+            reciprocal: #p::Bool,
+        ) -> ::core::option::Option<#p::NarrowKernelFn<E>> {
+            match k {
+                #(#arms)*
+                _ => ::core::option::Option::None,
             }
         }
     }

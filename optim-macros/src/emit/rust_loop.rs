@@ -1,6 +1,9 @@
 //! Printer: a `LoopIr` as the Rust loop of a `Kernel` impl (`optim_runtime`'s fused-kernel
-//! trait). The loop is `#[inline(always)]` so that the runtime's `dispatch` compiles it once per
-//! SIMD level.
+//! trait; `LowKernel` when state is stored in 16 or 8 bits), and, for a rule whose loops alone
+//! read the parameter and gradient, the same loop over a `bf16` or `f16` parameter as two
+//! `NarrowKernel` impls. Every typed stream (16/8-bit state, a 16-bit parameter or gradient)
+//! is loaded and stored through one statement printer ([`stmt_in`]). The loop is
+//! `#[inline(always)]` so that the runtime's `dispatch` compiles it once per SIMD level.
 
 use super::exprs::{bin_tokens, neg_tokens, not_tokens, numbered_ident, select_tokens};
 use crate::ir::{BinOp, RedKind};
