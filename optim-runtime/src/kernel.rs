@@ -766,8 +766,8 @@ fn run_calls<E: Float>(
     out.clear();
     out.resize(calls.len(), [0.0f64; MAX_REDUCTIONS]);
     // each call's 16-bit parameter and its loop's entry point, lent for this loop (a job's
-    // calls are in the jobs' order); without an entry point (a hand-written optimizer that
-    // has none) the loop runs on the job's empty `E` slices, that is not at all
+    // calls are in the jobs' order); without an entry point (the step's checks refuse a rule
+    // with none for its first loop) the loop runs on the job's empty `E` slices: not at all
     let mut lent = narrow.iter_mut().enumerate();
     let mut take = |i: usize| {
         let w = lent.by_ref().find(|(j, _)| *j == i)?.1.as_mut()?;

@@ -27,7 +27,7 @@
 //! [`update_mixed_in_modules`] refuses it. Muon's `orthogonalize` reads its momentum, a state
 //! buffer, so Muon's loops run on the 16-bit bits.
 
-use crate::kernel::NarrowPick;
+use crate::kernel::{no_narrow, NarrowPick};
 use crate::lowp::{Bits, Narrow, StateDtype};
 use crate::optimizer::{step_entries, DslOptimizer, LocalSync, Meta, OptimizerConfig};
 use crate::param::{ParamInfo, ParamSlice};
@@ -191,7 +191,8 @@ pub fn update_mixed_in_modules<E: Float, O: DslOptimizer<E>>(
 }
 
 /// The step's checks of its 16-bit parameters (none: `Ok`): each one's rule (`rules[i]`) reads
-/// them only inside its loops, and metrics are off.
+/// them only inside its loops and has 16-bit entry points for them (`kernels`, under the
+/// step's flag `values`), and metrics are off.
 ///
 /// # Errors
 /// [`OptimError::InvalidUse`] naming the parameter.
@@ -199,6 +200,8 @@ pub(crate) fn check<E: Float, O: DslOptimizer<E>>(
     opt: &O,
     entries: &[Entry<'_, E>],
     rules: &[usize],
+    values: &<O::Config as OptimizerConfig>::Values,
+    kernels: Option<NarrowHook<E, O>>,
 ) -> Result<(), OptimError> {
     for (e, &rule) in entries.iter().zip(rules) {
         let Some(w) = &e.narrow else { continue };
@@ -220,6 +223,12 @@ pub(crate) fn check<E: Float, O: DslOptimizer<E>>(
         };
         if !O::param_in_loops_only(rule, &info) {
             return refuse("its rule reads the raw parameter or gradient as a whole tensor");
+        }
+        // every rule has a loop (it writes the parameter); a hand-written optimizer that
+        // claims `param_in_loops_only` without `narrow_kernels` has no entry point for it
+        let pick = kernels.map_or(no_narrow::<E> as NarrowPick<E>, |f| f(values, rule, &info));
+        if pick(0, w.dtype, false).is_none() {
+            return refuse("its optimizer has no 16-bit entry points for its rule's loops");
         }
     }
     Ok(())

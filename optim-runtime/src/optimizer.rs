@@ -166,7 +166,8 @@ pub trait DslOptimizer<E: Float>: Sized {
     /// [`crate::update_mixed_in_modules`], so that these instances are compiled only for the
     /// optimizers stepped with 16-bit parameters. `optimizer!` overrides it for the rules of
     /// [`param_in_loops_only`](Self::param_in_loops_only); the default has none (an impl that
-    /// overrides `param_in_loops_only` must override this too, else those loops do not run).
+    /// overrides `param_in_loops_only` must override this too, else a step refuses its 16-bit
+    /// parameters with [`OptimError::InvalidUse`]).
     #[doc(hidden)]
     fn narrow_kernels(
         values: &<Self::Config as OptimizerConfig>::Values,
@@ -734,7 +735,7 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
     let mut rules: Vec<usize> = scratch.take(List::Rules);
     let mut order = std::mem::take(&mut opt.opt_state_mut().order);
     let checked = validate_ordered(opt, &metas, &mut order, &mut rules, scratch)
-        .and_then(|v| crate::narrow::check(opt, entries, &rules).map(|()| v));
+        .and_then(|v| crate::narrow::check(opt, entries, &rules, &v, kernels).map(|()| v));
     opt.opt_state_mut().order = order;
     let values = agreed(checked, sync)?;
 

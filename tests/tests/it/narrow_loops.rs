@@ -11,7 +11,10 @@
 
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::Lamb;
-use optim_dsl::{update_mixed_in_modules, Float, MixedSlice, NarrowSlice, StateDtype};
+use optim_dsl::{
+    update_mixed_in_modules, Float, MixedSlice, NarrowSlice, OptState, OptimError, OptimizerConfig,
+    ParamInfo, ParamState, StateDtype,
+};
 use optim_tests::values::seeded;
 
 optimizer! {
@@ -169,4 +172,100 @@ fn the_reference_rounding_is_right() {
     assert_eq!(encode(StateDtype::Bf16, -2.0), 0xc000);
     assert_eq!(widen(StateDtype::F16, 0x3555), 1365.0 / 4096.0);
     assert_eq!(widen(StateDtype::Bf16, 0x3f81), 1.0 + 2f64.powi(-7));
+}
+
+/// A hand-written optimizer over `O`'s rules (its own `Job`s) that says its rules read the
+/// parameter only inside their loops, and forwards `narrow_kernels` when `KERNELS`.
+struct Forward<O: DslOptimizer<f32>, const KERNELS: bool>(O);
+
+impl<O: DslOptimizer<f32>, const KERNELS: bool> DslOptimizer<f32> for Forward<O, KERNELS> {
+    type Config = O::Config;
+    fn config(&self) -> &O::Config {
+        self.0.config()
+    }
+    fn opt_state(&self) -> &OptState<f32> {
+        self.0.opt_state()
+    }
+    fn opt_state_mut(&mut self) -> &mut OptState<f32> {
+        self.0.opt_state_mut()
+    }
+    fn route(info: &ParamInfo<'_>) -> usize {
+        O::route(info)
+    }
+    fn rule_count() -> usize {
+        O::rule_count()
+    }
+    type Job<'a>
+        = O::Job<'a>
+    where
+        Self: 'a;
+    fn prepare<'a>(
+        values: &'a <O::Config as OptimizerConfig>::Values,
+        rule: usize,
+        ps: &'a mut ParamState<f32>,
+        info: ParamInfo<'a>,
+        param: &'a mut [f32],
+        grad: &'a [f32],
+    ) -> O::Job<'a> {
+        O::prepare(values, rule, ps, info, param, grad)
+    }
+    fn param_in_loops_only(rule: usize, info: &ParamInfo<'_>) -> bool {
+        O::param_in_loops_only(rule, info)
+    }
+    fn narrow_kernels(
+        values: &<O::Config as OptimizerConfig>::Values,
+        rule: usize,
+        info: &ParamInfo<'_>,
+    ) -> optim_dsl::__private::NarrowPick<f32> {
+        if KERNELS {
+            O::narrow_kernels(values, rule, info)
+        } else {
+            optim_dsl::__private::no_narrow::<f32>
+        }
+    }
+}
+
+/// One `bf16` step of `opt` over `x` (2049 elements).
+fn bf16_step<O: DslOptimizer<f32>>(opt: &mut O, p: &mut [u16]) -> Result<(), OptimError> {
+    let g = halves(StateDtype::Bf16, 5, p.len());
+    let mut params = [MixedSlice::Narrow(NarrowSlice {
+        name: "x",
+        shape: &[2049],
+        dtype: StateDtype::Bf16,
+        param: p,
+        grad: &g,
+    })];
+    update_mixed_in_modules::<f32, _>(opt, &mut params, &[""])
+}
+
+/// A hand-written optimizer whose rules claim to read the parameter only in their loops but
+/// that names no 16-bit entry points is refused before anything is written (its loops could
+/// not run on the bits); forwarding `narrow_kernels` makes it step as the generated one.
+#[test]
+fn a_rule_without_16_bit_entry_points_is_refused_untouched() {
+    let start = halves(StateDtype::Bf16, 3, 2049);
+    let mut none = Forward::<Lamb<f32>, false>(Lamb::default());
+    let mut p = start.clone();
+    match bf16_step(&mut none, &mut p) {
+        Err(OptimError::InvalidUse(m)) => {
+            assert!(
+                m.contains("`x`") && m.contains("no 16-bit entry points"),
+                "{m}"
+            )
+        }
+        other => panic!("expected InvalidUse, got {other:?}"),
+    }
+    assert_eq!(p, start);
+    assert_eq!(none.opt_state().step, 0);
+    assert!(none.opt_state().params.is_empty());
+
+    let (mut fwd, mut own) = (
+        Forward::<Lamb<f32>, true>(Lamb::default()),
+        Lamb::<f32>::default(),
+    );
+    let (mut a, mut b) = (start.clone(), start.clone());
+    bf16_step(&mut fwd, &mut a).unwrap();
+    bf16_step(&mut own, &mut b).unwrap();
+    assert_ne!(a, start);
+    assert_eq!(a, b);
 }
