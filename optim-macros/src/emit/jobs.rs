@@ -2,7 +2,8 @@
 //! rule (the reused optimizer's own job type) and `Empty` (a parameter routed to no rule), with
 //! a `StagedJob` impl that forwards to the variant's job. `DslOptimizer::Job` names it, so a
 //! step keeps its jobs in one list by value: no allocation per parameter (a boxed trait object
-//! would cost one each step).
+//! would cost one each step). Also each variant's 16-bit-parameter pick function and
+//! `DslOptimizer::narrow_kernels`' arms (`optim_runtime::narrow`).
 
 use super::exprs::{flag_pattern, flag_scrutinee};
 use super::rust_loop;
