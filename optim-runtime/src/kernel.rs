@@ -148,7 +148,7 @@ fused_loop! {
     /// the parameter to nearest, ties to even, as it stores it (`bf16` per element, `f16` per
     /// staged block of [`q8::BLOCK`]), so that the result is bit for bit the loop on widened
     /// copies, rounded once. Which of `bf16` and `f16` is the implementing type's (one instance
-    /// per type), see [`NarrowKernels`].
+    /// per type), see [`NarrowPick`].
     pub trait NarrowKernel {
         /// Runs the loop. Must be `#[inline(always)]` (see [`Kernel::run`]).
         fn run(
@@ -183,7 +183,7 @@ pub fn no_narrow<E>(_: usize, _: crate::lowp::StateDtype, _: bool) -> Option<Nar
 
 /// The 16-bit entry points of one parameter's loops: its variant's [`NarrowPick`] and the
 /// parameter's arithmetic (`ParamState::reciprocals` when it was prepared).
-pub struct NarrowKernels<E> {
+pub(crate) struct NarrowKernels<E> {
     /// The variant's entry points.
     pub pick: NarrowPick<E>,
     /// Whether the reciprocal instances run.
@@ -192,7 +192,11 @@ pub struct NarrowKernels<E> {
 
 impl<E> NarrowKernels<E> {
     /// Loop `k`'s entry point for `dtype` (`None`: the loop is not run on the 16-bit data).
-    pub fn get(&self, k: usize, dtype: crate::lowp::StateDtype) -> Option<NarrowKernelFn<E>> {
+    pub(crate) fn get(
+        &self,
+        k: usize,
+        dtype: crate::lowp::StateDtype,
+    ) -> Option<NarrowKernelFn<E>> {
         (self.pick)(k, dtype, self.reciprocal)
     }
 }
