@@ -144,11 +144,11 @@ fused_loop! {
     /// A fused loop over a parameter and gradient stored in 16 bits (`bf16` or `f16` bits,
     /// [`crate::narrow`]), implemented by code that `optimizer!` generates for every loop of a
     /// rule that reads the parameter and gradient only inside its loops: as [`LowKernel`], with
-    /// `p` and `g` as raw bits. The loop widens them exactly to `E` as it loads them and rounds
-    /// the parameter to nearest, ties to even, as it stores it (`bf16` per element, `f16` per
-    /// staged block of [`q8::BLOCK`]), so that the result is bit for bit the loop on widened
-    /// copies, rounded once. Which of `bf16` and `f16` is the implementing type's (one instance
-    /// per type), see [`NarrowPick`].
+    /// `p` and `g` as raw bits. The loop widens them exactly to `E` per staged block of
+    /// [`q8::BLOCK`] elements and rounds the parameter's block to nearest, ties to even, after
+    /// it ([`crate::lowp::load_half_block`], [`crate::lowp::store_half_block`]), so that the
+    /// result is bit for bit the loop on widened copies, rounded once. Which of `bf16` and
+    /// `f16` is the implementing type's (one instance per type), see [`NarrowPick`].
     pub trait NarrowKernel {
         /// Runs the loop. Must be `#[inline(always)]` (see [`Kernel::run`]).
         fn run(

@@ -386,6 +386,35 @@ pub(crate) fn store_f16_block_on<E: Float>(hw: bool, xs: &[E], out: &mut [Bits])
     }
 }
 
+/// A block of 16-bit elements widened exactly to `E` into `out` (`min(bits.len(), out.len())`
+/// elements): `f16` when `F16` ([`load_f16_block`]), else `bf16` ([`load_bf16`] per element).
+/// The generated loops over a 16-bit parameter ([`crate::narrow`]) stage its and its
+/// gradient's blocks through this, so that one printed loop serves both storage types.
+#[inline(always)]
+pub fn load_half_block<E: Float, const F16: bool>(bits: &[Bits], out: &mut [E]) {
+    if F16 {
+        load_f16_block::<E>(bits, out);
+    } else {
+        for (o, &b) in out.iter_mut().zip(bits) {
+            *o = load_bf16::<E>(b);
+        }
+    }
+}
+
+/// `xs` rounded to nearest (ties to even) into a block of 16-bit bits `out`
+/// (`min(xs.len(), out.len())` elements): `f16` when `F16` ([`store_f16_block`]), else `bf16`
+/// ([`store_bf16`] per element); see [`load_half_block`].
+#[inline(always)]
+pub fn store_half_block<E: Float, const F16: bool>(xs: &[E], out: &mut [Bits]) {
+    if F16 {
+        store_f16_block::<E>(xs, out);
+    } else {
+        for (o, &x) in out.iter_mut().zip(xs) {
+            *o = store_bf16::<E>(x);
+        }
+    }
+}
+
 /// `x` as `bf16`, rounded stochastically with the random bits `r` (from [`counter_bits`]).
 #[inline(always)]
 pub fn store_bf16_sr<E: Float>(x: E, r: u32) -> Bits {

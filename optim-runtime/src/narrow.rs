@@ -4,10 +4,11 @@
 //! The element type of a parameter and its gradient is a property of their streams in the loop
 //! IR, as the storage of low-precision state is ([`crate::lowp`]): `optimizer!` prints every
 //! loop of a rule that reads the parameter and gradient only inside its loops a second time,
-//! as a `NarrowKernel` (hidden, generated code only) per storage type (`bf16`, `f16`),
-//! whose loads of `param` and `grad` widen the bits exactly to `E` (`bf16` per element, `f16`
-//! per staged block of 256 by F16C where the CPU has it) and whose stores of `param` round to
-//! nearest, ties to even. The executor runs those entry points on the bits, chunk by chunk as
+//! as a `NarrowKernel` (hidden, generated code only) generic over the storage type (`bf16`,
+//! `f16`), which stages `param` and `grad` per block of 256 on the stack, widened exactly to
+//! `E` ([`crate::lowp::load_half_block`]: `f16` by F16C where the CPU has it), and rounds the
+//! parameter's block to nearest, ties to even, after it
+//! ([`crate::lowp::store_half_block`]), as it does for `f16` and 8-bit state. The executor runs those entry points on the bits, chunk by chunk as
 //! any other parameter, with the same chunk of every state stream: no copy of the parameter or
 //! gradient in `E`, not even per block. The arithmetic is the loop's own, so the result is bit
 //! for bit the step on widened copies of the whole tensors, rounded once at the end

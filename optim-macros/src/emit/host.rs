@@ -27,7 +27,7 @@ pub(crate) struct VariantEmitter<'a> {
     /// Index of this variant's first stage in the generated `__OPTIM_CUDA_SOURCES` table.
     pub cuda_index: usize,
     /// Whether the rule's loops alone read the parameter and gradient (every variant of it):
-    /// then each kernel gets its 16-bit-parameter impls (`optim_runtime::narrow`; the variant's
+    /// then each kernel gets its 16-bit-parameter impl (`optim_runtime::narrow`; the variant's
     /// pick function is `jobs::narrow_pick`'s).
     pub narrow: bool,
 }

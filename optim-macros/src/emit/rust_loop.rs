@@ -1,7 +1,7 @@
 //! Printer: a `LoopIr` as the Rust loop of a `Kernel` impl (`optim_runtime`'s fused-kernel
 //! trait; `LowKernel` when state is stored in 16 or 8 bits), and, for a rule whose loops alone
-//! read the parameter and gradient, the same loop over a `bf16` or `f16` parameter as two
-//! `NarrowKernel` impls. Every typed stream (16/8-bit state, a 16-bit parameter or gradient)
+//! read the parameter and gradient, the same loop over a `bf16` or `f16` parameter as a
+//! `NarrowKernel` impl generic over which. Every typed stream (16/8-bit state, a 16-bit parameter or gradient)
 //! is loaded and stored through one statement printer ([`stmt_in`]). The loop is
 //! `#[inline(always)]` so that the runtime's `dispatch` compiles it once per SIMD level.
 
@@ -259,8 +259,32 @@ fn element_loop(l: &LoopIr, body: &[TokenStream]) -> TokenStream {
     };
     let (lb, lm, ld) = (streams(&loaded), ids("m", &loaded), names("d", &loaded));
     let (sb, sq) = (streams(&stored), names("q", &stored));
-    let (hb, hd) = (streams(&loaded16), names("d", &loaded16));
-    let (tb, tq) = (streams(&stored16), names("q", &stored16));
+    // an `f16` state buffer converts as `f16`; the parameter and gradient of a 16-bit twin
+    // (`LoopIr::param_elem`) as the kernel's const `F16` says (`bf16` or `f16`)
+    let conv = |dir: &str, ss: &[LStream]| -> Vec<TokenStream> {
+        ss.iter()
+            .map(|s| match s {
+                LStream::Buf(_) => {
+                    let f = format_ident!("{}_f16_block", dir);
+                    quote!(#p::lowp::#f::<E>)
+                }
+                _ => {
+                    let f = format_ident!("{}_half_block", dir);
+                    quote!(#p::lowp::#f::<E, F16>)
+                }
+            })
+            .collect()
+    };
+    let (hb, hd, hf) = (
+        streams(&loaded16),
+        names("d", &loaded16),
+        conv("load", &loaded16),
+    );
+    let (tb, tq, tf) = (
+        streams(&stored16),
+        names("q", &stored16),
+        conv("store", &stored16),
+    );
     let (all_d, all_q) = (
         names("d", &[loaded, loaded16].concat()),
         names("q", &[stored, stored16].concat()),
@@ -284,7 +308,7 @@ fn element_loop(l: &LoopIr, body: &[TokenStream]) -> TokenStream {
             let blk = i0 / #p::lowp::q8::BLOCK;
             let len = i1 - i0;
             #(#p::lowp::q8::load_block::<E>(#lm, &#lb.codes[i0..i1], #lb.scales[blk], &mut #ld[..len]);)*
-            #(#p::lowp::load_f16_block::<E>(&#hb[i0..i1], &mut #hd[..len]);)*
+            #(#hf(&#hb[i0..i1], &mut #hd[..len]);)*
             {
                 let p = &mut p[i0..i1];
                 #g_block
@@ -296,7 +320,7 @@ fn element_loop(l: &LoopIr, body: &[TokenStream]) -> TokenStream {
                 }
             }
             #(#p::lowp::q8::store_block::<E>(#sb.map, &#sq[..len], &mut #sb.codes[i0..i1], &mut #sb.scales[blk]);)*
-            #(#p::lowp::store_f16_block::<E>(&#tq[..len], &mut #tb[i0..i1]);)*
+            #(#tf(&#tq[..len], &mut #tb[i0..i1]);)*
             i0 = i1;
         }
     }
@@ -307,10 +331,12 @@ fn element_loop(l: &LoopIr, body: &[TokenStream]) -> TokenStream {
 /// (see [`scalar_divisors`]); the exact instance (`R = false`) is the rule as written.
 ///
 /// With `narrow` (a rule whose loops alone read the parameter and gradient), the struct has a
-/// second const parameter, `F16` (default `false`), and two `NarrowKernel` impls: the same
-/// loop over a parameter and gradient stored as `bf16` (`#kname<R, false>`) or `f16`
-/// (`#kname<R, true>`), printed from [`LoopIr::with_param_elem`] by the same statements.
-/// They are compiled only where `DslOptimizer::narrow_kernels` names them.
+/// second const parameter, `F16` (default `false`), and a `NarrowKernel` impl for
+/// `#kname<R, F16>`: the same loop over a parameter and gradient stored in 16 bits, printed
+/// from [`LoopIr::with_param_elem`] by the same statements, their blocks converted as `bf16`
+/// or, with `F16`, as `f16` (`lowp::load_half_block`/`store_half_block`). One printed body
+/// serves both storage types (the expansion grows by one loop per loop, not two); it is
+/// compiled only where `DslOptimizer::narrow_kernels` names it.
 pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident, narrow: bool) -> TokenStream {
     let main = kernel_impl(l, quote!(#kname<R>));
     if !narrow {
@@ -319,13 +345,11 @@ pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident, narrow: bool) -> TokenStrea
             #main
         };
     }
-    let bf16 = kernel_impl(&l.with_param_elem(Elem::Bf16), quote!(#kname<R, false>));
-    let f16 = kernel_impl(&l.with_param_elem(Elem::F16), quote!(#kname<R, true>));
+    let half = kernel_impl(&l.with_param_elem(Elem::F16), quote!(#kname<R, F16>));
     quote! {
         struct #kname<const R: ::core::primitive::bool, const F16: ::core::primitive::bool = false>;
         #main
-        #bf16
-        #f16
+        #half
     }
 }
 
@@ -398,6 +422,11 @@ fn kernel_impl(l: &LoopIr, self_ty: TokenStream) -> TokenStream {
     let low_args = quote! {
         s: &[E], p: &mut [#pe], g: &[#pe], st: &mut [&mut [E]], lo: &mut [&mut [#p::lowp::Bits]], q: &mut [#p::lowp::q8::Q8Mut<'_>], at: #p::LowAt, red: &mut [#p::F64]
     };
+    let f16_param = if l.param_elem == Elem::Param {
+        quote!()
+    } else {
+        quote!(, const F16: ::core::primitive::bool)
+    };
     let (tr, args, bind) = if l.param_elem != Elem::Param {
         (quote!(#p::NarrowKernel<E>), low_args, low_bind)
     } else if lows.is_empty() && qs.is_empty() {
@@ -410,7 +439,7 @@ fn kernel_impl(l: &LoopIr, self_ty: TokenStream) -> TokenStream {
         (quote!(#p::LowKernel<E>), low_args, low_bind)
     };
     quote! {
-        impl<E: #p::Float, const R: ::core::primitive::bool> #tr for #self_ty {
+        impl<E: #p::Float, const R: ::core::primitive::bool #f16_param> #tr for #self_ty {
             #[inline(always)]
             #[allow(unused_variables, unused_mut, unused_parens, clippy::all)]
             fn run(#args) {
