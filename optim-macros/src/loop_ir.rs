@@ -158,10 +158,13 @@ pub(crate) struct LoopIr {
     pub bufs: Vec<Buf>,
     pub body: Vec<LStmt>,
     pub reductions: usize,
-    /// The element type of the `param` and `grad` streams: `Param` (`E`) as planned; `Bf16` or
-    /// `F16` in the copy [`LoopIr::with_param_elem`] makes for a parameter stored in 16 bits,
+    /// The element type of the `param` and `grad` streams: `Param` (`E`) as planned; a 16-bit
+    /// type in the copy [`LoopIr::with_param_elem`] makes for a parameter stored in 16 bits,
     /// whose loads widen exactly and whose stores round to nearest, ties to even, like those
-    /// of a 16-bit state buffer (`optim_runtime::narrow`).
+    /// of a 16-bit state buffer (`optim_runtime::narrow`). The Rust printer prints the copy
+    /// with `F16` (staged blocks) and lets its kernel's const `F16` pick the `bf16` or `f16`
+    /// block conversions, so one body serves both; a `Bf16` copy would print per-element
+    /// conversions, as for `bf16` state.
     pub param_elem: Elem,
     pub reads_grad: bool,
     pub writes_param: bool,
@@ -190,7 +193,7 @@ impl LoopIr {
             .chain((0..self.bufs.len()).map(LStream::Buf))
     }
 
-    /// The same loop over a parameter and gradient stored as `elem` (`Bf16` or `F16`).
+    /// The same loop over a parameter and gradient stored as `elem` (a 16-bit type).
     pub(crate) fn with_param_elem(&self, elem: Elem) -> LoopIr {
         LoopIr {
             param_elem: elem,
