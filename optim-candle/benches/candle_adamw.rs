@@ -36,8 +36,9 @@
 //!   needs; trivial arithmetic, widening by a shift and narrowing by truncation; threaded as
 //!   `common::bound_step` (one rayon dispatch over `CHUNK`-element pieces), its loop compiled
 //!   for AVX2+FMA where the CPU has it.
-//! - `blocks`: the zoo's `AdamW` through [`CandleOptimizer`], the 16-bit storage run on block
-//!   by block (`optim_runtime::narrow`): 22 bytes per parameter.
+//! - `blocks`: the zoo's `AdamW` through [`CandleOptimizer`], its loop's 16-bit entry point run
+//!   on the 16-bit storage in place (`optim_runtime::narrow`; the name is from the executor-level
+//!   2048-element blocks this path used before): 22 bytes per parameter.
 //! - `staged`: the same with `set_stage_whole(true)`: the whole parameter and gradient widened
 //!   into `f32` buffers, the `f32` step, the parameter rounded back (about 46 bytes per
 //!   parameter): the path `blocks` replaced.

@@ -1,8 +1,8 @@
 //! The CPU step: the generated fused loops run on the `Var`s' and gradients' own storage
 //! (through [`update_mixed_in_modules`], the same driver as every other path). `bf16`/`f16`
-//! parameters run block by block on their own 16-bit storage (`optim_runtime::narrow`: no
-//! full-tensor copy; 22 bytes per parameter for AdamW); those whose rule reads the raw
-//! parameter or gradient as a whole tensor, all of them while metrics are on, and `f32`
+//! parameters run on their own 16-bit storage, through the loops' 16-bit entry points
+//! (`optim_runtime::narrow`: no copy; 22 bytes per parameter for AdamW); those whose rule reads
+//! the raw parameter or gradient as a whole tensor, all of them while metrics are on, and `f32`
 //! parameters under an `f64` optimizer are staged whole through `E` (converted copies).
 
 use crate::access::{HostGrad, HostParam, Pending, View};
@@ -150,7 +150,8 @@ fn stage_whole<E: Float, O: DslOptimizer<E>>(opt: &O, p: &Pending, whole: bool) 
 /// One step of `opt` over `params` on the CPU; `views[i]` is `params[i]`'s locked storage.
 /// Rules see each parameter's module as [`module_of`] its name.
 /// Parameters (and gradients) of the optimizer's element type are handed to the step as they
-/// are, and so are `bf16`/`f16` ones whose rule runs on blocks ([`stage_whole`]): the
+/// are, and so are `bf16`/`f16` ones whose rule reads them only inside its loops
+/// ([`stage_whole`]): the
 /// generated loops write the `Var`'s own storage. The others are converted into `staging`
 /// first. All-or-nothing: the step writes nothing unless it validates, and a staged parameter
 /// is written back only after the step succeeded.

@@ -23,8 +23,9 @@ pub trait CandleUpdate<E: Float>: DslOptimizer<E> {
     /// The generated fused loops run on the `Var`s' own storage and the gradients' own
     /// storage: no copy for parameters of the optimizer's element type. A gradient with a
     /// strided layout is first made contiguous (one copy). `bf16`/`f16` parameters run on
-    /// their own storage too, block by block (widened exactly to `E` per block on the stack,
-    /// computed in `E`, rounded back to nearest, ties to even: `optim_runtime::narrow`), unless
+    /// their own storage too (the loops' 16-bit entry points widen each element exactly to `E`
+    /// as they load it, compute in `E` and round the parameter to nearest, ties to even, as
+    /// they store it: `optim_runtime::narrow`), unless
     /// their rule reads the raw parameter or gradient as a whole tensor or metrics are on;
     /// those, and `f32` parameters under an `f64` optimizer, are converted to `E` whole,
     /// updated, and rounded back (here the conversion buffers are allocated per call). Both

@@ -25,6 +25,9 @@ pub use optim_runtime::{
     ParamState, ParamSync, Plan, RuleBody, RulePlan, ScalarPrecision, Schedule, ShapeChange,
     StateDtype, StepMetrics, StepSync, WeightEma,
 };
+/// Stepping parameters some of which are stored in 16 bits (`bf16`/`f16`), computed in the
+/// optimizer's element type: see [`optim_runtime::narrow`].
+pub use optim_runtime::{update_mixed_in_modules, MixedSlice, NarrowSlice};
 
 pub mod zoo;
 

@@ -1,8 +1,9 @@
 //! The loop IR: one planned stage as an ordered list of backend-neutral statements — stream
 //! loads, `let`s of element-wise operations, reduction accumulations and stream stores — with
-//! the element types and roles of its streams and scalars. Built by `plan`; printed by
-//! `emit/rust_loop.rs` (the CPU loop) and `emit/cuda.rs` (the CUDA kernel). Another backend is
-//! one more printer.
+//! the element types and roles of its streams and scalars (state buffers by their slot's
+//! storage; the parameter and gradient by [`LoopIr::param_elem`], `E` as planned, 16-bit in the
+//! copies printed for 16-bit parameters). Built by `plan`; printed by `emit/rust_loop.rs` (the
+//! CPU loop) and `emit/cuda.rs` (the CUDA kernel). Another backend is one more printer.
 //!
 //! Names are shared by every printer: value `x{node}`, hoisted scalar `s{k}`, stream `b{j}`
 //! (`p` and `g` for the parameter and the gradient), reduction accumulator `r{j}`.
@@ -157,11 +158,48 @@ pub(crate) struct LoopIr {
     pub bufs: Vec<Buf>,
     pub body: Vec<LStmt>,
     pub reductions: usize,
-    /// Whether the loop loads `param` (the executor widens a 16-bit parameter's blocks only
-    /// for such loops).
-    pub reads_param: bool,
+    /// The element type of the `param` and `grad` streams: `Param` (`E`) as planned; a 16-bit
+    /// type in the copy [`LoopIr::with_param_elem`] makes for a parameter stored in 16 bits,
+    /// whose loads widen exactly and whose stores round to nearest, ties to even, like those
+    /// of a 16-bit state buffer (`optim_runtime::narrow`). The Rust printer prints the copy
+    /// with `F16` (staged blocks) and lets its kernel's const `F16` pick the `bf16` or `f16`
+    /// block conversions, so one body serves both; a `Bf16` copy would print per-element
+    /// conversions, as for `bf16` state.
+    pub param_elem: Elem,
     pub reads_grad: bool,
     pub writes_param: bool,
+}
+
+impl LoopIr {
+    /// How stream `s` is stored (the parameter and the gradient as [`LoopIr::param_elem`],
+    /// rounded to nearest).
+    pub(crate) fn storage(&self, s: LStream) -> Storage {
+        match s {
+            LStream::Param | LStream::Grad => Storage {
+                elem: self.param_elem,
+                stochastic: false,
+            },
+            LStream::Buf(j) => self.bufs.get(j).map_or(Storage::default(), |b| Storage {
+                elem: b.elem,
+                stochastic: b.stochastic,
+            }),
+        }
+    }
+
+    /// Every stream of the loop: `param`, `grad`, then the buffers in order.
+    pub(crate) fn streams(&self) -> impl Iterator<Item = LStream> {
+        [LStream::Param, LStream::Grad]
+            .into_iter()
+            .chain((0..self.bufs.len()).map(LStream::Buf))
+    }
+
+    /// The same loop over a parameter and gradient stored as `elem` (a 16-bit type).
+    pub(crate) fn with_param_elem(&self, elem: Elem) -> LoopIr {
+        LoopIr {
+            param_elem: elem,
+            ..self.clone()
+        }
+    }
 }
 
 /// Whether any of a variant's loops stores state in 16 or 8 bits. Such variants have no CUDA twin
@@ -255,7 +293,7 @@ pub(crate) fn build(f: &Fused, v: &Variant, k: usize) -> LoopIr {
             .collect(),
         body,
         reductions: st.reductions.len(),
-        reads_param: st.loads.iter().any(|(_, s)| *s == Stream::Param),
+        param_elem: Elem::Param,
         reads_grad: st.loads.iter().any(|(_, s)| *s == Stream::Grad),
         writes_param: last,
     }

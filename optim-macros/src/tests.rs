@@ -31,7 +31,8 @@ fn adamw_expands_to_one_kernel_over_param_grad_and_two_states() {
         1,
         "{out}"
     );
-    // one loop, reading four streams and writing three
+    // one loop, reading four streams and writing three (printed for `E` and once more for a
+    // 16-bit parameter, whose staged blocks run `for i in 0..len`)
     assert_eq!(out.matches("for i in 0..n").count(), 1);
     assert!(out.contains("p[i]"));
     assert!(out.contains("g[i]"));
@@ -52,6 +53,74 @@ fn adamw_expands_to_one_kernel_over_param_grad_and_two_states() {
         !kernel.contains("ops::pow"),
         "pow must be hoisted out of the loop:\n{kernel}"
     );
+}
+
+/// A rule that reads the parameter and gradient only in its loops gets, per loop, one 16-bit
+/// parameter entry point printed from the same statements, generic over `bf16`/`f16` (const
+/// `F16`): the parameter's and gradient's blocks staged and converted by `load_half_block`,
+/// the parameter's stored back rounded by `store_half_block`; and the optimizer's
+/// `narrow_kernels` names its instances (nothing else does).
+#[test]
+fn a_loops_only_rule_gets_16_bit_parameter_kernels() {
+    let out = pretty(optimizer(ADAMW.parse().unwrap()));
+    // without the printer's trailing commas in generic and argument lists
+    let flat = squash(&out).replace(",>", ">").replace(",)", ")");
+    let p = "::optim_dsl::__private::";
+    let head = format!("{p}NarrowKernel<E>for__Kernel0_0_0<R,F16>");
+    assert_eq!(flat.matches(&head).count(), 1, "{head}\n{out}");
+    assert_eq!(
+        flat.matches(&format!("{p}NarrowKernel<E>")).count(),
+        1,
+        "{out}"
+    );
+    let at = |head: &str| {
+        let i = flat.find(head).unwrap();
+        let rest = &flat[i + head.len()..];
+        rest[..rest.find("impl<E").unwrap_or(rest.len())].to_string()
+    };
+    let half = at(&head);
+    assert!(
+        half.contains("p:&mut[::optim_dsl::__private::lowp::Bits]"),
+        "{half}"
+    );
+    for (conv, what) in [
+        ("load_half_block::<E,F16>", "(&p[i0..i1],&mutdp[..len])"),
+        ("load_half_block::<E,F16>", "(&g[i0..i1],&mutdg[..len])"),
+        ("store_half_block::<E,F16>", "(&qp[..len],&mutp[i0..i1])"),
+    ] {
+        assert!(
+            half.contains(&format!("{p}lowp::{conv}{what}")),
+            "{conv}{what}\n{half}"
+        );
+    }
+    assert!(
+        half.contains(":E=dp[i];") && half.contains("qp[i]="),
+        "{half}"
+    );
+    assert!(
+        !half.contains("=p[i]") && !half.contains(";p[i]="),
+        "{half}"
+    );
+    // the `E` kernel is untouched: plain loads and stores
+    let e = at(&format!("{p}Kernel<E>for__Kernel0_0_0<R>"));
+    assert!(e.contains(":E=p[i];") && !e.contains("lowp"), "{e}");
+    // named only by the pick function `narrow_kernels` returns: (bf16, f16) × (exact,
+    // reciprocal: AdamW divides by a hoisted scalar)
+    assert_eq!(
+        flat.matches(&format!("{p}dispatch_narrow::<")).count(),
+        4,
+        "{out}"
+    );
+    for inst in [
+        "<false,false>",
+        "<false,true>",
+        "<true,false>",
+        "<true,true>",
+    ] {
+        let k = format!("{p}dispatch_narrow::<E,__Kernel0_0_0{inst}>");
+        assert!(flat.contains(&k), "{k}\n{out}");
+    }
+    assert!(flat.contains("fnnarrow_kernels("), "{out}");
 }
 
 #[test]

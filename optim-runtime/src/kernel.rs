@@ -90,7 +90,7 @@ fused_loop! {
     /// with; `red`: per-tensor reduction accumulators, added to (not overwritten: each continues
     /// the running sum it holds, element by element, so that a chunk run as several calls sums
     /// in the same order as one call). All slices have the same length (one chunk of one
-    /// parameter, or one block of it for a 16-bit parameter, see [`crate::narrow`]).
+    /// parameter).
     pub trait Kernel {
         /// Runs the loop. Must be `#[inline(always)]` so that [`dispatch`] can compile it per SIMD
         /// level.
@@ -138,6 +138,74 @@ fused_loop! {
     pub type LowKernelFn;
     /// Runs low-precision kernel `K` with the widest SIMD instruction set this CPU supports.
     pub fn dispatch_low;
+}
+
+fused_loop! {
+    /// A fused loop over a parameter and gradient stored in 16 bits (`bf16` or `f16` bits,
+    /// [`crate::narrow`]), implemented by code that `optimizer!` generates for every loop of a
+    /// rule that reads the parameter and gradient only inside its loops: as [`LowKernel`], with
+    /// `p` and `g` as raw bits. The loop widens them exactly to `E` per staged block of
+    /// [`q8::BLOCK`] elements and rounds the parameter's block to nearest, ties to even, after
+    /// it ([`crate::lowp::load_half_block`], [`crate::lowp::store_half_block`]), so that the
+    /// result is bit for bit the loop on widened copies, rounded once. Which of `bf16` and
+    /// `f16` is the implementing type's (one instance per type), see [`NarrowPick`].
+    pub trait NarrowKernel {
+        /// Runs the loop. Must be `#[inline(always)]` (see [`Kernel::run`]).
+        fn run(
+            s: &[E],
+            p: &mut [crate::lowp::Bits],
+            g: &[crate::lowp::Bits],
+            st: &mut [&mut [E]],
+            lo: &mut [&mut [crate::lowp::Bits]],
+            q: &mut [Q8Mut<'_>],
+            at: LowAt,
+            red: &mut [f64],
+        );
+    }
+    /// A type-erased 16-bit-parameter kernel entry point: `dispatch_narrow::<E, K>` for some `K`.
+    pub type NarrowKernelFn;
+    /// Runs 16-bit-parameter kernel `K` with the widest SIMD instruction set this CPU supports.
+    pub fn dispatch_narrow;
+}
+
+/// The 16-bit-parameter entry point of loop `k` of one rule variant, for the parameter's
+/// storage type and arithmetic (`reciprocal`: the `R = true` instance); `None` past the
+/// variant's loops. Generated per variant (`__narrow_R_V`), reached only through
+/// `DslOptimizer::narrow_kernels`, so the instances exist only for optimizers that are
+/// stepped with 16-bit parameters.
+pub type NarrowPick<E> =
+    fn(k: usize, dtype: crate::lowp::StateDtype, reciprocal: bool) -> Option<NarrowKernelFn<E>>;
+
+/// The [`NarrowPick`] of a rule with no 16-bit entry points (always `None`).
+pub fn no_narrow<E>(_: usize, _: crate::lowp::StateDtype, _: bool) -> Option<NarrowKernelFn<E>> {
+    None
+}
+
+/// The 16-bit entry points of one parameter's loops: its variant's [`NarrowPick`] and the
+/// parameter's arithmetic (`ParamState::reciprocals` when it was prepared).
+pub(crate) struct NarrowKernels<E> {
+    /// The variant's entry points.
+    pub pick: NarrowPick<E>,
+    /// Whether the reciprocal instances run.
+    pub reciprocal: bool,
+}
+
+impl<E> NarrowKernels<E> {
+    /// Loop `k`'s entry point for `dtype` (`None`: the loop is not run on the 16-bit data).
+    pub(crate) fn get(
+        &self,
+        k: usize,
+        dtype: crate::lowp::StateDtype,
+    ) -> Option<NarrowKernelFn<E>> {
+        (self.pick)(k, dtype, self.reciprocal)
+    }
+}
+
+/// A job's 16-bit parameter and gradient (its job was prepared with empty `E` slices) and the
+/// entry points its loops run through.
+pub(crate) struct NarrowJob<'a, E> {
+    pub bits: Narrow<'a>,
+    pub kernels: NarrowKernels<E>,
 }
 
 /// The elements of `bufs` at the distinct indices `ks`, in `ks`' order (`None` for an index
@@ -193,28 +261,6 @@ pub struct LowCall<'a, E> {
     pub key: u64,
 }
 
-/// Which of the parameter and gradient streams a stage's loop touches. The executor widens
-/// the blocks of a 16-bit parameter ([`crate::narrow`]) only for the streams the loop reads,
-/// and rounds the parameter back only after the loop that writes it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ParamUse {
-    /// The loop loads `param`.
-    pub reads_param: bool,
-    /// The loop loads `grad`.
-    pub reads_grad: bool,
-    /// The loop stores `param` (the last stage of a rule).
-    pub writes_param: bool,
-}
-
-impl ParamUse {
-    /// Reads and writes both (a hand-written kernel that does not say).
-    pub const ALL: ParamUse = ParamUse {
-        reads_param: true,
-        reads_grad: true,
-        writes_param: true,
-    };
-}
-
 /// Most reduction accumulators one stage may have (checked by the macro at compile time).
 pub const MAX_REDUCTIONS: usize = optim_abi::MAX_REDUCTIONS;
 
@@ -232,8 +278,6 @@ pub struct KernelCall<'a, E> {
     pub bufs: StateRefs<'a, E>,
     /// Number of reduction accumulators the kernel adds to.
     pub reductions: usize,
-    /// Which of `param` and `grad` the loop reads and writes.
-    pub uses: ParamUse,
     /// `(local, global)`: reduction `local` of this stage contributes to global total `global`
     /// (summed over all parameters before the next stage).
     pub globals: GlobalMap,
@@ -311,7 +355,6 @@ impl<'a, E: Float> KernelCall<'a, E> {
             grad: &grad[..0],
             bufs: SmallVec::new(),
             reductions: 0,
-            uses: ParamUse::default(),
             globals: SmallVec::new(),
             cuda: None,
             low: None,
@@ -365,25 +408,28 @@ struct Item<'a, E> {
     param: &'a mut [E],
     grad: &'a [E],
     bufs: StateRefs<'a, E>,
-    /// The piece of a 16-bit parameter and its gradient (then `param` and `grad` are empty).
-    narrow: Option<Narrow<'a>>,
-    uses: ParamUse,
+    /// The piece of a 16-bit parameter and its gradient (then `param` and `grad` are empty),
+    /// with the loop's 16-bit entry point, which runs instead of `kernel` and `low`.
+    narrow: Option<(Narrow<'a>, NarrowKernelFn<E>)>,
     red: [f64; MAX_REDUCTIONS],
     nred: usize,
 }
 
 impl<E: Float> Item<'_, E> {
     fn run(&mut self) {
-        if let Some(nw) = self.narrow.take() {
-            return self.run_narrow(nw);
-        }
         let red = &mut self.red[..self.nred];
+        let at = |key| LowAt {
+            key,
+            base: self.base as u64,
+        };
+        if let Some((nw, kernel)) = self.narrow.take() {
+            let key = self.low.map_or(0, |(_, key)| key);
+            let (s, bufs, lo, q8) = (self.scalars, &mut self.bufs, &mut self.lo, &mut self.q8);
+            kernel(s, nw.param, nw.grad, bufs, lo, q8, at(key), red);
+            return;
+        }
         match self.low {
             Some((kernel, key)) => {
-                let at = LowAt {
-                    key,
-                    base: self.base as u64,
-                };
                 kernel(
                     self.scalars,
                     self.param,
@@ -391,77 +437,11 @@ impl<E: Float> Item<'_, E> {
                     &mut self.bufs,
                     &mut self.lo,
                     &mut self.q8,
-                    at,
+                    at(key),
                     red,
                 );
             }
             None => (self.kernel)(self.scalars, self.param, self.grad, &mut self.bufs, red),
-        }
-    }
-}
-
-impl<E: Float> Item<'_, E> {
-    /// [`Item::run`] on a piece of a 16-bit parameter: block by block
-    /// ([`crate::lowp::STAGE`] elements, whole quantisation blocks), the parameter's and the
-    /// gradient's block is widened exactly into an array on the stack (the streams the loop
-    /// reads, [`ParamUse`]), the loop runs on those arrays and the same block of every other
-    /// stream (its reductions continuing their running sums, its random draws at the block's
-    /// index in the parameter), and the parameter's block is rounded back to nearest (after the
-    /// loop that writes it). Bit for bit the loop on widened copies of the whole tensors.
-    fn run_narrow(&mut self, nw: Narrow<'_>) {
-        use crate::lowp::{narrow_block, widen_block, STAGE};
-        let n = nw.param.len();
-        let mut pb = [E::zero(); STAGE];
-        let mut gb = [E::zero(); STAGE];
-        let span = |o: usize, len: usize, have: usize| o.min(have)..(o + len).min(have);
-        let mut o = 0;
-        while o < n {
-            let len = STAGE.min(n - o);
-            let (p, g) = (&mut pb[..len], &mut gb[..len]);
-            if self.uses.reads_param {
-                widen_block(nw.dtype, &nw.param[o..o + len], p);
-            }
-            if self.uses.reads_grad {
-                widen_block(nw.dtype, &nw.grad[span(o, len, nw.grad.len())], g);
-            }
-            let mut bufs: StateRefs<'_, E> = (self.bufs.iter_mut())
-                .map(|b| {
-                    let r = span(o, len, b.len());
-                    &mut b[r]
-                })
-                .collect();
-            let red = &mut self.red[..self.nred];
-            match self.low {
-                Some((kernel, key)) => {
-                    let mut lo: LowRefs<'_> = (self.lo.iter_mut())
-                        .map(|b| {
-                            let r = span(o, len, b.len());
-                            &mut b[r]
-                        })
-                        .collect();
-                    let (b0, b1) = (o / q8::BLOCK, q8::blocks(o + len));
-                    let mut qs: Q8Refs<'_> = (self.q8.iter_mut())
-                        .map(|b| {
-                            let (rc, ns) = (span(o, len, b.codes.len()), b.scales.len());
-                            Q8Mut {
-                                map: b.map,
-                                codes: &mut b.codes[rc],
-                                scales: &mut b.scales[b0.min(ns)..b1.min(ns)],
-                            }
-                        })
-                        .collect();
-                    let at = LowAt {
-                        key,
-                        base: (self.base + o) as u64,
-                    };
-                    kernel(self.scalars, p, g, &mut bufs, &mut lo, &mut qs, at, red);
-                }
-                None => (self.kernel)(self.scalars, p, g, &mut bufs, red),
-            }
-            if self.uses.writes_param {
-                narrow_block(nw.dtype, p, &mut nw.param[o..o + len]);
-            }
-            o += len;
         }
     }
 }
@@ -487,11 +467,10 @@ fn split_each<'a, T: 'a, A: smallvec::Array<Item = &'a mut [T]>>(
 fn cut<'a, E: Float>(
     ci: usize,
     c: &'a mut KernelCall<'_, E>,
-    mut narrow: Option<Narrow<'a>>,
+    mut narrow: Option<(Narrow<'a>, NarrowKernelFn<E>)>,
     chunk: usize,
     sink: &mut impl FnMut(Item<'a, E>),
 ) {
-    let uses = c.uses;
     let nred = c.reductions.min(MAX_REDUCTIONS);
     let (kernel, scalars) = (c.kernel, &c.scalars[..]);
     let (low, mut lo, mut qs): (_, LowRefs<'a>, Q8Refs<'a>) = match &mut c.low {
@@ -513,7 +492,7 @@ fn cut<'a, E: Float>(
     let mut bufs: StateRefs<'_, E> = c.bufs.iter_mut().map(|b| &mut **b).collect();
     let mut base = 0;
     loop {
-        let len = narrow.as_ref().map_or(param.len(), |w| w.param.len());
+        let len = narrow.as_ref().map_or(param.len(), |(w, _)| w.param.len());
         let n = len.min(chunk);
         if n == len {
             sink(Item {
@@ -528,16 +507,15 @@ fn cut<'a, E: Float>(
                 grad,
                 bufs,
                 narrow,
-                uses,
                 red: [0.0; MAX_REDUCTIONS],
                 nred,
             });
             return;
         }
         let (w0, w1) = match narrow {
-            Some(w) => {
+            Some((w, f)) => {
                 let (a, b) = w.split_at(n);
-                (Some(a), Some(b))
+                (Some((a, f)), Some((b, f)))
             }
             None => (None, None),
         };
@@ -575,7 +553,6 @@ fn cut<'a, E: Float>(
             grad: g0,
             bufs: heads,
             narrow: w0,
-            uses,
             red: [0.0; MAX_REDUCTIONS],
             nred,
         });
@@ -641,14 +618,14 @@ pub(crate) fn stage_count<E: Float>(jobs: &[&mut dyn StagedJob<E>], at_least: us
 /// loop itself is the job's monomorphic kernel, called through its function pointer as before.
 ///
 /// `narrow[i]`, where present and `Some`, is job `i`'s 16-bit parameter and gradient (its job
-/// was prepared with empty `E` slices): its loops run block by block on widened copies (see
-/// `Item::run_narrow`).
+/// was prepared with empty `E` slices): its loops run through their 16-bit entry points
+/// ([`NarrowKernel`]) on the bits, cut into chunks as any other parameter.
 ///
 /// # Errors
 /// What `global_sums` returns; the step is then incomplete (earlier loops have run).
 pub(crate) fn execute_with<E: Float, J: StagedJob<E>>(
     jobs: &mut [J],
-    narrow: &mut [Option<Narrow<'_>>],
+    narrow: &mut [Option<NarrowJob<'_, E>>],
     stages: usize,
     global_sums: GlobalSums<'_>,
     scratch: &mut Scratch,
@@ -664,7 +641,7 @@ pub(crate) fn execute_with<E: Float, J: StagedJob<E>>(
 /// [`execute_with`] on the jobs as trait objects.
 fn execute_erased<E: Float>(
     jobs: &mut [&mut dyn StagedJob<E>],
-    narrow: &mut [Option<Narrow<'_>>],
+    narrow: &mut [Option<NarrowJob<'_, E>>],
     stages: usize,
     global_sums: GlobalSums<'_>,
     scratch: &mut Scratch,
@@ -689,7 +666,7 @@ fn execute_erased<E: Float>(
                     .map(|(i, j)| (i, j.kernel(k, &globals))),
             );
             let mut per_call: Vec<[f64; MAX_REDUCTIONS]> = scratch.take(List::Totals);
-            run_calls(&mut calls, &mut per_call, narrow, scratch);
+            run_calls(k, &mut calls, &mut per_call, narrow, scratch);
             for ((i, call), red) in calls.iter().zip(&per_call) {
                 let c = &mut contributions[*i];
                 for &(l, g) in &call.globals {
@@ -760,7 +737,7 @@ fn barriers<'j, E: Float>(
 /// totals are added in order, exactly as the parallel path adds its work items' totals.
 fn run_inline<'a, E: Float>(
     c: &'a mut KernelCall<'_, E>,
-    narrow: Option<Narrow<'a>>,
+    narrow: Option<(Narrow<'a>, NarrowKernelFn<E>)>,
     red: &mut [f64; MAX_REDUCTIONS],
 ) {
     let n = c.reductions.min(MAX_REDUCTIONS);
@@ -777,26 +754,29 @@ fn run_inline<'a, E: Float>(
     });
 }
 
-/// Runs one stage's loops for several parameters; `out` gets each call's reduction totals.
+/// Runs stage `k`'s loops for several parameters; `out` gets each call's reduction totals.
 fn run_calls<E: Float>(
+    k: usize,
     calls: &mut [(usize, KernelCall<'_, E>)],
     out: &mut Vec<[f64; MAX_REDUCTIONS]>,
-    narrow: &mut [Option<Narrow<'_>>],
+    narrow: &mut [Option<NarrowJob<'_, E>>],
     scratch: &mut Scratch,
 ) {
     let len = |i: usize, c: &KernelCall<'_, E>| match narrow.get(i) {
-        Some(Some(w)) => w.param.len(),
+        Some(Some(w)) => w.bits.param.len(),
         _ => c.param.len(),
     };
     let total: usize = calls.iter().map(|(i, c)| len(*i, c)).sum();
     out.clear();
     out.resize(calls.len(), [0.0f64; MAX_REDUCTIONS]);
-    // each call's 16-bit parameter, lent for this loop (a job's calls are in the jobs' order)
+    // each call's 16-bit parameter and its loop's entry point, lent for this loop (a job's
+    // calls are in the jobs' order); without an entry point (the step's checks refuse a rule
+    // with none for its first loop) the loop runs on the job's empty `E` slices: not at all
     let mut lent = narrow.iter_mut().enumerate();
     let mut take = |i: usize| {
-        lent.by_ref()
-            .find(|(j, _)| *j == i)
-            .and_then(|(_, w)| w.as_mut().map(Narrow::reborrow))
+        let w = lent.by_ref().find(|(j, _)| *j == i)?.1.as_mut()?;
+        let f = w.kernels.get(k, w.bits.dtype)?;
+        Some((w.bits.reborrow(), f))
     };
     if total < PARALLEL_THRESHOLD || rayon::current_num_threads() <= 1 {
         for ((i, c), red) in calls.iter_mut().zip(out.iter_mut()) {

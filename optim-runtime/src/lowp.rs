@@ -46,9 +46,9 @@
 //! `4 + 4 + 2·2 (read) + 4 + 2·2 (write) = 20` bytes per parameter instead of 28.
 //!
 //! The parameter and its gradient may be 16-bit too (`bf16`/`f16` storage, e.g. candle `Var`s):
-//! [`crate::narrow`] runs the same loops block by block on their bits, so AdamW with `f32`
-//! moments moves `2 + 2 + 8 (read) + 2 + 8 (write) = 22` bytes per parameter, and with `bf16`
-//! moments `2 + 2 + 4 + 2 + 4 = 14`.
+//! [`crate::narrow`] runs the same loops on their bits (through their 16-bit entry points), so
+//! AdamW with `f32` moments moves `2 + 2 + 8 (read) + 2 + 8 (write) = 22` bytes per parameter,
+//! and with `bf16` moments `2 + 2 + 4 + 2 + 4 = 14`.
 //!
 //! Checkpoints keep the stored type (safetensors `BF16`/`F16` tensors, see
 //! [`crate::checkpoint`]).
@@ -386,6 +386,35 @@ pub(crate) fn store_f16_block_on<E: Float>(hw: bool, xs: &[E], out: &mut [Bits])
     }
 }
 
+/// A block of 16-bit elements widened exactly to `E` into `out` (`min(bits.len(), out.len())`
+/// elements): `f16` when `F16` ([`load_f16_block`]), else `bf16` ([`load_bf16`] per element).
+/// The generated loops over a 16-bit parameter ([`crate::narrow`]) stage its and its
+/// gradient's blocks through this, so that one printed loop serves both storage types.
+#[inline(always)]
+pub fn load_half_block<E: Float, const F16: bool>(bits: &[Bits], out: &mut [E]) {
+    if F16 {
+        load_f16_block::<E>(bits, out);
+    } else {
+        for (o, &b) in out.iter_mut().zip(bits) {
+            *o = load_bf16::<E>(b);
+        }
+    }
+}
+
+/// `xs` rounded to nearest (ties to even) into a block of 16-bit bits `out`
+/// (`min(xs.len(), out.len())` elements): `f16` when `F16` ([`store_f16_block`]), else `bf16`
+/// ([`store_bf16`] per element); see [`load_half_block`].
+#[inline(always)]
+pub fn store_half_block<E: Float, const F16: bool>(xs: &[E], out: &mut [Bits]) {
+    if F16 {
+        store_f16_block::<E>(xs, out);
+    } else {
+        for (o, &x) in out.iter_mut().zip(xs) {
+            *o = store_bf16::<E>(x);
+        }
+    }
+}
+
 /// `x` as `bf16`, rounded stochastically with the random bits `r` (from [`counter_bits`]).
 #[inline(always)]
 pub fn store_bf16_sr<E: Float>(x: E, r: u32) -> Bits {
@@ -489,14 +518,7 @@ mod tests;
 mod tests_exact;
 
 // ---------------------------------------------------------------------------------------------
-// 16-bit parameters and gradients (`crate::narrow`): the executor's blocks.
-
-/// Elements per block a loop of a 16-bit parameter runs on: a multiple of the quantisation
-/// block ([`q8::BLOCK`]), so 8-bit state stays block-aligned. Two arrays of this many
-/// `f32`s (16 KiB) stay in L1 while the loop runs.
-pub const STAGE: usize = 2048;
-
-const _: () = assert!(STAGE.is_multiple_of(q8::BLOCK) && optim_abi::CHUNK.is_multiple_of(STAGE));
+// 16-bit parameters and gradients (`crate::narrow`).
 
 /// A 16-bit parameter and its gradient as the executor sees them: the raw bits (one chunk of
 /// the parameter, once cut).
@@ -535,69 +557,6 @@ impl<'a> Narrow<'a> {
                 grad: g1,
             },
         )
-    }
-}
-
-/// Runs `f` compiled for AVX2 where the CPU has it (the block conversions below are plain
-/// functions, not generated loops inside `dispatch`'s wrappers; the baseline's SSE2 has no
-/// 8-lane integer shifts or unsigned 32-to-16-bit packs).
-#[inline(always)]
-fn on_avx2<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked on the line above).
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
-}
-
-/// 16-bit values widened exactly into `out` (`min` of the two lengths).
-#[inline]
-pub(crate) fn widen_block<E: Float>(dtype: StateDtype, bits: &[Bits], out: &mut [E]) {
-    on_avx2(
-        #[inline(always)]
-        || widen_block_on(dtype, bits, out),
-    );
-}
-
-/// [`widen_block`] on this CPU's baseline.
-#[inline(always)]
-fn widen_block_on<E: Float>(dtype: StateDtype, bits: &[Bits], out: &mut [E]) {
-    match dtype {
-        StateDtype::Bf16 => {
-            for (o, &b) in out.iter_mut().zip(bits) {
-                *o = load_bf16::<E>(b);
-            }
-        }
-        StateDtype::F16 => load_f16_block::<E>(bits, out),
-    }
-}
-
-/// `xs` rounded to nearest (ties to even) into the 16-bit `out` (`min` of the two lengths).
-#[inline]
-pub(crate) fn narrow_block<E: Float>(dtype: StateDtype, xs: &[E], out: &mut [Bits]) {
-    on_avx2(
-        #[inline(always)]
-        || narrow_block_on(dtype, xs, out),
-    );
-}
-
-/// [`narrow_block`] on this CPU's baseline.
-#[inline(always)]
-fn narrow_block_on<E: Float>(dtype: StateDtype, xs: &[E], out: &mut [Bits]) {
-    match dtype {
-        StateDtype::Bf16 => {
-            for (o, &x) in out.iter_mut().zip(xs) {
-                *o = store_bf16::<E>(x);
-            }
-        }
-        StateDtype::F16 => store_f16_block::<E>(xs, out),
     }
 }
 

@@ -1,31 +1,81 @@
 //! 16-bit parameters (`bf16`, `f16`) updated in place by an optimizer over `E` (`f32` or
 //! `f64`), without a full-tensor copy in `E`.
 //!
-//! The element type of a parameter and its gradient is a property of their streams, as the
-//! storage of low-precision state is ([`crate::lowp`]): the step's executor runs each loop of
-//! such a parameter block by block ([`crate::lowp::STAGE`] elements, whole quantisation blocks): the
-//! parameter's and the gradient's block is widened exactly into an array on the stack, the
-//! generated loop runs on it (computing in `E`, with the same block of every state stream) and
-//! the parameter's block is rounded back to nearest, ties to even, after the loop that writes
-//! it. The loop itself is the same monomorphic kernel as for an `E` parameter, so the result is
-//! bit for bit the step on widened copies of the whole tensors, rounded once at the end
-//! (reductions continue their running sums across blocks, stochastic rounding draws at each
-//! element's index in the parameter). Memory traffic for AdamW with `f32` state: 2 (read the
-//! parameter) + 2 (read the gradient) + 16 (read and write `m`, `v`) + 2 (write the parameter)
-//! = 22 bytes per parameter, instead of 46 through `f32` copies.
+//! The element type of a parameter and its gradient is a property of their streams in the loop
+//! IR, as the storage of low-precision state is ([`crate::lowp`]): `optimizer!` prints every
+//! loop of a rule that reads the parameter and gradient only inside its loops a second time,
+//! as a `NarrowKernel` (hidden, generated code only) generic over the storage type (`bf16`,
+//! `f16`), which stages `param` and `grad` per block of 256 on the stack, widened exactly to
+//! `E` ([`crate::lowp::load_half_block`]: `f16` by F16C where the CPU has it), and rounds the
+//! parameter's block to nearest, ties to even, after it
+//! ([`crate::lowp::store_half_block`]), as it does for `f16` and 8-bit state. The executor runs those entry points on the bits, chunk by chunk as
+//! any other parameter, with the same chunk of every state stream: no copy of the parameter or
+//! gradient in `E`, not even per block. The arithmetic is the loop's own, so the result is bit
+//! for bit the step on widened copies of the whole tensors, rounded once at the end
+//! (reductions sum per chunk in the same order, stochastic rounding draws at each element's
+//! index in the parameter). Memory traffic for AdamW with `f32` state: 2 (read the
+//! parameter) + 2 (read the gradient) + 16 (read and write `m`, `v`) + 2 (write the
+//! parameter) = 22 bytes per parameter, instead of 46 through `f32` copies.
+//!
+//! Compile cost: the 16-bit instances are reached only through
+//! `DslOptimizer::narrow_kernels`, which only [`update_mixed_in_modules`] names, so they are
+//! compiled only for optimizers stepped with 16-bit parameters.
 //!
 //! A rule whose matrix primitives, axis reductions or eigenbases read the raw parameter or
 //! gradient as a whole tensor (`DslOptimizer::param_in_loops_only` is `false`: Adafactor's
-//! `factored_second_moment(grad, …)`, an eigenbasis of the gradient, …) cannot run on blocks:
-//! such a parameter must be staged whole by the caller (the candle backend does), and
+//! `factored_second_moment(grad, …)`, an eigenbasis of the gradient, …) has no 16-bit entry
+//! points: such a parameter must be staged whole by the caller (the candle backend does), and
 //! [`update_mixed_in_modules`] refuses it. Muon's `orthogonalize` reads its momentum, a state
-//! buffer, so Muon runs on blocks.
+//! buffer, so Muon's loops run on the 16-bit bits.
 
+use crate::kernel::{no_narrow, NarrowPick};
 use crate::lowp::{Bits, Narrow, StateDtype};
-use crate::optimizer::{check_modules, step_entries, DslOptimizer, Entry, LocalSync, Meta};
+use crate::optimizer::{step_entries, DslOptimizer, LocalSync, Meta, OptimizerConfig};
 use crate::param::{ParamInfo, ParamSlice};
 use crate::scratch::List;
 use crate::{Float, OptimError};
+
+/// One parameter of a step, whichever path it came from.
+pub(crate) struct Entry<'a, E> {
+    pub name: &'a str,
+    pub shape: &'a [usize],
+    pub module: &'a str,
+    pub param: &'a mut [E],
+    pub grad: &'a [E],
+    /// A 16-bit parameter and gradient (`param` and `grad` are then empty).
+    pub narrow: Option<Narrow<'a>>,
+}
+
+impl<'a, E> Entry<'a, E> {
+    /// The entry of a parameter of type `E` in module `module`.
+    pub(crate) fn of_slice(p: &'a mut ParamSlice<'_, E>, module: &'a str) -> Self {
+        Entry {
+            name: p.name,
+            shape: p.shape,
+            module,
+            param: &mut *p.param,
+            grad: p.grad,
+            narrow: None,
+        }
+    }
+}
+
+/// [`OptimError::InvalidUse`] unless there is one module per parameter.
+pub(crate) fn check_modules(modules: usize, params: usize) -> Result<(), OptimError> {
+    if modules == params {
+        return Ok(());
+    }
+    Err(OptimError::InvalidUse(format!(
+        "{modules} modules for {params} parameters"
+    )))
+}
+
+/// `DslOptimizer::narrow_kernels` of optimizer `O`.
+pub(crate) type NarrowHook<E, O> = fn(
+    &<<O as DslOptimizer<E>>::Config as OptimizerConfig>::Values,
+    usize,
+    &ParamInfo<'_>,
+) -> NarrowPick<E>;
 
 /// Whether every element of `xs` is finite. `x - x` is `0` for a finite `x` and NaN for NaN or
 /// an infinity, so eight independent sums of it (which the compiler vectorises) are all zero
@@ -138,11 +188,12 @@ pub fn update_mixed_in_modules<E: Float, O: DslOptimizer<E>>(
             }),
         },
     }));
-    step_entries(opt, entries, &mut LocalSync)
+    step_entries(opt, entries, &mut LocalSync, Some(O::narrow_kernels))
 }
 
-/// The step's checks of its 16-bit parameters (none: `Ok`): each one's rule (`rules[i]`) runs
-/// on blocks, and metrics are off.
+/// The step's checks of its 16-bit parameters (none: `Ok`): each one's rule (`rules[i]`) reads
+/// them only inside its loops and has 16-bit entry points for them (`kernels`, under the
+/// step's flag `values`), and metrics are off.
 ///
 /// # Errors
 /// [`OptimError::InvalidUse`] naming the parameter.
@@ -150,6 +201,8 @@ pub(crate) fn check<E: Float, O: DslOptimizer<E>>(
     opt: &O,
     entries: &[Entry<'_, E>],
     rules: &[usize],
+    values: &<O::Config as OptimizerConfig>::Values,
+    kernels: Option<NarrowHook<E, O>>,
 ) -> Result<(), OptimError> {
     for (e, &rule) in entries.iter().zip(rules) {
         let Some(w) = &e.narrow else { continue };
@@ -171,6 +224,12 @@ pub(crate) fn check<E: Float, O: DslOptimizer<E>>(
         };
         if !O::param_in_loops_only(rule, &info) {
             return refuse("its rule reads the raw parameter or gradient as a whole tensor");
+        }
+        // every rule has a loop (it writes the parameter); a hand-written optimizer that
+        // claims `param_in_loops_only` without `narrow_kernels` has no entry point for it
+        let pick = kernels.map_or(no_narrow::<E> as NarrowPick<E>, |f| f(values, rule, &info));
+        if pick(0, w.dtype, false).is_none() {
+            return refuse("its optimizer has no 16-bit entry points for its rule's loops");
         }
     }
     Ok(())

@@ -9,11 +9,14 @@ use crate::cuda::CudaKernelSource;
 use crate::error::OptimError;
 use crate::float::Float;
 use crate::hyper::Hyper;
-use crate::kernel::{execute_with, sum_in_order, GlobalContribution, StagedJob};
+use crate::kernel::{
+    execute_with, no_narrow, sum_in_order, GlobalContribution, NarrowJob, NarrowKernels,
+    NarrowPick, StagedJob,
+};
 use crate::lookup::{self, NameOrder};
-use crate::lowp::Narrow;
 use crate::metrics::{Before, StepMetrics};
 pub(crate) use crate::narrow::all_finite;
+pub(crate) use crate::narrow::{check_modules, Entry, NarrowHook};
 use crate::param::{ParamInfo, ParamSlice};
 use crate::plan::Plan;
 use crate::scratch::{List, Scratch};
@@ -157,6 +160,23 @@ pub trait DslOptimizer<E: Float>: Sized {
         let _ = (rule, info);
         false
     }
+    /// The 16-bit entry points ([`crate::__private::NarrowKernel`]) of the loops of rule `rule`
+    /// under `values`' flags for the parameter `info` describes (a reuse rule asks the reused
+    /// optimizer): how a 16-bit parameter's loops run ([`crate::narrow`]). Called only by
+    /// [`crate::update_mixed_in_modules`], so that these instances are compiled only for the
+    /// optimizers stepped with 16-bit parameters. `optimizer!` overrides it for the rules of
+    /// [`param_in_loops_only`](Self::param_in_loops_only); the default has none (an impl that
+    /// overrides `param_in_loops_only` must override this too, else a step refuses its 16-bit
+    /// parameters with [`OptimError::InvalidUse`]).
+    #[doc(hidden)]
+    fn narrow_kernels(
+        values: &<Self::Config as OptimizerConfig>::Values,
+        rule: usize,
+        info: &ParamInfo<'_>,
+    ) -> NarrowPick<E> {
+        let _ = (values, rule, info);
+        no_narrow::<E>
+    }
     /// The plan for the current flag values: kernels, barriers, state buffers and bytes moved
     /// per parameter.
     fn explain(&self) -> Plan {
@@ -281,7 +301,7 @@ pub trait DslOptimizer<E: Float>: Sized {
     ) -> Result<(), OptimError> {
         let mut entries: Vec<Entry<'_, E>> = self.opt_state_mut().scratch.take(List::Entries);
         entries.extend(params.iter_mut().map(|p| Entry::of_slice(p, "")));
-        step_entries(self, entries, sync)
+        step_entries(self, entries, sync, None)
     }
 
     /// [`update_slices`](Self::update_slices) with the module of each parameter
@@ -305,7 +325,7 @@ pub trait DslOptimizer<E: Float>: Sized {
                 .zip(modules)
                 .map(|(p, module)| Entry::of_slice(p, module)),
         );
-        step_entries(self, entries, &mut LocalSync)
+        step_entries(self, entries, &mut LocalSync, None)
     }
 
     /// Advances the global step count (the step at which schedules are evaluated) without
@@ -388,41 +408,6 @@ pub trait DslOptimizer<E: Float>: Sized {
     fn non_finite_policy(&self) -> NonFinitePolicy {
         self.opt_state().non_finite
     }
-}
-
-/// One parameter of a step, whichever path it came from.
-pub(crate) struct Entry<'a, E> {
-    pub name: &'a str,
-    pub shape: &'a [usize],
-    pub module: &'a str,
-    pub param: &'a mut [E],
-    pub grad: &'a [E],
-    /// A 16-bit parameter and gradient (`param` and `grad` are then empty).
-    pub narrow: Option<Narrow<'a>>,
-}
-
-impl<'a, E> Entry<'a, E> {
-    /// The entry of a parameter of type `E` in module `module`.
-    pub(crate) fn of_slice(p: &'a mut ParamSlice<'_, E>, module: &'a str) -> Self {
-        Entry {
-            name: p.name,
-            shape: p.shape,
-            module,
-            param: &mut *p.param,
-            grad: p.grad,
-            narrow: None,
-        }
-    }
-}
-
-/// [`OptimError::InvalidUse`] unless there is one module per parameter.
-pub(crate) fn check_modules(modules: usize, params: usize) -> Result<(), OptimError> {
-    if modules == params {
-        return Ok(());
-    }
-    Err(OptimError::InvalidUse(format!(
-        "{modules} modules for {params} parameters"
-    )))
 }
 
 /// Whole-step decisions of a data-parallel step, shared by every process (see
@@ -714,13 +699,18 @@ fn validate_ordered<E: Float, O: DslOptimizer<E>>(
 /// step's ([`NameOrder`]), every state is found in one ordered walk over the state map
 /// (`crate::lookup`), and the step's per-parameter lists (`entries` among them) reuse the
 /// last step's memory (`crate::scratch`), given back here on every path.
+///
+/// `kernels` finds the 16-bit entry points of a 16-bit entry's loops
+/// (`DslOptimizer::narrow_kernels`, passed only by `update_mixed_in_modules`, so that other
+/// paths do not compile them); `None` where no entry is 16-bit.
 pub(crate) fn step_entries<E: Float, O: DslOptimizer<E>>(
     opt: &mut O,
     mut entries: Vec<Entry<'_, E>>,
     sync: &mut dyn StepSync,
+    kernels: Option<NarrowHook<E, O>>,
 ) -> Result<(), OptimError> {
     let mut scratch = std::mem::take(&mut opt.opt_state_mut().scratch);
-    let done = step_with(opt, &mut entries, sync, &mut scratch);
+    let done = step_with(opt, &mut entries, sync, kernels, &mut scratch);
     scratch.give(List::Entries, entries);
     opt.opt_state_mut().scratch = scratch;
     done
@@ -731,6 +721,7 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
     opt: &mut O,
     entries: &mut [Entry<'_, E>],
     sync: &mut dyn StepSync,
+    kernels: Option<NarrowHook<E, O>>,
     scratch: &mut Scratch,
 ) -> Result<(), OptimError> {
     // 0. state a device step left on the device comes back to the host first (its values do
@@ -744,7 +735,7 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
     let mut rules: Vec<usize> = scratch.take(List::Rules);
     let mut order = std::mem::take(&mut opt.opt_state_mut().order);
     let checked = validate_ordered(opt, &metas, &mut order, &mut rules, scratch)
-        .and_then(|v| crate::narrow::check(opt, entries, &rules).map(|()| v));
+        .and_then(|v| crate::narrow::check(opt, entries, &rules, &v, kernels).map(|()| v));
     opt.opt_state_mut().order = order;
     let values = agreed(checked, sync)?;
 
@@ -782,8 +773,9 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
             lookup::states_mut(&mut state.params, sorted, &name, scratch.take(List::Found));
         let mut jobs: Vec<O::Job<'_>> = scratch.take(List::Jobs);
         jobs.reserve(entries.len());
-        // the 16-bit parameters, by job (allocated only when the step has one)
-        let mut narrow: Vec<Option<Narrow<'_>>> = Vec::new();
+        // the 16-bit parameters and their loops' entry points, by job (empty when the step
+        // has none)
+        let mut narrow: Vec<Option<NarrowJob<'_, E>>> = scratch.take(List::Narrow);
         let each = entries
             .iter_mut()
             .zip(&metas)
@@ -795,8 +787,15 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
             };
             ps.rule = rule;
             if let Some(w) = e.narrow.as_mut() {
+                let pick = kernels.map_or(no_narrow::<E> as NarrowPick<E>, |f| {
+                    f(&values, rule, &m.info)
+                });
+                let reciprocal = ps.reciprocals;
                 narrow.resize_with(jobs.len(), || None);
-                narrow.push(Some(w.reborrow()));
+                narrow.push(Some(NarrowJob {
+                    bits: w.reborrow(),
+                    kernels: NarrowKernels { pick, reciprocal },
+                }));
             }
             jobs.push(O::prepare(&values, rule, ps, m.info, &mut *e.param, e.grad));
         }
@@ -812,6 +811,7 @@ fn step_with<E: Float, O: DslOptimizer<E>>(
             Ok(total)
         };
         let ran = execute_with(&mut jobs, &mut narrow, O::max_stages(), &mut sums, scratch);
+        scratch.give(List::Narrow, narrow);
         scratch.give(List::Jobs, jobs);
         ran?;
     }

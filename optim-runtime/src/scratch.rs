@@ -112,6 +112,8 @@ pub(crate) enum List {
     Found,
     /// Their staged jobs.
     Jobs,
+    /// Their 16-bit parameters and entry points (`crate::narrow`), by job.
+    Narrow,
     /// The same jobs as trait objects (what the loops run on).
     Erased,
     /// One loop's calls.

@@ -10,10 +10,12 @@
 //! list of the step (entries, rules, states, jobs, each loop's calls and totals) reuses the
 //! memory the last step left (`optim_runtime`'s `scratch`). Checked for 1 and 99 parameters,
 //! for `f32`, `bf16` and 8-bit state, a scheduled learning rate, a reuse rule, per-tensor and
-//! global reductions (two loops per step) and matrix work between loops (Muon).
+//! global reductions (two loops per step) and matrix work between loops (Muon), and for `bf16`
+//! and `f16` parameters (`update_mixed_in_modules`).
 
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{AdamW, AdamW8bit, AdamWBf16, AdamWConfig, Lamb, Muon, Prodigy};
+use optim_dsl::{update_mixed_in_modules, MixedSlice, NarrowSlice, StateDtype};
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -200,6 +202,66 @@ fn an_8bit_state_step_allocates_nothing_with_its_reuse_rule() {
 fn a_step_with_reductions_allocates_nothing() {
     allocates_nothing(Lamb::<f32>::default, |_| 64);
     allocates_nothing(Prodigy::<f32>::default, |_| 64);
+}
+
+/// 16-bit parameters (`bf16` and `f16`, beside an `f32` one) on `update_mixed_in_modules`:
+/// their loops run through their 16-bit entry points on the bits, and a steady-state step
+/// allocates nothing either (the parameters' list and modules are the caller's, built once).
+fn mixed_allocates_nothing<O: DslOptimizer<f32>>(mut opt: O) {
+    let n = 300;
+    let start = |seed: u16| -> Vec<u16> {
+        (0..n)
+            .map(|j| 0x3c00 + (j as u16 % 97) * 3 + seed)
+            .collect()
+    };
+    let (mut pb, mut ph, mut pf) = (start(0), start(1), vec![0.5f32; n]);
+    let (gb, gh, gf) = (start(5), start(9), vec![0.25f32; n]);
+    // `0x3c00 + …` is a small positive `bf16` and an `f16` near 1: both finite
+    let before = (pb.clone(), ph.clone(), pf.clone());
+    let shape = [n];
+    let mut params = vec![
+        MixedSlice::Narrow(NarrowSlice {
+            name: "a.weight",
+            shape: &shape,
+            dtype: StateDtype::Bf16,
+            param: &mut pb,
+            grad: &gb,
+        }),
+        MixedSlice::Narrow(NarrowSlice {
+            name: "b.weight",
+            shape: &shape,
+            dtype: StateDtype::F16,
+            param: &mut ph,
+            grad: &gh,
+        }),
+        MixedSlice::Same(ParamSlice {
+            name: "c.weight",
+            shape: &shape,
+            param: &mut pf,
+            grad: &gf,
+        }),
+    ];
+    let modules = ["a", "b", "c"];
+    let mut counts = Vec::new();
+    for t in 0..8 {
+        let at = allocs();
+        update_mixed_in_modules(&mut opt, &mut params, &modules).expect("step");
+        if t >= 3 {
+            counts.push(allocs() - at);
+        }
+    }
+    drop(params);
+    assert_eq!(counts, [0; 5], "{}", O::Config::NAME);
+    assert!(
+        pb != before.0 && ph != before.1 && pf != before.2,
+        "every parameter moved"
+    );
+}
+
+#[test]
+fn a_16_bit_parameter_step_allocates_nothing() {
+    mixed_allocates_nothing(AdamW::<f32>::default());
+    mixed_allocates_nothing(Lamb::<f32>::default());
 }
 
 /// A barrier between loops: Muon's Newton–Schulz orthogonalisation of each 8 × 8 momentum

@@ -26,6 +26,10 @@ pub(crate) struct VariantEmitter<'a> {
     pub values: &'a syn::Ident,
     /// Index of this variant's first stage in the generated `__OPTIM_CUDA_SOURCES` table.
     pub cuda_index: usize,
+    /// Whether the rule's loops alone read the parameter and gradient (every variant of it):
+    /// then each kernel gets its 16-bit-parameter impl (`optim_runtime::narrow`; the variant's
+    /// pick function is `jobs::narrow_pick`'s).
+    pub narrow: bool,
 }
 
 /// Host assignments of a variant by when they run.
@@ -562,8 +566,6 @@ impl VariantEmitter<'_> {
             })
             .collect();
         let nred = st.reductions.len();
-        let l = &self.v.loops[k];
-        let (rp, rg, wp) = (l.reads_param, l.reads_grad, l.writes_param);
         let cuda = if crate::loop_ir::has_low_state(&self.v.loops) {
             quote!(::core::option::Option::None)
         } else {
@@ -598,7 +600,6 @@ impl VariantEmitter<'_> {
                     grad: *g,
                     bufs,
                     reductions: #nred,
-                    uses: #p::ParamUse { reads_param: #rp, reads_grad: #rg, writes_param: #wp },
                     globals: globals_map,
                     cuda: #cuda,
                     low,
@@ -630,7 +631,7 @@ impl VariantEmitter<'_> {
         let mut reduced_arms = Vec::new();
         for (k, l) in v.loops.iter().enumerate() {
             let kname = format_ident!("__Kernel{}_{}", self.prefix, k);
-            kernels.push(rust_loop::kernel(l, &kname));
+            kernels.push(rust_loop::kernel(l, &kname, self.narrow));
             let host_k: &[TokenStream] = if k == 0 { &[] } else { &later[k] };
             kernel_arms.push(self.kernel_arm(k, host_k, &kname));
             let sets: Vec<TokenStream> = v.stages[k]

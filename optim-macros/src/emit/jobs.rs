@@ -2,11 +2,13 @@
 //! rule (the reused optimizer's own job type) and `Empty` (a parameter routed to no rule), with
 //! a `StagedJob` impl that forwards to the variant's job. `DslOptimizer::Job` names it, so a
 //! step keeps its jobs in one list by value: no allocation per parameter (a boxed trait object
-//! would cost one each step).
+//! would cost one each step). Also each variant's 16-bit-parameter pick function and
+//! `DslOptimizer::narrow_kernels`' arms (`optim_runtime::narrow`).
 
 use super::exprs::{flag_pattern, flag_scrutinee};
+use super::rust_loop;
 use crate::ir::{self, RuleBody};
-use crate::plan::Plan;
+use crate::plan::{Plan, Variant};
 use crate::private::Private;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -17,6 +19,9 @@ use syn::Ident;
 pub(crate) struct RuleJobs {
     pub items: Vec<TokenStream>,
     pub prepare_arms: Vec<TokenStream>,
+    /// `DslOptimizer::narrow_kernels`' match arm per rule whose loops alone read the
+    /// parameter and gradient.
+    pub narrow_arms: Vec<TokenStream>,
     pub job_enum: TokenStream,
 }
 
@@ -25,6 +30,7 @@ pub(crate) fn rule_jobs(opt: &ir::Optimizer, plan: &Plan, values: &Ident) -> Rul
     let p = Private;
     let mut items = Vec::new();
     let mut prepare_arms = Vec::new();
+    let mut narrow_arms = Vec::new();
     let jobs = enum_name();
     let mut job_variants = Vec::new();
     // index of the next stage in `__OPTIM_CUDA_SOURCES` (rule, variant, stage order)
@@ -33,6 +39,8 @@ pub(crate) fn rule_jobs(opt: &ir::Optimizer, plan: &Plan, values: &Ident) -> Rul
         match (&rule.body, rule_plan) {
             (RuleBody::Fused(f), Some(rp)) => {
                 let mut arms = Vec::new();
+                let mut picks = Vec::new();
+                let narrow = super::rule_loops_only(f, rp);
                 for (vi, v) in rp.variants.iter().enumerate() {
                     let emitter = super::host::VariantEmitter {
                         opt,
@@ -41,22 +49,31 @@ pub(crate) fn rule_jobs(opt: &ir::Optimizer, plan: &Plan, values: &Ident) -> Rul
                         prefix: format!("{ri}_{vi}"),
                         values,
                         cuda_index,
+                        narrow,
                     };
                     if !crate::loop_ir::has_low_state(&v.loops) {
                         cuda_index += v.loops.len();
                     }
                     items.push(emitter.emit());
+                    if narrow {
+                        items.push(narrow_pick(v, &format!("{ri}_{vi}")));
+                    }
                     let pname = format_ident!("__prepare_{}_{}", ri, vi);
                     let jname = format_ident!("__Job{}_{}", ri, vi);
                     let variant = fused_variant(ri, vi);
                     job_variants.push((variant.clone(), quote!(#jname<'a, E>)));
                     let pat = flag_pattern(v);
+                    let nname = format_ident!("__narrow_{}_{}", ri, vi);
+                    picks.push(quote!(#pat => #nname::<E>));
                     arms.push(
                         quote!(#pat => #jobs::#variant(#pname(values, ps, info, param, grad))),
                     );
                 }
                 let scrut = flag_scrutinee(opt, rp, quote!(values));
                 prepare_arms.push(quote!(#ri => match #scrut { #(#arms,)* }));
+                if narrow {
+                    narrow_arms.push(quote!(#ri => match #scrut { #(#picks,)* }));
+                }
             }
             (RuleBody::Reuse { name: inner, .. }, _) => {
                 let field = format_ident!("__r{}", ri);
@@ -69,6 +86,12 @@ pub(crate) fn rule_jobs(opt: &ir::Optimizer, plan: &Plan, values: &Ident) -> Rul
                         #jobs::#variant(<#inner<E> as #p::DslOptimizer<E>>::prepare(&values.#field, r, ps, info, param, grad))
                     }
                 });
+                narrow_arms.push(quote! {
+                    #ri => {
+                        let r = <#inner<E> as #p::DslOptimizer<E>>::route(info);
+                        <#inner<E> as #p::DslOptimizer<E>>::narrow_kernels(&values.#field, r, info)
+                    }
+                });
             }
             _ => {}
         }
@@ -76,6 +99,7 @@ pub(crate) fn rule_jobs(opt: &ir::Optimizer, plan: &Plan, values: &Ident) -> Rul
     RuleJobs {
         items,
         prepare_arms,
+        narrow_arms,
         job_enum: job_enum(&job_variants),
     }
 }
@@ -147,6 +171,51 @@ pub(crate) fn job_enum(variants: &[(Ident, TokenStream)]) -> TokenStream {
             }
             fn finish(&mut self) {
                 #finish
+            }
+        }
+    }
+}
+
+/// The `NarrowPick` of variant `v` (`__narrow_{prefix}`): loop `k`'s 16-bit-parameter entry
+/// point, `dispatch_narrow` of its kernel's `bf16` or `f16` instance, exact or reciprocal (as
+/// `host::VariantEmitter::low_call` picks the `E` instance). For the variants of rules whose
+/// loops alone read the parameter and gradient; `DslOptimizer::narrow_kernels` names it.
+fn narrow_pick(v: &Variant, prefix: &str) -> TokenStream {
+    let p = Private;
+    let fname = format_ident!("__narrow_{}", prefix);
+    let arms = v.loops.iter().enumerate().map(|(k, l)| {
+        let kname = format_ident!("__Kernel{}_{}", prefix, k);
+        let inst = |f16: bool| {
+            if rust_loop::scalar_divisors(l).is_empty() {
+                quote!(#p::dispatch_narrow::<E, #kname<false, #f16>>)
+            } else {
+                quote! {
+                    if reciprocal {
+                        #p::dispatch_narrow::<E, #kname<true, #f16>>
+                    } else {
+                        #p::dispatch_narrow::<E, #kname<false, #f16>>
+                    }
+                }
+            }
+        };
+        let (bf16, f16) = (inst(false), inst(true));
+        quote! {
+            #k => ::core::option::Option::Some(match dtype {
+                #p::lowp::StateDtype::Bf16 => #bf16,
+                #p::lowp::StateDtype::F16 => #f16,
+            }),
+        }
+    });
+    quote! {
+        #[allow(unused_variables, clippy::all)]
+        fn #fname<E: #p::Float>(
+            k: #p::Usize,
+            dtype: #p::lowp::StateDtype,
+            reciprocal: #p::Bool,
+        ) -> ::core::option::Option<#p::NarrowKernelFn<E>> {
+            match k {
+                #(#arms)*
+                _ => ::core::option::Option::None,
             }
         }
     }

@@ -381,8 +381,25 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
     let jobs::RuleJobs {
         items,
         prepare_arms,
+        narrow_arms,
         job_enum,
     } = jobs::rule_jobs(opt, plan, &values);
+    let narrow_kernels = if narrow_arms.is_empty() {
+        TokenStream::new()
+    } else {
+        quote! {
+            fn narrow_kernels(
+                values: &#values,
+                rule: #p::Usize,
+                info: &#p::ParamInfo<'_>,
+            ) -> #p::NarrowPick<E> {
+                match rule {
+                    #(#narrow_arms,)*
+                    _ => #p::no_narrow::<E>,
+                }
+            }
+        }
+    };
     let route_arms = opt
         .rules
         .iter()
@@ -467,6 +484,7 @@ fn dsl_impl(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
             }
             #check_param
             #loops_only
+            #narrow_kernels
             type Job<'a> = #jobs<'a, E>;
             fn prepare<'a>(
                 values: &'a #values,
@@ -518,7 +536,7 @@ fn state_contracts(opt: &ir::Optimizer) -> Vec<TokenStream> {
 
 #[cfg(test)]
 pub(crate) fn rust_kernel_for_tests(l: &crate::loop_ir::LoopIr, name: &syn::Ident) -> TokenStream {
-    rust_loop::kernel(l, name)
+    rust_loop::kernel(l, name, false)
 }
 #[cfg(test)]
 pub(crate) fn rust_stmt_for_tests(s: &crate::loop_ir::LStmt) -> TokenStream {
@@ -755,6 +773,13 @@ fn variant_loops_only(f: &ir::Fused, v: &crate::plan::Variant) -> bool {
         && !v.axis_calls.iter().flatten().any(|c| raw(c.input))
 }
 
+/// Whether every variant of a fused rule reads the parameter and gradient only inside its
+/// loops ([`variant_loops_only`]): then a 16-bit parameter can run through the loops' 16-bit
+/// entry points.
+pub(crate) fn rule_loops_only(f: &ir::Fused, rp: &crate::plan::RulePlan) -> bool {
+    rp.variants.iter().all(|v| variant_loops_only(f, v))
+}
+
 /// The `DslOptimizer::param_in_loops_only` override: `true` for the fused rules all of whose
 /// variants read the parameter and gradient only inside loops ([`variant_loops_only`]), the
 /// reused optimizer's answer for a reuse rule; nothing (the default, `false`) when no rule
@@ -767,11 +792,7 @@ fn loops_only(opt: &ir::Optimizer, plan: &Plan) -> TokenStream {
         .zip(&plan.rules)
         .enumerate()
         .filter_map(|(ri, (rule, rule_plan))| match (&rule.body, rule_plan) {
-            (RuleBody::Fused(f), Some(rp)) => rp
-                .variants
-                .iter()
-                .all(|v| variant_loops_only(f, v))
-                .then(|| quote!(#ri => true,)),
+            (RuleBody::Fused(f), Some(rp)) => rule_loops_only(f, rp).then(|| quote!(#ri => true,)),
             (RuleBody::Reuse { name: inner, .. }, _) => Some(quote! {
                 #ri => {
                     let r = <#inner<E> as #p::DslOptimizer<E>>::route(info);

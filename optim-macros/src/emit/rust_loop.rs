@@ -1,10 +1,13 @@
 //! Printer: a `LoopIr` as the Rust loop of a `Kernel` impl (`optim_runtime`'s fused-kernel
-//! trait). The loop is `#[inline(always)]` so that the runtime's `dispatch` compiles it once per
-//! SIMD level.
+//! trait; `LowKernel` when state is stored in 16 or 8 bits), and, for a rule whose loops alone
+//! read the parameter and gradient, the same loop over a `bf16` or `f16` parameter as a
+//! `NarrowKernel` impl generic over which. Every typed stream (16/8-bit state, a 16-bit parameter or gradient)
+//! is loaded and stored through one statement printer ([`stmt_in`]). The loop is
+//! `#[inline(always)]` so that the runtime's `dispatch` compiles it once per SIMD level.
 
 use super::exprs::{bin_tokens, neg_tokens, not_tokens, numbered_ident, select_tokens};
 use crate::ir::{BinOp, RedKind};
-use crate::loop_ir::{Buf, Elem, LExpr, LStmt, LStream, LoopIr, Val};
+use crate::loop_ir::{Elem, LExpr, LStmt, LStream, LoopIr, Storage, Val};
 use crate::private::Private;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -86,69 +89,72 @@ pub(crate) fn stmt(s: &LStmt) -> TokenStream {
     }
 }
 
-/// Whether loads of stream `b` read a block staged on the stack (`d{j}`, see
+/// Whether loads of a stream stored as `st` read a block staged on the stack (`d…`, see
 /// [`element_loop`]): 8-bit streams (dequantised per block) and `f16` ones (widened per block,
 /// by F16C where the CPU has it).
-fn staged_load(b: &Buf) -> bool {
-    b.elem.is_q8() || b.elem == Elem::F16
+fn staged_load(st: Storage) -> bool {
+    st.elem.is_q8() || st.elem == Elem::F16
 }
 
-/// Whether stores to stream `b` go to a block staged on the stack (`q{j}`), converted after the
-/// block: 8-bit streams and round-to-nearest `f16` ones (stochastic stores draw per element).
-fn staged_store(b: &Buf) -> bool {
-    b.elem.is_q8() || (b.elem == Elem::F16 && !b.stochastic)
+/// Whether stores to a stream stored as `st` go to a block staged on the stack (`q…`),
+/// converted after the block: 8-bit streams and round-to-nearest `f16` ones (stochastic stores
+/// draw per element).
+fn staged_store(st: Storage) -> bool {
+    st.elem.is_q8() || (st.elem == Elem::F16 && !st.stochastic)
 }
 
-/// One statement of loop `l`'s body: as [`stmt`], with loads from and stores to 16-bit
-/// streams converted (`optim_runtime::lowp`; stochastic stores draw from the element's counter,
-/// keyed by the stream key `k{j}` and the element's index in the parameter), and staged
-/// streams (8-bit, `f16`: [`staged_load`], [`staged_store`]) read from the block's converted
-/// values `d{j}` on load and written to the block's `q{j}` on store (converted after the block,
-/// see [`element_loop`]). In a loop with staged streams `i` counts within the block, which
-/// starts at element `i0`.
+/// The name of stream `s`'s staged block: `{c}p`, `{c}g` or `{c}{j}` (`c` is `d` for loaded
+/// values, `q` for stored ones).
+fn staged(c: &str, s: LStream) -> syn::Ident {
+    match s {
+        LStream::Param => format_ident!("{}p", c),
+        LStream::Grad => format_ident!("{}g", c),
+        LStream::Buf(j) => format_ident!("{}{}", c, j),
+    }
+}
+
+/// One statement of loop `l`'s body: as [`stmt`], with loads from and stores to streams stored
+/// in 16 bits converted (`optim_runtime::lowp`; stochastic stores draw from the element's
+/// counter, keyed by the stream key `k{j}` and the element's index in the parameter) and
+/// staged streams (8-bit, `f16`: [`staged_load`], [`staged_store`]) read from the block's
+/// converted values `d…` on load and written to the block's `q…` on store (converted after the
+/// block, see [`element_loop`]). Every typed stream goes through here: state buffers, and the
+/// parameter and gradient when [`LoopIr::param_elem`] is 16-bit. In a loop with staged
+/// streams `i` counts within the block, which starts at element `i0`.
 fn stmt_in(s: &LStmt, l: &LoopIr) -> TokenStream {
     let p = Private;
-    let blocked = l.bufs.iter().any(staged_load);
+    let blocked = l.streams().any(|s| staged_load(l.storage(s)));
     let at = if blocked { quote!((i0 + i)) } else { quote!(i) };
-    let low = |to: &LStream| match *to {
-        LStream::Buf(j) => l
-            .bufs
-            .get(j)
-            .filter(|b| b.elem != Elem::Param)
-            .map(|b| (j, b)),
-        _ => None,
-    };
+    let low = |s: LStream| Some(l.storage(s)).filter(|st| st.elem != Elem::Param);
     match s {
-        LStmt::Load { var, from } => match low(from) {
-            Some((j, b)) if staged_load(b) => {
+        LStmt::Load { var, from } => match low(*from) {
+            Some(st) => {
                 let x = format_ident!("x{}", var);
-                let dj = format_ident!("d{}", j);
-                quote!(let #x: E = #dj[i];)
-            }
-            Some((j, b)) => {
-                let x = format_ident!("x{}", var);
-                let bj = format_ident!("b{}", j);
-                let f = format_ident!("load_{}", elem_name(b.elem));
-                quote!(let #x: E = #p::lowp::#f::<E>(#bj[i]);)
+                if staged_load(st) {
+                    let d = staged("d", *from);
+                    quote!(let #x: E = #d[i];)
+                } else {
+                    let b = stream(*from);
+                    let f = format_ident!("load_{}", elem_name(st.elem));
+                    quote!(let #x: E = #p::lowp::#f::<E>(#b[i]);)
+                }
             }
             None => stmt(s),
         },
-        LStmt::Store { to, value } => match low(to) {
-            Some((j, b)) if staged_store(b) => {
+        LStmt::Store { to, value } => match low(*to) {
+            Some(st) => {
                 let x = val(*value);
-                let qj = format_ident!("q{}", j);
-                quote!(#qj[i] = #x;)
-            }
-            Some((j, b)) => {
-                let x = val(*value);
-                let bj = format_ident!("b{}", j);
-                if b.stochastic {
-                    let f = format_ident!("store_{}_sr", elem_name(b.elem));
+                let b = stream(*to);
+                if staged_store(st) {
+                    let q = staged("q", *to);
+                    quote!(#q[i] = #x;)
+                } else if let (true, LStream::Buf(j)) = (st.stochastic, to) {
+                    let f = format_ident!("store_{}_sr", elem_name(st.elem));
                     let kj = format_ident!("k{}", j);
-                    quote!(#bj[i] = #p::lowp::#f::<E>(#x, #p::lowp::counter_bits(#kj, at.base + #at as #p::U64));)
+                    quote!(#b[i] = #p::lowp::#f::<E>(#x, #p::lowp::counter_bits(#kj, at.base + #at as #p::U64));)
                 } else {
-                    let f = format_ident!("store_{}", elem_name(b.elem));
-                    quote!(#bj[i] = #p::lowp::#f::<E>(#x);)
+                    let f = format_ident!("store_{}", elem_name(st.elem));
+                    quote!(#b[i] = #p::lowp::#f::<E>(#x);)
                 }
             }
             None => stmt(s),
@@ -218,44 +224,75 @@ fn elem_name(e: Elem) -> &'static str {
 /// checks and vectorises.
 fn element_loop(l: &LoopIr, body: &[TokenStream]) -> TokenStream {
     let p = Private;
-    let q8: Vec<usize> = (0..l.bufs.len())
-        .filter(|&j| l.bufs[j].elem.is_q8())
-        .collect();
-    if !l.bufs.iter().any(staged_load) {
+    if !l.streams().any(|s| staged_load(l.storage(s))) {
         return quote! {
             for i in 0..n {
                 #(#body)*
             }
         };
     }
-    let touches = |j: usize, store: bool| {
+    let touches = |t: LStream, store: bool| {
         l.body.iter().any(|s| match s {
-            LStmt::Load { from, .. } => !store && *from == LStream::Buf(j),
-            LStmt::Store { to, .. } => store && *to == LStream::Buf(j),
+            LStmt::Load { from, .. } => !store && *from == t,
+            LStmt::Store { to, .. } => store && *to == t,
             _ => false,
         })
     };
-    let id = |c: &str, j: usize| format_ident!("{}{}", c, j);
-    let ids = |c: &str, js: &[usize]| js.iter().map(|&j| id(c, j)).collect::<Vec<_>>();
-    let pick = |f: &dyn Fn(&Buf) -> bool, store: bool| -> Vec<usize> {
-        (0..l.bufs.len())
-            .filter(|&j| f(&l.bufs[j]) && touches(j, store))
+    let pick = |f: &dyn Fn(Storage) -> bool, store: bool| -> Vec<LStream> {
+        l.streams()
+            .filter(|&s| f(l.storage(s)) && touches(s, store))
             .collect()
     };
-    let loaded = pick(&|b| b.elem.is_q8(), false);
-    let stored = pick(&|b| b.elem.is_q8(), true);
-    let loaded16 = pick(&|b| b.elem == Elem::F16, false);
-    let stored16 = pick(&|b| staged_store(b) && !b.elem.is_q8(), true);
-    let others: Vec<usize> = (0..l.bufs.len()).filter(|j| !q8.contains(j)).collect();
-    let (lb, lm, ld) = (ids("b", &loaded), ids("m", &loaded), ids("d", &loaded));
-    let (sb, sq) = (ids("b", &stored), ids("q", &stored));
-    let (hb, hd) = (ids("b", &loaded16), ids("d", &loaded16));
-    let (tb, tq) = (ids("b", &stored16), ids("q", &stored16));
-    let (all_d, all_q) = (
-        ids("d", &[loaded, loaded16].concat()),
-        ids("q", &[stored, stored16].concat()),
+    let names = |c: &str, ss: &[LStream]| ss.iter().map(|&s| staged(c, s)).collect::<Vec<_>>();
+    let streams = |ss: &[LStream]| ss.iter().map(|&s| stream(s)).collect::<Vec<_>>();
+    let loaded = pick(&|st| st.elem.is_q8(), false);
+    let stored = pick(&|st| st.elem.is_q8(), true);
+    let loaded16 = pick(&|st| st.elem == Elem::F16, false);
+    let stored16 = pick(&|st| staged_store(st) && !st.elem.is_q8(), true);
+    let ids = |c: &str, ss: &[LStream]| {
+        ss.iter()
+            .map(|s| match s {
+                LStream::Buf(j) => format_ident!("{}{}", c, j),
+                _ => format_ident!("{}", c),
+            })
+            .collect::<Vec<_>>()
+    };
+    let (lb, lm, ld) = (streams(&loaded), ids("m", &loaded), names("d", &loaded));
+    let (sb, sq) = (streams(&stored), names("q", &stored));
+    // an `f16` state buffer converts as `f16`; the parameter and gradient of a 16-bit twin
+    // (`LoopIr::param_elem`) as the kernel's const `F16` says (`bf16` or `f16`)
+    let conv = |dir: &str, ss: &[LStream]| -> Vec<TokenStream> {
+        ss.iter()
+            .map(|s| match s {
+                LStream::Buf(_) => {
+                    let f = format_ident!("{}_f16_block", dir);
+                    quote!(#p::lowp::#f::<E>)
+                }
+                _ => {
+                    let f = format_ident!("{}_half_block", dir);
+                    quote!(#p::lowp::#f::<E, F16>)
+                }
+            })
+            .collect()
+    };
+    let (hb, hd, hf) = (
+        streams(&loaded16),
+        names("d", &loaded16),
+        conv("load", &loaded16),
     );
-    let ob = ids("b", &others);
+    let (tb, tq, tf) = (
+        streams(&stored16),
+        names("q", &stored16),
+        conv("store", &stored16),
+    );
+    let (all_d, all_q) = (
+        names("d", &[loaded, loaded16].concat()),
+        names("q", &[stored, stored16].concat()),
+    );
+    let ob: Vec<syn::Ident> = (0..l.bufs.len())
+        .filter(|&j| !l.bufs[j].elem.is_q8())
+        .map(|j| format_ident!("b{}", j))
+        .collect();
     let g_block = if l.reads_grad {
         quote!(let g = &g[i0..i1];)
     } else {
@@ -271,7 +308,7 @@ fn element_loop(l: &LoopIr, body: &[TokenStream]) -> TokenStream {
             let blk = i0 / #p::lowp::q8::BLOCK;
             let len = i1 - i0;
             #(#p::lowp::q8::load_block::<E>(#lm, &#lb.codes[i0..i1], #lb.scales[blk], &mut #ld[..len]);)*
-            #(#p::lowp::load_f16_block::<E>(&#hb[i0..i1], &mut #hd[..len]);)*
+            #(#hf(&#hb[i0..i1], &mut #hd[..len]);)*
             {
                 let p = &mut p[i0..i1];
                 #g_block
@@ -283,7 +320,7 @@ fn element_loop(l: &LoopIr, body: &[TokenStream]) -> TokenStream {
                 }
             }
             #(#p::lowp::q8::store_block::<E>(#sb.map, &#sq[..len], &mut #sb.codes[i0..i1], &mut #sb.scales[blk]);)*
-            #(#p::lowp::store_f16_block::<E>(&#tq[..len], &mut #tb[i0..i1]);)*
+            #(#tf(&#tq[..len], &mut #tb[i0..i1]);)*
             i0 = i1;
         }
     }
@@ -292,7 +329,33 @@ fn element_loop(l: &LoopIr, body: &[TokenStream]) -> TokenStream {
 /// `struct #kname<const R: bool>;` and its `Kernel` impl (`LowKernel` when a stream is stored
 /// in 16 or 8 bits). `R`: divisions by hoisted scalars as multiplications by their reciprocals
 /// (see [`scalar_divisors`]); the exact instance (`R = false`) is the rule as written.
-pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
+///
+/// With `narrow` (a rule whose loops alone read the parameter and gradient), the struct has a
+/// second const parameter, `F16` (default `false`), and a `NarrowKernel` impl for
+/// `#kname<R, F16>`: the same loop over a parameter and gradient stored in 16 bits, printed
+/// from [`LoopIr::with_param_elem`] by the same statements, their blocks converted as `bf16`
+/// or, with `F16`, as `f16` (`lowp::load_half_block`/`store_half_block`). One printed body
+/// serves both storage types (the expansion grows by one loop per loop, not two); it is
+/// compiled only where `DslOptimizer::narrow_kernels` names it.
+pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident, narrow: bool) -> TokenStream {
+    let main = kernel_impl(l, quote!(#kname<R>));
+    if !narrow {
+        return quote! {
+            struct #kname<const R: ::core::primitive::bool>;
+            #main
+        };
+    }
+    let half = kernel_impl(&l.with_param_elem(Elem::F16), quote!(#kname<R, F16>));
+    quote! {
+        struct #kname<const R: ::core::primitive::bool, const F16: ::core::primitive::bool = false>;
+        #main
+        #half
+    }
+}
+
+/// The kernel impl of loop `l` for `self_ty`: `NarrowKernel` when the parameter is stored in
+/// 16 bits ([`LoopIr::param_elem`]), else `LowKernel` when a buffer is, else `Kernel`.
+fn kernel_impl(l: &LoopIr, self_ty: TokenStream) -> TokenStream {
     let p = Private;
     let name = |j: usize| format_ident!("b{}", j);
     let pick = |f: &dyn Fn(Elem) -> bool| -> Vec<syn::Ident> {
@@ -326,7 +389,7 @@ pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
         quote!(let #r: E = if R { E::one() / #s } else { E::zero() };)
     });
     // each accumulator continues the running sum in `red[j]`, so that a chunk run as several
-    // calls (the executor's blocks of a 16-bit parameter) sums in the same order as one call
+    // calls sums in the same order as one call
     let accs: Vec<syn::Ident> = (0..nred).map(|j| format_ident!("r{}", j)).collect();
     let red_idx: Vec<usize> = (0..nred).collect();
     let g_bind = if l.reads_grad {
@@ -349,27 +412,34 @@ pub(crate) fn kernel(l: &LoopIr, kname: &syn::Ident) -> TokenStream {
             let slot = b.slot.unwrap_or(j);
             quote!(let #kj: #p::U64 = #p::lowp::stream_key(at.key, #slot);)
         });
-    let (tr, args, bind) = if lows.is_empty() && qs.is_empty() {
+    let pe = elem(l.param_elem);
+    let low_bind = quote! {
+        let [#(#full),*] = st else { return };
+        let [#(#lows),*] = lo else { return };
+        let [#(#qs),*] = q else { return };
+        #(#keys)*
+    };
+    let low_args = quote! {
+        s: &[E], p: &mut [#pe], g: &[#pe], st: &mut [&mut [E]], lo: &mut [&mut [#p::lowp::Bits]], q: &mut [#p::lowp::q8::Q8Mut<'_>], at: #p::LowAt, red: &mut [#p::F64]
+    };
+    let f16_param = if l.param_elem == Elem::Param {
+        quote!()
+    } else {
+        quote!(, const F16: ::core::primitive::bool)
+    };
+    let (tr, args, bind) = if l.param_elem != Elem::Param {
+        (quote!(#p::NarrowKernel<E>), low_args, low_bind)
+    } else if lows.is_empty() && qs.is_empty() {
         (
             quote!(#p::Kernel<E>),
             quote!(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], red: &mut [#p::F64]),
             quote!(let [#(#full),*] = st else { return };),
         )
     } else {
-        (
-            quote!(#p::LowKernel<E>),
-            quote!(s: &[E], p: &mut [E], g: &[E], st: &mut [&mut [E]], lo: &mut [&mut [#p::lowp::Bits]], q: &mut [#p::lowp::q8::Q8Mut<'_>], at: #p::LowAt, red: &mut [#p::F64]),
-            quote! {
-                let [#(#full),*] = st else { return };
-                let [#(#lows),*] = lo else { return };
-                let [#(#qs),*] = q else { return };
-                #(#keys)*
-            },
-        )
+        (quote!(#p::LowKernel<E>), low_args, low_bind)
     };
     quote! {
-        struct #kname<const R: ::core::primitive::bool>;
-        impl<E: #p::Float, const R: ::core::primitive::bool> #tr for #kname<R> {
+        impl<E: #p::Float, const R: ::core::primitive::bool #f16_param> #tr for #self_ty {
             #[inline(always)]
             #[allow(unused_variables, unused_mut, unused_parens, clippy::all)]
             fn run(#args) {

@@ -285,7 +285,7 @@ where
                 narrow: None,
             })
             .collect();
-        step_entries(opt, entries, &mut LocalSync)
+        step_entries(opt, entries, &mut LocalSync, None)
     });
     let restored = commit(model, grads, &mut staged, result.is_ok());
     keep(&mut staging, staged, master);

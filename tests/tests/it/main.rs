@@ -43,6 +43,7 @@ mod matrix_edge;
 mod matrix_no_panic;
 mod messages;
 mod metrics;
+mod narrow_loops;
 mod no_panic;
 mod ns_coeffs;
 mod q8_state;
