@@ -545,3 +545,37 @@ fn master_mode_agrees_on_many_tensors_and_threads() {
     let (read, master) = (run(ParamSync::Read), run(ParamSync::Master));
     assert!(read == master, "the modes differ");
 }
+
+/// Writes the user makes through other dfdx paths are seen too: an element written by index
+/// (`IndexMut`), and a step of dfdx's own SGD on the same model (as when two optimizers share
+/// a model). Each time, only the written tensors are read again, and the run stays identical
+/// to `Read`.
+#[test]
+fn an_index_write_and_another_optimizer_are_seen() {
+    let dev: Cpu = Default::default();
+    let mut p = Pair::new(&dev, adamw);
+    p.step(1, all);
+    p.step(2, all);
+    p.both(|m| m.1.weight[[1, 2]] = 0.75);
+    p.step(3, all);
+    p.assert_same("after an index write");
+    assert_eq!(
+        p.master.1.opt_state().model_reads(),
+        5,
+        "4, then the indexed tensor"
+    );
+    for (m, _) in [&mut p.read, &mut p.master] {
+        let mut sgd = dfdx::optim::Sgd::new(m, Default::default());
+        let g = grads(m, 99);
+        dfdx::optim::Optimizer::update(&mut sgd, m, &g).unwrap();
+    }
+    p.step(4, all);
+    p.assert_same("after dfdx's SGD");
+    assert_eq!(
+        p.master.1.opt_state().model_reads(),
+        9,
+        "all four written by SGD"
+    );
+    p.step(5, all);
+    assert_eq!(p.master.1.opt_state().model_reads(), 9, "then none");
+}
