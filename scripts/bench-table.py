@@ -27,8 +27,8 @@ spec.loader.exec_module(report)
 ADAMW = [
     ("dsl_slices", "DSL AdamW, exact (default)", 28),
     ("dsl_slices_recip", "DSL AdamW, `Arithmetic::Reciprocal`", 28),
-    ("dsl_dfdx", "DSL AdamW on a dfdx model", 44),
-    ("dsl_dfdx_master", "DSL AdamW on a dfdx model, `ParamSync::Master`", 36),
+    ("dsl_dfdx", "DSL AdamW on a dfdx model (default `ParamSync::Master`)", 36),
+    ("dsl_dfdx_read", "DSL AdamW on a dfdx model, `ParamSync::Read`", 44),
     ("dfdx_adam", "dfdx's own `Adam` (AdamW)", 28),
     ("dfdx_ops", "AdamW from dfdx tensor ops", None),
 ]

@@ -22,10 +22,10 @@
 //! - `dsl_slices_recip`: the same with `set_arithmetic(Arithmetic::Reciprocal)` (the opt-in
 //!   cheaper mode: divisions by per-step scalars become multiplications by reciprocals).
 //! - `dsl_dfdx`: the same optimizer through `update(&mut model, &mut grads)` on a dfdx model
-//!   (the default `ParamSync::Read`: each parameter is read from the model and written back,
-//!   44 bytes per parameter).
-//! - `dsl_dfdx_master`: the same with `set_param_sync(ParamSync::Master)` (the opt-in master
-//!   copy: the read is skipped, 36 bytes per parameter).
+//!   (the default `ParamSync::Master`: the optimizer's master copy is updated and written back
+//!   into the model, which is read only when it was written since: 36 bytes per parameter).
+//! - `dsl_dfdx_read`: the same with `set_param_sync(ParamSync::Read)` (each parameter read from
+//!   the model every step: 44 bytes per parameter).
 //! - `dfdx_adam`: `dfdx::optim::Adam` with `WeightDecay::Decoupled(1e-2)` (AdamW) on a model with
 //!   the same tensors.
 //! - `dfdx_ops`: AdamW written with dfdx tensor arithmetic (`m * b1 + g * (1 - b1)`, ...), which
@@ -284,9 +284,9 @@ where
     let mut recip_params = params.clone();
     let mut dfdx_opt = AdamW::<f32>::default();
     let mut model_dsl = model.clone(); // same tensor ids (so `grads` applies), own storage on write
-    let mut master_opt = AdamW::<f32>::default();
-    master_opt.set_param_sync(ParamSync::Master);
-    let mut model_master = model.clone();
+    let mut read_opt = AdamW::<f32>::default();
+    read_opt.set_param_sync(ParamSync::Read);
+    let mut model_read = model.clone();
     let mut model_adam = model;
     let mut adam = Adam::new(
         &model_adam,
@@ -319,9 +319,9 @@ where
     dfdx_opt
         .update(&mut model_dsl, &mut grads)
         .expect("dsl_dfdx step");
-    master_opt
-        .update(&mut model_master, &mut grads)
-        .expect("dsl_dfdx_master step");
+    read_opt
+        .update(&mut model_read, &mut grads)
+        .expect("dsl_dfdx_read step");
     adam.update(&mut model_adam, &grads)
         .expect("dfdx_adam step");
     ops.step();
@@ -333,9 +333,9 @@ where
         &values(snapshot(&model_dsl)),
     );
     assert_same(
-        "dsl_dfdx_master vs dsl_slices",
+        "dsl_dfdx_read vs dsl_slices",
         &params,
-        &values(snapshot(&model_master)),
+        &values(snapshot(&model_read)),
     );
     assert_same(
         "dfdx_adam vs dsl_slices",
@@ -366,11 +366,11 @@ where
                 .expect("dsl_dfdx step")
         })
     });
-    group.bench_function("dsl_dfdx_master", |b| {
+    group.bench_function("dsl_dfdx_read", |b| {
         b.iter(|| {
-            master_opt
-                .update(&mut model_master, &mut grads)
-                .expect("dsl_dfdx_master step")
+            read_opt
+                .update(&mut model_read, &mut grads)
+                .expect("dsl_dfdx_read step")
         })
     });
     group.bench_function("dfdx_adam", |b| {

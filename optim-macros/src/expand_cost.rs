@@ -143,7 +143,7 @@ fn instances(flat: &str) -> BTreeMap<&'static str, usize> {
 fn zoo_blocks() -> Vec<(String, TokenStream)> {
     let files = std::env::var("ZOO").unwrap_or_else(|_| {
         let d = concat!(env!("CARGO_MANIFEST_DIR"), "/../optim-dsl/src");
-        format!("{d}/zoo.rs:{d}/zoo/lowp.rs:{d}/zoo/matrix2026.rs")
+        format!("{d}/zoo.rs:{d}/zoo/lowp.rs:{d}/zoo/matrix2026.rs:{d}/zoo/muon2026.rs:{d}/zoo/adam2026.rs")
     });
     let mut out = Vec::new();
     for f in files

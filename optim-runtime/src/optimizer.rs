@@ -359,9 +359,9 @@ pub trait DslOptimizer<E: Float>: Sized {
     }
 
     /// Sets where a CPU step on a dfdx model takes the parameters' values from (default
-    /// [`ParamSync::Read`], which reads them from the model every step; [`ParamSync::Master`]
-    /// keeps a master copy and skips the read: cheaper, but after writing parameters in place
-    /// you must call [`OptState::resync_params`]). Takes effect at the next step; not saved.
+    /// [`ParamSync::Master`], which keeps a master copy and reads a parameter only when its
+    /// tensor was written since the last step; [`ParamSync::Read`] reads every parameter every
+    /// step). Both give the same results. Takes effect at the next step; not saved.
     fn set_param_sync(&mut self, sync: ParamSync) {
         self.opt_state_mut().param_sync = sync;
     }

@@ -423,55 +423,52 @@ pub enum Arithmetic {
 /// Where a CPU step on a dfdx model ([`DfdxUpdate::update`](crate::DfdxUpdate::update))
 /// takes each parameter's current values from. Set per optimizer with
 /// [`DslOptimizer::set_param_sync`](crate::DslOptimizer::set_param_sync); not saved in
-/// checkpoints (it is a promise of the training loop's code, see [`ParamSync::Master`]).
+/// checkpoints.
 ///
 /// dfdx 0.13 has no mutable or borrowed view of a tensor's storage, so the CPU step updates a
 /// host copy of each parameter and writes it back into the tensor (`copy_from`). Both modes
-/// give bit-identical parameters and state as long as the contract of `Master` is kept. The
-/// slice path ([`update_slices`](crate::DslOptimizer::update_slices)) is not affected; a step on
-/// dfdx `Cuda` always keeps a master copy on the device (the same contract: `docs/gpu.md`).
+/// give bit-identical parameters and state. The slice path
+/// ([`update_slices`](crate::DslOptimizer::update_slices)) is not affected; a step on dfdx
+/// `Cuda` always keeps a master copy on the device, with its own contract (`docs/gpu.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ParamSync {
-    /// Every step reads every stepped parameter from the model (`copy_into`, 8 bytes per
-    /// `f32` parameter), so any change the user made to the model between steps is seen. The
-    /// default: 44 bytes per `f32` parameter for AdamW instead of the slice path's 28.
-    #[default]
+    /// Every step reads every stepped parameter from the model (`copy_into`, 8 more bytes per
+    /// `f32` parameter: 44 for AdamW instead of the slice path's 28). Only needed for code
+    /// that writes a tensor's storage behind dfdx's back (`unsafe` code, FFI), which
+    /// [`Master`](ParamSync::Master) cannot see.
     Read,
-    /// Opt-in, cheaper: the optimizer keeps its host copy of each parameter between steps as
-    /// the **master copy** and skips the read while that copy still mirrors the tensor (36
-    /// bytes per `f32` parameter for AdamW: the copy back remains). The copy is trusted while
-    /// the model holds the tensor it was last written into (same dfdx id, same length) and
-    /// nothing below happened; it is re-read from the model otherwise.
+    /// The default: the optimizer keeps its host copy of each parameter between steps as the
+    /// **master copy** and skips the read while the model's tensor still holds the storage the
+    /// last step wrote (36 bytes per `f32` parameter for AdamW: the copy back remains).
     ///
-    /// **You must call [`OptState::resync_params`] after writing parameters in place** between
-    /// steps: `copy_from`, loading weights into an existing model (`load_safetensors`), or
-    /// restoring a clone of the model (`model = backup`: clones share their tensors' ids). An
-    /// in-place write without it is **overwritten**: the next step starts from the master copy
-    /// and writes its result over the tensor.
-    ///
-    /// Detected without it (the parameter is read again):
-    /// - a tensor replaced by a new one (`model.w = dev.tensor(..)`, a freshly built model: a
-    ///   new dfdx id), or a length that differs;
-    /// - this crate's own writes into a model: [`swap_state_with_model`](crate::DfdxUpdate::swap_state_with_model),
+    /// The check is exact, with nothing for the training loop to call. After writing a
+    /// tensor, the step keeps a handle on the tensor's storage (dfdx shares storage by
+    /// reference count; nothing is copied), and dfdx 0.13 writes a `Cpu` tensor only through
+    /// `Arc::make_mut`, which copies a shared storage before writing. So any write into the
+    /// tensor between steps gives it a new storage, and the next step reads it:
+    /// - `copy_from`, loading weights into the model (`load_safetensors`), another optimizer
+    ///   (dfdx's own, or a second one of this crate) stepping the same tensor;
+    /// - [`swap_state_with_model`](crate::DfdxUpdate::swap_state_with_model),
     ///   [`WeightEma::copy_to_model`](crate::WeightEma::copy_to_model) and
-    ///   [`WeightEma::swap_with_model`](crate::WeightEma::swap_with_model) record the ids of
-    ///   the tensors they write (process-wide), and every optimizer's next step reads those
-    ///   tensors again.
+    ///   [`WeightEma::swap_with_model`](crate::WeightEma::swap_with_model);
+    /// - a tensor replaced by a new one (`model.w = dev.tensor(..)`, `model = backup`, a
+    ///   freshly built model).
+    ///
+    /// The cost of the handle: a write into the tensor between steps (rare: loading weights)
+    /// copies its storage first, as writing any shared dfdx tensor does.
     ///
     /// The kept copies and other operations:
-    /// - [`update_where`](crate::DfdxUpdate::update_where): a parameter it does not step
-    ///   keeps its copy (the step did not write its tensor);
+    /// - [`update_where`](crate::DfdxUpdate::update_where): a parameter it does not step keeps
+    ///   its copy (the step did not write its tensor);
     /// - a failed step (an error from `update`/`update_where`, nothing written into the model)
     ///   drops the copies of the parameters it staged: the next step reads them again;
-    /// - loading a checkpoint into the optimizer (`load_checkpoint*`) drops every copy (a
-    ///   rollback usually restores the model's weights in place too);
+    /// - loading a checkpoint into the optimizer (`load_checkpoint*`) and
+    ///   [`OptState::resync_params`] drop every copy;
     /// - a clone of the state ([`OptState`]'s `clone`, [`OptState::try_clone`]) keeps the
     ///   setting but no copies: the first step of an optimizer holding it reads;
     /// - a copy is trusted only after a `Master` step wrote it into the model: the first step
     ///   after switching from [`ParamSync::Read`] reads every parameter.
-    ///
-    /// Stepping the same tensor with two optimizers, or two clones of one model with one
-    /// optimizer, needs `resync_params` between the steps.
+    #[default]
     Master,
 }
 
@@ -493,8 +490,9 @@ pub struct OptState<E> {
     pub scalar_precision: ScalarPrecision,
     /// How the CPU loops compute (default [`Arithmetic::Exact`]).
     pub arithmetic: Arithmetic,
-    /// Whether a CPU step on a dfdx model reads every parameter from the model or keeps a
-    /// master copy (default [`ParamSync::Read`]; not saved in checkpoints).
+    /// Whether a CPU step on a dfdx model keeps a master copy of each parameter or reads
+    /// every parameter from the model (default [`ParamSync::Master`]; not saved in
+    /// checkpoints).
     pub param_sync: ParamSync,
     /// dfdx path only: reusable host copies and spare tensors of each parameter (dfdx 0.13
     /// exposes no mutable view of a tensor's storage, see ARCHITECTURE.md). Not part of the
@@ -523,7 +521,7 @@ impl<E> Default for OptState<E> {
             shape_change: ShapeChange::Error,
             scalar_precision: ScalarPrecision::F64,
             arithmetic: Arithmetic::Exact,
-            param_sync: ParamSync::Read,
+            param_sync: ParamSync::Master,
             staging: Default::default(),
             order: Default::default(),
             scratch: Default::default(),
@@ -555,18 +553,32 @@ impl<E> OptState<E> {
     /// Forgets the optimizer's copies of the parameters, so that the next step reads every
     /// parameter from the model: the device master copies that dfdx `Cuda` steps keep
     /// (`docs/gpu.md`; one host round trip per parameter) and the host master copies of a CPU
-    /// step in [`ParamSync::Master`] mode (8 bytes per `f32` parameter, once). Call it after
-    /// writing a model's parameters in place between such steps (`copy_from`, loading
-    /// weights, restoring a clone of the model); a tensor replaced by another one (a new dfdx
-    /// id) and this crate's own writes (`swap_state_with_model`, `WeightEma::copy_to_model`,
-    /// `WeightEma::swap_with_model`) are detected without it (see [`ParamSync::Master`]).
-    /// State buffers stay where they are. Cheap: nothing is read or freed here.
+    /// step in [`ParamSync::Master`] mode (8 bytes per `f32` parameter, once). On `Cuda`, call
+    /// it after writing a model's parameters in place between steps (`copy_from`, loading
+    /// weights, restoring a clone of the model; a tensor replaced by another one, a new dfdx
+    /// id, is detected without it). On `Cpu` such writes are detected without it (see
+    /// [`ParamSync::Master`]). State buffers stay where they are. Cheap: nothing is read or
+    /// freed here.
     pub fn resync_params(&mut self) {
         if let Some(s) = self.device.0.as_mut() {
             s.drop_masters();
         }
         #[cfg(feature = "dfdx")]
         self.staging.forget_masters();
+    }
+
+    /// How many times the CPU steps on dfdx models ([`DfdxUpdate::update`](crate::DfdxUpdate::update))
+    /// of the optimizer holding this state read a parameter from the model (`copy_into`, 8
+    /// bytes per `f32` element), in total: in [`ParamSync::Master`] mode (the default) each
+    /// parameter at its first step and then only after its tensor was written or replaced; in
+    /// [`ParamSync::Read`] mode every stepped parameter at every step. A diagnostic (is the
+    /// master copy holding?); not saved in checkpoints, and a clone of the state starts at 0.
+    /// Always 0 without feature `dfdx`.
+    pub fn model_reads(&self) -> u64 {
+        #[cfg(feature = "dfdx")]
+        return self.staging.reads;
+        #[cfg(not(feature = "dfdx"))]
+        return 0;
     }
 
     /// The name of the device the state is on (`None`: the host).

@@ -286,12 +286,13 @@ fn new_names_allocate_once_then_nothing() {
 }
 
 /// The dfdx CPU path allocates per step (dfdx's walk names each tensor, a tensor's id is read
-/// through a `Vec`, the staged list), but the opt-in master copy (`ParamSync::Master`) adds no
-/// allocation to it: it skips the shared read handle of each tensor, so a steady step allocates
-/// at most what the default mode does, and the same every step. Counted on a one-thread rayon
+/// through a `Vec`, the staged list), but the master copy (`ParamSync::Master`, the default)
+/// adds no allocation to it: its handle on each written tensor's storage replaces the shared
+/// read handle that `ParamSync::Read` makes, so a steady step allocates at most what a reading
+/// step does, and the same every step. Counted on a one-thread rayon
 /// pool, inside it (all of the step's work runs on that thread).
 #[test]
-fn a_master_copy_dfdx_step_allocates_no_more_than_the_default() {
+fn a_master_copy_dfdx_step_allocates_no_more_than_a_reading_one() {
     use dfdx::prelude::{Cpu, DeviceBuildExt, Linear, ZeroGrads};
     use optim_dsl::ParamSync;
     let counts = |sync: ParamSync| -> Vec<usize> {

@@ -206,10 +206,8 @@ fn load_into<E: Float>(
     if let Some(store) = state.device.0.as_mut() {
         store.clear_state();
     }
-    // host master copies (`ParamSync::Master`) are not trusted after a load: a rollback usually
-    // writes the model's weights in place too, which a CPU step cannot see
-    #[cfg(feature = "dfdx")]
-    state.staging.forget_masters();
+    // the host master copies (`ParamSync::Master`) stay too: a rollback that also writes the
+    // model's weights in place gives those tensors new storage, which the next CPU step sees
     if let (Some(target), Some(new)) = (ema, new_ema) {
         target.restore(new);
     }

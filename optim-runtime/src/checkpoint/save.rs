@@ -10,9 +10,11 @@ use crate::ema::WeightEma;
 use crate::error::OptimError;
 use crate::float::Float;
 use crate::hyper::Hyper;
+use crate::lowp::q8::Q8Map;
+use crate::lowp::StateDtype;
 use crate::optimizer::{DslOptimizer, Field, OptimizerConfig};
 use crate::plan::{Plan, RuleBody};
-use crate::state::OptState;
+use crate::state::{OptState, ParamState};
 use safetensors::tensor::Dtype;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -76,203 +78,19 @@ fn state_to_bytes<E: Float>(
     } else {
         state
     };
-    let plan = &opt.plan;
-    let mut tensors: Vec<(String, Owned)> = Vec::new();
-    let mut keys: HashSet<String> = HashSet::new();
-    let mut claim = |preferred: String, fallback: String| -> Result<String, OptimError> {
-        if keys.insert(preferred.clone()) {
-            Ok(preferred)
-        } else if keys.insert(fallback.clone()) {
-            Ok(fallback)
-        } else {
-            Err(ck(format!(
-                "tensor key `{fallback}` is used twice; rename the parameter"
-            )))
-        }
-    };
-
+    let mut out = Tensors::default();
     let mut params = Vec::with_capacity(state.params.len());
-    let mut any_low = false;
-    let mut any_q8 = false;
     for (name, ps) in &state.params {
-        // Exact names by slot index when the optimizer provides them; otherwise the plan names
-        // the live (allocated) buffers in slot order.
-        let exact = (opt.state_names)(ps.rule);
-        // a slot lives in `buffers` or, stored in 16 bits, in `low`
-        let nslots = ps.buffers.len().max(ps.low.len()).max(ps.q8.len());
-        let full = |k: usize| ps.buffers.get(k).filter(|b| !b.is_empty());
-        let low = |k: usize| ps.low.get(k).filter(|l| !l.bits.is_empty());
-        let quant = |k: usize| ps.q8.get(k).filter(|q| !q.codes.is_empty());
-        let names: Vec<&'static str> = if exact.len() >= nslots {
-            Vec::new()
-        } else {
-            let names = slot_names(plan, ps.rule);
-            let live = (0..nslots)
-                .filter(|&k| full(k).is_some() || low(k).is_some() || quant(k).is_some())
-                .count();
-            if names.len() == live {
-                names
-            } else {
-                Vec::new()
-            }
-        };
-        let mut buffers = Vec::with_capacity(nslots);
-        let mut j = 0;
-        for k in 0..nslots {
-            let mut q8 = None;
-            let (tensor, stored) = match (full(k), low(k)) {
-                (None, None) if quant(k).is_some() => {
-                    any_q8 = true;
-                    let q = quant(k).unwrap_or(&ps.q8[k]);
-                    q8 = Some((
-                        q.map,
-                        Owned {
-                            dtype: Dtype::F32,
-                            shape: [q.scales.len()],
-                            data: q.scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
-                        },
-                    ));
-                    (
-                        Owned {
-                            dtype: Dtype::U8,
-                            shape: [q.codes.len()],
-                            data: q.codes.clone(),
-                        },
-                        None,
-                    )
-                }
-                (Some(buf), _) => (
-                    Owned {
-                        dtype,
-                        shape: [buf.len()],
-                        data: encode(buf),
-                    },
-                    None,
-                ),
-                (None, Some(l)) => {
-                    any_low = true;
-                    (
-                        Owned {
-                            dtype: low_dtype(l.dtype),
-                            shape: [l.bits.len()],
-                            data: l.bits.iter().flat_map(|b| b.to_le_bytes()).collect(),
-                        },
-                        Some(l.dtype),
-                    )
-                }
-                (None, None) => {
-                    buffers.push(None);
-                    continue;
-                }
-            };
-            let slot = if exact.len() >= nslots {
-                exact
-                    .get(k)
-                    .map_or_else(|| format!("#{k}"), |s| s.to_string())
-            } else {
-                names
-                    .get(j)
-                    .map_or_else(|| format!("#{k}"), |s| s.to_string())
-            };
-            j += 1;
-            let key = claim(format!("{name}/{slot}"), format!("{name}/#{k}"))?;
-            let len = tensor.shape[0];
-            let (q8, scales) = match q8 {
-                Some((map, t)) => {
-                    let skey = claim(format!("{key}#absmax"), format!("{name}/#{k}#absmax"))?;
-                    tensors.push((skey.clone(), t));
-                    (Some(map), Some(skey))
-                }
-                None => (None, None),
-            };
-            tensors.push((key.clone(), tensor));
-            buffers.push(Some(BufferMeta {
-                key,
-                name: slot,
-                len,
-                dtype: stored,
-                q8,
-                scales,
-            }));
-        }
-        let scalars = if ps.scalars.is_empty() {
-            None
-        } else {
-            let key = claim(format!("{name}/#scalars"), format!("{name}/#scalars#"))?;
-            tensors.push((
-                key.clone(),
-                Owned {
-                    dtype: Dtype::F64,
-                    shape: [ps.scalars.len()],
-                    data: ps.scalars.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                },
-            ));
-            Some(key)
-        };
-        params.push(ParamMeta {
-            name: name.clone(),
-            step: ps.step,
-            rule: ps.rule,
-            len: ps.len,
-            shape: ps.shape.clone(),
-            buffers,
-            scalars,
-            scalars_init: ps.scalars_init.clone(),
-        });
+        params.push(param_meta(&mut out, opt, name, ps, dtype)?);
     }
-
-    let ema_meta = match ema {
+    let ema = match ema {
         None => None,
-        Some(ema) => {
-            let mut ps = Vec::with_capacity(ema.params.len());
-            for (name, p) in &ema.params {
-                let key = claim(format!("#ema/{name}"), format!("#ema#/{name}"))?;
-                tensors.push((
-                    key.clone(),
-                    Owned {
-                        dtype,
-                        shape: [p.value.len()],
-                        data: encode(&p.value),
-                    },
-                ));
-                ps.push(EmaParamMeta {
-                    name: name.clone(),
-                    key,
-                    len: p.value.len(),
-                    updates: p.updates,
-                });
-            }
-            Some(EmaMeta {
-                decay: ema.decay,
-                correction: ema.correction,
-                include_buffers: ema.include_buffers,
-                updates: ema.updates,
-                params: ps,
-            })
-        }
+        Some(ema) => Some(ema_meta(&mut out, ema, dtype)?),
     };
-
-    let config = opt
-        .fields
-        .iter()
-        .cloned()
-        .map(|(n, f)| {
-            let r = match f {
-                Field::Flag(b) => FieldRepr::Flag(b),
-                Field::Hyper(Hyper::Const(v)) => FieldRepr::Const(v),
-                Field::Hyper(Hyper::Schedule(s)) if s.contains_custom() => {
-                    FieldRepr::Opaque(format!("{s:?}"))
-                }
-                Field::Hyper(Hyper::Schedule(s)) => FieldRepr::Schedule(s),
-            };
-            (n.to_string(), r)
-        })
-        .collect();
-
     let meta = Meta {
-        format: if any_q8 {
+        format: if out.any_q8 {
             FORMAT_VERSION_Q8
-        } else if any_low {
+        } else if out.any_low {
             FORMAT_VERSION_LOW_PRECISION
         } else {
             FORMAT_VERSION
@@ -286,17 +104,209 @@ fn state_to_bytes<E: Float>(
         shape_change: state.shape_change,
         scalar_precision: state.scalar_precision,
         arithmetic: state.arithmetic,
-        config,
+        config: config_repr(&opt.fields),
         params,
-        ema: ema_meta,
+        ema,
     };
     let json = serde_json::to_string(&meta).map_err(|e| ck(format!("metadata: {e}")))?;
     let info = HashMap::from([(METADATA_KEY.to_string(), json)]);
-    let mut file =
-        safetensors::tensor::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(info))
-            .map_err(|e| ck(format!("safetensors: {e}")))?;
+    let list = out.list.iter().map(|(k, t)| (k.as_str(), t));
+    let mut file = safetensors::tensor::serialize(list, Some(info))
+        .map_err(|e| ck(format!("safetensors: {e}")))?;
     checksum::seal(&mut file)?;
     Ok(file)
+}
+
+/// The tensors of a checkpoint being written, under unique keys, and which storage formats
+/// they need.
+#[derive(Default)]
+struct Tensors {
+    list: Vec<(String, Owned)>,
+    keys: HashSet<String>,
+    /// A buffer is stored in 16 bits (format 3).
+    any_low: bool,
+    /// A buffer is stored 8-bit quantised (format 4).
+    any_q8: bool,
+}
+
+impl Tensors {
+    /// `preferred` if no tensor has that key yet, else `fallback`.
+    ///
+    /// # Errors
+    /// [`OptimError::Checkpoint`] when both keys are taken.
+    fn claim(&mut self, preferred: String, fallback: String) -> Result<String, OptimError> {
+        if self.keys.insert(preferred.clone()) {
+            Ok(preferred)
+        } else if self.keys.insert(fallback.clone()) {
+            Ok(fallback)
+        } else {
+            Err(ck(format!(
+                "tensor key `{fallback}` is used twice; rename the parameter"
+            )))
+        }
+    }
+
+    fn push(&mut self, key: &str, tensor: Owned) {
+        self.list.push((key.to_string(), tensor));
+    }
+}
+
+/// One state slot as stored: its tensor, its 16-bit storage type (`None`: the optimizer's
+/// element type or 8-bit) and, for an 8-bit slot, its map and its block scales.
+type Slot = (Owned, Option<StateDtype>, Option<(Q8Map, Owned)>);
+
+/// Slot `k` of `ps` as stored (`None` when the slot holds no buffer): in `dtype` (the
+/// optimizer's element type), in 16 bits, or 8-bit quantised with `F32` block scales.
+fn slot<E: Float>(ps: &ParamState<E>, k: usize, dtype: Dtype) -> Option<Slot> {
+    if let Some(buf) = ps.buffers.get(k).filter(|b| !b.is_empty()) {
+        let data = encode(buf);
+        return Some((owned(dtype, buf.len(), data), None, None));
+    }
+    if let Some(l) = ps.low.get(k).filter(|l| !l.bits.is_empty()) {
+        let data = l.bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+        let t = owned(low_dtype(l.dtype), l.bits.len(), data);
+        return Some((t, Some(l.dtype), None));
+    }
+    let q = ps.q8.get(k).filter(|q| !q.codes.is_empty())?;
+    let scales = q.scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let scales = owned(Dtype::F32, q.scales.len(), scales);
+    let codes = owned(Dtype::U8, q.codes.len(), q.codes.clone());
+    Some((codes, None, Some((q.map, scales))))
+}
+
+/// A rank-1 tensor of `len` elements of type `dtype` with bytes `data`.
+fn owned(dtype: Dtype, len: usize, data: Vec<u8>) -> Owned {
+    Owned {
+        dtype,
+        shape: [len],
+        data,
+    }
+}
+
+/// The metadata of parameter `name`'s state `ps`, its buffers and scalars added to `out`.
+/// Slots are named exactly by `state_names` when the optimizer provides a name for each;
+/// otherwise the plan names the live (allocated) buffers in slot order; otherwise `#k`.
+fn param_meta<E: Float>(
+    out: &mut Tensors,
+    opt: &Described,
+    name: &str,
+    ps: &ParamState<E>,
+    dtype: Dtype,
+) -> Result<ParamMeta, OptimError> {
+    let exact = (opt.state_names)(ps.rule);
+    // a slot lives in `buffers` or, stored in 16 or 8 bits, in `low` or `q8`
+    let nslots = ps.buffers.len().max(ps.low.len()).max(ps.q8.len());
+    let slots: Vec<Option<Slot>> = (0..nslots).map(|k| slot(ps, k, dtype)).collect();
+    let names: Vec<&'static str> = if exact.len() >= nslots {
+        exact.to_vec()
+    } else {
+        let planned = slot_names(&opt.plan, ps.rule);
+        let live = slots.iter().flatten().count();
+        if planned.len() == live {
+            planned
+        } else {
+            Vec::new()
+        }
+    };
+    let mut buffers = Vec::with_capacity(nslots);
+    // the plan's names count live slots only; exact names count every slot
+    let mut live = 0;
+    for (k, stored) in slots.into_iter().enumerate() {
+        let Some((tensor, low, q8)) = stored else {
+            buffers.push(None);
+            continue;
+        };
+        let at = if exact.len() >= nslots { k } else { live };
+        live += 1;
+        let slot = names
+            .get(at)
+            .map_or_else(|| format!("#{k}"), |s| s.to_string());
+        let key = out.claim(format!("{name}/{slot}"), format!("{name}/#{k}"))?;
+        let len = tensor.shape[0];
+        out.any_low |= low.is_some();
+        out.any_q8 |= q8.is_some();
+        let (q8, scales) = match q8 {
+            Some((map, t)) => {
+                let skey = out.claim(format!("{key}#absmax"), format!("{name}/#{k}#absmax"))?;
+                out.push(&skey, t);
+                (Some(map), Some(skey))
+            }
+            None => (None, None),
+        };
+        out.push(&key, tensor);
+        buffers.push(Some(BufferMeta {
+            key,
+            name: slot,
+            len,
+            dtype: low,
+            q8,
+            scales,
+        }));
+    }
+    let scalars = if ps.scalars.is_empty() {
+        None
+    } else {
+        let key = out.claim(format!("{name}/#scalars"), format!("{name}/#scalars#"))?;
+        let data = ps.scalars.iter().flat_map(|x| x.to_le_bytes()).collect();
+        out.push(&key, owned(Dtype::F64, ps.scalars.len(), data));
+        Some(key)
+    };
+    Ok(ParamMeta {
+        name: name.to_string(),
+        step: ps.step,
+        rule: ps.rule,
+        len: ps.len,
+        shape: ps.shape.clone(),
+        buffers,
+        scalars,
+        scalars_init: ps.scalars_init.clone(),
+    })
+}
+
+/// The metadata of the weight EMA `ema`, its averages added to `out` in `dtype`.
+fn ema_meta<E: Float>(
+    out: &mut Tensors,
+    ema: &WeightEma<E>,
+    dtype: Dtype,
+) -> Result<EmaMeta, OptimError> {
+    let mut params = Vec::with_capacity(ema.params.len());
+    for (name, p) in &ema.params {
+        let key = out.claim(format!("#ema/{name}"), format!("#ema#/{name}"))?;
+        out.push(&key, owned(dtype, p.value.len(), encode(&p.value)));
+        params.push(EmaParamMeta {
+            name: name.clone(),
+            key,
+            len: p.value.len(),
+            updates: p.updates,
+        });
+    }
+    Ok(EmaMeta {
+        decay: ema.decay,
+        correction: ema.correction,
+        include_buffers: ema.include_buffers,
+        updates: ema.updates,
+        params,
+    })
+}
+
+/// The config's fields as recorded (a schedule with a custom function only by its `Debug`
+/// form: it cannot be restored).
+fn config_repr(fields: &[(&'static str, Field)]) -> Vec<(String, FieldRepr)> {
+    fields
+        .iter()
+        .cloned()
+        .map(|(n, f)| {
+            let r = match f {
+                Field::Flag(b) => FieldRepr::Flag(b),
+                Field::Hyper(Hyper::Const(v)) => FieldRepr::Const(v),
+                Field::Hyper(Hyper::Schedule(s)) if s.contains_custom() => {
+                    FieldRepr::Opaque(format!("{s:?}"))
+                }
+                Field::Hyper(Hyper::Schedule(s)) => FieldRepr::Schedule(s),
+            };
+            (n.to_string(), r)
+        })
+        .collect()
 }
 
 /// Writes the checkpoint to `path` through a sibling temporary file and a rename.

@@ -138,8 +138,6 @@ where
                 h.read(&mut old);
                 b.insert(t.name.to_string(), old);
             }
-            // optimizers' master copies of this tensor are stale from here (`ParamSync::Master`)
-            super::writes::note(h.id());
             h.write(v);
         }
         Ok(())

@@ -33,6 +33,5 @@ pub mod kfac;
 mod accumulate;
 mod ema;
 pub(crate) mod update;
-mod writes;
 
 pub use update::{DfdxUpdate, ModelDevice};

@@ -1,8 +1,6 @@
 //! The dfdx step driver: [`DfdxUpdate`].
 
-use super::master::keeps_master;
-use super::walk::{walk, walk_mut, Shared};
-use super::writes;
+use super::walk::{walk, walk_mut, Shared, Watch};
 use crate::error::OptimError;
 use crate::float::Float;
 use crate::optimizer::{step_entries, DslOptimizer, Entry, LocalSync};
@@ -69,16 +67,14 @@ pub trait DfdxUpdate<E: Float>: DslOptimizer<E> {
     /// the type name of the module holding each tensor (`module == "Linear"`).
     ///
     /// On `Cpu`: dfdx 0.13 gives no mutable view of a tensor's storage, so each parameter is
-    /// copied to a reusable host buffer (`copy_into`), updated there by the same fused kernels
-    /// as [`update_slices`](DslOptimizer::update_slices), and copied back (`copy_from`): 16
-    /// extra bytes per `f32` parameter, 44 for AdamW instead of 28. Both copies run across
-    /// tensors in parallel, the copy back into a spare tensor that is then swapped into the
-    /// model, so the optimizer holds two extra copies of the parameters. With
-    /// [`set_param_sync(ParamSync::Master)`](DslOptimizer::set_param_sync) the host buffer is
-    /// kept as a master copy and the read is skipped while it mirrors the tensor (8 extra
-    /// bytes, 36 for AdamW); then call
-    /// [`OptState::resync_params`](crate::OptState::resync_params) after writing parameters in
-    /// place, or the write is overwritten (the contract: [`ParamSync::Master`]).
+    /// kept in a host buffer (its master copy), updated there by the same fused kernels as
+    /// [`update_slices`](DslOptimizer::update_slices), and copied back (`copy_from`): 8 extra
+    /// bytes per `f32` parameter, 36 for AdamW instead of 28. A parameter is read from the
+    /// model (`copy_into`, 8 more bytes) at its first step and whenever its tensor was written
+    /// or replaced since the last step, which is detected exactly ([`ParamSync::Master`]);
+    /// [`set_param_sync(ParamSync::Read)`](DslOptimizer::set_param_sync) reads every step.
+    /// Both copies run across tensors in parallel, the copy back into a spare tensor that is
+    /// then swapped into the model, so the optimizer holds two extra copies of the parameters.
     ///
     /// On `Cuda` (feature `cuda`): the generated CUDA stages run on the GPU, state stays there,
     /// and the optimizer keeps a device copy of each parameter that it publishes into the
@@ -109,7 +105,7 @@ pub trait DfdxUpdate<E: Float>: DslOptimizer<E> {
     /// cannot tell which parameters had none this step: say it here (a frozen embedding, the
     /// expert layers a batch did not route to). A parameter first updated at a later step is
     /// bias-corrected from its own first step, as on the slice path. A parameter left alone
-    /// keeps its master copy ([`ParamSync::Master`]): its tensor was not written.
+    /// keeps its master copy ([`ParamSync::Master`]).
     ///
     /// # Errors
     /// As [`update`](Self::update). Nothing is modified on error.
@@ -130,9 +126,8 @@ pub trait DfdxUpdate<E: Float>: DslOptimizer<E> {
     /// (parameters without that buffer, or whose buffer has another length, are left alone).
     /// Calling it twice restores both: use it to evaluate with an averaged iterate, e.g.
     /// Schedule-Free's `"x"`, then swap back before the next step. Returns the number of
-    /// tensors swapped. The swap writes the model in place, so every optimizer's kept master
-    /// copies ([`ParamSync::Master`]) are read again at its next step (no `resync_params`
-    /// needed).
+    /// tensors swapped. The swap writes the model in place, so every optimizer's master copies
+    /// of those tensors ([`ParamSync::Master`]) are read again at its next step.
     ///
     /// # Errors
     /// [`OptimError::Device`] if dfdx fails while walking the model.
@@ -156,10 +151,12 @@ impl<E: Float, O: DslOptimizer<E>> DfdxUpdate<E> for O {}
 /// before the last step), which is then swapped into the model: so both copies run on rayon
 /// across tensors, off dfdx's sequential walk. Costs one more copy of every parameter in
 /// memory. In [`ParamSync::Master`] mode the host buffer is the master copy, and the read is
-/// skipped while it mirrors the tensor ([`Kept::mirrors`]).
+/// skipped while the tensor holds the storage the last step wrote ([`Kept::watch`]).
 pub(crate) struct Staging<E> {
     /// What is kept of each parameter, by name.
     kept: BTreeMap<String, Kept<E>>,
+    /// Parameters read from a model so far ([`crate::OptState::model_reads`]).
+    pub(crate) reads: u64,
 }
 
 /// What the driver keeps of one parameter between steps.
@@ -168,19 +165,19 @@ struct Kept<E> {
     buf: Vec<E>,
     /// The spare tensor (a [`Shared`], type-erased so that this type needs no bound on `E`).
     spare: Option<Box<dyn Any + Send + Sync>>,
-    /// The id of the tensor `buf` was last written into by a successful step, while nothing
-    /// has invalidated it since (a failed step, [`Staging::forget_masters`]): `buf` then holds
-    /// exactly that tensor's values, unless the tensor was written in place since (by the
-    /// user: see [`ParamSync::Master`]; by this crate: recorded in `super::writes`).
-    mirrors: Option<UniqueId>,
-    /// `super::writes`' sequence number when the step that set `mirrors` began.
-    seen: u64,
+    /// The id of the tensor the last successful step wrote `buf` into, and a handle on the
+    /// storage it wrote, while nothing has invalidated `buf` since (a failed step,
+    /// [`Staging::forget_masters`]). While the model's tensor of that id still holds that
+    /// storage ([`HostTensor::holds_watched`](super::walk::HostTensor::holds_watched)), `buf`
+    /// holds exactly its values and the next step skips the read.
+    watch: Option<(UniqueId, Watch)>,
 }
 
 impl<E> Default for Staging<E> {
     fn default() -> Self {
         Staging {
             kept: BTreeMap::new(),
+            reads: 0,
         }
     }
 }
@@ -190,7 +187,7 @@ impl<E> Staging<E> {
     /// ([`OptState::resync_params`](crate::OptState::resync_params), a checkpoint load).
     pub(crate) fn forget_masters(&mut self) {
         for k in self.kept.values_mut() {
-            k.mirrors = None;
+            k.watch = None;
         }
     }
 }
@@ -231,10 +228,9 @@ struct Staged<E: Float> {
     source: Option<Shared<E>>,
     /// The spare tensor the new values go to (see [`Staging`]).
     spare: Option<Shared<E>>,
-    /// Whether the commit wrote `buf` into the model's tensor.
-    committed: bool,
-    /// `super::writes`' sequence number when this step began.
-    seen: u64,
+    /// After a successful commit in `Master` mode, a handle on the storage `buf` was written
+    /// into (see [`Kept::watch`]).
+    watch: Option<Watch>,
 }
 
 /// Runs `f` on every staged tensor, across rayon's threads.
@@ -287,18 +283,19 @@ where
             .collect();
         step_entries(opt, entries, &mut LocalSync, None)
     });
-    let restored = commit(model, grads, &mut staged, result.is_ok());
-    keep(&mut staging, staged, master);
+    let restored = commit(model, grads, &mut staged, result.is_ok(), master);
+    keep(&mut staging, staged);
     opt.opt_state_mut().staging = staging;
     result?;
     restored
 }
 
 /// The first half of [`update`]: every stepped tensor of `model` with its gradient (taken from
-/// `grads`) and its current values (read into its host buffer, in parallel, unless `master`
-/// and the kept copy mirrors the tensor), in walk order, and the walk's result (on an error,
-/// the tensors staged so far, whose gradients must still be returned). Every staged tensor's
-/// copy stops being trusted here; only a successful commit trusts it again.
+/// `grads`) and its current values (read into its host buffer, in parallel, unless `master` and
+/// the kept copy's watch shows the tensor unchanged: [`Kept::watch`]), in walk order, and the walk's
+/// result (on an error, the tensors staged so far, whose gradients must still be returned).
+/// Every staged tensor's watch is dropped here (so that the storage it shared is the model's
+/// own again); only a successful commit sets a new one.
 fn stage<E, M>(
     model: &mut M,
     grads: &mut Gradients<E, Cpu>,
@@ -311,7 +308,6 @@ where
     M: TensorCollection<E, Cpu>,
     Cpu: Device<E>,
 {
-    let mut since = writes::Since::new();
     let mut staged: Vec<Staged<E>> = Vec::new();
     let walked = walk::<E, M>(model, |t, h| {
         if !t.trainable || !has_grad(t.name) {
@@ -319,19 +315,16 @@ where
         }
         let grad = h.take_grad(grads)?;
         let id = h.id();
-        let (buf, spare, mirrors, seen) = match staging.kept.get_mut(t.name) {
-            Some(k) => {
-                let buf = std::mem::take(&mut k.buf);
-                (buf, k.spare.take(), k.mirrors.take(), k.seen)
-            }
-            None => (Vec::new(), None, None, 0),
+        let (buf, spare, watch) = match staging.kept.get_mut(t.name) {
+            Some(k) => (std::mem::take(&mut k.buf), k.spare.take(), k.watch.take()),
+            None => (Vec::new(), None, None),
         };
         let spare = spare
             .and_then(|b| b.downcast::<Shared<E>>().ok())
             .map(|b| *b);
         let trusted = master
-            && keeps_master(mirrors, id, buf.len(), t.numel())
-            && !since.written_after(id, seen);
+            && buf.len() == t.numel()
+            && watch.is_some_and(|(of, w)| of == id && h.holds_watched(&w));
         staged.push(Staged {
             name: t.name.to_string(),
             shape: t.shape.to_vec(),
@@ -341,15 +334,16 @@ where
             buf,
             source: (!trusted).then(|| h.share()),
             spare,
-            committed: false,
-            seen: since.now,
+            watch: None,
         });
         Ok(())
     });
-    drop(since);
     // the reads, in parallel; the shared handles are dropped here, so that each model tensor's
     // storage is its own again before the commit
     let read = walked.is_ok();
+    if read {
+        staging.reads += staged.iter().filter(|s| s.source.is_some()).count() as u64;
+    }
     each_tensor(&mut staged, &|s| {
         if let Some(src) = s.source.take() {
             if read {
@@ -361,12 +355,14 @@ where
 }
 
 /// The second half of [`update`]: returns every borrowed gradient (also after a failed step or
-/// walk) and, when `ok`, commits the new values (marking each tensor written `committed`).
+/// walk) and, when `ok`, commits the new values (in `master` mode watching each tensor written:
+/// [`Kept::watch`]).
 fn commit<E, M>(
     model: &mut M,
     grads: &mut Gradients<E, Cpu>,
     staged: &mut [Staged<E>],
     ok: bool,
+    master: bool,
 ) -> Result<(), OptimError>
 where
     E: Float,
@@ -401,32 +397,32 @@ where
                 h.write(&s.buf);
                 s.spare = Some(h.share()); // storage of its own from its first write
             }
-            s.committed = true;
+            if master {
+                s.watch = Some(h.watch());
+            }
         }
         Ok(())
     })
 }
 
-/// Puts the staged tensors' buffers and spares back into `staging`; in `master` mode a committed
-/// buffer mirrors its tensor (see [`Kept::mirrors`]; a step in `ParamSync::Read` mode leaves no
-/// copy trusted, so that writes the user made then are read after switching to `Master`).
-fn keep<E: Float>(staging: &mut Staging<E>, staged: Vec<Staged<E>>, master: bool) {
+/// Puts the staged tensors' buffers, spares and watches back into `staging` (a step in
+/// [`ParamSync::Read`] mode leaves no watch, so that the first step after switching to `Master`
+/// reads every parameter).
+fn keep<E: Float>(staging: &mut Staging<E>, staged: Vec<Staged<E>>) {
     for s in staged {
-        let spare = s.spare.map(|sp| Box::new(sp) as Box<dyn Any + Send + Sync>);
-        let mirrors = (master && s.committed).then_some(s.id);
+        let spare = s.spare.map(|t| Box::new(t) as Box<dyn Any + Send + Sync>);
+        let watch = s.watch.map(|w| (s.id, w));
         match staging.kept.get_mut(&s.name) {
             Some(k) => {
                 k.buf = s.buf;
                 k.spare = spare;
-                k.mirrors = mirrors;
-                k.seen = s.seen;
+                k.watch = watch;
             }
             None => {
                 let k = Kept {
                     buf: s.buf,
                     spare,
-                    mirrors,
-                    seen: s.seen,
+                    watch,
                 };
                 staging.kept.insert(s.name, k);
             }
@@ -460,7 +456,6 @@ where
         }
         if let Some(buf) = buffers.get_mut(t.name) {
             if buf.len() == t.numel() {
-                writes::note(h.id()); // kept master copies of this tensor are stale from here
                 h.read(&mut current);
                 h.write(buf);
                 std::mem::swap(&mut current, *buf);

@@ -62,7 +62,21 @@ pub(crate) trait HostTensor<E: Float> {
     /// by reference count; nothing is copied). Writing through either handle copies the storage
     /// first while it is shared, so the other keeps its values.
     fn share(&self) -> Shared<E>;
+    /// A handle on the tensor's current storage (the tensor shared, type-erased; nothing is
+    /// copied), for [`HostTensor::holds_watched`].
+    fn watch(&self) -> Watch;
+    /// Whether this tensor holds exactly the storage `watch` holds (and has at least one
+    /// element): then its values are the ones it had when `watch` was taken. dfdx 0.13 writes a
+    /// `Cpu` tensor only through `Arc::make_mut`, which copies a storage that is shared before
+    /// writing; while `watch` shares it, any write into the tensor (`copy_from`, an optimizer,
+    /// loading weights, an EMA) therefore gives it a new storage, and a replaced tensor has
+    /// another storage too. Two live storages never have the same address, and `watch` keeps
+    /// its storage alive, so an equal address means the same, unwritten storage.
+    fn holds_watched(&self, watch: &Watch) -> bool;
 }
+
+/// A handle on a tensor's storage ([`HostTensor::watch`]).
+pub(crate) type Watch = Box<dyn std::any::Any + Send + Sync>;
 
 /// A tensor handle that can be kept off the walk and used from any thread (see
 /// [`HostTensor::share`]).
@@ -129,6 +143,29 @@ where
     fn share(&self) -> Shared<E> {
         Box::new(self.clone())
     }
+
+    fn watch(&self) -> Watch {
+        Box::new(self.clone())
+    }
+
+    fn holds_watched(&self, watch: &Watch) -> bool {
+        watch.downcast_ref::<Self>().is_some_and(|w| {
+            w.shape() == self.shape() && first(w).is_some_and(|a| Some(a) == first(self))
+        })
+    }
+}
+
+/// The address of `t`'s first element (`None` when it has none): which storage it holds. dfdx
+/// 0.13 names no storage; indexing the first element borrows into it (no copy).
+fn first<S: Shape, E: Float>(t: &Tensor<S, E, Cpu>) -> Option<*const E>
+where
+    Cpu: Device<E>,
+{
+    if t.shape().num_elements() == 0 {
+        return None;
+    }
+    let x: &E = &t[S::Concrete::default()];
+    Some(x)
 }
 
 impl<S: Shape, E: Float> HostTensorMut<E> for Tensor<S, E, Cpu>

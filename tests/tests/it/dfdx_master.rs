@@ -1,11 +1,11 @@
-//! The dfdx CPU step's opt-in master copies (`ParamSync::Master`): bit-identical to the default
-//! mode (`ParamSync::Read`, which reads every parameter from the model at each step) over
-//! AdamW steps on a multi-tensor model, and the documented contract around it: an in-place
-//! write is seen after `resync_params` and overwritten without it; a replaced tensor (new id),
-//! `swap_state_with_model`, `WeightEma::copy_to_model`, a checkpoint load, a failed step, a
-//! clone of the optimizer's state and a switch from `Read` make the next step read the model
-//! again; `update_where` keeps the copies of the tensors it skips. Hand-computed values use SGD
-//! (lr 0.5, gradient 1: each step subtracts 0.5).
+//! The dfdx CPU step's master copies (`ParamSync::Master`, the default): bit-identical to
+//! `ParamSync::Read` (which reads every parameter from the model at each step) over AdamW steps
+//! on a multi-tensor model, and reading a parameter again exactly when its tensor was written:
+//! an in-place write (`copy_from`), a replaced tensor (new id), `swap_state_with_model`,
+//! `WeightEma::copy_to_model`, a rollback after a checkpoint load, a failed step, a clone of
+//! the optimizer's state and a switch from `Read` make the next step read it; an unchanged
+//! tensor and one that `update_where` skips are not read (`OptState::model_reads` counts the
+//! reads). Hand-computed values use SGD (lr 0.5, gradient 1: each step subtracts 0.5).
 
 use dfdx::prelude::*;
 use optim_dsl::prelude::*;
@@ -134,25 +134,23 @@ fn master_mode_is_bit_identical_to_the_default_mode() {
         p.assert_same(&format!("step {t}"));
     }
     assert_ne!(bits(&p.read.0), start, "the steps moved the parameters");
-    assert_eq!(p.master.1.opt_state().param_sync, ParamSync::Master);
-    assert_eq!(
-        p.read.1.opt_state().param_sync,
-        ParamSync::Read,
-        "the default"
-    );
+    assert_eq!(p.read.1.opt_state().param_sync, ParamSync::Read);
     assert_eq!(
         AdamW::<f32>::default().opt_state().param_sync,
-        ParamSync::Read
+        ParamSync::Master,
+        "the default"
     );
+    // 4 tensors: `Read` reads each at each of the 6 steps, `Master` only at the first
+    assert_eq!(p.read.1.opt_state().model_reads(), 24);
+    assert_eq!(p.master.1.opt_state().model_reads(), 4);
 }
 
-/// The documented behaviour, by hand: without `resync_params` the master copy wins over an
-/// in-place write (and is written over it); with it, the step starts from the written values,
-/// as in the default mode, which always does.
+/// By hand: an in-place write between steps is read by the next step in both modes, with or
+/// without `resync_params`; only the written tensor is read again.
 #[test]
-fn an_in_place_write_is_overwritten_without_resync_and_seen_with_it() {
+fn an_in_place_write_is_seen_without_resync() {
     let dev: Cpu = Default::default();
-    let run = |sync: ParamSync, resync: bool| -> (Vec<f32>, Vec<f32>) {
+    let run = |sync: ParamSync, resync: bool| -> (Vec<f32>, Vec<f32>, u64) {
         let mut m: OneModel = dev.build_module::<One, f32>();
         m.weight.copy_from(&[1.0, 2.0]);
         m.bias.copy_from(&[0.5]);
@@ -169,20 +167,16 @@ fn an_in_place_write_is_overwritten_without_resync_and_seen_with_it() {
         }
         opt.update(&mut m, &mut g).unwrap();
         assert_eq!(g.get(&m.weight).as_vec(), [1.0, 1.0], "gradients untouched");
-        (m.weight.as_vec(), m.bias.as_vec())
+        let reads = opt.opt_state().model_reads();
+        (m.weight.as_vec(), m.bias.as_vec(), reads)
     };
-    assert_eq!(
-        run(ParamSync::Master, false),
-        (vec![0.0, 1.0], vec![-0.5]),
-        "the write is lost: the step ran on the master copy [0.5, 1.5]"
-    );
-    assert_eq!(run(ParamSync::Master, true), (vec![9.5, 19.5], vec![-0.5]));
+    let seen = (vec![9.5, 19.5], vec![-0.5]);
+    let with = |(w, b): (Vec<f32>, Vec<f32>), reads| (w, b, reads);
+    // master: both at the first step, then the written weight only (resync: both again)
+    assert_eq!(run(ParamSync::Master, false), with(seen.clone(), 3));
+    assert_eq!(run(ParamSync::Master, true), with(seen.clone(), 4));
     for resync in [false, true] {
-        assert_eq!(
-            run(ParamSync::Read, resync),
-            (vec![9.5, 19.5], vec![-0.5]),
-            "the default mode reads the write either way"
-        );
+        assert_eq!(run(ParamSync::Read, resync), with(seen.clone(), 4));
     }
 }
 
@@ -203,20 +197,32 @@ fn switching_to_master_reads_first() {
     }
 }
 
+/// In-place writes into two of the four tensors, with and without `resync_params`: the runs
+/// stay identical to `Read`, and without resync only the two written tensors are read.
 #[test]
-fn an_in_place_write_with_resync_matches_the_default_mode() {
+fn an_in_place_write_matches_the_read_mode() {
     let dev: Cpu = Default::default();
-    let mut p = Pair::new(&dev, adamw);
-    p.step(1, all);
-    p.step(2, all);
-    p.both(|m| {
-        m.0.weight.copy_from(&[0.25; 12]);
-        m.1.bias.copy_from(&[-1.0, 2.0]);
-    });
-    p.master.1.opt_state_mut().resync_params();
-    for t in 3..=5 {
-        p.step(t, all);
-        p.assert_same(&format!("step {t} after the write"));
+    for resync in [false, true] {
+        let mut p = Pair::new(&dev, adamw);
+        p.step(1, all);
+        p.step(2, all);
+        p.both(|m| {
+            m.0.weight.copy_from(&[0.25; 12]);
+            m.1.bias.copy_from(&[-1.0, 2.0]);
+        });
+        if resync {
+            p.master.1.opt_state_mut().resync_params();
+        }
+        for t in 3..=5 {
+            p.step(t, all);
+            p.assert_same(&format!("step {t} after the write (resync {resync})"));
+        }
+        let reads = if resync { 8 } else { 6 };
+        assert_eq!(
+            p.master.1.opt_state().model_reads(),
+            reads,
+            "resync {resync}"
+        );
     }
 }
 
@@ -251,6 +257,11 @@ fn a_replaced_tensor_is_read_again() {
         p.step(t, all);
         p.assert_same(&format!("step {t} after the replacement"));
     }
+    assert_eq!(
+        p.master.1.opt_state().model_reads(),
+        5,
+        "4, then the new tensor"
+    );
 }
 
 /// A tensor that `update_where` skips keeps its copy (its tensor was not written): the run
@@ -272,10 +283,15 @@ fn update_where_keeps_the_copies_of_skipped_tensors() {
     }
     assert_eq!(p.master.1.opt_state().param("0.weight").unwrap().step, 4);
     assert_eq!(p.master.1.opt_state().param("1.bias").unwrap().step, 3);
+    assert_eq!(
+        p.master.1.opt_state().model_reads(),
+        4,
+        "each at its first step only"
+    );
 }
 
-/// A failed step drops the copies of the tensors it staged: an in-place write made before it
-/// is seen by the next good step (by hand), and the run stays identical to the default mode.
+/// A failed step drops the copies of the tensors it staged: the next good step reads them (an
+/// in-place write made before it is seen, by hand), and the run stays identical to `Read`.
 #[test]
 fn a_failed_step_drops_the_copies() {
     let dev: Cpu = Default::default();
@@ -289,7 +305,7 @@ fn a_failed_step_drops_the_copies() {
     g.get_or_alloc_mut(&m.weight).unwrap().fill(1.0);
     g.get_or_alloc_mut(&m.bias).unwrap().fill(1.0);
     opt.update(&mut m, &mut g).unwrap();
-    m.weight.copy_from(&[10.0, 20.0]); // no resync
+    m.weight.copy_from(&[10.0, 20.0]);
     let mut bad = m.alloc_grads();
     bad.get_or_alloc_mut(&m.weight)
         .unwrap()
@@ -307,6 +323,8 @@ fn a_failed_step_drops_the_copies() {
         "read again after the failure"
     );
     assert_eq!(m.bias.as_vec(), [-0.5]);
+    // 2 at the first step, the written weight at the failed one, both after the failure
+    assert_eq!(opt.opt_state().model_reads(), 5);
 
     let mut p = Pair::new(&dev, adamw);
     for (_, o) in [&mut p.read, &mut p.master] {
@@ -320,15 +338,20 @@ fn a_failed_step_drops_the_copies() {
         assert!(o.update(m, &mut bad).is_err());
     }
     p.assert_same("after the failed step");
+    let before = p.master.1.opt_state().model_reads();
     for t in 3..=5 {
         p.step(t, all);
         p.assert_same(&format!("step {t}"));
     }
+    assert_eq!(
+        p.master.1.opt_state().model_reads() - before,
+        4,
+        "all read once again"
+    );
 }
 
-/// `swap_state_with_model` writes the model in place and invalidates the copies itself: a step
-/// taken with a state buffer swapped in (no swap back, no resync) starts from it, as in the
-/// default mode. AdamW's `m` stands in for Schedule-Free's `x` here: Schedule-Free's update does
+/// `swap_state_with_model` writes the model in place, which the next step sees: a step taken
+/// with a state buffer swapped in (no swap back, no resync) starts from it, as in `Read`. AdamW's `m` stands in for Schedule-Free's `x` here: Schedule-Free's update does
 /// not read the old parameter values, so it could not tell a stale copy.
 #[test]
 fn swap_state_with_model_invalidates_the_copies() {
@@ -344,6 +367,11 @@ fn swap_state_with_model_invalidates_the_copies() {
     assert_ne!(bits(&p.master.0), y, "m is in the model");
     p.step(4, all);
     p.assert_same("a step from the swapped-in buffer");
+    assert_eq!(
+        p.master.1.opt_state().model_reads(),
+        8,
+        "all four read again"
+    );
     // swapping twice (evaluate, swap back) is a write too, and as exact
     for (m, o) in [&mut p.read, &mut p.master] {
         o.swap_state_with_model(m, "m").unwrap();
@@ -394,10 +422,11 @@ fn an_ema_copied_into_the_model_is_read_again() {
     p.assert_same("after an EMA swap and back");
 }
 
-/// Loading a checkpoint drops every copy: a rollback that restores the model's weights in place
-/// and the optimizer's state continues exactly as in the default mode (without resync).
+/// Loading a checkpoint keeps the copies (the model is not part of it): a rollback that
+/// restores the model's weights in place and the optimizer's state continues exactly as in
+/// `Read` mode (without resync); a load with the model unchanged reads nothing.
 #[test]
-fn a_checkpoint_load_drops_the_copies() {
+fn a_checkpoint_load_keeps_the_copies_and_a_rollback_is_read() {
     let dev: Cpu = Default::default();
     let mut p = Pair::new(&dev, adamw);
     p.step(1, all);
@@ -424,6 +453,15 @@ fn a_checkpoint_load_drops_the_copies() {
         p.step(t, all);
         p.assert_same(&format!("step {t} after the rollback"));
     }
+    assert_eq!(
+        p.master.1.opt_state().model_reads(),
+        8,
+        "4, then the restored 4"
+    );
+    let saved = p.master.1.to_checkpoint_bytes(None).unwrap();
+    p.master.1.load_checkpoint_bytes(&saved, None).unwrap();
+    p.step(4, all);
+    assert_eq!(p.master.1.opt_state().model_reads(), 8, "nothing read");
 }
 
 /// A clone of the optimizer's state (`OptState::clone`, here moved into another optimizer, as
@@ -447,6 +485,11 @@ fn a_clone_of_the_state_reads_the_model_first() {
         p.step(t, all);
         p.assert_same(&format!("step {t} of the clone"));
     }
+    assert_eq!(
+        p.master.1.opt_state().model_reads(),
+        4,
+        "a clone counts from 0"
+    );
 }
 
 /// A master-mode step on a model with 100 tensors runs its copies in parallel and still agrees
@@ -501,4 +544,38 @@ fn master_mode_agrees_on_many_tensors_and_threads() {
     };
     let (read, master) = (run(ParamSync::Read), run(ParamSync::Master));
     assert!(read == master, "the modes differ");
+}
+
+/// Writes the user makes through other dfdx paths are seen too: an element written by index
+/// (`IndexMut`), and a step of dfdx's own SGD on the same model (as when two optimizers share
+/// a model). Each time, only the written tensors are read again, and the run stays identical
+/// to `Read`.
+#[test]
+fn an_index_write_and_another_optimizer_are_seen() {
+    let dev: Cpu = Default::default();
+    let mut p = Pair::new(&dev, adamw);
+    p.step(1, all);
+    p.step(2, all);
+    p.both(|m| m.1.weight[[1, 2]] = 0.75);
+    p.step(3, all);
+    p.assert_same("after an index write");
+    assert_eq!(
+        p.master.1.opt_state().model_reads(),
+        5,
+        "4, then the indexed tensor"
+    );
+    for (m, _) in [&mut p.read, &mut p.master] {
+        let mut sgd = dfdx::optim::Sgd::new(m, Default::default());
+        let g = grads(m, 99);
+        dfdx::optim::Optimizer::update(&mut sgd, m, &g).unwrap();
+    }
+    p.step(4, all);
+    p.assert_same("after dfdx's SGD");
+    assert_eq!(
+        p.master.1.opt_state().model_reads(),
+        9,
+        "all four written by SGD"
+    );
+    p.step(5, all);
+    assert_eq!(p.master.1.opt_state().model_reads(), 9, "then none");
 }
