@@ -28,12 +28,15 @@
 //!   drifts, and `bound_again / bound` far from 1 discredits the group's ratios.
 //!
 //! Groups `candle_bf16_1M` and `candle_bf16_10M`: the same shapes as `bf16` `Var`s (and
-//! gradients), AdamW with `f32` state. Variants:
+//! gradients), AdamW with `f32` state; `candle_f16_1M` and `candle_f16_10M` the same as `f16`
+//! `Var`s. Variants:
 //!
 //! - `bound`: a hand-written single pass over the `Var`s' and gradients' own `bf16` storage
 //!   (`optim_candle::with_storage_16`) and `optim_candle`'s `f32` `m` and `v`, reading `p, g,
 //!   m, v` and writing `p, m, v`: 2 + 2 + 8 + 8 + 2 = 22 bytes per parameter, the bytes the data
-//!   needs; trivial arithmetic, widening by a shift and narrowing by truncation; threaded as
+//!   needs; trivial arithmetic, widening by a shift and narrowing by truncation (the bf16
+//!   conversions; the `f16` groups run the same loop, which reads their bits as `bf16`: the same
+//!   bytes, without `f16`'s dearer conversions, so a lower bound); threaded as
 //!   `common::bound_step` (one rayon dispatch over `CHUNK`-element pieces), its loop compiled
 //!   for AVX2+FMA where the CPU has it.
 //! - `blocks`: the zoo's `AdamW` through [`CandleOptimizer`], its loop's 16-bit entry point run
@@ -316,7 +319,7 @@ fn bench_group(c: &mut Criterion, label: &str, total: usize) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The bf16 groups.
+// The 16-bit groups.
 
 /// The bf16 bound's loop over one piece: AdamW's access pattern over 16-bit `p` and `g` and
 /// `f32` `m`, `v` (see the module docs).
@@ -377,11 +380,11 @@ fn bound16_on_vars(
     .expect("bound: storage access");
 }
 
-fn bench_bf16_group(c: &mut Criterion, label: &str, total: usize) {
+/// One 16-bit group: the `Var`s and gradients in `bf` (`BF16` or `F16`).
+fn bench_half_group(c: &mut Criterion, label: &str, total: usize, bf: candle_core::DType) {
     let dev = Device::Cpu;
     let shapes = shapes(total);
     let numel: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
-    let bf = candle_core::DType::BF16;
     let vars: Vec<Var> = shapes
         .iter()
         .enumerate()
@@ -504,8 +507,11 @@ fn benches() {
     let mut c = common::criterion();
     bench_group(&mut c, "candle_1M", 1_000_000);
     bench_group(&mut c, "candle_10M", 10_000_000);
-    bench_bf16_group(&mut c, "candle_bf16_1M", 1_000_000);
-    bench_bf16_group(&mut c, "candle_bf16_10M", 10_000_000);
+    let (bf16, f16) = (candle_core::DType::BF16, candle_core::DType::F16);
+    bench_half_group(&mut c, "candle_bf16_1M", 1_000_000, bf16);
+    bench_half_group(&mut c, "candle_bf16_10M", 10_000_000, bf16);
+    bench_half_group(&mut c, "candle_f16_1M", 1_000_000, f16);
+    bench_half_group(&mut c, "candle_f16_10M", 10_000_000, f16);
 }
 
 criterion_main!(benches);
