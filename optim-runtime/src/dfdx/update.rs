@@ -3,6 +3,7 @@
 use super::walk::{walk, walk_mut, Shared, Watch};
 use crate::error::OptimError;
 use crate::float::Float;
+use crate::kernel::PARALLEL_THRESHOLD;
 use crate::optimizer::{step_entries, DslOptimizer, Entry, LocalSync};
 use crate::state::ParamSync;
 use dfdx::nn::tensor_collection::TensorCollection;
@@ -233,11 +234,16 @@ struct Staged<E: Float> {
     watch: Option<Watch>,
 }
 
-/// Runs `f` on every staged tensor, across rayon's threads.
-/// (`f` is a trait object so that rayon's plumbing is compiled once per element type, not
-/// once per optimizer.)
-fn each_tensor<E: Float>(staged: &mut [Staged<E>], f: &(dyn Fn(&mut Staged<E>) + Sync + Send)) {
-    if staged.len() > 1 && rayon::current_num_threads() > 1 {
+/// Runs `f` on every staged tensor: across rayon's threads when the copies it makes move at
+/// least [`PARALLEL_THRESHOLD`] elements in all (`elements`), on this thread otherwise (waking
+/// the pool costs more than copying a small model). (`f` is a trait object so that rayon's
+/// plumbing is compiled once per element type, not once per optimizer.)
+fn each_tensor<E: Float>(
+    staged: &mut [Staged<E>],
+    elements: usize,
+    f: &(dyn Fn(&mut Staged<E>) + Sync + Send),
+) {
+    if staged.len() > 1 && elements >= PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
         staged.par_iter_mut().for_each(f);
     } else {
         staged.iter_mut().for_each(f);
@@ -344,7 +350,10 @@ where
     if read {
         staging.reads += staged.iter().filter(|s| s.source.is_some()).count() as u64;
     }
-    each_tensor(&mut staged, &|s| {
+    let elements = (staged.iter().filter(|s| s.source.is_some()))
+        .map(|s| s.grad.len())
+        .sum();
+    each_tensor(&mut staged, elements, &|s| {
         if let Some(src) = s.source.take() {
             if read {
                 src.read(&mut s.buf);
@@ -370,7 +379,8 @@ where
     Cpu: Device<E>,
 {
     if ok {
-        each_tensor(staged, &|s| {
+        let elements = staged.iter().map(|s| s.buf.len()).sum();
+        each_tensor(staged, elements, &|s| {
             if let Some(sp) = s.spare.as_mut().filter(|sp| sp.len() == s.buf.len()) {
                 sp.write(&s.buf);
             }

@@ -492,15 +492,15 @@ fn a_clone_of_the_state_reads_the_model_first() {
     );
 }
 
-/// A master-mode step on a model with 100 tensors runs its copies in parallel and still agrees
-/// with the default mode (multi-threaded: the per-tensor work is on rayon).
+/// A master-mode step on a model with 100 tensors (80 401 elements: above the runtime's
+/// `PARALLEL_THRESHOLD`, so the copies run across rayon's threads) agrees with `Read`.
 #[test]
 fn master_mode_agrees_on_many_tensors_and_threads() {
-    type Deep = Repeated<(Linear<8, 8>, ReLU), 49>;
+    type Deep = Repeated<(Linear<40, 40>, ReLU), 49>;
     let dev: Cpu = Default::default();
     let run = |sync: ParamSync| {
         crate::common::on_threads(2, || {
-            let mut m = dev.build_module::<(Deep, Linear<8, 1>), f32>();
+            let mut m = dev.build_module::<(Deep, Linear<40, 1>), f32>();
             let mut k = 0u64;
             let mut fill = |buf: &mut Vec<f32>| {
                 k += 1;
@@ -511,13 +511,13 @@ fn master_mode_agrees_on_many_tensors_and_threads() {
             };
             // every value set here: `build_module` draws from the device's generator
             for l in m.0.modules.iter_mut() {
-                let (mut w, mut b) = (vec![0.0; 64], vec![0.0; 8]);
+                let (mut w, mut b) = (vec![0.0; 1600], vec![0.0; 40]);
                 fill(&mut w);
                 fill(&mut b);
                 l.0.weight.copy_from(&w);
                 l.0.bias.copy_from(&b);
             }
-            let (mut w, mut b) = (vec![0.0; 8], vec![0.0; 1]);
+            let (mut w, mut b) = (vec![0.0; 40], vec![0.0; 1]);
             fill(&mut w);
             fill(&mut b);
             m.1.weight.copy_from(&w);
