@@ -194,26 +194,28 @@ impl Times {
 // ---------------------------------------------------------------------------------------------
 // The groups.
 
-fn bench_group(c: &mut Criterion, label: &str, total: usize) {
+/// One `Var` per shape and its gradient, of type `dtype`, with deterministic values (`Var` `i`
+/// from seed `i`, its gradient from seed `100 + i`, rounded from `f32`).
+fn vars_and_grads(shapes: &[Vec<usize>], dtype: candle_core::DType) -> (Vec<Var>, GradStore) {
     let dev = Device::Cpu;
-    let shapes = shapes(total);
-    let numel: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
-    let vars: Vec<Var> = shapes
-        .iter()
-        .enumerate()
-        .map(|(i, s)| Var::from_vec(filled(s.iter().product(), i as u32), s.as_slice(), &dev))
+    let tensor = |seed: u32, s: &[usize]| {
+        Tensor::from_vec(filled(s.iter().product(), seed), s, &dev).and_then(|t| t.to_dtype(dtype))
+    };
+    let vars: Vec<Var> = (shapes.iter().enumerate())
+        .map(|(i, s)| Var::from_tensor(&tensor(i as u32, s)?))
         .collect::<candle_core::Result<_>>()
         .expect("Vars");
     let mut grads = GradStore::default();
-    for (i, (v, s)) in vars.iter().zip(&shapes).enumerate() {
-        let g = Tensor::from_vec(
-            filled(s.iter().product(), 100 + i as u32),
-            s.as_slice(),
-            &dev,
-        )
-        .expect("gradient");
-        grads.insert(v, g);
+    for (i, (v, s)) in vars.iter().zip(shapes).enumerate() {
+        grads.insert(v, tensor(100 + i as u32, s).expect("gradient"));
     }
+    (vars, grads)
+}
+
+fn bench_group(c: &mut Criterion, label: &str, total: usize) {
+    let shapes = shapes(total);
+    let numel: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+    let (vars, grads) = vars_and_grads(&shapes, candle_core::DType::F32);
     let params = ParamsAdamW {
         lr: 1e-3,
         weight_decay: 1e-2,
@@ -382,29 +384,9 @@ fn bound16_on_vars(
 
 /// One 16-bit group: the `Var`s and gradients in `bf` (`BF16` or `F16`).
 fn bench_half_group(c: &mut Criterion, label: &str, total: usize, bf: candle_core::DType) {
-    let dev = Device::Cpu;
     let shapes = shapes(total);
     let numel: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
-    let vars: Vec<Var> = shapes
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let t = Tensor::from_vec(filled(s.iter().product(), i as u32), s.as_slice(), &dev)?;
-            Var::from_tensor(&t.to_dtype(bf)?)
-        })
-        .collect::<candle_core::Result<_>>()
-        .expect("Vars");
-    let mut grads = GradStore::default();
-    for (i, (v, s)) in vars.iter().zip(&shapes).enumerate() {
-        let g = Tensor::from_vec(
-            filled(s.iter().product(), 100 + i as u32),
-            s.as_slice(),
-            &dev,
-        )
-        .and_then(|t| t.to_dtype(bf))
-        .expect("gradient");
-        grads.insert(v, g);
-    }
+    let (vars, grads) = vars_and_grads(&shapes, bf);
     let mut blocks = CandleOptimizer::new(vars.clone(), CandleConfig::new(adamw())).expect("ours");
     let mut staged = CandleOptimizer::new(vars.clone(), CandleConfig::new(adamw())).expect("ours");
     staged.set_stage_whole(true);
