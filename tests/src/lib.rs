@@ -8,6 +8,7 @@
 //! - [`zoo`]: zoo optimizers configured as several tests need them.
 //! - [`state`]: optimizer states compared bit for bit.
 //! - [`params`]: [`ParamSlice`](optim_dsl::ParamSlice)s from parallel lists.
+//! - [`one`]: a one-neuron dfdx model for tests computed by hand.
 //! - [`values`]: deterministic pseudo-random values (xorshift64).
 //! - [`runner`]: teacher-forced runs of a case through the slice and the dfdx path, the
 //!   final-state comparison, and the [`conformance!`] macro that defines one test per case.
@@ -248,3 +249,5 @@ pub mod state;
 pub mod values;
 
 pub mod params;
+
+pub mod one;

@@ -11,14 +11,13 @@ use dfdx::prelude::*;
 use optim_dsl::prelude::*;
 use optim_dsl::zoo::{AdamW, ScheduleFreeAdamW};
 use optim_dsl::{Checkpoint, NonFinitePolicy, OptimError, ParamSync, WeightEma};
+use optim_tests::one::{filled, one};
 use optim_tests::state::state_bits;
 use optim_tests::values::seeded;
 use optim_tests::zoo::sgd;
 
 type Two = (Linear<3, 4>, Linear<4, 2>);
 type TwoModel = <Two as BuildOnDevice<Cpu, f32>>::Built;
-type One = Linear<2, 1>;
-type OneModel = <One as BuildOnDevice<Cpu, f32>>::Built;
 
 /// Every trainable tensor of `m`, in field order.
 fn tensors(m: &TwoModel) -> [&dyn ReadValues; 4] {
@@ -99,6 +98,15 @@ impl<O: DslOptimizer<f32> + DfdxUpdate<f32>> Pair<O> {
         }
     }
 
+    /// Steps `ts` of both over every tensor, each followed by [`Pair::assert_same`] (`what`
+    /// names the step in a failure).
+    fn steps(&mut self, ts: std::ops::RangeInclusive<u64>, what: impl Fn(u64) -> String) {
+        for t in ts {
+            self.step(t, all);
+            self.assert_same(&what(t));
+        }
+    }
+
     /// Both runs agree bit for bit: parameters and optimizer state.
     fn assert_same(&self, what: &str) {
         assert_eq!(
@@ -129,10 +137,7 @@ fn master_mode_is_bit_identical_to_the_default_mode() {
     let dev: Cpu = Default::default();
     let mut p = Pair::new(&dev, adamw);
     let start = bits(&p.read.0);
-    for t in 1..=6 {
-        p.step(t, all);
-        p.assert_same(&format!("step {t}"));
-    }
+    p.steps(1..=6, |t| format!("step {t}"));
     assert_ne!(bits(&p.read.0), start, "the steps moved the parameters");
     assert_eq!(p.read.1.opt_state().param_sync, ParamSync::Read);
     assert_eq!(
@@ -151,14 +156,10 @@ fn master_mode_is_bit_identical_to_the_default_mode() {
 fn an_in_place_write_is_seen_without_resync() {
     let dev: Cpu = Default::default();
     let run = |sync: ParamSync, resync: bool| -> (Vec<f32>, Vec<f32>, u64) {
-        let mut m: OneModel = dev.build_module::<One, f32>();
-        m.weight.copy_from(&[1.0, 2.0]);
-        m.bias.copy_from(&[0.5]);
+        let mut m = one(&dev, [1.0, 2.0], 0.5);
         let mut opt = sgd(0.5);
         opt.set_param_sync(sync);
-        let mut g = m.alloc_grads();
-        g.get_or_alloc_mut(&m.weight).unwrap().fill(1.0);
-        g.get_or_alloc_mut(&m.bias).unwrap().fill(1.0);
+        let mut g = filled(&m, 1.0);
         opt.update(&mut m, &mut g).unwrap();
         assert_eq!(m.weight.as_vec(), [0.5, 1.5]);
         m.weight.copy_from(&[10.0, 20.0]);
@@ -191,10 +192,7 @@ fn switching_to_master_reads_first() {
     p.step(2, all);
     p.both(|m| m.1.weight.copy_from(&[0.75; 8]));
     p.master.1.set_param_sync(ParamSync::Master);
-    for t in 3..=4 {
-        p.step(t, all);
-        p.assert_same(&format!("step {t} after the switch"));
-    }
+    p.steps(3..=4, |t| format!("step {t} after the switch"));
 }
 
 /// In-place writes into two of the four tensors, with and without `resync_params`: the runs
@@ -213,10 +211,9 @@ fn an_in_place_write_matches_the_read_mode() {
         if resync {
             p.master.1.opt_state_mut().resync_params();
         }
-        for t in 3..=5 {
-            p.step(t, all);
-            p.assert_same(&format!("step {t} after the write (resync {resync})"));
-        }
+        p.steps(3..=5, |t| {
+            format!("step {t} after the write (resync {resync})")
+        });
         let reads = if resync { 8 } else { 6 };
         assert_eq!(
             p.master.1.opt_state().model_reads(),
@@ -230,21 +227,13 @@ fn an_in_place_write_matches_the_read_mode() {
 #[test]
 fn a_replaced_tensor_is_read_again() {
     let dev: Cpu = Default::default();
-    let mut m: OneModel = dev.build_module::<One, f32>();
-    m.weight.copy_from(&[1.0, 2.0]);
-    m.bias.copy_from(&[0.5]);
+    let mut m = one(&dev, [1.0, 2.0], 0.5);
     let mut opt = sgd(0.5);
     opt.set_param_sync(ParamSync::Master);
-    let ones = |m: &OneModel| {
-        let mut g = m.alloc_grads();
-        g.get_or_alloc_mut(&m.weight).unwrap().fill(1.0);
-        g.get_or_alloc_mut(&m.bias).unwrap().fill(1.0);
-        g
-    };
-    let mut g = ones(&m);
+    let mut g = filled(&m, 1.0);
     opt.update(&mut m, &mut g).unwrap();
     m.weight = dev.tensor([[4.0f32, 8.0]]);
-    let mut g = ones(&m);
+    let mut g = filled(&m, 1.0);
     opt.update(&mut m, &mut g).unwrap();
     assert_eq!(m.weight.as_vec(), [3.5, 7.5]);
     assert_eq!(m.bias.as_vec(), [-0.5]);
@@ -253,10 +242,7 @@ fn a_replaced_tensor_is_read_again() {
     let mut p = Pair::new(&dev, adamw);
     p.step(1, all);
     p.both(|m| m.1.weight = dev.tensor([[0.5f32; 4]; 2]));
-    for t in 2..=4 {
-        p.step(t, all);
-        p.assert_same(&format!("step {t} after the replacement"));
-    }
+    p.steps(2..=4, |t| format!("step {t} after the replacement"));
     assert_eq!(
         p.master.1.opt_state().model_reads(),
         5,
@@ -295,15 +281,11 @@ fn update_where_keeps_the_copies_of_skipped_tensors() {
 #[test]
 fn a_failed_step_drops_the_copies() {
     let dev: Cpu = Default::default();
-    let mut m: OneModel = dev.build_module::<One, f32>();
-    m.weight.copy_from(&[1.0, 2.0]);
-    m.bias.copy_from(&[0.5]);
+    let mut m = one(&dev, [1.0, 2.0], 0.5);
     let mut opt = sgd(0.5);
     opt.set_param_sync(ParamSync::Master);
     opt.opt_state_mut().non_finite = NonFinitePolicy::Error;
-    let mut g = m.alloc_grads();
-    g.get_or_alloc_mut(&m.weight).unwrap().fill(1.0);
-    g.get_or_alloc_mut(&m.bias).unwrap().fill(1.0);
+    let mut g = filled(&m, 1.0);
     opt.update(&mut m, &mut g).unwrap();
     m.weight.copy_from(&[10.0, 20.0]);
     let mut bad = m.alloc_grads();
@@ -339,10 +321,7 @@ fn a_failed_step_drops_the_copies() {
     }
     p.assert_same("after the failed step");
     let before = p.master.1.opt_state().model_reads();
-    for t in 3..=5 {
-        p.step(t, all);
-        p.assert_same(&format!("step {t}"));
-    }
+    p.steps(3..=5, |t| format!("step {t}"));
     assert_eq!(
         p.master.1.opt_state().model_reads() - before,
         4,
@@ -449,10 +428,7 @@ fn a_checkpoint_load_keeps_the_copies_and_a_rollback_is_read() {
     p.read.1.load_checkpoint_bytes(&saved[0], None).unwrap();
     p.master.1.load_checkpoint_bytes(&saved[1], None).unwrap();
     assert_eq!(p.master.1.opt_state().param_sync, ParamSync::Master, "kept");
-    for t in 2..=3 {
-        p.step(t, all);
-        p.assert_same(&format!("step {t} after the rollback"));
-    }
+    p.steps(2..=3, |t| format!("step {t} after the rollback"));
     assert_eq!(
         p.master.1.opt_state().model_reads(),
         8,
@@ -481,10 +457,7 @@ fn a_clone_of_the_state_reads_the_model_first() {
     assert_eq!(p.master.1.opt_state().param_sync, ParamSync::Master);
     let copy = p.master.1.opt_state().try_clone().unwrap();
     assert_eq!(copy.param_sync, ParamSync::Master, "try_clone too");
-    for t in 3..=4 {
-        p.step(t, all);
-        p.assert_same(&format!("step {t} of the clone"));
-    }
+    p.steps(3..=4, |t| format!("step {t} of the clone"));
     assert_eq!(
         p.master.1.opt_state().model_reads(),
         4,

@@ -10,6 +10,7 @@ use optim_dsl::prelude::*;
 use optim_dsl::zoo::{AdamW, AdamW8bit, AdamWBf16};
 use optim_dsl::{Checkpoint, NonFinitePolicy, OptimError, ParamSync, ShapeChange};
 use optim_runtime::{update_mixed_in_modules, MixedSlice, NarrowSlice, StateDtype};
+use optim_tests::one::{filled, one, values, OneModel};
 use optim_tests::values::seeded;
 use optim_tests::zoo::sgd;
 use proptest::prelude::*;
@@ -520,31 +521,8 @@ fn narrow_step_sgd(
 
 // ------------------------------------------------------------------ dfdx master copies
 
-type One = Linear<2, 1>;
-type OneModel = <One as BuildOnDevice<Cpu, f32>>::Built;
 type Wide = Linear<3, 1>;
 type WideModel = <Wide as BuildOnDevice<Cpu, f32>>::Built;
-
-/// A `Linear<2, 1>` with weight `w` and bias `b`.
-fn one(dev: &Cpu, w: [f32; 2], b: f32) -> OneModel {
-    let mut m: OneModel = dev.build_module::<One, f32>();
-    m.weight.copy_from(&w);
-    m.bias.copy_from(&[b]);
-    m
-}
-
-/// Gradients of `m`: every element `g`.
-fn filled(m: &OneModel, g: f32) -> Gradients<f32, Cpu> {
-    let mut gr = m.alloc_grads();
-    gr.get_or_alloc_mut(&m.weight).unwrap().fill(g);
-    gr.get_or_alloc_mut(&m.bias).unwrap().fill(g);
-    gr
-}
-
-/// `(weight, bias)` of `m`.
-fn values(m: &OneModel) -> (Vec<f32>, Vec<f32>) {
-    (m.weight.as_vec(), m.bias.as_vec())
-}
 
 /// SGD (lr 0.5) in `Master` mode; each step with gradient 1 subtracts 0.5.
 fn master_sgd() -> optim_dsl::zoo::Sgd<f32> {
