@@ -11,6 +11,7 @@ use optim_dsl::zoo::{AdamW, AdamW8bit, AdamWBf16};
 use optim_dsl::{Checkpoint, NonFinitePolicy, OptimError, ParamSync, ShapeChange};
 use optim_runtime::{update_mixed_in_modules, MixedSlice, NarrowSlice, StateDtype};
 use optim_tests::one::{filled, one, values, OneModel};
+use optim_tests::params::slice;
 use optim_tests::values::seeded;
 use optim_tests::zoo::sgd;
 use proptest::prelude::*;
@@ -110,21 +111,6 @@ fn warmed() -> (AdamW<f32>, Vec<u16>) {
     )
     .unwrap();
     (opt, p)
-}
-
-/// An `f32` parameter of a step.
-fn slice<'a>(
-    name: &'a str,
-    shape: &'a [usize],
-    param: &'a mut [f32],
-    grad: &'a [f32],
-) -> ParamSlice<'a, f32> {
-    ParamSlice {
-        name,
-        shape,
-        param,
-        grad,
-    }
 }
 
 // ------------------------------------------------------------------ 16-bit slices: tests
